@@ -1,0 +1,209 @@
+"""Address spaces: one page-table hierarchy each, with batched invalidation and
+checked access between guest virtual memory and the host.
+
+Every change that restricts access (unmap, protect, clearing A/D bits, freeing a
+frame) is collected and invalidated once at the end of the batch, so that what
+guest CPL3 code sees always matches the tables. Checked access never touches host
+memory outside the guest frames the guest itself may reach.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Iterator
+
+from .frames import HUGE_PAGE_SIZE, PAGE_SIZE
+from .guest_memory import GuestMemory
+from .pagetable import (ENTRIES_PER_TABLE, PTE, USER_SPACE_END, PageTables, Perm,
+                        Translation, coalesce, is_canonical)
+
+#: Largest single checked access; Linux caps one read/write at MAX_RW_COUNT (~2 GiB).
+MAX_CHECKED_ACCESS = 0x7FFF_F000
+KERNEL_HALF_FIRST_ENTRY = ENTRIES_PER_TABLE // 2
+
+
+class GuestFault(Exception):
+    """A checked access hit a page that is unmapped or lacks the permission."""
+
+    def __init__(self, vaddr: int, reason: str) -> None:
+        super().__init__(f"guest address {vaddr:#x}: {reason}")
+        self.vaddr = vaddr
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """What a checked access needs of every page it touches."""
+
+    write: bool = False
+    user: bool = True
+
+
+READ = Access()
+WRITE = Access(write=True)
+
+
+class AddressSpace:
+    """A guest address space: its page tables, sharing the kernel half with others."""
+
+    def __init__(self, memory: GuestMemory, kernel: "AddressSpace | None" = None) -> None:
+        self.memory = memory
+        frames = memory.frames
+        self.tables = PageTables(memory.words, frames.alloc, frames.free,
+                                 alloc_huge=frames.alloc_huge)
+        if kernel is not None:
+            self._share_kernel_half(kernel)
+        self._pending: list[tuple[int, int]] = []
+        self._batch_depth = 0
+        self.closed = False
+
+    @property
+    def cr3(self) -> int:
+        return self.tables.root
+
+    def _share_kernel_half(self, kernel: "AddressSpace") -> None:
+        """Point PML4 entries 256..511 at the kernel's tables (mapped once, at boot)."""
+        words, src, dst = self.memory.words, kernel.cr3 // 8, self.cr3 // 8
+        words[dst + KERNEL_HALF_FIRST_ENTRY:dst + ENTRIES_PER_TABLE] = \
+            words[src + KERNEL_HALF_FIRST_ENTRY:src + ENTRIES_PER_TABLE]
+
+    # -- batching ------------------------------------------------------------------
+    @contextlib.contextmanager
+    def batch(self) -> Iterator["AddressSpace"]:
+        """Group changes; the invalidation they need runs once, when the batch ends."""
+        self._batch_depth += 1
+        try:
+            yield self
+        finally:
+            self._batch_depth -= 1
+            if self._batch_depth == 0:
+                self.flush()
+
+    def flush(self) -> None:
+        """Invalidate everything restricted since the last flush."""
+        pending, self._pending = self._pending, []
+        if pending:
+            self.memory.invalidate(coalesce(pending))
+
+    def _restricted(self, ranges: list[tuple[int, int]]) -> None:
+        self._pending.extend(ranges)
+        if self._batch_depth == 0:
+            self.flush()
+
+    # -- changes -------------------------------------------------------------------
+    def map(self, vaddr: int, size: int, perm: Perm, paddr: int | None = None,
+            huge: bool = False) -> None:
+        """Map a range (fresh zeroed frames unless ``paddr`` is given). Adding access
+        needs no invalidation: KVM walks the tables again on a missing entry."""
+        self.tables.map(vaddr, size, perm, paddr, huge)
+
+    def unmap(self, vaddr: int, size: int) -> None:
+        """Unmap a range, freeing the frames it owned."""
+        self._restricted(self.tables.unmap(vaddr, size))
+
+    def protect(self, vaddr: int, size: int, perm: Perm) -> None:
+        """Change the permission of every mapped page in the range."""
+        self._restricted(self.tables.protect(vaddr, size, perm))
+
+    def collect(self, vaddr: int, size: int, bits: PTE, clear: bool = False) -> list[int]:
+        """Pages of the range whose entry has ``bits`` (ACCESSED, DIRTY) set; with
+        ``clear``, clear them so that the next access sets them again."""
+        pages, restricted = self.tables.collect_bits(vaddr, size, bits, clear)
+        self._restricted(restricted)
+        return pages
+
+    def dirty_pages(self, vaddr: int, size: int, clear: bool = False) -> list[int]:
+        return self.collect(vaddr, size, PTE.DIRTY, clear)
+
+    def accessed_pages(self, vaddr: int, size: int, clear: bool = False) -> list[int]:
+        return self.collect(vaddr, size, PTE.ACCESSED, clear)
+
+    def walk(self, vaddr: int) -> Translation | None:
+        return self.tables.walk(vaddr)
+
+    # -- checked access ------------------------------------------------------------
+    def translate(self, vaddr: int, length: int, access: Access = READ) -> list[tuple[int, int]]:
+        """The guest-physical pieces of [vaddr, vaddr+length), checked page by page
+        as the CPU would check an access at the given privilege; raises
+        ``GuestFault`` (touching nothing) if any page fails. Sets A (and D for
+        writes) like the CPU, so dirty tracking sees writes done on the guest's behalf."""
+        if length < 0 or length > MAX_CHECKED_ACCESS:
+            raise GuestFault(vaddr, f"length {length:#x} out of range")
+        end = vaddr + length
+        if length and not (is_canonical(vaddr) and is_canonical(end - 1)
+                           and (vaddr < USER_SPACE_END) == (end - 1 < USER_SPACE_END)):
+            raise GuestFault(vaddr, "range is not canonical")
+        pieces: list[tuple[int, int]] = []
+        touched: list[int] = []
+        cursor = vaddr
+        while cursor < end:
+            found = self.tables.walk(cursor)
+            _check_access(cursor, found, access)
+            assert found is not None
+            size = min(found.page_size - (cursor & (found.page_size - 1)), end - cursor)
+            if pieces and pieces[-1][0] + pieces[-1][1] == found.paddr:
+                pieces[-1] = (pieces[-1][0], pieces[-1][1] + size)
+            else:
+                pieces.append((found.paddr, size))
+            touched.append(cursor)
+            cursor += size
+        bits = PTE.ACCESSED | PTE.DIRTY if access.write else PTE.ACCESSED
+        for page in touched:
+            self.tables.set_bits(page, bits)
+        return pieces
+
+    def read(self, vaddr: int, length: int, access: Access = READ) -> bytes:
+        """Checked read of guest virtual memory."""
+        view = self.memory.view
+        return b"".join(bytes(view[p:p + n]) for p, n in self.translate(vaddr, length, access))
+
+    def write(self, vaddr: int, data: bytes, access: Access = WRITE) -> None:
+        """Checked write of guest virtual memory (all pages checked before any byte)."""
+        view, offset = self.memory.view, 0
+        for paddr, size in self.translate(vaddr, len(data), access):
+            view[paddr:paddr + size] = data[offset:offset + size]
+            offset += size
+
+    def host_views(self, vaddr: int, length: int, access: Access = READ) -> list[memoryview]:
+        """The host memory behind a guest range, as memoryviews (for forwarding a
+        guest buffer to a host system call without copying)."""
+        view = self.memory.view
+        return [view[p:p + n] for p, n in self.translate(vaddr, length, access)]
+
+    def read_cstring(self, vaddr: int, limit: int, access: Access = READ) -> bytes:
+        """A NUL-terminated string of at most ``limit`` bytes (without the NUL);
+        raises ``GuestFault`` if unterminated within ``limit`` or unreadable."""
+        out = bytearray()
+        cursor = vaddr
+        while len(out) < limit:
+            chunk = min(PAGE_SIZE - (cursor & (PAGE_SIZE - 1)), limit - len(out))
+            data = self.read(cursor, chunk, access)
+            nul = data.find(0)
+            if nul >= 0:
+                return bytes(out + data[:nul])
+            out += data
+            cursor += chunk
+        raise GuestFault(vaddr, f"string longer than {limit} bytes")
+
+    # -- teardown ------------------------------------------------------------------
+    def close(self) -> None:
+        """Unmap the user half and free its tables (the kernel half is shared)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.unmap(0, USER_SPACE_END)
+        for table in list(self.tables.tables()):
+            self.memory.frames.free(table)
+
+
+def _check_access(vaddr: int, found: Translation | None, access: Access) -> None:
+    if found is None or not found.present:
+        raise GuestFault(vaddr, "not mapped")
+    if access.user and not found.user:
+        raise GuestFault(vaddr, "not accessible from user mode")
+    if access.write and not found.writable:
+        raise GuestFault(vaddr, "not writable")
+
+
+__all__ = ["Access", "AddressSpace", "GuestFault", "READ", "WRITE", "HUGE_PAGE_SIZE"]

@@ -1,0 +1,90 @@
+"""Guest-physical frame allocation: 4 KiB and 2 MiB frames from one host mapping.
+
+Frames are handed out zeroed. Freed frames go back to the host at once
+(MADV_DONTNEED), which both returns the memory and zeroes it for the next user;
+on KVM it also drops every shadow entry that still maps the frame.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+PAGE_SIZE = 4096
+PAGE_SHIFT = 12
+HUGE_PAGE_SIZE = 2 * 1024 * 1024
+FRAMES_PER_HUGE_PAGE = HUGE_PAGE_SIZE // PAGE_SIZE
+
+
+class OutOfGuestMemory(MemoryError):
+    """No free guest-physical frame is left."""
+
+
+class FrameAllocator:
+    """Hands out guest-physical frames in ``[start, end)``.
+
+    ``discard(paddr, length)`` is called on free to give the memory back to the host
+    (and zero it). Small frames come from a free list, then from a bump pointer;
+    huge frames from their own free list, then from the bump pointer aligned up
+    (the frames skipped by the alignment go to the small list).
+    """
+
+    def __init__(self, start: int, end: int,
+                 discard: Callable[[int, int], None] | None = None) -> None:
+        if start % PAGE_SIZE or end % PAGE_SIZE or start >= end:
+            raise ValueError("frame range must be page-aligned and non-empty")
+        self.start, self.end = start, end
+        self._next = start
+        self._free_small: list[int] = []
+        self._free_huge: list[int] = []
+        self._discard = discard or (lambda paddr, length: None)
+        self.allocated_bytes = 0
+
+    @property
+    def free_bytes(self) -> int:
+        return (self.end - self._next + PAGE_SIZE * len(self._free_small)
+                + HUGE_PAGE_SIZE * len(self._free_huge))
+
+    def alloc(self) -> int:
+        """One zeroed 4 KiB frame."""
+        if self._free_small:
+            paddr = self._free_small.pop()
+        elif self._next + PAGE_SIZE <= self.end:
+            paddr, self._next = self._next, self._next + PAGE_SIZE
+        elif self._free_huge:
+            huge = self._free_huge.pop()
+            self._free_small.extend(range(huge + PAGE_SIZE, huge + HUGE_PAGE_SIZE, PAGE_SIZE))
+            paddr = huge
+        else:
+            raise OutOfGuestMemory(f"guest memory exhausted ({self.end - self.start:#x} bytes)")
+        self.allocated_bytes += PAGE_SIZE
+        return paddr
+
+    def alloc_huge(self) -> int:
+        """One zeroed, 2 MiB-aligned 2 MiB frame."""
+        if self._free_huge:
+            paddr = self._free_huge.pop()
+        else:
+            aligned = -(-self._next // HUGE_PAGE_SIZE) * HUGE_PAGE_SIZE
+            if aligned + HUGE_PAGE_SIZE > self.end:
+                raise OutOfGuestMemory("no free 2 MiB frame left in guest memory")
+            self._free_small.extend(range(self._next, aligned, PAGE_SIZE))
+            paddr, self._next = aligned, aligned + HUGE_PAGE_SIZE
+        self.allocated_bytes += HUGE_PAGE_SIZE
+        return paddr
+
+    def free(self, paddr: int, length: int = PAGE_SIZE) -> None:
+        """Return frames ``[paddr, paddr+length)`` and their memory to the host."""
+        if paddr % PAGE_SIZE or length % PAGE_SIZE or not (
+                self.start <= paddr and paddr + length <= self._next):
+            raise ValueError(f"freeing frames {paddr:#x}+{length:#x} never allocated")
+        self._discard(paddr, length)
+        self.allocated_bytes -= length
+        end = paddr + length
+        while paddr < end:
+            # Whole aligned 2 MiB blocks stay huge; the rest becomes 4 KiB frames.
+            if paddr % HUGE_PAGE_SIZE == 0 and paddr + HUGE_PAGE_SIZE <= end:
+                self._free_huge.append(paddr)
+                paddr += HUGE_PAGE_SIZE
+            else:
+                self._free_small.append(paddr)
+                paddr += PAGE_SIZE

@@ -1,0 +1,85 @@
+"""Raw host memory: the one module that calls mmap/mprotect/madvise through ctypes.
+
+Guest-physical memory is one anonymous private host mapping. Everything else in
+kvmdune reaches it only through the bounds-checked memoryviews this module hands
+out, never through raw pointers (gVisor keeps its ``unsafe`` code in few files in
+the same spirit).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import mmap
+import os
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                       ctypes.c_int, ctypes.c_long]
+_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+_libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+
+MAP_FAILED = ctypes.c_void_p(-1).value
+MAP_NORESERVE = 0x4000  # linux/mman.h: do not reserve swap for the mapping
+MADV_DONTNEED = 4
+MADV_DONTFORK = 10
+PROT_READ, PROT_WRITE = mmap.PROT_READ, mmap.PROT_WRITE
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+class HostMapping:
+    """An anonymous, private, lazily committed host mapping of ``size`` bytes.
+
+    ``view`` is a memoryview of its bytes and ``words`` the same memory as 64-bit
+    little-endian words; both check bounds on every access.
+    """
+
+    def __init__(self, size: int) -> None:
+        addr = _libc.mmap(None, size, PROT_READ | PROT_WRITE,
+                          mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+        if addr in (None, MAP_FAILED):
+            err = ctypes.get_errno()
+            raise OSError(err, f"mmap of {size} bytes for guest memory: {os.strerror(err)}")
+        self.address: int = addr
+        self.size = size
+        # Safe: the array spans exactly the mapping, which lives until close().
+        self._array = (ctypes.c_char * size).from_address(addr)
+        self.view = memoryview(self._array).cast("B")
+        self.words = self.view.cast("Q")
+
+    def close(self) -> None:
+        if self.address:
+            self.words.release()
+            self.view.release()
+            del self._array
+            _check(_libc.munmap(self.address, self.size), "munmap")
+            self.address = 0
+
+    def _checked_range(self, offset: int, length: int) -> int:
+        if offset < 0 or length < 0 or offset + length > self.size:
+            raise ValueError(f"range {offset:#x}+{length:#x} outside the guest memory")
+        return self.address + offset
+
+    def discard(self, offset: int, length: int) -> None:
+        """Give the pages back to the host (they read as zero afterwards)."""
+        _check(_libc.madvise(self._checked_range(offset, length), length, MADV_DONTNEED),
+               "madvise(MADV_DONTNEED)")
+
+    def reprotect(self, offset: int, length: int) -> None:
+        """An mprotect pair (read-only, then read-write) over the range.
+
+        The change itself is a no-op for the host, but it makes KVM's MMU notifier drop
+        every shadow entry mapping these pages: the only invalidation that software
+        KVM honours for host writes to guest page tables (PLATFORM.md).
+        """
+        start = self._checked_range(offset, length)
+        _check(_libc.mprotect(start, length, PROT_READ), "mprotect(PROT_READ)")
+        _check(_libc.mprotect(start, length, PROT_READ | PROT_WRITE),
+               "mprotect(PROT_READ|PROT_WRITE)")

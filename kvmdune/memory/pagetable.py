@@ -1,0 +1,522 @@
+"""x86-64 4-level page tables: entry bits, and map / unmap / protect / walk / A-D bits.
+
+Pure logic over 64-bit words of guest-physical memory (a memoryview of format
+``Q``) and a frame allocator, so tests run on a bytearray without KVM. Every
+operation returns the guest-physical ranges whose access it *restricted*; the
+caller (``AddressSpace``) invalidates them, because KVM does not see host writes
+to guest page tables (PLATFORM.md).
+
+Bit names follow the Intel SDM, vol. 3A, table 4-19 / 4-20.
+"""
+
+from __future__ import annotations
+
+import array
+import enum
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+from .frames import HUGE_PAGE_SIZE, PAGE_SIZE
+
+ENTRIES_PER_TABLE = 512
+WORD_SIZE = 8
+LEVEL_SHIFTS = {4: 39, 3: 30, 2: 21, 1: 12}   # PML4, PDPT, PD, PT
+ADDRESS_MASK = 0x000F_FFFF_FFFF_F000
+HUGE_ADDRESS_MASK = 0x000F_FFFF_FFE0_0000
+USER_SPACE_END = 0x0000_8000_0000_0000       # first non-canonical address (47-bit)
+KERNEL_SPACE_START = 0xFFFF_8000_0000_0000
+ADDRESS_SPACE_END = 1 << 64
+
+
+class PTE(enum.IntFlag):
+    """Page-table entry bits (Intel SDM names), plus two software-available bits."""
+
+    PRESENT = 1 << 0     # P
+    WRITABLE = 1 << 1    # R/W
+    USER = 1 << 2        # U/S
+    PWT = 1 << 3
+    PCD = 1 << 4
+    ACCESSED = 1 << 5    # A
+    DIRTY = 1 << 6       # D
+    HUGE = 1 << 7        # PS: a 2 MiB page in a PD entry
+    GLOBAL = 1 << 8
+    OWNED = 1 << 9       # software: the frame was allocated for this mapping
+    PROTNONE = 1 << 10   # software: mapped, but no access (PROT_NONE): P is clear
+    NX = 1 << 63         # XD: no instruction fetch
+
+
+class Perm(enum.IntFlag):
+    """Access a mapping grants. x86 has no write- or exec-only pages: any of
+    READ/WRITE/EXEC grants read; none of them is PROT_NONE."""
+
+    NONE = 0
+    READ = 1
+    WRITE = 2
+    EXEC = 4
+    USER = 8   # reachable from CPL3
+
+    @classmethod
+    def from_pte(cls, entry: int) -> "Perm":
+        if not entry & (PTE.PRESENT | PTE.PROTNONE) or entry & PTE.PROTNONE:
+            return cls.NONE | (cls.USER if entry & PTE.USER else cls.NONE)
+        perm = cls.READ
+        if entry & PTE.WRITABLE:
+            perm |= cls.WRITE
+        if not entry & PTE.NX:
+            perm |= cls.EXEC
+        if entry & PTE.USER:
+            perm |= cls.USER
+        return perm
+
+
+# Plain ints: ``~`` of an IntFlag keeps only the defined bits and would drop addresses.
+_PERM_BITS = int(PTE.PRESENT | PTE.WRITABLE | PTE.USER | PTE.NX | PTE.PROTNONE)
+_ACCESS_BITS = int(PTE.PRESENT | PTE.WRITABLE | PTE.USER)   # more of these = more access
+_AD_BITS = int(PTE.ACCESSED | PTE.DIRTY)
+_P, _RW, _US = int(PTE.PRESENT), int(PTE.WRITABLE), int(PTE.USER)
+_A, _D, _HUGE, _NX = int(PTE.ACCESSED), int(PTE.DIRTY), int(PTE.HUGE), int(PTE.NX)
+_PROTNONE, _OWNED = int(PTE.PROTNONE), int(PTE.OWNED)
+
+
+def perm_bits(perm: Perm) -> int:
+    """The PTE bits that grant ``perm``."""
+    if not perm & (Perm.READ | Perm.WRITE | Perm.EXEC):
+        bits = _PROTNONE
+    else:
+        bits = _P
+        if perm & Perm.WRITE:
+            bits |= _RW
+        if not perm & Perm.EXEC:
+            bits |= _NX
+    if perm & Perm.USER:
+        bits |= _US
+    return int(bits)
+
+
+def is_restriction(old: int, new: int) -> bool:
+    """True when ``new`` grants less than ``old`` (or maps another frame, or clears A/D)."""
+    if not old & _P:
+        return False
+    if (old & ADDRESS_MASK) != (new & ADDRESS_MASK):
+        return True
+    lost = (old & _ACCESS_BITS) & ~new
+    gained_nx = (new & _NX) and not (old & _NX)
+    cleared_ad = (old & _AD_BITS) & ~new
+    return bool(lost or gained_nx or cleared_ad)
+
+
+def is_canonical(vaddr: int) -> bool:
+    return 0 <= vaddr < USER_SPACE_END or KERNEL_SPACE_START <= vaddr < ADDRESS_SPACE_END
+
+
+class PageTableError(Exception):
+    """A page-table operation was asked for something impossible."""
+
+
+class AlreadyMapped(PageTableError):
+    """map() over a page that is already mapped."""
+
+
+@dataclass(frozen=True, slots=True)
+class Translation:
+    """What a walk of ``vaddr`` found: the leaf entry, with permissions combined over
+    all four levels (as the CPU combines them)."""
+
+    vaddr: int
+    paddr: int
+    page_size: int
+    present: bool
+    writable: bool
+    user: bool
+    nx: bool
+    accessed: bool
+    dirty: bool
+    entry: int
+    entry_paddr: int   # where the leaf entry lives (guest-physical)
+
+    @property
+    def perm(self) -> Perm:
+        return Perm.from_pte(self.entry)
+
+
+@dataclass(frozen=True, slots=True)
+class _Chunk:
+    """A run of leaf entries in one table: ``count`` entries from ``index``."""
+
+    table: int        # guest-physical address of the table
+    index: int
+    count: int
+    vaddr: int        # address mapped by the first entry
+    page_size: int
+
+
+def _index(vaddr: int, level: int) -> int:
+    return (vaddr >> LEVEL_SHIFTS[level]) & (ENTRIES_PER_TABLE - 1)
+
+
+def _span(level: int) -> int:
+    """Bytes one entry at ``level`` maps."""
+    return 1 << LEVEL_SHIFTS[level]
+
+
+class PageTables:
+    """One 4-level hierarchy rooted at ``root`` (the CR3 value).
+
+    ``words`` is guest-physical memory as 64-bit words; ``alloc`` returns a zeroed
+    4 KiB frame, ``free(paddr, length)`` takes frames back.
+    """
+
+    def __init__(self, words: memoryview, alloc: Callable[[], int],
+                 free: Callable[[int, int], None], root: int | None = None,
+                 alloc_huge: Callable[[], int] | None = None) -> None:
+        self.words = words
+        self._alloc = alloc
+        self._alloc_huge = alloc_huge
+        self._free = free
+        self.root = alloc() if root is None else root
+
+    # -- entry access ------------------------------------------------------------
+    def _read(self, table: int, index: int) -> int:
+        return self.words[table // WORD_SIZE + index]
+
+    def _write(self, table: int, index: int, value: int) -> None:
+        self.words[table // WORD_SIZE + index] = value
+
+    def _slice(self, chunk: _Chunk) -> slice:
+        first = chunk.table // WORD_SIZE + chunk.index
+        return slice(first, first + chunk.count)
+
+    @staticmethod
+    def _table_bits(vaddr: int) -> int:
+        """Intermediate entries grant everything; the leaf decides (user half gets U)."""
+        bits = _P | _RW
+        return int(bits | _US) if vaddr < USER_SPACE_END else int(bits)
+
+    # -- walking -------------------------------------------------------------------
+    def _descend(self, vaddr: int, stop_level: int, create: bool) -> tuple[int | None, int]:
+        """The table at ``stop_level`` that maps ``vaddr``, creating missing tables if
+        asked. Returns (table, level); table is None when an entry at ``level`` is
+        missing (or is a huge page above ``stop_level``)."""
+        table = self.root
+        for level in (4, 3, 2):
+            if level == stop_level:
+                return table, level
+            index = _index(vaddr, level)
+            entry = self._read(table, index)
+            if entry & _HUGE:
+                return None, level
+            if not entry & _P:
+                if not create:
+                    return None, level
+                new = self._alloc()
+                self._write(table, index, new | self._table_bits(vaddr))
+                entry = new
+            table = entry & ADDRESS_MASK
+        return table, 1
+
+    def walk(self, vaddr: int) -> Translation | None:
+        """Translate ``vaddr``; None when no leaf entry (present or PROT_NONE) maps it."""
+        if not is_canonical(vaddr):
+            return None
+        table, writable, user, nx = self.root, True, True, False
+        for level in (4, 3, 2, 1):
+            index = _index(vaddr, level)
+            entry = self._read(table, index)
+            leaf = level == 1 or (level == 2 and entry & _HUGE)
+            if not leaf and not entry & _P:
+                return None
+            if leaf:
+                if not entry & (_P | _PROTNONE):
+                    return None
+                size = _span(level)
+                mask = HUGE_ADDRESS_MASK if level == 2 else ADDRESS_MASK
+                present = bool(entry & _P)
+                return Translation(
+                    vaddr, (entry & mask) + (vaddr & (size - 1)), size, present,
+                    present and writable and bool(entry & _RW),
+                    user and bool(entry & _US), nx or bool(entry & _NX),
+                    bool(entry & _A), bool(entry & _D), entry,
+                    table + index * WORD_SIZE)
+            writable &= bool(entry & _RW)
+            user &= bool(entry & _US)
+            nx |= bool(entry & _NX)
+            table = entry & ADDRESS_MASK
+        return None  # unreachable: level 1 is always a leaf
+
+    def _chunks(self, start: int, end: int, *, create: bool,
+                split_huge: bool) -> Iterator[_Chunk]:
+        """Runs of leaf entries covering [start, end), table by table.
+
+        A 2 MiB page only partly inside the range is split into 4 KiB entries when
+        ``split_huge``; otherwise it is yielded whole. Holes are skipped unless
+        ``create``.
+        """
+        vaddr = start
+        while vaddr < end:
+            pd, level = self._descend(vaddr, 2, create)
+            if pd is None:
+                vaddr = (vaddr // _span(level) + 1) * _span(level)
+                continue
+            pd_index = _index(vaddr, 2)
+            entry = self._read(pd, pd_index)
+            huge_start = vaddr & ~(HUGE_PAGE_SIZE - 1)
+            if entry & _HUGE:
+                covered = vaddr == huge_start and end - vaddr >= HUGE_PAGE_SIZE
+                if covered or not split_huge:
+                    yield _Chunk(pd, pd_index, 1, huge_start, HUGE_PAGE_SIZE)
+                    vaddr = huge_start + HUGE_PAGE_SIZE
+                    continue
+                self._split(pd, pd_index, vaddr)
+                entry = self._read(pd, pd_index)
+            if not entry & _P:
+                if not create:
+                    vaddr = huge_start + HUGE_PAGE_SIZE
+                    continue
+                table = self._alloc()
+                self._write(pd, pd_index, table | self._table_bits(vaddr))
+                entry = table
+            index = _index(vaddr, 1)
+            count = min(ENTRIES_PER_TABLE - index, (end - vaddr + PAGE_SIZE - 1) // PAGE_SIZE)
+            yield _Chunk(entry & ADDRESS_MASK, index, count, vaddr, PAGE_SIZE)
+            vaddr += count * PAGE_SIZE
+
+    def _split(self, pd: int, index: int, vaddr: int) -> None:
+        """Replace a 2 MiB entry by a table of 512 4 KiB entries with the same access
+        (a split grants nothing new, so it needs no invalidation)."""
+        entry = self._read(pd, index)
+        base = entry & HUGE_ADDRESS_MASK
+        flags = entry & ~HUGE_ADDRESS_MASK & ~_HUGE
+        table = self._alloc()
+        first = table // WORD_SIZE
+        self.words[first:first + ENTRIES_PER_TABLE] = _words(
+            (base + i * PAGE_SIZE) | flags for i in range(ENTRIES_PER_TABLE))
+        self._write(pd, index, table | self._table_bits(vaddr))
+
+    # -- operations ----------------------------------------------------------------
+    def map(self, vaddr: int, size: int, perm: Perm, paddr: int | None = None,
+            huge: bool = False) -> None:
+        """Map [vaddr, vaddr+size) with ``perm``: to frames from ``paddr`` on, or to
+        freshly allocated (owned) frames when ``paddr`` is None. ``huge`` uses 2 MiB
+        pages (everything 2 MiB-aligned). Raises ``AlreadyMapped`` and changes nothing
+        if any page of the range is mapped."""
+        page = HUGE_PAGE_SIZE if huge else PAGE_SIZE
+        _check_range(vaddr, size, page)
+        if paddr is not None and paddr % page:
+            raise PageTableError(f"frame {paddr:#x} is not aligned to {page:#x}")
+        if self.is_mapped(vaddr, size):
+            raise AlreadyMapped(f"[{vaddr:#x}, {vaddr + size:#x}) is already mapped")
+        bits = perm_bits(perm) | (_HUGE if huge else 0)
+        if paddr is None:
+            bits |= _OWNED
+        offset = 0
+        try:
+            for chunk in self._chunks_for_map(vaddr, vaddr + size, huge):
+                frames = []
+                try:
+                    for _ in range(chunk.count):
+                        frame = (paddr + offset if paddr is not None
+                                 else self._alloc_frame(huge))
+                        frames.append(frame | bits)
+                        offset += page
+                finally:
+                    # Also on failure, so that the rollback below frees these frames.
+                    self.words[self._slice(chunk)][:len(frames)] = _words(frames)
+        except BaseException:
+            if offset:
+                self.unmap(vaddr, offset)
+            raise
+
+    def _alloc_frame(self, huge: bool) -> int:
+        if not huge:
+            return self._alloc()
+        if self._alloc_huge is None:
+            raise PageTableError("no allocator of 2 MiB frames was given")
+        return self._alloc_huge()
+
+    def _chunks_for_map(self, start: int, end: int, huge: bool) -> Iterator[_Chunk]:
+        if not huge:
+            yield from self._chunks(start, end, create=True, split_huge=False)
+            return
+        vaddr = start
+        while vaddr < end:
+            pd, _ = self._descend(vaddr, 2, create=True)
+            index = _index(vaddr, 2)
+            count = min(ENTRIES_PER_TABLE - index, (end - vaddr) // HUGE_PAGE_SIZE)
+            for i in range(index, index + count):
+                entry = self._read(pd, i)
+                if entry & _P and not entry & _HUGE:
+                    # An empty 4 KiB table (is_mapped() checked): the huge page replaces it.
+                    self._write(pd, i, 0)
+                    self._free(entry & ADDRESS_MASK, PAGE_SIZE)
+            yield _Chunk(pd, index, count, vaddr, HUGE_PAGE_SIZE)
+            vaddr += count * HUGE_PAGE_SIZE
+
+    def is_mapped(self, vaddr: int, size: int) -> bool:
+        """True when any page of the range has a leaf entry (present or PROT_NONE)."""
+        for chunk in self._chunks(vaddr, vaddr + size, create=False, split_huge=False):
+            if chunk.page_size == HUGE_PAGE_SIZE:
+                return True
+            if any(self.words[self._slice(chunk)]):
+                return True
+        return False
+
+    def unmap(self, vaddr: int, size: int) -> list[tuple[int, int]]:
+        """Unmap the range, free owned frames and emptied tables; returns the
+        guest-physical ranges that were reachable before (to invalidate)."""
+        _check_range(vaddr, size, PAGE_SIZE)
+        restricted, owned = _FrameSet(), _FrameSet()
+        end = vaddr + size
+        for chunk in self._chunks(vaddr, end, create=False, split_huge=True):
+            view = self.words[self._slice(chunk)]
+            old = view.tolist()
+            mask = _frame_mask(chunk.page_size)
+            restricted.add([e & mask for e in old if e & _P], chunk.page_size)
+            owned.add([e & mask for e in old if e & _OWNED], chunk.page_size)
+            view[:] = _zeros(chunk.count)
+        for frame, length in owned.ranges():   # one madvise per contiguous run
+            self._free(frame, length)
+        self._free_empty_tables(vaddr, end)
+        return restricted.ranges()
+
+    def protect(self, vaddr: int, size: int, perm: Perm) -> list[tuple[int, int]]:
+        """Set ``perm`` on every mapped page of the range (holes are skipped);
+        returns the guest-physical ranges whose access shrank."""
+        _check_range(vaddr, size, PAGE_SIZE)
+        new_bits = perm_bits(perm)
+        keep = ~_PERM_BITS
+        # Whether a page loses access depends only on its old permission bits.
+        loses = {old: is_restriction(old, (old & keep) | new_bits)
+                 for old in (_P | rw | us | nx for rw in (0, _RW) for us in (0, _US)
+                             for nx in (0, _NX))}
+        restricted = _FrameSet()
+        for chunk in self._chunks(vaddr, vaddr + size, create=False, split_huge=True):
+            view = self.words[self._slice(chunk)]
+            old = view.tolist()
+            mask = _frame_mask(chunk.page_size)
+            restricted.add([e & mask for e in old
+                            if e & _P and loses[e & (_P | _RW | _US | _NX)]],
+                           chunk.page_size)
+            view[:] = _words([(e & keep) | new_bits if e else 0 for e in old])
+        return restricted.ranges()
+
+    def collect_bits(self, vaddr: int, size: int, bits: PTE,
+                     clear: bool) -> tuple[list[int], list[tuple[int, int]]]:
+        """Addresses of the pages in the range whose entry has any of ``bits`` set
+        (ACCESSED and/or DIRTY), and, when ``clear``, clear them: returns the pages
+        and the guest-physical ranges to invalidate."""
+        pages: list[int] = []
+        restricted = _FrameSet()
+        bits = int(bits)
+        for chunk in self._chunks(vaddr, vaddr + size, create=False, split_huge=False):
+            view = self.words[self._slice(chunk)]
+            old = view.tolist()
+            hits = [i for i, e in enumerate(old) if e & bits]
+            if not hits:
+                continue
+            step = chunk.page_size
+            pages.extend(chunk.vaddr + i * step for i in hits)
+            if clear:
+                new = list(old)
+                for i in hits:
+                    new[i] = old[i] & ~bits
+                mask = _frame_mask(step)
+                restricted.add([old[i] & mask for i in hits if old[i] & _P], step)
+                view[:] = _words(new)
+        return pages, restricted.ranges()
+
+    def set_bits(self, vaddr: int, bits: PTE) -> None:
+        """Set bits (A, D) in the leaf entry of ``vaddr``, as the CPU would on access."""
+        found = self.walk(vaddr)
+        if found is not None:
+            self.words[found.entry_paddr // WORD_SIZE] = found.entry | int(bits)
+
+    def _free_empty_tables(self, start: int, end: int) -> None:
+        """Free the now-empty tables of the user half that map part of [start, end)."""
+        self._free_tables_under(self.root, 4, 0, start, min(end, USER_SPACE_END))
+
+    def _free_tables_under(self, table: int, level: int, base: int, start: int,
+                           end: int) -> None:
+        span = _span(level)
+        first = max(start - base, 0) // span
+        last = min((end - base + span - 1) // span, ENTRIES_PER_TABLE)
+        for index in range(first, last):
+            entry = self._read(table, index)
+            if not entry & _P or entry & _HUGE or level == 1:
+                continue
+            child = entry & ADDRESS_MASK
+            child_base = base + index * span
+            if level > 2:
+                self._free_tables_under(child, level - 1, child_base, start, end)
+            first_word = child // WORD_SIZE
+            if not any(self.words[first_word:first_word + ENTRIES_PER_TABLE]):
+                self._write(table, index, 0)
+                self._free(child, PAGE_SIZE)
+
+    def tables(self) -> Iterator[int]:
+        """Every table frame of the user half (for teardown and accounting)."""
+        yield from self._tables_under(self.root, 4, ENTRIES_PER_TABLE // 2)
+
+    def _tables_under(self, table: int, level: int, limit: int) -> Iterator[int]:
+        if level > 1:
+            for index in range(limit):
+                entry = self._read(table, index)
+                if entry & _P and not entry & _HUGE:
+                    yield from self._tables_under(entry & ADDRESS_MASK, level - 1,
+                                                  ENTRIES_PER_TABLE)
+        yield table
+
+
+def _frame_mask(page_size: int) -> int:
+    return HUGE_ADDRESS_MASK if page_size > PAGE_SIZE else ADDRESS_MASK
+
+
+class _FrameSet:
+    """Frames gathered by an operation, handed back as coalesced ranges."""
+
+    def __init__(self) -> None:
+        self._by_size: dict[int, list[int]] = {}
+
+    def add(self, frames: list[int], page_size: int) -> None:
+        if frames:
+            self._by_size.setdefault(page_size, []).extend(frames)
+
+    def ranges(self) -> list[tuple[int, int]]:
+        """Sorted (start, length) ranges, adjacent frames merged."""
+        runs: list[tuple[int, int]] = []
+        for size, frames in self._by_size.items():
+            frames.sort()
+            starts = [0] + [i for i in range(1, len(frames))
+                            if frames[i] != frames[i - 1] + size]
+            ends = starts[1:] + [len(frames)]
+            runs.extend((frames[a], frames[b - 1] + size - frames[a])
+                        for a, b in zip(starts, ends))
+        return coalesce(runs)
+
+
+def coalesce(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted (start, length) ranges with overlapping and adjacent ones merged."""
+    merged: list[tuple[int, int]] = []
+    for start, length in sorted(ranges):
+        if merged and start <= merged[-1][0] + merged[-1][1]:
+            prev_start, prev_length = merged[-1]
+            merged[-1] = (prev_start, max(prev_length, start + length - prev_start))
+        else:
+            merged.append((start, length))
+    return merged
+
+
+def _check_range(vaddr: int, size: int, align: int) -> None:
+    if vaddr % align or size % align or size <= 0:
+        raise PageTableError(f"range {vaddr:#x}+{size:#x} is not {align:#x}-aligned")
+    end = vaddr + size
+    if not ((0 <= vaddr and end <= USER_SPACE_END)
+            or (KERNEL_SPACE_START <= vaddr and end <= ADDRESS_SPACE_END)):
+        raise PageTableError(f"range {vaddr:#x}+{size:#x} is not canonical")
+
+
+def _words(values) -> memoryview:
+    return memoryview(array.array("Q", values))
+
+
+def _zeros(count: int) -> memoryview:
+    return memoryview(array.array("Q", [0]) * count)

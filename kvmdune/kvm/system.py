@@ -191,8 +191,11 @@ class Vcpu(_FdObject):
     def close(self) -> None:
         if self._fd >= 0:
             # Drop the ctypes view first: mmap refuses to close while it is exported.
-            del self.run_struct
-            self._mmap.close()
+            self.__dict__.pop("run_struct", None)
+            try:
+                self._mmap.close()
+            except BufferError:
+                pass  # views still held elsewhere: the mapping goes when they do
         super().close()
 
     def run(self) -> VcpuExit:

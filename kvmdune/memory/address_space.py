@@ -13,7 +13,7 @@ import contextlib
 from dataclasses import dataclass
 from typing import Iterator
 
-from .frames import HUGE_PAGE_SIZE, PAGE_SIZE
+from .frames import PAGE_SIZE
 from .guest_memory import GuestMemory
 from .pagetable import (ENTRIES_PER_TABLE, PTE, USER_SPACE_END, PageTables, Perm,
                         Translation, coalesce, is_canonical)
@@ -38,10 +38,14 @@ class Access:
 
     write: bool = False
     user: bool = True
+    track: bool = True   # set A/D bits as the CPU would
 
 
 READ = Access()
 WRITE = Access(write=True)
+#: The VMM's own access (loading a program, building a signal frame): the page must
+#: be mapped, whatever its permissions, and A/D bits are left alone.
+VMM = Access(user=False, track=False)
 
 
 class AddressSpace:
@@ -148,9 +152,10 @@ class AddressSpace:
                 pieces.append((found.paddr, size))
             touched.append(cursor)
             cursor += size
-        bits = PTE.ACCESSED | PTE.DIRTY if access.write else PTE.ACCESSED
-        for page in touched:
-            self.tables.set_bits(page, bits)
+        if access.track:
+            bits = PTE.ACCESSED | PTE.DIRTY if access.write else PTE.ACCESSED
+            for page in touched:
+                self.tables.set_bits(page, bits)
         return pieces
 
     def read(self, vaddr: int, length: int, access: Access = READ) -> bytes:
@@ -206,4 +211,4 @@ def _check_access(vaddr: int, found: Translation | None, access: Access) -> None
         raise GuestFault(vaddr, "not writable")
 
 
-__all__ = ["Access", "AddressSpace", "GuestFault", "READ", "WRITE", "HUGE_PAGE_SIZE"]
+__all__ = ["Access", "AddressSpace", "GuestFault", "READ", "VMM", "WRITE"]

@@ -1,0 +1,346 @@
+"""A vCPU that runs guest code at CPL3, and the run loop that turns exits into events.
+
+The run loop is a small explicit state machine (Firecracker's vstate/vcpu.rs): the
+vCPU is either *at the trampoline* (it exited through an entry stub; the user's
+RIP/RSP/RFLAGS have been moved into the register file, and resuming means writing an
+iret frame) or *in user mode* (interrupted at CPL3 by a kick; resuming means running
+on). One step function; exits are dispatched through one table; an exit nobody
+handles is raised as a ``MachineError`` with a register dump.
+
+Registers travel through ``KVM_CAP_SYNC_REGS``: KVM fills ``kvm_run.s.regs`` on every
+exit and takes it back when marked dirty, so no GET/SET_REGS ioctl is paid per exit.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from dataclasses import dataclass
+from typing import Callable
+
+from ..kvm import IoExit, HltExit, KvmInterrupted, ShutdownExit, SyncRegs, Vcpu, VcpuExit
+from ..kvm import bindings as kb
+from ..memory import READ, AddressSpace, GuestFault, GuestMemory
+from . import _trampoline, kick, layout
+from .disasm import disassemble, instruction_length
+from .events import (Action, Event, ExceptionEvent, HaltEvent, Handler, PageFaultEvent,
+                     ShutdownEvent, Stop, StopReason, SyscallEvent)
+from .x86 import (USER_RFLAGS, USER_RFLAGS_FIXED, VECTORS_WITH_ERROR_CODE, PFError, RFLAGS,
+                  Vector)
+
+MASK64 = (1 << 64) - 1
+GPR_NAMES = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp", "r8", "r9", "r10",
+             "r11", "r12", "r13", "r14", "r15")
+_FRAME = struct.Struct("<5Q")          # rip, cs, rflags, rsp, ss: what iretq pops
+_WORD = struct.Struct("<Q")
+_SYNC = int(SyncRegs.REGS | SyncRegs.SREGS)
+_REGS_DIRTY, _SREGS_DIRTY = int(SyncRegs.REGS), int(SyncRegs.SREGS)
+#: RFLAGS at CPL0 in the trampoline: interrupts off, nothing else.
+_SUPERVISOR_RFLAGS = int(RFLAGS.FIXED)
+_USER_CANONICAL_END = 1 << 47
+_SYSCALL_PORT = _trampoline.SYSCALL_PORT
+_BAD_ENTRY_PORT = _trampoline.BAD_ENTRY_PORT
+_EXCEPTION_PORT_BASE = _trampoline.EXCEPTION_PORT_BASE
+_EXCEPTION_PORTS = range(_EXCEPTION_PORT_BASE,
+                         _EXCEPTION_PORT_BASE + _trampoline.EXCEPTION_VECTORS)
+
+
+class MachineError(Exception):
+    """The guest did something no handler can answer (a fault at CPL0, an exit
+    KVM could not handle); the message carries a register dump."""
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterSnapshot:
+    """The user-visible registers at one moment, for reports."""
+
+    values: dict[str, int]
+    cr2: int
+    cr3: int
+
+    def format(self) -> str:
+        names = GPR_NAMES + ("rip", "rflags")
+        cells = [f"{name:>6}={self.values[name]:016x}" for name in names]
+        rows = [" ".join(cells[i:i + 4]) for i in range(0, len(cells), 4)]
+        rows.append(f"{'cr2':>6}={self.cr2:016x} {'cr3':>6}={self.cr3:016x}")
+        return "\n".join(rows)
+
+
+class Cpu:
+    """One vCPU of a ``Machine``. Handlers read and change ``cpu.regs`` (a live
+    ``kvm_regs``: rip, rsp and rflags hold the *user's* values while an event is
+    handled) and guest memory through ``cpu.space``."""
+
+    def __init__(self, vcpu: Vcpu, memory: GuestMemory, kernel_space: AddressSpace) -> None:
+        self.vcpu = vcpu
+        self.memory = memory
+        self._run = vcpu.run_struct
+        self.regs: kb.kvm_regs = self._run.s.regs.regs
+        self.sregs: kb.kvm_sregs = self._run.s.regs.sregs
+        self._run.kvm_valid_regs = _SYNC
+        self._iret_frame_paddr = _paddr(kernel_space, layout.IRET_FRAME)
+        self._exception_stack_paddr = _paddr(kernel_space, layout.EXCEPTION_STACK)
+        self._iret_rip = layout.TRAMPOLINE + _trampoline.IRET
+        self._syscall_entry = layout.TRAMPOLINE + _trampoline.SYSCALL_ENTRY
+        self._at_trampoline = True
+        self._in_stub = False
+        self.space: AddressSpace | None = None
+        self._stop_reason: StopReason | None = None
+        self._thread: int | None = None
+        self._can_kick = kick.install_kick_handler()
+        self._dispatch: dict[type, Callable[[Handler], Callable]] = {
+            SyscallEvent: lambda h: h.on_syscall,
+            PageFaultEvent: lambda h: h.on_page_fault,
+            ExceptionEvent: lambda h: h.on_exception,
+            HaltEvent: lambda h: h.on_halt,
+            ShutdownEvent: lambda h: h.on_shutdown,
+        }
+
+    # -- setup -------------------------------------------------------------------
+    def load_sregs(self, sregs: kb.kvm_sregs) -> None:
+        """KVM_SET_SREGS, and the same values into the sync area so later dirty
+        marks start from them."""
+        self.vcpu.set_sregs(sregs)
+        self._run.s.regs.sregs = sregs
+
+    def set_address_space(self, space: AddressSpace) -> None:
+        """Run subsequent user code in ``space`` (CR3, applied at the next entry)."""
+        self.space = space
+        if self.sregs.cr3 != space.cr3:
+            self.sregs.cr3 = space.cr3
+            self._run.kvm_dirty_regs |= _SREGS_DIRTY
+
+    def enter_user(self, space: AddressSpace, rip: int, rsp: int, rflags: int = 0) -> None:
+        """Prepare to start user code at ``rip`` with stack ``rsp`` in ``space``."""
+        self.set_address_space(space)
+        self.regs.rip, self.regs.rsp, self.regs.rflags = rip, rsp, rflags
+        self._at_trampoline = True
+
+    @property
+    def fs_base(self) -> int:
+        return self.sregs.fs.base
+
+    @fs_base.setter
+    def fs_base(self, value: int) -> None:
+        self.sregs.fs.base = value
+        self._run.kvm_dirty_regs |= _SREGS_DIRTY
+
+    @property
+    def gs_base(self) -> int:
+        return self.sregs.gs.base
+
+    @gs_base.setter
+    def gs_base(self, value: int) -> None:
+        self.sregs.gs.base = value
+        self._run.kvm_dirty_regs |= _SREGS_DIRTY
+
+    # -- stopping ----------------------------------------------------------------
+    def stop(self, reason: StopReason = StopReason.REQUEST) -> None:
+        """Stop ``run()`` at the next event boundary; callable from any thread."""
+        self._stop_reason = reason
+        self._run.immediate_exit = 1
+        thread = self._thread
+        if thread is not None and thread != threading.get_ident() and self._can_kick:
+            kick.kick(thread)
+
+    # -- the run loop ------------------------------------------------------------
+    def run(self, handler: Handler, budget: float | None = None) -> Stop:
+        """Run user code, dispatching events to ``handler``, until a handler returns
+        ``Stop``, the ``budget`` (seconds) runs out, or ``stop()`` is called."""
+        if self.space is None:
+            raise MachineError("no address space: call enter_user() first")
+        if budget is not None and not self._can_kick:
+            raise MachineError("a time budget needs the kick signal handler, which only "
+                               "the main thread can install: create the Machine there")
+        timer = None
+        self._thread = threading.get_ident()
+        self._stop_reason = None
+        if budget is not None:
+            timer = threading.Timer(budget, self.stop, (StopReason.BUDGET,))
+            timer.daemon = True
+            timer.start()
+        try:
+            return self._loop(handler)
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._thread = None
+            self._run.immediate_exit = 0
+
+    def _loop(self, handler: Handler) -> Stop:
+        dispatch = self._dispatch
+        while True:
+            if self._stop_reason is not None and not self._in_stub:
+                return Stop(self._stop_reason)
+            event = self._step()
+            if event is None:
+                continue
+            outcome = dispatch[type(event)](handler)(self, event)
+            stop = self._apply(event, outcome)
+            if stop is not None:
+                return stop
+
+    def _step(self) -> Event | None:
+        """Enter the guest once; the event it exited with (None: nothing to report)."""
+        if self._at_trampoline:
+            bad = self._write_iret_frame()
+            if bad is not None:
+                return bad
+        try:
+            exit_ = self.vcpu.run()
+        except KvmInterrupted:
+            self._run.immediate_exit = 0
+            self._interrupted()
+            return None
+        return self._decode(exit_)
+
+    def _write_iret_frame(self) -> Event | None:
+        """Point the vCPU at ``iretq`` with a frame that returns to the user's
+        registers. A non-canonical RIP would fault the iretq at CPL0: report it as
+        the #GP that user code gets on Linux instead."""
+        regs = self.regs
+        if regs.rip >= _USER_CANONICAL_END:
+            return ExceptionEvent(Vector.GP, 0, regs.rip)
+        rflags = (regs.rflags & USER_RFLAGS) | USER_RFLAGS_FIXED
+        _FRAME.pack_into(self.memory.view, self._iret_frame_paddr,
+                         regs.rip, layout.USER_CS, rflags, regs.rsp, layout.USER_DS)
+        regs.rip, regs.rsp, regs.rflags = self._iret_rip, layout.IRET_FRAME, _SUPERVISOR_RFLAGS
+        self._run.kvm_dirty_regs |= _REGS_DIRTY
+        self._at_trampoline = False
+        return None
+
+    def _interrupted(self) -> None:
+        """KVM_RUN returned EINTR. At CPL3 the registers are the user's, live. At the
+        ``iretq`` we pointed it at, the user's registers are in our frame. Anywhere
+        else at CPL0, an entry stub is about to exit: it is simply run on."""
+        if self.sregs.cs.selector & 3 == 3:
+            return
+        regs = self.regs
+        if regs.rip == self._iret_rip and regs.rsp == layout.IRET_FRAME:
+            rip, _cs, rflags, rsp, _ss = _FRAME.unpack_from(self.memory.view,
+                                                            self._iret_frame_paddr)
+            regs.rip, regs.rsp, regs.rflags = rip, rsp, rflags
+            self._at_trampoline = True
+            self._run.kvm_dirty_regs |= _REGS_DIRTY
+        else:
+            # Inside an entry stub: let it reach its ``out`` before any stop is honoured.
+            self._in_stub = True
+
+    def _decode(self, exit_: VcpuExit) -> Event:
+        self._in_stub = False
+        if type(exit_) is IoExit:
+            port = exit_.port
+            if port == _SYSCALL_PORT:
+                return self._syscall_event()
+            if port in _EXCEPTION_PORTS:
+                return self._exception_event(Vector(port - _EXCEPTION_PORT_BASE))
+            if port == _BAD_ENTRY_PORT:
+                raise MachineError("entry through MSR_CSTAR (32-bit syscall), which has "
+                                   "no code segment\n" + self.describe())
+        if type(exit_) is HltExit:
+            return HaltEvent()
+        if type(exit_) is ShutdownExit:
+            return ShutdownEvent()
+        raise MachineError(f"unexpected exit {exit_}\n" + self.describe())
+
+    def _syscall_event(self) -> SyscallEvent:
+        regs = self.regs
+        # ``syscall`` left the user's RIP in RCX and RFLAGS in R11; RSP is the user's.
+        regs.rip, regs.rflags = regs.rcx, regs.r11
+        self._at_trampoline = True
+        return SyscallEvent(regs.rax, (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8,
+                                       regs.r9), regs.rcx)
+
+    def _exception_event(self, vector: Vector) -> Event:
+        regs = self.regs
+        offset = regs.rsp - layout.EXCEPTION_STACK
+        has_error = vector in VECTORS_WITH_ERROR_CODE
+        frame_size = _FRAME.size + (_WORD.size if has_error else 0)
+        if not 0 <= offset <= layout.EXCEPTION_STACK_SIZE - frame_size:
+            raise MachineError(f"{vector.mnemonic} with the stack outside the exception "
+                               f"stack\n" + self.describe())
+        paddr = self._exception_stack_paddr + offset
+        error = None
+        if has_error:
+            (error,) = _WORD.unpack_from(self.memory.view, paddr)
+            paddr += _WORD.size
+        rip, cs, rflags, rsp, _ss = _FRAME.unpack_from(self.memory.view, paddr)
+        if cs & 3 != 3:
+            raise MachineError(f"{vector.mnemonic} in supervisor mode at {rip:#x} "
+                               f"(error code {error})\n" + self.describe())
+        regs.rip, regs.rsp, regs.rflags = rip, rsp, rflags
+        self._at_trampoline = True
+        if vector == Vector.PF:
+            if rip == self._syscall_entry == self.sregs.cr2:
+                # Software KVM (kvm_pvm) runs ``syscall`` without leaving CPL3: the
+                # jump to MSR_LSTAR then faults on the supervisor-only trampoline
+                # page. Everything else ``syscall`` does has happened (RCX, R11), so
+                # this is the system call. (A plain jump there from CPL3 is the same
+                # request as a ``syscall`` from the address in RCX.)
+                return self._syscall_event()
+            return PageFaultEvent(self.sregs.cr2, PFError(error), rip)
+        return ExceptionEvent(vector, error, rip)
+
+    def _apply(self, event: Event, outcome: object) -> Stop | None:
+        """Carry out what a handler answered."""
+        if isinstance(outcome, Stop):
+            return outcome if outcome.event is not None else Stop(
+                outcome.reason, outcome.value, event)
+        if type(event) is SyscallEvent:
+            if outcome is not None:
+                self.regs.rax = int(outcome) & MASK64
+            return None
+        if outcome is Action.SKIP:
+            length = self._current_instruction_length()
+            if length is None:
+                return Stop(StopReason.HANDLER, "cannot decode the instruction to skip", event)
+            self.regs.rip += length
+        elif outcome not in (Action.RETRY, Action.RESUME):
+            raise MachineError(f"handler answered {outcome!r} to {event}")
+        if isinstance(event, (HaltEvent, ShutdownEvent)):
+            return Stop(StopReason.HANDLER, None, event)
+        return None
+
+    # -- inspection --------------------------------------------------------------
+    def read_code(self, address: int, length: int = 64) -> bytes:
+        """Up to ``length`` bytes of user-readable code at ``address`` (fewer where
+        the mapping ends)."""
+        if self.space is None:
+            return b""
+        out = b""
+        while len(out) < length:
+            chunk = min(length - len(out), 4096 - ((address + len(out)) & 4095))
+            try:
+                out += self.space.read(address + len(out), chunk, READ)
+            except GuestFault:
+                break
+        return out
+
+    def _current_instruction_length(self) -> int | None:
+        return instruction_length(self.read_code(self.regs.rip, 16), self.regs.rip)
+
+    def snapshot(self) -> RegisterSnapshot:
+        values = {name: getattr(self.regs, name) for name in GPR_NAMES + ("rip", "rflags")}
+        return RegisterSnapshot(values, self.sregs.cr2, self.sregs.cr3)
+
+    def describe(self) -> str:
+        """Registers and the code at RIP, for crash reports."""
+        text = self.snapshot().format()
+        listing = disassemble(self.read_code(self.regs.rip), self.regs.rip, 6)
+        if listing:
+            text += "\ncode:\n  " + "\n  ".join(listing)
+        return text
+
+    def close(self) -> None:
+        """Drop the views into kvm_run before the vCPU unmaps it."""
+        self.__dict__.pop("regs", None)
+        self.__dict__.pop("sregs", None)
+        self.__dict__.pop("_run", None)
+        self.vcpu.close()
+
+
+def _paddr(space: AddressSpace, vaddr: int) -> int:
+    found = space.walk(vaddr)
+    if found is None:
+        raise MachineError(f"supervisor address {vaddr:#x} is not mapped")
+    return found.paddr

@@ -1,0 +1,44 @@
+"""Where everything of the machine lives in guest virtual memory, and its selectors.
+
+The one module that names guest addresses (Firecracker's arch/x86_64/layout.rs).
+The supervisor area sits in the top 2 GiB of the address space (like Linux's kernel
+image), mapped supervisor-only in every address space through the shared kernel
+half; guard pages separate its parts. The user half belongs to the guest program.
+"""
+
+from __future__ import annotations
+
+from ..memory import PAGE_SIZE
+
+#: Base of the supervisor area: the top 2 GiB, reachable with sign-extended disp32.
+SUPERVISOR_BASE = 0xFFFF_FFFF_8000_0000
+
+TRAMPOLINE = SUPERVISOR_BASE + 0x0000_0000      # code: read-only, executable
+GDT = SUPERVISOR_BASE + 0x0001_0000             # read-only
+IDT = SUPERVISOR_BASE + 0x0001_2000             # read-only
+TSS = SUPERVISOR_BASE + 0x0001_4000             # read-only
+#: The stack the VMM writes iret frames on (syscall returns, every resume).
+ENTRY_STACK = SUPERVISOR_BASE + 0x0002_0000
+ENTRY_STACK_SIZE = PAGE_SIZE
+ENTRY_STACK_TOP = ENTRY_STACK + ENTRY_STACK_SIZE
+#: IST1: the CPU switches to it for every exception, before it pushes anything.
+EXCEPTION_STACK = SUPERVISOR_BASE + 0x0002_2000
+EXCEPTION_STACK_SIZE = PAGE_SIZE
+EXCEPTION_STACK_TOP = EXCEPTION_STACK + EXCEPTION_STACK_SIZE
+
+#: Where the VMM writes the frame ``iretq`` returns to CPL3 through.
+IRET_FRAME_SIZE = 5 * 8
+IRET_FRAME = ENTRY_STACK_TOP - IRET_FRAME_SIZE
+
+# GDT selectors, laid out like Linux's so that user code sees CS=0x33, SS=0x2b. The
+# slot where Linux keeps its 32-bit user code segment (0x23) is left null: there is no
+# way into compatibility mode. MSR_STAR needs KERNEL_CS, KERNEL_CS+8 = KERNEL_DS, and
+# STAR.SYSRET_CS = 0x23 so that USER_DS = +8 and USER_CS = +16.
+KERNEL_CS = 0x10
+KERNEL_DS = 0x18
+SYSRET_BASE = 0x20 | 3
+USER_DS = 0x28 | 3
+USER_CS = 0x30 | 3
+TSS_SELECTOR = 0x40
+GDT_ENTRIES = 10          # 8 descriptors + the 16-byte TSS descriptor
+IDT_VECTORS = 32

@@ -1,0 +1,68 @@
+"""A Dune-mode virtual machine: KVM VM, guest memory, the supervisor area, one vCPU.
+
+``Machine`` owns everything it creates and releases it all on ``close()``; thousands
+can be created and destroyed in one process without descriptor or memory growth.
+"""
+
+from __future__ import annotations
+
+from ..kvm import Cap, Kvm, PlatformKind, probe_platform
+from ..memory import AddressSpace, GuestMemory
+from ..memory.guest_memory import DEFAULT_GUEST_MEMORY
+from .boot import build_supervisor_area, configure_vcpu
+from .cpu import Cpu
+from .events import Handler, Stop
+
+#: Guest-physical address of the three pages VT-x needs for real-mode emulation;
+#: above the guest memory kvmdune uses, as in QEMU.
+VMX_TSS_ADDRESS = 0xFFFB_D000
+
+
+class Machine:
+    """One VM with one vCPU; user code runs at CPL3 in address spaces it creates."""
+
+    def __init__(self, memory_size: int = DEFAULT_GUEST_MEMORY) -> None:
+        self._closers: list = []
+        try:
+            self._build(memory_size)
+        except BaseException:
+            self.close()
+            raise
+
+    def _build(self, memory_size: int) -> None:
+        self.kvm = Kvm()
+        self._closers.append(self.kvm.close)
+        self.kvm.require_capabilities()
+        self.platform = probe_platform()
+        self.vm = self.kvm.create_vm()
+        self._closers.append(self.vm.close)
+        if self.platform.kind is PlatformKind.VMX and self.kvm.check_extension(Cap.SET_TSS_ADDR):
+            self.vm.set_tss_addr(VMX_TSS_ADDRESS)
+        self.memory = GuestMemory(memory_size)
+        self._closers.append(self.memory.close)
+        self.memory.register(self.vm)
+        self.kernel_space = AddressSpace(self.memory)
+        build_supervisor_area(self.kernel_space)
+        vcpu = self.vm.create_vcpu(0)
+        self.cpu = Cpu(vcpu, self.memory, self.kernel_space)
+        self._closers.append(self.cpu.close)
+        self.cpu.load_sregs(configure_vcpu(self.kvm, vcpu, self.kernel_space))
+
+    def new_address_space(self) -> AddressSpace:
+        """An empty user address space sharing the supervisor area."""
+        return AddressSpace(self.memory, kernel=self.kernel_space)
+
+    def run(self, handler: Handler, budget: float | None = None) -> Stop:
+        """Run the vCPU (see ``Cpu.run``)."""
+        return self.cpu.run(handler, budget)
+
+    def close(self) -> None:
+        """Release the vCPU, the VM, guest memory and /dev/kvm, newest first."""
+        while self._closers:
+            self._closers.pop()()
+
+    def __enter__(self) -> "Machine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -113,8 +113,12 @@ class Cpu:
     def enter_user(self, space: AddressSpace, rip: int, rsp: int, rflags: int = 0) -> None:
         """Prepare to start user code at ``rip`` with stack ``rsp`` in ``space``."""
         self.set_address_space(space)
-        self.regs.rip, self.regs.rsp, self.regs.rflags = rip, rsp, rflags
-        self._at_trampoline = True
+        self.regs.rip, self.regs.rsp = rip, rsp
+        self.regs.rflags = (rflags & USER_RFLAGS) | USER_RFLAGS_FIXED
+        # Interrupted at CPL3 (a stopped run), the registers are live user state and
+        # take effect as they are; at the trampoline they go out through an iret frame.
+        self._at_trampoline = self.sregs.cs.selector & 3 != 3
+        self._run.kvm_dirty_regs |= _REGS_DIRTY
 
     @property
     def fs_base(self) -> int:

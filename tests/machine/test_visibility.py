@@ -1,0 +1,190 @@
+"""Every page-table change the VMM makes is what guest CPL3 code sees next.
+
+On software KVM the VMM's writes to guest page tables are invisible to the guest
+until invalidated (PLATFORM.md), so each restriction is checked from inside the
+guest, running the guest between the changes as a real program would.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from guestcode import DATA, STACK_TOP, Recorder, exit_with, load_program, run_program
+from kvmdune.machine import PageFaultEvent, PFError, Stop
+from kvmdune.memory import VMM, Perm
+
+pytestmark = pytest.mark.kvm
+RW_USER = Perm.READ | Perm.WRITE | Perm.USER
+CHECKPOINT = 1001      # the guest's "let the VMM act now" system call
+PAGES = 64
+TABLE = 0x2000_0000    # where the list of pages to write lives
+
+
+def checkpoint_program(before: str, after: str) -> str:
+    return f"{before}\nmov rax, {CHECKPOINT}\nsyscall\n{after}\n" + exit_with("rax")
+
+
+def run_with_change(machine, space, before: str, after: str, change) -> Stop:
+    def on_syscall(cpu, event):
+        if event.number == CHECKPOINT:
+            change()
+        return 0
+
+    return run_program(machine, checkpoint_program(before, after),
+                       Recorder(syscall_result=on_syscall), space=space)
+
+
+def fresh_space(machine, perm=RW_USER):
+    space = machine.new_address_space()
+    space.map(STACK_TOP - 0x4000, 0x4000, RW_USER)
+    space.map(DATA, 0x1000, perm)
+    return space
+
+
+def test_write_permission_removed_is_seen(machine):
+    space = fresh_space(machine)
+    stop = run_with_change(machine, space, f"mov qword ptr [{DATA}], 1",
+                           f"mov qword ptr [{DATA}], 2",
+                           lambda: space.protect(DATA, 0x1000, Perm.READ | Perm.USER))
+    assert isinstance(stop.value, PageFaultEvent)
+    assert stop.value.error == PFError.PRESENT | PFError.WRITE | PFError.USER
+
+
+def test_unmap_is_seen(machine):
+    space = fresh_space(machine)
+    stop = run_with_change(machine, space, f"mov rax, qword ptr [{DATA}]",
+                           f"mov rax, qword ptr [{DATA}]",
+                           lambda: space.unmap(DATA, 0x1000))
+    assert isinstance(stop.value, PageFaultEvent)
+    assert stop.value.error == PFError.USER and stop.value.address == DATA
+
+
+def test_user_access_removed_is_seen(machine):
+    space = fresh_space(machine)
+    stop = run_with_change(machine, space, f"mov rax, qword ptr [{DATA}]",
+                           f"mov rax, qword ptr [{DATA}]",
+                           lambda: space.protect(DATA, 0x1000, Perm.READ | Perm.WRITE))
+    assert isinstance(stop.value, PageFaultEvent)
+    assert stop.value.error == PFError.PRESENT | PFError.USER
+
+
+def test_execute_permission_removed_is_seen(machine):
+    space = fresh_space(machine, Perm.READ | Perm.EXEC | Perm.USER)
+    space.write(DATA, b"\xc3", VMM)  # ret
+    stop = run_with_change(machine, space, f"mov rbx, {DATA}\ncall rbx", "call rbx",
+                           lambda: space.protect(DATA, 0x1000, Perm.READ | Perm.USER))
+    assert isinstance(stop.value, PageFaultEvent)
+    assert stop.value.error & PFError.INSTRUCTION and stop.value.address == DATA
+
+
+def test_freed_frame_reused_elsewhere_is_unreachable_through_the_old_mapping(machine):
+    space = fresh_space(machine)
+    old = space.walk(DATA).paddr
+    other = DATA + 0x10_0000
+
+    def change():
+        space.unmap(DATA, 0x1000)
+        space.map(other, 0x1000, RW_USER)
+        assert space.walk(other).paddr == old   # the allocator really reused it
+        space.write(other, struct.pack("<Q", 0x5EC2E7), VMM)
+
+    stop = run_with_change(machine, space, f"mov rax, qword ptr [{DATA}]",
+                           f"mov rax, qword ptr [{DATA}]", change)
+    assert isinstance(stop.value, PageFaultEvent) and stop.value.address == DATA
+    # ... while the new mapping does reach it.
+    assert run_program(machine, f"mov rax, qword ptr [{other}]\n" + exit_with("rax"),
+                       space=space).value == 0x5EC2E7
+
+
+def test_accessed_bit_cleared_is_set_again(machine):
+    space = fresh_space(machine)
+    seen = {}
+
+    def change():
+        seen["first"] = space.accessed_pages(DATA, 0x1000, clear=True)
+        seen["cleared"] = space.accessed_pages(DATA, 0x1000)
+
+    run_with_change(machine, space, f"mov rax, qword ptr [{DATA}]",
+                    f"mov rax, qword ptr [{DATA}]", change)
+    assert seen == {"first": [DATA], "cleared": []}
+    assert space.accessed_pages(DATA, 0x1000) == [DATA]
+
+
+def write_pages_program(count: int) -> str:
+    """Writes DATA + 4096*index for each of ``count`` indexes listed at TABLE."""
+    return f"""
+        mov rsi, {TABLE}
+        mov rcx, {count}
+        test rcx, rcx
+        jz 2f
+    1:  mov rax, qword ptr [rsi]
+        shl rax, 12
+        add rax, {DATA}
+        mov byte ptr [rax], 1
+        add rsi, 8
+        dec rcx
+        jnz 1b
+    2:
+    """ + exit_with("rcx")
+
+
+subsets = st.sets(st.integers(min_value=0, max_value=PAGES - 1))
+
+
+@settings(max_examples=12, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(first=subsets, second=subsets)
+def test_dirty_pages_reported_exactly(machine, first, second):
+    space = machine.new_address_space()
+    space.map(STACK_TOP - 0x4000, 0x4000, RW_USER)
+    space.map(DATA, PAGES * 0x1000, RW_USER)
+    space.map(TABLE, 0x1000, Perm.READ | Perm.USER)
+    try:
+        for written in (first, second):
+            indexes = sorted(written)
+            space.write(TABLE, struct.pack(f"<{len(indexes)}Q", *indexes), VMM)
+            run_program(machine, write_pages_program(len(indexes)), space=space)
+            reported = space.dirty_pages(DATA, PAGES * 0x1000, clear=True)
+            assert reported == [DATA + i * 0x1000 for i in indexes]
+            assert space.dirty_pages(DATA, PAGES * 0x1000) == []
+    finally:
+        space.close()
+
+
+def test_two_address_spaces_see_their_own_frames(machine):
+    program = f"mov rax, qword ptr [{DATA}]\n" + exit_with("rax")
+    spaces = []
+    for value in (111, 222):
+        space = fresh_space(machine)
+        space.write(DATA, struct.pack("<Q", value), VMM)
+        spaces.append(space)
+    assert spaces[0].walk(DATA).paddr != spaces[1].walk(DATA).paddr
+    results = [run_program(machine, program, space=space).value
+               for space in spaces + spaces]
+    assert results == [111, 222, 111, 222]
+
+
+def test_huge_page_mapping_and_split_protection_seen_by_guest(machine):
+    space = machine.new_address_space()
+    space.map(STACK_TOP - 0x4000, 0x4000, RW_USER)
+    huge = 0x4000_0000
+    space.map(huge, 2 << 20, RW_USER, huge=True)
+    target = huge + 0x12_3000
+    seen = {}
+
+    def change():
+        seen["dirty"] = space.dirty_pages(huge, 2 << 20, clear=True)
+        space.protect(target, 0x1000, Perm.READ | Perm.USER)
+
+    stop = run_with_change(machine, space,
+                           f"mov qword ptr [{target}], 5\nmov qword ptr [{huge}], 6",
+                           f"mov qword ptr [{huge}], 7\nmov qword ptr [{target}], 8", change)
+    assert seen["dirty"] == [huge]                      # one 2 MiB page, written
+    assert isinstance(stop.value, PageFaultEvent) and stop.value.address == target
+    assert space.walk(huge).page_size == 0x1000        # split into 4 KiB entries
+    assert space.read(huge, 8) == struct.pack("<Q", 7)  # the rest stayed writable
+    assert space.dirty_pages(huge, 2 << 20) == [huge]  # D cleared, then set again

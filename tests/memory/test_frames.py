@@ -1,0 +1,34 @@
+"""The frame allocator."""
+
+import pytest
+
+from kvmdune.memory import FrameAllocator, OutOfGuestMemory
+from kvmdune.memory.frames import HUGE_PAGE_SIZE, PAGE_SIZE
+
+
+def test_frames_are_distinct_reused_and_discarded():
+    discarded = []
+    frames = FrameAllocator(PAGE_SIZE, 8 << 20, lambda p, n: discarded.append((p, n)))
+    got = [frames.alloc() for _ in range(10)]
+    assert len(set(got)) == 10 and all(p % PAGE_SIZE == 0 for p in got)
+    frames.free(got[3])
+    assert discarded == [(got[3], PAGE_SIZE)]
+    assert frames.alloc() == got[3]
+
+
+def test_huge_frames_are_aligned_and_split_when_needed():
+    frames = FrameAllocator(PAGE_SIZE, 8 << 20)
+    huge = frames.alloc_huge()
+    assert huge % HUGE_PAGE_SIZE == 0
+    frames.free(huge + PAGE_SIZE, PAGE_SIZE)       # part of a huge frame back as small
+    assert frames.alloc() in range(PAGE_SIZE, 8 << 20, PAGE_SIZE)
+
+
+def test_exhaustion_and_bad_free():
+    frames = FrameAllocator(PAGE_SIZE, 4 * PAGE_SIZE)
+    for _ in range(3):
+        frames.alloc()
+    with pytest.raises(OutOfGuestMemory):
+        frames.alloc()
+    with pytest.raises(ValueError):
+        frames.free(123)

@@ -25,7 +25,8 @@ from .exits import VcpuExit, decode_exit
 from .errors import (KvmApiVersionError, KvmError, KvmInterrupted,
                      KvmMissingCapability, KvmUnavailable)
 
-KVM_DEVICE = "/dev/kvm"
+#: The KVM device; KVMDUNE_KVM_DEVICE names another (a container's bind mount, a test).
+KVM_DEVICE = os.environ.get("KVMDUNE_KVM_DEVICE", "/dev/kvm")
 #: Upper bound of CPUID entries asked of KVM_GET_SUPPORTED_CPUID (KVM's own cap is 256).
 KVM_MAX_CPUID_ENTRIES = 256
 

@@ -26,6 +26,9 @@ EXCEPTION_STACK = SUPERVISOR_BASE + 0x0002_2000
 EXCEPTION_STACK_SIZE = PAGE_SIZE
 EXCEPTION_STACK_TOP = EXCEPTION_STACK + EXCEPTION_STACK_SIZE
 
+#: A supervisor code page used only by ``kvmdune info``'s CPL0 speed probe.
+PROBE_CODE = SUPERVISOR_BASE + 0x0003_0000
+
 #: Where the VMM writes the frame ``iretq`` returns to CPL3 through.
 IRET_FRAME_SIZE = 5 * 8
 IRET_FRAME = ENTRY_STACK_TOP - IRET_FRAME_SIZE

@@ -1,0 +1,44 @@
+"""``kvmdune bench``: measurements beside their Linux equivalents, same machine, same run."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "bench", help="measure kvmdune against Linux on this machine",
+        description="Benchmarks print each kvmdune figure beside the Linux baseline "
+                    "measured in the same run, and their ratio (machines are shared and "
+                    "noisy: compare ratios, not absolute times).")
+    suites = parser.add_subparsers(title="suites", metavar="SUITE")
+    core = suites.add_parser(
+        "core", help="system calls, faults, protection changes, dirty tracking, exits",
+        description="The Dune core: a CPL3 system call served by a Python handler; "
+                    "Appel & Li's trap (fault, unprotect, retry); protecting a page by "
+                    "editing its page-table entry; a dirty-tracking round over 1 GiB "
+                    "with PTE dirty bits; the exit round trip. Baselines: getppid, "
+                    "mprotect + SIGSEGV, an mprotect pair, an mprotect write barrier, "
+                    "userfaultfd write protection read back with PAGEMAP_SCAN.")
+    core.add_argument("--samples", type=int, default=3,
+                      help="runs per kvmdune figure; the median is printed (default 3)")
+    core.add_argument("--quick", action="store_true",
+                      help="small sizes: a smoke test, not a measurement")
+    core.add_argument("--json", action="store_true", help="print JSON rows")
+    core.set_defaults(handler=run_core)
+
+
+def run_core(args: argparse.Namespace) -> int:
+    from ..bench.core import format_table, run_core as measure
+
+    rows = measure(samples=args.samples, quick=args.quick,
+                   progress=lambda text: print(f"... {text}", file=sys.stderr, flush=True))
+    if args.json:
+        print(json.dumps([dataclasses.asdict(row) | {"ratio": row.ratio} for row in rows],
+                         indent=2))
+    else:
+        print(format_table(rows))
+    return 0

@@ -1,0 +1,50 @@
+"""The ``kvmdune`` command: one subcommand per module of this package."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .. import __version__
+from . import bench, info
+
+DESCRIPTION = """\
+kvmdune: Dune (OSDI 2012) on the standard Linux KVM API.
+
+A Dune-mode process is an ordinary Linux process that runs inside hardware
+virtualization, with its own page tables, fault handling and privilege rings.
+"""
+
+EPILOG = """\
+examples:
+  kvmdune info                 is KVM usable here, and how fast is it?
+  kvmdune info --json          the same as one JSON object
+  kvmdune bench core           the core costs beside their Linux equivalents
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kvmdune", description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"kvmdune {__version__}")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for module in (info, bench):
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return 2
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import array
 import enum
+import functools
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -78,6 +79,7 @@ _A, _D, _HUGE, _NX = int(PTE.ACCESSED), int(PTE.DIRTY), int(PTE.HUGE), int(PTE.N
 _PROTNONE, _OWNED = int(PTE.PROTNONE), int(PTE.OWNED)
 
 
+@functools.lru_cache(maxsize=64)
 def perm_bits(perm: Perm) -> int:
     """The PTE bits that grant ``perm``."""
     if not perm & (Perm.READ | Perm.WRITE | Perm.EXEC):
@@ -384,10 +386,7 @@ class PageTables:
         _check_range(vaddr, size, PAGE_SIZE)
         new_bits = perm_bits(perm)
         keep = ~_PERM_BITS
-        # Whether a page loses access depends only on its old permission bits.
-        loses = {old: is_restriction(old, (old & keep) | new_bits)
-                 for old in (_P | rw | us | nx for rw in (0, _RW) for us in (0, _US)
-                             for nx in (0, _NX))}
+        loses = _losses(new_bits)
         restricted = _FrameSet()
         for chunk in self._chunks(vaddr, vaddr + size, create=False, split_huge=True):
             view = self.words[self._slice(chunk)]
@@ -464,6 +463,15 @@ class PageTables:
                     yield from self._tables_under(entry & ADDRESS_MASK, level - 1,
                                                   ENTRIES_PER_TABLE)
         yield table
+
+
+@functools.lru_cache(maxsize=64)
+def _losses(new_bits: int) -> dict[int, bool]:
+    """Whether a present page loses access under ``new_bits``, by its old P/RW/US/NX."""
+    keep = ~_PERM_BITS
+    return {old: is_restriction(old, (old & keep) | new_bits)
+            for old in (_P | rw | us | nx for rw in (0, _RW) for us in (0, _US)
+                        for nx in (0, _NX))}
 
 
 def _frame_mask(page_size: int) -> int:

@@ -13,6 +13,7 @@ exit and takes it back when marked dirty, so no GET/SET_REGS ioctl is paid per e
 
 from __future__ import annotations
 
+import signal
 import struct
 import threading
 from dataclasses import dataclass
@@ -162,7 +163,13 @@ class Cpu:
         if budget is not None:
             timer = threading.Timer(budget, self.stop, (StopReason.BUDGET,))
             timer.daemon = True
-            timer.start()
+            # Signals sent to the process must interrupt KVM_RUN in this thread, so
+            # the timer thread starts (and stays) with every signal blocked.
+            previous = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+            try:
+                timer.start()
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         try:
             return self._loop(handler)
         finally:
@@ -178,6 +185,10 @@ class Cpu:
                 return Stop(self._stop_reason)
             event = self._step()
             if event is None:
+                if not self._in_stub:
+                    stop = handler.on_interrupt(self)
+                    if stop is not None:
+                        return stop
                 continue
             outcome = dispatch[type(event)](handler)(self, event)
             stop = self._apply(event, outcome)
@@ -334,6 +345,17 @@ class Cpu:
         if listing:
             text += "\ncode:\n  " + "\n  ".join(listing)
         return text
+
+    def rebind(self, vcpu: Vcpu, regs: kb.kvm_regs, sregs: kb.kvm_sregs) -> None:
+        """Continue on another vCPU (a forked child's) from the given state."""
+        self.vcpu = vcpu
+        self._run = vcpu.run_struct
+        self.regs = self._run.s.regs.regs
+        self.sregs = self._run.s.regs.sregs
+        self._run.kvm_valid_regs = _SYNC
+        self.load_sregs(sregs)
+        self._run.s.regs.regs = regs
+        self._run.kvm_dirty_regs |= _REGS_DIRTY
 
     def close(self) -> None:
         """Drop the views into kvm_run before the vCPU unmaps it."""

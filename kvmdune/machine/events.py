@@ -109,3 +109,8 @@ class Handler:
 
     def on_shutdown(self, cpu: "Cpu", event: ShutdownEvent) -> Action | Stop:
         return Stop(value=event, event=event)
+
+    def on_interrupt(self, cpu: "Cpu") -> Stop | None:
+        """KVM_RUN was interrupted by a host signal while user code ran; the
+        registers are the user's. A place to deliver signals; None runs on."""
+        return None

@@ -30,6 +30,16 @@ class Machine:
             raise
 
     def _build(self, memory_size: int) -> None:
+        self.memory = GuestMemory(memory_size)
+        self._closers.append(self.memory.close)
+        self.kernel_space = AddressSpace(self.memory)
+        build_supervisor_area(self.kernel_space)
+        vcpu = self._create_vm()
+        self.cpu = Cpu(vcpu, self.memory, self.kernel_space)
+        self.cpu.load_sregs(configure_vcpu(self.kvm, vcpu, self.kernel_space))
+
+    def _create_vm(self):
+        """/dev/kvm, a VM with the guest memory registered, and its vCPU."""
         self.kvm = Kvm()
         self._closers.append(self.kvm.close)
         self.kvm.require_capabilities()
@@ -38,15 +48,25 @@ class Machine:
         self._closers.append(self.vm.close)
         if self.platform.kind is PlatformKind.VMX and self.kvm.check_extension(Cap.SET_TSS_ADDR):
             self.vm.set_tss_addr(VMX_TSS_ADDRESS)
-        self.memory = GuestMemory(memory_size)
-        self._closers.append(self.memory.close)
         self.memory.register(self.vm)
-        self.kernel_space = AddressSpace(self.memory)
-        build_supervisor_area(self.kernel_space)
         vcpu = self.vm.create_vcpu(0)
-        self.cpu = Cpu(vcpu, self.memory, self.kernel_space)
-        self._closers.append(self.cpu.close)
-        self.cpu.load_sregs(configure_vcpu(self.kvm, vcpu, self.kernel_space))
+        self._closers.append(lambda: self.cpu.close())
+        return vcpu
+
+    def reinit_after_fork(self) -> None:
+        """In the child of ``os.fork()``: the inherited VM belongs to the parent's
+        address space and cannot run here. Build a new VM and vCPU over the same
+        (now copy-on-write) guest memory and carry the vCPU state over, so the run
+        loop continues in the child as if nothing happened."""
+        regs = type(self.cpu.regs).from_buffer_copy(self.cpu.regs)
+        sregs = type(self.cpu.sregs).from_buffer_copy(self.cpu.sregs)
+        self._closers = [self.memory.close]      # the inherited fds are closed below
+        self.cpu.close()
+        self.vm.close()
+        self.kvm.close()
+        vcpu = self._create_vm()
+        configure_vcpu(self.kvm, vcpu, self.kernel_space)
+        self.cpu.rebind(vcpu, regs, sregs)
 
     def new_address_space(self) -> AddressSpace:
         """An empty user address space sharing the supervisor area."""

@@ -1,4 +1,5 @@
-"""Build the native parts of kvmdune from source: the ring-0 trampoline (assembly).
+"""Build the native parts of kvmdune from source: the ring-0 trampoline (assembly)
+and the page-table scanner (C).
 
 The trampoline is assembled by gcc/as into a tiny C extension that hands its bytes
 and entry offsets to Python; no binary is ever committed.
@@ -24,6 +25,7 @@ setup(
                      "kvmdune/machine/native/trampoline.S"],
             depends=["kvmdune/machine/native/trampoline.h"],
         ),
+        Extension("kvmdune.memory._ptescan", sources=["kvmdune/memory/native/ptescan.c"]),
     ],
     cmdclass={"build_ext": BuildExtWithAssembly},
 )

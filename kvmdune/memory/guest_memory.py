@@ -18,6 +18,21 @@ FIRST_FRAME = PAGE_SIZE
 GUEST_MEMORY_SLOT = 0
 
 
+#: Ranges to invalidate closer than this are invalidated as one: a pair of mprotect
+#: calls costs far more than dropping a few extra shadow entries (which only refault).
+INVALIDATION_GAP = 64 << 10
+
+
+def _bridge_gaps(ranges: list[tuple[int, int]], gap: int) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for start, length in ranges:
+        if merged and start - (merged[-1][0] + merged[-1][1]) <= gap:
+            merged[-1] = (merged[-1][0], start + length - merged[-1][0])
+        else:
+            merged.append((start, length))
+    return merged
+
+
 class GuestMemory:
     """Guest-physical memory ``[0, size)`` backed by one host mapping."""
 
@@ -43,7 +58,7 @@ class GuestMemory:
         (it ignores host writes to guest page tables); on hardware KVM it does the
         TLB flush that a restriction needs as well.
         """
-        for start, length in ranges:
+        for start, length in _bridge_gaps(ranges, INVALIDATION_GAP):
             self.mapping.reprotect(start, length)
 
     def read(self, paddr: int, length: int) -> bytes:

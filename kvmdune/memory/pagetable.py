@@ -407,20 +407,17 @@ class PageTables:
         restricted = _FrameSet()
         bits = int(bits)
         for chunk in self._chunks(vaddr, vaddr + size, create=False, split_huge=False):
-            view = self.words[self._slice(chunk)]
-            old = view.tolist()
-            hits = [i for i, e in enumerate(old) if e & bits]
+            step = chunk.page_size
+            hits, frames = _scan(self.words[self._slice(chunk)], bits, clear,
+                                 _frame_mask(step), _P)
             if not hits:
                 continue
-            step = chunk.page_size
-            pages.extend(chunk.vaddr + i * step for i in hits)
+            if len(hits) == chunk.count:
+                pages.extend(range(chunk.vaddr, chunk.vaddr + chunk.count * step, step))
+            else:
+                pages.extend([chunk.vaddr + i * step for i in hits])
             if clear:
-                new = list(old)
-                for i in hits:
-                    new[i] = old[i] & ~bits
-                mask = _frame_mask(step)
-                restricted.add([old[i] & mask for i in hits if old[i] & _P], step)
-                view[:] = _words(new)
+                restricted.add(frames, step)
         return pages, restricted.ranges()
 
     def set_bits(self, vaddr: int, bits: PTE) -> None:
@@ -465,6 +462,34 @@ class PageTables:
         yield table
 
 
+def _scan_python(view: memoryview, bits: int, clear: bool, frame_mask: int,
+                 present: int) -> tuple[list[int], list[int]]:
+    """The entries with any of ``bits`` (indexes), and the frames of those present;
+    with ``clear``, clear the bits."""
+    entries = view.tolist()
+    hits = [i for i, e in enumerate(entries) if e & bits]
+    frames = [entries[i] & frame_mask for i in hits if entries[i] & present]
+    if clear and hits:
+        for i in hits:
+            entries[i] &= ~bits
+        view[:] = _words(entries)
+    return hits, frames
+
+
+def _runs_python(frames: list[int], size: int) -> list[tuple[int, int]]:
+    """Sorted frames as (start, length) runs of adjacent ones."""
+    starts = [0] + [i for i in range(1, len(frames)) if frames[i] != frames[i - 1] + size]
+    ends = starts[1:] + [len(frames)]
+    return [(frames[a], frames[b - 1] + size - frames[a]) for a, b in zip(starts, ends)]
+
+
+try:   # the C scanner, built with the package; the Python one is the fallback
+    from ._ptescan import runs as _runs
+    from ._ptescan import scan as _scan
+except ImportError:   # pragma: no cover - only without the native build
+    _scan, _runs = _scan_python, _runs_python
+
+
 @functools.lru_cache(maxsize=64)
 def _losses(new_bits: int) -> dict[int, bool]:
     """Whether a present page loses access under ``new_bits``, by its old P/RW/US/NX."""
@@ -493,11 +518,7 @@ class _FrameSet:
         runs: list[tuple[int, int]] = []
         for size, frames in self._by_size.items():
             frames.sort()
-            starts = [0] + [i for i in range(1, len(frames))
-                            if frames[i] != frames[i - 1] + size]
-            ends = starts[1:] + [len(frames)]
-            runs.extend((frames[a], frames[b - 1] + size - frames[a])
-                        for a, b in zip(starts, ends))
+            runs.extend(_runs(frames, size))
         return coalesce(runs)
 
 

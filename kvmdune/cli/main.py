@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from .. import __version__
-from . import bench, info
+from . import bench, info, run
 
 DESCRIPTION = """\
 kvmdune: Dune (OSDI 2012) on the standard Linux KVM API.
@@ -17,6 +17,7 @@ virtualization, with its own page tables, fault handling and privilege rings.
 
 EPILOG = """\
 examples:
+  kvmdune run -- /bin/echo hi  run a Linux program in Dune mode
   kvmdune info                 is KVM usable here, and how fast is it?
   kvmdune info --json          the same as one JSON object
   kvmdune bench core           the core costs beside their Linux equivalents
@@ -29,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"kvmdune {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
-    for module in (info, bench):
+    for module in (run, info, bench):
         module.add_parser(subparsers)
     return parser
 

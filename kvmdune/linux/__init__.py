@@ -1,1 +1,6 @@
-"""kvmdune.linux"""
+"""kvmdune.linux: the Linux personality of a Dune-mode process: ELF loading, the
+initial stack, the system call table and its handlers, memory, descriptors,
+processes and signals."""
+
+# Importing the handler modules registers their system calls.
+from . import sys_file, sys_memory, sys_process, sys_resource, sys_signal  # noqa: F401

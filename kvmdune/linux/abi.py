@@ -1225,6 +1225,31 @@ class EventfdFlags(enum.IntFlag):
     EFD_CLOEXEC = 0o2000000
 
 
+class TimerfdCreateFlags(enum.IntFlag):
+    """timerfd_create(2) flags (the open-flag bits under their TFD_ names)."""
+
+    TFD_CLOEXEC = 0o2000000
+    TFD_NONBLOCK = 0o4000
+
+
+class InotifyInitFlags(enum.IntFlag):
+    IN_NONBLOCK = 0o4000
+    IN_CLOEXEC = 0o2000000
+
+
+class SignalfdFlags(enum.IntFlag):
+    SFD_CLOEXEC = 0o2000000
+    SFD_NONBLOCK = 0o4000
+
+
+class Personality(enum.IntEnum):
+    """personality(2) execution domains (linux/personality.h), the low byte."""
+
+    PER_LINUX = 0x0000
+    PER_LINUX_32BIT = 0x0800000
+    PER_LINUX32 = 0x0008
+
+
 class GrndFlags(enum.IntFlag):
     """getrandom(2) flags (linux/random.h)."""
 

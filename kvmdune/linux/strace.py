@@ -620,6 +620,21 @@ def _render_flock(v: dict[str, Any]) -> str:
     )
 
 
+def _decode_tms(data: bytes) -> dict[str, Any]:
+    return {n: _s(data, 8 * i, 8) for i, n in enumerate(("tms_utime", "tms_stime", "tms_cutime", "tms_cstime"))}
+
+
+_USER_HZ: Final = 100  # clock_t ticks per second on x86-64
+
+
+def _render_tms(v: dict[str, Any]) -> str:
+    def ticks(value: int) -> _Text:
+        seconds = f" /* {value // _USER_HZ}.{value % _USER_HZ:02d} s */" if value else ""
+        return _Text(f"{value}{seconds}")
+
+    return _braces({k: ticks(x) for k, x in v.items()})
+
+
 def _render_plain(v: dict[str, Any]) -> str:
     return _braces(v)
 
@@ -660,6 +675,7 @@ _STRUCTS: Final[Mapping[str, tuple[Callable[[bytes], dict[str, Any]], Callable[[
     "sched_param": (_decode_sched_param, _render_plain),
     "comm": (_decode_comm, lambda v: quote_bytes(v["comm"])),
     "flock": (_decode_flock, _render_flock),
+    "tms": (_decode_tms, _render_tms),
 }
 
 
@@ -753,6 +769,10 @@ class _Call:
             return hex_addr(raw)
         if raw == 0:
             return "NULL"
+        if kind is ArgKind.MSGHDR and arg.direction is Direction.INOUT and self.ret is not None and not self.succeeded:
+            # strace shows only the in-part of a failed recvmsg's header.
+            data = _read(self.read, raw, 12)
+            return hex_addr(raw) if data is None else f"{{msg_namelen={_u(data, 8, 4)}}}"
         if not self.shows_output(arg):
             return hex_addr(raw)
         return _POINTER_RENDERERS[kind](self, index, arg, raw)
@@ -844,7 +864,9 @@ class _Call:
         if name:
             addr = _read(self.read, name, min(namelen, 128))
             name_text = render_sockaddr(decode_sockaddr(addr)) if addr is not None else hex_addr(name)
-        iov_arg = Arg("msg_iov", ArgKind.IOVEC, count_arg=0, direction=arg.direction)
+        # recvmsg's header is in-out, its buffers are filled: show only what was received.
+        iov_dir = Direction.OUT if arg.direction is not Direction.IN else Direction.IN
+        iov_arg = Arg("msg_iov", ArgKind.IOVEC, count_arg=0, direction=iov_dir)
         saved = self.args
         self.args = (iovlen,) + saved[1:]
         try:
@@ -859,7 +881,7 @@ class _Call:
 
     def render_sockaddr_arg(self, index: int, arg: Arg, raw: int) -> str:
         length = self.extent(index)
-        if length is None:
+        if not length:
             return hex_addr(raw)
         data = _read(self.read, raw, min(length, 128))
         if data is None:
@@ -904,6 +926,14 @@ class _Call:
             entries += 1
             offset += reclen
         return f"{hex_addr(raw)} /* {entries} entr{'y' if entries == 1 else 'ies'} */"
+
+    def render_cpuset(self, index: int, arg: Arg, raw: int) -> str:
+        length = self.buffer_length(index, arg)
+        data = _read(self.read, raw, min(length, 1024)) if length else None
+        if data is None:
+            return hex_addr(raw)
+        bits = int.from_bytes(data, "little")
+        return "[" + " ".join(str(cpu) for cpu in range(len(data) * 8) if bits >> cpu & 1) + "]"
 
     def render_fdset(self, index: int, arg: Arg, raw: int) -> str:
         nfds = max(int_value(Arg("n", ArgKind.INT), self.args[0]), 0)
@@ -1018,6 +1048,7 @@ _SPECIAL_BUFFERS: Final[Mapping[str, Callable[[_Call, int, Arg, int], str]]] = {
     "linux_dirent64": _Call.render_dirents,
     "linux_dirent": _Call.render_dirents,
     "fd_set": _Call.render_fdset,
+    "cpu_set": _Call.render_cpuset,
 }
 
 
@@ -1052,7 +1083,20 @@ def _poll_annotation(call: _Call, ret: int) -> str | None:
         fd, revents = _s(data, 8 * i, 4), _u(data, 8 * i + 6, 2)
         if revents:
             ready.append(f"{{fd={fd}, revents={render_flags(_POLL, revents)}}}")
-    return "[" + ", ".join(ready) + "]"
+    note = "[" + ", ".join(ready) + "]"
+    return note + _left(call, 2)
+
+
+def _left(call: _Call, index: int) -> str:
+    """strace's ", left {...}": the time remaining that the kernel wrote back."""
+    arg = call.resolved[index]
+    if arg is None or arg.struct is None or not call.args[index]:
+        return ""
+    data = _read(call.read, call.args[index], arg.struct.size)
+    if data is None or arg.struct.name not in _STRUCTS:
+        return ""
+    decode, render = _STRUCTS[arg.struct.name]
+    return f", left {render(decode(data))}"
 
 
 def _select_annotation(call: _Call, ret: int) -> str | None:
@@ -1065,7 +1109,7 @@ def _select_annotation(call: _Call, ret: int) -> str | None:
             text = call.render_fdset(index, arg, call.args[index])
             if text not in ("[]",) and text.startswith("["):
                 parts.append(f"{label} {text}")
-    return ", ".join(parts) or None
+    return (", ".join(parts) + _left(call, 4)) if parts else None
 
 
 _RESULT_ANNOTATIONS: Final[Mapping[str, Callable[[_Call, int], str | None]]] = {

@@ -206,6 +206,7 @@ FD_SET = Struct("fd_set", 8)  # one unsigned long per 64 descriptors
 NODEMASK = Struct("nodemask", 8)  # one unsigned long per 64 nodes
 MINCORE_VEC = Struct("mincore_vec", 1)  # one byte per 4 KiB page
 SCHED_PARAM = Struct("sched_param", 4)
+CPU_SET = Struct("cpu_set", 1)  # a bit mask, cpusetsize bytes
 SCHED_ATTR = Struct("sched_attr", 1)
 FLOCK = Struct("flock", 32)
 F_OWNER_EX = Struct("f_owner_ex", 8)
@@ -645,6 +646,12 @@ def _open_mode(flags_index: int) -> Dep:
     return _dep(flags_index, {0: None}, _mode(), mask=abi.O_CREAT | abi.O_TMPFILE_BIT)
 
 
+def _mknod_dev(mode_index: int) -> Dep:
+    """mknod's dev: used (and printed) only for character and block devices."""
+    dev = _dev()
+    return _dep(mode_index, {abi.FileType.S_IFCHR: dev, abi.FileType.S_IFBLK: dev}, None, mask=abi.S_IFMT)
+
+
 def _protocol() -> Dep:
     """socket(2) protocol: an IPPROTO_* for the IP families, a number otherwise."""
     proto = _enum("protocol", abi.IpProto)
@@ -1053,9 +1060,10 @@ _TABLE: Final[tuple[SyscallSpec, ...]] = (
     _s(130, "rt_sigsuspend", _F.SIGNAL, (_in("mask", SIGSET, size=1), _SIGSETSIZE), sensitive=True),
     _s(131, "sigaltstack", _F.SIGNAL, (_in("ss", STACK_T), _out("old_ss", STACK_T)), sensitive=True),
     _s(132, "utime", _F.FS, (_path("filename"), _in("times", UTIMBUF))),
-    _s(133, "mknod", _F.FS, (_PATHNAME, _mode(), _dev())),
+    _s(133, "mknod", _F.FS, (_PATHNAME, _mode(), _mknod_dev(1))),
     _s(134, "uselib", _F.MEMORY, (_path("library"),), sensitive=True),
-    _s(135, "personality", _F.PROCESS, (_hex("persona", wide=False),), sensitive=True),
+    _s(135, "personality", _F.PROCESS, (_hex("persona", wide=False),), Ret(RetKind.ENUM, abi.Personality),
+       sensitive=True),
     _s(136, "ustat", _F.FS, (_dev(), _out("ubuf", USTAT))),
     _s(137, "statfs", _F.FS, (_path("path"), _out("buf", STATFS))),
     _s(138, "fstatfs", _F.FILE, (_FD, _out("buf", STATFS))),
@@ -1134,8 +1142,8 @@ _TABLE: Final[tuple[SyscallSpec, ...]] = (
     _s(202, "futex", _F.IPC, (_io("uaddr", FUTEX_WORD), _flags("futex_op", abi.FUTEX_OP), _futex_val(),
                               _futex_slot(0, _hex("timeout")), _futex_slot(1, _hex("uaddr2")),
                               _futex_slot(2, _hex("val3", wide=False)))),
-    _s(203, "sched_setaffinity", _F.SCHED, (_pid(), _uint("cpusetsize"), _in("mask", size=1)), sensitive=True),
-    _s(204, "sched_getaffinity", _F.SCHED, (_pid(), _uint("cpusetsize"), _out("mask", size=1, from_ret=True))),
+    _s(203, "sched_setaffinity", _F.SCHED, (_pid(), _uint("cpusetsize"), _in("mask", CPU_SET, size=1)), sensitive=True),
+    _s(204, "sched_getaffinity", _F.SCHED, (_pid(), _uint("cpusetsize"), _out("mask", CPU_SET, size=1, from_ret=True))),
     _s(205, "set_thread_area", _F.PROCESS, (_io("u_info", USER_DESC),), sensitive=True),
     # AIO contexts are rings mapped into the caller and events carry user addresses.
     _s(206, "io_setup", _F.AIO, (_uint("nr_events"), _io("ctx_idp", ULONG)), sensitive=True),
@@ -1211,7 +1219,7 @@ _TABLE: Final[tuple[SyscallSpec, ...]] = (
                                          _in("new_nodes", NODEMASK, count=1, per=64)), sensitive=True),
     _s(257, "openat", _F.FS, (_dirfd(), _PATHNAME, _OPEN_FLAGS, _open_mode(2)), R_FD),
     _s(258, "mkdirat", _F.FS, (_dirfd(), _PATHNAME, _mode())),
-    _s(259, "mknodat", _F.FS, (_dirfd(), _PATHNAME, _mode(), _dev())),
+    _s(259, "mknodat", _F.FS, (_dirfd(), _PATHNAME, _mode(), _mknod_dev(2))),
     _s(260, "fchownat", _F.FS, (_dirfd(), _PATHNAME, _OWNER, _GROUP, _AT_FLAGS)),
     _s(261, "futimesat", _F.FS, (_dirfd(), _PATHNAME, _in("times", TIMEVAL_PAIR))),
     _s(262, "newfstatat", _F.FS, (_dirfd(), _PATHNAME, _STATBUF, _AT_FLAGS)),
@@ -1243,7 +1251,7 @@ _TABLE: Final[tuple[SyscallSpec, ...]] = (
     _s(281, "epoll_pwait", _F.POLL, (_fd("epfd"), _EPOLL_EVENTS_OUT, _int("maxevents"), _int("timeout"),
                                      _in("sigmask", SIGSET, size=5), _SIGSETSIZE)),
     _s(282, "signalfd", _F.SIGNAL, (_FD, _in("mask", SIGSET, size=2), _size("sizemask")), R_FD),
-    _s(283, "timerfd_create", _F.TIME, (_CLOCKID, _flags("flags", abi.OPEN_BITS)), R_FD),
+    _s(283, "timerfd_create", _F.TIME, (_CLOCKID, _flags("flags", abi.TimerfdCreateFlags)), R_FD),
     _s(284, "eventfd", _F.POLL, (_uint("initval"),), R_FD),
     _s(285, "fallocate", _F.FILE, (_FD, _hex("mode", wide=False), _long("offset"), _long("len"))),
     _s(286, "timerfd_settime", _F.TIME, (_FD, _flags("flags", abi.TimerfdFlags), _in("new_value", ITIMERSPEC),
@@ -1252,12 +1260,12 @@ _TABLE: Final[tuple[SyscallSpec, ...]] = (
     _s(288, "accept4", _F.NET, (_fd("sockfd"), _sockaddr_out("addr", 2), _socklen(),
                                 _flags("flags", abi.SocketFlags)), R_FD),
     _s(289, "signalfd4", _F.SIGNAL, (_FD, _in("mask", SIGSET, size=2), _size("sizemask"),
-                                     _flags("flags", abi.OPEN_BITS)), R_FD),
+                                     _flags("flags", abi.SignalfdFlags)), R_FD),
     _s(290, "eventfd2", _F.POLL, (_uint("initval"), _flags("flags", abi.EventfdFlags)), R_FD),
     _s(291, "epoll_create1", _F.POLL, (_flags("flags", abi.EpollFlags),), R_FD),
     _s(292, "dup3", _F.FILE, (_fd("oldfd"), _fd("newfd"), _flags("flags", abi.OPEN_BITS)), R_FD),
     _s(293, "pipe2", _F.FILE, (_out("pipefd", FD_PAIR), _flags("flags", abi.OPEN_BITS))),
-    _s(294, "inotify_init1", _F.POLL, (_flags("flags", abi.OPEN_BITS),), R_FD),
+    _s(294, "inotify_init1", _F.POLL, (_flags("flags", abi.InotifyInitFlags),), R_FD),
     # pos_h is the high half of the offset on 32-bit ABIs; x86-64 ignores it and strace hides it.
     _s(295, "preadv", _F.FILE, (_FD, _iov("iov", 2, _OUT), _int("iovcnt"), _long("offset"),
                                 _hidden(_size("pos_h")))),

@@ -1,0 +1,46 @@
+"""``kvmdune run``: a Linux program in Dune mode."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .sizes import parse_size
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "run", help="run a Linux program in Dune mode",
+        usage="kvmdune run [options] -- PROGRAM [ARGS...]",
+        description="Run an unmodified x86-64 Linux program (static, static-pie or "
+                    "dynamically linked, or a #! script) at CPL3 in a KVM virtual machine "
+                    "of its own. It stays a normal Linux process: its system calls reach "
+                    "Linux through the VMM, every pointer checked against the guest's own "
+                    "memory. The exit status is the program's (128+N if signal N killed "
+                    "it; 126/127 if it cannot be started).",
+        epilog="examples:\n  kvmdune run -- /bin/echo hello\n"
+               "  kvmdune run --trace -- busybox ls /\n"
+               "  kvmdune run --trace=out.txt -- bash -c 'echo $((6*7))'",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trace", nargs="?", const="-", metavar="FILE",
+                        help="print every system call in strace's format (to FILE, or "
+                             "stderr), following children")
+    parser.add_argument("--memory", type=parse_size, default=None, metavar="SIZE",
+                        help="guest-physical memory to reserve (committed lazily), e.g. "
+                             "4G (default)")
+    parser.add_argument("command", nargs=argparse.REMAINDER, metavar="PROGRAM [ARGS...]")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..linux.runner import RunOptions, run_command
+    from ..linux.trace import open_tracer
+
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        print("kvmdune run: no program given (usage: kvmdune run [options] -- PROGRAM "
+              "[ARGS...])", file=sys.stderr)
+        return 2
+    options = RunOptions(tracer=open_tracer(args.trace) if args.trace else None,
+                         **({"memory_size": args.memory} if args.memory else {}))
+    return run_command(command, options=options)

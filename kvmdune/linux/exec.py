@@ -1,0 +1,75 @@
+"""execve: resolving the file (PATH search for the first program, ``#!`` scripts as
+binfmt_script runs them), loading it into a fresh address space, and switching the
+process to it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from ..machine import Machine
+from .elf import BINPRM_BUF_SIZE, ExecFormatError, load_elf, read_shebang
+from .loader import load_program
+from .mm import MemoryMap
+
+#: binfmt_script may hand a script to an interpreter that is itself a script this
+#: many times (BINPRM_MAX_RECURSION).
+MAX_INTERPRETER_DEPTH = 4
+
+
+def resolve_command(name: str, path_env: str | None = None) -> str:
+    """Find a program as a shell does: names with a slash as they are, others on PATH.
+    Raises ExecFormatError(ENOENT) when nothing is found."""
+    if "/" in name:
+        return name
+    found = shutil.which(name, mode=os.F_OK, path=path_env if path_env is not None
+                         else os.environ.get("PATH", os.defpath))
+    if found is None:
+        raise ExecFormatError(2, f"{name}: command not found", name)
+    return found
+
+
+def _read_head(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(BINPRM_BUF_SIZE)
+    except FileNotFoundError as exc:
+        raise ExecFormatError(2, f"{path}: No such file or directory", path) from exc
+    except IsADirectoryError as exc:
+        raise ExecFormatError(13, f"{path}: Is a directory", path) from exc
+    except PermissionError as exc:
+        raise ExecFormatError(13, f"{path}: Permission denied", path) from exc
+    except OSError as exc:
+        raise ExecFormatError(exc.errno or 8, f"{path}: {exc.strerror}", path) from exc
+
+
+def resolve_script(path: str, argv: list[bytes]) -> tuple[str, list[bytes]]:
+    """Follow ``#!`` lines: the file to load and the argv it gets."""
+    for _ in range(MAX_INTERPRETER_DEPTH + 1):
+        if not os.access(path, os.X_OK) and os.path.exists(path) and not os.path.isdir(path):
+            raise ExecFormatError(13, f"{path}: Permission denied", path)
+        shebang = read_shebang(_read_head(path))
+        if shebang is None:
+            return path, argv
+        interpreter, argument = shebang
+        argv = ([interpreter.encode()] + ([argument.encode()] if argument else [])
+                + [path.encode()] + argv[1:])
+        path = interpreter
+    raise ExecFormatError(40, f"{path}: too many levels of #! interpreters", path)
+
+
+def exec_program(machine: Machine, path: str, argv: list[bytes], envp: list[bytes]):
+    """Load ``path`` into a new address space; returns (space, mm, loaded, exe).
+    Raises ExecFormatError, leaving the current image untouched."""
+    exe, argv = resolve_script(path, argv)
+    image = load_elf(exe)
+    if image.interp is not None:
+        load_elf(image.interp)       # a missing interpreter fails before anything changes
+    space = machine.new_address_space()
+    mm = MemoryMap(space)
+    try:
+        loaded = load_program(mm, image, argv, envp, execfn=path.encode())
+    except BaseException:
+        space.close()
+        raise
+    return space, mm, loaded, os.path.abspath(exe)

@@ -1,0 +1,220 @@
+"""The declarative forwarder: a guest system call run by the host kernel, with every
+pointer argument copied through a host buffer after a checked access.
+
+Driven entirely by ``syscall_table``: each argument's kind says whether it is a
+descriptor (translated through the guest's table), a path or string (read up to
+its limit), a buffer (copied in, out, or both, for its declared extent), an iovec
+array, a socket address. A guest address is never handed to the host kernel: the
+host sees only buffers of this process. Calls whose pointers the table cannot
+describe (OPAQUE) or that would act on the VMM are never forwarded from here.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import struct
+from dataclasses import dataclass
+
+from ..memory import READ, WRITE, GuestFault
+from .abi import Errno
+from .host_unsafe import HostBuffer, host_syscall
+from .syscall_table import (ArgKind, Direction, RetKind, SyscallSpec, arg_extent,
+                            resolve_args, resolve_ret)
+from .uaccess import PATH_MAX, Fault
+
+AT_FDCWD = -100
+IOV_MAX = 1024
+#: Largest buffer copied for one call; Linux caps a read or write at MAX_RW_COUNT.
+MAX_RW_COUNT = 0x7FFF_F000
+_IOVEC = struct.Struct("<QQ")
+FD_CLOEXEC = 1
+
+
+class NotForwardable(Exception):
+    """The table cannot describe this call's pointers: it needs a handler."""
+
+
+@dataclass
+class _CopyOut:
+    guest: int
+    buffer: HostBuffer
+    length: int
+    from_ret: bool
+
+
+@dataclass
+class _IovecOut:
+    pieces: list[tuple[int, HostBuffer, int]]   # guest address, host buffer, length
+
+
+def _int32(value: int) -> int:
+    value &= 0xFFFF_FFFF
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
+class Call:
+    """One forwarded call's host-side arguments and what to copy back."""
+
+    def __init__(self, proc, spec: SyscallSpec, args: tuple[int, ...]) -> None:
+        self.proc = proc
+        self.space = proc.space
+        self.spec = spec
+        self.args = args
+        self.host_args = list(args)
+        self.keep: list[HostBuffer] = []
+        self.copy_out: list[_CopyOut] = []
+        self.iovec_out: list[_IovecOut] = []
+
+    def _read_memory(self, address: int, length: int) -> bytes | None:
+        try:
+            return self.space.read(address, length, READ)
+        except GuestFault:
+            return None
+
+    def _buffer(self, data_or_size) -> HostBuffer:
+        buffer = HostBuffer(data_or_size)
+        self.keep.append(buffer)
+        return buffer
+
+    def prepare(self) -> None:
+        for index, arg in enumerate(resolve_args(self.spec, self.args)):
+            if arg is None:
+                continue
+            value = self.args[index]
+            kind = arg.kind
+            if kind is ArgKind.FD:
+                self.host_args[index] = self._fd(value)
+            elif kind is ArgKind.DIRFD:
+                self.host_args[index] = (value if _int32(value) == AT_FDCWD
+                                         else self._fd(value))
+            elif kind in (ArgKind.PATH, ArgKind.STRING):
+                if value == 0:
+                    continue   # NULL where the kernel allows it (utimensat, ...)
+                text = self._cstring(value)
+                if kind is ArgKind.PATH:
+                    text = self.proc.host_path(text)
+                self.host_args[index] = self._buffer(text + b"\0").address
+            elif kind in (ArgKind.IN_BUF, ArgKind.OUT_BUF, ArgKind.INOUT_BUF,
+                          ArgKind.SOCKADDR):
+                self._plain_buffer(index, arg, value)
+            elif kind is ArgKind.SOCKADDR_OUT:
+                self._sockaddr_out(index, arg, value)
+            elif kind is ArgKind.IOVEC:
+                self._iovec(index, arg, value)
+            elif kind in (ArgKind.PTR, ArgKind.ADDR, ArgKind.OPAQUE, ArgKind.MSGHDR,
+                          ArgKind.STRING_ARRAY):
+                if value != 0:
+                    raise NotForwardable(f"{self.spec.name}: argument {arg.name} ({kind.value})")
+
+    def _fd(self, value: int) -> int:
+        host = self.proc.fds.host(_int32(value))
+        if host is None:
+            raise Fault(Errno.EBADF)
+        return host
+
+    def _cstring(self, address: int) -> bytes:
+        try:
+            return self.space.read_cstring(address, PATH_MAX)
+        except GuestFault as exc:
+            raise Fault(Errno.ENAMETOOLONG if "longer" in exc.reason else Errno.EFAULT) from exc
+
+    def _extent(self, index: int) -> int:
+        length = arg_extent(self.spec, index, self.args, self._read_memory)
+        if length is None:
+            raise NotForwardable(f"{self.spec.name}: extent of argument {index}")
+        return min(length, MAX_RW_COUNT)
+
+    def _plain_buffer(self, index: int, arg, value: int) -> None:
+        if value == 0:
+            return
+        length = self._extent(index)
+        direction = Direction.IN if arg.kind is ArgKind.SOCKADDR else arg.direction
+        access = WRITE if direction in (Direction.OUT, Direction.INOUT) else READ
+        try:
+            self.space.translate(value, length, access)       # all checked before the call
+            data = (self.space.read(value, length, READ)
+                    if direction in (Direction.IN, Direction.INOUT) else None)
+        except GuestFault as exc:
+            raise Fault(Errno.EFAULT) from exc
+        buffer = self._buffer(data if data is not None else length)
+        self.host_args[index] = buffer.address
+        if direction in (Direction.OUT, Direction.INOUT):
+            self.copy_out.append(_CopyOut(value, buffer, length, arg.out_size_from_ret))
+
+    def _sockaddr_out(self, index: int, arg, value: int) -> None:
+        if value == 0:
+            return
+        length_ptr = self.args[arg.size_ptr_arg]
+        capacity = self._extent(index)
+        try:
+            self.space.translate(value, capacity, WRITE)
+            self.space.translate(length_ptr, 4, WRITE)
+        except GuestFault as exc:
+            raise Fault(Errno.EFAULT) from exc
+        buffer = self._buffer(capacity)
+        length_buffer = self._buffer(struct.pack("<I", capacity))
+        self.host_args[index] = buffer.address
+        self.host_args[arg.size_ptr_arg] = length_buffer.address
+        self.copy_out.append(_CopyOut(value, buffer, capacity, False))
+        self.copy_out.append(_CopyOut(length_ptr, length_buffer, 4, False))
+
+    def _iovec(self, index: int, arg, value: int) -> None:
+        count = self.args[arg.count_arg]
+        if count > IOV_MAX:
+            raise Fault(Errno.EINVAL)
+        try:
+            raw = self.space.read(value, count * _IOVEC.size, READ) if count else b""
+        except GuestFault as exc:
+            raise Fault(Errno.EFAULT) from exc
+        host_iov = bytearray()
+        pieces = []
+        total = 0
+        writing = arg.direction in (Direction.OUT, Direction.INOUT)
+        for base, length in _IOVEC.iter_unpack(raw):
+            length = min(length, MAX_RW_COUNT - total)
+            total += length
+            try:
+                if writing:
+                    self.space.translate(base, length, WRITE)
+                    buffer = self._buffer(length)
+                else:
+                    buffer = self._buffer(self.space.read(base, length, READ))
+            except GuestFault as exc:
+                raise Fault(Errno.EFAULT) from exc
+            host_iov += _IOVEC.pack(buffer.address, length)
+            pieces.append((base, buffer, length))
+        self.host_args[index] = self._buffer(bytes(host_iov)).address if host_iov else 0
+        if writing:
+            self.iovec_out.append(_IovecOut(pieces))
+
+    def finish(self, result: int) -> int:
+        if result < 0:
+            return result
+        try:
+            for out in self.copy_out:
+                length = min(out.length, result) if out.from_ret else out.length
+                self.space.write(out.guest, out.buffer.read(length), WRITE)
+            for iov in self.iovec_out:
+                left = result
+                for base, buffer, length in iov.pieces:
+                    if left <= 0:
+                        break
+                    chunk = min(length, left)
+                    self.space.write(base, buffer.read(chunk), WRITE)
+                    left -= chunk
+        except GuestFault:
+            return -Errno.EFAULT
+        if resolve_ret(self.spec, self.args).kind is RetKind.FD:
+            return self.proc.adopt_fd(result)
+        return result
+
+
+def forward(proc, spec: SyscallSpec, args: tuple[int, ...]) -> int:
+    """Run ``spec`` on the host for the guest; -errno on failure."""
+    call = Call(proc, spec, args[:spec.nargs])
+    call.prepare()
+    return call.finish(host_syscall(spec.number, *call.host_args))
+
+
+def host_fd_cloexec(host_fd: int) -> bool:
+    return bool(fcntl.fcntl(host_fd, fcntl.F_GETFD) & FD_CLOEXEC)

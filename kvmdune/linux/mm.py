@@ -1,0 +1,355 @@
+"""The guest's memory map: its VMAs, and the memory system calls emulated in its own
+page tables (brk, mmap, munmap, mprotect, mremap, madvise), with demand paging.
+
+Guest memory never comes from the host's mmap: every mapping is guest frames in
+the guest's page tables. Small mappings are mapped eagerly (a guest #PF costs tens
+of microseconds on software KVM); large ones are filled page by page on first
+touch, so a huge MAP_NORESERVE reservation costs nothing until used.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, replace
+from typing import Callable
+
+from ..memory import PAGE_SIZE, VMM, AddressSpace, OutOfGuestMemory, Perm
+from ..machine import PFError
+from .abi import MAP_TYPE, Errno, MadviseAdvice, MapFlags, MapType, MremapFlags, ProtFlags
+
+#: Mappings up to this size are backed at once; larger ones on first touch.
+EAGER_MAP_LIMIT = 64 << 20
+#: Highest user address + 1 (Linux's TASK_SIZE with 4-level paging).
+TASK_SIZE = 0x7FFF_FFFF_F000
+#: Where the stack ends (no randomization: Linux's layout with ASLR off).
+STACK_TOP = TASK_SIZE
+STACK_SIZE = 8 << 20
+#: Pages at the top of the stack backed at exec; the rest grows on demand.
+STACK_EAGER = 256 << 10
+#: Gap between the stack and the mmap area (Linux keeps at least 128 MiB).
+STACK_GAP = 128 << 20
+MMAP_BASE = STACK_TOP - STACK_SIZE - STACK_GAP
+#: Lowest address mmap picks by itself (Linux's vm.mmap_min_addr is 64 KiB).
+MMAP_MIN = 0x1_0000
+#: Where ET_DYN programs and the interpreter load (Linux's ELF_ET_DYN_BASE, no ASLR).
+ET_DYN_BASE = 0x5555_5555_4000
+PROT_MASK = int(ProtFlags.PROT_READ | ProtFlags.PROT_WRITE | ProtFlags.PROT_EXEC)
+
+
+def page_up(value: int) -> int:
+    return (value + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+
+
+def perm_for(prot: int) -> Perm:
+    """The page permission of a PROT_* combination (x86: write and exec imply read)."""
+    perm = Perm.USER
+    if prot & ProtFlags.PROT_READ:
+        perm |= Perm.READ
+    if prot & ProtFlags.PROT_WRITE:
+        perm |= Perm.READ | Perm.WRITE
+    if prot & ProtFlags.PROT_EXEC:
+        perm |= Perm.READ | Perm.EXEC
+    return perm
+
+
+@dataclass(frozen=True)
+class Vma:
+    """One mapping of the guest, as /proc/PID/maps shows it."""
+
+    start: int
+    end: int
+    prot: int
+    shared: bool = False
+    name: str = ""             # a path, "[heap]", "[stack]", or "" (anonymous)
+    offset: int = 0            # file offset of ``start``
+    grows_down: bool = False
+    # Page contents for demand paging of file-backed private mappings (None: zero).
+    source: "Callable[[int, int], bytes] | None" = None
+
+    def allows(self, error: PFError) -> bool:
+        if error & PFError.WRITE:
+            return bool(self.prot & ProtFlags.PROT_WRITE)
+        if error & PFError.INSTRUCTION:
+            return bool(self.prot & ProtFlags.PROT_EXEC)
+        return bool(self.prot & PROT_MASK)
+
+    def format(self, dev_inode: str = "00:00 0") -> str:
+        perms = "".join(flag if self.prot & bit else "-" for flag, bit in (
+            ("r", ProtFlags.PROT_READ), ("w", ProtFlags.PROT_WRITE),
+            ("x", ProtFlags.PROT_EXEC))) + ("s" if self.shared else "p")
+        line = f"{self.start:08x}-{self.end:08x} {perms} {self.offset:08x} {dev_inode}"
+        return f"{line:<73}{self.name}".rstrip() if self.name else line
+
+
+class MemoryMap:
+    """The VMAs of one guest address space and the calls that change them."""
+
+    def __init__(self, space: AddressSpace) -> None:
+        self.space = space
+        self.vmas: list[Vma] = []
+        self.brk_start = self.brk = 0
+
+    # -- VMA bookkeeping -----------------------------------------------------------
+    def find(self, address: int) -> Vma | None:
+        index = bisect.bisect_right([v.start for v in self.vmas], address) - 1
+        if index >= 0 and self.vmas[index].end > address:
+            return self.vmas[index]
+        return None
+
+    def _overlapping(self, start: int, end: int) -> list[Vma]:
+        return [v for v in self.vmas if v.start < end and v.end > start]
+
+    def _cut(self, start: int, end: int) -> list[Vma]:
+        """Remove [start, end) from the VMA list (splitting VMAs); return the cut parts."""
+        kept, removed = [], []
+        for vma in self.vmas:
+            if vma.end <= start or vma.start >= end:
+                kept.append(vma)
+                continue
+            if vma.start < start:
+                kept.append(replace(vma, end=start))
+            if vma.end > end:
+                kept.append(replace(vma, start=end, offset=vma.offset + end - vma.start))
+            removed.append(replace(vma, start=max(vma.start, start), end=min(vma.end, end),
+                                   offset=vma.offset + max(0, start - vma.start)))
+        self.vmas = sorted(kept, key=lambda v: v.start)
+        return removed
+
+    def _insert(self, vma: Vma) -> None:
+        bisect.insort(self.vmas, vma, key=lambda v: v.start)
+
+    def is_free(self, start: int, end: int) -> bool:
+        return 0 < start < end <= TASK_SIZE and not self._overlapping(start, end)
+
+    def find_free(self, length: int, below: int = MMAP_BASE) -> int | None:
+        """The highest free range of ``length`` bytes below ``below`` (top-down, as
+        Linux's mmap picks addresses)."""
+        ceiling = below
+        for vma in reversed(self.vmas):
+            if vma.start >= ceiling:
+                continue
+            if vma.end <= ceiling - length:
+                return ceiling - length
+            ceiling = min(ceiling, vma.start)
+        return ceiling - length if ceiling - length >= MMAP_MIN else None
+
+    # -- mapping -------------------------------------------------------------------
+    def map_fixed(self, vma: Vma, data: bytes = b"", eager: bool | None = None) -> None:
+        """Map ``vma`` over whatever was there; ``data`` fills its start."""
+        self.unmap(vma.start, vma.end - vma.start)
+        length = vma.end - vma.start
+        if eager is None:
+            eager = length <= EAGER_MAP_LIMIT
+        if eager:
+            self.space.map(vma.start, length, perm_for(vma.prot))
+            if data:
+                self.space.write(vma.start, data[:length], VMM)
+        elif data:
+            vma = replace(vma, source=_bytes_source(data, vma.start))
+        self._insert(vma)
+
+    def unmap(self, start: int, length: int) -> None:
+        removed = self._cut(start, start + length)
+        if removed:
+            with self.space.batch():
+                for vma in removed:
+                    self.space.unmap(vma.start, vma.end - vma.start)
+
+    def handle_fault(self, address: int, error: PFError) -> bool:
+        """Demand paging: back the page if a VMA allows the access (True: retry)."""
+        vma = self.find(address)
+        if vma is None or not vma.allows(error) or error & PFError.PRESENT:
+            return False
+        page = address & ~(PAGE_SIZE - 1)
+        try:
+            self.space.map(page, PAGE_SIZE, perm_for(vma.prot))
+        except OutOfGuestMemory:
+            return False
+        if vma.source is not None:
+            self.space.write(page, vma.source(page, PAGE_SIZE), VMM)
+        return True
+
+    # -- system calls (each returns the result or -errno) ---------------------------
+    def sys_brk(self, address: int) -> int:
+        """Implements brk(2)."""
+        if address < self.brk_start:
+            return self.brk
+        new_end, old_end = page_up(address), page_up(self.brk)
+        if new_end > old_end:
+            if not self.is_free(old_end, new_end):
+                return self.brk
+            try:
+                self._grow_heap(old_end, new_end)
+            except OutOfGuestMemory:
+                return self.brk
+        elif new_end < old_end:
+            self.unmap(new_end, old_end - new_end)
+            self._restore_heap_vma(new_end)
+        self.brk = address
+        return self.brk
+
+    def _grow_heap(self, old_end: int, new_end: int) -> None:
+        self.space.map(old_end, new_end - old_end, perm_for(PROT_MASK & ~ProtFlags.PROT_EXEC))
+        heap = self.find(self.brk_start) if self.brk_start < old_end else None
+        if heap is not None and heap.name == "[heap]":
+            self.vmas.remove(heap)
+            self._insert(replace(heap, end=new_end))
+        else:
+            self._insert(Vma(self.brk_start, new_end,
+                             int(ProtFlags.PROT_READ | ProtFlags.PROT_WRITE), name="[heap]"))
+
+    def _restore_heap_vma(self, new_end: int) -> None:
+        heap = self.find(self.brk_start)
+        if heap is None and new_end > self.brk_start:
+            self._insert(Vma(self.brk_start, new_end,
+                             int(ProtFlags.PROT_READ | ProtFlags.PROT_WRITE), name="[heap]"))
+
+    def sys_mmap(self, address: int, length: int, prot: int, flags: int,
+                 read_file: Callable[[int, int], bytes] | None, offset: int,
+                 name: str = "") -> int:
+        """Implements mmap(2). ``read_file(offset, length)`` reads the mapped file
+        (None for anonymous mappings); shared file mappings are refused by the caller."""
+        if length == 0 or offset % PAGE_SIZE:
+            return -Errno.EINVAL
+        length = page_up(length)
+        if length > TASK_SIZE:
+            return -Errno.ENOMEM
+        map_type = flags & MAP_TYPE
+        if map_type not in (MapType.MAP_SHARED, MapType.MAP_PRIVATE,
+                            MapType.MAP_SHARED_VALIDATE):
+            return -Errno.EINVAL
+        fixed = flags & (MapFlags.MAP_FIXED | MapFlags.MAP_FIXED_NOREPLACE)
+        if fixed:
+            if address % PAGE_SIZE or not (MMAP_MIN <= address and address + length <= TASK_SIZE):
+                return -Errno.EINVAL if address % PAGE_SIZE else -Errno.ENOMEM
+            if flags & MapFlags.MAP_FIXED_NOREPLACE and not self.is_free(address, address + length):
+                return -Errno.EEXIST
+            start = address
+        else:
+            hint = address & ~(PAGE_SIZE - 1)
+            start = hint if hint >= MMAP_MIN and self.is_free(hint, hint + length) else \
+                self.find_free(length)
+            if start is None:
+                return -Errno.ENOMEM
+        data = read_file(offset, length) if read_file is not None else b""
+        vma = Vma(start, start + length, prot & PROT_MASK,
+                  shared=map_type != MapType.MAP_PRIVATE, name=name, offset=offset,
+                  grows_down=bool(flags & MapFlags.MAP_GROWSDOWN))
+        eager = None if not flags & MapFlags.MAP_POPULATE else True
+        try:
+            self.map_fixed(vma, data, eager=eager)
+        except OutOfGuestMemory:
+            self.unmap(start, length)
+            return -Errno.ENOMEM
+        return start
+
+    def sys_munmap(self, address: int, length: int) -> int:
+        """Implements munmap(2)."""
+        if address % PAGE_SIZE or length == 0 or address + length > TASK_SIZE:
+            return -Errno.EINVAL
+        self.unmap(address, page_up(length))
+        return 0
+
+    def sys_mprotect(self, address: int, length: int, prot: int) -> int:
+        """Implements mprotect(2)."""
+        if address % PAGE_SIZE or prot & ~(PROT_MASK | ProtFlags.PROT_GROWSDOWN
+                                           | ProtFlags.PROT_GROWSUP | ProtFlags.PROT_SEM):
+            return -Errno.EINVAL
+        end = address + page_up(length)
+        if end > TASK_SIZE:
+            return -Errno.ENOMEM
+        if length == 0:
+            return 0
+        covered = sum(min(v.end, end) - max(v.start, address)
+                      for v in self._overlapping(address, end))
+        if covered != end - address:
+            return -Errno.ENOMEM
+        for vma in self._cut(address, end):
+            self._insert(replace(vma, prot=prot & PROT_MASK))
+        self.space.protect(address, end - address, perm_for(prot))
+        return 0
+
+    def sys_mremap(self, old: int, old_length: int, new_length: int, flags: int,
+                   new_address: int) -> int:
+        """Implements mremap(2): shrink, grow in place, or move (by copying)."""
+        if old % PAGE_SIZE or new_length == 0 or flags & ~(
+                MremapFlags.MREMAP_MAYMOVE | MremapFlags.MREMAP_FIXED):
+            return -Errno.EINVAL
+        old_length, new_length = page_up(old_length), page_up(new_length)
+        vma = self.find(old)
+        if vma is None or vma.end < old + old_length:
+            return -Errno.EFAULT
+        if flags & MremapFlags.MREMAP_FIXED:
+            return self._mremap_move(vma, old, old_length, new_length, new_address)
+        if new_length <= old_length:
+            self.unmap(old + new_length, old_length - new_length)
+            return old
+        tail = old + old_length
+        if vma.end == tail and self.is_free(tail, old + new_length):
+            self.map_fixed(replace(vma, start=tail, end=old + new_length,
+                                   offset=vma.offset + old_length, source=None))
+            self._merge_with_previous(old)
+            return old
+        if not flags & MremapFlags.MREMAP_MAYMOVE:
+            return -Errno.ENOMEM
+        target = self.find_free(new_length)
+        if target is None:
+            return -Errno.ENOMEM
+        return self._mremap_move(vma, old, old_length, new_length, target)
+
+    def _mremap_move(self, vma: Vma, old: int, old_length: int, new_length: int,
+                     target: int) -> int:
+        if target % PAGE_SIZE:
+            return -Errno.EINVAL
+        keep = min(old_length, new_length)
+        data = self._read_mapped(old, keep)
+        self.map_fixed(replace(vma, start=target, end=target + new_length, source=None),
+                       data)
+        self.unmap(old, old_length)
+        return target
+
+    def _read_mapped(self, start: int, length: int) -> bytes:
+        """Contents of a range as the guest would read it (unbacked pages are zero
+        or come from their source)."""
+        out = bytearray()
+        for page in range(start, start + length, PAGE_SIZE):
+            if self.space.walk(page) is not None:
+                out += self.space.read(page, PAGE_SIZE, VMM)
+            else:
+                vma = self.find(page)
+                out += vma.source(page, PAGE_SIZE) if vma and vma.source else bytes(PAGE_SIZE)
+        return bytes(out)
+
+    def _merge_with_previous(self, address: int) -> None:
+        vma = self.find(address)
+        index = self.vmas.index(vma)
+        if index + 1 < len(self.vmas):
+            after = self.vmas[index + 1]
+            if after.start == vma.end and after.prot == vma.prot and after.name == vma.name:
+                self.vmas[index:index + 2] = [replace(vma, end=after.end)]
+
+    def sys_madvise(self, address: int, length: int, advice: int) -> int:
+        """Implements madvise(2): DONTNEED/FREE drop the pages (they read as zero,
+        or as the file, afterwards); the rest are hints."""
+        if address % PAGE_SIZE:
+            return -Errno.EINVAL
+        if advice in (MadviseAdvice.MADV_DONTNEED, MadviseAdvice.MADV_FREE):
+            end = address + page_up(length)
+            with self.space.batch():
+                for vma in self._overlapping(address, end):
+                    start, stop = max(vma.start, address), min(vma.end, end)
+                    self.space.unmap(start, stop - start)   # refilled on demand
+        return 0
+
+    # -- reporting -----------------------------------------------------------------
+    def maps_text(self) -> str:
+        """/proc/self/maps for the guest."""
+        return "".join(vma.format() + "\n" for vma in self.vmas)
+
+
+def _bytes_source(data: bytes, base: int) -> Callable[[int, int], bytes]:
+    def source(address: int, length: int) -> bytes:
+        offset = address - base
+        chunk = data[offset:offset + length]
+        return chunk + bytes(length - len(chunk))
+    return source

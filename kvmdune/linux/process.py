@@ -1,0 +1,292 @@
+"""A Linux process in Dune mode: the guest program, its address space, descriptors
+and signals, and the event handler that gives it the Linux ABI.
+
+System calls go to the handlers registered in ``dispatch`` (emulated ones and the
+declarative forwarder); faults either page in memory the program owns or become
+signals; host signals meant for the process are delivered at event boundaries.
+"""
+
+from __future__ import annotations
+
+import os
+import signal as host_signal
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from ..machine import (Action, Cpu, ExceptionEvent, Handler, Machine, PageFaultEvent,
+                       Stop, SyscallEvent)
+from ..memory import AddressSpace
+from . import signals as sig
+from .abi import Errno, SigactionFlags, SigHandler, Signal, signal_name
+from . import procfs
+from .dispatch import HANDLERS
+from .forward import NotForwardable, forward, host_fd_cloexec
+from .fdtable import FdTable
+from .mm import MemoryMap
+from .syscall_table import SYSCALLS
+from .uaccess import Fault
+
+#: System calls Linux restarts after a handler with SA_RESTART (the rest report EINTR).
+NOT_RESTARTED = {"nanosleep", "clock_nanosleep", "pause", "rt_sigsuspend", "poll", "ppoll",
+                 "select", "pselect6", "epoll_wait", "epoll_pwait", "rt_sigtimedwait"}
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    """How the guest ended: an exit code, or a signal."""
+
+    code: int | None = None
+    signal: int | None = None
+
+    @property
+    def shell_status(self) -> int:
+        """What a shell reports: the code, or 128 + the signal number."""
+        return self.code if self.code is not None else 128 + (self.signal or 0)
+
+    def describe(self) -> str:
+        if self.code is not None:
+            return f"exited with status {self.code}"
+        return f"killed by {signal_name(self.signal or 0) or self.signal}"
+
+
+class Process(Handler):
+    """The Linux personality of one guest process (one VM, one vCPU)."""
+
+    def __init__(self, machine: Machine, *, tracer: "Callable | None" = None,
+                 log: "Callable[[str], None] | None" = None) -> None:
+        self.machine = machine
+        self.cpu = machine.cpu
+        self.fds = FdTable.with_standard_streams()
+        self.signals = sig.SignalState()
+        self.space: AddressSpace | None = None
+        self.mm: MemoryMap | None = None
+        self.exe = ""
+        self.argv: list[bytes] = []
+        self.envp: list[bytes] = []
+        self.auxv: tuple[tuple[int, int], ...] = ()
+        self.tracer = tracer
+        self.log = log or _stderr_log()
+        self.forked = False
+        self.vfork_done: int | None = None   # write end of the pipe a vfork parent waits on
+        self.comm = b""
+        self.clear_child_tid = 0
+        self._transient: list[int] = []
+        self._handlers = {number: HANDLERS.get(spec.name) or _forwarder_for(spec)
+                          for number, spec in SYSCALLS.items()}
+
+    # -- starting programs -------------------------------------------------------------
+    def replace_image(self, space: AddressSpace, mm: MemoryMap, exe: str, argv: list[bytes],
+                      envp: list[bytes], entry: int, sp: int, auxv) -> None:
+        """Switch to a freshly loaded program (the point of no return of execve)."""
+        old = self.space
+        self.space, self.mm = space, mm
+        self.exe, self.argv, self.envp, self.auxv = exe, argv, envp, auxv
+        self.comm = os.path.basename(exe).encode()[:15]
+        self.fds.close_on_exec()
+        self.signals.reset_for_exec()
+        regs = self.cpu.regs
+        for name in ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "r8", "r9", "r10",
+                     "r11", "r12", "r13", "r14", "r15"):
+            setattr(regs, name, 0)
+        self.cpu.fs_base = 0
+        self.cpu.gs_base = 0
+        self.cpu.enter_user(space, entry, sp)
+        if old is not None:
+            old.close()
+        if self.vfork_done is not None:
+            os.close(self.vfork_done)
+            self.vfork_done = None
+
+    def fork(self, vfork: bool) -> int:
+        """fork(2) of the whole VMM process: the child continues this very system call
+        in a new VM over a copy-on-write copy of guest memory and returns 0; a vfork
+        parent waits until the child has exec'd or exited."""
+        read_end = write_end = None
+        if vfork:
+            read_end, write_end = os.pipe()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            for fd in (read_end, write_end):
+                if fd is not None:
+                    os.close(fd)
+            return -(exc.errno or Errno.EAGAIN)
+        if pid == 0:
+            self.forked = True
+            self.machine.reinit_after_fork()
+            if self.vfork_done is not None:
+                os.close(self.vfork_done)     # the grandparent waits on our parent only
+                self.vfork_done = None
+            if vfork:
+                os.close(read_end)
+                self.vfork_done = write_end
+            return 0
+        if vfork:
+            os.close(write_end)
+            while os.read(read_end, 1):
+                pass
+            os.close(read_end)
+        return pid
+
+    # -- helpers for handlers -------------------------------------------------------------
+    def adopt_fd(self, host_fd: int) -> int:
+        """A host descriptor a forwarded call returned, now the guest's."""
+        return self.fds.install(host_fd, cloexec=host_fd_cloexec(host_fd))
+
+    def host_path(self, path: bytes) -> bytes:
+        """The host path for a guest path (/proc/self names the guest)."""
+        return procfs.rewrite(self, path)
+
+    def transient_file(self, content: bytes) -> bytes:
+        """A path to a file holding ``content``, valid for the current system call."""
+        fd = os.memfd_create("kvmdune-proc", os.MFD_CLOEXEC)
+        os.write(fd, content)
+        os.lseek(fd, 0, os.SEEK_SET)
+        self._transient.append(fd)
+        return f"/proc/self/fd/{fd}".encode()
+
+    def forward_by_name(self, name: str, args: tuple[int, ...]) -> int:
+        return forward(self, SYSCALLS_BY_NAME[name], args)
+
+    def raise_signal(self, signo: int) -> int:
+        """A signal the guest sends itself."""
+        if signo == 0:
+            return 0
+        if signo in (Signal.SIGKILL, Signal.SIGSTOP):
+            os.kill(os.getpid(), signo)
+            return 0
+        self.signals.pending.add(signo)
+        return 0
+
+    def wait_for_signal(self) -> None:
+        """Block until a host signal for the guest arrives (or one is pending)."""
+        forwarded = set(sig.FORWARDED)
+        previous = host_signal.pthread_sigmask(host_signal.SIG_BLOCK, forwarded)
+        try:
+            if self.signals.next_deliverable() is None:
+                info = host_signal.sigwaitinfo(forwarded)
+                self.signals.pending.add(info.si_signo)
+        finally:
+            host_signal.pthread_sigmask(host_signal.SIG_SETMASK, previous)
+
+    # -- events --------------------------------------------------------------------------
+    def on_syscall(self, cpu: Cpu, event: SyscallEvent) -> Stop | None:
+        handler = self._handlers.get(event.number) if event.number < 1024 else None
+        spec = SYSCALLS.get(event.number)
+        started = time.perf_counter() if self.tracer else 0.0
+        entry = self.tracer.entry(self, event, spec) if self.tracer else None
+        if handler is None:
+            result = -Errno.ENOSYS
+            if self.tracer is None:
+                name = spec.name if spec else f"syscall_{event.number:#x}"
+                self.log(f"kvmdune: unsupported system call {name} ({event.number}): ENOSYS")
+        else:
+            try:
+                result = handler(self, cpu, *event.args)
+            except Fault as exc:
+                result = -exc.errno
+            except NotForwardable as exc:
+                self.log(f"kvmdune: {exc}: not supported, ENOSYS")
+                result = -Errno.ENOSYS
+        while self._transient:
+            os.close(self._transient.pop())
+        if self.tracer is not None:
+            self.tracer.exit(self, event, spec, result, time.perf_counter() - started, entry)
+        if isinstance(result, Stop):
+            return result
+        if result is not None:
+            cpu.regs.rax = result & 0xFFFF_FFFF_FFFF_FFFF
+        if self.signals.pending:
+            restart = (result == -Errno.EINTR and spec is not None
+                       and spec.name not in NOT_RESTARTED)
+            return self.deliver_pending(cpu, restart_number=event.number if restart else None)
+        return None
+
+    def on_page_fault(self, cpu: Cpu, event: PageFaultEvent) -> Action | Stop:
+        if self.mm is not None and self.mm.handle_fault(event.address, event.error):
+            return Action.RETRY
+        return self.fault(cpu, Signal.SIGSEGV, event.address, event)
+
+    def on_exception(self, cpu: Cpu, event: ExceptionEvent) -> Action | Stop:
+        signo = sig.EXCEPTION_SIGNALS.get(event.vector, Signal.SIGSEGV)
+        if event.vector in (sig.Vector.BP,):
+            pass   # rip is already past the int3, as Linux reports it
+        return self.fault(cpu, signo, 0, event)
+
+    def on_interrupt(self, cpu: Cpu) -> Stop | None:
+        return self.deliver_pending(cpu) if self.signals.pending else None
+
+    # -- signals -------------------------------------------------------------------------
+    def fault(self, cpu: Cpu, signo: int, address: int, event) -> Action | Stop:
+        """A synchronous fault: run the guest's handler, or die with a crash report."""
+        action = self.signals.action(signo)
+        blocked = self.signals.mask & (1 << (signo - 1))
+        if action.handler not in (SigHandler.SIG_DFL, SigHandler.SIG_IGN) and not blocked:
+            if sig.deliver(self.signals, cpu, self.space, signo, address):
+                return Action.RESUME
+        self.log(crash_report(self, cpu, signo, address, event))
+        return Stop(value=ExitStatus(signal=signo))
+
+    def deliver_pending(self, cpu: Cpu, restart_number: int | None = None) -> Stop | None:
+        while True:
+            signo = self.signals.next_deliverable()
+            if signo is None:
+                return None
+            self.signals.pending.discard(signo)
+            action = self.signals.action(signo)
+            if action.handler == SigHandler.SIG_IGN:
+                continue
+            if action.handler == SigHandler.SIG_DFL:
+                if signo in sig.DEFAULT_IGNORE:
+                    continue
+                if signo in sig.DEFAULT_STOP:
+                    os.kill(os.getpid(), Signal.SIGSTOP)
+                    continue
+                return Stop(value=ExitStatus(signal=signo))
+            if restart_number is not None and action.flags & SigactionFlags.SA_RESTART:
+                cpu.regs.rax = restart_number
+                cpu.regs.rip -= 2          # run the ``syscall`` again after the handler
+                restart_number = None
+            if not sig.deliver(self.signals, cpu, self.space, signo):
+                self.log(crash_report(self, cpu, Signal.SIGSEGV, cpu.regs.rsp, None))
+                return Stop(value=ExitStatus(signal=Signal.SIGSEGV))
+            return None
+
+
+SYSCALLS_BY_NAME = {spec.name: spec for spec in SYSCALLS.values()}
+
+
+def _forwarder_for(spec):
+    """The generic forwarder, for calls that are safe to run on the host as they are
+    once their pointers are copied (never those that would act on the VMM)."""
+    if spec.vmm_sensitive:
+        return None
+    return lambda proc, cpu, *args: forward(proc, spec, args)
+
+
+def crash_report(proc: Process, cpu: Cpu, signo: int, address: int, event) -> str:
+    name = signal_name(signo) or str(signo)
+    what = f" at address {address:#x}" if address else ""
+    cause = f" ({type(event).__name__}: {event})" if event is not None else ""
+    return (f"kvmdune: {proc.exe or 'guest'} (pid {os.getpid()}) killed by {name}{what}"
+            f"{cause}\n{cpu.describe()}")
+
+
+def _stderr_log() -> Callable[[str], None]:
+    """Diagnostics go to a private duplicate of the VMM's stderr, so the guest
+    closing or redirecting its own fd 2 never swallows (or receives) them."""
+    try:
+        fd = os.dup(2)
+        os.set_inheritable(fd, False)
+        stream = os.fdopen(fd, "w", buffering=1)
+    except OSError:
+        stream = sys.stderr
+
+    def log(text: str) -> None:
+        try:
+            stream.write(text.rstrip("\n") + "\n")
+        except (OSError, ValueError):
+            pass
+    return log

@@ -1,0 +1,103 @@
+"""/proc as the guest sees it: ``/proc/self`` (and ``/proc/<pid>``, ``/proc/thread-self``)
+names the guest process, never the VMM.
+
+``exe`` is the guest program, ``fd/N`` the guest's descriptor N, ``maps``,
+``cmdline``, ``environ``, ``auxv``, ``status``, ``stat`` and ``comm`` are generated
+from the guest's own state; ``mem``, ``pagemap`` and everything else that would
+expose the VMM's memory or descriptors is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+
+from .abi import Errno
+from .uaccess import Fault
+
+#: Entries passed through to the host: they mean the same for the guest.
+PASS_THROUGH = {"cwd", "root", "limits", "mounts", "mountinfo", "stat", "statm", "io",
+                "oom_score_adj", "cgroup", "loginuid", "sessionid", "timerslack_ns"}
+GENERATED = {"maps", "cmdline", "environ", "auxv", "status", "comm", "smaps"}
+
+
+def _self_prefix() -> re.Pattern[bytes]:
+    return re.compile(rb"^/proc/(self|thread-self|%d|%d/task/%d)(/.*)?$"
+                      % (os.getpid(), os.getpid(), os.getpid()))
+
+
+def rewrite(proc, path: bytes) -> bytes:
+    """The host path to use for a guest path (the path itself unless it names the
+    guest's /proc entries)."""
+    if not path.startswith(b"/proc/"):
+        return path
+    match = _self_prefix().match(os.path.normpath(path))
+    if match is None:
+        return path
+    rest = (match.group(2) or b"").lstrip(b"/").decode("utf-8", "surrogateescape")
+    if rest == "":
+        return path
+    head, _, tail = rest.partition("/")
+    if head == "exe" and not tail:
+        return proc.exe.encode()
+    if head == "fd" and tail:
+        if not tail.isdigit() or proc.fds.host(int(tail)) is None:
+            raise Fault(Errno.ENOENT)
+        return f"/proc/self/fd/{proc.fds.host(int(tail))}".encode()
+    if head in GENERATED and not tail:
+        return proc.transient_file(generate(proc, head))
+    if head in PASS_THROUGH:
+        return path
+    raise Fault(Errno.EACCES)
+
+
+def readlink(proc, path: bytes) -> bytes | None:
+    """The target of a /proc symlink of the guest, or None if ``path`` is not one."""
+    if not path.startswith(b"/proc/"):
+        return None
+    match = _self_prefix().match(os.path.normpath(path))
+    if match is None or match.group(2) is None:
+        return None
+    rest = match.group(2).lstrip(b"/").decode()
+    if rest == "exe":
+        return proc.exe.encode()
+    if rest.startswith("fd/"):
+        number = rest[3:]
+        host = proc.fds.host(int(number)) if number.isdigit() else None
+        if host is None:
+            raise Fault(Errno.ENOENT)
+        return os.readlink(f"/proc/self/fd/{host}").encode()
+    return None
+
+
+def generate(proc, entry: str) -> bytes:
+    if entry == "maps" or entry == "smaps":
+        return proc.mm.maps_text().encode()
+    if entry == "cmdline":
+        return b"".join(arg + b"\0" for arg in proc.argv)
+    if entry == "environ":
+        return b"".join(env + b"\0" for env in proc.envp)
+    if entry == "auxv":
+        return b"".join(struct.pack("<QQ", key, value) for key, value in proc.auxv)
+    if entry == "comm":
+        return proc.comm + b"\n"
+    if entry == "status":
+        return _status(proc)
+    raise Fault(Errno.ENOENT)
+
+
+def _status(proc) -> bytes:
+    try:
+        with open("/proc/self/status", "rb") as f:
+            lines = f.read().splitlines(keepends=True)
+    except OSError:
+        lines = []
+    out = []
+    for line in lines:
+        if line.startswith(b"Name:"):
+            line = b"Name:\t" + proc.comm + b"\n"
+        elif line.startswith(b"Threads:"):
+            line = b"Threads:\t1\n"
+        out.append(line)
+    return b"".join(out)

@@ -1,0 +1,79 @@
+"""Running a Linux program in Dune mode from start to exit status."""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal as host_signal
+from dataclasses import dataclass
+from typing import Callable
+
+from ..machine import Machine, MachineError, StopReason
+from ..memory.guest_memory import DEFAULT_GUEST_MEMORY
+from . import signals as sig
+from .elf import ExecFormatError, exit_status_for
+from .exec import exec_program, resolve_command
+from .process import ExitStatus, Process
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    memory_size: int = DEFAULT_GUEST_MEMORY
+    tracer: Callable | None = None
+
+
+def run_command(argv: list[str], env: dict[str, str] | None = None,
+                options: RunOptions = RunOptions(),
+                log: Callable[[str], None] | None = None) -> int:
+    """Run ``argv`` (PROGRAM resolved on PATH) in Dune mode; the shell-style exit
+    status (126/127 when it cannot start, 128+N after signal N)."""
+    environment = dict(os.environ if env is None else env)
+    say = log or (lambda text: os.write(2, (text.rstrip("\n") + "\n").encode()))
+    try:
+        path = resolve_command(argv[0], environment.get("PATH"))
+    except ExecFormatError as exc:
+        say(f"kvmdune: {exc.message}")
+        return exit_status_for(exc)
+    envp = [f"{key}={value}".encode() for key, value in environment.items()]
+    args = [arg.encode("utf-8", "surrogateescape") for arg in argv]
+    with Machine(options.memory_size) as machine:
+        try:
+            space, mm, loaded, exe = exec_program(machine, path, args, envp)
+        except ExecFormatError as exc:
+            say(f"kvmdune: {exc.message}")
+            return exit_status_for(exc)
+        process = Process(machine, tracer=options.tracer, log=log)
+        process.replace_image(space, mm, exe, args, envp, loaded.entry, loaded.sp,
+                              loaded.auxv)
+        status = run_process(process)
+    if process.forked:
+        end_forked_child(status)
+    return status.shell_status
+
+
+def run_process(process: Process) -> ExitStatus:
+    """Run until the guest exits or is killed."""
+    sig.install_host_handlers(process.signals, lambda: None)
+    while True:
+        try:
+            stop = process.machine.run(process)
+        except MachineError as exc:
+            process.log(f"kvmdune: internal error: {exc}")
+            return ExitStatus(signal=sig.Signal.SIGSEGV)
+        if isinstance(stop.value, ExitStatus):
+            return stop.value
+        if stop.reason in (StopReason.BUDGET, StopReason.REQUEST):
+            return ExitStatus(signal=sig.Signal.SIGKILL)
+
+
+def end_forked_child(status: ExitStatus) -> None:
+    """A forked guest process ends the way its parent's wait4 must see it: exit
+    code, or death by the same signal (without a core dump of the VMM)."""
+    if status.code is not None:
+        os._exit(status.code)
+    signo = status.signal or sig.Signal.SIGKILL
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    host_signal.signal(signo, host_signal.SIG_DFL)
+    host_signal.pthread_sigmask(host_signal.SIG_UNBLOCK, {signo})
+    os.kill(os.getpid(), signo)
+    os._exit(128 + signo)

@@ -1,0 +1,248 @@
+"""Guest signals: dispositions, the mask, pending signals, delivery on the guest's
+stack with a Linux-layout rt_sigframe, rt_sigreturn, and default actions.
+
+Host signals aimed at the guest process (it *is* the VMM process, as far as Linux
+is concerned) are caught by the VMM and queued here; they reach the guest at the
+next event boundary. Synchronous faults become SIGSEGV, SIGILL, SIGFPE, ....
+"""
+
+from __future__ import annotations
+
+import signal as host_signal
+import struct
+from dataclasses import dataclass, field
+
+from ..machine import Cpu, Vector
+from ..memory import WRITE, GuestFault
+from .abi import SIGRTMAX, Errno, SigactionFlags, SigaltstackFlags, SigHandler, Signal
+from ..machine.x86 import USER_RFLAGS, USER_RFLAGS_FIXED, RFLAGS
+
+SIGSET_SIZE = 8
+RED_ZONE = 128
+_SIGACTION = struct.Struct("<QQQQ")          # handler, flags, restorer, mask (kernel)
+_STACK_T = struct.Struct("<QiiQ")             # ss_sp, ss_flags, pad, ss_size
+#: sigcontext_64 general registers, in the kernel's order.
+MCONTEXT_REGS = ("r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rdi", "rsi",
+                 "rbp", "rbx", "rdx", "rax", "rcx", "rsp", "rip", "rflags")
+_MCONTEXT = struct.Struct("<18Q4H4QQ8Q")      # regs, cs/gs/fs/ss, err/trapno/oldmask/cr2,
+                                              # fpstate, reserved: 256 bytes
+_UCONTEXT_HEAD = struct.Struct("<QQ")         # uc_flags, uc_link
+UCONTEXT_SIZE = _UCONTEXT_HEAD.size + _STACK_T.size + _MCONTEXT.size + SIGSET_SIZE
+SIGINFO_SIZE = 128
+UC_SIGCONTEXT_SS = 0x2
+UC_STRICT_RESTORE_SS = 0x4
+USER_CS, USER_DS = 0x33, 0x2B
+
+#: Signals whose default action is to ignore them.
+DEFAULT_IGNORE = {Signal.SIGCHLD, Signal.SIGURG, Signal.SIGWINCH, Signal.SIGCONT}
+#: Signals whose default action dumps core (status shows it; we never write a core).
+DEFAULT_CORE = {Signal.SIGQUIT, Signal.SIGILL, Signal.SIGTRAP, Signal.SIGABRT,
+                Signal.SIGBUS, Signal.SIGFPE, Signal.SIGSEGV, Signal.SIGXCPU,
+                Signal.SIGXFSZ, Signal.SIGSYS}
+DEFAULT_STOP = {Signal.SIGSTOP, Signal.SIGTSTP, Signal.SIGTTIN, Signal.SIGTTOU}
+UNBLOCKABLE = {Signal.SIGKILL, Signal.SIGSTOP}
+#: Host signals the VMM catches on the guest's behalf.
+FORWARDED = (Signal.SIGHUP, Signal.SIGINT, Signal.SIGQUIT, Signal.SIGUSR1, Signal.SIGUSR2,
+             Signal.SIGPIPE, Signal.SIGALRM, Signal.SIGTERM, Signal.SIGCHLD, Signal.SIGCONT,
+             Signal.SIGTSTP, Signal.SIGTTIN, Signal.SIGTTOU, Signal.SIGURG,
+             Signal.SIGXCPU, Signal.SIGXFSZ, Signal.SIGVTALRM, Signal.SIGPROF,
+             Signal.SIGWINCH, Signal.SIGIO, Signal.SIGPWR, Signal.SIGABRT)
+
+#: The signal a synchronous exception raises, as Linux's trap handlers choose it.
+EXCEPTION_SIGNALS = {
+    Vector.DE: Signal.SIGFPE, Vector.DB: Signal.SIGTRAP, Vector.BP: Signal.SIGTRAP,
+    Vector.OF: Signal.SIGSEGV, Vector.BR: Signal.SIGSEGV, Vector.UD: Signal.SIGILL,
+    Vector.NM: Signal.SIGFPE, Vector.TS: Signal.SIGSEGV, Vector.NP: Signal.SIGBUS,
+    Vector.SS: Signal.SIGBUS, Vector.GP: Signal.SIGSEGV, Vector.MF: Signal.SIGFPE,
+    Vector.AC: Signal.SIGBUS, Vector.XM: Signal.SIGFPE,
+}
+
+
+@dataclass
+class SigAction:
+    handler: int = SigHandler.SIG_DFL
+    flags: int = 0
+    restorer: int = 0
+    mask: int = 0
+
+    def pack(self) -> bytes:
+        return _SIGACTION.pack(self.handler, self.flags, self.restorer, self.mask)
+
+
+@dataclass
+class SignalState:
+    actions: dict[int, SigAction] = field(default_factory=dict)
+    mask: int = 0
+    pending: set[int] = field(default_factory=set)
+    altstack: tuple[int, int, int] = (0, SigaltstackFlags.SS_DISABLE, 0)  # sp, flags, size
+
+    def action(self, signo: int) -> SigAction:
+        return self.actions.get(signo, _DEFAULT)
+
+    def next_deliverable(self) -> int | None:
+        for signo in sorted(self.pending):
+            if signo in UNBLOCKABLE or not self.mask & _bit(signo):
+                return signo
+        return None
+
+    def reset_for_exec(self) -> None:
+        """execve keeps ignored dispositions and resets handled ones to default."""
+        self.actions = {s: SigAction() if a.handler != SigHandler.SIG_IGN else a
+                        for s, a in self.actions.items()}
+        self.altstack = (0, SigaltstackFlags.SS_DISABLE, 0)
+
+
+_DEFAULT = SigAction()
+
+
+def _bit(signo: int) -> int:
+    return 1 << (signo - 1)
+
+
+def valid_signal(signo: int) -> bool:
+    return 1 <= signo <= SIGRTMAX
+
+
+def is_ignored(state: SignalState, signo: int) -> bool:
+    action = state.action(signo)
+    return action.handler == SigHandler.SIG_IGN or (
+        action.handler == SigHandler.SIG_DFL and signo in DEFAULT_IGNORE)
+
+
+# -- system calls ------------------------------------------------------------------
+def sys_rt_sigaction(state: SignalState, space, signo: int, act: int, oldact: int,
+                     sigsetsize: int) -> int:
+    """Implements rt_sigaction(2)."""
+    if sigsetsize != SIGSET_SIZE:
+        return -Errno.EINVAL
+    if not valid_signal(signo) or (act and signo in UNBLOCKABLE):
+        return -Errno.EINVAL
+    try:
+        new = SigAction(*_SIGACTION.unpack(space.read(act, _SIGACTION.size))) if act else None
+        if oldact:
+            space.write(oldact, state.action(signo).pack(), WRITE)
+    except GuestFault:
+        return -Errno.EFAULT
+    if new is not None:
+        new.mask &= ~(_bit(Signal.SIGKILL) | _bit(Signal.SIGSTOP))
+        state.actions[signo] = new
+        if is_ignored(state, signo):
+            state.pending.discard(signo)
+    return 0
+
+
+def sys_rt_sigprocmask(state: SignalState, space, how: int, set_: int, oldset: int,
+                       sigsetsize: int) -> int:
+    """Implements rt_sigprocmask(2)."""
+    if sigsetsize != SIGSET_SIZE:
+        return -Errno.EINVAL
+    try:
+        new = struct.unpack("<Q", space.read(set_, 8))[0] if set_ else None
+        if oldset:
+            space.write(oldset, struct.pack("<Q", state.mask), WRITE)
+    except GuestFault:
+        return -Errno.EFAULT
+    if new is not None:
+        if how == 0:
+            state.mask |= new
+        elif how == 1:
+            state.mask &= ~new
+        elif how == 2:
+            state.mask = new
+        else:
+            return -Errno.EINVAL
+        state.mask &= ~(_bit(Signal.SIGKILL) | _bit(Signal.SIGSTOP))
+    return 0
+
+
+def sys_sigaltstack(state: SignalState, space, cpu: Cpu, ss: int, old_ss: int) -> int:
+    """Implements sigaltstack(2)."""
+    sp, flags, size = state.altstack
+    on_stack = not flags & SigaltstackFlags.SS_DISABLE and sp <= cpu.regs.rsp < sp + size
+    try:
+        if old_ss:
+            shown = SigaltstackFlags.SS_ONSTACK if on_stack else flags
+            space.write(old_ss, _STACK_T.pack(sp, int(shown), 0, size), WRITE)
+        if ss:
+            new_sp, new_flags, _pad, new_size = _STACK_T.unpack(space.read(ss, _STACK_T.size))
+            if on_stack:
+                return -Errno.EPERM
+            if new_flags & ~(SigaltstackFlags.SS_DISABLE | SigaltstackFlags.SS_AUTODISARM
+                             | SigaltstackFlags.SS_ONSTACK):
+                return -Errno.EINVAL
+            if not new_flags & SigaltstackFlags.SS_DISABLE and new_size < 2048:
+                return -Errno.ENOMEM
+            state.altstack = (new_sp, new_flags & ~SigaltstackFlags.SS_ONSTACK, new_size)
+    except GuestFault:
+        return -Errno.EFAULT
+    return 0
+
+
+# -- delivery ------------------------------------------------------------------------
+def deliver(state: SignalState, cpu: Cpu, space, signo: int,
+            fault_address: int = 0, code: int = 0) -> bool:
+    """Set up the guest to run its handler for ``signo``. Returns False if the frame
+    cannot be written (the caller then kills the guest with SIGSEGV, as Linux does)."""
+    action = state.action(signo)
+    regs = cpu.regs
+    sp = regs.rsp
+    alt_sp, alt_flags, alt_size = state.altstack
+    if (action.flags & SigactionFlags.SA_ONSTACK and not alt_flags & SigaltstackFlags.SS_DISABLE
+            and not alt_sp <= sp < alt_sp + alt_size):
+        sp = alt_sp + alt_size
+    else:
+        sp -= RED_ZONE
+    frame = ((sp - 8 - UCONTEXT_SIZE - SIGINFO_SIZE) & ~15) - 8
+    uc = frame + 8
+    info = uc + UCONTEXT_SIZE
+    values = [getattr(regs, name) for name in MCONTEXT_REGS]
+    mcontext = _MCONTEXT.pack(*values, USER_CS, 0, 0, USER_DS, 0, 0, state.mask,
+                              fault_address, 0, *([0] * 8))
+    ucontext = (_UCONTEXT_HEAD.pack(UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS, 0)
+                + _STACK_T.pack(alt_sp, int(alt_flags), 0, alt_size) + mcontext
+                + struct.pack("<Q", state.mask))
+    siginfo = struct.pack("<iii4xQ", signo, 0, code, fault_address).ljust(SIGINFO_SIZE, b"\0")
+    try:
+        space.write(frame, struct.pack("<Q", action.restorer) + ucontext + siginfo, WRITE)
+    except GuestFault:
+        return False
+    state.mask |= action.mask
+    if not action.flags & SigactionFlags.SA_NODEFER:
+        state.mask |= _bit(signo)
+    if action.flags & SigactionFlags.SA_RESETHAND:
+        state.actions[signo] = SigAction()
+    regs.rdi, regs.rsi, regs.rdx, regs.rax = signo, info, uc, 0
+    regs.rip, regs.rsp = action.handler, frame
+    regs.rflags &= ~int(RFLAGS.DF | RFLAGS.TF)
+    return True
+
+
+def sys_rt_sigreturn(state: SignalState, cpu: Cpu, space) -> bool:
+    """Implements rt_sigreturn(2): restore the registers and mask saved in the frame
+    at RSP (after the handler's ``ret`` popped the return address)."""
+    uc = cpu.regs.rsp
+    try:
+        raw = space.read(uc, UCONTEXT_SIZE)
+    except GuestFault:
+        return False
+    offset = _UCONTEXT_HEAD.size + _STACK_T.size
+    fields = _MCONTEXT.unpack_from(raw, offset)
+    for name, value in zip(MCONTEXT_REGS, fields):
+        setattr(cpu.regs, name, value)
+    cpu.regs.rflags = (cpu.regs.rflags & USER_RFLAGS) | USER_RFLAGS_FIXED
+    (mask,) = struct.unpack_from("<Q", raw, offset + _MCONTEXT.size)
+    state.mask = mask & ~(_bit(Signal.SIGKILL) | _bit(Signal.SIGSTOP))
+    return True
+
+
+# -- host side -------------------------------------------------------------------------
+def install_host_handlers(state: SignalState, on_signal) -> None:
+    """Catch the host signals meant for the guest; each is queued and ``on_signal``
+    (which kicks the vCPU) is called."""
+    def handler(signo: int, frame: object) -> None:
+        state.pending.add(signo)
+        on_signal()
+
+    for signo in FORWARDED:
+        host_signal.signal(signo, handler)
+        host_signal.siginterrupt(signo, True)

@@ -1,0 +1,71 @@
+"""Memory system calls, emulated in the guest's own page tables (``mm``)."""
+
+from __future__ import annotations
+
+import os
+
+from .abi import MAP_TYPE, Errno, MapFlags, MapType
+from .dispatch import handles
+
+
+@handles("brk")
+def sys_brk(proc, cpu, address, *_):
+    """Implements brk(2)."""
+    return proc.mm.sys_brk(address)
+
+
+@handles("mmap")
+def sys_mmap(proc, cpu, address, length, prot, flags, fd, offset):
+    """Implements mmap(2): anonymous and private file mappings are copied into guest
+    frames; shared writable file mappings are refused (the host cannot back them
+    in guest memory yet)."""
+    read_file = None
+    name = ""
+    if not flags & MapFlags.MAP_ANONYMOUS:
+        host = proc.fds.host(fd & 0xFFFF_FFFF if fd < 1 << 63 else -1)
+        if host is None:
+            return -Errno.EBADF
+        shared = flags & MAP_TYPE in (MapType.MAP_SHARED, MapType.MAP_SHARED_VALIDATE)
+        if shared and prot & 2:
+            return -Errno.ENODEV
+        try:
+            name = os.readlink(f"/proc/self/fd/{host}")
+            size = os.fstat(host).st_size
+        except OSError as exc:
+            return -(exc.errno or Errno.EACCES)
+
+        def read_file(file_offset: int, length: int, host: int = host, size: int = size) -> bytes:
+            wanted = max(0, min(length, size - file_offset))
+            data = os.pread(host, wanted, file_offset) if wanted else b""
+            return data
+    return proc.mm.sys_mmap(address, length, prot, flags, read_file, offset, name)
+
+
+@handles("munmap")
+def sys_munmap(proc, cpu, address, length, *_):
+    """Implements munmap(2)."""
+    return proc.mm.sys_munmap(address, length)
+
+
+@handles("mprotect")
+def sys_mprotect(proc, cpu, address, length, prot, *_):
+    """Implements mprotect(2)."""
+    return proc.mm.sys_mprotect(address, length, prot)
+
+
+@handles("mremap")
+def sys_mremap(proc, cpu, old, old_length, new_length, flags, new_address, _):
+    """Implements mremap(2)."""
+    return proc.mm.sys_mremap(old, old_length, new_length, flags, new_address)
+
+
+@handles("madvise")
+def sys_madvise(proc, cpu, address, length, advice, *_):
+    """Implements madvise(2)."""
+    return proc.mm.sys_madvise(address, length, advice)
+
+
+@handles("msync", "mlock", "munlock", "mlockall", "munlockall", "mlock2")
+def sys_memory_hint(proc, cpu, *_):
+    """msync(2), mlock(2) and friends: guest memory is always resident."""
+    return 0

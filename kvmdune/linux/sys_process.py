@@ -1,0 +1,172 @@
+"""Process system calls: exit, execve, fork/vfork/clone, identity, limits, arch_prctl.
+
+A guest process is one VMM process, so process identity (pids, groups, sessions),
+wait4 and kill are the host's own and are forwarded; what would touch the VMM
+itself (its memory, its FS base, its threads) is emulated.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+from ..machine import Stop
+from .abi import ArchPrctlCode, CloneFlags, Errno
+from .dispatch import handles
+from .elf import ExecFormatError
+from .exec import exec_program
+from .uaccess import read_path, read_string_array, write_u32, write_u64
+from .uaccess import read_bytes, write_bytes
+
+#: The total argv+envp size execve accepts (Linux: a quarter of the 8 MiB stack).
+ARG_MAX_BYTES = 2 << 20
+CANONICAL_USER_END = 1 << 47
+
+
+@handles("exit", "exit_group")
+def sys_exit(proc, cpu, status, *_):
+    """Implements exit(2) and exit_group(2) (one thread: the same)."""
+    from .process import ExitStatus
+    return Stop(value=ExitStatus(code=status & 0xFF))
+
+
+@handles("execve")
+def sys_execve(proc, cpu, path, argv, envp, *_):
+    """Implements execve(2): a new image in a fresh address space."""
+    return _execve(proc, read_path(proc.space, path).decode("utf-8", "surrogateescape"),
+                   argv, envp)
+
+
+@handles("execveat")
+def sys_execveat(proc, cpu, dirfd, path, argv, envp, flags, _):
+    """Implements execveat(2) for paths relative to the cwd or absolute."""
+    name = read_path(proc.space, path).decode("utf-8", "surrogateescape")
+    if not name.startswith("/") and dirfd != -100 & 0xFFFF_FFFF_FFFF_FFFF:
+        host = proc.fds.host(dirfd)
+        if host is None:
+            return -Errno.EBADF
+        name = os.path.join(os.readlink(f"/proc/self/fd/{host}"), name)
+    return _execve(proc, name, argv, envp)
+
+
+def _execve(proc, path: str, argv_ptr: int, envp_ptr: int):
+    argv = read_string_array(proc.space, argv_ptr, ARG_MAX_BYTES)
+    envp = read_string_array(proc.space, envp_ptr, ARG_MAX_BYTES)
+    try:
+        space, mm, loaded, exe = exec_program(proc.machine, path, argv, envp)
+    except ExecFormatError as exc:
+        return -exc.errno
+    proc.replace_image(space, mm, exe, argv, envp, loaded.entry, loaded.sp, loaded.auxv)
+    return None
+
+
+@handles("fork")
+def sys_fork(proc, cpu, *_):
+    """Implements fork(2): the child is a new VMM process with its own VM."""
+    return proc.fork(vfork=False)
+
+
+@handles("vfork")
+def sys_vfork(proc, cpu, *_):
+    """Implements vfork(2) as fork, with the parent waiting for the child's exec/exit."""
+    return proc.fork(vfork=True)
+
+
+@handles("clone")
+def sys_clone(proc, cpu, flags, stack, parent_tid, child_tid, tls, _):
+    """Implements clone(2) without CLONE_VM (fork-like), and CLONE_VM|CLONE_VFORK as
+    posix_spawn issues it (run as vfork). Threads are not supported yet."""
+    if flags & CloneFlags.CLONE_VM and not flags & CloneFlags.CLONE_VFORK:
+        proc.log("kvmdune: clone() of a thread (CLONE_VM without CLONE_VFORK) is not "
+                 "supported yet: ENOSYS")
+        return -Errno.ENOSYS
+    if flags & (CloneFlags.CLONE_THREAD | CloneFlags.CLONE_SIGHAND):
+        return -Errno.EINVAL
+    pid = proc.fork(vfork=bool(flags & CloneFlags.CLONE_VFORK))
+    if pid < 0:
+        return pid
+    if pid == 0:           # in the child
+        if stack:
+            cpu.regs.rsp = stack
+        if flags & CloneFlags.CLONE_SETTLS:
+            cpu.fs_base = tls
+        if flags & CloneFlags.CLONE_CHILD_SETTID and child_tid:
+            write_u32(proc.space, child_tid, os.getpid())
+    elif flags & CloneFlags.CLONE_PARENT_SETTID and parent_tid:
+        write_u32(proc.space, parent_tid, pid)
+    return pid
+
+
+@handles("clone3")
+def sys_clone3(proc, cpu, *_):
+    """clone3(2) is answered with ENOSYS so that libc falls back to clone(2)."""
+    return -Errno.ENOSYS
+
+
+@handles("arch_prctl")
+def sys_arch_prctl(proc, cpu, code, address, *_):
+    """Implements arch_prctl(2): FS/GS bases of the guest, never of the VMM."""
+    if code in (ArchPrctlCode.ARCH_SET_FS, ArchPrctlCode.ARCH_SET_GS):
+        if address >= CANONICAL_USER_END:
+            return -Errno.EPERM
+        if code == ArchPrctlCode.ARCH_SET_FS:
+            cpu.fs_base = address
+        else:
+            cpu.gs_base = address
+        return 0
+    if code in (ArchPrctlCode.ARCH_GET_FS, ArchPrctlCode.ARCH_GET_GS):
+        value = cpu.fs_base if code == ArchPrctlCode.ARCH_GET_FS else cpu.gs_base
+        write_u64(proc.space, address, value)
+        return 0
+    return -Errno.EINVAL
+
+
+@handles("set_tid_address")
+def sys_set_tid_address(proc, cpu, tidptr, *_):
+    """Implements set_tid_address(2): remembered, returns the tid."""
+    proc.clear_child_tid = tidptr
+    return os.getpid()
+
+
+@handles("set_robust_list")
+def sys_set_robust_list(proc, cpu, head, length, *_):
+    """Implements set_robust_list(2): one thread, nothing to clean up at exit."""
+    return 0 if length == 24 else -Errno.EINVAL
+
+
+@handles("rseq")
+def sys_rseq(proc, cpu, *_):
+    """rseq(2) is not offered (glibc then does without)."""
+    return -Errno.ENOSYS
+
+
+@handles("gettid")
+def sys_gettid(proc, cpu, *_):
+    """Implements gettid(2): the single thread's id is the process id."""
+    return os.getpid()
+
+
+@handles("prctl")
+def sys_prctl(proc, cpu, option, arg2, arg3, arg4, arg5, _):
+    """Implements the harmless prctl(2) options for the guest itself; the rest (which
+    would change the VMM process: seccomp, dumpable, no_new_privs, ...) are refused."""
+    PR_SET_PDEATHSIG, PR_GET_PDEATHSIG, PR_SET_NAME, PR_GET_NAME = 1, 2, 15, 16
+    if option == PR_SET_NAME:
+        proc.comm = read_bytes(proc.space, arg2, 16).split(b"\0")[0][:15]
+        return 0
+    if option == PR_GET_NAME:
+        write_bytes(proc.space, arg2, proc.comm.ljust(16, b"\0"))
+        return 0
+    if option == PR_GET_PDEATHSIG:
+        write_u32(proc.space, arg2, getattr(proc, "pdeathsig", 0))
+        return 0
+    if option == PR_SET_PDEATHSIG:
+        proc.pdeathsig = arg2
+        return 0
+    return -Errno.EINVAL
+
+
+@handles("personality")
+def sys_personality(proc, cpu, persona, *_):
+    """personality(2): only the query (0xffffffff) and PER_LINUX are accepted."""
+    return 0 if persona in (0, 0xFFFF_FFFF) else -Errno.EINVAL

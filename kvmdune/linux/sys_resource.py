@@ -1,0 +1,75 @@
+"""Resource limits of the guest: kept per guest process, never applied to the VMM
+(a guest lowering RLIMIT_AS must not starve the Python that serves it)."""
+
+from __future__ import annotations
+
+import os
+import resource
+import struct
+
+from .abi import Errno
+from .dispatch import handles
+from .host_unsafe import host_syscall
+from .uaccess import read_bytes, write_bytes
+
+RLIM_NLIMITS = 16
+RLIMIT_NOFILE = 7
+_RLIMIT = struct.Struct("<QQ")
+SYS_PRLIMIT64 = 302
+
+
+def initial_limits() -> dict[int, tuple[int, int]]:
+    limits = {}
+    for which in range(RLIM_NLIMITS):
+        try:
+            soft, hard = resource.getrlimit(which)
+        except (ValueError, OSError):
+            continue
+        limits[which] = (soft & 0xFFFF_FFFF_FFFF_FFFF, hard & 0xFFFF_FFFF_FFFF_FFFF)
+    return limits
+
+
+def _limits(proc) -> dict[int, tuple[int, int]]:
+    if not hasattr(proc, "rlimits"):
+        proc.rlimits = initial_limits()
+        proc.rlimits[RLIMIT_NOFILE] = (proc.fds.max_fds, proc.rlimits.get(RLIMIT_NOFILE, (0, proc.fds.max_fds))[1])
+    return proc.rlimits
+
+
+def _prlimit(proc, resource_id: int, new: int, old: int) -> int:
+    limits = _limits(proc)
+    if resource_id not in limits:
+        return -Errno.EINVAL
+    if old:
+        write_bytes(proc.space, old, _RLIMIT.pack(*limits[resource_id]))
+    if new:
+        soft, hard = _RLIMIT.unpack(read_bytes(proc.space, new, _RLIMIT.size))
+        if soft > hard or (hard > limits[resource_id][1] and os.geteuid() != 0):
+            return -Errno.EINVAL if soft > hard else -Errno.EPERM
+        limits[resource_id] = (soft, hard)
+        if resource_id == RLIMIT_NOFILE:
+            proc.fds.max_fds = min(soft, 1 << 20)
+    return 0
+
+
+@handles("prlimit64")
+def sys_prlimit64(proc, cpu, pid, resource_id, new, old, *_):
+    """Implements prlimit64(2): the guest's own limits are the guest's; another
+    process's go to the host."""
+    if pid in (0, os.getpid()):
+        return _prlimit(proc, resource_id, new, old)
+    if new:
+        return -Errno.EPERM
+    return proc.forward_by_name("prlimit64", (pid, resource_id, 0, old, 0, 0))
+
+
+@handles("getrlimit")
+def sys_getrlimit(proc, cpu, resource_id, old, *_):
+    """Implements getrlimit(2)."""
+    return _prlimit(proc, resource_id, 0, old)
+
+
+@handles("setrlimit")
+def sys_setrlimit(proc, cpu, resource_id, new, *_):
+    """Implements setrlimit(2)."""
+    return _prlimit(proc, resource_id, new, 0)

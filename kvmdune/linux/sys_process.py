@@ -50,6 +50,9 @@ def sys_execveat(proc, cpu, dirfd, path, argv, envp, flags, _):
 
 
 def _execve(proc, path: str, argv_ptr: int, envp_ptr: int):
+    # /proc/self/exe names the guest program (busybox re-executes itself that way).
+    path = proc.host_path(path.encode("utf-8", "surrogateescape")).decode(
+        "utf-8", "surrogateescape")
     argv = read_string_array(proc.space, argv_ptr, ARG_MAX_BYTES)
     envp = read_string_array(proc.space, envp_ptr, ARG_MAX_BYTES)
     try:

@@ -53,13 +53,19 @@ class Machine:
         self._closers.append(lambda: self.cpu.close())
         return vcpu
 
-    def reinit_after_fork(self) -> None:
+    def snapshot_for_fork(self) -> tuple:
+        """The vCPU state to carry into a child; taken *before* ``os.fork()``, since the
+        kvm_run page stays shared with the parent, whose vCPU goes on writing it."""
+        return (type(self.cpu.regs).from_buffer_copy(self.cpu.regs),
+                type(self.cpu.sregs).from_buffer_copy(self.cpu.sregs))
+
+    def reinit_after_fork(self, snapshot: tuple) -> None:
         """In the child of ``os.fork()``: the inherited VM belongs to the parent's
         address space and cannot run here. Build a new VM and vCPU over the same
         (now copy-on-write) guest memory and carry the vCPU state over, so the run
-        loop continues in the child as if nothing happened."""
-        regs = type(self.cpu.regs).from_buffer_copy(self.cpu.regs)
-        sregs = type(self.cpu.sregs).from_buffer_copy(self.cpu.sregs)
+        loop continues in the child as if nothing happened. Nothing may write the
+        inherited kvm_run page before this: the parent's vCPU still uses it."""
+        regs, sregs = snapshot
         self._closers = [self.memory.close]      # the inherited fds are closed below
         self.cpu.close()
         self.vm.close()

@@ -292,6 +292,11 @@ def read_cstring(read_memory: ReadMemory, addr: int, limit: int) -> tuple[bytes,
     while len(out) < limit + 1:
         chunk_len = min(_PAGE - (cursor % _PAGE), limit + 1 - len(out))
         chunk = _read(read_memory, cursor, chunk_len)
+        # A reader finer-grained than pages may refuse a whole page that
+        # holds the string's end: retry with halves before giving up.
+        while chunk is None and chunk_len > 1:
+            chunk_len //= 2
+            chunk = _read(read_memory, cursor, chunk_len)
         if chunk is None:
             return None if not out else (bytes(out), True)
         nul = chunk.find(0)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-import struct as _struct
 from typing import Any, Callable, Final, Mapping
 
 from kvmdune.linux import abi
@@ -844,11 +843,19 @@ class _Call:
         return "[" + ", ".join(items) + (", ..." if count > shown else "") + "]"
 
     def render_iovec(self, index: int, arg: Arg, raw: int) -> str:
-        count = min(max(int_value(Arg("n", ArgKind.INT, wide=True), self.args[arg.count_arg or 0]), 0), _MAX_ARRAY)
+        count_arg = self.resolved[arg.count_arg] if arg.count_arg is not None else None
+        count = self.args[arg.count_arg] if arg.count_arg is not None else 0
+        if count_arg is not None:
+            count = int_value(count_arg, count)
+        return self.iovec_list(raw, count, arg.direction)
+
+    def iovec_list(self, raw: int, count: int, direction: Direction) -> str:
+        """``[{iov_base="..", iov_len=N}, ...]``; filled buffers show only ``ret`` bytes in all."""
+        count = min(max(count, 0), _MAX_ARRAY)
         data = _read(self.read, raw, count * 16)
         if data is None:
             return hex_addr(raw)
-        budget = self.ret if arg.direction is Direction.OUT and self.ret is not None else None
+        budget = self.ret if direction is Direction.OUT and self.ret is not None else None
         items = []
         for i in range(min(count, max(self.max_string, 1))):
             base, size = _u(data, 16 * i, 8), _u(data, 16 * i + 8, 8)
@@ -871,13 +878,7 @@ class _Call:
             name_text = render_sockaddr(decode_sockaddr(addr)) if addr is not None else hex_addr(name)
         # recvmsg's header is in-out, its buffers are filled: show only what was received.
         iov_dir = Direction.OUT if arg.direction is not Direction.IN else Direction.IN
-        iov_arg = Arg("msg_iov", ArgKind.IOVEC, count_arg=0, direction=iov_dir)
-        saved = self.args
-        self.args = (iovlen,) + saved[1:]
-        try:
-            iov_text = self.render_iovec(0, iov_arg, iov) if iov else "NULL"
-        finally:
-            self.args = saved
+        iov_text = self.iovec_list(iov, iovlen, iov_dir) if iov else "NULL"
         parts = [f"msg_name={name_text}", f"msg_namelen={namelen}", f"msg_iov={iov_text}", f"msg_iovlen={iovlen}"]
         if controllen:
             parts.append(f"msg_control={hex_addr(control)}")

@@ -25,7 +25,7 @@ Argument names follow the man-page prototypes; numbers and presence follow
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Callable, Final, Generic, Mapping, TypeVar
 

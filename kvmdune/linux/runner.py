@@ -32,7 +32,7 @@ def run_command(argv: list[str], env: dict[str, str] | None = None,
     try:
         path = resolve_command(argv[0], environment.get("PATH"))
     except ExecFormatError as exc:
-        say(f"kvmdune: {exc.message}")
+        say(f"kvmdune: {describe_exec_error(exc)}")
         return exit_status_for(exc)
     envp = [f"{key}={value}".encode() for key, value in environment.items()]
     args = [arg.encode("utf-8", "surrogateescape") for arg in argv]
@@ -40,7 +40,7 @@ def run_command(argv: list[str], env: dict[str, str] | None = None,
         try:
             space, mm, loaded, exe = exec_program(machine, path, args, envp)
         except ExecFormatError as exc:
-            say(f"kvmdune: {exc.message}")
+            say(f"kvmdune: {describe_exec_error(exc)}")
             return exit_status_for(exc)
         process = Process(machine, tracer=options.tracer, log=log)
         process.replace_image(space, mm, exe, args, envp, loaded.entry, loaded.sp,
@@ -49,6 +49,15 @@ def run_command(argv: list[str], env: dict[str, str] | None = None,
     if process.forked:
         end_forked_child(status)
     return status.shell_status
+
+
+def describe_exec_error(exc: ExecFormatError) -> str:
+    """``PATH: what is wrong (strerror)``, as a shell would say it, with the detail."""
+    text = exc.message
+    if exc.path and not text.startswith(exc.path):
+        text = f"{exc.path}: {text}"
+    reason = os.strerror(exc.errno)
+    return text if reason.lower() in text.lower() else f"{text} ({reason})"
 
 
 def run_process(process: Process) -> ExitStatus:

@@ -54,4 +54,4 @@ def open_tracer(target: str) -> Tracer:
     """A tracer writing to ``target`` (a file name, or "-" for the VMM's stderr)."""
     if target == "-":
         return Tracer(os.fdopen(os.dup(2), "w", buffering=1))
-    return Tracer(open(target, "a", buffering=1))
+    return Tracer(open(target, "w", buffering=1))

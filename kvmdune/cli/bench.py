@@ -29,6 +29,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                       help="small sizes: a smoke test, not a measurement")
     core.add_argument("--json", action="store_true", help="print JSON rows")
     core.set_defaults(handler=run_core)
+    programs = suites.add_parser(
+        "run", help="whole programs: startup, system-call-heavy and CPU-bound workloads",
+        description="Startup of `true`; busybox `dd bs=512` of 100 MB to /dev/null and "
+                    "`find` over 20,000 files (system-call heavy); busybox `sha256sum` of "
+                    "200 MB and `bzip2 -9` of 50 MB (CPU bound). Each natively, under "
+                    "`kvmdune run`, and under `strace -f -o /dev/null`, in the same run.")
+    programs.add_argument("--samples", type=int, default=3,
+                          help="runs of each; the median is printed (default 3)")
+    programs.add_argument("--quick", action="store_true",
+                          help="small inputs: a smoke test, not a measurement")
+    programs.set_defaults(handler=run_programs)
 
 
 def run_core(args: argparse.Namespace) -> int:
@@ -41,4 +52,13 @@ def run_core(args: argparse.Namespace) -> int:
                          indent=2))
     else:
         print(format_table(rows))
+    return 0
+
+
+def run_programs(args: argparse.Namespace) -> int:
+    from ..bench.run import format_table, run_bench
+
+    rows = run_bench(samples=args.samples, quick=args.quick,
+                     progress=lambda text: print(f"... {text}", file=sys.stderr, flush=True))
+    print(format_table(rows))
     return 0

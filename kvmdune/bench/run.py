@@ -1,0 +1,124 @@
+"""``kvmdune bench run``: whole programs under ``kvmdune run``, beside the same
+program run natively and under ``strace -f`` (ptrace), in the same run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    argv: list[str]
+
+
+@dataclass(frozen=True)
+class RunRow:
+    workload: str
+    native_s: float
+    dune_s: float
+    strace_s: float | None
+
+    @property
+    def dune_ratio(self) -> float:
+        return self.dune_s / self.native_s
+
+    @property
+    def strace_ratio(self) -> float | None:
+        return self.strace_s / self.native_s if self.strace_s else None
+
+
+def _busybox() -> str:
+    found = shutil.which("busybox")
+    if found is None:
+        raise SystemExit("kvmdune bench run needs busybox (apt-get install busybox-static)")
+    return found
+
+
+def prepare(directory: str, quick: bool, progress: Callable[[str], None]) -> list[Workload]:
+    """Create the input files and return the workloads."""
+    busybox = _busybox()
+    dd_size, sha_size, bz_size, files = ((8 * MIB, 16 * MIB, 4 * MIB, 2000) if quick
+                                         else (100 * MIB, 200 * MIB, 50 * MIB, 20000))
+    progress("creating input files")
+    data = os.path.join(directory, "data.bin")
+    with open(data, "wb") as f:
+        chunk = os.urandom(MIB)
+        for _ in range(max(dd_size, sha_size) // MIB):
+            f.write(chunk)
+    text = os.path.join(directory, "text.txt")
+    with open(text, "wb") as f:
+        line = b"".join(b"%d kvmdune bench line with some words to compress\n" % i
+                        for i in range(20000))
+        while f.tell() < bz_size:
+            f.write(line)
+    tree = os.path.join(directory, "tree")
+    per_dir = 100
+    for d in range(files // per_dir):
+        sub = os.path.join(tree, f"d{d:04d}")
+        os.makedirs(sub)
+        for i in range(per_dir):
+            open(os.path.join(sub, f"f{i:03d}"), "w").close()
+    return [
+        Workload("startup: true", ["/bin/true"]),
+        Workload(f"dd bs=512 of {dd_size // MIB} MB to /dev/null",
+                 [busybox, "dd", f"if={data}", "of=/dev/null", "bs=512",
+                  f"count={dd_size // 512}"]),
+        Workload(f"find over {files} files", [busybox, "find", tree, "-name", "f05*"]),
+        Workload(f"sha256sum of {sha_size // MIB} MB",
+                 [busybox, "sh", "-c", f"head -c {sha_size} {data} | sha256sum"]
+                 if sha_size != max(dd_size, sha_size) else [busybox, "sha256sum", data]),
+        Workload(f"bzip2 -9 of {bz_size // MIB} MB", [busybox, "bzip2", "-9", "-c", text]),
+    ]
+
+
+def _time(argv: list[str]) -> float:
+    started = time.perf_counter()
+    result = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[:4])}... exited with {result.returncode}")
+    return elapsed
+
+
+def measure(workloads: list[Workload], samples: int,
+            progress: Callable[[str], None]) -> list[RunRow]:
+    dune = [sys.executable, "-m", "kvmdune", "run", "--"]
+    strace = shutil.which("strace")
+    rows = []
+    for workload in workloads:
+        progress(workload.name)
+        native = statistics.median(_time(workload.argv) for _ in range(samples))
+        ours = statistics.median(_time(dune + workload.argv) for _ in range(samples))
+        traced = (statistics.median(_time([strace, "-f", "-o", "/dev/null"] + workload.argv)
+                                    for _ in range(samples)) if strace else None)
+        rows.append(RunRow(workload.name, native, ours, traced))
+    return rows
+
+
+def run_bench(samples: int = 3, quick: bool = False,
+              progress: Callable[[str], None] = lambda text: None) -> list[RunRow]:
+    with tempfile.TemporaryDirectory(prefix="kvmdune-bench-") as directory:
+        return measure(prepare(directory, quick, progress), samples, progress)
+
+
+def format_table(rows: list[RunRow]) -> str:
+    header = (f"{'workload':<36} {'native':>9} {'kvmdune':>9} {'ratio':>8} "
+              f"{'strace -f':>10} {'ratio':>8}")
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        traced = (f"{row.strace_s:>9.3f}s {row.strace_ratio:>7.2f}x" if row.strace_s
+                  else f"{'n/a':>10} {'':>8}")
+        lines.append(f"{row.workload:<36} {row.native_s:>8.3f}s {row.dune_s:>8.3f}s "
+                     f"{row.dune_ratio:>7.2f}x {traced}")
+    return "\n".join(lines)

@@ -9,8 +9,10 @@ signals; host signals meant for the process are delivered at event boundaries.
 from __future__ import annotations
 
 import os
+import shutil
 import signal as host_signal
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -73,6 +75,7 @@ class Process(Handler):
         self.comm = b""
         self.clear_child_tid = 0
         self._transient: list[int] = []
+        self._scratch_dirs: list[str] = []
         self._handlers = {number: HANDLERS.get(spec.name) or _forwarder_for(spec)
                           for number, spec in SYSCALLS.items()}
 
@@ -147,6 +150,29 @@ class Process(Handler):
         os.lseek(fd, 0, os.SEEK_SET)
         self._transient.append(fd)
         return f"/proc/self/fd/{fd}".encode()
+
+    def fd_directory(self) -> bytes:
+        """A directory listing the guest's descriptors as /proc/self/fd does (symlinks
+        named by guest number); it lives until the process ends, since the guest reads
+        it after the call that opened it."""
+        directory = tempfile.mkdtemp(prefix="kvmdune-fd-")
+        self._scratch_dirs.append(directory)
+        for fd, entry in sorted(self.fds.entries.items()):
+            try:
+                os.symlink(os.readlink(f"/proc/self/fd/{entry.host}"),
+                           os.path.join(directory, str(fd)))
+            except OSError:
+                pass
+        upcoming = self.fds.lowest_free()   # the descriptor the open will return
+        if upcoming is not None:
+            os.symlink(directory, os.path.join(directory, str(upcoming)))
+        return directory.encode()
+
+    def cleanup(self) -> None:
+        """Remove what the process made on the host for itself."""
+        for directory in self._scratch_dirs:
+            shutil.rmtree(directory, ignore_errors=True)
+        self._scratch_dirs.clear()
 
     def forward_by_name(self, name: str, args: tuple[int, ...]) -> int:
         return forward(self, SYSCALLS_BY_NAME[name], args)

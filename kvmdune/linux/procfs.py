@@ -41,6 +41,8 @@ def rewrite(proc, path: bytes) -> bytes:
     head, _, tail = rest.partition("/")
     if head == "exe" and not tail:
         return proc.exe.encode()
+    if head == "fd" and not tail:
+        return proc.fd_directory()
     if head == "fd" and tail:
         if not tail.isdigit() or proc.fds.host(int(tail)) is None:
             raise Fault(Errno.ENOENT)

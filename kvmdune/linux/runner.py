@@ -45,7 +45,10 @@ def run_command(argv: list[str], env: dict[str, str] | None = None,
         process = Process(machine, tracer=options.tracer, log=log)
         process.replace_image(space, mm, exe, args, envp, loaded.entry, loaded.sp,
                               loaded.auxv)
-        status = run_process(process)
+        try:
+            status = run_process(process)
+        finally:
+            process.cleanup()
     if process.forked:
         end_forked_child(status)
     return status.shell_status

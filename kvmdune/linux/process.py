@@ -81,12 +81,14 @@ class Process(Handler):
 
     # -- starting programs -------------------------------------------------------------
     def replace_image(self, space: AddressSpace, mm: MemoryMap, exe: str, argv: list[bytes],
-                      envp: list[bytes], entry: int, sp: int, auxv) -> None:
-        """Switch to a freshly loaded program (the point of no return of execve)."""
+                      envp: list[bytes], entry: int, sp: int, auxv,
+                      filename: str | None = None) -> None:
+        """Switch to a freshly loaded program (the point of no return of execve).
+        ``filename`` is the path execve was given: Linux names the task after it."""
         old = self.space
         self.space, self.mm = space, mm
         self.exe, self.argv, self.envp, self.auxv = exe, argv, envp, auxv
-        self.comm = os.path.basename(exe).encode()[:15]
+        self.comm = os.path.basename(filename or exe).encode()[:15]
         self.fds.close_on_exec()
         self.signals.reset_for_exec()
         regs = self.cpu.regs

@@ -50,6 +50,7 @@ def sys_execveat(proc, cpu, dirfd, path, argv, envp, flags, _):
 
 
 def _execve(proc, path: str, argv_ptr: int, envp_ptr: int):
+    filename = path
     # /proc/self/exe names the guest program (busybox re-executes itself that way).
     path = proc.host_path(path.encode("utf-8", "surrogateescape")).decode(
         "utf-8", "surrogateescape")
@@ -59,7 +60,8 @@ def _execve(proc, path: str, argv_ptr: int, envp_ptr: int):
         space, mm, loaded, exe = exec_program(proc.machine, path, argv, envp)
     except ExecFormatError as exc:
         return -exc.errno
-    proc.replace_image(space, mm, exe, argv, envp, loaded.entry, loaded.sp, loaded.auxv)
+    proc.replace_image(space, mm, exe, argv, envp, loaded.entry, loaded.sp, loaded.auxv,
+                       filename=filename)
     return None
 
 

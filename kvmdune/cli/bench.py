@@ -23,10 +23,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "with PTE dirty bits; the exit round trip. Baselines: getppid, "
                     "mprotect + SIGSEGV, an mprotect pair, an mprotect write barrier, "
                     "userfaultfd write protection read back with PAGEMAP_SCAN.")
-    core.add_argument("--samples", type=int, default=3,
-                      help="runs per kvmdune figure; the median is printed (default 3)")
-    core.add_argument("--quick", action="store_true",
-                      help="small sizes: a smoke test, not a measurement")
+    _add_sampling(core)
     core.add_argument("--json", action="store_true", help="print JSON rows")
     core.set_defaults(handler=run_core)
     programs = suites.add_parser(
@@ -35,11 +32,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "`find` over 20,000 files (system-call heavy); busybox `sha256sum` of "
                     "200 MB and `bzip2 -9` of 50 MB (CPU bound). Each natively, under "
                     "`kvmdune run`, and under `strace -f -o /dev/null`, in the same run.")
-    programs.add_argument("--samples", type=int, default=3,
-                          help="runs of each; the median is printed (default 3)")
-    programs.add_argument("--quick", action="store_true",
-                          help="small inputs: a smoke test, not a measurement")
+    _add_sampling(programs)
     programs.set_defaults(handler=run_programs)
+
+
+def _add_sampling(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--samples", type=int, default=3,
+                        help="runs of each measurement; the median is printed (default 3)")
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes: a smoke test, not a measurement")
 
 
 def run_core(args: argparse.Namespace) -> int:

@@ -139,6 +139,9 @@ class Process(Handler):
     # -- helpers for handlers -------------------------------------------------------------
     def adopt_fd(self, host_fd: int) -> int:
         """A host descriptor a forwarded call returned, now the guest's."""
+        if procfs.opened_vmm_entry(host_fd):
+            os.close(host_fd)
+            return -Errno.EACCES
         return self.fds.install(host_fd, cloexec=host_fd_cloexec(host_fd))
 
     def host_path(self, path: bytes) -> bytes:

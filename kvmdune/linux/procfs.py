@@ -17,9 +17,9 @@ from .abi import Errno
 from .uaccess import Fault
 
 #: Entries passed through to the host: they mean the same for the guest.
-PASS_THROUGH = {"cwd", "root", "limits", "mounts", "mountinfo", "stat", "statm", "io",
+PASS_THROUGH = {"cwd", "root", "limits", "mounts", "mountinfo", "statm", "io",
                 "oom_score_adj", "cgroup", "loginuid", "sessionid", "timerslack_ns"}
-GENERATED = {"maps", "cmdline", "environ", "auxv", "status", "comm", "smaps"}
+GENERATED = {"maps", "cmdline", "environ", "auxv", "status", "comm", "smaps", "stat"}
 
 
 def _self_prefix() -> re.Pattern[bytes]:
@@ -27,13 +27,31 @@ def _self_prefix() -> re.Pattern[bytes]:
                       % (os.getpid(), os.getpid(), os.getpid()))
 
 
+#: What a guest may open under another process's /proc/<pid>: that process may be
+#: another guest's VMM, whose memory (mem, pagemap, map_files) and descriptors
+#: (fd, fdinfo: its /dev/kvm, VM and vCPU) must stay out of reach.
+OTHER_PROCESS_ENTRIES = {"stat", "status", "statm", "cmdline", "comm", "cwd", "root",
+                         "limits", "cgroup", "io", "oom_score_adj", "loginuid",
+                         "sessionid", "ns", "exe"}
+#: /dev names that are symlinks into /proc/self/fd: they must reach the guest's
+#: descriptors, not the VMM's.
+DEV_FD_ALIASES = {b"/dev/stdin": 0, b"/dev/stdout": 1, b"/dev/stderr": 2}
+_PID_PATH = re.compile(rb"^/proc/(\d+)/([^/]+)")
+
+
 def rewrite(proc, path: bytes) -> bytes:
     """The host path to use for a guest path (the path itself unless it names the
     guest's /proc entries)."""
+    if path.startswith(b"/dev/"):
+        return _dev_fd(proc, path)
     if not path.startswith(b"/proc/"):
         return path
-    match = _self_prefix().match(os.path.normpath(path))
+    normal = os.path.normpath(path)
+    match = _self_prefix().match(normal)
     if match is None:
+        other = _PID_PATH.match(normal)
+        if other is not None and other.group(2).decode(errors="replace") not in OTHER_PROCESS_ENTRIES:
+            raise Fault(Errno.EACCES)
         return path
     rest = (match.group(2) or b"").lstrip(b"/").decode("utf-8", "surrogateescape")
     if rest == "":
@@ -52,6 +70,36 @@ def rewrite(proc, path: bytes) -> bytes:
     if head in PASS_THROUGH:
         return path
     raise Fault(Errno.EACCES)
+
+
+def _dev_fd(proc, path: bytes) -> bytes:
+    normal = os.path.normpath(path)
+    if normal in DEV_FD_ALIASES:
+        number = DEV_FD_ALIASES[normal]
+    elif normal.startswith(b"/dev/fd/") and normal[8:].isdigit():
+        number = int(normal[8:])
+    elif normal == b"/dev/fd":
+        return proc.fd_directory()
+    else:
+        return path
+    host = proc.fds.host(number)
+    if host is None:
+        raise Fault(Errno.ENOENT)
+    return f"/proc/self/fd/{host}".encode()
+
+
+def opened_vmm_entry(host_fd: int) -> bool:
+    """True when a descriptor the host opened for the guest is one of the VMM's own
+    /proc entries outside what the guest may see (reached through a symlink the
+    guest planted, for example): checked on what was opened, so no race helps."""
+    try:
+        target = os.readlink(f"/proc/self/fd/{host_fd}")
+    except OSError:
+        return False
+    match = re.match(r"^/proc/(%d)(?:/task/\d+)?(?:/([^/]+))?" % os.getpid(), target)
+    if match is None:
+        return False
+    return match.group(2) not in PASS_THROUGH
 
 
 def readlink(proc, path: bytes) -> bytes | None:
@@ -86,7 +134,21 @@ def generate(proc, entry: str) -> bytes:
         return proc.comm + b"\n"
     if entry == "status":
         return _status(proc)
+    if entry == "stat":
+        return _stat(proc)
     raise Fault(Errno.ENOENT)
+
+
+def _stat(proc) -> bytes:
+    """The host's /proc/self/stat with the guest's name in field 2."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            text = f.read()
+    except OSError:
+        return b""
+    close = text.rfind(b")")
+    open_ = text.find(b"(")
+    return text[:open_ + 1] + proc.comm + text[close:] if 0 <= open_ < close else text
 
 
 def _status(proc) -> bytes:

@@ -13,6 +13,7 @@ from ..memory.guest_memory import DEFAULT_GUEST_MEMORY
 from . import signals as sig
 from .elf import ExecFormatError, exit_status_for
 from .exec import exec_program, resolve_command
+from .host_unsafe import host_syscall
 from .process import ExitStatus, Process
 
 
@@ -63,8 +64,14 @@ def describe_exec_error(exc: ExecFormatError) -> str:
     return text if reason.lower() in text.lower() else f"{text} ({reason})"
 
 
+PR_SET_DUMPABLE = 4
+
+
 def run_process(process: Process) -> ExitStatus:
     """Run until the guest exits or is killed."""
+    # Not dumpable: other processes of the same user (other guests among them) cannot
+    # read this VMM's memory through /proc/<pid>/mem or attach to it.
+    host_syscall(157, PR_SET_DUMPABLE, 0)
     sig.install_host_handlers(process.signals, lambda: None)
     while True:
         try:

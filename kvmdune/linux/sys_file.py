@@ -11,6 +11,7 @@ import struct
 from . import procfs
 from .abi import Errno
 from .dispatch import handles
+from .forward import NotForwardable
 from .uaccess import read_path, write_bytes
 
 O_CLOEXEC = os.O_CLOEXEC
@@ -93,7 +94,10 @@ def sys_ioctl(proc, cpu, fd, request, arg, *_):
     if request in (FIOCLEX, FIONCLEX):
         entry.cloexec = request == FIOCLEX
         return 0
-    return proc.forward_by_name("ioctl", (fd, request, arg, 0, 0, 0))
+    try:
+        return proc.forward_by_name("ioctl", (fd, request, arg, 0, 0, 0))
+    except NotForwardable:
+        return -Errno.ENOTTY     # a request the table does not describe
 
 
 def _pipe(proc, fds_ptr: int, flags: int) -> int:

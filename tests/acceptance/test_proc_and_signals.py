@@ -71,3 +71,23 @@ def test_guest_handles_sigterm_sent_from_outside():
     process.send_signal(signal.SIGTERM)
     out, _ = process.communicate(timeout=30)
     assert out == b"caught\n" and process.returncode == 9
+
+
+@pytest.mark.parametrize("path", [
+    "/proc/self/root/proc/self/mem",
+    "/proc/$$/task/$$/mem",
+    "/proc/$$/fdinfo/0",
+    "/proc/thread-self/mem",
+    "link-to-mem",                 # a symlink the guest planted: checked on what opened
+    "/proc/$PPID/mem",             # another process (maybe another guest's VMM)
+    "/proc/$PPID/fd/0",
+])
+def test_ways_around_to_vmm_memory_and_descriptors_are_refused(tmp_path, path):
+    script = (f"cd {tmp_path} && ln -s /proc/self/mem link-to-mem && "
+              f"(cat {path} > /dev/null 2>&1 && echo opened || echo refused)")
+    assert sh(script).stdout == b"refused\n"
+
+
+def test_dev_fd_names_guest_descriptors():
+    result = run_dune(["/bin/bash", "-c", "cat <(echo substituted); echo to-stderr > /dev/stderr"])
+    assert result.stdout == b"substituted\n" and result.stderr == b"to-stderr\n"

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from ..memory import PAGE_SIZE, VMM, AddressSpace, OutOfGuestMemory, Perm
+from ..memory.guest_memory import SharedRegion
 from ..machine import PFError
 from .abi import MAP_TYPE, Errno, MadviseAdvice, MapFlags, MapType, MremapFlags, ProtFlags
 
@@ -65,6 +66,12 @@ class Vma:
     grows_down: bool = False
     # Page contents for demand paging of file-backed private mappings (None: zero).
     source: "Callable[[int, int], bytes] | None" = None
+    # Shared mappings: the host-shared region behind them, and where ``start`` is in it.
+    region: "SharedRegion | None" = None
+    region_offset: int = 0
+
+    def region_paddr(self, address: int) -> int:
+        return self.region.base + self.region_offset + (address - self.start)
 
     def allows(self, error: PFError) -> bool:
         if error & PFError.WRITE:
@@ -109,9 +116,12 @@ class MemoryMap:
             if vma.start < start:
                 kept.append(replace(vma, end=start))
             if vma.end > end:
-                kept.append(replace(vma, start=end, offset=vma.offset + end - vma.start))
-            removed.append(replace(vma, start=max(vma.start, start), end=min(vma.end, end),
-                                   offset=vma.offset + max(0, start - vma.start)))
+                kept.append(replace(vma, start=end, offset=vma.offset + end - vma.start,
+                                    region_offset=vma.region_offset + end - vma.start))
+            cut_start = max(vma.start, start)
+            removed.append(replace(vma, start=cut_start, end=min(vma.end, end),
+                                   offset=vma.offset + cut_start - vma.start,
+                                   region_offset=vma.region_offset + cut_start - vma.start))
         self.vmas = sorted(kept, key=lambda v: v.start)
         return removed
 
@@ -138,6 +148,10 @@ class MemoryMap:
         """Map ``vma`` over whatever was there; ``data`` fills its start."""
         self.unmap(vma.start, vma.end - vma.start)
         length = vma.end - vma.start
+        if vma.region is not None:
+            self.space.map(vma.start, length, perm_for(vma.prot), paddr=vma.region_paddr(vma.start))
+            self._insert(vma)
+            return
         if eager is None:
             eager = length <= EAGER_MAP_LIMIT
         if eager:
@@ -154,6 +168,17 @@ class MemoryMap:
             with self.space.batch():
                 for vma in removed:
                     self.space.unmap(vma.start, vma.end - vma.start)
+            self._release_regions({vma.region for vma in removed if vma.region is not None})
+
+    def _release_regions(self, regions: set) -> None:
+        """Shared regions no mapping uses any more go back to the host."""
+        for region in regions:
+            if not any(vma.region is region for vma in self.vmas):
+                self.space.memory.remove_shared(region)
+
+    def close(self) -> None:
+        """Unmap everything (at exec and exit), releasing shared regions."""
+        self.unmap(0, TASK_SIZE)
 
     def handle_fault(self, address: int, error: PFError) -> bool:
         """Demand paging: back the page if a VMA allows the access (True: retry)."""
@@ -162,9 +187,12 @@ class MemoryMap:
             return False
         page = address & ~(PAGE_SIZE - 1)
         try:
-            self.space.map(page, PAGE_SIZE, perm_for(vma.prot))
+            self.space.map(page, PAGE_SIZE, perm_for(vma.prot),
+                           paddr=vma.region_paddr(page) if vma.region is not None else None)
         except OutOfGuestMemory:
             return False
+        if vma.region is not None:
+            return True
         if vma.source is not None:
             self.space.write(page, vma.source(page, PAGE_SIZE), VMM)
         return True
@@ -206,9 +234,10 @@ class MemoryMap:
 
     def sys_mmap(self, address: int, length: int, prot: int, flags: int,
                  read_file: Callable[[int, int], bytes] | None, offset: int,
-                 name: str = "") -> int:
+                 name: str = "", share: Callable[[int], SharedRegion] | None = None) -> int:
         """Implements mmap(2). ``read_file(offset, length)`` reads the mapped file
-        (None for anonymous mappings); shared file mappings are refused by the caller."""
+        for private mappings (None for anonymous ones); ``share(length)`` makes the
+        host-shared region behind a shared mapping."""
         if length == 0 or offset % PAGE_SIZE:
             return -Errno.EINVAL
         length = page_up(length)
@@ -231,10 +260,17 @@ class MemoryMap:
                 self.find_free(length)
             if start is None:
                 return -Errno.ENOMEM
-        data = read_file(offset, length) if read_file is not None else b""
-        vma = Vma(start, start + length, prot & PROT_MASK,
-                  shared=map_type != MapType.MAP_PRIVATE, name=name, offset=offset,
-                  grows_down=bool(flags & MapFlags.MAP_GROWSDOWN))
+        shared = map_type != MapType.MAP_PRIVATE
+        region = None
+        if shared and share is not None:
+            try:
+                region = share(length)
+            except OSError as exc:
+                return -(exc.errno or Errno.ENODEV)
+        data = read_file(offset, length) if read_file is not None and region is None else b""
+        vma = Vma(start, start + length, prot & PROT_MASK, shared=shared, name=name,
+                  offset=offset, grows_down=bool(flags & MapFlags.MAP_GROWSDOWN),
+                  region=region)
         eager = None if not flags & MapFlags.MAP_POPULATE else True
         try:
             self.map_fixed(vma, data, eager=eager)
@@ -279,6 +315,8 @@ class MemoryMap:
         vma = self.find(old)
         if vma is None or vma.end < old + old_length:
             return -Errno.EFAULT
+        if vma.region is not None and new_length > old_length:
+            return -Errno.ENOMEM   # growing a shared mapping would need a new region
         if flags & MremapFlags.MREMAP_FIXED:
             return self._mremap_move(vma, old, old_length, new_length, new_address)
         if new_length <= old_length:

@@ -85,7 +85,7 @@ class Process(Handler):
                       filename: str | None = None) -> None:
         """Switch to a freshly loaded program (the point of no return of execve).
         ``filename`` is the path execve was given: Linux names the task after it."""
-        old = self.space
+        old, old_mm = self.space, self.mm
         self.space, self.mm = space, mm
         self.exe, self.argv, self.envp, self.auxv = exe, argv, envp, auxv
         self.comm = os.path.basename(filename or exe).encode()[:15]
@@ -98,6 +98,8 @@ class Process(Handler):
         self.cpu.fs_base = 0
         self.cpu.gs_base = 0
         self.cpu.enter_user(space, entry, sp)
+        if old_mm is not None:
+            old_mm.close()
         if old is not None:
             old.close()
         if self.vfork_done is not None:

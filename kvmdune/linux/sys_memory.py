@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from .abi import MAP_TYPE, Errno, MapFlags, MapType
+from .abi import MAP_TYPE, Errno, MapFlags, MapType, ProtFlags
 from .dispatch import handles
 
 
@@ -16,18 +16,31 @@ def sys_brk(proc, cpu, address, *_):
 
 @handles("mmap")
 def sys_mmap(proc, cpu, address, length, prot, flags, fd, offset):
-    """Implements mmap(2): anonymous and private file mappings are copied into guest
-    frames; shared writable file mappings are refused (the host cannot back them
-    in guest memory yet)."""
-    read_file = None
+    """Implements mmap(2): anonymous and private file mappings are guest frames
+    (file contents copied in); shared mappings are host memory mapped into the guest
+    through a memory slot of their own, so writes reach the file and other
+    processes (a forked child shares them too, as on Linux)."""
+    read_file = share = None
     name = ""
-    if not flags & MapFlags.MAP_ANONYMOUS:
+    shared = flags & MAP_TYPE in (MapType.MAP_SHARED, MapType.MAP_SHARED_VALIDATE)
+    writable = bool(prot & ProtFlags.PROT_WRITE)
+    memory = proc.space.memory
+    if shared and flags & MapFlags.MAP_ANONYMOUS:
+        def share(size: int) -> object:
+            shm = os.memfd_create("kvmdune-shared", os.MFD_CLOEXEC)
+            try:
+                os.ftruncate(shm, size)
+                return memory.add_shared(size, shm, 0, writable=True)
+            finally:
+                os.close(shm)
+        name = "/dev/zero (deleted)"
+    elif not flags & MapFlags.MAP_ANONYMOUS:
         host = proc.fds.host(fd & 0xFFFF_FFFF if fd < 1 << 63 else -1)
         if host is None:
             return -Errno.EBADF
-        shared = flags & MAP_TYPE in (MapType.MAP_SHARED, MapType.MAP_SHARED_VALIDATE)
-        if shared and prot & 2:
-            return -Errno.ENODEV
+        if shared:
+            def share(size: int, host: int = host) -> object:
+                return memory.add_shared(size, host, offset, writable=writable)
         try:
             name = os.readlink(f"/proc/self/fd/{host}")
             size = os.fstat(host).st_size
@@ -38,7 +51,7 @@ def sys_mmap(proc, cpu, address, length, prot, flags, fd, offset):
             wanted = max(0, min(length, size - file_offset))
             data = os.pread(host, wanted, file_offset) if wanted else b""
             return data
-    return proc.mm.sys_mmap(address, length, prot, flags, read_file, offset, name)
+    return proc.mm.sys_mmap(address, length, prot, flags, read_file, offset, name, share)
 
 
 @handles("munmap")

@@ -160,21 +160,20 @@ class AddressSpace:
 
     def read(self, vaddr: int, length: int, access: Access = READ) -> bytes:
         """Checked read of guest virtual memory."""
-        view = self.memory.view
-        return b"".join(bytes(view[p:p + n]) for p, n in self.translate(vaddr, length, access))
+        memory = self.memory
+        return b"".join(bytes(memory.slice(p, n)) for p, n in self.translate(vaddr, length, access))
 
     def write(self, vaddr: int, data: bytes, access: Access = WRITE) -> None:
         """Checked write of guest virtual memory (all pages checked before any byte)."""
-        view, offset = self.memory.view, 0
+        memory, offset = self.memory, 0
         for paddr, size in self.translate(vaddr, len(data), access):
-            view[paddr:paddr + size] = data[offset:offset + size]
+            memory.slice(paddr, size)[:] = data[offset:offset + size]
             offset += size
 
     def host_views(self, vaddr: int, length: int, access: Access = READ) -> list[memoryview]:
         """The host memory behind a guest range, as memoryviews (for forwarding a
         guest buffer to a host system call without copying)."""
-        view = self.memory.view
-        return [view[p:p + n] for p, n in self.translate(vaddr, length, access)]
+        return [self.memory.slice(p, n) for p, n in self.translate(vaddr, length, access)]
 
     def read_cstring(self, vaddr: int, limit: int, access: Access = READ) -> bytes:
         """A NUL-terminated string of at most ``limit`` bytes (without the NUL);

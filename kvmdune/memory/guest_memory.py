@@ -33,8 +33,27 @@ def _bridge_gaps(ranges: list[tuple[int, int]], gap: int) -> list[tuple[int, int
     return merged
 
 
+#: Shared regions (host files or shared memory mapped into the guest) live above
+#: the guest's own memory, each in a memory slot of its own, aligned to 2 MiB.
+SHARED_REGION_ALIGN = 2 << 20
+
+
+class SharedRegion:
+    """Host memory that stays shared with the host (a file's pages, or memory shared
+    across fork), mapped at guest-physical ``base`` through its own memory slot."""
+
+    def __init__(self, base: int, slot: int, mapping: HostMapping) -> None:
+        self.base, self.slot, self.mapping = base, slot, mapping
+        self.size = mapping.size
+
+    @property
+    def end(self) -> int:
+        return self.base + self.size
+
+
 class GuestMemory:
-    """Guest-physical memory ``[0, size)`` backed by one host mapping."""
+    """Guest-physical memory: ``[0, size)`` backed by one host mapping, plus shared
+    regions above it."""
 
     def __init__(self, size: int = DEFAULT_GUEST_MEMORY) -> None:
         if size % (2 << 20) or size <= 0:
@@ -44,10 +63,60 @@ class GuestMemory:
         self.view = self.mapping.view      # bytes, bounds-checked
         self.words = self.mapping.words    # 64-bit words, bounds-checked
         self.frames = FrameAllocator(FIRST_FRAME, size, self.mapping.discard)
+        self.regions: list[SharedRegion] = []
+        self._vm: Vm | None = None
+        # A gap after each backing keeps two backings from ever looking contiguous.
+        self._next_base = -(-size // SHARED_REGION_ALIGN) * SHARED_REGION_ALIGN + SHARED_REGION_ALIGN
 
     def register(self, vm: Vm, slot: int = GUEST_MEMORY_SLOT) -> None:
-        """Make this memory the VM's guest-physical memory (KVM_SET_USER_MEMORY_REGION)."""
+        """Make this memory the VM's guest-physical memory (KVM_SET_USER_MEMORY_REGION),
+        shared regions included (a forked child registers them with its new VM)."""
         vm.set_user_memory_region(slot, 0, self.size, self.mapping.address)
+        for region in self.regions:
+            vm.set_user_memory_region(region.slot, region.base, region.size,
+                                      region.mapping.address)
+        self._vm = vm
+
+    def add_shared(self, size: int, fd: int, offset: int = 0,
+                   writable: bool = True) -> SharedRegion:
+        """Map ``size`` bytes of ``fd`` (shared) into guest-physical memory."""
+        if self._vm is None:
+            raise RuntimeError("shared regions need the memory registered with a VM")
+        mapping = HostMapping(size, fd=fd, offset=offset, writable=writable)
+        used = {region.slot for region in self.regions}
+        slot = next(n for n in range(GUEST_MEMORY_SLOT + 1, GUEST_MEMORY_SLOT + 1 + len(used) + 1)
+                    if n not in used)
+        region = SharedRegion(self._next_base, slot, mapping)
+        try:
+            self._vm.set_user_memory_region(slot, region.base, size, mapping.address)
+        except BaseException:
+            mapping.close()
+            raise
+        self._next_base += (-(-size // SHARED_REGION_ALIGN) + 1) * SHARED_REGION_ALIGN
+        self.regions.append(region)
+        return region
+
+    def remove_shared(self, region: SharedRegion) -> None:
+        """Delete the region's slot (which drops every translation to it) and unmap it."""
+        if region in self.regions:
+            self.regions.remove(region)
+            if self._vm is not None and not self._vm.closed:
+                self._vm.set_user_memory_region(region.slot, region.base, 0, 0)
+            region.mapping.close()
+
+    def _backing(self, paddr: int, length: int) -> tuple[memoryview, int]:
+        """The host view holding [paddr, paddr+length) and the offset into it."""
+        if 0 <= paddr and paddr + length <= self.size:
+            return self.view, paddr
+        for region in self.regions:
+            if region.base <= paddr and paddr + length <= region.end:
+                return region.mapping.view, paddr - region.base
+        raise ValueError(f"guest-physical range {paddr:#x}+{length:#x} is not memory")
+
+    def slice(self, paddr: int, length: int) -> memoryview:
+        """The host memory behind a guest-physical range (within one backing)."""
+        view, offset = self._backing(paddr, length)
+        return view[offset:offset + length]
 
     def invalidate(self, ranges: list[tuple[int, int]]) -> None:
         """Make KVM forget every translation to these guest-physical ranges.
@@ -59,18 +128,19 @@ class GuestMemory:
         TLB flush that a restriction needs as well.
         """
         for start, length in _bridge_gaps(ranges, INVALIDATION_GAP):
-            self.mapping.reprotect(start, length)
+            if start + length <= self.size:
+                self.mapping.reprotect(start, length)
+                continue
+            for region in self.regions:
+                low, high = max(start, region.base), min(start + length, region.end)
+                if low < high:
+                    region.mapping.reprotect(low - region.base, high - low)
 
     def read(self, paddr: int, length: int) -> bytes:
-        return bytes(self.view[paddr:paddr + length]) if self._inside(paddr, length) else b""
+        return bytes(self.slice(paddr, length))
 
     def write(self, paddr: int, data: bytes) -> None:
-        if not self._inside(paddr, len(data)):
-            raise ValueError(f"guest-physical range {paddr:#x}+{len(data):#x} out of bounds")
-        self.view[paddr:paddr + len(data)] = data
-
-    def _inside(self, paddr: int, length: int) -> bool:
-        return 0 <= paddr and 0 <= length and paddr + length <= self.size
+        self.slice(paddr, len(data))[:] = data
 
     @property
     def committed_bytes(self) -> int:
@@ -78,4 +148,7 @@ class GuestMemory:
         return self.frames.allocated_bytes
 
     def close(self) -> None:
+        for region in list(self.regions):
+            region.mapping.close()
+        self.regions.clear()
         self.mapping.close()

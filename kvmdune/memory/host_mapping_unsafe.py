@@ -41,9 +41,13 @@ class HostMapping:
     little-endian words; both check bounds on every access.
     """
 
-    def __init__(self, size: int) -> None:
-        addr = _libc.mmap(None, size, PROT_READ | PROT_WRITE,
-                          mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+    def __init__(self, size: int, fd: int = -1, offset: int = 0,
+                 writable: bool = True) -> None:
+        """Anonymous private memory, or (``fd`` given) a shared mapping of a file."""
+        self.prot = PROT_READ | (PROT_WRITE if writable else 0)
+        flags = (mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_NORESERVE if fd < 0
+                 else mmap.MAP_SHARED)
+        addr = _libc.mmap(None, size, self.prot, flags, fd, offset)
         if addr in (None, MAP_FAILED):
             err = ctypes.get_errno()
             raise OSError(err, f"mmap of {size} bytes for guest memory: {os.strerror(err)}")
@@ -52,6 +56,8 @@ class HostMapping:
         # Safe: the array spans exactly the mapping, which lives until close().
         self._array = (ctypes.c_char * size).from_address(addr)
         self.view = memoryview(self._array).cast("B")
+        if not writable:
+            self.view = self.view.toreadonly()
         self.words = self.view.cast("Q")
 
     def close(self) -> None:
@@ -81,5 +87,4 @@ class HostMapping:
         """
         start = self._checked_range(offset, length)
         _check(_libc.mprotect(start, length, PROT_READ), "mprotect(PROT_READ)")
-        _check(_libc.mprotect(start, length, PROT_READ | PROT_WRITE),
-               "mprotect(PROT_READ|PROT_WRITE)")
+        _check(_libc.mprotect(start, length, self.prot), "mprotect (restore)")

@@ -60,3 +60,11 @@ def test_abort_is_134(compiled, link):
 def test_exit_codes(compiled, code):
     argv = [compiled[("crash", "static")], "exit", str(code)]
     assert_same(run_native(argv), run_dune(argv))
+
+
+@pytest.mark.parametrize("link", LINKS)
+def test_shared_mappings_reach_files_and_children(compiled, link, tmp_path):
+    native = run_native([compiled[("shared", link)], str(tmp_path / "native.dat")])
+    dune = run_dune([compiled[("shared", link)], str(tmp_path / "dune.dat")])
+    assert_same(native, dune)
+    assert (tmp_path / "dune.dat").read_bytes() == (tmp_path / "native.dat").read_bytes()

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from .. import __version__
-from . import bench, info, run
+from . import bench, info, run, syscalls
 
 DESCRIPTION = """\
 kvmdune: Dune (OSDI 2012) on the standard Linux KVM API.
@@ -21,6 +21,7 @@ examples:
   kvmdune info                 is KVM usable here, and how fast is it?
   kvmdune info --json          the same as one JSON object
   kvmdune bench core           the core costs beside their Linux equivalents
+  kvmdune syscalls --only refused   which system calls are not served, and why
 """
 
 
@@ -30,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"kvmdune {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
-    for module in (run, info, bench):
+    for module in (run, info, bench, syscalls):
         module.add_parser(subparsers)
     return parser
 

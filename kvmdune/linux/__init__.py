@@ -3,4 +3,5 @@ initial stack, the system call table and its handlers, memory, descriptors,
 processes and signals."""
 
 # Importing the handler modules registers their system calls.
-from . import sys_file, sys_memory, sys_process, sys_resource, sys_signal  # noqa: F401
+from . import (sys_file, sys_memory, sys_net, sys_poll, sys_process,  # noqa: F401
+               sys_resource, sys_signal)

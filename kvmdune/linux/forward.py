@@ -127,6 +127,9 @@ class Call:
     def _plain_buffer(self, index: int, arg, value: int) -> None:
         if value == 0:
             return
+        if arg.struct is not None and arg.struct.has_pointers:
+            # Copying it would hand guest addresses to the host kernel as host ones.
+            raise NotForwardable(f"{self.spec.name}: {arg.name} holds pointers")
         length = self._extent(index)
         direction = Direction.IN if arg.kind is ArgKind.SOCKADDR else arg.direction
         access = WRITE if direction in (Direction.OUT, Direction.INOUT) else READ

@@ -1,0 +1,70 @@
+"""Which system calls kvmdune serves, and how: emulated by a handler, forwarded to
+Linux by the table-driven forwarder, or refused with ENOSYS."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from . import (sys_file, sys_memory, sys_net, sys_poll, sys_process,  # noqa: F401
+               sys_resource, sys_signal)
+from .dispatch import HANDLERS
+from .process import SHARED_IDENTITY
+from .syscall_table import SYSCALLS, ArgKind, Dep, SyscallSpec
+
+
+class Support(str, enum.Enum):
+    EMULATED = "emulated"    # a handler in kvmdune.linux.sys_*
+    FORWARDED = "forwarded"  # run by Linux, every pointer copied through checked buffers
+    PARTIAL = "partial"      # forwarded for the commands whose pointers the table describes
+    REFUSED = "refused"      # ENOSYS: it would act on the VMM, or is not supported yet
+
+
+#: Argument kinds the forwarder cannot copy (it refuses such calls when non-NULL).
+UNFORWARDABLE = {ArgKind.PTR, ArgKind.ADDR, ArgKind.OPAQUE, ArgKind.MSGHDR,
+                 ArgKind.STRING_ARRAY}
+
+
+@dataclass(frozen=True)
+class CallSupport:
+    number: int
+    name: str
+    support: Support
+    family: str
+
+
+def _kinds(slot) -> tuple[set, bool]:
+    """The argument kinds a slot can take, and whether it depends on another argument."""
+    if isinstance(slot, Dep):
+        choices = [choice for _, choice in slot.cases] + [slot.default]
+        return {choice.kind for choice in choices if choice is not None}, True
+    return {slot.kind}, False
+
+
+def _holds_pointers(slot) -> bool:
+    choices = ([c for _, c in slot.cases] + [slot.default]) if isinstance(slot, Dep) else [slot]
+    return any(c is not None and c.struct is not None and c.struct.has_pointers
+               and c.kind in (ArgKind.IN_BUF, ArgKind.OUT_BUF, ArgKind.INOUT_BUF)
+               for c in choices)
+
+
+def support_of(spec: SyscallSpec) -> Support:
+    if spec.name in HANDLERS:
+        return Support.EMULATED
+    if spec.vmm_sensitive and spec.name not in SHARED_IDENTITY:
+        return Support.REFUSED
+    support = Support.FORWARDED
+    for slot in spec.args:
+        kinds, dependent = _kinds(slot)
+        if _holds_pointers(slot):
+            kinds = kinds | {ArgKind.OPAQUE}
+        if kinds & UNFORWARDABLE:
+            if not dependent:
+                return Support.REFUSED
+            support = Support.PARTIAL
+    return support
+
+
+def support_table() -> list[CallSupport]:
+    return [CallSupport(spec.number, spec.name, support_of(spec), spec.family.value)
+            for spec in sorted(SYSCALLS.values(), key=lambda s: s.number)]

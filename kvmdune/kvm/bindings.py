@@ -232,3 +232,12 @@ class kvm_xcrs(ctypes.Structure):
 
     _fields_ = [("nr_xcrs", u32), ("flags", u32), ("xcrs", kvm_xcr * KVM_MAX_XCRS),
                 ("padding", u64 * 16)]
+
+
+KVM_XSAVE_SIZE = 4096
+
+
+class kvm_xsave(ctypes.Structure):
+    """struct kvm_xsave (asm/kvm.h): the XSAVE area (FPU, SSE, AVX state)."""
+
+    _fields_ = [("region", u32 * (KVM_XSAVE_SIZE // 4))]

@@ -16,6 +16,7 @@ class Cap(enum.IntEnum):
     NR_VCPUS = 9
     NR_MEMSLOTS = 10
     VCPU_EVENTS = 41
+    XSAVE = 55
     XCRS = 56
     MAX_VCPUS = 66
     SYNC_REGS = 74

@@ -64,6 +64,8 @@ KVM_SET_MSRS = _IOW(KVMIO, 0x89, b.kvm_msrs)
 KVM_SET_CPUID2 = _IOW(KVMIO, 0x90, b.kvm_cpuid2)                   # KVM_CAP_EXT_CPUID
 KVM_GET_VCPU_EVENTS = _IOR(KVMIO, 0x9F, b.kvm_vcpu_events)         # KVM_CAP_VCPU_EVENTS
 KVM_SET_VCPU_EVENTS = _IOW(KVMIO, 0xA0, b.kvm_vcpu_events)         # KVM_CAP_VCPU_EVENTS
+KVM_GET_XSAVE = _IOR(KVMIO, 0xA4, b.kvm_xsave)                     # KVM_CAP_XSAVE
+KVM_SET_XSAVE = _IOW(KVMIO, 0xA5, b.kvm_xsave)                     # KVM_CAP_XSAVE
 KVM_GET_XCRS = _IOR(KVMIO, 0xA6, b.kvm_xcrs)                       # KVM_CAP_XCRS
 KVM_SET_XCRS = _IOW(KVMIO, 0xA7, b.kvm_xcrs)                       # KVM_CAP_XCRS
 

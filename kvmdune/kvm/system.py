@@ -257,6 +257,16 @@ class Vcpu(_FdObject):
         """KVM_SET_XCRS."""
         self._ioctl(io.KVM_SET_XCRS, xcrs)
 
+    def get_xsave(self) -> b.kvm_xsave:
+        """KVM_GET_XSAVE: the vCPU's FPU/SSE/AVX state."""
+        state = b.kvm_xsave()
+        self._ioctl(io.KVM_GET_XSAVE, state)
+        return state
+
+    def set_xsave(self, state: b.kvm_xsave) -> None:
+        """KVM_SET_XSAVE."""
+        self._ioctl(io.KVM_SET_XSAVE, state)
+
     def get_vcpu_events(self) -> b.kvm_vcpu_events:
         """KVM_GET_VCPU_EVENTS."""
         events = b.kvm_vcpu_events()

@@ -69,9 +69,16 @@ class SigAction:
         return _SIGACTION.pack(self.handler, self.flags, self.restorer, self.mask)
 
 
+#: Extended (FPU/SSE/AVX) states kept for handlers still running: a handler that
+#: longjmps away never returns its entry, so only the newest few are kept.
+MAX_SAVED_EXTENDED_STATES = 64
+
+
 @dataclass
 class SignalState:
     actions: dict[int, SigAction] = field(default_factory=dict)
+    # The interrupted code's FPU/SSE/AVX state, by the ucontext address of its frame.
+    extended: dict[int, object] = field(default_factory=dict)
     mask: int = 0
     pending: set[int] = field(default_factory=set)
     altstack: tuple[int, int, int] = (0, SigaltstackFlags.SS_DISABLE, 0)  # sp, flags, size
@@ -206,6 +213,7 @@ def deliver(state: SignalState, cpu: Cpu, space, signo: int,
         space.write(frame, struct.pack("<Q", action.restorer) + ucontext + siginfo, WRITE)
     except GuestFault:
         return False
+    _save_extended(state, cpu, uc)
     state.mask |= action.mask
     if not action.flags & SigactionFlags.SA_NODEFER:
         state.mask |= _bit(signo)
@@ -232,7 +240,21 @@ def sys_rt_sigreturn(state: SignalState, cpu: Cpu, space) -> bool:
     cpu.regs.rflags = (cpu.regs.rflags & USER_RFLAGS) | USER_RFLAGS_FIXED
     (mask,) = struct.unpack_from("<Q", raw, offset + _MCONTEXT.size)
     state.mask = mask & ~(_bit(Signal.SIGKILL) | _bit(Signal.SIGSTOP))
+    saved = state.extended.pop(uc, None)
+    if saved is not None:
+        cpu.vcpu.set_xsave(saved)
     return True
+
+
+def _save_extended(state: SignalState, cpu: Cpu, uc: int) -> None:
+    """Keep the FPU/SSE/AVX registers of the interrupted code: the handler may use
+    them (memcpy does), and the code it interrupted must find them unchanged."""
+    try:
+        state.extended[uc] = cpu.vcpu.get_xsave()
+    except Exception:   # a KVM without KVM_CAP_XSAVE: nothing to keep
+        return
+    while len(state.extended) > MAX_SAVED_EXTENDED_STATES:
+        state.extended.pop(next(iter(state.extended)))
 
 
 # -- host side -------------------------------------------------------------------------

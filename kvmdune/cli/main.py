@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from .. import __version__
-from . import bench, info, run, syscalls
+from . import bench, info, run, sandbox, syscalls
 
 DESCRIPTION = """\
 kvmdune: Dune (OSDI 2012) on the standard Linux KVM API.
@@ -18,6 +18,8 @@ virtualization, with its own page tables, fault handling and privilege rings.
 EPILOG = """\
 examples:
   kvmdune run -- /bin/echo hi  run a Linux program in Dune mode
+  kvmdune sandbox --allow-read /etc -- cat /etc/hostname
+                               an untrusted program under a policy
   kvmdune info                 is KVM usable here, and how fast is it?
   kvmdune info --json          the same as one JSON object
   kvmdune bench core           the core costs beside their Linux equivalents
@@ -31,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"kvmdune {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
-    for module in (run, info, bench, syscalls):
+    for module in (run, sandbox, info, bench, syscalls):
         module.add_parser(subparsers)
     return parser
 

@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .sandbox import add_policy_options, execute
 from .sizes import parse_size
+
+
+def _policy_given(args: argparse.Namespace) -> bool:
+    """Whether any sandbox option was used (``run`` is unrestricted otherwise)."""
+    return any([args.profile, args.policy, args.allow_read, args.allow_write,
+                args.allow_exec, args.net, args.allow_syscall, args.deny_syscall,
+                args.on_deny, args.audit, args.mem, args.cpu, args.wall, args.max_procs,
+                args.max_fsize, args.max_fds, args.env, args.clear_env, args.user])
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -28,6 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--memory", type=parse_size, default=None, metavar="SIZE",
                         help="guest-physical memory to reserve (committed lazily), e.g. "
                              "4G (default)")
+    add_policy_options(parser, "open")
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="PROGRAM [ARGS...]")
     parser.set_defaults(handler=run)
 
@@ -36,6 +46,10 @@ def run(args: argparse.Namespace) -> int:
     from ..linux.runner import RunOptions, run_command
     from ..linux.trace import open_tracer
 
+    if _policy_given(args):
+        if args.memory and not args.mem:
+            args.mem = str(args.memory)
+        return execute(args, "open")
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         print("kvmdune run: no program given (usage: kvmdune run [options] -- PROGRAM "

@@ -190,7 +190,7 @@ class MemoryMap:
             self.space.map(page, PAGE_SIZE, perm_for(vma.prot),
                            paddr=vma.region_paddr(page) if vma.region is not None else None)
         except OutOfGuestMemory:
-            return False
+            raise    # the guest's memory limit: the process reports and ends
         if vma.region is not None:
             return True
         if vma.source is not None:

@@ -19,7 +19,7 @@ from typing import Callable
 
 from ..machine import (Action, Cpu, ExceptionEvent, Handler, Machine, PageFaultEvent,
                        Stop, SyscallEvent)
-from ..memory import AddressSpace
+from ..memory import AddressSpace, OutOfGuestMemory
 from . import signals as sig
 from .abi import Errno, SigactionFlags, SigHandler, Signal, signal_name
 from . import procfs
@@ -57,7 +57,8 @@ class Process(Handler):
     """The Linux personality of one guest process (one VM, one vCPU)."""
 
     def __init__(self, machine: Machine, *, tracer: "Callable | None" = None,
-                 log: "Callable[[str], None] | None" = None) -> None:
+                 log: "Callable[[str], None] | None" = None,
+                 gate: "Gate | None" = None) -> None:
         self.machine = machine
         self.cpu = machine.cpu
         self.fds = FdTable.with_standard_streams()
@@ -69,6 +70,7 @@ class Process(Handler):
         self.envp: list[bytes] = []
         self.auxv: tuple[tuple[int, int], ...] = ()
         self.tracer = tracer
+        self.gate = gate
         self.log = log or _stderr_log()
         self.forked = False
         self.vfork_done: int | None = None   # write end of the pipe a vfork parent waits on
@@ -123,7 +125,11 @@ class Process(Handler):
             return -(exc.errno or Errno.EAGAIN)
         if pid == 0:
             self.forked = True
-            self.machine.reinit_after_fork(snapshot)
+            try:
+                self.machine.reinit_after_fork(snapshot)
+            except Exception as exc:     # no VM for the child: it cannot run at all
+                self.log(f"kvmdune: cannot run the child of fork: {exc}")
+                os._exit(127)
             if self.vfork_done is not None:
                 os.close(self.vfork_done)     # the grandparent waits on our parent only
                 self.vfork_done = None
@@ -144,6 +150,11 @@ class Process(Handler):
         if procfs.opened_vmm_entry(host_fd):
             os.close(host_fd)
             return -Errno.EACCES
+        if self.gate is not None:
+            refused = self.gate.check_opened(self, host_fd)
+            if refused is not None:
+                os.close(host_fd)
+                return refused
         return self.fds.install(host_fd, cloexec=host_fd_cloexec(host_fd))
 
     def host_path(self, path: bytes) -> bytes:
@@ -211,7 +222,10 @@ class Process(Handler):
         spec = SYSCALLS.get(event.number)
         started = time.perf_counter() if self.tracer else 0.0
         entry = self.tracer.entry(self, event, spec) if self.tracer else None
-        if handler is None:
+        verdict = self.gate.check(self, spec, event) if self.gate is not None else None
+        if verdict is not None:
+            result = verdict
+        elif handler is None:
             result = -Errno.ENOSYS
             if self.tracer is None:
                 name = spec.name if spec else f"syscall_{event.number:#x}"
@@ -239,8 +253,13 @@ class Process(Handler):
         return None
 
     def on_page_fault(self, cpu: Cpu, event: PageFaultEvent) -> Action | Stop:
-        if self.mm is not None and self.mm.handle_fault(event.address, event.error):
-            return Action.RETRY
+        try:
+            if self.mm is not None and self.mm.handle_fault(event.address, event.error):
+                return Action.RETRY
+        except OutOfGuestMemory:
+            self.log(f"kvmdune: {self.exe}: guest memory limit of "
+                     f"{self.machine.memory.size >> 20} MiB reached: killed (status 137)")
+            return Stop(value=ExitStatus(signal=Signal.SIGKILL))
         return self.fault(cpu, Signal.SIGSEGV, event.address, event)
 
     def on_exception(self, cpu: Cpu, event: ExceptionEvent) -> Action | Stop:
@@ -290,6 +309,19 @@ class Process(Handler):
 
 
 SYSCALLS_BY_NAME = {spec.name: spec for spec in SYSCALLS.values()}
+
+
+class Gate:
+    """What a policy layer above (the sandbox) plugs in: a verdict on each system call
+    before it is served, and on each descriptor the host opened for the guest. None
+    lets it through; a negative errno is returned to the guest instead; a Stop ends
+    the process. (``linux`` never imports the policy engine.)"""
+
+    def check(self, proc: "Process", spec, event: SyscallEvent) -> "int | Stop | None":
+        return None
+
+    def check_opened(self, proc: "Process", host_fd: int) -> int | None:
+        return None
 
 #: Calls the table marks as acting on the calling process that are forwarded all the
 #: same: the guest process *is* the VMM process to Linux (one pid, one set of

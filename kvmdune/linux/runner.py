@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import resource
+import time
 import signal as host_signal
 from dataclasses import dataclass
 from typing import Callable
@@ -14,13 +15,20 @@ from . import signals as sig
 from .elf import ExecFormatError, exit_status_for
 from .exec import exec_program, resolve_command
 from .host_unsafe import host_syscall
-from .process import ExitStatus, Process
+from .process import ExitStatus, Gate, Process
 
 
 @dataclass(frozen=True)
 class RunOptions:
     memory_size: int = DEFAULT_GUEST_MEMORY
     tracer: Callable | None = None
+    gate: "Gate | None" = None              # a policy layer's verdicts (the sandbox)
+    wall_seconds: float | None = None       # the whole run's wall-time limit
+    cpu_seconds: float | None = None        # CPU time per process (RLIMIT_CPU)
+    file_size: int | None = None            # RLIMIT_FSIZE
+    max_fds: int | None = None
+    max_processes: int | None = None        # RLIMIT_NPROC (per user: exact after a drop)
+    user: str | None = None                 # drop to this user once KVM is open
 
 
 def run_command(argv: list[str], env: dict[str, str] | None = None,
@@ -38,16 +46,21 @@ def run_command(argv: list[str], env: dict[str, str] | None = None,
     envp = [f"{key}={value}".encode() for key, value in environment.items()]
     args = [arg.encode("utf-8", "surrogateescape") for arg in argv]
     with Machine(options.memory_size) as machine:
+        apply_limits(options)
+        if options.user is not None:
+            drop_privileges(options.user)
         try:
             space, mm, loaded, exe = exec_program(machine, path, args, envp)
         except ExecFormatError as exc:
             say(f"kvmdune: {describe_exec_error(exc)}")
             return exit_status_for(exc)
-        process = Process(machine, tracer=options.tracer, log=log)
+        process = Process(machine, tracer=options.tracer, log=log, gate=options.gate)
+        if options.max_fds is not None:
+            process.fds.max_fds = options.max_fds
         process.replace_image(space, mm, exe, args, envp, loaded.entry, loaded.sp,
                               loaded.auxv)
         try:
-            status = run_process(process)
+            status = run_process(process, options.wall_seconds)
         finally:
             process.cleanup()
     if process.forked:
@@ -67,21 +80,50 @@ def describe_exec_error(exc: ExecFormatError) -> str:
 PR_SET_DUMPABLE = 4
 
 
-def run_process(process: Process) -> ExitStatus:
-    """Run until the guest exits or is killed."""
+def apply_limits(options: RunOptions) -> None:
+    """Kernel-enforced limits on this process (and so on the guest it serves)."""
+    for limit, value in ((resource.RLIMIT_CPU, options.cpu_seconds),
+                         (resource.RLIMIT_FSIZE, options.file_size),
+                         (resource.RLIMIT_NPROC, options.max_processes)):
+        if value is not None:
+            soft = int(-(-value // 1))
+            resource.setrlimit(limit, (soft, soft + 1 if limit == resource.RLIMIT_CPU else soft))
+
+
+def drop_privileges(user: str) -> None:
+    """Become ``user`` (KVM is open already): forwarded calls then never act with
+    root's rights."""
+    import pwd
+
+    entry = pwd.getpwnam(user)
+    os.setgroups([])
+    os.setgid(entry.pw_gid)
+    os.setuid(entry.pw_uid)
+    if os.getuid() == 0 or os.geteuid() == 0:
+        raise PermissionError(f"could not drop root privileges to {user}")
+
+
+def run_process(process: Process, wall_seconds: float | None = None) -> ExitStatus:
+    """Run until the guest exits or is killed (or its wall-time limit passes)."""
     # Not dumpable: other processes of the same user (other guests among them) cannot
     # read this VMM's memory through /proc/<pid>/mem or attach to it.
     host_syscall(157, PR_SET_DUMPABLE, 0)
     sig.install_host_handlers(process.signals, lambda: None)
+    deadline = None if wall_seconds is None else time.monotonic() + wall_seconds
     while True:
+        budget = None if deadline is None else max(deadline - time.monotonic(), 0.001)
         try:
-            stop = process.machine.run(process)
+            stop = process.machine.run(process, budget=budget)
         except MachineError as exc:
             process.log(f"kvmdune: internal error: {exc}")
             return ExitStatus(signal=sig.Signal.SIGSEGV)
         if isinstance(stop.value, ExitStatus):
             return stop.value
-        if stop.reason in (StopReason.BUDGET, StopReason.REQUEST):
+        if stop.reason is StopReason.BUDGET:
+            process.log(f"kvmdune: wall-time limit of {wall_seconds:g} s reached: "
+                        "the guest was killed (status 137)")
+            return ExitStatus(signal=sig.Signal.SIGKILL)
+        if stop.reason is StopReason.REQUEST:
             return ExitStatus(signal=sig.Signal.SIGKILL)
 
 

@@ -38,9 +38,10 @@ class Machine:
         self.cpu = Cpu(vcpu, self.memory, self.kernel_space)
         self.cpu.load_sregs(configure_vcpu(self.kvm, vcpu, self.kernel_space))
 
-    def _create_vm(self):
-        """/dev/kvm, a VM with the guest memory registered, and its vCPU."""
-        self.kvm = Kvm()
+    def _create_vm(self, kvm: Kvm | None = None):
+        """/dev/kvm (opened, or the one given), a VM with the guest memory registered,
+        and its vCPU."""
+        self.kvm = kvm if kvm is not None else Kvm()
         self._closers.append(self.kvm.close)
         self.kvm.require_capabilities()
         self.platform = probe_platform()
@@ -69,8 +70,9 @@ class Machine:
         self._closers = [self.memory.close]      # the inherited fds are closed below
         self.cpu.close()
         self.vm.close()
-        self.kvm.close()
-        vcpu = self._create_vm()
+        # The inherited /dev/kvm descriptor is reused: after a privilege drop the
+        # device may no longer be openable, and KVM_CREATE_VM works from any process.
+        vcpu = self._create_vm(self.kvm)
         configure_vcpu(self.kvm, vcpu, self.kernel_space)
         self.cpu.rebind(vcpu, regs, sregs)
 

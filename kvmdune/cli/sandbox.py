@@ -1,0 +1,193 @@
+"""``kvmdune sandbox``, the options it shares with ``kvmdune run``, and
+``kvmdune policy show``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from .sizes import parse_size
+
+POLICY_HELP = """\
+policy precedence (lowest first): the profile's defaults, then --policy FILE, then
+the options on the command line. Paths and system-call lists add up; single values
+(--net, limits, --profile) are replaced; a call both allowed and denied is denied.
+
+profiles:
+  strict    stdin/stdout/stderr, read access to the program, its interpreter and
+            libraries (/lib, /lib64, /usr/lib, /etc/ld.so.cache) and /dev/null,
+            /dev/zero, /dev/urandom; nothing else; no network (sandbox's default)
+  readonly  strict, plus the current directory tree readable
+  open      everything allowed (run's default)
+  trace     open, with every system call audited (--audit FILE, or stderr)
+
+exit statuses: the program's own; 128+N after signal N (137: a wall-time or memory
+limit, 152: the CPU limit, 153: the file-size limit, 159: a call denied with
+--on-deny kill); 126/127 when the program cannot be started; 2 for a bad policy.
+"""
+
+
+def add_policy_options(parser: argparse.ArgumentParser, default_profile: str) -> None:
+    group = parser.add_argument_group("policy")
+    group.add_argument("--profile", choices=["strict", "readonly", "open", "trace"],
+                       default=None, help=f"starting point (default: {default_profile})")
+    group.add_argument("--policy", metavar="FILE", help="a TOML policy file")
+    group.add_argument("--allow-read", action="append", default=[], metavar="PATH")
+    group.add_argument("--allow-write", action="append", default=[], metavar="PATH")
+    group.add_argument("--allow-exec", action="append", default=[], metavar="PATH")
+    group.add_argument("--net", choices=["none", "loopback", "all"])
+    group.add_argument("--allow-syscall", action="append", default=[], metavar="NAME")
+    group.add_argument("--deny-syscall", action="append", default=[], metavar="NAME")
+    group.add_argument("--on-deny", choices=["errno", "kill"],
+                       help="answer a denied call with EACCES/EPERM (default) or kill")
+    group.add_argument("--audit", metavar="FILE", help="JSON lines: every denied call "
+                       "(every call with --profile trace)")
+    limits = parser.add_argument_group("limits")
+    limits.add_argument("--mem", metavar="SIZE", help="guest memory, e.g. 512M")
+    limits.add_argument("--cpu", type=float, metavar="SECONDS", help="CPU time per process")
+    limits.add_argument("--wall", type=float, metavar="SECONDS", help="wall time of the run")
+    limits.add_argument("--max-procs", type=int, metavar="N", help="processes (per user)")
+    limits.add_argument("--max-fsize", metavar="SIZE", help="largest file written")
+    limits.add_argument("--max-fds", type=int, metavar="N", help="open descriptors")
+    env = parser.add_argument_group("environment and privileges")
+    env.add_argument("--env", action="append", default=[], metavar="KEY=VALUE")
+    env.add_argument("--clear-env", action="store_true", help="start from an empty environment")
+    env.add_argument("--user", metavar="NAME",
+                     help="when started as root, drop to this user once KVM is open "
+                          "(sandbox default: nobody)")
+    env.add_argument("--keep-root", action="store_true",
+                     help="UNSAFE: keep root's rights (forwarded calls act as root)")
+
+
+def build_policy(args: argparse.Namespace, default_profile: str):
+    from ..sandbox.policy import Profile, load_policy_file, merge, profile_defaults
+
+    policy = profile_defaults(Profile(args.profile or default_profile))
+    if args.policy:
+        policy = load_policy_file(args.policy, None if args.profile else policy)
+        if args.profile:
+            policy = merge(policy, source=f"--profile {args.profile}")
+    env = {}
+    for item in args.env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            from ..sandbox.policy import PolicyError
+            raise PolicyError(f"--env {item!r}: expected KEY=VALUE")
+        env[key] = value
+    limits = {key: value for key, value in (
+        ("memory", args.mem), ("cpu", args.cpu), ("wall", args.wall),
+        ("max-procs", args.max_procs), ("max-fsize", args.max_fsize),
+        ("max-fds", args.max_fds)) if value is not None}
+    return merge(policy, read=args.allow_read, write=args.allow_write,
+                 execute=args.allow_exec, net=args.net, allow_syscalls=args.allow_syscall,
+                 deny_syscalls=args.deny_syscall, limits=limits, env=env,
+                 clear_env=True if args.clear_env else None, on_deny=args.on_deny,
+                 source="command line")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "sandbox", help="run an untrusted program under a policy (strict by default)",
+        usage="kvmdune sandbox [options] -- PROGRAM [ARGS...]",
+        description="Run an untrusted x86-64 Linux program in Dune mode under a policy: "
+                    "every system call and its arguments are checked by the supervisor "
+                    "outside the VM before anything reaches Linux.",
+        epilog=POLICY_HELP + "\nexamples:\n"
+               "  kvmdune sandbox -- /bin/ls /          (denied: / is not readable)\n"
+               "  kvmdune sandbox --allow-read /etc -- cat /etc/hostname\n"
+               "  kvmdune sandbox --profile readonly --audit audit.jsonl -- busybox find .\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_policy_options(parser, "strict")
+    parser.add_argument("--trace", nargs="?", const="-", metavar="FILE",
+                        help="strace-format lines of every call")
+    parser.add_argument("command", nargs=argparse.REMAINDER, metavar="PROGRAM [ARGS...]")
+    parser.set_defaults(handler=run_sandbox, default_profile="strict")
+
+    show = subparsers.add_parser(
+        "policy", help="show the effective policy of a set of options",
+        description="`kvmdune policy show [options]` prints the policy that `kvmdune "
+                    "sandbox` with the same options would enforce.",
+        epilog=POLICY_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    show.add_argument("action", choices=["show"])
+    add_policy_options(show, "strict")
+    show.add_argument("program", nargs="?", help="also show the program's own paths")
+    show.set_defaults(handler=run_policy_show)
+
+
+def run_policy_show(args: argparse.Namespace) -> int:
+    from ..sandbox.policy import PolicyError
+
+    try:
+        policy = build_policy(args, "strict")
+        if args.program:
+            policy = _with_program(policy, args.program)
+    except PolicyError as exc:
+        print(f"kvmdune policy: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(policy.describe(), indent=2))
+    return 0
+
+
+def _with_program(policy, program: str):
+    from ..linux.elf import ExecFormatError, load_elf
+    from ..linux.exec import resolve_command
+
+    path = resolve_command(program)
+    try:
+        interp = load_elf(path).interp
+    except ExecFormatError:
+        interp = None
+    return policy.for_program(os.path.realpath(path), os.path.realpath(interp) if interp else None)
+
+
+def run_sandbox(args: argparse.Namespace) -> int:
+    return execute(args, args.default_profile)
+
+
+def execute(args: argparse.Namespace, default_profile: str) -> int:
+    """Run ``args.command`` under the policy the options describe."""
+    from ..linux.elf import ExecFormatError, exit_status_for
+    from ..linux.runner import RunOptions, describe_exec_error, run_command
+    from ..linux.trace import open_tracer
+    from ..sandbox.guard import SandboxGate
+    from ..sandbox.policy import PolicyError
+
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        print("kvmdune: no program given (usage: ... -- PROGRAM [ARGS...])", file=sys.stderr)
+        return 2
+    try:
+        policy = build_policy(args, default_profile)
+        policy = _with_program(policy, command[0])
+    except PolicyError as exc:
+        print(f"kvmdune: bad policy: {exc}", file=sys.stderr)
+        return 2
+    except ExecFormatError as exc:
+        print(f"kvmdune: {describe_exec_error(exc)}", file=sys.stderr)
+        return exit_status_for(exc)
+    audit = None
+    if args.audit:
+        audit = open(args.audit, "a", buffering=1)
+    elif policy.audit_everything:
+        audit = os.fdopen(os.dup(2), "w", buffering=1)
+    gate = None
+    if not (policy.all_paths and not policy.deny_syscalls and audit is None
+            and default_profile == "open"):
+        gate = SandboxGate(policy, audit)
+    environment = {} if policy.clear_env else dict(os.environ)
+    environment.update(dict(policy.env))
+    user = args.user
+    if user is None and default_profile == "strict" and not args.keep_root and os.geteuid() == 0:
+        user = "nobody"
+    if args.keep_root:
+        user = None
+    limits = policy.limits
+    memory = {} if limits.memory is None else {
+        "memory_size": max(64 << 20, -(-limits.memory // (2 << 20)) * (2 << 20))}
+    options = RunOptions(tracer=open_tracer(args.trace) if args.trace else None, gate=gate,
+                         wall_seconds=limits.wall, cpu_seconds=limits.cpu,
+                         file_size=limits.file_size, max_fds=limits.fds,
+                         max_processes=limits.processes, user=user, **memory)
+    return run_command(command, env=environment, options=options)

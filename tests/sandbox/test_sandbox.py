@@ -1,0 +1,181 @@
+"""``kvmdune sandbox`` on real programs: what is allowed works, what is not is denied
+with a clear record, and nothing outside the allowed paths changes."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.kvm
+
+
+def sandbox(*args: str, cwd=None, timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kvmdune", "sandbox", *args],
+                          capture_output=True, timeout=timeout, cwd=cwd)
+
+
+def sh(script: str, *options: str, cwd=None) -> subprocess.CompletedProcess:
+    return sandbox(*options, "--", "busybox", "sh", "-c", script, cwd=cwd)
+
+
+@pytest.fixture
+def open_tmp():
+    """A temporary directory the unprivileged sandbox user can reach (pytest's own
+    base directory is private to root)."""
+    import pathlib
+    import shutil
+    import tempfile
+
+    path = pathlib.Path(tempfile.mkdtemp(prefix="kvmdune-sandbox-test-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def area(open_tmp):
+    """An allowed directory (world-writable: the sandbox runs as nobody) and a
+    secret beside it."""
+    tmp_path = open_tmp
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    allowed.chmod(0o777)
+    (allowed / "data.txt").write_text("allowed data\n")
+    (allowed / "data.txt").chmod(0o666)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("secret\n")
+    secret.chmod(0o644)
+    tmp_path.chmod(0o755)
+    return allowed, secret
+
+
+def test_strict_denies_reading_outside(area):
+    allowed, secret = area
+    result = sh(f"cat {secret}")
+    assert result.returncode != 0 and b"secret" not in result.stdout
+    assert b"Permission denied" in result.stderr
+
+
+def test_allowed_paths_work(area):
+    allowed, _ = area
+    result = sh(f"cat {allowed}/data.txt; echo new > {allowed}/out.txt; cat {allowed}/out.txt",
+                "--allow-write", str(allowed))
+    assert result.stdout == b"allowed data\nnew\n", result.stderr
+
+
+def test_read_only_path_cannot_be_written(area):
+    allowed, _ = area
+    result = sh(f"echo x > {allowed}/data.txt; rm {allowed}/data.txt; cat {allowed}/data.txt",
+                "--allow-read", str(allowed))
+    assert result.stdout == b"allowed data\n"
+    assert (allowed / "data.txt").read_text() == "allowed data\n"
+
+
+def test_symlink_to_outside_is_not_followed(area):
+    allowed, secret = area
+    os.symlink(secret, allowed / "link")
+    result = sh(f"cat {allowed}/link", "--allow-read", str(allowed))
+    assert b"secret" not in result.stdout and result.returncode != 0
+
+
+def test_dotdot_and_proc_root_do_not_escape(area):
+    allowed, secret = area
+    relative = os.path.relpath(secret, allowed)
+    script = (f"cd {allowed}; cat {relative}; cat /proc/self/root{secret}; "
+              f"cat /proc/self/cwd/{relative}")
+    result = sh(script, "--allow-read", str(allowed))
+    assert b"secret" not in result.stdout
+
+
+def test_audit_records_each_denial_with_its_rule(area, tmp_path):
+    _, secret = area
+    audit = tmp_path / "audit.jsonl"
+    sh(f"cat {secret}", "--audit", str(audit))
+    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    denied = [r for r in records if r["decision"] == "deny" and r["syscall"] == "openat"]
+    assert denied and denied[0]["args"]["pathname"] == str(secret)
+    assert "outside the read paths" in denied[0]["rule"]
+    assert {"time", "pid", "syscall", "args", "decision", "rule"} <= set(denied[0])
+
+
+def test_denied_syscall_and_kill_on_deny():
+    assert b"Linux" not in sh("uname -s", "--deny-syscall", "uname").stdout
+    result = sh("uname -s", "--deny-syscall", "uname", "--on-deny", "kill",
+                "--allow-read", "/etc")
+    assert result.returncode == 128 + 31 and b"uname denied by syscalls.deny" in result.stderr
+
+
+def _serve_and_close(server: socket.socket) -> None:
+    while True:
+        try:
+            connection, _ = server.accept()
+        except OSError:
+            return
+        connection.close()
+
+
+def test_no_network_by_default_and_loopback_only_when_asked():
+    import threading
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        port = server.getsockname()[1]
+        threading.Thread(target=_serve_and_close, args=(server,), daemon=True).start()
+        script = f"echo hi | nc -w 1 127.0.0.1 {port} && echo connected"
+        assert b"connected" not in sh(script).stdout
+        result = sh(script, "--net", "loopback")
+        assert b"connected" in result.stdout, result.stderr
+        assert b"connected" not in sh(f"echo hi | nc -w 1 192.0.2.1 {port} && echo connected",
+                                      "--net", "loopback").stdout
+
+
+def test_signals_stay_inside_the_sandbox():
+    result = sh("kill -9 -1; echo after-kill-all; kill -STOP 0; echo after-stop-group; "
+                "kill -9 $PPID; echo after-parent")
+    assert result.stdout == b"after-kill-all\nafter-stop-group\nafter-parent\n"
+
+
+def test_runs_as_nobody_when_started_as_root():
+    if os.geteuid() != 0:
+        pytest.skip("only a root start drops privileges")
+    assert sh("id -u").stdout == b"65534\n"
+    assert sh("id -u", "--keep-root").stdout == b"0\n"
+
+
+def test_wall_time_limit_kills_with_a_message():
+    result = sh("while :; do :; done", "--wall", "1")
+    assert result.returncode == 137 and b"wall-time limit" in result.stderr
+
+
+def test_memory_limit_kills_with_a_message(open_tmp):
+    tmp_path = open_tmp
+    source = tmp_path / "hog.c"
+    source.write_text("#include <stdlib.h>\n#include <string.h>\nint main(void){"
+                      "for(;;){char*p=malloc(1<<20); if(!p) return 3; memset(p,1,1<<20);} }\n")
+    subprocess.run(["gcc", "-static", "-o", str(tmp_path / "hog"), str(source)], check=True)
+    (tmp_path / "hog").chmod(0o755)
+    result = sandbox("--mem", "128M", "--", str(tmp_path / "hog"))
+    assert result.returncode in (3, 137), result.stderr
+    if result.returncode == 137:
+        assert b"memory limit" in result.stderr
+
+
+def test_policy_show_prints_the_effective_policy(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "kvmdune", "policy", "show", "--profile",
+                             "readonly", "--allow-write", str(tmp_path), "--net", "loopback"],
+                            capture_output=True, cwd=tmp_path)
+    shown = json.loads(result.stdout)
+    assert shown["profile"] == "readonly" and shown["network"] == "loopback"
+    assert str(tmp_path) in shown["paths"]["write"] and str(tmp_path) in shown["paths"]["read"]
+
+
+def test_bad_policy_exits_2(tmp_path):
+    (tmp_path / "p.toml").write_text("network = 'wifi'")
+    result = sandbox("--policy", str(tmp_path / "p.toml"), "--", "true")
+    assert result.returncode == 2 and b"wifi" in result.stderr

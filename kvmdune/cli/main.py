@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from .. import __version__
-from . import bench, info, run, sandbox, syscalls
+from . import bench, info, run, sandbox, selftest, syscalls
 
 DESCRIPTION = """\
 kvmdune: Dune (OSDI 2012) on the standard Linux KVM API.
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"kvmdune {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
-    for module in (run, sandbox, info, bench, syscalls):
+    for module in (run, sandbox, info, bench, syscalls, selftest):
         module.add_parser(subparsers)
     return parser
 

@@ -190,4 +190,43 @@ def execute(args: argparse.Namespace, default_profile: str) -> int:
                          wall_seconds=limits.wall, cpu_seconds=limits.cpu,
                          file_size=limits.file_size, max_fds=limits.fds,
                          max_processes=limits.processes, user=user, **memory)
-    return run_command(command, env=environment, options=options)
+    if default_profile == "open" and gate is None:
+        return run_command(command, env=environment, options=options)
+    return _contained_run(command, environment, options)
+
+
+def _contained_run(command, environment, options) -> int:
+    """Run in a process group of its own, and leave no process of it behind."""
+    import signal
+
+    from ..linux.runner import run_command
+
+    try:
+        os.setpgid(0, 0)
+    except OSError:
+        pass    # already a group leader (a session leader cannot move)
+    group = os.getpgrp()
+    status = run_command(command, env=environment, options=options)
+    for _ in range(100):     # a fork bomb may still be forking: until none is left
+        left = _others_in_group(group)
+        if not left:
+            break
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+    return status
+
+
+def _others_in_group(group: int) -> list[int]:
+    """The processes other than this one in ``group``."""
+    me, found = os.getpid(), []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != me:
+            try:
+                if os.getpgid(int(entry)) == group:
+                    found.append(int(entry))
+            except OSError:
+                continue
+    return found

@@ -144,6 +144,15 @@ class Process(Handler):
             os.close(read_end)
         return pid
 
+    def _gate_verdict(self, spec, event):
+        """The policy's verdict; a policy that fails to decide refuses (fail closed)."""
+        try:
+            return self.gate.check(self, spec, event)
+        except Exception as exc:
+            self.log(f"kvmdune: policy check of {spec.name if spec else event.number} "
+                     f"failed ({exc!r}): refused")
+            return -Errno.EACCES
+
     # -- helpers for handlers -------------------------------------------------------------
     def adopt_fd(self, host_fd: int) -> int:
         """A host descriptor a forwarded call returned, now the guest's."""
@@ -222,7 +231,7 @@ class Process(Handler):
         spec = SYSCALLS.get(event.number)
         started = time.perf_counter() if self.tracer else 0.0
         entry = self.tracer.entry(self, event, spec) if self.tracer else None
-        verdict = self.gate.check(self, spec, event) if self.gate is not None else None
+        verdict = self._gate_verdict(spec, event) if self.gate is not None else None
         if verdict is not None:
             result = verdict
         elif handler is None:
@@ -238,6 +247,8 @@ class Process(Handler):
             except NotForwardable as exc:
                 self.log(f"kvmdune: {exc}: not supported, ENOSYS")
                 result = -Errno.ENOSYS
+            except OSError as exc:     # a host call made by a handler failed
+                result = -(exc.errno or Errno.EIO)
         while self._transient:
             os.close(self._transient.pop())
         if self.tracer is not None:

@@ -9,6 +9,7 @@ import signal as host_signal
 from dataclasses import dataclass
 from typing import Callable
 
+from ..kvm import KvmError
 from ..machine import Machine, MachineError, StopReason
 from ..memory.guest_memory import DEFAULT_GUEST_MEMORY
 from . import signals as sig
@@ -92,9 +93,12 @@ def apply_limits(options: RunOptions) -> None:
 
 def drop_privileges(user: str) -> None:
     """Become ``user`` (KVM is open already): forwarded calls then never act with
-    root's rights."""
+    root's rights. What is imported lazily is imported first: the new user may not
+    be able to read this Python installation."""
     import pwd
 
+    from ..machine.disasm import _decoder
+    _decoder()
     entry = pwd.getpwnam(user)
     os.setgroups([])
     os.setgid(entry.pw_gid)
@@ -117,6 +121,10 @@ def run_process(process: Process, wall_seconds: float | None = None) -> ExitStat
         except MachineError as exc:
             process.log(f"kvmdune: internal error: {exc}")
             return ExitStatus(signal=sig.Signal.SIGSEGV)
+        except KvmError as exc:
+            # KVM itself refused to go on (e.g. EAGAIN at a process limit it counts).
+            process.log(f"kvmdune: {process.exe}: the virtual CPU cannot run: {exc}")
+            return ExitStatus(signal=sig.Signal.SIGKILL)
         if isinstance(stop.value, ExitStatus):
             return stop.value
         if stop.reason is StopReason.BUDGET:
@@ -134,7 +142,8 @@ def end_forked_child(status: ExitStatus) -> None:
         os._exit(status.code)
     signo = status.signal or sig.Signal.SIGKILL
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    host_signal.signal(signo, host_signal.SIG_DFL)
+    if signo not in (sig.Signal.SIGKILL, sig.Signal.SIGSTOP):   # these cannot be caught
+        host_signal.signal(signo, host_signal.SIG_DFL)
     host_signal.pthread_sigmask(host_signal.SIG_UNBLOCK, {signo})
     os.kill(os.getpid(), signo)
     os._exit(128 + signo)

@@ -288,10 +288,15 @@ class SandboxGate(Gate):
 
     def _allowed(self, path: str, access: str, follow: bool) -> Verdict:
         normal = os.path.normpath(path)
-        if follow:
-            real = os.path.realpath(normal)
-        else:
-            real = os.path.join(os.path.realpath(os.path.dirname(normal)), os.path.basename(normal))
+        try:
+            if follow:
+                real = os.path.realpath(normal)
+            else:
+                real = os.path.join(os.path.realpath(os.path.dirname(normal)),
+                                    os.path.basename(normal))
+        except OSError:
+            # The path changed while it was resolved (a symlink being swapped): refuse.
+            return Verdict(False, f"{normal} changed while it was checked", Errno.EACCES)
         roots = {"read": self.read_roots, "write": self.write_roots,
                  "exec": self.exec_roots}[access]
         root = _under(real, roots)

@@ -34,6 +34,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "`kvmdune run`, and under `strace -f -o /dev/null`, in the same run.")
     _add_sampling(programs)
     programs.set_defaults(handler=run_programs)
+    confinement = suites.add_parser(
+        "sandbox", help="a checked system call under each way of confining a program",
+        description="Per-call cost of an allowed getppid, an allowed 1-byte read of "
+                    "/dev/zero and a denied open: natively, under a seccomp-bpf filter, "
+                    "under `strace -f -o /dev/null` (ptrace) and under `kvmdune sandbox`.")
+    _add_sampling(confinement)
+    confinement.set_defaults(handler=run_confinement)
 
 
 def _add_sampling(parser: argparse.ArgumentParser) -> None:
@@ -61,5 +68,15 @@ def run_programs(args: argparse.Namespace) -> int:
 
     rows = run_bench(samples=args.samples, quick=args.quick,
                      progress=lambda text: print(f"... {text}", file=sys.stderr, flush=True))
+    print(format_table(rows))
+    return 0
+
+
+def run_confinement(args: argparse.Namespace) -> int:
+    from ..bench.sandbox import format_table, run_sandbox_bench
+
+    rows = run_sandbox_bench(samples=args.samples, quick=args.quick,
+                             progress=lambda text: print(f"... {text}", file=sys.stderr,
+                                                         flush=True))
     print(format_table(rows))
     return 0

@@ -18,6 +18,9 @@ from .guest_memory import GuestMemory
 from .pagetable import (ENTRIES_PER_TABLE, PTE, USER_SPACE_END, PageTables, Perm,
                         Translation, coalesce, is_canonical)
 
+_A = int(PTE.ACCESSED)
+_AD = int(PTE.ACCESSED | PTE.DIRTY)
+
 #: Largest single checked access; Linux caps one read/write at MAX_RW_COUNT (~2 GiB).
 MAX_CHECKED_ACCESS = 0x7FFF_F000
 KERNEL_HALF_FIRST_ENTRY = ENTRIES_PER_TABLE // 2
@@ -61,6 +64,9 @@ class AddressSpace:
         self._pending: list[tuple[int, int]] = []
         self._batch_depth = 0
         self.closed = False
+        # A software TLB for checked accesses: page -> translation. Any change to the
+        # tables empties it (the VMM changes its own tables only through this class).
+        self._tlb: dict[int, Translation] = {}
 
     @property
     def cr3(self) -> int:
@@ -100,19 +106,24 @@ class AddressSpace:
             huge: bool = False) -> None:
         """Map a range (fresh zeroed frames unless ``paddr`` is given). Adding access
         needs no invalidation: KVM walks the tables again on a missing entry."""
+        self._tlb.clear()
         self.tables.map(vaddr, size, perm, paddr, huge)
 
     def unmap(self, vaddr: int, size: int) -> None:
         """Unmap a range, freeing the frames it owned."""
+        self._tlb.clear()
         self._restricted(self.tables.unmap(vaddr, size))
 
     def protect(self, vaddr: int, size: int, perm: Perm) -> None:
         """Change the permission of every mapped page in the range."""
+        self._tlb.clear()
         self._restricted(self.tables.protect(vaddr, size, perm))
 
     def collect(self, vaddr: int, size: int, bits: PTE, clear: bool = False) -> list[int]:
         """Pages of the range whose entry has ``bits`` (ACCESSED, DIRTY) set; with
         ``clear``, clear them so that the next access sets them again."""
+        if clear:
+            self._tlb.clear()      # the A/D bits it cleared must be set again on access
         pages, restricted = self.tables.collect_bits(vaddr, size, bits, clear)
         self._restricted(restricted)
         return pages
@@ -139,23 +150,34 @@ class AddressSpace:
                            and (vaddr < USER_SPACE_END) == (end - 1 < USER_SPACE_END)):
             raise GuestFault(vaddr, "range is not canonical")
         pieces: list[tuple[int, int]] = []
-        touched: list[int] = []
+        touched: list[Translation] = []
         cursor = vaddr
+        tlb = self._tlb
         while cursor < end:
-            found = self.tables.walk(cursor)
+            page = cursor & ~(PAGE_SIZE - 1)
+            found = tlb.get(page)
+            if found is None:
+                found = self.tables.walk(page)
+                if found is not None and found.page_size == PAGE_SIZE:
+                    tlb[page] = found
             _check_access(cursor, found, access)
             assert found is not None
-            size = min(found.page_size - (cursor & (found.page_size - 1)), end - cursor)
-            if pieces and pieces[-1][0] + pieces[-1][1] == found.paddr:
+            offset = cursor & (found.page_size - 1)
+            paddr = (found.paddr & ~(found.page_size - 1)) + offset
+            size = min(found.page_size - offset, end - cursor)
+            if pieces and pieces[-1][0] + pieces[-1][1] == paddr:
                 pieces[-1] = (pieces[-1][0], pieces[-1][1] + size)
             else:
-                pieces.append((found.paddr, size))
-            touched.append(cursor)
+                pieces.append((paddr, size))
+            touched.append(found)
             cursor += size
         if access.track:
-            bits = PTE.ACCESSED | PTE.DIRTY if access.write else PTE.ACCESSED
-            for page in touched:
-                self.tables.set_bits(page, bits)
+            bits = _AD if access.write else _A
+            words = self.memory.words
+            for found in touched:   # set A (and D) in the leaf entry, as the CPU would
+                index = found.entry_paddr // 8
+                if words[index] & bits != bits:
+                    words[index] |= bits
         return pieces
 
     def read(self, vaddr: int, length: int, access: Access = READ) -> bytes:

@@ -71,6 +71,20 @@ class Verdict:
     errno: int = 0
 
 
+def _calls_with_paths() -> frozenset[int]:
+    """The numbers of the calls that take a path (the only ones path rules concern)."""
+    from ..linux.syscall_table import SYSCALLS, ArgKind, Dep
+
+    def kinds(slot):
+        if isinstance(slot, Dep):
+            return {c.kind for _, c in slot.cases if c is not None} | (
+                {slot.default.kind} if slot.default is not None else set())
+        return {slot.kind}
+
+    return frozenset(spec.number for spec in SYSCALLS.values()
+                     if any(ArgKind.PATH in kinds(slot) for slot in spec.args))
+
+
 def _under(path: str, roots: tuple[str, ...]) -> str | None:
     """The root ``path`` lies beneath, if any."""
     for root in roots:
@@ -88,6 +102,7 @@ class SandboxGate(Gate):
         self.exec_roots = tuple(policy.execute)
         self.group = os.getpgrp()
         self._opening: str | None = None     # the access the current open was allowed for
+        self._with_paths = _calls_with_paths()
 
     # -- the gate ------------------------------------------------------------------------
     def check(self, proc, spec, event):
@@ -139,7 +154,7 @@ class SandboxGate(Gate):
             return self._socket(args[0])
         if name in SOCKET_CALLS:
             return self._address(proc, name, args)
-        if not policy.all_paths:
+        if not policy.all_paths and spec.number in self._with_paths:
             return self._paths(proc, spec, args)
         return Verdict(True, "allowed")
 

@@ -78,6 +78,7 @@ class Process(Handler):
         self.clear_child_tid = 0
         self._transient: list[int] = []
         self._scratch_dirs: list[str] = []
+        self.pinned_paths: dict[bytes, bytes] = {}
         self._handlers = {number: HANDLERS.get(spec.name) or _forwarder_for(spec)
                           for number, spec in SYSCALLS.items()}
 
@@ -167,8 +168,16 @@ class Process(Handler):
         return self.fds.install(host_fd, cloexec=host_fd_cloexec(host_fd))
 
     def host_path(self, path: bytes) -> bytes:
-        """The host path for a guest path (/proc/self names the guest)."""
-        return procfs.rewrite(self, path)
+        """The host path for a guest path (/proc/self names the guest; a policy may
+        have pinned it to what it checked)."""
+        pinned = self.pinned_paths.get(path)
+        return pinned if pinned is not None else procfs.rewrite(self, path)
+
+    def pin_path(self, path: bytes, replacement: bytes, holder_fd: int) -> None:
+        """For the current call, serve ``path`` as ``replacement`` (a path through
+        ``holder_fd``, which is closed when the call ends)."""
+        self.pinned_paths[path] = replacement
+        self._transient.append(holder_fd)
 
     def transient_file(self, content: bytes) -> bytes:
         """A path to a file holding ``content``, valid for the current system call."""
@@ -251,6 +260,7 @@ class Process(Handler):
                 result = -(exc.errno or Errno.EIO)
         while self._transient:
             os.close(self._transient.pop())
+        self.pinned_paths.clear()
         if self.tracer is not None:
             self.tracer.exit(self, event, spec, result, time.perf_counter() - started, entry)
         if isinstance(result, Stop):

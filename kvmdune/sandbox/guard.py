@@ -30,6 +30,7 @@ O_ACCMODE, O_WRONLY, O_RDWR = 3, 1, 2
 O_CREAT, O_TRUNC, O_APPEND, O_TMPFILE = 0o100, 0o1000, 0o2000, 0o20200000
 AT_FDCWD = -100
 AT_EMPTY_PATH = 0x1000
+AT_SYMLINK_NOFOLLOW = 0x100
 SIGSYS = 31
 
 #: Calls that only read what a path names (or its metadata).
@@ -229,10 +230,13 @@ class SandboxGate(Gate):
                 raw = proc.space.read_cstring(args[index], 4096)
             except GuestFault:
                 return Verdict(True, "unreadable path: EFAULT follows")
+            original = raw
             if raw == b"" and dirfd is not None:
                 continue   # AT_EMPTY_PATH: the descriptor itself, already the guest's
             try:
                 rewritten = proc.host_path(raw)
+                if rewritten == raw:
+                    rewritten = original
             except Fault as exc:
                 return Verdict(False, f"{raw.decode(errors='replace')}: the process's own "
                                "/proc refuses it", exc.errno)
@@ -245,12 +249,62 @@ class SandboxGate(Gate):
             path = self._absolute(proc, raw, dirfd)
             if path is None:
                 return Verdict(False, "a path relative to an unknown descriptor", Errno.EBADF)
-            verdict = self._allowed(path, access, follow=name not in NOFOLLOW_CALLS)
+            follow = name not in NOFOLLOW_CALLS and not self._nofollow_flag(resolved, args)
+            verdict = self._allowed(path, access, follow=follow)
             if not verdict.allowed:
                 return verdict
+            if rewritten == original:
+                verdict = self._pin(proc, original, path, access, follow)
+                if not verdict.allowed:
+                    return verdict
         if name in OPEN_CALLS and verdict.allowed:
             self._opening = access
         return verdict
+
+    def _pin(self, proc, original: bytes, path: str, access: str, follow: bool) -> Verdict:
+        """Hold what was checked so that the host call reaches exactly it: the file
+        itself (an O_PATH descriptor) when the call follows the last component and it
+        exists, else its parent directory; the call then goes through
+        /proc/self/fd/N, and no symlink swapped afterwards can redirect it."""
+        normal = os.path.normpath(path)
+        parent, base = os.path.split(normal)
+        if not base:
+            return Verdict(True, "the root directory itself")
+        holder, replacement = -1, b""
+        try:
+            if follow:
+                try:
+                    holder = os.open(normal, os.O_PATH | os.O_CLOEXEC)
+                    replacement = f"/proc/self/fd/{holder}".encode()
+                except FileNotFoundError:
+                    holder = -1
+            if holder < 0:
+                holder = os.open(parent or "/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                replacement = f"/proc/self/fd/{holder}/".encode() + base.encode(
+                    "utf-8", "surrogateescape")
+        except OSError as exc:
+            # Never let the call go unpinned: the guest gets the answer the host gave
+            # for the path at this moment (ENOENT, ENOTDIR, ...).
+            return Verdict(False, f"{normal}: {exc.strerror}", exc.errno or Errno.EACCES)
+        held = os.readlink(f"/proc/self/fd/{holder}")
+        target = held if replacement.endswith(f"/fd/{holder}".encode()) else \
+            os.path.join(held, base)
+        roots = {"read": self.read_roots, "write": self.write_roots,
+                 "exec": self.exec_roots}[access]
+        if _under(target, roots) is None:
+            os.close(holder)
+            return Verdict(False, f"{target} is outside the {access} paths (it changed while "
+                           "it was checked)", Errno.EACCES)
+        proc.pin_path(original, replacement, holder)
+        return Verdict(True, f"paths.{access} {target}")
+
+    @staticmethod
+    def _nofollow_flag(resolved, args) -> bool:
+        """Whether the call's flags say not to follow a final symlink."""
+        for arg, value in zip(resolved, args):
+            if arg is not None and arg.name == "flags" and value & AT_SYMLINK_NOFOLLOW:
+                return True
+        return False
 
     @staticmethod
     def _guest_target(rewritten: bytes) -> str | None:

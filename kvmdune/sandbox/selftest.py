@@ -94,6 +94,8 @@ def cases(area: Path, allowed: Path, secret: Path) -> list[Case]:
              "EACCES"),
         Case("openat-dotdot", (str(allowed), dotdot), writable, "EACCES"),
         Case("symlink-swap", (str(allowed), str(secret)), writable, "never the secret"),
+        Case("unlink-swap", (str(allowed), str(area / "outside")), writable,
+             "the outside victim untouched"),
         Case("hardlink", (str(allowed), str(secret)), writable, "EACCES"),
         Case("rename-out", (str(allowed), str(area)), writable, "EACCES"),
         Case("fork-bomb", options=("--max-procs", "40"), expected="EAGAIN at the limit"),
@@ -160,6 +162,11 @@ def prepare_area() -> tuple[Path, Path, Path]:
     secret.write_text("secret\n")
     secret.chmod(0o644)
     os.symlink(secret, allowed / "outside-link")
+    outside = area / "outside"       # writable by anyone: only the policy protects it
+    outside.mkdir()
+    outside.chmod(0o777)
+    (outside / "victim").write_text("victim\n")
+    (outside / "victim").chmod(0o666)
     return area, allowed, secret
 
 

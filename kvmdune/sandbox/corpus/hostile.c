@@ -144,6 +144,28 @@ static int symlink_swap(const char *allowed, const char *secret) {
                   : contained("no open through the swapped symlink reached the secret");
 }
 
+/* unlink() through a parent directory swapped between a real directory and a symlink
+ * to the outside directory holding the victim. */
+static int unlink_swap(const char *allowed, const char *outside) {
+    char swap[4096], real[4096], victim[4096];
+    snprintf(swap, sizeof swap, "%s/swapdir", allowed);
+    snprintf(real, sizeof real, "%s/realdir", allowed);
+    snprintf(victim, sizeof victim, "%s/swapdir/victim", allowed);
+    mkdir(real, 0777);
+    pid_t child = fork();
+    if (child == 0) {
+        for (int i = 0; i < 4000; i++) {
+            unlink(swap); symlink(real, swap);
+            unlink(swap); symlink(outside, swap);
+        }
+        _exit(0);
+    }
+    for (int i = 0; i < 2000; i++) unlink(victim);
+    kill(child, SIGKILL);
+    waitpid(child, NULL, 0);
+    return contained("unlink attempts through a swapped directory (the harness checks the victim)");
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IONBF, 0);
     if (argc < 2) { fprintf(stderr, "usage: hostile CASE [ARGS]\n"); return 2; }
@@ -174,6 +196,7 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "seccomp")) return syscall(SYS_seccomp, SECCOMP_SET_MODE_STRICT, 0, NULL) == 0 ? escaped("seccomp applied to the VMM") : contained("seccomp refused");
     if (!strcmp(c, "path")) return path_escape(argv[2], argv[3]);
     if (!strcmp(c, "symlink-swap")) return symlink_swap(argv[2], argv[3]);
+    if (!strcmp(c, "unlink-swap")) return unlink_swap(argv[2], argv[3]);
     if (!strcmp(c, "hardlink")) { char to[4096]; snprintf(to, sizeof to, "%s/hard", argv[2]); return link(argv[3], to) == 0 ? escaped("hard-linked the secret in") : contained("link refused"); }
     if (!strcmp(c, "rename-out")) { char from[4096], to[4096]; snprintf(from, sizeof from, "%s/data.txt", argv[2]); snprintf(to, sizeof to, "%s/moved-out", argv[3]); return rename(from, to) == 0 ? escaped("renamed a file out") : contained("rename out refused"); }
     if (!strcmp(c, "openat-dotdot")) { int dir = open(argv[2], O_RDONLY | O_DIRECTORY); int fd = openat(dir, argv[3], O_RDONLY); return fd >= 0 ? escaped("openat from an allowed directory with ..") : contained("openat with .. refused"); }

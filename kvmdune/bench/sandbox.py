@@ -1,6 +1,7 @@
-"""``kvmdune bench sandbox``: what a checked system call costs under each way of
-confining a program — natively (no confinement), ptrace (`strace -f -o /dev/null`),
-a seccomp-bpf filter, and ``kvmdune sandbox`` — measured in the same run."""
+"""``kvmdune bench sandbox``: what a checked system call, and whole busybox
+workloads, cost under each way of confining a program — natively (no confinement),
+a seccomp-bpf filter, seccomp user notification (a supervisor process deciding),
+ptrace (`strace -f -o /dev/null`), and ``kvmdune sandbox`` — in the same run."""
 
 from __future__ import annotations
 
@@ -57,11 +58,12 @@ def run_sandbox_bench(samples: int = 3, quick: bool = False,
         for case, label in CASES.items():
             progress(label)
             ways = {
-                "native": [str(binary), case, str(native_n), "-", denied],
-                "seccomp-bpf": [str(binary), case, str(native_n), "--seccomp", denied],
+                "native": [str(binary), case, str(native_n), "none", denied],
+                "seccomp-bpf": [str(binary), case, str(native_n), "seccomp", denied],
+                "seccomp-notify": [str(binary), case, str(slow_n * 10), "notify", denied],
                 "strace -f": ([strace, "-f", "-o", "/dev/null", str(binary), case, str(slow_n),
-                               "-", denied] if strace else None),
-                "kvmdune sandbox": dune + [str(binary), case, str(slow_n), "-", denied],
+                               "none", denied] if strace else None),
+                "kvmdune sandbox": dune + [str(binary), case, str(slow_n), "none", denied],
             }
             costs = {}
             for way, argv in ways.items():
@@ -73,9 +75,56 @@ def run_sandbox_bench(samples: int = 3, quick: bool = False,
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def format_table(rows: list[CostRow]) -> str:
+def _time(argv: list[str]) -> float | None:
+    import time
+
+    started = time.perf_counter()
+    result = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            timeout=1200)
+    return time.perf_counter() - started if result.returncode == 0 else None
+
+
+def run_workload_bench(samples: int = 3, quick: bool = False,
+                       progress: Callable[[str], None] = lambda text: None) -> list[CostRow]:
+    """The busybox workloads of ``kvmdune bench run`` (smaller), under each way."""
+    from .run import prepare
+
+    directory = Path(tempfile.mkdtemp(prefix="kvmdune-bench-sandbox-", dir="/tmp"))
+    directory.chmod(0o755)
+    try:
+        binary = build(directory)
+        data = directory / "data"
+        data.mkdir()
+        workloads = prepare(str(data), quick=True, progress=progress)[1:]
+        subprocess.run(["chmod", "-R", "a+rX", str(directory)], check=True)
+        strace = shutil.which("strace")
+        rows = []
+        for workload in workloads:
+            progress(workload.name)
+            argv = workload.argv
+            ways = {
+                "native": argv,
+                "seccomp-bpf": [str(binary), "exec", "seccomp-allow", *argv],
+                "seccomp-notify": [str(binary), "exec", "notify", *argv],
+                "strace -f": [strace, "-f", "-o", "/dev/null", *argv] if strace else None,
+                "kvmdune sandbox": [sys.executable, "-m", "kvmdune", "sandbox", "--allow-read",
+                                    str(data), "--allow-exec", "/bin", "--allow-exec",
+                                    "/usr/bin", "--", *argv],
+            }
+            costs = {}
+            for way, command in ways.items():
+                values = [v for v in (_time(command) for _ in range(samples)) if command and v]
+                costs[way] = statistics.median(values) * 1e9 if values else None
+            rows.append(CostRow(workload.name, costs))
+        return rows
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def format_table(rows: list[CostRow], unit: str = "us") -> str:
     ways = list(rows[0].costs_ns) if rows else []
-    header = f"{'per call':<34}" + "".join(f"{way:>17}" for way in ways)
+    header = f"{'per call' if unit == 'us' else 'workload':<34}" + "".join(
+        f"{way:>17}" for way in ways)
     lines = [header, "-" * len(header)]
     for row in rows:
         native = row.costs_ns.get("native") or 0
@@ -85,11 +134,13 @@ def format_table(rows: list[CostRow]) -> str:
             if value is None:
                 cells.append(f"{'n/a':>17}")
             elif way == "native":
-                cells.append(f"{value / 1000:>15.2f}us")
+                cells.append(f"{_scaled(value, unit):>15.2f}{unit}")
             else:
-                ratio = f"({value / native:.0f}x)" if native else ""
-                cells.append(f"{value / 1000:>9.2f}us{ratio:>8}")
+                ratio = f"({value / native:.1f}x)" if native else ""
+                cells.append(f"{_scaled(value, unit):>9.2f}{unit}{ratio:>8}")
         lines.append(f"{row.case:<34}" + "".join(cells))
-    lines.append("(ratios against the native call; the denied open is an allowed open natively "
-                 "and under strace)")
     return "\n".join(lines)
+
+
+def _scaled(nanoseconds: float, unit: str) -> float:
+    return nanoseconds / (1e3 if unit == "us" else 1e9)

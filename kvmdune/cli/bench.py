@@ -37,8 +37,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     confinement = suites.add_parser(
         "sandbox", help="a checked system call under each way of confining a program",
         description="Per-call cost of an allowed getppid, an allowed 1-byte read of "
-                    "/dev/zero and a denied open: natively, under a seccomp-bpf filter, "
-                    "under `strace -f -o /dev/null` (ptrace) and under `kvmdune sandbox`.")
+                    "/dev/zero and a denied open, and the busybox workloads of `bench run` "
+                    "(smaller): natively, under a seccomp-bpf filter, under seccomp user "
+                    "notification, under `strace -f -o /dev/null` (ptrace) and under "
+                    "`kvmdune sandbox`.")
     _add_sampling(confinement)
     confinement.set_defaults(handler=run_confinement)
 
@@ -73,10 +75,14 @@ def run_programs(args: argparse.Namespace) -> int:
 
 
 def run_confinement(args: argparse.Namespace) -> int:
-    from ..bench.sandbox import format_table, run_sandbox_bench
+    from ..bench.sandbox import format_table, run_sandbox_bench, run_workload_bench
 
-    rows = run_sandbox_bench(samples=args.samples, quick=args.quick,
-                             progress=lambda text: print(f"... {text}", file=sys.stderr,
-                                                         flush=True))
-    print(format_table(rows))
+    def progress(text: str) -> None:
+        print(f"... {text}", file=sys.stderr, flush=True)
+
+    calls = run_sandbox_bench(samples=args.samples, quick=args.quick, progress=progress)
+    workloads = run_workload_bench(samples=args.samples, quick=args.quick, progress=progress)
+    print(format_table(calls))
+    print("(ratios against native; natively and under strace the denied open is allowed)\n")
+    print(format_table(workloads, unit="s"))
     return 0

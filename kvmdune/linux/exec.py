@@ -72,4 +72,5 @@ def exec_program(machine: Machine, path: str, argv: list[bytes], envp: list[byte
     except BaseException:
         space.close()
         raise
-    return space, mm, loaded, os.path.abspath(exe)
+    # realpath: a path pinned by the sandbox (/proc/self/fd/N) names the real file.
+    return space, mm, loaded, os.path.realpath(exe)

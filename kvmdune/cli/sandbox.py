@@ -24,7 +24,7 @@ profiles:
   trace     open, with every system call audited (--audit FILE, or stderr)
 
 exit statuses: the program's own; 128+N after signal N (137: a wall-time or memory
-limit, 152: the CPU limit, 153: the file-size limit, 159: a call denied with
+limit, 152: a CPU limit, 153: the file-size limit, 159: a call denied with
 --on-deny kill); 126/127 when the program cannot be started; 2 for a bad policy.
 """
 
@@ -47,6 +47,8 @@ def add_policy_options(parser: argparse.ArgumentParser, default_profile: str) ->
     limits = parser.add_argument_group("limits")
     limits.add_argument("--mem", metavar="SIZE", help="guest memory, e.g. 512M")
     limits.add_argument("--cpu", type=float, metavar="SECONDS", help="CPU time per process")
+    limits.add_argument("--cpu-total", type=float, metavar="SECONDS",
+                        help="CPU time of all the sandbox's processes together")
     limits.add_argument("--wall", type=float, metavar="SECONDS", help="wall time of the run")
     limits.add_argument("--max-procs", type=int, metavar="N", help="processes (per user)")
     limits.add_argument("--max-fsize", metavar="SIZE", help="largest file written")
@@ -77,7 +79,8 @@ def build_policy(args: argparse.Namespace, default_profile: str):
             raise PolicyError(f"--env {item!r}: expected KEY=VALUE")
         env[key] = value
     limits = {key: value for key, value in (
-        ("memory", args.mem), ("cpu", args.cpu), ("wall", args.wall),
+        ("memory", args.mem), ("cpu", args.cpu), ("cpu-total", args.cpu_total),
+        ("wall", args.wall),
         ("max-procs", args.max_procs), ("max-fsize", args.max_fsize),
         ("max-fds", args.max_fds)) if value is not None}
     return merge(policy, read=args.allow_read, write=args.allow_write,
@@ -192,10 +195,10 @@ def execute(args: argparse.Namespace, default_profile: str) -> int:
                          max_processes=limits.processes, user=user, **memory)
     if default_profile == "open" and gate is None:
         return run_command(command, env=environment, options=options)
-    return _contained_run(command, environment, options)
+    return _contained_run(command, environment, options, limits.cpu_total)
 
 
-def _contained_run(command, environment, options) -> int:
+def _contained_run(command, environment, options, cpu_total: float | None = None) -> int:
     """Run in a process group of its own, and leave no process of it behind."""
     import signal
 
@@ -206,6 +209,8 @@ def _contained_run(command, environment, options) -> int:
     except OSError:
         pass    # already a group leader (a session leader cannot move)
     group = os.getpgrp()
+    if cpu_total is not None:
+        _watch_total_cpu(group, cpu_total)
     status = run_command(command, env=environment, options=options)
     for _ in range(100):     # a fork bomb may still be forking: until none is left
         left = _others_in_group(group)
@@ -217,6 +222,54 @@ def _contained_run(command, environment, options) -> int:
             except OSError:
                 pass
     return status
+
+
+CPU_POLL_SECONDS = 0.1
+
+
+def _group_cpu_seconds(group: int) -> float:
+    """CPU time used so far by the group's live processes and the children they reaped."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group:      # pgrp
+            total += sum(int(v) for v in fields[11:15])   # utime stime cutime cstime
+    return total / ticks
+
+
+def _watch_total_cpu(group: int, limit: float) -> None:
+    """A watcher thread (all signals blocked in it) that ends the whole sandbox when
+    its processes together have used ``limit`` seconds of CPU."""
+    import signal
+    import threading
+    import time
+
+    def watch() -> None:
+        while True:
+            time.sleep(CPU_POLL_SECONDS)
+            if _group_cpu_seconds(group) >= limit:
+                os.write(2, f"kvmdune: total CPU limit of {limit:g} s reached: the sandbox "
+                            "was killed (status 152)\n".encode())
+                for pid in _others_in_group(group):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+                os.kill(os.getpid(), signal.SIGXCPU)   # the guest here dies of it
+                return
+
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    try:
+        threading.Thread(target=watch, daemon=True).start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _others_in_group(group: int) -> list[int]:

@@ -47,6 +47,7 @@ class PolicyError(ValueError):
 class Limits:
     memory: int | None = None      # bytes of guest memory
     cpu: float | None = None       # seconds of CPU time per process
+    cpu_total: float | None = None # seconds of CPU time of all its processes together
     wall: float | None = None      # seconds of wall time for the whole run
     processes: int | None = None   # processes alive at once (the first included)
     file_size: int | None = None   # bytes one file may grow to
@@ -121,8 +122,8 @@ def profile_defaults(profile: Profile, cwd: str | None = None) -> Policy:
     return policy
 
 
-_LIMIT_KEYS = {"memory": "memory", "cpu": "cpu", "wall": "wall", "max-procs": "processes",
-               "max-fsize": "file_size", "max-fds": "fds"}
+_LIMIT_KEYS = {"memory": "memory", "cpu": "cpu", "cpu-total": "cpu_total", "wall": "wall",
+               "max-procs": "processes", "max-fsize": "file_size", "max-fds": "fds"}
 
 
 def parse_size(value: Any, what: str) -> int:
@@ -165,7 +166,7 @@ def merge(policy: Policy, *, read=(), write=(), execute=(), net: str | None = No
         attribute = _LIMIT_KEYS[key]
         if attribute in ("memory", "file_size"):
             value = parse_size(value, key)
-        elif attribute in ("cpu", "wall"):
+        elif attribute in ("cpu", "cpu_total", "wall"):
             value = parse_seconds(value, key)
         elif not isinstance(value, int) or value <= 0:
             raise PolicyError(f"{key}: not a positive integer: {value!r}")

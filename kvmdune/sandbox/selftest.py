@@ -90,6 +90,7 @@ def cases(area: Path, allowed: Path, secret: Path) -> list[Case]:
         Case("path", (f"{allowed}/outside-link", "symlink to outside"), writable, "EACCES"),
         Case("path", (f"/proc/self/root{secret}", "/proc/self/root"), writable, "EACCES"),
         Case("path", ("/proc/self/mem", "/proc/self/mem"), writable, "EACCES"),
+        Case("vmm-descriptor-paths", expected="ENOENT"),
         Case("path", (f"/proc/{os.getpid()}/mem", "/proc/PID of another process"), writable,
              "EACCES"),
         Case("openat-dotdot", (str(allowed), dotdot), writable, "EACCES"),

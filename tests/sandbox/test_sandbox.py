@@ -179,3 +179,10 @@ def test_bad_policy_exits_2(tmp_path):
     (tmp_path / "p.toml").write_text("network = 'wifi'")
     result = sandbox("--policy", str(tmp_path / "p.toml"), "--", "true")
     assert result.returncode == 2 and b"wifi" in result.stderr
+
+
+def test_total_cpu_limit_covers_all_processes():
+    result = sh("while :; do :; done & while :; do :; done", "--cpu-total", "2")
+    assert result.returncode == 152 and b"total CPU limit" in result.stderr
+    left = subprocess.run(["pgrep", "-f", "while :; do :; done"], capture_output=True)
+    assert left.stdout == b""

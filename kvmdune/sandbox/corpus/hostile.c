@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -77,6 +78,14 @@ static int vmm_pointers(int argc, char **argv) {
         if (stat((const char *)address, &st) == 0) return escaped("stat() read a VMM path");
         if (syscall(SYS_getdents64, zero, (void *)address, 64) >= 0)
             return escaped("getdents64() wrote VMM memory");
+        int pair[2];
+        if (socketpair(AF_UNIX, SOCK_DGRAM, 0, pair) == 0) {
+            send(pair[0], "x", 1, 0);
+            struct iovec riov = {(void *)address, 64};
+            struct msghdr msg = {.msg_iov = &riov, .msg_iovlen = 1};
+            if (recvmsg(pair[1], &msg, MSG_DONTWAIT) >= 0) return escaped("recvmsg() wrote VMM memory");
+            close(pair[0]); close(pair[1]);
+        }
     }
     return contained("every VMM address gave EFAULT");
 }
@@ -197,6 +206,14 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "path")) return path_escape(argv[2], argv[3]);
     if (!strcmp(c, "symlink-swap")) return symlink_swap(argv[2], argv[3]);
     if (!strcmp(c, "unlink-swap")) return unlink_swap(argv[2], argv[3]);
+    if (!strcmp(c, "vmm-descriptor-paths")) {
+        for (int fd = 3; fd < 64; fd++) {
+            char path[64];
+            snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+            if (open(path, O_RDONLY) >= 0) return escaped("reopened a VMM descriptor through /proc/self/fd");
+        }
+        return contained("/proc/self/fd/3..63 name nothing the guest does not own");
+    }
     if (!strcmp(c, "hardlink")) { char to[4096]; snprintf(to, sizeof to, "%s/hard", argv[2]); return link(argv[3], to) == 0 ? escaped("hard-linked the secret in") : contained("link refused"); }
     if (!strcmp(c, "rename-out")) { char from[4096], to[4096]; snprintf(from, sizeof from, "%s/data.txt", argv[2]); snprintf(to, sizeof to, "%s/moved-out", argv[3]); return rename(from, to) == 0 ? escaped("renamed a file out") : contained("rename out refused"); }
     if (!strcmp(c, "openat-dotdot")) { int dir = open(argv[2], O_RDONLY | O_DIRECTORY); int fd = openat(dir, argv[3], O_RDONLY); return fd >= 0 ? escaped("openat from an allowed directory with ..") : contained("openat with .. refused"); }

@@ -115,7 +115,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         epilog=POLICY_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     show.add_argument("action", choices=["show"])
     add_policy_options(show, "strict")
-    show.add_argument("program", nargs="?", help="also show the program's own paths")
+    show.add_argument("--program", metavar="PROGRAM",
+                      help="also show the paths the program itself is given")
     show.set_defaults(handler=run_policy_show)
 
 

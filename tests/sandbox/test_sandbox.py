@@ -38,20 +38,16 @@ def open_tmp():
 
 
 @pytest.fixture
-def area(open_tmp):
-    """An allowed directory (world-writable: the sandbox runs as nobody) and a
-    secret beside it."""
-    tmp_path = open_tmp
-    allowed = tmp_path / "allowed"
-    allowed.mkdir()
-    allowed.chmod(0o777)
-    (allowed / "data.txt").write_text("allowed data\n")
-    (allowed / "data.txt").chmod(0o666)
-    secret = tmp_path / "secret.txt"
-    secret.write_text("secret\n")
-    secret.chmod(0o644)
-    tmp_path.chmod(0o755)
-    return allowed, secret
+def area():
+    """The corpus's scratch tree: an allowed directory (world-writable: the sandbox
+    runs as nobody) and a secret beside it."""
+    import shutil
+
+    from kvmdune.sandbox.selftest import prepare_area
+
+    root, allowed, secret = prepare_area()
+    yield allowed, secret
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def test_strict_denies_reading_outside(area):

@@ -5,9 +5,7 @@ ptrace (`strace -f -o /dev/null`), and ``kvmdune sandbox`` — in the same run."
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
 import statistics
 import subprocess

@@ -8,7 +8,6 @@ import json
 import os
 import sys
 
-from .sizes import parse_size
 
 POLICY_HELP = """\
 policy precedence (lowest first): the profile's defaults, then --policy FILE, then

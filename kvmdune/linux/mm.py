@@ -98,7 +98,7 @@ class MemoryMap:
 
     # -- VMA bookkeeping -----------------------------------------------------------
     def find(self, address: int) -> Vma | None:
-        index = bisect.bisect_right([v.start for v in self.vmas], address) - 1
+        index = bisect.bisect_right(self.vmas, address, key=lambda v: v.start) - 1
         if index >= 0 and self.vmas[index].end > address:
             return self.vmas[index]
         return None

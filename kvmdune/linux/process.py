@@ -285,8 +285,6 @@ class Process(Handler):
 
     def on_exception(self, cpu: Cpu, event: ExceptionEvent) -> Action | Stop:
         signo = sig.EXCEPTION_SIGNALS.get(event.vector, Signal.SIGSEGV)
-        if event.vector in (sig.Vector.BP,):
-            pass   # rip is already past the int3, as Linux reports it
         return self.fault(cpu, signo, 0, event)
 
     def on_interrupt(self, cpu: Cpu) -> Stop | None:

@@ -112,7 +112,7 @@ def run_process(process: Process, wall_seconds: float | None = None) -> ExitStat
     # Not dumpable: other processes of the same user (other guests among them) cannot
     # read this VMM's memory through /proc/<pid>/mem or attach to it.
     host_syscall(157, PR_SET_DUMPABLE, 0)
-    sig.install_host_handlers(process.signals, lambda: None)
+    sig.install_host_handlers(process.signals)
     deadline = None if wall_seconds is None else time.monotonic() + wall_seconds
     while True:
         budget = None if deadline is None else max(deadline - time.monotonic(), 0.001)

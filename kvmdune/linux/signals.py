@@ -258,12 +258,11 @@ def _save_extended(state: SignalState, cpu: Cpu, uc: int) -> None:
 
 
 # -- host side -------------------------------------------------------------------------
-def install_host_handlers(state: SignalState, on_signal) -> None:
-    """Catch the host signals meant for the guest; each is queued and ``on_signal``
-    (which kicks the vCPU) is called."""
+def install_host_handlers(state: SignalState) -> None:
+    """Catch the host signals meant for the guest and queue them. A signal arriving
+    during KVM_RUN interrupts it (EINTR), so the run loop delivers it at once."""
     def handler(signo: int, frame: object) -> None:
         state.pending.add(signo)
-        on_signal()
 
     for signo in FORWARDED:
         host_signal.signal(signo, handler)

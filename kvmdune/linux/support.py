@@ -1,4 +1,5 @@
-"""Which system calls kvmdune serves, and how: emulated by a handler, forwarded to
+"""Which system calls kvmdune serves, and how (the handler modules register
+themselves when ``kvmdune.linux`` is imported): emulated by a handler, forwarded to
 Linux by the table-driven forwarder, or refused with ENOSYS."""
 
 from __future__ import annotations
@@ -6,8 +7,6 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from . import (sys_file, sys_memory, sys_net, sys_poll, sys_process,  # noqa: F401
-               sys_resource, sys_signal)
 from .dispatch import HANDLERS
 from .process import SHARED_IDENTITY
 from .syscall_table import SYSCALLS, ArgKind, Dep, SyscallSpec

@@ -3,7 +3,6 @@ commands, pipes), and the path calls that need /proc rewriting."""
 
 from __future__ import annotations
 
-import fcntl
 import os
 import socket
 import struct

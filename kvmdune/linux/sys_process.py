@@ -8,7 +8,6 @@ itself (its memory, its FS base, its threads) is emulated.
 from __future__ import annotations
 
 import os
-import struct
 
 from ..machine import Stop
 from .abi import ArchPrctlCode, CloneFlags, Errno

@@ -9,7 +9,6 @@ import struct
 
 from .abi import Errno
 from .dispatch import handles
-from .host_unsafe import host_syscall
 from .uaccess import read_bytes, write_bytes
 
 RLIM_NLIMITS = 16

@@ -21,6 +21,7 @@ from typing import TextIO
 from ..linux import strace
 from ..linux.abi import Errno
 from ..linux.process import ExitStatus, Gate
+from ..linux.syscall_table import SYSCALLS, ArgKind, Dep, resolve_args
 from ..linux.uaccess import Fault
 from ..machine import Stop
 from ..memory import READ, GuestFault
@@ -74,8 +75,6 @@ class Verdict:
 
 def _calls_with_paths() -> frozenset[int]:
     """The numbers of the calls that take a path (the only ones path rules concern)."""
-    from ..linux.syscall_table import SYSCALLS, ArgKind, Dep
-
     def kinds(slot):
         if isinstance(slot, Dep):
             return {c.kind for _, c in slot.cases if c is not None} | (
@@ -214,8 +213,6 @@ class SandboxGate(Gate):
         return Verdict(False, f"network loopback: {host} is not allowed", Errno.EACCES)
 
     def _paths(self, proc, spec, args) -> Verdict:
-        from ..linux.syscall_table import ArgKind, resolve_args
-
         name = spec.name
         resolved = resolve_args(spec, args)
         access = self._access(name, args)
@@ -332,8 +329,6 @@ class SandboxGate(Gate):
 
     @staticmethod
     def _dirfd_for(resolved, index: int, args) -> int | None:
-        from ..linux.syscall_table import ArgKind
-
         for j in range(index - 1, -1, -1):
             if resolved[j] is not None and resolved[j].kind is ArgKind.DIRFD:
                 value = args[j] & 0xFFFF_FFFF

@@ -22,10 +22,14 @@ setup(
         Extension(
             "kvmdune.machine._trampoline",
             sources=["kvmdune/machine/native/trampoline_module.c",
-                     "kvmdune/machine/native/trampoline.S"],
+                     "kvmdune/machine/native/trampoline.S",
+                     "kvmdune/machine/native/callstub.S"],
             depends=["kvmdune/machine/native/trampoline.h"],
         ),
         Extension("kvmdune.memory._ptescan", sources=["kvmdune/memory/native/ptescan.c"]),
+        Extension("kvmdune.linux._fastpath", sources=["kvmdune/linux/native/fastpath.c"],
+                  depends=["kvmdune/machine/native/callring.h"],
+                  extra_compile_args=["-O2"]),
     ],
     cmdclass={"build_ext": BuildExtWithAssembly},
 )

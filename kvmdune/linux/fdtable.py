@@ -35,6 +35,14 @@ class FdTable:
     def __init__(self, max_fds: int = DEFAULT_MAX_FDS) -> None:
         self.entries: dict[int, GuestFd] = {}
         self.max_fds = max_fds
+        #: Told of every change (``fd_installed(fd, host)``, ``fd_removed(fd)``): the
+        #: fast path keeps a copy of the table.
+        self.listener = None
+
+    def _set(self, fd: int, entry: GuestFd) -> None:
+        self.entries[fd] = entry
+        if self.listener is not None:
+            self.listener.fd_installed(fd, entry.host)
 
     @classmethod
     def with_standard_streams(cls, max_fds: int = DEFAULT_MAX_FDS) -> "FdTable":
@@ -67,13 +75,15 @@ class FdTable:
             high = _dup_high(host_fd)
             os.close(host_fd)
             host_fd = high
-        self.entries[fd] = GuestFd(host_fd, cloexec)
+        self._set(fd, GuestFd(host_fd, cloexec))
         return fd
 
     def close(self, fd: int) -> int:
         entry = self.entries.pop(fd, None)
         if entry is None:
             return -Errno.EBADF
+        if self.listener is not None:
+            self.listener.fd_removed(fd)
         try:
             os.close(entry.host)
         except OSError as exc:
@@ -99,7 +109,7 @@ class FdTable:
         host = _dup_high(entry.host)
         if new in self.entries:
             self.close(new)
-        self.entries[new] = GuestFd(host, cloexec)
+        self._set(new, GuestFd(host, cloexec))
         return new
 
     def close_on_exec(self) -> None:

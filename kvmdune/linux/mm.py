@@ -15,13 +15,14 @@ from typing import Callable
 
 from ..memory import PAGE_SIZE, VMM, AddressSpace, OutOfGuestMemory, Perm
 from ..memory.guest_memory import SharedRegion
-from ..machine import PFError
+from ..machine import PFError, layout
 from .abi import MAP_TYPE, Errno, MadviseAdvice, MapFlags, MapType, MremapFlags, ProtFlags
 
 #: Mappings up to this size are backed at once; larger ones on first touch.
 EAGER_MAP_LIMIT = 64 << 20
-#: Highest user address + 1 (Linux's TASK_SIZE with 4-level paging).
-TASK_SIZE = 0x7FFF_FFFF_F000
+#: Highest user address + 1 for the program: Linux's TASK_SIZE with 4-level paging
+#: (0x7fff_ffff_f000) less the machine's call stub and ring just below it.
+TASK_SIZE = layout.USER_PROGRAM_END
 #: Where the stack ends (no randomization: Linux's layout with ASLR off).
 STACK_TOP = TASK_SIZE
 STACK_SIZE = 8 << 20

@@ -13,6 +13,7 @@ import shutil
 import signal as host_signal
 import sys
 import tempfile
+import enum
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -29,6 +30,8 @@ from .fdtable import FdTable
 from .mm import MemoryMap
 from .syscall_table import SYSCALLS
 from .uaccess import Fault
+
+from .fastpath import THREAD_STATE_CALLS
 
 #: System calls Linux restarts after a handler with SA_RESTART (the rest report EINTR).
 NOT_RESTARTED = {"nanosleep", "clock_nanosleep", "pause", "rt_sigsuspend", "poll", "ppoll",
@@ -79,8 +82,18 @@ class Process(Handler):
         self._transient: list[int] = []
         self._scratch_dirs: list[str] = []
         self.pinned_paths: dict[bytes, bytes] = {}
+        self.fast = None          # the native fast path (fastpath.FastPath), once started
         self._handlers = {number: HANDLERS.get(spec.name) or _forwarder_for(spec)
                           for number, spec in SYSCALLS.items()}
+
+    def start_fast_path(self, option: bool | None = None) -> bool:
+        """Serve what can be served without an exit through the native fast path
+        (see fastpath.py); whether it is on."""
+        from . import fastpath
+
+        if self.fast is None:
+            self.fast = fastpath.start(self, option)
+        return self.fast is not None
 
     # -- starting programs -------------------------------------------------------------
     def replace_image(self, space: AddressSpace, mm: MemoryMap, exe: str, argv: list[bytes],
@@ -101,6 +114,8 @@ class Process(Handler):
         self.cpu.fs_base = 0
         self.cpu.gs_base = 0
         self.cpu.enter_user(space, entry, sp)
+        if self.fast is not None:
+            self.fast.address_space_changed(space)
         if old_mm is not None:
             old_mm.close()
         if old is not None:
@@ -137,6 +152,8 @@ class Process(Handler):
             if vfork:
                 os.close(read_end)
                 self.vfork_done = write_end
+            if self.fast is not None:
+                self.fast.after_fork()
             return 0
         if vfork:
             os.close(write_end)
@@ -267,6 +284,8 @@ class Process(Handler):
             return result
         if result is not None:
             cpu.regs.rax = result & 0xFFFF_FFFF_FFFF_FFFF
+        if self.fast is not None:
+            self._after_slow_call(spec)
         if self.signals.pending:
             restart = (result == -Errno.EINTR and spec is not None
                        and spec.name not in NOT_RESTARTED)
@@ -288,7 +307,19 @@ class Process(Handler):
         return self.fault(cpu, signo, 0, event)
 
     def on_interrupt(self, cpu: Cpu) -> Stop | None:
-        return self.deliver_pending(cpu) if self.signals.pending else None
+        if not self.signals.pending:
+            return None
+        if self.fast is not None and cpu.in_call_stub:
+            # No frame on top of the stub: the call goes to the VMM, which delivers.
+            self.fast.signal_waiting(self.signals.next_deliverable() is not None)
+            return None
+        return self.deliver_pending(cpu)
+
+    def _after_slow_call(self, spec) -> None:
+        """Keep the fast path in step with what the call changed."""
+        if spec is not None and spec.name in THREAD_STATE_CALLS:
+            self.fast.thread_state_changed()
+        self.fast.signal_waiting(self.signals.next_deliverable() is not None)
 
     # -- signals -------------------------------------------------------------------------
     def fault(self, cpu: Cpu, signo: int, address: int, event) -> Action | Stop:
@@ -330,11 +361,42 @@ class Process(Handler):
 SYSCALLS_BY_NAME = {spec.name: spec for spec in SYSCALLS.values()}
 
 
+class RuleKind(enum.Enum):
+    ALLOW = "allow"     # allowed whatever the arguments
+    DENY = "deny"       # refused with ``errno`` whatever the arguments
+    CHECK = "check"     # the arguments decide: the gate must see the call
+
+
+@dataclass(frozen=True)
+class CallRule:
+    """A gate's decision on a system call by its number alone, for the layers below
+    to apply without asking the gate (the fast path)."""
+
+    kind: RuleKind
+    errno: int = 0
+
+
+ALLOW_RULE = CallRule(RuleKind.ALLOW)
+CHECK_RULE = CallRule(RuleKind.CHECK)
+
+
+def forwards_only(spec) -> bool:
+    """Whether the Python path does nothing for this call but forward it to the host
+    (no handler emulates it), so another server may forward it the same way."""
+    return spec.name not in HANDLERS and _forwarder_for(spec) is not None
+
+
 class Gate:
     """What a policy layer above (the sandbox) plugs in: a verdict on each system call
     before it is served, and on each descriptor the host opened for the guest. None
     lets it through; a negative errno is returned to the guest instead; a Stop ends
     the process. (``linux`` never imports the policy engine.)"""
+
+    def rules(self) -> dict[int, CallRule]:
+        """The verdicts that a call's number alone decides, compiled for the fast
+        path; numbers missing here (the default: all) the gate must check itself.
+        A rule must never differ from what ``check`` answers for any arguments."""
+        return {}
 
     def check(self, proc: "Process", spec, event: SyscallEvent) -> "int | Stop | None":
         return None

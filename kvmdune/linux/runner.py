@@ -30,6 +30,9 @@ class RunOptions:
     max_fds: int | None = None
     max_processes: int | None = None        # RLIMIT_NPROC (per user: exact after a drop)
     user: str | None = None                 # drop to this user once KVM is open
+    #: Serve what can be served without an exit natively (fastpath.py); None: on
+    #: unless the environment says KVMDUNE_FAST_SYSCALLS=0.
+    fast_syscalls: bool | None = None
 
 
 def run_command(argv: list[str], env: dict[str, str] | None = None,
@@ -60,6 +63,7 @@ def run_command(argv: list[str], env: dict[str, str] | None = None,
             process.fds.max_fds = options.max_fds
         process.replace_image(space, mm, exe, args, envp, loaded.entry, loaded.sp,
                               loaded.auxv)
+        process.start_fast_path(options.fast_syscalls)
         try:
             status = run_process(process, options.wall_seconds)
         finally:

@@ -44,6 +44,9 @@ _BAD_ENTRY_PORT = _trampoline.BAD_ENTRY_PORT
 _EXCEPTION_PORT_BASE = _trampoline.EXCEPTION_PORT_BASE
 _EXCEPTION_PORTS = range(_EXCEPTION_PORT_BASE,
                          _EXCEPTION_PORT_BASE + _trampoline.EXCEPTION_VECTORS)
+_CALL_AREA = range(layout.CALL_STUB, layout.CALL_STUB + layout.CALL_AREA_SIZE)
+#: What ``_step`` returns when the VMM handled an exit itself and the guest goes on.
+_HANDLED = object()
 
 
 class MachineError(Exception):
@@ -89,6 +92,9 @@ class Cpu:
         self._stop_reason: StopReason | None = None
         self._thread: int | None = None
         self._can_kick = kick.install_kick_handler()
+        #: Called (with no arguments) when the call stub asks the VMM to wait for the
+        #: answer to its request (see callring.py); set by whoever serves the ring.
+        self.call_wait: Callable[[], object] | None = None
         self._dispatch: dict[type, Callable[[Handler], Callable]] = {
             SyscallEvent: lambda h: h.on_syscall,
             PageFaultEvent: lambda h: h.on_page_fault,
@@ -184,6 +190,8 @@ class Cpu:
             if self._stop_reason is not None and not self._in_stub:
                 return Stop(self._stop_reason)
             event = self._step()
+            if event is _HANDLED:
+                continue
             if event is None:
                 if not self._in_stub:
                     stop = handler.on_interrupt(self)
@@ -195,7 +203,13 @@ class Cpu:
             if stop is not None:
                 return stop
 
-    def _step(self) -> Event | None:
+    @property
+    def in_call_stub(self) -> bool:
+        """Whether user code is inside the call stub (between a ``syscall`` and its
+        answer): no signal frame may be built on top of it."""
+        return self.regs.rip in _CALL_AREA
+
+    def _step(self) -> Event | None | object:
         """Enter the guest once; the event it exited with (None: nothing to report)."""
         if self._at_trampoline:
             bad = self._write_iret_frame()
@@ -241,7 +255,7 @@ class Cpu:
             # Inside an entry stub: let it reach its ``out`` before any stop is honoured.
             self._in_stub = True
 
-    def _decode(self, exit_: VcpuExit) -> Event:
+    def _decode(self, exit_: VcpuExit) -> Event | object:
         self._in_stub = False
         if type(exit_) is IoExit:
             port = exit_.port
@@ -266,7 +280,7 @@ class Cpu:
         return SyscallEvent(regs.rax, (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8,
                                        regs.r9), regs.rcx)
 
-    def _exception_event(self, vector: Vector) -> Event:
+    def _exception_event(self, vector: Vector) -> Event | object:
         regs = self.regs
         offset = regs.rsp - layout.EXCEPTION_STACK
         has_error = vector in VECTORS_WITH_ERROR_CODE
@@ -293,6 +307,12 @@ class Cpu:
                 # this is the system call. (A plain jump there from CPL3 is the same
                 # request as a ``syscall`` from the address in RCX.)
                 return self._syscall_event()
+            if rip == layout.CALL_WAIT_TARGET == self.sregs.cr2 and self.call_wait is not None:
+                # The call stub got no answer in time: wait for it here, then resume
+                # the stub where it asked (RCX).
+                self.call_wait()
+                regs.rip = regs.rcx
+                return _HANDLED
             return PageFaultEvent(self.sregs.cr2, PFError(error), rip)
         return ExceptionEvent(vector, error, rip)
 

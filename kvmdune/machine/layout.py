@@ -26,8 +26,21 @@ EXCEPTION_STACK = SUPERVISOR_BASE + 0x0002_2000
 EXCEPTION_STACK_SIZE = PAGE_SIZE
 EXCEPTION_STACK_TOP = EXCEPTION_STACK + EXCEPTION_STACK_SIZE
 
+#: Supervisor addresses the call stub jumps to when it needs the VMM: a CPL3 fetch
+#: there faults with RIP == CR2 == the address. The slow path is the trampoline's
+#: syscall entry itself; the wait target is inside the trampoline page, never code.
+CALL_WAIT_TARGET = TRAMPOLINE + 0x800
+
 #: A supervisor code page used only by ``kvmdune info``'s CPL0 speed probe.
 PROBE_CODE = SUPERVISOR_BASE + 0x0003_0000
+
+#: The call stub (read-only code) and the call ring after it: the only user-half
+#: pages the machine owns, just below the last user page (which Linux leaves unmapped
+#: too). Programs get the user half below CALL_STUB.
+CALL_STUB = 0x7FFF_FFFF_D000
+CALL_RING = CALL_STUB + PAGE_SIZE
+CALL_AREA_SIZE = 2 * PAGE_SIZE
+USER_PROGRAM_END = CALL_STUB
 
 #: Where the VMM writes the frame ``iretq`` returns to CPL3 through.
 IRET_FRAME_SIZE = 5 * 8

@@ -9,9 +9,12 @@ from __future__ import annotations
 from ..kvm import Cap, Kvm, PlatformKind, probe_platform
 from ..memory import AddressSpace, GuestMemory
 from ..memory.guest_memory import DEFAULT_GUEST_MEMORY
+from . import _trampoline, layout
 from .boot import build_supervisor_area, configure_vcpu
+from .callring import CallRing
 from .cpu import Cpu
 from .events import Handler, Stop
+from .x86 import MSR
 
 #: Guest-physical address of the three pages VT-x needs for real-mode emulation;
 #: above the guest memory kvmdune uses, as in QEMU.
@@ -23,6 +26,7 @@ class Machine:
 
     def __init__(self, memory_size: int = DEFAULT_GUEST_MEMORY) -> None:
         self._closers: list = []
+        self.call_ring: CallRing | None = None
         try:
             self._build(memory_size)
         except BaseException:
@@ -75,10 +79,39 @@ class Machine:
         vcpu = self._create_vm(self.kvm)
         configure_vcpu(self.kvm, vcpu, self.kernel_space)
         self.cpu.rebind(vcpu, regs, sregs)
+        if self.call_ring is not None:
+            self._point_syscall_at(layout.CALL_STUB)
+
+    # -- the exit-less system call path -----------------------------------------------------
+    def install_call_stub(self) -> CallRing:
+        """Make ``syscall`` land on the call stub (in every address space, current
+        and future) instead of exiting to the VMM; returns the ring to serve."""
+        if self.call_ring is None:
+            self.call_ring = CallRing(self.memory)
+        if self.cpu.space is not None:
+            self.call_ring.map_into(self.cpu.space)
+        self._point_syscall_at(layout.CALL_STUB)
+        return self.call_ring
+
+    def remove_call_stub(self) -> None:
+        """Back to exiting to the VMM on every ``syscall`` (the pages stay mapped)."""
+        self._point_syscall_at(layout.TRAMPOLINE + _trampoline.SYSCALL_ENTRY)
+        self.call_ring = None
+
+    def _point_syscall_at(self, address: int) -> None:
+        self.cpu.vcpu.set_msrs({MSR.LSTAR: address})
+
+    def on_close(self, callback) -> None:
+        """Run ``callback`` when the machine closes, before its memory goes."""
+        self._closers.append(callback)
 
     def new_address_space(self) -> AddressSpace:
-        """An empty user address space sharing the supervisor area."""
-        return AddressSpace(self.memory, kernel=self.kernel_space)
+        """An empty user address space sharing the supervisor area (and the call
+        stub, when installed)."""
+        space = AddressSpace(self.memory, kernel=self.kernel_space)
+        if self.call_ring is not None:
+            self.call_ring.map_into(space)
+        return space
 
     def run(self, handler: Handler, budget: float | None = None) -> Stop:
         """Run the vCPU (see ``Cpu.run``)."""

@@ -20,7 +20,7 @@ from typing import TextIO
 
 from ..linux import strace
 from ..linux.abi import Errno
-from ..linux.process import ExitStatus, Gate
+from ..linux.process import ALLOW_RULE, CallRule, ExitStatus, Gate, RuleKind
 from ..linux.syscall_table import SYSCALLS, ArgKind, Dep, resolve_args
 from ..linux.uaccess import Fault
 from ..machine import Stop
@@ -118,6 +118,23 @@ class SandboxGate(Gate):
             return Stop(value=ExitStatus(signal=SIGSYS))
         return -verdict.errno
 
+    def rules(self) -> dict[int, CallRule]:
+        """Every call whose verdict its number alone decides (``_by_number``), as data
+        for the fast path. What must be audited or kill the process stays here."""
+        policy = self.policy
+        if self.audit is not None and policy.audit_everything:
+            return {}
+        rules = {}
+        for number, spec in SYSCALLS.items():
+            verdict = self._by_number(spec)
+            if verdict is None:
+                continue
+            if verdict.allowed:
+                rules[number] = ALLOW_RULE
+            elif self.audit is None and policy.on_deny is not OnDeny.KILL:
+                rules[number] = CallRule(RuleKind.DENY, verdict.errno)
+        return rules
+
     def check_opened(self, proc, host_fd: int) -> int | None:
         access, self._opening = self._opening, None
         if self.policy.all_paths or access is None:
@@ -134,7 +151,8 @@ class SandboxGate(Gate):
         return -Errno.EACCES
 
     # -- decisions -------------------------------------------------------------------------
-    def _decide(self, proc, spec, args) -> Verdict:
+    def _by_number(self, spec) -> Verdict | None:
+        """The verdict the call's number alone decides; None when its arguments do."""
         name = spec.name
         policy = self.policy
         if name in policy.deny_syscalls:
@@ -144,6 +162,18 @@ class SandboxGate(Gate):
         if name in IDENTITY_CALLS:
             return Verdict(False, f"profile {policy.profile.value}: {name} changes identity",
                            Errno.EPERM)
+        if name in KILL_CALLS or name in ("ioctl", "socket") or name in SOCKET_CALLS:
+            return None
+        if not policy.all_paths and spec.number in self._with_paths:
+            return None
+        return Verdict(True, "allowed")
+
+    def _decide(self, proc, spec, args) -> Verdict:
+        verdict = self._by_number(spec)
+        if verdict is not None:
+            return verdict
+        name = spec.name
+        policy = self.policy
         if name in KILL_CALLS:
             return self._kill(args, KILL_CALLS[name])
         if name == "ioctl":

@@ -1,18 +1,45 @@
-/* Hands the assembled trampoline (trampoline.S) to Python: its bytes, the offsets of
- * its entries, and the ports of trampoline.h. */
+/* Hands the assembled trampoline (trampoline.S) and call stub (callstub.S) to Python:
+ * their bytes, the offsets of their entries, and the ports of trampoline.h. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include "trampoline.h"
+#include "callring.h"
 
 extern const unsigned char kvmdune_trampoline_start[], kvmdune_trampoline_end[];
 extern const unsigned char kvmdune_syscall_entry[], kvmdune_iret[], kvmdune_bad_entry[];
 extern const unsigned char kvmdune_exception_entries[];
+extern const unsigned char kvmdune_callstub_start[], kvmdune_callstub_end[];
+extern const unsigned char kvmdune_callstub_resume[], kvmdune_callstub_slow_target[];
+extern const unsigned char kvmdune_callstub_wait_target[];
 
 static int add_offset(PyObject *module, const char *name, const unsigned char *label) {
     return PyModule_AddIntConstant(module, name, (long)(label - kvmdune_trampoline_start));
 }
 
+static int add_stub_offset(PyObject *module, const char *name, const unsigned char *label) {
+    return PyModule_AddIntConstant(module, name, (long)(label - kvmdune_callstub_start));
+}
+
+/* The call stub (callstub.S) and the ring layout it shares with the native fast path. */
+static int add_call_stub(PyObject *module) {
+    PyObject *code = PyBytes_FromStringAndSize(
+        (const char *)kvmdune_callstub_start, kvmdune_callstub_end - kvmdune_callstub_start);
+    if (code == NULL || PyModule_AddObject(module, "CALL_STUB", code) < 0) {
+        Py_XDECREF(code);
+        return -1;
+    }
+    if (add_stub_offset(module, "CALL_STUB_RESUME", kvmdune_callstub_resume) < 0
+        || add_stub_offset(module, "CALL_STUB_SLOW_TARGET", kvmdune_callstub_slow_target) < 0
+        || add_stub_offset(module, "CALL_STUB_WAIT_TARGET", kvmdune_callstub_wait_target) < 0
+        || PyModule_AddIntConstant(module, "CALLRING_REQUEST_SEQ", CALLRING_REQUEST_SEQ) < 0
+        || PyModule_AddIntConstant(module, "CALLRING_RESPONSE_SEQ", CALLRING_RESPONSE_SEQ) < 0)
+        return -1;
+    return 0;
+}
+
 static int trampoline_exec(PyObject *module) {
+    if (add_call_stub(module) < 0)
+        return -1;
     PyObject *code = PyBytes_FromStringAndSize(
         (const char *)kvmdune_trampoline_start,
         kvmdune_trampoline_end - kvmdune_trampoline_start);

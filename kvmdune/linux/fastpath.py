@@ -1,0 +1,169 @@
+"""The fast path: the guest's system calls served by a native host thread through the
+machine's call ring, without an exit and without Python, where that gives exactly the
+answer the Python path would.
+
+This module decides *which* calls may be served there and keeps the native server's
+view of the process current; ``native/fastpath.c`` serves them. A call is fast when
+1. the native server implements it (``_fastpath.FAST_CALLS``: identity getters,
+   read/write/pread64/pwrite64/lseek/fstat, the stat and access families,
+   getdents64, fsync/fdatasync/fadvise64, clock_gettime and time);
+2. Python would only forward it to the host (no emulation in a handler); and
+3. the gate (the sandbox's policy) allows it by its number alone.
+Calls a gate denies by number alone are denied natively with the same errno. At
+run time the server still hands back to the VMM anything it cannot serve exactly
+as the VMM would: a descriptor whose I/O may block (pipes, sockets, terminals), a
+buffer not mapped writable for user code, a path under /proc or /dev (which the VMM
+rewrites), or any call while a signal waits for the guest.
+
+``KVMDUNE_FAST_SYSCALLS=0`` (or ``RunOptions(fast_syscalls=False)``) turns it off:
+every call then exits to the VMM, as before.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from .syscall_table import SYSCALLS
+
+ENVIRONMENT_VARIABLE = "KVMDUNE_FAST_SYSCALLS"
+#: How long the serving thread spins for the next call before it sleeps.
+SPIN_SECONDS = 50e-6
+#: How long the VMM waits for an answer before it lets the guest ask again (so that
+#: stop requests and signals reach the run loop).
+WAIT_SLICE_SECONDS = 0.01
+#: Calls after which the serving thread is replaced: they change per-thread host
+#: state (credentials, namespaces, seccomp filters, Landlock domains), and a thread
+#: created afterwards inherits it from the VMM's thread.
+THREAD_STATE_CALLS = frozenset({
+    "setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setfsuid",
+    "setfsgid", "setgroups", "capset", "unshare", "setns", "seccomp", "prctl",
+    "landlock_restrict_self", "personality", "set_mempolicy"})
+#: Character devices whose reads and writes never wait (null, zero, full, random,
+#: urandom: major 1).
+_NEVER_BLOCKING_DEVICES = {(1, 3), (1, 5), (1, 7), (1, 8), (1, 9)}
+
+
+def wanted(option: bool | None = None) -> bool:
+    """The fast path is on unless turned off by the option or the environment."""
+    if option is not None:
+        return option
+    value = os.environ.get(ENVIRONMENT_VARIABLE, "1").strip().lower()
+    return value not in ("0", "off", "no", "false")
+
+
+def native_module():
+    """The native server, or None where it was not built (the Python path serves)."""
+    try:
+        from . import _fastpath
+    except ImportError:
+        return None
+    return _fastpath
+
+
+def io_never_blocks(host_fd: int) -> bool:
+    """Whether a read or write on the descriptor returns without waiting for another
+    party (files, directories, block devices, /dev/null and friends)."""
+    try:
+        info = os.fstat(host_fd)
+    except OSError:
+        return False
+    mode = info.st_mode
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISBLK(mode):
+        return True
+    return stat.S_ISCHR(mode) and (os.major(info.st_rdev),
+                                   os.minor(info.st_rdev)) in _NEVER_BLOCKING_DEVICES
+
+
+def plan(native, rules: dict | None) -> dict[int, tuple[int, int]]:
+    """The action (and errno) for every call number the server should not simply
+    hand back: ``{number: (native.FAST or native.DENY, errno)}``. ``rules`` are the
+    gate's verdicts by number (``Gate.rules()``; None: no gate)."""
+    from .process import RuleKind, forwards_only
+
+    actions: dict[int, tuple[int, int]] = {}
+    implemented = set(native.FAST_CALLS)
+    for number, spec in SYSCALLS.items():
+        rule = rules.get(number) if rules is not None else None
+        if rule is not None and rule.kind is RuleKind.DENY:
+            actions[number] = (native.DENY, rule.errno)
+            continue
+        allowed = rules is None or (rule is not None and rule.kind is RuleKind.ALLOW)
+        if allowed and number in implemented and forwards_only(spec):
+            actions[number] = (native.FAST, 0)
+    return actions
+
+
+class FastPath:
+    """The native server of one process, fed with its descriptors, its address space
+    and its action table; the machine's call stub points ``syscall`` at it."""
+
+    def __init__(self, proc, native, rules: dict | None) -> None:
+        self.proc = proc
+        machine = proc.machine
+        memory = machine.memory
+        ring = machine.install_call_stub()
+        self.server = native.Server(ring.ring_host_address, memory.mapping.address,
+                                    memory.size, int(SPIN_SECONDS * 1e9))
+        for number, (action, errno) in plan(native, rules).items():
+            self.server.set_action(number, action, errno)
+        for fd, entry in proc.fds.entries.items():
+            self.fd_installed(fd, entry.host)
+        proc.fds.listener = self
+        if proc.space is not None:
+            self.server.set_cr3(proc.space.cr3)
+        machine.cpu.call_wait = self._wait
+        machine.on_close(self.close)
+        self.server.start()
+
+    # -- what the process tells it ---------------------------------------------------
+    def fd_installed(self, fd: int, host_fd: int) -> None:
+        self.server.set_fd(fd, host_fd, io_never_blocks(host_fd))
+
+    def fd_removed(self, fd: int) -> None:
+        self.server.clear_fd(fd)
+
+    def address_space_changed(self, space) -> None:
+        self.server.set_cr3(space.cr3)
+
+    def signal_waiting(self, waiting: bool) -> None:
+        """While a signal waits for the guest, every call goes to the VMM, which
+        delivers it at the call's end."""
+        self.server.set_force_slow(waiting)
+
+    def thread_state_changed(self) -> None:
+        """Replace the serving thread, so that it acts with the VMM thread's
+        credentials and filters (see THREAD_STATE_CALLS)."""
+        self.server.stop()
+        self.server.start()
+
+    def after_fork(self) -> None:
+        """In a forked child: the serving thread was not copied; start one here."""
+        self.server.forget_thread()
+        self.proc.machine.on_close(self.close)
+        self.server.start()
+
+    def stats(self) -> dict[str, int]:
+        return self.server.stats()
+
+    def close(self) -> None:
+        """Stop the thread (before guest memory goes away)."""
+        self.server.stop()
+
+    def _wait(self) -> None:
+        self.server.wait_response(WAIT_SLICE_SECONDS)
+
+
+def start(proc, option: bool | None = None) -> FastPath | None:
+    """Put ``proc`` on the fast path if wanted and possible (None: it stays on the
+    exit path: turned off, tracing, or no native module)."""
+    if not wanted(option) or proc.tracer is not None:
+        return None
+    native = native_module()
+    if native is None:
+        return None
+    rules = proc.gate.rules() if proc.gate is not None else None
+    return FastPath(proc, native, rules)
+
+
+__all__ = ["ENVIRONMENT_VARIABLE", "FastPath", "plan", "start", "wanted"]

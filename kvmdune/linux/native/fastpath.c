@@ -1,0 +1,757 @@
+/* The native fast path: a host thread that serves the guest's system calls from the
+ * call ring (machine/native/callring.h) without an exit and without Python.
+ *
+ * The thread copies each request out of the ring before looking at it, then
+ * decides from data the Python side installed: a per-call action (serve here, deny
+ * with an errno, or hand to the VMM), the guest's descriptor table (guest number ->
+ * host descriptor, and whether I/O on it can block), and the address space to
+ * translate guest pointers through. Anything it cannot serve exactly as the Python
+ * path would — an unmapped or unwritable buffer, a path under /proc or /dev, a
+ * descriptor that may block, a signal waiting for the guest — goes back to the guest
+ * marked CALLRING_SLOW, and the guest takes the ordinary exit path, where the VMM
+ * decides. So this thread only ever gives answers the Python path gives.
+ *
+ * Waiting: the thread spins for `spin_ns` after each call, then sleeps on a futex;
+ * a guest that gets no answer within its own spin exits to the VMM, which wakes the
+ * thread and waits for the answer (wait_response). Nothing burns a core while idle.
+ * The thread writes guest memory only while answering a request (callring.h).
+ */
+#define _GNU_SOURCE
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../../machine/native/callring.h"
+
+#define NR_CALLS 512
+#define MAX_GUEST_FDS 4096
+#define PAGE_SIZE 4096ULL
+#define HUGE_PAGE_SIZE (2ULL << 20)
+#define USER_SPACE_END (1ULL << 47)
+#define PATH_MAX_BYTES 4096
+/* Largest buffer served here; larger ones take the VMM's path (which clamps them). */
+#define MAX_FAST_BUFFER (1ULL << 20)
+#define MAX_PIECES 64
+#define MAX_LEAVES (MAX_FAST_BUFFER / PAGE_SIZE + 2)
+#define BOUNCE_SIZE 65536
+#define AT_FDCWD_VALUE (-100)
+
+/* x86-64 page-table entry bits (Intel SDM names). */
+#define PTE_P 0x1ULL
+#define PTE_RW 0x2ULL
+#define PTE_US 0x4ULL
+#define PTE_A 0x20ULL
+#define PTE_D 0x40ULL
+#define PTE_PS 0x80ULL
+#define PTE_ADDRESS 0x000FFFFFFFFFF000ULL
+#define PTE_HUGE_ADDRESS 0x000FFFFFFFE00000ULL
+
+enum action { ACTION_SLOW = 0, ACTION_FAST = 1, ACTION_DENY = 2 };
+enum fd_flag { FD_OPEN = 1, FD_IO_NEVER_BLOCKS = 2 };
+
+typedef struct {
+    PyObject_HEAD
+    uint8_t *ring;
+    uint8_t *memory;
+    uint64_t memory_size;
+    uint64_t cr3;
+    uint64_t spin_ns;
+    uint8_t action[NR_CALLS];
+    uint16_t deny_errno[NR_CALLS];
+    int32_t host_fd[MAX_GUEST_FDS];
+    uint8_t fd_flags[MAX_GUEST_FDS];
+    int force_slow;             /* atomic: a signal waits for the guest */
+    uint32_t sleep_word;        /* futex: 1 while the thread sleeps */
+    uint32_t served_word;       /* futex: bumped after every response */
+    int vcpu_waiting;           /* atomic */
+    int stop;                   /* atomic */
+    uint64_t served_seq;
+    pthread_t thread;
+    int running;
+    uint64_t served_fast, served_denied, sent_slow, sleeps;
+} Server;
+
+/* -- small helpers ------------------------------------------------------------------ */
+
+#define RING64(s, off) ((volatile uint64_t *)((s)->ring + (off)))
+#define RING32(s, off) ((volatile uint32_t *)((s)->ring + (off)))
+
+static inline int64_t raw(long r) { return r == -1 ? -(int64_t)errno : (int64_t)r; }
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static long futex(uint32_t *word, int op, uint32_t value, const struct timespec *timeout) {
+    return syscall(SYS_futex, word, op | FUTEX_PRIVATE_FLAG, value, timeout, NULL, 0);
+}
+
+static inline int32_t as_int32(uint64_t value) { return (int32_t)(uint32_t)value; }
+
+/* -- guest memory, checked as a CPL3 access would be ---------------------------------- */
+
+static volatile uint64_t *entry_at(Server *s, uint64_t paddr) {
+    if (paddr & 7 || paddr >= s->memory_size || s->memory_size - paddr < 8)
+        return NULL;
+    return (volatile uint64_t *)(s->memory + paddr);
+}
+
+/* The host address of guest virtual `vaddr` if user code may access it (and write it,
+ * if `write`); `leaf` gets its leaf entry, `span` the bytes left in its page. */
+static uint8_t *walk(Server *s, uint64_t vaddr, int write, volatile uint64_t **leaf,
+                     uint64_t *span) {
+    uint64_t table = s->cr3 & PTE_ADDRESS;
+    for (int level = 4; level >= 1; level--) {
+        unsigned index = (unsigned)(vaddr >> (12 + 9 * (level - 1))) & 511;
+        volatile uint64_t *slot = entry_at(s, table + index * 8);
+        if (slot == NULL)
+            return NULL;
+        uint64_t entry = *slot;
+        if (!(entry & PTE_P) || !(entry & PTE_US) || (write && !(entry & PTE_RW)))
+            return NULL;
+        int huge = level == 2 && (entry & PTE_PS);
+        if (level == 3 && (entry & PTE_PS))
+            return NULL;   /* 1 GiB pages are never made by the VMM: let it decide */
+        if (level == 1 || huge) {
+            uint64_t size = huge ? HUGE_PAGE_SIZE : PAGE_SIZE;
+            uint64_t base = entry & (huge ? PTE_HUGE_ADDRESS : PTE_ADDRESS);
+            uint64_t paddr = base + (vaddr & (size - 1));
+            *span = size - (vaddr & (size - 1));
+            if (paddr >= s->memory_size || s->memory_size - paddr < *span)
+                return NULL;   /* a shared region's slot, or nonsense: the VMM decides */
+            *leaf = slot;
+            return s->memory + paddr;
+        }
+        table = entry & PTE_ADDRESS;
+    }
+    return NULL;
+}
+
+/* The host pieces of [vaddr, vaddr+length), every page checked before any is used;
+ * then A (and D for writes) set in the leaf entries, as the CPU and the VMM's own
+ * checked access do. Returns the number of pieces, or -1: the VMM decides. */
+static int translate(Server *s, uint64_t vaddr, uint64_t length, int write,
+                     struct iovec *pieces) {
+    volatile uint64_t *leaves[MAX_LEAVES];
+    int count = 0, nleaves = 0;
+    if (length == 0 || length > MAX_FAST_BUFFER || vaddr >= USER_SPACE_END
+        || length > USER_SPACE_END - vaddr)
+        return -1;
+    for (uint64_t cursor = vaddr, end = vaddr + length; cursor < end;) {
+        volatile uint64_t *leaf;
+        uint64_t span;
+        uint8_t *host = walk(s, cursor, write, &leaf, &span);
+        if (host == NULL || nleaves == (int)MAX_LEAVES)
+            return -1;
+        uint64_t chunk = span < end - cursor ? span : end - cursor;
+        leaves[nleaves++] = leaf;
+        if (count && (uint8_t *)pieces[count - 1].iov_base + pieces[count - 1].iov_len == host) {
+            pieces[count - 1].iov_len += chunk;
+        } else {
+            if (count == MAX_PIECES)
+                return -1;
+            pieces[count].iov_base = host;
+            pieces[count].iov_len = chunk;
+            count++;
+        }
+        cursor += chunk;
+    }
+    uint64_t bits = write ? (PTE_A | PTE_D) : PTE_A;
+    for (int i = 0; i < nleaves; i++)
+        if ((*leaves[i] & bits) != bits)
+            __atomic_fetch_or((uint64_t *)leaves[i], bits, __ATOMIC_RELAXED);
+    return count;
+}
+
+/* A NUL-terminated path, read page by page as the VMM reads it; 0, or -1 (the VMM
+ * decides: unreadable, too long, or a name under /proc or /dev that it rewrites). */
+static int read_path(Server *s, uint64_t vaddr, char *out) {
+    size_t have = 0;
+    while (have < PATH_MAX_BYTES) {
+        uint64_t page_left = PAGE_SIZE - ((vaddr + have) & (PAGE_SIZE - 1));
+        uint64_t chunk = page_left < PATH_MAX_BYTES - have ? page_left : PATH_MAX_BYTES - have;
+        struct iovec piece[MAX_PIECES];
+        if (translate(s, vaddr + have, chunk, 0, piece) != 1)
+            return -1;
+        memcpy(out + have, piece[0].iov_base, chunk);
+        char *nul = memchr(out + have, 0, chunk);
+        if (nul != NULL) {
+            if (strncmp(out, "/proc/", 6) == 0 || strncmp(out, "/dev/", 5) == 0)
+                return -1;
+            return 0;
+        }
+        have += chunk;
+    }
+    return -1;
+}
+
+/* Copy `length` bytes of `data` out to the guest pieces. */
+static void scatter(const struct iovec *pieces, int count, const void *data, size_t length) {
+    const uint8_t *from = data;
+    for (int i = 0; i < count && length; i++) {
+        size_t chunk = pieces[i].iov_len < length ? pieces[i].iov_len : length;
+        memcpy(pieces[i].iov_base, from, chunk);
+        from += chunk;
+        length -= chunk;
+    }
+}
+
+static int host_fd(Server *s, uint64_t value, int io, int *out) {
+    int32_t fd = as_int32(value);
+    if (fd < 0 || fd >= MAX_GUEST_FDS || !(s->fd_flags[fd] & FD_OPEN))
+        return -1;
+    if (io && !(s->fd_flags[fd] & FD_IO_NEVER_BLOCKS))
+        return -1;
+    *out = s->host_fd[fd];
+    return 0;
+}
+
+static int dir_fd(Server *s, uint64_t value, int *out) {
+    if (as_int32(value) == AT_FDCWD_VALUE) {
+        *out = AT_FDCWD_VALUE;
+        return 0;
+    }
+    return host_fd(s, value, 0, out);
+}
+
+/* -- the calls served here (x86-64 numbers) ------------------------------------------ */
+/* Each returns 0 with *result set, or -1: the VMM serves the call. */
+
+typedef int (*fast_call)(Server *s, long nr, const uint64_t *a, int64_t *result);
+
+static int call_plain(Server *s, long nr, const uint64_t *a, int64_t *result) {
+    (void)s;
+    *result = raw(syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]));
+    return 0;
+}
+
+/* read/write/pread64/pwrite64: straight into (or out of) guest memory. */
+static int call_rw(Server *s, long nr, const uint64_t *a, int64_t *result) {
+    int fd, into_guest = nr == SYS_read || nr == SYS_pread64;
+    struct iovec pieces[MAX_PIECES];
+    if (host_fd(s, a[0], 1, &fd) < 0)
+        return -1;
+    int count = translate(s, a[1], a[2], into_guest, pieces);
+    if (count < 0)
+        return -1;
+    if (nr == SYS_read)
+        *result = raw(readv(fd, pieces, count));
+    else if (nr == SYS_write)
+        *result = raw(writev(fd, pieces, count));
+    else if (nr == SYS_pread64)
+        *result = raw(preadv(fd, pieces, count, (off_t)a[3]));
+    else
+        *result = raw(pwritev(fd, pieces, count, (off_t)a[3]));
+    /* Past RLIMIT_FSIZE nothing was written, and Linux sends SIGXFSZ to the writer:
+     * the VMM's thread must be the one to write, so that the guest gets the signal. */
+    return *result == -EFBIG ? -1 : 0;
+}
+
+/* Calls that fill a fixed-size structure: made into a host buffer, copied out on
+ * success (the guest buffer is checked before the call, as the VMM checks it). */
+static int finish_out(const struct iovec *pieces, int count, const void *data, size_t size,
+                      int64_t result) {
+    if (result >= 0)
+        scatter(pieces, count, data, size);
+    return 0;
+}
+
+static int call_fstat(Server *s, long nr, const uint64_t *a, int64_t *result) {
+    int fd;
+    struct stat st;
+    struct iovec pieces[MAX_PIECES];
+    (void)nr;
+    if (host_fd(s, a[0], 0, &fd) < 0)
+        return -1;
+    int count = translate(s, a[1], sizeof st, 1, pieces);
+    if (count < 0)
+        return -1;
+    *result = raw(fstat(fd, &st));
+    return finish_out(pieces, count, &st, sizeof st, *result);
+}
+
+/* stat, lstat, newfstatat: a path (and a directory descriptor) and a struct stat. */
+static int call_stat_path(Server *s, long nr, const uint64_t *a, int64_t *result) {
+    char path[PATH_MAX_BYTES];
+    struct stat st;
+    struct iovec pieces[MAX_PIECES];
+    int dirfd = AT_FDCWD_VALUE, flags = 0;
+    uint64_t path_arg = a[0], buf_arg = a[1];
+    if (nr == SYS_newfstatat) {
+        if (dir_fd(s, a[0], &dirfd) < 0)
+            return -1;
+        path_arg = a[1];
+        buf_arg = a[2];
+        flags = (int)a[3];
+    } else if (nr == SYS_lstat) {
+        flags = AT_SYMLINK_NOFOLLOW;
+    }
+    if (read_path(s, path_arg, path) < 0)
+        return -1;
+    int count = translate(s, buf_arg, sizeof st, 1, pieces);
+    if (count < 0)
+        return -1;
+    *result = raw(syscall(SYS_newfstatat, dirfd, path, &st, flags));
+    return finish_out(pieces, count, &st, sizeof st, *result);
+}
+
+static int call_statx(Server *s, long nr, const uint64_t *a, int64_t *result) {
+    char path[PATH_MAX_BYTES];
+    struct statx stx;
+    struct iovec pieces[MAX_PIECES];
+    int dirfd;
+    (void)nr;
+    if (dir_fd(s, a[0], &dirfd) < 0 || read_path(s, a[1], path) < 0)
+        return -1;
+    int count = translate(s, a[4], sizeof stx, 1, pieces);
+    if (count < 0)
+        return -1;
+    *result = raw(syscall(SYS_statx, dirfd, path, (int)a[2], (unsigned)a[3], &stx));
+    return finish_out(pieces, count, &stx, sizeof stx, *result);
+}
+
+/* access, faccessat, faccessat2. */
+static int call_access(Server *s, long nr, const uint64_t *a, int64_t *result) {
+    char path[PATH_MAX_BYTES];
+    int dirfd = AT_FDCWD_VALUE;
+    if (nr == SYS_access) {
+        if (read_path(s, a[0], path) < 0)
+            return -1;
+        *result = raw(syscall(SYS_faccessat, AT_FDCWD_VALUE, path, (int)a[1]));
+        return 0;
+    }
+    if (dir_fd(s, a[0], &dirfd) < 0 || read_path(s, a[1], path) < 0)
+        return -1;
+    if (nr == SYS_faccessat)
+        *result = raw(syscall(SYS_faccessat, dirfd, path, (int)a[2]));
+    else
+        *result = raw(syscall(SYS_faccessat2, dirfd, path, (int)a[2], (int)a[3]));
+    return 0;
+}
+
+static int call_getdents64(Server *s, long nr, const uint64_t *a, int64_t *result) {
+    int fd;
+    struct iovec pieces[MAX_PIECES];
+    static __thread uint8_t bounce[BOUNCE_SIZE];
+    (void)nr;
+    if (host_fd(s, a[0], 0, &fd) < 0 || a[2] > BOUNCE_SIZE)
+        return -1;
+    int count = translate(s, a[1], a[2], 1, pieces);
+    if (count < 0)
+        return -1;
+    if (count == 1) {
+        *result = raw(syscall(SYS_getdents64, fd, pieces[0].iov_base, pieces[0].iov_len));
+        return 0;
+    }
+    *result = raw(syscall(SYS_getdents64, fd, bounce, (size_t)a[2]));
+    if (*result > 0)
+        scatter(pieces, count, bounce, (size_t)*result);
+    return 0;
+}
+
+static int call_lseek(Server *s, long nr, const uint64_t *a, int64_t *result) {
+    int fd;
+    (void)nr;
+    if (host_fd(s, a[0], 0, &fd) < 0)
+        return -1;
+    *result = raw(syscall(SYS_lseek, fd, a[1], a[2]));
+    return 0;
+}
+
+/* Clocks that read the same from any thread of the process. */
+static int process_wide_clock(uint64_t clock) {
+    switch (as_int32(clock)) {
+    case CLOCK_REALTIME: case CLOCK_MONOTONIC: case CLOCK_PROCESS_CPUTIME_ID:
+    case CLOCK_MONOTONIC_RAW: case CLOCK_REALTIME_COARSE: case CLOCK_MONOTONIC_COARSE:
+    case CLOCK_BOOTTIME:
+        return 1;
+    default:
+        return 0;   /* the thread's own CPU clock, other processes' clocks: the VMM */
+    }
+}
+
+static int call_clock_gettime(Server *s, long nr, const uint64_t *a, int64_t *result) {
+    struct timespec ts;
+    struct iovec pieces[MAX_PIECES];
+    (void)nr;
+    if (!process_wide_clock(a[0]))
+        return -1;
+    int count = translate(s, a[1], sizeof ts, 1, pieces);
+    if (count < 0)
+        return -1;
+    *result = raw(syscall(SYS_clock_gettime, as_int32(a[0]), &ts));
+    return finish_out(pieces, count, &ts, sizeof ts, *result);
+}
+
+static int call_time(Server *s, long nr, const uint64_t *a, int64_t *result) {
+    struct iovec pieces[MAX_PIECES];
+    int64_t now;
+    int count = 0;
+    (void)nr;
+    if (a[0] != 0 && (count = translate(s, a[0], sizeof now, 1, pieces)) < 0)
+        return -1;
+    now = raw(syscall(SYS_time, NULL));
+    *result = now;
+    if (a[0] != 0)
+        finish_out(pieces, count, &now, sizeof now, now);
+    return 0;
+}
+
+/* fd-only calls that cannot block on I/O the guest waits for. */
+static int call_fd_only(Server *s, long nr, const uint64_t *a, int64_t *result) {
+    int fd;
+    if (host_fd(s, a[0], 0, &fd) < 0)
+        return -1;
+    *result = raw(syscall(nr, fd, a[1], a[2], a[3]));
+    return 0;
+}
+
+struct fast_entry {
+    long nr;
+    fast_call call;
+};
+
+static const struct fast_entry FAST_CALLS[] = {
+    {SYS_getpid, call_plain}, {SYS_getppid, call_plain}, {SYS_getuid, call_plain},
+    {SYS_geteuid, call_plain}, {SYS_getgid, call_plain}, {SYS_getegid, call_plain},
+    {SYS_getpgrp, call_plain}, {SYS_getpgid, call_plain}, {SYS_getsid, call_plain},
+    {SYS_read, call_rw}, {SYS_write, call_rw}, {SYS_pread64, call_rw},
+    {SYS_pwrite64, call_rw}, {SYS_lseek, call_lseek}, {SYS_fstat, call_fstat},
+    {SYS_stat, call_stat_path}, {SYS_lstat, call_stat_path},
+    {SYS_newfstatat, call_stat_path}, {SYS_statx, call_statx},
+    {SYS_access, call_access}, {SYS_faccessat, call_access}, {SYS_faccessat2, call_access},
+    {SYS_getdents64, call_getdents64}, {SYS_clock_gettime, call_clock_gettime},
+    {SYS_time, call_time}, {SYS_fsync, call_fd_only}, {SYS_fdatasync, call_fd_only},
+    {SYS_fadvise64, call_fd_only},
+};
+#define N_FAST_CALLS (sizeof FAST_CALLS / sizeof FAST_CALLS[0])
+
+static fast_call CALL_TABLE[NR_CALLS];
+
+/* -- serving ------------------------------------------------------------------------- */
+
+static void serve(Server *s, uint64_t seq) {
+    uint64_t nr = *RING64(s, CALLRING_NR), args[6];
+    for (int i = 0; i < 6; i++)
+        args[i] = *RING64(s, CALLRING_ARG0 + 8 * i);
+    int64_t result = 0;
+    int slow = 1;
+    if (!__atomic_load_n(&s->force_slow, __ATOMIC_ACQUIRE) && nr < NR_CALLS) {
+        if (s->action[nr] == ACTION_DENY) {
+            result = -(int64_t)s->deny_errno[nr];
+            slow = 0;
+            s->served_denied++;
+        } else if (s->action[nr] == ACTION_FAST && CALL_TABLE[nr] != NULL) {
+            slow = CALL_TABLE[nr](s, (long)nr, args, &result) != 0;
+            s->served_fast += !slow;
+        }
+    }
+    s->sent_slow += slow;
+    *RING64(s, CALLRING_RESULT) = (uint64_t)result;
+    *RING32(s, CALLRING_DISPOSITION) = slow ? CALLRING_SLOW : CALLRING_DONE;
+    __atomic_store_n((uint64_t *)RING64(s, CALLRING_RESPONSE_SEQ), seq, __ATOMIC_RELEASE);
+    s->served_seq = seq;
+    __atomic_fetch_add(&s->served_word, 1, __ATOMIC_RELEASE);
+    if (__atomic_load_n(&s->vcpu_waiting, __ATOMIC_ACQUIRE))
+        futex(&s->served_word, FUTEX_WAKE, 1, NULL);
+}
+
+static uint64_t pending_request(Server *s) {
+    return __atomic_load_n((uint64_t *)RING64(s, CALLRING_REQUEST_SEQ), __ATOMIC_ACQUIRE);
+}
+
+static void *server_main(void *arg) {
+    Server *s = arg;
+    uint64_t idle_since = now_ns();
+    unsigned polls = 0;
+    while (!__atomic_load_n(&s->stop, __ATOMIC_ACQUIRE)) {
+        uint64_t seq = pending_request(s);
+        if (seq != s->served_seq) {
+            serve(s, seq);
+            idle_since = now_ns();
+            continue;
+        }
+        if (++polls % 64 || now_ns() - idle_since < s->spin_ns) {
+            __builtin_ia32_pause();
+            continue;
+        }
+        /* Idle: sleep until the VMM wakes us (a guest that gets no answer exits to
+         * it); the recheck after the store closes the race with a new request. */
+        __atomic_store_n(&s->sleep_word, 1, __ATOMIC_SEQ_CST);
+        if (pending_request(s) == s->served_seq && !__atomic_load_n(&s->stop, __ATOMIC_ACQUIRE)) {
+            s->sleeps++;
+            futex(&s->sleep_word, FUTEX_WAIT, 1, NULL);
+        }
+        __atomic_store_n(&s->sleep_word, 0, __ATOMIC_SEQ_CST);
+        idle_since = now_ns();
+    }
+    return NULL;
+}
+
+static void wake_server(Server *s) {
+    if (__atomic_exchange_n(&s->sleep_word, 0, __ATOMIC_SEQ_CST) == 1)
+        futex(&s->sleep_word, FUTEX_WAKE, 1, NULL);
+}
+
+/* -- the Python object --------------------------------------------------------------- */
+
+static int Server_init(Server *s, PyObject *args, PyObject *kwargs) {
+    static char *keywords[] = {"ring", "memory", "memory_size", "spin_ns", NULL};
+    unsigned long long ring, memory, memory_size, spin_ns = 50000;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "KKK|K", keywords, &ring, &memory,
+                                     &memory_size, &spin_ns))
+        return -1;
+    if (s->running) {
+        PyErr_SetString(PyExc_RuntimeError, "the server thread is running");
+        return -1;
+    }
+    s->ring = (uint8_t *)(uintptr_t)ring;
+    s->memory = (uint8_t *)(uintptr_t)memory;
+    s->memory_size = memory_size;
+    s->spin_ns = spin_ns;
+    s->served_seq = pending_request(s);
+    *RING64(s, CALLRING_RESPONSE_SEQ) = s->served_seq;
+    return 0;
+}
+
+static PyObject *Server_start(Server *s, PyObject *unused) {
+    sigset_t all, previous;
+    if (s->running)
+        Py_RETURN_NONE;
+    s->stop = 0;
+    s->sleep_word = 0;
+    s->served_seq = pending_request(s);
+    /* Signals for the process must go to the vCPU thread (Python handles them). */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &previous);
+    int error = pthread_create(&s->thread, NULL, server_main, s);
+    pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    if (error) {
+        errno = error;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    s->running = 1;
+    Py_RETURN_NONE;
+}
+
+static void stop_thread(Server *s) {
+    if (!s->running)
+        return;
+    __atomic_store_n(&s->stop, 1, __ATOMIC_SEQ_CST);
+    wake_server(s);
+    pthread_join(s->thread, NULL);
+    s->running = 0;
+}
+
+static PyObject *Server_stop(Server *s, PyObject *unused) {
+    Py_BEGIN_ALLOW_THREADS
+    stop_thread(s);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static PyObject *Server_forget_thread(Server *s, PyObject *unused) {
+    /* In the child of fork(): the thread was not copied; start() makes a new one. */
+    s->running = 0;
+    s->vcpu_waiting = 0;
+    Py_RETURN_NONE;
+}
+
+/* The guest exited because no answer came (or the thread slept): wake the thread, or
+ * serve here if there is none, and wait up to `timeout` seconds for the answer.
+ * True when answered; on False the guest resumes and asks again, so stop requests
+ * and signals reach the run loop meanwhile. */
+static PyObject *Server_wait_response(Server *s, PyObject *arg) {
+    double timeout = PyFloat_AsDouble(arg);
+    if (timeout < 0 && PyErr_Occurred())
+        return NULL;
+    int answered;
+    Py_BEGIN_ALLOW_THREADS
+    uint64_t want = pending_request(s);
+    if (!s->running) {
+        if (want != s->served_seq)
+            serve(s, want);
+    } else {
+        __atomic_store_n(&s->vcpu_waiting, 1, __ATOMIC_SEQ_CST);
+        wake_server(s);
+        uint64_t deadline = now_ns() + (uint64_t)(timeout * 1e9);
+        for (;;) {
+            uint32_t seen = __atomic_load_n(&s->served_word, __ATOMIC_ACQUIRE);
+            if (*RING64(s, CALLRING_RESPONSE_SEQ) == want || now_ns() >= deadline)
+                break;
+            struct timespec slice = {0, 1000000};
+            futex(&s->served_word, FUTEX_WAIT, seen, &slice);
+        }
+        __atomic_store_n(&s->vcpu_waiting, 0, __ATOMIC_SEQ_CST);
+    }
+    answered = *RING64(s, CALLRING_RESPONSE_SEQ) == want;
+    Py_END_ALLOW_THREADS
+    return PyBool_FromLong(answered);
+}
+
+static PyObject *Server_set_action(Server *s, PyObject *args) {
+    unsigned int nr, action, error = 0;
+    if (!PyArg_ParseTuple(args, "II|I", &nr, &action, &error))
+        return NULL;
+    if (nr >= NR_CALLS || action > ACTION_DENY || error > 4095) {
+        PyErr_SetString(PyExc_ValueError, "system call number, action or errno out of range");
+        return NULL;
+    }
+    if (action == ACTION_FAST && CALL_TABLE[nr] == NULL) {
+        PyErr_Format(PyExc_ValueError, "system call %u has no fast implementation", nr);
+        return NULL;
+    }
+    s->action[nr] = (uint8_t)action;
+    s->deny_errno[nr] = (uint16_t)error;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Server_set_fd(Server *s, PyObject *args) {
+    int guest, host, never_blocks;
+    if (!PyArg_ParseTuple(args, "iip", &guest, &host, &never_blocks))
+        return NULL;
+    if (guest < 0 || guest >= MAX_GUEST_FDS)
+        Py_RETURN_NONE;   /* beyond the mirror: calls on it take the VMM's path */
+    s->host_fd[guest] = host;
+    s->fd_flags[guest] = FD_OPEN | (never_blocks ? FD_IO_NEVER_BLOCKS : 0);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Server_clear_fd(Server *s, PyObject *arg) {
+    long guest = PyLong_AsLong(arg);
+    if (guest == -1 && PyErr_Occurred())
+        return NULL;
+    if (guest >= 0 && guest < MAX_GUEST_FDS) {
+        s->fd_flags[guest] = 0;
+        s->host_fd[guest] = -1;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *Server_set_cr3(Server *s, PyObject *arg) {
+    unsigned long long cr3 = PyLong_AsUnsignedLongLong(arg);
+    if (PyErr_Occurred())
+        return NULL;
+    s->cr3 = cr3;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Server_set_force_slow(Server *s, PyObject *arg) {
+    int value = PyObject_IsTrue(arg);
+    if (value < 0)
+        return NULL;
+    __atomic_store_n(&s->force_slow, value, __ATOMIC_RELEASE);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Server_stats(Server *s, PyObject *unused) {
+    return Py_BuildValue("{sKsKsKsK}", "fast", (unsigned long long)s->served_fast,
+                         "denied", (unsigned long long)s->served_denied,
+                         "slow", (unsigned long long)s->sent_slow,
+                         "sleeps", (unsigned long long)s->sleeps);
+}
+
+static PyObject *Server_is_running(Server *s, void *closure) {
+    return PyBool_FromLong(s->running);
+}
+
+static void Server_dealloc(Server *s) {
+    stop_thread(s);
+    Py_TYPE(s)->tp_free((PyObject *)s);
+}
+
+static PyObject *Server_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    Server *s = (Server *)type->tp_alloc(type, 0);
+    if (s != NULL)
+        for (int i = 0; i < MAX_GUEST_FDS; i++)
+            s->host_fd[i] = -1;
+    return (PyObject *)s;
+}
+
+static PyMethodDef Server_methods[] = {
+    {"start", (PyCFunction)Server_start, METH_NOARGS, "Start the serving thread."},
+    {"stop", (PyCFunction)Server_stop, METH_NOARGS, "Stop and join the serving thread."},
+    {"forget_thread", (PyCFunction)Server_forget_thread, METH_NOARGS,
+     "In a fork child: the thread is gone (start() makes a new one)."},
+    {"wait_response", (PyCFunction)Server_wait_response, METH_O,
+     "Wake the thread and wait (seconds) for the pending request's answer."},
+    {"set_action", (PyCFunction)Server_set_action, METH_VARARGS,
+     "set_action(nr, action, errno=0): SLOW, FAST or DENY for one call."},
+    {"set_fd", (PyCFunction)Server_set_fd, METH_VARARGS,
+     "set_fd(guest, host, io_never_blocks): mirror one descriptor."},
+    {"clear_fd", (PyCFunction)Server_clear_fd, METH_O, "Forget a guest descriptor."},
+    {"set_cr3", (PyCFunction)Server_set_cr3, METH_O, "The address space to translate in."},
+    {"set_force_slow", (PyCFunction)Server_set_force_slow, METH_O,
+     "While true every call takes the VMM's path (a signal waits)."},
+    {"stats", (PyCFunction)Server_stats, METH_NOARGS, "Counters of served calls."},
+    {NULL},
+};
+
+static PyGetSetDef Server_getset[] = {
+    {"running", (getter)Server_is_running, NULL, "Whether the thread runs.", NULL},
+    {NULL},
+};
+
+static PyTypeObject ServerType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "kvmdune.linux._fastpath.Server",
+    .tp_basicsize = sizeof(Server),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The host thread serving one guest's call ring.",
+    .tp_new = Server_new,
+    .tp_init = (initproc)Server_init,
+    .tp_dealloc = (destructor)Server_dealloc,
+    .tp_methods = Server_methods,
+    .tp_getset = Server_getset,
+};
+
+static int fastpath_exec(PyObject *module) {
+    PyObject *numbers = PyTuple_New(N_FAST_CALLS);
+    if (numbers == NULL)
+        return -1;
+    for (size_t i = 0; i < N_FAST_CALLS; i++) {
+        CALL_TABLE[FAST_CALLS[i].nr] = FAST_CALLS[i].call;
+        PyTuple_SET_ITEM(numbers, i, PyLong_FromLong(FAST_CALLS[i].nr));
+    }
+    if (PyModule_AddObject(module, "FAST_CALLS", numbers) < 0) {
+        Py_DECREF(numbers);
+        return -1;
+    }
+    if (PyType_Ready(&ServerType) < 0)
+        return -1;
+    Py_INCREF(&ServerType);
+    if (PyModule_AddObject(module, "Server", (PyObject *)&ServerType) < 0
+        || PyModule_AddIntConstant(module, "SLOW", ACTION_SLOW) < 0
+        || PyModule_AddIntConstant(module, "FAST", ACTION_FAST) < 0
+        || PyModule_AddIntConstant(module, "DENY", ACTION_DENY) < 0
+        || PyModule_AddIntConstant(module, "MAX_GUEST_FDS", MAX_GUEST_FDS) < 0)
+        return -1;
+    return 0;
+}
+
+static PyModuleDef_Slot fastpath_slots[] = {
+    {Py_mod_exec, fastpath_exec},
+    {0, NULL},
+};
+
+static struct PyModuleDef fastpath_module = {
+    PyModuleDef_HEAD_INIT, "_fastpath",
+    "The native fast path: a host thread serving the guest's call ring.", 0, NULL,
+    fastpath_slots, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__fastpath(void) { return PyModuleDef_Init(&fastpath_module); }

@@ -1,0 +1,38 @@
+/* The call ring: how guest CPL3 code hands a system call to a host thread without
+ * an exit (exception-less system calls, FlexSC, OSDI 2010).
+ *
+ * One page, shared by the guest (mapped user read/write right after the call stub's
+ * code page) and the VMM (through its mapping of guest memory). One request at a
+ * time: a Dune process has one vCPU. The guest writes the request, then bumps
+ * REQUEST_SEQ; the host copies the request, serves it, writes the result and the
+ * disposition, then sets RESPONSE_SEQ to the sequence number it served. Fields the
+ * guest writes are never trusted: the host reads each once, into its own memory.
+ */
+#ifndef KVMDUNE_CALLRING_H
+#define KVMDUNE_CALLRING_H
+
+/* Guest -> host (the first cache line). */
+#define CALLRING_REQUEST_SEQ 0x00
+#define CALLRING_NR 0x08
+#define CALLRING_ARG0 0x10          /* six arguments, 8 bytes apart */
+/* Host -> guest (a cache line of its own, so the spinning sides do not collide). */
+#define CALLRING_RESPONSE_SEQ 0x40
+#define CALLRING_RESULT 0x48
+#define CALLRING_DISPOSITION 0x50   /* CALLRING_DONE or CALLRING_SLOW */
+/* The guest stub's own scratch (what `syscall` left in RCX and R11, and RSP while
+ * RFLAGS is restored with popfq from the ring instead of the guest's stack). */
+#define CALLRING_SAVED_RCX 0x80
+#define CALLRING_SAVED_R11 0x88
+#define CALLRING_SAVED_RSP 0x90
+
+#define CALLRING_DONE 0
+#define CALLRING_SLOW 1             /* take the exit path: the VMM serves the call */
+
+/* How long the guest spins for a response before it asks the VMM to wait for it
+ * (~40 us at ~65 cycles per `pause` iteration). The host thread never writes the
+ * ring outside answering a request: the VMM's invalidations briefly make guest
+ * memory read-only on the host, and only while the guest waits for an answer is
+ * the VMM sure not to be making one. */
+#define CALLRING_GUEST_SPINS 1500
+
+#endif

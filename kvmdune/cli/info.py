@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import stat
 from typing import Any
 
-from ..kvm import KVM_API_VERSION, REQUIRED_CAPS, Cap, Kvm, KvmError, probe_platform
-from ..kvm.system import KVM_DEVICE
+# The KVM modules are imported by the functions that use them: every kvmdune
+# command builds this module's parser, and only ``info`` probes the device.
 
-REPORTED_CAPS = tuple(Cap)
+
+def __getattr__(name: str) -> Any:
+    """``REPORTED_CAPS``, every capability ``info`` lists, built when first asked for."""
+    if name == "REPORTED_CAPS":
+        from ..kvm import Cap
+
+        return tuple(Cap)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _device_facts(path: str) -> dict[str, Any]:
@@ -25,6 +31,9 @@ def _device_facts(path: str) -> dict[str, Any]:
 
 def gather(measure: bool, seconds: float = 1.0) -> dict[str, Any]:
     """Everything ``info`` reports, as one JSON-ready object."""
+    from ..kvm import REQUIRED_CAPS, Cap, Kvm, KvmError, probe_platform
+    from ..kvm.system import KVM_DEVICE
+
     report: dict[str, Any] = {"kvm": {"available": False, "api_version": None,
                                       **_device_facts(KVM_DEVICE)},
                               "platform": None}
@@ -32,7 +41,7 @@ def gather(measure: bool, seconds: float = 1.0) -> dict[str, Any]:
         with Kvm() as kvm:
             report["kvm"]["api_version"] = kvm.get_api_version()
             report["capabilities"] = {f"KVM_CAP_{cap.name}": kvm.check_extension(cap)
-                                      for cap in REPORTED_CAPS}
+                                      for cap in Cap}
             kvm.require_capabilities()
     except KvmError as exc:
         report["reason"] = str(exc)
@@ -58,6 +67,8 @@ def gather(measure: bool, seconds: float = 1.0) -> dict[str, Any]:
 
 
 def format_human(report: dict[str, Any]) -> str:
+    from ..kvm import KVM_API_VERSION
+
     kvm = report["kvm"]
     lines = [f"KVM device     {kvm['device']}: "
              + (f"{kvm['mode']}, {'accessible' if kvm['readable_writable'] else 'NOT accessible'}"
@@ -101,6 +112,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import json
+
     report = gather(measure=not args.no_measure)
     print(json.dumps(report, indent=2) if args.json else format_human(report))
     return 0 if report["kvm"]["available"] else 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .sandbox import add_policy_options, execute
+from .sandbox import add_policy_options, execute, tracer_for
 from .sizes import parse_size
 
 
@@ -44,7 +44,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..linux.runner import RunOptions, run_command
-    from ..linux.trace import open_tracer
 
     if _policy_given(args):
         if args.memory and not args.mem:
@@ -55,6 +54,6 @@ def run(args: argparse.Namespace) -> int:
         print("kvmdune run: no program given (usage: kvmdune run [options] -- PROGRAM "
               "[ARGS...])", file=sys.stderr)
         return 2
-    options = RunOptions(tracer=open_tracer(args.trace) if args.trace else None,
+    options = RunOptions(tracer=tracer_for(args.trace),
                          **({"memory_size": args.memory} if args.memory else {}))
     return run_command(command, options=options)

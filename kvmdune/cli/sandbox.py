@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -129,6 +128,8 @@ def run_policy_show(args: argparse.Namespace) -> int:
     except PolicyError as exc:
         print(f"kvmdune policy: {exc}", file=sys.stderr)
         return 2
+    import json
+
     print(json.dumps(policy.describe(), indent=2))
     return 0
 
@@ -145,6 +146,15 @@ def _with_program(policy, program: str):
     return policy.for_program(os.path.realpath(path), os.path.realpath(interp) if interp else None)
 
 
+def tracer_for(trace: str | None):
+    """The ``--trace`` tracer, or None: the strace formatter is imported only when tracing."""
+    if not trace:
+        return None
+    from ..linux.trace import open_tracer
+
+    return open_tracer(trace)
+
+
 def run_sandbox(args: argparse.Namespace) -> int:
     return execute(args, args.default_profile)
 
@@ -153,7 +163,6 @@ def execute(args: argparse.Namespace, default_profile: str) -> int:
     """Run ``args.command`` under the policy the options describe."""
     from ..linux.elf import ExecFormatError, exit_status_for
     from ..linux.runner import RunOptions, describe_exec_error, run_command
-    from ..linux.trace import open_tracer
     from ..sandbox.guard import SandboxGate
     from ..sandbox.policy import PolicyError
 
@@ -189,7 +198,7 @@ def execute(args: argparse.Namespace, default_profile: str) -> int:
     limits = policy.limits
     memory = {} if limits.memory is None else {
         "memory_size": max(64 << 20, -(-limits.memory // (2 << 20)) * (2 << 20))}
-    options = RunOptions(tracer=open_tracer(args.trace) if args.trace else None, gate=gate,
+    options = RunOptions(tracer=tracer_for(args.trace), gate=gate,
                          wall_seconds=limits.wall, cpu_seconds=limits.cpu,
                          file_size=limits.file_size, max_fds=limits.fds,
                          max_processes=limits.processes, user=user, **memory)

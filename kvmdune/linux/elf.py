@@ -10,9 +10,11 @@ confusing crash inside the VM.
 
 Only the ELF header and program headers are read, as Linux does; section
 headers are never looked at, so stripped or section-less files load.
-Parsing uses pyelftools' struct definitions, but every bound is checked here
-before pyelftools reads, and anything pyelftools still raises is turned into
-an `ExecFormatError`: no other exception leaves `parse_elf`.
+Both are fixed little-endian layouts read with `struct` after every bound is
+checked (pyelftools would build every structure of the format for each file,
+and importing it costs more than the rest of a short run); pyelftools' name
+tables are consulted only to word a refusal. No exception other than
+`ExecFormatError` leaves `parse_elf`.
 
 Mapping the segments (choosing a load bias, zeroing the bss tail, placing the
 interpreter) belongs to the loader that uses this module, not to it.
@@ -21,7 +23,6 @@ interpreter) belongs to the loader that uses this module, not to it.
 from __future__ import annotations
 
 import errno as _errno
-import io
 import os
 import stat
 import struct
@@ -29,11 +30,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag
 from typing import Any
-
-from elftools.common.exceptions import ELFError
-from elftools.common.utils import struct_parse
-from elftools.construct import ConstructError
-from elftools.elf.elffile import ELFFile
 
 __all__ = [
     "BINPRM_BUF_SIZE",
@@ -69,6 +65,15 @@ EI_DATA = 5  # e_ident index of the data-encoding byte
 
 ELF64_EHDR_SIZE = 64  # sizeof(Elf64_Ehdr)
 ELF64_PHDR_SIZE = 56  # sizeof(Elf64_Phdr); Linux refuses any other e_phentsize
+
+# Elf64_Ehdr and Elf64_Phdr (<elf.h>), little-endian, field by field.
+_EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
+_EHDR_FIELDS = ("e_ident", "e_type", "e_machine", "e_version", "e_entry", "e_phoff", "e_shoff",
+                "e_flags", "e_ehsize", "e_phentsize", "e_phnum", "e_shentsize", "e_shnum",
+                "e_shstrndx")
+_PHDR = struct.Struct("<IIQQQQQQ")
+_PHDR_FIELDS = ("p_type", "p_flags", "p_offset", "p_vaddr", "p_paddr", "p_filesz", "p_memsz",
+                "p_align")
 
 # load_elf_phdrs() refuses a program header table larger than this.
 MAX_PHDR_TABLE_SIZE = 64 * 1024
@@ -345,11 +350,10 @@ def parse_elf(data: bytes, path: str = "") -> ElfImage:
     """Validate `data` as an x86-64 ELF executable; only ExecFormatError escapes."""
     _check_ident(data, path)
     try:
-        elf = ELFFile(io.BytesIO(data))
-        header = elf.header
+        header = dict(zip(_EHDR_FIELDS, _EHDR.unpack_from(data)))
         _check_header(header, path)
-        phdrs = _read_phdrs(elf, len(data), path)
-    except (ELFError, ConstructError, struct.error, ValueError, EOFError) as exc:
+        phdrs = _read_phdrs(data, header, path)
+    except struct.error as exc:  # unreachable: every read is bounds-checked first
         raise _noexec(path, f"malformed ELF headers ({exc})") from exc
     return _build_image(data, path, header, phdrs)
 
@@ -385,11 +389,12 @@ def _check_header(header: Mapping[str, Any], path: str) -> None:
     """e_type, e_machine, e_phentsize, e_phnum: load_elf_binary's first checks."""
     e_type = _raw_enum(header["e_type"], ElfType)
     if e_type not in (ElfType.ET_EXEC, ElfType.ET_DYN):
-        described = _describe_type(header["e_type"])
+        described = _describe_type(_elf_name("ENUM_E_TYPE", header["e_type"]))
         raise _noexec(path, f"ELF type {described}: kvmdune runs {_EXPECTED_TYPES}")
     machine = _raw_enum(header["e_machine"], ElfMachine)
     if machine != ElfMachine.EM_X86_64:
-        described = header["e_machine"] if isinstance(header["e_machine"], str) else f"machine {machine}"
+        name = _elf_name("ENUM_E_MACHINE", header["e_machine"])
+        described = name if isinstance(name, str) else f"machine {machine}"
         raise _noexec(path, f"ELF for {described}: kvmdune runs {_EXPECTED_ARCH}")
     if header["e_phentsize"] != ELF64_PHDR_SIZE:
         raise _noexec(
@@ -404,6 +409,15 @@ def _check_header(header: Mapping[str, Any], path: str) -> None:
         )
 
 
+def _elf_name(table: str, value: int) -> int | str:
+    """pyelftools' name for a header value (the last name of a shared value, as it
+    decodes), or the value itself when it has none: the words of a refusal."""
+    from elftools.elf import enums
+
+    names = {number: name for name, number in getattr(enums, table).items() if name != "_default_"}
+    return names.get(value, value)
+
+
 def _describe_type(e_type: int | str) -> str:
     if isinstance(e_type, str):
         known = {name.split(" ", 1)[0]: name for name in _REFUSED_TYPE_NAMES.values()}
@@ -412,7 +426,7 @@ def _describe_type(e_type: int | str) -> str:
 
 
 def _raw_enum(value: int | str, enum: type[IntEnum]) -> int:
-    """pyelftools decodes known values to names; turn them back into numbers."""
+    """A header value as a number, should it come as one of pyelftools' names."""
     if isinstance(value, int):
         return value
     if value in enum.__members__:
@@ -421,8 +435,9 @@ def _raw_enum(value: int | str, enum: type[IntEnum]) -> int:
     return -1
 
 
-def _read_phdrs(elf: ELFFile, file_size: int, path: str) -> list[Mapping[str, Any]]:
-    phoff, phnum = elf.header["e_phoff"], elf.header["e_phnum"]
+def _read_phdrs(data: bytes, header: Mapping[str, Any], path: str) -> list[Mapping[str, Any]]:
+    phoff, phnum = header["e_phoff"], header["e_phnum"]
+    file_size = len(data)
     if phoff + phnum * ELF64_PHDR_SIZE > file_size:
         raise _noexec(
             path,
@@ -430,7 +445,7 @@ def _read_phdrs(elf: ELFFile, file_size: int, path: str) -> list[Mapping[str, An
             f"run past the end of the {file_size}-byte file",
         )
     return [
-        struct_parse(elf.structs.Elf_Phdr, elf.stream, phoff + index * ELF64_PHDR_SIZE)
+        dict(zip(_PHDR_FIELDS, _PHDR.unpack_from(data, phoff + index * ELF64_PHDR_SIZE)))
         for index in range(phnum)
     ]
 

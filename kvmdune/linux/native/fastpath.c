@@ -80,6 +80,7 @@ typedef struct {
     uint64_t served_seq;
     pthread_t thread;
     int running;
+    pid_t pid;
     uint64_t served_fast, served_denied, sent_slow, sleeps;
 } Server;
 
@@ -98,6 +99,15 @@ static uint64_t now_ns(void) {
 
 static long futex(uint32_t *word, int op, uint32_t value, const struct timespec *timeout) {
     return syscall(SYS_futex, word, op | FUTEX_PRIVATE_FLAG, value, timeout, NULL, 0);
+}
+
+/* The HOST_STATE hint, written outside a request: through process_vm_writev, which
+ * returns EFAULT (the hint is skipped) where the VMM has the page read-only for an
+ * instant, instead of a store's SIGSEGV (callring.h). */
+static void hint_host_state(Server *s, uint32_t state) {
+    struct iovec local = {&state, sizeof state};
+    struct iovec remote = {s->ring + CALLRING_HOST_STATE, sizeof state};
+    syscall(SYS_process_vm_writev, s->pid, &local, 1UL, &remote, 1UL, 0UL);
 }
 
 static inline int32_t as_int32(uint64_t value) { return (int32_t)(uint32_t)value; }
@@ -489,14 +499,16 @@ static void *server_main(void *arg) {
             __builtin_ia32_pause();
             continue;
         }
-        /* Idle: sleep until the VMM wakes us (a guest that gets no answer exits to
-         * it); the recheck after the store closes the race with a new request. */
+        /* Idle: sleep until the VMM wakes us (a guest that sees the hint, or gets no
+         * answer, exits to it); the recheck closes the race with a new request. */
         __atomic_store_n(&s->sleep_word, 1, __ATOMIC_SEQ_CST);
+        hint_host_state(s, CALLRING_HOST_SLEEPING);
         if (pending_request(s) == s->served_seq && !__atomic_load_n(&s->stop, __ATOMIC_ACQUIRE)) {
             s->sleeps++;
             futex(&s->sleep_word, FUTEX_WAIT, 1, NULL);
         }
         __atomic_store_n(&s->sleep_word, 0, __ATOMIC_SEQ_CST);
+        hint_host_state(s, CALLRING_HOST_AWAKE);
         idle_since = now_ns();
     }
     return NULL;
@@ -535,6 +547,8 @@ static PyObject *Server_start(Server *s, PyObject *unused) {
     s->stop = 0;
     s->sleep_word = 0;
     s->served_seq = pending_request(s);
+    s->pid = getpid();
+    hint_host_state(s, CALLRING_HOST_AWAKE);
     /* Signals for the process must go to the vCPU thread (Python handles them). */
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &previous);

@@ -19,6 +19,7 @@
 #define CALLRING_RESPONSE_SEQ 0x40
 #define CALLRING_RESULT 0x48
 #define CALLRING_DISPOSITION 0x50   /* CALLRING_DONE or CALLRING_SLOW */
+#define CALLRING_HOST_STATE 0x58    /* a hint: CALLRING_HOST_SLEEPING, do not spin */
 /* The guest stub's own scratch (what `syscall` left in RCX and R11, and RSP while
  * RFLAGS is restored with popfq from the ring instead of the guest's stack). */
 #define CALLRING_SAVED_RCX 0x80
@@ -27,12 +28,17 @@
 
 #define CALLRING_DONE 0
 #define CALLRING_SLOW 1             /* take the exit path: the VMM serves the call */
+#define CALLRING_HOST_AWAKE 0
+#define CALLRING_HOST_SLEEPING 1
 
 /* How long the guest spins for a response before it asks the VMM to wait for it
- * (~40 us at ~65 cycles per `pause` iteration). The host thread never writes the
- * ring outside answering a request: the VMM's invalidations briefly make guest
- * memory read-only on the host, and only while the guest waits for an answer is
- * the VMM sure not to be making one. */
+ * (~40 us at ~65 cycles per `pause` iteration).
+ *
+ * The host thread writes the ring with plain stores only while answering a request:
+ * the VMM's invalidations briefly make guest memory read-only on the host, and only
+ * while the guest waits for an answer is the VMM sure not to be making one. The
+ * HOST_STATE hint is written at other times, so it goes through process_vm_writev,
+ * which fails (and the hint is skipped) where a store would fault. */
 #define CALLRING_GUEST_SPINS 1500
 
 #endif

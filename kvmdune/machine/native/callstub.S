@@ -15,9 +15,9 @@
  * the stub (a CPL3 fetch there faults into the VMM with RIP == CR2 == the target):
  * - the slow target, the trampoline's syscall entry: the VMM serves the call as if
  *   `syscall` had exited to it (RAX, RCX, R11 and the arguments as `syscall` left them);
- * - the wait target: no answer within CALLRING_GUEST_SPINS (the host thread sleeps
- *   after a while without calls, or is not scheduled): the VMM wakes it, waits for
- *   the answer and resumes at RCX.
+ * - the wait target: the host thread sleeps (after a while without calls), or no
+ *   answer came within CALLRING_GUEST_SPINS: the VMM wakes it, waits for the answer
+ *   and resumes at RCX.
  *
  * This code is copied into guest memory as bytes and must be position-independent.
  */
@@ -50,13 +50,15 @@ kvmdune_callstub_start:
     movq RING(CALLRING_REQUEST_SEQ), %rax
     incq %rax
     movq %rax, RING(CALLRING_REQUEST_SEQ)       /* published: stores are seen in order */
+    cmpl $CALLRING_HOST_SLEEPING, RING(CALLRING_HOST_STATE)
+    je 4f                                       /* no use spinning: the VMM wakes it */
 2:  movl $CALLRING_GUEST_SPINS, %ecx
 3:  cmpq %rax, RING(CALLRING_RESPONSE_SEQ)
     je 5f
     pause
     decl %ecx
     jnz 3b
-    leaq kvmdune_callstub_resume(%rip), %rcx    /* the VMM waits, then resumes there */
+4:  leaq kvmdune_callstub_resume(%rip), %rcx    /* the VMM waits, then resumes there */
     jmpq *kvmdune_callstub_wait_target(%rip)
 kvmdune_callstub_resume:
     movq RING(CALLRING_REQUEST_SEQ), %rax

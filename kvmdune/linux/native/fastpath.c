@@ -77,7 +77,8 @@ typedef struct {
     uint32_t served_word;       /* futex: bumped after every response */
     int vcpu_waiting;           /* atomic */
     int stop;                   /* atomic */
-    uint64_t served_seq;
+    uint64_t served_seq;        /* the thread's own: the last request it saw answered */
+    uint64_t claimed_seq;       /* atomic: the last request someone took to serve */
     pthread_t thread;
     int running;
     pid_t pid;
@@ -454,6 +455,16 @@ static fast_call CALL_TABLE[NR_CALLS];
 
 /* -- serving ------------------------------------------------------------------------- */
 
+/* Exactly one of the thread and the waiting VMM serves each request. */
+static int claim(Server *s, uint64_t seq) {
+    uint64_t previous = __atomic_load_n(&s->claimed_seq, __ATOMIC_ACQUIRE);
+    return previous != seq
+        && __atomic_compare_exchange_n(&s->claimed_seq, &previous, seq, 0, __ATOMIC_ACQ_REL,
+                                       __ATOMIC_ACQUIRE);
+}
+
+static void count(uint64_t *counter) { __atomic_fetch_add(counter, 1, __ATOMIC_RELAXED); }
+
 static void serve(Server *s, uint64_t seq) {
     uint64_t nr = *RING64(s, CALLRING_NR), args[6];
     for (int i = 0; i < 6; i++)
@@ -464,17 +475,18 @@ static void serve(Server *s, uint64_t seq) {
         if (s->action[nr] == ACTION_DENY) {
             result = -(int64_t)s->deny_errno[nr];
             slow = 0;
-            s->served_denied++;
+            count(&s->served_denied);
         } else if (s->action[nr] == ACTION_FAST && CALL_TABLE[nr] != NULL) {
             slow = CALL_TABLE[nr](s, (long)nr, args, &result) != 0;
-            s->served_fast += !slow;
+            if (!slow)
+                count(&s->served_fast);
         }
     }
-    s->sent_slow += slow;
+    if (slow)
+        count(&s->sent_slow);
     *RING64(s, CALLRING_RESULT) = (uint64_t)result;
     *RING32(s, CALLRING_DISPOSITION) = slow ? CALLRING_SLOW : CALLRING_DONE;
     __atomic_store_n((uint64_t *)RING64(s, CALLRING_RESPONSE_SEQ), seq, __ATOMIC_RELEASE);
-    s->served_seq = seq;
     __atomic_fetch_add(&s->served_word, 1, __ATOMIC_RELEASE);
     if (__atomic_load_n(&s->vcpu_waiting, __ATOMIC_ACQUIRE))
         futex(&s->served_word, FUTEX_WAKE, 1, NULL);
@@ -491,7 +503,9 @@ static void *server_main(void *arg) {
     while (!__atomic_load_n(&s->stop, __ATOMIC_ACQUIRE)) {
         uint64_t seq = pending_request(s);
         if (seq != s->served_seq) {
-            serve(s, seq);
+            if (claim(s, seq))
+                serve(s, seq);
+            s->served_seq = seq;
             idle_since = now_ns();
             continue;
         }
@@ -535,7 +549,7 @@ static int Server_init(Server *s, PyObject *args, PyObject *kwargs) {
     s->memory = (uint8_t *)(uintptr_t)memory;
     s->memory_size = memory_size;
     s->spin_ns = spin_ns;
-    s->served_seq = pending_request(s);
+    s->served_seq = s->claimed_seq = pending_request(s);
     *RING64(s, CALLRING_RESPONSE_SEQ) = s->served_seq;
     return 0;
 }
@@ -585,10 +599,12 @@ static PyObject *Server_forget_thread(Server *s, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
-/* The guest exited because no answer came (or the thread slept): wake the thread, or
- * serve here if there is none, and wait up to `timeout` seconds for the answer.
- * True when answered; on False the guest resumes and asks again, so stop requests
- * and signals reach the run loop meanwhile. */
+/* The guest exited because no answer came (or the thread slept): serve the request
+ * here unless the thread has taken it (then wait up to `timeout` seconds for its
+ * answer), and wake the thread for the calls to come. True when answered; on False
+ * the guest resumes and asks again, so stop requests and signals reach the run loop
+ * meanwhile. Serving here keeps a machine whose cores are all busy from paying a
+ * thread wake-up per call. */
 static PyObject *Server_wait_response(Server *s, PyObject *arg) {
     double timeout = PyFloat_AsDouble(arg);
     if (timeout < 0 && PyErr_Occurred())
@@ -596,12 +612,10 @@ static PyObject *Server_wait_response(Server *s, PyObject *arg) {
     int answered;
     Py_BEGIN_ALLOW_THREADS
     uint64_t want = pending_request(s);
-    if (!s->running) {
-        if (want != s->served_seq)
-            serve(s, want);
-    } else {
+    if (claim(s, want)) {
+        serve(s, want);
+    } else if (*RING64(s, CALLRING_RESPONSE_SEQ) != want) {
         __atomic_store_n(&s->vcpu_waiting, 1, __ATOMIC_SEQ_CST);
-        wake_server(s);
         uint64_t deadline = now_ns() + (uint64_t)(timeout * 1e9);
         for (;;) {
             uint32_t seen = __atomic_load_n(&s->served_word, __ATOMIC_ACQUIRE);
@@ -611,6 +625,12 @@ static PyObject *Server_wait_response(Server *s, PyObject *arg) {
             futex(&s->served_word, FUTEX_WAIT, seen, &slice);
         }
         __atomic_store_n(&s->vcpu_waiting, 0, __ATOMIC_SEQ_CST);
+    }
+    if (s->running) {
+        wake_server(s);
+        /* The guest is stopped, so a plain store is safe here: tell it to spin for
+         * the thread again rather than exit on every call until the thread runs. */
+        *RING32(s, CALLRING_HOST_STATE) = CALLRING_HOST_AWAKE;
     }
     answered = *RING64(s, CALLRING_RESPONSE_SEQ) == want;
     Py_END_ALLOW_THREADS

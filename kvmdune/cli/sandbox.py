@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 
@@ -146,6 +147,18 @@ def _with_program(policy, program: str):
     return policy.for_program(os.path.realpath(path), os.path.realpath(interp) if interp else None)
 
 
+def freeze_imported() -> None:
+    """Exempt everything that exists now -- the modules just imported, their classes
+    and tables -- from the cyclic garbage collector.
+
+    They live until the process exits, yet every full collection during the run
+    and the final one at exit would walk all of them again: at exit that walk
+    alone costs tens of milliseconds. Objects the run creates are collected as
+    usual; freezing only moves objects to a generation the collector skips.
+    """
+    gc.freeze()
+
+
 def tracer_for(trace: str | None):
     """The ``--trace`` tracer, or None: the strace formatter is imported only when tracing."""
     if not trace:
@@ -166,6 +179,7 @@ def execute(args: argparse.Namespace, default_profile: str) -> int:
     from ..sandbox.guard import SandboxGate
     from ..sandbox.policy import PolicyError
 
+    freeze_imported()
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         print("kvmdune: no program given (usage: ... -- PROGRAM [ARGS...])", file=sys.stderr)

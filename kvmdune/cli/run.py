@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .sandbox import add_policy_options, execute, freeze_imported, tracer_for
+from .sandbox import add_policy_options, execute, frozen_imports, tracer_for
 from .sizes import parse_size
 
 
@@ -43,9 +43,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..linux.runner import RunOptions, run_command
+    with frozen_imports():
+        from ..linux.runner import RunOptions, run_command
 
-    freeze_imported()
     if _policy_given(args):
         if args.memory and not args.mem:
             args.mem = str(args.memory)

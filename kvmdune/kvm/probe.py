@@ -19,6 +19,8 @@ class PlatformKind(str, enum.Enum):
 
 @dataclass(frozen=True)
 class Platform:
+    """Which KVM implementation backs /dev/kvm here, and how it was recognised."""
+
     kind: PlatformKind
     module: str | None  # the loaded KVM vendor module, when known
     detail: str

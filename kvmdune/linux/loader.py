@@ -23,6 +23,9 @@ DEFAULT_MINSIGSTKSZ = 2048
 
 @dataclass(frozen=True)
 class LoadedProgram:
+    """A program mapped and ready to start: where it begins, where it and its
+    interpreter were placed, and its initial stack."""
+
     image: ElfImage
     entry: int            # where execution starts (the interpreter's entry if any)
     load_bias: int

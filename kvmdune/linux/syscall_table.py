@@ -308,6 +308,8 @@ class RetKind(enum.Enum):
 
 @dataclass(frozen=True)
 class Ret:
+    """How a system call's result reads; ``table`` names its flags or values."""
+
     kind: RetKind
     table: FlagSet | type[enum.IntEnum] | None = None
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .sandbox import add_policy_options, execute, frozen_imports, tracer_for
+from .sandbox import (add_call_path_options, add_policy_options, call_path_options, execute,
+                      frozen_imports, tracer_for)
 from .sizes import parse_size
 
 
@@ -38,6 +39,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="guest-physical memory to reserve (committed lazily), e.g. "
                              "4G (default)")
     add_policy_options(parser, "open")
+    add_call_path_options(parser)
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="PROGRAM [ARGS...]")
     parser.set_defaults(handler=run)
 
@@ -55,6 +57,6 @@ def run(args: argparse.Namespace) -> int:
         print("kvmdune run: no program given (usage: kvmdune run [options] -- PROGRAM "
               "[ARGS...])", file=sys.stderr)
         return 2
-    options = RunOptions(tracer=tracer_for(args.trace),
+    options = RunOptions(tracer=tracer_for(args.trace), **call_path_options(args),
                          **({"memory_size": args.memory} if args.memory else {}))
     return run_command(command, options=options)

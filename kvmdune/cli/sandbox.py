@@ -30,6 +30,24 @@ limit, 152: a CPU limit, 153: the file-size limit, 159: a call denied with
 """
 
 
+def add_call_path_options(parser: argparse.ArgumentParser) -> None:
+    """How system calls reach the VMM: the native fast path, or an exit each."""
+    group = parser.add_argument_group("system calls")
+    group.add_argument("--no-fast-syscalls", dest="fast_syscalls", action="store_false",
+                       default=None,
+                       help="serve every system call in the VMM after an exit, instead of "
+                            "natively through the call ring where that gives the same "
+                            "answer (also: KVMDUNE_FAST_SYSCALLS=0)")
+    group.add_argument("--syscall-stats", action="store_true",
+                       help="at exit, print how many calls were served natively and how "
+                            "many by the VMM")
+
+
+def call_path_options(args: argparse.Namespace) -> dict:
+    """The RunOptions fields that ``add_call_path_options`` sets."""
+    return {"fast_syscalls": args.fast_syscalls, "syscall_stats": args.syscall_stats}
+
+
 def add_policy_options(parser: argparse.ArgumentParser, default_profile: str) -> None:
     group = parser.add_argument_group("policy")
     group.add_argument("--profile", choices=["strict", "readonly", "open", "trace"],
@@ -104,6 +122,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                "  kvmdune sandbox --profile readonly --audit audit.jsonl -- busybox find .\n",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     add_policy_options(parser, "strict")
+    add_call_path_options(parser)
     parser.add_argument("--trace", nargs="?", const="-", metavar="FILE",
                         help="strace-format lines of every call")
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="PROGRAM [ARGS...]")
@@ -226,7 +245,8 @@ def execute(args: argparse.Namespace, default_profile: str) -> int:
     options = RunOptions(tracer=tracer_for(args.trace), gate=gate,
                          wall_seconds=limits.wall, cpu_seconds=limits.cpu,
                          file_size=limits.file_size, max_fds=limits.fds,
-                         max_processes=limits.processes, user=user, **memory)
+                         max_processes=limits.processes, user=user, **memory,
+                         **call_path_options(args))
     if default_profile == "open" and gate is None:
         return run_command(command, env=environment, options=options)
     return _contained_run(command, environment, options, limits.cpu_total)

@@ -113,6 +113,7 @@ class FastPath:
         if proc.space is not None:
             self.server.set_cr3(proc.space.cr3)
         machine.cpu.call_wait = self._wait
+        proc.signals.on_arrival = lambda: self.signal_waiting(True)
         machine.on_close(self.close)
         self.server.start()
 

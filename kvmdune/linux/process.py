@@ -309,9 +309,11 @@ class Process(Handler):
     def on_interrupt(self, cpu: Cpu) -> Stop | None:
         if not self.signals.pending:
             return None
-        if self.fast is not None and cpu.in_call_stub:
-            # No frame on top of the stub: the call goes to the VMM, which delivers.
-            self.fast.signal_waiting(self.signals.next_deliverable() is not None)
+        if cpu.in_system_call:
+            # No frame on top of a call in flight: it reaches the VMM (the fast path
+            # hands it over while a signal waits), which delivers at its end.
+            if self.fast is not None:
+                self.fast.signal_waiting(self.signals.next_deliverable() is not None)
             return None
         return self.deliver_pending(cpu)
 

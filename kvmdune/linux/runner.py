@@ -33,6 +33,7 @@ class RunOptions:
     #: Serve what can be served without an exit natively (fastpath.py); None: on
     #: unless the environment says KVMDUNE_FAST_SYSCALLS=0.
     fast_syscalls: bool | None = None
+    syscall_stats: bool = False             # report how the calls were served, at exit
 
 
 def run_command(argv: list[str], env: dict[str, str] | None = None,
@@ -67,6 +68,9 @@ def run_command(argv: list[str], env: dict[str, str] | None = None,
         try:
             status = run_process(process, options.wall_seconds)
         finally:
+            disarm_interval_timers()
+            if options.syscall_stats:
+                process.log(describe_call_stats(process))
             process.cleanup()
     if process.forked:
         end_forked_child(status)
@@ -137,6 +141,26 @@ def run_process(process: Process, wall_seconds: float | None = None) -> ExitStat
             return ExitStatus(signal=sig.Signal.SIGKILL)
         if stop.reason is StopReason.REQUEST:
             return ExitStatus(signal=sig.Signal.SIGKILL)
+
+
+def describe_call_stats(process: Process) -> str:
+    """One line: how many system calls the fast path served, refused, handed over."""
+    if process.fast is None:
+        return (f"kvmdune: {process.exe}: system calls: the fast path is off "
+                "(every call was served by the VMM)")
+    stats = process.fast.stats()
+    return (f"kvmdune: {process.exe} (pid {os.getpid()}): system calls: "
+            f"{stats['fast']} served natively, {stats['denied']} refused natively, "
+            f"{stats['slow']} served by the VMM; the serving thread slept "
+            f"{stats['sleeps']} times")
+
+
+def disarm_interval_timers() -> None:
+    """The guest's interval timers are this process's: they die with the guest, not
+    fire into the VMM's teardown (where Python's default handlers are back)."""
+    for which in (host_signal.ITIMER_REAL, host_signal.ITIMER_VIRTUAL,
+                  host_signal.ITIMER_PROF):
+        host_signal.setitimer(which, 0)
 
 
 def end_forked_child(status: ExitStatus) -> None:

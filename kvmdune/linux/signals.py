@@ -11,6 +11,7 @@ from __future__ import annotations
 import signal as host_signal
 import struct
 from dataclasses import dataclass, field
+from typing import Callable
 
 from ..machine import Cpu, Vector
 from ..memory import WRITE, GuestFault
@@ -82,6 +83,9 @@ class SignalState:
     mask: int = 0
     pending: set[int] = field(default_factory=set)
     altstack: tuple[int, int, int] = (0, SigaltstackFlags.SS_DISABLE, 0)  # sp, flags, size
+    #: Called when a host signal for the guest arrives (the fast path then sends
+    #: every call to the VMM, which delivers it).
+    on_arrival: Callable[[], None] | None = None
 
     def action(self, signo: int) -> SigAction:
         return self.actions.get(signo, _DEFAULT)
@@ -263,6 +267,8 @@ def install_host_handlers(state: SignalState) -> None:
     during KVM_RUN interrupts it (EINTR), so the run loop delivers it at once."""
     def handler(signo: int, frame: object) -> None:
         state.pending.add(signo)
+        if state.on_arrival is not None:
+            state.on_arrival()
 
     for signo in FORWARDED:
         host_signal.signal(signo, handler)

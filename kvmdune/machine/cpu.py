@@ -86,6 +86,7 @@ class Cpu:
         self._exception_stack_paddr = _paddr(kernel_space, layout.EXCEPTION_STACK)
         self._iret_rip = layout.TRAMPOLINE + _trampoline.IRET
         self._syscall_entry = layout.TRAMPOLINE + _trampoline.SYSCALL_ENTRY
+        self._call_targets = (self._syscall_entry, layout.CALL_WAIT_TARGET)
         self._at_trampoline = True
         self._in_stub = False
         self.space: AddressSpace | None = None
@@ -190,13 +191,14 @@ class Cpu:
             if self._stop_reason is not None and not self._in_stub:
                 return Stop(self._stop_reason)
             event = self._step()
-            if event is _HANDLED:
-                continue
-            if event is None:
+            if event is None or event is _HANDLED:
                 if not self._in_stub:
                     stop = handler.on_interrupt(self)
                     if stop is not None:
                         return stop
+                    # Interrupted at CPL3 the registers are live: whatever the handler
+                    # changed (a signal frame) must go back to KVM.
+                    self._run.kvm_dirty_regs |= _REGS_DIRTY
                 continue
             outcome = dispatch[type(event)](handler)(self, event)
             stop = self._apply(event, outcome)
@@ -204,10 +206,14 @@ class Cpu:
                 return stop
 
     @property
-    def in_call_stub(self) -> bool:
-        """Whether user code is inside the call stub (between a ``syscall`` and its
-        answer): no signal frame may be built on top of it."""
-        return self.regs.rip in _CALL_AREA
+    def in_system_call(self) -> bool:
+        """Whether user code, interrupted, is between a ``syscall`` and its answer:
+        inside the call stub, or at one of the supervisor addresses a CPL3 jump
+        reaches first (MSR_LSTAR's or the stub's), with the fault that ends the jump
+        yet to come. No signal frame may be built there: the call is delivered to
+        the VMM (or answered) first."""
+        rip = self.regs.rip
+        return rip in _CALL_AREA or rip in self._call_targets
 
     def _step(self) -> Event | None | object:
         """Enter the guest once; the event it exited with (None: nothing to report)."""

@@ -8,7 +8,10 @@ view of the process current; ``native/fastpath.c`` serves them. A call is fast w
    read/write/pread64/pwrite64/lseek/fstat, the stat and access families,
    getdents64, fsync/fdatasync/fadvise64, clock_gettime and time);
 2. Python would only forward it to the host (no emulation in a handler); and
-3. the gate (the sandbox's policy) allows it by its number alone.
+3. the gate (the sandbox's policy) allows it by its number alone — or, for the
+   stat family, wherever its path resolves beneath one of the gate's read roots,
+   which the server has the kernel check (openat2 with RESOLVE_BENEATH from a
+   descriptor of each root, opened once); any other path goes to the gate.
 Calls a gate denies by number alone are denied natively with the same errno. At
 run time the server still hands back to the VMM anything it cannot serve exactly
 as the VMM would: a descriptor whose I/O may block (pipes, sockets, terminals), a
@@ -28,7 +31,7 @@ from .syscall_table import SYSCALLS
 
 ENVIRONMENT_VARIABLE = "KVMDUNE_FAST_SYSCALLS"
 #: How long the serving thread spins for the next call before it sleeps.
-SPIN_SECONDS = 50e-6
+SPIN_SECONDS = 200e-6
 #: How long the VMM waits for an answer before it lets the guest ask again (so that
 #: stop requests and signals reach the run loop).
 WAIT_SLICE_SECONDS = 0.01
@@ -88,10 +91,37 @@ def plan(native, rules: dict | None) -> dict[int, tuple[int, int]]:
         if rule is not None and rule.kind is RuleKind.DENY:
             actions[number] = (native.DENY, rule.errno)
             continue
+        if rule is not None and rule.kind is RuleKind.BENEATH:
+            if number in native.BENEATH_CALLS and forwards_only(spec):
+                actions[number] = (native.BENEATH, 0)
+            continue
         allowed = rules is None or (rule is not None and rule.kind is RuleKind.ALLOW)
         if allowed and number in implemented and forwards_only(spec):
             actions[number] = (native.FAST, 0)
     return actions
+
+
+def open_roots(rules: dict | None) -> list[tuple[str, int]]:
+    """O_PATH descriptors of the directories BENEATH rules name, for the kernel to
+    resolve paths from. Only canonical ones (no symlink in them, so that beneath the
+    descriptor is beneath the name the gate compares with); the others are left to
+    the gate."""
+    from .process import RuleKind
+
+    roots: list[str] = []
+    for rule in (rules or {}).values():
+        if rule.kind is RuleKind.BENEATH:
+            roots.extend(root for root in rule.roots if root not in roots)
+    opened = []
+    for root in roots:
+        if os.path.realpath(root) != root:
+            continue
+        try:
+            fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        opened.append((root, fd))
+    return opened
 
 
 class FastPath:
@@ -107,6 +137,8 @@ class FastPath:
                                     memory.size, int(SPIN_SECONDS * 1e9))
         for number, (action, errno) in plan(native, rules).items():
             self.server.set_action(number, action, errno)
+        self._root_fds = open_roots(rules)
+        self.server.set_roots(self._root_fds)
         for fd, entry in proc.fds.entries.items():
             self.fd_installed(fd, entry.host)
         proc.fds.listener = self
@@ -126,6 +158,12 @@ class FastPath:
 
     def address_space_changed(self, space) -> None:
         self.server.set_cr3(space.cr3)
+
+    def after_slow_call(self, signal_waiting: bool) -> None:
+        """The VMM served a call: the guest's next ones should find the thread
+        spinning, unless a signal waits (then they come to the VMM)."""
+        self.server.set_force_slow(signal_waiting)
+        self.server.wake()
 
     def signal_waiting(self, waiting: bool) -> None:
         """While a signal waits for the guest, every call goes to the VMM, which
@@ -150,6 +188,9 @@ class FastPath:
     def close(self) -> None:
         """Stop the thread (before guest memory goes away)."""
         self.server.stop()
+        for _path, fd in self._root_fds:
+            os.close(fd)
+        self._root_fds = []
 
     def _wait(self) -> None:
         self.server.wait_response(WAIT_SLICE_SECONDS)

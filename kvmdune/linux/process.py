@@ -321,7 +321,7 @@ class Process(Handler):
         """Keep the fast path in step with what the call changed."""
         if spec is not None and spec.name in THREAD_STATE_CALLS:
             self.fast.thread_state_changed()
-        self.fast.signal_waiting(self.signals.next_deliverable() is not None)
+        self.fast.after_slow_call(self.signals.next_deliverable() is not None)
 
     # -- signals -------------------------------------------------------------------------
     def fault(self, cpu: Cpu, signo: int, address: int, event) -> Action | Stop:
@@ -366,16 +366,20 @@ SYSCALLS_BY_NAME = {spec.name: spec for spec in SYSCALLS.values()}
 class RuleKind(enum.Enum):
     ALLOW = "allow"     # allowed whatever the arguments
     DENY = "deny"       # refused with ``errno`` whatever the arguments
+    BENEATH = "beneath"  # allowed when its path resolves beneath one of ``roots``
     CHECK = "check"     # the arguments decide: the gate must see the call
 
 
 @dataclass(frozen=True)
 class CallRule:
-    """A gate's decision on a system call by its number alone, for the layers below
-    to apply without asking the gate (the fast path)."""
+    """A gate's decision on a system call by its number (and, for BENEATH, where its
+    path leads), for the layers below to apply without asking the gate (the fast
+    path). BENEATH promises only the allowing half: a path that does not resolve
+    beneath a root (or at all) still goes to the gate."""
 
     kind: RuleKind
     errno: int = 0
+    roots: tuple[str, ...] = ()
 
 
 ALLOW_RULE = CallRule(RuleKind.ALLOW)

@@ -51,6 +51,8 @@ NOFOLLOW_CALLS = {"lstat", "readlink", "readlinkat", "unlink", "unlinkat", "rmdi
                   "link", "linkat", "mkdir", "mkdirat", "mknod", "mknodat",
                   "lgetxattr", "llistxattr", "lsetxattr", "lremovexattr"}
 EXEC_CALLS = {"execve", "execveat"}
+#: Calls that read a path's metadata and nothing else (a subset of READ_PATH_CALLS).
+STAT_CALLS = {"stat", "lstat", "newfstatat", "statx"}
 OPEN_CALLS = {"open", "openat", "creat"}
 #: Terminal and descriptor-state ioctls a sandboxed program may use.
 IOCTL_ALLOWED = {0x5401: "TCGETS", 0x5402: "TCSETS", 0x5403: "TCSETSW", 0x5404: "TCSETSF",
@@ -128,6 +130,10 @@ class SandboxGate(Gate):
         for number, spec in SYSCALLS.items():
             verdict = self._by_number(spec)
             if verdict is None:
+                if spec.name in STAT_CALLS and not policy.all_paths:
+                    # Reading metadata is allowed wherever it resolves beneath a read
+                    # root (_paths): the kernel can check that much by itself.
+                    rules[number] = CallRule(RuleKind.BENEATH, roots=self.read_roots)
                 continue
             if verdict.allowed:
                 rules[number] = ALLOW_RULE

@@ -6,6 +6,7 @@ with the gate, and the native server is never handed a call that Python emulates
 from __future__ import annotations
 
 import io
+import re
 import os
 from dataclasses import replace
 
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 from kvmdune.linux import fastpath
 from kvmdune.linux.process import RuleKind, forwards_only
 from kvmdune.linux.syscall_table import SYSCALLS
-from kvmdune.sandbox.guard import SandboxGate
+from kvmdune.sandbox.guard import STAT_CALLS, SandboxGate
 from kvmdune.sandbox.policy import OnDeny, Profile, profile_defaults
 
 POLICIES = {
@@ -35,6 +36,11 @@ registers = st.integers(0, (1 << 64) - 1)
 def test_every_rule_is_the_verdict_for_any_arguments(name, args):
     gate = SandboxGate(POLICIES[name])
     for number, rule in gate.rules().items():
+        if rule.kind is RuleKind.BENEATH:
+            # Only the path decides (checked end to end in test_containment).
+            assert gate._by_number(SYSCALLS[number]) is None
+            assert SYSCALLS[number].name in STAT_CALLS and rule.roots == gate.read_roots
+            continue
         verdict = gate._decide(None, SYSCALLS[number], args)   # decided by number: no proc
         if rule.kind is RuleKind.ALLOW:
             assert verdict.allowed, (SYSCALLS[number].name, verdict)
@@ -49,7 +55,9 @@ def test_lists_and_profiles_compile_as_expected():
     assert by_name["getppid"].kind is RuleKind.DENY and by_name["write"].kind is RuleKind.DENY
     assert by_name["ptrace"].kind is RuleKind.ALLOW      # an explicit allow wins
     assert by_name["read"].kind is RuleKind.ALLOW
-    assert "newfstatat" not in by_name and "ioctl" not in by_name and "kill" not in by_name
+    assert by_name["newfstatat"].kind is RuleKind.BENEATH
+    assert "openat" not in by_name or by_name["openat"].kind is RuleKind.ALLOW
+    assert "unlink" not in by_name and "ioctl" not in by_name and "kill" not in by_name
     assert by_name["unshare"].kind is RuleKind.DENY       # changes identity
     open_rules = SandboxGate(POLICIES["open"]).rules()
     assert all(rule.kind is RuleKind.ALLOW for rule in open_rules.values())
@@ -59,9 +67,9 @@ def test_lists_and_profiles_compile_as_expected():
 def test_audit_and_kill_keep_their_calls_at_the_gate():
     policy = POLICIES["strict+lists"]
     audited = SandboxGate(policy, audit=io.StringIO()).rules()
-    assert all(rule.kind is RuleKind.ALLOW for rule in audited.values())
+    assert all(rule.kind is not RuleKind.DENY for rule in audited.values())
     killing = SandboxGate(replace(policy, on_deny=OnDeny.KILL)).rules()
-    assert all(rule.kind is RuleKind.ALLOW for rule in killing.values())
+    assert all(rule.kind is not RuleKind.DENY for rule in killing.values())
     everything = SandboxGate(POLICIES["trace"], audit=io.StringIO()).rules()
     assert everything == {}
 
@@ -77,6 +85,8 @@ def test_the_plan_serves_only_forwarded_allowed_calls(name):
         if action == native.FAST:
             assert number in native.FAST_CALLS and forwards_only(spec), spec.name
             assert rules is None or rules[number].kind is RuleKind.ALLOW
+        elif action == native.BENEATH:
+            assert number in native.BENEATH_CALLS and rules[number].kind is RuleKind.BENEATH
         else:
             assert action == native.DENY
             assert rules[number].kind is RuleKind.DENY and errno == rules[number].errno
@@ -84,3 +94,40 @@ def test_the_plan_serves_only_forwarded_allowed_calls(name):
         served = {SYSCALLS[n].name for n, (a, _) in fastpath.plan(native, None).items()}
         assert {"read", "write", "getppid", "newfstatat", "fstat"} <= served
         assert not served & {"close", "mmap", "ioctl", "execve", "rt_sigreturn", "gettid"}
+
+
+@pytest.mark.kvm
+def test_stat_beneath_the_roots_decides_like_the_gate(tmp_path):
+    """stat calls the fast path resolves itself (beneath a read root) and those it
+    must leave to the gate (outside, through a symlink leading out, ``..`` out of
+    the root, /proc): the same answers with the fast path on and off, and nothing
+    outside is ever described."""
+    import subprocess
+    import sys
+
+    allowed = tmp_path / "allowed"
+    (allowed / "sub").mkdir(parents=True)
+    (allowed / "data.txt").write_text("data\n")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("secret\n")
+    os.symlink(secret, allowed / "outside-link")
+    os.symlink("data.txt", allowed / "inside-link")
+    os.symlink("../../secret.txt", allowed / "sub" / "relative-out")
+    script = ("cd {a}/sub; for p in {a}/data.txt {a}/inside-link {a}/outside-link {s} "
+              "{a}/../secret.txt ../data.txt ../../secret.txt relative-out {a}/missing "
+              "/proc/self/exe; do stat -c '%n %s %F' $p; echo \"$p $?\"; "
+              "stat -L -c '%n %s' $p; echo \"L $?\"; done").format(a=allowed, s=secret)
+    command = [sys.executable, "-m", "kvmdune", "sandbox", "--keep-root", "--allow-read",
+               str(allowed), "--syscall-stats", "--", "busybox", "sh", "-c", script]
+    runs = {}
+    for setting in ("1", "0"):
+        runs[setting] = subprocess.run(command, capture_output=True, timeout=120,
+                                       env={**os.environ, "KVMDUNE_FAST_SYSCALLS": setting})
+    fast, slow = runs["1"], runs["0"]
+    assert fast.stdout == slow.stdout and fast.returncode == slow.returncode
+    lines = fast.stdout.decode().splitlines()
+    assert f"{allowed}/data.txt 5 regular file" in lines
+    assert f"{allowed}/inside-link 5" in lines                  # followed, inside
+    described = [line for line in lines if line.split(" ")[1:2] == ["7"]]
+    assert described == [], described                           # the secret's size
+    assert re.search(r"served natively", fast.stderr.decode())

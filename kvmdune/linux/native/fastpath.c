@@ -23,6 +23,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/futex.h>
+#include <linux/openat2.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
@@ -58,7 +59,11 @@
 #define PTE_ADDRESS 0x000FFFFFFFFFF000ULL
 #define PTE_HUGE_ADDRESS 0x000FFFFFFFE00000ULL
 
-enum action { ACTION_SLOW = 0, ACTION_FAST = 1, ACTION_DENY = 2 };
+/* BENEATH: serve the call only if its path resolves beneath one of the roots (the
+ * kernel checks, with openat2's RESOLVE_BENEATH from a descriptor of the root);
+ * anything else (outside, a symlink leading out, an error) goes to the VMM. */
+enum action { ACTION_SLOW = 0, ACTION_FAST = 1, ACTION_DENY = 2, ACTION_BENEATH = 3 };
+#define MAX_ROOTS 32
 enum fd_flag { FD_OPEN = 1, FD_IO_NEVER_BLOCKS = 2 };
 
 typedef struct {
@@ -82,6 +87,10 @@ typedef struct {
     pthread_t thread;
     int running;
     pid_t pid;
+    int nroots;
+    int root_fd[MAX_ROOTS];
+    size_t root_length[MAX_ROOTS];
+    char *root_path[MAX_ROOTS];
     uint64_t served_fast, served_denied, sent_slow, sleeps;
 } Server;
 
@@ -295,6 +304,47 @@ static int call_fstat(Server *s, long nr, const uint64_t *a, int64_t *result) {
     return finish_out(pieces, count, &st, sizeof st, *result);
 }
 
+/* A path beneath one of the roots, opened O_PATH by the kernel's own walk
+ * (RESOLVE_BENEATH: no "..", absolute symlink or magic link leads out); -1 when it
+ * is not beneath any (or does not resolve): the VMM decides. Relative paths count
+ * from the working directory (shared with the VMM); other directory descriptors
+ * are left to the VMM. */
+static int open_beneath(Server *s, int dirfd, const char *path, int nofollow) {
+    static __thread char full[2 * PATH_MAX_BYTES + 2];
+    const char *absolute = path;
+    if (path[0] == '\0')
+        return -1;
+    if (path[0] != '/') {
+        char cwd[PATH_MAX_BYTES];
+        if (dirfd != AT_FDCWD_VALUE || getcwd(cwd, sizeof cwd) == NULL)
+            return -1;
+        snprintf(full, sizeof full, "%s/%s", cwd, path);
+        absolute = full;
+    }
+    struct open_how how = {
+        .flags = O_PATH | O_CLOEXEC | (nofollow ? O_NOFOLLOW : 0),
+        .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
+    };
+    for (int i = 0; i < s->nroots; i++) {
+        size_t length = s->root_length[i];
+        const char *rest;
+        if (length == 1) {
+            rest = absolute + 1;                  /* the root directory itself */
+        } else if (strncmp(absolute, s->root_path[i], length) == 0
+                   && (absolute[length] == '/' || absolute[length] == '\0')) {
+            rest = absolute + length;
+        } else {
+            continue;
+        }
+        while (*rest == '/')
+            rest++;
+        int fd = (int)syscall(SYS_openat2, s->root_fd[i], *rest ? rest : ".", &how, sizeof how);
+        if (fd >= 0)
+            return fd;
+    }
+    return -1;
+}
+
 /* stat, lstat, newfstatat: a path (and a directory descriptor) and a struct stat. */
 static int call_stat_path(Server *s, long nr, const uint64_t *a, int64_t *result) {
     char path[PATH_MAX_BYTES];
@@ -316,7 +366,17 @@ static int call_stat_path(Server *s, long nr, const uint64_t *a, int64_t *result
     int count = translate(s, buf_arg, sizeof st, 1, pieces);
     if (count < 0)
         return -1;
-    *result = raw(syscall(SYS_newfstatat, dirfd, path, &st, flags));
+    if (s->action[nr] == ACTION_BENEATH) {
+        if (flags & ~AT_SYMLINK_NOFOLLOW)
+            return -1;
+        int held = open_beneath(s, dirfd, path, flags & AT_SYMLINK_NOFOLLOW);
+        if (held < 0)
+            return -1;
+        *result = raw(syscall(SYS_newfstatat, held, "", &st, AT_EMPTY_PATH));
+        close(held);
+    } else {
+        *result = raw(syscall(SYS_newfstatat, dirfd, path, &st, flags));
+    }
     return finish_out(pieces, count, &st, sizeof st, *result);
 }
 
@@ -324,14 +384,25 @@ static int call_statx(Server *s, long nr, const uint64_t *a, int64_t *result) {
     char path[PATH_MAX_BYTES];
     struct statx stx;
     struct iovec pieces[MAX_PIECES];
-    int dirfd;
+    int dirfd, flags = (int)a[2];
     (void)nr;
     if (dir_fd(s, a[0], &dirfd) < 0 || read_path(s, a[1], path) < 0)
         return -1;
     int count = translate(s, a[4], sizeof stx, 1, pieces);
     if (count < 0)
         return -1;
-    *result = raw(syscall(SYS_statx, dirfd, path, (int)a[2], (unsigned)a[3], &stx));
+    if (s->action[nr] == ACTION_BENEATH) {
+        if (flags & ~(AT_SYMLINK_NOFOLLOW | AT_STATX_SYNC_TYPE))
+            return -1;
+        int held = open_beneath(s, dirfd, path, flags & AT_SYMLINK_NOFOLLOW);
+        if (held < 0)
+            return -1;
+        *result = raw(syscall(SYS_statx, held, "", AT_EMPTY_PATH | (flags & AT_STATX_SYNC_TYPE),
+                              (unsigned)a[3], &stx));
+        close(held);
+    } else {
+        *result = raw(syscall(SYS_statx, dirfd, path, flags, (unsigned)a[3], &stx));
+    }
     return finish_out(pieces, count, &stx, sizeof stx, *result);
 }
 
@@ -453,6 +524,12 @@ static const struct fast_entry FAST_CALLS[] = {
 
 static fast_call CALL_TABLE[NR_CALLS];
 
+/* The calls that can be served only beneath the roots (their path is the only
+ * thing a policy checks, for reading). */
+static int takes_beneath(unsigned nr) {
+    return nr == SYS_stat || nr == SYS_lstat || nr == SYS_newfstatat || nr == SYS_statx;
+}
+
 /* -- serving ------------------------------------------------------------------------- */
 
 /* Exactly one of the thread and the waiting VMM serves each request. */
@@ -476,7 +553,8 @@ static void serve(Server *s, uint64_t seq) {
             result = -(int64_t)s->deny_errno[nr];
             slow = 0;
             count(&s->served_denied);
-        } else if (s->action[nr] == ACTION_FAST && CALL_TABLE[nr] != NULL) {
+        } else if ((s->action[nr] == ACTION_FAST || s->action[nr] == ACTION_BENEATH)
+                   && CALL_TABLE[nr] != NULL) {
             slow = CALL_TABLE[nr](s, (long)nr, args, &result) != 0;
             if (!slow)
                 count(&s->served_fast);
@@ -637,20 +715,71 @@ static PyObject *Server_wait_response(Server *s, PyObject *arg) {
     return PyBool_FromLong(answered);
 }
 
+/* The VMM has served a call itself and the guest goes on: have the thread spinning
+ * again by the guest's next call (it slept if the VMM took longer than its spin). */
+static PyObject *Server_wake(Server *s, PyObject *unused) {
+    if (s->running && __atomic_load_n(&s->sleep_word, __ATOMIC_ACQUIRE)) {
+        wake_server(s);
+        *RING32(s, CALLRING_HOST_STATE) = CALLRING_HOST_AWAKE;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyObject *Server_set_action(Server *s, PyObject *args) {
     unsigned int nr, action, error = 0;
     if (!PyArg_ParseTuple(args, "II|I", &nr, &action, &error))
         return NULL;
-    if (nr >= NR_CALLS || action > ACTION_DENY || error > 4095) {
+    if (nr >= NR_CALLS || action > ACTION_BENEATH || error > 4095) {
         PyErr_SetString(PyExc_ValueError, "system call number, action or errno out of range");
         return NULL;
     }
-    if (action == ACTION_FAST && CALL_TABLE[nr] == NULL) {
+    if ((action == ACTION_FAST && CALL_TABLE[nr] == NULL)
+        || (action == ACTION_BENEATH && !takes_beneath(nr))) {
         PyErr_Format(PyExc_ValueError, "system call %u has no fast implementation", nr);
         return NULL;
     }
     s->action[nr] = (uint8_t)action;
     s->deny_errno[nr] = (uint16_t)error;
+    Py_RETURN_NONE;
+}
+
+static void forget_roots(Server *s) {
+    for (int i = 0; i < s->nroots; i++)
+        PyMem_Free(s->root_path[i]);
+    s->nroots = 0;
+}
+
+/* set_roots([(canonical path, O_PATH descriptor), ...]): where BENEATH calls may go.
+ * The descriptors stay the caller's (open while the server runs). */
+static PyObject *Server_set_roots(Server *s, PyObject *arg) {
+    PyObject *items = PySequence_Fast(arg, "roots must be a sequence of (path, fd)");
+    if (items == NULL)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(items);
+    if (n > MAX_ROOTS) {
+        Py_DECREF(items);
+        return PyErr_Format(PyExc_ValueError, "at most %d roots", MAX_ROOTS);
+    }
+    forget_roots(s);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const char *path;
+        Py_ssize_t length;
+        int fd;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(items, i), "s#i", &path, &length, &fd)
+            || path[0] != '/' || length >= PATH_MAX_BYTES) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "a root must be an absolute path");
+            forget_roots(s);
+            Py_DECREF(items);
+            return NULL;
+        }
+        s->root_path[i] = PyMem_Malloc((size_t)length + 1);
+        memcpy(s->root_path[i], path, (size_t)length + 1);
+        s->root_length[i] = (size_t)length;
+        s->root_fd[i] = fd;
+        s->nroots = (int)i + 1;
+    }
+    Py_DECREF(items);
     Py_RETURN_NONE;
 }
 
@@ -705,6 +834,7 @@ static PyObject *Server_is_running(Server *s, void *closure) {
 
 static void Server_dealloc(Server *s) {
     stop_thread(s);
+    forget_roots(s);
     Py_TYPE(s)->tp_free((PyObject *)s);
 }
 
@@ -723,8 +853,12 @@ static PyMethodDef Server_methods[] = {
      "In a fork child: the thread is gone (start() makes a new one)."},
     {"wait_response", (PyCFunction)Server_wait_response, METH_O,
      "Wake the thread and wait (seconds) for the pending request's answer."},
+    {"wake", (PyCFunction)Server_wake, METH_NOARGS,
+     "Wake the thread if it sleeps (the guest is about to run on)."},
     {"set_action", (PyCFunction)Server_set_action, METH_VARARGS,
      "set_action(nr, action, errno=0): SLOW, FAST or DENY for one call."},
+    {"set_roots", (PyCFunction)Server_set_roots, METH_O,
+     "set_roots([(path, fd), ...]): the directories BENEATH calls may resolve in."},
     {"set_fd", (PyCFunction)Server_set_fd, METH_VARARGS,
      "set_fd(guest, host, io_never_blocks): mirror one descriptor."},
     {"clear_fd", (PyCFunction)Server_clear_fd, METH_O, "Forget a guest descriptor."},
@@ -765,6 +899,12 @@ static int fastpath_exec(PyObject *module) {
         Py_DECREF(numbers);
         return -1;
     }
+    PyObject *beneath = Py_BuildValue("(iiii)", SYS_stat, SYS_lstat, SYS_newfstatat,
+                                      SYS_statx);
+    if (beneath == NULL || PyModule_AddObject(module, "BENEATH_CALLS", beneath) < 0) {
+        Py_XDECREF(beneath);
+        return -1;
+    }
     if (PyType_Ready(&ServerType) < 0)
         return -1;
     Py_INCREF(&ServerType);
@@ -772,6 +912,7 @@ static int fastpath_exec(PyObject *module) {
         || PyModule_AddIntConstant(module, "SLOW", ACTION_SLOW) < 0
         || PyModule_AddIntConstant(module, "FAST", ACTION_FAST) < 0
         || PyModule_AddIntConstant(module, "DENY", ACTION_DENY) < 0
+        || PyModule_AddIntConstant(module, "BENEATH", ACTION_BENEATH) < 0
         || PyModule_AddIntConstant(module, "MAX_GUEST_FDS", MAX_GUEST_FDS) < 0)
         return -1;
     return 0;

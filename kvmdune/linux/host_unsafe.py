@@ -9,9 +9,10 @@ out through checked accesses.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+from ..memory.host_mapping_unsafe import load_libc
+
+_libc = load_libc()
 _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
 _syscall.argtypes = [ctypes.c_long] * 7

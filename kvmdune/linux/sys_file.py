@@ -4,7 +4,6 @@ commands, pipes), and the path calls that need /proc rewriting."""
 from __future__ import annotations
 
 import os
-import socket
 import struct
 
 from . import procfs
@@ -135,6 +134,8 @@ def sys_pipe2(proc, cpu, fds_ptr, flags, *_):
 def sys_socketpair(proc, cpu, family, type_, protocol, fds_ptr, *_):
     """Implements socketpair(2)."""
     try:
+        import socket   # only here: the module costs milliseconds at every start
+
         a, b = socket.socketpair(family, type_ & ~SOCK_CLOEXEC & ~os.O_NONBLOCK, protocol)
     except OSError as exc:
         return -(exc.errno or Errno.EINVAL)

@@ -9,11 +9,19 @@ the same spirit).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import mmap
 import os
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+def load_libc() -> ctypes.CDLL:
+    """glibc by its soname; ctypes.util's search (which runs ldconfig) only elsewhere."""
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        from ctypes.util import find_library
+        return ctypes.CDLL(find_library("c"), use_errno=True)
+
+
+_libc = load_libc()
 _libc.mmap.restype = ctypes.c_void_p
 _libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
                        ctypes.c_int, ctypes.c_long]

@@ -629,6 +629,7 @@ static int Server_init(Server *s, PyObject *args, PyObject *kwargs) {
     s->spin_ns = spin_ns;
     s->served_seq = s->claimed_seq = pending_request(s);
     *RING64(s, CALLRING_RESPONSE_SEQ) = s->served_seq;
+    *RING32(s, CALLRING_SPIN_BUDGET) = CALLRING_GUEST_SPINS;
     return 0;
 }
 
@@ -677,6 +678,20 @@ static PyObject *Server_forget_thread(Server *s, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
+/* Halve (the thread did not get to the request) or double (it was serving it) how
+ * long the guest spins before exiting. Written while the guest is stopped. */
+static void adjust_spin_budget(Server *s, int longer) {
+    uint32_t budget = *RING32(s, CALLRING_SPIN_BUDGET);
+    if (budget < CALLRING_MIN_SPINS || budget > CALLRING_GUEST_SPINS)
+        budget = CALLRING_GUEST_SPINS;      /* the guest wrote it: start over */
+    budget = longer ? budget * 2 : budget / 2;
+    if (budget < CALLRING_MIN_SPINS)
+        budget = CALLRING_MIN_SPINS;
+    if (budget > CALLRING_GUEST_SPINS)
+        budget = CALLRING_GUEST_SPINS;
+    *RING32(s, CALLRING_SPIN_BUDGET) = budget;
+}
+
 /* The guest exited because no answer came (or the thread slept): serve the request
  * here unless the thread has taken it (then wait up to `timeout` seconds for its
  * answer), and wake the thread for the calls to come. True when answered; on False
@@ -690,8 +705,11 @@ static PyObject *Server_wait_response(Server *s, PyObject *arg) {
     int answered;
     Py_BEGIN_ALLOW_THREADS
     uint64_t want = pending_request(s);
+    int was_sleeping = __atomic_load_n(&s->sleep_word, __ATOMIC_ACQUIRE);
     if (claim(s, want)) {
         serve(s, want);
+        if (!was_sleeping)
+            adjust_spin_budget(s, 0);   /* awake but not getting a core */
     } else if (*RING64(s, CALLRING_RESPONSE_SEQ) != want) {
         __atomic_store_n(&s->vcpu_waiting, 1, __ATOMIC_SEQ_CST);
         uint64_t deadline = now_ns() + (uint64_t)(timeout * 1e9);
@@ -703,13 +721,12 @@ static PyObject *Server_wait_response(Server *s, PyObject *arg) {
             futex(&s->served_word, FUTEX_WAIT, seen, &slice);
         }
         __atomic_store_n(&s->vcpu_waiting, 0, __ATOMIC_SEQ_CST);
+        adjust_spin_budget(s, 1);       /* it was serving: a long call, spin longer */
     }
-    if (s->running) {
+    /* The thread says it is awake (the hint) only once it runs: until then the
+     * guest exits at once rather than spin for a thread that is not scheduled. */
+    if (s->running)
         wake_server(s);
-        /* The guest is stopped, so a plain store is safe here: tell it to spin for
-         * the thread again rather than exit on every call until the thread runs. */
-        *RING32(s, CALLRING_HOST_STATE) = CALLRING_HOST_AWAKE;
-    }
     answered = *RING64(s, CALLRING_RESPONSE_SEQ) == want;
     Py_END_ALLOW_THREADS
     return PyBool_FromLong(answered);
@@ -718,10 +735,8 @@ static PyObject *Server_wait_response(Server *s, PyObject *arg) {
 /* The VMM has served a call itself and the guest goes on: have the thread spinning
  * again by the guest's next call (it slept if the VMM took longer than its spin). */
 static PyObject *Server_wake(Server *s, PyObject *unused) {
-    if (s->running && __atomic_load_n(&s->sleep_word, __ATOMIC_ACQUIRE)) {
+    if (s->running && __atomic_load_n(&s->sleep_word, __ATOMIC_ACQUIRE))
         wake_server(s);
-        *RING32(s, CALLRING_HOST_STATE) = CALLRING_HOST_AWAKE;
-    }
     Py_RETURN_NONE;
 }
 

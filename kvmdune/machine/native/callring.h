@@ -20,6 +20,7 @@
 #define CALLRING_RESULT 0x48
 #define CALLRING_DISPOSITION 0x50   /* CALLRING_DONE or CALLRING_SLOW */
 #define CALLRING_HOST_STATE 0x58    /* a hint: CALLRING_HOST_SLEEPING, do not spin */
+#define CALLRING_SPIN_BUDGET 0x5c   /* pause iterations to wait before exiting to the VMM */
 /* The guest stub's own scratch (what `syscall` left in RCX and R11, and RSP while
  * RFLAGS is restored with popfq from the ring instead of the guest's stack). */
 #define CALLRING_SAVED_RCX 0x80
@@ -31,14 +32,17 @@
 #define CALLRING_HOST_AWAKE 0
 #define CALLRING_HOST_SLEEPING 1
 
-/* How long the guest spins for a response before it asks the VMM to wait for it
- * (~40 us at ~65 cycles per `pause` iteration).
- *
- * The host thread writes the ring with plain stores only while answering a request:
+/* How long the guest spins for a response before it asks the VMM to wait for it:
+ * at most ~40 us (~65 cycles per `pause` iteration); the VMM lowers the budget when
+ * the host thread is not getting a core (the guest then exits sooner and the VMM
+ * serves the call) and raises it again when the thread answers. */
+#define CALLRING_GUEST_SPINS 1500
+#define CALLRING_MIN_SPINS 50
+
+/* The host thread writes the ring with plain stores only while answering a request:
  * the VMM's invalidations briefly make guest memory read-only on the host, and only
  * while the guest waits for an answer is the VMM sure not to be making one. The
  * HOST_STATE hint is written at other times, so it goes through process_vm_writev,
  * which fails (and the hint is skipped) where a store would fault. */
-#define CALLRING_GUEST_SPINS 1500
 
 #endif

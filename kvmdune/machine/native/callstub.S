@@ -52,12 +52,12 @@ kvmdune_callstub_start:
     movq %rax, RING(CALLRING_REQUEST_SEQ)       /* published: stores are seen in order */
     cmpl $CALLRING_HOST_SLEEPING, RING(CALLRING_HOST_STATE)
     je 4f                                       /* no use spinning: the VMM wakes it */
-2:  movl $CALLRING_GUEST_SPINS, %ecx
+2:  movl RING(CALLRING_SPIN_BUDGET), %ecx
 3:  cmpq %rax, RING(CALLRING_RESPONSE_SEQ)
     je 5f
     pause
     decl %ecx
-    jnz 3b
+    jnz 3b                                      /* (a budget of 0 spins 2^32 times) */
 4:  leaq kvmdune_callstub_resume(%rip), %rcx    /* the VMM waits, then resumes there */
     jmpq *kvmdune_callstub_wait_target(%rip)
 kvmdune_callstub_resume:

@@ -1,5 +1,6 @@
-"""Measurements of the platform for ``kvmdune info``: the exit round trip, and the
-speed of guest code at CPL0 against CPL3 (CPL0 is emulated on software KVM).
+"""Measurements of the platform for ``kvmdune info``: the exit round trip, the cost
+of the ``syscall`` instruction itself, and the speed of guest code at CPL0 against
+CPL3 (CPL0 is emulated on software KVM).
 
 The CPL0 probe maps a supervisor code page of its own and drives the vCPU directly;
 it runs only in a machine made for the probe.
@@ -13,10 +14,10 @@ from dataclasses import dataclass
 
 from ..kvm import IoExit, SyncRegs
 from ..memory import PAGE_SIZE, Perm
-from . import layout
+from . import _trampoline, layout
 from .events import Handler, Stop, SyscallEvent
 from .machine import Machine
-from .x86 import RFLAGS
+from .x86 import MSR, RFLAGS
 
 PROBE_PORT = 0x60
 # Machine code, position-independent (hand-assembled, so no assembler is needed at
@@ -27,6 +28,13 @@ _OUT = bytes([0xE6, PROBE_PORT])
 _JMP_BACK_TO_OUT = b"\xeb\xfc"  # jmp -4 (back to the out): a loop of exits
 _SYSCALL = b"\x0f\x05"
 _JMP_SELF = b"\xeb\xfe"
+# The cheapest possible MSR_LSTAR target: back to the caller at once, from CPL3 (where
+# software KVM runs it) or CPL0 (hardware):  mov eax, cs ; test al, 3 ; jz 1f ;
+# jmp rcx ; 1: sysretq
+_RETURN_STUB = b"\x8c\xc8\xa8\x03\x74\x02\xff\xe1\x48\x0f\x07"
+# mov r12d, imm32 ; 1: syscall ; dec r12d ; jnz 1b ; ud2 (the #UD ends the run)
+_TRAP_LOOP_HEAD = b"\x41\xbc"
+_TRAP_LOOP_BODY = b"\x0f\x05\x41\xff\xcc\x75\xf9\x0f\x0b"
 
 
 def _loop_code(iterations: int, tail: bytes) -> bytes:
@@ -39,6 +47,7 @@ class PlatformSpeed:
     syscall_round_trip_us: float    # CPL3 ``syscall`` -> Python handler -> CPL3
     cpl3_ns_per_iteration: float    # a 2-instruction loop at CPL3
     cpl0_ns_per_iteration: float    # the same loop at CPL0
+    syscall_trap_us: float          # ``syscall`` to a stub that returns at once: the floor
 
     @property
     def cpl0_slowdown(self) -> float:
@@ -72,6 +81,33 @@ def _run_cpl0(machine: Machine, code: bytes, exits: int) -> float:
         if not (isinstance(exit_, IoExit) and exit_.port == PROBE_PORT):
             raise RuntimeError(f"CPL0 probe ended with {exit_}")
     return time.perf_counter() - started
+
+
+class _StopAtFault(Handler):
+    def on_exception(self, cpu, event) -> Stop:
+        return Stop()
+
+
+def _syscall_trap_s(machine: Machine, calls: int) -> float:
+    """Seconds per ``syscall`` whose MSR_LSTAR target returns at once: what entering
+    and leaving costs on this platform before any work is done (the fast path's
+    floor)."""
+    space = machine.new_address_space()
+    base, stub = 0x40_0000, 0x50_0000
+    try:
+        space.map(base, PAGE_SIZE, Perm.READ | Perm.EXEC | Perm.USER)
+        space.map(stub, PAGE_SIZE, Perm.READ | Perm.EXEC | Perm.USER)
+        space.memory.write(space.walk(base).paddr,
+                           _TRAP_LOOP_HEAD + struct.pack("<I", calls) + _TRAP_LOOP_BODY)
+        space.memory.write(space.walk(stub).paddr, _RETURN_STUB)
+        machine.cpu.enter_user(space, base, 0)
+        machine.cpu.vcpu.set_msrs({MSR.LSTAR: stub})
+        started = time.perf_counter()
+        machine.run(_StopAtFault(), budget=30)
+        return (time.perf_counter() - started) / calls
+    finally:
+        machine.cpu.vcpu.set_msrs({MSR.LSTAR: layout.TRAMPOLINE + _trampoline.SYSCALL_ENTRY})
+        space.close()
 
 
 def _run_cpl3(machine: Machine, code: bytes, syscalls: int) -> float:
@@ -109,5 +145,7 @@ def measure_platform(seconds: float = 1.0) -> PlatformSpeed:
         syscall_s = _run_cpl3(machine, syscall_code, calls) / calls
         cpl3_iterations = 100_000_000
         cpl3_s = _run_cpl3(machine, _loop_code(cpl3_iterations, _SYSCALL), 1)
+        per_trap = _syscall_trap_s(machine, 1000)
+        trap_s = _syscall_trap_s(machine, max(1000, int(share / 4 / per_trap)))
     return PlatformSpeed(exit_s * 1e6, syscall_s * 1e6, cpl3_s / cpl3_iterations * 1e9,
-                         cpl0_s / cpl0_iterations * 1e9)
+                         cpl0_s / cpl0_iterations * 1e9, trap_s * 1e6)

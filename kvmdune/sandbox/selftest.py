@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -34,6 +34,7 @@ class Outcome:
     case: Case
     contained: bool
     observed: str
+    status: int | None = None       # the sandbox's exit status (None: it timed out)
 
 
 def build_corpus() -> Path:
@@ -122,16 +123,21 @@ def _snapshot(area: Path, allowed: Path) -> dict[str, str]:
     return state
 
 
-def run_case(binary: Path, case: Case, area: Path, allowed: Path) -> Outcome:
+def run_case(binary: Path, case: Case, area: Path, allowed: Path,
+             env: dict[str, str] | None = None) -> Outcome:
     before = _snapshot(area, allowed)
     command = [sys.executable, "-m", "kvmdune", "sandbox", *case.options, "--", str(binary),
                case.name, *case.args]
     try:
         result = subprocess.run(command, capture_output=True, timeout=120, text=True,
-                                errors="replace")
+                                errors="replace", env=env)
     except subprocess.TimeoutExpired:
         return Outcome(case, False, "timed out (the supervisor did not stop it)")
-    changed = _snapshot(area, allowed) != before
+    return replace(_judge(case, result, _snapshot(area, allowed) != before),
+                   status=result.returncode)
+
+
+def _judge(case: Case, result: subprocess.CompletedProcess, changed: bool) -> Outcome:
     line = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
     if "Traceback" in result.stderr:
         return Outcome(case, False, "the supervisor crashed: " + result.stderr.splitlines()[-1])
@@ -171,7 +177,10 @@ def prepare_area() -> tuple[Path, Path, Path]:
     return area, allowed, secret
 
 
-def run_corpus(progress: Callable[[str], None] = lambda text: None) -> list[Outcome]:
+def run_corpus(progress: Callable[[str], None] = lambda text: None,
+               env: dict[str, str] | None = None) -> list[Outcome]:
+    """Every case under ``kvmdune sandbox``, started with ``env`` (None: this
+    process's environment)."""
     area, allowed, secret = prepare_area()
     # Inside the scratch tree: the sandbox user cannot reach the (root-only) cache.
     binary = area / "hostile"
@@ -181,7 +190,7 @@ def run_corpus(progress: Callable[[str], None] = lambda text: None) -> list[Outc
         outcomes = []
         for case in cases(area, allowed, secret):
             progress(case.name)
-            outcomes.append(run_case(binary, case, area, allowed))
+            outcomes.append(run_case(binary, case, area, allowed, env))
         return outcomes
     finally:
         shutil.rmtree(area, ignore_errors=True)

@@ -1,4 +1,6 @@
-"""Acceptance setup: C programs compiled here, static, static-pie and dynamic."""
+"""Acceptance setup: C programs compiled here, static, static-pie and dynamic; and
+every test that runs a guest runs twice, on the fast system-call path
+(KVMDUNE_FAST_SYSCALLS=1) and on the slow one (=0, every call exits to the VMM)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,28 @@ import pytest
 
 PROGRAMS = pathlib.Path(__file__).parent / "programs"
 LINKS = {"static": ["-static"], "static-pie": ["-static-pie"], "dynamic": []}
+
+#: The variable the runner reads at start (RunOptions); the VMM subprocesses inherit it.
+FAST_SYSCALLS = "KVMDUNE_FAST_SYSCALLS"
+SYSCALL_PATHS = {"fast": "1", "slow": "0"}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test that runs guest code (marked ``kvm``) once per system-call path."""
+    if ("syscall_path" in metafunc.fixturenames
+            and metafunc.definition.get_closest_marker("kvm") is not None):
+        metafunc.parametrize("syscall_path", list(SYSCALL_PATHS), indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def syscall_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str | None:
+    """Sets KVMDUNE_FAST_SYSCALLS for this test (and the VMMs it starts); None for the
+    tests that run no guest."""
+    name = getattr(request, "param", None)
+    if name is None:
+        return None
+    monkeypatch.setenv(FAST_SYSCALLS, SYSCALL_PATHS[name])
+    return name
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +53,15 @@ def run_native(argv, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(argv, capture_output=True, timeout=120, **kwargs)
 
 
-def run_dune(argv, *options, **kwargs) -> subprocess.CompletedProcess:
+def vmm_env(env: dict[str, str] | None = None) -> dict[str, str] | None:
+    """The environment for a VMM subprocess: ``env`` (or, when None, the inherited one)
+    with this test's system-call path, so an explicit environment does not drop it."""
+    setting = os.environ.get(FAST_SYSCALLS)
+    if env is None or setting is None:
+        return env
+    return {**env, FAST_SYSCALLS: setting}
+
+
+def run_dune(argv, *options, env=None, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "kvmdune", "run", *options, "--", *argv],
-                          capture_output=True, timeout=300, **kwargs)
+                          capture_output=True, timeout=300, env=vmm_env(env), **kwargs)

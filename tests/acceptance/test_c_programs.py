@@ -3,11 +3,14 @@ status must match byte for byte."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 
 import pytest
 
-from .conftest import LINKS, run_dune, run_native
+from .conftest import LINKS, run_dune, run_native, vmm_env
 
 pytestmark = pytest.mark.kvm
 ENV = {**os.environ, "KVMDUNE_TEST_VALUE": "forty two"}
@@ -68,3 +71,41 @@ def test_shared_mappings_reach_files_and_children(compiled, link, tmp_path):
     dune = run_dune([compiled[("shared", link)], str(tmp_path / "dune.dat")])
     assert_same(native, dune)
     assert (tmp_path / "dune.dat").read_bytes() == (tmp_path / "native.dat").read_bytes()
+
+
+#: A VMM like ``python -m kvmdune run`` (the variable read at its start), reporting
+#: whether the fast path started and what its native server served.
+_REPORTING_VMM = """
+import json, sys
+from kvmdune.linux import fastpath
+from kvmdune.linux.runner import run_command
+servers = []
+real_start = fastpath.start
+def start(proc, option=None):
+    servers.append(real_start(proc, option))
+    return servers[-1]
+fastpath.start = start
+status = run_command(sys.argv[2:])
+with open(sys.argv[1], "w") as report:
+    json.dump({"status": status,
+               "servers": [None if s is None else s.stats() for s in servers]}, report)
+"""
+
+
+def test_the_variable_selects_the_path(compiled, syscall_path, tmp_path):
+    """The parametrization is not vacuous: with KVMDUNE_FAST_SYSCALLS=1 the native
+    server serves file I/O without exits, with =0 no server starts."""
+    report = tmp_path / "report.json"
+    (tmp_path / "work").mkdir()
+    result = subprocess.run([sys.executable, "-c", _REPORTING_VMM, str(report),
+                             compiled[("fileio", "static")], str(tmp_path / "work")],
+                            capture_output=True, timeout=120, env=vmm_env(dict(os.environ)))
+    assert result.returncode == 0, result.stderr.decode(errors="replace")[-3000:]
+    seen = json.loads(report.read_text())
+    assert seen["status"] == 0
+    assert len(seen["servers"]) == 1
+    if syscall_path == "fast":
+        assert seen["servers"][0] is not None, "the fast path did not start"
+        assert seen["servers"][0]["fast"] > 0, seen
+    else:
+        assert seen["servers"] == [None]

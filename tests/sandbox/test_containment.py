@@ -5,20 +5,94 @@ checker fuzzed with random registers for every system call."""
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+import sys
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from .conftest import environment_for
+
 pytestmark = pytest.mark.kvm
 
 
-def test_every_hostile_case_is_contained():
-    from kvmdune.sandbox.selftest import format_table, run_corpus
+def test_every_hostile_case_is_contained(hostile_corpus, syscall_path):
+    from kvmdune.sandbox.selftest import format_table
 
-    outcomes = run_corpus()
+    outcomes = hostile_corpus(syscall_path)
     assert all(outcome.contained for outcome in outcomes), format_table(outcomes)
     assert len(outcomes) >= 30
+
+
+#: The corpus's scratch tree (a new one per run) and addresses in failure reports.
+_RUN_SPECIFIC = [(re.compile(r"/tmp/kvmdune-hostile-[^/\s]+"), "<area>"),
+                 (re.compile(r"0x[0-9a-f]{6,}"), "<address>")]
+
+
+def _normalised(text: str) -> str:
+    for pattern, replacement in _RUN_SPECIFIC:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _decision(outcome) -> tuple:
+    """What the sandbox decided on one case: the case (name, arguments, options), whether
+    it was contained, what was observed and the sandbox's exit status."""
+    case = outcome.case
+    return (case.name, tuple(_normalised(a) for a in case.args),
+            tuple(_normalised(o) for o in case.options), outcome.contained,
+            _normalised(outcome.observed), outcome.status)
+
+
+def test_fast_and_slow_paths_decide_the_corpus_the_same_way(hostile_corpus):
+    """Issue 5: the decisions are identical with KVMDUNE_FAST_SYSCALLS=1 and =0."""
+    fast = [_decision(outcome) for outcome in hostile_corpus("fast")]
+    slow = [_decision(outcome) for outcome in hostile_corpus("slow")]
+    assert len(fast) == len(slow) >= 30
+    differing = [f"fast: {f}\nslow: {s}" for f, s in zip(fast, slow) if f != s]
+    assert not differing, "\n".join(differing)
+
+
+#: Scripts whose every answer (output, messages, status) must not depend on the path:
+#: calls denied by number alone (denied natively on the fast path), refused paths,
+#: and file I/O the native server serves; with what each must show.
+DIFFERENTIAL = {
+    "denied-by-number": (
+        "/bin/busybox pwd -P; echo $?; hostname kvmdune-test; echo $?; uname -s; "
+        "ls {allowed}; cat {allowed}/data.txt",
+        ("--deny-syscall", "getcwd", "--deny-syscall", "sethostname", "--deny-syscall",
+         "uname", "--deny-syscall", "getdents64", "--allow-read", "{allowed}"),
+        b"getcwd: Operation not permitted"),
+    "killed-on-deny": ("echo before; uname -s; echo after",
+                       ("--deny-syscall", "uname", "--on-deny", "kill", "--allow-read", "/etc"),
+                       b"uname denied"),
+    "refused-paths": ("cat {secret}; echo $?; ln {secret} {allowed}/hard; echo $?; "
+                      "cat {allowed}/outside-link; echo $?; kill -9 $PPID; echo $?",
+                      ("--allow-write", "{allowed}"), b"Permission denied"),
+    "file-io": ("cd {allowed} && echo one > f && cat f data.txt && dd if=data.txt bs=3 count=2 "
+                "2>&1 && wc -c f && stat -c '%s %a %F' f data.txt && ls && rm f && ls && "
+                "cat /dev/null nothing-here; echo $?",
+                ("--allow-write", "{allowed}"), b"13 666 regular file"),
+}
+
+
+@pytest.mark.parametrize("name", DIFFERENTIAL)
+def test_fast_and_slow_paths_answer_the_same(area, name):
+    """The same script under the same policy with KVMDUNE_FAST_SYSCALLS=1 and =0: the
+    same stdout, stderr and status, byte for byte."""
+    allowed, secret = area
+    script, options, shown = DIFFERENTIAL[name]
+    command = [sys.executable, "-m", "kvmdune", "sandbox",
+               *(option.format(allowed=allowed) for option in options), "--", "busybox", "sh",
+               "-c", script.format(allowed=allowed, secret=secret)]
+    fast, slow = (subprocess.run(command, capture_output=True, timeout=120,
+                                 env=environment_for(path)) for path in ("fast", "slow"))
+    assert (fast.stdout, fast.stderr, fast.returncode) == \
+           (slow.stdout, slow.stderr, slow.returncode)
+    assert shown in fast.stdout + fast.stderr, (fast.stdout, fast.stderr)
+    assert b"Traceback" not in fast.stderr
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,8 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.kvm
+# Every test once with the fast system-call path and once without (KVMDUNE_FAST_SYSCALLS).
+pytestmark = [pytest.mark.kvm, pytest.mark.usefixtures("syscall_path")]
 
 
 def sandbox(*args: str, cwd=None, timeout: int = 120) -> subprocess.CompletedProcess:
@@ -35,19 +36,6 @@ def open_tmp():
     path.chmod(0o755)
     yield path
     shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def area():
-    """The corpus's scratch tree: an allowed directory (world-writable: the sandbox
-    runs as nobody) and a secret beside it."""
-    import shutil
-
-    from kvmdune.sandbox.selftest import prepare_area
-
-    root, allowed, secret = prepare_area()
-    yield allowed, secret
-    shutil.rmtree(root, ignore_errors=True)
 
 
 def test_strict_denies_reading_outside(area):

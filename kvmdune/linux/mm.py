@@ -13,16 +13,17 @@ import bisect
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from ..memory import HUGE_PAGE_SIZE, PAGE_SIZE, VMM, AddressSpace, OutOfGuestMemory, Perm
+from ..memory import PAGE_SIZE, VMM, AddressSpace, OutOfGuestMemory, Perm
 from ..memory.guest_memory import SharedRegion
 from ..machine import PFError, layout
 from .abi import MAP_TYPE, Errno, MadviseAdvice, MapFlags, MapType, MremapFlags, ProtFlags
 
 #: Mappings up to this size are backed at once; larger ones on first touch.
 EAGER_MAP_LIMIT = 64 << 20
-#: A fault in big anonymous memory maps a whole 2 MiB huge page while at least this
-#: fraction of guest memory is free.
-HUGE_FAULT_MIN_FREE = 0.25
+#: A fault in big anonymous memory maps this much around it (4 KiB pages) while at
+#: least FAULT_BLOCK_MIN_FREE of guest memory is free.
+FAULT_BLOCK = 256 << 10
+FAULT_BLOCK_MIN_FREE = 0.25
 #: Highest user address + 1 for the program: Linux's TASK_SIZE with 4-level paging
 #: (0x7fff_ffff_f000) less the machine's call stub and ring just below it.
 TASK_SIZE = layout.USER_PROGRAM_END
@@ -190,7 +191,7 @@ class MemoryMap:
         if vma is None or not vma.allows(error) or error & PFError.PRESENT:
             return False
         page = address & ~(PAGE_SIZE - 1)
-        if vma.region is None and vma.source is None and self._map_huge_block(vma, address):
+        if vma.region is None and vma.source is None and self._map_fault_block(vma, address):
             return True
         try:
             self.space.map(page, PAGE_SIZE, perm_for(vma.prot),
@@ -203,22 +204,22 @@ class MemoryMap:
             self.space.write(page, vma.source(page, PAGE_SIZE), VMM)
         return True
 
-    def _map_huge_block(self, vma: Vma, address: int) -> bool:
-        """Back the whole 2 MiB block around a fault in anonymous memory with one huge
-        page, as Linux's transparent huge pages do: a guest #PF costs tens of
-        microseconds here, and a big array would otherwise take one per 4 KiB. Only
-        where the block lies inside the VMA, nothing in it is mapped yet, and guest
-        memory is far from its limit (sparse touches then fall back to 4 KiB pages)."""
-        block = address & ~(HUGE_PAGE_SIZE - 1)
-        if block < vma.start or block + HUGE_PAGE_SIZE > vma.end:
+    def _map_fault_block(self, vma: Vma, address: int) -> bool:
+        """Back the whole FAULT_BLOCK around a fault in anonymous memory at once, as
+        Linux's fault-around does for files: a guest #PF costs tens of microseconds
+        here, and a big array would otherwise take one per 4 KiB page. Only where the
+        block lies inside the VMA, nothing in it is mapped yet, and guest memory is
+        far from its limit (sparse touches then fall back to single pages)."""
+        block = address & ~(FAULT_BLOCK - 1)
+        if block < vma.start or block + FAULT_BLOCK > vma.end:
             return False
         frames = self.space.memory.frames
-        if frames.free_bytes < (frames.end - frames.start) * HUGE_FAULT_MIN_FREE:
+        if frames.free_bytes < (frames.end - frames.start) * FAULT_BLOCK_MIN_FREE:
             return False
-        if self.space.tables.is_mapped(block, HUGE_PAGE_SIZE):
+        if self.space.tables.is_mapped(block, FAULT_BLOCK):
             return False
         try:
-            self.space.map(block, HUGE_PAGE_SIZE, perm_for(vma.prot), huge=True)
+            self.space.map(block, FAULT_BLOCK, perm_for(vma.prot))
         except OutOfGuestMemory:
             return False
         return True

@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import IO, Callable
 
 MIB = 1 << 20
 
@@ -38,37 +38,64 @@ class RunRow:
         return self.strace_s / self.native_s if self.strace_s else None
 
 
-def _busybox() -> str:
+# The commands of the ways a program is run (shared by the bench suites).
+DUNE_RUN = [sys.executable, "-m", "kvmdune", "run", "--"]
+DUNE_SANDBOX = [sys.executable, "-m", "kvmdune", "sandbox"]     # options, then "--"
+STRACE_OPTIONS = ["-f", "-o", "/dev/null"]
+
+
+def find_busybox(suite: str = "run") -> str:
     found = shutil.which("busybox")
     if found is None:
-        raise SystemExit("kvmdune bench run needs busybox (apt-get install busybox-static)")
+        raise SystemExit(f"kvmdune bench {suite} needs busybox "
+                         "(apt-get install busybox-static)")
     return found
+
+
+def strace_prefix() -> list[str] | None:
+    """``strace -f -o /dev/null``, or None where strace is not installed."""
+    strace = shutil.which("strace")
+    return [strace, *STRACE_OPTIONS] if strace else None
+
+
+def write_random_file(path: str, size: int) -> str:
+    """`size` bytes (whole MiBs) of incompressible data."""
+    with open(path, "wb") as f:
+        chunk = os.urandom(MIB)
+        for _ in range(size // MIB):
+            f.write(chunk)
+    return path
+
+
+def write_text_file(path: str, size: int) -> str:
+    """At least `size` bytes of compressible text."""
+    with open(path, "wb") as f:
+        line = b"".join(b"%d kvmdune bench line with some words to compress\n" % i
+                        for i in range(20000))
+        while f.tell() < size:
+            f.write(line)
+    return path
+
+
+def make_tree(path: str, files: int, per_dir: int = 100) -> str:
+    """A tree of `files` empty files, `per_dir` to a directory."""
+    for d in range(files // per_dir):
+        sub = os.path.join(path, f"d{d:04d}")
+        os.makedirs(sub)
+        for i in range(per_dir):
+            open(os.path.join(sub, f"f{i:03d}"), "w").close()
+    return path
 
 
 def prepare(directory: str, quick: bool, progress: Callable[[str], None]) -> list[Workload]:
     """Create the input files and return the workloads."""
-    busybox = _busybox()
+    busybox = find_busybox()
     dd_size, sha_size, bz_size, files = ((8 * MIB, 16 * MIB, 4 * MIB, 2000) if quick
                                          else (100 * MIB, 200 * MIB, 50 * MIB, 20000))
     progress("creating input files")
-    data = os.path.join(directory, "data.bin")
-    with open(data, "wb") as f:
-        chunk = os.urandom(MIB)
-        for _ in range(max(dd_size, sha_size) // MIB):
-            f.write(chunk)
-    text = os.path.join(directory, "text.txt")
-    with open(text, "wb") as f:
-        line = b"".join(b"%d kvmdune bench line with some words to compress\n" % i
-                        for i in range(20000))
-        while f.tell() < bz_size:
-            f.write(line)
-    tree = os.path.join(directory, "tree")
-    per_dir = 100
-    for d in range(files // per_dir):
-        sub = os.path.join(tree, f"d{d:04d}")
-        os.makedirs(sub)
-        for i in range(per_dir):
-            open(os.path.join(sub, f"f{i:03d}"), "w").close()
+    data = write_random_file(os.path.join(directory, "data.bin"), max(dd_size, sha_size))
+    text = write_text_file(os.path.join(directory, "text.txt"), bz_size)
+    tree = make_tree(os.path.join(directory, "tree"), files)
     return [
         Workload("startup: true", ["/bin/true"]),
         Workload(f"dd bs=512 of {dd_size // MIB} MB to /dev/null",
@@ -81,25 +108,33 @@ def prepare(directory: str, quick: bool, progress: Callable[[str], None]) -> lis
     ]
 
 
-def _time(argv: list[str]) -> float:
+def time_command(argv: list[str], env: dict[str, str] | None = None,
+                 stdout: int | IO[bytes] = subprocess.DEVNULL,
+                 timeout: float | None = None) -> tuple[float, int]:
+    """Wall time of one run of `argv` (output discarded unless `stdout` is given)
+    and its exit status."""
     started = time.perf_counter()
-    result = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    elapsed = time.perf_counter() - started
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv[:4])}... exited with {result.returncode}")
+    result = subprocess.run(argv, stdout=stdout, stderr=subprocess.DEVNULL, env=env,
+                            timeout=timeout)
+    return time.perf_counter() - started, result.returncode
+
+
+def _time(argv: list[str]) -> float:
+    elapsed, status = time_command(argv)
+    if status != 0:
+        raise RuntimeError(f"{' '.join(argv[:4])}... exited with {status}")
     return elapsed
 
 
 def measure(workloads: list[Workload], samples: int,
             progress: Callable[[str], None]) -> list[RunRow]:
-    dune = [sys.executable, "-m", "kvmdune", "run", "--"]
-    strace = shutil.which("strace")
+    strace = strace_prefix()
     rows = []
     for workload in workloads:
         progress(workload.name)
         native = statistics.median(_time(workload.argv) for _ in range(samples))
-        ours = statistics.median(_time(dune + workload.argv) for _ in range(samples))
-        traced = (statistics.median(_time([strace, "-f", "-o", "/dev/null"] + workload.argv)
+        ours = statistics.median(_time(DUNE_RUN + workload.argv) for _ in range(samples))
+        traced = (statistics.median(_time(strace + workload.argv)
                                     for _ in range(samples)) if strace else None)
         rows.append(RunRow(workload.name, native, ours, traced))
     return rows

@@ -9,11 +9,12 @@ import json
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+
+from .run import DUNE_SANDBOX, strace_prefix, time_command
 
 SOURCE = Path(__file__).parent / "native" / "syscall_costs.c"
 CASES = {"getppid": "allowed getppid", "read-zero": "allowed 1-byte read of /dev/zero",
@@ -26,32 +27,46 @@ class CostRow:
     costs_ns: dict[str, float | None]    # confinement -> per-call ns
 
 
-def build(directory: Path) -> Path:
-    binary = directory / "syscall_costs"
-    subprocess.run(["gcc", "-O2", "-static", "-w", "-o", str(binary), str(SOURCE)], check=True)
+def build(directory: Path, source: Path = SOURCE) -> Path:
+    """Compile a static program from `source` (one of ``native/*.c``) into `directory`."""
+    binary = directory / source.stem
+    subprocess.run(["gcc", "-O2", "-static", "-w", "-o", str(binary), str(source)], check=True)
     binary.chmod(0o755)
     return binary
 
 
-def _measure(argv: list[str]) -> float | None:
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+def scratch_directory(prefix: str) -> Path:
+    """A directory under /tmp that a sandbox dropped to `nobody` can read."""
+    directory = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    directory.chmod(0o755)
+    return directory
+
+
+def per_call_report(argv: list[str], env: dict[str, str] | None = None) -> dict | None:
+    """What a timed run of ``syscall_costs`` reports: case, iterations, per_call_ns,
+    errors (None if it reported nothing)."""
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=env)
     for line in result.stdout.splitlines():
         if line.startswith("{"):
-            return json.loads(line)["per_call_ns"]
+            return json.loads(line)
     return None
+
+
+def _measure(argv: list[str]) -> float | None:
+    report = per_call_report(argv)
+    return report["per_call_ns"] if report else None
 
 
 def run_sandbox_bench(samples: int = 3, quick: bool = False,
                       progress: Callable[[str], None] = lambda text: None) -> list[CostRow]:
     native_n, slow_n = (20000, 300) if quick else (1_000_000, 3000)
-    directory = Path(tempfile.mkdtemp(prefix="kvmdune-bench-sandbox-", dir="/tmp"))
-    directory.chmod(0o755)
+    directory = scratch_directory("kvmdune-bench-sandbox-")
     try:
         binary = build(directory)
         denied = str(directory / "denied-file")
         Path(denied).write_text("x")
-        strace = shutil.which("strace")
-        dune = [sys.executable, "-m", "kvmdune", "sandbox", "--"]
+        strace = strace_prefix()
+        dune = DUNE_SANDBOX + ["--"]
         rows = []
         for case, label in CASES.items():
             progress(label)
@@ -59,8 +74,8 @@ def run_sandbox_bench(samples: int = 3, quick: bool = False,
                 "native": [str(binary), case, str(native_n), "none", denied],
                 "seccomp-bpf": [str(binary), case, str(native_n), "seccomp", denied],
                 "seccomp-notify": [str(binary), case, str(slow_n * 10), "notify", denied],
-                "strace -f": ([strace, "-f", "-o", "/dev/null", str(binary), case, str(slow_n),
-                               "none", denied] if strace else None),
+                "strace -f": (strace + [str(binary), case, str(slow_n), "none", denied]
+                              if strace else None),
                 "kvmdune sandbox": dune + [str(binary), case, str(slow_n), "none", denied],
             }
             costs = {}
@@ -74,12 +89,8 @@ def run_sandbox_bench(samples: int = 3, quick: bool = False,
 
 
 def _time(argv: list[str]) -> float | None:
-    import time
-
-    started = time.perf_counter()
-    result = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            timeout=1200)
-    return time.perf_counter() - started if result.returncode == 0 else None
+    elapsed, status = time_command(argv, timeout=1200)
+    return elapsed if status == 0 else None
 
 
 def run_workload_bench(samples: int = 3, quick: bool = False,
@@ -87,15 +98,14 @@ def run_workload_bench(samples: int = 3, quick: bool = False,
     """The busybox workloads of ``kvmdune bench run`` (smaller), under each way."""
     from .run import prepare
 
-    directory = Path(tempfile.mkdtemp(prefix="kvmdune-bench-sandbox-", dir="/tmp"))
-    directory.chmod(0o755)
+    directory = scratch_directory("kvmdune-bench-sandbox-")
     try:
         binary = build(directory)
         data = directory / "data"
         data.mkdir()
         workloads = prepare(str(data), quick=True, progress=progress)[1:]
         subprocess.run(["chmod", "-R", "a+rX", str(directory)], check=True)
-        strace = shutil.which("strace")
+        strace = strace_prefix()
         rows = []
         for workload in workloads:
             progress(workload.name)
@@ -104,8 +114,8 @@ def run_workload_bench(samples: int = 3, quick: bool = False,
                 "native": argv,
                 "seccomp-bpf": [str(binary), "exec", "seccomp-allow", *argv],
                 "seccomp-notify": [str(binary), "exec", "notify", *argv],
-                "strace -f": [strace, "-f", "-o", "/dev/null", *argv] if strace else None,
-                "kvmdune sandbox": [sys.executable, "-m", "kvmdune", "sandbox", "--allow-read",
+                "strace -f": [*strace, *argv] if strace else None,
+                "kvmdune sandbox": [*DUNE_SANDBOX, "--allow-read",
                                     str(data), "--allow-exec", "/bin", "--allow-exec",
                                     "/usr/bin", "--", *argv],
             }

@@ -1,0 +1,380 @@
+"""``kvmdune bench syscalls``: issue 5's targets for fast system calls, each figure
+beside the Linux baseline measured in the same run (median of the samples).
+
+1. per call: an allowed ``getppid`` from an unmodified static program
+   (``native/syscall_costs.c``) natively, under ``strace -f``, ``kvmdune run`` and
+   ``kvmdune sandbox`` (strict profile), and both of those on the slow path
+   (``KVMDUNE_FAST_SYSCALLS=0``) for comparison; target ≤0.15x strace, ≤20x native;
+2. CPU bound: busybox ``sha256sum`` of 200 MB, ``bzip2 -9`` of 50 MB and an
+   integer/memory kernel (``native/cpu_kernel.c``); target ≥0.97x native speed;
+3. system-call heavy: busybox ``dd bs=512`` of 100 MB to /dev/null, ``find`` over
+   20,000 files; targets: run ≤3x native, sandbox ≤5x native, both ≤0.2x strace;
+4. start-up and teardown of ``true``; target ≤50 ms.
+
+Whole programs are timed from the outside (start-up included); every run's output
+is compared with the native run's. Targets are reported, never asserted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import statistics
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .run import (DUNE_RUN, DUNE_SANDBOX, MIB, find_busybox, make_tree, strace_prefix,
+                  time_command, write_random_file, write_text_file)
+from .sandbox import build, per_call_report, scratch_directory
+
+NATIVE_DIR = Path(__file__).parent / "native"
+FAST = {"KVMDUNE_FAST_SYSCALLS": "1"}
+SLOW = {"KVMDUNE_FAST_SYSCALLS": "0"}
+SLOW_NOTE = " (slow path)"
+TIMEOUT = 1800.0
+
+GROUPS = {
+    "per-call": "1. per-call cost of an allowed getppid (µs per call)",
+    "cpu": "2. CPU bound (seconds; target: kvmdune at least 0.97x native speed)",
+    "syscall-heavy": "3. system-call heavy (seconds)",
+    "startup": "4. start-up and teardown (seconds)",
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    """Upper bounds on a measurement: ratios to native and to strace, or seconds."""
+    native: float | None = None
+    strace: float | None = None
+    seconds: float | None = None
+
+    def __str__(self) -> str:
+        parts = []
+        if self.native is not None:
+            parts.append(f"≤{self.native:.3g}x native")
+        if self.strace is not None:
+            parts.append(f"≤{self.strace:.3g}x strace")
+        if self.seconds is not None:
+            parts.append(f"≤{self.seconds * 1e3:.0f} ms")
+        return ", ".join(parts)
+
+
+PER_CALL_TARGET = Target(native=20, strace=0.15)
+CPU_TARGET = Target(native=round(1 / 0.97, 3))
+RUN_HEAVY_TARGET = Target(native=3, strace=0.2)
+SANDBOX_HEAVY_TARGET = Target(native=5, strace=0.2)
+STARTUP_TARGET = Target(seconds=0.050)
+
+
+@dataclass(frozen=True)
+class Way:
+    """One way of running a benchmark's program."""
+    name: str
+    prefix: list[str] | None            # None: cannot run here (strace missing)
+    env: dict[str, str] = field(default_factory=dict)
+    target: Target | None = None
+    iterations: int = 0                 # per-call group: calls in one timed loop
+
+
+@dataclass
+class Row:
+    group: str
+    benchmark: str
+    way: str
+    unit: str                           # "us" (per call) or "s"
+    value: float | None                 # median
+    samples: list[float]
+    native: float | None = None         # the same benchmark's native median
+    strace: float | None = None         # ... and under strace -f
+    target: Target | None = None
+    error: str | None = None
+
+    @property
+    def ratio_native(self) -> float | None:
+        return self.value / self.native if self.value and self.native else None
+
+    @property
+    def ratio_strace(self) -> float | None:
+        return self.value / self.strace if self.value and self.strace else None
+
+    @property
+    def holds(self) -> bool | None:
+        """Whether the target holds (None: no target)."""
+        if self.target is None:
+            return None
+        if self.error or self.value is None:
+            return False
+        checks = []
+        if self.target.native is not None:
+            checks.append(self.ratio_native is not None
+                          and self.ratio_native <= self.target.native)
+        if self.target.strace is not None and self.strace is not None:
+            checks.append(self.ratio_strace is not None
+                          and self.ratio_strace <= self.target.strace)
+        if self.target.seconds is not None:
+            checks.append(self.value <= self.target.seconds)
+        return all(checks)
+
+    def as_dict(self) -> dict:
+        return {"group": self.group, "benchmark": self.benchmark, "way": self.way,
+                "unit": self.unit, "value": self.value, "samples": self.samples,
+                "native": self.native, "strace": self.strace,
+                "ratio_native": self.ratio_native, "ratio_strace": self.ratio_strace,
+                "target": str(self.target) if self.target else None,
+                "holds": self.holds, "error": self.error}
+
+
+@dataclass(frozen=True)
+class Sizes:
+    calls_native: int
+    calls_strace: int
+    calls_fast: int
+    calls_slow: int
+    sha: int
+    bzip2: int
+    kernel_mb: int
+    kernel_steps_m: int
+    dd: int
+    files: int
+    startup_samples: int
+
+
+FULL = Sizes(1_000_000, 20_000, 100_000, 3_000, 200 * MIB, 50 * MIB, 64, 25,
+             100 * MIB, 20_000, 10)
+QUICK = Sizes(20_000, 300, 3_000, 200, 8 * MIB, 2 * MIB, 16, 1, 4 * MIB, 1_000, 3)
+# The slow path's rows of the whole-program groups (--with-slow-path): scaled down,
+# beside a native run at the same size.
+SLOW_FULL = Sizes(0, 0, 0, 0, 10 * MIB, 5 * MIB, 64, 25, 5 * MIB, 2_000, 0)
+
+
+def _environment(extra: dict[str, str]) -> dict[str, str]:
+    return os.environ | extra
+
+
+class _Runner:
+    def __init__(self, directory: Path, samples: int, progress: Callable[[str], None]):
+        self.directory = directory
+        self.samples = samples
+        self.progress = progress
+        self.strace = strace_prefix()
+        self.busybox = find_busybox("syscalls")
+
+    def _sandbox(self, reads: list[str]) -> list[str]:
+        options = [option for path in reads for option in ("--allow-read", path)]
+        return [*DUNE_SANDBOX, *options, "--"]
+
+    def ways(self, reads: list[str], strace: bool, slow: bool, fast: bool = True,
+             run_target: Target | None = None,
+             sandbox_target: Target | None = None) -> list[Way]:
+        ways = [Way("native", [])]
+        if strace:
+            ways.append(Way("strace -f", self.strace))
+        if fast:
+            ways += [Way("kvmdune run", DUNE_RUN, FAST, run_target),
+                     Way("kvmdune sandbox", self._sandbox(reads), FAST, sandbox_target)]
+        if slow:
+            ways += [Way("kvmdune run" + SLOW_NOTE, DUNE_RUN, SLOW),
+                     Way("kvmdune sandbox" + SLOW_NOTE, self._sandbox(reads), SLOW)]
+        return ways
+
+    def _rows(self, group: str, benchmark: str, unit: str, ways: list[Way],
+              measure: Callable[[Way], tuple[float | None, str | None]],
+              samples: int | None = None) -> list[Row]:
+        """Measure every way `samples` times, the ways interleaved within each round
+        so that drift on a shared machine hits them alike."""
+        samples = samples or self.samples
+        values: dict[str, list[float]] = {way.name: [] for way in ways}
+        errors: dict[str, str | None] = {way.name: None for way in ways}
+        for round_ in range(samples):
+            for way in ways:
+                if way.prefix is None or errors[way.name]:
+                    continue
+                self.progress(f"{benchmark}: {way.name} ({round_ + 1}/{samples})")
+                value, error = measure(way)
+                if error:
+                    errors[way.name] = error
+                else:
+                    values[way.name].append(value)
+        medians = {name: statistics.median(v) if v else None for name, v in values.items()}
+        rows = []
+        for way in ways:
+            error = errors[way.name] or (None if way.prefix is not None else "not installed")
+            rows.append(Row(group, benchmark, way.name, unit,
+                            None if errors[way.name] else medians[way.name],
+                            values[way.name], medians.get("native"), medians.get("strace -f"),
+                            way.target, error))
+        return rows
+
+    # 1. per call
+    def per_call(self, binary: Path, sizes: Sizes, slow: bool) -> list[Row]:
+        counts = {"native": sizes.calls_native, "strace -f": sizes.calls_strace}
+        ways = self.ways([], strace=True, slow=slow, run_target=PER_CALL_TARGET,
+                         sandbox_target=PER_CALL_TARGET)
+
+        def measure(way: Way) -> tuple[float | None, str | None]:
+            iterations = counts.get(way.name, sizes.calls_slow if SLOW_NOTE in way.name
+                                    else sizes.calls_fast)
+            report = per_call_report([*way.prefix, str(binary), "getppid", str(iterations),
+                                      "none"], env=_environment(way.env))
+            if report is None:
+                return None, "failed"
+            if report.get("errors"):
+                return None, f"{report['errors']} calls failed"
+            return report["per_call_ns"] / 1e3, None
+
+        return self._rows("per-call", "getppid", "us", ways, measure)
+
+    # 2 and 3: whole programs
+    def program(self, group: str, benchmark: str, argv: list[str], ways: list[Way],
+                samples: int | None = None) -> list[Row]:
+        """Time `argv` each way; its standard output (to a file) must equal native's."""
+        outputs: dict[str, str] = {}
+        out_path = self.directory / "stdout"
+
+        def measure(way: Way) -> tuple[float | None, str | None]:
+            with open(out_path, "wb") as out:
+                elapsed, status = time_command([*way.prefix, *argv], env=_environment(way.env),
+                                               stdout=out, timeout=TIMEOUT)
+            if status != 0:
+                return None, f"exit status {status}"
+            digest = hashlib.sha256(out_path.read_bytes()).hexdigest()
+            reference = outputs.setdefault("native", digest) if way.name == "native" \
+                else outputs.get("native")
+            if reference is not None and digest != reference:
+                return None, "output differs from native"
+            return elapsed, None
+
+        return self._rows(group, benchmark, "s", ways, measure, samples)
+
+
+def prepare_inputs(directory: Path, sizes: Sizes, tag: str,
+                   progress: Callable[[str], None]) -> dict[str, str]:
+    assert sizes.sha >= sizes.dd
+    progress(f"creating input files{tag}")
+    data = directory / ("data-slow" if tag else "data")
+    data.mkdir()
+    inputs = {
+        "random": write_random_file(str(data / "random.bin"), sizes.sha),  # dd reads a part
+        "text": write_text_file(str(data / "text.txt"), sizes.bzip2),
+        "tree": make_tree(str(data / "tree"), sizes.files),
+        "dir": str(data),
+    }
+    subprocess.run(["chmod", "-R", "a+rX", str(directory)], check=True)
+    return inputs
+
+
+def _size(size: int) -> str:
+    return f"{size // MIB} MB"
+
+
+def run_syscalls_bench(samples: int = 3, quick: bool = False, with_slow_path: bool = False,
+                       progress: Callable[[str], None] = lambda text: None) -> list[Row]:
+    sizes = QUICK if quick else FULL
+    slow_sizes = QUICK if quick else SLOW_FULL
+    directory = scratch_directory("kvmdune-bench-syscalls-")
+    try:
+        runner = _Runner(directory, samples, progress)
+        progress("building the C programs (gcc -static)")
+        costs = build(directory, NATIVE_DIR / "syscall_costs.c")
+        kernel = build(directory, NATIVE_DIR / "cpu_kernel.c")
+        busybox = runner.busybox
+        rows = runner.per_call(costs, sizes, slow=True)
+
+        size_sets = [(sizes, "", False)]
+        if with_slow_path:
+            size_sets.append((slow_sizes, " (slow-path set)", True))
+        cpu_rows, heavy_rows = [], []
+        for set_sizes, tag, slow in size_sets:
+            inputs = prepare_inputs(directory, set_sizes, tag, progress)
+            reads = [inputs["dir"]]
+            cpu_ways = runner.ways(reads, strace=False, slow=slow, fast=not slow,
+                                   run_target=CPU_TARGET, sandbox_target=CPU_TARGET)
+            cpu = [
+                (f"sha256sum of {_size(set_sizes.sha)}",
+                 [busybox, "sha256sum", inputs["random"]]),
+                (f"bzip2 -9 of {_size(set_sizes.bzip2)}", [busybox, "bzip2", "-9", "-c",
+                                                           inputs["text"]]),
+                (f"C int/memory kernel, {set_sizes.kernel_mb} MB",
+                 [str(kernel), str(set_sizes.kernel_mb), str(set_sizes.kernel_steps_m)]),
+            ]
+            for name, argv in cpu:
+                cpu_rows += runner.program("cpu", name + tag, argv, cpu_ways)
+            heavy = [
+                (f"dd bs=512 of {_size(set_sizes.dd)} to /dev/null",
+                 [busybox, "dd", f"if={inputs['random']}", "of=/dev/null", "bs=512",
+                  f"count={set_sizes.dd // 512}"]),
+                (f"find over {set_sizes.files} files",
+                 [busybox, "find", inputs["tree"], "-name", "f05*"]),
+            ]
+            for name, argv in heavy:
+                heavy_ways = runner.ways(reads, strace=not slow, slow=slow, fast=not slow,
+                                         run_target=RUN_HEAVY_TARGET,
+                                         sandbox_target=SANDBOX_HEAVY_TARGET)
+                heavy_rows += runner.program("syscall-heavy", name + tag, argv, heavy_ways)
+        rows += cpu_rows + heavy_rows
+
+        true = shutil.which("true") or "/bin/true"
+        startup_ways = runner.ways([], strace=False, slow=with_slow_path,
+                                   run_target=STARTUP_TARGET, sandbox_target=STARTUP_TARGET)
+        rows += runner.program("startup", f"{true}", [true], startup_ways,
+                               samples=max(samples, sizes.startup_samples))
+        return rows
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _cell(value: float | None, unit: str) -> str:
+    if value is None:
+        return ""
+    return f"{value:.1f}" if unit == "us" and value >= 100 else f"{value:.3f}"
+
+
+def _ratio(value: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{value:.2f}x" if value >= 0.995 or value == 1 else f"{value:.3f}x"
+
+
+def format_tables(rows: list[Row], samples: int) -> str:
+    """One table per group: each way's median beside native (and strace), the target
+    and whether it holds."""
+    out = []
+    for group, title in GROUPS.items():
+        members = [row for row in rows if row.group == group]
+        if not members:
+            continue
+        unit = members[0].unit
+        counts = sorted({len(row.samples) for row in members if row.samples})
+        how = f"median of {counts[-1] if counts else samples}"
+        bench_w = max(len("benchmark"), *(len(row.benchmark) for row in members))
+        way_w = max(len("way"), *(len(row.way) for row in members))
+        target_w = max(len("target"), *(len(str(row.target or "")) for row in members))
+        value_label = "µs/call" if unit == "us" else "time s"
+        header = (f"{'benchmark':<{bench_w}}  {'way':<{way_w}}  {value_label:>10}  "
+                  f"{'x native':>9}  {'x strace':>9}  {'target':<{target_w}}  holds")
+        lines = [f"{title}, {how}", header, "-" * len(header)]
+        previous = None
+        for row in members:
+            name = row.benchmark if row.benchmark != previous else ""
+            previous = row.benchmark
+            if row.error:
+                value, native, strace = row.error, "", ""
+            else:
+                value = _cell(row.value, unit)
+                native = _ratio(row.ratio_native) if row.way != "native" else ""
+                strace = (_ratio(row.ratio_strace) if row.way not in ("native", "strace -f")
+                          else "")
+            holds = {None: "", True: "ok", False: "MISSED"}[row.holds]
+            lines.append(f"{name:<{bench_w}}  {row.way:<{way_w}}  {value:>10}  {native:>9}  "
+                         f"{strace:>9}  {str(row.target or ''):<{target_w}}  {holds}".rstrip())
+        if group == "cpu":
+            lines.append("(whole runs timed from outside: start-up and teardown included, "
+                         "see group 4)")
+        out.append("\n".join(lines))
+    missed = sum(row.holds is False for row in rows)
+    checked = sum(row.holds is not None for row in rows)
+    out.append(f"targets: {checked - missed} of {checked} hold ({missed} missed)")
+    return "\n\n".join(out)

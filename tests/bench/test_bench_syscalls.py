@@ -1,0 +1,89 @@
+"""``kvmdune bench syscalls`` still runs and reports every row of issue 5's targets
+(a smoke test with tiny sizes: no timing is asserted, only shape and correctness)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from kvmdune.bench.syscalls import GROUPS, Row, Target, format_tables
+
+pytestmark = pytest.mark.kvm
+
+WAYS = {
+    "per-call": ["native", "strace -f", "kvmdune run", "kvmdune sandbox",
+                 "kvmdune run (slow path)", "kvmdune sandbox (slow path)"],
+    "cpu": ["native", "kvmdune run", "kvmdune sandbox"],
+    "syscall-heavy": ["native", "strace -f", "kvmdune run", "kvmdune sandbox"],
+    "startup": ["native", "kvmdune run", "kvmdune sandbox"],
+}
+BENCHMARKS = {"per-call": 1, "cpu": 3, "syscall-heavy": 2, "startup": 1}
+
+
+def _bench(*options: str) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "kvmdune", "bench", "syscalls", "--quick",
+                             "--samples", "1", *options], capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def quick_rows() -> list[dict]:
+    return json.loads(_bench("--json").stdout)
+
+
+def test_every_group_has_every_row(quick_rows):
+    for group, ways in WAYS.items():
+        rows = [row for row in quick_rows if row["group"] == group]
+        benchmarks = list(dict.fromkeys(row["benchmark"] for row in rows))
+        assert len(benchmarks) == BENCHMARKS[group], benchmarks
+        for benchmark in benchmarks:
+            assert [row["way"] for row in rows if row["benchmark"] == benchmark] == ways
+
+
+def test_every_row_was_measured_with_the_same_output_as_native(quick_rows):
+    for row in quick_rows:
+        if row["way"] == "strace -f" and row["error"] == "not installed":
+            continue
+        assert row["error"] is None, row
+        assert row["value"] > 0 and row["native"] > 0, row
+
+
+def test_targets_are_judged_on_the_kvmdune_rows(quick_rows):
+    for row in quick_rows:
+        judged = row["way"] in ("kvmdune run", "kvmdune sandbox")
+        assert (row["target"] is not None) == judged, row
+        assert (row["holds"] is not None) == judged, row
+
+
+def test_table_has_every_row_and_a_verdict_column():
+    text = _bench().stdout
+    for title in GROUPS.values():
+        assert title in text
+    for label in ("getppid", "sha256sum of", "bzip2 -9 of", "C int/memory kernel",
+                  "dd bs=512 of", "find over", "true", "kvmdune run (slow path)",
+                  "kvmdune sandbox (slow path)", "strace -f"):
+        assert label in text, label
+    verdicts = [line for line in text.splitlines()
+                if line.endswith((" ok", " MISSED"))]
+    assert len(verdicts) == 2 * sum(BENCHMARKS.values())
+    assert "targets:" in text.splitlines()[-1]
+
+
+def test_verdicts_follow_the_targets():
+    row = Row("per-call", "getppid", "kvmdune run", "us", 4.0, [4.0], native=0.25,
+              strace=40.0, target=Target(native=20, strace=0.15))
+    assert row.holds and format_tables([row], 1).splitlines()[3].endswith(" ok")
+    row.value = 6.5                                   # 26x native
+    assert row.holds is False
+    row.value, row.strace = 4.0, 20.0                 # 0.2x strace
+    assert row.holds is False
+    assert Row("startup", "true", "kvmdune run", "s", 0.049, [0.049], native=0.001,
+               target=Target(seconds=0.05)).holds
+    failed = Row("cpu", "x", "kvmdune run", "s", None, [], native=1.0,
+                 target=Target(native=1.031), error="exit status 1")
+    assert failed.holds is False and "exit status 1" in format_tables([failed], 1)

@@ -25,6 +25,7 @@
 #include <linux/futex.h>
 #include <linux/openat2.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
@@ -91,7 +92,7 @@ typedef struct {
     int root_fd[MAX_ROOTS];
     size_t root_length[MAX_ROOTS];
     char *root_path[MAX_ROOTS];
-    uint64_t served_fast, served_denied, sent_slow, sleeps;
+    uint64_t served_fast, served_denied, sent_slow, sleeps, waits, served_here;
 } Server;
 
 /* -- small helpers ------------------------------------------------------------------ */
@@ -633,14 +634,25 @@ static int Server_init(Server *s, PyObject *args, PyObject *kwargs) {
     return 0;
 }
 
+/* Whether a second CPU is there for the thread: on one, its spinning would only take
+ * turns with the guest's, so the VMM serves every call when the guest exits. */
+static int thread_worthwhile(void) {
+    cpu_set_t allowed;
+    return sched_getaffinity(0, sizeof allowed, &allowed) == 0 && CPU_COUNT(&allowed) >= 2;
+}
+
 static PyObject *Server_start(Server *s, PyObject *unused) {
     sigset_t all, previous;
     if (s->running)
         Py_RETURN_NONE;
+    s->pid = getpid();
+    if (!thread_worthwhile()) {
+        hint_host_state(s, CALLRING_HOST_SLEEPING);   /* exit at once: nobody spins */
+        Py_RETURN_NONE;
+    }
     s->stop = 0;
     s->sleep_word = 0;
     s->served_seq = pending_request(s);
-    s->pid = getpid();
     hint_host_state(s, CALLRING_HOST_AWAKE);
     /* Signals for the process must go to the vCPU thread (Python handles them). */
     sigfillset(&all);
@@ -692,6 +704,19 @@ static void adjust_spin_budget(Server *s, int longer) {
     *RING32(s, CALLRING_SPIN_BUDGET) = budget;
 }
 
+/* The thread was awake but had not answered in time: most often it shares
+ * this thread's CPU (the scheduler puts a woken thread beside its waker), where the
+ * guest's spin only keeps it off. Let it run anywhere but here. */
+static void move_server_away(Server *s) {
+    cpu_set_t allowed;
+    int here = sched_getcpu();
+    if (here < 0 || sched_getaffinity(0, sizeof allowed, &allowed) != 0
+        || CPU_COUNT(&allowed) < 2)
+        return;
+    CPU_CLR(here, &allowed);
+    pthread_setaffinity_np(s->thread, sizeof allowed, &allowed);
+}
+
 /* The guest exited because no answer came (or the thread slept): serve the request
  * here unless the thread has taken it (then wait up to `timeout` seconds for its
  * answer), and wake the thread for the calls to come. True when answered; on False
@@ -706,22 +731,28 @@ static PyObject *Server_wait_response(Server *s, PyObject *arg) {
     Py_BEGIN_ALLOW_THREADS
     uint64_t want = pending_request(s);
     int was_sleeping = __atomic_load_n(&s->sleep_word, __ATOMIC_ACQUIRE);
+    count(&s->waits);
     if (claim(s, want)) {
         serve(s, want);
-        if (!was_sleeping)
-            adjust_spin_budget(s, 0);   /* awake but not getting a core */
-    } else if (*RING64(s, CALLRING_RESPONSE_SEQ) != want) {
-        __atomic_store_n(&s->vcpu_waiting, 1, __ATOMIC_SEQ_CST);
-        uint64_t deadline = now_ns() + (uint64_t)(timeout * 1e9);
-        for (;;) {
-            uint32_t seen = __atomic_load_n(&s->served_word, __ATOMIC_ACQUIRE);
-            if (*RING64(s, CALLRING_RESPONSE_SEQ) == want || now_ns() >= deadline)
-                break;
-            struct timespec slice = {0, 1000000};
-            futex(&s->served_word, FUTEX_WAIT, seen, &slice);
+        count(&s->served_here);
+        if (!was_sleeping && s->running) {
+            adjust_spin_budget(s, 0);   /* awake but not getting to it: spin less */
+            move_server_away(s);
         }
-        __atomic_store_n(&s->vcpu_waiting, 0, __ATOMIC_SEQ_CST);
-        adjust_spin_budget(s, 1);       /* it was serving: a long call, spin longer */
+    } else {
+        adjust_spin_budget(s, 1);       /* the thread had it: the guest gave up too soon */
+        if (*RING64(s, CALLRING_RESPONSE_SEQ) != want) {
+            __atomic_store_n(&s->vcpu_waiting, 1, __ATOMIC_SEQ_CST);
+            uint64_t deadline = now_ns() + (uint64_t)(timeout * 1e9);
+            for (;;) {
+                uint32_t seen = __atomic_load_n(&s->served_word, __ATOMIC_ACQUIRE);
+                if (*RING64(s, CALLRING_RESPONSE_SEQ) == want || now_ns() >= deadline)
+                    break;
+                struct timespec slice = {0, 1000000};
+                futex(&s->served_word, FUTEX_WAIT, seen, &slice);
+            }
+            __atomic_store_n(&s->vcpu_waiting, 0, __ATOMIC_SEQ_CST);
+        }
     }
     /* The thread says it is awake (the hint) only once it runs: until then the
      * guest exits at once rather than spin for a thread that is not scheduled. */
@@ -837,10 +868,12 @@ static PyObject *Server_set_force_slow(Server *s, PyObject *arg) {
 }
 
 static PyObject *Server_stats(Server *s, PyObject *unused) {
-    return Py_BuildValue("{sKsKsKsK}", "fast", (unsigned long long)s->served_fast,
+    return Py_BuildValue("{sKsKsKsKsKsK}", "fast", (unsigned long long)s->served_fast,
                          "denied", (unsigned long long)s->served_denied,
                          "slow", (unsigned long long)s->sent_slow,
-                         "sleeps", (unsigned long long)s->sleeps);
+                         "sleeps", (unsigned long long)s->sleeps,
+                         "waits", (unsigned long long)s->waits,
+                         "served_by_vmm_thread", (unsigned long long)s->served_here);
 }
 
 static PyObject *Server_is_running(Server *s, void *closure) {

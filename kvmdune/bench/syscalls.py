@@ -225,7 +225,21 @@ class _Runner:
                 return None, f"{report['errors']} calls failed"
             return report["per_call_ns"] / 1e3, None
 
-        return self._rows("per-call", "getppid", "us", ways, measure)
+        rows = self._rows("per-call", "getppid", "us", ways, measure)
+        return rows + [self._trap_floor(rows[0].value, rows[1].value)]
+
+    def _trap_floor(self, native: float | None, strace: float | None) -> Row:
+        """The ``syscall`` instruction alone, to an MSR_LSTAR stub that returns at once:
+        the part of every fast-path call that no server can remove (it is a world
+        switch on software KVM, a few hundred cycles on VT-x/SVM)."""
+        from ..machine.probe import measure_syscall_trap_us
+
+        samples = []
+        for round_ in range(self.samples):
+            self.progress(f"getppid: the syscall instruction alone ({round_ + 1}/{self.samples})")
+            samples.append(measure_syscall_trap_us())
+        return Row("per-call", "getppid", "`syscall` to a returning stub (floor)", "us",
+                   statistics.median(samples), samples, native, strace)
 
     # 2 and 3: whole programs
     def program(self, group: str, benchmark: str, argv: list[str], ways: list[Way],

@@ -15,7 +15,8 @@ pytestmark = pytest.mark.kvm
 
 WAYS = {
     "per-call": ["native", "strace -f", "kvmdune run", "kvmdune sandbox",
-                 "kvmdune run (slow path)", "kvmdune sandbox (slow path)"],
+                 "kvmdune run (slow path)", "kvmdune sandbox (slow path)",
+                 "`syscall` to a returning stub (floor)"],
     "cpu": ["native", "kvmdune run", "kvmdune sandbox"],
     "syscall-heavy": ["native", "strace -f", "kvmdune run", "kvmdune sandbox"],
     "startup": ["native", "kvmdune run", "kvmdune sandbox"],

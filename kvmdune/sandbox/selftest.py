@@ -78,6 +78,7 @@ def cases(area: Path, allowed: Path, secret: Path) -> list[Case]:
         Case("write-trampoline", expected="fault"),
         Case("write-gdt", expected="fault"),
         Case("write-idt", expected="fault"),
+        Case("call-ring", expected="fault"),
         Case("self-modifying", expected="fault"),
         Case("kill-parent", expected="EPERM"),
         Case("kill-all", expected="EPERM"),

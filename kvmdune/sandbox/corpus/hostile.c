@@ -63,6 +63,38 @@ static int run_code(const unsigned char *code, size_t size, const char *what) {
     return escaped(what);
 }
 
+/* The call stub and ring the fast path maps below the last user page: the stub can
+ * be neither written nor remapped, garbage in the ring changes nothing but the
+ * guest's own calls, and a jump to the VMM's wait target with a return address in
+ * the supervisor half faults. (With the fast path off the pages are not there.) */
+#define CALL_STUB 0x7fffffffd000UL
+#define CALL_RING 0x7fffffffe000UL
+#define CALL_WAIT_TARGET 0xffffffff80000800UL
+static int call_ring(void) {
+    volatile unsigned char *stub = (volatile unsigned char *)CALL_STUB;
+    if (!sigsetjmp(fault_jump, 1)) {
+        stub[0] = 0xc3;
+        return escaped("wrote the call stub");
+    }
+    if (mprotect((void *)CALL_STUB, 4096, PROT_READ | PROT_WRITE | PROT_EXEC) == 0)
+        return escaped("made the call stub writable");
+    if (mmap((void *)CALL_STUB, 8192, PROT_READ | PROT_WRITE | PROT_EXEC,
+             MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) != MAP_FAILED)
+        return escaped("mapped over the call stub");
+    munmap((void *)CALL_STUB, 8192);
+    if (guest_can_read(CALL_RING) && !sigsetjmp(fault_jump, 1))
+        for (int i = 0; i < 512; i++)
+            ((volatile uint64_t *)CALL_RING)[i] = 0xdeadbeefdeadbeefULL * (uint64_t)(i + 1);
+    pid_t parent = getppid();
+    for (int i = 0; i < 1000; i++)
+        if (getppid() != parent)
+            return escaped("system calls answered wrongly after the ring was scribbled");
+    /* mov rcx, 0xffffffff80000000 ; mov rax, CALL_WAIT_TARGET ; jmp rax */
+    static const unsigned char code[] = {0x48, 0xc7, 0xc1, 0x00, 0x00, 0x00, 0x80,
+                                         0x48, 0xc7, 0xc0, 0x00, 0x08, 0x00, 0x80, 0xff, 0xe0};
+    return run_code(code, sizeof code, "the call stub's wait exit to a supervisor address");
+}
+
 static int vmm_pointers(int argc, char **argv) {
     int null = open("/dev/null", O_WRONLY);
     int zero = open("/dev/zero", O_RDONLY);
@@ -190,6 +222,7 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "privileged")) { static const unsigned char code[] = {0xfa, 0xf4, 0xc3}; return run_code(code, sizeof code, "cli; hlt"); }
     if (!strcmp(c, "write-trampoline")) { static const unsigned char code[] = {0x48, 0xb8, 0, 0, 0, 0x80, 0xff, 0xff, 0xff, 0xff, 0xc6, 0x00, 0xc3, 0xc3}; return run_code(code, sizeof code, "write to the trampoline"); }
     if (!strcmp(c, "write-gdt")) { static const unsigned char code[] = {0x48, 0xb8, 0, 0, 1, 0x80, 0xff, 0xff, 0xff, 0xff, 0xc6, 0x00, 0xc3, 0xc3}; return run_code(code, sizeof code, "write to the GDT"); }
+    if (!strcmp(c, "call-ring")) return call_ring();
     if (!strcmp(c, "write-idt")) { static const unsigned char code[] = {0x48, 0xb8, 0, 0x20, 1, 0x80, 0xff, 0xff, 0xff, 0xff, 0xc6, 0x00, 0xc3, 0xc3}; return run_code(code, sizeof code, "write to the IDT"); }
     if (!strcmp(c, "self-modifying")) {
         volatile unsigned char *code = (unsigned char *)&main;

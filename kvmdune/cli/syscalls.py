@@ -13,9 +13,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "serves it: emulated (a handler acting on the guest's own memory, "
                     "descriptors, signals or processes), forwarded (run by Linux with every "
                     "pointer copied through checked buffers), or refused (ENOSYS: it would "
-                    "act on the VMM itself, or is not supported yet).")
+                    "act on the VMM itself, or is not supported yet). Calls marked `fast` "
+                    "are served by the native fast path without an exit whenever it can "
+                    "give the same answer (files and devices that never block, buffers "
+                    "mapped for user code, no /proc or /dev path, no signal waiting); "
+                    "under `kvmdune sandbox` only those the policy allows by number, and "
+                    "the stat family beneath the readable paths.")
     parser.add_argument("--json", action="store_true", help="print JSON rows")
-    parser.add_argument("--only", choices=["emulated", "forwarded", "partial", "refused"],
+    parser.add_argument("--only", choices=["emulated", "forwarded", "partial", "refused",
+                                           "fast"],
                         help="list only the calls served this way")
     parser.set_defaults(handler=run)
 
@@ -23,15 +29,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..linux.support import support_table
 
-    rows = [row for row in support_table() if not args.only or row.support.value == args.only]
+    rows = [row for row in support_table()
+            if not args.only or row.support.value == args.only or args.only == "fast" and row.fast]
     if args.json:
         print(json.dumps([{"number": r.number, "name": r.name, "support": r.support.value,
-                           "family": r.family} for r in rows], indent=1))
+                           "family": r.family, "fast": r.fast} for r in rows], indent=1))
         return 0
     for row in rows:
-        print(f"{row.number:>4}  {row.name:<24} {row.support.value:<10} {row.family}")
+        fast = "fast" if row.fast else ""
+        print(f"{row.number:>4}  {row.name:<24} {row.support.value:<10} {fast:<5} {row.family}")
     counts: dict[str, int] = {}
     for row in rows:
         counts[row.support.value] = counts.get(row.support.value, 0) + 1
-    print("total: " + ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())))
+    print("total: " + ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))
+          + f"; {sum(row.fast for row in rows)} served natively when they can be")
     return 0

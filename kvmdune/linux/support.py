@@ -1,6 +1,7 @@
 """Which system calls kvmdune serves, and how (the handler modules register
 themselves when ``kvmdune.linux`` is imported): emulated by a handler, forwarded to
-Linux by the table-driven forwarder, or refused with ENOSYS."""
+Linux by the table-driven forwarder, or refused with ENOSYS; and which of them the
+native fast path may serve without an exit (``fastpath.plan``)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ class CallSupport:
     name: str
     support: Support
     family: str
+    fast: bool = False      # the native fast path may serve it (kvmdune run)
 
 
 def _kinds(slot) -> tuple[set, bool]:
@@ -64,6 +66,17 @@ def support_of(spec: SyscallSpec) -> Support:
     return support
 
 
+def fast_numbers() -> set[int]:
+    """The calls the fast path may serve natively under ``kvmdune run`` (none when the
+    native module is not built)."""
+    from .fastpath import native_module, plan
+
+    native = native_module()
+    return set() if native is None else set(plan(native, None))
+
+
 def support_table() -> list[CallSupport]:
-    return [CallSupport(spec.number, spec.name, support_of(spec), spec.family.value)
+    fast = fast_numbers()
+    return [CallSupport(spec.number, spec.name, support_of(spec), spec.family.value,
+                        spec.number in fast)
             for spec in sorted(SYSCALLS.values(), key=lambda s: s.number)]

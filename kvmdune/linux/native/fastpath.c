@@ -904,7 +904,7 @@ static PyMethodDef Server_methods[] = {
     {"wake", (PyCFunction)Server_wake, METH_NOARGS,
      "Wake the thread if it sleeps (the guest is about to run on)."},
     {"set_action", (PyCFunction)Server_set_action, METH_VARARGS,
-     "set_action(nr, action, errno=0): SLOW, FAST or DENY for one call."},
+     "set_action(nr, action, errno=0): SLOW, FAST, DENY or BENEATH for one call."},
     {"set_roots", (PyCFunction)Server_set_roots, METH_O,
      "set_roots([(path, fd), ...]): the directories BENEATH calls may resolve in."},
     {"set_fd", (PyCFunction)Server_set_fd, METH_VARARGS,
@@ -947,8 +947,13 @@ static int fastpath_exec(PyObject *module) {
         Py_DECREF(numbers);
         return -1;
     }
-    PyObject *beneath = Py_BuildValue("(iiii)", SYS_stat, SYS_lstat, SYS_newfstatat,
-                                      SYS_statx);
+    PyObject *beneath = PyList_New(0);
+    for (unsigned nr = 0; beneath != NULL && nr < NR_CALLS; nr++) {
+        PyObject *number = takes_beneath(nr) ? PyLong_FromUnsignedLong(nr) : NULL;
+        if (number != NULL && PyList_Append(beneath, number) < 0)
+            Py_CLEAR(beneath);
+        Py_XDECREF(number);
+    }
     if (beneath == NULL || PyModule_AddObject(module, "BENEATH_CALLS", beneath) < 0) {
         Py_XDECREF(beneath);
         return -1;

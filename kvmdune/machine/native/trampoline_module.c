@@ -3,7 +3,6 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include "trampoline.h"
-#include "callring.h"
 
 extern const unsigned char kvmdune_trampoline_start[], kvmdune_trampoline_end[];
 extern const unsigned char kvmdune_syscall_entry[], kvmdune_iret[], kvmdune_bad_entry[];
@@ -12,45 +11,43 @@ extern const unsigned char kvmdune_callstub_start[], kvmdune_callstub_end[];
 extern const unsigned char kvmdune_callstub_resume[], kvmdune_callstub_slow_target[];
 extern const unsigned char kvmdune_callstub_wait_target[];
 
-static int add_offset(PyObject *module, const char *name, const unsigned char *label) {
-    return PyModule_AddIntConstant(module, name, (long)(label - kvmdune_trampoline_start));
+/* `label`'s offset from `base`, as a module constant. */
+static int add_offset(PyObject *module, const char *name, const unsigned char *base,
+                      const unsigned char *label) {
+    return PyModule_AddIntConstant(module, name, (long)(label - base));
 }
 
-static int add_stub_offset(PyObject *module, const char *name, const unsigned char *label) {
-    return PyModule_AddIntConstant(module, name, (long)(label - kvmdune_callstub_start));
-}
-
-/* The call stub (callstub.S) and the ring layout it shares with the native fast path. */
-static int add_call_stub(PyObject *module) {
-    PyObject *code = PyBytes_FromStringAndSize(
-        (const char *)kvmdune_callstub_start, kvmdune_callstub_end - kvmdune_callstub_start);
-    if (code == NULL || PyModule_AddObject(module, "CALL_STUB", code) < 0) {
+/* The bytes from `start` to `end`, as a module constant. */
+static int add_code(PyObject *module, const char *name, const unsigned char *start,
+                    const unsigned char *end) {
+    PyObject *code = PyBytes_FromStringAndSize((const char *)start, end - start);
+    if (code == NULL || PyModule_AddObject(module, name, code) < 0) {
         Py_XDECREF(code);
         return -1;
     }
-    if (add_stub_offset(module, "CALL_STUB_RESUME", kvmdune_callstub_resume) < 0
-        || add_stub_offset(module, "CALL_STUB_SLOW_TARGET", kvmdune_callstub_slow_target) < 0
-        || add_stub_offset(module, "CALL_STUB_WAIT_TARGET", kvmdune_callstub_wait_target) < 0
-        || PyModule_AddIntConstant(module, "CALLRING_REQUEST_SEQ", CALLRING_REQUEST_SEQ) < 0
-        || PyModule_AddIntConstant(module, "CALLRING_RESPONSE_SEQ", CALLRING_RESPONSE_SEQ) < 0)
+    return 0;
+}
+
+/* The call stub (callstub.S): its bytes and the offsets the VMM patches or resumes at. */
+static int add_call_stub(PyObject *module) {
+    const unsigned char *base = kvmdune_callstub_start;
+    if (add_code(module, "CALL_STUB", base, kvmdune_callstub_end) < 0
+        || add_offset(module, "CALL_STUB_RESUME", base, kvmdune_callstub_resume) < 0
+        || add_offset(module, "CALL_STUB_SLOW_TARGET", base, kvmdune_callstub_slow_target) < 0
+        || add_offset(module, "CALL_STUB_WAIT_TARGET", base, kvmdune_callstub_wait_target) < 0)
         return -1;
     return 0;
 }
 
 static int trampoline_exec(PyObject *module) {
-    if (add_call_stub(module) < 0)
+    const unsigned char *base = kvmdune_trampoline_start;
+    if (add_call_stub(module) < 0
+        || add_code(module, "CODE", base, kvmdune_trampoline_end) < 0)
         return -1;
-    PyObject *code = PyBytes_FromStringAndSize(
-        (const char *)kvmdune_trampoline_start,
-        kvmdune_trampoline_end - kvmdune_trampoline_start);
-    if (code == NULL || PyModule_AddObject(module, "CODE", code) < 0) {
-        Py_XDECREF(code);
-        return -1;
-    }
-    if (add_offset(module, "SYSCALL_ENTRY", kvmdune_syscall_entry) < 0
-        || add_offset(module, "IRET", kvmdune_iret) < 0
-        || add_offset(module, "BAD_ENTRY", kvmdune_bad_entry) < 0
-        || add_offset(module, "EXCEPTION_ENTRIES", kvmdune_exception_entries) < 0
+    if (add_offset(module, "SYSCALL_ENTRY", base, kvmdune_syscall_entry) < 0
+        || add_offset(module, "IRET", base, kvmdune_iret) < 0
+        || add_offset(module, "BAD_ENTRY", base, kvmdune_bad_entry) < 0
+        || add_offset(module, "EXCEPTION_ENTRIES", base, kvmdune_exception_entries) < 0
         || PyModule_AddIntConstant(module, "SYSCALL_PORT", KVMDUNE_SYSCALL_PORT) < 0
         || PyModule_AddIntConstant(module, "BAD_ENTRY_PORT", KVMDUNE_BAD_ENTRY_PORT) < 0
         || PyModule_AddIntConstant(module, "EXCEPTION_PORT_BASE",

@@ -100,6 +100,30 @@ def test_freed_frame_reused_elsewhere_is_unreachable_through_the_old_mapping(mac
                        space=space).value == 0x5EC2E7
 
 
+def test_freed_page_table_reused_as_data_gives_no_translation(machine):
+    """A page table emptied by an unmap is freed; reused as a data page and filled by
+    the guest with entries aimed at another frame, it must not map anything for the
+    range it once served (KVM may still track the frame as a page table)."""
+    space = fresh_space(machine)
+    lone = 0x5000_0000                      # a 2 MiB block of its own: its table goes
+    space.map(lone, 0x1000, RW_USER)
+    table = space.walk(lone).entry_paddr & ~0xFFF
+    target = machine.memory.frames.alloc()
+    machine.memory.write(target, struct.pack("<Q", 0x5EC2E7))
+    reused = DATA + 0x1000                  # DATA's block already has a table
+
+    def change():
+        space.unmap(lone, 0x1000)
+        space.map(reused, 0x1000, RW_USER)
+        assert space.walk(reused).paddr == table   # the allocator really reused it
+
+    fill = (f"mov rax, {target | 0x7}\nmov rbx, {reused}\nmov ecx, 512\n"
+            "1: mov [rbx + rcx*8 - 8], rax\ndec ecx\njnz 1b\n")
+    stop = run_with_change(machine, space, f"mov rax, qword ptr [{lone}]",
+                           fill + f"mov rax, qword ptr [{lone}]", change)
+    assert isinstance(stop.value, PageFaultEvent) and stop.value.address == lone
+
+
 def test_accessed_bit_cleared_is_set_again(machine):
     space = fresh_space(machine)
     seen = {}

@@ -8,12 +8,12 @@ signals; host signals meant for the process are delivered at event boundaries.
 
 from __future__ import annotations
 
+import enum
 import os
 import shutil
 import signal as host_signal
 import sys
 import tempfile
-import enum
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -29,9 +29,8 @@ from .forward import NotForwardable, forward, host_fd_cloexec
 from .fdtable import FdTable
 from .mm import MemoryMap
 from .syscall_table import SYSCALLS
-from .uaccess import Fault
-
 from .fastpath import THREAD_STATE_CALLS
+from .uaccess import Fault
 
 #: System calls Linux restarts after a handler with SA_RESTART (the rest report EINTR).
 NOT_RESTARTED = {"nanosleep", "clock_nanosleep", "pause", "rt_sigsuspend", "poll", "ppoll",
@@ -367,7 +366,6 @@ class RuleKind(enum.Enum):
     ALLOW = "allow"     # allowed whatever the arguments
     DENY = "deny"       # refused with ``errno`` whatever the arguments
     BENEATH = "beneath"  # allowed when its path resolves beneath one of ``roots``
-    CHECK = "check"     # the arguments decide: the gate must see the call
 
 
 @dataclass(frozen=True)
@@ -383,7 +381,6 @@ class CallRule:
 
 
 ALLOW_RULE = CallRule(RuleKind.ALLOW)
-CHECK_RULE = CallRule(RuleKind.CHECK)
 
 
 def forwards_only(spec) -> bool:

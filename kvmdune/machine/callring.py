@@ -15,8 +15,6 @@ from ..memory import PAGE_SIZE, AddressSpace, GuestMemory, Perm
 from . import _trampoline, layout
 
 _ADDRESS = struct.Struct("<Q")
-STUB_ENTRY = layout.CALL_STUB
-STUB_RESUME = layout.CALL_STUB + _trampoline.CALL_STUB_RESUME
 
 
 class CallRing:

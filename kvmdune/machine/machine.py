@@ -93,11 +93,6 @@ class Machine:
         self._point_syscall_at(layout.CALL_STUB)
         return self.call_ring
 
-    def remove_call_stub(self) -> None:
-        """Back to exiting to the VMM on every ``syscall`` (the pages stay mapped)."""
-        self._point_syscall_at(layout.TRAMPOLINE + _trampoline.SYSCALL_ENTRY)
-        self.call_ring = None
-
     def _point_syscall_at(self, address: int) -> None:
         self.cpu.vcpu.set_msrs({MSR.LSTAR: address})
 

@@ -876,10 +876,6 @@ static PyObject *Server_stats(Server *s, PyObject *unused) {
                          "served_by_vmm_thread", (unsigned long long)s->served_here);
 }
 
-static PyObject *Server_is_running(Server *s, void *closure) {
-    return PyBool_FromLong(s->running);
-}
-
 static void Server_dealloc(Server *s) {
     stop_thread(s);
     forget_roots(s);
@@ -917,11 +913,6 @@ static PyMethodDef Server_methods[] = {
     {NULL},
 };
 
-static PyGetSetDef Server_getset[] = {
-    {"running", (getter)Server_is_running, NULL, "Whether the thread runs.", NULL},
-    {NULL},
-};
-
 static PyTypeObject ServerType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "kvmdune.linux._fastpath.Server",
@@ -932,7 +923,6 @@ static PyTypeObject ServerType = {
     .tp_init = (initproc)Server_init,
     .tp_dealloc = (destructor)Server_dealloc,
     .tp_methods = Server_methods,
-    .tp_getset = Server_getset,
 };
 
 static int fastpath_exec(PyObject *module) {
@@ -965,8 +955,7 @@ static int fastpath_exec(PyObject *module) {
         || PyModule_AddIntConstant(module, "SLOW", ACTION_SLOW) < 0
         || PyModule_AddIntConstant(module, "FAST", ACTION_FAST) < 0
         || PyModule_AddIntConstant(module, "DENY", ACTION_DENY) < 0
-        || PyModule_AddIntConstant(module, "BENEATH", ACTION_BENEATH) < 0
-        || PyModule_AddIntConstant(module, "MAX_GUEST_FDS", MAX_GUEST_FDS) < 0)
+        || PyModule_AddIntConstant(module, "BENEATH", ACTION_BENEATH) < 0)
         return -1;
     return 0;
 }

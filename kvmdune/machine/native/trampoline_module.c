@@ -8,7 +8,7 @@ extern const unsigned char kvmdune_trampoline_start[], kvmdune_trampoline_end[];
 extern const unsigned char kvmdune_syscall_entry[], kvmdune_iret[], kvmdune_bad_entry[];
 extern const unsigned char kvmdune_exception_entries[];
 extern const unsigned char kvmdune_callstub_start[], kvmdune_callstub_end[];
-extern const unsigned char kvmdune_callstub_resume[], kvmdune_callstub_slow_target[];
+extern const unsigned char kvmdune_callstub_slow_target[];
 extern const unsigned char kvmdune_callstub_wait_target[];
 
 /* `label`'s offset from `base`, as a module constant. */
@@ -28,11 +28,10 @@ static int add_code(PyObject *module, const char *name, const unsigned char *sta
     return 0;
 }
 
-/* The call stub (callstub.S): its bytes and the offsets the VMM patches or resumes at. */
+/* The call stub (callstub.S): its bytes and the offsets of the exits the VMM patches. */
 static int add_call_stub(PyObject *module) {
     const unsigned char *base = kvmdune_callstub_start;
     if (add_code(module, "CALL_STUB", base, kvmdune_callstub_end) < 0
-        || add_offset(module, "CALL_STUB_RESUME", base, kvmdune_callstub_resume) < 0
         || add_offset(module, "CALL_STUB_SLOW_TARGET", base, kvmdune_callstub_slow_target) < 0
         || add_offset(module, "CALL_STUB_WAIT_TARGET", base, kvmdune_callstub_wait_target) < 0)
         return -1;

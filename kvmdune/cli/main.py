@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .. import __version__
+from ..linux.internal_error import DEBUG_VARIABLE
 from . import bench, info, run, sandbox, selftest, syscalls
 
 DESCRIPTION = """\
@@ -32,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="kvmdune", description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"kvmdune {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="on an internal error, print its details on stderr (they go "
+                             "to a file otherwise)")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     for module in (run, sandbox, info, bench, syscalls, selftest):
         module.add_parser(subparsers)
@@ -44,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "handler"):
         parser.print_help()
         return 2
+    if args.debug:
+        # An environment variable, so that forked VMM processes inherit it.
+        os.environ[DEBUG_VARIABLE] = "1"
     try:
         return args.handler(args)
     except KeyboardInterrupt:

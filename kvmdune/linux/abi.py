@@ -506,6 +506,8 @@ OPEN_FLAGS: Final = FlagSet("open_flags", OpenFlags, OpenAccess, O_ACCMODE)
 OPEN_BITS: Final = FlagSet("open_bits", OpenFlags)
 
 AT_FDCWD: Final = -100
+#: The most one read or write moves (linux/fs.h: INT_MAX rounded down to a page).
+MAX_RW_COUNT: Final = 0x7FFF_F000
 
 
 @_int_flag
@@ -812,6 +814,15 @@ class MadviseAdvice:
     MADV_GUARD_REMOVE = 103
     MADV_HWPOISON = 100
     MADV_SOFT_OFFLINE = 101
+
+
+@_int_flag
+class MempolicyFlags:
+    """get_mempolicy(2) flags (linux/mempolicy.h)."""
+
+    MPOL_F_NODE = 1 << 0
+    MPOL_F_ADDR = 1 << 1
+    MPOL_F_MEMS_ALLOWED = 1 << 2
 
 
 @_int_enum

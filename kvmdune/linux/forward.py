@@ -16,18 +16,15 @@ import struct
 from dataclasses import dataclass
 
 from ..memory import READ, WRITE, GuestFault
-from .abi import Errno
-from .host_unsafe import HostBuffer, host_syscall
-from .syscall_table import (ArgKind, Direction, RetKind, SyscallSpec, arg_extent,
-                            resolve_args, resolve_ret)
-from .uaccess import PATH_MAX, Fault
+from .abi import AT_FDCWD, MAX_RW_COUNT, Errno, FdFlags
+from .host_unsafe import HostBuffer, HostArg, host_syscall
+from .syscall_table import (DEREF_KINDS, Arg, ArgKind, Direction, RetKind, SyscallSpec,
+                            arg_extent, filled_extent, resolve_args, resolve_ret)
+from .uaccess import Fault, access_ok, read_path
 
-AT_FDCWD = -100
+#: Most iovec entries one call takes (UIO_MAXIOV).
 IOV_MAX = 1024
-#: Largest buffer copied for one call; Linux caps a read or write at MAX_RW_COUNT.
-MAX_RW_COUNT = 0x7FFF_F000
 _IOVEC = struct.Struct("<QQ")
-FD_CLOEXEC = 1
 
 
 class NotForwardable(Exception):
@@ -39,7 +36,7 @@ class _CopyOut:
     guest: int
     buffer: HostBuffer
     length: int
-    from_ret: bool
+    filled_by: Arg | None = None     # the length is what the result says was filled
 
 
 @dataclass
@@ -60,7 +57,9 @@ class Call:
         self.space = proc.space
         self.spec = spec
         self.args = args
-        self.host_args = list(args)
+        #: What the host call gets: integers as decoded, and in every position the
+        #: table says is a pointer, a buffer of the VMM's own (or NULL).
+        self.host_args: list[HostArg] = list(args)
         self.keep: list[HostBuffer] = []
         self.copy_out: list[_CopyOut] = []
         self.iovec_out: list[_IovecOut] = []
@@ -90,10 +89,10 @@ class Call:
             elif kind in (ArgKind.PATH, ArgKind.STRING):
                 if value == 0:
                     continue   # NULL where the kernel allows it (utimensat, ...)
-                text = self._cstring(value)
+                text = read_path(self.space, value)
                 if kind is ArgKind.PATH:
                     text = self.proc.host_path(text)
-                self.host_args[index] = self._buffer(text + b"\0").address
+                self.host_args[index] = self._buffer(text + b"\0")
             elif kind in (ArgKind.IN_BUF, ArgKind.OUT_BUF, ArgKind.INOUT_BUF,
                           ArgKind.SOCKADDR):
                 self._plain_buffer(index, arg, value)
@@ -112,12 +111,6 @@ class Call:
             raise Fault(Errno.EBADF)
         return host
 
-    def _cstring(self, address: int) -> bytes:
-        try:
-            return self.space.read_cstring(address, PATH_MAX)
-        except GuestFault as exc:
-            raise Fault(Errno.ENAMETOOLONG if "longer" in exc.reason else Errno.EFAULT) from exc
-
     def _extent(self, index: int) -> int:
         length = arg_extent(self.spec, index, self.args, self._read_memory)
         if length is None:
@@ -131,44 +124,38 @@ class Call:
             # Copying it would hand guest addresses to the host kernel as host ones.
             raise NotForwardable(f"{self.spec.name}: {arg.name} holds pointers")
         length = self._extent(index)
+        if not access_ok(value, length):
+            raise Fault(Errno.EFAULT)
         direction = Direction.IN if arg.kind is ArgKind.SOCKADDR else arg.direction
         access = WRITE if direction in (Direction.OUT, Direction.INOUT) else READ
-        try:
-            self.space.translate(value, length, access)       # all checked before the call
-            data = (self.space.read(value, length, READ)
-                    if direction in (Direction.IN, Direction.INOUT) else None)
-        except GuestFault as exc:
-            raise Fault(Errno.EFAULT) from exc
+        self.space.translate(value, length, access)       # all checked before the call
+        data = (self.space.read(value, length, READ)
+                if direction in (Direction.IN, Direction.INOUT) else None)
         buffer = self._buffer(data if data is not None else length)
-        self.host_args[index] = buffer.address
+        self.host_args[index] = buffer
         if direction in (Direction.OUT, Direction.INOUT):
-            self.copy_out.append(_CopyOut(value, buffer, length, arg.out_size_from_ret))
+            self.copy_out.append(_CopyOut(value, buffer, length,
+                                          arg if arg.out_size_from_ret else None))
 
     def _sockaddr_out(self, index: int, arg, value: int) -> None:
         if value == 0:
             return
         length_ptr = self.args[arg.size_ptr_arg]
         capacity = self._extent(index)
-        try:
-            self.space.translate(value, capacity, WRITE)
-            self.space.translate(length_ptr, 4, WRITE)
-        except GuestFault as exc:
-            raise Fault(Errno.EFAULT) from exc
+        self.space.translate(value, capacity, WRITE)
+        self.space.translate(length_ptr, 4, WRITE)
         buffer = self._buffer(capacity)
         length_buffer = self._buffer(struct.pack("<I", capacity))
-        self.host_args[index] = buffer.address
-        self.host_args[arg.size_ptr_arg] = length_buffer.address
-        self.copy_out.append(_CopyOut(value, buffer, capacity, False))
-        self.copy_out.append(_CopyOut(length_ptr, length_buffer, 4, False))
+        self.host_args[index] = buffer
+        self.host_args[arg.size_ptr_arg] = length_buffer
+        self.copy_out.append(_CopyOut(value, buffer, capacity))
+        self.copy_out.append(_CopyOut(length_ptr, length_buffer, 4))
 
     def _iovec(self, index: int, arg, value: int) -> None:
         count = self.args[arg.count_arg]
         if count > IOV_MAX:
             raise Fault(Errno.EINVAL)
-        try:
-            raw = self.space.read(value, count * _IOVEC.size, READ) if count else b""
-        except GuestFault as exc:
-            raise Fault(Errno.EFAULT) from exc
+        raw = self.space.read(value, count * _IOVEC.size, READ) if count else b""
         host_iov = bytearray()
         pieces = []
         total = 0
@@ -176,17 +163,14 @@ class Call:
         for base, length in _IOVEC.iter_unpack(raw):
             length = min(length, MAX_RW_COUNT - total)
             total += length
-            try:
-                if writing:
-                    self.space.translate(base, length, WRITE)
-                    buffer = self._buffer(length)
-                else:
-                    buffer = self._buffer(self.space.read(base, length, READ))
-            except GuestFault as exc:
-                raise Fault(Errno.EFAULT) from exc
+            if writing:
+                self.space.translate(base, length, WRITE)
+                buffer = self._buffer(length)
+            else:
+                buffer = self._buffer(self.space.read(base, length, READ))
             host_iov += _IOVEC.pack(buffer.address, length)
             pieces.append((base, buffer, length))
-        self.host_args[index] = self._buffer(bytes(host_iov)).address if host_iov else 0
+        self.host_args[index] = self._buffer(bytes(host_iov)) if host_iov else 0
         if writing:
             self.iovec_out.append(_IovecOut(pieces))
 
@@ -195,7 +179,8 @@ class Call:
             return result
         try:
             for out in self.copy_out:
-                length = min(out.length, result) if out.from_ret else out.length
+                length = (out.length if out.filled_by is None
+                          else min(out.length, filled_extent(out.filled_by, result)))
                 self.space.write(out.guest, out.buffer.read(length), WRITE)
             for iov in self.iovec_out:
                 left = result
@@ -212,12 +197,24 @@ class Call:
         return result
 
 
+    def check_pointers(self) -> None:
+        """No guest address reaches the host kernel: every argument the table says
+        is a pointer is a buffer of the VMM's own, or NULL."""
+        for index, arg in enumerate(resolve_args(self.spec, self.args)):
+            if arg is None or arg.kind not in DEREF_KINDS:
+                continue
+            host = self.host_args[index]
+            if not (isinstance(host, HostBuffer) or host == 0):
+                raise NotForwardable(f"{self.spec.name}: argument {arg.name} was not copied")
+
+
 def forward(proc, spec: SyscallSpec, args: tuple[int, ...]) -> int:
     """Run ``spec`` on the host for the guest; -errno on failure."""
     call = Call(proc, spec, args[:spec.nargs])
     call.prepare()
+    call.check_pointers()
     return call.finish(host_syscall(spec.number, *call.host_args))
 
 
 def host_fd_cloexec(host_fd: int) -> bool:
-    return bool(fcntl.fcntl(host_fd, fcntl.F_GETFD) & FD_CLOEXEC)
+    return bool(fcntl.fcntl(host_fd, fcntl.F_GETFD) & FdFlags.FD_CLOEXEC)

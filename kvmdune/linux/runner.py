@@ -13,10 +13,14 @@ from ..kvm import KvmError
 from ..machine import Machine, MachineError, StopReason
 from ..memory.guest_memory import DEFAULT_GUEST_MEMORY
 from . import signals as sig
+from .abi import PrctlOption
 from .elf import ExecFormatError, exit_status_for
 from .exec import exec_program, resolve_command
 from .host_unsafe import host_syscall
-from .process import ExitStatus, Gate, Process
+from .syscall_table import Sysno
+from .exit_status import ExitStatus
+from .gate import Gate
+from .process import Process
 
 
 @dataclass(frozen=True)
@@ -86,8 +90,6 @@ def describe_exec_error(exc: ExecFormatError) -> str:
     return text if reason.lower() in text.lower() else f"{text} ({reason})"
 
 
-PR_SET_DUMPABLE = 4
-
 
 def apply_limits(options: RunOptions) -> None:
     """Kernel-enforced limits on this process (and so on the guest it serves)."""
@@ -119,7 +121,7 @@ def run_process(process: Process, wall_seconds: float | None = None) -> ExitStat
     """Run until the guest exits or is killed (or its wall-time limit passes)."""
     # Not dumpable: other processes of the same user (other guests among them) cannot
     # read this VMM's memory through /proc/<pid>/mem or attach to it.
-    host_syscall(157, PR_SET_DUMPABLE, 0)
+    host_syscall(Sysno.prctl, PrctlOption.PR_SET_DUMPABLE, 0)
     sig.install_host_handlers(process.signals)
     deadline = None if wall_seconds is None else time.monotonic() + wall_seconds
     while True:
@@ -133,6 +135,8 @@ def run_process(process: Process, wall_seconds: float | None = None) -> ExitStat
             # KVM itself refused to go on (e.g. EAGAIN at a process limit it counts).
             process.log(f"kvmdune: {process.exe}: the virtual CPU cannot run: {exc}")
             return ExitStatus(signal=sig.Signal.SIGKILL)
+        except Exception as exc:      # a bug in the VMM outside a system call
+            return process.internal_error("the run loop", exc).value
         if isinstance(stop.value, ExitStatus):
             return stop.value
         if stop.reason is StopReason.BUDGET:

@@ -7,8 +7,7 @@ import os
 import struct
 
 from . import procfs
-from .abi import Errno
-from .dispatch import handles
+from .abi import AT_FDCWD, Errno
 from .forward import NotForwardable
 from .uaccess import read_path, write_bytes
 
@@ -17,7 +16,6 @@ F_DUPFD, F_GETFD, F_SETFD, F_DUPFD_CLOEXEC = 0, 1, 2, 1030
 FD_CLOEXEC = 1
 FIOCLEX, FIONCLEX = 0x5451, 0x5450
 SOCK_CLOEXEC = 0o2000000
-AT_FDCWD = -100
 
 
 def _fd(value: int) -> int:
@@ -25,13 +23,11 @@ def _fd(value: int) -> int:
     return value - (1 << 32) if value >= 1 << 31 else value
 
 
-@handles("close")
 def sys_close(proc, cpu, fd, *_):
     """Implements close(2) on the guest's table."""
     return proc.fds.close(_fd(fd))
 
 
-@handles("close_range")
 def sys_close_range(proc, cpu, first, last, flags, *_):
     """Implements close_range(2)."""
     CLOSE_RANGE_CLOEXEC = 4
@@ -43,19 +39,16 @@ def sys_close_range(proc, cpu, first, last, flags, *_):
     return 0
 
 
-@handles("dup")
 def sys_dup(proc, cpu, fd, *_):
     """Implements dup(2)."""
     return proc.fds.dup(_fd(fd))
 
 
-@handles("dup2")
 def sys_dup2(proc, cpu, old, new, *_):
     """Implements dup2(2)."""
     return proc.fds.dup2(_fd(old), _fd(new))
 
 
-@handles("dup3")
 def sys_dup3(proc, cpu, old, new, flags, *_):
     """Implements dup3(2)."""
     if flags & ~O_CLOEXEC or _fd(old) == _fd(new):
@@ -63,7 +56,6 @@ def sys_dup3(proc, cpu, old, new, flags, *_):
     return proc.fds.dup2(_fd(old), _fd(new), cloexec=bool(flags & O_CLOEXEC))
 
 
-@handles("fcntl")
 def sys_fcntl(proc, cpu, fd, cmd, arg, *_):
     """Implements fcntl(2): descriptor commands on the guest's table, the rest
     (status flags, locks, pipe sizes) forwarded."""
@@ -81,7 +73,6 @@ def sys_fcntl(proc, cpu, fd, cmd, arg, *_):
     return proc.forward_by_name("fcntl", (fd, cmd, arg, 0, 0, 0))
 
 
-@handles("ioctl")
 def sys_ioctl(proc, cpu, fd, request, arg, *_):
     """Implements ioctl(2): FIOCLEX/FIONCLEX on the guest's table; the requests the
     table declares (terminal and FIONREAD-style) forwarded; others ENOTTY."""
@@ -118,19 +109,16 @@ def _pipe(proc, fds_ptr: int, flags: int) -> int:
     return 0
 
 
-@handles("pipe")
 def sys_pipe(proc, cpu, fds_ptr, *_):
     """Implements pipe(2)."""
     return _pipe(proc, fds_ptr, 0)
 
 
-@handles("pipe2")
 def sys_pipe2(proc, cpu, fds_ptr, flags, *_):
     """Implements pipe2(2)."""
     return _pipe(proc, fds_ptr, flags)
 
 
-@handles("socketpair")
 def sys_socketpair(proc, cpu, family, type_, protocol, fds_ptr, *_):
     """Implements socketpair(2)."""
     try:
@@ -160,13 +148,11 @@ def _readlink(proc, path_ptr: int, buf: int, size: int, forward_name: str, args)
     return len(data)
 
 
-@handles("readlink")
 def sys_readlink(proc, cpu, path, buf, size, *_):
     """Implements readlink(2), answering /proc/self/exe and fd/N for the guest."""
     return _readlink(proc, path, buf, size, "readlink", (path, buf, size, 0, 0, 0))
 
 
-@handles("readlinkat")
 def sys_readlinkat(proc, cpu, dirfd, path, buf, size, *_):
     """Implements readlinkat(2), answering /proc/self/exe and fd/N for the guest."""
     return _readlink(proc, path, buf, size, "readlinkat", (dirfd, path, buf, size, 0, 0))

@@ -7,12 +7,13 @@ from __future__ import annotations
 import struct
 
 from .abi import Errno
-from .dispatch import handles
 from .host_unsafe import HostBuffer, host_syscall
+from .syscall_table import Sysno
 from .uaccess import read_bytes, write_bytes
 
-SYS_POLL, SYS_PPOLL, SYS_SELECT, SYS_PSELECT6 = 7, 271, 23, 270
-SYS_CLOCK_NANOSLEEP = 230
+SYS_POLL, SYS_PPOLL, SYS_SELECT, SYS_PSELECT6 = (Sysno.poll, Sysno.ppoll, Sysno.select,
+                                                Sysno.pselect6)
+SYS_CLOCK_NANOSLEEP = Sysno.clock_nanosleep
 CLOCK_REALTIME, CLOCK_MONOTONIC, TIMER_ABSTIME = 0, 1, 1
 FUTEX_CLOCK_REALTIME = 256
 _POLLFD = struct.Struct("<ihh")
@@ -48,8 +49,8 @@ def _poll(proc, number: int, fds_ptr: int, nfds: int, rest: tuple[int, ...],
         timeout_buffer = _copy_in(proc, timeout, timeout_size)
         keep.append(timeout_buffer)
         # The guest's mask is the VMM's business: ppoll blocks with the VMM's own.
-        extra = [timeout_buffer.address if timeout_buffer else 0, 0, sigsetsize]
-    result = host_syscall(number, table.address if nfds else 0, nfds, *extra)
+        extra = [timeout_buffer or 0, 0, sigsetsize]
+    result = host_syscall(number, table if nfds else 0, nfds, *extra)
     if result < 0:
         return result
     out = b"".join(_POLLFD.pack(fd, events, _POLLFD.unpack_from(table.read(), i * _POLLFD.size)[2])
@@ -61,13 +62,11 @@ def _poll(proc, number: int, fds_ptr: int, nfds: int, rest: tuple[int, ...],
     return result
 
 
-@handles("poll")
 def sys_poll(proc, cpu, fds, nfds, timeout, *_):
     """Implements poll(2) over the guest's descriptors."""
     return _poll(proc, SYS_POLL, fds, nfds, (timeout,), 0)
 
 
-@handles("ppoll")
 def sys_ppoll(proc, cpu, fds, nfds, timeout, sigmask, sigsetsize, _):
     """Implements ppoll(2) over the guest's descriptors."""
     return _poll(proc, SYS_PPOLL, fds, nfds, (timeout, sigmask, sigsetsize), TIMESPEC_SIZE)
@@ -115,8 +114,8 @@ def _select(proc, number: int, nfds: int, pointers: tuple[int, int, int], timeou
         return -Errno.EBADF
     timeout_buffer = _copy_in(proc, timeout, timeout_size)
     result = host_syscall(number, host_nfds,
-                          *[b.address if b is not None else 0 for b in host_sets],
-                          timeout_buffer.address if timeout_buffer else 0, *extra)
+                          *[b if b is not None else 0 for b in host_sets],
+                          timeout_buffer or 0, *extra)
     if result < 0:
         return result
     for pointer, buffer in zip(pointers, host_sets):
@@ -130,14 +129,12 @@ def _select(proc, number: int, nfds: int, pointers: tuple[int, int, int], timeou
     return result
 
 
-@handles("select")
 def sys_select(proc, cpu, nfds, readfds, writefds, exceptfds, timeout, _):
     """Implements select(2) over the guest's descriptors."""
     return _select(proc, SYS_SELECT, nfds & 0xFFFF_FFFF, (readfds, writefds, exceptfds),
                    timeout, TIMEVAL_SIZE, [])
 
 
-@handles("pselect6")
 def sys_pselect6(proc, cpu, nfds, readfds, writefds, exceptfds, timeout, sigmask):
     """Implements pselect6(2) over the guest's descriptors (blocking with the VMM's
     own signal mask; the guest's is applied when signals are delivered)."""
@@ -145,7 +142,6 @@ def sys_pselect6(proc, cpu, nfds, readfds, writefds, exceptfds, timeout, sigmask
                    timeout, TIMESPEC_SIZE, [0])
 
 
-@handles("futex")
 def sys_futex(proc, cpu, uaddr, op, val, timeout, uaddr2, val3):
     """Implements futex(2) for one thread: WAKE wakes nobody; WAIT fails with EAGAIN
     when the word changed, else sleeps until a signal (or the timeout)."""
@@ -165,7 +161,7 @@ def sys_futex(proc, cpu, uaddr, op, val, timeout, uaddr2, val3):
             # CLOCK_REALTIME with FUTEX_CLOCK_REALTIME, else CLOCK_MONOTONIC.
             clock = CLOCK_REALTIME if op & FUTEX_CLOCK_REALTIME else CLOCK_MONOTONIC
             flags = TIMER_ABSTIME if command == FUTEX_WAIT_BITSET else 0
-            result = host_syscall(SYS_CLOCK_NANOSLEEP, clock, flags, request.address, 0)
+            result = host_syscall(SYS_CLOCK_NANOSLEEP, clock, flags, request, 0)
             return -Errno.ETIMEDOUT if result == 0 else result
         proc.wait_for_signal()
         return -Errno.EINTR

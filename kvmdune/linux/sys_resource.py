@@ -8,13 +8,13 @@ import resource
 import struct
 
 from .abi import Errno
-from .dispatch import handles
+from .syscall_table import Sysno
 from .uaccess import read_bytes, write_bytes
 
 RLIM_NLIMITS = 16
 RLIMIT_NOFILE = 7
 _RLIMIT = struct.Struct("<QQ")
-SYS_PRLIMIT64 = 302
+SYS_PRLIMIT64 = Sysno.prlimit64
 
 
 def initial_limits() -> dict[int, tuple[int, int]]:
@@ -51,7 +51,6 @@ def _prlimit(proc, resource_id: int, new: int, old: int) -> int:
     return 0
 
 
-@handles("prlimit64")
 def sys_prlimit64(proc, cpu, pid, resource_id, new, old, *_):
     """Implements prlimit64(2): the guest's own limits are the guest's; another
     process's go to the host."""
@@ -62,13 +61,11 @@ def sys_prlimit64(proc, cpu, pid, resource_id, new, old, *_):
     return proc.forward_by_name("prlimit64", (pid, resource_id, 0, old, 0, 0))
 
 
-@handles("getrlimit")
 def sys_getrlimit(proc, cpu, resource_id, old, *_):
     """Implements getrlimit(2)."""
     return _prlimit(proc, resource_id, 0, old)
 
 
-@handles("setrlimit")
 def sys_setrlimit(proc, cpu, resource_id, new, *_):
     """Implements setrlimit(2)."""
     return _prlimit(proc, resource_id, new, 0)

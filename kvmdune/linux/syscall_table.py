@@ -386,6 +386,14 @@ def int_value(arg: Arg, raw: int) -> int:
 _SIGNED_KINDS: Final = frozenset({ArgKind.INT, ArgKind.FD, ArgKind.DIRFD, ArgKind.PID, ArgKind.SIGNAL})
 
 
+def filled_extent(arg: Arg, result: int) -> int:
+    """Bytes a successful call wrote to an ``out_size_from_ret`` buffer: the return
+    value counts elements for arrays (epoll_wait's events, getgroups' gids), bytes
+    otherwise (read, readlink, getdents64)."""
+    unit = arg.struct.size if arg.count_arg is not None and arg.struct is not None else 1
+    return max(result, 0) * unit
+
+
 def arg_extent(
     spec: SyscallSpec,
     index: int,
@@ -1414,6 +1422,9 @@ _TABLE: Final[tuple[SyscallSpec, ...]] = (
 
 SYSCALLS: Final[Mapping[int, SyscallSpec]] = MappingProxyType({spec.number: spec for spec in _TABLE})
 BY_NAME: Final[Mapping[str, SyscallSpec]] = MappingProxyType({spec.name: spec for spec in _TABLE})
+#: System call numbers by name (``Sysno.kill == 62``): code that makes a host call
+#: names it, never writes its number.
+Sysno = enum.IntEnum("Sysno", {spec.name: spec.number for spec in _TABLE})
 
 
 def lookup(number: int) -> SyscallSpec | None:

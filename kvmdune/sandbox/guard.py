@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from ..linux import strace
-from ..linux.abi import Errno
-from ..linux.process import ALLOW_RULE, CallRule, ExitStatus, Gate, RuleKind
+from ..linux.abi import AT_FDCWD, Errno
+from ..linux.exit_status import ExitStatus
+from ..linux.gate import ALLOW_RULE, CallRule, Gate, RuleKind
 from ..linux.syscall_table import SYSCALLS, ArgKind, Dep, resolve_args
 from ..linux.uaccess import Fault
 from ..machine import Stop
@@ -29,7 +30,6 @@ from .policy import NetMode, OnDeny, Policy
 
 O_ACCMODE, O_WRONLY, O_RDWR = 3, 1, 2
 O_CREAT, O_TRUNC, O_APPEND, O_TMPFILE = 0o100, 0o1000, 0o2000, 0o20200000
-AT_FDCWD = -100
 AT_EMPTY_PATH = 0x1000
 AT_SYMLINK_NOFOLLOW = 0x100
 SIGSYS = 31

@@ -37,6 +37,11 @@ class _CopyOut:
     buffer: HostBuffer
     length: int
     filled_by: Arg | None = None     # the length is what the result says was filled
+    #: The argument holding a value-result length (socklen_t): the call wrote at most
+    #: as many bytes as it says afterwards (getsockopt, getsockname, accept).
+    length_arg: int | None = None
+    #: Written by the kernel only on EINTR (and holds the guest's own bytes until then).
+    when_interrupted: bool = False
 
 
 @dataclass
@@ -127,6 +132,8 @@ class Call:
         if not access_ok(value, length):
             raise Fault(Errno.EFAULT)
         direction = Direction.IN if arg.kind is ArgKind.SOCKADDR else arg.direction
+        if arg.written_when_interrupted:
+            direction = Direction.INOUT    # what the kernel does not write stays as it was
         access = WRITE if direction in (Direction.OUT, Direction.INOUT) else READ
         self.space.translate(value, length, access)       # all checked before the call
         data = (self.space.read(value, length, READ)
@@ -135,7 +142,8 @@ class Call:
         self.host_args[index] = buffer
         if direction in (Direction.OUT, Direction.INOUT):
             self.copy_out.append(_CopyOut(value, buffer, length,
-                                          arg if arg.out_size_from_ret else None))
+                                          arg if arg.out_size_from_ret else None,
+                                          arg.size_ptr_arg, arg.written_when_interrupted))
 
     def _sockaddr_out(self, index: int, arg, value: int) -> None:
         if value == 0:
@@ -148,7 +156,7 @@ class Call:
         length_buffer = self._buffer(struct.pack("<I", capacity))
         self.host_args[index] = buffer
         self.host_args[arg.size_ptr_arg] = length_buffer
-        self.copy_out.append(_CopyOut(value, buffer, capacity))
+        self.copy_out.append(_CopyOut(value, buffer, capacity, length_arg=arg.size_ptr_arg))
         self.copy_out.append(_CopyOut(length_ptr, length_buffer, 4))
 
     def _iovec(self, index: int, arg, value: int) -> None:
@@ -175,13 +183,18 @@ class Call:
             self.iovec_out.append(_IovecOut(pieces))
 
     def finish(self, result: int) -> int:
-        if result < 0:
+        """Copy back what the host call wrote; the call's result for the guest."""
+        interrupted = result == -Errno.EINTR
+        if result < 0 and not interrupted:
             return result
         try:
             for out in self.copy_out:
-                length = (out.length if out.filled_by is None
-                          else min(out.length, filled_extent(out.filled_by, result)))
+                if out.when_interrupted != interrupted:
+                    continue
+                length = self._written(out, result)
                 self.space.write(out.guest, out.buffer.read(length), WRITE)
+            if interrupted:
+                return result
             for iov in self.iovec_out:
                 left = result
                 for base, buffer, length in iov.pieces:
@@ -196,6 +209,17 @@ class Call:
             return self.proc.adopt_fd(result)
         return result
 
+    def _written(self, out: _CopyOut, result: int) -> int:
+        """How many bytes of an output buffer the host call wrote: never more than
+        Linux writes, so the guest's bytes beyond stay as they were."""
+        length = out.length
+        if out.filled_by is not None:
+            length = min(length, filled_extent(out.filled_by, result))
+        if out.length_arg is not None:
+            holder = self.host_args[out.length_arg]
+            if isinstance(holder, HostBuffer) and holder.size >= 4:
+                length = min(length, struct.unpack("<I", holder.read(4))[0])
+        return length
 
     def check_pointers(self) -> None:
         """No guest address reaches the host kernel: every argument the table says

@@ -13,6 +13,7 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/select.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -127,6 +128,34 @@ static void memory_questions(void) {
     report("mincore unaligned", syscall(SYS_mincore, page + 1, 4096, vec));
 }
 
+static void on_alarm(int signo) { (void)signo; }
+
+/* Outputs Linux writes only in part (value-result lengths) or only when interrupted
+ * (the remaining time of a sleep): the guest's other bytes stay as they were. */
+static void partial_outputs(void) {
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    unsigned char option[16];
+    memset(option, 0xAA, sizeof option);
+    socklen_t length = sizeof option;
+    int r = getsockopt(s, SOL_SOCKET, SO_TYPE, option, &length);
+    printf("getsockopt %d length=%u beyond=%02x%02x\n", r, length, option[4], option[15]);
+    unsigned char address[128];
+    memset(address, 0xAA, sizeof address);
+    length = sizeof address;
+    r = getsockname(s, (struct sockaddr *)address, &length);
+    printf("getsockname %d length=%u beyond=%02x%02x\n", r, length, address[16], address[127]);
+    close(s);
+    struct timespec remaining = {77, 77};
+    r = nanosleep(&(struct timespec){0, 1000}, &remaining);
+    printf("nanosleep %d remaining untouched=%d\n", r, remaining.tv_sec == 77 && remaining.tv_nsec == 77);
+    struct sigaction action = {.sa_handler = on_alarm};
+    sigaction(SIGALRM, &action, NULL);
+    alarm(1);
+    r = nanosleep(&(struct timespec){3, 0}, &remaining);
+    printf("nanosleep interrupted %d %s remaining in (1, 3) s=%d\n", r, strerrorname_np(errno),
+           remaining.tv_sec >= 1 && remaining.tv_sec < 3);
+}
+
 int main(void) {
     bad_pointers(BAD, "small");
     bad_pointers(KERNEL, "kernel");
@@ -134,6 +163,7 @@ int main(void) {
     epoll_counts();
     signals_waited_for();
     memory_questions();
+    partial_outputs();
     puts("the end");
     return 0;
 }

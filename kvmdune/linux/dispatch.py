@@ -23,8 +23,6 @@ from .syscall_table import INTEGER_KINDS, int_value, resolve_args
 from .uaccess import Fault
 
 _U64 = 0xFFFF_FFFF_FFFF_FFFF
-#: The highest number Linux could ever assign (the table's numbers are below it).
-_MAX_SYSCALL_NUMBER = 1024
 
 
 def decode(route: Route, raw: tuple[int, ...]) -> tuple[int, ...]:
@@ -47,13 +45,10 @@ class Dispatcher:
         self.routes = routes
         self._told: set[str] = set()
 
-    def route(self, number: int) -> Route | None:
-        return self.routes.get(number) if 0 <= number < _MAX_SYSCALL_NUMBER else None
-
     def serve(self, proc, cpu, number: int, raw: tuple[int, ...], quiet: bool = False):
         """The call's result (-errno on failure), None when the handler set the
         registers itself, or a Stop. Raises ``InternalError`` on a VMM bug."""
-        route = self.route(number)
+        route = self.routes.get(number)
         if route is None or route.support is Support.REFUSED:
             if not quiet:
                 self._tell_refused(route, number)

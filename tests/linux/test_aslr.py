@@ -123,6 +123,17 @@ def test_switches(personality: int, va_space: int, randomize: bool, randomize_br
     assert (rnd.randomize, rnd.randomize_brk) == (randomize, randomize_brk)
 
 
+@pytest.mark.parametrize(("sysctl", "randomize", "randomize_brk"), [
+    ("0\n", False, False), ("1\n", True, False), ("2\n", True, True), ("garbage", True, True)])
+def test_randomize_va_space_is_read_at_exec(tmp_path, monkeypatch, sysctl: str, randomize: bool,
+                                            randomize_brk: bool) -> None:
+    path = tmp_path / "randomize_va_space"
+    path.write_text(sysctl)
+    monkeypatch.setattr(aslr, "RANDOMIZE_VA_SPACE_PATH", str(path))
+    rnd = Randomization.for_exec(0)
+    assert (rnd.randomize, rnd.randomize_brk) == (randomize, randomize_brk)
+
+
 def test_mmap_rnd_bits_come_from_the_host_and_are_bounded() -> None:
     with open(aslr.MMAP_RND_BITS_PATH) as file:
         host = int(file.read())

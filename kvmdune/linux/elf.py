@@ -82,7 +82,6 @@ MAX_PHDR_TABLE_SIZE = 64 * 1024
 
 PAGE_SIZE = 4096  # ELF_MIN_ALIGN on x86-64
 
-
 PATH_MAX = 4096  # longest PT_INTERP Linux accepts, NUL included
 MIN_INTERP_SIZE = 2  # one character and its NUL; Linux refuses shorter
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -27,8 +29,11 @@ MOVES = {"static": HEAP, "static-pie": ["main", *HEAP], "dynamic": ["main", *HEA
 
 def addresses(result) -> dict[str, int]:
     assert result.returncode == 0, result.stderr.decode(errors="replace")[-3000:]
-    return {name: int(value, 16) for name, value in
-            (line.split() for line in result.stdout.decode().splitlines())}
+    return addresses_of(result.stdout.decode().splitlines())
+
+
+def addresses_of(lines: list[str]) -> dict[str, int]:
+    return {name: int(value, 16) for name, value in (line.split() for line in lines)}
 
 
 def dune(argv, *, env=ENV):
@@ -41,8 +46,6 @@ def native(argv):
 
 def dune_without_randomization(argv):
     """``setarch -R kvmdune run -- ...``: the VMM's own personality."""
-    import subprocess
-    import sys
     return addresses(subprocess.run(
         [*NO_RANDOMIZE, sys.executable, "-m", "kvmdune", "run", "--", *argv],
         capture_output=True, timeout=300, env=vmm_env(ENV)))
@@ -146,7 +149,3 @@ def test_each_execve_draws_a_new_layout(compiled):
     first, second = addresses_of(lines[:half]), addresses_of(lines[half:])
     for name in MOVES["dynamic"]:
         assert first[name] != second[name], name
-
-
-def addresses_of(lines: list[str]) -> dict[str, int]:
-    return {name: int(value, 16) for name, value in (line.split() for line in lines)}

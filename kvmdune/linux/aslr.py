@@ -6,15 +6,17 @@ Every choice is a pure function of a ``Randomization``, which carries the switch
 (the guest's ADDR_NO_RANDOMIZE personality, the host's kernel.randomize_va_space) and
 the random source, so the ranges can be tested without KVM. The loader applies them;
 the addresses they start from live in ``machine/layout.py``. Production draws come
-from ``secrets`` (the kernel's CSPRNG), never from ``random``.
+from the kernel's CSPRNG (os.urandom), never from a seeded generator.
 """
 
 from __future__ import annotations
 
 import resource
-import secrets
 from dataclasses import dataclass
 from enum import IntEnum
+# SystemRandom draws from os.urandom (getrandom(2)); secrets.randbelow calls it too,
+# but importing secrets loads hashlib and OpenSSL (3 ms of every start-up).
+from random import SystemRandom
 from typing import Callable
 
 from ..machine import layout
@@ -23,8 +25,10 @@ from .abi import PersonalityFlags
 from .host_unsafe import host_syscall
 from .initial_stack import DEFAULT_STACK_RLIMIT, MAX_ALIGN_JITTER, RLIM_INFINITY
 
-#: A uniform integer in [0, n) (``secrets.randbelow``).
+#: A uniform integer in [0, n).
 RandomBelow = Callable[[int], int]
+#: The production source: uniform in [0, n) from os.urandom.
+urandom_below: RandomBelow = SystemRandom().randrange
 
 #: STACK_RND_MASK on x86-64: the stack top moves down by up to 2^22 - 1 pages (16 GiB).
 STACK_RND_MASK = 0x3F_FFFF
@@ -61,12 +65,12 @@ class Randomization:
     randomize: bool                    # Linux's PF_RANDOMIZE
     randomize_brk: bool                # ... and randomize_va_space > 1
     mmap_rnd_bits: int = DEFAULT_MMAP_RND_BITS
-    below: RandomBelow = secrets.randbelow
+    below: RandomBelow = urandom_below
 
     @classmethod
     def for_exec(cls, personality: int, va_space: int | None = None,
                  mmap_rnd_bits: int | None = None,
-                 below: RandomBelow = secrets.randbelow) -> "Randomization":
+                 below: RandomBelow = urandom_below) -> "Randomization":
         """Linux's decision at exec: randomize unless the personality has
         ADDR_NO_RANDOMIZE or randomize_va_space is 0; the brk only at 2. The sysctls
         are the host's unless given."""

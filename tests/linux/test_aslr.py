@@ -4,7 +4,7 @@ Linux's setarch -R layout without randomization. No KVM: pure functions."""
 
 from __future__ import annotations
 
-import secrets
+import random
 
 import pytest
 
@@ -107,8 +107,10 @@ def test_real_draws_use_every_bit_and_keep_the_alignment(draw, bits, alignment) 
 
 
 def test_the_source_is_the_cryptographic_one() -> None:
-    assert Randomization.for_exec(0, va_space=2).below is secrets.randbelow
-    assert FULL.below is secrets.randbelow
+    # SystemRandom reads os.urandom (never a seeded generator's state).
+    for rnd in (Randomization.for_exec(0, va_space=2), FULL):
+        assert rnd.below is aslr.urandom_below
+    assert isinstance(aslr.urandom_below.__self__, random.SystemRandom)
 
 
 @pytest.mark.parametrize(("personality", "va_space", "randomize", "randomize_brk"), [

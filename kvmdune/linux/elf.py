@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag
 from typing import Any
 
+from ..machine.layout import TASK_SIZE, USER_PROGRAM_END
+
 __all__ = [
     "BINPRM_BUF_SIZE",
     "ELF64_EHDR_SIZE",
@@ -79,10 +81,6 @@ _PHDR_FIELDS = ("p_type", "p_flags", "p_offset", "p_vaddr", "p_paddr", "p_filesz
 MAX_PHDR_TABLE_SIZE = 64 * 1024
 
 PAGE_SIZE = 4096  # ELF_MIN_ALIGN on x86-64
-
-# TASK_SIZE_MAX on x86-64 with 4-level paging: the 47-bit user half minus the
-# guard page Linux keeps below the non-canonical hole.
-TASK_SIZE = (1 << 47) - PAGE_SIZE
 
 PATH_MAX = 4096  # longest PT_INTERP Linux accepts, NUL included
 MIN_INTERP_SIZE = 2  # one character and its NUL; Linux refuses shorter
@@ -504,9 +502,11 @@ def _load_segment(data: bytes, path: str, index: int, phdr: Mapping[str, Any], p
         raise _noexec(
             path, f"{where}: file bytes {offset:#x}+{filesz:#x} run past the end of the {len(data)}-byte file"
         )
-    if page_up(vaddr + memsz) > TASK_SIZE:
+    if page_up(vaddr + memsz) > USER_PROGRAM_END:
         raise _noexec(
-            path, f"{where}: ends at {vaddr + memsz:#x}, beyond user space (which ends at {TASK_SIZE:#x})"
+            path, f"{where}: ends at {vaddr + memsz:#x}, beyond user space (which ends at "
+            f"{USER_PROGRAM_END:#x}, below Linux's TASK_SIZE {TASK_SIZE:#x}: kvmdune's call "
+            "area takes the pages between)"
         )
     if offset % PAGE_SIZE != vaddr % PAGE_SIZE:
         raise _noexec(

@@ -8,6 +8,7 @@ import os
 import shutil
 
 from ..machine import Machine
+from . import aslr
 from .elf import BINPRM_BUF_SIZE, ExecFormatError, load_elf, read_shebang
 from .loader import load_program
 from .mm import MemoryMap
@@ -58,9 +59,12 @@ def resolve_script(path: str, argv: list[bytes]) -> tuple[str, list[bytes]]:
     raise ExecFormatError(40, f"{path}: too many levels of #! interpreters", path)
 
 
-def exec_program(machine: Machine, path: str, argv: list[bytes], envp: list[bytes]):
+def exec_program(machine: Machine, path: str, argv: list[bytes], envp: list[bytes],
+                 personality: int | None = None):
     """Load ``path`` into a new address space; returns (space, mm, loaded, exe).
-    Raises ExecFormatError, leaving the current image untouched."""
+    The layout is randomized as Linux would for a process of ``personality`` (by
+    default the VMM's own). Raises ExecFormatError, leaving the current image
+    untouched."""
     exe, argv = resolve_script(path, argv)
     image = load_elf(exe)
     if image.interp is not None:
@@ -68,7 +72,9 @@ def exec_program(machine: Machine, path: str, argv: list[bytes], envp: list[byte
     space = machine.new_address_space()
     mm = MemoryMap(space)
     try:
-        loaded = load_program(mm, image, argv, envp, execfn=path.encode())
+        rnd = aslr.Randomization.for_exec(aslr.host_personality() if personality is None
+                                          else personality)
+        loaded = load_program(mm, image, argv, envp, execfn=path.encode(), rnd=rnd)
     except BaseException:
         space.close()
         raise

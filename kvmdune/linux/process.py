@@ -19,7 +19,7 @@ from typing import Callable
 from ..machine import (Action, Cpu, ExceptionEvent, Handler, Machine, PageFaultEvent,
                        Stop, SyscallEvent)
 from ..memory import AddressSpace, OutOfGuestMemory
-from . import internal_error, procfs
+from . import aslr, internal_error, procfs
 from . import signals as sig
 from .abi import Errno, SigactionFlags, SigHandler, Signal, signal_name
 from .dispatch import Dispatcher
@@ -59,6 +59,9 @@ class Process(Handler):
         self.forked = False
         self.vfork_done: int | None = None   # write end of the pipe a vfork parent waits on
         self.comm = b""
+        #: personality(2): the guest's own, kept across fork and execve; it starts as
+        #: the VMM's (setarch -R kvmdune ...), limited to what kvmdune honours.
+        self.personality = aslr.host_personality()
         self.clear_child_tid = 0
         self._transient: list[int] = []
         self._scratch_dirs: list[str] = []

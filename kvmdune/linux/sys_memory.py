@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import struct
 
+from ..machine.layout import TASK_SIZE
 from ..memory import PAGE_SIZE
 from .abi import MAP_TYPE, Errno, MapFlags, MapType, MempolicyFlags, ProtFlags
-from .mm import TASK_SIZE
 from .host_unsafe import HostBuffer, host_syscall
 from .syscall_table import Sysno
 from .uaccess import write_bytes

@@ -11,7 +11,8 @@ import os
 
 from ..machine import Stop
 from ..memory import USER_SPACE_END
-from .abi import AT_FDCWD, ArchPrctlCode, CloneFlags, Errno
+from .abi import AT_FDCWD, ArchPrctlCode, CloneFlags, Errno, PersonalityFlags
+from .aslr import PERSONALITY_QUERY
 from .elf import ExecFormatError
 from .exit_status import ExitStatus
 from .exec import exec_program
@@ -52,7 +53,8 @@ def _execve(proc, path: str, argv_ptr: int, envp_ptr: int):
     argv = read_string_array(proc.space, argv_ptr, ARG_MAX_BYTES)
     envp = read_string_array(proc.space, envp_ptr, ARG_MAX_BYTES)
     try:
-        space, mm, loaded, exe = exec_program(proc.machine, path, argv, envp)
+        space, mm, loaded, exe = exec_program(proc.machine, path, argv, envp,
+                                              personality=proc.personality)
     except ExecFormatError as exc:
         return -exc.errno
     proc.replace_image(space, mm, exe, argv, envp, loaded.entry, loaded.sp, loaded.auxv,
@@ -157,5 +159,14 @@ def sys_prctl(proc, cpu, option, arg2, arg3, arg4, arg5, _):
 
 
 def sys_personality(proc, cpu, persona, *_):
-    """personality(2): only the query (0xffffffff) and PER_LINUX are accepted."""
-    return 0 if persona in (0, 0xFFFF_FFFF) else -Errno.EINVAL
+    """Implements personality(2) as the guest's own state (never the VMM's): the
+    query (0xffffffff), and PER_LINUX with or without ADDR_NO_RANDOMIZE, which the
+    next execve honours (setarch -R). Other domains and flags are refused."""
+    old = proc.personality
+    persona &= 0xFFFF_FFFF
+    if persona == PERSONALITY_QUERY:
+        return old
+    if persona & ~PersonalityFlags.ADDR_NO_RANDOMIZE:
+        return -Errno.EINVAL
+    proc.personality = persona
+    return old

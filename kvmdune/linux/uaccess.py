@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import struct
 
-from ..memory import (PAGE_SIZE, READ, USER_SPACE_END, WRITE, AddressSpace, FaultKind,
-                      GuestFault)
+from ..machine.layout import TASK_SIZE
+from ..memory import READ, WRITE, AddressSpace, FaultKind, GuestFault
 from .abi import Errno
 
 PATH_MAX = 4096
-#: The end of the range a user pointer may lie in (x86-64's TASK_SIZE_MAX).
-TASK_SIZE_MAX = USER_SPACE_END - PAGE_SIZE
 #: Longest single argv/envp string (MAX_ARG_STRLEN) and most entries we read.
 MAX_ARG_STRLEN = 32 * 4096
 MAX_ARG_COUNT = 0x7FFF_FFFF // 8
@@ -29,7 +27,7 @@ class Fault(Exception):
 def access_ok(address: int, length: int) -> bool:
     """Linux's first check of a user buffer, made even when it is empty: the whole
     range lies in the user half."""
-    return 0 <= length <= TASK_SIZE_MAX and 0 <= address <= TASK_SIZE_MAX - length
+    return 0 <= length <= TASK_SIZE and 0 <= address <= TASK_SIZE - length
 
 
 def read_path(space: AddressSpace, address: int) -> bytes:

@@ -9,6 +9,7 @@ a symlink after the check gains nothing for opens.
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
 import json
 import os
@@ -155,6 +156,16 @@ class SandboxGate(Gate):
         if target.startswith("/memfd:") or _under(target, roots):
             return None
         return -Errno.EACCES
+
+    def check_passed(self, proc, host_fd: int) -> int | None:
+        """A descriptor passed in at start, checked as if opened for the access its
+        mode gives (read-only: the read roots; writable: the write roots)."""
+        try:
+            mode = fcntl.fcntl(host_fd, fcntl.F_GETFL) & os.O_ACCMODE
+        except OSError:
+            return -Errno.EBADF
+        self._opening = "read" if mode == os.O_RDONLY else "write"
+        return self.check_opened(proc, host_fd)
 
     # -- decisions -------------------------------------------------------------------------
     def _by_number(self, spec) -> Verdict | None:

@@ -95,9 +95,14 @@ class FdTable:
             os.close(host_fd)
             return -Errno.EMFILE
         if host_fd < HOST_FD_FLOOR:
-            high = _dup_high(host_fd)
-            os.close(host_fd)
-            host_fd = high
+            try:
+                high = _dup_high(host_fd)
+            except OSError:      # the VMM is at its own limit: any number will do
+                high = None
+                os.set_inheritable(host_fd, False)
+            if high is not None:
+                os.close(host_fd)
+                host_fd = high
         self._set(fd, GuestFd(host_fd, cloexec))
         return fd
 

@@ -53,7 +53,7 @@ def _prlimit(proc, resource_id: int, new: int, old: int) -> int:
         write_bytes(proc.space, old, _RLIMIT.pack(*limits[resource_id]))
     if new:
         soft, hard = _RLIMIT.unpack(read_bytes(proc.space, new, _RLIMIT.size))
-        if soft > hard or (hard > limits[resource_id][1] and os.geteuid() != 0):
+        if soft > hard or (hard > limits[resource_id][1] and not _may_raise_hard_limits()):
             return -Errno.EINVAL if soft > hard else -Errno.EPERM
         if resource_id == RLIMIT_NOFILE:
             if hard > NR_OPEN:
@@ -62,6 +62,22 @@ def _prlimit(proc, resource_id: int, new: int, old: int) -> int:
             proc.fds.max_fds = soft
         limits[resource_id] = (soft, hard)
     return 0
+
+
+CAP_SYS_RESOURCE = 24
+
+
+def _may_raise_hard_limits() -> bool:
+    """Whether Linux lets this process raise a hard limit (CAP_SYS_RESOURCE, which
+    root may lack in a container)."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"CapEff:"):
+                    return bool(int(line.split()[1], 16) >> CAP_SYS_RESOURCE & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.geteuid() == 0
 
 
 def sys_prlimit64(proc, cpu, pid, resource_id, new, old, *_):

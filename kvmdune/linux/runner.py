@@ -145,8 +145,10 @@ def _refuse_passed(process: Process, caller: CallerFds, fd: int) -> str | None:
         what = os.readlink(f"/proc/self/fd/{host}")
     except OSError:
         what = "?"
+    advice = ("allow its network with --net" if what.startswith("socket:") else
+              "allow its file with --allow-read or --allow-write")
     return (f"--pass-fd {fd} ({what}): refused by the policy ({os.strerror(-refused)}): "
-            "allow its file with --allow-read or --allow-write, or do not pass it")
+            f"{advice}, or do not pass it")
 
 
 def describe_exec_error(exc: ExecFormatError) -> str:

@@ -160,6 +160,35 @@ def test_sandbox_refuses_a_passed_descriptor_outside_the_policy(tmp_path):
     assert allowed.returncode == 0 and secret.read_text() == "secret\nmore\n", allowed.stderr
 
 
+PASS_SOCKET = """
+import socket, subprocess, sys, os
+server = socket.socket()
+server.bind(("127.0.0.1", 0))
+server.listen()
+client = socket.create_connection(server.getsockname())
+peer, _ = server.accept()
+peer.settimeout(5)
+os.dup2(client.fileno(), 3)
+client.close()
+result = subprocess.run([*sys.argv[1:], "--pass-fd", "3", "--", "busybox", "sh", "-c",
+                         "echo over-the-socket >&3"], pass_fds=(3,), capture_output=True)
+os.close(3)
+sys.stderr.buffer.write(result.stderr)
+print(result.returncode, peer.recv(100) if result.returncode == 0 else b"")
+"""
+
+
+@pytest.mark.parametrize("net, shown", [("none", b"2 b''"),
+                                        ("loopback", b"0 b'over-the-socket\\n'")])
+def test_sandbox_checks_a_passed_socket_by_the_network_rule(net, shown):
+    result = subprocess.run([sys.executable, "-c", PASS_SOCKET, sys.executable, "-m",
+                             "kvmdune", "sandbox", "--net", net],
+                            capture_output=True, timeout=120)
+    assert result.stdout.strip() == shown, result.stderr
+    if net == "none":
+        assert b"(socket:[" in result.stderr and b"--net" in result.stderr
+
+
 def test_sandbox_pass_fd_names_an_open_descriptor():
     result = shell(f"{KVMDUNE} sandbox --pass-fd 6 -- busybox true")
     assert result.returncode == 2

@@ -15,7 +15,8 @@ def _policy_given(args: argparse.Namespace) -> bool:
     return any([args.profile, args.policy, args.allow_read, args.allow_write,
                 args.allow_exec, args.net, args.allow_syscall, args.deny_syscall,
                 args.on_deny, args.audit, args.mem, args.cpu, args.wall, args.max_procs,
-                args.max_fsize, args.max_fds, args.env, args.clear_env, args.user])
+                args.max_fsize, args.max_fds, args.env, args.clear_env, args.user,
+                args.pass_fd])
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -45,6 +46,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # First, before the VMM opens anything: the caller's descriptors, for the guest.
+    from ..linux.fdtable import capture_caller_fds
+
+    args.caller_fds = capture_caller_fds(detach=True)
     with frozen_imports():
         from ..linux.runner import RunOptions, run_command
 
@@ -57,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         print("kvmdune run: no program given (usage: kvmdune run [options] -- PROGRAM "
               "[ARGS...])", file=sys.stderr)
         return 2
-    options = RunOptions(tracer=tracer_for(args.trace), **call_path_options(args),
+    options = RunOptions(tracer=tracer_for(args.trace), caller_fds=args.caller_fds,
+                         **call_path_options(args),
                          **({"memory_size": args.memory} if args.memory else {}))
     return run_command(command, options=options)

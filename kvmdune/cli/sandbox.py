@@ -80,6 +80,10 @@ def add_policy_options(parser: argparse.ArgumentParser, default_profile: str) ->
                           "(sandbox default: nobody)")
     env.add_argument("--keep-root", action="store_true",
                      help="UNSAFE: keep root's rights (forwarded calls act as root)")
+    env.add_argument("--pass-fd", action="append", type=int, default=[], metavar="N",
+                     help="give the program descriptor N of the caller (e.g. with "
+                          "3<FILE), checked as if it had opened it; only 0-2 are "
+                          "given otherwise (repeatable)")
 
 
 def build_policy(args: argparse.Namespace, default_profile: str):
@@ -199,6 +203,10 @@ def tracer_for(trace: str | None):
 
 
 def run_sandbox(args: argparse.Namespace) -> int:
+    # First, before the VMM opens anything: the caller's descriptors (--pass-fd).
+    from ..linux.fdtable import capture_caller_fds
+
+    args.caller_fds = capture_caller_fds(detach=True)
     return execute(args, args.default_profile)
 
 
@@ -246,6 +254,7 @@ def execute(args: argparse.Namespace, default_profile: str) -> int:
                          wall_seconds=limits.wall, cpu_seconds=limits.cpu,
                          file_size=limits.file_size, max_fds=limits.fds,
                          max_processes=limits.processes, user=user, **memory,
+                         caller_fds=args.caller_fds, pass_fds=tuple(args.pass_fd),
                          **call_path_options(args))
     if default_profile == "open" and gate is None:
         return run_command(command, env=environment, options=options)

@@ -49,3 +49,8 @@ class Gate:
 
     def check_opened(self, proc: "Process", host_fd: int) -> int | None:
         return None
+
+    def check_passed(self, proc: "Process", host_fd: int) -> int | None:
+        """A descriptor the caller hands the guest at start (``--pass-fd``): checked
+        as if the guest had just opened it."""
+        return None

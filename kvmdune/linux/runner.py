@@ -16,11 +16,14 @@ from . import signals as sig
 from .abi import PrctlOption
 from .elf import ExecFormatError, exit_status_for
 from .exec import exec_program, resolve_command
+from .fdtable import NR_OPEN, STANDARD_STREAMS, CallerFds, FdTable, capture_caller_fds
 from .host_unsafe import host_syscall
 from .syscall_table import Sysno
 from .exit_status import ExitStatus
 from .gate import Gate
 from .process import Process
+from .procfs import opened_vmm_entry
+from .sys_resource import guest_limits
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,16 @@ class RunOptions:
     #: unless the environment says KVMDUNE_FAST_SYSCALLS=0.
     fast_syscalls: bool | None = None
     syscall_stats: bool = False             # report how the calls were served, at exit
+    #: The caller's descriptors as the VMM found them at start (capture_caller_fds);
+    #: None: run_command captures them itself.
+    caller_fds: CallerFds | None = None
+    #: Under a gate, the caller's descriptors beyond 0-2 the guest is given (each
+    #: checked as if the guest had opened it); without one it is given them all.
+    pass_fds: tuple[int, ...] = ()
+
+
+#: The status when a descriptor to pass cannot be given (as for a bad policy).
+BAD_OPTIONS_STATUS = 2
 
 
 def run_command(argv: list[str], env: dict[str, str] | None = None,
@@ -45,6 +58,15 @@ def run_command(argv: list[str], env: dict[str, str] | None = None,
                 log: Callable[[str], None] | None = None) -> int:
     """Run ``argv`` (PROGRAM resolved on PATH) in Dune mode; the shell-style exit
     status (126/127 when it cannot start, 128+N after signal N)."""
+    caller = options.caller_fds if options.caller_fds is not None else capture_caller_fds()
+    try:
+        return _run_command(argv, env, options, log, caller)
+    finally:
+        caller.close()
+
+
+def _run_command(argv: list[str], env: dict[str, str] | None, options: RunOptions,
+                 log: Callable[[str], None] | None, caller: CallerFds) -> int:
     environment = dict(os.environ if env is None else env)
     say = log or (lambda text: os.write(2, (text.rstrip("\n") + "\n").encode()))
     try:
@@ -64,8 +86,10 @@ def run_command(argv: list[str], env: dict[str, str] | None = None,
             say(f"kvmdune: {describe_exec_error(exc)}")
             return exit_status_for(exc)
         process = Process(machine, tracer=options.tracer, log=log, gate=options.gate)
-        if options.max_fds is not None:
-            process.fds.max_fds = options.max_fds
+        refused = give_caller_fds(process, caller, options)
+        if refused is not None:
+            say(f"kvmdune: {refused}")
+            return BAD_OPTIONS_STATUS
         process.replace_image(space, mm, exe, args, envp, loaded.entry, loaded.sp,
                               loaded.auxv)
         process.start_fast_path(options.fast_syscalls)
@@ -79,6 +103,52 @@ def run_command(argv: list[str], env: dict[str, str] | None = None,
     if process.forked:
         end_forked_child(status)
     return status.shell_status
+
+
+def give_caller_fds(process: Process, caller: CallerFds, options: RunOptions) -> str | None:
+    """Start the guest with the caller's descriptors under their own numbers (all of
+    them without a gate; under one, 0-2 and ``pass_fds``, each checked as if newly
+    opened: an inherited directory would otherwise bypass the path rules) and the
+    caller's resource limits; what went wrong, or None."""
+    numbers = set(caller.held) if options.gate is None else set(STANDARD_STREAMS)
+    for fd in options.pass_fds:
+        refused = _refuse_passed(process, caller, fd)
+        if refused is not None:
+            return refused
+        numbers.add(fd)
+    # The VMM's own /proc entries (a /proc/self/fd the caller opened before it
+    # became the VMM) would reach its descriptors: closed for the guest.
+    numbers = {fd for fd in numbers
+               if fd not in caller.held or not opened_vmm_entry(caller.held[fd])}
+    soft, hard = caller.nofile
+    if options.max_fds is not None:
+        soft, hard = min(soft, options.max_fds), min(hard, options.max_fds)
+    process.fds.close_all()
+    process.fds = FdTable.from_caller(caller, numbers, min(soft, NR_OPEN))
+    caller.close()
+    process.rlimits = guest_limits((soft, hard))
+    return None
+
+
+def _refuse_passed(process: Process, caller: CallerFds, fd: int) -> str | None:
+    """Why the caller's ``fd`` cannot be passed to the guest, or None."""
+    host = caller.held.get(fd)
+    if host is None:
+        return (f"--pass-fd {fd}: descriptor {fd} is not open (open it where kvmdune "
+                f"is started, e.g. {fd}<FILE)")
+    if process.gate is None:
+        return None
+    refused = process.gate.check_passed(process, host)
+    if refused is None:
+        return None
+    try:
+        what = os.readlink(f"/proc/self/fd/{host}")
+    except OSError:
+        what = "?"
+    advice = ("allow its network with --net" if what.startswith("socket:") else
+              "allow its file with --allow-read or --allow-write")
+    return (f"--pass-fd {fd} ({what}): refused by the policy ({os.strerror(-refused)}): "
+            f"{advice}, or do not pass it")
 
 
 def describe_exec_error(exc: ExecFormatError) -> str:

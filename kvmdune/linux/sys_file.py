@@ -28,9 +28,15 @@ def sys_close(proc, cpu, fd, *_):
     return proc.fds.close(_fd(fd))
 
 
+CLOSE_RANGE_UNSHARE, CLOSE_RANGE_CLOEXEC = 2, 4
+
+
 def sys_close_range(proc, cpu, first, last, flags, *_):
-    """Implements close_range(2)."""
-    CLOSE_RANGE_CLOEXEC = 4
+    """Implements close_range(2) (the table is this process's alone: UNSHARE is
+    what it already is)."""
+    first, last = first & 0xFFFF_FFFF, last & 0xFFFF_FFFF
+    if flags & ~(CLOSE_RANGE_UNSHARE | CLOSE_RANGE_CLOEXEC) or first > last:
+        return -Errno.EINVAL
     for fd in [fd for fd in proc.fds.entries if first <= fd <= last]:
         if flags & CLOSE_RANGE_CLOEXEC:
             proc.fds.entries[fd].cloexec = True
@@ -64,7 +70,8 @@ def sys_fcntl(proc, cpu, fd, cmd, arg, *_):
     if entry is None:
         return -Errno.EBADF
     if cmd in (F_DUPFD, F_DUPFD_CLOEXEC):
-        return proc.fds.dup(fd, minimum=_fd(arg), cloexec=cmd == F_DUPFD_CLOEXEC)
+        # The lowest number is an unsigned int to Linux: a negative one is too large.
+        return proc.fds.dup(fd, minimum=arg & 0xFFFF_FFFF, cloexec=cmd == F_DUPFD_CLOEXEC)
     if cmd == F_GETFD:
         return FD_CLOEXEC if entry.cloexec else 0
     if cmd == F_SETFD:

@@ -8,6 +8,7 @@ import resource
 import struct
 
 from .abi import Errno
+from .fdtable import NR_OPEN, reserve_vmm_fds
 from .syscall_table import Sysno
 from .uaccess import read_bytes, write_bytes
 
@@ -28,6 +29,15 @@ def initial_limits() -> dict[int, tuple[int, int]]:
     return limits
 
 
+def guest_limits(nofile: tuple[int, int]) -> dict[int, tuple[int, int]]:
+    """The limits a guest starts with: the VMM's own as it runs (the caller's, with
+    those a sandbox sets), except RLIMIT_NOFILE: ``nofile``, the caller's (the VMM
+    raises its own so that its descriptors do not count against the guest's)."""
+    limits = initial_limits()
+    limits[RLIMIT_NOFILE] = nofile
+    return limits
+
+
 def _limits(proc) -> dict[int, tuple[int, int]]:
     if not hasattr(proc, "rlimits"):
         proc.rlimits = initial_limits()
@@ -43,12 +53,31 @@ def _prlimit(proc, resource_id: int, new: int, old: int) -> int:
         write_bytes(proc.space, old, _RLIMIT.pack(*limits[resource_id]))
     if new:
         soft, hard = _RLIMIT.unpack(read_bytes(proc.space, new, _RLIMIT.size))
-        if soft > hard or (hard > limits[resource_id][1] and os.geteuid() != 0):
+        if soft > hard or (hard > limits[resource_id][1] and not _may_raise_hard_limits()):
             return -Errno.EINVAL if soft > hard else -Errno.EPERM
-        limits[resource_id] = (soft, hard)
         if resource_id == RLIMIT_NOFILE:
-            proc.fds.max_fds = min(soft, 1 << 20)
+            if hard > NR_OPEN:
+                return -Errno.EPERM
+            reserve_vmm_fds(soft)
+            proc.fds.max_fds = soft
+        limits[resource_id] = (soft, hard)
     return 0
+
+
+CAP_SYS_RESOURCE = 24
+
+
+def _may_raise_hard_limits() -> bool:
+    """Whether Linux lets this process raise a hard limit (CAP_SYS_RESOURCE, which
+    root may lack in a container)."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"CapEff:"):
+                    return bool(int(line.split()[1], 16) >> CAP_SYS_RESOURCE & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.geteuid() == 0
 
 
 def sys_prlimit64(proc, cpu, pid, resource_id, new, old, *_):

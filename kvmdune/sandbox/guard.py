@@ -9,10 +9,12 @@ a symlink after the check gains nothing for opens.
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
 import json
 import os
 import socket
+import stat
 import struct
 import time
 from dataclasses import dataclass
@@ -155,6 +157,36 @@ class SandboxGate(Gate):
         if target.startswith("/memfd:") or _under(target, roots):
             return None
         return -Errno.EACCES
+
+    def check_passed(self, proc, host_fd: int) -> int | None:
+        """A descriptor passed in at start, checked as if opened for the access its
+        mode gives (read-only: the read roots; writable: the write roots)."""
+        try:
+            mode = fcntl.fcntl(host_fd, fcntl.F_GETFL) & os.O_ACCMODE
+        except OSError:
+            return -Errno.EBADF
+        if stat.S_ISSOCK(os.fstat(host_fd).st_mode):
+            return self._passed_socket(host_fd)
+        self._opening = "read" if mode == os.O_RDONLY else "write"
+        return self.check_opened(proc, host_fd)
+
+    def _passed_socket(self, host_fd: int) -> int | None:
+        """A passed socket as if the guest had made and connected it: its family by
+        the network rule; under ``loopback``, an IP socket's peer (or, unconnected,
+        its own address) must be a loopback one."""
+        with socket.socket(fileno=os.dup(host_fd)) as sock:
+            verdict = self._socket(sock.family)
+            if not verdict.allowed:
+                return -verdict.errno
+            if self.policy.net is NetMode.LOOPBACK and sock.family in (socket.AF_INET,
+                                                                       socket.AF_INET6):
+                try:
+                    address = sock.getpeername()[0]
+                except OSError:
+                    address = sock.getsockname()[0]
+                if not ipaddress.ip_address(address.split("%")[0]).is_loopback:
+                    return -Errno.EACCES
+        return None
 
     # -- decisions -------------------------------------------------------------------------
     def _by_number(self, spec) -> Verdict | None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 
 from .. import __version__
@@ -38,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Set to see the traceback of an unexpected error instead of its one-line summary.
+DEBUG_VARIABLE = "KVMDUNE_DEBUG"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -47,7 +53,41 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except KeyboardInterrupt:
-        return 130
+        return 128 + signal.SIGINT
+    except BrokenPipeError:
+        return _reader_went_away()
+    except Exception as exc:      # the one place a user's error becomes a message
+        if os.environ.get(DEBUG_VARIABLE):
+            raise
+        from ..linux.elf import EXIT_VMM_FAILED   # not imported by every command's start
+
+        print(f"kvmdune: {describe_error(exc)}", file=sys.stderr)
+        return EXIT_VMM_FAILED
+
+
+def describe_error(exc: Exception) -> str:
+    """One line: what happened and, where known, what to do."""
+    from ..kvm import KvmError
+
+    if isinstance(exc, KvmError):
+        return exc.one_line()
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror}"
+    text = " ".join(str(exc).split()) or "(no detail)"
+    return (f"internal error: {type(exc).__name__}: {text} (this is a bug; "
+            f"{DEBUG_VARIABLE}=1 shows where)")
+
+
+def _reader_went_away() -> int:
+    """stdout's reader closed the pipe (``kvmdune syscalls | head``): stop quietly with
+    the status of a process killed by SIGPIPE, as a C program would end."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())   # the final flush must not fail again
+    except (OSError, ValueError):
+        pass
+    return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

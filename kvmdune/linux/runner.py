@@ -13,8 +13,8 @@ from ..kvm import KvmError
 from ..machine import Machine, MachineError, StopReason
 from ..memory.guest_memory import DEFAULT_GUEST_MEMORY
 from . import signals as sig
-from .elf import ExecFormatError, exit_status_for
-from .exec import exec_program, resolve_command
+from .elf import EXIT_VMM_FAILED, ExecFormatError, exit_status_for
+from .exec import exec_command, resolve_command
 from .host_unsafe import host_syscall
 from .process import ExitStatus, Gate, Process
 
@@ -50,20 +50,26 @@ def run_command(argv: list[str], env: dict[str, str] | None = None,
         return exit_status_for(exc)
     envp = [f"{key}={value}".encode() for key, value in environment.items()]
     args = [arg.encode("utf-8", "surrogateescape") for arg in argv]
-    with Machine(options.memory_size) as machine:
+    try:
+        machine = Machine(options.memory_size)
+    except OSError as exc:     # the reservation itself (mmap) failed
+        say(f"kvmdune: cannot reserve {options.memory_size >> 20} MiB of guest memory "
+            f"({os.strerror(exc.errno or 0)}): ask for less with --memory")
+        return EXIT_VMM_FAILED
+    with machine:
         apply_limits(options)
         if options.user is not None:
             drop_privileges(options.user)
         try:
-            space, mm, loaded, exe = exec_program(machine, path, args, envp)
+            filename, new = exec_command(machine, path, args, envp)
         except ExecFormatError as exc:
             say(f"kvmdune: {describe_exec_error(exc)}")
             return exit_status_for(exc)
         process = Process(machine, tracer=options.tracer, log=log, gate=options.gate)
         if options.max_fds is not None:
             process.fds.max_fds = options.max_fds
-        process.replace_image(space, mm, exe, args, envp, loaded.entry, loaded.sp,
-                              loaded.auxv)
+        process.replace_image(new.space, new.mm, new.exe, new.argv, envp, new.loaded.entry,
+                              new.loaded.sp, new.loaded.auxv, filename=filename)
         process.start_fast_path(options.fast_syscalls)
         try:
             status = run_process(process, options.wall_seconds)

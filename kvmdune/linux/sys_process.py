@@ -56,11 +56,11 @@ def _execve(proc, path: str, argv_ptr: int, envp_ptr: int):
     argv = read_string_array(proc.space, argv_ptr, ARG_MAX_BYTES)
     envp = read_string_array(proc.space, envp_ptr, ARG_MAX_BYTES)
     try:
-        space, mm, loaded, exe = exec_program(proc.machine, path, argv, envp)
+        new = exec_program(proc.machine, path, argv, envp)
     except ExecFormatError as exc:
         return -exc.errno
-    proc.replace_image(space, mm, exe, argv, envp, loaded.entry, loaded.sp, loaded.auxv,
-                       filename=filename)
+    proc.replace_image(new.space, new.mm, new.exe, new.argv, envp, new.loaded.entry,
+                       new.loaded.sp, new.loaded.auxv, filename=filename)
     return None
 
 

@@ -23,7 +23,7 @@ from ..machine import (Action, Cpu, ExceptionEvent, Handler, Machine, PageFaultE
 from ..memory import AddressSpace, OutOfGuestMemory
 from . import signals as sig
 from .abi import Errno, SigactionFlags, SigHandler, Signal, signal_name
-from . import procfs
+from . import procfs, task_name
 from .dispatch import HANDLERS
 from .forward import NotForwardable, forward, host_fd_cloexec
 from .fdtable import FdTable
@@ -103,7 +103,8 @@ class Process(Handler):
         old, old_mm = self.space, self.mm
         self.space, self.mm = space, mm
         self.exe, self.argv, self.envp, self.auxv = exe, argv, envp, auxv
-        self.comm = os.path.basename(filename or exe).encode()[:15]
+        self.comm = task_name.comm_for_exec(filename or exe)
+        task_name.show_on_host(self.comm, argv)
         self.fds.close_on_exec()
         self.signals.reset_for_exec()
         regs = self.cpu.regs

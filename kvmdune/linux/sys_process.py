@@ -14,6 +14,7 @@ from .abi import ArchPrctlCode, CloneFlags, Errno
 from .dispatch import handles
 from .elf import ExecFormatError
 from .exec import exec_program
+from .task_name import TASK_COMM_LEN, comm_from_user, show_on_host
 from .uaccess import read_path, read_string_array, write_u32, write_u64
 from .uaccess import read_bytes, write_bytes
 
@@ -156,10 +157,11 @@ def sys_prctl(proc, cpu, option, arg2, arg3, arg4, arg5, _):
     would change the VMM process: seccomp, dumpable, no_new_privs, ...) are refused."""
     PR_SET_PDEATHSIG, PR_GET_PDEATHSIG, PR_SET_NAME, PR_GET_NAME = 1, 2, 15, 16
     if option == PR_SET_NAME:
-        proc.comm = read_bytes(proc.space, arg2, 16).split(b"\0")[0][:15]
+        proc.comm = comm_from_user(read_bytes(proc.space, arg2, TASK_COMM_LEN))
+        show_on_host(proc.comm)
         return 0
     if option == PR_GET_NAME:
-        write_bytes(proc.space, arg2, proc.comm.ljust(16, b"\0"))
+        write_bytes(proc.space, arg2, proc.comm.ljust(TASK_COMM_LEN, b"\0"))
         return 0
     if option == PR_GET_PDEATHSIG:
         write_u32(proc.space, arg2, getattr(proc, "pdeathsig", 0))

@@ -76,3 +76,104 @@ def test_unrunnable_elf_is_not_handed_to_sh(tmp_path):
     binary.chmod(0o755)
     dune = run_dune([str(binary)])
     assert dune.returncode == 126 and b"32-bit ELF" in dune.stderr
+
+
+# -- the guest's name ------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["cat", "a-name-longer-than-fifteen-bytes"])
+def test_comm_is_the_name_execve_was_given_not_the_symlink_target(tmp_path, name):
+    """Linux names the task after the path's last component (15 bytes), not after
+    the file a symlink leads to (busybox)."""
+    link = tmp_path / name
+    link.symlink_to(BUSYBOX)
+    # busybox picks its applet by argv[0]: `exec -a` keeps it `cat` whatever the path.
+    argv = [BUSYBOX, "sh", "-c", 'exec -a cat "$0" /proc/self/comm', str(link)]
+    native = run_native(argv)
+    dune = run_dune(argv)
+    assert native.stdout == name[:15].encode() + b"\n"
+    assert (dune.returncode, dune.stdout) == (native.returncode, native.stdout)
+
+
+def test_comm_of_the_first_program_started_through_a_symlink(tmp_path):
+    (tmp_path / "cat").symlink_to(BUSYBOX)
+    argv = [str(tmp_path / "cat"), "/proc/self/comm"]
+    native = run_native(argv)
+    assert native.stdout == b"cat\n"
+    assert run_dune(argv).stdout == native.stdout
+
+
+def _wait_for(condition, seconds: float = 30.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    return condition()
+
+
+def _pgrep(*args: str) -> set[int]:
+    found = subprocess.run(["pgrep", *args], capture_output=True, text=True).stdout
+    return {int(pid) for pid in found.split()}
+
+
+def _started(argv, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "kvmdune", "run", "--", *argv],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=vmm_env(dict(os.environ)), **kwargs)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.kill()
+    process.wait()
+
+
+def _host_name(pid: int) -> tuple[bytes, bytes]:
+    with open(f"/proc/{pid}/comm", "rb") as comm, open(f"/proc/{pid}/cmdline", "rb") as cmd:
+        return comm.read(), cmd.read()
+
+
+def test_the_vmm_process_carries_the_guests_name(tmp_path):
+    """ps -C, pgrep -x (comm) and pgrep -f (command line) find the guest by its own
+    name and arguments; and what natively runs the same is found the same way."""
+    sleeper = tmp_path / "sleep"
+    sleeper.symlink_to(BUSYBOX)
+    native = subprocess.Popen([str(sleeper), "30"])
+    dune = _started([str(sleeper), "30"])
+    try:
+        pattern = f"^{sleeper} 30"
+        assert _wait_for(lambda: {native.pid, dune.pid} <= _pgrep("-f", pattern)), \
+            (_pgrep("-f", pattern), _host_name(dune.pid))
+        assert {native.pid, dune.pid} <= _pgrep("-x", "sleep")
+        listed = subprocess.run(["ps", "-o", "pid=", "-C", "sleep"], capture_output=True,
+                                text=True).stdout.split()
+        assert str(dune.pid) in listed and str(native.pid) in listed
+        assert _host_name(dune.pid)[0] == _host_name(native.pid)[0] == b"sleep\n"
+    finally:
+        _stop(native)
+        _stop(dune)
+
+
+@pytest.mark.parametrize("link", ["static", "dynamic"])
+def test_guest_prctl_set_name_renames_the_vmm_process(compiled, link):
+    name = f"kd-{os.getpid() % 100000}-{link[:3]}"
+    dune = _started([compiled[("identity", link)], "set-name", name, "30"])
+    try:
+        assert dune.stdout.readline() == name.encode() + b"\n"
+        assert _wait_for(lambda: dune.pid in _pgrep("-x", name))
+        assert _host_name(dune.pid)[0] == name.encode() + b"\n"
+    finally:
+        _stop(dune)
+
+
+def test_guest_execve_renames_the_vmm_process(tmp_path):
+    sleeper = tmp_path / "sleep"
+    sleeper.symlink_to(BUSYBOX)
+    dune = _started([BUSYBOX, "sh", "-c", f"echo started; exec {sleeper} 30"])
+    try:
+        assert dune.stdout.readline() == b"started\n"
+        assert _wait_for(lambda: _host_name(dune.pid)[0] == b"sleep\n"), _host_name(dune.pid)
+        assert _host_name(dune.pid)[1].rstrip(b"\0") == f"{sleeper} 30".encode()
+        assert dune.pid in _pgrep("-f", f"^{sleeper} 30$")
+    finally:
+        _stop(dune)

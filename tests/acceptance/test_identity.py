@@ -177,3 +177,66 @@ def test_guest_execve_renames_the_vmm_process(tmp_path):
         assert dune.pid in _pgrep("-f", f"^{sleeper} 30$")
     finally:
         _stop(dune)
+
+
+# -- /proc entries that describe the guest ----------------------------------------------
+
+def _same(argv, **kwargs) -> tuple[bytes, bytes]:
+    """Run natively and in Dune mode; both must succeed alike. Their stdouts."""
+    native = run_native(argv, **kwargs)
+    dune = run_dune(argv, **kwargs)
+    assert (dune.returncode, dune.stderr) == (native.returncode, native.stderr), dune.stderr
+    return native.stdout, dune.stdout
+
+
+def test_readlink_of_an_open_proc_self_fd_directory():
+    """Natively /proc/<pid>/fd; the VMM's scratch directory must not show."""
+    native, dune = _same([BUSYBOX, "sh", "-c",
+                          "exec 3</proc/self/fd; readlink /proc/self/fd/3; echo /proc/$$/fd;"
+                          "ls -l /proc/self/fd/ | grep -c /tmp/"])
+    for out in (native, dune):
+        lines = out.decode().splitlines()
+        assert lines[0] == lines[1] and lines[0].startswith("/proc/"), out
+    assert native.splitlines()[2] == dune.splitlines()[2]
+
+
+@pytest.mark.parametrize("link", ["static", "dynamic"])
+def test_fdinfo_by_guest_descriptor_number(compiled, link):
+    """pos and flags of the host's fdinfo, the guest's close-on-exec, an epoll's
+    watched descriptor by its guest number; a missing one is ENOENT."""
+    native, dune = _same([compiled[("identity", link)], "fdinfo"])
+    assert b"pos:\t3\n" in native and b"tfd:        4 events:" in native
+    assert dune == native
+
+
+def test_task_directory_lists_the_one_thread():
+    native, dune = _same([BUSYBOX, "sh", "-c", "echo $$; exec busybox ls /proc/self/task"])
+    for out in (native, dune):
+        first, second = out.split()
+        assert first == second
+    assert _same([BUSYBOX, "sh", "-c", "exec busybox cat /proc/$$/task/$$/comm"]) == (
+        b"busybox\n", b"busybox\n")
+
+
+def test_namespaces_are_the_hosts():
+    argv = [BUSYBOX, "sh", "-c", "ls /proc/self/ns; readlink /proc/self/ns/net; readlink /proc/self/ns/mnt"]
+    native, dune = _same(argv)
+    assert b"net:[" in native
+    assert dune == native
+
+
+def test_network_entries_are_the_hosts():
+    """/proc/net/* belong to the network namespace, the VMM's and the guest's alike:
+    netstat finds a socket listening on loopback."""
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        native, dune = _same([BUSYBOX, "netstat", "-tln"])
+        header, _ = _same([BUSYBOX, "head", "-1", "/proc/net/tcp"])
+    assert native.splitlines()[:2] == dune.splitlines()[:2]
+    mine = [line for line in native.splitlines() if b"127.0.0.1:%d " % port in line]
+    assert len(mine) == 1 and mine[0] in dune.splitlines()
+    assert header.startswith(b"  sl  local_address")

@@ -74,7 +74,8 @@ static void print_fdinfo(int fd) {
     }
     printf("fdinfo/%d:\n", fd);
     while (fgets(line, sizeof line, f)) {
-        if (!strncmp(line, "mnt_id:", 7) || !strncmp(line, "ino:", 4)) continue;
+        if (!strncmp(line, "mnt_id:", 7) || !strncmp(line, "ino:", 4) ||
+            !strncmp(line, "eventfd-id:", 11)) continue;
         char *ino = strstr(line, " ino:");
         if (ino) strcpy(ino, "\n");       /* epoll's tfd lines end in the target's inode */
         fputs(line, stdout);

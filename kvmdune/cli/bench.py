@@ -7,6 +7,8 @@ import dataclasses
 import json
 import sys
 
+from .sizes import positive_int
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -15,6 +17,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "measured in the same run, and their ratio (machines are shared and "
                     "noisy: compare ratios, not absolute times).")
     suites = parser.add_subparsers(title="suites", metavar="SUITE")
+    parser.set_defaults(handler=lambda args: parser.print_help() or 2)
     core = suites.add_parser(
         "core", help="system calls, faults, protection changes, dirty tracking, exits",
         description="The Dune core: a CPL3 system call served by a Python handler; "
@@ -66,7 +69,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_sampling(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--samples", type=int, default=3,
+    parser.add_argument("--samples", type=positive_int, default=3,
                         help="runs of each measurement; the median is printed (default 3)")
     parser.add_argument("--quick", action="store_true",
                         help="small sizes: a smoke test, not a measurement")

@@ -7,7 +7,7 @@ import sys
 
 from .sandbox import (add_call_path_options, add_policy_options, call_path_options, execute,
                       frozen_imports, tracer_for)
-from .sizes import parse_size
+from .sizes import parse_guest_memory
 
 
 def _policy_given(args: argparse.Namespace) -> bool:
@@ -36,7 +36,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--trace", nargs="?", const="-", metavar="FILE",
                         help="print every system call in strace's format (to FILE, or "
                              "stderr), following children")
-    parser.add_argument("--memory", type=parse_size, default=None, metavar="SIZE",
+    parser.add_argument("--memory", type=parse_guest_memory, default=None, metavar="SIZE",
                         help="guest-physical memory to reserve (committed lazily), e.g. "
                              "4G (default)")
     add_policy_options(parser, "open")

@@ -92,6 +92,8 @@ SHEBANG_SPACES = b" \t"  # binfmt_script's spacetab(): not \r, not \n
 SHEBANG_TERMINATORS = b" \t\0"  # binfmt_script's next_terminator()
 
 # Exit statuses a POSIX shell uses when a command cannot be run.
+#: kvmdune itself failed (no KVM, no memory for the guest), as env and timeout use it.
+EXIT_VMM_FAILED = 125
 EXIT_CANNOT_EXECUTE = 126
 EXIT_NOT_FOUND = 127
 

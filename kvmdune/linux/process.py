@@ -19,7 +19,7 @@ from typing import Callable
 from ..machine import (Action, Cpu, ExceptionEvent, Handler, Machine, PageFaultEvent,
                        Stop, SyscallEvent)
 from ..memory import AddressSpace, OutOfGuestMemory
-from . import aslr, internal_error, procfs
+from . import aslr, internal_error, procfs, task_name
 from . import signals as sig
 from .abi import Errno, SigactionFlags, SigHandler, Signal, signal_name
 from .dispatch import Dispatcher
@@ -64,7 +64,8 @@ class Process(Handler):
         self.personality = aslr.host_personality()
         self.clear_child_tid = 0
         self._transient: list[int] = []
-        self._scratch_dirs: list[str] = []
+        #: Host directories standing for guest /proc directories: host path -> guest path.
+        self.scratch_dirs: dict[str, str] = {}
         self.pinned_paths: dict[bytes, bytes] = {}
         #: What the host said of a pending signal (sender, code), by number.
         self.signal_info: dict[int, sig.SenderInfo] = {}
@@ -89,7 +90,8 @@ class Process(Handler):
         old, old_mm = self.space, self.mm
         self.space, self.mm = space, mm
         self.exe, self.argv, self.envp, self.auxv = exe, argv, envp, auxv
-        self.comm = os.path.basename(filename or exe).encode()[:15]
+        self.comm = task_name.comm_for_exec(filename or exe)
+        task_name.show_on_host(self.comm, argv)
         self.fds.close_on_exec()
         self.signals.reset_for_exec()
         regs = self.cpu.regs
@@ -181,36 +183,33 @@ class Process(Handler):
         self.pinned_paths[path] = replacement
         self._transient.append(holder_fd)
 
-    def transient_file(self, content: bytes) -> bytes:
-        """A path to a file holding ``content``, valid for the current system call."""
-        fd = os.memfd_create("kvmdune-proc", os.MFD_CLOEXEC)
+    def transient_file(self, content: bytes, name: str = "") -> bytes:
+        """A path to a file holding ``content``, valid for the current system call
+        (``name``: the /proc entry it stands for, which readlink then shows)."""
+        fd = os.memfd_create(procfs.transient_name(name), os.MFD_CLOEXEC)
         os.write(fd, content)
         os.lseek(fd, 0, os.SEEK_SET)
         self._transient.append(fd)
         return f"/proc/self/fd/{fd}".encode()
 
     def fd_directory(self) -> bytes:
-        """A directory listing the guest's descriptors as /proc/self/fd does (symlinks
-        named by guest number); it lives until the process ends, since the guest reads
-        it after the call that opened it."""
-        directory = tempfile.mkdtemp(prefix="kvmdune-fd-")
-        self._scratch_dirs.append(directory)
-        for fd, entry in sorted(self.fds.entries.items()):
-            try:
-                os.symlink(os.readlink(f"/proc/self/fd/{entry.host}"),
-                           os.path.join(directory, str(fd)))
-            except OSError:
-                pass
-        upcoming = self.fds.lowest_free()   # the descriptor the open will return
-        if upcoming is not None:
-            os.symlink(directory, os.path.join(directory, str(upcoming)))
-        return directory.encode()
+        """A directory listing the guest's descriptors as /proc/self/fd does."""
+        return procfs.fd_directory(self)
+
+    def scratch_directory(self, guest_path: str) -> str:
+        """A host directory standing for the guest's ``guest_path``; it lives until
+        the process ends, since the guest reads it after the call that opened it."""
+        directory = tempfile.mkdtemp(prefix=f"kvmdune-proc-{os.getpid()}-")
+        self.scratch_dirs[directory] = guest_path
+        return directory
 
     def cleanup(self) -> None:
         """Remove what the process made on the host for itself."""
-        for directory in self._scratch_dirs:
-            shutil.rmtree(directory, ignore_errors=True)
-        self._scratch_dirs.clear()
+        mine = f"kvmdune-proc-{os.getpid()}-"     # a forked child's parent keeps its own
+        for directory in self.scratch_dirs:
+            if os.path.basename(directory).startswith(mine):
+                shutil.rmtree(directory, ignore_errors=True)
+        self.scratch_dirs.clear()
 
     def forward_by_name(self, name: str, args: tuple[int, ...]) -> int:
         return forward(self, BY_NAME[name], args)

@@ -14,8 +14,8 @@ from ..machine import Machine, MachineError, StopReason
 from ..memory.guest_memory import DEFAULT_GUEST_MEMORY
 from . import signals as sig
 from .abi import PrctlOption
-from .elf import ExecFormatError, exit_status_for
-from .exec import exec_program, resolve_command
+from .elf import EXIT_VMM_FAILED, ExecFormatError, exit_status_for
+from .exec import exec_command, resolve_command
 from .fdtable import NR_OPEN, STANDARD_STREAMS, CallerFds, FdTable, capture_caller_fds
 from .host_unsafe import host_syscall
 from .syscall_table import Sysno
@@ -76,12 +76,18 @@ def _run_command(argv: list[str], env: dict[str, str] | None, options: RunOption
         return exit_status_for(exc)
     envp = [f"{key}={value}".encode() for key, value in environment.items()]
     args = [arg.encode("utf-8", "surrogateescape") for arg in argv]
-    with Machine(options.memory_size) as machine:
+    try:
+        machine = Machine(options.memory_size)
+    except OSError as exc:     # the reservation itself (mmap) failed
+        say(f"kvmdune: cannot reserve {options.memory_size >> 20} MiB of guest memory "
+            f"({os.strerror(exc.errno or 0)}): ask for less with --memory")
+        return EXIT_VMM_FAILED
+    with machine:
         apply_limits(options)
         if options.user is not None:
             drop_privileges(options.user)
         try:
-            space, mm, loaded, exe = exec_program(machine, path, args, envp)
+            filename, new = exec_command(machine, path, args, envp)
         except ExecFormatError as exc:
             say(f"kvmdune: {describe_exec_error(exc)}")
             return exit_status_for(exc)
@@ -90,8 +96,8 @@ def _run_command(argv: list[str], env: dict[str, str] | None, options: RunOption
         if refused is not None:
             say(f"kvmdune: {refused}")
             return BAD_OPTIONS_STATUS
-        process.replace_image(space, mm, exe, args, envp, loaded.entry, loaded.sp,
-                              loaded.auxv)
+        process.replace_image(new.space, new.mm, new.exe, new.argv, envp, new.loaded.entry,
+                              new.loaded.sp, new.loaded.auxv, filename=filename)
         process.start_fast_path(options.fast_syscalls)
         try:
             status = run_process(process, options.wall_seconds)

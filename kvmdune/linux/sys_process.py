@@ -16,6 +16,7 @@ from .aslr import PERSONALITY_QUERY
 from .elf import ExecFormatError
 from .exit_status import ExitStatus
 from .exec import exec_program
+from .task_name import TASK_COMM_LEN, comm_from_user, show_on_host
 from .uaccess import read_path, read_string_array, write_u32, write_u64
 from .uaccess import read_bytes, write_bytes
 
@@ -53,12 +54,11 @@ def _execve(proc, path: str, argv_ptr: int, envp_ptr: int):
     argv = read_string_array(proc.space, argv_ptr, ARG_MAX_BYTES)
     envp = read_string_array(proc.space, envp_ptr, ARG_MAX_BYTES)
     try:
-        space, mm, loaded, exe = exec_program(proc.machine, path, argv, envp,
-                                              personality=proc.personality)
+        new = exec_program(proc.machine, path, argv, envp, personality=proc.personality)
     except ExecFormatError as exc:
         return -exc.errno
-    proc.replace_image(space, mm, exe, argv, envp, loaded.entry, loaded.sp, loaded.auxv,
-                       filename=filename)
+    proc.replace_image(new.space, new.mm, new.exe, new.argv, envp, new.loaded.entry,
+                       new.loaded.sp, new.loaded.auxv, filename=filename)
     return None
 
 
@@ -144,10 +144,11 @@ def sys_prctl(proc, cpu, option, arg2, arg3, arg4, arg5, _):
     would change the VMM process: seccomp, dumpable, no_new_privs, ...) are refused."""
     PR_SET_PDEATHSIG, PR_GET_PDEATHSIG, PR_SET_NAME, PR_GET_NAME = 1, 2, 15, 16
     if option == PR_SET_NAME:
-        proc.comm = read_bytes(proc.space, arg2, 16).split(b"\0")[0][:15]
+        proc.comm = comm_from_user(read_bytes(proc.space, arg2, TASK_COMM_LEN))
+        show_on_host(proc.comm)
         return 0
     if option == PR_GET_NAME:
-        write_bytes(proc.space, arg2, proc.comm.ljust(16, b"\0"))
+        write_bytes(proc.space, arg2, proc.comm.ljust(TASK_COMM_LEN, b"\0"))
         return 0
     if option == PR_GET_PDEATHSIG:
         write_u32(proc.space, arg2, getattr(proc, "pdeathsig", 0))

@@ -83,6 +83,10 @@ def add_policy_options(parser: argparse.ArgumentParser, default_profile: str) ->
     parser.add_argument("--quiet", action="store_true",
                         help="no notes on stderr about denied calls and the options "
                              "that would allow them")
+    parser.add_argument("--no-confine", dest="confine", action="store_false",
+                        help="do not confine the VMM process itself (no_new_privs, a "
+                             "seccomp filter, Landlock): one line of defence, the "
+                             "supervisor's checks, instead of two")
 
 
 def build_policy(args: argparse.Namespace, default_profile: str):
@@ -244,7 +248,9 @@ def execute(args: argparse.Namespace, default_profile: str) -> int:
     gate = None
     if not (policy.all_paths and not policy.deny_syscalls and audit is None
             and default_profile == "open"):
-        gate = SandboxGate(policy, audit, notices=None if getattr(args, "quiet", False) else _notice_writer())
+        gate = SandboxGate(policy, audit,
+                           notices=None if getattr(args, "quiet", False) else _notice_writer(),
+                           confine=getattr(args, "confine", False))
     environment = {} if policy.clear_env else dict(os.environ)
     environment.update(dict(policy.env))
     limits = policy.limits

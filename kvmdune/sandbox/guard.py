@@ -26,10 +26,11 @@ from ..linux import strace
 from ..linux.abi import AT_FDCWD, Errno
 from ..linux.exit_status import ExitStatus
 from ..linux.gate import ALLOW_RULE, CallRule, Gate, RuleKind
-from ..linux.syscall_table import SYSCALLS, ArgKind, Dep, resolve_args
+from ..linux.syscall_table import BY_NAME, SYSCALLS, ArgKind, Dep, resolve_args
 from ..linux.uaccess import Fault
 from ..machine import Stop
 from ..memory import READ, GuestFault
+from .confine import Confinement, ConfinementError, for_policy
 from .policy import NetMode, OnDeny, Policy
 
 O_ACCMODE, O_WRONLY, O_RDWR = 3, 1, 2
@@ -167,18 +168,17 @@ def _ancestors(paths) -> frozenset[str]:
 class SandboxGate(Gate):
     """The policy's verdict on each call. ``notices`` receives, once per path or
     call, a line saying what was denied and which option would allow it (None: say
-    nothing). ``confinement`` is applied to the VMM process the first time the
-    gate is consulted, which is after the run's set-up and before the guest's
-    first system call is served (``rules`` comes first when the fast path starts,
-    before its thread; ``check`` otherwise)."""
+    nothing). With ``confine``, the VMM process confines itself (confine.py) the
+    first time the gate is consulted: after the run's set-up (KVM open, privileges
+    dropped) and before the guest's first system call is served -- ``rules`` comes
+    first when the fast path starts, before its thread; ``check`` otherwise."""
 
     def __init__(self, policy: Policy, audit: TextIO | None = None,
                  notices: Callable[[str], None] | None = None,
-                 confinement: Callable[[], None] | None = None) -> None:
+                 confine: bool = False) -> None:
         self.policy = policy
         self.audit = audit
         self.notices = notices
-        self._confinement = confinement
         self._noticed = SharedSeen() if notices is not None else None
         self.read_roots = tuple(policy.read) + tuple(policy.write) + tuple(policy.execute)
         self.write_roots = tuple(policy.write)
@@ -187,6 +187,17 @@ class SandboxGate(Gate):
         self.group = os.getpgrp()
         self._opening: str | None = None     # the access the current open was allowed for
         self._with_paths = _calls_with_paths()
+        # Built now: after the drop of privileges the interpreter's files may be
+        # out of reach, so applying it must need no import.
+        self._confinement = self.confinement() if confine else None
+
+    def confinement(self) -> Confinement:
+        """What the VMM may do on the host under this policy (confine.py)."""
+        denied = [spec.name for spec in SYSCALLS.values()
+                  if (verdict := self._by_number(spec)) is not None and not verdict.allowed]
+        ioctl = self._by_number(BY_NAME["ioctl"])
+        return for_policy(self.policy, denied, any_ioctl=ioctl is not None and ioctl.allowed,
+                          guest_ioctls=IOCTL_ALLOWED)
 
     # -- the gate ------------------------------------------------------------------------
     def check(self, proc, spec, event):
@@ -230,9 +241,18 @@ class SandboxGate(Gate):
         return rules
 
     def _confine(self) -> None:
+        """Apply the confinement once; a VMM that cannot be confined does not run
+        the guest (fail closed)."""
         confinement, self._confinement = self._confinement, None
-        if confinement is not None:
-            confinement()
+        if confinement is None:
+            return
+        try:
+            confinement.apply()
+        except ConfinementError as exc:
+            os.write(2, f"kvmdune sandbox: cannot confine the VMM process: {exc.strerror} "
+                        f"({os.strerror(exc.errno)}); --no-confine runs without this "
+                        "second line of defence\n".encode())
+            os._exit(126)
 
     def _notice(self, name: str, verdict: Verdict) -> None:
         """Say once per path (or call) what the policy denied and what would allow it."""
@@ -381,9 +401,10 @@ class SandboxGate(Gate):
             except Fault as exc:
                 return deny(f"{raw.decode(errors='replace')}: the process's own "
                             "/proc refuses it", exc.errno)
-            except OSError as exc:   # the host could not describe it (no scratch space)
-                return deny(f"{raw.decode(errors='replace')}: {exc.strerror}",
-                            exc.errno or Errno.EACCES)
+            except OSError as exc:
+                # The VMM could not make what describes it (a confined VMM has no
+                # scratch directory for /proc/self/fd): refused, as outside paths are.
+                return deny(f"{raw.decode(errors='replace')}: {exc.strerror}", Errno.EACCES)
             if rewritten != raw:
                 # /proc/self/exe, fd/N, /dev/fd/N: what they name for the guest counts.
                 target = self._guest_target(rewritten)

@@ -10,7 +10,7 @@ from . import signals as sig
 from .abi import Errno
 from .dispatch import handles
 from .host_unsafe import host_syscall
-from .uaccess import read_bytes
+from .uaccess import read_bytes, write_bytes
 
 
 @handles("rt_sigaction")
@@ -43,9 +43,12 @@ def sys_rt_sigreturn(proc, cpu, *_):
 
 @handles("rt_sigpending")
 def sys_rt_sigpending(proc, cpu, set_, sigsetsize, *_):
-    """Implements rt_sigpending(2)."""
+    """Implements rt_sigpending(2): the pending signals that are blocked, in at most
+    ``sigsetsize`` bytes."""
+    if sigsetsize > sig.SIGSET_SIZE:
+        return -Errno.EINVAL
     mask = sum(1 << (s - 1) for s in proc.signals.pending)
-    proc.space.write(set_, struct.pack("<Q", mask & proc.signals.mask))
+    write_bytes(proc.space, set_, struct.pack("<Q", mask & proc.signals.mask)[:sigsetsize])
     return 0
 
 

@@ -30,11 +30,12 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import run_dune, vmm_env
+from .conftest import FAST_SYSCALLS, run_dune, vmm_env
 
 pytestmark = pytest.mark.kvm
 
 SOURCE = Path(__file__).parent / "fuzz" / "syscall_fuzz.c"
+POINTERS_SOURCE = Path(__file__).parent / "fuzz" / "hostile_pointers.c"
 CHECKOUT = Path(__file__).resolve().parents[2]     # the VMM's cwd is the scratch directory
 USER = "nobody"
 SEED = "1"
@@ -48,16 +49,24 @@ def _as_root() -> bool:
 
 
 @pytest.fixture(scope="module")
-def fuzz_binary():
-    """The program, static, in a directory anyone can read (pytest's own temporary
+def binaries():
+    """The programs, static, in a directory anyone can read (pytest's own temporary
     directories are root's alone)."""
     directory = Path(tempfile.mkdtemp(prefix="kvmdune-fuzz-bin-"))
     directory.chmod(0o755)
-    binary = directory / "syscall_fuzz"
-    subprocess.run(["gcc", "-O1", "-static", "-o", str(binary), str(SOURCE)], check=True)
-    binary.chmod(0o755)
-    yield str(binary)
+    built = {}
+    for source in (SOURCE, POINTERS_SOURCE):
+        binary = directory / source.stem
+        subprocess.run(["gcc", "-O1", "-static", "-o", str(binary), str(source)], check=True)
+        binary.chmod(0o755)
+        built[source.stem] = str(binary)
+    yield built
     shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def fuzz_binary(binaries):
+    return binaries["syscall_fuzz"]
 
 
 @pytest.fixture
@@ -132,3 +141,97 @@ def test_sandbox_survives_every_call(fuzz_binary, scratch, native_counts, syscal
         cwd=scratch, env=vmm_env(_environment(scratch)), stdin=subprocess.DEVNULL,
         capture_output=True, timeout=TIMEOUT)
     assert _finished(result) == native_counts
+
+
+# -- the calls kvmdune serves itself, one hostile pointer at a time, against Linux ----
+
+#: Calls whose answer to a hostile pointer differs from Linux's today (each a strict
+#: xfail, so fixing one fails the test until it is taken off this list).
+POINTER_DIVERGENCES = {
+    "clone3": "clone3 is ENOSYS whatever its arguments (glibc falls back to clone)",
+    "getrlimit": "a NULL rlimit pointer is taken as 'no output': 0, not EFAULT",
+    "futex_wake": "a shared wake on a read-only anonymous page succeeds (Linux: EFAULT)",
+    "futex_wake_private": "a private wake reads the word: NULL, 8 and unmapped pages are "
+                          "EFAULT (Linux only checks the address is in the user half)",
+    "futex_wait": "the word is compared before the timeout is read: EAGAIN where Linux "
+                  "says EFAULT or EINVAL for the timeout",
+    "sendmsg": "a msghdr's iovec count is checked before its name length (EMSGSIZE, "
+               "Linux: EINVAL)",
+    "recvmsg": "as sendmsg",
+    "madvise": "an unmapped or non-user range is accepted (Linux: ENOMEM)",
+    "msync": "always 0 (Linux: EINVAL unaligned, ENOMEM unmapped)",
+    "mlock": "always 0 (Linux: ENOMEM unmapped)",
+    "munlock": "always 0 (Linux: ENOMEM unmapped)",
+    "mmap_fixed": "MAP_FIXED_NOREPLACE at 0 is ENOMEM (Linux: EPERM, below mmap_min_addr)",
+}
+
+
+def _nobody_prefix() -> list[str]:
+    if not _as_root():
+        return []
+    entry = pwd.getpwnam(USER)
+    return ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}",
+            "--clear-groups", "--inh-caps=-all"]
+
+
+def _by_call(output: bytes) -> dict[str, list[bytes]]:
+    lines: dict[str, list[bytes]] = {}
+    for line in output.splitlines():
+        lines.setdefault(line.split(b" ", 1)[0].decode(), []).append(line)
+    return lines
+
+
+@pytest.fixture(scope="module")
+def pointer_runs(binaries) -> dict[str, dict[str, list[bytes]]]:
+    """hostile_pointers natively and under ``run`` on each path, all as nobody in a
+    scratch directory: each run's output lines by call."""
+    runs = {}
+    directory = Path(tempfile.mkdtemp(prefix="kvmdune-fuzz-pointers-"))
+    directory.chmod(0o755)
+    if _as_root():
+        entry = pwd.getpwnam(USER)
+        os.chown(directory, entry.pw_uid, entry.pw_gid)
+    binary = binaries["hostile_pointers"]
+    user = ["--user", USER] if _as_root() else []
+    commands = {"native": ([*_nobody_prefix(), binary], {}),
+                "fast": ([sys.executable, "-m", "kvmdune", "run", *user, "--", binary],
+                         {FAST_SYSCALLS: "1"}),
+                "slow": ([sys.executable, "-m", "kvmdune", "run", *user, "--", binary],
+                         {FAST_SYSCALLS: "0"})}
+    try:
+        for name, (argv, extra) in commands.items():
+            result = subprocess.run(argv, cwd=directory, stdin=subprocess.DEVNULL,
+                                    env={**_environment(directory), **extra},
+                                    capture_output=True, timeout=TIMEOUT)
+            stderr = result.stderr.decode(errors="replace")
+            assert result.returncode == 0, f"{name}: {result.returncode}: {stderr[-3000:]}"
+            assert result.stdout.endswith(b"hostile pointers: done\n"), f"{name}: {stderr[-3000:]}"
+            assert b"Traceback" not in result.stderr, stderr[-3000:]
+            runs[name] = _by_call(result.stdout)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    return runs
+
+
+POINTER_CALLS = [
+    "rt_sigaction", "rt_sigprocmask", "rt_sigpending", "sigaltstack", "pipe", "pipe2",
+    "socketpair", "getrlimit", "prlimit64", "readlink", "readlinkat", "arch_prctl",
+    "futex_wake", "futex_wake_private", "futex_wait", "poll", "ppoll", "select",
+    "pselect6", "sendmsg", "recvmsg", "ioctl_fionread", "fcntl_getown_ex",
+    "prctl_get_name", "prctl_get_pdeathsig", "clone3", "execve_path", "execve_argv",
+    "execve_envp", "munmap", "mprotect", "madvise", "msync", "mlock", "munlock", "mremap",
+    "mmap_fixed", "rt_sigsuspend_size", "set_robust_list",
+]
+
+
+def test_every_pointer_call_is_exercised(pointer_runs):
+    assert sorted(pointer_runs["native"]) == sorted([*POINTER_CALLS, "hostile"])
+
+
+@pytest.mark.parametrize("call", [
+    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=POINTER_DIVERGENCES[name]))
+    if name in POINTER_DIVERGENCES else name for name in POINTER_CALLS])
+def test_hostile_pointers_get_the_answers_linux_gives(pointer_runs, call, syscall_path):
+    native = pointer_runs["native"][call]
+    assert len(native) >= 5      # the control: the call was made with each value
+    assert pointer_runs[syscall_path].get(call) == native

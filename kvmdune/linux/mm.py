@@ -16,7 +16,8 @@ from typing import Callable
 from ..memory import PAGE_SIZE, VMM, AddressSpace, OutOfGuestMemory, Perm
 from ..memory.guest_memory import SharedRegion
 from ..machine import PFError, layout
-from .abi import MAP_TYPE, Errno, MadviseAdvice, MapFlags, MapType, MremapFlags, ProtFlags
+from .abi import (MAP_TYPE, Errno, MadviseAdvice, MapFlags, MapType, MremapFlags, MsyncFlags,
+                  ProtFlags)
 
 #: Mappings up to this size are backed at once; larger ones on first touch.
 EAGER_MAP_LIMIT = 64 << 20
@@ -39,6 +40,8 @@ MMAP_BASE = STACK_TOP - STACK_SIZE - STACK_GAP
 MMAP_MIN = 0x1_0000
 #: Where ET_DYN programs and the interpreter load (Linux's ELF_ET_DYN_BASE, no ASLR).
 ET_DYN_BASE = 0x5555_5555_4000
+#: One past the largest address: a range reaching it wraps in Linux's unsigned long.
+ADDRESS_END = 1 << 64
 PROT_MASK = int(ProtFlags.PROT_READ | ProtFlags.PROT_WRITE | ProtFlags.PROT_EXEC)
 
 
@@ -110,6 +113,11 @@ class MemoryMap:
 
     def _overlapping(self, start: int, end: int) -> list[Vma]:
         return [v for v in self.vmas if v.start < end and v.end > start]
+
+    def covers(self, start: int, end: int) -> bool:
+        """Whether every page of [start, end) is mapped."""
+        covered = sum(min(v.end, end) - max(v.start, start) for v in self._overlapping(start, end))
+        return covered == end - start
 
     def _cut(self, start: int, end: int) -> list[Vma]:
         """Remove [start, end) from the VMA list (splitting VMAs); return the cut parts."""
@@ -276,8 +284,12 @@ class MemoryMap:
             return -Errno.EINVAL
         fixed = flags & (MapFlags.MAP_FIXED | MapFlags.MAP_FIXED_NOREPLACE)
         if fixed:
-            if address % PAGE_SIZE or not (MMAP_MIN <= address and address + length <= TASK_SIZE):
-                return -Errno.EINVAL if address % PAGE_SIZE else -Errno.ENOMEM
+            if address + length > TASK_SIZE:       # checked in Linux's order
+                return -Errno.ENOMEM
+            if address % PAGE_SIZE:
+                return -Errno.EINVAL
+            if address < MMAP_MIN:                 # mmap_min_addr
+                return -Errno.EPERM
             if flags & MapFlags.MAP_FIXED_NOREPLACE and not self.is_free(address, address + length):
                 return -Errno.EEXIST
             start = address
@@ -323,9 +335,7 @@ class MemoryMap:
             return -Errno.ENOMEM
         if length == 0:
             return 0
-        covered = sum(min(v.end, end) - max(v.start, address)
-                      for v in self._overlapping(address, end))
-        if covered != end - address:
+        if not self.covers(address, end):
             return -Errno.ENOMEM
         for vma in self._cut(address, end):
             self._insert(replace(vma, prot=prot & PROT_MASK))
@@ -396,15 +406,37 @@ class MemoryMap:
     def sys_madvise(self, address: int, length: int, advice: int) -> int:
         """Implements madvise(2): DONTNEED/FREE drop the pages (they read as zero,
         or as the file, afterwards); the rest are hints."""
-        if address % PAGE_SIZE:
+        end = address + page_up(length)
+        if address % PAGE_SIZE or end >= ADDRESS_END:       # Linux's end wraps: EINVAL
             return -Errno.EINVAL
         if advice in (MadviseAdvice.MADV_DONTNEED, MadviseAdvice.MADV_FREE):
-            end = address + page_up(length)
             with self.space.batch():
                 for vma in self._overlapping(address, end):
                     start, stop = max(vma.start, address), min(vma.end, end)
                     self.space.unmap(start, stop - start)   # refilled on demand
-        return 0
+        # Applied to what is mapped; a hole in the range is reported (as Linux does).
+        return 0 if self.covers(address, end) else -Errno.ENOMEM
+
+    def sys_msync(self, address: int, length: int, flags: int) -> int:
+        """Implements msync(2): guest memory is host memory (shared mappings write
+        through), so only the range is checked."""
+        both = MsyncFlags.MS_ASYNC | MsyncFlags.MS_SYNC
+        if (address % PAGE_SIZE or flags & ~(both | MsyncFlags.MS_INVALIDATE)
+                or flags & both == both):
+            return -Errno.EINVAL
+        end = address + page_up(length)
+        if end >= ADDRESS_END:
+            return -Errno.ENOMEM
+        return 0 if self.covers(address, end) else -Errno.ENOMEM
+
+    def sys_mlock(self, address: int, length: int) -> int:
+        """Implements mlock(2) and munlock(2): guest memory stays resident anyway, so
+        only the range (widened to whole pages) is checked."""
+        start = address & ~(PAGE_SIZE - 1)
+        end = start + page_up(length + address - start)
+        if end >= ADDRESS_END:
+            return -Errno.EINVAL
+        return 0 if self.covers(start, end) else -Errno.ENOMEM
 
     # -- reporting -----------------------------------------------------------------
     def maps_text(self) -> str:

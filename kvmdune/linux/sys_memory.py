@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from .abi import MAP_TYPE, Errno, MapFlags, MapType, ProtFlags
+from .abi import MAP_TYPE, Errno, MapFlags, MapType, MlockallFlags, MlockFlags, ProtFlags
 from .dispatch import handles
 
 
@@ -78,7 +78,37 @@ def sys_madvise(proc, cpu, address, length, advice, *_):
     return proc.mm.sys_madvise(address, length, advice)
 
 
-@handles("msync", "mlock", "munlock", "mlockall", "munlockall", "mlock2")
-def sys_memory_hint(proc, cpu, *_):
-    """msync(2), mlock(2) and friends: guest memory is always resident."""
+@handles("msync")
+def sys_msync(proc, cpu, address, length, flags, *_):
+    """Implements msync(2)."""
+    return proc.mm.sys_msync(address, length, flags)
+
+
+@handles("mlock", "munlock")
+def sys_mlock(proc, cpu, address, length, *_):
+    """Implements mlock(2) and munlock(2): guest memory is always resident."""
+    return proc.mm.sys_mlock(address, length)
+
+
+@handles("mlock2")
+def sys_mlock2(proc, cpu, address, length, flags, *_):
+    """Implements mlock2(2)."""
+    if flags & 0xFFFF_FFFF & ~MlockFlags.MLOCK_ONFAULT:
+        return -Errno.EINVAL
+    return proc.mm.sys_mlock(address, length)
+
+
+@handles("mlockall")
+def sys_mlockall(proc, cpu, flags, *_):
+    """Implements mlockall(2): the flags are checked; memory is resident anyway."""
+    flags &= 0xFFFF_FFFF
+    valid = MlockallFlags.MCL_CURRENT | MlockallFlags.MCL_FUTURE | MlockallFlags.MCL_ONFAULT
+    if not flags or flags & ~valid or flags == MlockallFlags.MCL_ONFAULT:
+        return -Errno.EINVAL
+    return 0
+
+
+@handles("munlockall")
+def sys_munlockall(proc, cpu, *_):
+    """Implements munlockall(2)."""
     return 0

@@ -158,11 +158,6 @@ POINTER_DIVERGENCES = {
     "sendmsg": "a msghdr's iovec count is checked before its name length (EMSGSIZE, "
                "Linux: EINVAL)",
     "recvmsg": "as sendmsg",
-    "madvise": "an unmapped or non-user range is accepted (Linux: ENOMEM)",
-    "msync": "always 0 (Linux: EINVAL unaligned, ENOMEM unmapped)",
-    "mlock": "always 0 (Linux: ENOMEM unmapped)",
-    "munlock": "always 0 (Linux: ENOMEM unmapped)",
-    "mmap_fixed": "MAP_FIXED_NOREPLACE at 0 is ENOMEM (Linux: EPERM, below mmap_min_addr)",
 }
 
 

@@ -149,7 +149,6 @@ def test_sandbox_survives_every_call(fuzz_binary, scratch, native_counts, syscal
 #: xfail, so fixing one fails the test until it is taken off this list).
 POINTER_DIVERGENCES = {
     "clone3": "clone3 is ENOSYS whatever its arguments (glibc falls back to clone)",
-    "getrlimit": "a NULL rlimit pointer is taken as 'no output': 0, not EFAULT",
     "futex_wake": "a shared wake on a read-only anonymous page succeeds (Linux: EFAULT)",
     "futex_wake_private": "a private wake reads the word: NULL, 8 and unmapped pages are "
                           "EFAULT (Linux only checks the address is in the user half)",
@@ -210,7 +209,7 @@ def pointer_runs(binaries) -> dict[str, dict[str, list[bytes]]]:
 
 POINTER_CALLS = [
     "rt_sigaction", "rt_sigprocmask", "rt_sigpending", "sigaltstack", "pipe", "pipe2",
-    "socketpair", "getrlimit", "prlimit64", "readlink", "readlinkat", "arch_prctl",
+    "socketpair", "getrlimit", "setrlimit", "prlimit64", "readlink", "readlinkat", "arch_prctl",
     "futex_wake", "futex_wake_private", "futex_wait", "poll", "ppoll", "select",
     "pselect6", "sendmsg", "recvmsg", "ioctl_fionread", "fcntl_getown_ex",
     "prctl_get_name", "prctl_get_pdeathsig", "clone3", "execve_path", "execve_argv",

@@ -143,6 +143,7 @@ int main(void)
         {"pipe2", SYS_pipe2, {buf, O_CLOEXEC}, 0x1},
         {"socketpair", SYS_socketpair, {AF_UNIX, SOCK_STREAM, 0, buf}, 0x8},
         {"getrlimit", SYS_getrlimit, {RLIMIT_NOFILE, buf}, 0x2},
+        {"setrlimit", SYS_setrlimit, {RLIMIT_CORE, buf}, 0x2},
         {"prlimit64", SYS_prlimit64, {0, RLIMIT_NOFILE, 0, buf}, 0x8},
         {"readlink", SYS_readlink, {(unsigned long)self_exe, buf, 64}, 0x3},
         {"readlinkat", SYS_readlinkat, {(unsigned long)-100, (unsigned long)self_exe, buf, 64}, 0x6},

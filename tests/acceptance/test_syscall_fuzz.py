@@ -154,9 +154,6 @@ POINTER_DIVERGENCES = {
                           "EFAULT (Linux only checks the address is in the user half)",
     "futex_wait": "the word is compared before the timeout is read: EAGAIN where Linux "
                   "says EFAULT or EINVAL for the timeout",
-    "sendmsg": "a msghdr's iovec count is checked before its name length (EMSGSIZE, "
-               "Linux: EINVAL)",
-    "recvmsg": "as sendmsg",
 }
 
 

@@ -149,11 +149,6 @@ def test_sandbox_survives_every_call(fuzz_binary, scratch, native_counts, syscal
 #: xfail, so fixing one fails the test until it is taken off this list).
 POINTER_DIVERGENCES = {
     "clone3": "clone3 is ENOSYS whatever its arguments (glibc falls back to clone)",
-    "futex_wake": "a shared wake on a read-only anonymous page succeeds (Linux: EFAULT)",
-    "futex_wake_private": "a private wake reads the word: NULL, 8 and unmapped pages are "
-                          "EFAULT (Linux only checks the address is in the user half)",
-    "futex_wait": "the word is compared before the timeout is read: EAGAIN where Linux "
-                  "says EFAULT or EINVAL for the timeout",
 }
 
 

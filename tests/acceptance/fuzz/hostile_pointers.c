@@ -1,5 +1,5 @@
-/* The system calls kvmdune serves itself (its handlers, not the forwarder), each
- * with good arguments but one pointer made hostile at a time: NULL, 8, the
+/* The system calls kvmdune serves itself (its handlers) and a sample of those it
+ * forwards, each with good arguments but one pointer made hostile at a time: NULL, 8, the
  * kernel half, non-canonical, a read-only page, 4 bytes before the end of it,
  * and the unmapped page past it.  Prints one line per call with the result's
  * errno (or "ok"), so that the run under kvmdune can be compared byte for byte
@@ -62,11 +62,17 @@ static char buffer[4096] __attribute__((aligned(64)));
 static char buffer2[4096] __attribute__((aligned(64)));
 static fd_set readable;
 static unsigned futex_word;
+static socklen_t addrlen, optlen;
 
 /* The good arguments' memory, as it was: calls write into it. */
 static void reset_state(void)
 {
     struct pollfd *pfd = (struct pollfd *)buffer2;
+    int queued = 0;
+
+    /* The second pipe (7, 8) always holds a byte for a read to take. */
+    if (ioctl(7, FIONREAD, &queued) == 0 && queued == 0 && write(8, "y", 1) != 1)
+        queued = -1;
 
     memset(buffer, 0, sizeof(buffer));
     memset(buffer2, 0, sizeof(buffer2));
@@ -75,6 +81,8 @@ static void reset_state(void)
     FD_ZERO(&readable);
     FD_SET(3, &readable);
     futex_word = 7;
+    addrlen = 110;
+    optlen = 4;
 }
 
 static void run(const struct template *t)
@@ -102,7 +110,7 @@ static void run(const struct template *t)
                        strerrorname_np(errno));
             fflush(stdout);
             /* Whatever a call opened or mapped: the next one starts the same. */
-            syscall(SYS_close_range, 7, ~0U, 0);
+            syscall(SYS_close_range, 10, ~0U, 0);
             munmap((void *)hostile[6], PAGE);
         }
     }
@@ -117,6 +125,7 @@ int main(void)
     static char *true_argv[] = {true_path, NULL};
     static struct iovec iov = {buffer, 16};
     static struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+    static char dot[] = ".";
     unsigned long buf = (unsigned long)buffer, buf2 = (unsigned long)buffer2;
     int pipe_fds[2], pair[2];
     unsigned long pfd = buf2, set = (unsigned long)&readable;
@@ -130,7 +139,15 @@ int main(void)
         perror("setup");
         return 2;
     }
-    syscall(SYS_close_range, 7, ~0U, 0);
+    if (pipe(pipe_fds) || dup2(pipe_fds[0], 7) < 0 || dup2(pipe_fds[1], 8) < 0) {
+        perror("setup");
+        return 2;
+    }
+    if (dup2(open("/", O_RDONLY | O_DIRECTORY), 9) < 0) {
+        perror("setup");
+        return 2;
+    }
+    syscall(SYS_close_range, 10, ~0U, 0);
     if (write(4, "x", 1) != 1)                  /* the pipe is readable */
         return 2;
 
@@ -177,6 +194,28 @@ int main(void)
         {"mmap_fixed", SYS_mmap, {0, PAGE, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
                                   (unsigned long)-1, 0}, 0x1},
         {"rt_sigsuspend_size", SYS_rt_sigsuspend, {0, 4}, 0x1},
+        /* Forwarded (the declarative forwarder checks their pointers). */
+        {"read", SYS_read, {7, buf, 1}, 0x2},
+        {"write", SYS_write, {8, buf, 1}, 0x2},
+        {"readv", SYS_readv, {7, (unsigned long)&iov, 1}, 0x2},
+        {"writev", SYS_writev, {8, (unsigned long)&iov, 1}, 0x2},
+        {"openat", SYS_openat, {(unsigned long)-100, (unsigned long)self_exe, O_RDONLY}, 0x2},
+        {"newfstatat", SYS_newfstatat, {9, (unsigned long)dot, buf, 0}, 0x6},
+        {"fstat", SYS_fstat, {3, buf}, 0x2},
+        {"getcwd", SYS_getcwd, {buf, 64}, 0x1},
+        {"uname", SYS_uname, {buf}, 0x1},
+        {"sysinfo", SYS_sysinfo, {buf}, 0x1},
+        {"getrusage", SYS_getrusage, {RUSAGE_SELF, buf}, 0x2},
+        {"clock_gettime", SYS_clock_gettime, {CLOCK_MONOTONIC, buf}, 0x2},
+        {"clock_getres", SYS_clock_getres, {CLOCK_MONOTONIC, buf}, 0x2},
+        {"gettimeofday", SYS_gettimeofday, {buf, 0}, 0x3},
+        {"time", SYS_time, {buf}, 0x1},
+        {"nanosleep", SYS_nanosleep, {(unsigned long)&zero_ts, 0}, 0x3},
+        {"getrandom", SYS_getrandom, {buf, 8, 0}, 0x1},
+        {"sched_getaffinity", SYS_sched_getaffinity, {0, 128, buf}, 0x4},
+        {"getsockname", SYS_getsockname, {5, buf, (unsigned long)&addrlen}, 0x6},
+        {"getsockopt", SYS_getsockopt, {5, SOL_SOCKET, SO_TYPE, buf, (unsigned long)&optlen}, 0x18},
+        {"sendto", SYS_sendto, {5, buf, 4, MSG_DONTWAIT, 0, 0}, 0x2},
         {"set_robust_list", SYS_set_robust_list, {0, 24}, 0x1},
     };
 

@@ -119,6 +119,9 @@ class Call:
     def _extent(self, index: int) -> int:
         length = arg_extent(self.spec, index, self.args, self._read_memory)
         if length is None:
+            arg = resolve_args(self.spec, self.args)[index]
+            if arg is not None and arg.size_ptr_arg is not None:
+                raise Fault(Errno.EFAULT)     # its value-result length is unreadable
             raise NotForwardable(f"{self.spec.name}: extent of argument {index}")
         return min(length, MAX_RW_COUNT)
 

@@ -17,7 +17,8 @@ from ..memory import PAGE_SIZE, VMM, AddressSpace, OutOfGuestMemory, Perm
 from ..memory.guest_memory import SharedRegion
 from ..machine import PFError, layout
 from . import aslr
-from .abi import MAP_TYPE, Errno, MadviseAdvice, MapFlags, MapType, MremapFlags, ProtFlags
+from .abi import (MAP_TYPE, Errno, MadviseAdvice, MapFlags, MapType, MremapFlags, MsyncFlags,
+                  ProtFlags)
 
 #: Mappings up to this size are backed at once; larger ones on first touch.
 EAGER_MAP_LIMIT = 64 << 20
@@ -28,6 +29,8 @@ FAULT_BLOCK_MIN_FREE = 0.25
 STACK_SIZE = 8 << 20
 #: Pages at the top of the stack backed at exec; the rest grows on demand.
 STACK_EAGER = 256 << 10
+#: One past the largest address: a range reaching it wraps in Linux's unsigned long.
+ADDRESS_END = 1 << 64
 PROT_MASK = int(ProtFlags.PROT_READ | ProtFlags.PROT_WRITE | ProtFlags.PROT_EXEC)
 
 
@@ -102,6 +105,11 @@ class MemoryMap:
 
     def _overlapping(self, start: int, end: int) -> list[Vma]:
         return [v for v in self.vmas if v.start < end and v.end > start]
+
+    def covers(self, start: int, end: int) -> bool:
+        """Whether every page of [start, end) is mapped."""
+        covered = sum(min(v.end, end) - max(v.start, start) for v in self._overlapping(start, end))
+        return covered == end - start
 
     def _cut(self, start: int, end: int) -> list[Vma]:
         """Remove [start, end) from the VMA list (splitting VMAs); return the cut parts."""
@@ -268,9 +276,12 @@ class MemoryMap:
             return -Errno.EINVAL
         fixed = flags & (MapFlags.MAP_FIXED | MapFlags.MAP_FIXED_NOREPLACE)
         if fixed:
-            if address % PAGE_SIZE or not (layout.MMAP_MIN_ADDR <= address
-                                           and address + length <= layout.USER_PROGRAM_END):
-                return -Errno.EINVAL if address % PAGE_SIZE else -Errno.ENOMEM
+            if address + length > layout.USER_PROGRAM_END:   # checked in Linux's order
+                return -Errno.ENOMEM
+            if address % PAGE_SIZE:
+                return -Errno.EINVAL
+            if address < layout.MMAP_MIN_ADDR:                 # mmap_min_addr
+                return -Errno.EPERM
             if flags & MapFlags.MAP_FIXED_NOREPLACE and not self.is_free(address, address + length):
                 return -Errno.EEXIST
             start = address
@@ -316,9 +327,7 @@ class MemoryMap:
             return -Errno.ENOMEM
         if length == 0:
             return 0
-        covered = sum(min(v.end, end) - max(v.start, address)
-                      for v in self._overlapping(address, end))
-        if covered != end - address:
+        if not self.covers(address, end):
             return -Errno.ENOMEM
         for vma in self._cut(address, end):
             self._insert(replace(vma, prot=prot & PROT_MASK))
@@ -389,15 +398,37 @@ class MemoryMap:
     def sys_madvise(self, address: int, length: int, advice: int) -> int:
         """Implements madvise(2): DONTNEED/FREE drop the pages (they read as zero,
         or as the file, afterwards); the rest are hints."""
-        if address % PAGE_SIZE:
+        end = address + page_up(length)
+        if address % PAGE_SIZE or end >= ADDRESS_END:       # Linux's end wraps: EINVAL
             return -Errno.EINVAL
         if advice in (MadviseAdvice.MADV_DONTNEED, MadviseAdvice.MADV_FREE):
-            end = address + page_up(length)
             with self.space.batch():
                 for vma in self._overlapping(address, end):
                     start, stop = max(vma.start, address), min(vma.end, end)
                     self.space.unmap(start, stop - start)   # refilled on demand
-        return 0
+        # Applied to what is mapped; a hole in the range is reported (as Linux does).
+        return 0 if self.covers(address, end) else -Errno.ENOMEM
+
+    def sys_msync(self, address: int, length: int, flags: int) -> int:
+        """Implements msync(2): guest memory is host memory (shared mappings write
+        through), so only the range is checked."""
+        both = MsyncFlags.MS_ASYNC | MsyncFlags.MS_SYNC
+        if (address % PAGE_SIZE or flags & ~(both | MsyncFlags.MS_INVALIDATE)
+                or flags & both == both):
+            return -Errno.EINVAL
+        end = address + page_up(length)
+        if end >= ADDRESS_END:
+            return -Errno.ENOMEM
+        return 0 if self.covers(address, end) else -Errno.ENOMEM
+
+    def sys_mlock(self, address: int, length: int) -> int:
+        """Implements mlock(2) and munlock(2): guest memory stays resident anyway, so
+        only the range (widened to whole pages) is checked."""
+        start = address & ~(PAGE_SIZE - 1)
+        end = start + page_up(length + address - start)
+        if end >= ADDRESS_END:
+            return -Errno.EINVAL
+        return 0 if self.covers(start, end) else -Errno.ENOMEM
 
     # -- reporting -----------------------------------------------------------------
     def maps_text(self) -> str:

@@ -100,8 +100,13 @@ def _pipe(proc, fds_ptr: int, flags: int) -> int:
     if flags & ~(O_CLOEXEC | os.O_NONBLOCK | os.O_DIRECT):
         return -Errno.EINVAL
     read_end, write_end = os.pipe2(flags | O_CLOEXEC)
-    cloexec = bool(flags & O_CLOEXEC)
-    guest = [proc.fds.install(read_end, cloexec), proc.fds.install(write_end, cloexec)]
+    return _install_pair(proc, (read_end, write_end), bool(flags & O_CLOEXEC), fds_ptr)
+
+
+def _install_pair(proc, ends: tuple[int, int], cloexec: bool, fds_ptr: int) -> int:
+    """Two new host descriptors (a pipe's or a socketpair's ends) made the guest's and
+    their numbers written at ``fds_ptr``; on a fault neither stays open, as in Linux."""
+    guest = [proc.fds.install(end, cloexec) for end in ends]
     if min(guest) < 0:
         for fd in guest:
             if fd >= 0:
@@ -128,20 +133,18 @@ def sys_pipe2(proc, cpu, fds_ptr, flags, *_):
 
 def sys_socketpair(proc, cpu, family, type_, protocol, fds_ptr, *_):
     """Implements socketpair(2)."""
+    family, type_, protocol = _fd(family), _fd(type_), _fd(protocol)   # C ints
     try:
         import socket   # only here: the module costs milliseconds at every start
 
         a, b = socket.socketpair(family, type_ & ~SOCK_CLOEXEC & ~os.O_NONBLOCK, protocol)
     except OSError as exc:
         return -(exc.errno or Errno.EINVAL)
-    cloexec = bool(type_ & SOCK_CLOEXEC)
-    ends = [a.detach(), b.detach()]
+    ends = (a.detach(), b.detach())
     if type_ & os.O_NONBLOCK:
         for end in ends:
             os.set_blocking(end, False)
-    guest = [proc.fds.install(end, cloexec) for end in ends]
-    write_bytes(proc.space, fds_ptr, struct.pack("<ii", *guest))
-    return 0
+    return _install_pair(proc, ends, bool(type_ & SOCK_CLOEXEC), fds_ptr)
 
 
 def _readlink(proc, path_ptr: int, buf: int, size: int, forward_name: str, args) -> int:

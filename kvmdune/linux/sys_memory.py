@@ -7,7 +7,8 @@ import struct
 
 from ..machine.layout import TASK_SIZE
 from ..memory import PAGE_SIZE
-from .abi import MAP_TYPE, Errno, MapFlags, MapType, MempolicyFlags, ProtFlags
+from .abi import (MAP_TYPE, Errno, MapFlags, MapType, MempolicyFlags, MlockallFlags,
+                  MlockFlags, ProtFlags)
 from .host_unsafe import HostBuffer, host_syscall
 from .syscall_table import Sysno
 from .uaccess import write_bytes
@@ -77,8 +78,34 @@ def sys_madvise(proc, cpu, address, length, advice, *_):
     return proc.mm.sys_madvise(address, length, advice)
 
 
-def sys_memory_hint(proc, cpu, *_):
-    """msync(2), mlock(2) and friends: guest memory is always resident."""
+def sys_msync(proc, cpu, address, length, flags, *_):
+    """Implements msync(2)."""
+    return proc.mm.sys_msync(address, length, flags)
+
+
+def sys_mlock(proc, cpu, address, length, *_):
+    """Implements mlock(2) and munlock(2): guest memory is always resident."""
+    return proc.mm.sys_mlock(address, length)
+
+
+def sys_mlock2(proc, cpu, address, length, flags, *_):
+    """Implements mlock2(2)."""
+    if flags & 0xFFFF_FFFF & ~MlockFlags.MLOCK_ONFAULT:
+        return -Errno.EINVAL
+    return proc.mm.sys_mlock(address, length)
+
+
+def sys_mlockall(proc, cpu, flags, *_):
+    """Implements mlockall(2): the flags are checked; memory is resident anyway."""
+    flags &= 0xFFFF_FFFF
+    valid = MlockallFlags.MCL_CURRENT | MlockallFlags.MCL_FUTURE | MlockallFlags.MCL_ONFAULT
+    if not flags or flags & ~valid or flags == MlockallFlags.MCL_ONFAULT:
+        return -Errno.EINVAL
+    return 0
+
+
+def sys_munlockall(proc, cpu, *_):
+    """Implements munlockall(2)."""
     return 0
 
 

@@ -59,8 +59,10 @@ class _Message:
         self.proc, self.address = proc, address
         (self.name, self.namelen, self.iov, self.iovlen, self.control, self.controllen,
          self.flags) = _MSGHDR.unpack(read_bytes(proc.space, address, _MSGHDR.size))
+        if self.name and self.namelen >= 1 << 31:       # a negative int
+            raise _Invalid(Errno.EINVAL)
         if self.iovlen > IOV_MAX:
-            raise _Invalid
+            raise _Invalid(Errno.EMSGSIZE)
         self.namelen = min(self.namelen, MAX_NAME) if self.name else 0
         self.controllen = min(self.controllen, MAX_CONTROL) if self.control else 0
         self.pieces = []
@@ -116,7 +118,11 @@ class _Message:
 
 
 class _Invalid(Exception):
-    pass
+    """A msghdr Linux refuses, with the errno it gives (checked in its order)."""
+
+    def __init__(self, errno: int) -> None:
+        super().__init__(errno)
+        self.errno = errno
 
 
 class _BadFd(Exception):
@@ -132,8 +138,8 @@ def _transfer(proc, number: int, fd: int, address: int, flags: int) -> int:
     receiving = number == SYS_RECVMSG
     try:
         message = _Message(proc, address, receiving)
-    except _Invalid:
-        return -Errno.EMSGSIZE
+    except _Invalid as exc:
+        return -exc.errno
     except _BadFd:
         return -Errno.EBADF
     result = host_syscall(number, host, message.header, flags)

@@ -6,16 +6,17 @@ from __future__ import annotations
 
 import struct
 
+from ..memory import READ, WRITE, GuestFault
 from .abi import Errno
 from .host_unsafe import HostBuffer, host_syscall
 from .syscall_table import Sysno
-from .uaccess import read_bytes, write_bytes
+from .uaccess import Fault, access_ok, read_bytes, write_bytes
 
 SYS_POLL, SYS_PPOLL, SYS_SELECT, SYS_PSELECT6 = (Sysno.poll, Sysno.ppoll, Sysno.select,
                                                 Sysno.pselect6)
 SYS_CLOCK_NANOSLEEP = Sysno.clock_nanosleep
 CLOCK_REALTIME, CLOCK_MONOTONIC, TIMER_ABSTIME = 0, 1, 1
-FUTEX_CLOCK_REALTIME = 256
+FUTEX_PRIVATE_FLAG, FUTEX_CLOCK_REALTIME = 128, 256
 _POLLFD = struct.Struct("<ihh")
 POLLNVAL = 0x20
 FD_SETSIZE = 1024
@@ -147,15 +148,21 @@ def sys_futex(proc, cpu, uaddr, op, val, timeout, uaddr2, val3):
     when the word changed, else sleeps until a signal (or the timeout)."""
     FUTEX_WAIT, FUTEX_WAKE, FUTEX_WAIT_BITSET, FUTEX_WAKE_BITSET = 0, 1, 9, 10
     command = op & 0x7F
+    waiting = command in (FUTEX_WAIT, FUTEX_WAIT_BITSET)
+    if waiting and timeout:      # Linux reads and checks the timeout first
+        seconds, nanoseconds = struct.unpack("<qq", read_bytes(proc.space, timeout, 16))
+        if seconds < 0 or not 0 <= nanoseconds < 1_000_000_000:
+            return -Errno.EINVAL
+    if command in (FUTEX_WAKE, FUTEX_WAKE_BITSET, FUTEX_WAIT, FUTEX_WAIT_BITSET) and uaddr % 4:
+        return -Errno.EINVAL
     if command in (FUTEX_WAKE, FUTEX_WAKE_BITSET):
-        read_bytes(proc.space, uaddr, 4)
+        _check_futex_word(proc, uaddr, private=bool(op & FUTEX_PRIVATE_FLAG))
         return 0
-    if command in (FUTEX_WAIT, FUTEX_WAIT_BITSET):
+    if waiting:
         (current,) = struct.unpack("<I", read_bytes(proc.space, uaddr, 4))
         if current != val & 0xFFFF_FFFF:
             return -Errno.EAGAIN
         if timeout:
-            seconds, nanoseconds = struct.unpack("<qq", read_bytes(proc.space, timeout, 16))
             request = HostBuffer(struct.pack("<qq", seconds, nanoseconds))
             # FUTEX_WAIT's timeout is relative; WAIT_BITSET's is absolute, on
             # CLOCK_REALTIME with FUTEX_CLOCK_REALTIME, else CLOCK_MONOTONIC.
@@ -166,3 +173,20 @@ def sys_futex(proc, cpu, uaddr, op, val, timeout, uaddr2, val3):
         proc.wait_for_signal()
         return -Errno.EINTR
     return -Errno.ENOSYS
+
+
+def _check_futex_word(proc, uaddr: int, private: bool) -> None:
+    """The checks Linux makes of a futex word it only hashes (a wake): a private
+    futex's address must be in the user half; a shared one's page must be mapped,
+    and writable when it is private anonymous memory (read-only anonymous pages
+    have no key that another process could share)."""
+    if private:
+        if not access_ok(uaddr, 4):
+            raise Fault(Errno.EFAULT)
+        return
+    vma = proc.mm.find(uaddr) if proc.mm is not None else None
+    anonymous = vma is not None and not vma.shared and not vma.name.startswith("/")
+    try:
+        proc.space.translate(uaddr, 4, WRITE if anonymous else READ)
+    except GuestFault as exc:
+        raise Fault(Errno.EFAULT) from exc

@@ -92,9 +92,12 @@ def sys_prlimit64(proc, cpu, pid, resource_id, new, old, *_):
 
 def sys_getrlimit(proc, cpu, resource_id, old, *_):
     """Implements getrlimit(2)."""
+    if not old and resource_id in _limits(proc):
+        return -Errno.EFAULT         # NULL is not "no output" here
     return _prlimit(proc, resource_id, 0, old)
 
 
 def sys_setrlimit(proc, cpu, resource_id, new, *_):
     """Implements setrlimit(2)."""
+    read_bytes(proc.space, new, _RLIMIT.size)    # copied in before anything, NULL too
     return _prlimit(proc, resource_id, new, 0)

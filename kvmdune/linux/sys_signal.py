@@ -44,7 +44,8 @@ def sys_rt_sigreturn(proc, cpu, *_):
 
 
 def sys_rt_sigpending(proc, cpu, set_, sigsetsize, *_):
-    """Implements rt_sigpending(2)."""
+    """Implements rt_sigpending(2): the pending signals that are blocked, in at most
+    ``sigsetsize`` bytes."""
     if sigsetsize > sig.SIGSET_SIZE:
         return -Errno.EINVAL
     mask = sum(1 << (s - 1) for s in proc.signals.pending)

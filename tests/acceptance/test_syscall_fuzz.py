@@ -155,11 +155,6 @@ def test_sandbox_survives_every_call(fuzz_binary, scratch, native_counts, syscal
 #: xfail, so fixing one fails the test until it is taken off this list).
 POINTER_DIVERGENCES = {
     "clone3": "clone3 is ENOSYS whatever its arguments (glibc falls back to clone)",
-    "nanosleep": "the forwarder checks rem before the call: EFAULT, where Linux writes "
-                 "rem only when interrupted and a bad one is no error otherwise",
-    "getsockname": "an unreadable socklen_t leaves the address's extent unknown: "
-                   "NotForwardable, ENOSYS (Linux: EFAULT)",
-    "getsockopt": "as getsockname, for optlen",
 }
 
 

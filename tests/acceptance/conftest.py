@@ -20,7 +20,10 @@ SYSCALL_PATHS = {"fast": "1", "slow": "0"}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Every test that runs guest code (marked ``kvm``) once per system-call path."""
+    """Every test that runs guest code (marked ``kvm``) once per system-call path,
+    except in modules that set ``DEFAULT_SYSCALL_PATH_ONLY`` (they run on the default)."""
+    if getattr(metafunc.module, "DEFAULT_SYSCALL_PATH_ONLY", False):
+        return
     if ("syscall_path" in metafunc.fixturenames
             and metafunc.definition.get_closest_marker("kvm") is not None):
         metafunc.parametrize("syscall_path", list(SYSCALL_PATHS), indirect=True)

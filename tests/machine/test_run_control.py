@@ -36,16 +36,18 @@ def test_stopped_from_another_thread(machine):
 
 
 def test_stopped_run_resumes_where_it_was(machine):
-    # A loop counting in rbx is interrupted, resumed, and still finishes.
-    source = "xor rbx, rbx\n1: inc rbx\ncmp rbx, 400000000\njne 1b\n" + exit_with("rbx")
+    # A loop counting in rbx is interrupted, resumed, and still finishes. A billion
+    # iterations take at least 0.2 s on any CPU (one cycle each at 5 GHz), so the
+    # 0.05 s budget always interrupts it: the resume is always exercised.
+    source = "xor rbx, rbx\n1: inc rbx\ncmp rbx, 1000000000\njne 1b\n" + exit_with("rbx")
     from guestcode import Recorder, load_program
 
     space = load_program(machine, source)
     stop = machine.run(Recorder(), budget=0.05)
-    if stop.reason is StopReason.BUDGET:
-        assert 0 < machine.cpu.regs.rbx < 400000000
-        stop = machine.run(Recorder(), budget=60)
-    assert stop.value == 400000000
+    assert stop.reason is StopReason.BUDGET
+    assert 0 < machine.cpu.regs.rbx < 1000000000
+    stop = machine.run(Recorder(), budget=60)
+    assert stop.value == 1000000000
     space.close()
 
 

@@ -212,3 +212,20 @@ def test_huge_page_mapping_and_split_protection_seen_by_guest(machine):
     assert space.walk(huge).page_size == 0x1000        # split into 4 KiB entries
     assert space.read(huge, 8) == struct.pack("<Q", 7)  # the rest stayed writable
     assert space.dirty_pages(huge, 2 << 20) == [huge]  # D cleared, then set again
+
+
+@pytest.mark.parametrize("perm,before,after", [
+    (RW_USER, f"mov qword ptr [{DATA}], 1", f"mov qword ptr [{DATA}], 2"),
+    (RW_USER, f"mov rax, qword ptr [{DATA}]", f"mov rax, qword ptr [{DATA}]"),
+    (Perm.READ | Perm.EXEC | Perm.USER, f"mov rbx, {DATA}\ncall rbx", "call rbx"),
+], ids=["write", "read", "execute"])
+def test_the_same_programs_run_clean_when_nothing_changes(machine, perm, before, after):
+    """The positive control of the restriction tests above: their guest programs, with
+    no change at the checkpoint, run to their exit — so the faults those tests see
+    come from the change, not from the program."""
+    space = fresh_space(machine, perm)
+    if perm & Perm.EXEC:
+        space.write(DATA, b"\xc3", VMM)  # ret
+    stop = run_with_change(machine, space, before, after, lambda: None)
+    assert not isinstance(stop.value, PageFaultEvent), stop
+    assert isinstance(stop.value, int), stop

@@ -20,8 +20,27 @@ def test_huge_frames_are_aligned_and_split_when_needed():
     frames = FrameAllocator(PAGE_SIZE, 8 << 20)
     huge = frames.alloc_huge()
     assert huge % HUGE_PAGE_SIZE == 0
+    assert frames.allocated_bytes == HUGE_PAGE_SIZE
+    # The frames skipped to align it are handed out as small ones, never inside it.
+    skipped = {frames.alloc() for _ in range(huge // PAGE_SIZE - 1)}
+    assert skipped == set(range(PAGE_SIZE, huge, PAGE_SIZE))
     frames.free(huge + PAGE_SIZE, PAGE_SIZE)       # part of a huge frame back as small
-    assert frames.alloc() in range(PAGE_SIZE, 8 << 20, PAGE_SIZE)
+    assert frames.alloc() == huge + PAGE_SIZE      # reused first, not a fresh frame
+
+
+def test_a_freed_huge_frame_is_split_when_small_frames_run_out():
+    frames = FrameAllocator(HUGE_PAGE_SIZE, 3 * HUGE_PAGE_SIZE)
+    first, second = frames.alloc_huge(), frames.alloc_huge()
+    assert (first, second) == (HUGE_PAGE_SIZE, 2 * HUGE_PAGE_SIZE)
+    with pytest.raises(OutOfGuestMemory):
+        frames.alloc()
+    frames.free(first, HUGE_PAGE_SIZE)
+    assert frames.free_bytes == HUGE_PAGE_SIZE
+    small = [frames.alloc() for _ in range(HUGE_PAGE_SIZE // PAGE_SIZE)]
+    assert sorted(small) == list(range(first, first + HUGE_PAGE_SIZE, PAGE_SIZE))
+    with pytest.raises(OutOfGuestMemory):
+        frames.alloc()
+    assert frames.allocated_bytes == 2 * HUGE_PAGE_SIZE
 
 
 def test_exhaustion_and_bad_free():

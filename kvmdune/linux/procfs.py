@@ -2,8 +2,8 @@
 names the guest process, never the VMM.
 
 ``exe`` is the guest program, ``fd/N`` the guest's descriptor N, ``maps``,
-``cmdline``, ``environ``, ``auxv``, ``status``, ``stat`` and ``comm`` are generated
-from the guest's own state; ``mem``, ``pagemap`` and everything else that would
+``cmdline``, ``environ``, ``auxv``, ``status``, ``stat``, ``comm`` and ``personality``
+are generated from the guest's own state; ``mem``, ``pagemap`` and everything else that would
 expose the VMM's memory or descriptors is refused.
 """
 
@@ -19,7 +19,8 @@ from .uaccess import Fault
 #: Entries passed through to the host: they mean the same for the guest.
 PASS_THROUGH = {"cwd", "root", "limits", "mounts", "mountinfo", "statm", "io",
                 "oom_score_adj", "cgroup", "loginuid", "sessionid", "timerslack_ns"}
-GENERATED = {"maps", "cmdline", "environ", "auxv", "status", "comm", "smaps", "stat"}
+GENERATED = {"maps", "cmdline", "environ", "auxv", "status", "comm", "smaps", "stat",
+             "personality"}
 
 
 def _self_prefix() -> re.Pattern[bytes]:
@@ -132,6 +133,8 @@ def generate(proc, entry: str) -> bytes:
         return b"".join(struct.pack("<QQ", key, value) for key, value in proc.auxv)
     if entry == "comm":
         return proc.comm + b"\n"
+    if entry == "personality":
+        return b"%08x\n" % proc.personality
     if entry == "status":
         return _status(proc)
     if entry == "stat":

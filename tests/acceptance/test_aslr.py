@@ -149,3 +149,11 @@ def test_each_execve_draws_a_new_layout(compiled):
     first, second = addresses_of(lines[:half]), addresses_of(lines[half:])
     for name in MOVES["dynamic"]:
         assert first[name] != second[name], name
+
+
+@pytest.mark.parametrize("prefix", [[], NO_RANDOMIZE], ids=["plain", "setarch-R"])
+def test_proc_self_personality_is_the_guests(prefix):
+    argv = [*prefix, shutil.which("cat") or "/bin/cat", "/proc/self/personality"]
+    linux, ours = run_native(argv, env=vmm_env(ENV)), run_dune(argv, env=ENV)
+    assert ours.returncode == 0, ours.stderr.decode(errors="replace")[-3000:]
+    assert ours.stdout == linux.stdout == (b"00040000\n" if prefix else b"00000000\n")

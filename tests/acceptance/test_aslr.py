@@ -151,6 +151,16 @@ def test_each_execve_draws_a_new_layout(compiled):
         assert first[name] != second[name], name
 
 
+@pytest.mark.parametrize("link", ["static", "dynamic"])
+def test_a_forked_child_keeps_the_layout(compiled, link):
+    """fork copies the layout (the child's next mmap lands where the parent's does),
+    natively and here; execve, above, draws a new one."""
+    argv = [compiled[("layout", link)], "fork"]
+    for found in (native(argv), dune(argv)):
+        assert found["child_mmap"] == found["parent_mmap"]
+        assert layout.MMAP_MIN_ADDR <= found["parent_mmap"] < layout.TASK_SIZE
+
+
 @pytest.mark.parametrize("prefix", [[], NO_RANDOMIZE], ids=["plain", "setarch-R"])
 def test_proc_self_personality_is_the_guests(prefix):
     argv = [*prefix, shutil.which("cat") or "/bin/cat", "/proc/self/personality"]

@@ -23,7 +23,8 @@ from ..machine import layout
 from ..memory import PAGE_SIZE
 from .abi import PersonalityFlags
 from .host_unsafe import host_syscall
-from .initial_stack import DEFAULT_STACK_RLIMIT, MAX_ALIGN_JITTER, RLIM_INFINITY
+from .initial_stack import DEFAULT_STACK_RLIMIT, MAX_ALIGN_JITTER, RLIM_INFINITY, STACK_ALIGN
+from .syscall_table import BY_NAME
 
 #: A uniform integer in [0, n).
 RandomBelow = Callable[[int], int]
@@ -43,8 +44,8 @@ STACK_GUARD_GAP = 256 * PAGE_SIZE
 #: vm.mmap_rnd_bits: CONFIG_ARCH_MMAP_RND_BITS's default and maximum on x86-64.
 DEFAULT_MMAP_RND_BITS = 28
 MMAP_RND_BITS_MAX = 32
+#: personality(2)'s argument that only asks.
 PERSONALITY_QUERY = 0xFFFF_FFFF
-SYS_PERSONALITY = 135
 
 RANDOMIZE_VA_SPACE_PATH = "/proc/sys/kernel/randomize_va_space"
 MMAP_RND_BITS_PATH = "/proc/sys/vm/mmap_rnd_bits"
@@ -99,7 +100,7 @@ def _read_sysctl(path: str, default: int) -> int:
 def host_personality() -> int:
     """The VMM process's own personality (``setarch -R kvmdune ...`` sets
     ADDR_NO_RANDOMIZE there): the guest starts with the part kvmdune honours."""
-    value = host_syscall(SYS_PERSONALITY, PERSONALITY_QUERY)
+    value = host_syscall(BY_NAME["personality"].number, PERSONALITY_QUERY)
     return value & PersonalityFlags.ADDR_NO_RANDOMIZE if value >= 0 else 0
 
 
@@ -143,9 +144,12 @@ def pie_base(rnd: Randomization, alignment: int) -> int:
 
 
 def stack_top(rnd: Randomization) -> int:
-    """randomize_stack_top(STACK_TOP): up to STACK_RND_MASK pages lower. Never above
+    """Where the stack ends: randomize_stack_top(STACK_TOP), up to STACK_RND_MASK
+    pages lower, then setup_arg_pages' arch_align_stack and PAGE_ALIGN, which move it
+    down one more page about half the time (two, 15 times in 8192). Never above
     layout.STACK_TOP, so the call area stays clear."""
-    return _page_up(layout.STACK_TOP) - _random_pages(rnd, STACK_RND_MASK + 1)
+    top = _page_up(layout.STACK_TOP) - _random_pages(rnd, STACK_RND_MASK + 1)
+    return _page_up((top - stack_jitter(rnd)) & ~(STACK_ALIGN - 1))
 
 
 def stack_jitter(rnd: Randomization) -> int:

@@ -5,9 +5,9 @@
 directory of them, which readlink names as /proc/<pid>/fd), ``fdinfo/N`` the host's
 fdinfo of that descriptor with the guest's numbers, ``task`` a directory holding the
 guest's one thread; ``maps``, ``cmdline``, ``environ``, ``auxv``, ``status``,
-``stat`` and ``comm`` are generated from the guest's own state; what is the same
-for the guest as for the VMM (its network namespace's ``net``, ``ns``, ``mounts``,
-...) is passed through; ``mem``, ``pagemap`` and everything else that would expose
+``stat``, ``comm`` and ``personality`` are generated from the guest's own state;
+what is the same for the guest as for the VMM (its network namespace's ``net``,
+``ns``, ``mounts``, ...) is passed through; ``mem``, ``pagemap`` and everything else that would expose
 the VMM's memory or descriptors is refused.
 """
 
@@ -25,7 +25,8 @@ from .uaccess import Fault
 PASS_THROUGH = {"cwd", "root", "limits", "mounts", "mountinfo", "statm", "io",
                 "oom_score_adj", "cgroup", "loginuid", "sessionid", "timerslack_ns",
                 "net", "ns"}
-GENERATED = {"maps", "cmdline", "environ", "auxv", "status", "comm", "smaps", "stat"}
+GENERATED = {"maps", "cmdline", "environ", "auxv", "status", "comm", "smaps", "stat",
+             "personality"}
 
 
 def _self_prefix() -> re.Pattern[bytes]:
@@ -262,6 +263,8 @@ def generate(proc, entry: str) -> bytes:
         return b"".join(struct.pack("<QQ", key, value) for key, value in proc.auxv)
     if entry == "comm":
         return proc.comm + b"\n"
+    if entry == "personality":
+        return b"%08x\n" % proc.personality
     if entry == "status":
         return _status(proc)
     if entry == "stat":

@@ -162,10 +162,19 @@ class MemoryMap:
         if eager:
             self.space.map(vma.start, length, perm_for(vma.prot))
             if data:
-                self.space.write(vma.start, data[:length], VMM)
+                self._fill(vma.start, data[:length])
         elif data:
             vma = replace(vma, source=_bytes_source(data, vma.start))
         self._insert(vma)
+
+    def _fill(self, start: int, data: bytes) -> None:
+        """Write a new mapping's first contents into its frames (whatever its rights:
+        a PROT_NONE mapping moved by mremap keeps its pages too)."""
+        memory = self.space.memory
+        for offset in range(0, len(data), PAGE_SIZE):
+            found = self.space.walk(start + offset)
+            chunk = data[offset:offset + PAGE_SIZE]
+            memory.slice(found.paddr, len(chunk))[:] = chunk
 
     def unmap(self, start: int, length: int) -> None:
         removed = self._cut(start, start + length)
@@ -308,6 +317,7 @@ class MemoryMap:
         except OutOfGuestMemory:
             self.unmap(start, length)
             return -Errno.ENOMEM
+        self._merge_around(start, start + length)
         return start
 
     def sys_munmap(self, address: int, length: int) -> int:
@@ -332,30 +342,42 @@ class MemoryMap:
         for vma in self._cut(address, end):
             self._insert(replace(vma, prot=prot & PROT_MASK))
         self.space.protect(address, end - address, perm_for(prot))
+        self._merge_around(address, end)
         return 0
 
     def sys_mremap(self, old: int, old_length: int, new_length: int, flags: int,
                    new_address: int) -> int:
-        """Implements mremap(2): shrink, grow in place, or move (by copying)."""
-        if old % PAGE_SIZE or new_length == 0 or flags & ~(
-                MremapFlags.MREMAP_MAYMOVE | MremapFlags.MREMAP_FIXED):
+        """Implements mremap(2): shrink, grow in place, or move (by copying), with
+        Linux's checks in Linux's order (mm/mremap.c). MREMAP_DONTUNMAP is refused
+        (EINVAL): the old range would have to stay mapped with no pages behind it."""
+        maymove, fixed = MremapFlags.MREMAP_MAYMOVE, MremapFlags.MREMAP_FIXED
+        if flags & ~int(maymove | fixed) or flags & fixed and not flags & maymove:
+            return -Errno.EINVAL
+        if old % PAGE_SIZE:
             return -Errno.EINVAL
         old_length, new_length = page_up(old_length), page_up(new_length)
+        if new_length == 0 or new_length >= ADDRESS_END:
+            return -Errno.EINVAL
+        if flags & fixed:
+            refused = self._mremap_target_refused(old, old_length, new_length, new_address)
+            if refused:
+                return refused
         vma = self.find(old)
         if vma is None or vma.end < old + old_length:
             return -Errno.EFAULT
         if vma.region is not None and new_length > old_length:
             return -Errno.ENOMEM   # growing a shared mapping would need a new region
-        if flags & MremapFlags.MREMAP_FIXED:
+        if flags & fixed:
             return self._mremap_move(vma, old, old_length, new_length, new_address)
         if new_length <= old_length:
-            self.unmap(old + new_length, old_length - new_length)
+            if new_length < old_length:
+                self.unmap(old + new_length, old_length - new_length)
             return old
         tail = old + old_length
         if vma.end == tail and self.is_free(tail, old + new_length):
             self.map_fixed(replace(vma, start=tail, end=old + new_length,
                                    offset=vma.offset + old_length, source=None))
-            self._merge_with_previous(old)
+            self._merge_around(old, old + new_length)
             return old
         if not flags & MremapFlags.MREMAP_MAYMOVE:
             return -Errno.ENOMEM
@@ -364,10 +386,20 @@ class MemoryMap:
             return -Errno.ENOMEM
         return self._mremap_move(vma, old, old_length, new_length, target)
 
-    def _mremap_move(self, vma: Vma, old: int, old_length: int, new_length: int,
-                     target: int) -> int:
+    @staticmethod
+    def _mremap_target_refused(old: int, old_length: int, new_length: int,
+                               target: int) -> int:
+        """mremap_to's checks of an MREMAP_FIXED target: -errno, or 0."""
         if target % PAGE_SIZE:
             return -Errno.EINVAL
+        if new_length > layout.USER_PROGRAM_END or target > layout.USER_PROGRAM_END - new_length:
+            return -Errno.EINVAL
+        if old + old_length > target and target + new_length > old:
+            return -Errno.EINVAL       # the old and new ranges overlap
+        return 0
+
+    def _mremap_move(self, vma: Vma, old: int, old_length: int, new_length: int,
+                     target: int) -> int:
         keep = min(old_length, new_length)
         data = self._read_mapped(old, keep)
         self.map_fixed(replace(vma, start=target, end=target + new_length, source=None),
@@ -380,20 +412,24 @@ class MemoryMap:
         or come from their source)."""
         out = bytearray()
         for page in range(start, start + length, PAGE_SIZE):
-            if self.space.walk(page) is not None:
-                out += self.space.read(page, PAGE_SIZE, VMM)
+            found = self.space.walk(page)
+            if found is not None:     # present or PROT_NONE: the frame holds the page
+                out += self.space.memory.slice(found.paddr, PAGE_SIZE)
             else:
                 vma = self.find(page)
                 out += vma.source(page, PAGE_SIZE) if vma and vma.source else bytes(PAGE_SIZE)
         return bytes(out)
 
-    def _merge_with_previous(self, address: int) -> None:
-        vma = self.find(address)
-        index = self.vmas.index(vma)
-        if index + 1 < len(self.vmas):
-            after = self.vmas[index + 1]
-            if after.start == vma.end and after.prot == vma.prot and after.name == vma.name:
-                self.vmas[index:index + 2] = [replace(vma, end=after.end)]
+    def _merge_around(self, start: int, end: int) -> None:
+        """Join the VMAs in and beside [start, end) with compatible neighbours, as
+        Linux's vma_merge does, so /proc/self/maps shows what Linux shows."""
+        index = max(bisect.bisect_left(self.vmas, start, key=lambda v: v.end) - 1, 0)
+        while index + 1 < len(self.vmas) and self.vmas[index].start <= end:
+            before, after = self.vmas[index], self.vmas[index + 1]
+            if _mergeable(before, after):
+                self.vmas[index:index + 2] = [replace(before, end=after.end)]
+            else:
+                index += 1
 
     def sys_madvise(self, address: int, length: int, advice: int) -> int:
         """Implements madvise(2): DONTNEED/FREE drop the pages (they read as zero,
@@ -434,6 +470,17 @@ class MemoryMap:
     def maps_text(self) -> str:
         """/proc/self/maps for the guest."""
         return "".join(vma.format() + "\n" for vma in self.vmas)
+
+
+def _mergeable(before: Vma, after: Vma) -> bool:
+    """Whether two VMAs are one mapping to Linux: adjacent, the same rights, kind and
+    file, the file's offsets continuing, and no host-shared region behind them."""
+    if before.end != after.start or before.region is not None or after.region is not None:
+        return False
+    if (before.prot, before.shared, before.name, before.grows_down, before.source) != \
+            (after.prot, after.shared, after.name, after.grows_down, after.source):
+        return False
+    return before.source is None or after.offset == before.offset + (before.end - before.start)
 
 
 def _bytes_source(data: bytes, base: int) -> Callable[[int, int], bytes]:

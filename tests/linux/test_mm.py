@@ -213,9 +213,6 @@ def test_bad_mprotect_calls(guest, address, length, prot, errno):
     assert guest.spans() == [(page(0), page(1), RW)] and guest.space.walk(page(0)).writable
 
 
-@pytest.mark.xfail(strict=True, reason="MemoryMap never merges neighbouring VMAs after "
-                   "mprotect or mmap: Linux shows one VMA where kvmdune's /proc/self/maps "
-                   "shows three (vma_merge in mprotect_fixup/mmap_region)")
 def test_compatible_neighbours_merge_as_on_linux(guest):
     guest.mmap(page(0), 3, flags=FIXED)
     guest.mm.sys_mprotect(page(1), PAGE_SIZE, R)
@@ -307,10 +304,6 @@ def test_bad_mremap_calls(guest, old, old_length, new_length, flags, errno):
     assert guest.spans() == [(page(0), page(2), RW)]
 
 
-@pytest.mark.xfail(strict=True, reason="sys_mremap does not check the MREMAP_FIXED target "
-                   "against TASK_SIZE (Linux: EINVAL); map_fixed then raises out of the VMM: "
-                   "AlreadyMapped at TASK_SIZE (the call stub's page), PageTableError for a "
-                   "non-canonical target")
 @pytest.mark.parametrize("target", [TASK_SIZE, 1 << 47, (1 << 64) - PAGE_SIZE])
 def test_mremap_fixed_beyond_the_address_space_is_einval(guest, target):
     guest.mmap(page(0), 1, flags=FIXED)
@@ -319,9 +312,6 @@ def test_mremap_fixed_beyond_the_address_space_is_einval(guest, target):
     assert guest.spans() == [(page(0), page(1), RW)]
 
 
-@pytest.mark.xfail(strict=True, reason="sys_mremap accepts MREMAP_FIXED onto a range that "
-                   "overlaps the old one (Linux: EINVAL): it maps the target, then unmaps "
-                   "the old range, and the moved pages that overlap it are lost")
 def test_mremap_fixed_onto_an_overlapping_range_is_einval(guest):
     guest.mmap(page(0), 4, flags=FIXED)
     assert guest.mm.sys_mremap(page(0), 4 * PAGE_SIZE, 4 * PAGE_SIZE, MAYMOVE | MREMAP_FIXED,
@@ -329,20 +319,12 @@ def test_mremap_fixed_onto_an_overlapping_range_is_einval(guest):
     assert guest.spans() == [(page(0), page(4), RW)]
 
 
-@pytest.mark.xfail(strict=True, reason="sys_mremap's flag check complements an IntFlag "
-                   "(~(MAYMOVE | FIXED)), which Python 3.11 confines to the flags MremapFlags "
-                   "defines (DONTUNMAP): unknown bits such as 8 pass (Linux: EINVAL), and the "
-                   "same-size remap that follows raises PageTableError (see below)")
 def test_unknown_mremap_flags_are_einval(guest):
     guest.mmap(page(0), 2, flags=FIXED)
     assert guest.mm.sys_mremap(page(0), PAGE_SIZE, PAGE_SIZE, 8, 0) == -Errno.EINVAL
     assert guest.spans() == [(page(0), page(2), RW)]
 
 
-@pytest.mark.xfail(strict=True, reason="mremap to the same size inside a VMA: sys_mremap "
-                   "unmaps the empty tail (old + new_length, 0); _cut yields an empty piece "
-                   "of the VMA and AddressSpace.unmap raises PageTableError (size 0) out of "
-                   "the VMM instead of returning old (Linux: a no-op that returns old)")
 def test_mremap_to_the_same_size_is_a_no_op(guest):
     guest.mmap(page(0), 2, flags=FIXED)
     assert guest.mm.sys_mremap(page(0), PAGE_SIZE, PAGE_SIZE, 0, 0) == page(0)
@@ -356,10 +338,6 @@ def test_mremap_to_the_same_size_at_the_end_of_a_vma_is_a_no_op(guest):
     assert guest.spans() == [(page(0), page(2), RW)]
 
 
-@pytest.mark.xfail(strict=True, reason="mremap that moves a PROT_NONE mapping: "
-                   "_read_mapped reads its pages through the VMM accessor, which refuses "
-                   "pages that are not present, and GuestFault escapes the VMM (the guest "
-                   "run ends with a traceback; Linux moves the mapping)")
 def test_mremap_moves_a_prot_none_mapping(guest):
     guest.mmap(page(0), 1, NONE, FIXED)
     guest.mmap(page(1), 1, flags=FIXED)                              # blocks growing
@@ -368,8 +346,6 @@ def test_mremap_moves_a_prot_none_mapping(guest):
     assert guest.spans() == sorted([(page(1), page(2), RW), (moved, moved + 2 * PAGE_SIZE, NONE)])
 
 
-@pytest.mark.xfail(strict=True, reason="sys_mremap accepts MREMAP_FIXED without "
-                   "MREMAP_MAYMOVE (Linux: EINVAL)")
 def test_mremap_fixed_needs_maymove(guest):
     guest.mmap(page(0), 1, flags=FIXED)
     assert guest.mm.sys_mremap(page(0), PAGE_SIZE, PAGE_SIZE, MREMAP_FIXED,

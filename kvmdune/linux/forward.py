@@ -81,6 +81,7 @@ class Call:
         return buffer
 
     def prepare(self) -> None:
+        dirfd = None        # the host directory the next relative path starts from
         for index, arg in enumerate(resolve_args(self.spec, self.args)):
             if arg is None:
                 continue
@@ -89,14 +90,14 @@ class Call:
             if kind is ArgKind.FD:
                 self.host_args[index] = self._fd(value)
             elif kind is ArgKind.DIRFD:
-                self.host_args[index] = (value if _int32(value) == AT_FDCWD
-                                         else self._fd(value))
+                dirfd = None if _int32(value) == AT_FDCWD else self._fd(value)
+                self.host_args[index] = value if dirfd is None else dirfd
             elif kind in (ArgKind.PATH, ArgKind.STRING):
                 if value == 0:
                     continue   # NULL where the kernel allows it (utimensat, ...)
                 text = read_path(self.space, value)
                 if kind is ArgKind.PATH:
-                    text = self.proc.host_path(text)
+                    text = self.proc.host_path(text, dirfd)
                 self.host_args[index] = self._buffer(text + b"\0")
             elif kind in (ArgKind.IN_BUF, ArgKind.OUT_BUF, ArgKind.INOUT_BUF,
                           ArgKind.SOCKADDR):

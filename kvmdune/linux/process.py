@@ -171,11 +171,19 @@ class Process(Handler):
                 return refused
         return self.fds.install(host_fd, cloexec=host_fd_cloexec(host_fd))
 
-    def host_path(self, path: bytes) -> bytes:
-        """The host path for a guest path (/proc/self names the guest; a policy may
-        have pinned it to what it checked)."""
+    def host_path(self, path: bytes, dirfd: int | None = None) -> bytes:
+        """The host path for a guest path, relative to the host descriptor ``dirfd``
+        (None: the current directory): /proc/self names the guest, however the path
+        reaches it; a policy may have pinned it to what it checked."""
         pinned = self.pinned_paths.get(path)
-        return pinned if pinned is not None else procfs.rewrite(self, path)
+        if pinned is not None:
+            return pinned
+        if not path.startswith((b"/proc/", b"/dev/")):
+            landing = procfs.proc_landing(path, dirfd)
+            if landing is None:
+                return path
+            path = landing
+        return procfs.rewrite(self, path)
 
     def pin_path(self, path: bytes, replacement: bytes, holder_fd: int) -> None:
         """For the current call, serve ``path`` as ``replacement`` (a path through

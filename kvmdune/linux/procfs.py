@@ -18,7 +18,7 @@ import re
 import struct
 from typing import Callable
 
-from .abi import O_CLOEXEC, Errno
+from .abi import AT_FDCWD, O_CLOEXEC, Errno
 from .uaccess import Fault
 
 #: Entries passed through to the host: they mean the same for the guest.
@@ -82,6 +82,51 @@ def rewrite(proc, path: bytes) -> bytes:
     if head in PASS_THROUGH:
         return path
     raise Fault(Errno.EACCES)
+
+
+#: Symlinks followed before giving up, as the kernel's MAXSYMLINKS.
+MAX_SYMLINKS = 40
+
+
+def proc_landing(path: bytes, dirfd: int | None = None) -> bytes | None:
+    """Where the resolution of ``path`` (relative to the host descriptor ``dirfd``,
+    or the current directory) enters /proc, by a route ``rewrite`` cannot see: a
+    relative path from a /proc directory the guest made its current one (its own,
+    or a parent VMM's it inherited at fork), or a symlink planted anywhere. The
+    absolute /proc path it reaches, for ``rewrite`` to judge; None when it never
+    gets there.
+    The kernel resolves every directory on the way (O_PATH), so no route is missed;
+    only the last component is followed here, link by link."""
+    base = AT_FDCWD if dirfd is None else dirfd
+    held: list[int] = []
+    try:
+        for _ in range(MAX_SYMLINKS):
+            parent, name = os.path.split(path)
+            try:
+                fd = os.open(parent or b".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC,
+                             dir_fd=None if parent.startswith(b"/") else base)
+            except OSError:
+                return None       # the host call fails the same way on its own
+            held.append(fd)
+            where = os.readlink(f"/proc/self/fd/{fd}").encode()
+            if name in (b"", b".", b".."):
+                where = os.path.normpath(os.path.join(where, name))
+                return where if _in_proc(where) else None
+            if _in_proc(where):
+                return os.path.join(where, name)
+            try:
+                path = os.readlink(name, dir_fd=fd)     # the last component a link?
+            except OSError:
+                return None
+            base = fd
+        return None
+    finally:
+        for fd in held:
+            os.close(fd)
+
+
+def _in_proc(path: bytes) -> bool:
+    return path == b"/proc" or path.startswith(b"/proc/")
 
 
 def _dev_fd(proc, path: bytes) -> bytes:

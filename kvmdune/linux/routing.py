@@ -134,6 +134,8 @@ SHARED_IDENTITY: Final = frozenset({
     "sched_setparam", "sched_setscheduler", "sched_setaffinity", "sched_setattr",
     "ioprio_set", "timer_create", "timer_settime", "timer_gettime", "timer_getoverrun",
     "timer_delete", "membarrier", "pidfd_open", "rt_sigqueueinfo", "rt_tgsigqueueinfo",
+    # The process's NUMA policy for its future allocations: guest memory is among them.
+    "set_mempolicy",
 })
 
 #: Why a call that would act on the VMM process is refused, for the groups of them.
@@ -146,7 +148,7 @@ _VMM_REASONS: Final = (
      "it would change the VMM process's own security state"),
     ({"modify_ldt", "set_thread_area", "get_thread_area", "iopl", "ioperm"},
      "32-bit segments and I/O ports: a Dune guest has no 32-bit code segment"),
-    ({"userfaultfd", "mbind", "set_mempolicy", "set_mempolicy_home_node", "migrate_pages",
+    ({"userfaultfd", "mbind", "set_mempolicy_home_node", "migrate_pages",
       "move_pages", "remap_file_pages", "pkey_mprotect", "pkey_alloc", "pkey_free",
       "memfd_secret", "map_shadow_stack", "mseal", "uretprobe", "uprobe"},
      "it acts on the VMM's memory, not the guest's page tables (not emulated yet)"),

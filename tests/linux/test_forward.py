@@ -53,7 +53,7 @@ class GuestProcess:
     space: AddressSpace
     fds: FdTable
 
-    def host_path(self, path: bytes) -> bytes:
+    def host_path(self, path: bytes, dirfd: int | None = None) -> bytes:
         return path
 
     def adopt_fd(self, host_fd: int) -> int:

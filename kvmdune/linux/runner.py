@@ -70,7 +70,13 @@ def run_command(argv: list[str], env: dict[str, str] | None = None,
             process.fds.max_fds = options.max_fds
         process.replace_image(new.space, new.mm, new.exe, new.argv, envp, new.loaded.entry,
                               new.loaded.sp, new.loaded.auxv, filename=filename)
-        process.start_fast_path(options.fast_syscalls)
+        try:
+            process.start_fast_path(options.fast_syscalls)
+        except OSError as exc:     # its thread counts against RLIMIT_NPROC too
+            say(f"kvmdune: {path}: cannot start the thread that serves system calls "
+                f"({os.strerror(exc.errno or 0)}): the process limit (RLIMIT_NPROC) is "
+                "reached; raise it (--max-procs) or use --no-fast-syscalls")
+            return EXIT_VMM_FAILED
         try:
             status = run_process(process, options.wall_seconds)
         finally:

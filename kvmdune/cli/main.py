@@ -71,9 +71,9 @@ def describe_error(exc: Exception) -> str:
 
     if isinstance(exc, KvmError):
         return exc.one_line()
-    if isinstance(exc, OSError) and exc.strerror:
+    if isinstance(exc, OSError):
         where = f"{exc.filename}: " if exc.filename else ""
-        return f"{where}{exc.strerror}"
+        return f"{where}{exc.strerror or exc}"
     text = " ".join(str(exc).split()) or "(no detail)"
     return (f"internal error: {type(exc).__name__}: {text} (this is a bug; "
             f"{DEBUG_VARIABLE}=1 shows where)")

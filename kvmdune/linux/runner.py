@@ -50,6 +50,9 @@ def run_command(argv: list[str], env: dict[str, str] | None = None,
         return exit_status_for(exc)
     envp = [f"{key}={value}".encode() for key, value in environment.items()]
     args = [arg.encode("utf-8", "surrogateescape") for arg in argv]
+    if options.user is not None and not user_exists(options.user):
+        say(f"kvmdune: no user named {options.user!r} here (--user)")
+        return EXIT_VMM_FAILED
     try:
         machine = Machine(options.memory_size)
     except OSError as exc:     # the reservation itself (mmap) failed
@@ -109,6 +112,16 @@ def apply_limits(options: RunOptions) -> None:
         if value is not None:
             soft = int(-(-value // 1))
             resource.setrlimit(limit, (soft, soft + 1 if limit == resource.RLIMIT_CPU else soft))
+
+
+def user_exists(user: str) -> bool:
+    import pwd
+
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        return False
+    return True
 
 
 def drop_privileges(user: str) -> None:

@@ -102,6 +102,18 @@ def test_comm_of_the_first_program_started_through_a_symlink(tmp_path):
     assert run_dune(argv).stdout == native.stdout
 
 
+@pytest.mark.parametrize("link", ["static", "dynamic"])
+def test_comm_after_fexecve_is_the_files_name(tmp_path, compiled, link):
+    """fexecve (execveat with AT_EMPTY_PATH) runs the open file; Linux names the task
+    after the file it opened (busybox, through the symlink)."""
+    (tmp_path / "cat").symlink_to(BUSYBOX)
+    argv = [compiled[("identity", link)], "fexec", str(tmp_path / "cat"), "cat",
+            "/proc/self/comm"]
+    native = run_native(argv)
+    assert native.stdout == b"busybox\n"
+    assert run_dune(argv).stdout == native.stdout
+
+
 def _wait_for(condition, seconds: float = 30.0):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:

@@ -1,5 +1,6 @@
 /* A process's identity and its edges, one mode per argument:
  *   exec PATH           execve(PATH) directly (no execvp fallback); print the errno
+ *   fexec PATH ARGV...  fexecve() the file PATH is opened on, with ARGV
  *   fork-until-fail N   fork up to N children that wait on a pipe; report the first
  *                       failure's errno, then release and reap the children, and
  *                       check that every fork that returned a pid made a child
@@ -33,6 +34,13 @@ static int do_exec(const char *path) {
 
 static volatile sig_atomic_t sigchld_count;
 static void count_sigchld(int signo) { (void)signo; sigchld_count++; }
+
+static int do_fexec(const char *path, char **argv) {
+    int fd = open(path, O_RDONLY);
+    fexecve(fd, argv, environ);
+    printf("fexecve %s: %s\n", path, strerror(errno));
+    return 1;
+}
 
 static int fork_until_fail(int limit) {
     int gate[2], alive[2];
@@ -115,9 +123,10 @@ static int fdinfo(void) {
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IONBF, 0);
     if (argc >= 3 && !strcmp(argv[1], "exec")) return do_exec(argv[2]);
+    if (argc >= 4 && !strcmp(argv[1], "fexec")) return do_fexec(argv[2], argv + 3);
     if (argc >= 3 && !strcmp(argv[1], "fork-until-fail")) return fork_until_fail(atoi(argv[2]));
     if (argc >= 4 && !strcmp(argv[1], "set-name")) return set_name(argv[2], atoi(argv[3]));
     if (argc >= 2 && !strcmp(argv[1], "fdinfo")) return fdinfo();
-    fprintf(stderr, "usage: identity exec PATH | fork-until-fail N | set-name NAME SECS | fdinfo\n");
+    fprintf(stderr, "usage: identity exec PATH | fexec PATH ARGV... | fork-until-fail N | set-name NAME SECS | fdinfo\n");
     return 2;
 }

@@ -80,9 +80,9 @@ def describe_error(exc: Exception) -> str | None:
 
     if isinstance(exc, KvmError):
         return exc.one_line()
-    if isinstance(exc, OSError) and exc.strerror:
+    if isinstance(exc, OSError):
         where = f"{exc.filename}: " if exc.filename else ""
-        return f"{where}{exc.strerror}"
+        return f"{where}{exc.strerror or exc}"
     return None
 
 

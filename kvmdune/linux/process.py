@@ -16,6 +16,7 @@ import tempfile
 import time
 from typing import Callable
 
+from ..kvm import KvmError
 from ..machine import (Action, Cpu, ExceptionEvent, Handler, Machine, PageFaultEvent,
                        Stop, SyscallEvent)
 from ..memory import AddressSpace, OutOfGuestMemory
@@ -26,6 +27,7 @@ from .dispatch import Dispatcher
 from .exit_status import ExitStatus
 from .fastpath import THREAD_STATE_CALLS
 from .fdtable import FdTable
+from .forking import ForkHandshake
 from .forward import forward, host_fd_cloexec
 from .gate import Gate
 from .internal_error import InternalError
@@ -113,41 +115,49 @@ class Process(Handler):
 
     def fork(self, vfork: bool) -> int:
         """fork(2) of the whole VMM process: the child continues this very system call
-        in a new VM over a copy-on-write copy of guest memory and returns 0; a vfork
-        parent waits until the child has exec'd or exited."""
+        in a new VM over a copy-on-write copy of guest memory and returns 0; the
+        parent's fork returns once the child can run, or fails with EAGAIN (see
+        forking.py); a vfork parent then waits until the child has exec'd or exited."""
         read_end = write_end = None
         if vfork:
             read_end, write_end = os.pipe()
+        handshake = ForkHandshake.open()
         snapshot = self.machine.snapshot_for_fork()
         try:
             pid = os.fork()
         except OSError as exc:
+            handshake.fork_failed()
             for fd in (read_end, write_end):
                 if fd is not None:
                     os.close(fd)
             return -(exc.errno or Errno.EAGAIN)
         if pid == 0:
+            handshake.in_child()
             self.forked = True
             try:
                 self.machine.reinit_after_fork(snapshot)
-            except Exception as exc:     # no VM for the child: it cannot run at all
+                if self.fast is not None:
+                    self.fast.after_fork()
+            except (KvmError, OSError) as exc:   # no VM, or no thread, for the child
+                handshake.child_cannot_run(exc.errno or Errno.EAGAIN)
+            except Exception as exc:
                 self.log(f"kvmdune: cannot run the child of fork: {exc}")
-                os._exit(127)
+                handshake.child_cannot_run(Errno.EAGAIN)
             if self.vfork_done is not None:
                 os.close(self.vfork_done)     # the grandparent waits on our parent only
                 self.vfork_done = None
             if vfork:
                 os.close(read_end)
                 self.vfork_done = write_end
-            if self.fast is not None:
-                self.fast.after_fork()
+            handshake.child_ready()
             return 0
+        failed = handshake.wait_for_child(pid)
         if vfork:
             os.close(write_end)
-            while os.read(read_end, 1):
+            while not failed and os.read(read_end, 1):
                 pass
             os.close(read_end)
-        return pid
+        return failed or pid
 
     def _gate_verdict(self, spec, event):
         """The policy's verdict; a policy that fails to decide refuses (fail closed)."""

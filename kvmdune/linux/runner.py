@@ -76,6 +76,9 @@ def _run_command(argv: list[str], env: dict[str, str] | None, options: RunOption
         return exit_status_for(exc)
     envp = [f"{key}={value}".encode() for key, value in environment.items()]
     args = [arg.encode("utf-8", "surrogateescape") for arg in argv]
+    if options.user is not None and not user_exists(options.user):
+        say(f"kvmdune: no user named {options.user!r} here (--user)")
+        return EXIT_VMM_FAILED
     try:
         machine = Machine(options.memory_size)
     except OSError as exc:     # the reservation itself (mmap) failed
@@ -98,7 +101,13 @@ def _run_command(argv: list[str], env: dict[str, str] | None, options: RunOption
             return BAD_OPTIONS_STATUS
         process.replace_image(new.space, new.mm, new.exe, new.argv, envp, new.loaded.entry,
                               new.loaded.sp, new.loaded.auxv, filename=filename)
-        process.start_fast_path(options.fast_syscalls)
+        try:
+            process.start_fast_path(options.fast_syscalls)
+        except OSError as exc:     # its thread counts against RLIMIT_NPROC too
+            say(f"kvmdune: {path}: cannot start the thread that serves system calls "
+                f"({os.strerror(exc.errno or 0)}): the process limit (RLIMIT_NPROC) is "
+                "reached; raise it (--max-procs) or use --no-fast-syscalls")
+            return EXIT_VMM_FAILED
         try:
             status = run_process(process, options.wall_seconds)
         finally:
@@ -175,6 +184,16 @@ def apply_limits(options: RunOptions) -> None:
         if value is not None:
             soft = int(-(-value // 1))
             resource.setrlimit(limit, (soft, soft + 1 if limit == resource.RLIMIT_CPU else soft))
+
+
+def user_exists(user: str) -> bool:
+    import pwd
+
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        return False
+    return True
 
 
 def drop_privileges(user: str) -> None:

@@ -11,7 +11,7 @@ import os
 
 from ..machine import Stop
 from ..memory import USER_SPACE_END
-from .abi import AT_FDCWD, ArchPrctlCode, CloneFlags, Errno, PersonalityFlags
+from .abi import AT_FDCWD, ArchPrctlCode, AtFlags, CloneFlags, Errno, PersonalityFlags
 from .aslr import PERSONALITY_QUERY
 from .elf import ExecFormatError
 from .exit_status import ExitStatus
@@ -36,18 +36,25 @@ def sys_execve(proc, cpu, path, argv, envp, *_):
 
 
 def sys_execveat(proc, cpu, dirfd, path, argv, envp, flags, _):
-    """Implements execveat(2) for paths relative to the cwd or absolute."""
+    """Implements execveat(2): a path absolute, relative to the cwd or to ``dirfd``,
+    or with AT_EMPTY_PATH and an empty path the file ``dirfd`` is open on (fexecve)."""
     name = read_path(proc.space, path).decode("utf-8", "surrogateescape")
-    if not name.startswith("/") and dirfd != AT_FDCWD:
-        host = proc.fds.host(dirfd)
-        if host is None:
-            return -Errno.EBADF
-        name = os.path.join(os.readlink(f"/proc/self/fd/{host}"), name)
-    return _execve(proc, name, argv, envp)
+    if name.startswith("/") or dirfd == AT_FDCWD:
+        return _execve(proc, name, argv, envp)
+    host = proc.fds.host(dirfd)
+    if host is None:
+        return -Errno.EBADF
+    target = os.readlink(f"/proc/self/fd/{host}")
+    if name:
+        return _execve(proc, os.path.join(target, name), argv, envp)
+    if not flags & AtFlags.AT_EMPTY_PATH:
+        return -Errno.ENOENT
+    # Linux executes it as /dev/fd/N and names the task after the file (its dentry).
+    return _execve(proc, f"/dev/fd/{dirfd}", argv, envp, task_name=target)
 
 
-def _execve(proc, path: str, argv_ptr: int, envp_ptr: int):
-    filename = path
+def _execve(proc, path: str, argv_ptr: int, envp_ptr: int, task_name: str | None = None):
+    filename = task_name or path
     # /proc/self/exe names the guest program (busybox re-executes itself that way).
     path = proc.host_path(path.encode("utf-8", "surrogateescape")).decode(
         "utf-8", "surrogateescape")

@@ -13,6 +13,11 @@ from __future__ import annotations
 import ctypes
 import os
 
+try:         # imported now: a sandbox drops to a user who may not reach site-packages
+    import setproctitle
+except ImportError:          # a dependency; without it only the comm is the guest's
+    setproctitle = None
+
 #: Linux's TASK_COMM_LEN: the name and its NUL.
 TASK_COMM_LEN = 16
 PR_SET_NAME = 15
@@ -42,9 +47,7 @@ def show_on_host(comm: bytes, argv: list[bytes] | None = None) -> None:
 
 
 def _set_command_line(argv: list[bytes]) -> None:
-    try:
-        import setproctitle
-    except ImportError:       # a dependency; without it only the comm is the guest's
+    if setproctitle is None:
         return
     title = b" ".join(argv).decode("utf-8", "replace").replace("\0", "")
     setproctitle.setproctitle(title)

@@ -6,7 +6,9 @@ can be created and destroyed in one process without descriptor or memory growth.
 
 from __future__ import annotations
 
-from ..kvm import Cap, Kvm, PlatformKind, probe_platform
+import errno
+
+from ..kvm import Cap, Kvm, KvmError, KvmInterrupted, PlatformKind, probe_platform
 from ..memory import AddressSpace, GuestMemory
 from ..memory.guest_memory import DEFAULT_GUEST_MEMORY
 from . import _trampoline, layout
@@ -39,8 +41,10 @@ class Machine:
         self.kernel_space = AddressSpace(self.memory)
         build_supervisor_area(self.kernel_space)
         vcpu = self._create_vm()
+        sregs = configure_vcpu(self.kvm, vcpu, self.kernel_space)
+        _prove_runnable(vcpu)
         self.cpu = Cpu(vcpu, self.memory, self.kernel_space)
-        self.cpu.load_sregs(configure_vcpu(self.kvm, vcpu, self.kernel_space))
+        self.cpu.load_sregs(sregs)
 
     def _create_vm(self, kvm: Kvm | None = None):
         """/dev/kvm (opened, or the one given), a VM with the guest memory registered,
@@ -78,6 +82,7 @@ class Machine:
         # device may no longer be openable, and KVM_CREATE_VM works from any process.
         vcpu = self._create_vm(self.kvm)
         configure_vcpu(self.kvm, vcpu, self.kernel_space)
+        _prove_runnable(vcpu)
         self.cpu.rebind(vcpu, regs, sregs)
         if self.call_ring is not None:
             self._point_syscall_at(layout.CALL_STUB)
@@ -122,3 +127,26 @@ class Machine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _prove_runnable(vcpu) -> None:
+    """Make KVM do now what it does at a vCPU's first KVM_RUN, while the caller can
+    still report a failure: start the VM's kernel worker thread, which counts against
+    the user's RLIMIT_NPROC (EAGAIN at the limit). A KVM_RUN with ``immediate_exit``
+    returns EINTR without entering the guest. Called before the vCPU's registers are
+    synced through kvm_run: that early return would overwrite them."""
+    run = vcpu.run_struct
+    run.immediate_exit = 1
+    try:
+        vcpu.run()
+    except KvmInterrupted:
+        pass
+    except KvmError as exc:
+        if exc.errno != errno.EAGAIN:
+            raise
+        raise KvmError("KVM cannot start the kernel thread of a new VM", ioctl="KVM_RUN",
+                       errno=exc.errno,
+                       advice="the user's process limit (RLIMIT_NPROC: ulimit -u, "
+                              "--max-procs) is reached; raise it") from exc
+    finally:
+        run.immediate_exit = 0

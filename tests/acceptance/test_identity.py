@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 import pathlib
 import shutil
-import signal
 import subprocess
+import tempfile
 import sys
 import time
 
@@ -99,6 +99,18 @@ def test_comm_of_the_first_program_started_through_a_symlink(tmp_path):
     argv = [str(tmp_path / "cat"), "/proc/self/comm"]
     native = run_native(argv)
     assert native.stdout == b"cat\n"
+    assert run_dune(argv).stdout == native.stdout
+
+
+@pytest.mark.parametrize("link", ["static", "dynamic"])
+def test_comm_after_fexecve_is_the_files_name(tmp_path, compiled, link):
+    """fexecve (execveat with AT_EMPTY_PATH) runs the open file; Linux names the task
+    after the file it opened (busybox, through the symlink)."""
+    (tmp_path / "cat").symlink_to(BUSYBOX)
+    argv = [compiled[("identity", link)], "fexec", str(tmp_path / "cat"), "cat",
+            "/proc/self/comm"]
+    native = run_native(argv)
+    assert native.stdout == b"busybox\n"
     assert run_dune(argv).stdout == native.stdout
 
 
@@ -240,3 +252,42 @@ def test_network_entries_are_the_hosts():
     mine = [line for line in native.splitlines() if b"127.0.0.1:%d " % port in line]
     assert len(mine) == 1 and mine[0] in dune.splitlines()
     assert header.startswith(b"  sl  local_address")
+
+
+# -- a fork whose child cannot run -------------------------------------------------------
+
+#: A user with no other process here, so that RLIMIT_NPROC counts only this test's.
+LIMITED_USER = "daemon"
+
+
+@pytest.fixture
+def reachable_copy(compiled):
+    """The identity program where LIMITED_USER can execute it."""
+    directory = tempfile.mkdtemp(prefix="kvmdune-test-identity-")
+    os.chmod(directory, 0o755)
+    target = os.path.join(directory, "identity")
+    shutil.copy(compiled[("identity", "static")], target)
+    os.chmod(target, 0o755)
+    yield target
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run the guest as another user")
+@pytest.mark.parametrize("limit", [4, 5, 6, 7, 8])
+def test_fork_whose_child_cannot_run_fails_with_eagain(reachable_copy, limit):
+    """Under a tight RLIMIT_NPROC, the child VMM's KVM worker thread (or its fast
+    path thread) may be refused after the host fork succeeded: the guest's fork
+    fails with EAGAIN, as Linux's does, no SIGCHLD comes of it, and every pid fork
+    returned is a child that runs. Which fork fails depends on the threads a VMM
+    needs; that one does is the same natively under the same limit."""
+    argv = [reachable_copy, "fork-until-fail", "20"]
+    native = subprocess.run(["setpriv", "--reuid=daemon", "--regid=daemon", "--clear-groups",
+                             "prlimit", f"--nproc={limit}", "--", *argv],
+                            capture_output=True, timeout=60)
+    dune = run_dune(argv, "--user", LIMITED_USER, "--max-procs", str(limit))
+    expected = (b"fork failed: Resource temporarily unavailable\n"
+                b"SIGCHLD while every child lives: 0\n"
+                b"every child made ran and was reaped: yes\n")
+    assert native.stdout.startswith(expected), native
+    assert dune.returncode == 0 and dune.stderr == b"", dune.stderr
+    assert dune.stdout.startswith(expected), dune.stdout

@@ -152,3 +152,9 @@ def _file(path, data: bytes, mode: int) -> str:
     path.write_bytes(data)
     path.chmod(mode)
     return str(path)
+
+
+def test_run_as_unknown_user():
+    result = kvmdune("run", "--user", "no-such-user-here", "--", "true")
+    assert result.returncode == 125
+    assert_one_message(result, "no user named 'no-such-user-here'", "--user")

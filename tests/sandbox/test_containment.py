@@ -103,10 +103,10 @@ def loaded_process():
     from kvmdune.machine import Machine
 
     machine = Machine(256 << 20)
-    space, mm, loaded, exe = exec_program(machine, "/bin/busybox", [b"busybox"], [])
+    new = exec_program(machine, "/bin/busybox", [b"busybox"], [])
     process = Process(machine, log=lambda text: None)
-    process.replace_image(space, mm, exe, [b"busybox"], [], loaded.entry, loaded.sp,
-                          loaded.auxv)
+    process.replace_image(new.space, new.mm, new.exe, new.argv, [], new.loaded.entry,
+                          new.loaded.sp, new.loaded.auxv)
     yield process
     machine.close()
 

@@ -1,7 +1,10 @@
 /* A process's identity and its edges, one mode per argument:
  *   exec PATH           execve(PATH) directly (no execvp fallback); print the errno
+ *   fexec PATH ARGV...  fexecve() the file PATH is opened on, with ARGV
  *   fork-until-fail N   fork up to N children that wait on a pipe; report the first
- *                       failure's errno, then release and reap the children
+ *                       failure's errno, then release and reap the children, and
+ *                       check that every fork that returned a pid made a child
+ *                       that ran
  *   set-name NAME SECS  prctl(PR_SET_NAME, NAME), print PR_GET_NAME, then sleep
  *   fdinfo              open a file at offset 3, an eventfd and an epoll watching
  *                       the eventfd; print each fd's /proc/self/fdinfo with the
@@ -10,6 +13,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,29 +32,48 @@ static int do_exec(const char *path) {
     return 1;
 }
 
+static volatile sig_atomic_t sigchld_count;
+static void count_sigchld(int signo) { (void)signo; sigchld_count++; }
+
+static int do_fexec(const char *path, char **argv) {
+    int fd = open(path, O_RDONLY);
+    fexecve(fd, argv, environ);
+    printf("fexecve %s: %s\n", path, strerror(errno));
+    return 1;
+}
+
 static int fork_until_fail(int limit) {
-    int gate[2];
-    if (pipe(gate) != 0) return 2;
-    int made = 0;
+    int gate[2], alive[2];
+    signal(SIGCHLD, count_sigchld);
+    if (pipe(gate) != 0 || pipe(alive) != 0) return 2;
+    int made = 0, failure = 0;
     for (; made < limit; made++) {
         pid_t pid = fork();
         if (pid == 0) {
-            char byte;
+            char byte = 1;
             close(gate[1]);
+            close(alive[0]);
+            write(alive[1], &byte, 1);      /* the child runs */
             while (read(gate[0], &byte, 1) > 0) {}
             _exit(0);
         }
         if (pid < 0) {
-            printf("fork failed after at least one child: %s\n",
-                   made > 0 ? strerror(errno) : "(no child was made)");
+            failure = errno;
             break;
         }
     }
-    if (made == limit) printf("no fork failed\n");
+    printf("fork failed: %s\n", failure ? strerror(failure) : "(no failure)");
+    usleep(100000);                         /* a child that died would have said so */
+    printf("SIGCHLD while every child lives: %d\n", (int)sigchld_count);
     close(gate[1]);
-    int reaped = 0;
+    close(alive[1]);
+    int reaped = 0, running = 0;
+    char byte;
+    while (read(alive[0], &byte, 1) > 0) running++;
     while (wait(NULL) > 0) reaped++;
-    printf("reaped all: %s\n", reaped == made ? "yes" : "no");
+    printf("every child made ran and was reaped: %s\n",
+           reaped == made && running == made ? "yes" : "no");
+    printf("children made: %d\n", made);
     return 0;
 }
 
@@ -100,9 +123,10 @@ static int fdinfo(void) {
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IONBF, 0);
     if (argc >= 3 && !strcmp(argv[1], "exec")) return do_exec(argv[2]);
+    if (argc >= 4 && !strcmp(argv[1], "fexec")) return do_fexec(argv[2], argv + 3);
     if (argc >= 3 && !strcmp(argv[1], "fork-until-fail")) return fork_until_fail(atoi(argv[2]));
     if (argc >= 4 && !strcmp(argv[1], "set-name")) return set_name(argv[2], atoi(argv[3]));
     if (argc >= 2 && !strcmp(argv[1], "fdinfo")) return fdinfo();
-    fprintf(stderr, "usage: identity exec PATH | fork-until-fail N | set-name NAME SECS | fdinfo\n");
+    fprintf(stderr, "usage: identity exec PATH | fexec PATH ARGV... | fork-until-fail N | set-name NAME SECS | fdinfo\n");
     return 2;
 }

@@ -115,10 +115,14 @@ def opened_vmm_entry(host_fd: int) -> bool:
 
 
 def readlink(proc, path: bytes) -> bytes | None:
-    """The target of a /proc symlink of the guest, or None if ``path`` is not one."""
-    if not path.startswith(b"/proc/"):
+    """The target of a /proc symlink of the guest (or of /dev/fd/N, which leads to
+    one), or None if ``path`` is not one."""
+    normal = os.path.normpath(path)
+    if normal.startswith(b"/dev/fd/"):
+        normal = b"/proc/self/fd/" + normal[8:]
+    if not normal.startswith(b"/proc/"):
         return None
-    match = _self_prefix().match(os.path.normpath(path))
+    match = _self_prefix().match(normal)
     if match is None or match.group(2) is None:
         return None
     rest = match.group(2).lstrip(b"/").decode()

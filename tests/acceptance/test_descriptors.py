@@ -218,3 +218,18 @@ def test_close_on_exec_across_fork_and_exec_in_the_guest(tmp_path):
     assert links == _fd_links(native.stdout)
     assert (kept.decode(), str(tmp_path / "f")) in links
     assert (dropped.decode(), str(tmp_path / "f")) not in links   # (ls reuses the number)
+
+
+READ_OWN_LINK = """
+import os, re
+fd = os.open("/proc/self/fd", os.O_RDONLY)
+for path in (f"/proc/self/fd/{fd}", f"/dev/fd/{fd}", "/dev/fd/0", "/proc/self/fd/0"):
+    print(path, re.sub(r"/proc/[0-9]+/", "/proc/PID/", os.readlink(path)))
+"""
+
+
+def test_the_link_of_an_open_fd_directory_names_proc_as_natively():
+    native, dune = both(f"{shlex.quote(sys.executable)} -c {shlex.quote(READ_OWN_LINK)}",
+                        "{} </dev/null")
+    same(native, dune)
+    assert b"/proc/PID/fd\n" in native.stdout

@@ -124,10 +124,17 @@ def test_rlimit_nofile_with_a_hard_limit_is_seen(compiled):
 
 
 def test_every_rlimit_is_the_callers():
-    native, dune = both("busybox sh -c 'ulimit -a'",
+    native, dune = both("busybox sh -c 'ulimit -a; cat /proc/self/limits'",
                         "ulimit -Sn 200; ulimit -Ss 4096; ulimit -Sc 0; ulimit -Sl 1024; {}")
     same(native, dune)
     assert b"(-n) 200\n" in native.stdout and b"(-s) 4096\n" in native.stdout
+    assert re.search(rb"Max open files +200 ", native.stdout)
+
+
+def test_a_limit_the_guest_sets_is_inherited_by_its_children():
+    native, dune = both("""busybox sh -c 'ulimit -n 50; busybox sh -c "ulimit -n; ulimit -Hn"'""")
+    same(native, dune)
+    assert native.stdout == b"50\n50\n"
 
 
 def test_sandbox_gives_only_passed_descriptors(tmp_path):

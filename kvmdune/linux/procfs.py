@@ -19,14 +19,15 @@ import struct
 from typing import Callable
 
 from .abi import AT_FDCWD, O_CLOEXEC, Errno
+from .sys_resource import limits_of
 from .uaccess import Fault
 
 #: Entries passed through to the host: they mean the same for the guest.
-PASS_THROUGH = {"cwd", "root", "limits", "mounts", "mountinfo", "statm", "io",
+PASS_THROUGH = {"cwd", "root", "mounts", "mountinfo", "statm", "io",
                 "oom_score_adj", "cgroup", "loginuid", "sessionid", "timerslack_ns",
                 "net", "ns"}
 GENERATED = {"maps", "cmdline", "environ", "auxv", "status", "comm", "smaps", "stat",
-             "personality"}
+             "personality", "limits"}
 
 
 def _self_prefix() -> re.Pattern[bytes]:
@@ -160,10 +161,14 @@ def opened_vmm_entry(host_fd: int) -> bool:
 
 
 def readlink(proc, path: bytes) -> bytes | None:
-    """The target of a /proc symlink of the guest, or None if ``path`` is not one."""
-    if not path.startswith(b"/proc/"):
+    """The target of a /proc symlink of the guest (or of /dev/fd/N, which leads to
+    one), or None if ``path`` is not one."""
+    normal = os.path.normpath(path)
+    if normal.startswith(b"/dev/fd/"):
+        normal = b"/proc/self/fd/" + normal[8:]
+    if not normal.startswith(b"/proc/"):
         return None
-    match = _self_prefix().match(os.path.normpath(path))
+    match = _self_prefix().match(normal)
     if match is None or match.group(2) is None:
         return None
     rest = match.group(2).lstrip(b"/").decode()
@@ -314,6 +319,8 @@ def generate(proc, entry: str) -> bytes:
         return _status(proc)
     if entry == "stat":
         return _stat(proc)
+    if entry == "limits":
+        return _limits(proc)
     raise Fault(Errno.ENOENT)
 
 
@@ -327,6 +334,31 @@ def _stat(proc) -> bytes:
     close = text.rfind(b")")
     open_ = text.find(b"(")
     return text[:open_ + 1] + proc.comm + text[close:] if 0 <= open_ < close else text
+
+
+#: Columns of /proc/PID/limits: the name (25 wide), soft and hard (20 each), units.
+_LIMIT_NAME_END, _LIMIT_UNITS_START = 26, 68
+RLIM_INFINITY = 0xFFFF_FFFF_FFFF_FFFF
+
+
+def _limits(proc) -> bytes:
+    """The host's /proc/self/limits (names and units, one line per resource in
+    order) with the guest's own values, which are not the VMM's."""
+    try:
+        with open("/proc/self/limits", "rb") as f:
+            lines = f.read().splitlines(keepends=True)
+    except OSError:
+        return b""
+    limits = limits_of(proc)
+    out = lines[:1]
+    for resource_id, line in enumerate(lines[1:]):
+        if resource_id in limits and len(line) > _LIMIT_UNITS_START:
+            fields = b"".join(b"%-20s " % (b"unlimited" if value == RLIM_INFINITY else
+                                           str(value).encode())
+                              for value in limits[resource_id])
+            line = line[:_LIMIT_NAME_END] + fields + line[_LIMIT_UNITS_START:]
+        out.append(line)
+    return b"".join(out)
 
 
 def _status(proc) -> bytes:

@@ -38,7 +38,8 @@ def guest_limits(nofile: tuple[int, int]) -> dict[int, tuple[int, int]]:
     return limits
 
 
-def _limits(proc) -> dict[int, tuple[int, int]]:
+def limits_of(proc) -> dict[int, tuple[int, int]]:
+    """The guest process's own limits (its soft and hard value by resource)."""
     if not hasattr(proc, "rlimits"):
         proc.rlimits = initial_limits()
         proc.rlimits[RLIMIT_NOFILE] = (proc.fds.max_fds, proc.rlimits.get(RLIMIT_NOFILE, (0, proc.fds.max_fds))[1])
@@ -46,7 +47,7 @@ def _limits(proc) -> dict[int, tuple[int, int]]:
 
 
 def _prlimit(proc, resource_id: int, new: int, old: int) -> int:
-    limits = _limits(proc)
+    limits = limits_of(proc)
     if resource_id not in limits:
         return -Errno.EINVAL
     if old:

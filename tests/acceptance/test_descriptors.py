@@ -124,24 +124,34 @@ def test_rlimit_nofile_with_a_hard_limit_is_seen(compiled):
 
 
 def test_every_rlimit_is_the_callers():
-    native, dune = both("busybox sh -c 'ulimit -a'",
+    native, dune = both("busybox sh -c 'ulimit -a; cat /proc/self/limits'",
                         "ulimit -Sn 200; ulimit -Ss 4096; ulimit -Sc 0; ulimit -Sl 1024; {}")
     same(native, dune)
     assert b"(-n) 200\n" in native.stdout and b"(-s) 4096\n" in native.stdout
+    assert re.search(rb"Max open files +200 ", native.stdout)
+
+
+def test_a_limit_the_guest_sets_is_inherited_by_its_children():
+    native, dune = both("""busybox sh -c 'ulimit -n 50; busybox sh -c "ulimit -n; ulimit -Hn"'""")
+    same(native, dune)
+    assert native.stdout == b"50\n50\n"
 
 
 def test_sandbox_gives_only_passed_descriptors(tmp_path):
     secret = tmp_path / "passed"
     secret.write_text("passed content\n")
     redirect = "{} 3<" + str(secret)
+    # Read through the descriptor itself: reopening /dev/fd/3 would check the file's
+    # permissions for the sandbox's user (nobody), natively as well.
+    read_three = "busybox sh -c 'read line <&3 && echo \"$line\"'"
     # Not passed: fd 3 is closed in the guest, as it is natively without the redirection.
-    native = shell("busybox cat /dev/fd/3")
-    dune = shell(redirect.format(f"{KVMDUNE} sandbox -- busybox cat /dev/fd/3"))
+    native = shell(read_three)
+    dune = shell(redirect.format(f"{KVMDUNE} sandbox --quiet -- {read_three}"))
     same(native, dune)
     assert native.returncode != 0
     # Passed, and inside the policy: readable (the positive control).
     allowed = shell(redirect.format(
-        f"{KVMDUNE} sandbox --allow-read {secret} --pass-fd 3 -- busybox cat /dev/fd/3"))
+        f"{KVMDUNE} sandbox --allow-read {secret} --pass-fd 3 -- {read_three}"))
     assert (allowed.returncode, allowed.stdout) == (0, b"passed content\n"), allowed.stderr
 
 
@@ -218,3 +228,18 @@ def test_close_on_exec_across_fork_and_exec_in_the_guest(tmp_path):
     assert links == _fd_links(native.stdout)
     assert (kept.decode(), str(tmp_path / "f")) in links
     assert (dropped.decode(), str(tmp_path / "f")) not in links   # (ls reuses the number)
+
+
+READ_OWN_LINK = """
+import os, re
+fd = os.open("/proc/self/fd", os.O_RDONLY)
+for path in (f"/proc/self/fd/{fd}", f"/dev/fd/{fd}", "/dev/fd/0", "/proc/self/fd/0"):
+    print(path, re.sub(r"/proc/[0-9]+/", "/proc/PID/", os.readlink(path)))
+"""
+
+
+def test_the_link_of_an_open_fd_directory_names_proc_as_natively():
+    native, dune = both(f"{shlex.quote(sys.executable)} -c {shlex.quote(READ_OWN_LINK)}",
+                        "{} </dev/null")
+    same(native, dune)
+    assert b"/proc/PID/fd\n" in native.stdout

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 /* RLIMIT_NOFILE as a program sees and meets it: its value, the descriptor at which
@@ -24,6 +25,17 @@ static void fill(const char *when) {
     printf("dup2 to the limit: %d %s\n", result, strerror(errno));
     result = fcntl(0, F_DUPFD, (int)lim.rlim_cur);
     printf("F_DUPFD at the limit: %d %s\n", result, strerror(errno));
+    int pair[2] = {-1, -1};
+    result = pipe(pair);
+    printf("pipe when full: %d %s %d %d\n", result, strerror(errno), pair[0], pair[1]);
+    result = socketpair(AF_UNIX, SOCK_STREAM, 0, pair);
+    printf("socketpair when full: %d %s %d %d\n", result, strerror(errno), pair[0], pair[1]);
+    close(last);
+    result = socketpair(AF_UNIX, SOCK_STREAM, 0, pair);
+    printf("socketpair with one free: %d %s %d %d\n", result, strerror(errno), pair[0], pair[1]);
+    result = pipe(pair);
+    printf("pipe with one free: %d %s %d %d\n", result, strerror(errno), pair[0], pair[1]);
+    last = open("/dev/null", O_RDONLY);
     close(last / 2);
     printf("the hole is reused: %d\n", open("/dev/null", O_RDONLY) == last / 2);
     for (fd = 3; fd <= last; fd++) close(fd);

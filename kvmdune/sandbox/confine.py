@@ -130,9 +130,9 @@ VMM_CALLS: dict[str, str] = {
     "read": "files and pipes", "write": "files, pipes and the VMM's messages",
     "pread64": "ELF loading", "pwrite64": "forwarded guest I/O",
     "readv": "forwarded guest I/O", "writev": "forwarded guest I/O",
-    "openat": "files the gate allowed, ELF images, /proc", "openat2":
-    "the fast path resolves paths beneath the read roots", "close": "descriptors",
-    "close_range": "descriptors", "dup": "descriptors", "dup2": "descriptors",
+    "openat": "files the gate allowed, ELF images, /proc",
+    "openat2": "the fast path resolves paths beneath the read roots",
+    "close": "descriptors", "close_range": "descriptors", "dup": "descriptors", "dup2": "descriptors",
     "dup3": "descriptors", "fcntl": "descriptor flags", "lseek": "files",
     "fstat": "files", "newfstatat": "the gate resolves paths", "statx": "files",
     "readlink": "the gate resolves paths", "readlinkat": "the gate resolves paths",
@@ -146,6 +146,7 @@ VMM_CALLS: dict[str, str] = {
     "rseq": "threads", "sched_yield": "spinning", "sched_getaffinity": "Python",
     "nanosleep": "waits", "clock_nanosleep": "waits", "clock_gettime": "time",
     "gettimeofday": "time", "getrandom": "Python's hash seed in children",
+    "restart_syscall": "the kernel's resumption of an interrupted sleep or wait",
     "exit": "thread exit", "exit_group": "process exit", "wait4": "children",
     "waitid": "children",
     "process_vm_writev": "the fast path's hint into its own call ring (Landlock keeps "

@@ -276,8 +276,12 @@ def execute(args: argparse.Namespace, default_profile: str) -> int:
 
 
 def _notice_writer():
-    """Lines to a private duplicate of stderr (the guest may close or move its fd 2)."""
-    fd = os.dup(2)
+    """Lines to a private duplicate of stderr (the guest may close or move its fd 2);
+    None when there is no stderr to write to."""
+    try:
+        fd = os.dup(2)
+    except OSError:
+        return None
     os.set_inheritable(fd, False)
 
     def write(text: str) -> None:

@@ -178,3 +178,10 @@ def test_the_vmm_and_its_forked_guests_are_confined(syscall_path):
     unconfined = subprocess.run(command[:4] + ["--no-confine"] + command[4:],
                                 capture_output=True, timeout=120)
     assert unconfined.stdout == b"NoNewPrivs:\t0\nSeccomp:\t0\n" * 2, unconfined.stderr
+
+
+def test_every_name_the_lists_give_is_a_real_call():
+    """A typo would silently leave a call the VMM needs out of the filter."""
+    unknown = (set(confine.VMM_CALLS) | confine.NEVER_ON_HOST) - set(confine.BY_NAME)
+    assert not unknown
+    assert all(reason for reason in confine.VMM_CALLS.values())

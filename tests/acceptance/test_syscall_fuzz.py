@@ -17,9 +17,9 @@ VMM deaths this fuzz found (fixed in the handlers named, each in its own commit)
   mapped") from sys_signal.sys_rt_sigpending writing the set unchecked.
 
 Then fuzz/hostile_pointers.c: the calls kvmdune serves itself and a sample of the
-forwarded ones, good arguments but one hostile pointer at a time, must answer as
-Linux does (same errno, byte for byte). What still differs is listed in
-POINTER_DIVERGENCES (strict xfails).
+forwarded ones, good arguments but one hostile pointer (or integer) at a time, must
+answer as Linux does (same errno, byte for byte). What still differs is listed in
+POINTER_DIVERGENCES and INTEGER_DIVERGENCES (strict xfails).
 """
 
 from __future__ import annotations
@@ -137,6 +137,7 @@ def test_run_survives_every_call(fuzz_binary, scratch, native_counts, syscall_pa
     result = run_dune([fuzz_binary, SEED], *user, cwd=scratch, env=_environment(scratch),
                       stdin=subprocess.DEVNULL)
     assert _finished(result) == native_counts
+    assert list(scratch.iterdir()) == []     # no call made a file
 
 
 def test_sandbox_survives_every_call(fuzz_binary, scratch, native_counts, syscall_path):
@@ -146,6 +147,7 @@ def test_sandbox_survives_every_call(fuzz_binary, scratch, native_counts, syscal
         cwd=scratch, env=vmm_env(_environment(scratch)), stdin=subprocess.DEVNULL,
         capture_output=True, timeout=TIMEOUT)
     assert _finished(result) == native_counts
+    assert list(scratch.iterdir()) == []
 
 
 # -- calls kvmdune serves (and some it forwards), one hostile pointer at a time,
@@ -166,10 +168,12 @@ def _nobody_prefix() -> list[str]:
             "--clear-groups", "--inh-caps=-all"]
 
 
-def _by_call(output: bytes) -> dict[str, list[bytes]]:
-    lines: dict[str, list[bytes]] = {}
-    for line in output.splitlines():
-        lines.setdefault(line.split(b" ", 1)[0].decode(), []).append(line)
+def _by_call(output: bytes) -> dict[tuple[str, str], list[bytes]]:
+    """Lines by (call, what was hostile: "arg" for a pointer, "int" for an integer)."""
+    lines: dict[tuple[str, str], list[bytes]] = {}
+    for line in output.splitlines()[:-1]:
+        call, what = line.decode().split(" ")[:2]
+        lines.setdefault((call, what[:3]), []).append(line)
     return lines
 
 
@@ -220,14 +224,47 @@ POINTER_CALLS = [
 ]
 
 
-def test_every_pointer_call_is_exercised(pointer_runs):
-    assert sorted(pointer_runs["native"]) == sorted([*POINTER_CALLS, "hostile"])
+#: Calls whose answer to a hostile integer (good pointers) differs from Linux's today.
+INTEGER_DIVERGENCES = {
+    "rt_sigprocmask": "`how` is read as 64 bits (Linux: an int, the upper half ignored)",
+    "pipe2": "flags read as 64 bits",
+    "getrlimit": "the resource is read as 64 bits",
+    "setrlimit": "the resource is read as 64 bits",
+    "prlimit64": "the resource is read as 64 bits",
+    "poll": "nfds is read as 64 bits",
+    "ppoll": "nfds is read as 64 bits",
+    "fcntl_getown_ex": "an unknown command is ENOSYS (the table cannot describe its "
+                       "argument), Linux: EINVAL",
+    "read": "a count far past the buffer is EFAULT before the call (the forwarder checks "
+            "the whole extent; Linux reads what is there)",
+    "getcwd": "as read, for the size",
+    "sched_getaffinity": "as read: EFAULT before Linux's EINVAL for a bad length",
+    "openat": "a bad dirfd with an absolute path is EBADF (Linux ignores the dirfd)",
+}
+INTEGER_CALLS = [
+    "rt_sigaction", "rt_sigprocmask", "rt_sigpending", "pipe2", "socketpair", "getrlimit",
+    "setrlimit", "prlimit64", "readlink", "readlinkat", "arch_prctl", "futex_wake",
+    "futex_wake_private", "futex_wait", "poll", "ppoll", "select", "pselect6", "sendmsg",
+    "recvmsg", "ioctl_fionread", "fcntl_getown_ex", "prctl_get_name", "prctl_get_pdeathsig",
+    "rt_sigsuspend_size", "set_robust_list", "read", "write", "readv", "writev", "openat",
+    "newfstatat", "fstat", "getcwd", "getrusage", "clock_gettime", "clock_getres",
+    "getrandom", "sched_getaffinity", "getsockname", "getsockopt", "sendto",
+]
 
 
-@pytest.mark.parametrize("call", [
-    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=POINTER_DIVERGENCES[name]))
-    if name in POINTER_DIVERGENCES else name for name in POINTER_CALLS])
-def test_hostile_pointers_get_the_answers_linux_gives(pointer_runs, call, syscall_path):
-    native = pointer_runs["native"][call]
+def _cases(calls: list[str], what: str, divergences: dict[str, str]) -> list:
+    return [pytest.param(call, what, marks=pytest.mark.xfail(strict=True, reason=divergences[call]))
+            if call in divergences else pytest.param(call, what) for call in calls]
+
+
+def test_every_call_is_exercised(pointer_runs):
+    assert sorted(pointer_runs["native"]) == sorted(
+        [(call, "arg") for call in POINTER_CALLS] + [(call, "int") for call in INTEGER_CALLS])
+
+
+@pytest.mark.parametrize("call, what", _cases(POINTER_CALLS, "arg", POINTER_DIVERGENCES)
+                         + _cases(INTEGER_CALLS, "int", INTEGER_DIVERGENCES))
+def test_hostile_arguments_get_the_answers_linux_gives(pointer_runs, call, what, syscall_path):
+    native = pointer_runs["native"][call, what]
     assert len(native) >= 5      # the control: the call was made with each value
-    assert pointer_runs[syscall_path].get(call) == native
+    assert pointer_runs[syscall_path].get((call, what)) == native

@@ -226,13 +226,6 @@ POINTER_CALLS = [
 
 #: Calls whose answer to a hostile integer (good pointers) differs from Linux's today.
 INTEGER_DIVERGENCES = {
-    "rt_sigprocmask": "`how` is read as 64 bits (Linux: an int, the upper half ignored)",
-    "pipe2": "flags read as 64 bits",
-    "getrlimit": "the resource is read as 64 bits",
-    "setrlimit": "the resource is read as 64 bits",
-    "prlimit64": "the resource is read as 64 bits",
-    "poll": "nfds is read as 64 bits",
-    "ppoll": "nfds is read as 64 bits",
     "fcntl_getown_ex": "an unknown command is ENOSYS (the table cannot describe its "
                        "argument), Linux: EINVAL",
     "read": "a count far past the buffer is EFAULT before the call (the forwarder checks "

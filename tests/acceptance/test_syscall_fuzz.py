@@ -150,6 +150,23 @@ def test_sandbox_survives_every_call(fuzz_binary, scratch, native_counts, syscal
     assert list(scratch.iterdir()) == []
 
 
+def test_tracing_survives_every_call(fuzz_binary, scratch, native_counts, syscall_path,
+                                     tmp_path):
+    """--trace formats every argument and every output buffer from guest memory."""
+    if syscall_path == "fast":
+        pytest.skip("--trace serves every call on the slow path: the slow run covers it")
+    trace = tmp_path / "trace"
+    user = ["--user", USER] if _as_root() else []
+    result = run_dune([fuzz_binary, SEED], f"--trace={trace}", *user, cwd=scratch,
+                      env=_environment(scratch), stdin=subprocess.DEVNULL)
+    assert _finished(result) == native_counts
+    text = trace.read_text(errors="replace")
+    # The control: the hostile calls were formatted, each with its errno.
+    assert re.search(r"^rt_sigpending\(NULL, 8\) += -1 EFAULT", text, re.MULTILINE)
+    assert re.search(r"^clock_gettime\(CLOCK_REALTIME, NULL\) += -1 EFAULT", text, re.MULTILINE)
+    assert text.count("\n") > native_counts[0]
+
+
 # -- calls kvmdune serves (and some it forwards), one hostile pointer at a time,
 #    against Linux -------------------------------------------------------------------
 

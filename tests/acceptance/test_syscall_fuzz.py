@@ -243,8 +243,6 @@ POINTER_CALLS = [
 
 #: Calls whose answer to a hostile integer (good pointers) differs from Linux's today.
 INTEGER_DIVERGENCES = {
-    "fcntl_getown_ex": "an unknown command is ENOSYS (the table cannot describe its "
-                       "argument), Linux: EINVAL",
     "read": "a count far past the buffer is EFAULT before the call (the forwarder checks "
             "the whole extent; Linux reads what is there)",
     "getcwd": "as read, for the size",

@@ -41,6 +41,7 @@ pytestmark = pytest.mark.kvm
 
 SOURCE = Path(__file__).parent / "fuzz" / "syscall_fuzz.c"
 POINTERS_SOURCE = Path(__file__).parent / "fuzz" / "hostile_pointers.c"
+EMPTY_PATH_SOURCE = Path(__file__).parent / "fuzz" / "empty_path.c"
 CHECKOUT = Path(__file__).resolve().parents[2]     # the VMM's cwd is the scratch directory
 USER = "nobody"
 SEED = "1"
@@ -60,7 +61,7 @@ def binaries():
     directory = Path(tempfile.mkdtemp(prefix="kvmdune-fuzz-bin-"))
     directory.chmod(0o755)
     built = {}
-    for source in (SOURCE, POINTERS_SOURCE):
+    for source in (SOURCE, POINTERS_SOURCE, EMPTY_PATH_SOURCE):
         binary = directory / source.stem
         subprocess.run(["gcc", "-O1", "-static", "-o", str(binary), str(source)], check=True)
         binary.chmod(0o755)
@@ -132,22 +133,47 @@ def test_native_run_completes(native_counts):
     assert calls > 50_000 and 0 < skipped < 200
 
 
+def _unchanged(directory: Path, before: os.stat_result) -> bool:
+    """No call made a file in it, or changed its mode or entries."""
+    after = directory.stat()
+    return (list(directory.iterdir()) == [] and after.st_mode == before.st_mode
+            and after.st_mtime_ns == before.st_mtime_ns)
+
+
 def test_run_survives_every_call(fuzz_binary, scratch, native_counts, syscall_path):
     user = ["--user", USER] if _as_root() else []
+    before = scratch.stat()
     result = run_dune([fuzz_binary, SEED], *user, cwd=scratch, env=_environment(scratch),
                       stdin=subprocess.DEVNULL)
     assert _finished(result) == native_counts
-    assert list(scratch.iterdir()) == []     # no call made a file
+    assert _unchanged(scratch, before)
 
 
 def test_sandbox_survives_every_call(fuzz_binary, scratch, native_counts, syscall_path):
+    before = scratch.stat()
     result = subprocess.run(
         [sys.executable, "-m", "kvmdune", "sandbox", "--allow-write", str(scratch), "--",
          fuzz_binary, SEED],
         cwd=scratch, env=vmm_env(_environment(scratch)), stdin=subprocess.DEVNULL,
         capture_output=True, timeout=TIMEOUT)
     assert _finished(result) == native_counts
-    assert list(scratch.iterdir()) == []
+    assert _unchanged(scratch, before)     # the writable root itself included
+
+
+def test_sandbox_answers_an_empty_path_as_linux(binaries, scratch, syscall_path):
+    """An empty path is ENOENT, never the working directory (a found containment
+    bug: chmod("") made the sandbox's writable root mode 07777)."""
+    binary = binaries["empty_path"]
+    native = subprocess.run([*_nobody_prefix(), binary], cwd=scratch, capture_output=True,
+                            env=_environment(scratch), timeout=TIMEOUT)
+    before = scratch.stat()
+    sandboxed = subprocess.run(
+        [sys.executable, "-m", "kvmdune", "sandbox", "--allow-write", str(scratch), "--",
+         binary], cwd=scratch, env=vmm_env(_environment(scratch)), capture_output=True,
+        timeout=TIMEOUT)
+    assert native.returncode == 0 and b"chmod: ENOENT" in native.stdout   # the control
+    assert sandboxed.stdout == native.stdout, sandboxed.stderr.decode(errors="replace")
+    assert _unchanged(scratch, before)
 
 
 def test_tracing_survives_every_call(fuzz_binary, scratch, native_counts, syscall_path,

@@ -118,8 +118,10 @@ static const char *skip_reason(long nr)
         return "restores registers from the stack: ends the process";
     case SYS_pause:
         return "blocks until a signal (no pointer to make hostile)";
-    case SYS_fork: case SYS_vfork: case SYS_clone:
-        return "makes a process (clone3 with hostile pointers is fuzzed)";
+    case SYS_fork: case SYS_vfork:
+        return "makes a process (no pointer: clone with hostile pointers is fuzzed)";
+    case SYS_clone:
+        return "makes a process: fuzz_clone() gives it hostile pointers only";
     case SYS_alarm:
         return "SIGALRM would end the process (no pointer)";
     case SYS_setuid: case SYS_setgid: case SYS_setreuid: case SYS_setregid:
@@ -395,6 +397,38 @@ static void fuzz_number(long nr, int positions, int random_vectors)
     }
 }
 
+/* clone(2) as fork with every pointer it takes made hostile in turn: the stack
+ * (the child then faults at once on its first return), the parent's and the
+ * child's tid words (written by the kernel, and cleared at the child's exit) and
+ * the TLS.  The child ends at once; the parent waits for it, so no process
+ * outlives its call. */
+static void fuzz_clone(void)
+{
+    const unsigned long flags = 17 /* SIGCHLD */ | 0x00100000 /* CLONE_PARENT_SETTID */
+        | 0x01000000 /* CLONE_CHILD_SETTID */ | 0x00200000 /* CLONE_CHILD_CLEARTID */
+        | 0x00080000 /* CLONE_SETTLS */;
+    int position, v;
+
+    for (position = 1; position <= 4; position++) {
+        for (v = 0; v < nvalues; v++) {
+            unsigned long a[5] = {flags, 0, 0, 0, 0};
+            long child;
+
+            a[position] = values[v];
+            memset((void *)scratch, 0xa5, PAGE);
+            child = syscall(SYS_clone, a[0], a[1], a[2], a[3], a[4]);
+            if (child == 0)
+                syscall(SYS_exit_group, 0);     /* no libc: the TLS may be garbage */
+            calls++;
+            if (child > 0) {
+                successes++;
+                while (syscall(SYS_wait4, child, 0, 0, 0) < 0 && errno == EINTR)
+                    ;
+            }
+        }
+    }
+}
+
 static void setup(void)
 {
     unsigned long base;
@@ -491,6 +525,7 @@ int main(int argc, char **argv)
         fuzz_number(X32_BIT | nr, 0, X32_RANDOM_VECTORS);
     for (i = 0; i < sizeof(extra) / sizeof(extra[0]); i++)
         fuzz_number(extra[i], 1, RANDOM_VECTORS);
+    fuzz_clone();
 
     reset_descriptors();
     snprintf(line, sizeof(line), "fuzz: done %lu calls, %lu succeeded, %lu skipped\n",

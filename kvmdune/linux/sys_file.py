@@ -7,13 +7,15 @@ import os
 import struct
 
 from . import procfs
-from .abi import AT_FDCWD, Errno
+from .abi import AT_FDCWD, Errno, FcntlCmd
 from .forward import NotForwardable
 from .uaccess import read_path, write_bytes
 
 O_CLOEXEC = os.O_CLOEXEC
 F_DUPFD, F_GETFD, F_SETFD, F_DUPFD_CLOEXEC = 0, 1, 2, 1030
 FD_CLOEXEC = 1
+#: The commands Linux takes from user space (F_CANCELLK is the kernel's own).
+USER_FCNTL_COMMANDS = frozenset(int(cmd) for cmd in FcntlCmd) - {FcntlCmd.F_CANCELLK}
 FIOCLEX, FIONCLEX = 0x5451, 0x5450
 SOCK_CLOEXEC = 0o2000000
 
@@ -77,6 +79,8 @@ def sys_fcntl(proc, cpu, fd, cmd, arg, *_):
     if cmd == F_SETFD:
         entry.cloexec = bool(arg & FD_CLOEXEC)
         return 0
+    if cmd & 0xFFFF_FFFF not in USER_FCNTL_COMMANDS:
+        return -Errno.EINVAL     # Linux's answer to a command it does not know
     return proc.forward_by_name("fcntl", (fd, cmd, arg, 0, 0, 0))
 
 

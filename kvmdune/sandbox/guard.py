@@ -423,8 +423,12 @@ class SandboxGate(Gate):
             except GuestFault:
                 return allow("unreadable path: EFAULT follows")
             original = raw
-            if raw == b"" and dirfd is not None:
-                continue   # AT_EMPTY_PATH: the descriptor itself, already the guest's
+            if raw == b"":
+                if dirfd is not None:
+                    continue   # AT_EMPTY_PATH: the descriptor itself, already the guest's
+                # Linux: ENOENT. Never resolved against the cwd: that would pin (and
+                # let the call act on) the working directory itself.
+                return Verdict(Decision.ERROR, "an empty path", Errno.ENOENT)
             try:
                 rewritten = proc.host_path(raw)
                 if rewritten == raw:

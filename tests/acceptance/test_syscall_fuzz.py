@@ -17,9 +17,9 @@ VMM deaths this fuzz found (fixed in the handlers named, each in its own commit)
   mapped") from sys_signal.sys_rt_sigpending writing the set unchecked.
 
 Then fuzz/hostile_pointers.c: the calls kvmdune serves itself and a sample of the
-forwarded ones, good arguments but one hostile pointer at a time, must answer as
-Linux does (same errno, byte for byte). What still differs is listed in
-POINTER_DIVERGENCES (strict xfails).
+forwarded ones, good arguments but one hostile pointer (or integer) at a time, must
+answer as Linux does (same errno, byte for byte). What still differs is listed in
+POINTER_DIVERGENCES and INTEGER_DIVERGENCES (strict xfails).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ pytestmark = pytest.mark.kvm
 
 SOURCE = Path(__file__).parent / "fuzz" / "syscall_fuzz.c"
 POINTERS_SOURCE = Path(__file__).parent / "fuzz" / "hostile_pointers.c"
+EMPTY_PATH_SOURCE = Path(__file__).parent / "fuzz" / "empty_path.c"
 CHECKOUT = Path(__file__).resolve().parents[2]     # the VMM's cwd is the scratch directory
 USER = "nobody"
 SEED = "1"
@@ -60,7 +61,7 @@ def binaries():
     directory = Path(tempfile.mkdtemp(prefix="kvmdune-fuzz-bin-"))
     directory.chmod(0o755)
     built = {}
-    for source in (SOURCE, POINTERS_SOURCE):
+    for source in (SOURCE, POINTERS_SOURCE, EMPTY_PATH_SOURCE):
         binary = directory / source.stem
         subprocess.run(["gcc", "-O1", "-static", "-o", str(binary), str(source)], check=True)
         binary.chmod(0o755)
@@ -132,20 +133,64 @@ def test_native_run_completes(native_counts):
     assert calls > 50_000 and 0 < skipped < 200
 
 
+def _unchanged(directory: Path, before: os.stat_result) -> bool:
+    """No call made a file in it, or changed its mode or entries."""
+    after = directory.stat()
+    return (list(directory.iterdir()) == [] and after.st_mode == before.st_mode
+            and after.st_mtime_ns == before.st_mtime_ns)
+
+
 def test_run_survives_every_call(fuzz_binary, scratch, native_counts, syscall_path):
     user = ["--user", USER] if _as_root() else []
+    before = scratch.stat()
     result = run_dune([fuzz_binary, SEED], *user, cwd=scratch, env=_environment(scratch),
                       stdin=subprocess.DEVNULL)
     assert _finished(result) == native_counts
+    assert _unchanged(scratch, before)
 
 
 def test_sandbox_survives_every_call(fuzz_binary, scratch, native_counts, syscall_path):
+    before = scratch.stat()
     result = subprocess.run(
         [sys.executable, "-m", "kvmdune", "sandbox", "--allow-write", str(scratch), "--",
          fuzz_binary, SEED],
         cwd=scratch, env=vmm_env(_environment(scratch)), stdin=subprocess.DEVNULL,
         capture_output=True, timeout=TIMEOUT)
     assert _finished(result) == native_counts
+    assert _unchanged(scratch, before)     # the writable root itself included
+
+
+def test_sandbox_answers_an_empty_path_as_linux(binaries, scratch, syscall_path):
+    """An empty path is ENOENT, never the working directory (a found containment
+    bug: chmod("") made the sandbox's writable root mode 07777)."""
+    binary = binaries["empty_path"]
+    native = subprocess.run([*_nobody_prefix(), binary], cwd=scratch, capture_output=True,
+                            env=_environment(scratch), timeout=TIMEOUT)
+    before = scratch.stat()
+    sandboxed = subprocess.run(
+        [sys.executable, "-m", "kvmdune", "sandbox", "--allow-write", str(scratch), "--",
+         binary], cwd=scratch, env=vmm_env(_environment(scratch)), capture_output=True,
+        timeout=TIMEOUT)
+    assert native.returncode == 0 and b"chmod: ENOENT" in native.stdout   # the control
+    assert sandboxed.stdout == native.stdout, sandboxed.stderr.decode(errors="replace")
+    assert _unchanged(scratch, before)
+
+
+def test_tracing_survives_every_call(fuzz_binary, scratch, native_counts, syscall_path,
+                                     tmp_path):
+    """--trace formats every argument and every output buffer from guest memory."""
+    if syscall_path == "fast":
+        pytest.skip("--trace serves every call on the slow path: the slow run covers it")
+    trace = tmp_path / "trace"
+    user = ["--user", USER] if _as_root() else []
+    result = run_dune([fuzz_binary, SEED], f"--trace={trace}", *user, cwd=scratch,
+                      env=_environment(scratch), stdin=subprocess.DEVNULL)
+    assert _finished(result) == native_counts
+    text = trace.read_text(errors="replace")
+    # The control: the hostile calls were formatted, each with its errno.
+    assert re.search(r"^rt_sigpending\(NULL, 8\) += -1 EFAULT", text, re.MULTILINE)
+    assert re.search(r"^clock_gettime\(CLOCK_REALTIME, NULL\) += -1 EFAULT", text, re.MULTILINE)
+    assert text.count("\n") > native_counts[0]
 
 
 # -- calls kvmdune serves (and some it forwards), one hostile pointer at a time,
@@ -166,10 +211,12 @@ def _nobody_prefix() -> list[str]:
             "--clear-groups", "--inh-caps=-all"]
 
 
-def _by_call(output: bytes) -> dict[str, list[bytes]]:
-    lines: dict[str, list[bytes]] = {}
-    for line in output.splitlines():
-        lines.setdefault(line.split(b" ", 1)[0].decode(), []).append(line)
+def _by_call(output: bytes) -> dict[tuple[str, str], list[bytes]]:
+    """Lines by (call, what was hostile: "arg" for a pointer, "int" for an integer)."""
+    lines: dict[tuple[str, str], list[bytes]] = {}
+    for line in output.splitlines()[:-1]:
+        call, what = line.decode().split(" ")[:2]
+        lines.setdefault((call, what[:3]), []).append(line)
     return lines
 
 
@@ -220,14 +267,38 @@ POINTER_CALLS = [
 ]
 
 
-def test_every_pointer_call_is_exercised(pointer_runs):
-    assert sorted(pointer_runs["native"]) == sorted([*POINTER_CALLS, "hostile"])
+#: Calls whose answer to a hostile integer (good pointers) differs from Linux's today.
+INTEGER_DIVERGENCES = {
+    "read": "a count far past the buffer is EFAULT before the call (the forwarder checks "
+            "the whole extent; Linux reads what is there)",
+    "getcwd": "as read, for the size",
+    "sched_getaffinity": "as read: EFAULT before Linux's EINVAL for a bad length",
+    "openat": "a bad dirfd with an absolute path is EBADF (Linux ignores the dirfd)",
+}
+INTEGER_CALLS = [
+    "rt_sigaction", "rt_sigprocmask", "rt_sigpending", "pipe2", "socketpair", "getrlimit",
+    "setrlimit", "prlimit64", "readlink", "readlinkat", "arch_prctl", "futex_wake",
+    "futex_wake_private", "futex_wait", "poll", "ppoll", "select", "pselect6", "sendmsg",
+    "recvmsg", "ioctl_fionread", "fcntl_getown_ex", "prctl_get_name", "prctl_get_pdeathsig",
+    "rt_sigsuspend_size", "set_robust_list", "read", "write", "readv", "writev", "openat",
+    "newfstatat", "fstat", "getcwd", "getrusage", "clock_gettime", "clock_getres",
+    "getrandom", "sched_getaffinity", "getsockname", "getsockopt", "sendto",
+]
 
 
-@pytest.mark.parametrize("call", [
-    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=POINTER_DIVERGENCES[name]))
-    if name in POINTER_DIVERGENCES else name for name in POINTER_CALLS])
-def test_hostile_pointers_get_the_answers_linux_gives(pointer_runs, call, syscall_path):
-    native = pointer_runs["native"][call]
+def _cases(calls: list[str], what: str, divergences: dict[str, str]) -> list:
+    return [pytest.param(call, what, marks=pytest.mark.xfail(strict=True, reason=divergences[call]))
+            if call in divergences else pytest.param(call, what) for call in calls]
+
+
+def test_every_call_is_exercised(pointer_runs):
+    assert sorted(pointer_runs["native"]) == sorted(
+        [(call, "arg") for call in POINTER_CALLS] + [(call, "int") for call in INTEGER_CALLS])
+
+
+@pytest.mark.parametrize("call, what", _cases(POINTER_CALLS, "arg", POINTER_DIVERGENCES)
+                         + _cases(INTEGER_CALLS, "int", INTEGER_DIVERGENCES))
+def test_hostile_arguments_get_the_answers_linux_gives(pointer_runs, call, what, syscall_path):
+    native = pointer_runs["native"][call, what]
     assert len(native) >= 5      # the control: the call was made with each value
-    assert pointer_runs[syscall_path].get(call) == native
+    assert pointer_runs[syscall_path].get((call, what)) == native

@@ -407,3 +407,30 @@ def test_a_byte_count_result_copies_back_that_many_bytes(proc, tmp_path):
     assert call(proc, "readlinkat", AT_FDCWD, RO, RW, 100) == len("/some/where")
     assert guest_bytes(proc, RW, 11) == b"/some/where"
     assert untouched(proc, RW + 11, 89)
+
+
+# -- socket addresses in, and what the table cannot describe ------------------------
+
+def test_a_socket_address_in_reaches_the_host(proc):
+    name = f"\0kvmdune-forward-in-{os.getpid()}".encode()
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(name)
+    sender = guest_fd(proc, socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).detach())
+    address = struct.pack("<H", socket.AF_UNIX) + name
+    put(proc, RO, address)
+    put(proc, RW, b"datagram")
+    try:
+        assert call(proc, "sendto", sender, RW, 8, 0, RO, len(address)) == 8
+        assert receiver.recv(100) == b"datagram"
+        for where in (UNMAPPED, KERNEL, RO + PAGE - 4):
+            assert faults(proc, "sendto", sender, RW, 8, 0, where, len(address)) == errno.EFAULT
+    finally:
+        receiver.close()
+
+
+def test_a_pointer_the_table_cannot_describe_is_never_forwarded(proc):
+    # keyctl's arguments are opaque: their layout depends on the command.
+    with pytest.raises(NotForwardable):
+        call(proc, "keyctl", 0, 0xFFFF_FFFF_FFFF_FFFD, RW)
+    # Without the pointer the call is the kernel's to answer (a control).
+    assert call(proc, "keyctl", 0xFFFF, 0, 0) == -errno.EOPNOTSUPP

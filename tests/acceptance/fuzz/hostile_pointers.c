@@ -1,10 +1,13 @@
 /* The system calls kvmdune serves itself (its handlers) and a sample of those it
- * forwards, each with good arguments but one pointer made hostile at a time: NULL, 8, the
- * kernel half, non-canonical, a read-only page, 4 bytes before the end of it,
- * and the unmapped page past it.  Prints one line per call with the result's
- * errno (or "ok"), so that the run under kvmdune can be compared byte for byte
- * with the native one.  Nothing here blocks (zero timeouts), ends the process
- * (exec paths never get a usable argv) or acts outside it.
+ * forwards, each with good arguments but one made hostile at a time: a pointer
+ * (NULL, 8, the kernel half, non-canonical, a read-only page, 4 bytes before its
+ * end, the unmapped page past it), then, where it is safe, an integer (-1 as int
+ * and as long, the largest long, values whose low half is 0, 1000).  Prints one
+ * line per call with the result's errno (or "ok"), so that the run under kvmdune
+ * can be compared byte for byte with the native one.  Nothing here blocks (zero
+ * timeouts, non-blocking pipes), ends the process (exec never gets a usable
+ * argv), lets the kernel write past a buffer (no huge length where the kernel
+ * fills what it is given) or acts outside the process.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -35,11 +38,18 @@ struct template {
     unsigned long args[6];
     unsigned positions;   /* bit i: argument i is a pointer to make hostile */
     unsigned nonnull;     /* bit i: never NULL there (it would block or exec) */
+    unsigned ints;        /* bit i: an integer to make hostile too (none by default:
+                             a huge length may let the kernel write past a buffer) */
 };
 
 static unsigned long hostile[7];
 static const char *hostile_names[7] = {
     "NULL", "8", "kernel", "non-canonical", "read-only", "straddling", "past-end",
+};
+/* Integers: -1 as int and as long, the largest long, and two whose low half is 0. */
+static const unsigned long hostile_ints[6] = {
+    0xffffffffffffffffUL, 0xffffffffUL, 0x7fffffffffffffffUL, 0x8000000000000000UL,
+    0xffff800000000000UL, 1000,
 };
 
 static void setup_pages(void)
@@ -85,6 +95,44 @@ static void reset_state(void)
     optlen = 4;
 }
 
+static void call(const struct template *t, const unsigned long *a, const char *what,
+                 int position, const char *value)
+{
+    long result;
+
+    reset_state();
+    errno = 0;
+    result = syscall(t->nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+    if (result >= 0)
+        printf("%s %s%d=%s: ok\n", t->name, what, position, value);
+    else
+        printf("%s %s%d=%s: %s\n", t->name, what, position, value, strerrorname_np(errno));
+    fflush(stdout);
+    /* Whatever a call opened or mapped: the next one starts the same. */
+    syscall(SYS_close_range, 10, ~0U, 0);
+    munmap((void *)hostile[6], PAGE);
+}
+
+/* Each hostile integer where ``t->ints`` allows, the pointers good. */
+static void run_ints(const struct template *t)
+{
+    char name[24];
+    int position, v;
+
+    for (position = 0; position < 6; position++) {
+        if (!(t->ints & (1u << position)))
+            continue;
+        for (v = 0; v < 6; v++) {
+            unsigned long a[6];
+
+            memcpy(a, t->args, sizeof(a));
+            a[position] = hostile_ints[v];
+            snprintf(name, sizeof(name), "%#lx", hostile_ints[v]);
+            call(t, a, "int", position, name);
+        }
+    }
+}
+
 static void run(const struct template *t)
 {
     int position, v;
@@ -94,24 +142,12 @@ static void run(const struct template *t)
             continue;
         for (v = 0; v < 7; v++) {
             unsigned long a[6];
-            long result;
 
             memcpy(a, t->args, sizeof(a));
             a[position] = hostile[v];
             if (v == 0 && (t->nonnull & (1u << position)))
                 continue;
-            reset_state();
-            errno = 0;
-            result = syscall(t->nr, a[0], a[1], a[2], a[3], a[4], a[5]);
-            if (result >= 0)
-                printf("%s arg%d=%s: ok\n", t->name, position, hostile_names[v]);
-            else
-                printf("%s arg%d=%s: %s\n", t->name, position, hostile_names[v],
-                       strerrorname_np(errno));
-            fflush(stdout);
-            /* Whatever a call opened or mapped: the next one starts the same. */
-            syscall(SYS_close_range, 10, ~0U, 0);
-            munmap((void *)hostile[6], PAGE);
+            call(t, a, "arg", position, hostile_names[v]);
         }
     }
 }
@@ -139,7 +175,7 @@ int main(void)
         perror("setup");
         return 2;
     }
-    if (pipe(pipe_fds) || dup2(pipe_fds[0], 7) < 0 || dup2(pipe_fds[1], 8) < 0) {
+    if (pipe2(pipe_fds, O_NONBLOCK) || dup2(pipe_fds[0], 7) < 0 || dup2(pipe_fds[1], 8) < 0) {
         perror("setup");
         return 2;
     }
@@ -152,33 +188,33 @@ int main(void)
         return 2;
 
     struct template templates[] = {
-        {"rt_sigaction", SYS_rt_sigaction, {SIGUSR1, buf2, buf, 8}, 0x6},
-        {"rt_sigprocmask", SYS_rt_sigprocmask, {SIG_BLOCK, buf2, buf, 8}, 0x6},
-        {"rt_sigpending", SYS_rt_sigpending, {buf, 8}, 0x1},
+        {"rt_sigaction", SYS_rt_sigaction, {SIGUSR1, buf2, buf, 8}, 0x6, 0, 0x9},
+        {"rt_sigprocmask", SYS_rt_sigprocmask, {SIG_BLOCK, buf2, buf, 8}, 0x6, 0, 0x9},
+        {"rt_sigpending", SYS_rt_sigpending, {buf, 8}, 0x1, 0, 0x2},
         {"sigaltstack", SYS_sigaltstack, {0, buf}, 0x3},
         {"pipe", SYS_pipe, {buf}, 0x1},
-        {"pipe2", SYS_pipe2, {buf, O_CLOEXEC}, 0x1},
-        {"socketpair", SYS_socketpair, {AF_UNIX, SOCK_STREAM, 0, buf}, 0x8},
-        {"getrlimit", SYS_getrlimit, {RLIMIT_NOFILE, buf}, 0x2},
-        {"setrlimit", SYS_setrlimit, {RLIMIT_CORE, buf}, 0x2},
-        {"prlimit64", SYS_prlimit64, {0, RLIMIT_NOFILE, 0, buf}, 0x8},
-        {"readlink", SYS_readlink, {(unsigned long)self_exe, buf, 64}, 0x3},
-        {"readlinkat", SYS_readlinkat, {(unsigned long)-100, (unsigned long)self_exe, buf, 64}, 0x6},
-        {"arch_prctl", SYS_arch_prctl, {ARCH_GET_FS, buf}, 0x2},
-        {"futex_wake", SYS_futex, {(unsigned long)&futex_word, FUTEX_WAKE, 1}, 0x1},
-        {"futex_wake_private", SYS_futex, {(unsigned long)&futex_word, FUTEX_WAKE_PRIVATE, 1}, 0x1},
+        {"pipe2", SYS_pipe2, {buf, O_CLOEXEC}, 0x1, 0, 0x2},
+        {"socketpair", SYS_socketpair, {AF_UNIX, SOCK_STREAM, 0, buf}, 0x8, 0, 0x7},
+        {"getrlimit", SYS_getrlimit, {RLIMIT_NOFILE, buf}, 0x2, 0, 0x1},
+        {"setrlimit", SYS_setrlimit, {RLIMIT_CORE, buf}, 0x2, 0, 0x1},
+        {"prlimit64", SYS_prlimit64, {0, RLIMIT_NOFILE, 0, buf}, 0x8, 0, 0x2},
+        {"readlink", SYS_readlink, {(unsigned long)self_exe, buf, 64}, 0x3, 0, 0x4},
+        {"readlinkat", SYS_readlinkat, {(unsigned long)-100, (unsigned long)self_exe, buf, 64}, 0x6, 0, 0x9},
+        {"arch_prctl", SYS_arch_prctl, {ARCH_GET_FS, buf}, 0x2, 0, 0x1},
+        {"futex_wake", SYS_futex, {(unsigned long)&futex_word, FUTEX_WAKE, 1}, 0x1, 0, 0x2},
+        {"futex_wake_private", SYS_futex, {(unsigned long)&futex_word, FUTEX_WAKE_PRIVATE, 1}, 0x1, 0, 0x2},
         {"futex_wait", SYS_futex, {(unsigned long)&futex_word, FUTEX_WAIT_PRIVATE, 0,
-                                   (unsigned long)&zero_ts}, 0x9},
-        {"poll", SYS_poll, {pfd, 1, 0}, 0x1},
-        {"ppoll", SYS_ppoll, {pfd, 1, (unsigned long)&zero_ts, 0, 8}, 0x5},
-        {"select", SYS_select, {5, set, 0, 0, (unsigned long)&zero_tv}, 0x12},
-        {"pselect6", SYS_pselect6, {5, set, 0, 0, (unsigned long)&zero_ts, 0}, 0x12},
-        {"sendmsg", SYS_sendmsg, {5, (unsigned long)&msg, MSG_DONTWAIT}, 0x2},
-        {"recvmsg", SYS_recvmsg, {6, (unsigned long)&msg, MSG_DONTWAIT}, 0x2},
-        {"ioctl_fionread", SYS_ioctl, {3, FIONREAD, buf}, 0x4},
-        {"fcntl_getown_ex", SYS_fcntl, {3, F_GETOWN_EX, buf}, 0x4},
-        {"prctl_get_name", SYS_prctl, {PR_GET_NAME, buf}, 0x2},
-        {"prctl_get_pdeathsig", SYS_prctl, {PR_GET_PDEATHSIG, buf}, 0x2},
+                                   (unsigned long)&zero_ts}, 0x9, 0, 0x6},
+        {"poll", SYS_poll, {pfd, 1, 0}, 0x1, 0, 0x6},
+        {"ppoll", SYS_ppoll, {pfd, 1, (unsigned long)&zero_ts, 0, 8}, 0x5, 0, 0x12},
+        {"select", SYS_select, {5, set, 0, 0, (unsigned long)&zero_tv}, 0x12, 0, 0x1},
+        {"pselect6", SYS_pselect6, {5, set, 0, 0, (unsigned long)&zero_ts, 0}, 0x12, 0, 0x1},
+        {"sendmsg", SYS_sendmsg, {5, (unsigned long)&msg, MSG_DONTWAIT}, 0x2, 0, 0x5},
+        {"recvmsg", SYS_recvmsg, {6, (unsigned long)&msg, MSG_DONTWAIT}, 0x2, 0, 0x5},
+        {"ioctl_fionread", SYS_ioctl, {3, FIONREAD, buf}, 0x4, 0, 0x3},
+        {"fcntl_getown_ex", SYS_fcntl, {3, F_GETOWN_EX, buf}, 0x4, 0, 0x3},
+        {"prctl_get_name", SYS_prctl, {PR_GET_NAME, buf}, 0x2, 0, 0x1},
+        {"prctl_get_pdeathsig", SYS_prctl, {PR_GET_PDEATHSIG, buf}, 0x2, 0, 0x1},
         {"clone3", SYS_clone3, {buf, 88}, 0x1},
         /* NULL argv or envp is allowed: it would run /bin/true. */
         {"execve_path", SYS_execve, {(unsigned long)true_path, (unsigned long)true_argv, 0}, 0x1},
@@ -193,34 +229,36 @@ int main(void)
         {"mremap", SYS_mremap, {0, PAGE, 2 * PAGE, MREMAP_MAYMOVE}, 0x1},
         {"mmap_fixed", SYS_mmap, {0, PAGE, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
                                   (unsigned long)-1, 0}, 0x1},
-        {"rt_sigsuspend_size", SYS_rt_sigsuspend, {0, 4}, 0x1},
+        {"rt_sigsuspend_size", SYS_rt_sigsuspend, {0, 4}, 0x1, 0, 0x2},
         /* Forwarded (the declarative forwarder checks their pointers). */
-        {"read", SYS_read, {7, buf, 1}, 0x2},
-        {"write", SYS_write, {8, buf, 1}, 0x2},
-        {"readv", SYS_readv, {7, (unsigned long)&iov, 1}, 0x2},
-        {"writev", SYS_writev, {8, (unsigned long)&iov, 1}, 0x2},
-        {"openat", SYS_openat, {(unsigned long)-100, (unsigned long)self_exe, O_RDONLY}, 0x2},
-        {"newfstatat", SYS_newfstatat, {9, (unsigned long)dot, buf, 0}, 0x6},
-        {"fstat", SYS_fstat, {3, buf}, 0x2},
-        {"getcwd", SYS_getcwd, {buf, 64}, 0x1},
+        {"read", SYS_read, {7, buf, 1}, 0x2, 0, 0x5},
+        {"write", SYS_write, {8, buf, 1}, 0x2, 0, 0x1},
+        {"readv", SYS_readv, {7, (unsigned long)&iov, 1}, 0x2, 0, 0x1},
+        {"writev", SYS_writev, {8, (unsigned long)&iov, 1}, 0x2, 0, 0x1},
+        {"openat", SYS_openat, {(unsigned long)-100, (unsigned long)self_exe, O_RDONLY}, 0x2, 0, 0x1},
+        {"newfstatat", SYS_newfstatat, {9, (unsigned long)dot, buf, 0}, 0x6, 0, 0x9},
+        {"fstat", SYS_fstat, {3, buf}, 0x2, 0, 0x1},
+        {"getcwd", SYS_getcwd, {buf, 64}, 0x1, 0, 0x2},
         {"uname", SYS_uname, {buf}, 0x1},
         {"sysinfo", SYS_sysinfo, {buf}, 0x1},
-        {"getrusage", SYS_getrusage, {RUSAGE_SELF, buf}, 0x2},
-        {"clock_gettime", SYS_clock_gettime, {CLOCK_MONOTONIC, buf}, 0x2},
-        {"clock_getres", SYS_clock_getres, {CLOCK_MONOTONIC, buf}, 0x2},
+        {"getrusage", SYS_getrusage, {RUSAGE_SELF, buf}, 0x2, 0, 0x1},
+        {"clock_gettime", SYS_clock_gettime, {CLOCK_MONOTONIC, buf}, 0x2, 0, 0x1},
+        {"clock_getres", SYS_clock_getres, {CLOCK_MONOTONIC, buf}, 0x2, 0, 0x1},
         {"gettimeofday", SYS_gettimeofday, {buf, 0}, 0x3},
         {"time", SYS_time, {buf}, 0x1},
         {"nanosleep", SYS_nanosleep, {(unsigned long)&zero_ts, 0}, 0x3},
-        {"getrandom", SYS_getrandom, {buf, 8, 0}, 0x1},
-        {"sched_getaffinity", SYS_sched_getaffinity, {0, 128, buf}, 0x4},
-        {"getsockname", SYS_getsockname, {5, buf, (unsigned long)&addrlen}, 0x6},
-        {"getsockopt", SYS_getsockopt, {5, SOL_SOCKET, SO_TYPE, buf, (unsigned long)&optlen}, 0x18},
-        {"sendto", SYS_sendto, {5, buf, 4, MSG_DONTWAIT, 0, 0}, 0x2},
-        {"set_robust_list", SYS_set_robust_list, {0, 24}, 0x1},
+        {"getrandom", SYS_getrandom, {buf, 8, 0}, 0x1, 0, 0x4},
+        {"sched_getaffinity", SYS_sched_getaffinity, {0, 128, buf}, 0x4, 0, 0x2},
+        {"getsockname", SYS_getsockname, {5, buf, (unsigned long)&addrlen}, 0x6, 0, 0x1},
+        {"getsockopt", SYS_getsockopt, {5, SOL_SOCKET, SO_TYPE, buf, (unsigned long)&optlen}, 0x18, 0, 0x7},
+        {"sendto", SYS_sendto, {5, buf, 4, MSG_DONTWAIT, 0, 0}, 0x2, 0, 0x9},
+        {"set_robust_list", SYS_set_robust_list, {0, 24}, 0x1, 0, 0x2},
     };
 
     for (i = 0; i < sizeof(templates) / sizeof(templates[0]); i++)
         run(&templates[i]);
+    for (i = 0; i < sizeof(templates) / sizeof(templates[0]); i++)
+        run_ints(&templates[i]);
     printf("hostile pointers: done\n");
     return 0;
 }

@@ -5,7 +5,7 @@
  * series of calls with argument vectors drawn from a fixed set of hostile
  * values: NULL, tiny and unaligned addresses, kernel-half and non-canonical
  * addresses, a read-only page, a pointer straddling its end, the unmapped page
- * past it, huge lengths, -1, small integers and closed descriptors.  Each value
+ * past it, a writable page of garbage (and its last bytes), huge lengths, -1, small integers and closed descriptors.  Each value
  * is tried in every argument position (the others zero), then seeded random
  * vectors mix them.  The result of each call is ignored: the point is that the
  * program reaches its end (the VMM serving it must neither die nor wedge).
@@ -13,10 +13,12 @@
  * Nothing here may end, block or lastingly change the process or the machine,
  * natively or under kvmdune (where calls reach the host as the unprivileged
  * user running it).  So:
- *   - memory is never writable where a hostile pointer lands: the read-only
- *     page is filled with 0xa5 (every pointer inside it is non-canonical, every
- *     string runs into the unmapped page, every timespec is invalid, and no
- *     futex word equals any value tried), so the kernel can write nowhere;
+ *   - what a pointer points at is garbage that cannot make a call act: the
+ *     read-only page and the writable scratch page hold 0xa5 bytes (every
+ *     pointer inside is non-canonical, every string runs into an unmapped page,
+ *     every timespec and size is invalid, and no futex word equals any value
+ *     tried); the scratch page is refilled before every call, and an unmapped
+ *     page follows it, so the kernel can write nowhere else;
  *   - descriptors 0, 1 and 2 are /dev/null, reset after every call that
  *     succeeded (together with closing whatever a call opened), so no call can
  *     block on them, print, or damage a real file; the program's own output
@@ -53,6 +55,8 @@
 #define PAGE 4096UL
 
 static unsigned long page;      /* read-only, 0xa5 bytes, the next page unmapped */
+static unsigned long scratch;   /* writable, 0xa5 bytes again before every call,
+                                   the next page unmapped */
 static unsigned long values[32];
 static int nvalues;
 static int just_closed_fd;
@@ -85,13 +89,14 @@ static void say(const char *text)
 
 static int is_readable(unsigned long value)
 {
-    return value >= page && value < page + PAGE;
+    return (value >= page && value < page + PAGE) ||
+           (value >= scratch && value < scratch + PAGE);
 }
 
 /* Not a userspace address the program owns or could own: NULL excluded too. */
 static unsigned long unusable_address(unsigned long value)
 {
-    if (value == 0 || value == page || is_readable(value) || value == page + PAGE)
+    if (value == 0 || is_readable(value) || value == page + PAGE || value == scratch + PAGE)
         return 8;
     return value;
 }
@@ -113,8 +118,10 @@ static const char *skip_reason(long nr)
         return "restores registers from the stack: ends the process";
     case SYS_pause:
         return "blocks until a signal (no pointer to make hostile)";
-    case SYS_fork: case SYS_vfork: case SYS_clone:
-        return "makes a process (clone3 with hostile pointers is fuzzed)";
+    case SYS_fork: case SYS_vfork:
+        return "makes a process (no pointer: clone with hostile pointers is fuzzed)";
+    case SYS_clone:
+        return "makes a process: fuzz_clone() gives it hostile pointers only";
     case SYS_alarm:
         return "SIGALRM would end the process (no pointer)";
     case SYS_setuid: case SYS_setgid: case SYS_setreuid: case SYS_setregid:
@@ -347,6 +354,9 @@ static void call(long nr, unsigned long *vector)
                  nr, a[0], a[1], a[2], a[3], a[4], a[5]);
         say(line);
     }
+    /* What the kernel wrote there last time (a valid timespec, a futex word
+     * equal to a value tried) must not make this call block. */
+    memset((void *)scratch, 0xa5, PAGE);
     result = syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
     calls++;
     if (result >= 0) {
@@ -387,6 +397,38 @@ static void fuzz_number(long nr, int positions, int random_vectors)
     }
 }
 
+/* clone(2) as fork with every pointer it takes made hostile in turn: the stack
+ * (the child then faults at once on its first return), the parent's and the
+ * child's tid words (written by the kernel, and cleared at the child's exit) and
+ * the TLS.  The child ends at once; the parent waits for it, so no process
+ * outlives its call. */
+static void fuzz_clone(void)
+{
+    const unsigned long flags = 17 /* SIGCHLD */ | 0x00100000 /* CLONE_PARENT_SETTID */
+        | 0x01000000 /* CLONE_CHILD_SETTID */ | 0x00200000 /* CLONE_CHILD_CLEARTID */
+        | 0x00080000 /* CLONE_SETTLS */;
+    int position, v;
+
+    for (position = 1; position <= 4; position++) {
+        for (v = 0; v < nvalues; v++) {
+            unsigned long a[5] = {flags, 0, 0, 0, 0};
+            long child;
+
+            a[position] = values[v];
+            memset((void *)scratch, 0xa5, PAGE);
+            child = syscall(SYS_clone, a[0], a[1], a[2], a[3], a[4]);
+            if (child == 0)
+                syscall(SYS_exit_group, 0);     /* no libc: the TLS may be garbage */
+            calls++;
+            if (child > 0) {
+                successes++;
+                while (syscall(SYS_wait4, child, 0, 0, 0) < 0 && errno == EINTR)
+                    ;
+            }
+        }
+    }
+}
+
 static void setup(void)
 {
     unsigned long base;
@@ -407,7 +449,8 @@ static void setup(void)
     just_closed_fd = dup(0);
     close(just_closed_fd);
 
-    base = (unsigned long)mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE,
+    /* [read-only page][hole][writable page][hole] */
+    base = (unsigned long)mmap(NULL, 4 * PAGE, PROT_READ | PROT_WRITE,
                                MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (base == (unsigned long)MAP_FAILED) {
         say("fuzz: mmap failed\n");
@@ -415,11 +458,13 @@ static void setup(void)
     }
     memset((void *)base, 0xa5, PAGE);
     if (munmap((void *)(base + PAGE), PAGE) != 0 ||
+        munmap((void *)(base + 3 * PAGE), PAGE) != 0 ||
         mprotect((void *)base, PAGE, PROT_READ) != 0) {
         say("fuzz: cannot make the read-only page\n");
         exit(2);
     }
     page = base;
+    scratch = base + 2 * PAGE;
 
     values[nvalues++] = 0;
     values[nvalues++] = 8;
@@ -431,6 +476,8 @@ static void setup(void)
     values[nvalues++] = page;                     /* read-only */
     values[nvalues++] = page + PAGE - 8;          /* 8 readable bytes, then unmapped */
     values[nvalues++] = page + PAGE;              /* just past the end: unmapped */
+    values[nvalues++] = scratch;                  /* writable, garbage to read */
+    values[nvalues++] = scratch + PAGE - 4;       /* 4 writable bytes, then unmapped */
     values[nvalues++] = 0x7fffffffffffffffUL;     /* huge length */
     values[nvalues++] = 0xffffffffUL;
     values[nvalues++] = 1000;                     /* a descriptor never opened */
@@ -478,6 +525,7 @@ int main(int argc, char **argv)
         fuzz_number(X32_BIT | nr, 0, X32_RANDOM_VECTORS);
     for (i = 0; i < sizeof(extra) / sizeof(extra[0]); i++)
         fuzz_number(extra[i], 1, RANDOM_VECTORS);
+    fuzz_clone();
 
     reset_descriptors();
     snprintf(line, sizeof(line), "fuzz: done %lu calls, %lu succeeded, %lu skipped\n",

@@ -131,8 +131,10 @@ def run_workload_bench(samples: int = 3, quick: bool = False,
 
 def format_table(rows: list[CostRow], unit: str = "us") -> str:
     ways = list(rows[0].costs_ns) if rows else []
-    header = f"{'per call' if unit == 'us' else 'workload':<34}" + "".join(
-        f"{way:>17}" for way in ways)
+    cell = max([17] + [len(way) + 2 for way in ways])
+    label = max([34] + [len(row.case) + 2 for row in rows])
+    header = f"{'per call' if unit == 'us' else 'workload':<{label}}" + "".join(
+        f"{way:>{cell}}" for way in ways)
     lines = [header, "-" * len(header)]
     for row in rows:
         native = row.costs_ns.get("native") or 0
@@ -140,15 +142,89 @@ def format_table(rows: list[CostRow], unit: str = "us") -> str:
         for way in ways:
             value = row.costs_ns[way]
             if value is None:
-                cells.append(f"{'n/a':>17}")
+                cells.append(f"{'n/a':>{cell}}")
             elif way == "native":
-                cells.append(f"{_scaled(value, unit):>15.2f}{unit}")
+                cells.append(f"{_scaled(value, unit):>{cell - 2}.2f}{unit}")
             else:
                 ratio = f"({value / native:.1f}x)" if native else ""
-                cells.append(f"{_scaled(value, unit):>9.2f}{unit}{ratio:>8}")
-        lines.append(f"{row.case:<34}" + "".join(cells))
+                cells.append(f"{_scaled(value, unit):>{cell - 10}.2f}{unit}{ratio:>8}")
+        lines.append(f"{row.case:<{label}}" + "".join(cells))
     return "\n".join(lines)
 
 
 def _scaled(nanoseconds: float, unit: str) -> float:
     return nanoseconds / (1e3 if unit == "us" else 1e9)
+
+
+#: The VMM's own confinement (sandbox/confine.py) on and off, beside native.
+CONFINEMENT_WAYS = {"native": None, "sandbox --no-confine": ["--no-confine"],
+                    "sandbox (confined)": []}
+#: Python's getppid() in a loop before and after the filter: the filter's own cost
+#: on each host call the VMM makes.
+_FILTER_PROBE = """
+import os, sys, time
+from kvmdune.sandbox.guard import SandboxGate
+from kvmdune.sandbox.policy import Profile, profile_defaults
+def per_call(n):
+    started = time.perf_counter_ns()
+    for _ in range(n):
+        os.getppid()
+    return (time.perf_counter_ns() - started) / n
+n = int(sys.argv[1])
+before = min(per_call(n) for _ in range(3))
+SandboxGate(profile_defaults(Profile.STRICT), confine=True)._confine()
+after = min(per_call(n) for _ in range(3))
+print(before, after)
+"""
+
+
+def run_confinement_bench(samples: int = 3, quick: bool = False,
+                          progress: Callable[[str], None] = lambda text: None
+                          ) -> list[CostRow]:
+    """Start-up of ``true``, per-call costs on the fast and the slow path, and the
+    filter's cost per host call, with and without the VMM's confinement."""
+    import os
+    import sys
+
+    native_n, dune_n = (20000, 300) if quick else (1_000_000, 5000)
+    directory = scratch_directory("kvmdune-bench-confine-")
+    try:
+        binary = build(directory)
+        denied = str(directory / "denied-file")
+        Path(denied).write_text("x")
+        rows = []
+        progress("start-up of true")
+        costs = {}
+        for way, options in CONFINEMENT_WAYS.items():
+            argv = (["true"] if options is None
+                    else DUNE_SANDBOX + options + ["--quiet", "--", "true"])
+            values = [v for v in (_time(argv) for _ in range(samples)) if v]
+            costs[way] = statistics.median(values) * 1e9 if values else None
+        rows.append(CostRow("start-up and teardown of true", costs))
+        for case, path in (("getppid", "1"), ("read-zero", "1"), ("getppid", "0"),
+                           ("denied", "0")):
+            label = f"{CASES[case]} ({'fast' if path == '1' else 'slow'} path)"
+            progress(label)
+            costs = {}
+            for way, options in CONFINEMENT_WAYS.items():
+                count = native_n if options is None else dune_n
+                tail = [str(binary), case, str(count), "none", denied]
+                argv = tail if options is None else DUNE_SANDBOX + options + [
+                    "--quiet", "--"] + tail
+                env = {**os.environ, "KVMDUNE_FAST_SYSCALLS": path}
+                values = [r["per_call_ns"] for r in
+                          (per_call_report(argv, env) for _ in range(samples)) if r]
+                costs[way] = statistics.median(values) if values else None
+            rows.append(CostRow(label, costs))
+        progress("the filter on each host call")
+        probe = subprocess.run([sys.executable, "-c", _FILTER_PROBE,
+                                str(20000 if quick else 500_000)],
+                               capture_output=True, text=True, timeout=600)
+        before, after = (float(v) for v in probe.stdout.split()) if probe.returncode == 0 \
+            else (None, None)
+        rows.append(CostRow("getppid from Python in the VMM",
+                            {"native": before, "sandbox --no-confine": before,
+                             "sandbox (confined)": after}))
+        return rows
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)

@@ -7,6 +7,8 @@ import dataclasses
 import json
 import sys
 
+from .sizes import positive_int
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -15,6 +17,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "measured in the same run, and their ratio (machines are shared and "
                     "noisy: compare ratios, not absolute times).")
     suites = parser.add_subparsers(title="suites", metavar="SUITE")
+    parser.set_defaults(handler=lambda args: parser.print_help() or 2)
     core = suites.add_parser(
         "core", help="system calls, faults, protection changes, dirty tracking, exits",
         description="The Dune core: a CPL3 system call served by a Python handler; "
@@ -43,6 +46,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "`kvmdune sandbox`.")
     _add_sampling(confinement)
     confinement.set_defaults(handler=run_confinement)
+    confine = suites.add_parser(
+        "confine", help="the cost of the sandbox VMM's own confinement",
+        description="Start-up of `true`, per-call costs (allowed getppid and 1-byte read "
+                    "on the fast path, getppid and a denied open on the slow path) and "
+                    "the seccomp filter's cost on each host call the VMM makes: natively, "
+                    "under `kvmdune sandbox --no-confine` and under `kvmdune sandbox` "
+                    "(no_new_privs, seccomp, Landlock).")
+    _add_sampling(confine)
+    confine.set_defaults(handler=run_confine)
     syscalls = suites.add_parser(
         "syscalls", help="issue 5's targets for fast system calls, each marked ok or MISSED",
         description="1. per-call cost of an allowed getppid from a static C program: "
@@ -66,7 +78,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_sampling(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--samples", type=int, default=3,
+    parser.add_argument("--samples", type=positive_int, default=3,
                         help="runs of each measurement; the median is printed (default 3)")
     parser.add_argument("--quick", action="store_true",
                         help="small sizes: a smoke test, not a measurement")
@@ -105,6 +117,18 @@ def run_confinement(args: argparse.Namespace) -> int:
     print(format_table(calls))
     print("(ratios against native; natively and under strace the denied open is allowed)\n")
     print(format_table(workloads, unit="s"))
+    return 0
+
+
+def run_confine(args: argparse.Namespace) -> int:
+    from ..bench.sandbox import format_table, run_confinement_bench
+
+    rows = run_confinement_bench(samples=args.samples, quick=args.quick,
+                                 progress=lambda text: print(f"... {text}", file=sys.stderr,
+                                                             flush=True))
+    print(format_table(rows))
+    print("(ratios against native; the last row is Python's own getppid() in the VMM "
+          "process before and after the filter: the filter's cost per host call)")
     return 0
 
 

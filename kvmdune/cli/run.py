@@ -7,7 +7,7 @@ import sys
 
 from .sandbox import (add_call_path_options, add_policy_options, call_path_options, execute,
                       frozen_imports, tracer_for)
-from .sizes import parse_size
+from .sizes import parse_guest_memory
 
 
 def _policy_given(args: argparse.Namespace) -> bool:
@@ -15,7 +15,8 @@ def _policy_given(args: argparse.Namespace) -> bool:
     return any([args.profile, args.policy, args.allow_read, args.allow_write,
                 args.allow_exec, args.net, args.allow_syscall, args.deny_syscall,
                 args.on_deny, args.audit, args.mem, args.cpu, args.wall, args.max_procs,
-                args.max_fsize, args.max_fds, args.env, args.clear_env, args.user])
+                args.max_fsize, args.max_fds, args.env, args.clear_env, args.user,
+                args.pass_fd])
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -35,7 +36,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--trace", nargs="?", const="-", metavar="FILE",
                         help="print every system call in strace's format (to FILE, or "
                              "stderr), following children")
-    parser.add_argument("--memory", type=parse_size, default=None, metavar="SIZE",
+    parser.add_argument("--memory", type=parse_guest_memory, default=None, metavar="SIZE",
                         help="guest-physical memory to reserve (committed lazily), e.g. "
                              "4G (default)")
     add_policy_options(parser, "open")
@@ -45,6 +46,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # First, before the VMM opens anything: the caller's descriptors, for the guest.
+    from ..linux.fdtable import capture_caller_fds
+
+    args.caller_fds = capture_caller_fds(detach=True)
     with frozen_imports():
         from ..linux.runner import RunOptions, run_command
 
@@ -57,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         print("kvmdune run: no program given (usage: kvmdune run [options] -- PROGRAM "
               "[ARGS...])", file=sys.stderr)
         return 2
-    options = RunOptions(tracer=tracer_for(args.trace), **call_path_options(args),
+    options = RunOptions(tracer=tracer_for(args.trace), caller_fds=args.caller_fds,
+                         **call_path_options(args),
                          **({"memory_size": args.memory} if args.memory else {}))
     return run_command(command, options=options)

@@ -80,6 +80,17 @@ def add_policy_options(parser: argparse.ArgumentParser, default_profile: str) ->
                           "(sandbox default: nobody)")
     env.add_argument("--keep-root", action="store_true",
                      help="UNSAFE: keep root's rights (forwarded calls act as root)")
+    env.add_argument("--pass-fd", action="append", type=int, default=[], metavar="N",
+                     help="give the program descriptor N of the caller (e.g. with "
+                          "3<FILE), checked as if it had opened it; only 0-2 are "
+                          "given otherwise (repeatable)")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no notes on stderr about denied calls and the options "
+                             "that would allow them")
+    parser.add_argument("--no-confine", dest="confine", action="store_false",
+                        help="do not confine the VMM process itself (no_new_privs, a "
+                             "seccomp filter, Landlock): one line of defence, the "
+                             "supervisor's checks, instead of two")
 
 
 def build_policy(args: argparse.Namespace, default_profile: str):
@@ -199,6 +210,10 @@ def tracer_for(trace: str | None):
 
 
 def run_sandbox(args: argparse.Namespace) -> int:
+    # First, before the VMM opens anything: the caller's descriptors (--pass-fd).
+    from ..linux.fdtable import capture_caller_fds
+
+    args.caller_fds = capture_caller_fds(detach=True)
     return execute(args, args.default_profile)
 
 
@@ -228,17 +243,24 @@ def execute(args: argparse.Namespace, default_profile: str) -> int:
         audit = open(args.audit, "a", buffering=1)
     elif policy.audit_everything:
         audit = os.fdopen(os.dup(2), "w", buffering=1)
-    gate = None
-    if not (policy.all_paths and not policy.deny_syscalls and audit is None
-            and default_profile == "open"):
-        gate = SandboxGate(policy, audit)
-    environment = {} if policy.clear_env else dict(os.environ)
-    environment.update(dict(policy.env))
     user = args.user
     if user is None and default_profile == "strict" and not args.keep_root and os.geteuid() == 0:
         user = "nobody"
     if args.keep_root:
         user = None
+    if user is not None and os.geteuid() == 0:
+        problem = _unreadable_after_drop(user, command[0], policy, args, args.user is None)
+        if problem is not None:
+            print(f"kvmdune: {problem}", file=sys.stderr)
+            return 126
+    gate = None
+    if not (policy.all_paths and not policy.deny_syscalls and audit is None
+            and default_profile == "open"):
+        gate = SandboxGate(policy, audit,
+                           notices=None if getattr(args, "quiet", False) else _notice_writer(),
+                           confine=getattr(args, "confine", False))
+    environment = {} if policy.clear_env else dict(os.environ)
+    environment.update(dict(policy.env))
     limits = policy.limits
     memory = {} if limits.memory is None else {
         "memory_size": max(64 << 20, -(-limits.memory // (2 << 20)) * (2 << 20))}
@@ -246,10 +268,80 @@ def execute(args: argparse.Namespace, default_profile: str) -> int:
                          wall_seconds=limits.wall, cpu_seconds=limits.cpu,
                          file_size=limits.file_size, max_fds=limits.fds,
                          max_processes=limits.processes, user=user, **memory,
+                         caller_fds=args.caller_fds, pass_fds=tuple(args.pass_fd),
                          **call_path_options(args))
     if default_profile == "open" and gate is None:
         return run_command(command, env=environment, options=options)
     return _contained_run(command, environment, options, limits.cpu_total)
+
+
+def _notice_writer():
+    """Lines to a private duplicate of stderr (the guest may close or move its fd 2)."""
+    fd = os.dup(2)
+    os.set_inheritable(fd, False)
+
+    def write(text: str) -> None:
+        try:
+            os.write(fd, (text + "\n").encode("utf-8", "surrogateescape"))
+        except OSError:
+            pass
+    return write
+
+
+def _unreadable_after_drop(user: str, program: str, policy, args, by_default: bool) -> str | None:
+    """What ``user`` could not read of the program or of the paths the options name
+    (the run drops to it before it loads the program), as a message with what to do;
+    None if nothing. The program's failure ends the run; the paths only get a note."""
+    import pwd
+
+    from ..linux.elf import ExecFormatError
+    from ..linux.exec import resolve_command
+
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        return f"--user {user}: no such user"
+    try:
+        path = resolve_command(program)
+    except ExecFormatError:
+        return None            # the run says what is wrong with it
+    named = [(option, path) for option, paths in (("--allow-read", args.allow_read),
+                                                  ("--allow-write", args.allow_write),
+                                                  ("--allow-exec", args.allow_exec))
+             for path in paths]
+    why = "by default " if by_default else ""
+    advice = ("choose a user who can with --user NAME, or keep root's rights with "
+              "--keep-root (unsafe: forwarded calls then act as root)")
+    existing = [(option, os.path.abspath(p)) for option, p in named if os.path.exists(p)]
+    with _acting_as(entry):
+        program_unreadable = not os.access(path, os.R_OK, effective_ids=True)
+        unreadable = [(option, p) for option, p in existing
+                      if not os.access(p, os.R_OK, effective_ids=True)]
+    if not getattr(args, "quiet", False):
+        for option, p in unreadable:
+            print(f"kvmdune sandbox: note: {option} {p}: user {user} cannot reach it "
+                  f"(the sandbox runs as {user} {why}once KVM is open); {advice}",
+                  file=sys.stderr)
+    if program_unreadable:
+        return (f"{path}: Permission denied: the sandbox drops to user {user} {why}before it "
+                f"loads the program, and {user} cannot read it. Move it where {user} can "
+                f"read it, {advice}.")
+    return None
+
+
+@contextlib.contextmanager
+def _acting_as(entry) -> Iterator[None]:
+    """Root's effective identity switched to ``entry`` for file checks, then back."""
+    groups = os.getgroups()
+    os.setgroups([])
+    os.setegid(entry.pw_gid)
+    os.seteuid(entry.pw_uid)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+        os.setgroups(groups)
 
 
 def _contained_run(command, environment, options, cpu_total: float | None = None) -> int:

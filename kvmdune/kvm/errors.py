@@ -23,10 +23,15 @@ class KvmError(Exception):
             parts.append(f"[{ioctl}]")
         if errno is not None:
             parts.append(f"({_errno.errorcode.get(errno, errno)}: {os.strerror(errno)})")
-        text = " ".join(parts)
+        self.summary = " ".join(parts)
+        text = self.summary
         if advice:
             text += f"\n  hint: {advice}"
         super().__init__(text)
+
+    def one_line(self) -> str:
+        """What failed and what to do, on one line (for a command's error message)."""
+        return f"{self.summary}: {self.advice}" if self.advice else self.summary
 
     @classmethod
     def from_oserror(cls, ioctl: str, exc: OSError, advice: str = "") -> "KvmError":

@@ -506,6 +506,8 @@ OPEN_FLAGS: Final = FlagSet("open_flags", OpenFlags, OpenAccess, O_ACCMODE)
 OPEN_BITS: Final = FlagSet("open_bits", OpenFlags)
 
 AT_FDCWD: Final = -100
+#: The most one read or write moves (linux/fs.h: INT_MAX rounded down to a page).
+MAX_RW_COUNT: Final = 0x7FFF_F000
 
 
 @_int_flag
@@ -812,6 +814,15 @@ class MadviseAdvice:
     MADV_GUARD_REMOVE = 103
     MADV_HWPOISON = 100
     MADV_SOFT_OFFLINE = 101
+
+
+@_int_flag
+class MempolicyFlags:
+    """get_mempolicy(2) flags (linux/mempolicy.h)."""
+
+    MPOL_F_NODE = 1 << 0
+    MPOL_F_ADDR = 1 << 1
+    MPOL_F_MEMS_ALLOWED = 1 << 2
 
 
 @_int_enum
@@ -1319,6 +1330,23 @@ class Personality:
     PER_LINUX = 0x0000
     PER_LINUX_32BIT = 0x0800000
     PER_LINUX32 = 0x0008
+
+
+@_int_flag
+class PersonalityFlags:
+    """personality(2) flags above the execution domain (linux/personality.h)."""
+
+    UNAME26 = 0x0020000
+    ADDR_NO_RANDOMIZE = 0x0040000
+    FDPIC_FUNCPTRS = 0x0080000
+    MMAP_PAGE_ZERO = 0x0100000
+    ADDR_COMPAT_LAYOUT = 0x0200000
+    READ_IMPLIES_EXEC = 0x0400000
+    ADDR_LIMIT_32BIT = 0x0800000
+    SHORT_INODE = 0x1000000
+    WHOLE_SECONDS = 0x2000000
+    STICKY_TIMEOUTS = 0x4000000
+    ADDR_LIMIT_3GB = 0x8000000
 
 
 @_int_flag

@@ -1,23 +1,84 @@
-"""The registry of system-call handlers: ``@handles("name")`` puts a function in it.
+"""The dispatcher: one system call from the guest's registers to its result.
 
-Every handler has one signature: ``handler(proc, cpu, a0, a1, a2, a3, a4, a5)``
-with the six raw argument registers, and returns the value for RAX (a result or
--errno), None when it has set the registers itself (execve, rt_sigreturn), or a
-``Stop`` that ends the process.
+It reads ``routing.ROUTES`` only. Arguments are decoded by their declared kinds
+(C ``int`` and descriptors as the kernel reads them: the low 32 bits, sign-extended;
+pointers and ``long``\\s as 64-bit values) before any handler sees them, and every
+way a call can fail on the guest's input is turned into its errno here, in one
+place: a guest pointer that faults is EFAULT, a call whose pointers the table
+cannot describe is ENOSYS, a host call that failed is its errno. Anything else is
+a bug in the VMM: the guest is ended (fail closed) and the user told in one line
+(``internal_error``).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Mapping
 
-HANDLERS: dict[str, Callable] = {}
+from ..memory import GuestFault
+from .abi import Errno
+from .forward import NotForwardable, forward
+from .internal_error import InternalError
+from .routing import ROUTES, Route, Support
+from .syscall_table import INTEGER_KINDS, int_value, resolve_args
+from .uaccess import Fault
+
+_U64 = 0xFFFF_FFFF_FFFF_FFFF
 
 
-def handles(*names: str) -> Callable[[Callable], Callable]:
-    def register(function: Callable) -> Callable:
-        for name in names:
-            if name in HANDLERS:
-                raise RuntimeError(f"two handlers for {name}")
-            HANDLERS[name] = function
-        return function
-    return register
+def decode(route: Route, raw: tuple[int, ...]) -> tuple[int, ...]:
+    """The six argument registers as the kernel reads them for this call."""
+    decoded = list(raw)
+    for index, arg in enumerate(resolve_args(route.spec, raw)):
+        if arg is None:
+            continue
+        decoded[index] = (int_value(arg, raw[index]) if arg.kind in INTEGER_KINDS
+                          else raw[index] & _U64)
+    return tuple(decoded)
+
+
+class Dispatcher:
+    """Serves system calls by the table; reports refusals once per call."""
+
+    def __init__(self, log: Callable[[str], None],
+                 routes: Mapping[int, Route] = ROUTES) -> None:
+        self.log = log
+        self.routes = routes
+        self._told: set[str] = set()
+
+    def serve(self, proc, cpu, number: int, raw: tuple[int, ...], quiet: bool = False):
+        """The call's result (-errno on failure), None when the handler set the
+        registers itself, or a Stop. Raises ``InternalError`` on a VMM bug."""
+        route = self.routes.get(number)
+        if route is None or route.support is Support.REFUSED:
+            if not quiet:
+                self._tell_refused(route, number)
+            return -Errno.ENOSYS
+        args = decode(route, raw)
+        try:
+            if route.handler is None:
+                return forward(proc, route.spec, args)
+            return route.handler(proc, cpu, *args)
+        except Fault as exc:
+            return -exc.errno
+        except GuestFault:
+            return -Errno.EFAULT
+        except NotForwardable as exc:
+            if not quiet:
+                self._tell_once(route.name, f"kvmdune: {exc}: not supported, ENOSYS")
+            return -Errno.ENOSYS
+        except OSError as exc:       # a host call made by a handler failed
+            return -(exc.errno or Errno.EIO)
+        except Exception as exc:     # a bug in the VMM: fail closed
+            raise InternalError(route.name, exc) from exc
+
+    def _tell_refused(self, route: Route | None, number: int) -> None:
+        if route is None:
+            self._tell_once(str(number), f"kvmdune: unknown system call {number}: ENOSYS")
+        else:
+            self._tell_once(route.name, f"kvmdune: {route.name} ({number}) refused with "
+                                        f"ENOSYS: {route.reason}")
+
+    def _tell_once(self, key: str, text: str) -> None:
+        if key not in self._told:
+            self._told.add(key)
+            self.log(text)

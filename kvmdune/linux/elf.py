@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag
 from typing import Any
 
+from ..machine.layout import TASK_SIZE, USER_PROGRAM_END
+
 __all__ = [
     "BINPRM_BUF_SIZE",
     "ELF64_EHDR_SIZE",
@@ -80,10 +82,6 @@ MAX_PHDR_TABLE_SIZE = 64 * 1024
 
 PAGE_SIZE = 4096  # ELF_MIN_ALIGN on x86-64
 
-# TASK_SIZE_MAX on x86-64 with 4-level paging: the 47-bit user half minus the
-# guard page Linux keeps below the non-canonical hole.
-TASK_SIZE = (1 << 47) - PAGE_SIZE
-
 PATH_MAX = 4096  # longest PT_INTERP Linux accepts, NUL included
 MIN_INTERP_SIZE = 2  # one character and its NUL; Linux refuses shorter
 
@@ -94,6 +92,8 @@ SHEBANG_SPACES = b" \t"  # binfmt_script's spacetab(): not \r, not \n
 SHEBANG_TERMINATORS = b" \t\0"  # binfmt_script's next_terminator()
 
 # Exit statuses a POSIX shell uses when a command cannot be run.
+#: kvmdune itself failed (no KVM, no memory for the guest), as env and timeout use it.
+EXIT_VMM_FAILED = 125
 EXIT_CANNOT_EXECUTE = 126
 EXIT_NOT_FOUND = 127
 
@@ -504,9 +504,11 @@ def _load_segment(data: bytes, path: str, index: int, phdr: Mapping[str, Any], p
         raise _noexec(
             path, f"{where}: file bytes {offset:#x}+{filesz:#x} run past the end of the {len(data)}-byte file"
         )
-    if page_up(vaddr + memsz) > TASK_SIZE:
+    if page_up(vaddr + memsz) > USER_PROGRAM_END:
         raise _noexec(
-            path, f"{where}: ends at {vaddr + memsz:#x}, beyond user space (which ends at {TASK_SIZE:#x})"
+            path, f"{where}: ends at {vaddr + memsz:#x}, beyond user space (which ends at "
+            f"{USER_PROGRAM_END:#x}, below Linux's TASK_SIZE {TASK_SIZE:#x}: kvmdune's call "
+            "area takes the pages between)"
         )
     if offset % PAGE_SIZE != vaddr % PAGE_SIZE:
         raise _noexec(

@@ -1,16 +1,24 @@
 """execve: resolving the file (PATH search for the first program, ``#!`` scripts as
-binfmt_script runs them), loading it into a fresh address space, and switching the
-process to it."""
+binfmt_script runs them, and for the first program execvp's fallback to ``/bin/sh``),
+loading it into a fresh address space, and switching the process to it."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+from dataclasses import dataclass
 
 from ..machine import Machine
-from .elf import BINPRM_BUF_SIZE, ExecFormatError, load_elf, read_shebang
-from .loader import load_program
+from ..memory import AddressSpace, OutOfGuestMemory
+from . import aslr
+from .elf import BINPRM_BUF_SIZE, ELF_MAGIC, ExecFormatError, load_elf, read_shebang
+from .loader import LoadedProgram, load_program
 from .mm import MemoryMap
+
+#: The shell execvp(3) hands a file that execve refuses with ENOEXEC (glibc's
+#: _PATH_BSHELL).
+FALLBACK_SHELL = "/bin/sh"
 
 #: binfmt_script may hand a script to an interpreter that is itself a script this
 #: many times (BINPRM_MAX_RECURSION).
@@ -58,9 +66,24 @@ def resolve_script(path: str, argv: list[bytes]) -> tuple[str, list[bytes]]:
     raise ExecFormatError(40, f"{path}: too many levels of #! interpreters", path)
 
 
-def exec_program(machine: Machine, path: str, argv: list[bytes], envp: list[bytes]):
-    """Load ``path`` into a new address space; returns (space, mm, loaded, exe).
-    Raises ExecFormatError, leaving the current image untouched."""
+@dataclass(frozen=True)
+class NewImage:
+    """A program loaded and ready to switch to: its address space and memory map,
+    where it starts, the file it runs (``exe``, symlinks resolved) and the argv it
+    gets (a script's: the interpreter's, with the script's path)."""
+
+    space: AddressSpace
+    mm: MemoryMap
+    loaded: LoadedProgram
+    exe: str
+    argv: list[bytes]
+
+
+def exec_program(machine: Machine, path: str, argv: list[bytes], envp: list[bytes],
+                 personality: int | None = None) -> NewImage:
+    """Load ``path`` into a new address space, as execve(2) does. The layout is
+    randomized as Linux would for a process of ``personality`` (by default the
+    VMM's own). Raises ExecFormatError, leaving the current image untouched."""
     exe, argv = resolve_script(path, argv)
     image = load_elf(exe)
     if image.interp is not None:
@@ -68,9 +91,32 @@ def exec_program(machine: Machine, path: str, argv: list[bytes], envp: list[byte
     space = machine.new_address_space()
     mm = MemoryMap(space)
     try:
-        loaded = load_program(mm, image, argv, envp, execfn=path.encode())
+        rnd = aslr.Randomization.for_exec(aslr.host_personality() if personality is None
+                                          else personality)
+        loaded = load_program(mm, image, argv, envp, execfn=path.encode(), rnd=rnd)
+    except OutOfGuestMemory as exc:
+        space.close()
+        raise ExecFormatError(
+            errno.ENOMEM, f"does not fit in {machine.memory.size >> 20} MiB of guest memory "
+            "(kvmdune run --memory gives more)", path) from exc
     except BaseException:
         space.close()
         raise
     # realpath: a path pinned by the sandbox (/proc/self/fd/N) names the real file.
-    return space, mm, loaded, os.path.realpath(exe)
+    return NewImage(space, mm, loaded, os.path.realpath(exe), argv)
+
+
+def exec_command(machine: Machine, path: str,
+                 argv: list[bytes], envp: list[bytes]) -> tuple[str, NewImage]:
+    """The first program, started as execvp(3) starts it: a file that execve refuses
+    with ENOEXEC because it is neither ELF nor ``#!`` script (a shell script without
+    the line) runs as ``/bin/sh PATH ARGS...``. Returns the path finally executed
+    (the task is named after it) and its image. (A guest's own execve gets the
+    ENOEXEC, as from the kernel.)"""
+    try:
+        return path, exec_program(machine, path, argv, envp)
+    except ExecFormatError as exc:
+        if exc.errno != errno.ENOEXEC or _read_head(path).startswith(ELF_MAGIC):
+            raise                # an ELF kvmdune cannot run: say why, not what sh says
+    shell_argv = [FALLBACK_SHELL.encode(), path.encode("utf-8", "surrogateescape"), *argv[1:]]
+    return FALLBACK_SHELL, exec_program(machine, FALLBACK_SHELL, shell_argv, envp)

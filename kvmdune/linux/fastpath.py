@@ -27,6 +27,8 @@ from __future__ import annotations
 import os
 import stat
 
+from .gate import RuleKind
+from .routing import forwards_only
 from .syscall_table import SYSCALLS
 
 ENVIRONMENT_VARIABLE = "KVMDUNE_FAST_SYSCALLS"
@@ -82,8 +84,6 @@ def plan(native, rules: dict | None) -> dict[int, tuple[int, int]]:
     """The action (and errno) for every call number the server should not simply
     hand back: ``{number: (native.FAST or native.DENY, errno)}``. ``rules`` are the
     gate's verdicts by number (``Gate.rules()``; None: no gate)."""
-    from .process import RuleKind, forwards_only
-
     actions: dict[int, tuple[int, int]] = {}
     implemented = set(native.FAST_CALLS)
     for number, spec in SYSCALLS.items():
@@ -106,8 +106,6 @@ def open_roots(rules: dict | None) -> list[tuple[str, int]]:
     resolve paths from. Only canonical ones (no symlink in them, so that beneath the
     descriptor is beneath the name the gate compares with); the others are left to
     the gate."""
-    from .process import RuleKind
-
     roots: list[str] = []
     for rule in (rules or {}).values():
         if rule.kind is RuleKind.BENEATH:

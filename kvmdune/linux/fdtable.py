@@ -1,17 +1,21 @@
 """The guest's file-descriptor table: guest numbers mapped to host descriptors
-opened for the guest.
+opened for the guest, and the caller's descriptors the guest starts with.
 
 The VMM's own descriptors (/dev/kvm, the VM and vCPU, logs, Python's own) are
-never in the table, so no number the guest tries can reach them. Guest 0, 1 and 2
-start as duplicates of the VMM's standard streams, so the guest closing or
-replacing its stdout never touches the VMM's.
+never in the table, so no number the guest tries can reach them. The caller's
+descriptors are captured when the VMM starts, before it opens anything
+(``capture_caller_fds``): each moves to a host number out of the way and keeps
+its own number in the guest, and a closed 0, 1 or 2 stays closed for the guest
+(the VMM plugs the hole with /dev/null so its own opens never land there).
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
-from dataclasses import dataclass
+import resource
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from .abi import Errno
 
@@ -20,6 +24,13 @@ from .abi import Errno
 HOST_FD_FLOOR = 100
 #: RLIMIT_NOFILE the guest sees by default (Linux's usual soft limit).
 DEFAULT_MAX_FDS = 1024
+#: The largest RLIMIT_NOFILE the table enforces (Linux's default fs.nr_open).
+NR_OPEN = 1 << 20
+#: Descriptors the VMM needs beside the guest's (KVM, memory, logs, the fast path,
+#: per-call holders): it raises its own RLIMIT_NOFILE by this much over the guest's
+#: where it may, so they never count against the guest's limit.
+VMM_FD_RESERVE = 256
+STANDARD_STREAMS = (0, 1, 2)
 
 
 @dataclass
@@ -58,6 +69,18 @@ class FdTable:
         entry = self.entries.get(fd)
         return entry.host if entry is not None else None
 
+    @classmethod
+    def from_caller(cls, caller: "CallerFds", numbers: Iterable[int],
+                    max_fds: int = DEFAULT_MAX_FDS) -> "FdTable":
+        """The caller's descriptors ``numbers`` (those of them that were open) under
+        their own numbers; the table takes them from ``caller``."""
+        table = cls(max_fds)
+        for fd in sorted(numbers):
+            host = caller.take(fd)
+            if host is not None:
+                table.entries[fd] = GuestFd(host)
+        return table
+
     def lowest_free(self, minimum: int = 0) -> int | None:
         fd = max(minimum, 0)
         while fd in self.entries:
@@ -72,9 +95,14 @@ class FdTable:
             os.close(host_fd)
             return -Errno.EMFILE
         if host_fd < HOST_FD_FLOOR:
-            high = _dup_high(host_fd)
-            os.close(host_fd)
-            host_fd = high
+            try:
+                high = _dup_high(host_fd)
+            except OSError:      # the VMM is at its own limit: any number will do
+                high = None
+                os.set_inheritable(host_fd, False)
+            if high is not None:
+                os.close(host_fd)
+                host_fd = high
         self._set(fd, GuestFd(host_fd, cloexec))
         return fd
 
@@ -121,5 +149,94 @@ class FdTable:
             self.close(fd)
 
 
+@dataclass
+class CallerFds:
+    """The descriptors the VMM's caller left open, as found at start: each number
+    with the host descriptor now holding it (close-on-exec, above HOST_FD_FLOOR),
+    and the caller's RLIMIT_NOFILE (the VMM raises its own)."""
+
+    held: dict[int, int] = field(default_factory=dict)
+    nofile: tuple[int, int] = (DEFAULT_MAX_FDS, DEFAULT_MAX_FDS)
+
+    def take(self, fd: int) -> int | None:
+        """The host descriptor for caller's ``fd``, now the taker's; None if closed."""
+        return self.held.pop(fd, None)
+
+    def close(self) -> None:
+        """Release what nobody took (so the guest's close of its copy is the last)."""
+        for host in self.held.values():
+            os.close(host)
+        self.held.clear()
+
+
+def capture_caller_fds(detach: bool = False) -> CallerFds:
+    """The caller's open descriptors and RLIMIT_NOFILE; call it before the VMM opens
+    anything. Closed 0-2 are plugged with /dev/null in the VMM (and stay closed for
+    the guest). ``detach`` also closes the originals above 2, so that the guest
+    closing its copy is the last close (a pipe's reader sees EOF): only for a
+    process that is nothing but the VMM, such as the command."""
+    nofile = _rlimit_values(resource.getrlimit(resource.RLIMIT_NOFILE))
+    reserve_vmm_fds(nofile[0])
+    caller = CallerFds(nofile=nofile)
+    for fd in _open_descriptors(nofile[0]):
+        caller.held[fd] = _dup_high(fd)
+        if detach and fd not in STANDARD_STREAMS:
+            os.close(fd)
+    for fd in STANDARD_STREAMS:
+        if fd not in caller.held:
+            _plug(fd)
+    return caller
+
+
+def reserve_vmm_fds(guest_limit: int) -> None:
+    """Raise the VMM's own RLIMIT_NOFILE so that its descriptors fit beside
+    ``guest_limit`` of the guest's: the soft limit to the hard one, and the hard one
+    too where the VMM may (root). Falls short silently where it may not."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = min(guest_limit, NR_OPEN) + VMM_FD_RESERVE
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
+            return
+        except (ValueError, OSError):
+            pass
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _rlimit_values(limits: tuple[int, int]) -> tuple[int, int]:
+    """An rlimit pair as Linux reports it to a guest (RLIM_INFINITY is all ones)."""
+    return tuple(value & 0xFFFF_FFFF_FFFF_FFFF for value in limits)
+
+
+def _open_descriptors(limit: int) -> list[int]:
+    """This process's open descriptors, lowest first (the listing's own excluded)."""
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:       # no /proc: ask each number up to the limit
+        names = [str(fd) for fd in range(min(limit, 1 << 16))]
+    return sorted(fd for fd in map(int, names) if _is_open(fd))
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        fcntl.fcntl(fd, fcntl.F_GETFD)
+    except OSError:
+        return False
+    return True
+
+
+def _plug(fd: int) -> None:
+    null = os.open(os.devnull, os.O_RDWR)
+    if null != fd:
+        os.dup2(null, fd)
+        os.close(null)
+
+
 def _dup_high(fd: int) -> int:
-    return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, HOST_FD_FLOOR)
+    try:
+        return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, HOST_FD_FLOOR)
+    except OSError as exc:   # EINVAL: the VMM's own limit is below the floor
+        if exc.errno != Errno.EINVAL:
+            raise
+        return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, len(STANDARD_STREAMS))

@@ -16,18 +16,15 @@ import struct
 from dataclasses import dataclass
 
 from ..memory import READ, WRITE, GuestFault
-from .abi import Errno
-from .host_unsafe import HostBuffer, host_syscall
-from .syscall_table import (ArgKind, Direction, RetKind, SyscallSpec, arg_extent,
-                            resolve_args, resolve_ret)
-from .uaccess import PATH_MAX, Fault
+from .abi import AT_FDCWD, MAX_RW_COUNT, Errno, FdFlags
+from .host_unsafe import HostBuffer, HostArg, host_syscall
+from .syscall_table import (DEREF_KINDS, Arg, ArgKind, Direction, RetKind, SyscallSpec,
+                            arg_extent, filled_extent, resolve_args, resolve_ret)
+from .uaccess import Fault, access_ok, read_path
 
-AT_FDCWD = -100
+#: Most iovec entries one call takes (UIO_MAXIOV).
 IOV_MAX = 1024
-#: Largest buffer copied for one call; Linux caps a read or write at MAX_RW_COUNT.
-MAX_RW_COUNT = 0x7FFF_F000
 _IOVEC = struct.Struct("<QQ")
-FD_CLOEXEC = 1
 
 
 class NotForwardable(Exception):
@@ -39,7 +36,12 @@ class _CopyOut:
     guest: int
     buffer: HostBuffer
     length: int
-    from_ret: bool
+    filled_by: Arg | None = None     # the length is what the result says was filled
+    #: The argument holding a value-result length (socklen_t): the call wrote at most
+    #: as many bytes as it says afterwards (getsockopt, getsockname, accept).
+    length_arg: int | None = None
+    #: Written by the kernel only on EINTR (and holds the guest's own bytes until then).
+    when_interrupted: bool = False
 
 
 @dataclass
@@ -60,7 +62,9 @@ class Call:
         self.space = proc.space
         self.spec = spec
         self.args = args
-        self.host_args = list(args)
+        #: What the host call gets: integers as decoded, and in every position the
+        #: table says is a pointer, a buffer of the VMM's own (or NULL).
+        self.host_args: list[HostArg] = list(args)
         self.keep: list[HostBuffer] = []
         self.copy_out: list[_CopyOut] = []
         self.iovec_out: list[_IovecOut] = []
@@ -90,10 +94,10 @@ class Call:
             elif kind in (ArgKind.PATH, ArgKind.STRING):
                 if value == 0:
                     continue   # NULL where the kernel allows it (utimensat, ...)
-                text = self._cstring(value)
+                text = read_path(self.space, value)
                 if kind is ArgKind.PATH:
                     text = self.proc.host_path(text)
-                self.host_args[index] = self._buffer(text + b"\0").address
+                self.host_args[index] = self._buffer(text + b"\0")
             elif kind in (ArgKind.IN_BUF, ArgKind.OUT_BUF, ArgKind.INOUT_BUF,
                           ArgKind.SOCKADDR):
                 self._plain_buffer(index, arg, value)
@@ -112,15 +116,12 @@ class Call:
             raise Fault(Errno.EBADF)
         return host
 
-    def _cstring(self, address: int) -> bytes:
-        try:
-            return self.space.read_cstring(address, PATH_MAX)
-        except GuestFault as exc:
-            raise Fault(Errno.ENAMETOOLONG if "longer" in exc.reason else Errno.EFAULT) from exc
-
     def _extent(self, index: int) -> int:
         length = arg_extent(self.spec, index, self.args, self._read_memory)
         if length is None:
+            arg = resolve_args(self.spec, self.args)[index]
+            if arg is not None and arg.size_ptr_arg is not None:
+                raise Fault(Errno.EFAULT)     # its value-result length is unreadable
             raise NotForwardable(f"{self.spec.name}: extent of argument {index}")
         return min(length, MAX_RW_COUNT)
 
@@ -131,44 +132,51 @@ class Call:
             # Copying it would hand guest addresses to the host kernel as host ones.
             raise NotForwardable(f"{self.spec.name}: {arg.name} holds pointers")
         length = self._extent(index)
+        if arg.written_when_interrupted:
+            self._written_when_interrupted(index, value, length)
+            return
+        if not access_ok(value, length):
+            raise Fault(Errno.EFAULT)
         direction = Direction.IN if arg.kind is ArgKind.SOCKADDR else arg.direction
         access = WRITE if direction in (Direction.OUT, Direction.INOUT) else READ
-        try:
-            self.space.translate(value, length, access)       # all checked before the call
-            data = (self.space.read(value, length, READ)
-                    if direction in (Direction.IN, Direction.INOUT) else None)
-        except GuestFault as exc:
-            raise Fault(Errno.EFAULT) from exc
+        self.space.translate(value, length, access)       # all checked before the call
+        data = (self.space.read(value, length, READ)
+                if direction in (Direction.IN, Direction.INOUT) else None)
         buffer = self._buffer(data if data is not None else length)
-        self.host_args[index] = buffer.address
+        self.host_args[index] = buffer
         if direction in (Direction.OUT, Direction.INOUT):
-            self.copy_out.append(_CopyOut(value, buffer, length, arg.out_size_from_ret))
+            self.copy_out.append(_CopyOut(value, buffer, length,
+                                          arg if arg.out_size_from_ret else None,
+                                          arg.size_ptr_arg))
+
+    def _written_when_interrupted(self, index: int, value: int, length: int) -> None:
+        """An output Linux touches only if the call is interrupted (a sleep's
+        remaining time): not checked before the call, as Linux does not; it holds
+        the guest's own bytes, so an abstime sleep that writes nothing leaves them."""
+        data = self._read_memory(value, length) if access_ok(value, length) else None
+        buffer = self._buffer(data if data is not None else length)
+        self.host_args[index] = buffer
+        self.copy_out.append(_CopyOut(value, buffer, length, when_interrupted=True))
 
     def _sockaddr_out(self, index: int, arg, value: int) -> None:
         if value == 0:
             return
         length_ptr = self.args[arg.size_ptr_arg]
         capacity = self._extent(index)
-        try:
-            self.space.translate(value, capacity, WRITE)
-            self.space.translate(length_ptr, 4, WRITE)
-        except GuestFault as exc:
-            raise Fault(Errno.EFAULT) from exc
+        self.space.translate(value, capacity, WRITE)
+        self.space.translate(length_ptr, 4, WRITE)
         buffer = self._buffer(capacity)
         length_buffer = self._buffer(struct.pack("<I", capacity))
-        self.host_args[index] = buffer.address
-        self.host_args[arg.size_ptr_arg] = length_buffer.address
-        self.copy_out.append(_CopyOut(value, buffer, capacity, False))
-        self.copy_out.append(_CopyOut(length_ptr, length_buffer, 4, False))
+        self.host_args[index] = buffer
+        self.host_args[arg.size_ptr_arg] = length_buffer
+        self.copy_out.append(_CopyOut(value, buffer, capacity, length_arg=arg.size_ptr_arg))
+        self.copy_out.append(_CopyOut(length_ptr, length_buffer, 4))
 
     def _iovec(self, index: int, arg, value: int) -> None:
         count = self.args[arg.count_arg]
         if count > IOV_MAX:
             raise Fault(Errno.EINVAL)
-        try:
-            raw = self.space.read(value, count * _IOVEC.size, READ) if count else b""
-        except GuestFault as exc:
-            raise Fault(Errno.EFAULT) from exc
+        raw = self.space.read(value, count * _IOVEC.size, READ) if count else b""
         host_iov = bytearray()
         pieces = []
         total = 0
@@ -176,27 +184,30 @@ class Call:
         for base, length in _IOVEC.iter_unpack(raw):
             length = min(length, MAX_RW_COUNT - total)
             total += length
-            try:
-                if writing:
-                    self.space.translate(base, length, WRITE)
-                    buffer = self._buffer(length)
-                else:
-                    buffer = self._buffer(self.space.read(base, length, READ))
-            except GuestFault as exc:
-                raise Fault(Errno.EFAULT) from exc
+            if writing:
+                self.space.translate(base, length, WRITE)
+                buffer = self._buffer(length)
+            else:
+                buffer = self._buffer(self.space.read(base, length, READ))
             host_iov += _IOVEC.pack(buffer.address, length)
             pieces.append((base, buffer, length))
-        self.host_args[index] = self._buffer(bytes(host_iov)).address if host_iov else 0
+        self.host_args[index] = self._buffer(bytes(host_iov)) if host_iov else 0
         if writing:
             self.iovec_out.append(_IovecOut(pieces))
 
     def finish(self, result: int) -> int:
-        if result < 0:
+        """Copy back what the host call wrote; the call's result for the guest."""
+        interrupted = result == -Errno.EINTR
+        if result < 0 and not interrupted:
             return result
         try:
             for out in self.copy_out:
-                length = min(out.length, result) if out.from_ret else out.length
+                if out.when_interrupted != interrupted:
+                    continue
+                length = self._written(out, result)
                 self.space.write(out.guest, out.buffer.read(length), WRITE)
+            if interrupted:
+                return result
             for iov in self.iovec_out:
                 left = result
                 for base, buffer, length in iov.pieces:
@@ -211,13 +222,36 @@ class Call:
             return self.proc.adopt_fd(result)
         return result
 
+    def _written(self, out: _CopyOut, result: int) -> int:
+        """How many bytes of an output buffer the host call wrote: never more than
+        Linux writes, so the guest's bytes beyond stay as they were."""
+        length = out.length
+        if out.filled_by is not None:
+            length = min(length, filled_extent(out.filled_by, result))
+        if out.length_arg is not None:
+            holder = self.host_args[out.length_arg]
+            if isinstance(holder, HostBuffer) and holder.size >= 4:
+                length = min(length, struct.unpack("<I", holder.read(4))[0])
+        return length
+
+    def check_pointers(self) -> None:
+        """No guest address reaches the host kernel: every argument the table says
+        is a pointer is a buffer of the VMM's own, or NULL."""
+        for index, arg in enumerate(resolve_args(self.spec, self.args)):
+            if arg is None or arg.kind not in DEREF_KINDS:
+                continue
+            host = self.host_args[index]
+            if not (isinstance(host, HostBuffer) or host == 0):
+                raise NotForwardable(f"{self.spec.name}: argument {arg.name} was not copied")
+
 
 def forward(proc, spec: SyscallSpec, args: tuple[int, ...]) -> int:
     """Run ``spec`` on the host for the guest; -errno on failure."""
     call = Call(proc, spec, args[:spec.nargs])
     call.prepare()
+    call.check_pointers()
     return call.finish(host_syscall(spec.number, *call.host_args))
 
 
 def host_fd_cloexec(host_fd: int) -> bool:
-    return bool(fcntl.fcntl(host_fd, fcntl.F_GETFD) & FD_CLOEXEC)
+    return bool(fcntl.fcntl(host_fd, fcntl.F_GETFD) & FdFlags.FD_CLOEXEC)

@@ -47,13 +47,19 @@ class HostBuffer:
         ctypes.memmove(self.address + offset, data, len(data))
 
 
-def host_syscall(number: int, *args: int) -> int:
+#: An argument of a host system call: an integer value, or a pointer, which can only
+#: be a buffer of the VMM's own (a guest address is an integer, never a pointer).
+HostArg = int | HostBuffer
+
+
+def host_syscall(number: int, *args: HostArg) -> int:
     """Run a host system call; returns its result, or -errno on failure.
 
     Never retried on EINTR: an interrupted call is reported to the guest as Linux
     would, so that its signal handlers run.
     """
-    padded = [int(a) & 0xFFFF_FFFF_FFFF_FFFF for a in args] + [0] * (6 - len(args))
+    padded = [(a.address if isinstance(a, HostBuffer) else int(a)) & 0xFFFF_FFFF_FFFF_FFFF
+              for a in args] + [0] * (6 - len(args))
     # ctypes wants signed longs.
     signed = [a - (1 << 64) if a >= 1 << 63 else a for a in padded]
     result = _syscall(number, *signed)

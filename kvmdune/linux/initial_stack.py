@@ -12,7 +12,8 @@ Layout, from the top of the stack down (higher addresses first):
                     execfn string            <- AT_EXECFN
                     env strings, envp[0] lowest
                     argv strings, argv[0] lowest
-                    padding to 16 bytes (arch_align_stack, no randomisation)
+                    arch_align_stack: align_jitter bytes (below 8 KiB,
+                    random under ASLR), then padding to 16 bytes
                     platform string          <- AT_PLATFORM
                     16 random bytes          <- AT_RANDOM
                     padding so that sp is 16-byte aligned
@@ -86,6 +87,7 @@ WORD_MAX = (1 << 64) - 1
 STACK_ALIGN = 16  # the x86-64 ABI wants rsp % 16 == 0 at process entry
 AT_RANDOM_SIZE = 16  # create_elf_tables copies 16 bytes for AT_RANDOM
 END_MARKER_SIZE = WORD_SIZE  # bprm->p starts one pointer below the stack top
+MAX_ALIGN_JITTER = 8192  # arch_align_stack subtracts less than this
 PLATFORM_X86_64 = b"x86_64"  # ELF_PLATFORM on x86-64
 CLOCKS_PER_SEC = 100  # USER_HZ, what AT_CLKTCK reports
 
@@ -156,6 +158,7 @@ def build_initial_stack(
     random_bytes: bytes,
     *,
     stack_rlimit: int = DEFAULT_STACK_RLIMIT,
+    align_jitter: int = 0,
 ) -> InitialStack:
     """Lay out a new process's stack below `stack_top`, as Linux's exec does.
 
@@ -167,8 +170,12 @@ def build_initial_stack(
     as Linux has done since 5.18. Strings are given without their NUL and may
     not contain one (ValueError). Raises ArgumentListTooLong (E2BIG) when the
     strings exceed Linux's limits for `stack_rlimit` (RLIMIT_STACK's soft limit).
+    `align_jitter` is how far arch_align_stack moves the pointer down below the
+    strings before aligning it (0 without randomization).
     """
     _check_layout_inputs(stack_top, random_bytes)
+    if not 0 <= align_jitter < MAX_ALIGN_JITTER:
+        raise ValueError(f"align_jitter {align_jitter} is outside [0, {MAX_ALIGN_JITTER})")
     args = list(argv) if argv else [b""]
     envs = list(envp)
     _check_strings(args, envs, execfn, platform, stack_rlimit)
@@ -180,7 +187,7 @@ def build_initial_stack(
     cursor, (execfn_addr,) = _place_strings(cursor, [execfn])
     cursor, env_addrs = _place_strings(cursor, envs)
     cursor, arg_addrs = _place_strings(cursor, args)
-    cursor = _align_down(cursor, STACK_ALIGN)
+    cursor = _align_down(cursor - align_jitter, STACK_ALIGN)
     platform_addr = None
     if platform:
         cursor, (platform_addr,) = _place_strings(cursor, [platform])

@@ -1,19 +1,22 @@
 """Starting a program image in a guest address space, as Linux's execve does: the
 PT_LOAD segments (and the interpreter's, for dynamically linked programs), brk after
 the highest segment, an 8 MiB stack with a guard page, and the initial stack with
-argv, envp and the auxiliary vector."""
+argv, envp and the auxiliary vector; each base where aslr.py draws it."""
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 
 from ..memory import PAGE_SIZE, VMM
-from .elf import ElfImage, ElfType, SegmentFlags, load_elf, page_down, page_up
+from . import aslr
+from .elf import (ElfImage, ElfType, ExecFormatError, SegmentFlags, load_elf, page_down,
+                  page_up)
 from .initial_stack import (AuxType, InitialStack, build_initial_stack, read_host_auxv,
                             standard_auxv)
 from .abi import ProtFlags
-from .mm import ET_DYN_BASE, STACK_EAGER, STACK_SIZE, STACK_TOP, MemoryMap, Vma, perm_for
+from .mm import STACK_EAGER, STACK_SIZE, MemoryMap, Vma, perm_for
 
 PLATFORM = b"x86_64"
 RANDOM_BYTES = 16
@@ -63,11 +66,26 @@ def map_image(mm: MemoryMap, image: ElfImage, bias: int) -> None:
                          offset=segment.offset - lead), data, eager=True)
 
 
-def _bias_for(image: ElfImage, base: int) -> int:
+def _bias_in_mmap_area(mm: MemoryMap, image: ElfImage) -> int:
+    """The load bias mmap gives ``image`` (the interpreter, or a static-pie program,
+    which Linux loads like a library): top-down from the mmap base, aligned to its
+    largest PT_LOAD alignment inside a reservation that leaves room for it."""
+    align = image.max_align
+    start = mm.find_free(image.span + align - PAGE_SIZE)
+    if start is None:
+        raise ExecFormatError(errno.ENOMEM, f"no room for {image.span:#x} bytes of "
+                              "address space", image.path)
+    return ((start + align - 1) & ~(align - 1)) - image.lowest_vaddr
+
+
+def _bias_for(mm: MemoryMap, image: ElfImage, rnd: aslr.Randomization) -> int:
+    """binfmt_elf's load_bias: none for ET_EXEC, ELF_ET_DYN_BASE (randomized) for a
+    PIE program, the mmap area for a static-pie one."""
     if image.kind != ElfType.ET_DYN:
         return 0
-    align = max(image.max_align, PAGE_SIZE)
-    return ((base + align - 1) & ~(align - 1)) - image.lowest_vaddr
+    if image.interp is None:
+        return _bias_in_mmap_area(mm, image)
+    return page_down(aslr.pie_base(rnd, image.max_align) - image.segments[0].vaddr)
 
 
 def host_auxv() -> dict[int, int]:
@@ -78,26 +96,29 @@ def host_auxv() -> dict[int, int]:
 
 
 def load_program(mm: MemoryMap, image: ElfImage, argv: list[bytes], envp: list[bytes],
-                 execfn: bytes, random_bytes: bytes | None = None) -> LoadedProgram:
-    """Map ``image`` (and its interpreter) into ``mm`` and build the initial stack."""
-    bias = _bias_for(image, ET_DYN_BASE)
+                 execfn: bytes, rnd: aslr.Randomization,
+                 random_bytes: bytes | None = None) -> LoadedProgram:
+    """Map ``image`` (and its interpreter) into ``mm`` and build the initial stack,
+    at the bases ``rnd`` draws (the mmap base too: ``mm`` is a fresh map)."""
+    mm.mmap_base = aslr.mmap_base(rnd, aslr.stack_rlimit())
+    bias = _bias_for(mm, image, rnd)
     map_image(mm, image, bias)
-    mm.brk_start = mm.brk = page_up(image.highest_vaddr + bias)
+    static_pie = image.kind == ElfType.ET_DYN and image.interp is None
+    mm.brk_start = mm.brk = aslr.brk_start(rnd, image.highest_vaddr + bias, static_pie)
     interp_base, entry = 0, image.entry + bias
     if image.interp is not None:
         interp = load_elf(image.interp)
-        below = mm.find_free(interp.span + interp.max_align)
-        interp_bias = _bias_for(interp, below)
+        interp_bias = _bias_in_mmap_area(mm, interp) if interp.kind == ElfType.ET_DYN else 0
         map_image(mm, interp, interp_bias)
         interp_base = interp.lowest_vaddr + interp_bias
         entry = interp.entry + interp_bias
-    stack_vma = Vma(STACK_TOP - STACK_SIZE, STACK_TOP,
+    top = aslr.stack_top(rnd)
+    stack_vma = Vma(top - STACK_SIZE, top,
                     int(ProtFlags.PROT_READ | ProtFlags.PROT_WRITE
                         | (ProtFlags.PROT_EXEC if image.executable_stack else 0)),
                     name="[stack]", grows_down=True)
     mm.map_fixed(stack_vma, eager=False)
-    mm.space.map(STACK_TOP - STACK_EAGER, STACK_EAGER,
-                 perm_for(stack_vma.prot))
+    mm.space.map(top - STACK_EAGER, STACK_EAGER, perm_for(stack_vma.prot))
     host = host_auxv()
     auxv = standard_auxv(image, bias, interp_base,
                          hwcap=host.get(AuxType.AT_HWCAP, 0),
@@ -105,11 +126,12 @@ def load_program(mm: MemoryMap, image: ElfImage, argv: list[bytes], envp: list[b
                          minsigstksz=host.get(AuxType.AT_MINSIGSTKSZ, DEFAULT_MINSIGSTKSZ),
                          uid=os.getuid(), euid=os.geteuid(), gid=os.getgid(),
                          egid=os.getegid())
-    stack = build_initial_stack(STACK_TOP, argv, envp, auxv, execfn, PLATFORM,
-                                random_bytes or os.urandom(RANDOM_BYTES))
-    if stack.base < STACK_TOP - STACK_EAGER:
-        mm.space.unmap(STACK_TOP - STACK_EAGER, STACK_EAGER)
-        mm.space.map(page_down(stack.base), STACK_TOP - page_down(stack.base),
+    stack = build_initial_stack(top, argv, envp, auxv, execfn, PLATFORM,
+                                random_bytes or os.urandom(RANDOM_BYTES),
+                                align_jitter=aslr.stack_jitter(rnd))
+    if stack.base < top - STACK_EAGER:
+        mm.space.unmap(top - STACK_EAGER, STACK_EAGER)
+        mm.space.map(page_down(stack.base), top - page_down(stack.base),
                      perm_for(stack_vma.prot))
     mm.space.write(stack.base, stack.data, VMM)
     return LoadedProgram(image, entry, bias, interp_base, stack, stack.auxv)

@@ -16,7 +16,9 @@ from typing import Callable
 from ..memory import PAGE_SIZE, VMM, AddressSpace, OutOfGuestMemory, Perm
 from ..memory.guest_memory import SharedRegion
 from ..machine import PFError, layout
-from .abi import MAP_TYPE, Errno, MadviseAdvice, MapFlags, MapType, MremapFlags, ProtFlags
+from . import aslr
+from .abi import (MAP_TYPE, Errno, MadviseAdvice, MapFlags, MapType, MremapFlags, MsyncFlags,
+                  ProtFlags)
 
 #: Mappings up to this size are backed at once; larger ones on first touch.
 EAGER_MAP_LIMIT = 64 << 20
@@ -24,21 +26,11 @@ EAGER_MAP_LIMIT = 64 << 20
 #: least FAULT_BLOCK_MIN_FREE of guest memory is free.
 FAULT_BLOCK = 256 << 10
 FAULT_BLOCK_MIN_FREE = 0.25
-#: Highest user address + 1 for the program: Linux's TASK_SIZE with 4-level paging
-#: (0x7fff_ffff_f000) less the machine's call stub and ring just below it.
-TASK_SIZE = layout.USER_PROGRAM_END
-#: Where the stack ends (no randomization: Linux's layout with ASLR off).
-STACK_TOP = TASK_SIZE
 STACK_SIZE = 8 << 20
 #: Pages at the top of the stack backed at exec; the rest grows on demand.
 STACK_EAGER = 256 << 10
-#: Gap between the stack and the mmap area (Linux keeps at least 128 MiB).
-STACK_GAP = 128 << 20
-MMAP_BASE = STACK_TOP - STACK_SIZE - STACK_GAP
-#: Lowest address mmap picks by itself (Linux's vm.mmap_min_addr is 64 KiB).
-MMAP_MIN = 0x1_0000
-#: Where ET_DYN programs and the interpreter load (Linux's ELF_ET_DYN_BASE, no ASLR).
-ET_DYN_BASE = 0x5555_5555_4000
+#: One past the largest address: a range reaching it wraps in Linux's unsigned long.
+ADDRESS_END = 1 << 64
 PROT_MASK = int(ProtFlags.PROT_READ | ProtFlags.PROT_WRITE | ProtFlags.PROT_EXEC)
 
 
@@ -100,6 +92,9 @@ class MemoryMap:
         self.space = space
         self.vmas: list[Vma] = []
         self.brk_start = self.brk = 0
+        # The top of the area mmap fills downwards: exec draws it (aslr.py); until
+        # then Linux's without randomization.
+        self.mmap_base = aslr.mmap_base(aslr.NO_RANDOMIZATION)
 
     # -- VMA bookkeeping -----------------------------------------------------------
     def find(self, address: int) -> Vma | None:
@@ -110,6 +105,11 @@ class MemoryMap:
 
     def _overlapping(self, start: int, end: int) -> list[Vma]:
         return [v for v in self.vmas if v.start < end and v.end > start]
+
+    def covers(self, start: int, end: int) -> bool:
+        """Whether every page of [start, end) is mapped."""
+        covered = sum(min(v.end, end) - max(v.start, start) for v in self._overlapping(start, end))
+        return covered == end - start
 
     def _cut(self, start: int, end: int) -> list[Vma]:
         """Remove [start, end) from the VMA list (splitting VMAs); return the cut parts."""
@@ -134,19 +134,19 @@ class MemoryMap:
         bisect.insort(self.vmas, vma, key=lambda v: v.start)
 
     def is_free(self, start: int, end: int) -> bool:
-        return 0 < start < end <= TASK_SIZE and not self._overlapping(start, end)
+        return 0 < start < end <= layout.USER_PROGRAM_END and not self._overlapping(start, end)
 
-    def find_free(self, length: int, below: int = MMAP_BASE) -> int | None:
-        """The highest free range of ``length`` bytes below ``below`` (top-down, as
-        Linux's mmap picks addresses)."""
-        ceiling = below
+    def find_free(self, length: int, below: int | None = None) -> int | None:
+        """The highest free range of ``length`` bytes below ``below`` (the mmap
+        base by default: top-down, as Linux's mmap picks addresses)."""
+        ceiling = self.mmap_base if below is None else below
         for vma in reversed(self.vmas):
             if vma.start >= ceiling:
                 continue
             if vma.end <= ceiling - length:
                 return ceiling - length
             ceiling = min(ceiling, vma.start)
-        return ceiling - length if ceiling - length >= MMAP_MIN else None
+        return ceiling - length if ceiling - length >= layout.MMAP_MIN_ADDR else None
 
     # -- mapping -------------------------------------------------------------------
     def map_fixed(self, vma: Vma, data: bytes = b"", eager: bool | None = None) -> None:
@@ -183,7 +183,7 @@ class MemoryMap:
 
     def close(self) -> None:
         """Unmap everything (at exec and exit), releasing shared regions."""
-        self.unmap(0, TASK_SIZE)
+        self.unmap(0, layout.USER_PROGRAM_END)
 
     def handle_fault(self, address: int, error: PFError) -> bool:
         """Demand paging: back the page if a VMA allows the access (True: retry)."""
@@ -268,7 +268,7 @@ class MemoryMap:
         if length == 0 or offset % PAGE_SIZE:
             return -Errno.EINVAL
         length = page_up(length)
-        if length > TASK_SIZE:
+        if length > layout.USER_PROGRAM_END:
             return -Errno.ENOMEM
         map_type = flags & MAP_TYPE
         if map_type not in (MapType.MAP_SHARED, MapType.MAP_PRIVATE,
@@ -276,14 +276,18 @@ class MemoryMap:
             return -Errno.EINVAL
         fixed = flags & (MapFlags.MAP_FIXED | MapFlags.MAP_FIXED_NOREPLACE)
         if fixed:
-            if address % PAGE_SIZE or not (MMAP_MIN <= address and address + length <= TASK_SIZE):
-                return -Errno.EINVAL if address % PAGE_SIZE else -Errno.ENOMEM
+            if address + length > layout.USER_PROGRAM_END:   # checked in Linux's order
+                return -Errno.ENOMEM
+            if address % PAGE_SIZE:
+                return -Errno.EINVAL
+            if address < layout.MMAP_MIN_ADDR:                 # mmap_min_addr
+                return -Errno.EPERM
             if flags & MapFlags.MAP_FIXED_NOREPLACE and not self.is_free(address, address + length):
                 return -Errno.EEXIST
             start = address
         else:
             hint = address & ~(PAGE_SIZE - 1)
-            start = hint if hint >= MMAP_MIN and self.is_free(hint, hint + length) else \
+            start = hint if hint >= layout.MMAP_MIN_ADDR and self.is_free(hint, hint + length) else \
                 self.find_free(length)
             if start is None:
                 return -Errno.ENOMEM
@@ -308,7 +312,7 @@ class MemoryMap:
 
     def sys_munmap(self, address: int, length: int) -> int:
         """Implements munmap(2)."""
-        if address % PAGE_SIZE or length == 0 or address + length > TASK_SIZE:
+        if address % PAGE_SIZE or length == 0 or address + length > layout.USER_PROGRAM_END:
             return -Errno.EINVAL
         self.unmap(address, page_up(length))
         return 0
@@ -319,13 +323,11 @@ class MemoryMap:
                                            | ProtFlags.PROT_GROWSUP | ProtFlags.PROT_SEM):
             return -Errno.EINVAL
         end = address + page_up(length)
-        if end > TASK_SIZE:
+        if end > layout.USER_PROGRAM_END:
             return -Errno.ENOMEM
         if length == 0:
             return 0
-        covered = sum(min(v.end, end) - max(v.start, address)
-                      for v in self._overlapping(address, end))
-        if covered != end - address:
+        if not self.covers(address, end):
             return -Errno.ENOMEM
         for vma in self._cut(address, end):
             self._insert(replace(vma, prot=prot & PROT_MASK))
@@ -396,15 +398,37 @@ class MemoryMap:
     def sys_madvise(self, address: int, length: int, advice: int) -> int:
         """Implements madvise(2): DONTNEED/FREE drop the pages (they read as zero,
         or as the file, afterwards); the rest are hints."""
-        if address % PAGE_SIZE:
+        end = address + page_up(length)
+        if address % PAGE_SIZE or end >= ADDRESS_END:       # Linux's end wraps: EINVAL
             return -Errno.EINVAL
         if advice in (MadviseAdvice.MADV_DONTNEED, MadviseAdvice.MADV_FREE):
-            end = address + page_up(length)
             with self.space.batch():
                 for vma in self._overlapping(address, end):
                     start, stop = max(vma.start, address), min(vma.end, end)
                     self.space.unmap(start, stop - start)   # refilled on demand
-        return 0
+        # Applied to what is mapped; a hole in the range is reported (as Linux does).
+        return 0 if self.covers(address, end) else -Errno.ENOMEM
+
+    def sys_msync(self, address: int, length: int, flags: int) -> int:
+        """Implements msync(2): guest memory is host memory (shared mappings write
+        through), so only the range is checked."""
+        both = MsyncFlags.MS_ASYNC | MsyncFlags.MS_SYNC
+        if (address % PAGE_SIZE or flags & ~(both | MsyncFlags.MS_INVALIDATE)
+                or flags & both == both):
+            return -Errno.EINVAL
+        end = address + page_up(length)
+        if end >= ADDRESS_END:
+            return -Errno.ENOMEM
+        return 0 if self.covers(address, end) else -Errno.ENOMEM
+
+    def sys_mlock(self, address: int, length: int) -> int:
+        """Implements mlock(2) and munlock(2): guest memory stays resident anyway, so
+        only the range (widened to whole pages) is checked."""
+        start = address & ~(PAGE_SIZE - 1)
+        end = start + page_up(length + address - start)
+        if end >= ADDRESS_END:
+            return -Errno.EINVAL
+        return 0 if self.covers(start, end) else -Errno.ENOMEM
 
     # -- reporting -----------------------------------------------------------------
     def maps_text(self) -> str:

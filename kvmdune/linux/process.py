@@ -8,51 +8,33 @@ signals; host signals meant for the process are delivered at event boundaries.
 
 from __future__ import annotations
 
-import enum
 import os
 import shutil
 import signal as host_signal
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 from ..machine import (Action, Cpu, ExceptionEvent, Handler, Machine, PageFaultEvent,
                        Stop, SyscallEvent)
 from ..memory import AddressSpace, OutOfGuestMemory
+from . import aslr, internal_error, procfs, task_name
 from . import signals as sig
 from .abi import Errno, SigactionFlags, SigHandler, Signal, signal_name
-from . import procfs
-from .dispatch import HANDLERS
-from .forward import NotForwardable, forward, host_fd_cloexec
-from .fdtable import FdTable
-from .mm import MemoryMap
-from .syscall_table import SYSCALLS
+from .dispatch import Dispatcher
+from .exit_status import ExitStatus
 from .fastpath import THREAD_STATE_CALLS
-from .uaccess import Fault
+from .fdtable import FdTable
+from .forward import forward, host_fd_cloexec
+from .gate import Gate
+from .internal_error import InternalError
+from .mm import MemoryMap
+from .syscall_table import BY_NAME, SYSCALLS
 
 #: System calls Linux restarts after a handler with SA_RESTART (the rest report EINTR).
 NOT_RESTARTED = {"nanosleep", "clock_nanosleep", "pause", "rt_sigsuspend", "poll", "ppoll",
                  "select", "pselect6", "epoll_wait", "epoll_pwait", "rt_sigtimedwait"}
-
-
-@dataclass(frozen=True)
-class ExitStatus:
-    """How the guest ended: an exit code, or a signal."""
-
-    code: int | None = None
-    signal: int | None = None
-
-    @property
-    def shell_status(self) -> int:
-        """What a shell reports: the code, or 128 + the signal number."""
-        return self.code if self.code is not None else 128 + (self.signal or 0)
-
-    def describe(self) -> str:
-        if self.code is not None:
-            return f"exited with status {self.code}"
-        return f"killed by {signal_name(self.signal or 0) or self.signal}"
 
 
 class Process(Handler):
@@ -77,13 +59,18 @@ class Process(Handler):
         self.forked = False
         self.vfork_done: int | None = None   # write end of the pipe a vfork parent waits on
         self.comm = b""
+        #: personality(2): the guest's own, kept across fork and execve; it starts as
+        #: the VMM's (setarch -R kvmdune ...), limited to what kvmdune honours.
+        self.personality = aslr.host_personality()
         self.clear_child_tid = 0
         self._transient: list[int] = []
-        self._scratch_dirs: list[str] = []
+        #: Host directories standing for guest /proc directories: host path -> guest path.
+        self.scratch_dirs: dict[str, str] = {}
         self.pinned_paths: dict[bytes, bytes] = {}
+        #: What the host said of a pending signal (sender, code), by number.
+        self.signal_info: dict[int, sig.SenderInfo] = {}
         self.fast = None          # the native fast path (fastpath.FastPath), once started
-        self._handlers = {number: HANDLERS.get(spec.name) or _forwarder_for(spec)
-                          for number, spec in SYSCALLS.items()}
+        self.dispatcher = Dispatcher(self.log)
 
     def start_fast_path(self, option: bool | None = None) -> bool:
         """Serve what can be served without an exit through the native fast path
@@ -103,7 +90,8 @@ class Process(Handler):
         old, old_mm = self.space, self.mm
         self.space, self.mm = space, mm
         self.exe, self.argv, self.envp, self.auxv = exe, argv, envp, auxv
-        self.comm = os.path.basename(filename or exe).encode()[:15]
+        self.comm = task_name.comm_for_exec(filename or exe)
+        task_name.show_on_host(self.comm, argv)
         self.fds.close_on_exec()
         self.signals.reset_for_exec()
         regs = self.cpu.regs
@@ -195,88 +183,96 @@ class Process(Handler):
         self.pinned_paths[path] = replacement
         self._transient.append(holder_fd)
 
-    def transient_file(self, content: bytes) -> bytes:
-        """A path to a file holding ``content``, valid for the current system call."""
-        fd = os.memfd_create("kvmdune-proc", os.MFD_CLOEXEC)
+    def transient_file(self, content: bytes, name: str = "") -> bytes:
+        """A path to a file holding ``content``, valid for the current system call
+        (``name``: the /proc entry it stands for, which readlink then shows)."""
+        fd = os.memfd_create(procfs.transient_name(name), os.MFD_CLOEXEC)
         os.write(fd, content)
         os.lseek(fd, 0, os.SEEK_SET)
         self._transient.append(fd)
         return f"/proc/self/fd/{fd}".encode()
 
     def fd_directory(self) -> bytes:
-        """A directory listing the guest's descriptors as /proc/self/fd does (symlinks
-        named by guest number); it lives until the process ends, since the guest reads
-        it after the call that opened it."""
-        directory = tempfile.mkdtemp(prefix="kvmdune-fd-")
-        self._scratch_dirs.append(directory)
-        for fd, entry in sorted(self.fds.entries.items()):
-            try:
-                os.symlink(os.readlink(f"/proc/self/fd/{entry.host}"),
-                           os.path.join(directory, str(fd)))
-            except OSError:
-                pass
-        upcoming = self.fds.lowest_free()   # the descriptor the open will return
-        if upcoming is not None:
-            os.symlink(directory, os.path.join(directory, str(upcoming)))
-        return directory.encode()
+        """A directory listing the guest's descriptors as /proc/self/fd does."""
+        return procfs.fd_directory(self)
+
+    def scratch_directory(self, guest_path: str) -> str:
+        """A host directory standing for the guest's ``guest_path``; it lives until
+        the process ends, since the guest reads it after the call that opened it."""
+        directory = tempfile.mkdtemp(prefix=f"kvmdune-proc-{os.getpid()}-")
+        self.scratch_dirs[directory] = guest_path
+        return directory
 
     def cleanup(self) -> None:
         """Remove what the process made on the host for itself."""
-        for directory in self._scratch_dirs:
-            shutil.rmtree(directory, ignore_errors=True)
-        self._scratch_dirs.clear()
+        mine = f"kvmdune-proc-{os.getpid()}-"     # a forked child's parent keeps its own
+        for directory in self.scratch_dirs:
+            if os.path.basename(directory).startswith(mine):
+                shutil.rmtree(directory, ignore_errors=True)
+        self.scratch_dirs.clear()
 
     def forward_by_name(self, name: str, args: tuple[int, ...]) -> int:
-        return forward(self, SYSCALLS_BY_NAME[name], args)
+        return forward(self, BY_NAME[name], args)
 
-    def raise_signal(self, signo: int) -> int:
-        """A signal the guest sends itself."""
+    def raise_signal(self, signo: int, code: int = sig.SigCode.SI_USER) -> int:
+        """A signal the guest sends itself (``code``: how, for its siginfo)."""
         if signo == 0:
             return 0
         if signo in (Signal.SIGKILL, Signal.SIGSTOP):
             os.kill(os.getpid(), signo)
             return 0
         self.signals.pending.add(signo)
+        self.signal_info[signo] = sig.SenderInfo(code, os.getpid(), os.getuid())
         return 0
 
-    def wait_for_signal(self) -> None:
-        """Block until a host signal for the guest arrives (or one is pending)."""
+    def wait_for_signal(self, timeout: float | None = None, wanted: int = 0) -> bool:
+        """Block until the guest has a signal to take: one it can be delivered now,
+        or one in the mask ``wanted`` (rt_sigtimedwait); False when ``timeout``
+        seconds passed first. What the host tells of each (sender, code) is kept in
+        ``signal_info`` for rt_sigtimedwait."""
         forwarded = set(sig.FORWARDED)
+        deadline = None if timeout is None else time.monotonic() + timeout
         previous = host_signal.pthread_sigmask(host_signal.SIG_BLOCK, forwarded)
         try:
-            if self.signals.next_deliverable() is None:
-                info = host_signal.sigwaitinfo(forwarded)
+            while not self._signal_ready(wanted):
+                if deadline is None:
+                    info = host_signal.sigwaitinfo(forwarded)
+                else:
+                    left = deadline - time.monotonic()
+                    info = host_signal.sigtimedwait(forwarded, left) if left > 0 else None
+                    if info is None:
+                        return False
                 self.signals.pending.add(info.si_signo)
+                self.signal_info[info.si_signo] = sig.SenderInfo(
+                    info.si_code, info.si_pid, info.si_uid)
+            return True
         finally:
             host_signal.pthread_sigmask(host_signal.SIG_SETMASK, previous)
 
+    def _signal_ready(self, wanted: int) -> bool:
+        if any(wanted & (1 << (signo - 1)) for signo in self.signals.pending):
+            return True
+        signo = self.signals.next_deliverable()
+        while signo is not None and sig.is_ignored(self.signals, signo):
+            self.signals.pending.discard(signo)    # Linux drops it when it is sent
+            signo = self.signals.next_deliverable()
+        return signo is not None
+
     # -- events --------------------------------------------------------------------------
     def on_syscall(self, cpu: Cpu, event: SyscallEvent) -> Stop | None:
-        handler = self._handlers.get(event.number) if event.number < 1024 else None
         spec = SYSCALLS.get(event.number)
         started = time.perf_counter() if self.tracer else 0.0
         entry = self.tracer.entry(self, event, spec) if self.tracer else None
         verdict = self._gate_verdict(spec, event) if self.gate is not None else None
-        if verdict is not None:
-            result = verdict
-        elif handler is None:
-            result = -Errno.ENOSYS
-            if self.tracer is None:
-                name = spec.name if spec else f"syscall_{event.number:#x}"
-                self.log(f"kvmdune: unsupported system call {name} ({event.number}): ENOSYS")
-        else:
-            try:
-                result = handler(self, cpu, *event.args)
-            except Fault as exc:
-                result = -exc.errno
-            except NotForwardable as exc:
-                self.log(f"kvmdune: {exc}: not supported, ENOSYS")
-                result = -Errno.ENOSYS
-            except OSError as exc:     # a host call made by a handler failed
-                result = -(exc.errno or Errno.EIO)
-        while self._transient:
-            os.close(self._transient.pop())
-        self.pinned_paths.clear()
+        try:
+            result = verdict if verdict is not None else self.dispatcher.serve(
+                self, cpu, event.number, event.args, quiet=self.tracer is not None)
+        except InternalError as exc:
+            result = self.internal_error(exc.where, exc)
+        finally:
+            while self._transient:
+                os.close(self._transient.pop())
+            self.pinned_paths.clear()
         if self.tracer is not None:
             self.tracer.exit(self, event, spec, result, time.perf_counter() - started, entry)
         if isinstance(result, Stop):
@@ -290,6 +286,11 @@ class Process(Handler):
                        and spec.name not in NOT_RESTARTED)
             return self.deliver_pending(cpu, restart_number=event.number if restart else None)
         return None
+
+    def internal_error(self, where: str, error: BaseException) -> Stop:
+        """A bug in the VMM: end the guest (fail closed) and say so in one line."""
+        internal_error.report(self.log, where, error)
+        return Stop(value=ExitStatus(signal=Signal.SIGKILL))
 
     def on_page_fault(self, cpu: Cpu, event: PageFaultEvent) -> Action | Stop:
         try:
@@ -357,76 +358,6 @@ class Process(Handler):
                 self.log(crash_report(self, cpu, Signal.SIGSEGV, cpu.regs.rsp, None))
                 return Stop(value=ExitStatus(signal=Signal.SIGSEGV))
             return None
-
-
-SYSCALLS_BY_NAME = {spec.name: spec for spec in SYSCALLS.values()}
-
-
-class RuleKind(enum.Enum):
-    ALLOW = "allow"     # allowed whatever the arguments
-    DENY = "deny"       # refused with ``errno`` whatever the arguments
-    BENEATH = "beneath"  # allowed when its path resolves beneath one of ``roots``
-
-
-@dataclass(frozen=True)
-class CallRule:
-    """A gate's decision on a system call by its number (and, for BENEATH, where its
-    path leads), for the layers below to apply without asking the gate (the fast
-    path). BENEATH promises only the allowing half: a path that does not resolve
-    beneath a root (or at all) still goes to the gate."""
-
-    kind: RuleKind
-    errno: int = 0
-    roots: tuple[str, ...] = ()
-
-
-ALLOW_RULE = CallRule(RuleKind.ALLOW)
-
-
-def forwards_only(spec) -> bool:
-    """Whether the Python path does nothing for this call but forward it to the host
-    (no handler emulates it), so another server may forward it the same way."""
-    return spec.name not in HANDLERS and _forwarder_for(spec) is not None
-
-
-class Gate:
-    """What a policy layer above (the sandbox) plugs in: a verdict on each system call
-    before it is served, and on each descriptor the host opened for the guest. None
-    lets it through; a negative errno is returned to the guest instead; a Stop ends
-    the process. (``linux`` never imports the policy engine.)"""
-
-    def rules(self) -> dict[int, CallRule]:
-        """The verdicts that a call's number alone decides, compiled for the fast
-        path; numbers missing here (the default: all) the gate must check itself.
-        A rule must never differ from what ``check`` answers for any arguments."""
-        return {}
-
-    def check(self, proc: "Process", spec, event: SyscallEvent) -> "int | Stop | None":
-        return None
-
-    def check_opened(self, proc: "Process", host_fd: int) -> int | None:
-        return None
-
-#: Calls the table marks as acting on the calling process that are forwarded all the
-#: same: the guest process *is* the VMM process to Linux (one pid, one set of
-#: credentials, one cwd, one set of children and timers), so these act on exactly
-#: what they would act on natively, and none of them reaches the VMM's memory.
-SHARED_IDENTITY = {
-    "wait4", "waitid", "getcwd", "chdir", "fchdir", "umask", "setuid", "setgid",
-    "setpgid", "setsid", "setreuid", "setregid", "setgroups", "setresuid", "setresgid",
-    "setfsuid", "setfsgid", "getitimer", "alarm", "setitimer", "setpriority",
-    "sched_setparam", "sched_setscheduler", "sched_setaffinity", "sched_setattr",
-    "ioprio_set", "timer_create", "timer_settime", "timer_gettime", "timer_getoverrun",
-    "timer_delete", "membarrier", "pidfd_open", "rt_sigqueueinfo", "rt_tgsigqueueinfo",
-}
-
-
-def _forwarder_for(spec):
-    """The generic forwarder, for calls that are safe to run on the host as they are
-    once their pointers are copied (never those that would act on the VMM)."""
-    if spec.vmm_sensitive and spec.name not in SHARED_IDENTITY:
-        return None
-    return lambda proc, cpu, *args: forward(proc, spec, args)
 
 
 def crash_report(proc: Process, cpu: Cpu, signo: int, address: int, event) -> str:

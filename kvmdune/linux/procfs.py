@@ -1,10 +1,14 @@
-"""/proc as the guest sees it: ``/proc/self`` (and ``/proc/<pid>``, ``/proc/thread-self``)
-names the guest process, never the VMM.
+"""/proc as the guest sees it: ``/proc/self`` (and ``/proc/<pid>``, ``/proc/thread-self``,
+``/proc/self/task/<pid>``) names the guest process, never the VMM.
 
-``exe`` is the guest program, ``fd/N`` the guest's descriptor N, ``maps``,
-``cmdline``, ``environ``, ``auxv``, ``status``, ``stat`` and ``comm`` are generated
-from the guest's own state; ``mem``, ``pagemap`` and everything else that would
-expose the VMM's memory or descriptors is refused.
+``exe`` is the guest program, ``fd/N`` the guest's descriptor N (and ``fd`` a
+directory of them, which readlink names as /proc/<pid>/fd), ``fdinfo/N`` the host's
+fdinfo of that descriptor with the guest's numbers, ``task`` a directory holding the
+guest's one thread; ``maps``, ``cmdline``, ``environ``, ``auxv``, ``status``,
+``stat``, ``comm`` and ``personality`` are generated from the guest's own state;
+what is the same for the guest as for the VMM (its network namespace's ``net``,
+``ns``, ``mounts``, ...) is passed through; ``mem``, ``pagemap`` and everything else that would expose
+the VMM's memory or descriptors is refused.
 """
 
 from __future__ import annotations
@@ -12,19 +16,24 @@ from __future__ import annotations
 import os
 import re
 import struct
+from typing import Callable
 
-from .abi import Errno
+from .abi import O_CLOEXEC, Errno
 from .uaccess import Fault
 
 #: Entries passed through to the host: they mean the same for the guest.
 PASS_THROUGH = {"cwd", "root", "limits", "mounts", "mountinfo", "statm", "io",
-                "oom_score_adj", "cgroup", "loginuid", "sessionid", "timerslack_ns"}
-GENERATED = {"maps", "cmdline", "environ", "auxv", "status", "comm", "smaps", "stat"}
+                "oom_score_adj", "cgroup", "loginuid", "sessionid", "timerslack_ns",
+                "net", "ns"}
+GENERATED = {"maps", "cmdline", "environ", "auxv", "status", "comm", "smaps", "stat",
+             "personality"}
 
 
 def _self_prefix() -> re.Pattern[bytes]:
-    return re.compile(rb"^/proc/(self|thread-self|%d|%d/task/%d)(/.*)?$"
-                      % (os.getpid(), os.getpid(), os.getpid()))
+    """/proc/self and its aliases; group 2 is the entry path below it (a thread's
+    directory, /proc/self/task/<tid>, is the process's: it has one thread)."""
+    return re.compile(rb"^/proc/(self|thread-self|%d)(?:/task/%d(?=/|$))?(/.*)?$"
+                      % (os.getpid(), os.getpid()))
 
 
 #: What a guest may open under another process's /proc/<pid>: that process may be
@@ -36,7 +45,8 @@ OTHER_PROCESS_ENTRIES = {"stat", "status", "statm", "cmdline", "comm", "cwd", "r
 #: /dev names that are symlinks into /proc/self/fd: they must reach the guest's
 #: descriptors, not the VMM's.
 DEV_FD_ALIASES = {b"/dev/stdin": 0, b"/dev/stdout": 1, b"/dev/stderr": 2}
-_PID_PATH = re.compile(rb"^/proc/(\d+)/([^/]+)")
+#: Another process's entry, or one of its threads' (checked as the process's).
+_PID_PATH = re.compile(rb"^/proc/(\d+)/(?:task/\d+/)?([^/]+)")
 
 
 def rewrite(proc, path: bytes) -> bytes:
@@ -59,14 +69,16 @@ def rewrite(proc, path: bytes) -> bytes:
     head, _, tail = rest.partition("/")
     if head == "exe" and not tail:
         return proc.exe.encode()
-    if head == "fd" and not tail:
-        return proc.fd_directory()
+    if head in DIRECTORIES and not tail:
+        return DIRECTORIES[head](proc)
     if head == "fd" and tail:
         if not tail.isdigit() or proc.fds.host(int(tail)) is None:
             raise Fault(Errno.ENOENT)
         return f"/proc/self/fd/{proc.fds.host(int(tail))}".encode()
     if head in GENERATED and not tail:
-        return proc.transient_file(generate(proc, head))
+        return proc.transient_file(generate(proc, head), head)
+    if head == "fdinfo" and tail:
+        return proc.transient_file(fdinfo(proc, tail), f"fdinfo/{tail}")
     if head in PASS_THROUGH:
         return path
     raise Fault(Errno.EACCES)
@@ -117,8 +129,127 @@ def readlink(proc, path: bytes) -> bytes | None:
         host = proc.fds.host(int(number)) if number.isdigit() else None
         if host is None:
             raise Fault(Errno.ENOENT)
-        return os.readlink(f"/proc/self/fd/{host}").encode()
+        return guest_fd_target(proc, host).encode("utf-8", "surrogateescape")
     return None
+
+
+# -- what the guest's descriptors name ------------------------------------------------
+
+#: The memfd a generated entry is served from is named after the entry, so that
+#: readlink of its descriptor can name the entry.
+TRANSIENT_PREFIX = "kvmdune-proc:"
+_TRANSIENT_TARGET = re.compile(r"^/memfd:%s(.*) \(deleted\)$" % re.escape(TRANSIENT_PREFIX))
+
+
+def transient_name(entry: str) -> str:
+    return TRANSIENT_PREFIX + entry
+
+
+def guest_fd_target(proc, host_fd: int) -> str:
+    """What readlink of the guest's /proc/self/fd/N shows for the host descriptor
+    behind it: the host's answer, except for what stands in for a guest /proc entry
+    (a scratch directory, a generated file), which is named as that entry."""
+    target = os.readlink(f"/proc/self/fd/{host_fd}")
+    return guest_view_of_target(target, proc.scratch_dirs)
+
+
+def guest_view_of_target(target: str, scratch_dirs: dict[str, str],
+                         pid: int | None = None) -> str:
+    for directory, guest_path in scratch_dirs.items():
+        if target == directory or target.startswith(directory + "/"):
+            return guest_path + target[len(directory):]
+    generated = _TRANSIENT_TARGET.match(target)
+    if generated is not None:
+        return f"/proc/{os.getpid() if pid is None else pid}/{generated.group(1)}"
+    return target
+
+
+# -- directories ------------------------------------------------------------------------
+
+def fd_directory(proc) -> bytes:
+    """/proc/self/fd: a symlink per guest descriptor, named by its guest number,
+    and one for the descriptor about to be opened on the directory itself."""
+    guest_path = f"/proc/{os.getpid()}/fd"
+    directory = proc.scratch_directory(guest_path)
+    for fd, entry in sorted(proc.fds.entries.items()):
+        try:
+            os.symlink(guest_fd_target(proc, entry.host), os.path.join(directory, str(fd)))
+        except OSError:
+            pass
+    upcoming = proc.fds.lowest_free()   # the descriptor the open will return
+    if upcoming is not None:
+        os.symlink(guest_path, os.path.join(directory, str(upcoming)))
+    return directory.encode()
+
+
+def fdinfo_directory(proc) -> bytes:
+    """/proc/self/fdinfo: an entry per guest descriptor (and the upcoming one)."""
+    directory = proc.scratch_directory(f"/proc/{os.getpid()}/fdinfo")
+    numbers = set(proc.fds.entries)
+    upcoming = proc.fds.lowest_free()
+    if upcoming is not None:
+        numbers.add(upcoming)
+    for fd in numbers:
+        with open(os.path.join(directory, str(fd)), "wb"):
+            pass
+    return directory.encode()
+
+
+def task_directory(proc) -> bytes:
+    """/proc/self/task: the guest's one thread, whose id is its pid."""
+    pid = os.getpid()
+    directory = proc.scratch_directory(f"/proc/{pid}/task")
+    os.mkdir(os.path.join(directory, str(pid)))
+    return directory.encode()
+
+
+#: Directories under /proc/self served from a scratch directory of their own.
+DIRECTORIES: dict[str, Callable[..., bytes]] = {
+    "fd": fd_directory, "fdinfo": fdinfo_directory, "task": task_directory}
+
+
+# -- fdinfo --------------------------------------------------------------------------------
+
+def fdinfo(proc, number_text: str) -> bytes:
+    """/proc/self/fdinfo/N for guest descriptor N: the host's fdinfo of the descriptor
+    behind it, in guest terms."""
+    entry = proc.fds.entries.get(int(number_text)) if number_text.isdigit() else None
+    if entry is None:
+        raise Fault(Errno.ENOENT)
+    with open(f"/proc/self/fdinfo/{entry.host}", "rb") as f:
+        text = f.read()
+    guest_numbers: dict[int, int] = {}
+    for fd, other in sorted(proc.fds.entries.items(), reverse=True):
+        guest_numbers[other.host] = fd         # the lowest guest number wins
+    return guest_fdinfo(text, entry.cloexec, guest_numbers.get)
+
+
+_FDINFO_FLAGS = re.compile(rb"^(flags:\s*)([0-7]+)$")
+_FDINFO_TARGET_FD = re.compile(rb"^(tfd:\s*)(\d+)(.*)$")
+
+
+def guest_fdinfo(text: bytes, cloexec: bool, guest_fd_of: Callable[[int], int | None]) -> bytes:
+    """Rewrite the host's fdinfo text for the guest: ``flags`` carry the guest's
+    close-on-exec (every host descriptor of the VMM has it), and an epoll's ``tfd``
+    lines name the watched descriptors by guest number; a watched descriptor the
+    guest has no number for is left out rather than shown by its host number."""
+    out = []
+    for line in text.splitlines(keepends=True):
+        body = line.rstrip(b"\n")
+        flags = _FDINFO_FLAGS.match(body)
+        target = _FDINFO_TARGET_FD.match(body)
+        if flags is not None:
+            value = int(flags.group(2), 8) & ~O_CLOEXEC
+            value |= O_CLOEXEC if cloexec else 0
+            line = flags.group(1) + b"0%o\n" % value
+        elif target is not None:
+            guest = guest_fd_of(int(target.group(2)))
+            if guest is None:
+                continue
+            width = len(target.group(2))
+            line = target.group(1) + b"%*d" % (width, guest) + target.group(3) + b"\n"
+        out.append(line)
+    return b"".join(out)
 
 
 def generate(proc, entry: str) -> bytes:
@@ -132,6 +263,8 @@ def generate(proc, entry: str) -> bytes:
         return b"".join(struct.pack("<QQ", key, value) for key, value in proc.auxv)
     if entry == "comm":
         return proc.comm + b"\n"
+    if entry == "personality":
+        return b"%08x\n" % proc.personality
     if entry == "status":
         return _status(proc)
     if entry == "stat":

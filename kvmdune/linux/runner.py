@@ -13,10 +13,17 @@ from ..kvm import KvmError
 from ..machine import Machine, MachineError, StopReason
 from ..memory.guest_memory import DEFAULT_GUEST_MEMORY
 from . import signals as sig
-from .elf import ExecFormatError, exit_status_for
-from .exec import exec_program, resolve_command
+from .abi import PrctlOption
+from .elf import EXIT_VMM_FAILED, ExecFormatError, exit_status_for
+from .exec import exec_command, resolve_command
+from .fdtable import NR_OPEN, STANDARD_STREAMS, CallerFds, FdTable, capture_caller_fds
 from .host_unsafe import host_syscall
-from .process import ExitStatus, Gate, Process
+from .syscall_table import Sysno
+from .exit_status import ExitStatus
+from .gate import Gate
+from .process import Process
+from .procfs import opened_vmm_entry
+from .sys_resource import guest_limits
 
 
 @dataclass(frozen=True)
@@ -34,6 +41,16 @@ class RunOptions:
     #: unless the environment says KVMDUNE_FAST_SYSCALLS=0.
     fast_syscalls: bool | None = None
     syscall_stats: bool = False             # report how the calls were served, at exit
+    #: The caller's descriptors as the VMM found them at start (capture_caller_fds);
+    #: None: run_command captures them itself.
+    caller_fds: CallerFds | None = None
+    #: Under a gate, the caller's descriptors beyond 0-2 the guest is given (each
+    #: checked as if the guest had opened it); without one it is given them all.
+    pass_fds: tuple[int, ...] = ()
+
+
+#: The status when a descriptor to pass cannot be given (as for a bad policy).
+BAD_OPTIONS_STATUS = 2
 
 
 def run_command(argv: list[str], env: dict[str, str] | None = None,
@@ -41,6 +58,15 @@ def run_command(argv: list[str], env: dict[str, str] | None = None,
                 log: Callable[[str], None] | None = None) -> int:
     """Run ``argv`` (PROGRAM resolved on PATH) in Dune mode; the shell-style exit
     status (126/127 when it cannot start, 128+N after signal N)."""
+    caller = options.caller_fds if options.caller_fds is not None else capture_caller_fds()
+    try:
+        return _run_command(argv, env, options, log, caller)
+    finally:
+        caller.close()
+
+
+def _run_command(argv: list[str], env: dict[str, str] | None, options: RunOptions,
+                 log: Callable[[str], None] | None, caller: CallerFds) -> int:
     environment = dict(os.environ if env is None else env)
     say = log or (lambda text: os.write(2, (text.rstrip("\n") + "\n").encode()))
     try:
@@ -50,20 +76,28 @@ def run_command(argv: list[str], env: dict[str, str] | None = None,
         return exit_status_for(exc)
     envp = [f"{key}={value}".encode() for key, value in environment.items()]
     args = [arg.encode("utf-8", "surrogateescape") for arg in argv]
-    with Machine(options.memory_size) as machine:
+    try:
+        machine = Machine(options.memory_size)
+    except OSError as exc:     # the reservation itself (mmap) failed
+        say(f"kvmdune: cannot reserve {options.memory_size >> 20} MiB of guest memory "
+            f"({os.strerror(exc.errno or 0)}): ask for less with --memory")
+        return EXIT_VMM_FAILED
+    with machine:
         apply_limits(options)
         if options.user is not None:
             drop_privileges(options.user)
         try:
-            space, mm, loaded, exe = exec_program(machine, path, args, envp)
+            filename, new = exec_command(machine, path, args, envp)
         except ExecFormatError as exc:
             say(f"kvmdune: {describe_exec_error(exc)}")
             return exit_status_for(exc)
         process = Process(machine, tracer=options.tracer, log=log, gate=options.gate)
-        if options.max_fds is not None:
-            process.fds.max_fds = options.max_fds
-        process.replace_image(space, mm, exe, args, envp, loaded.entry, loaded.sp,
-                              loaded.auxv)
+        refused = give_caller_fds(process, caller, options)
+        if refused is not None:
+            say(f"kvmdune: {refused}")
+            return BAD_OPTIONS_STATUS
+        process.replace_image(new.space, new.mm, new.exe, new.argv, envp, new.loaded.entry,
+                              new.loaded.sp, new.loaded.auxv, filename=filename)
         process.start_fast_path(options.fast_syscalls)
         try:
             status = run_process(process, options.wall_seconds)
@@ -77,6 +111,52 @@ def run_command(argv: list[str], env: dict[str, str] | None = None,
     return status.shell_status
 
 
+def give_caller_fds(process: Process, caller: CallerFds, options: RunOptions) -> str | None:
+    """Start the guest with the caller's descriptors under their own numbers (all of
+    them without a gate; under one, 0-2 and ``pass_fds``, each checked as if newly
+    opened: an inherited directory would otherwise bypass the path rules) and the
+    caller's resource limits; what went wrong, or None."""
+    numbers = set(caller.held) if options.gate is None else set(STANDARD_STREAMS)
+    for fd in options.pass_fds:
+        refused = _refuse_passed(process, caller, fd)
+        if refused is not None:
+            return refused
+        numbers.add(fd)
+    # The VMM's own /proc entries (a /proc/self/fd the caller opened before it
+    # became the VMM) would reach its descriptors: closed for the guest.
+    numbers = {fd for fd in numbers
+               if fd not in caller.held or not opened_vmm_entry(caller.held[fd])}
+    soft, hard = caller.nofile
+    if options.max_fds is not None:
+        soft, hard = min(soft, options.max_fds), min(hard, options.max_fds)
+    process.fds.close_all()
+    process.fds = FdTable.from_caller(caller, numbers, min(soft, NR_OPEN))
+    caller.close()
+    process.rlimits = guest_limits((soft, hard))
+    return None
+
+
+def _refuse_passed(process: Process, caller: CallerFds, fd: int) -> str | None:
+    """Why the caller's ``fd`` cannot be passed to the guest, or None."""
+    host = caller.held.get(fd)
+    if host is None:
+        return (f"--pass-fd {fd}: descriptor {fd} is not open (open it where kvmdune "
+                f"is started, e.g. {fd}<FILE)")
+    if process.gate is None:
+        return None
+    refused = process.gate.check_passed(process, host)
+    if refused is None:
+        return None
+    try:
+        what = os.readlink(f"/proc/self/fd/{host}")
+    except OSError:
+        what = "?"
+    advice = ("allow its network with --net" if what.startswith("socket:") else
+              "allow its file with --allow-read or --allow-write")
+    return (f"--pass-fd {fd} ({what}): refused by the policy ({os.strerror(-refused)}): "
+            f"{advice}, or do not pass it")
+
+
 def describe_exec_error(exc: ExecFormatError) -> str:
     """``PATH: what is wrong (strerror)``, as a shell would say it, with the detail."""
     text = exc.message
@@ -85,8 +165,6 @@ def describe_exec_error(exc: ExecFormatError) -> str:
     reason = os.strerror(exc.errno)
     return text if reason.lower() in text.lower() else f"{text} ({reason})"
 
-
-PR_SET_DUMPABLE = 4
 
 
 def apply_limits(options: RunOptions) -> None:
@@ -119,7 +197,7 @@ def run_process(process: Process, wall_seconds: float | None = None) -> ExitStat
     """Run until the guest exits or is killed (or its wall-time limit passes)."""
     # Not dumpable: other processes of the same user (other guests among them) cannot
     # read this VMM's memory through /proc/<pid>/mem or attach to it.
-    host_syscall(157, PR_SET_DUMPABLE, 0)
+    host_syscall(Sysno.prctl, PrctlOption.PR_SET_DUMPABLE, 0)
     sig.install_host_handlers(process.signals)
     deadline = None if wall_seconds is None else time.monotonic() + wall_seconds
     while True:
@@ -133,6 +211,8 @@ def run_process(process: Process, wall_seconds: float | None = None) -> ExitStat
             # KVM itself refused to go on (e.g. EAGAIN at a process limit it counts).
             process.log(f"kvmdune: {process.exe}: the virtual CPU cannot run: {exc}")
             return ExitStatus(signal=sig.Signal.SIGKILL)
+        except Exception as exc:      # a bug in the VMM outside a system call
+            return process.internal_error("the run loop", exc).value
         if isinstance(stop.value, ExitStatus):
             return stop.value
         if stop.reason is StopReason.BUDGET:

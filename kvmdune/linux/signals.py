@@ -8,12 +8,14 @@ next event boundary. Synchronous faults become SIGSEGV, SIGILL, SIGFPE, ....
 
 from __future__ import annotations
 
+import enum
 import signal as host_signal
 import struct
 from dataclasses import dataclass, field
 from typing import Callable
 
 from ..machine import Cpu, Vector
+from ..machine.layout import USER_CS, USER_DS
 from ..memory import WRITE, GuestFault
 from .abi import SIGRTMAX, Errno, SigactionFlags, SigaltstackFlags, SigHandler, Signal
 from ..machine.x86 import USER_RFLAGS, USER_RFLAGS_FIXED, RFLAGS
@@ -32,7 +34,6 @@ UCONTEXT_SIZE = _UCONTEXT_HEAD.size + _STACK_T.size + _MCONTEXT.size + SIGSET_SI
 SIGINFO_SIZE = 128
 UC_SIGCONTEXT_SS = 0x2
 UC_STRICT_RESTORE_SS = 0x4
-USER_CS, USER_DS = 0x33, 0x2B
 
 #: Signals whose default action is to ignore them.
 DEFAULT_IGNORE = {Signal.SIGCHLD, Signal.SIGURG, Signal.SIGWINCH, Signal.SIGCONT}
@@ -57,6 +58,22 @@ EXCEPTION_SIGNALS = {
     Vector.SS: Signal.SIGBUS, Vector.GP: Signal.SIGSEGV, Vector.MF: Signal.SIGFPE,
     Vector.AC: Signal.SIGBUS, Vector.XM: Signal.SIGFPE,
 }
+
+
+class SigCode(enum.IntEnum):
+    """siginfo's si_code for signals sent by a process (asm-generic/siginfo.h)."""
+
+    SI_USER = 0       # kill(2), raise(3)
+    SI_TKILL = -6     # tkill(2), tgkill(2)
+
+
+@dataclass(frozen=True)
+class SenderInfo:
+    """What siginfo says of who sent a signal."""
+
+    si_code: int
+    si_pid: int
+    si_uid: int
 
 
 @dataclass

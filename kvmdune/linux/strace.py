@@ -32,6 +32,7 @@ from kvmdune.linux.syscall_table import (
     ArgKind,
     Direction,
     Display,
+    filled_extent,
     Ret,
     RetKind,
     SyscallSpec,
@@ -792,9 +793,7 @@ class _Call:
     def buffer_length(self, index: int, arg: Arg) -> int | None:
         length = self.extent(index)
         if arg.out_size_from_ret and self.ret is not None and arg.direction is not Direction.IN:
-            # The return value counts elements for arrays, bytes otherwise.
-            unit = arg.struct.size if arg.count_arg is not None and arg.struct is not None else 1
-            filled = max(self.ret, 0) * unit
+            filled = filled_extent(arg, self.ret)
             length = filled if length is None else min(length, filled)
         return length
 

@@ -7,8 +7,7 @@ import os
 import struct
 
 from . import procfs
-from .abi import Errno
-from .dispatch import handles
+from .abi import AT_FDCWD, Errno
 from .forward import NotForwardable
 from .uaccess import read_path, write_bytes
 
@@ -17,7 +16,6 @@ F_DUPFD, F_GETFD, F_SETFD, F_DUPFD_CLOEXEC = 0, 1, 2, 1030
 FD_CLOEXEC = 1
 FIOCLEX, FIONCLEX = 0x5451, 0x5450
 SOCK_CLOEXEC = 0o2000000
-AT_FDCWD = -100
 
 
 def _fd(value: int) -> int:
@@ -25,16 +23,20 @@ def _fd(value: int) -> int:
     return value - (1 << 32) if value >= 1 << 31 else value
 
 
-@handles("close")
 def sys_close(proc, cpu, fd, *_):
     """Implements close(2) on the guest's table."""
     return proc.fds.close(_fd(fd))
 
 
-@handles("close_range")
+CLOSE_RANGE_UNSHARE, CLOSE_RANGE_CLOEXEC = 2, 4
+
+
 def sys_close_range(proc, cpu, first, last, flags, *_):
-    """Implements close_range(2)."""
-    CLOSE_RANGE_CLOEXEC = 4
+    """Implements close_range(2) (the table is this process's alone: UNSHARE is
+    what it already is)."""
+    first, last = first & 0xFFFF_FFFF, last & 0xFFFF_FFFF
+    if flags & ~(CLOSE_RANGE_UNSHARE | CLOSE_RANGE_CLOEXEC) or first > last:
+        return -Errno.EINVAL
     for fd in [fd for fd in proc.fds.entries if first <= fd <= last]:
         if flags & CLOSE_RANGE_CLOEXEC:
             proc.fds.entries[fd].cloexec = True
@@ -43,19 +45,16 @@ def sys_close_range(proc, cpu, first, last, flags, *_):
     return 0
 
 
-@handles("dup")
 def sys_dup(proc, cpu, fd, *_):
     """Implements dup(2)."""
     return proc.fds.dup(_fd(fd))
 
 
-@handles("dup2")
 def sys_dup2(proc, cpu, old, new, *_):
     """Implements dup2(2)."""
     return proc.fds.dup2(_fd(old), _fd(new))
 
 
-@handles("dup3")
 def sys_dup3(proc, cpu, old, new, flags, *_):
     """Implements dup3(2)."""
     if flags & ~O_CLOEXEC or _fd(old) == _fd(new):
@@ -63,7 +62,6 @@ def sys_dup3(proc, cpu, old, new, flags, *_):
     return proc.fds.dup2(_fd(old), _fd(new), cloexec=bool(flags & O_CLOEXEC))
 
 
-@handles("fcntl")
 def sys_fcntl(proc, cpu, fd, cmd, arg, *_):
     """Implements fcntl(2): descriptor commands on the guest's table, the rest
     (status flags, locks, pipe sizes) forwarded."""
@@ -72,7 +70,8 @@ def sys_fcntl(proc, cpu, fd, cmd, arg, *_):
     if entry is None:
         return -Errno.EBADF
     if cmd in (F_DUPFD, F_DUPFD_CLOEXEC):
-        return proc.fds.dup(fd, minimum=_fd(arg), cloexec=cmd == F_DUPFD_CLOEXEC)
+        # The lowest number is an unsigned int to Linux: a negative one is too large.
+        return proc.fds.dup(fd, minimum=arg & 0xFFFF_FFFF, cloexec=cmd == F_DUPFD_CLOEXEC)
     if cmd == F_GETFD:
         return FD_CLOEXEC if entry.cloexec else 0
     if cmd == F_SETFD:
@@ -81,7 +80,6 @@ def sys_fcntl(proc, cpu, fd, cmd, arg, *_):
     return proc.forward_by_name("fcntl", (fd, cmd, arg, 0, 0, 0))
 
 
-@handles("ioctl")
 def sys_ioctl(proc, cpu, fd, request, arg, *_):
     """Implements ioctl(2): FIOCLEX/FIONCLEX on the guest's table; the requests the
     table declares (terminal and FIONREAD-style) forwarded; others ENOTTY."""
@@ -102,8 +100,13 @@ def _pipe(proc, fds_ptr: int, flags: int) -> int:
     if flags & ~(O_CLOEXEC | os.O_NONBLOCK | os.O_DIRECT):
         return -Errno.EINVAL
     read_end, write_end = os.pipe2(flags | O_CLOEXEC)
-    cloexec = bool(flags & O_CLOEXEC)
-    guest = [proc.fds.install(read_end, cloexec), proc.fds.install(write_end, cloexec)]
+    return _install_pair(proc, (read_end, write_end), bool(flags & O_CLOEXEC), fds_ptr)
+
+
+def _install_pair(proc, ends: tuple[int, int], cloexec: bool, fds_ptr: int) -> int:
+    """Two new host descriptors (a pipe's or a socketpair's ends) made the guest's and
+    their numbers written at ``fds_ptr``; on a fault neither stays open, as in Linux."""
+    guest = [proc.fds.install(end, cloexec) for end in ends]
     if min(guest) < 0:
         for fd in guest:
             if fd >= 0:
@@ -118,35 +121,30 @@ def _pipe(proc, fds_ptr: int, flags: int) -> int:
     return 0
 
 
-@handles("pipe")
 def sys_pipe(proc, cpu, fds_ptr, *_):
     """Implements pipe(2)."""
     return _pipe(proc, fds_ptr, 0)
 
 
-@handles("pipe2")
 def sys_pipe2(proc, cpu, fds_ptr, flags, *_):
     """Implements pipe2(2)."""
     return _pipe(proc, fds_ptr, flags)
 
 
-@handles("socketpair")
 def sys_socketpair(proc, cpu, family, type_, protocol, fds_ptr, *_):
     """Implements socketpair(2)."""
+    family, type_, protocol = _fd(family), _fd(type_), _fd(protocol)   # C ints
     try:
         import socket   # only here: the module costs milliseconds at every start
 
         a, b = socket.socketpair(family, type_ & ~SOCK_CLOEXEC & ~os.O_NONBLOCK, protocol)
     except OSError as exc:
         return -(exc.errno or Errno.EINVAL)
-    cloexec = bool(type_ & SOCK_CLOEXEC)
-    ends = [a.detach(), b.detach()]
+    ends = (a.detach(), b.detach())
     if type_ & os.O_NONBLOCK:
         for end in ends:
             os.set_blocking(end, False)
-    guest = [proc.fds.install(end, cloexec) for end in ends]
-    write_bytes(proc.space, fds_ptr, struct.pack("<ii", *guest))
-    return 0
+    return _install_pair(proc, ends, bool(type_ & SOCK_CLOEXEC), fds_ptr)
 
 
 def _readlink(proc, path_ptr: int, buf: int, size: int, forward_name: str, args) -> int:
@@ -160,13 +158,11 @@ def _readlink(proc, path_ptr: int, buf: int, size: int, forward_name: str, args)
     return len(data)
 
 
-@handles("readlink")
 def sys_readlink(proc, cpu, path, buf, size, *_):
     """Implements readlink(2), answering /proc/self/exe and fd/N for the guest."""
     return _readlink(proc, path, buf, size, "readlink", (path, buf, size, 0, 0, 0))
 
 
-@handles("readlinkat")
 def sys_readlinkat(proc, cpu, dirfd, path, buf, size, *_):
     """Implements readlinkat(2), answering /proc/self/exe and fd/N for the guest."""
     return _readlink(proc, path, buf, size, "readlinkat", (dirfd, path, buf, size, 0, 0))

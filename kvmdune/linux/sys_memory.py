@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import os
+import struct
 
-from .abi import MAP_TYPE, Errno, MapFlags, MapType, ProtFlags
-from .dispatch import handles
+from ..machine.layout import TASK_SIZE
+from ..memory import PAGE_SIZE
+from .abi import (MAP_TYPE, Errno, MapFlags, MapType, MempolicyFlags, MlockallFlags,
+                  MlockFlags, ProtFlags)
+from .host_unsafe import HostBuffer, host_syscall
+from .syscall_table import Sysno
+from .uaccess import write_bytes
 
 
-@handles("brk")
 def sys_brk(proc, cpu, address, *_):
     """Implements brk(2)."""
     return proc.mm.sys_brk(address)
 
 
-@handles("mmap")
 def sys_mmap(proc, cpu, address, length, prot, flags, fd, offset):
     """Implements mmap(2): anonymous and private file mappings are guest frames
     (file contents copied in); shared mappings are host memory mapped into the guest
@@ -35,7 +39,7 @@ def sys_mmap(proc, cpu, address, length, prot, flags, fd, offset):
                 os.close(shm)
         name = "/dev/zero (deleted)"
     elif not flags & MapFlags.MAP_ANONYMOUS:
-        host = proc.fds.host(fd & 0xFFFF_FFFF if fd < 1 << 63 else -1)
+        host = proc.fds.host(fd)
         if host is None:
             return -Errno.EBADF
         if shared:
@@ -54,31 +58,116 @@ def sys_mmap(proc, cpu, address, length, prot, flags, fd, offset):
     return proc.mm.sys_mmap(address, length, prot, flags, read_file, offset, name, share)
 
 
-@handles("munmap")
 def sys_munmap(proc, cpu, address, length, *_):
     """Implements munmap(2)."""
     return proc.mm.sys_munmap(address, length)
 
 
-@handles("mprotect")
 def sys_mprotect(proc, cpu, address, length, prot, *_):
     """Implements mprotect(2)."""
     return proc.mm.sys_mprotect(address, length, prot)
 
 
-@handles("mremap")
 def sys_mremap(proc, cpu, old, old_length, new_length, flags, new_address, _):
     """Implements mremap(2)."""
     return proc.mm.sys_mremap(old, old_length, new_length, flags, new_address)
 
 
-@handles("madvise")
 def sys_madvise(proc, cpu, address, length, advice, *_):
     """Implements madvise(2)."""
     return proc.mm.sys_madvise(address, length, advice)
 
 
-@handles("msync", "mlock", "munlock", "mlockall", "munlockall", "mlock2")
-def sys_memory_hint(proc, cpu, *_):
-    """msync(2), mlock(2) and friends: guest memory is always resident."""
+def sys_msync(proc, cpu, address, length, flags, *_):
+    """Implements msync(2)."""
+    return proc.mm.sys_msync(address, length, flags)
+
+
+def sys_mlock(proc, cpu, address, length, *_):
+    """Implements mlock(2) and munlock(2): guest memory is always resident."""
+    return proc.mm.sys_mlock(address, length)
+
+
+def sys_mlock2(proc, cpu, address, length, flags, *_):
+    """Implements mlock2(2)."""
+    if flags & 0xFFFF_FFFF & ~MlockFlags.MLOCK_ONFAULT:
+        return -Errno.EINVAL
+    return proc.mm.sys_mlock(address, length)
+
+
+def sys_mlockall(proc, cpu, flags, *_):
+    """Implements mlockall(2): the flags are checked; memory is resident anyway."""
+    flags &= 0xFFFF_FFFF
+    valid = MlockallFlags.MCL_CURRENT | MlockallFlags.MCL_FUTURE | MlockallFlags.MCL_ONFAULT
+    if not flags or flags & ~valid or flags == MlockallFlags.MCL_ONFAULT:
+        return -Errno.EINVAL
+    return 0
+
+
+def sys_munlockall(proc, cpu, *_):
+    """Implements munlockall(2)."""
+    return 0
+
+
+#: Pages whose residency mincore(2) reports per checked write of ``vec``.
+_MINCORE_CHUNK_PAGES = 4096
+
+
+def sys_mincore(proc, cpu, address, length, vec, *_):
+    """Implements mincore(2) on the guest's page tables: an anonymous page is
+    resident once the guest touched it (the accessed bit: fault-around maps
+    neighbours it has not touched); a file or shared page once it is mapped (Linux
+    reports the file's page cache, which kvmdune cannot see)."""
+    if address % PAGE_SIZE:
+        return -Errno.EINVAL
+    pages = -(-length // PAGE_SIZE)
+    if address + pages * PAGE_SIZE > TASK_SIZE:
+        return -Errno.ENOMEM
+    for first in range(0, pages, _MINCORE_CHUNK_PAGES):
+        residency = bytearray()
+        for page in range(first, min(first + _MINCORE_CHUNK_PAGES, pages)):
+            vaddr = address + page * PAGE_SIZE
+            vma = proc.mm.find(vaddr)
+            if vma is None:
+                return -Errno.ENOMEM
+            found = proc.space.walk(vaddr)
+            backed = vma.source is not None or vma.region is not None
+            resident = found is not None and found.present and (found.accessed or backed)
+            residency.append(int(resident))
+        write_bytes(proc.space, vec + first, bytes(residency))
+    return 0
+
+
+def sys_get_mempolicy(proc, cpu, mode, nodemask, maxnode, address, flags, _):
+    """Implements get_mempolicy(2). The guest's policy is the process's own (the
+    VMM's, which it shares with the caller), so the host answers for the process;
+    a question about a guest address (MPOL_F_ADDR) is answered here: guest memory
+    always has the default policy."""
+    known = (MempolicyFlags.MPOL_F_NODE | MempolicyFlags.MPOL_F_ADDR
+             | MempolicyFlags.MPOL_F_MEMS_ALLOWED)
+    if flags & ~known:
+        return -Errno.EINVAL
+    # The kernel copies ALIGN(maxnode - 1, 64) bits, and refuses more than a page.
+    mask_bytes = ((maxnode - 1) % (1 << 64) + 63) // 64 * 8 if nodemask else 0
+    if mask_bytes > PAGE_SIZE:
+        return -Errno.EINVAL
+    if flags & MempolicyFlags.MPOL_F_ADDR:
+        if flags & MempolicyFlags.MPOL_F_MEMS_ALLOWED:
+            return -Errno.EINVAL
+        if proc.mm.find(address) is None:
+            return -Errno.EFAULT
+        # MPOL_F_NODE: the node of the page; guest memory is one host mapping with
+        # the default policy, so the host allocates it on the first node.
+        answer, mask = 0, bytes(mask_bytes)
+    else:
+        mode_buffer, mask_buffer = HostBuffer(4), HostBuffer(mask_bytes)
+        result = host_syscall(Sysno.get_mempolicy, mode_buffer, mask_buffer if nodemask else 0,
+                              maxnode, 0, flags)
+        if result < 0:
+            return result
+        (answer,), mask = struct.unpack("<i", mode_buffer.read()), mask_buffer.read()
+    if mode:
+        write_bytes(proc.space, mode, struct.pack("<i", answer))
+    if nodemask:
+        write_bytes(proc.space, nodemask, mask)
     return 0

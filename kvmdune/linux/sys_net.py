@@ -4,15 +4,17 @@ buffers copied through checked accesses, descriptors translated both ways."""
 
 from __future__ import annotations
 
+import os
+import stat
 import struct
 
 from .abi import Errno
-from .dispatch import handles
 from .forward import IOV_MAX
 from .host_unsafe import HostBuffer, host_syscall
+from .syscall_table import Sysno
 from .uaccess import read_bytes, write_bytes
 
-SYS_SENDMSG, SYS_RECVMSG = 46, 47
+SYS_SENDMSG, SYS_RECVMSG = Sysno.sendmsg, Sysno.recvmsg
 _MSGHDR = struct.Struct("<QI4xQQQQi4x")     # name, namelen, iov, iovlen, control, controllen, flags
 _IOVEC = struct.Struct("<QQ")
 _CMSGHDR = struct.Struct("<Qii")            # cmsg_len, cmsg_level, cmsg_type
@@ -57,8 +59,10 @@ class _Message:
         self.proc, self.address = proc, address
         (self.name, self.namelen, self.iov, self.iovlen, self.control, self.controllen,
          self.flags) = _MSGHDR.unpack(read_bytes(proc.space, address, _MSGHDR.size))
+        if self.name and self.namelen >= 1 << 31:       # a negative int
+            raise _Invalid(Errno.EINVAL)
         if self.iovlen > IOV_MAX:
-            raise _Invalid
+            raise _Invalid(Errno.EMSGSIZE)
         self.namelen = min(self.namelen, MAX_NAME) if self.name else 0
         self.controllen = min(self.controllen, MAX_CONTROL) if self.control else 0
         self.pieces = []
@@ -114,7 +118,11 @@ class _Message:
 
 
 class _Invalid(Exception):
-    pass
+    """A msghdr Linux refuses, with the errno it gives (checked in its order)."""
+
+    def __init__(self, errno: int) -> None:
+        super().__init__(errno)
+        self.errno = errno
 
 
 class _BadFd(Exception):
@@ -125,26 +133,26 @@ def _transfer(proc, number: int, fd: int, address: int, flags: int) -> int:
     host = proc.fds.host(fd)
     if host is None:
         return -Errno.EBADF
+    if not stat.S_ISSOCK(os.fstat(host).st_mode):
+        return -Errno.ENOTSOCK       # Linux looks at the descriptor before the message
     receiving = number == SYS_RECVMSG
     try:
         message = _Message(proc, address, receiving)
-    except _Invalid:
-        return -Errno.EMSGSIZE
+    except _Invalid as exc:
+        return -exc.errno
     except _BadFd:
         return -Errno.EBADF
-    result = host_syscall(number, host, message.header.address, flags)
+    result = host_syscall(number, host, message.header, flags)
     if result >= 0 and receiving:
         message.deliver(result, flags)
     return result
 
 
-@handles("sendmsg")
 def sys_sendmsg(proc, cpu, fd, msg, flags, *_):
     """Implements sendmsg(2), SCM_RIGHTS descriptors translated to the host's."""
-    return _transfer(proc, SYS_SENDMSG, fd & 0xFFFF_FFFF, msg, flags)
+    return _transfer(proc, SYS_SENDMSG, fd, msg, flags)
 
 
-@handles("recvmsg")
 def sys_recvmsg(proc, cpu, fd, msg, flags, *_):
     """Implements recvmsg(2), received descriptors installed in the guest's table."""
-    return _transfer(proc, SYS_RECVMSG, fd & 0xFFFF_FFFF, msg, flags)
+    return _transfer(proc, SYS_RECVMSG, fd, msg, flags)

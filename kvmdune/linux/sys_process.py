@@ -10,37 +10,35 @@ from __future__ import annotations
 import os
 
 from ..machine import Stop
-from .abi import ArchPrctlCode, CloneFlags, Errno
-from .dispatch import handles
+from ..memory import USER_SPACE_END
+from .abi import AT_FDCWD, ArchPrctlCode, CloneFlags, Errno, PersonalityFlags
+from .aslr import PERSONALITY_QUERY
 from .elf import ExecFormatError
+from .exit_status import ExitStatus
 from .exec import exec_program
+from .task_name import TASK_COMM_LEN, comm_from_user, show_on_host
 from .uaccess import read_path, read_string_array, write_u32, write_u64
 from .uaccess import read_bytes, write_bytes
 
 #: The total argv+envp size execve accepts (Linux: a quarter of the 8 MiB stack).
 ARG_MAX_BYTES = 2 << 20
-CANONICAL_USER_END = 1 << 47
 
 
-@handles("exit", "exit_group")
 def sys_exit(proc, cpu, status, *_):
     """Implements exit(2) and exit_group(2) (one thread: the same)."""
-    from .process import ExitStatus
     return Stop(value=ExitStatus(code=status & 0xFF))
 
 
-@handles("execve")
 def sys_execve(proc, cpu, path, argv, envp, *_):
     """Implements execve(2): a new image in a fresh address space."""
     return _execve(proc, read_path(proc.space, path).decode("utf-8", "surrogateescape"),
                    argv, envp)
 
 
-@handles("execveat")
 def sys_execveat(proc, cpu, dirfd, path, argv, envp, flags, _):
     """Implements execveat(2) for paths relative to the cwd or absolute."""
     name = read_path(proc.space, path).decode("utf-8", "surrogateescape")
-    if not name.startswith("/") and dirfd != -100 & 0xFFFF_FFFF_FFFF_FFFF:
+    if not name.startswith("/") and dirfd != AT_FDCWD:
         host = proc.fds.host(dirfd)
         if host is None:
             return -Errno.EBADF
@@ -56,27 +54,24 @@ def _execve(proc, path: str, argv_ptr: int, envp_ptr: int):
     argv = read_string_array(proc.space, argv_ptr, ARG_MAX_BYTES)
     envp = read_string_array(proc.space, envp_ptr, ARG_MAX_BYTES)
     try:
-        space, mm, loaded, exe = exec_program(proc.machine, path, argv, envp)
+        new = exec_program(proc.machine, path, argv, envp, personality=proc.personality)
     except ExecFormatError as exc:
         return -exc.errno
-    proc.replace_image(space, mm, exe, argv, envp, loaded.entry, loaded.sp, loaded.auxv,
-                       filename=filename)
+    proc.replace_image(new.space, new.mm, new.exe, new.argv, envp, new.loaded.entry,
+                       new.loaded.sp, new.loaded.auxv, filename=filename)
     return None
 
 
-@handles("fork")
 def sys_fork(proc, cpu, *_):
     """Implements fork(2): the child is a new VMM process with its own VM."""
     return proc.fork(vfork=False)
 
 
-@handles("vfork")
 def sys_vfork(proc, cpu, *_):
     """Implements vfork(2) as fork, with the parent waiting for the child's exec/exit."""
     return proc.fork(vfork=True)
 
 
-@handles("clone")
 def sys_clone(proc, cpu, flags, stack, parent_tid, child_tid, tls, _):
     """Implements clone(2) without CLONE_VM (fork-like), and CLONE_VM|CLONE_VFORK as
     posix_spawn issues it (run as vfork). Threads are not supported yet."""
@@ -101,17 +96,15 @@ def sys_clone(proc, cpu, flags, stack, parent_tid, child_tid, tls, _):
     return pid
 
 
-@handles("clone3")
 def sys_clone3(proc, cpu, *_):
     """clone3(2) is answered with ENOSYS so that libc falls back to clone(2)."""
     return -Errno.ENOSYS
 
 
-@handles("arch_prctl")
 def sys_arch_prctl(proc, cpu, code, address, *_):
     """Implements arch_prctl(2): FS/GS bases of the guest, never of the VMM."""
     if code in (ArchPrctlCode.ARCH_SET_FS, ArchPrctlCode.ARCH_SET_GS):
-        if address >= CANONICAL_USER_END:
+        if address >= USER_SPACE_END:
             return -Errno.EPERM
         if code == ArchPrctlCode.ARCH_SET_FS:
             cpu.fs_base = address
@@ -125,41 +118,37 @@ def sys_arch_prctl(proc, cpu, code, address, *_):
     return -Errno.EINVAL
 
 
-@handles("set_tid_address")
 def sys_set_tid_address(proc, cpu, tidptr, *_):
     """Implements set_tid_address(2): remembered, returns the tid."""
     proc.clear_child_tid = tidptr
     return os.getpid()
 
 
-@handles("set_robust_list")
 def sys_set_robust_list(proc, cpu, head, length, *_):
     """Implements set_robust_list(2): one thread, nothing to clean up at exit."""
     return 0 if length == 24 else -Errno.EINVAL
 
 
-@handles("rseq")
 def sys_rseq(proc, cpu, *_):
     """rseq(2) is not offered (glibc then does without)."""
     return -Errno.ENOSYS
 
 
-@handles("gettid")
 def sys_gettid(proc, cpu, *_):
     """Implements gettid(2): the single thread's id is the process id."""
     return os.getpid()
 
 
-@handles("prctl")
 def sys_prctl(proc, cpu, option, arg2, arg3, arg4, arg5, _):
     """Implements the harmless prctl(2) options for the guest itself; the rest (which
     would change the VMM process: seccomp, dumpable, no_new_privs, ...) are refused."""
     PR_SET_PDEATHSIG, PR_GET_PDEATHSIG, PR_SET_NAME, PR_GET_NAME = 1, 2, 15, 16
     if option == PR_SET_NAME:
-        proc.comm = read_bytes(proc.space, arg2, 16).split(b"\0")[0][:15]
+        proc.comm = comm_from_user(read_bytes(proc.space, arg2, TASK_COMM_LEN))
+        show_on_host(proc.comm)
         return 0
     if option == PR_GET_NAME:
-        write_bytes(proc.space, arg2, proc.comm.ljust(16, b"\0"))
+        write_bytes(proc.space, arg2, proc.comm.ljust(TASK_COMM_LEN, b"\0"))
         return 0
     if option == PR_GET_PDEATHSIG:
         write_u32(proc.space, arg2, getattr(proc, "pdeathsig", 0))
@@ -170,7 +159,15 @@ def sys_prctl(proc, cpu, option, arg2, arg3, arg4, arg5, _):
     return -Errno.EINVAL
 
 
-@handles("personality")
 def sys_personality(proc, cpu, persona, *_):
-    """personality(2): only the query (0xffffffff) and PER_LINUX are accepted."""
-    return 0 if persona in (0, 0xFFFF_FFFF) else -Errno.EINVAL
+    """Implements personality(2) as the guest's own state (never the VMM's): the
+    query (0xffffffff), and PER_LINUX with or without ADDR_NO_RANDOMIZE, which the
+    next execve honours (setarch -R). Other domains and flags are refused."""
+    old = proc.personality
+    persona &= 0xFFFF_FFFF
+    if persona == PERSONALITY_QUERY:
+        return old
+    if persona & ~PersonalityFlags.ADDR_NO_RANDOMIZE:
+        return -Errno.EINVAL
+    proc.personality = persona
+    return old

@@ -8,13 +8,14 @@ import resource
 import struct
 
 from .abi import Errno
-from .dispatch import handles
+from .fdtable import NR_OPEN, reserve_vmm_fds
+from .syscall_table import Sysno
 from .uaccess import read_bytes, write_bytes
 
 RLIM_NLIMITS = 16
 RLIMIT_NOFILE = 7
 _RLIMIT = struct.Struct("<QQ")
-SYS_PRLIMIT64 = 302
+SYS_PRLIMIT64 = Sysno.prlimit64
 
 
 def initial_limits() -> dict[int, tuple[int, int]]:
@@ -25,6 +26,15 @@ def initial_limits() -> dict[int, tuple[int, int]]:
         except (ValueError, OSError):
             continue
         limits[which] = (soft & 0xFFFF_FFFF_FFFF_FFFF, hard & 0xFFFF_FFFF_FFFF_FFFF)
+    return limits
+
+
+def guest_limits(nofile: tuple[int, int]) -> dict[int, tuple[int, int]]:
+    """The limits a guest starts with: the VMM's own as it runs (the caller's, with
+    those a sandbox sets), except RLIMIT_NOFILE: ``nofile``, the caller's (the VMM
+    raises its own so that its descriptors do not count against the guest's)."""
+    limits = initial_limits()
+    limits[RLIMIT_NOFILE] = nofile
     return limits
 
 
@@ -43,15 +53,33 @@ def _prlimit(proc, resource_id: int, new: int, old: int) -> int:
         write_bytes(proc.space, old, _RLIMIT.pack(*limits[resource_id]))
     if new:
         soft, hard = _RLIMIT.unpack(read_bytes(proc.space, new, _RLIMIT.size))
-        if soft > hard or (hard > limits[resource_id][1] and os.geteuid() != 0):
+        if soft > hard or (hard > limits[resource_id][1] and not _may_raise_hard_limits()):
             return -Errno.EINVAL if soft > hard else -Errno.EPERM
-        limits[resource_id] = (soft, hard)
         if resource_id == RLIMIT_NOFILE:
-            proc.fds.max_fds = min(soft, 1 << 20)
+            if hard > NR_OPEN:
+                return -Errno.EPERM
+            reserve_vmm_fds(soft)
+            proc.fds.max_fds = soft
+        limits[resource_id] = (soft, hard)
     return 0
 
 
-@handles("prlimit64")
+CAP_SYS_RESOURCE = 24
+
+
+def _may_raise_hard_limits() -> bool:
+    """Whether Linux lets this process raise a hard limit (CAP_SYS_RESOURCE, which
+    root may lack in a container)."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"CapEff:"):
+                    return bool(int(line.split()[1], 16) >> CAP_SYS_RESOURCE & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.geteuid() == 0
+
+
 def sys_prlimit64(proc, cpu, pid, resource_id, new, old, *_):
     """Implements prlimit64(2): the guest's own limits are the guest's; another
     process's go to the host."""
@@ -62,13 +90,14 @@ def sys_prlimit64(proc, cpu, pid, resource_id, new, old, *_):
     return proc.forward_by_name("prlimit64", (pid, resource_id, 0, old, 0, 0))
 
 
-@handles("getrlimit")
 def sys_getrlimit(proc, cpu, resource_id, old, *_):
     """Implements getrlimit(2)."""
+    if not old and resource_id in _limits(proc):
+        return -Errno.EFAULT         # NULL is not "no output" here
     return _prlimit(proc, resource_id, 0, old)
 
 
-@handles("setrlimit")
 def sys_setrlimit(proc, cpu, resource_id, new, *_):
     """Implements setrlimit(2)."""
+    read_bytes(proc.space, new, _RLIMIT.size)    # copied in before anything, NULL too
     return _prlimit(proc, resource_id, new, 0)

@@ -8,48 +8,80 @@ import struct
 from ..machine import Stop
 from . import signals as sig
 from .abi import Errno
-from .dispatch import handles
+from .exit_status import ExitStatus
 from .host_unsafe import host_syscall
-from .uaccess import read_bytes
+from .syscall_table import Sysno
+from .uaccess import read_bytes, write_bytes
+
+#: struct siginfo's head: si_signo, si_errno, si_code, padding, then the kill()
+#: member of its union: si_pid, si_uid.
+_SIGINFO_KILL = struct.Struct("<iiiiiI")
+_TIMESPEC = struct.Struct("<qq")
+NSEC_PER_SEC = 1_000_000_000
 
 
-@handles("rt_sigaction")
 def sys_rt_sigaction(proc, cpu, signo, act, oldact, sigsetsize, *_):
     """Implements rt_sigaction(2) (the guest's dispositions; the VMM keeps its own)."""
     return sig.sys_rt_sigaction(proc.signals, proc.space, signo, act, oldact, sigsetsize)
 
 
-@handles("rt_sigprocmask")
 def sys_rt_sigprocmask(proc, cpu, how, set_, oldset, sigsetsize, *_):
     """Implements rt_sigprocmask(2)."""
     return sig.sys_rt_sigprocmask(proc.signals, proc.space, how, set_, oldset, sigsetsize)
 
 
-@handles("sigaltstack")
 def sys_sigaltstack(proc, cpu, ss, old_ss, *_):
     """Implements sigaltstack(2)."""
     return sig.sys_sigaltstack(proc.signals, proc.space, cpu, ss, old_ss)
 
 
-@handles("rt_sigreturn")
 def sys_rt_sigreturn(proc, cpu, *_):
     """Implements rt_sigreturn(2)."""
     if not sig.sys_rt_sigreturn(proc.signals, cpu, proc.space):
-        from .process import ExitStatus
         proc.log("kvmdune: bad signal frame in rt_sigreturn: killed by SIGSEGV")
         return Stop(value=ExitStatus(signal=sig.Signal.SIGSEGV))
     return None
 
 
-@handles("rt_sigpending")
 def sys_rt_sigpending(proc, cpu, set_, sigsetsize, *_):
-    """Implements rt_sigpending(2)."""
+    """Implements rt_sigpending(2): the pending signals that are blocked, in at most
+    ``sigsetsize`` bytes."""
+    if sigsetsize > sig.SIGSET_SIZE:
+        return -Errno.EINVAL
     mask = sum(1 << (s - 1) for s in proc.signals.pending)
-    proc.space.write(set_, struct.pack("<Q", mask & proc.signals.mask))
+    write_bytes(proc.space, set_, struct.pack("<Q", mask & proc.signals.mask)[:sigsetsize])
     return 0
 
 
-@handles("rt_sigsuspend")
+def sys_rt_sigtimedwait(proc, cpu, set_, info, timeout, sigsetsize, *_):
+    """Implements rt_sigtimedwait(2): take one of the signals in ``set`` from the
+    pending ones, waiting at most ``timeout`` (NULL: for ever) for one to arrive.
+    A signal outside the set that has a handler interrupts it (EINTR)."""
+    if sigsetsize != sig.SIGSET_SIZE:
+        return -Errno.EINVAL
+    (wanted,) = struct.unpack("<Q", read_bytes(proc.space, set_, 8))
+    wanted &= ~sum(1 << (s - 1) for s in sig.UNBLOCKABLE)
+    seconds = None
+    if timeout:
+        tv_sec, tv_nsec = _TIMESPEC.unpack(read_bytes(proc.space, timeout, _TIMESPEC.size))
+        if tv_sec < 0 or not 0 <= tv_nsec < NSEC_PER_SEC:
+            return -Errno.EINVAL
+        seconds = tv_sec + tv_nsec / NSEC_PER_SEC
+    if not proc.wait_for_signal(seconds, wanted):
+        return -Errno.EAGAIN
+    taken = [s for s in sorted(proc.signals.pending) if wanted & (1 << (s - 1))]
+    if not taken:
+        return -Errno.EINTR          # a deliverable signal outside the set came first
+    signo = taken[0]
+    host = proc.signal_info.pop(signo, None)
+    if info:
+        sender = host or sig.SenderInfo(sig.SigCode.SI_USER, 0, 0)
+        record = _SIGINFO_KILL.pack(signo, 0, sender.si_code, 0, sender.si_pid, sender.si_uid)
+        write_bytes(proc.space, info, record.ljust(sig.SIGINFO_SIZE, b"\0"))
+    proc.signals.pending.discard(signo)
+    return signo
+
+
 def sys_rt_sigsuspend(proc, cpu, mask_ptr, sigsetsize, *_):
     """Implements rt_sigsuspend(2): wait with the given mask until a signal is
     delivered; always -EINTR."""
@@ -65,39 +97,36 @@ def sys_rt_sigsuspend(proc, cpu, mask_ptr, sigsetsize, *_):
     return stop if stop is not None else -Errno.EINTR
 
 
-@handles("pause")
 def sys_pause(proc, cpu, *_):
     """Implements pause(2)."""
     proc.wait_for_signal()
     return -Errno.EINTR
 
 
-@handles("kill")
 def sys_kill(proc, cpu, pid, signo, *_):
     """Implements kill(2): host processes are the guest's processes; a signal to
     itself arrives back through the VMM's handlers."""
-    return _send(proc, 62, pid, signo)
+    return _send(proc, Sysno.kill, pid, signo)
 
 
-@handles("tkill")
 def sys_tkill(proc, cpu, tid, signo, *_):
     """Implements tkill(2)."""
-    return _send(proc, 200, tid, signo)
+    return _send(proc, Sysno.tkill, tid, signo)
 
 
-@handles("tgkill")
 def sys_tgkill(proc, cpu, tgid, tid, signo, *_):
     """Implements tgkill(2)."""
     if signo and not sig.valid_signal(signo):
         return -Errno.EINVAL
     if tgid == tid == os.getpid():
-        return proc.raise_signal(signo)
-    return host_syscall(234, tgid, tid, signo)
+        return proc.raise_signal(signo, sig.SigCode.SI_TKILL)
+    return host_syscall(Sysno.tgkill, tgid, tid, signo)
 
 
 def _send(proc, number: int, pid: int, signo: int) -> int:
     if signo and not sig.valid_signal(signo):
         return -Errno.EINVAL
     if pid == os.getpid():
-        return proc.raise_signal(signo)
+        return proc.raise_signal(signo, sig.SigCode.SI_TKILL if number == Sysno.tkill
+                                 else sig.SigCode.SI_USER)
     return host_syscall(number, pid, signo)

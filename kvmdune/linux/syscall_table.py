@@ -24,6 +24,7 @@ Argument names follow the man-page prototypes; numbers and presence follow
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -286,6 +287,9 @@ class Arg:
     direction: Direction = Direction.NONE
     display: Display = Display.DEFAULT
     hidden: bool = False  # decoded and checked, but strace does not print it
+    #: An output the kernel writes only when the call is interrupted (nanosleep's
+    #: remaining time), and then as part of a failing call (EINTR).
+    written_when_interrupted: bool = False
 
     @property
     def is_pointer(self) -> bool:
@@ -384,6 +388,14 @@ def int_value(arg: Arg, raw: int) -> int:
 
 
 _SIGNED_KINDS: Final = frozenset({ArgKind.INT, ArgKind.FD, ArgKind.DIRFD, ArgKind.PID, ArgKind.SIGNAL})
+
+
+def filled_extent(arg: Arg, result: int) -> int:
+    """Bytes a successful call wrote to an ``out_size_from_ret`` buffer: the return
+    value counts elements for arrays (epoll_wait's events, getgroups' gids), bytes
+    otherwise (read, readlink, getdents64)."""
+    unit = arg.struct.size if arg.count_arg is not None and arg.struct is not None else 1
+    return max(result, 0) * unit
 
 
 def arg_extent(
@@ -574,6 +586,11 @@ def _out(
     display: Display = Display.DEFAULT,
 ) -> Arg:
     return _buf(ArgKind.OUT_BUF, Direction.OUT, name, struct, size, count, per, size_ptr, from_ret, display)
+
+
+def _REMAINING_TIME(name: str) -> Arg:
+    """The remaining time a sleep writes back when a signal interrupts it."""
+    return dataclasses.replace(_out(name, TIMESPEC), written_when_interrupted=True)
 
 
 def _io(
@@ -949,7 +966,7 @@ _TABLE: Final[tuple[SyscallSpec, ...]] = (
     _s(32, "dup", _F.FILE, (_fd("oldfd"),), R_FD),
     _s(33, "dup2", _F.FILE, (_fd("oldfd"), _fd("newfd")), R_FD),
     _s(34, "pause", _F.SIGNAL),
-    _s(35, "nanosleep", _F.TIME, (_in("req", TIMESPEC), _out("rem", TIMESPEC))),
+    _s(35, "nanosleep", _F.TIME, (_in("req", TIMESPEC), _REMAINING_TIME("rem"))),
     _s(36, "getitimer", _F.TIME, (_enum("which", abi.ItimerWhich), _out("curr_value", ITIMERVAL)), sensitive=True),
     _s(37, "alarm", _F.TIME, (_uint("seconds"),), sensitive=True),
     _s(38, "setitimer", _F.TIME, (_enum("which", abi.ItimerWhich), _in("new_value", ITIMERVAL),
@@ -1180,7 +1197,7 @@ _TABLE: Final[tuple[SyscallSpec, ...]] = (
     _s(228, "clock_gettime", _F.TIME, (_CLOCKID, _out("tp", TIMESPEC))),
     _s(229, "clock_getres", _F.TIME, (_CLOCKID, _out("res", TIMESPEC))),
     _s(230, "clock_nanosleep", _F.TIME, (_CLOCKID, _flags("flags", abi.TimerFlags), _in("request", TIMESPEC),
-                                         _out("remain", TIMESPEC))),
+                                         _REMAINING_TIME("remain"))),
     _s(231, "exit_group", _F.PROCESS, (_int("status"),), R_NONE, sensitive=True),
     _s(232, "epoll_wait", _F.POLL, (_fd("epfd"), _EPOLL_EVENTS_OUT, _int("maxevents"), _int("timeout"))),
     _s(233, "epoll_ctl", _F.POLL, (_fd("epfd"), _enum("op", abi.EpollCtlOp), _FD, _in("event", EPOLL_EVENT))),
@@ -1414,6 +1431,9 @@ _TABLE: Final[tuple[SyscallSpec, ...]] = (
 
 SYSCALLS: Final[Mapping[int, SyscallSpec]] = MappingProxyType({spec.number: spec for spec in _TABLE})
 BY_NAME: Final[Mapping[str, SyscallSpec]] = MappingProxyType({spec.name: spec for spec in _TABLE})
+#: System call numbers by name (``Sysno.kill == 62``): code that makes a host call
+#: names it, never writes its number.
+Sysno = enum.IntEnum("Sysno", {spec.name: spec.number for spec in _TABLE})
 
 
 def lookup(number: int) -> SyscallSpec | None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import struct
 
-from ..memory import READ, WRITE, AddressSpace, GuestFault
+from ..machine.layout import TASK_SIZE
+from ..memory import READ, WRITE, AddressSpace, FaultKind, GuestFault
 from .abi import Errno
 
 PATH_MAX = 4096
@@ -23,6 +24,12 @@ class Fault(Exception):
         self.errno = errno
 
 
+def access_ok(address: int, length: int) -> bool:
+    """Linux's first check of a user buffer, made even when it is empty: the whole
+    range lies in the user half."""
+    return 0 <= length <= TASK_SIZE and 0 <= address <= TASK_SIZE - length
+
+
 def read_path(space: AddressSpace, address: int) -> bytes:
     """A NUL-terminated path of at most PATH_MAX bytes (ENAMETOOLONG beyond)."""
     if address == 0:
@@ -30,7 +37,7 @@ def read_path(space: AddressSpace, address: int) -> bytes:
     try:
         return space.read_cstring(address, PATH_MAX)
     except GuestFault as exc:
-        raise Fault(Errno.ENAMETOOLONG if "longer than" in exc.reason else Errno.EFAULT) from exc
+        raise Fault(Errno.ENAMETOOLONG if exc.kind is FaultKind.UNTERMINATED else Errno.EFAULT) from exc
 
 
 def read_string_array(space: AddressSpace, address: int, limit_bytes: int) -> list[bytes]:
@@ -49,7 +56,7 @@ def read_string_array(space: AddressSpace, address: int, limit_bytes: int) -> li
         try:
             text = space.read_cstring(pointer, MAX_ARG_STRLEN)
         except GuestFault as exc:
-            raise Fault(Errno.E2BIG if "longer than" in exc.reason else Errno.EFAULT) from exc
+            raise Fault(Errno.E2BIG if exc.kind is FaultKind.UNTERMINATED else Errno.EFAULT) from exc
         total += len(text) + 1 + 8
         if total > limit_bytes or len(out) > MAX_ARG_COUNT:
             raise Fault(Errno.E2BIG)
@@ -80,3 +87,4 @@ def write_u32(space: AddressSpace, address: int, value: int) -> None:
 
 def write_u64(space: AddressSpace, address: int, value: int) -> None:
     write_bytes(space, address, _U64.pack(value & 0xFFFF_FFFF_FFFF_FFFF))
+

@@ -34,13 +34,30 @@ CALL_WAIT_TARGET = TRAMPOLINE + 0x800
 #: A supervisor code page used only by ``kvmdune info``'s CPL0 speed probe.
 PROBE_CODE = SUPERVISOR_BASE + 0x0003_0000
 
+#: Linux's TASK_SIZE on x86-64 with 4-level paging (DEFAULT_MAP_WINDOW): the 47-bit
+#: user half less the guard page Linux leaves unmapped below the non-canonical hole.
+#: Linux derives its layout from it (ELF_ET_DYN_BASE, the mmap base, STACK_TOP).
+TASK_SIZE = (1 << 47) - PAGE_SIZE
+
 #: The call stub (read-only code) and the call ring after it: the only user-half
-#: pages the machine owns, just below the last user page (which Linux leaves unmapped
-#: too). Programs get the user half below CALL_STUB.
-CALL_STUB = 0x7FFF_FFFF_D000
-CALL_RING = CALL_STUB + PAGE_SIZE
+#: pages the machine owns, just below TASK_SIZE. Programs get the user half below
+#: CALL_STUB.
 CALL_AREA_SIZE = 2 * PAGE_SIZE
+CALL_STUB = TASK_SIZE - CALL_AREA_SIZE          # 0x7fff_ffff_d000
+CALL_RING = CALL_STUB + PAGE_SIZE
 USER_PROGRAM_END = CALL_STUB
+
+# Where Linux puts a program's parts before randomization moves them (the setarch -R
+# layout); kvmdune/linux/aslr.py draws the offsets.
+#: The stack's top: Linux's STACK_TOP is TASK_SIZE; here the call area takes the two
+#: pages below it, so the stack ends 8 KiB lower than on Linux.
+STACK_TOP = USER_PROGRAM_END
+#: ELF_ET_DYN_BASE: PIE programs load from 2/3 of TASK_SIZE (0x5555_5555_4aaa, which
+#: the page-aligned load bias makes 0x5555_5555_4000); static-pie programs keep their
+#: brk heap here.
+ELF_ET_DYN_BASE = TASK_SIZE // 3 * 2
+#: The lowest address mmap picks by itself (vm.mmap_min_addr's default, 64 KiB).
+MMAP_MIN_ADDR = 0x1_0000
 
 #: Where the VMM writes the frame ``iretq`` returns to CPL3 through.
 IRET_FRAME_SIZE = 5 * 8

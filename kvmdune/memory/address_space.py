@@ -10,6 +10,7 @@ memory outside the guest frames the guest itself may reach.
 from __future__ import annotations
 
 import contextlib
+import enum
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -26,13 +27,25 @@ MAX_CHECKED_ACCESS = 0x7FFF_F000
 KERNEL_HALF_FIRST_ENTRY = ENTRIES_PER_TABLE // 2
 
 
-class GuestFault(Exception):
-    """A checked access hit a page that is unmapped or lacks the permission."""
+class FaultKind(enum.Enum):
+    """Why a checked access failed; callers decide by this, never by the message."""
 
-    def __init__(self, vaddr: int, reason: str) -> None:
-        super().__init__(f"guest address {vaddr:#x}: {reason}")
+    NOT_MAPPED = "not mapped"
+    NOT_USER = "not accessible from user mode"
+    NOT_WRITABLE = "not writable"
+    NOT_CANONICAL = "range is not canonical"
+    BAD_LENGTH = "length out of range"
+    UNTERMINATED = "string longer than its limit"
+
+
+class GuestFault(Exception):
+    """A checked access hit a page that is unmapped or lacks the permission (or a
+    range no access can cover): ``kind`` says which, ``vaddr`` where."""
+
+    def __init__(self, vaddr: int, kind: FaultKind, detail: str = "") -> None:
+        super().__init__(f"guest address {vaddr:#x}: {detail or kind.value}")
         self.vaddr = vaddr
-        self.reason = reason
+        self.kind = kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,11 +157,11 @@ class AddressSpace:
         ``GuestFault`` (touching nothing) if any page fails. Sets A (and D for
         writes) like the CPU, so dirty tracking sees writes done on the guest's behalf."""
         if length < 0 or length > MAX_CHECKED_ACCESS:
-            raise GuestFault(vaddr, f"length {length:#x} out of range")
+            raise GuestFault(vaddr, FaultKind.BAD_LENGTH, f"length {length:#x} out of range")
         end = vaddr + length
         if length and not (is_canonical(vaddr) and is_canonical(end - 1)
                            and (vaddr < USER_SPACE_END) == (end - 1 < USER_SPACE_END)):
-            raise GuestFault(vaddr, "range is not canonical")
+            raise GuestFault(vaddr, FaultKind.NOT_CANONICAL)
         pieces: list[tuple[int, int]] = []
         touched: list[Translation] = []
         cursor = vaddr
@@ -210,7 +223,7 @@ class AddressSpace:
                 return bytes(out + data[:nul])
             out += data
             cursor += chunk
-        raise GuestFault(vaddr, f"string longer than {limit} bytes")
+        raise GuestFault(vaddr, FaultKind.UNTERMINATED, f"string longer than {limit} bytes")
 
     # -- teardown ------------------------------------------------------------------
     def close(self) -> None:
@@ -225,11 +238,11 @@ class AddressSpace:
 
 def _check_access(vaddr: int, found: Translation | None, access: Access) -> None:
     if found is None or not found.present:
-        raise GuestFault(vaddr, "not mapped")
+        raise GuestFault(vaddr, FaultKind.NOT_MAPPED)
     if access.user and not found.user:
-        raise GuestFault(vaddr, "not accessible from user mode")
+        raise GuestFault(vaddr, FaultKind.NOT_USER)
     if access.write and not found.writable:
-        raise GuestFault(vaddr, "not writable")
+        raise GuestFault(vaddr, FaultKind.NOT_WRITABLE)
 
 
-__all__ = ["Access", "AddressSpace", "GuestFault", "READ", "VMM", "WRITE"]
+__all__ = ["Access", "AddressSpace", "FaultKind", "GuestFault", "READ", "VMM", "WRITE"]

@@ -13,6 +13,10 @@ from .frames import PAGE_SIZE, FrameAllocator
 from .host_mapping_unsafe import HostMapping
 
 DEFAULT_GUEST_MEMORY = 4 << 30
+#: Guest memory is a whole number of these (the largest page the tables map).
+GUEST_MEMORY_ALIGN = 2 << 20
+#: KVM refuses a memory slot of 2^31 pages or more (KVM_MEM_MAX_NR_PAGES on x86-64).
+MAX_GUEST_MEMORY = ((1 << 31) - 1) * PAGE_SIZE // GUEST_MEMORY_ALIGN * GUEST_MEMORY_ALIGN
 #: Guest-physical page 0 is never handed out, so that 0 can mean "no frame".
 FIRST_FRAME = PAGE_SIZE
 GUEST_MEMORY_SLOT = 0
@@ -56,8 +60,9 @@ class GuestMemory:
     regions above it."""
 
     def __init__(self, size: int = DEFAULT_GUEST_MEMORY) -> None:
-        if size % (2 << 20) or size <= 0:
-            raise ValueError("guest memory size must be a positive multiple of 2 MiB")
+        if size % GUEST_MEMORY_ALIGN or not 0 < size <= MAX_GUEST_MEMORY:
+            raise ValueError("guest memory size must be a positive multiple of 2 MiB, "
+                             f"at most {MAX_GUEST_MEMORY >> 20} MiB")
         self.mapping = HostMapping(size)
         self.size = size
         self.view = self.mapping.view      # bytes, bounds-checked

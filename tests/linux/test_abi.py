@@ -202,6 +202,7 @@ C_CHECKS: dict[str, int] = {
     "MFD_ALLOW_SEALING": abi.MemfdFlags.MFD_ALLOW_SEALING,
     "ADDR_NO_RANDOMIZE": 0x0040000,
     "PER_LINUX32": abi.Personality.PER_LINUX32,
+    **{flag.name: flag for flag in abi.PersonalityFlags},
     "POSIX_FADV_NOREUSE": abi.FadviseAdvice.POSIX_FADV_NOREUSE,
     "EHWPOISON": abi.Errno.EHWPOISON,
     "EDEADLOCK": abi.Errno.EDEADLOCK,

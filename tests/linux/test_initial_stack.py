@@ -169,6 +169,20 @@ def test_platform_and_random_sit_just_below_the_aligned_strings() -> None:
     assert stack.random_addr == stack.platform_addr - AT_RANDOM_SIZE
 
 
+def test_align_jitter_moves_what_is_below_the_strings() -> None:
+    # arch_align_stack under ASLR: up to 8 KiB lower, then 16-byte aligned; the
+    # strings stay where they were.
+    still = build_initial_stack(STACK_TOP, [b"a"], [], SIMPLE_AUXV, b"/a", PLATFORM_X86_64, RANDOM)
+    for jitter in (1, 16, 4097, 8191):
+        moved = build_initial_stack(STACK_TOP, [b"a"], [], SIMPLE_AUXV, b"/a", PLATFORM_X86_64, RANDOM,
+                                    align_jitter=jitter)
+        check_stack(moved, [b"a"], [], SIMPLE_AUXV, b"/a")
+        assert moved.argv_addrs == still.argv_addrs and moved.execfn_addr == still.execfn_addr
+        aligned = (still.argv_addrs[0] - jitter) & ~(STACK_ALIGN - 1)
+        assert moved.platform_addr == aligned - len(PLATFORM_X86_64) - 1
+        assert moved.sp % STACK_ALIGN == 0 and still.sp - moved.sp in range(jitter - 15, jitter + 16)
+
+
 def test_empty_argv_becomes_one_empty_string() -> None:
     # Linux (since 5.18) gives argv = {"", NULL} rather than argc == 0.
     stack = build_initial_stack(STACK_TOP, [], [b"A=1"], SIMPLE_AUXV, b"/p", PLATFORM_X86_64, RANDOM)
@@ -200,6 +214,8 @@ def test_caller_placeholders_keep_their_position() -> None:
         {"stack_top": 0},
         {"auxv": [(AuxType.AT_NULL, 0), (AuxType.AT_PAGESZ, PAGE_SIZE)]},
         {"auxv": [(AuxType.AT_PAGESZ, -1)]},
+        {"align_jitter": -1},
+        {"align_jitter": 8192},
     ],
 )
 def test_invalid_arguments(kwargs: dict) -> None:

@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from kvmdune.linux.abi import Errno, MapFlags, MapType, MremapFlags, ProtFlags
-from kvmdune.linux.mm import (MMAP_BASE, MMAP_MIN, PROT_MASK, TASK_SIZE, MemoryMap, Vma,
-                              perm_for)
+from kvmdune.linux.mm import PROT_MASK, MemoryMap, Vma, perm_for
+from kvmdune.machine.layout import MMAP_MIN_ADDR as MMAP_MIN
+from kvmdune.machine.layout import USER_PROGRAM_END as TASK_SIZE   # the program's part
 from kvmdune.memory import PAGE_SIZE, VMM, AddressSpace
 from kvmdune.memory.guest_memory import GuestMemory
 
@@ -26,7 +27,7 @@ PRIVATE_ANON = int(MapType.MAP_PRIVATE | MapFlags.MAP_ANONYMOUS)
 FIXED = PRIVATE_ANON | int(MapFlags.MAP_FIXED)
 NOREPLACE = PRIVATE_ANON | int(MapFlags.MAP_FIXED_NOREPLACE)
 MAYMOVE, MREMAP_FIXED = int(MremapFlags.MREMAP_MAYMOVE), int(MremapFlags.MREMAP_FIXED)
-#: A window of the address space the tests map into with MAP_FIXED (below MMAP_BASE,
+#: A window of the address space the tests map into with MAP_FIXED (below the mmap base,
 #: far from where mmap picks addresses itself).
 WINDOW = 0x10_0000_0000
 PAGES = 48
@@ -74,7 +75,7 @@ def guest():
 def test_mmap_picks_addresses_top_down_below_the_mmap_base(guest):
     first = guest.mmap(0, 2)
     second = guest.mmap(0, 3)
-    assert first == MMAP_BASE - 2 * PAGE_SIZE
+    assert first == guest.mm.mmap_base - 2 * PAGE_SIZE
     assert second == first - 3 * PAGE_SIZE
     assert guest.mapped(first) and guest.mapped(second + 2 * PAGE_SIZE)
     assert not guest.mapped(second - PAGE_SIZE)

@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kvmdune.linux import fastpath
-from kvmdune.linux.process import RuleKind, forwards_only
+from kvmdune.linux.gate import RuleKind
+from kvmdune.linux.routing import forwards_only
 from kvmdune.linux.syscall_table import SYSCALLS
 from kvmdune.sandbox.guard import STAT_CALLS, SandboxGate
 from kvmdune.sandbox.policy import OnDeny, Profile, profile_defaults

@@ -162,6 +162,8 @@ def test_checker_and_decoder_survive_random_registers(loaded_process, number, ar
     forwarder's argument preparation either accept or refuse, never crash."""
     from kvmdune.linux import strace
     from kvmdune.linux.forward import Call, NotForwardable
+    from kvmdune.linux.host_unsafe import HostBuffer
+    from kvmdune.memory import GuestFault
     from kvmdune.linux.syscall_table import SYSCALLS
     from kvmdune.linux.uaccess import Fault
     from kvmdune.machine import SyscallEvent
@@ -177,18 +179,20 @@ def test_checker_and_decoder_survive_random_registers(loaded_process, number, ar
     call = Call(loaded_process, spec, args[:spec.nargs])
     try:
         call.prepare()
-    except (Fault, NotForwardable):
+        call.check_pointers()
+    except (Fault, NotForwardable, GuestFault):
         return      # refused before any host call: nothing reaches the host
     # What reaches the host: pointers only at buffers this process allocated (never a
     # guest address), descriptors only from the guest's own table.
     from kvmdune.linux.syscall_table import DEREF_KINDS, ArgKind, resolve_args
 
-    owned = {buffer.address for buffer in call.keep}
+    owned = {id(buffer) for buffer in call.keep}
     guest_fds = {entry.host for entry in loaded_process.fds.entries.values()}
     for arg, original, prepared in zip(resolve_args(spec, args), args, call.host_args):
         if arg is None or prepared == original and arg.kind not in DEREF_KINDS | {ArgKind.FD}:
             continue
         if arg.kind in DEREF_KINDS:
-            assert prepared in owned or prepared == 0 or prepared == original == 0, arg
+            assert (isinstance(prepared, HostBuffer) and id(prepared) in owned
+                    or prepared == 0), arg
         elif arg.kind is ArgKind.FD:
             assert prepared in guest_fds or prepared == original, arg

@@ -90,7 +90,6 @@ def test_guest_handles_sigterm_sent_from_outside():
 @pytest.mark.parametrize("path", [
     "/proc/self/root/proc/self/mem",
     "/proc/$$/task/$$/mem",
-    "/proc/$$/fdinfo/0",
     "/proc/thread-self/mem",
     "link-to-mem",                 # a symlink the guest planted: checked on what opened
     "/proc/$PPID/mem",             # another process (maybe another guest's VMM)

@@ -67,11 +67,12 @@ def test_dynamic_programs(argv):
 def test_program_found_on_path():
     dune = run_dune(["true"])
     assert dune.returncode == 0
+    assert run_dune(["false"]).returncode == 1    # it ran: 0 is not just the default
 
 
 @pytest.mark.parametrize("make,status,message", [
     ("text", 127, b"just: not found"),     # execvp hands it to /bin/sh, as `env` does
-    ("truncated", 126, b""),
+    ("truncated", 126, b"truncated"),
     ("elf32", 126, b"32-bit"),
     ("directory", 126, b"directory"),
     ("missing", 127, b"not found"),

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from .conftest import run_dune
+from .conftest import run_dune, run_native
 
 pytestmark = pytest.mark.kvm
 
@@ -40,6 +40,15 @@ def test_unknown_system_call_gets_enosys_and_a_trace_line(tmp_path):
                       "printf(\"%ld %d\\n\", r, errno); return 0; }\n")
     import subprocess
     subprocess.run(["gcc", "-static", "-o", str(tmp_path / "nosys"), str(source)], check=True)
-    dune = run_dune([str(tmp_path / "nosys")])
+    binary = str(tmp_path / "nosys")
+    assert run_native([binary]).stdout == b"-1 38\n"        # what Linux answers
+    dune = run_dune([binary])
     assert dune.stdout == b"-1 38\n"
-    assert b"syscall_0x3e8" in dune.stderr or b"1000" in dune.stderr
+    assert re.search(rb"system call .*1000.*: ENOSYS", dune.stderr), dune.stderr   # the note
+    # The trace line needs --trace (without it there is none to check).
+    trace = tmp_path / "trace.txt"
+    traced = run_dune([binary], f"--trace={trace}")
+    assert traced.stdout == b"-1 38\n"
+    assert re.search(r"^syscall_0x3e8\(0x1, 0x2, [^)]*\) += -1 ENOSYS "
+                     r"\(Function not implemented\)$", trace.read_text(), re.M), \
+        trace.read_text()[-2000:]

@@ -196,6 +196,9 @@ def test_no_user_mapping_reaches_a_page_table(machine):
     space = load_program(machine, "nop\n" + exit_with("rax"))
     space.map(DATA, 0x10000, RW_USER)
     tables = set(space.tables.tables()) | set(machine.kernel_space.tables.tables())
+    # The positive control: the set really holds this space's tables (a root, and
+    # the tables below it that map DATA), so "not in tables" is a real check.
+    assert space.cr3 in tables and space.walk(DATA).entry_paddr & ~0xFFF in tables
     for vaddr in list(range(DATA, DATA + 0x10000, 0x1000)) + [CODE, STACK_TOP - 0x1000]:
         found = space.walk(vaddr)
         assert found is not None and found.paddr & ~0xFFF not in tables

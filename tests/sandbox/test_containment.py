@@ -26,6 +26,44 @@ def test_every_hostile_case_is_contained(hostile_corpus, syscall_path):
     assert len(outcomes) >= 30
 
 
+#: Options that set a limit: only the cases that have one may be ended by one.
+LIMIT_OPTIONS = {"--max-procs", "--mem", "--cpu", "--cpu-total", "--max-fsize", "--wall"}
+
+
+def test_only_limit_cases_are_contained_by_a_limit(hostile_corpus, syscall_path):
+    """The judge counts a kill at a limit (or by SIGKILL) as contained for any case; a
+    case without a limit must instead report how it was contained itself — otherwise
+    a VMM that dies of its own accord would pass as containment."""
+    from kvmdune.sandbox.selftest import LIMIT_STATUSES
+
+    for outcome in hostile_corpus(syscall_path):
+        if LIMIT_OPTIONS & set(outcome.case.options):
+            continue
+        assert outcome.status not in (*LIMIT_STATUSES, -9), outcome
+        assert outcome.status == 0, outcome
+
+
+def test_the_corpus_reports_escapes_when_nothing_contains_it(area, tmp_path):
+    """The positive control of the corpus: the same attacks under the open profile,
+    as root, succeed — and the harness says so — so 'contained' is not its default."""
+    import shutil
+
+    from kvmdune.sandbox.selftest import Case, build_corpus, run_case
+
+    allowed, secret = area
+    binary = allowed.parent / "hostile"
+    shutil.copy(build_corpus(), binary)
+    binary.chmod(0o755)
+    unconfined = ("--profile", "open", "--keep-root")
+    attacks = [Case("path", (str(secret), "absolute path outside"), unconfined),
+               Case("openat-dotdot", (str(allowed), os.path.relpath(secret, allowed)),
+                    unconfined),
+               Case("hardlink", (str(allowed), str(secret)), unconfined)]
+    for case in attacks:
+        outcome = run_case(binary, case, allowed.parent, allowed)
+        assert not outcome.contained and outcome.observed.startswith("ESCAPED"), outcome
+
+
 #: The corpus's scratch tree (a new one per run) and addresses in failure reports.
 _RUN_SPECIFIC = [(re.compile(r"/tmp/kvmdune-hostile-[^/\s]+"), "<area>"),
                  (re.compile(r"0x[0-9a-f]{6,}"), "<address>")]

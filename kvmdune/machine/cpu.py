@@ -22,6 +22,7 @@ from typing import Callable
 from ..kvm import IoExit, HltExit, KvmInterrupted, ShutdownExit, SyncRegs, Vcpu, VcpuExit
 from ..kvm import bindings as kb
 from ..memory import READ, AddressSpace, GuestFault, GuestMemory
+from ..memory.pagetable import coalesce
 from . import _trampoline, kick, layout
 from .disasm import disassemble, instruction_length
 from .events import (Action, Event, ExceptionEvent, HaltEvent, Handler, PageFaultEvent,
@@ -87,7 +88,8 @@ class Cpu:
         self._exception_stack_paddr = _paddr(kernel_space, layout.EXCEPTION_STACK)
         self._iret_rip = layout.TRAMPOLINE + _trampoline.IRET
         self._tlb_flush_rip = layout.TRAMPOLINE + _trampoline.TLB_FLUSH
-        self._tlb_flush_pending = False
+        #: Guest-physical ranges restricted since the guest last flushed its TLB.
+        self._unflushed: list[tuple[int, int]] = []
         self._user_rax = 0
         #: Guest TLB flushes run so far (hardware KVM's invalidation, see request_tlb_flush).
         self.tlb_flushes = 0
@@ -152,13 +154,13 @@ class Cpu:
         self.sregs.gs.base = value
         self._run.kvm_dirty_regs |= _SREGS_DIRTY
 
-    def request_tlb_flush(self, ranges: list[tuple[int, int]] | None = None) -> None:
+    def request_tlb_flush(self, ranges: list[tuple[int, int]]) -> None:
         """Invalidate restricted translations on hardware KVM (an address space's
         invalidator there): before user code runs again, the guest reloads CR3 at CPL0,
         which flushes its TLB and paging-structure caches (kvmdune maps no global
         pages). Software KVM's shadow tables ignore this: it needs the host-side
         mprotect pair instead (``GuestMemory.invalidate``)."""
-        self._tlb_flush_pending = True
+        self._unflushed.extend(ranges)
 
     # -- stopping ----------------------------------------------------------------
     def stop(self, reason: StopReason = StopReason.REQUEST) -> None:
@@ -231,11 +233,11 @@ class Cpu:
 
     def _step(self) -> Event | None | object:
         """Enter the guest once; the event it exited with (None: nothing to report)."""
-        if (self._tlb_flush_pending and not self._at_trampoline and not self._in_stub
-                and self.sregs.cs.selector & 3 == 3 and self.regs.rip < _USER_CANONICAL_END):
-            # Interrupted at CPL3, the live registers go out through an iret frame so
-            # that the flush runs first.
-            self._at_trampoline = True
+        if self._unflushed and not self._at_trampoline and self.sregs.cs.selector & 3 == 3:
+            # Stopped at CPL3 (a kick), the vCPU cannot reach the trampoline's flush
+            # without an exit: the host-side invalidation, which works everywhere.
+            self.memory.invalidate(coalesce(self._unflushed))
+            self._unflushed.clear()
         if self._at_trampoline:
             bad = self._write_iret_frame()
             if bad is not None:
@@ -259,10 +261,10 @@ class Cpu:
         _FRAME.pack_into(self.memory.view, self._iret_frame_paddr,
                          regs.rip, layout.USER_CS, rflags, regs.rsp, layout.USER_DS)
         regs.rip, regs.rsp, regs.rflags = self._iret_rip, layout.IRET_FRAME, _SUPERVISOR_RFLAGS
-        if self._tlb_flush_pending:
-            # Through the trampoline's flush first (``mov rax, cr3``; ``out``); the
-            # exit it ends with comes back here, flag cleared, for the ``iretq``.
-            self._tlb_flush_pending = False
+        if self._unflushed:
+            # Through the trampoline's flush first (``mov cr3, rax``; ``out``); the
+            # exit it ends with comes back here, nothing left to flush, for the ``iretq``.
+            self._unflushed.clear()
             self._user_rax, regs.rax = regs.rax, self.sregs.cr3
             regs.rip = self._tlb_flush_rip
         self._run.kvm_dirty_regs |= _REGS_DIRTY

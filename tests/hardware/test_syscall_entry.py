@@ -83,3 +83,11 @@ def test_exit_path_syscall_arrives_as_a_port_exit_not_a_fault(machine):
     assert stop.value == 7
     assert [getattr(e, "port", None) for e in exits] == [_trampoline.SYSCALL_PORT]
     assert isinstance(stop.event, SyscallEvent)
+
+
+def test_the_platform_is_recognised_as_hardware():
+    from kvmdune.kvm import PlatformKind, probe_platform
+
+    platform = probe_platform()
+    assert platform.kind in (PlatformKind.SVM, PlatformKind.VMX)
+    assert not platform.restricting_changes_need_host_invalidation

@@ -4,11 +4,11 @@ run loop that turns exits into events for Python handlers."""
 from .cpu import Cpu, MachineError, RegisterSnapshot
 from .events import (Action, Event, ExceptionEvent, HaltEvent, Handler, PageFaultEvent,
                      ShutdownEvent, Stop, StopReason, SyscallEvent)
-from .machine import Machine
+from .machine import Invalidation, Machine
 from .x86 import PFError, Vector
 
 __all__ = [
     "Cpu", "MachineError", "RegisterSnapshot", "Action", "Event", "ExceptionEvent",
     "HaltEvent", "Handler", "PageFaultEvent", "ShutdownEvent", "Stop", "StopReason",
-    "SyscallEvent", "Machine", "PFError", "Vector",
+    "SyscallEvent", "Invalidation", "Machine", "PFError", "Vector",
 ]

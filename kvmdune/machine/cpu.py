@@ -22,6 +22,7 @@ from typing import Callable
 from ..kvm import IoExit, HltExit, KvmInterrupted, ShutdownExit, SyncRegs, Vcpu, VcpuExit
 from ..kvm import bindings as kb
 from ..memory import READ, AddressSpace, GuestFault, GuestMemory
+from ..memory.pagetable import coalesce
 from . import _trampoline, kick, layout
 from .disasm import disassemble, instruction_length
 from .events import (Action, Event, ExceptionEvent, HaltEvent, Handler, PageFaultEvent,
@@ -41,6 +42,7 @@ _SUPERVISOR_RFLAGS = int(RFLAGS.FIXED)
 _USER_CANONICAL_END = 1 << 47
 _SYSCALL_PORT = _trampoline.SYSCALL_PORT
 _BAD_ENTRY_PORT = _trampoline.BAD_ENTRY_PORT
+_TLB_FLUSH_PORT = _trampoline.TLB_FLUSH_PORT
 _EXCEPTION_PORT_BASE = _trampoline.EXCEPTION_PORT_BASE
 _EXCEPTION_PORTS = range(_EXCEPTION_PORT_BASE,
                          _EXCEPTION_PORT_BASE + _trampoline.EXCEPTION_VECTORS)
@@ -85,6 +87,12 @@ class Cpu:
         self._iret_frame_paddr = _paddr(kernel_space, layout.IRET_FRAME)
         self._exception_stack_paddr = _paddr(kernel_space, layout.EXCEPTION_STACK)
         self._iret_rip = layout.TRAMPOLINE + _trampoline.IRET
+        self._tlb_flush_rip = layout.TRAMPOLINE + _trampoline.TLB_FLUSH
+        #: Guest-physical ranges restricted since the guest last flushed its TLB.
+        self._unflushed: list[tuple[int, int]] = []
+        self._user_rax = 0
+        #: Guest TLB flushes run so far (hardware KVM's invalidation, see request_tlb_flush).
+        self.tlb_flushes = 0
         self._syscall_entry = layout.TRAMPOLINE + _trampoline.SYSCALL_ENTRY
         self._call_targets = (self._syscall_entry, layout.CALL_WAIT_TARGET)
         self._at_trampoline = True
@@ -145,6 +153,14 @@ class Cpu:
     def gs_base(self, value: int) -> None:
         self.sregs.gs.base = value
         self._run.kvm_dirty_regs |= _SREGS_DIRTY
+
+    def request_tlb_flush(self, ranges: list[tuple[int, int]]) -> None:
+        """Invalidate restricted translations on hardware KVM (an address space's
+        invalidator there): before user code runs again, the guest reloads CR3 at CPL0,
+        which flushes its TLB and paging-structure caches (kvmdune maps no global
+        pages). Software KVM's shadow tables ignore this: it needs the host-side
+        mprotect pair instead (``GuestMemory.invalidate``)."""
+        self._unflushed.extend(ranges)
 
     # -- stopping ----------------------------------------------------------------
     def stop(self, reason: StopReason = StopReason.REQUEST) -> None:
@@ -217,6 +233,11 @@ class Cpu:
 
     def _step(self) -> Event | None | object:
         """Enter the guest once; the event it exited with (None: nothing to report)."""
+        if self._unflushed and not self._at_trampoline and self.sregs.cs.selector & 3 == 3:
+            # Stopped at CPL3 (a kick), the vCPU cannot reach the trampoline's flush
+            # without an exit: the host-side invalidation, which works everywhere.
+            self.memory.invalidate(coalesce(self._unflushed))
+            self._unflushed.clear()
         if self._at_trampoline:
             bad = self._write_iret_frame()
             if bad is not None:
@@ -240,9 +261,24 @@ class Cpu:
         _FRAME.pack_into(self.memory.view, self._iret_frame_paddr,
                          regs.rip, layout.USER_CS, rflags, regs.rsp, layout.USER_DS)
         regs.rip, regs.rsp, regs.rflags = self._iret_rip, layout.IRET_FRAME, _SUPERVISOR_RFLAGS
+        if self._unflushed:
+            # Through the trampoline's flush first (``mov cr3, rax``; ``out``); the
+            # exit it ends with comes back here, nothing left to flush, for the ``iretq``.
+            self._unflushed.clear()
+            self._user_rax, regs.rax = regs.rax, self.sregs.cr3
+            regs.rip = self._tlb_flush_rip
         self._run.kvm_dirty_regs |= _REGS_DIRTY
         self._at_trampoline = False
         return None
+
+    def _tlb_flushed(self) -> object:
+        """The guest reloaded CR3: back to the user's registers, kept in the frame."""
+        regs = self.regs
+        rip, _cs, rflags, rsp, _ss = _FRAME.unpack_from(self.memory.view, self._iret_frame_paddr)
+        regs.rip, regs.rsp, regs.rflags, regs.rax = rip, rsp, rflags, self._user_rax
+        self._at_trampoline = True
+        self.tlb_flushes += 1
+        return _HANDLED
 
     def _interrupted(self) -> None:
         """KVM_RUN returned EINTR. At CPL3 the registers are the user's, live. At the
@@ -269,6 +305,8 @@ class Cpu:
                 return self._syscall_event()
             if port in _EXCEPTION_PORTS:
                 return self._exception_event(Vector(port - _EXCEPTION_PORT_BASE))
+            if port == _TLB_FLUSH_PORT:
+                return self._tlb_flushed()
             if port == _BAD_ENTRY_PORT:
                 raise MachineError("entry through MSR_CSTAR (32-bit syscall), which has "
                                    "no code segment\n" + self.describe())

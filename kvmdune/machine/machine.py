@@ -6,6 +6,7 @@ can be created and destroyed in one process without descriptor or memory growth.
 
 from __future__ import annotations
 
+import enum
 import errno
 
 from ..kvm import Cap, Kvm, KvmError, KvmInterrupted, PlatformKind, probe_platform
@@ -23,19 +24,35 @@ from .x86 import MSR
 VMX_TSS_ADDRESS = 0xFFFB_D000
 
 
-class Machine:
-    """One VM with one vCPU; user code runs at CPL3 in address spaces it creates."""
+class Invalidation(enum.Enum):
+    """How the page-table restrictions the VMM makes reach guest CPL3 code."""
 
-    def __init__(self, memory_size: int = DEFAULT_GUEST_MEMORY) -> None:
+    #: An mprotect pair on the host pages of the affected frames: KVM's MMU notifier
+    #: drops its shadow (or NPT/EPT) entries and flushes the guest's TLB. Works on
+    #: every platform; the only way on software KVM (PLATFORM.md).
+    HOST_MPROTECT = "host-mprotect"
+    #: The guest reloads CR3 at CPL0 before its user code runs again: a TLB flush,
+    #: no system call. Enough on hardware KVM, where the guest walks its own tables;
+    #: ignored by software KVM's shadow tables.
+    GUEST_TLB_FLUSH = "guest-tlb-flush"
+
+
+class Machine:
+    """One VM with one vCPU; user code runs at CPL3 in address spaces it creates.
+
+    ``invalidation`` defaults to the cheapest that works on this platform."""
+
+    def __init__(self, memory_size: int = DEFAULT_GUEST_MEMORY,
+                 invalidation: Invalidation | None = None) -> None:
         self._closers: list = []
         self.call_ring: CallRing | None = None
         try:
-            self._build(memory_size)
+            self._build(memory_size, invalidation)
         except BaseException:
             self.close()
             raise
 
-    def _build(self, memory_size: int) -> None:
+    def _build(self, memory_size: int, invalidation: Invalidation | None) -> None:
         self.memory = GuestMemory(memory_size)
         self._closers.append(self.memory.close)
         self.kernel_space = AddressSpace(self.memory)
@@ -45,6 +62,13 @@ class Machine:
         _prove_runnable(vcpu)
         self.cpu = Cpu(vcpu, self.memory, self.kernel_space)
         self.cpu.load_sregs(sregs)
+        if invalidation is None:
+            invalidation = (Invalidation.HOST_MPROTECT
+                            if self.platform.restricting_changes_need_host_invalidation
+                            else Invalidation.GUEST_TLB_FLUSH)
+        self.invalidation = invalidation
+        if invalidation is Invalidation.GUEST_TLB_FLUSH:
+            self.kernel_space.invalidate = self.cpu.request_tlb_flush
 
     def _create_vm(self, kvm: Kvm | None = None):
         """/dev/kvm (opened, or the one given), a VM with the guest memory registered,
@@ -108,7 +132,8 @@ class Machine:
     def new_address_space(self) -> AddressSpace:
         """An empty user address space sharing the supervisor area (and the call
         stub, when installed)."""
-        space = AddressSpace(self.memory, kernel=self.kernel_space)
+        space = AddressSpace(self.memory, kernel=self.kernel_space,
+                             invalidate=self.kernel_space.invalidate)
         if self.call_ring is not None:
             self.call_ring.map_into(space)
         return space

@@ -12,7 +12,7 @@ import struct
 import time
 from dataclasses import dataclass
 
-from ..kvm import IoExit, SyncRegs
+from ..kvm import IoExit, KvmInterrupted, SyncRegs
 from ..memory import PAGE_SIZE, Perm
 from . import _trampoline, layout
 from .events import Handler, Stop, SyscallEvent
@@ -63,9 +63,29 @@ class _CountSyscalls(Handler):
         return Stop() if self.count >= self.limit else 0
 
 
+def _finish_pending_exit(machine: Machine) -> None:
+    """Let KVM finish the ``out`` the last run stopped at before RIP is moved.
+
+    KVM completes a port-I/O exit at the next KVM_RUN; on hardware KVM that steps RIP
+    past the instruction if RIP still points at it. A probe that restarts its code at
+    the address where the previous one exited would otherwise resume two bytes in, in
+    the middle of an instruction (#UD on SVM). A run with ``immediate_exit`` set
+    completes the exit and returns at once (KVM API documentation, KVM_EXIT_IO).
+    """
+    run = machine.cpu._run
+    run.immediate_exit = 1
+    try:
+        machine.cpu.vcpu.run()
+    except KvmInterrupted:
+        pass
+    finally:
+        run.immediate_exit = 0
+
+
 def _run_cpl0(machine: Machine, code: bytes, exits: int) -> float:
     """Run ``code`` at CPL0 from PROBE_CODE until ``exits`` probe-port exits;
     seconds taken."""
+    _finish_pending_exit(machine)
     kernel = machine.kernel_space
     if kernel.walk(layout.PROBE_CODE) is None:
         kernel.map(layout.PROBE_CODE, PAGE_SIZE, Perm.READ | Perm.EXEC)

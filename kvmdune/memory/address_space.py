@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import enum
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 from .frames import PAGE_SIZE
 from .guest_memory import GuestMemory
@@ -64,11 +64,22 @@ WRITE = Access(write=True)
 VMM = Access(user=False, track=False)
 
 
-class AddressSpace:
-    """A guest address space: its page tables, sharing the kernel half with others."""
+#: How restricted guest-physical ranges are made visible to the guest: given the
+#: ranges (of the entries' frames), it arranges that no stale translation is used.
+Invalidator = Callable[[list[tuple[int, int]]], None]
 
-    def __init__(self, memory: GuestMemory, kernel: "AddressSpace | None" = None) -> None:
+
+class AddressSpace:
+    """A guest address space: its page tables, sharing the kernel half with others.
+
+    ``invalidate`` is how restrictions reach the guest: by default the host-side
+    mprotect pair of ``GuestMemory.invalidate`` (needed on software KVM, and enough
+    everywhere); a machine on hardware KVM passes a guest TLB flush instead."""
+
+    def __init__(self, memory: GuestMemory, kernel: "AddressSpace | None" = None,
+                 invalidate: Invalidator | None = None) -> None:
         self.memory = memory
+        self.invalidate: Invalidator = invalidate or memory.invalidate
         frames = memory.frames
         self.tables = PageTables(memory.words, frames.alloc, frames.free,
                                  alloc_huge=frames.alloc_huge)
@@ -107,7 +118,7 @@ class AddressSpace:
         """Invalidate everything restricted since the last flush."""
         pending, self._pending = self._pending, []
         if pending:
-            self.memory.invalidate(coalesce(pending))
+            self.invalidate(coalesce(pending))
 
     def _restricted(self, ranges: list[tuple[int, int]]) -> None:
         self._pending.extend(ranges)

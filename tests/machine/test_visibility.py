@@ -2,7 +2,11 @@
 
 On software KVM the VMM's writes to guest page tables are invisible to the guest
 until invalidated (PLATFORM.md), so each restriction is checked from inside the
-guest, running the guest between the changes as a real program would.
+guest, running the guest between the changes as a real program would. Each test runs
+with every invalidation the platform supports: the host-side mprotect pair everywhere,
+and on hardware KVM also the guest's own TLB flush (its default there). Under QEMU's
+TCG (scripts/test-on-svm) a missing flush can pass unnoticed: TCG may flush its TLB
+on every world switch; the software-KVM runs are the ones that prove invalidation.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from guestcode import DATA, STACK_TOP, Recorder, exit_with, load_program, run_program
-from kvmdune.machine import PageFaultEvent, PFError, Stop
+from guestcode import TEST_MEMORY
+from kvmdune.kvm import probe_platform
+from kvmdune.machine import Invalidation, Machine, PageFaultEvent, PFError, Stop
 from kvmdune.memory import VMM, Perm
 
 pytestmark = pytest.mark.kvm
@@ -22,6 +28,16 @@ RW_USER = Perm.READ | Perm.WRITE | Perm.USER
 CHECKPOINT = 1001      # the guest's "let the VMM act now" system call
 PAGES = 64
 TABLE = 0x2000_0000    # where the list of pages to write lives
+
+
+@pytest.fixture(params=list(Invalidation), ids=lambda invalidation: invalidation.value)
+def machine(request):
+    if (request.param is Invalidation.GUEST_TLB_FLUSH
+            and probe_platform().restricting_changes_need_host_invalidation):
+        pytest.skip("software KVM ignores the guest's own TLB flush "
+                    "(test_guest_tlb_flush_is_not_enough_on_software_kvm)")
+    with Machine(TEST_MEMORY, invalidation=request.param) as m:
+        yield m
 
 
 def checkpoint_program(before: str, after: str) -> str:
@@ -52,6 +68,20 @@ def test_write_permission_removed_is_seen(machine):
                            lambda: space.protect(DATA, 0x1000, Perm.READ | Perm.USER))
     assert isinstance(stop.value, PageFaultEvent)
     assert stop.value.error == PFError.PRESENT | PFError.WRITE | PFError.USER
+
+
+@pytest.mark.software_kvm
+def test_guest_tlb_flush_is_not_enough_on_software_kvm():
+    """Why software KVM needs the host-side invalidation: after the guest's own CR3
+    reload the stale shadow entry still lets it write a page made read-only."""
+    with Machine(TEST_MEMORY, invalidation=Invalidation.GUEST_TLB_FLUSH) as machine:
+        space = fresh_space(machine)
+        stop = run_with_change(machine, space, f"mov qword ptr [{DATA}], 1",
+                               f"mov qword ptr [{DATA}], 2",
+                               lambda: space.protect(DATA, 0x1000, Perm.READ | Perm.USER))
+        assert machine.cpu.tlb_flushes == 1                  # the flush did run
+        assert not isinstance(stop.value, PageFaultEvent)    # ... and changed nothing
+        assert space.read(DATA, 8, VMM) == struct.pack("<Q", 2)
 
 
 def test_unmap_is_seen(machine):

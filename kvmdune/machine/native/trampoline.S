@@ -15,7 +15,7 @@
     .balign 16
     .globl kvmdune_trampoline_start, kvmdune_trampoline_end
     .globl kvmdune_syscall_entry, kvmdune_iret, kvmdune_bad_entry
-    .globl kvmdune_exception_entries
+    .globl kvmdune_exception_entries, kvmdune_tlb_flush
 
 kvmdune_trampoline_start:
 kvmdune_syscall_entry:          /* MSR_LSTAR: RCX = user RIP, R11 = user RFLAGS */
@@ -27,6 +27,11 @@ kvmdune_iret:                   /* the one way back to CPL3 */
 kvmdune_bad_entry:              /* MSR_CSTAR: no 32-bit code segment exists */
     outb %al, $KVMDUNE_BAD_ENTRY_PORT
     iretq
+
+    .balign KVMDUNE_EXCEPTION_STRIDE
+kvmdune_tlb_flush:              /* hardware KVM, after a restricting page-table change: */
+    movq %rax, %cr3             /* RAX = CR3 (set by the VMM); the reload flushes the */
+    outb %al, $KVMDUNE_TLB_FLUSH_PORT  /* guest's TLB. Software KVM ignores it. */
 
     .balign KVMDUNE_EXCEPTION_STRIDE
 kvmdune_exception_entries:      /* IDT vectors 0..31, KVMDUNE_EXCEPTION_STRIDE apart */

@@ -10,6 +10,7 @@
 
 #define KVMDUNE_SYSCALL_PORT 0x70        /* `syscall` from CPL3 (MSR_LSTAR) */
 #define KVMDUNE_BAD_ENTRY_PORT 0x71      /* an entry that must never be used (MSR_CSTAR) */
+#define KVMDUNE_TLB_FLUSH_PORT 0x72      /* the guest flushed its TLB (hardware KVM only) */
 #define KVMDUNE_EXCEPTION_PORT_BASE 0x80 /* + vector, for vectors 0..31 */
 #define KVMDUNE_EXCEPTION_VECTORS 32
 #define KVMDUNE_EXCEPTION_STRIDE 8       /* bytes between exception entries */

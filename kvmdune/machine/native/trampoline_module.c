@@ -6,7 +6,7 @@
 
 extern const unsigned char kvmdune_trampoline_start[], kvmdune_trampoline_end[];
 extern const unsigned char kvmdune_syscall_entry[], kvmdune_iret[], kvmdune_bad_entry[];
-extern const unsigned char kvmdune_exception_entries[];
+extern const unsigned char kvmdune_exception_entries[], kvmdune_tlb_flush[];
 extern const unsigned char kvmdune_callstub_start[], kvmdune_callstub_end[];
 extern const unsigned char kvmdune_callstub_slow_target[];
 extern const unsigned char kvmdune_callstub_wait_target[];
@@ -47,8 +47,10 @@ static int trampoline_exec(PyObject *module) {
         || add_offset(module, "IRET", base, kvmdune_iret) < 0
         || add_offset(module, "BAD_ENTRY", base, kvmdune_bad_entry) < 0
         || add_offset(module, "EXCEPTION_ENTRIES", base, kvmdune_exception_entries) < 0
+        || add_offset(module, "TLB_FLUSH", base, kvmdune_tlb_flush) < 0
         || PyModule_AddIntConstant(module, "SYSCALL_PORT", KVMDUNE_SYSCALL_PORT) < 0
         || PyModule_AddIntConstant(module, "BAD_ENTRY_PORT", KVMDUNE_BAD_ENTRY_PORT) < 0
+        || PyModule_AddIntConstant(module, "TLB_FLUSH_PORT", KVMDUNE_TLB_FLUSH_PORT) < 0
         || PyModule_AddIntConstant(module, "EXCEPTION_PORT_BASE",
                                    KVMDUNE_EXCEPTION_PORT_BASE) < 0
         || PyModule_AddIntConstant(module, "EXCEPTION_VECTORS",

@@ -7,7 +7,7 @@ import os
 import struct
 
 from . import procfs
-from .abi import AT_FDCWD, Errno, FcntlCmd
+from .abi import Errno, FcntlCmd
 from .forward import NotForwardable
 from .uaccess import read_path, write_bytes
 

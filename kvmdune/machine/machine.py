@@ -12,7 +12,7 @@ import errno
 from ..kvm import Cap, Kvm, KvmError, KvmInterrupted, PlatformKind, probe_platform
 from ..memory import AddressSpace, GuestMemory
 from ..memory.guest_memory import DEFAULT_GUEST_MEMORY
-from . import _trampoline, layout
+from . import layout
 from .boot import build_supervisor_area, configure_vcpu
 from .callring import CallRing
 from .cpu import Cpu

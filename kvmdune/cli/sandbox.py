@@ -249,6 +249,11 @@ def execute(args: argparse.Namespace, default_profile: str) -> int:
     if args.keep_root:
         user = None
     if user is not None and os.geteuid() == 0:
+        if not _user_exists(user):
+            from ..linux.elf import EXIT_VMM_FAILED
+
+            print(f"kvmdune: no user named {user!r} here (--user)", file=sys.stderr)
+            return EXIT_VMM_FAILED
         problem = _unreadable_after_drop(user, command[0], policy, args, args.user is None)
         if problem is not None:
             print(f"kvmdune: {problem}", file=sys.stderr)
@@ -292,6 +297,16 @@ def _notice_writer():
     return write
 
 
+def _user_exists(user: str) -> bool:
+    import pwd
+
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        return False
+    return True
+
+
 def _unreadable_after_drop(user: str, program: str, policy, args, by_default: bool) -> str | None:
     """What ``user`` could not read of the program or of the paths the options name
     (the run drops to it before it loads the program), as a message with what to do;
@@ -301,10 +316,7 @@ def _unreadable_after_drop(user: str, program: str, policy, args, by_default: bo
     from ..linux.elf import ExecFormatError
     from ..linux.exec import resolve_command
 
-    try:
-        entry = pwd.getpwnam(user)
-    except KeyError:
-        return f"--user {user}: no such user"
+    entry = pwd.getpwnam(user)
     try:
         path = resolve_command(program)
     except ExecFormatError:

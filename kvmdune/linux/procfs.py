@@ -155,8 +155,8 @@ def opened_vmm_entry(host_fd: int) -> bool:
     except OSError:
         return False
     match = re.match(r"^/proc/(%d)(?:/task/\d+)?(?:/([^/]+))?" % os.getpid(), target)
-    if match is None:
-        return False
+    if match is None or match.group(2) is None:
+        return False      # not its /proc, or the directory itself (paths from it are rewritten)
     return match.group(2) not in PASS_THROUGH
 
 

@@ -122,3 +122,16 @@ def test_hostile_pointers_and_counted_results(compiled, link):
     assert native.stdout.endswith(b"the end\n")     # the program completes natively
     assert_same(native, dune)
     assert b"Traceback" not in dune.stderr and b"internal error" not in dune.stderr
+
+
+@pytest.mark.parametrize("link", LINKS)
+def test_routes_to_proc_self_reach_the_guests_own(compiled, link, tmp_path):
+    """/proc/self reached without being named (a planted symlink, a directory
+    descriptor of it, a relative path from it as the current directory) answers with
+    the program's own descriptors, as on Linux: never the VMM's /dev/kvm, VM or vCPU
+    descriptors, by open, stat, access, readlink or a listing."""
+    argv = [compiled[("procroutes", link)], str(tmp_path)]
+    native, dune = run_native(argv), run_dune(argv)
+    assert native.stdout.endswith(b"the end\n")
+    assert b'fd/9: read 3' in native.stdout          # the routes do reach a descriptor
+    assert_same(native, dune)

@@ -29,7 +29,9 @@
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -346,6 +348,72 @@ static int open_beneath(Server *s, int dirfd, const char *path, int nofollow) {
     return -1;
 }
 
+/* Whether a walk that failed may have failed inside /proc (where the VMM's answer
+ * differs: its /proc/self is not the guest's): its directory part resolves there,
+ * or does not resolve at all (then the VMM finds out where it failed). */
+static int walk_reaches_proc(int dirfd, const char *path) {
+    static __thread char parent[PATH_MAX_BYTES];
+    const char *slash = strrchr(path, '/');
+    struct statfs where;
+    if (slash == NULL) {
+        strcpy(parent, ".");
+    } else if (slash == path) {
+        strcpy(parent, "/");
+    } else {
+        size_t length = (size_t)(slash - path);
+        memcpy(parent, path, length);
+        parent[length] = '\0';
+    }
+    int fd = openat(dirfd, parent, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return 1;
+    int in_proc = fstatfs(fd, &where) < 0 || where.f_type == PROC_SUPER_MAGIC;
+    close(fd);
+    return in_proc;
+}
+
+/* The file a path names, opened O_PATH by the kernel's own walk, for a call the VMM
+ * would forward as it is; -1 when the walk passes a magic link (/proc/PID/fd/N and
+ * friends) or ends in /proc: the VMM's /proc is not the guest's, and the VMM judges
+ * every route there (a relative path from a /proc directory, a planted symlink).
+ * Otherwise a walk error is the call's own answer, in *error. */
+static int open_checked(int dirfd, const char *path, int nofollow, int *error) {
+    struct open_how how = {
+        .flags = O_PATH | O_CLOEXEC | (nofollow ? O_NOFOLLOW : 0),
+        .resolve = RESOLVE_NO_MAGICLINKS,
+    };
+    struct statfs where;
+    if (path[0] == '\0')
+        return -1;
+    int fd = (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+    if (fd < 0) {
+        int failed = errno;
+        if (failed == ELOOP || failed == EXDEV || walk_reaches_proc(dirfd, path))
+            return -1;                 /* a magic link, a loop, or /proc: the VMM decides */
+        *error = failed;
+        return -2;
+    }
+    if (fstatfs(fd, &where) < 0 || where.f_type == PROC_SUPER_MAGIC) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* The path a call names, held as an O_PATH descriptor the call then acts on (so
+ * the file checked is the file used): beneath a root for a BENEATH action, else
+ * anywhere outside /proc. -1: the VMM decides; -2: the walk's error is the answer. */
+static int hold_path(Server *s, long nr, int dirfd, const char *path, int flags,
+                     int *error) {
+    int nofollow = flags & AT_SYMLINK_NOFOLLOW;
+    if (path[0] == '\0' && flags & AT_EMPTY_PATH && dirfd != AT_FDCWD_VALUE
+        && s->action[nr] != ACTION_BENEATH)
+        return fcntl(dirfd, F_DUPFD_CLOEXEC, 0);   /* the guest's own descriptor */
+    if (s->action[nr] == ACTION_BENEATH)
+        return open_beneath(s, dirfd, path, nofollow);
+    return open_checked(dirfd, path, nofollow, error);
+}
+
 /* stat, lstat, newfstatat: a path (and a directory descriptor) and a struct stat. */
 static int call_stat_path(Server *s, long nr, const uint64_t *a, int64_t *result) {
     char path[PATH_MAX_BYTES];
@@ -367,16 +435,17 @@ static int call_stat_path(Server *s, long nr, const uint64_t *a, int64_t *result
     int count = translate(s, buf_arg, sizeof st, 1, pieces);
     if (count < 0)
         return -1;
-    if (s->action[nr] == ACTION_BENEATH) {
-        if (flags & ~AT_SYMLINK_NOFOLLOW)
-            return -1;
-        int held = open_beneath(s, dirfd, path, flags & AT_SYMLINK_NOFOLLOW);
-        if (held < 0)
-            return -1;
+    if (flags & ~(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH | AT_NO_AUTOMOUNT))
+        return -1;
+    int error = 0;
+    int held = hold_path(s, nr, dirfd, path, flags, &error);
+    if (held == -1)
+        return -1;
+    if (held == -2) {
+        *result = -error;
+    } else {
         *result = raw(syscall(SYS_newfstatat, held, "", &st, AT_EMPTY_PATH));
         close(held);
-    } else {
-        *result = raw(syscall(SYS_newfstatat, dirfd, path, &st, flags));
     }
     return finish_out(pieces, count, &st, sizeof st, *result);
 }
@@ -392,17 +461,18 @@ static int call_statx(Server *s, long nr, const uint64_t *a, int64_t *result) {
     int count = translate(s, a[4], sizeof stx, 1, pieces);
     if (count < 0)
         return -1;
-    if (s->action[nr] == ACTION_BENEATH) {
-        if (flags & ~(AT_SYMLINK_NOFOLLOW | AT_STATX_SYNC_TYPE))
-            return -1;
-        int held = open_beneath(s, dirfd, path, flags & AT_SYMLINK_NOFOLLOW);
-        if (held < 0)
-            return -1;
+    if (flags & ~(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH | AT_NO_AUTOMOUNT | AT_STATX_SYNC_TYPE))
+        return -1;
+    int error = 0;
+    int held = hold_path(s, nr, dirfd, path, flags, &error);
+    if (held == -1)
+        return -1;
+    if (held == -2) {
+        *result = -error;
+    } else {
         *result = raw(syscall(SYS_statx, held, "", AT_EMPTY_PATH | (flags & AT_STATX_SYNC_TYPE),
                               (unsigned)a[3], &stx));
         close(held);
-    } else {
-        *result = raw(syscall(SYS_statx, dirfd, path, flags, (unsigned)a[3], &stx));
     }
     return finish_out(pieces, count, &stx, sizeof stx, *result);
 }
@@ -410,19 +480,31 @@ static int call_statx(Server *s, long nr, const uint64_t *a, int64_t *result) {
 /* access, faccessat, faccessat2. */
 static int call_access(Server *s, long nr, const uint64_t *a, int64_t *result) {
     char path[PATH_MAX_BYTES];
-    int dirfd = AT_FDCWD_VALUE;
+    int dirfd = AT_FDCWD_VALUE, mode, flags = 0;
     if (nr == SYS_access) {
         if (read_path(s, a[0], path) < 0)
             return -1;
-        *result = raw(syscall(SYS_faccessat, AT_FDCWD_VALUE, path, (int)a[1]));
+        mode = (int)a[1];
+    } else {
+        if (dir_fd(s, a[0], &dirfd) < 0 || read_path(s, a[1], path) < 0)
+            return -1;
+        mode = (int)a[2];
+        flags = nr == SYS_faccessat2 ? (int)a[3] : 0;
+    }
+    if (flags & ~(AT_SYMLINK_NOFOLLOW | AT_EACCESS))
+        return -1;
+    /* The file the walk found is the file asked about (its permission bits, by the
+     * real or effective ids as the flags say); the walk's own error answers first. */
+    int error = 0;
+    int held = hold_path(s, nr, dirfd, path, flags, &error);
+    if (held == -1)
+        return -1;
+    if (held == -2) {
+        *result = -error;
         return 0;
     }
-    if (dir_fd(s, a[0], &dirfd) < 0 || read_path(s, a[1], path) < 0)
-        return -1;
-    if (nr == SYS_faccessat)
-        *result = raw(syscall(SYS_faccessat, dirfd, path, (int)a[2]));
-    else
-        *result = raw(syscall(SYS_faccessat2, dirfd, path, (int)a[2], (int)a[3]));
+    *result = raw(syscall(SYS_faccessat2, held, "", mode, (flags & AT_EACCESS) | AT_EMPTY_PATH));
+    close(held);
     return 0;
 }
 

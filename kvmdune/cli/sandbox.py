@@ -261,6 +261,8 @@ def execute(args: argparse.Namespace, default_profile: str) -> int:
     gate = None
     if not (policy.all_paths and not policy.deny_syscalls and audit is None
             and default_profile == "open"):
+        # The group first: the gate judges signals against the group it finds.
+        _own_process_group()
         gate = SandboxGate(policy, audit,
                            notices=None if getattr(args, "quiet", False) else _notice_writer(),
                            confine=getattr(args, "confine", False))
@@ -360,16 +362,21 @@ def _acting_as(entry) -> Iterator[None]:
         os.setgroups(groups)
 
 
+def _own_process_group() -> None:
+    """Make this process the leader of a process group of its own (the sandbox's)."""
+    try:
+        os.setpgid(0, 0)
+    except OSError:
+        pass    # already a group leader (a session leader cannot move)
+
+
 def _contained_run(command, environment, options, cpu_total: float | None = None) -> int:
     """Run in a process group of its own, and leave no process of it behind."""
     import signal
 
     from ..linux.runner import run_command
 
-    try:
-        os.setpgid(0, 0)
-    except OSError:
-        pass    # already a group leader (a session leader cannot move)
+    _own_process_group()
     group = os.getpgrp()
     if cpu_total is not None:
         _watch_total_cpu(group, cpu_total)

@@ -159,7 +159,7 @@ VMM_CALLS: dict[str, str] = {
     "getegid": "identity", "getpgrp": "the sandbox's process group",
     "getpgid": "the sandbox's process group", "setitimer": "wall-time limits",
     "prlimit64": "resource limits", "getrusage": "CPU limits",
-    "prctl": "PR_SET_DUMPABLE 0 only (see below)",
+    "prctl": "the task's name and PR_SET_DUMPABLE 0 only (see _prctl_check)",
 }
 #: The only ioctl requests, besides the KVM API's (type 0xAE), the VMM makes itself.
 VMM_IOCTLS = {0x5401: "TCGETS (isatty)", 0x5413: "TIOCGWINSZ"}
@@ -233,8 +233,12 @@ def _ioctl_check(requests: frozenset[int]) -> list[tuple]:
 
 
 def _prctl_check() -> list[tuple]:
-    """prctl: PR_SET_DUMPABLE 0 (the VMM keeps itself out of reach), nothing else."""
-    return [_arg_low(0), _insn(BPF_JMP_JEQ_K, PrctlOption.PR_SET_DUMPABLE, 1, 0), _ret(DENY),
+    """prctl: the task's name (the VMM carries its guest's, task_name.py) and
+    PR_SET_DUMPABLE 0 (the VMM keeps itself out of reach), nothing else."""
+    return [_arg_low(0),
+            _insn(BPF_JMP_JEQ_K, PrctlOption.PR_SET_NAME, 0, 1), _ret(ALLOW),
+            _insn(BPF_JMP_JEQ_K, PrctlOption.PR_GET_NAME, 0, 1), _ret(ALLOW),
+            _insn(BPF_JMP_JEQ_K, PrctlOption.PR_SET_DUMPABLE, 1, 0), _ret(DENY),
             _arg_low(1), _insn(BPF_JMP_JEQ_K, 0, 1, 0), _ret(DENY),
             _arg_high(1), _insn(BPF_JMP_JEQ_K, 0, 0, 1), _ret(ALLOW), _ret(DENY)]
 
@@ -320,12 +324,42 @@ def landlock_abi() -> int:
 
 
 @dataclass(frozen=True)
+class HeldPath:
+    """A path a Landlock rule names, held open (O_PATH) since the policy was read:
+    the rule is added after the drop of privileges, when the new user may no longer
+    reach the path by name (a file passed with --pass-fd from a private directory)."""
+
+    path: str
+    fd: int
+    access: FsAccess
+
+
+@dataclass(frozen=True)
 class FileRules:
     """Where the VMM may read and write once confined."""
 
-    read: tuple[str, ...]
-    write: tuple[str, ...]
+    held: tuple[HeldPath, ...]
     no_tcp: bool              # handle TCP bind/connect with no port allowed
+
+    @classmethod
+    def hold(cls, read: Iterable[str], write: Iterable[str], no_tcp: bool) -> "FileRules":
+        """Open every path now; one that does not exist gets no rule (the gate
+        refuses it anyway)."""
+        held = []
+        for paths, access in ((read, READ_ACCESS), (write, WRITE_ACCESS)):
+            for path in paths:
+                try:
+                    fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+                except OSError:
+                    continue
+                is_directory = os.path.isdir(f"/proc/self/fd/{fd}")
+                held.append(HeldPath(path, fd, FsAccess(access) if is_directory
+                                     else FsAccess(access) & FILE_ACCESS))
+        return cls(tuple(held), no_tcp)
+
+    def release(self) -> None:
+        for held in self.held:
+            os.close(held.fd)
 
 
 def vmm_read_paths() -> tuple[str, ...]:
@@ -359,9 +393,8 @@ def apply_landlock(rules: FileRules, abi: int) -> None:
     if ruleset < 0:
         raise ConfinementError(-ruleset, "landlock_create_ruleset failed")
     try:
-        for paths, access in ((rules.read, READ_ACCESS), (rules.write, WRITE_ACCESS)):
-            for path in paths:
-                _add_path_rule(ruleset, path, FsAccess(access) & handled)
+        for held in rules.held:
+            _add_path_rule(ruleset, held, held.access & handled)
         result = host_syscall(SYS_LANDLOCK_RESTRICT_SELF, ruleset, 0)
         if result < 0:
             raise ConfinementError(-result, "landlock_restrict_self failed")
@@ -369,21 +402,12 @@ def apply_landlock(rules: FileRules, abi: int) -> None:
         os.close(ruleset)
 
 
-def _add_path_rule(ruleset: int, path: str, access: FsAccess) -> None:
-    try:
-        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-    except OSError:
-        return          # nothing there to allow (yet): the gate refuses it anyway
-    try:
-        if not os.path.isdir(f"/proc/self/fd/{fd}"):
-            access &= FILE_ACCESS
-        beneath = HostBuffer(struct.pack("<Qi", int(access), fd))
-        result = host_syscall(SYS_LANDLOCK_ADD_RULE, ruleset, LANDLOCK_RULE_PATH_BENEATH,
-                              beneath.address, 0)
-        if result < 0:
-            raise ConfinementError(-result, f"landlock_add_rule({path}) failed")
-    finally:
-        os.close(fd)
+def _add_path_rule(ruleset: int, held: HeldPath, access: FsAccess) -> None:
+    beneath = HostBuffer(struct.pack("<Qi", int(access), held.fd))
+    result = host_syscall(SYS_LANDLOCK_ADD_RULE, ruleset, LANDLOCK_RULE_PATH_BENEATH,
+                          beneath.address, 0)
+    if result < 0:
+        raise ConfinementError(-result, f"landlock_add_rule({held.path}) failed")
 
 
 # -- the whole ------------------------------------------------------------------------
@@ -402,11 +426,14 @@ class Confinement:
         landlock = "Landlock: not used (every path allowed)"
         if self.files is not None:
             abi = landlock_abi()
-            if abi:
-                apply_landlock(self.files, abi)
-                landlock = f"Landlock ABI {abi}"
-            else:
-                landlock = "Landlock: not offered by this kernel"
+            try:
+                if abi:
+                    apply_landlock(self.files, abi)
+                    landlock = f"Landlock ABI {abi}"
+                else:
+                    landlock = "Landlock: not offered by this kernel"
+            finally:
+                self.files.release()
         install_filter(program)
         return (f"no_new_privs, seccomp ({len(program) // 8} instructions, "
                 f"{len(self.calls.numbers)} calls), {landlock}")
@@ -419,6 +446,5 @@ def for_policy(policy, denied_by_number: Iterable[str], any_ioctl: bool,
     if policy.all_paths:
         return Confinement(calls, None)
     read = tuple(dict.fromkeys(tuple(policy.read) + tuple(policy.execute) + vmm_read_paths()))
-    files = FileRules(read=read, write=tuple(policy.write),
-                      no_tcp=policy.net.value == "none")
+    files = FileRules.hold(read, policy.write, no_tcp=policy.net.value == "none")
     return Confinement(calls, files)

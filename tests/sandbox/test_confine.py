@@ -60,6 +60,9 @@ CONFINED_CHILD = """
     outcome("prctl dumpable 1", lambda: call(157, 4, 1, 0, 0, 0))
     outcome("getpid", lambda: call(39))
     outcome("prctl dumpable 0", lambda: call(157, 4, 0, 0, 0, 0))
+    outcome("prctl set name", lambda: call(157, 15, ctypes.addressof(
+        ctypes.create_string_buffer(b"guest-name")), 0, 0, 0))
+    outcome("prctl set mm", lambda: call(157, 35, 8, 0, 0, 0))   # PR_SET_MM_ARG_START
     outcome("ioctl TCGETS", lambda: call(16, os.open("/dev/null", os.O_RDONLY), 0x5401,
                                          ctypes.addressof(ctypes.create_string_buffer(64))))
     if kvm >= 0:
@@ -97,9 +100,11 @@ def test_host_calls_outside_the_list_are_refused_and_listed_ones_work(trees):
     assert result.returncode == 0, result.stderr
     seen = dict(line.rsplit(" ", 1) for line in result.stdout.splitlines())
     refused = {"execve", "ptrace", "unshare", "mount", "ioctl TIOCSTI", "prctl dumpable 1",
+               "prctl set mm",
                "thread ptrace", "child ptrace"}
     assert {what: seen[what] for what in refused} == dict.fromkeys(refused, "EPERM")
-    allowed = {"getpid", "prctl dumpable 0", "read allowed", "write allowed"}
+    allowed = {"getpid", "prctl dumpable 0", "prctl set name", "read allowed",
+               "write allowed"}
     assert {what: seen[what] for what in allowed} == dict.fromkeys(allowed, "ok")
     assert seen["ioctl TCGETS"] == "ENOTTY"            # reached the kernel: not EPERM
     if "KVM_GET_API_VERSION" in seen:
@@ -185,3 +190,17 @@ def test_every_name_the_lists_give_is_a_real_call():
     unknown = (set(confine.VMM_CALLS) | confine.NEVER_ON_HOST) - set(confine.BY_NAME)
     assert not unknown
     assert all(reason for reason in confine.VMM_CALLS.values())
+
+
+def test_held_paths_keep_directory_rights_after_a_file(trees):
+    """A file's rule is narrowed to file rights; the directories after it are not."""
+    readable, writable, _ = trees
+    rules = confine.FileRules.hold([str(readable / "data"), str(readable)], [str(writable)],
+                                   no_tcp=False)
+    try:
+        access = {held.path: held.access for held in rules.held}
+        assert access[str(readable / "data")] == confine.READ_ACCESS & confine.FILE_ACCESS
+        assert access[str(readable)] == confine.READ_ACCESS
+        assert access[str(writable)] == confine.WRITE_ACCESS
+    finally:
+        rules.release()

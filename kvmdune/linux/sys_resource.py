@@ -14,6 +14,7 @@ from .uaccess import read_bytes, write_bytes
 
 RLIM_NLIMITS = 16
 RLIMIT_NOFILE = 7
+RLIM_INFINITY = 0xFFFF_FFFF_FFFF_FFFF     # as the guest reads it (an unsigned 64-bit value)
 _RLIMIT = struct.Struct("<QQ")
 SYS_PRLIMIT64 = Sysno.prlimit64
 
@@ -25,7 +26,7 @@ def initial_limits() -> dict[int, tuple[int, int]]:
             soft, hard = resource.getrlimit(which)
         except (ValueError, OSError):
             continue
-        limits[which] = (soft & 0xFFFF_FFFF_FFFF_FFFF, hard & 0xFFFF_FFFF_FFFF_FFFF)
+        limits[which] = (soft & RLIM_INFINITY, hard & RLIM_INFINITY)
     return limits
 
 
@@ -93,7 +94,7 @@ def sys_prlimit64(proc, cpu, pid, resource_id, new, old, *_):
 
 def sys_getrlimit(proc, cpu, resource_id, old, *_):
     """Implements getrlimit(2)."""
-    if not old and resource_id in _limits(proc):
+    if not old and resource_id in limits_of(proc):
         return -Errno.EFAULT         # NULL is not "no output" here
     return _prlimit(proc, resource_id, 0, old)
 

@@ -19,7 +19,7 @@ import struct
 from typing import Callable
 
 from .abi import AT_FDCWD, O_CLOEXEC, Errno
-from .sys_resource import limits_of
+from .sys_resource import RLIM_INFINITY, limits_of
 from .uaccess import Fault
 
 #: Entries passed through to the host: they mean the same for the guest.
@@ -338,7 +338,6 @@ def _stat(proc) -> bytes:
 
 #: Columns of /proc/PID/limits: the name (25 wide), soft and hard (20 each), units.
 _LIMIT_NAME_END, _LIMIT_UNITS_START = 26, 68
-RLIM_INFINITY = 0xFFFF_FFFF_FFFF_FFFF
 
 
 def _limits(proc) -> bytes:

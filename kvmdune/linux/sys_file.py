@@ -7,7 +7,7 @@ import os
 import struct
 
 from . import procfs
-from .abi import Errno, FcntlCmd
+from .abi import CloseRangeFlags, Errno, FcntlCmd
 from .forward import NotForwardable
 from .uaccess import read_path, write_bytes
 
@@ -30,17 +30,16 @@ def sys_close(proc, cpu, fd, *_):
     return proc.fds.close(_fd(fd))
 
 
-CLOSE_RANGE_UNSHARE, CLOSE_RANGE_CLOEXEC = 2, 4
-
-
 def sys_close_range(proc, cpu, first, last, flags, *_):
     """Implements close_range(2) (the table is this process's alone: UNSHARE is
     what it already is)."""
     first, last = first & 0xFFFF_FFFF, last & 0xFFFF_FFFF
-    if flags & ~(CLOSE_RANGE_UNSHARE | CLOSE_RANGE_CLOEXEC) or first > last:
+    # As a plain int: an IntFlag's ~ keeps only the bits the flag type defines.
+    known = int(CloseRangeFlags.CLOSE_RANGE_UNSHARE | CloseRangeFlags.CLOSE_RANGE_CLOEXEC)
+    if flags & ~known or first > last:
         return -Errno.EINVAL
     for fd in [fd for fd in proc.fds.entries if first <= fd <= last]:
-        if flags & CLOSE_RANGE_CLOEXEC:
+        if flags & CloseRangeFlags.CLOSE_RANGE_CLOEXEC:
             proc.fds.entries[fd].cloexec = True
         else:
             proc.fds.close(fd)

@@ -14,6 +14,7 @@ from .uaccess import read_bytes, write_bytes
 
 RLIM_NLIMITS = 16
 RLIMIT_NOFILE = 7
+RLIM_INFINITY = 0xFFFF_FFFF_FFFF_FFFF     # as the guest reads it (an unsigned 64-bit value)
 _RLIMIT = struct.Struct("<QQ")
 SYS_PRLIMIT64 = Sysno.prlimit64
 
@@ -25,7 +26,7 @@ def initial_limits() -> dict[int, tuple[int, int]]:
             soft, hard = resource.getrlimit(which)
         except (ValueError, OSError):
             continue
-        limits[which] = (soft & 0xFFFF_FFFF_FFFF_FFFF, hard & 0xFFFF_FFFF_FFFF_FFFF)
+        limits[which] = (soft & RLIM_INFINITY, hard & RLIM_INFINITY)
     return limits
 
 

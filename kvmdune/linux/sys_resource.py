@@ -93,7 +93,7 @@ def sys_prlimit64(proc, cpu, pid, resource_id, new, old, *_):
 
 def sys_getrlimit(proc, cpu, resource_id, old, *_):
     """Implements getrlimit(2)."""
-    if not old and resource_id in _limits(proc):
+    if not old and resource_id in limits_of(proc):
         return -Errno.EFAULT         # NULL is not "no output" here
     return _prlimit(proc, resource_id, 0, old)
 

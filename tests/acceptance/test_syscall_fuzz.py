@@ -15,6 +15,11 @@ VMM deaths this fuzz found (fixed in the handlers named, each in its own commit)
   (a 64-bit register handed to socket.socketpair as a C int).
 - rt_sigpending(NULL or any bad pointer, 8): GuestFault ("guest address 0x0: not
   mapped") from sys_signal.sys_rt_sigpending writing the set unchecked.
+- getrlimit(resource, NULL): NameError in sys_resource.sys_getrlimit (a helper
+  renamed by a merge), an internal error that ended the guest.
+And one containment bug: under ``sandbox``, chmod(0xffffffff, ...) -- a pointer into
+heap the fuzz's brk had grown, so an empty path -- was resolved against the working
+directory and pinned: the writable root became mode 07777 (sandbox/guard.py).
 
 Then fuzz/hostile_pointers.c: the calls kvmdune serves itself and a sample of the
 forwarded ones, good arguments but one hostile pointer (or integer) at a time, must

@@ -5,9 +5,9 @@
  * and as long, the largest long, values whose low half is 0, 1000).  Prints one
  * line per call with the result's errno (or "ok"), so that the run under kvmdune
  * can be compared byte for byte with the native one.  Nothing here blocks (zero
- * timeouts, non-blocking pipes), ends the process (exec never gets a usable
- * argv), lets the kernel write past a buffer (no huge length where the kernel
- * fills what it is given) or acts outside the process.
+ * timeouts, non-blocking pipes and sockets), ends the process (exec never gets a
+ * usable argv), lets the kernel write past a buffer (no huge length where the
+ * kernel fills what it is given) or acts outside the process.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -170,7 +170,7 @@ int main(void)
     setup_pages();
     /* Descriptors the templates use, at fixed numbers (the same in every run). */
     if (pipe(pipe_fds) || dup2(pipe_fds[0], 3) < 0 || dup2(pipe_fds[1], 4) < 0 ||
-        socketpair(AF_UNIX, SOCK_DGRAM, 0, pair) || dup2(pair[0], 5) < 0 ||
+        socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK, 0, pair) || dup2(pair[0], 5) < 0 ||
         dup2(pair[1], 6) < 0) {
         perror("setup");
         return 2;

@@ -23,6 +23,14 @@ class InternalError(Exception):
         self.cause = cause
 
 
+def prepare() -> None:
+    """Import what a report needs now (it is imported lazily to keep start-up short):
+    after a drop of privileges the Python installation may be unreadable."""
+    import tempfile  # noqa: F401
+    import time  # noqa: F401
+    import traceback  # noqa: F401
+
+
 def debugging() -> bool:
     return os.environ.get(DEBUG_VARIABLE, "0") not in ("", "0")
 

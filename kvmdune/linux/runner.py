@@ -12,6 +12,7 @@ from typing import Callable
 from ..kvm import KvmError
 from ..machine import Machine, MachineError, StopReason
 from ..memory.guest_memory import DEFAULT_GUEST_MEMORY
+from . import internal_error
 from . import signals as sig
 from .abi import PrctlOption
 from .elf import EXIT_VMM_FAILED, ExecFormatError, exit_status_for
@@ -204,6 +205,7 @@ def drop_privileges(user: str) -> None:
 
     from ..machine.disasm import _decoder
     _decoder()
+    internal_error.prepare()
     entry = pwd.getpwnam(user)
     os.setgroups([])
     os.setgid(entry.pw_gid)

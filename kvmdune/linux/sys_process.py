@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 from ..machine import Stop
+from ..machine.layout import TASK_SIZE
 from ..memory import USER_SPACE_END
 from .abi import AT_FDCWD, ArchPrctlCode, AtFlags, CloneFlags, Errno, PersonalityFlags
 from .aslr import PERSONALITY_QUERY
@@ -17,7 +18,7 @@ from .elf import ExecFormatError
 from .exit_status import ExitStatus
 from .exec import exec_program
 from .task_name import TASK_COMM_LEN, comm_from_user, show_on_host
-from .uaccess import read_path, read_string_array, write_u32, write_u64
+from .uaccess import Fault, read_path, read_string_array, write_u32, write_u64
 from .uaccess import read_bytes, write_bytes
 
 #: The total argv+envp size execve accepts (Linux: a quarter of the 8 MiB stack).
@@ -88,6 +89,8 @@ def sys_clone(proc, cpu, flags, stack, parent_tid, child_tid, tls, _):
         return -Errno.ENOSYS
     if flags & (CloneFlags.CLONE_THREAD | CloneFlags.CLONE_SIGHAND):
         return -Errno.EINVAL
+    if flags & CloneFlags.CLONE_SETTLS and tls >= TASK_SIZE:
+        return -Errno.EPERM      # what ARCH_SET_FS answers: no child is made
     pid = proc.fork(vfork=bool(flags & CloneFlags.CLONE_VFORK))
     if pid < 0:
         return pid
@@ -97,10 +100,21 @@ def sys_clone(proc, cpu, flags, stack, parent_tid, child_tid, tls, _):
         if flags & CloneFlags.CLONE_SETTLS:
             cpu.fs_base = tls
         if flags & CloneFlags.CLONE_CHILD_SETTID and child_tid:
-            write_u32(proc.space, child_tid, os.getpid())
+            _put_tid(proc, child_tid, os.getpid())
+        if flags & CloneFlags.CLONE_CHILD_CLEARTID:
+            proc.clear_child_tid = child_tid
     elif flags & CloneFlags.CLONE_PARENT_SETTID and parent_tid:
-        write_u32(proc.space, parent_tid, pid)
+        _put_tid(proc, parent_tid, pid)
     return pid
+
+
+def _put_tid(proc, address: int, tid: int) -> None:
+    """clone's tid words: Linux ignores a fault writing them (the child exists by
+    then; neither side's clone fails for it)."""
+    try:
+        write_u32(proc.space, address, tid)
+    except Fault:
+        pass
 
 
 def sys_clone3(proc, cpu, *_):

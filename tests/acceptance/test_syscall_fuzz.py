@@ -259,7 +259,7 @@ POINTER_CALLS = [
     "pselect6", "sendmsg", "recvmsg", "ioctl_fionread", "fcntl_getown_ex",
     "prctl_get_name", "prctl_get_pdeathsig", "clone3", "execve_path", "execve_argv",
     "execve_envp", "munmap", "mprotect", "madvise", "msync", "mlock", "munlock", "mremap",
-    "mmap_fixed", "rt_sigsuspend_size", "set_robust_list",
+    "mmap_fixed", "rt_sigsuspend_size", "set_robust_list", "clone",
     # forwarded
     "read", "write", "readv", "writev", "openat", "newfstatat", "fstat", "getcwd", "uname",
     "sysinfo", "getrusage", "clock_gettime", "clock_getres", "gettimeofday", "time",
@@ -277,7 +277,7 @@ INTEGER_DIVERGENCES = {
 }
 INTEGER_CALLS = [
     "rt_sigaction", "rt_sigprocmask", "rt_sigpending", "pipe2", "socketpair", "getrlimit",
-    "setrlimit", "prlimit64", "readlink", "readlinkat", "arch_prctl", "futex_wake",
+    "prlimit64", "readlink", "readlinkat", "arch_prctl", "futex_wake",
     "futex_wake_private", "futex_wait", "poll", "ppoll", "select", "pselect6", "sendmsg",
     "recvmsg", "ioctl_fionread", "fcntl_getown_ex", "prctl_get_name", "prctl_get_pdeathsig",
     "rt_sigsuspend_size", "set_robust_list", "read", "write", "readv", "writev", "openat",

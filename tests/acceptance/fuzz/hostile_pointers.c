@@ -25,6 +25,8 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <sys/wait.h>
+#include <sched.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -152,6 +154,39 @@ static void run(const struct template *t)
     }
 }
 
+/* clone(2) as fork, each pointer it takes hostile in turn (stack, parent tid,
+ * child tid, TLS): whether a child was made, and how it ended (it exits with 7 at
+ * once, or dies of SIGSEGV on a hostile stack). */
+static void run_clone(void)
+{
+    const unsigned long flags = SIGCHLD | CLONE_PARENT_SETTID | CLONE_CHILD_SETTID
+        | CLONE_CHILD_CLEARTID | CLONE_SETTLS;
+    int position, v;
+
+    for (position = 1; position <= 4; position++) {
+        for (v = 0; v < 7; v++) {
+            unsigned long a[5] = {flags, 0, 0, 0, 0};
+            int status = 0;
+            long child;
+
+            a[position] = hostile[v];
+            child = syscall(SYS_clone, a[0], a[1], a[2], a[3], a[4]);
+            if (child == 0)
+                syscall(SYS_exit_group, 7);     /* no libc: the TLS may be garbage */
+            if (child > 0) {
+                while (waitpid(child, &status, 0) < 0 && errno == EINTR)
+                    ;
+                printf("clone arg%d=%s: child, status %#x\n", position, hostile_names[v],
+                       status);
+            } else {
+                printf("clone arg%d=%s: %s\n", position, hostile_names[v],
+                       strerrorname_np(errno));
+            }
+            fflush(stdout);
+        }
+    }
+}
+
 int main(void)
 {
     static struct timespec zero_ts;
@@ -167,6 +202,9 @@ int main(void)
     unsigned long pfd = buf2, set = (unsigned long)&readable;
     size_t i;
 
+    static const struct rlimit no_core = {0, 0};
+
+    setrlimit(RLIMIT_CORE, &no_core);   /* clone children die on hostile stacks */
     setup_pages();
     /* Descriptors the templates use, at fixed numbers (the same in every run). */
     if (pipe(pipe_fds) || dup2(pipe_fds[0], 3) < 0 || dup2(pipe_fds[1], 4) < 0 ||
@@ -196,7 +234,8 @@ int main(void)
         {"pipe2", SYS_pipe2, {buf, O_CLOEXEC}, 0x1, 0, 0x2},
         {"socketpair", SYS_socketpair, {AF_UNIX, SOCK_STREAM, 0, buf}, 0x8, 0, 0x7},
         {"getrlimit", SYS_getrlimit, {RLIMIT_NOFILE, buf}, 0x2, 0, 0x1},
-        {"setrlimit", SYS_setrlimit, {RLIMIT_CORE, buf}, 0x2, 0, 0x1},
+        /* No hostile resource: the low half of some is RLIMIT_CPU, and {0, 0} kills. */
+        {"setrlimit", SYS_setrlimit, {RLIMIT_CORE, buf}, 0x2},
         {"prlimit64", SYS_prlimit64, {0, RLIMIT_NOFILE, 0, buf}, 0x8, 0, 0x2},
         {"readlink", SYS_readlink, {(unsigned long)self_exe, buf, 64}, 0x3, 0, 0x4},
         {"readlinkat", SYS_readlinkat, {(unsigned long)-100, (unsigned long)self_exe, buf, 64}, 0x6, 0, 0x9},
@@ -259,6 +298,7 @@ int main(void)
         run(&templates[i]);
     for (i = 0; i < sizeof(templates) / sizeof(templates[0]); i++)
         run_ints(&templates[i]);
+    run_clone();
     printf("hostile pointers: done\n");
     return 0;
 }

@@ -15,13 +15,17 @@ import fcntl
 import struct
 from dataclasses import dataclass
 
-from ..memory import READ, WRITE, GuestFault
+from ..memory import PAGE_SIZE, READ, WRITE, FaultKind, GuestFault
 from .abi import AT_FDCWD, MAX_RW_COUNT, Errno, FdFlags
 from .host_unsafe import HostBuffer, HostArg, host_syscall
 from .syscall_table import (DEREF_KINDS, Arg, ArgKind, Direction, RetKind, SyscallSpec,
                             arg_extent, filled_extent, resolve_args, resolve_ret)
 from .uaccess import Fault, access_ok, read_path
 
+#: What a guest descriptor number the guest does not have becomes for the host.
+NO_DESCRIPTOR = -1
+#: Faults that stop a copy at a page (a shorter buffer is then still a buffer).
+_PAGE_FAULT_KINDS = frozenset({FaultKind.NOT_MAPPED, FaultKind.NOT_USER, FaultKind.NOT_WRITABLE})
 #: Most iovec entries one call takes (UIO_MAXIOV).
 IOV_MAX = 1024
 _IOVEC = struct.Struct("<QQ")
@@ -90,8 +94,12 @@ class Call:
             if kind is ArgKind.FD:
                 self.host_args[index] = self._fd(value)
             elif kind is ArgKind.DIRFD:
-                dirfd = None if _int32(value) == AT_FDCWD else self._fd(value)
-                self.host_args[index] = value if dirfd is None else dirfd
+                dirfd = None if _int32(value) == AT_FDCWD else self.proc.fds.host(_int32(value))
+                # A descriptor the guest does not have is the host's -1: the kernel
+                # then says EBADF for a relative path and ignores it for an absolute
+                # one, as it would for the guest's bad number.
+                self.host_args[index] = (value if _int32(value) == AT_FDCWD
+                                         else NO_DESCRIPTOR if dirfd is None else dirfd)
             elif kind in (ArgKind.PATH, ArgKind.STRING):
                 if value == 0:
                     continue   # NULL where the kernel allows it (utimensat, ...)
@@ -117,14 +125,16 @@ class Call:
             raise Fault(Errno.EBADF)
         return host
 
-    def _extent(self, index: int) -> int:
+    def _extent(self, index: int, clamp: bool = True) -> int:
+        """Bytes the call may touch at a pointer argument (at most MAX_RW_COUNT, as
+        Linux caps one transfer, unless ``clamp`` is off)."""
         length = arg_extent(self.spec, index, self.args, self._read_memory)
         if length is None:
             arg = resolve_args(self.spec, self.args)[index]
             if arg is not None and arg.size_ptr_arg is not None:
                 raise Fault(Errno.EFAULT)     # its value-result length is unreadable
             raise NotForwardable(f"{self.spec.name}: extent of argument {index}")
-        return min(length, MAX_RW_COUNT)
+        return min(length, MAX_RW_COUNT) if clamp else length
 
     def _plain_buffer(self, index: int, arg, value: int) -> None:
         if value == 0:
@@ -132,14 +142,18 @@ class Call:
         if arg.struct is not None and arg.struct.has_pointers:
             # Copying it would hand guest addresses to the host kernel as host ones.
             raise NotForwardable(f"{self.spec.name}: {arg.name} holds pointers")
-        length = self._extent(index)
+        length = self._extent(index, clamp=False)
         if arg.written_when_interrupted:
             self._written_when_interrupted(index, value, length)
             return
-        if not access_ok(value, length):
+        if not access_ok(value, length):     # Linux checks the length asked for, then caps it
             raise Fault(Errno.EFAULT)
+        length = min(length, MAX_RW_COUNT)
         direction = Direction.IN if arg.kind is ArgKind.SOCKADDR else arg.direction
         access = WRITE if direction in (Direction.OUT, Direction.INOUT) else READ
+        if direction is Direction.OUT and arg.out_size_from_ret:
+            length = self._writable_prefix(value, length)
+        self._tell_host_the_length(arg, length)
         self.space.translate(value, length, access)       # all checked before the call
         data = (self.space.read(value, length, READ)
                 if direction in (Direction.IN, Direction.INOUT) else None)
@@ -149,6 +163,35 @@ class Call:
             self.copy_out.append(_CopyOut(value, buffer, length,
                                           arg if arg.out_size_from_ret else None,
                                           arg.size_ptr_arg))
+
+    def _tell_host_the_length(self, arg: Arg, length: int) -> None:
+        """The host call is told the size of the VMM's buffer, never the guest's
+        larger one: where the buffer was cut (MAX_RW_COUNT, a writable prefix) the
+        length argument is cut with it, or the kernel would write or read past the
+        end of the VMM's buffer (its own heap)."""
+        if arg.size_arg is not None:
+            if self.host_args[arg.size_arg] != length:
+                self.host_args[arg.size_arg] = length
+        elif arg.count_arg is not None and arg.struct is not None:
+            units = length // arg.struct.size * arg.count_per_elem
+            declared = self.host_args[arg.count_arg]
+            if isinstance(declared, int) and declared > units:
+                self.host_args[arg.count_arg] = units
+
+    def _writable_prefix(self, address: int, length: int) -> int:
+        """How much of an output buffer the call may fill, for a call that reports
+        how much it filled (read, getcwd, getdents64): Linux fills what it has up to
+        the first page it cannot write and returns that count (EFAULT only if it
+        could write nothing), so the host call is given the writable prefix."""
+        try:
+            self.space.translate(address, length, WRITE)
+            return length
+        except GuestFault as fault:
+            stops_at_a_page = fault.kind in _PAGE_FAULT_KINDS and fault.vaddr > address
+            prefix = (fault.vaddr & ~(PAGE_SIZE - 1)) - address if stops_at_a_page else 0
+        if prefix <= 0:
+            raise Fault(Errno.EFAULT)
+        return prefix
 
     def _written_when_interrupted(self, index: int, value: int, length: int) -> None:
         """An output Linux touches only if the call is interrupted (a sleep's

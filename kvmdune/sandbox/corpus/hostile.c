@@ -132,7 +132,8 @@ static int bad_addresses(void) {
     }
     char *page = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     munmap(page + 4096, 4096);
-    if (read(zero, page + 4000, 200) >= 0) return escaped("read past the end of a mapping");
+    /* Linux fills what is mapped (96 bytes) and stops at the hole, as kvmdune must. */
+    if (read(zero, page + 4000, 200) > 96) return escaped("read past the end of a mapping");
     if (read(zero, page, SIZE_MAX) >= 0) return escaped("read with an overflowing length");
     struct iovec iov[2] = {{page, 16}, {(void *)0x10, SIZE_MAX / 2}};
     if (readv(zero, iov, 2) >= 0) return escaped("readv with an overflowing iovec");

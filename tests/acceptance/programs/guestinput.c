@@ -125,6 +125,12 @@ static void memory_questions(void) {
     printf("  vec=%d,%d,%d\n", vec[0], vec[1] & 1, vec[2] & 1);
     munmap(page + 4096, 4096);
     report("mincore hole", syscall(SYS_mincore, page, 3 * 4096, vec));
+    /* A read runs into the hole: Linux fills the mapped part and says how much. */
+    int zero = open("/dev/zero", O_RDONLY);
+    report("read into a hole", read(zero, page + 4000, 200));
+    report("read an absurd length", syscall(SYS_read, zero, page, ~0UL));
+    report("getrandom into a hole", syscall(SYS_getrandom, page + 4000, 200, 0));
+    close(zero);
     report("mincore unaligned", syscall(SYS_mincore, page + 1, 4096, vec));
 }
 

@@ -248,12 +248,10 @@ def execute(args: argparse.Namespace, default_profile: str) -> int:
         user = "nobody"
     if args.keep_root:
         user = None
-    if user is not None and os.geteuid() == 0:
-        if not _user_exists(user):
-            from ..linux.elf import EXIT_VMM_FAILED
+    from ..linux.runner import user_exists
 
-            print(f"kvmdune: no user named {user!r} here (--user)", file=sys.stderr)
-            return EXIT_VMM_FAILED
+    # An unknown user is the run's to report (status 125), before anything is loaded.
+    if user is not None and os.geteuid() == 0 and user_exists(user):
         problem = _unreadable_after_drop(user, command[0], policy, args, args.user is None)
         if problem is not None:
             print(f"kvmdune: {problem}", file=sys.stderr)
@@ -297,16 +295,6 @@ def _notice_writer():
         except OSError:
             pass
     return write
-
-
-def _user_exists(user: str) -> bool:
-    import pwd
-
-    try:
-        pwd.getpwnam(user)
-    except KeyError:
-        return False
-    return True
 
 
 def _unreadable_after_drop(user: str, program: str, policy, args, by_default: bool) -> str | None:

@@ -402,16 +402,21 @@ static int open_checked(int dirfd, const char *path, int nofollow, int *error) {
 
 /* The path a call names, held as an O_PATH descriptor the call then acts on (so
  * the file checked is the file used): beneath a root for a BENEATH action, else
- * anywhere outside /proc. -1: the VMM decides; -2: the walk's error is the answer. */
+ * anywhere outside /proc. -1: the VMM decides; -2: the walk failed, and *result is
+ * the call's answer (-errno). */
 static int hold_path(Server *s, long nr, int dirfd, const char *path, int flags,
-                     int *error) {
+                     int64_t *result) {
+    int error = 0;
     int nofollow = flags & AT_SYMLINK_NOFOLLOW;
     if (path[0] == '\0' && flags & AT_EMPTY_PATH && dirfd != AT_FDCWD_VALUE
         && s->action[nr] != ACTION_BENEATH)
         return fcntl(dirfd, F_DUPFD_CLOEXEC, 0);   /* the guest's own descriptor */
     if (s->action[nr] == ACTION_BENEATH)
         return open_beneath(s, dirfd, path, nofollow);
-    return open_checked(dirfd, path, nofollow, error);
+    int held = open_checked(dirfd, path, nofollow, &error);
+    if (held == -2)
+        *result = -error;
+    return held;
 }
 
 /* stat, lstat, newfstatat: a path (and a directory descriptor) and a struct stat. */
@@ -437,13 +442,10 @@ static int call_stat_path(Server *s, long nr, const uint64_t *a, int64_t *result
         return -1;
     if (flags & ~(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH | AT_NO_AUTOMOUNT))
         return -1;
-    int error = 0;
-    int held = hold_path(s, nr, dirfd, path, flags, &error);
+    int held = hold_path(s, nr, dirfd, path, flags, result);
     if (held == -1)
         return -1;
-    if (held == -2) {
-        *result = -error;
-    } else {
+    if (held >= 0) {
         *result = raw(syscall(SYS_newfstatat, held, "", &st, AT_EMPTY_PATH));
         close(held);
     }
@@ -463,13 +465,10 @@ static int call_statx(Server *s, long nr, const uint64_t *a, int64_t *result) {
         return -1;
     if (flags & ~(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH | AT_NO_AUTOMOUNT | AT_STATX_SYNC_TYPE))
         return -1;
-    int error = 0;
-    int held = hold_path(s, nr, dirfd, path, flags, &error);
+    int held = hold_path(s, nr, dirfd, path, flags, result);
     if (held == -1)
         return -1;
-    if (held == -2) {
-        *result = -error;
-    } else {
+    if (held >= 0) {
         *result = raw(syscall(SYS_statx, held, "", AT_EMPTY_PATH | (flags & AT_STATX_SYNC_TYPE),
                               (unsigned)a[3], &stx));
         close(held);
@@ -495,14 +494,9 @@ static int call_access(Server *s, long nr, const uint64_t *a, int64_t *result) {
         return -1;
     /* The file the walk found is the file asked about (its permission bits, by the
      * real or effective ids as the flags say); the walk's own error answers first. */
-    int error = 0;
-    int held = hold_path(s, nr, dirfd, path, flags, &error);
-    if (held == -1)
-        return -1;
-    if (held == -2) {
-        *result = -error;
-        return 0;
-    }
+    int held = hold_path(s, nr, dirfd, path, flags, result);
+    if (held < 0)
+        return held == -1 ? -1 : 0;
     *result = raw(syscall(SYS_faccessat2, held, "", mode, (flags & AT_EACCESS) | AT_EMPTY_PATH));
     close(held);
     return 0;

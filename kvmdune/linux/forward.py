@@ -12,7 +12,10 @@ describe (OPAQUE) or that would act on the VMM are never forwarded from here.
 from __future__ import annotations
 
 import fcntl
+import os
+import stat
 import struct
+import termios
 from dataclasses import dataclass
 
 from ..memory import PAGE_SIZE, READ, WRITE, FaultKind, GuestFault
@@ -178,6 +181,23 @@ class Call:
             if isinstance(declared, int) and declared > units:
                 self.host_args[arg.count_arg] = units
 
+    def _queued_beyond(self, room: int) -> bool:
+        """Whether a pipe or socket the call reads holds more than ``room`` bytes:
+        Linux then fails the copy with EFAULT and leaves the data queued, where a
+        file (or /dev/zero, getrandom) fills what is mapped and says how much."""
+        for index, arg in enumerate(resolve_args(self.spec, self.args)):
+            if arg is not None and arg.kind is ArgKind.FD:
+                host = self.host_args[index]
+                try:
+                    mode = os.fstat(host).st_mode
+                    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+                        return False
+                    queued = struct.unpack("i", fcntl.ioctl(host, termios.FIONREAD, b"\0" * 4))[0]
+                except (OSError, TypeError):
+                    return False
+                return queued > room
+        return False
+
     def _writable_prefix(self, address: int, length: int) -> int:
         """How much of an output buffer the call may fill, for a call that reports
         how much it filled (read, getcwd, getdents64): Linux fills what it has up to
@@ -189,7 +209,7 @@ class Call:
         except GuestFault as fault:
             stops_at_a_page = fault.kind in _PAGE_FAULT_KINDS and fault.vaddr > address
             prefix = (fault.vaddr & ~(PAGE_SIZE - 1)) - address if stops_at_a_page else 0
-        if prefix <= 0:
+        if prefix <= 0 or self._queued_beyond(prefix):
             raise Fault(Errno.EFAULT)
         return prefix
 

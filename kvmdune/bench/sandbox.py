@@ -5,6 +5,7 @@ ptrace (`strace -f -o /dev/null`), and ``kvmdune sandbox`` — in the same run."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import statistics
@@ -12,7 +13,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from .run import DUNE_SANDBOX, strace_prefix, time_command
 
@@ -42,6 +43,20 @@ def scratch_directory(prefix: str) -> Path:
     return directory
 
 
+@contextlib.contextmanager
+def cost_program(prefix: str) -> Iterator[tuple[Path, str]]:
+    """The per-call cost program built in a scratch directory, and a file in it for
+    the denied case to try; removed afterwards."""
+    directory = scratch_directory(prefix)
+    try:
+        binary = build(directory)
+        denied = directory / "denied-file"
+        denied.write_text("x")
+        yield binary, str(denied)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def per_call_report(argv: list[str], env: dict[str, str] | None = None) -> dict | None:
     """What a timed run of ``syscall_costs`` reports: case, iterations, per_call_ns,
     errors (None if it reported nothing)."""
@@ -60,11 +75,7 @@ def _measure(argv: list[str]) -> float | None:
 def run_sandbox_bench(samples: int = 3, quick: bool = False,
                       progress: Callable[[str], None] = lambda text: None) -> list[CostRow]:
     native_n, slow_n = (20000, 300) if quick else (1_000_000, 3000)
-    directory = scratch_directory("kvmdune-bench-sandbox-")
-    try:
-        binary = build(directory)
-        denied = str(directory / "denied-file")
-        Path(denied).write_text("x")
+    with cost_program("kvmdune-bench-sandbox-") as (binary, denied):
         strace = strace_prefix()
         dune = DUNE_SANDBOX + ["--"]
         rows = []
@@ -84,8 +95,6 @@ def run_sandbox_bench(samples: int = 3, quick: bool = False,
                 costs[way] = statistics.median(values) if values else None
             rows.append(CostRow(label, costs))
         return rows
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _time(argv: list[str]) -> float | None:
@@ -187,11 +196,7 @@ def run_confinement_bench(samples: int = 3, quick: bool = False,
     import sys
 
     native_n, dune_n = (20000, 300) if quick else (1_000_000, 5000)
-    directory = scratch_directory("kvmdune-bench-confine-")
-    try:
-        binary = build(directory)
-        denied = str(directory / "denied-file")
-        Path(denied).write_text("x")
+    with cost_program("kvmdune-bench-confine-") as (binary, denied):
         rows = []
         progress("start-up of true")
         costs = {}
@@ -226,5 +231,3 @@ def run_confinement_bench(samples: int = 3, quick: bool = False,
                             {"native": before, "sandbox --no-confine": before,
                              "sandbox (confined)": after}))
         return rows
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)

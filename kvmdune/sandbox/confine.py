@@ -38,10 +38,10 @@ from typing import Iterable
 from ..linux.abi import PrctlOption
 from ..linux.host_unsafe import HostBuffer, host_syscall
 from ..linux.routing import ROUTES, Support
-from ..linux.syscall_table import BY_NAME
+from ..linux.syscall_table import BY_NAME, Sysno
 
 # -- seccomp (linux/seccomp.h, linux/filter.h, linux/audit.h) ------------------------
-SYS_SECCOMP = 317
+SYS_SECCOMP = Sysno.seccomp
 SECCOMP_SET_MODE_FILTER = 1
 SECCOMP_FILTER_FLAG_TSYNC = 1
 SECCOMP_RET_KILL_PROCESS = 0x8000_0000
@@ -61,9 +61,9 @@ BPF_RET_K = 0x06
 BPF_MAXINSNS = 4096
 
 # -- Landlock (linux/landlock.h) -------------------------------------------------------
-SYS_LANDLOCK_CREATE_RULESET = 444
-SYS_LANDLOCK_ADD_RULE = 445
-SYS_LANDLOCK_RESTRICT_SELF = 446
+SYS_LANDLOCK_CREATE_RULESET = Sysno.landlock_create_ruleset
+SYS_LANDLOCK_ADD_RULE = Sysno.landlock_add_rule
+SYS_LANDLOCK_RESTRICT_SELF = Sysno.landlock_restrict_self
 LANDLOCK_CREATE_RULESET_VERSION = 1
 LANDLOCK_RULE_PATH_BENEATH = 1
 

@@ -32,6 +32,7 @@ from .forward import forward, host_fd_cloexec
 from .gate import Gate
 from .internal_error import InternalError
 from .mm import MemoryMap
+from .privileged import HYPERCALL_BASE, HYPERCALLS, Privileged, PrivilegedFactory
 from .syscall_table import BY_NAME, SYSCALLS
 
 #: System calls Linux restarts after a handler with SA_RESTART (the rest report EINTR).
@@ -44,7 +45,8 @@ class Process(Handler):
 
     def __init__(self, machine: Machine, *, tracer: "Callable | None" = None,
                  log: "Callable[[str], None] | None" = None,
-                 gate: "Gate | None" = None) -> None:
+                 gate: "Gate | None" = None,
+                 privileged: "PrivilegedFactory | None" = None) -> None:
         self.machine = machine
         self.cpu = machine.cpu
         self.fds = FdTable.with_standard_streams()
@@ -73,6 +75,10 @@ class Process(Handler):
         self.signal_info: dict[int, sig.SenderInfo] = {}
         self.fast = None          # the native fast path (fastpath.FastPath), once started
         self.dispatcher = Dispatcher(self.log)
+        #: Makes ``privileged`` on the first hypercall (None: hypercalls are ENOSYS).
+        self.privileged_factory = privileged
+        #: The process's privileged features (the Dune API), once it asked for them.
+        self.privileged: Privileged | None = None
 
     def start_fast_path(self, option: bool | None = None) -> bool:
         """Serve what can be served without an exit through the native fast path
@@ -278,6 +284,8 @@ class Process(Handler):
 
     # -- events --------------------------------------------------------------------------
     def on_syscall(self, cpu: Cpu, event: SyscallEvent) -> Stop | None:
+        if event.number in HYPERCALLS:
+            return self._hypercall(cpu, event)
         spec = SYSCALLS.get(event.number)
         started = time.perf_counter() if self.tracer else 0.0
         entry = self.tracer.entry(self, event, spec) if self.tracer else None
@@ -303,6 +311,25 @@ class Process(Handler):
             restart = (result == -Errno.EINTR and spec is not None
                        and spec.name not in NOT_RESTARTED)
             return self.deliver_pending(cpu, restart_number=event.number if restart else None)
+        return None
+
+    def _hypercall(self, cpu: Cpu, event: SyscallEvent) -> Stop | None:
+        """A request for privileged features (``privileged.py``): ENOSYS, as on
+        Linux, unless the run provides them."""
+        if self.privileged is None:
+            if self.privileged_factory is None:
+                cpu.regs.rax = -Errno.ENOSYS & 0xFFFF_FFFF_FFFF_FFFF
+                return None
+            self.privileged = self.privileged_factory(self)
+        op = event.number - HYPERCALL_BASE
+        try:
+            result = self.privileged.hypercall(cpu, op, event.args)
+        except Exception as exc:     # a bug in the VMM: fail closed
+            return self.internal_error(f"hypercall {op}", exc)
+        if isinstance(result, Stop):
+            return result
+        if result is not None:
+            cpu.regs.rax = result & 0xFFFF_FFFF_FFFF_FFFF
         return None
 
     def internal_error(self, where: str, error: BaseException) -> Stop:

@@ -22,6 +22,7 @@ from .host_unsafe import host_syscall
 from .syscall_table import Sysno
 from .exit_status import ExitStatus
 from .gate import Gate
+from .privileged import PrivilegedFactory
 from .process import Process
 from .procfs import opened_vmm_entry
 from .sys_resource import guest_limits
@@ -48,6 +49,9 @@ class RunOptions:
     #: Under a gate, the caller's descriptors beyond 0-2 the guest is given (each
     #: checked as if the guest had opened it); without one it is given them all.
     pass_fds: tuple[int, ...] = ()
+    #: Gives a process privileged features on its first hypercall (the Dune API:
+    #: ``kvmdune.dune``); None: hypercalls fail with ENOSYS, as on Linux.
+    privileged: "PrivilegedFactory | None" = None
 
 
 #: The status when a descriptor to pass cannot be given (as for a bad policy).
@@ -95,7 +99,8 @@ def _run_command(argv: list[str], env: dict[str, str] | None, options: RunOption
         except ExecFormatError as exc:
             say(f"kvmdune: {describe_exec_error(exc)}")
             return exit_status_for(exc)
-        process = Process(machine, tracer=options.tracer, log=log, gate=options.gate)
+        process = Process(machine, tracer=options.tracer, log=log, gate=options.gate,
+                          privileged=options.privileged)
         refused = give_caller_fds(process, caller, options)
         if refused is not None:
             say(f"kvmdune: {refused}")

@@ -63,6 +63,8 @@ _UPCALL_TAIL = struct.Struct("<7Q")
 #: marking it dirty.
 _WRITABLE = Access(write=True, track=False)
 _MASK64 = (1 << 64) - 1
+_KIND_NAMES = {TrapKind.PGFLT: "page fault", TrapKind.VECTOR: "exception",
+               TrapKind.SIGNAL: "signal", TrapKind.SYSCALL: "system call of user code"}
 
 
 @dataclass
@@ -387,7 +389,7 @@ class DuneProcess(Privileged):
         self.proc.log(
             f"kvmdune: {self.proc.exe}: the Dune handler stack "
             f"[{stack.base:#x}, {stack.top:#x}) cannot take the frame of an upcall "
-            f"({upcall.kind.name.lower()}, vector {upcall.vector}): {why}")
+            f"({_KIND_NAMES[upcall.kind]}, vector {upcall.vector}): {why}")
         self.proc.log(crash_report(self.proc, cpu, Signal.SIGSEGV, upcall.addr, None))
         return Stop(value=ExitStatus(signal=Signal.SIGSEGV))
 

@@ -261,6 +261,8 @@ class DuneProcess(Privileged):
 
     def on_page_fault(self, cpu: Cpu, event: PageFaultEvent) -> Action | Stop | None:
         if self._user_code_running():
+            if self.vm.resolve_user_fault(event.address, event.error):
+                return Action.RETRY      # a page of the root's the VMM had not backed yet
             if not self.page_faults:
                 return self._end_user_code(cpu, Signal.SIGSEGV, event.address, event,
                                            "faulted")

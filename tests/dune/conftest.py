@@ -52,8 +52,10 @@ def syscall_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
     return request.param
 
 
-def run_dune(argv, *options, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kvmdune", "run", *options, "--", *argv],
+def run_dune(argv, *options, sandbox: bool = False, **kwargs) -> subprocess.CompletedProcess:
+    """``kvmdune run`` (or ``kvmdune sandbox``, its default strict policy) of argv."""
+    command = "sandbox" if sandbox else "run"
+    return subprocess.run([sys.executable, "-m", "kvmdune", command, *options, "--", *argv],
                           capture_output=True, timeout=120, **kwargs)
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import tempfile
 
 import pytest
 
@@ -115,3 +117,31 @@ def test_a_handler_stack_that_cannot_take_a_frame_ends_the_process(dune_build, c
     assert "killed by SIGSEGV" in report and "rip=" in report
     assert "internal error" not in report and "Traceback" not in report
     assert "not reached" not in done.stdout.decode()
+
+
+def test_a_forked_child_keeps_the_handlers(dune_build, syscall_path):
+    done = run_dune([dune_build(TRAPS), "fork"])
+    assert lines(done) == ["child: 42, 1 caught", "child probe: 1", "child status 0",
+                           "parent: 42, 1 caught"], explain(done)
+
+
+def test_a_new_program_starts_without_the_old_ones_handlers(dune_build):
+    done = run_dune([dune_build(TRAPS), "exec"])
+    # The handler caught the #DE before execve; after it the same fault is SIGFPE.
+    assert lines(done) == ["before exec: 42", "new program: probe 1, dividing by zero"], \
+        explain(done)
+    assert done.returncode == 128 + 8, explain(done)
+    assert b"killed by SIGFPE" in done.stderr
+
+
+def test_the_api_works_inside_kvmdune_sandbox(dune_build):
+    # The sandbox drops to nobody: the programs go where nobody can read them.
+    with tempfile.TemporaryDirectory(prefix="kvmdune-dune-") as directory:
+        os.chmod(directory, 0o755)
+        divzero, traps = (shutil.copy(dune_build(source), directory)
+                          for source in (DIVZERO, TRAPS))
+        done = run_dune([divzero], sandbox=True)
+        assert lines(done) == ["84 / 0 = 42", "caught 1 divide error(s)"], explain(done)
+        done = run_dune([traps, "page-fault"], sandbox=True)
+        assert lines(done) == ["fault at page+0x8 fec 0x6 rip-in-main 1",
+                               "after: 42 7, 1 fault(s)"], explain(done)

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <dune.h>
@@ -289,6 +290,64 @@ static int stack_full(void)
 	return 0;
 }
 
+// fork and execve: the child keeps the handlers; a new program starts without
+
+#define T_DIVIDE 0
+#define DIV_LENGTH 3            /* div %rcx */
+
+static int divide_errors;
+
+static void skip_divide(struct dune_tf *tf)
+{
+	divide_errors++;
+	tf->rax = 42;
+	tf->rip += DIV_LENGTH;
+}
+
+static long divide(long dividend, long divisor)
+{
+	long quotient;
+
+	__asm__ volatile("xor %%edx, %%edx\n\t div %%rcx" : "=a"(quotient)
+			 : "a"(dividend), "c"(divisor) : "rdx");
+	return quotient;
+}
+
+static int forked(void)
+{
+	int status;
+	pid_t child;
+
+	enter();
+	dune_register_intr_handler(T_DIVIDE, skip_divide);
+	child = fork();
+	if (child == 0) {
+		printf("child: %ld, %d caught\n", divide(84, 0), divide_errors);
+		printf("child probe: %ld\n", kvmdune_probe());
+		_exit(0);
+	}
+	waitpid(child, &status, 0);
+	printf("child status %d\n", status);
+	printf("parent: %ld, %d caught\n", divide(84, 0), divide_errors);
+	return 0;
+}
+
+static int exec_after(void)
+{
+	printf("new program: probe %ld, dividing by zero\n", kvmdune_probe());
+	printf("%ld\n", divide(84, 0));
+	return 0;
+}
+
+static int exec_before(void)
+{
+	enter();
+	dune_register_intr_handler(T_DIVIDE, skip_divide);
+	printf("before exec: %ld\n", divide(84, 0));
+	execl("/proc/self/exe", "traps", "exec-after", (char *)NULL);
+	return 1;
+}
+
 // dune_passthrough_syscall
 
 static int passthrough(void)
@@ -318,7 +377,8 @@ int main(int argc, char **argv)
 		{"probe", probe}, {"argv", show_argv}, {"init-twice", init_twice}, {"page-fault", page_fault},
 		{"page-fault-unhandled", page_fault_unhandled}, {"nested", nested}, {"fpu", fpu},
 		{"signal", signal_vector}, {"passthrough", passthrough},
-		{"stack-gone", stack_gone}, {"stack-full", stack_full},
+		{"stack-gone", stack_gone}, {"stack-full", stack_full}, {"fork", forked},
+		{"exec", exec_before}, {"exec-after", exec_after},
 	};
 
 	setvbuf(stdout, NULL, _IONBF, 0);

@@ -11,7 +11,8 @@ import sys
 import pytest
 
 PROGRAMS = pathlib.Path(__file__).parent / "programs"
-EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "kvmdune" / "dune" / "examples"
+CHECKOUT = pathlib.Path(__file__).resolve().parents[2]
+EXAMPLES = CHECKOUT / "kvmdune" / "dune" / "examples"
 #: The variable the runner reads at start; the VMM subprocesses inherit it.
 FAST_SYSCALLS = "KVMDUNE_FAST_SYSCALLS"
 SYSCALL_PATHS = {"fast": "1", "slow": "0"}
@@ -20,8 +21,29 @@ SYSCALL_PATHS = {"fast": "1", "slow": "0"}
 def config_flags() -> list[str]:
     """What ``kvmdune config --cflags --libs`` prints, as arguments."""
     done = subprocess.run([sys.executable, "-m", "kvmdune", "config", "--cflags", "--libs"],
-                          capture_output=True, text=True, check=True)
+                          capture_output=True, text=True, check=True, cwd=CHECKOUT)
     return done.stdout.split()
+
+
+LINKS = {"static": ["-static"], "static-pie": ["-static-pie"], "dynamic": []}
+#: A directory of programs built beforehand by ``build_dune_programs``
+#: (scripts/test-on-svm builds them on the host, where gcc is not emulated).
+PREBUILT_PROGRAMS = "KVMDUNE_TEST_PROGRAMS"
+PREBUILT_SUBDIRECTORY = "dune"
+
+
+def compile_program(source: pathlib.Path, link: str, target: pathlib.Path,
+                    flags: list[str]) -> None:
+    subprocess.run(["gcc", "-O1", "-Wall", "-Werror", "-o", str(target), str(source),
+                    *LINKS[link], *flags], check=True)
+
+
+def build_dune_programs(out: pathlib.Path) -> None:
+    """Every test program and example, static and dynamic, in ``out``."""
+    flags = config_flags()
+    for source in [*sorted(PROGRAMS.glob("*.c")), *sorted(EXAMPLES.glob("*.c"))]:
+        for link in ("static", "dynamic"):
+            compile_program(source, link, out / f"{source.stem}-{link}", flags)
 
 
 @pytest.fixture(scope="session")
@@ -29,17 +51,19 @@ def dune_build(tmp_path_factory):
     """Build a C program against the Dune API: ``dune_build(source, link="static")``
     -> the binary's path ("static", "static-pie" or "dynamic")."""
     out = tmp_path_factory.mktemp("dune-programs")
-    flags = config_flags()
+    prebuilt = os.environ.get(PREBUILT_PROGRAMS)
     built: dict[tuple[str, str], str] = {}
-    links = {"static": ["-static"], "static-pie": ["-static-pie"], "dynamic": []}
 
     def build(source: pathlib.Path, link: str = "static") -> str:
         key = (str(source), link)
         if key not in built:
-            target = out / f"{source.stem}-{link}"
-            subprocess.run(["gcc", "-O1", "-Wall", "-Werror", "-o", str(target), str(source),
-                            *links[link], *flags], check=True)
-            built[key] = str(target)
+            name = f"{source.stem}-{link}"
+            ready = pathlib.Path(prebuilt, PREBUILT_SUBDIRECTORY, name) if prebuilt else None
+            if ready is not None and os.access(ready, os.X_OK):
+                built[key] = str(ready)
+            else:
+                compile_program(source, link, out / name, config_flags())
+                built[key] = str(out / name)
         return built[key]
     return build
 

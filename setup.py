@@ -42,8 +42,8 @@ class BuildExtWithAssembly(build_ext):
         super().run()   # builds into build_lib, then copies extensions when in place
         if self.inplace or getattr(self, "editable_mode", False):
             built = Path(self.build_lib, DUNE_ARCHIVE)
-            DUNE_ARCHIVE.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(built, DUNE_ARCHIVE)
+            (ROOT / DUNE_ARCHIVE).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(built, ROOT / DUNE_ARCHIVE)
 
     def build_dune_library(self) -> None:
         """libkvmdune.a, position-independent so that static and dynamic programs

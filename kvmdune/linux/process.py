@@ -96,6 +96,10 @@ class Process(Handler):
         """Switch to a freshly loaded program (the point of no return of execve).
         ``filename`` is the path execve was given: Linux names the task after it."""
         old, old_mm = self.space, self.mm
+        if self.privileged is not None:
+            # The new program starts without privileged features (it asks again).
+            self.privileged.close()
+            self.privileged = None
         self.space, self.mm = space, mm
         self.exe, self.argv, self.envp, self.auxv = exe, argv, envp, auxv
         self.comm = task_name.comm_for_exec(filename or exe)
@@ -284,6 +288,10 @@ class Process(Handler):
 
     # -- events --------------------------------------------------------------------------
     def on_syscall(self, cpu: Cpu, event: SyscallEvent) -> Stop | None:
+        if self.privileged is not None:
+            claimed = self.privileged.on_syscall(cpu, event)
+            if claimed is not None:
+                return claimed if isinstance(claimed, Stop) else None
         if event.number in HYPERCALLS:
             return self._hypercall(cpu, event)
         spec = SYSCALLS.get(event.number)
@@ -338,6 +346,19 @@ class Process(Handler):
         return Stop(value=ExitStatus(signal=Signal.SIGKILL))
 
     def on_page_fault(self, cpu: Cpu, event: PageFaultEvent) -> Action | Stop:
+        if self.privileged is not None:
+            claimed = self.privileged.on_page_fault(cpu, event)
+            if claimed is not None:
+                return claimed
+        paged = self.page_in(event)
+        if paged is not None:
+            return paged
+        return self.fault(cpu, Signal.SIGSEGV, event.address, event)
+
+    def page_in(self, event: PageFaultEvent) -> Action | Stop | None:
+        """Demand paging: RETRY when the fault was memory the program owns and is
+        now mapped, a Stop when guest memory ran out, None when it is the program's
+        fault."""
         try:
             if self.mm is not None and self.mm.handle_fault(event.address, event.error):
                 return Action.RETRY
@@ -345,9 +366,13 @@ class Process(Handler):
             self.log(f"kvmdune: {self.exe}: guest memory limit of "
                      f"{self.machine.memory.size >> 20} MiB reached: killed (status 137)")
             return Stop(value=ExitStatus(signal=Signal.SIGKILL))
-        return self.fault(cpu, Signal.SIGSEGV, event.address, event)
+        return None
 
     def on_exception(self, cpu: Cpu, event: ExceptionEvent) -> Action | Stop:
+        if self.privileged is not None:
+            claimed = self.privileged.on_exception(cpu, event)
+            if claimed is not None:
+                return claimed
         signo = sig.EXCEPTION_SIGNALS.get(event.vector, Signal.SIGSEGV)
         return self.fault(cpu, signo, 0, event)
 
@@ -385,6 +410,10 @@ class Process(Handler):
             if signo is None:
                 return None
             self.signals.pending.discard(signo)
+            if self.privileged is not None:
+                claimed = self.privileged.on_signal(cpu, signo)
+                if claimed is not None:
+                    return claimed if isinstance(claimed, Stop) else None
             action = self.signals.action(signo)
             if action.handler == SigHandler.SIG_IGN:
                 continue

@@ -30,6 +30,7 @@ import enum
 from dataclasses import dataclass
 from typing import Iterable
 
+from ..machine.layout import USER_PROGRAM_END
 from ..memory import PAGE_SIZE, PTE, AddressSpace
 
 PAGEMAP_READER = "pagemap"
@@ -195,22 +196,29 @@ class Rss:
 
 
 def rss(space: AddressSpace, vmas: Iterable) -> Rss:
-    """The current resident set: a count of the written pages of each anonymous
-    mapping, of the mapped and written pages of each other one (native walks)."""
-    since = space.page_bits.since_mapping
-    anonymous = file = shmem = 0
+    """The current resident set. Noted before every unmap (the peak), so it is
+    cheap: one native walk counts every page written since mapped below the
+    program's end (anonymous memory, and the copies of private file pages), and two
+    per file or shared mapping count what those hold."""
+    written = space.page_bits.since_mapping.mask(PTE.DIRTY)
+    tables = space.tables
+
+    def count(start: int, size: int, test: int) -> int:
+        return tables.scan_bits(start, size, test, collect=False).hits
+
+    anonymous = count(0, USER_PROGRAM_END, written)
+    file = shmem = 0
     for vma in vmas:
         kind = backing(vma)
-        size = vma.end - vma.start
-        written = since.count(vma.start, size, PTE.DIRTY)
         if kind is Backing.ANONYMOUS:
-            anonymous += written
             continue
-        mapped = space.tables.scan_bits(vma.start, size, _MAPPED, collect=False).hits
+        size = vma.end - vma.start
+        mapped, changed = count(vma.start, size, _MAPPED), count(vma.start, size, written)
         if kind is Backing.FILE_PRIVATE:
-            anonymous += written              # the process's own copies
-            file += mapped - written
-        elif kind is Backing.SHARED_FILE:
+            file += mapped - changed          # the written ones are anonymous copies
+            continue
+        anonymous -= changed                  # shared memory is never anonymous
+        if kind is Backing.SHARED_FILE:
             file += mapped
         else:
             shmem += mapped

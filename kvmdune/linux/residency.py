@@ -38,6 +38,8 @@ REFERENCED_READER = "referenced"
 #: One /proc/self/pagemap entry per page.
 PAGEMAP_ENTRY_SIZE = 8
 _MAPPED = int(PTE.PRESENT | PTE.PROTNONE)
+#: Page sets are read this much of a mapping at a time (16,384 pages).
+CHUNK = 64 << 20
 
 
 class PagemapBit(enum.IntFlag):
@@ -93,8 +95,11 @@ class PageSets:
         bits = space.page_bits
         since = bits.since_mapping
         size = end - start
+        mapped = set(space.tables.scan_bits(start, size, _MAPPED).pages)
+        if not mapped:                 # a hole: nothing else to read
+            return cls(set(), set(), set(), set(), set())
         return cls(
-            mapped=set(space.tables.scan_bits(start, size, _MAPPED).pages),
+            mapped=mapped,
             touched=set(since.read(start, size, PTE.ACCESSED, clear=False)),
             written=set(since.read(start, size, PTE.DIRTY, clear=False)),
             soft_dirty=set(bits.reader(PAGEMAP_READER).read(start, size, PTE.DIRTY, clear=False)),
@@ -124,22 +129,33 @@ class PageSets:
 
 def pagemap_entries(space: AddressSpace, vmas: Iterable, first_page: int,
                     count: int) -> Iterable[tuple[int, bytes]]:
-    """The non-zero runs of pagemap entries for pages [first_page, first_page+count):
-    (page index, entries). Pages outside every mapping read as zero."""
+    """The runs of pagemap entries for pages [first_page, first_page+count) that are
+    not all zero: (page index, entries). Pages outside every mapping read as zero."""
     start, end = first_page * PAGE_SIZE, (first_page + count) * PAGE_SIZE
     for vma in vmas:
-        low, high = max(vma.start, start), min(vma.end, end)
-        if low >= high:
-            continue
-        yield low // PAGE_SIZE, _vma_entries(space, vma, low, high)
+        for low, high in _chunks(max(vma.start, start), min(vma.end, end)):
+            entries = _vma_entries(space, vma, low, high)
+            if entries is not None:
+                yield low // PAGE_SIZE, entries
 
 
-def _vma_entries(space: AddressSpace, vma, low: int, high: int) -> bytes:
+def _chunks(start: int, end: int) -> Iterable[tuple[int, int]]:
+    """[start, end) in pieces of at most CHUNK: the page sets of one piece stay small
+    however large the mapping (a MAP_NORESERVE reservation of terabytes)."""
+    for low in range(start, end, CHUNK):
+        yield low, min(low + CHUNK, end)
+
+
+def _vma_entries(space: AddressSpace, vma, low: int, high: int) -> bytes | None:
+    """The entries of [low, high) inside ``vma``; None when they are all zero."""
     kind = backing(vma)
     pages = PageSets.read(space, low, high)
+    present = pages.present(kind)
     base = int(PagemapBit.SOFT_DIRTY) if vma.soft_dirty else 0
+    if not base and not present:
+        return None
     entries = array.array("Q", [base]) * ((high - low) // PAGE_SIZE)
-    for page in pages.present(kind):
+    for page in present:
         value = base | PagemapBit.PRESENT
         if page in pages.soft_dirty:
             value |= PagemapBit.SOFT_DIRTY
@@ -174,12 +190,16 @@ class Usage:
 
 def vma_usage(space: AddressSpace, vma) -> Usage:
     kind = backing(vma)
-    pages = PageSets.read(space, vma.start, vma.end)
-    resident = pages.resident(kind)
-    dirty = resident & pages.written
-    return Usage(rss=len(resident), private_clean=len(resident - dirty),
-                 private_dirty=len(dirty), referenced=len(resident & pages.referenced),
-                 anonymous=len(pages.anonymous(kind)))
+    rss = dirty = referenced = anonymous = 0
+    for low, high in _chunks(vma.start, vma.end):
+        pages = PageSets.read(space, low, high)
+        resident = pages.resident(kind)
+        rss += len(resident)
+        dirty += len(resident & pages.written)
+        referenced += len(resident & pages.referenced)
+        anonymous += len(pages.anonymous(kind))
+    return Usage(rss=rss, private_clean=rss - dirty, private_dirty=dirty,
+                 referenced=referenced, anonymous=anonymous)
 
 
 @dataclass(frozen=True)

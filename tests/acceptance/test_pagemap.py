@@ -76,6 +76,15 @@ def test_present_file_and_exclusive_bits_match_linux(pagebits):
     assert b"pfn-zero 1" in dune.stderr
 
 
+def test_a_huge_reservation_is_answered_as_linux_does(pagebits):
+    """A 64 GiB MAP_NORESERVE mapping with one page written: one present page in a
+    16 MiB read of its entries, 4 kB of Rss (pages are read a chunk at a time, and
+    holes cost one walk each)."""
+    native = run_native([pagebits, "reservation"])
+    assert lines(run_dune([pagebits, "reservation"])) == lines(native) == {
+        "middle": "010", "rss": "4", "wide-read": "16777216 present 1"}
+
+
 def test_referenced_counts_the_pages_read_since_clear_refs_1(pagebits):
     """(b): after clear_refs 1, smaps' Referenced counts the pages read since.
     (Natively this host shows 0 kB after the reads: it runs on shadow paging itself,

@@ -129,17 +129,17 @@ static void present(void) {
     close(fd);
 }
 
-/* The value of a "Name:   N kB" line of the smaps entry starting at p. */
+/* The value of a "Name:   N kB" line of the smaps entry of the mapping holding p. */
 static long smaps_value(char *p, const char *name) {
-    char line[512], want[32];
+    char line[512];
     int inside = 0;
     long value = -1;
-    snprintf(want, sizeof want, "%lx-", (unsigned long)p);
     FILE *f = fopen("/proc/self/smaps", "r");
     while (f && fgets(line, sizeof line, f)) {
-        char *dash = strchr(line, '-'), *space = strchr(line, ' ');
-        if (dash && space && dash < space && strchr(line, ':') > space)
-            inside = strncmp(line, want, strlen(want)) == 0;
+        unsigned long start, end;
+        char *space = strchr(line, ' ');
+        if (space && sscanf(line, "%lx-%lx ", &start, &end) == 2 && strchr(line, '-') < space)
+            inside = start <= (unsigned long)p && (unsigned long)p < end;
         else if (inside && strncmp(line, name, strlen(name)) == 0 && line[strlen(name)] == ':')
             value = strtol(line + strlen(name) + 1, NULL, 10);
     }
@@ -185,6 +185,28 @@ static void peak(void) {
            reset, now);
 }
 
+/* A reservation of 64 GiB with one page written in its middle: pagemap and smaps
+ * answer for it without walking every page. */
+static void reservation(void) {
+    size_t size = 64UL << 30, middle = size / 2;
+    char *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED)
+        exit(2);
+    p[middle] = 1;
+    print_bit("middle", p + middle - PAGE, 3, PRESENT_BIT);
+    printf("rss %ld\n", smaps_value(p + middle, "Rss"));
+    /* 16 MiB of entries at once: 8 GiB of the reservation around the page. */
+    size_t count = 2UL << 20;
+    uint64_t *e = malloc(count * sizeof *e);
+    off_t where = (off_t)((uintptr_t)(p + middle) / PAGE - count / 2) * 8;
+    ssize_t got = pread(pagemap_fd, e, count * sizeof *e, where);
+    size_t present = 0;
+    for (size_t i = 0; got > 0 && i < (size_t)got / 8; i++)
+        present += e[i] >> PRESENT_BIT & 1;
+    printf("wide-read %zd present %zu\n", got, present);
+}
+
 static void readers(void) {
     char *p = map_pages(PAGES);
     memset(p, 1, PAGES * PAGE);
@@ -215,6 +237,8 @@ int main(int argc, char **argv) {
         referenced();
     else if (!strcmp(argv[1], "peak"))
         peak();
+    else if (!strcmp(argv[1], "reservation"))
+        reservation();
     else if (!strcmp(argv[1], "readers"))
         readers();
     else

@@ -92,10 +92,12 @@ def test_vmm_entries_stay_refused(guest, entry):
 
 
 @pytest.mark.parametrize("entry", ["pagemap", "clear_refs"])
-def test_page_table_entries_are_the_guests_own_live_files(guest, entry):
-    """pagemap and clear_refs are answered by the VMM (from the guest's tables), never
-    the VMM's own; another process's stay refused."""
-    path = procfs.rewrite(guest, f"/proc/self/{entry}".encode())
+@pytest.mark.parametrize("directory", ["self", str(PID), "thread-self"])
+def test_page_table_entries_are_the_guests_own_live_files(guest, entry, directory):
+    """pagemap and clear_refs, by any name of the guest's own directory, are answered
+    by the VMM (from the guest's tables), never the VMM's own; another process's stay
+    refused."""
+    path = procfs.rewrite(guest, f"/proc/{directory}/{entry}".encode())
     target = os.readlink(path.decode())
     assert target.startswith(f"/memfd:{procfs.transient_name(entry)}")
     assert procfs.guest_view_of_target(target, {}) == f"/proc/{PID}/{entry}"

@@ -87,8 +87,9 @@ def test_a_huge_reservation_is_answered_as_linux_does(pagebits):
 
 def test_referenced_counts_the_pages_read_since_clear_refs_1(pagebits):
     """(b): after clear_refs 1, smaps' Referenced counts the pages read since.
-    (Natively this host shows 0 kB after the reads: it runs on shadow paging itself,
-    and its kernel's cleared accessed bits are not set again; so no comparison.)"""
+    (Natively this host shows 0 kB after the reads: its kernel's cleared accessed
+    bits are not set again, most likely because the host itself runs on software
+    virtualised paging (PLATFORM.md); so no comparison with the native run.)"""
     dune = lines(run_dune([pagebits, "referenced"]))
     assert dune["written"] == "rss=128 referenced=128 anonymous=128"
     assert dune["cleared"] == "referenced=0"

@@ -40,6 +40,10 @@ NOT_RESTARTED = {"nanosleep", "clock_nanosleep", "pause", "rt_sigsuspend", "poll
                  "select", "pselect6", "epoll_wait", "epoll_pwait", "rt_sigtimedwait"}
 
 
+#: Live /proc files kept before those no descriptor holds are closed.
+LIVE_FILES_BEFORE_PRUNING = 16
+
+
 class Process(Handler):
     """The Linux personality of one guest process (one VM, one vCPU)."""
 
@@ -68,6 +72,9 @@ class Process(Handler):
         self.personality = aslr.host_personality()
         self.clear_child_tid = 0
         self._transient: list[int] = []
+        #: /proc files answered at each read or write (procfs.LiveFile), by the
+        #: (device, inode) of the memfd the guest's descriptors refer to.
+        self.live_files: dict[tuple[int, int], procfs.LiveFile] = {}
         #: Host directories standing for guest /proc directories: host path -> guest path.
         self.scratch_dirs: dict[str, str] = {}
         self.pinned_paths: dict[bytes, bytes] = {}
@@ -219,6 +226,33 @@ class Process(Handler):
         os.lseek(fd, 0, os.SEEK_SET)
         self._transient.append(fd)
         return f"/proc/self/fd/{fd}".encode()
+
+    def live_file(self, live: "procfs.LiveFile") -> bytes:
+        """A path to open ``live`` by (valid for the current system call)."""
+        if len(self.live_files) >= LIVE_FILES_BEFORE_PRUNING:
+            self._prune_live_files()
+        info = os.fstat(live.fd)
+        self.live_files[(info.st_dev, info.st_ino)] = live
+        return f"/proc/self/fd/{live.fd}".encode()
+
+    def live_file_of(self, host_fd: int) -> "procfs.LiveFile | None":
+        """The live /proc file a host descriptor of the guest's refers to, if any."""
+        if not self.live_files:
+            return None
+        info = os.fstat(host_fd)
+        return self.live_files.get((info.st_dev, info.st_ino))
+
+    def _prune_live_files(self) -> None:
+        """Close the live files no guest descriptor refers to any more."""
+        held = set()
+        for entry in self.fds.entries.values():
+            try:
+                info = os.fstat(entry.host)
+            except OSError:
+                continue
+            held.add((info.st_dev, info.st_ino))
+        for key in [key for key in self.live_files if key not in held]:
+            self.live_files.pop(key).close()
 
     def fd_directory(self) -> bytes:
         """A directory listing the guest's descriptors as /proc/self/fd does."""

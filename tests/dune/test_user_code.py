@@ -34,6 +34,8 @@ CASES = {
     "fs": ["returned 0xfeedface", "program fs unchanged: yes, user fs kept: yes"],
     "busy": ["jump from a handler: -16", "returned 1"],
     "before-enter": ["init: 0", "jump before dune_enter: -22"],
+    "jump-from-handler": ["user fault at the address: yes, fec 0x4, rip in user code: yes",
+                          "from a handler: returned 77", "back in the program: 1234"],
 }
 
 

@@ -254,6 +254,30 @@ static int case_busy(void)
 	return 0;
 }
 
+/* A handler of the program's own (an exception) runs user code: user code's
+ * upcalls go below it, and it returns to the program intact afterwards. */
+static void run_from_handler(struct dune_tf *tf)
+{
+	struct dune_tf user;
+
+	(void)tf;
+	printf("from a handler: returned %d\n", run_user(user_faults, &user));
+}
+
+static int case_jump_from_handler(void)
+{
+	volatile long kept = 1234;
+
+	enter(true);
+	fault_address = mmap(NULL, PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	dune_register_syscall_handler(syscall_handler);
+	dune_register_pgflt_handler(end_on_fault);
+	dune_register_intr_handler(T_BRKPT, run_from_handler);
+	__asm__ volatile("int3");
+	printf("back in the program: %ld\n", kept);
+	return 0;
+}
+
 static int case_no_syscall_handler(void)
 {
 	struct dune_tf tf;
@@ -298,6 +322,7 @@ int main(int argc, char **argv)
 		{"syscall", case_syscall}, {"resume", case_resume}, {"fault", case_fault},
 		{"hypercall", case_hypercall}, {"loop", case_loop}, {"fs", case_fs},
 		{"busy", case_busy}, {"no-syscall-handler", case_no_syscall_handler},
+		{"jump-from-handler", case_jump_from_handler},
 		{"no-fault-handler", case_no_fault_handler}, {"ret-outside", case_ret_outside},
 		{"before-enter", case_before_enter},
 	};

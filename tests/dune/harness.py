@@ -10,11 +10,14 @@ PROGRAM as ``kvmdune run`` would, with a privileged extension that answers
   address, tf->err = the error code, tf->rip) or raises another exception
   (USER_EXCEPTION, tf->err = the vector).
 A program's own page fault on a page pgroot restricts becomes SIGSEGV (never demand
-paging), as DuneVm.restricts asks. Only the test programs in tests/dune use this.
+paging), as DuneVm.restricts asks. With KVMDUNE_TEST_VM_INVARIANTS=1 the VMM checks
+DuneVm's invariants (invariants.py) when the process ends and prints "invariants:
+ok" or what broke to stderr. Only the test programs in tests/dune use this.
 """
 
 from __future__ import annotations
 
+import os
 import struct
 import sys
 
@@ -28,6 +31,7 @@ from kvmdune.machine import Action, layout
 from kvmdune.memory import VMM
 
 USER_SYSCALL, USER_FAULT, USER_EXCEPTION = 0, 1, 2
+INVARIANTS = "KVMDUNE_TEST_VM_INVARIANTS"
 #: libdune's struct dune_tf (packed): 15 registers, err, pad, rip, cs, pad, rflags, rsp, ss.
 TF_SIZE = 168
 TF_RDI, TF_RAX, TF_ERR, TF_RIP, TF_RSP = 0, 112, 120, 128, 152
@@ -120,9 +124,20 @@ def install() -> None:
             return user.end_user(cpu, USER_EXCEPTION, 0, int(event.vector), event.rip)
         return on_exception(self, cpu, event)
 
+    cleanup = process_class.cleanup
+
+    def checked_cleanup(self):
+        vm = getattr(self.privileged, "vm", None)
+        if vm is not None and os.environ.get(INVARIANTS) == "1":
+            from .invariants import check
+            problems = check(vm)
+            self.log("invariants: " + ("; ".join(problems) if problems else "ok"))
+        cleanup(self)
+
     process_class.on_syscall = syscall
     process_class.on_page_fault = page_fault
     process_class.on_exception = exception
+    process_class.cleanup = checked_cleanup
 
 
 def main(argv: list[str]) -> int:

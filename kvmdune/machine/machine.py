@@ -68,7 +68,9 @@ class Machine:
                             else Invalidation.GUEST_TLB_FLUSH)
         self.invalidation = invalidation
         if invalidation is Invalidation.GUEST_TLB_FLUSH:
+            # A cleared D bit too: the guest's TLB remembers the page as dirty.
             self.kernel_space.invalidate = self.cpu.request_tlb_flush
+            self.kernel_space.write_protect = self.cpu.request_tlb_flush
 
     def _create_vm(self, kvm: Kvm | None = None):
         """/dev/kvm (opened, or the one given), a VM with the guest memory registered,
@@ -133,7 +135,8 @@ class Machine:
         """An empty user address space sharing the supervisor area (and the call
         stub, when installed)."""
         space = AddressSpace(self.memory, kernel=self.kernel_space,
-                             invalidate=self.kernel_space.invalidate)
+                             invalidate=self.kernel_space.invalidate,
+                             write_protect=self.kernel_space.write_protect)
         if self.call_ring is not None:
             self.call_ring.map_into(space)
         return space

@@ -8,7 +8,9 @@ reservation can be large; registering a slot costs more the larger it is
 
 from __future__ import annotations
 
-from ..kvm import Vm
+import array
+
+from ..kvm import Cap, DirtyLogProtect, KvmError, MemFlags, Vm
 from .frames import PAGE_SIZE, FrameAllocator
 from .host_mapping_unsafe import HostMapping
 
@@ -21,6 +23,13 @@ MAX_GUEST_MEMORY = ((1 << 31) - 1) * PAGE_SIZE // GUEST_MEMORY_ALIGN * GUEST_MEM
 FIRST_FRAME = PAGE_SIZE
 GUEST_MEMORY_SLOT = 0
 
+
+#: Guest memory up to this size keeps KVM's dirty log, the cheap write protection of
+#: ``write_protect`` (KVM then keeps two bitmaps of a bit per page: 64 GiB, 4 MiB).
+DIRTY_LOG_LIMIT = 64 << 30
+_DIRTY_LOG_MODE = DirtyLogProtect.MANUAL_PROTECT_ENABLE | DirtyLogProtect.INITIALLY_SET
+#: KVM_CLEAR_DIRTY_LOG's first page is a multiple of this (a bitmap word).
+DIRTY_LOG_ALIGN = 64
 
 #: Ranges to invalidate closer than this are invalidated as one: a pair of mprotect
 #: calls costs far more than dropping a few extra shadow entries (which only refault).
@@ -35,6 +44,25 @@ def _bridge_gaps(ranges: list[tuple[int, int]], gap: int) -> list[tuple[int, int
         else:
             merged.append((start, length))
     return merged
+
+
+def _page_bitmap(ranges: list[tuple[int, int]],
+                 total_pages: int) -> tuple[int, int, array.array]:
+    """KVM_CLEAR_DIRTY_LOG's arguments for sorted ranges of a slot of ``total_pages``:
+    the first page (a multiple of 64), the page count (a multiple of 64 unless it
+    reaches the slot's end, as KVM requires) and the bitmap, one bit per page."""
+    first = ranges[0][0] // PAGE_SIZE // DIRTY_LOG_ALIGN * DIRTY_LOG_ALIGN
+    last = max(start + length for start, length in ranges) // PAGE_SIZE
+    count = min(-(-(last - first) // DIRTY_LOG_ALIGN) * DIRTY_LOG_ALIGN, total_pages - first)
+    bitmap = array.array("Q", bytes(-(-count // DIRTY_LOG_ALIGN) * 8))
+    for start, length in ranges:
+        page, stop = start // PAGE_SIZE - first, (start + length) // PAGE_SIZE - first
+        while page < stop:
+            word, bit = divmod(page, DIRTY_LOG_ALIGN)
+            run = min(DIRTY_LOG_ALIGN - bit, stop - page)
+            bitmap[word] |= ((1 << run) - 1) << bit
+            page += run
+    return first, count, bitmap
 
 
 #: Shared regions (host files or shared memory mapped into the guest) live above
@@ -70,13 +98,17 @@ class GuestMemory:
         self.frames = FrameAllocator(FIRST_FRAME, size, self.mapping.discard)
         self.regions: list[SharedRegion] = []
         self._vm: Vm | None = None
+        self.dirty_log = False     # whether slot 0 logs dirty pages (register())
         # A gap after each backing keeps two backings from ever looking contiguous.
         self._next_base = -(-size // SHARED_REGION_ALIGN) * SHARED_REGION_ALIGN + SHARED_REGION_ALIGN
 
     def register(self, vm: Vm, slot: int = GUEST_MEMORY_SLOT) -> None:
         """Make this memory the VM's guest-physical memory (KVM_SET_USER_MEMORY_REGION),
-        shared regions included (a forked child registers them with its new VM)."""
-        vm.set_user_memory_region(slot, 0, self.size, self.mapping.address)
+        shared regions included (a forked child registers them with its new VM).
+        The main slot logs dirty pages where KVM can (see ``write_protect``)."""
+        self.dirty_log = self._enable_dirty_log(vm)
+        flags = MemFlags.LOG_DIRTY_PAGES if self.dirty_log else MemFlags(0)
+        vm.set_user_memory_region(slot, 0, self.size, self.mapping.address, flags)
         for region in self.regions:
             vm.set_user_memory_region(region.slot, region.base, region.size,
                                       region.mapping.address)
@@ -140,6 +172,39 @@ class GuestMemory:
                 low, high = max(start, region.base), min(start + length, region.end)
                 if low < high:
                     region.mapping.reprotect(low - region.base, high - low)
+
+    def write_protect(self, ranges: list[tuple[int, int]]) -> None:
+        """Make the guest's next write to these guest-physical ranges reach the MMU
+        again (their entries lost the D bit; reads may go on through what is cached).
+
+        KVM_CLEAR_DIRTY_LOG write-protects exactly the pages KVM saw written since it
+        last protected them (a page not written since is still protected), in one
+        ioctl for any number of pages; software KVM's next write then walks the guest
+        tables and sets D. Without the dirty log (or for shared regions, which have
+        none), the full invalidation."""
+        if not self.dirty_log or self._vm is None:
+            self.invalidate(ranges)
+            return
+        inside = [(start, length) for start, length in ranges if start + length <= self.size]
+        outside = [r for r in ranges if r[0] + r[1] > self.size]
+        if outside:
+            self.invalidate(outside)
+        if inside:
+            first, count, bitmap = _page_bitmap(inside, self.size // PAGE_SIZE)
+            self._vm.clear_dirty_log(GUEST_MEMORY_SLOT, first, count, bitmap)
+
+    def _enable_dirty_log(self, vm: Vm) -> bool:
+        """Turn on KVM's manually protected dirty log, starting with every page
+        counted dirty (so nothing is write-protected until asked): True if KVM can."""
+        if self.size > DIRTY_LOG_LIMIT:
+            return False
+        if vm.kvm.check_extension(Cap.MANUAL_DIRTY_LOG_PROTECT2) & _DIRTY_LOG_MODE != _DIRTY_LOG_MODE:
+            return False
+        try:
+            vm.enable_cap(Cap.MANUAL_DIRTY_LOG_PROTECT2, int(_DIRTY_LOG_MODE))
+        except KvmError:
+            return False
+        return True
 
     def read(self, paddr: int, length: int) -> bytes:
         return bytes(self.slice(paddr, length))

@@ -121,11 +121,9 @@ def page_up(value: int) -> int:
 
 
 def read_bits(space: AddressSpace, start: int, size: int, bits: int, clear: bool) -> list[int]:
-    """Pages of the range whose A/D ``bits`` were set since the Dune API's last clear."""
-    tracker = getattr(space, "page_bits", None)
-    if tracker is not None:
-        return tracker.reader(BITS_READER).read(start, size, HW(bits), clear)
-    return space.collect(start, size, HW(bits), clear)
+    """Pages of the range whose A/D ``bits`` were set since the Dune API's last clear
+    (its own reader: /proc/self/pagemap's and kvmdune's tools' bits are theirs)."""
+    return space.page_bits.reader(BITS_READER).read(start, size, HW(bits), clear)
 
 
 class DuneVm:

@@ -120,10 +120,11 @@ def page_up(value: int) -> int:
     return (value + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
 
 
-def read_bits(space: AddressSpace, start: int, size: int, bits: int, clear: bool) -> list[int]:
-    """Pages of the range whose A/D ``bits`` were set since the Dune API's last clear
-    (its own reader: /proc/self/pagemap's and kvmdune's tools' bits are theirs)."""
-    return space.page_bits.reader(BITS_READER).read(start, size, HW(bits), clear)
+def read_bits(space: AddressSpace, start: int, size: int, bits: int, clear: bool,
+              reader: str = BITS_READER) -> list[int]:
+    """Pages of the range whose A/D ``bits`` were set since ``reader``'s last clear
+    (the program's Dune API has its own; /proc/self/pagemap's and tools' are theirs)."""
+    return space.page_bits.reader(reader).read(start, size, HW(bits), clear)
 
 
 class DuneVm:
@@ -188,8 +189,13 @@ class DuneVm:
         handler = self._ops.get(op)
         if handler is None or self.closed:
             return -Errno.ENOSYS
+        return self.serve(handler, args)
+
+    def serve(self, operation: Callable[..., int], args: tuple[int, ...]) -> int:
+        """Run one of the operations below on (the first of) ``args``: its result,
+        or -errno when refused (then nothing changed)."""
         try:
-            return handler(*args[:handler.__code__.co_argcount - 1])
+            return operation(*args[:operation.__code__.co_argcount - 1])
         except Refused as refused:
             return -refused.errno
         except (OutOfGuestMemory, WindowFull):
@@ -852,10 +858,11 @@ class DuneVm:
         program view too (the program itself runs there)."""
         return [self.space, root.view] if root.is_pgroot else [root.view]
 
-    def _bits(self, root: Root, start: int, end: int, bits: int, clear: bool) -> list[int]:
+    def _bits(self, root: Root, start: int, end: int, bits: int, clear: bool,
+              reader: str = BITS_READER) -> list[int]:
         pages: set[int] = set()
         for space in self._hardware(root):
-            pages.update(read_bits(space, start, end - start, bits, clear))
+            pages.update(read_bits(space, start, end - start, bits, clear, reader))
         return sorted(page for page in pages if start <= page < end)
 
     def _sync(self, root: Root, start: int, end: int) -> None:

@@ -9,6 +9,8 @@ PROGRAM as ``kvmdune run`` would, with a privileged extension that answers
   USER_SYSCALL, tf->rax = the code's RAX), faults (USER_FAULT, tf->rax = the
   address, tf->err = the error code, tf->rip) or raises another exception
   (USER_EXCEPTION, tf->err = the vector).
+  TOOL (63, with ``--tool MODULE:FUNCTION``): FUNCTION(process, *args) -> int, a
+  Python tool acting on the running process at the program's request.
 A program's own page fault on a page pgroot restricts becomes SIGSEGV (never demand
 paging), as DuneVm.restricts asks. With KVMDUNE_TEST_VM_INVARIANTS=1 the VMM checks
 DuneVm's invariants (invariants.py) when the process ends and prints "invariants:
@@ -17,6 +19,7 @@ ok" or what broke to stderr. Only the test programs in tests/dune use this.
 
 from __future__ import annotations
 
+import importlib
 import os
 import struct
 import sys
@@ -32,6 +35,8 @@ from kvmdune.memory import VMM
 
 USER_SYSCALL, USER_FAULT, USER_EXCEPTION = 0, 1, 2
 INVARIANTS = "KVMDUNE_TEST_VM_INVARIANTS"
+#: The operation the test programs call the Python tool with (unused by the ABI).
+TOOL = 63
 #: libdune's struct dune_tf (packed): 15 registers, err, pad, rip, cs, pad, rflags, rsp, ss.
 TF_SIZE = 168
 TF_RDI, TF_RAX, TF_ERR, TF_RIP, TF_RSP = 0, 112, 120, 128, 152
@@ -42,6 +47,8 @@ GPRS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "r8", "r9", "r10", "r11
 
 class VmOnly(Privileged):
     """The page-table hypercalls, plus a minimal user mode to observe user views."""
+
+    tool = None      # FUNCTION of --tool
 
     def __init__(self, proc) -> None:
         self.proc = proc
@@ -55,6 +62,8 @@ class VmOnly(Privileged):
             if self.vm is None:
                 self.vm = DuneVm(self.proc, bool(args[0] & 0xFFFF_FFFF))
             return self.vm.pgroot
+        if op == TOOL and self.tool is not None:
+            return type(self).tool(self.proc, *args)
         if op == HypercallOp.JUMP_TO_USER and self.vm is not None:
             return self.jump(cpu, args[0])
         if op >= HypercallOp.VM_MPROTECT and self.vm is not None:
@@ -141,6 +150,10 @@ def install() -> None:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--tool"]:
+        module, function = argv[1].split(":")
+        VmOnly.tool = getattr(importlib.import_module(module), function)
+        argv = argv[2:]
     install()
     return run_command(argv, options=RunOptions(privileged=VmOnly))
 

@@ -12,6 +12,7 @@ software bits are kept for the program and change nothing in the hardware tables
 from __future__ import annotations
 
 import enum
+import functools
 from typing import Final
 
 from ..memory import Perm
@@ -61,7 +62,9 @@ AD: Final = int(PTE.A | PTE.D)
 #: cache attributes, PAT, global, and every bit the hardware leaves to software.
 SOFTWARE_BITS: Final = int(PTE.PWT | PTE.PCD | PTE.PS | PTE.G) | 0xE00 | 0x7FF0_0000_0000_0000
 RIGHTS_BITS: Final = int(PTE.P | PTE.W | PTE.NX)
+# Plain ints for the hot paths (IntFlag arithmetic costs microseconds a call).
 _P, _W, _U, _NX = int(PTE.P), int(PTE.W), int(PTE.U), int(PTE.NX)
+
 #: PERM_BIG and PERM_BIG_1GB ask for large pages, which kvmdune does not map.
 LARGE_PAGE_PERMS: Final = int(PERM.BIG | PERM.BIG_1GB)
 
@@ -75,9 +78,12 @@ class Rights(enum.IntFlag):
     X = 4
 
 
-ALL_RIGHTS: Final = Rights.R | Rights.W | Rights.X
+#: ``Rights`` as plain ints, for the hot paths.
+RIGHT_R, RIGHT_W, RIGHT_X = int(Rights.R), int(Rights.W), int(Rights.X)
+ALL_RIGHTS: Final = RIGHT_R | RIGHT_W | RIGHT_X
 
 
+@functools.lru_cache(maxsize=256)
 def entry_bits(perm: int) -> int:
     """libdune's get_pte_perm: the entry bits a PERM_* combination asks for."""
     bits = 0
@@ -102,16 +108,11 @@ def entry_bits(perm: int) -> int:
     return bits
 
 
-def rights(entry: int) -> Rights:
-    """The rights of a mirror entry (none unless present)."""
+def rights(entry: int) -> int:
+    """The rights (``Rights`` bits) of a mirror entry: none unless present."""
     if not entry & _P:
-        return Rights.NONE
-    granted = Rights.R
-    if entry & _W:
-        granted |= Rights.W
-    if not entry & _NX:
-        granted |= Rights.X
-    return granted
+        return 0
+    return RIGHT_R | (RIGHT_W if entry & _W else 0) | (0 if entry & _NX else RIGHT_X)
 
 
 def user_visible(entry: int) -> bool:
@@ -122,41 +123,41 @@ def user_visible(entry: int) -> bool:
 def perm_of(entry: int, user: bool) -> Perm:
     """The kvmdune page permission granting the entry's rights (``user``: reachable
     from CPL3). No rights is PROT_NONE: mapped, no access."""
-    granted = rights(entry)
+    return _perm_of_rights(rights(entry), user)
+
+
+@functools.lru_cache(maxsize=16)
+def _perm_of_rights(granted: int, user: bool) -> Perm:
     perm = Perm.USER if user else Perm.NONE
-    if granted & Rights.R:
+    if granted & RIGHT_R:
         perm |= Perm.READ
-    if granted & Rights.W:
+    if granted & RIGHT_W:
         perm |= Perm.WRITE
-    if granted & Rights.X:
+    if granted & RIGHT_X:
         perm |= Perm.EXEC
     return perm
 
 
-def rights_of_perm(perm: Perm) -> Rights:
+@functools.lru_cache(maxsize=32)
+def rights_of_perm(perm: Perm) -> int:
     """The rights a kvmdune permission grants."""
-    granted = Rights.NONE
+    granted = 0
     if perm & (Perm.READ | Perm.WRITE | Perm.EXEC):
-        granted |= Rights.R
+        granted |= RIGHT_R
     if perm & Perm.WRITE:
-        granted |= Rights.W
+        granted |= RIGHT_W
     if perm & Perm.EXEC:
-        granted |= Rights.X
+        granted |= RIGHT_X
     return granted
 
 
-def rights_bits(granted: Rights) -> int:
+def rights_bits(granted: int) -> int:
     """The P/W/NX bits of a mirror entry granting ``granted``."""
     if not granted:
         return _NX
-    bits = _P
-    if granted & Rights.W:
-        bits |= _W
-    if not granted & Rights.X:
-        bits |= _NX
-    return bits
+    return _P | (_W if granted & RIGHT_W else 0) | (0 if granted & RIGHT_X else _NX)
 
 
-__all__ = ["PTE", "PERM", "ADDR_MASK", "AD", "DIRECTORY_FLAGS", "SOFTWARE_BITS", "RIGHTS_BITS",
+__all__ = ["PTE", "PERM", "RIGHT_R", "RIGHT_W", "RIGHT_X", "ADDR_MASK", "AD", "DIRECTORY_FLAGS", "SOFTWARE_BITS", "RIGHTS_BITS",
            "LARGE_PAGE_PERMS", "Rights", "ALL_RIGHTS", "entry_bits", "rights", "user_visible",
            "perm_of", "rights_of_perm", "rights_bits"]

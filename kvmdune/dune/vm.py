@@ -54,6 +54,7 @@ Invalidation: every restriction of the program view or a user view goes through
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections import Counter
 from typing import Callable, Iterator
 
@@ -63,10 +64,11 @@ from ..machine import PFError, layout
 from ..memory import PAGE_SIZE, AddressSpace, GuestFault, OutOfGuestMemory, Perm, WRITE
 from ..memory.pagetable import PTE as HW
 from ..memory.pagetable import USER_SPACE_END
-from .entries import (AD, ADDR_MASK, ALL_RIGHTS, LARGE_PAGE_PERMS, PERM, PTE, RIGHTS_BITS,
-                      Rights, entry_bits, perm_of, rights, rights_bits, rights_of_perm,
-                      user_visible)
+from .entries import (AD, ADDR_MASK, ALL_RIGHTS, LARGE_PAGE_PERMS, PERM, PTE, RIGHT_R,
+                      RIGHT_W, RIGHT_X, RIGHTS_BITS, entry_bits, perm_of, rights, rights_bits,
+                      rights_of_perm, user_visible)
 from .hypercall import BitsFlags, HypercallOp
+from . import _mirror
 from .mirror import Mirror, Window, WindowFull
 from .ranges import RangeSet
 
@@ -88,6 +90,7 @@ _A, _D, _PS = int(PTE.A), int(PTE.D), int(PTE.PS)
 _HW_PRESENT = int(HW.PRESENT | HW.PROTNONE)
 _HW_OWNED = int(HW.OWNED)
 _HW_ADDR = 0x000F_FFFF_FFFF_F000
+_PROT_WRITE = int(ProtFlags.PROT_WRITE)
 
 #: One change of one leaf entry: (page address, old entry, new entry).
 Change = tuple[int, int, int]
@@ -281,7 +284,7 @@ class DuneVm:
             for va, old in self._entries(root, start, end):
                 if not old & ADDR_MASK:
                     continue
-                ceiling = self._ceiling(root, va, old & ADDR_MASK) or Rights.NONE
+                ceiling = self._ceiling(root, va, old & ADDR_MASK) or 0
                 changes.append((va, old, (old & ~RIGHTS_BITS) | rights_bits(ceiling)))
             aliases = [(va, new) for va, _old, new in changes if va in self._aliases]
             with self._batch():
@@ -546,24 +549,30 @@ class DuneVm:
 
     def _track(self, start: int, end: int) -> None:
         """pgroot takes the program view's pages of the range as they are: their
-        frames and rights, PTE_U by dune_init's argument."""
-        user = _U if self.map_full else 0
+        frames and rights, PTE_U by dune_init's argument. New entries are written
+        table by table natively; any other difference is committed as a change."""
         root = self.pgroot_root
-        changes = []
-        for base, size, entries in self.space.tables.leaves(start, end - start):
-            for i, hw in enumerate(entries.tolist()):
-                if not hw & _HW_PRESENT:
-                    continue
-                page = base + i * size
-                if self.window.overlaps(page, page + PAGE_SIZE):
-                    continue
-                new = (hw & _HW_ADDR) | rights_bits(rights_of_perm(Perm.from_pte(hw))) | user
-                old = root.mirror.get(page)
-                if old != new:
-                    changes.append((page, old, new))
-        if changes:
-            self._owners = None
+        changes: list[Change] = []
+        fresh: list[tuple[int, int, Perm, int]] = []
+        for part_start, part_end in self._program_parts(start, end):
+            for base, _size, entries in self.space.tables.leaves(part_start,
+                                                                 part_end - part_start):
+                table = root.mirror.leaf_table(base, create=True)
+                first, count = (base >> 12) & 511, len(entries)
+                runs, changed = _mirror.track(
+                    entries, memoryview(table.shadow)[first:first + count],
+                    table.live[first:first + count], base, self.map_full, self.window.start,
+                    self.window.end)
+                fresh.extend((base + index * PAGE_SIZE, pages * PAGE_SIZE,
+                              perm_of(bits, user=True), frame)
+                             for index, pages, frame, bits in runs)
+                changes.extend((base + index * PAGE_SIZE, old, new)
+                               for index, old, new in changed)
+        self._owners = None
+        if fresh or changes:
             with self._batch():
+                for va, length, perm, frame in fresh:
+                    root.view.map(va, length, perm, paddr=frame)
                 self._commit(root, changes)
 
     # -- checks ----------------------------------------------------------------------
@@ -582,24 +591,22 @@ class DuneVm:
             self._owners = owners
         return self._owners
 
-    def _vma_ceiling(self, va: int) -> Rights:
-        """The most the Linux view lets the page at ``va`` be given."""
+    def _vma_ceiling(self, va: int) -> int:
+        """The most the Linux view lets the page at ``va`` be given (Rights bits)."""
         vma = self.mm.find(va)
         if vma is None:
-            return Rights.NONE
-        ceiling = rights_of_perm(perm_for(vma.prot))
-        if vma.region is not None and not vma.region.mapping.prot & ProtFlags.PROT_WRITE:
-            ceiling &= ~Rights.W
-        return ceiling
+            return 0
+        read_only_file = vma.region is not None and not vma.region.mapping.prot & _PROT_WRITE
+        return _prot_ceiling(vma.prot, read_only_file)
 
-    def _frame_ceiling(self, frame: int) -> Rights | None:
+    def _frame_ceiling(self, frame: int) -> int | None:
         """The most any entry may grant on ``frame``; None: not the program's."""
         if frame in self._dune_frames:
             return ALL_RIGHTS
         owner = self._owner_map().get(frame)
         return None if owner is None else self._vma_ceiling(owner)
 
-    def _ceiling(self, root: Root, va: int, frame: int) -> Rights | None:
+    def _ceiling(self, root: Root, va: int, frame: int) -> int | None:
         """The most an entry of ``root`` at ``va`` may grant on ``frame``."""
         if not root.is_pgroot:
             return self._frame_ceiling(frame)
@@ -617,7 +624,7 @@ class DuneVm:
 
     def _check_rights(self, root: Root, changes: list[Change]) -> None:
         for va, _old, new in changes:
-            if rights(new) & ~(self._ceiling(root, va, new & ADDR_MASK) or Rights.NONE):
+            if rights(new) & ~(self._ceiling(root, va, new & ADDR_MASK) or 0):
                 raise Refused(Errno.EACCES, f"rights beyond the mapping at {va:#x}")
 
     def _check_frames(self, root: Root, changes: list[Change]) -> None:
@@ -671,7 +678,7 @@ class DuneVm:
             self._unmapped.remove(changes[0][0], changes[-1][0] + PAGE_SIZE)
             self._commit(root, changes, program_view=True, aliases=aliases)
 
-    def _adopt_holes(self, start: int, end: int, granted: Rights) -> None:
+    def _adopt_holes(self, start: int, end: int, granted: int) -> None:
         """Record the unmapped parts of [start, end) as anonymous private VMAs."""
         prot = _prot_of(granted)
         cursor = start
@@ -786,11 +793,10 @@ class DuneVm:
         for base, table, first, count in root.mirror.runs(start, end):
             if not table.differs(first, count):
                 continue
-            live = table.live[first:first + count].tolist()
-            shadow = table.shadow[first:first + count].tolist()
-            for i in range(count):
-                if live[i] != shadow[i]:
-                    written.append((base + i * PAGE_SIZE, shadow[i], live[i]))
+            live, shadow = table.live, table.shadow
+            for i in _mirror.differences(live[first:first + count],
+                                         memoryview(shadow)[first:first + count]):
+                written.append((base + i * PAGE_SIZE, shadow[first + i], live[first + i]))
         if not written:
             return 0
         refusal = 0
@@ -824,11 +830,12 @@ class DuneVm:
             with self._batch():
                 self._commit(root, accepted)
         # Whatever was refused goes back to what the VMM last wrote.
-        for va, old, _new in written:
-            table = root.mirror.leaf_table(va, create=False)
-            index = (va >> 12) & 511
-            if table is not None and table.live[index] != table.shadow[index]:
-                table.live[index] = table.shadow[index]
+        if refusal:
+            for va, old, _new in written:
+                table = root.mirror.leaf_table(va, create=False)
+                index = (va >> 12) & 511
+                if table is not None and table.live[index] != table.shadow[index]:
+                    table.live[index] = table.shadow[index]
         return refusal
 
     def _check_write(self, root: Root, va: int, old: int, new: int) -> None:
@@ -867,20 +874,17 @@ class DuneVm:
 
     def _sync(self, root: Root, start: int, end: int) -> None:
         """Write the current A/D bits into the root's entries of [start, end), in
-        the mirror and its shadow alike (what else the program wrote stays pending)."""
-        accessed = set(self._bits(root, start, end, _A, clear=False))
-        dirty = set(self._bits(root, start, end, _D, clear=False))
+        the mirror and its shadow alike (what else the program wrote stays pending):
+        table by table, natively, from the Dune API's reader's view of each space."""
+        spaces = [(space, _reader_masks(space.page_bits.reader(BITS_READER)))
+                  for space in self._hardware(root)]
         for base, table, first, count in root.mirror.runs(start, end):
-            shadow = table.shadow
-            for i in range(first, first + count):
-                entry = shadow[i]
-                if not entry & _P:
-                    continue
-                page = base + (i - first) * PAGE_SIZE
-                bits = (_A if page in accessed else 0) | (_D if page in dirty else 0)
-                if entry & AD != bits:
-                    shadow[i] = (entry & ~AD) | bits
-                    table.live[i] = (table.live[i] & ~AD) | bits
+            sources = []
+            for space, (a_test, d_test) in spaces:
+                for _vaddr, _size, entries in space.tables.leaves(base, count * PAGE_SIZE):
+                    sources.append((entries, a_test, d_test))
+            _mirror.sync_ad(memoryview(table.shadow)[first:first + count],
+                            table.live[first:first + count], tuple(sources))
 
     # -- guest memory ----------------------------------------------------------------
     def _store(self, address: int, data: bytes) -> None:
@@ -919,6 +923,15 @@ def _perm(perm: int) -> int:
     return perm
 
 
+def _reader_masks(reader) -> tuple[int, int]:
+    """The entry bits that say "accessed", "written" since ``reader``'s last clear."""
+    if hasattr(reader, "mask"):
+        return reader.mask(HW.ACCESSED), reader.mask(HW.DIRTY)
+    # BitReader.mask is on procbits' branch, not yet on main: the same, from its bits.
+    return (int(HW.ACCESSED) | reader._bit(HW.ACCESSED),
+            int(HW.DIRTY) | reader._bit(HW.DIRTY))
+
+
 def _runs(pages: list[int]) -> list[tuple[int, int]]:
     """Sorted pages as [start, end) runs of adjacent ones."""
     runs: list[tuple[int, int]] = []
@@ -930,23 +943,30 @@ def _runs(pages: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
-def _allows(granted: Rights, error: PFError) -> bool:
+def _allows(granted: int, error: PFError) -> bool:
     if error & PFError.WRITE:
-        return bool(granted & Rights.W)
+        return bool(granted & RIGHT_W)
     if error & PFError.INSTRUCTION:
-        return bool(granted & Rights.X)
-    return bool(granted & Rights.R)
+        return bool(granted & RIGHT_X)
+    return bool(granted & RIGHT_R)
 
 
-def _prot_of(granted: Rights) -> int:
+def _prot_of(granted: int) -> int:
     prot = 0
-    if granted & Rights.R:
+    if granted & RIGHT_R:
         prot |= ProtFlags.PROT_READ
-    if granted & Rights.W:
+    if granted & RIGHT_W:
         prot |= ProtFlags.PROT_WRITE
-    if granted & Rights.X:
+    if granted & RIGHT_X:
         prot |= ProtFlags.PROT_EXEC
     return int(prot)
+
+
+@functools.lru_cache(maxsize=64)
+def _prot_ceiling(prot: int, read_only_file: bool) -> int:
+    """The rights a VMA of ``prot`` allows (a read-only file's: never W)."""
+    ceiling = rights_of_perm(perm_for(prot))
+    return ceiling & ~RIGHT_W if read_only_file else ceiling
 
 
 #: What to do to a hardware space: (unmaps, protects, maps) as runs.

@@ -790,33 +790,37 @@ class DuneVm:
         """Check and apply what the program wrote to ``root``'s leaf entries of the
         range; restore what is refused. Returns 0 or the first refusal's -errno."""
         written: list[Change] = []
+        clears: dict[int, list[int]] = {_A: [], _D: []}
         for base, table, first, count in root.mirror.runs(start, end):
             if not table.differs(first, count):
                 continue
             live, shadow = table.live, table.shadow
             for i in _mirror.differences(live[first:first + count],
                                          memoryview(shadow)[first:first + count]):
-                written.append((base + i * PAGE_SIZE, shadow[first + i], live[first + i]))
-        if not written:
-            return 0
+                old, new = shadow[first + i], live[first + i]
+                new = (new & ~AD) | (old & new & AD)      # A/D: clears apply, sets do not
+                va = base + i * PAGE_SIZE
+                if (new ^ old) & ~AD == 0:                # only A/D: nothing to check
+                    _note_clears(clears, va, old, new)
+                    table.set(first + i, new)
+                    continue
+                written.append((va, old, new))
         refusal = 0
         accepted: list[Change] = []
-        clears: dict[int, list[int]] = {_A: [], _D: []}
         for va, old, new in written:
-            new = (new & ~AD) | (old & new & AD)          # A/D: clears apply, sets do not
-            for bit in (_A, _D):
-                if old & bit and not new & bit:
-                    clears[bit].append(va)
             try:
                 self._check_write(root, va, old, new)
             except Refused as refused:
                 refusal = refusal or -refused.errno
                 continue
+            _note_clears(clears, va, old, new)
             accepted.append((va, old, new))
         with self._batch():
             for bit, pages in clears.items():
-                for start, end in _runs(pages):
-                    self._bits(root, start, end, bit, clear=True)
+                for run_start, run_end in _runs(pages):
+                    self._bits(root, run_start, run_end, bit, clear=True)
+        if not written:
+            return 0
         if root.is_pgroot:
             aliases = {va for va, old, new in accepted
                        if new & ADDR_MASK and new & ADDR_MASK != self._owned_frame(va)}
@@ -921,6 +925,13 @@ def _perm(perm: int) -> int:
     if perm & LARGE_PAGE_PERMS:
         raise Refused(Errno.ENOSYS, "kvmdune maps no large pages")
     return perm
+
+
+def _note_clears(clears: dict[int, list[int]], va: int, old: int, new: int) -> None:
+    """Which of A and D the program cleared in ``va``'s entry."""
+    for bit, pages in clears.items():
+        if old & bit and not new & bit:
+            pages.append(va)
 
 
 def _reader_masks(reader) -> tuple[int, int]:

@@ -169,3 +169,12 @@ def test_the_api_gives_everything_back_at_close():
     g.call(Op.VM_MAP_PAGES, clone, 0x1000_0000, 8 * PAGE_SIZE, URW)
     g.close()
     assert g.memory.frames.allocated_bytes == g.baseline
+
+
+def test_the_call_stub_leaves_hypercalls_to_the_vmm():
+    """The stub sends every number from the hypercall base on straight to the VMM
+    (callring.h's CALLRING_VMM_CALLS), without handing it to the host thread."""
+    from kvmdune.linux.privileged import HYPERCALL_BASE
+    from kvmdune.machine import _trampoline
+
+    assert _trampoline.CALL_STUB_VMM_CALLS == HYPERCALL_BASE

@@ -86,4 +86,17 @@ typedef uint64_t ppn_t;
 #define FEC_RSV 0x8                     /* reserved bit set in an entry */
 #define FEC_I   0x10                    /* instruction fetch */
 
+/* kvmdune's additions (not in libdune): batched reads of the accessed and dirty bits
+ * of a range, one bit per page (least significant first) in `bitmap`, for the pages
+ * that had any of `bits` (PTE_A, PTE_D) since the program's last clear of them (other
+ * readers, such as /proc/self/pagemap, keep their own). kvmdune_vm_clear_bits also
+ * clears them (bitmap may then be NULL). Both return how many pages had them, or
+ * -errno (EINVAL: a bad root, range or bits; EFAULT: a bitmap not writable). */
+#include <stddef.h>
+
+extern long kvmdune_vm_read_bits(ptent_t *root, void *va, size_t len, ptent_t bits,
+				 unsigned char *bitmap);
+extern long kvmdune_vm_clear_bits(ptent_t *root, void *va, size_t len, ptent_t bits,
+				  unsigned char *bitmap);
+
 #endif /* KVMDUNE_MMU_H */

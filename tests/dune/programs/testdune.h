@@ -42,10 +42,6 @@ int dune_vm_page_walk(ptent_t *root, void *start_va, void *end_va, page_walk_cb 
 ptent_t *dune_vm_clone(ptent_t *root);
 void dune_vm_free(ptent_t *root);
 uintptr_t dune_va_to_pa(void *ptr);
-long kvmdune_vm_read_bits(ptent_t *root, void *va, size_t len, ptent_t bits,
-			  unsigned char *bitmap);
-long kvmdune_vm_clear_bits(ptent_t *root, void *va, size_t len, ptent_t bits,
-			   unsigned char *bitmap);
 
 static inline long hc(long op, long a0, long a1, long a2, long a3, long a4, long a5)
 {

@@ -18,7 +18,7 @@ SOURCE = Path(dune.__file__).parent / "native" / "dune_vm.c"
 PACKAGE = Path(kvmdune.__file__).parent
 INCLUDE, VM_SOURCE = PACKAGE / "dune" / "include", PACKAGE / "dune" / "native" / "vm.c"
 TESTS = Path(__file__).parent.parent / "dune"
-PROGRAMS, STANDIN = TESTS / "programs", TESTS / "standin"
+PROGRAMS, STANDIN = TESTS / "vm_programs", TESTS / "standin"
 
 
 def build(out: Path) -> str:

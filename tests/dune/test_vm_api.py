@@ -1,5 +1,5 @@
 """kvmdune.dune.PageTablesApi, a Python tool's access to a running guest process's
-page tables (tools.py), on a real guest (programs/tooled.c asks for each step and
+page tables (tools.py), on a real guest (vm_programs/tooled.c asks for each step and
 checks what it sees): dirty bits read and cleared for the tool's own reader (the
 program's reader keeps its bits), a page protected by call and one by entry (the
 program's writes fault), a clone without a page loaded for user code, refusals as
@@ -11,7 +11,7 @@ import pytest
 
 from kvmdune.dune import PageTablesApi, DuneError
 
-from .conftest import passed_checks, run_dune
+from .vm_support import passed_checks, program, run_dune, syscall_path  # noqa: F401
 
 pytestmark = pytest.mark.kvm
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import run_dune
+from .vm_support import program, run_dune, syscall_path  # noqa: F401
 
 pytestmark = pytest.mark.kvm
 

@@ -1,5 +1,5 @@
 """Hypothesis fuzzes every page-table hypercall's arguments from a C program in the
-guest (programs/fuzz.c reads them from stdin): roots real and made up, addresses in
+guest (vm_programs/fuzz.c reads them from stdin): roots real and made up, addresses in
 the program's memory, the page-table window, its text, the kernel half and beyond,
 lengths, permissions, frame addresses and output pointers of every kind. The VMM
 must stay intact: no internal error, every result a success or one of the
@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from kvmdune.dune.hypercall import HypercallOp
 from kvmdune.linux.abi import Errno
 
-from .conftest import run_dune
+from .vm_support import program, run_dune, syscall_path  # noqa: F401
 from .harness import INVARIANTS
 
 pytestmark = pytest.mark.kvm

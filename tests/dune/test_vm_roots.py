@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import passed_checks, run_dune
+from .vm_support import passed_checks, program, run_dune, syscall_path  # noqa: F401
 
 pytestmark = pytest.mark.kvm
 

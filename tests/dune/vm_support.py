@@ -1,6 +1,7 @@
-"""Setup for the Dune API's page-table tests: C programs built here against the
-API's C side (include/, native/vm.c), run under the test harness (harness.py)
-on each system-call path (fast: the call ring; slow: every call exits)."""
+"""What the Dune API's page-table tests share (imported by each test_vm_* module):
+C programs (vm_programs/) built here against the API's C side (include/,
+native/vm.c), run under the test harness (harness.py) on each system-call path
+(fast: the call ring; slow: every call exits)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 
 import kvmdune
 
-PROGRAMS = pathlib.Path(__file__).parent / "programs"
+PROGRAMS = pathlib.Path(__file__).parent / "vm_programs"
 #: dune.h for the examples until dune-traps' header lands (the real one is found first).
 STANDIN = pathlib.Path(__file__).parent / "standin"
 PACKAGE = pathlib.Path(kvmdune.__file__).parent
@@ -22,7 +23,7 @@ VM_SOURCE = PACKAGE / "dune" / "native" / "vm.c"
 EXAMPLES = PACKAGE / "dune" / "examples"
 REPOSITORY = PACKAGE.parent
 FAST_SYSCALLS = "KVMDUNE_FAST_SYSCALLS"
-CFLAGS = ["-O1", "-fno-stack-protector", "-Wall", "-static"]
+CFLAGS = ["-O1", "-fno-stack-protector", "-Wall", "-Werror", "-static"]
 
 
 def build(source: pathlib.Path, out: pathlib.Path, extra: tuple[str, ...] = ()) -> str:
@@ -35,8 +36,8 @@ def build(source: pathlib.Path, out: pathlib.Path, extra: tuple[str, ...] = ()) 
 
 @pytest.fixture(scope="session")
 def program(tmp_path_factory):
-    """Builds a test program (tests/dune/programs/NAME.c) or example once."""
-    out = tmp_path_factory.mktemp("dune-programs")
+    """Builds a test program (tests/dune/vm_programs/NAME.c) or example once."""
+    out = tmp_path_factory.mktemp("dune-vm-programs")
     built: dict[str, str] = {}
 
     def get(name: str) -> str:

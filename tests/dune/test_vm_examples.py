@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from .vm_support import program, run_dune, syscall_path  # noqa: F401
+from .vm_support import example, run_example, syscall_path  # noqa: F401
 
 pytestmark = pytest.mark.kvm
 
 
-def test_dirty_page_tracking_finds_exactly_the_pages_written(program, syscall_path):
-    result = run_dune([program("dirty_pages")])
+def test_dirty_page_tracking_finds_exactly_the_pages_written(example, syscall_path):
+    result = run_example([example("dirty_pages")])
     lines = result.stdout.decode().splitlines()
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
     assert len(lines) == 8

@@ -6,9 +6,10 @@ platform floor it cannot avoid, all measured in the same run (medians of runs):
 - protect + unprotect one page (two dune_vm_mprotect hypercalls): Linux's mprotect
   pair; floor: two call-ring round trips (a getppid through the ring, measured in
   the same guest) plus one host mprotect pair (the Linux baseline's);
-- Appel & Li's trap: protect, write fault, a handler that unprotects, retry: Linux's
-  mprotect + SIGSEGV handler; floor: the machine's own trap (a CPL3 fault to the
-  VMM, unprotected there, retried: ``bench core``'s);
+- Appel & Li's trap: protect, write fault, a handler that unprotects, retry, with
+  the program's page-fault handler (an upcall) and with a SIGSEGV handler (Linux's
+  way, under kvmdune): Linux's mprotect + SIGSEGV handler; floor: the machine's own
+  trap (a CPL3 fault to the VMM, unprotected there, retried: ``bench core``'s);
 - reading and clearing the dirty bits of 1 GiB, fully touched, with 1,024 pages
   written since the last clear, with the batched call (kvmdune_vm_clear_bits) and
   with libdune's dune_vm_page_walk + dune_flush_tlb: Linux's userfaultfd write
@@ -144,6 +145,7 @@ def run_dune_bench(samples: int = 5, quick: bool = False,
         ring = guest_results(runner, binary, samples, "getppid", iterations * 10)
         protect = guest_results(runner, binary, samples, "protect", iterations)
         trap = guest_results(runner, binary, samples, "trap", iterations // 2)
+        trap_signal = guest_results(runner, binary, samples, "trap-signal", iterations // 2)
         progress(f"guest: dirty rounds over {mb} MiB")
         batched = guest_results(runner, binary, samples, "dirty", mb, written)
         batched_mprotect = guest_results(runner, binary, samples, "dirty", mb, written,
@@ -165,7 +167,10 @@ def run_dune_bench(samples: int = 5, quick: bool = False,
         Row("protect + unprotect a page (2 hypercalls)", us(protect),
             2 * us(ring) + pair, "2 ring round trips + host mprotect pair",
             pair, "mprotect pair"),
-        Row("trap: protect, fault, handler unprotects", us(trap),
+        Row("trap: protect, fault, pgflt handler unprotects", us(trap),
+            machine_trap, "the machine's trap (fault -> VMM -> retry)",
+            linux_trap, "mprotect + SIGSEGV handler + mprotect"),
+        Row("trap: protect, fault, SIGSEGV handler unprotects", us(trap_signal),
             machine_trap, "the machine's trap (fault -> VMM -> retry)",
             linux_trap, "mprotect + SIGSEGV handler + mprotect"),
         Row(f"{dirty}: kvmdune_vm_clear_bits", us(batched), machine_collect,

@@ -45,6 +45,6 @@ def test_bench_dune_quick_reports_every_row():
     else:
         rows = dune.run_dune_bench(samples=1, quick=True, build=build,
                                    runner=dune.vmm_runner("tests.dune.harness:bench_factory"))
-    assert len(rows) == 5
+    assert len(rows) == 6
     assert all(row.kvmdune_us > 0 and row.floor_us > 0 and row.linux_us > 0 for row in rows)
     assert "kvmdune_vm_clear_bits" in dune.format_table(rows)

@@ -6,7 +6,9 @@
  *   getppid [N]         one system call answered through the call ring (the ring
  *                       round trip of the floor)
  *   protect [N]         dune_vm_mprotect of one page read-only, then read-write
- *   trap [N]            protect, write fault, handler unprotects, retry (Appel & Li)
+ *   trap [N]            protect, write fault, the page-fault handler (an upcall)
+ *                       unprotects, retry (Appel & Li)
+ *   trap-signal [N]     the same with a SIGSEGV handler (Linux's way, under kvmdune)
  *   dirty [MB [PAGES]]  read and clear the dirty bits of MB MiB, fully touched, with
  *                       PAGES pages written since the last clear (kvmdune_vm_clear_bits)
  *   walk [MB [PAGES]]   the same with dune_vm_page_walk, clearing PTE_D through the
@@ -98,13 +100,17 @@ static void protect_loop(long n, char *page)
 	}
 }
 
-static char *trap_page;
-
 static void unprotect(int sig, siginfo_t *info, void *ctx)
 {
 	(void)sig, (void)ctx;
 	dune_vm_mprotect(pgroot, (void *)PGADDR((uintptr_t)info->si_addr), PGSIZE,
 			 PERM_R | PERM_W | PERM_U);
+}
+
+static void unprotect_upcall(uintptr_t addr, uint64_t fec, struct dune_tf *tf)
+{
+	(void)fec, (void)tf;
+	dune_vm_mprotect(pgroot, (void *)PGADDR(addr), PGSIZE, PERM_R | PERM_W | PERM_U);
 }
 
 static void trap_loop(long n, char *page)
@@ -125,7 +131,6 @@ static int per_op(const char *name, loop_fn fn, long n)
 		return 1;
 	}
 	page[0] = 1;
-	trap_page = page;
 	fn(n / 10 + 1, page);                       /* warm up */
 	for (int r = 0; r < repeat; r++) {
 		uint64_t t0 = now_ns(), c0 = cycles();
@@ -228,7 +233,8 @@ int main(int argc, char **argv)
 		argv += 2, argc -= 2;
 	}
 	if (repeat < 1 || repeat > MAX_REPEAT || argc < 2) {
-		fprintf(stderr, "usage: dune_vm [--repeat 1..%d] getppid|protect|trap|dirty|walk|all "
+		fprintf(stderr, "usage: dune_vm [--repeat 1..%d] getppid|protect|trap|trap-signal|dirty|"
+			"walk|all "
 			"[ARGS]\n", MAX_REPEAT);
 		return 2;
 	}
@@ -245,8 +251,12 @@ int main(int argc, char **argv)
 		failed |= per_op("getppid", getppid_loop, a ? a : 20000);
 	if (all || strcmp(name, "protect") == 0)
 		failed |= per_op("protect", protect_loop, a ? a : 2000);
-	if (all || strcmp(name, "trap") == 0)
+	if (all || strcmp(name, "trap-signal") == 0)
+		failed |= per_op("trap-signal", trap_loop, a ? a : 1000);
+	if (all || strcmp(name, "trap") == 0) {
+		dune_register_pgflt_handler(unprotect_upcall);
 		failed |= per_op("trap", trap_loop, a ? a : 1000);
+	}
 	if (all || strcmp(name, "dirty") == 0)
 		failed |= dirty("dirty", 0, a ? a : 1024, b ? b : 1024);
 	if (all || strcmp(name, "walk") == 0)

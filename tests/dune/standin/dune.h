@@ -35,6 +35,26 @@ static inline void dune_flush_tlb(void)
 	flush_tlb();
 }
 
+/* A page-fault handler, here called from a SIGSEGV handler (the harness turns a
+ * fault on a page pgroot restricts into SIGSEGV); the real one is an upcall. */
+typedef void (*dune_pgflt_cb)(uintptr_t addr, uint64_t fec, struct dune_tf *tf);
+static dune_pgflt_cb standin_pgflt;
+
+static void standin_on_segv(int sig, siginfo_t *info, void *ctx)
+{
+	(void)sig, (void)ctx;
+	standin_pgflt((uintptr_t)info->si_addr, FEC_P | FEC_W | FEC_U, NULL);
+}
+
+static inline void dune_register_pgflt_handler(dune_pgflt_cb cb)
+{
+	struct sigaction sa = { .sa_sigaction = standin_on_segv,
+				.sa_flags = SA_SIGINFO | SA_NODEFER };
+
+	standin_pgflt = cb;
+	sigaction(SIGSEGV, &sa, NULL);
+}
+
 static inline void dune_flush_tlb_one(unsigned long addr)
 {
 	flush_tlb_one((void *)addr);

@@ -31,7 +31,7 @@ from typing import Iterator
 
 from ..linux.abi import ProtFlags
 from ..linux.mm import MemoryMap, Vma
-from ..memory import PAGE_SIZE, AddressSpace, Perm
+from ..memory import PAGE_SIZE, AddressSpace, OutOfGuestMemory, Perm
 from ..memory.pagetable import ENTRIES_PER_TABLE, LEVEL_SHIFTS, USER_SPACE_END
 from .entries import ADDR_MASK, DIRECTORY_FLAGS, PTE
 
@@ -44,8 +44,9 @@ _P = int(PTE.P)
 _ZERO_TABLE = array.array("Q", bytes(PAGE_SIZE))
 
 
-class WindowFull(MemoryError):
-    """No room is left in the window for another table."""
+class WindowFull(OutOfGuestMemory):
+    """No room is left in the window for another table (or for the window): ENOMEM,
+    as for guest memory."""
 
 
 @dataclass(eq=False)

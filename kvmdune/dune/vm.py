@@ -67,9 +67,10 @@ from ..memory.pagetable import USER_SPACE_END
 from .entries import (AD, ADDR_MASK, ALL_RIGHTS, LARGE_PAGE_PERMS, PERM, PTE, RIGHT_R,
                       RIGHT_W, RIGHT_X, RIGHTS_BITS, entry_bits, perm_of, rights, rights_bits,
                       rights_of_perm, user_visible)
+from .hardware import Change, apply_changes
 from .hypercall import BitsFlags, HypercallOp
 from . import _mirror
-from .mirror import Mirror, Window, WindowFull
+from .mirror import Mirror, Window
 from .ranges import RangeSet
 
 #: The part of the user half that is the program's (above it: the call stub and ring).
@@ -91,10 +92,6 @@ _HW_PRESENT = int(HW.PRESENT | HW.PROTNONE)
 _HW_OWNED = int(HW.OWNED)
 _HW_ADDR = 0x000F_FFFF_FFFF_F000
 _PROT_WRITE = int(ProtFlags.PROT_WRITE)
-
-#: One change of one leaf entry: (page address, old entry, new entry).
-Change = tuple[int, int, int]
-
 
 class Refused(Exception):
     """A hypercall's request that is refused, with the errno the guest gets."""
@@ -201,7 +198,7 @@ class DuneVm:
             return operation(*args[:operation.__code__.co_argcount - 1])
         except Refused as refused:
             return -refused.errno
-        except (OutOfGuestMemory, WindowFull):
+        except OutOfGuestMemory:          # guest memory, or the window, is full
             return -Errno.ENOMEM
         finally:
             self._release_frames()
@@ -238,7 +235,8 @@ class DuneVm:
         return self.current.view
 
     def close(self) -> None:
-        """Release every root, the window and the frames the API gave (exec, exit)."""
+        """Release every root, the window and the frames the API gave (at exec and
+        exit, while the machine's memory is still there)."""
         if self.closed:
             return
         self.closed = True
@@ -648,7 +646,7 @@ class DuneVm:
         """map_pages into pgroot: fresh frames of the program view (holes become
         anonymous VMAs with the rights asked)."""
         granted = rights(bits)
-        for vma in self.mm._overlapping(start, end):
+        for vma in self.mm.overlapping(start, end):
             if vma.region is not None or vma.vmm_backed:
                 raise Refused(Errno.EINVAL, "a shared mapping's pages cannot be replaced")
             if granted & ~self._vma_ceiling(vma.start):
@@ -682,7 +680,7 @@ class DuneVm:
         """Record the unmapped parts of [start, end) as anonymous private VMAs."""
         prot = _prot_of(granted)
         cursor = start
-        for vma in self.mm._overlapping(start, end) + [None]:
+        for vma in self.mm.overlapping(start, end) + [None]:
             hole_end = end if vma is None else max(vma.start, cursor)
             if cursor < hole_end:
                 self.mm.adopt(Vma(cursor, hole_end, prot))
@@ -713,10 +711,10 @@ class DuneVm:
         self._write_entries(root, changes)
         if dropped:
             self._purge(dropped, root)
-        _apply(root.view, _view_ops(changes, user=True))
+        apply_changes(root.view, changes, user=True)
         if root.is_pgroot and program_view:
             self._owners = None
-            _apply(self.space, _view_ops(changes, user=False))
+            apply_changes(self.space, changes, user=False)
             for va, old, new in changes:
                 if old & ADDR_MASK and not new & ADDR_MASK:
                     self._unmapped.add(va, va + PAGE_SIZE)
@@ -978,58 +976,6 @@ def _prot_ceiling(prot: int, read_only_file: bool) -> int:
     """The rights a VMA of ``prot`` allows (a read-only file's: never W)."""
     ceiling = rights_of_perm(perm_for(prot))
     return ceiling & ~RIGHT_W if read_only_file else ceiling
-
-
-#: What to do to a hardware space: (unmaps, protects, maps) as runs.
-_Ops = tuple[list[tuple[int, int]], list[tuple[int, int, Perm]], list[tuple[int, int, Perm, int]]]
-
-
-def _view_ops(changes: list[Change], user: bool) -> _Ops:
-    """The hardware changes that bring a space from the old entries to the new ones:
-    a user view (``user``: only PTE_U pages, U set) or the program view (every page
-    with a frame, U set, rights as the entry's)."""
-    unmaps: list[tuple[int, int]] = []
-    protects: list[tuple[int, int, Perm]] = []
-    maps: list[tuple[int, int, Perm, int]] = []
-    for va, old, new in changes:
-        if user:
-            had, has = user_visible(old), user_visible(new)
-        else:
-            had, has = bool(old & ADDR_MASK), bool(new & ADDR_MASK)
-        old_frame, new_frame = old & ADDR_MASK, new & ADDR_MASK
-        perm = perm_of(new, user=True)
-        if had and has and old_frame == new_frame:
-            if perm != perm_of(old, user=True):
-                _extend(protects, va, perm)
-            continue
-        if had:
-            _extend(unmaps, va)
-        if has:
-            if maps and maps[-1][0] + maps[-1][1] == va and maps[-1][2] == perm \
-                    and maps[-1][3] + maps[-1][1] == new_frame:
-                maps[-1] = (maps[-1][0], maps[-1][1] + PAGE_SIZE, perm, maps[-1][3])
-            else:
-                maps.append((va, PAGE_SIZE, perm, new_frame))
-    return unmaps, protects, maps
-
-
-def _extend(runs: list, va: int, *key: object) -> None:
-    if runs and runs[-1][0] + runs[-1][1] == va and tuple(runs[-1][2:]) == key:
-        runs[-1] = (runs[-1][0], runs[-1][1] + PAGE_SIZE, *key)
-    else:
-        runs.append((va, PAGE_SIZE, *key))
-
-
-def _apply(space: AddressSpace, ops: _Ops) -> None:
-    if space.closed:
-        return
-    unmaps, protects, maps = ops
-    for start, length in unmaps:
-        space.unmap(start, length)
-    for start, length, perm in protects:
-        space.protect(start, length, perm)
-    for start, length, perm, frame in maps:
-        space.map(start, length, perm, paddr=frame)
 
 
 __all__ = ["DuneVm", "Refused", "Root", "CR3_NOFLUSH", "BITS_READER", "read_bits"]

@@ -165,6 +165,10 @@ class MemoryMap:
         self._insert(vma)
         self._merge_around(vma.start, vma.end)
 
+    def overlapping(self, start: int, end: int) -> list[Vma]:
+        """The VMAs overlapping [start, end), in address order."""
+        return self._overlapping(start, end)
+
     def sealed_in(self, start: int, end: int) -> bool:
         """Whether a sealed VMA overlaps [start, end)."""
         return any(vma.sealed for vma in self._overlapping(start, end))

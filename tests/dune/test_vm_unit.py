@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from kvmdune.dune.entries import PERM, PTE
+from kvmdune.dune.entries import PERM
 from kvmdune.dune.hypercall import HypercallOp as Op
 from kvmdune.dune.mirror import WINDOW_NAME, WINDOW_SIZE
 from kvmdune.dune.vm import DuneVm

@@ -7,7 +7,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..memory import PAGE_SIZE, AddressSpace, Perm
-from .entries import ADDR_MASK, perm_of, user_visible
+from .entries import ADDR_MASK, PTE, RIGHTS_BITS, perm_of
+
+_ADDR = ADDR_MASK
+#: A user view shows an entry with a frame that is present and PTE_U (entries
+#: without a frame are never present: the flush refuses them).
+_USER_VISIBLE = int(PTE.P | PTE.U)
 
 #: One change of one leaf entry: (page address, old entry, new entry).
 Change = tuple[int, int, int]
@@ -26,26 +31,33 @@ def space_changes(changes: list[Change], user: bool) -> SpaceChanges:
     """What brings a space from the old entries to the new ones (changes sorted by
     page): a user view (``user``) or the program view."""
     ops = SpaceChanges()
+    unmaps, protects, maps = ops.unmaps, ops.protects, ops.maps
+    visible = _USER_VISIBLE if user else _ADDR
     for va, old, new in changes:
-        if user:
-            had, has = user_visible(old), user_visible(new)
-        else:
-            had, has = bool(old & ADDR_MASK), bool(new & ADDR_MASK)
-        old_frame, new_frame = old & ADDR_MASK, new & ADDR_MASK
-        perm = perm_of(new, user=True)
-        if had and has and old_frame == new_frame:
-            if perm != perm_of(old, user=True):
-                _extend(ops.protects, va, perm)
+        had = old & visible == visible if user else bool(old & _ADDR)
+        has = new & visible == visible if user else bool(new & _ADDR)
+        frame = new & _ADDR
+        if had and has and old & _ADDR == frame:
+            if (old ^ new) & RIGHTS_BITS:
+                perm = perm_of(new, user=True)
+                if protects and protects[-1][0] + protects[-1][1] == va \
+                        and protects[-1][2] == perm:
+                    protects[-1] = (protects[-1][0], protects[-1][1] + PAGE_SIZE, perm)
+                else:
+                    protects.append((va, PAGE_SIZE, perm))
             continue
         if had:
-            _extend(ops.unmaps, va)
+            if unmaps and unmaps[-1][0] + unmaps[-1][1] == va:
+                unmaps[-1] = (unmaps[-1][0], unmaps[-1][1] + PAGE_SIZE)
+            else:
+                unmaps.append((va, PAGE_SIZE))
         if has:
-            maps = ops.maps
+            perm = perm_of(new, user=True)
             if maps and maps[-1][0] + maps[-1][1] == va and maps[-1][2] == perm \
-                    and maps[-1][3] + maps[-1][1] == new_frame:
+                    and maps[-1][3] + maps[-1][1] == frame:
                 maps[-1] = (maps[-1][0], maps[-1][1] + PAGE_SIZE, perm, maps[-1][3])
             else:
-                maps.append((va, PAGE_SIZE, perm, new_frame))
+                maps.append((va, PAGE_SIZE, perm, frame))
     return ops
 
 
@@ -60,13 +72,6 @@ def apply_changes(space: AddressSpace, changes: list[Change], user: bool) -> Non
         space.protect(start, length, perm)
     for start, length, perm, frame in ops.maps:
         space.map(start, length, perm, paddr=frame)
-
-
-def _extend(runs: list, va: int, *key: object) -> None:
-    if runs and runs[-1][0] + runs[-1][1] == va and tuple(runs[-1][2:]) == key:
-        runs[-1] = (runs[-1][0], runs[-1][1] + PAGE_SIZE, *key)
-    else:
-        runs.append((va, PAGE_SIZE, *key))
 
 
 __all__ = ["Change", "SpaceChanges", "apply_changes", "space_changes"]

@@ -279,10 +279,12 @@ class DuneVm:
         for start, end in self._program_parts(start, end):
             self._unmapped.remove(start, end)
             changes = []
+            vma_ceiling = self._vma_ceiling(start)      # one prot over the whole range
             for va, old in self._entries(root, start, end):
                 if not old & ADDR_MASK:
                     continue
-                ceiling = self._ceiling(root, va, old & ADDR_MASK) or 0
+                ceiling = (self._ceiling(root, va, old & ADDR_MASK) or 0
+                           if va in self._aliases else vma_ceiling)
                 changes.append((va, old, (old & ~RIGHTS_BITS) | rights_bits(ceiling)))
             aliases = [(va, new) for va, _old, new in changes if va in self._aliases]
             with self._batch():
@@ -621,8 +623,20 @@ class DuneVm:
         return self.pgroot_root.mirror.get(va) & ADDR_MASK
 
     def _check_rights(self, root: Root, changes: list[Change]) -> None:
+        """The new rights of entries keeping their frames are within the ceiling."""
+        vma, ceiling = None, 0
         for va, _old, new in changes:
-            if rights(new) & ~(self._ceiling(root, va, new & ADDR_MASK) or 0):
+            granted = rights(new)
+            if not granted:
+                continue
+            if not root.is_pgroot or va in self._aliases:
+                limit = self._ceiling(root, va, new & ADDR_MASK) or 0
+            else:                         # pgroot's own page: its VMA decides
+                if vma is None or not vma.start <= va < vma.end:
+                    vma = self.mm.find(va)
+                    ceiling = self._vma_ceiling(va)
+                limit = ceiling
+            if granted & ~limit:
                 raise Refused(Errno.EACCES, f"rights beyond the mapping at {va:#x}")
 
     def _check_frames(self, root: Root, changes: list[Change]) -> None:
@@ -705,12 +719,17 @@ class DuneVm:
         program view; ``aliases`` are pgroot pages whose new frame they do not own."""
         if not changes:
             return
-        dropped: set[int] = set()
-        for va, old, new in changes:
-            dropped |= self._account(root, va, old, new, va in aliases)
+        # pgroot's own pages need no accounting while nothing refers to their frames
+        # and nothing is an alias (the common case, and every Linux change's).
+        if not root.is_pgroot or aliases or self._aliases or self._refs:
+            dropped: list[int] = []
+            for va, old, new in changes:
+                frame = self._account(root, va, old, new, va in aliases)
+                if frame and frame in self._refs:
+                    dropped.append(frame)
+            if dropped:
+                self._purge(set(dropped), root)
         self._write_entries(root, changes)
-        if dropped:
-            self._purge(dropped, root)
         apply_changes(root.view, changes, user=True)
         if root.is_pgroot and program_view:
             self._owners = None
@@ -719,8 +738,8 @@ class DuneVm:
                 if old & ADDR_MASK and not new & ADDR_MASK:
                     self._unmapped.add(va, va + PAGE_SIZE)
 
-    def _account(self, root: Root, va: int, old: int, new: int, alias: bool) -> set[int]:
-        """Keep references right for one change; the owned frames it drops."""
+    def _account(self, root: Root, va: int, old: int, new: int, alias: bool) -> int:
+        """Keep references right for one change; the owned frame it drops (or 0)."""
         old_frame, new_frame = old & ADDR_MASK, new & ADDR_MASK
         if root.is_pgroot:
             was_alias = va in self._aliases
@@ -736,8 +755,8 @@ class DuneVm:
         if new_frame and is_alias and not (was_alias and new_frame == old_frame):
             self._refs[new_frame] += 1
         if root.is_pgroot and old_frame and not was_alias and (new_frame != old_frame or is_alias):
-            return {old_frame}
-        return set()
+            return old_frame
+        return 0
 
     def _unref(self, frame: int) -> None:
         self._refs[frame] -= 1

@@ -22,7 +22,7 @@ from typing import Callable, Protocol
 from ..memory import PAGE_SIZE, VMM, AddressSpace, OutOfGuestMemory, Perm
 from ..memory.guest_memory import SharedRegion
 from ..machine import PFError, layout
-from . import aslr
+from . import aslr, residency
 from .abi import (MAP_TYPE, Errno, MadviseAdvice, MapFlags, MapType, MremapFlags, MsyncFlags,
                   ProtFlags)
 
@@ -72,6 +72,9 @@ class Vma:
     # Shared mappings: the host-shared region behind them, and where ``start`` is in it.
     region: "SharedRegion | None" = None
     region_offset: int = 0
+    # Linux's VM_SOFTDIRTY: every page of a new (or grown) mapping reads as soft-dirty
+    # in /proc/self/pagemap until the next clear_refs 4 (residency.py).
+    soft_dirty: bool = True
     #: mseal(2): the program's munmap, mremap, mprotect, MAP_FIXED and destructive
     #: madvise over it fail with EPERM (the VMM's own unmap at exec still works).
     sealed: bool = False
@@ -116,6 +119,9 @@ class MemoryMap:
         self.space = space
         self.vmas: list[Vma] = []
         self.observer: MapObserver | None = None
+        #: The largest resident set seen when memory was unmapped, in pages (Linux's
+        #: hiwater_rss: VmHWM is the larger of it and the current RSS).
+        self.rss_peak_pages = 0
         self.brk_start = self.brk = 0
         # The top of the area mmap fills downwards: exec draws it (aslr.py); until
         # then Linux's without randomization.
@@ -228,6 +234,8 @@ class MemoryMap:
             memory.slice(found.paddr, len(chunk))[:] = chunk
 
     def unmap(self, start: int, length: int) -> None:
+        if self._overlapping(start, start + length):
+            self.note_rss_peak()        # as Linux updates hiwater_rss before an unmap
         removed = self._cut(start, start + length)
         if removed:
             with self.space.batch():
@@ -240,6 +248,14 @@ class MemoryMap:
         for region in regions:
             if not any(vma.region is region for vma in self.vmas):
                 self.space.memory.remove_shared(region)
+
+    def note_rss_peak(self) -> None:
+        self.rss_peak_pages = max(self.rss_peak_pages, residency.rss(self.space, self.vmas).total)
+
+    def clear_soft_dirty(self) -> None:
+        """clear_refs 4: no mapping is new any more (VM_SOFTDIRTY cleared)."""
+        self.vmas = [replace(vma, soft_dirty=False) if vma.soft_dirty else vma
+                     for vma in self.vmas]
 
     def close(self) -> None:
         """Unmap everything (at exec and exit), releasing shared regions."""
@@ -308,7 +324,7 @@ class MemoryMap:
         heap = self.find(self.brk_start) if self.brk_start < old_end else None
         if heap is not None and heap.name == "[heap]":
             self.vmas.remove(heap)
-            self._insert(replace(heap, end=new_end))
+            self._insert(replace(heap, end=new_end, soft_dirty=True))   # as do_brk_flags
         else:
             self._insert(Vma(self.brk_start, new_end,
                              int(ProtFlags.PROT_READ | ProtFlags.PROT_WRITE), name="[heap]"))
@@ -437,7 +453,8 @@ class MemoryMap:
         tail = old + old_length
         if vma.end == tail and self.is_free(tail, old + new_length):
             self.map_fixed(replace(vma, start=tail, end=old + new_length,
-                                   offset=vma.offset + old_length, source=None))
+                                   offset=vma.offset + old_length, source=None,
+                                   soft_dirty=True))
             self._merge_around(old, old + new_length)
             return old
         if not flags & MremapFlags.MREMAP_MAYMOVE:
@@ -463,8 +480,9 @@ class MemoryMap:
                      target: int) -> int:
         keep = min(old_length, new_length)
         data = self._read_mapped(old, keep)
-        self.map_fixed(replace(vma, start=target, end=target + new_length, source=None),
-                       data)
+        # Linux moves the entries and marks each soft-dirty; the copy here is new.
+        self.map_fixed(replace(vma, start=target, end=target + new_length, source=None,
+                               soft_dirty=True), data)
         self.unmap(old, old_length)
         return target
 
@@ -488,7 +506,8 @@ class MemoryMap:
         while index + 1 < len(self.vmas) and self.vmas[index].start <= end:
             before, after = self.vmas[index], self.vmas[index + 1]
             if _mergeable(before, after):
-                self.vmas[index:index + 2] = [replace(before, end=after.end)]
+                self.vmas[index:index + 2] = [replace(
+                    before, end=after.end, soft_dirty=before.soft_dirty or after.soft_dirty)]
             else:
                 index += 1
 
@@ -537,7 +556,8 @@ class MemoryMap:
 
 def _mergeable(before: Vma, after: Vma) -> bool:
     """Whether two VMAs are one mapping to Linux: adjacent, the same rights, kind and
-    file, the file's offsets continuing, and no host-shared region behind them."""
+    file, the file's offsets continuing, and no host-shared region behind them
+    (VM_SOFTDIRTY does not keep mappings apart, as in Linux's is_mergeable_vma)."""
     if before.end != after.start or before.region is not None or after.region is not None:
         return False
     if (before.prot, before.shared, before.name, before.grows_down, before.source,

@@ -52,6 +52,8 @@ class RunOptions:
     #: Gives a process privileged features on its first hypercall (the Dune API:
     #: ``kvmdune.dune``); None: hypercalls fail with ENOSYS, as on Linux.
     privileged: "PrivilegedFactory | None" = None
+    #: The program's argv[0] when it is not PROGRAM as given (bash's ``exec -a``).
+    argv0: str | None = None
 
 
 #: The status when a descriptor to pass cannot be given (as for a bad policy).
@@ -80,6 +82,8 @@ def _run_command(argv: list[str], env: dict[str, str] | None, options: RunOption
         say(f"kvmdune: {describe_exec_error(exc)}")
         return exit_status_for(exc)
     envp = [f"{key}={value}".encode() for key, value in environment.items()]
+    if options.argv0 is not None:
+        argv = [options.argv0, *argv[1:]]
     args = [arg.encode("utf-8", "surrogateescape") for arg in argv]
     if options.user is not None and not user_exists(options.user):
         say(f"kvmdune: no user named {options.user!r} here (--user)")

@@ -83,7 +83,10 @@ class Machine:
         self._closers.append(self.vm.close)
         if self.platform.kind is PlatformKind.VMX and self.kvm.check_extension(Cap.SET_TSS_ADDR):
             self.vm.set_tss_addr(VMX_TSS_ADDRESS)
-        self.memory.register(self.vm)
+        # KVM's dirty log re-arms cleared D bits where restrictions need the host's
+        # invalidation (software KVM); elsewhere the guest's TLB flush does.
+        self.memory.register(
+            self.vm, dirty_log=self.platform.restricting_changes_need_host_invalidation)
         vcpu = self.vm.create_vcpu(0)
         self._closers.append(lambda: self.cpu.close())
         return vcpu

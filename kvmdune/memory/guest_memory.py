@@ -102,11 +102,13 @@ class GuestMemory:
         # A gap after each backing keeps two backings from ever looking contiguous.
         self._next_base = -(-size // SHARED_REGION_ALIGN) * SHARED_REGION_ALIGN + SHARED_REGION_ALIGN
 
-    def register(self, vm: Vm, slot: int = GUEST_MEMORY_SLOT) -> None:
+    def register(self, vm: Vm, slot: int = GUEST_MEMORY_SLOT, dirty_log: bool = True) -> None:
         """Make this memory the VM's guest-physical memory (KVM_SET_USER_MEMORY_REGION),
         shared regions included (a forked child registers them with its new VM).
-        The main slot logs dirty pages where KVM can (see ``write_protect``)."""
-        self.dirty_log = self._enable_dirty_log(vm)
+        With ``dirty_log``, the main slot logs dirty pages where KVM can (for
+        ``write_protect``; a machine that invalidates by guest TLB flushes has no use
+        for it, and KVM maps a logged slot with small pages only)."""
+        self.dirty_log = dirty_log and self._enable_dirty_log(vm)
         flags = MemFlags.LOG_DIRTY_PAGES if self.dirty_log else MemFlags(0)
         vm.set_user_memory_region(slot, 0, self.size, self.mapping.address, flags)
         for region in self.regions:

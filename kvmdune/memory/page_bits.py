@@ -132,7 +132,7 @@ class BitReader:
             return []
         if clear and self is self._owner.since_mapping:
             raise ValueError("the since-mapping reader never clears")
-        test = int(bits) | sum(self._bit(kind) for kind in kinds)
+        test = self.mask(bits)
         change = self._clearing(kinds, test) if clear else None
         scan = self._owner.space.tables.scan_bits(start, end - start, test, change)
         if scan.full or scan.dirty_only:
@@ -142,12 +142,15 @@ class BitReader:
     def count(self, vaddr: int, size: int, bits: PTE) -> int:
         """How many 4 KiB pages of the range ``read`` would report (without clearing)."""
         start, end = self._range(vaddr, size)
-        kinds = self._kinds(bits)
         if start == end:
             return 0
-        test = int(bits) | sum(self._bit(kind) for kind in kinds)
-        return self._owner.space.tables.scan_bits(start, end - start, test,
+        return self._owner.space.tables.scan_bits(start, end - start, self.mask(bits),
                                                   collect=False).hits
+
+    def mask(self, bits: PTE) -> int:
+        """The entry bits that hold this reader's view of ``bits``: an entry with any
+        of them set is a page ``read`` reports (for counting walks of one's own)."""
+        return int(bits) | sum(self._bit(kind) for kind in self._kinds(bits))
 
     def close(self) -> None:
         """Give this reader's entry bits back (the since-mapping reader stays)."""

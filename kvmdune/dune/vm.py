@@ -953,11 +953,7 @@ def _note_clears(clears: dict[int, list[int]], va: int, old: int, new: int) -> N
 
 def _reader_masks(reader) -> tuple[int, int]:
     """The entry bits that say "accessed", "written" since ``reader``'s last clear."""
-    if hasattr(reader, "mask"):
-        return reader.mask(HW.ACCESSED), reader.mask(HW.DIRTY)
-    # BitReader.mask is on procbits' branch, not yet on main: the same, from its bits.
-    return (int(HW.ACCESSED) | reader._bit(HW.ACCESSED),
-            int(HW.DIRTY) | reader._bit(HW.DIRTY))
+    return reader.mask(HW.ACCESSED), reader.mask(HW.DIRTY)
 
 
 def _runs(pages: list[int]) -> list[tuple[int, int]]:

@@ -1,5 +1,7 @@
-"""A test-only stand-in for dune-traps' DuneProcess, until it is on main: runs a
-program under kvmdune with ``DuneVm`` answering the page-table hypercalls.
+"""A test-only privileged extension: ``DuneVm`` alone, answering the page-table
+hypercalls, with a minimal user mode and a hook for Python tools, for the test
+programs that use raw hypercalls (vm_programs/testdune.h). Programs written against
+dune.h run under ``kvmdune run`` with dune-traps' DuneProcess instead.
 
 ``python3 -m tests.dune.harness PROGRAM ARGS...`` (from the repository root) runs
 PROGRAM as ``kvmdune run`` would, with a privileged extension that answers

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from .vm_support import passed_checks, program, run_dune, syscall_path  # noqa: F401
+from .vm_support import (api_program, passed_checks, program, run_dune,  # noqa: F401
+                         run_example, syscall_path)
 
 pytestmark = pytest.mark.kvm
 
@@ -19,3 +20,11 @@ def test_every_downgrade_is_seen_from_the_guest(program, syscall_path):
                       "program-dirty-cleared-and-set-again", "user-write-removed",
                       "user-access-removed", "user-unmapped", "clone-user-unmapped",
                       "user-dirty-cleared-and-set-again"]
+
+
+def test_user_view_downgrades_with_the_real_api(api_program, syscall_path):
+    """The same for user code run by dune_jump_to_user under `kvmdune run` (the
+    library's upcalls end each run at user code's system call or fault)."""
+    assert passed_checks(run_example([api_program("userviews")])) == [
+        "user-write-removed", "user-access-removed", "clone-user-unmapped",
+        "user-dirty-cleared-and-set-again"]

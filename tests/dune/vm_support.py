@@ -46,13 +46,28 @@ def real_library() -> bool:
 
 
 def build_example(source: pathlib.Path, out: pathlib.Path) -> str:
-    """An example as a user builds it: ``kvmdune config``'s flags."""
+    """A program as a user builds it: ``kvmdune config``'s flags."""
     from kvmdune.dune import library
 
     target = out / source.stem
-    subprocess.run(["gcc", "-O1", "-Wall", "-Werror", "-static", *library.cflags(), "-o",
-                    str(target), str(source), *library.libs()], check=True)
+    subprocess.run(["gcc", "-O1", "-Wall", "-Werror", "-fno-stack-protector", "-static",
+                    *library.cflags(), "-o", str(target), str(source), *library.libs()],
+                   check=True)
     return str(target)
+
+
+@pytest.fixture(scope="session")
+def api_program(tmp_path_factory):
+    """Builds a test program written against dune.h (vm_programs/NAME.c) with the
+    library, as a user would: its path (run it with ``run_example``)."""
+    out = tmp_path_factory.mktemp("dune-vm-api-programs")
+    built: dict[str, str] = {}
+
+    def get(name: str) -> str:
+        if name not in built:
+            built[name] = build_example(PROGRAMS / f"{name}.c", out)
+        return built[name]
+    return get
 
 
 def run_example(argv: list[str]) -> subprocess.CompletedProcess:

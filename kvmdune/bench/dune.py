@@ -19,14 +19,12 @@ platform floor it cannot avoid, all measured in the same run (medians of runs):
   write-protecting the cleared pages (KVM_CLEAR_DIRTY_LOG, the default where KVM
   offers it) and with the host-side mprotect pair instead.
 
-``python3 -m kvmdune.bench.dune [--no-dirty-log] [--privileged MODULE:FACTORY] --
-PROGRAM ARGS`` is the VMM the guest runs under (``kvmdune run``'s, optionally with
-the dirty log off, or with another privileged extension for tests).
+``python3 -m kvmdune.bench.dune [--no-dirty-log] -- PROGRAM ARGS`` is the VMM the
+guest runs under (``kvmdune run``'s with the Dune API, the dirty log off if asked).
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import statistics
 import subprocess
@@ -45,7 +43,6 @@ SOURCE = ("native", "dune_vm.c")
 GIB = 1 << 30
 MIB = 1 << 20
 #: Guest memory for the dirty rounds: the 1 GiB heap, its tables, the program.
-GUEST_MEMORY = "2G"
 GUEST_MEMORY_BYTES = 2 * GIB
 RUN_TIMEOUT_S = 600.0
 
@@ -70,8 +67,6 @@ class Row:
         return self.kvmdune_us / self.linux_us if self.linux_us else None
 
 
-#: Builds the guest program into a directory; returns its path.
-Builder = Callable[[Path], str]
 #: Runs ``argv`` as a guest (dirty log on or off); returns its stdout.
 GuestRunner = Callable[[list[str], bool], str]
 
@@ -88,21 +83,17 @@ def build_guest(out: Path) -> str:
     return str(binary)
 
 
-def vmm_runner(privileged: str | None = None) -> GuestRunner:
-    """Runs a guest under this module's VMM entry (``kvmdune run``'s)."""
-    def run(argv: list[str], dirty_log: bool) -> str:
-        command = [sys.executable, "-m", "kvmdune.bench.dune"]
-        if not dirty_log:
-            command.append("--no-dirty-log")
-        if privileged:
-            command += ["--privileged", privileged]
-        result = subprocess.run([*command, "--", *argv], capture_output=True, text=True,
-                                timeout=RUN_TIMEOUT_S)
-        if result.returncode != 0:
-            raise RuntimeError(f"{' '.join(argv)} failed ({result.returncode}): "
-                               f"{result.stdout[-500:]}{result.stderr[-1500:]}")
-        return result.stdout
-    return run
+def run_guest(argv: list[str], dirty_log: bool) -> str:
+    """Runs a guest under this module's VMM entry (``kvmdune run``'s): its stdout."""
+    command = [sys.executable, "-m", "kvmdune.bench.dune"]
+    if not dirty_log:
+        command.append("--no-dirty-log")
+    result = subprocess.run([*command, "--", *argv], capture_output=True, text=True,
+                            timeout=RUN_TIMEOUT_S)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({result.returncode}): "
+                           f"{result.stdout[-500:]}{result.stderr[-1500:]}")
+    return result.stdout
 
 
 def guest_results(runner: GuestRunner, binary: str, samples: int, benchmark: str,
@@ -131,16 +122,14 @@ def machine_floors(samples: int, pages: int, dirty_size: int, written: int) -> t
 
 
 def run_dune_bench(samples: int = 5, quick: bool = False,
-                   progress: Callable[[str], None] = lambda text: None,
-                   runner: GuestRunner | None = None,
-                   build: Builder = build_guest) -> list[Row]:
+                   progress: Callable[[str], None] = lambda text: None) -> list[Row]:
     """Measure every primitive (``quick``: small sizes, for smoke tests)."""
-    runner = runner or vmm_runner()
+    runner = run_guest
     iterations, pages = (200, 64) if quick else (2000, 1024)
     mb, written = (64, 64) if quick else (1024, 1024)
     with tempfile.TemporaryDirectory(prefix="kvmdune-bench-dune-") as scratch:
         progress("building the guest program")
-        binary = build(Path(scratch))
+        binary = build_guest(Path(scratch))
         progress("guest: a call through the ring, protect pairs, traps")
         ring = guest_results(runner, binary, samples, "getppid", iterations * 10)
         protect = guest_results(runner, binary, samples, "protect", iterations)
@@ -203,33 +192,25 @@ def format_table(rows: list[Row]) -> str:
 
 
 def vmm_main(argv: list[str]) -> int:
-    """The VMM a benchmark guest runs under: ``kvmdune run --memory 2G``, with KVM's
-    dirty log off if asked (so that clearing D falls back to the host mprotect pair)
-    and another privileged extension if given (``--privileged MODULE:FUNCTION``,
-    FUNCTION() returning the factory: tests)."""
-    from ..cli.main import main as cli_main
+    """The VMM a benchmark guest runs under: ``kvmdune run``'s, with 2 GiB of guest
+    memory and the Dune API, KVM's dirty log off if asked (so that clearing D falls
+    back to the host mprotect pair)."""
+    from ..dune.process import DuneProcess
     from ..linux.runner import RunOptions, run_command
 
-    if "--no-dirty-log" in argv[:4]:
+    if argv[:1] == ["--no-dirty-log"]:
         from ..memory import guest_memory
 
         # A measurement switch: the dirty log is what makes clearing D cheap.
         guest_memory.GuestMemory._enable_dirty_log = lambda self, vm: False
-        argv = [arg for arg in argv if arg != "--no-dirty-log"]
-    factory = None
-    if argv[:1] == ["--privileged"]:
-        module, _, name = argv[1].partition(":")
-        factory = getattr(importlib.import_module(module), name)()
-        argv = argv[2:]
+        argv = argv[1:]
     if argv[:1] == ["--"]:
         argv = argv[1:]
-    if factory is None:
-        return cli_main(["run", "--memory", GUEST_MEMORY, "--", *argv])
     return run_command(argv, options=RunOptions(memory_size=GUEST_MEMORY_BYTES,
-                                                privileged=factory))
+                                                privileged=DuneProcess))
 
 
-__all__ = ["Row", "run_dune_bench", "format_table", "build_guest", "vmm_runner", "vmm_main",
+__all__ = ["Row", "run_dune_bench", "format_table", "build_guest", "run_guest", "vmm_main",
            "guest_results"]
 
 if __name__ == "__main__":

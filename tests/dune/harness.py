@@ -162,9 +162,3 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
-
-
-def bench_factory():
-    """For ``kvmdune.bench.dune --privileged tests.dune.harness:bench_factory``."""
-    install()
-    return VmOnly

@@ -1,7 +1,6 @@
 """The page-table examples shipped in kvmdune/dune/examples, built with `kvmdune
-config`'s flags and run under `kvmdune run` (until dune-traps' part is on main: with
-the API's C side and the stand-in dune.h, under the harness, where a page-fault
-handler is called from SIGSEGV): each prints what it checked; the test reads it."""
+config`'s flags and run under `kvmdune run`: each prints what it checked; the test
+reads it."""
 
 from __future__ import annotations
 

@@ -15,8 +15,6 @@ import pytest
 import kvmdune
 
 PROGRAMS = pathlib.Path(__file__).parent / "vm_programs"
-#: dune.h for the examples until dune-traps' header lands (the real one is found first).
-STANDIN = pathlib.Path(__file__).parent / "standin"
 PACKAGE = pathlib.Path(kvmdune.__file__).parent
 INCLUDE = PACKAGE / "dune" / "include"
 VM_SOURCE = PACKAGE / "dune" / "native" / "vm.c"
@@ -29,20 +27,9 @@ CFLAGS = ["-O1", "-fno-stack-protector", "-Wall", "-Werror", "-static"]
 def build(source: pathlib.Path, out: pathlib.Path, extra: tuple[str, ...] = ()) -> str:
     """``source`` with the API's C side, statically linked."""
     target = out / source.stem
-    subprocess.run(["gcc", *CFLAGS, "-I", str(INCLUDE), "-I", str(PROGRAMS), "-I", str(STANDIN), "-o",
+    subprocess.run(["gcc", *CFLAGS, "-I", str(INCLUDE), "-I", str(PROGRAMS), "-o",
                     str(target), str(source), str(VM_SOURCE), *extra], check=True)
     return str(target)
-
-
-def real_library() -> bool:
-    """Whether dune-traps' part is here: dune.h, the library, ``kvmdune run``'s wiring
-    (then the examples are built and run as a user would)."""
-    try:
-        from kvmdune.dune import library, process   # noqa: F401
-        library.libs()
-    except Exception:
-        return False
-    return True
 
 
 def build_example(source: pathlib.Path, out: pathlib.Path) -> str:
@@ -71,10 +58,7 @@ def api_program(tmp_path_factory):
 
 
 def run_example(argv: list[str]) -> subprocess.CompletedProcess:
-    """An example under ``kvmdune run`` with the Dune API (under the harness until
-    dune-traps' part is here)."""
-    if not real_library():
-        return run_dune(argv)
+    """A program built against dune.h under ``kvmdune run`` (the Dune API's)."""
     return subprocess.run([sys.executable, "-m", "kvmdune", "run", "--", *argv],
                           capture_output=True, timeout=300, cwd=REPOSITORY)
 
@@ -88,7 +72,7 @@ def example(tmp_path_factory):
     def get(name: str) -> str:
         if name not in built:
             source = EXAMPLES / f"{name}.c"
-            built[name] = build_example(source, out) if real_library() else build(source, out)
+            built[name] = build_example(source, out)
         return built[name]
     return get
 

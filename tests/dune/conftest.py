@@ -32,24 +32,43 @@ PREBUILT_PROGRAMS = "KVMDUNE_TEST_PROGRAMS"
 PREBUILT_SUBDIRECTORY = "dune"
 
 
+#: Examples that are plugins of plugin_host.c, not programs: position-independent
+#: images linked alone, against nothing (examples/plugin.h says how).
+PLUGIN_SOURCES = frozenset({"plugin_filter.c", "plugin_hostile.c"})
+PLUGIN_LINK = "plugin"
+PLUGIN_FLAGS = ["-O2", "-Wall", "-Werror", "-static-pie", "-nostdlib", "-ffreestanding",
+                "-fno-stack-protector", "-Wl,-e,plugin_main"]
+
+
 def compile_program(source: pathlib.Path, link: str, target: pathlib.Path,
                     flags: list[str]) -> None:
-    subprocess.run(["gcc", "-O1", "-Wall", "-Werror", "-o", str(target), str(source),
-                    *LINKS[link], *flags], check=True)
+    if link == PLUGIN_LINK:
+        cflags = [flag for flag in flags if flag.startswith("-I")]   # headers, no library
+        command = ["gcc", *PLUGIN_FLAGS, *cflags, "-o", str(target), str(source)]
+    else:
+        command = ["gcc", "-O1", "-Wall", "-Werror", "-o", str(target), str(source),
+                   *LINKS[link], *flags]
+    subprocess.run(command, check=True)
+
+
+def links_of(source: pathlib.Path) -> tuple[str, ...]:
+    """How a source is built: a plugin image, or a program static and dynamic."""
+    return (PLUGIN_LINK,) if source.name in PLUGIN_SOURCES else ("static", "dynamic")
 
 
 def build_dune_programs(out: pathlib.Path) -> None:
-    """Every test program and example, static and dynamic, in ``out``."""
+    """Every test program and example (static and dynamic; plugins as images) in ``out``."""
     flags = config_flags()
     for source in [*sorted(PROGRAMS.glob("*.c")), *sorted(EXAMPLES.glob("*.c"))]:
-        for link in ("static", "dynamic"):
+        for link in links_of(source):
             compile_program(source, link, out / f"{source.stem}-{link}", flags)
 
 
 @pytest.fixture(scope="session")
 def dune_build(tmp_path_factory):
     """Build a C program against the Dune API: ``dune_build(source, link="static")``
-    -> the binary's path ("static", "static-pie" or "dynamic")."""
+    -> the binary's path ("static", "static-pie" or "dynamic"; "plugin" for a plugin
+    image of plugin_host.c)."""
     out = tmp_path_factory.mktemp("dune-programs")
     prebuilt = os.environ.get(PREBUILT_PROGRAMS)
     built: dict[tuple[str, str], str] = {}

@@ -9,6 +9,9 @@ import sys
 
 from .sizes import positive_int
 
+#: The sections of ``kvmdune bench dune``.
+DUNE_SECTIONS = ("page-tables", "plugin")
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -64,8 +67,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "mprotect invalidation; dune_vm_page_walk + dune_flush_tlb). Beside: "
                     "Linux's mprotect pair, mprotect + SIGSEGV, userfaultfd-wp + "
                     "PAGEMAP_SCAN; and the floor each cannot avoid (ring round trips and a "
-                    "host mprotect pair; the machine's own trap; the A/D reader's read).")
+                    "host mprotect pair; the machine's own trap; the A/D reader's read). "
+                    "Then the plugin sandbox (plugin_host.c's mechanism): a system call of "
+                    "user code decided by the program's handler, beside a seccomp "
+                    "user-notification round trip and a ptrace(PTRACE_SYSCALL) stop pair; a "
+                    "call into user code (dune_jump_to_user + dune_ret_from_user), beside "
+                    "a round trip through pipes to a forked worker and a function call.")
     _add_sampling(dune)
+    dune.add_argument("--section", choices=DUNE_SECTIONS, action="append",
+                      help="measure only this section (repeatable; default: all)")
     dune.add_argument("--json", action="store_true", help="print JSON rows")
     dune.set_defaults(handler=run_dune)
     syscalls = suites.add_parser(
@@ -111,17 +121,31 @@ def run_core(args: argparse.Namespace) -> int:
 
 
 def run_dune(args: argparse.Namespace) -> int:
-    from ..bench.dune import format_table, run_dune_bench
+    from ..bench import dune, dune_plugin
 
-    rows = run_dune_bench(samples=args.samples, quick=args.quick,
-                          progress=lambda text: print(f"... {text}", file=sys.stderr,
-                                                      flush=True))
-    if args.json:
-        print(json.dumps([dataclasses.asdict(row) | {"over_floor": row.over_floor,
-                                                     "over_linux": row.over_linux}
-                          for row in rows], indent=2))
-    else:
-        print(format_table(rows))
+    sections = args.section or DUNE_SECTIONS
+    measured: list[dict] = []
+    tables: list[str] = []
+
+    def progress(text: str) -> None:
+        print(f"... {text}", file=sys.stderr, flush=True)
+
+    if "page-tables" in sections:
+        rows = dune.run_dune_bench(samples=args.samples, quick=args.quick, progress=progress)
+        measured += [dataclasses.asdict(row) | {"section": "page-tables",
+                                                "over_floor": row.over_floor,
+                                                "over_linux": row.over_linux}
+                     for row in rows]
+        tables.append(dune.format_table(rows))
+    if "plugin" in sections:
+        plugin_rows = dune_plugin.run_plugin_bench(samples=args.samples, quick=args.quick,
+                                                   progress=progress)
+        measured += [dataclasses.asdict(row) | {"section": "plugin",
+                                                "over_floor": row.over_floor,
+                                                "over_linux": row.over_linux()}
+                     for row in plugin_rows]
+        tables.append(dune_plugin.format_table(plugin_rows))
+    print(json.dumps(measured, indent=2) if args.json else "\n\n".join(tables))
     return 0
 
 

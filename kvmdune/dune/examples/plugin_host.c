@@ -36,7 +36,6 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -54,7 +53,6 @@
 #define GUARD_PATTERN 0xa5
 #define BUDGET_SECONDS 1
 #define EXCEPTION_VECTORS 32
-#define T_PGFLT 14
 #define INITIAL_RFLAGS 0x202            /* IF, and the reserved bit 1 */
 #define GENERATED_WIDTH 64
 #define GENERATED_HEIGHT 48
@@ -67,14 +65,15 @@ enum outcome { EXITED = 1, FAULTED, EXCEPTION, TIMED_OUT };
 
 // the host's own data, which no plugin may reach
 
-static char host_secret[PGSIZE] __attribute__((aligned(PGSIZE))) =
-	"the browser's cookie jar: session=5f3c9a71e2";
-static const char HOST_SECRET[] = "the browser's cookie jar: session=5f3c9a71e2";
+#define SECRET_TEXT "the browser's cookie jar: session=5f3c9a71e2"
+
+/* A page of its own, so that a grant next to it can never include it. */
+static char host_secret[PGSIZE] __attribute__((aligned(PGSIZE))) = SECRET_TEXT;
 
 /* Host code a hostile plugin is pointed at: it would leak the secret. */
 static void __attribute__((noinline)) host_leak_secret(void)
 {
-	if (write(STDOUT_FILENO, host_secret, sizeof(HOST_SECRET)) < 0)
+	if (write(STDOUT_FILENO, host_secret, sizeof(SECRET_TEXT)) < 0)
 		abort();
 }
 
@@ -596,14 +595,54 @@ static void print_verdict(int outcome)
 	fprintf(stderr, "\n");
 }
 
-/* What plugin_main gets, at the top of its stack. */
-static struct plugin_args *place_args(const struct plugin_args *args)
+static void set_image_args(struct plugin_args *args, const struct image *img)
+{
+	args->image = img->buffer;
+	args->image_size = img->size;
+	args->pixels = img->pixels;
+	args->width = img->width;
+	args->height = img->height;
+	args->scratch = img->scratch;
+}
+
+/* What plugin_main gets: the image and, for hostile plugins to aim at, the host's
+ * secret and code, its root and its own page-table entry; placed at the top of its
+ * stack. */
+static struct plugin_args *place_args(struct plugin_args *args, const struct image *img,
+				      ptent_t *root, ptent_t *code_entry)
 {
 	uintptr_t top = (uintptr_t)plugin_stack + PLUGIN_STACK_SIZE;
 	struct plugin_args *placed = (struct plugin_args *)((top - sizeof(*args)) & ~(uintptr_t)15);
 
+	set_image_args(args, img);
+	args->host_secret = (uintptr_t)host_secret;
+	args->host_function = (uintptr_t)host_leak_secret;
+	args->page_table = (uintptr_t)root;
+	args->page_table_entry = (uintptr_t)code_entry;
+	args->stack_low = (uintptr_t)plugin_stack;
+	args->stack_high = top;
+	memset(plugin_stack, 0, PLUGIN_STACK_SIZE);
 	*placed = *args;
 	return placed;
+}
+
+/* plugin_main(args) as if called, with a return address of 0. */
+static void start_frame(struct dune_tf *tf, const struct plugin *plugin,
+			const struct plugin_args *placed)
+{
+	memset(tf, 0, sizeof(*tf));
+	tf->rip = plugin->entry;
+	tf->rdi = (uintptr_t)placed;
+	tf->rsp = (uintptr_t)placed - sizeof(uint64_t);
+	*(uint64_t *)tf->rsp = 0;
+	tf->rflags = INITIAL_RFLAGS;
+}
+
+static ptent_t code_entry_of(ptent_t *root, const struct plugin *plugin, ptent_t **where)
+{
+	if (dune_vm_lookup(root, (void *)plugin->entry, 0, where))
+		die("dune_vm_lookup of the plugin's code failed");
+	return **where & ~(ptent_t)(PTE_A | PTE_D);     /* the hardware's bits may change */
 }
 
 /* Runs the plugin in a sandbox of its own; the outcome (enum outcome). */
@@ -611,40 +650,20 @@ static int run_plugin(const char *name, const struct plugin *plugin, const struc
 		      struct plugin_args *args)
 {
 	ptent_t *root = sandbox_root(plugin, img);
-	ptent_t *code_entry, code_entry_before;
-	struct plugin_args *placed;
+	ptent_t *code_entry, code_entry_before = code_entry_of(root, plugin, &code_entry);
 	struct dune_tf tf;
 	int outcome;
 
-	if (dune_vm_lookup(root, (void *)plugin->entry, 0, &code_entry))
-		die("dune_vm_lookup of the plugin's code failed");
-	code_entry_before = *code_entry & ~(ptent_t)(PTE_A | PTE_D);
-	memset(plugin_stack, 0, PLUGIN_STACK_SIZE);
-	args->image = img->buffer;
-	args->image_size = img->size;
-	args->pixels = img->pixels;
-	args->width = img->width;
-	args->height = img->height;
-	args->scratch = img->scratch;
-	args->page_table = (uintptr_t)root;
-	args->page_table_entry = (uintptr_t)code_entry;
-	args->stack_low = (uintptr_t)plugin_stack;
-	args->stack_high = (uintptr_t)plugin_stack + PLUGIN_STACK_SIZE;
-	placed = place_args(args);
-
-	memset(&tf, 0, sizeof(tf));
-	tf.rip = plugin->entry;
-	tf.rdi = (uintptr_t)placed;
-	tf.rsp = (uintptr_t)placed - sizeof(uint64_t);  /* as after a call: return address 0 */
-	*(uint64_t *)tf.rsp = 0;
-	tf.rflags = INITIAL_RFLAGS;
-
+	start_frame(&tf, plugin, place_args(args, img, root, code_entry));
 	memset(&run, 0, sizeof(run));
 	run.name = name;
 	run.plugin = plugin;
 	run.image = img;
 	run.code_entry = (uintptr_t)code_entry;
 	load_cr3((unsigned long)root);
+	/* An alarm that fired before the jump would end a run not yet started (the
+	 * library aborts then): the budget is far longer than the few instructions
+	 * between here and the jump. */
 	run.active = 1;
 	alarm(BUDGET_SECONDS);
 	outcome = dune_jump_to_user(&tf);
@@ -653,8 +672,7 @@ static int run_plugin(const char *name, const struct plugin *plugin, const struc
 	load_cr3((unsigned long)pgroot);
 
 	print_verdict(outcome);
-	if (dune_vm_lookup(root, (void *)plugin->entry, 0, &code_entry)
-	    || (*code_entry & ~(ptent_t)(PTE_A | PTE_D)) != code_entry_before)
+	if (code_entry_of(root, plugin, &code_entry) != code_entry_before)
 		die("the plugin's page-table entry changed");
 	dune_vm_free(root);
 	return outcome;
@@ -673,7 +691,7 @@ static int guards_intact(void)
 
 static int host_intact(void)
 {
-	return !memcmp(host_secret, HOST_SECRET, sizeof(HOST_SECRET)) && guards_intact();
+	return !memcmp(host_secret, SECRET_TEXT, sizeof(SECRET_TEXT)) && guards_intact();
 }
 
 static void enter_dune(void)
@@ -738,12 +756,7 @@ static int command_native(const char *path, const char *filter, const char *imag
 
 	plugin_load(&plugin, path);
 	load_image(&img, image_path);
-	args.image = img.buffer;
-	args.image_size = img.size;
-	args.pixels = img.pixels;
-	args.width = img.width;
-	args.height = img.height;
-	args.scratch = img.scratch;
+	set_image_args(&args, &img);
 	fflush(NULL);
 	child = fork();
 	if (child < 0)
@@ -786,11 +799,7 @@ static const struct attack *find_attack(const char *name)
 
 static void run_attack(const struct attack *attack, const struct plugin *hostile)
 {
-	struct plugin_args args = {
-		.task = attack->attack,
-		.host_secret = (uintptr_t)host_secret,
-		.host_function = (uintptr_t)host_leak_secret,
-	};
+	struct plugin_args args = {.task = attack->attack};
 	struct image img;
 
 	load_image(&img, NULL);

@@ -6,8 +6,9 @@ program's handler), measured from a guest program (native/dune_plugin.c under
 floor, all in the same run (medians of runs):
 
 - a system call of the plugin: user code's ``syscall`` -> the program's handler,
-  which decides (a policy by number) and makes it (dune_passthrough_syscall) ->
-  back to user code. Linux: a seccomp user-notification round trip (a supervisor
+  which decides (a policy by number) and answers it itself -> back to user code
+  (no call forwarded to Linux: kvmdune's forwarding is ``bench syscalls``' subject,
+  and its call ring's state would make this figure vary). Linux: a seccomp user-notification round trip (a supervisor
   process receives the call, decides, and lets it continue: native/syscall_costs.c's
   notify mode) and a ptrace(PTRACE_SYSCALL) stop pair (a tracer reads the registers
   at entry: its ptrace mode), each for getppid. Floor: the two exits it cannot avoid

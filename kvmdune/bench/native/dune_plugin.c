@@ -7,8 +7,10 @@
  * only the pages of its code and its stack are PERM_U, loaded with load_cr3):
  *   plugin-syscall [N]   user code makes N getppid calls; each traps into the
  *                        program's syscall handler, which decides (the policy
- *                        allows getppid), makes it (dune_passthrough_syscall) and
- *                        returns to user code
+ *                        allows getppid) and answers it from what the host knows
+ *                        (no call forwarded to Linux: the mechanism alone, not
+ *                        kvmdune's forwarding, which the call ring's state would
+ *                        make vary), and returns to user code
  *   plugin-call [N]      N calls into user code: dune_jump_to_user, user code's exit
  *                        call, the handler's dune_ret_from_user
  *   hypercall [N]        N PROBE hypercalls of the program (the floor's exit)
@@ -127,12 +129,14 @@ static void __attribute__((noinline, noreturn)) user_returns(void)
 		;
 }
 
+static pid_t host_ppid;
+
 /* The plugin host's decision, as plugin_host.c makes it: a policy by number. */
 static void on_user_syscall(struct dune_tf *tf)
 {
 	switch (tf->rax) {
 	case SYS_USER_GETPPID:
-		dune_passthrough_syscall(tf);
+		tf->rax = (uint64_t)host_ppid;
 		return;
 	case SYS_USER_EXIT:
 		dune_ret_from_user((int)ARG0(tf));
@@ -155,6 +159,7 @@ static int make_sandbox(void)
 	if (dune_init(0) || dune_enter())
 		return -1;
 	dune_register_syscall_handler(on_user_syscall);
+	host_ppid = getppid();
 	memset(user_stack, 0, sizeof(user_stack));
 	sandbox = dune_vm_clone(pgroot);
 	if (!sandbox || grant(user_makes_calls, USER_CODE_BYTES, PERM_R | PERM_X | PERM_U)

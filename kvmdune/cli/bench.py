@@ -75,6 +75,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                                "run of the same size (adds several minutes)")
     syscalls.add_argument("--json", action="store_true", help="print JSON rows")
     syscalls.set_defaults(handler=run_syscalls)
+    gc = suites.add_parser(
+        "gc", help="Debian's libgc, incremental on and off, mprotect vs dirty bits",
+        description="Debian's unmodified libgc (bdwgc) driven by native/gc_bench.c "
+                    "(GCBench-style binary trees; old objects rewritten to point at "
+                    "young ones): total time, collections, mean and maximum pause, with "
+                    "incremental mode on and off, natively (bdwgc's mprotect write "
+                    "barrier: this kernel has no soft-dirty bits) and under `kvmdune "
+                    "run` (soft-dirty bits from the PTE dirty bits). Which dirty-bit "
+                    "implementation bdwgc took is checked with GC_PRINT_VERBOSE_STATS=1 "
+                    "and printed.")
+    _add_sampling(gc)
+    gc.add_argument("--json", action="store_true", help="print JSON rows")
+    gc.set_defaults(handler=run_gc)
 
 
 def _add_sampling(parser: argparse.ArgumentParser) -> None:
@@ -143,4 +156,24 @@ def run_syscalls(args: argparse.Namespace) -> int:
         print(json.dumps([row.as_dict() for row in rows], indent=2))
     else:
         print(format_tables(rows, args.samples))
+    return 0
+
+
+def _progress(text: str) -> None:
+    print(f"... {text}", file=sys.stderr, flush=True)
+
+
+def run_gc(args: argparse.Namespace) -> int:
+    from ..bench.gc import format_table, run_gc_bench
+    from ..bench.programs import ProgramError
+
+    try:
+        rows = run_gc_bench(samples=args.samples, quick=args.quick, progress=_progress)
+    except ProgramError as exc:
+        print(f"kvmdune bench gc: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps([row.as_dict() for row in rows], indent=2))
+    else:
+        print(format_table(rows, quick=args.quick))
     return 0

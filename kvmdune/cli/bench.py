@@ -88,6 +88,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     _add_sampling(gc)
     gc.add_argument("--json", action="store_true", help="print JSON rows")
     gc.set_defaults(handler=run_gc)
+    working_set = suites.add_parser(
+        "wss", help="kvmdune wss beside clear_refs + smaps natively, and their overheads",
+        description="native/wss_phases.c (three phases of known working sets: 2,048 "
+                    "pages read / 512 written, 8,192 / 4,096, 1,024 / 0) sampled every "
+                    "interval natively the Linux way (clear_refs 1 + smaps_rollup "
+                    "Referenced, from outside) and under `kvmdune wss` (accessed and dirty "
+                    "bits): both series, the program's time alone and watched (the "
+                    "overhead of sampling) and the cost of one sample each way.")
+    _add_sampling(working_set)
+    working_set.add_argument("--interval", type=float, default=None, metavar="MS",
+                             help="sampling interval (default 100 ms; 20 with --quick)")
+    working_set.add_argument("--chart", metavar="FILE",
+                             help="draw both series (.svg or .png; needs matplotlib)")
+    working_set.add_argument("--json", action="store_true", help="print JSON")
+    working_set.set_defaults(handler=run_wss_bench)
 
 
 def _add_sampling(parser: argparse.ArgumentParser) -> None:
@@ -176,4 +191,31 @@ def run_gc(args: argparse.Namespace) -> int:
         print(json.dumps([row.as_dict() for row in rows], indent=2))
     else:
         print(format_table(rows, quick=args.quick))
+    return 0
+
+
+def run_wss_bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..bench import wss
+    from ..bench.charts import ChartUnavailable, check_available
+    from ..bench.programs import ProgramError
+
+    interval = args.interval / 1000 if args.interval else wss.default_interval(args.quick)
+    try:
+        if args.chart:
+            check_available()
+        native, dune, phases = wss.run_wss_bench(samples=args.samples, quick=args.quick,
+                                                 interval=interval, progress=_progress)
+    except (ProgramError, ChartUnavailable) as exc:
+        print(f"kvmdune bench wss: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({"native": native.as_dict(), "kvmdune": dune.as_dict(),
+                          "phases": phases}, indent=2))
+    else:
+        print(wss.format_comparison(native, dune, interval, phases))
+    if args.chart:
+        wss.draw_chart({"native": native.samples, "kvmdune": dune.samples},
+                       Path(args.chart), "working set of wss_phases")
     return 0

@@ -74,6 +74,8 @@ setup(
             depends=["kvmdune/machine/native/trampoline.h"],
         ),
         Extension("kvmdune.memory._ptescan", sources=["kvmdune/memory/native/ptescan.c"]),
+        Extension("kvmdune.dune._mirror", sources=["kvmdune/dune/vmm_native/mirror.c"],
+                  extra_compile_args=["-O2"]),
         Extension("kvmdune.linux._fastpath", sources=["kvmdune/linux/native/fastpath.c"],
                   depends=["kvmdune/machine/native/callring.h"],
                   extra_compile_args=["-O2"]),

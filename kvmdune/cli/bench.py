@@ -55,6 +55,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "(no_new_privs, seccomp, Landlock).")
     _add_sampling(confine)
     confine.set_defaults(handler=run_confine)
+    dune = suites.add_parser(
+        "dune", help="the Dune API's page-table primitives, beside Linux and the floor",
+        description="From a C program using the Dune API: protect + unprotect a page "
+                    "(two dune_vm_mprotect calls), Appel & Li's trap (protect, fault, "
+                    "handler unprotects), and a dirty read+clear of 1 GiB with 1,024 pages "
+                    "written (kvmdune_vm_clear_bits with KVM's dirty log and with host "
+                    "mprotect invalidation; dune_vm_page_walk + dune_flush_tlb). Beside: "
+                    "Linux's mprotect pair, mprotect + SIGSEGV, userfaultfd-wp + "
+                    "PAGEMAP_SCAN; and the floor each cannot avoid (ring round trips and a "
+                    "host mprotect pair; the machine's own trap; the A/D reader's read).")
+    _add_sampling(dune)
+    dune.add_argument("--json", action="store_true", help="print JSON rows")
+    dune.set_defaults(handler=run_dune)
     syscalls = suites.add_parser(
         "syscalls", help="issue 5's targets for fast system calls, each marked ok or MISSED",
         description="1. per-call cost of an allowed getppid from a static C program: "
@@ -120,6 +133,21 @@ def run_core(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([dataclasses.asdict(row) | {"ratio": row.ratio} for row in rows],
                          indent=2))
+    else:
+        print(format_table(rows))
+    return 0
+
+
+def run_dune(args: argparse.Namespace) -> int:
+    from ..bench.dune import format_table, run_dune_bench
+
+    rows = run_dune_bench(samples=args.samples, quick=args.quick,
+                          progress=lambda text: print(f"... {text}", file=sys.stderr,
+                                                      flush=True))
+    if args.json:
+        print(json.dumps([dataclasses.asdict(row) | {"over_floor": row.over_floor,
+                                                     "over_linux": row.over_linux}
+                          for row in rows], indent=2))
     else:
         print(format_table(rows))
     return 0

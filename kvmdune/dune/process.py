@@ -87,6 +87,9 @@ class UserRun:
     program_regs: object     # the program's registers at its JUMP_TO_USER (kvm_regs)
     program_fs: int
     user_fs: int
+    #: Where user code's upcall frames end: the top of the handler stack, or below
+    #: the program's red zone when it started the run from a handler.
+    frame_ceiling: int
     running: bool = True     # False: waiting in a handler (an upcall took it out)
     user_regs: object = None # user code's registers at its last upcall (kvm_regs)
     resume_as_sysret: bool = False   # that upcall was one of its system calls
@@ -215,7 +218,8 @@ class DuneProcess(Privileged):
         if not _usable_registers(tf, user_fs):
             return -Errno.EINVAL
         regs = cpu.regs
-        self.run = UserRun(tf_address, _copy_registers(regs), cpu.fs_base, user_fs)
+        ceiling = regs.rsp - RED_ZONE if self.stack.holds(regs.rsp) else self.stack.top
+        self.run = UserRun(tf_address, _copy_registers(regs), cpu.fs_base, user_fs, ceiling)
         self._enter_user_code(cpu, tf, resume_as_sysret=False)
         return None
 
@@ -316,8 +320,12 @@ class DuneProcess(Privileged):
         assert stack is not None
         regs = cpu.regs
         from_user = self._user_code_running()
-        nested = not from_user and stack.holds(regs.rsp)
-        end = regs.rsp - RED_ZONE if nested else stack.top
+        if from_user:
+            end = self.run.frame_ceiling
+        elif stack.holds(regs.rsp):            # a fault in a handler: below it
+            end = regs.rsp - RED_ZONE
+        else:
+            end = stack.top
         frame = (end - UPCALL_SIZE) & ~(UPCALL_ALIGN - 1)
         if frame - UPCALL_STACK_RESERVE < stack.base:
             return self._stack_cannot_take(cpu, upcall, "it is full")

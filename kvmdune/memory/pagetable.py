@@ -318,6 +318,13 @@ class PageTables:
             yield _Chunk(entry & ADDRESS_MASK, index, count, vaddr, PAGE_SIZE)
             vaddr += count * PAGE_SIZE
 
+    def leaves(self, vaddr: int, size: int) -> Iterator[tuple[int, int, memoryview]]:
+        """The leaf entries of [vaddr, vaddr+size), run by run, holes skipped: (the
+        address the run's first entry maps, the page size, the entries as a live view
+        of 64-bit words). A 2 MiB page comes whole."""
+        for chunk in self._chunks(vaddr, vaddr + size, create=False, split_huge=False):
+            yield chunk.vaddr, chunk.page_size, self.words[self._slice(chunk)]
+
     def _split(self, pd: int, index: int, vaddr: int) -> None:
         """Replace a 2 MiB entry by a table of 512 4 KiB entries with the same access
         (a split grants nothing new, so it needs no invalidation)."""

@@ -99,3 +99,13 @@ def test_pkg_config_file_says_what_config_says(tmp_path):
                            text=True, check=True,
                            env={"PKG_CONFIG_PATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert flags.stdout.split() == config_flags()
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="no g++ here")
+def test_dune_h_is_usable_from_cplusplus(tmp_path):
+    source = tmp_path / "probe.cc"
+    source.write_text("#include <dune.h>\nint main() { return kvmdune_probe() == -38 ? 0 : 1; }\n")
+    binary = tmp_path / "probe"
+    subprocess.run(["g++", "-std=c++17", "-Wall", "-Wextra", "-Werror", "-o", str(binary),
+                    str(source), *config_flags()], check=True)
+    assert subprocess.run([str(binary)]).returncode == 0     # natively: -ENOSYS

@@ -8,17 +8,11 @@ base; and what has no handler ends the process with a crash report."""
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
 from .conftest import PROGRAMS, explain, lines, run_dune
 
-pytestmark = [
-    pytest.mark.kvm,
-    pytest.mark.skipif(importlib.util.find_spec("kvmdune.dune.vm") is None,
-                       reason="user code needs the page tables' part (kvmdune/dune/vm.py)"),
-]
+pytestmark = pytest.mark.kvm
 
 USERCODE = PROGRAMS / "usercode.c"
 
@@ -34,6 +28,14 @@ CASES = {
     "fs": ["returned 0xfeedface", "program fs unchanged: yes, user fs kept: yes"],
     "busy": ["jump from a handler: -16", "returned 1"],
     "before-enter": ["init: 0", "jump before dune_enter: -22"],
+    # dune_init(0): user code cannot even fetch its code until the program grants it
+    # (PERM_U), and then reaches only what was granted.
+    "perm": ["user fault at the expected address: yes, fec 0x14, rip = address",
+             "returned 55", "granted code: 0", "granted stack: 0",
+             "user fault at the expected address: yes, fec 0x4, rip in user code",
+             "returned 55", "the program still reads it: 99"],
+    "jump-from-handler": ["user fault at the address: yes, fec 0x4, rip in user code: yes",
+                          "from a handler: returned 77", "back in the program: 1234"],
 }
 
 

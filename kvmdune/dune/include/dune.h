@@ -148,13 +148,18 @@ struct kvmdune_upcall {
 	uint64_t reserved;
 };
 
-_Static_assert(sizeof(struct dune_tf) == KVMDUNE_TF_SIZE, "struct dune_tf layout");
-_Static_assert(offsetof(struct dune_tf, rip) == KVMDUNE_TF_RIP, "struct dune_tf layout");
-_Static_assert(offsetof(struct dune_tf, ss) == KVMDUNE_TF_SS, "struct dune_tf layout");
-_Static_assert(offsetof(struct kvmdune_upcall, flags) == KVMDUNE_UPCALL_FLAGS,
-	       "struct kvmdune_upcall layout");
-_Static_assert(sizeof(struct kvmdune_upcall) == KVMDUNE_UPCALL_SIZE,
-	       "struct kvmdune_upcall layout");
+#ifdef __cplusplus
+#define KVMDUNE_LAYOUT_CHECK(condition, what) static_assert(condition, what)
+#else
+#define KVMDUNE_LAYOUT_CHECK(condition, what) _Static_assert(condition, what)
+#endif
+KVMDUNE_LAYOUT_CHECK(sizeof(struct dune_tf) == KVMDUNE_TF_SIZE, "struct dune_tf layout");
+KVMDUNE_LAYOUT_CHECK(offsetof(struct dune_tf, rip) == KVMDUNE_TF_RIP, "struct dune_tf layout");
+KVMDUNE_LAYOUT_CHECK(offsetof(struct dune_tf, ss) == KVMDUNE_TF_SS, "struct dune_tf layout");
+KVMDUNE_LAYOUT_CHECK(offsetof(struct kvmdune_upcall, flags) == KVMDUNE_UPCALL_FLAGS,
+		     "struct kvmdune_upcall layout");
+KVMDUNE_LAYOUT_CHECK(sizeof(struct kvmdune_upcall) == KVMDUNE_UPCALL_SIZE,
+		     "struct kvmdune_upcall layout");
 
 // hypercalls (kvmdune/hypercall.h)
 

@@ -27,6 +27,11 @@
 #define CALLRING_SAVED_R11 0x88
 #define CALLRING_SAVED_RSP 0x90
 
+/* Call numbers from here on are the VMM's alone (the Dune API's hypercalls:
+ * linux/privileged.py's HYPERCALL_BASE; a test checks they agree): the stub takes
+ * the exit path at once, without waking the host thread only to be handed back. */
+#define CALLRING_VMM_CALLS 0x00D00000
+
 #define CALLRING_DONE 0
 #define CALLRING_SLOW 1             /* take the exit path: the VMM serves the call */
 #define CALLRING_HOST_AWAKE 0

@@ -12,7 +12,8 @@
  * once with `sysretq` to its own CPL3 part (5 instructions at CPL0).
  *
  * Two ways out to the VMM, both jumps to supervisor addresses the VMM patches into
- * the stub (a CPL3 fetch there faults into the VMM with RIP == CR2 == the target):
+ * the stub (a CPL3 fetch there faults into the VMM with RIP == CR2 == the target;
+ * call numbers from CALLRING_VMM_CALLS on take the first at once):
  * - the slow target, the trampoline's syscall entry: the VMM serves the call as if
  *   `syscall` had exited to it (RAX, RCX, R11 and the arguments as `syscall` left them);
  * - the wait target: the host thread sleeps (after a while without calls), or no
@@ -40,7 +41,9 @@ kvmdune_callstub_start:
     movl %cs, %ecx
     testb $3, %cl
     jz 9f
-1:  movq %rax, RING(CALLRING_NR)
+1:  cmpq $CALLRING_VMM_CALLS, %rax
+    jae 7f                                      /* the VMM's: no use asking the host thread */
+    movq %rax, RING(CALLRING_NR)
     movq %rdi, RING(CALLRING_ARG0)
     movq %rsi, RING(CALLRING_ARG0 + 8)
     movq %rdx, RING(CALLRING_ARG0 + 16)
@@ -75,6 +78,9 @@ kvmdune_callstub_resume:
     jmpq *%rcx
 6:  movq RING(CALLRING_NR), %rax                /* the VMM serves this one */
     movq RING(CALLRING_SAVED_RCX), %rcx
+    movq RING(CALLRING_SAVED_R11), %r11
+    jmpq *kvmdune_callstub_slow_target(%rip)
+7:  movq RING(CALLRING_SAVED_RCX), %rcx
     movq RING(CALLRING_SAVED_R11), %r11
     jmpq *kvmdune_callstub_slow_target(%rip)
 9:  leaq 1b(%rip), %rcx                         /* CPL0 (hardware KVM): leave at once */

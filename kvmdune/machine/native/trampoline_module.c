@@ -3,6 +3,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include "trampoline.h"
+#include "callring.h"
 
 extern const unsigned char kvmdune_trampoline_start[], kvmdune_trampoline_end[];
 extern const unsigned char kvmdune_syscall_entry[], kvmdune_iret[], kvmdune_bad_entry[];
@@ -56,7 +57,8 @@ static int trampoline_exec(PyObject *module) {
         || PyModule_AddIntConstant(module, "EXCEPTION_VECTORS",
                                    KVMDUNE_EXCEPTION_VECTORS) < 0
         || PyModule_AddIntConstant(module, "EXCEPTION_STRIDE",
-                                   KVMDUNE_EXCEPTION_STRIDE) < 0)
+                                   KVMDUNE_EXCEPTION_STRIDE) < 0
+        || PyModule_AddIntConstant(module, "CALL_STUB_VMM_CALLS", CALLRING_VMM_CALLS) < 0)
         return -1;
     return 0;
 }

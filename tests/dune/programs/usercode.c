@@ -254,6 +254,77 @@ static int case_busy(void)
 	return 0;
 }
 
+/* A handler of the program's own (an exception) runs user code: user code's
+ * upcalls go below it, and it returns to the program intact afterwards. */
+static void run_from_handler(struct dune_tf *tf)
+{
+	struct dune_tf user;
+
+	(void)tf;
+	printf("from a handler: returned %d\n", run_user(user_faults, &user));
+}
+
+static int case_jump_from_handler(void)
+{
+	volatile long kept = 1234;
+
+	enter(true);
+	fault_address = mmap(NULL, PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	dune_register_syscall_handler(syscall_handler);
+	dune_register_pgflt_handler(end_on_fault);
+	dune_register_intr_handler(T_BRKPT, run_from_handler);
+	__asm__ volatile("int3");
+	printf("back in the program: %ld\n", kept);
+	return 0;
+}
+
+/* dune_init(0): nothing is PERM_U; user code reaches only what the program grants. */
+static long secret = 99;
+static uintptr_t expected_fault;
+
+static void report_fault(uintptr_t addr, uint64_t fec, struct dune_tf *tf)
+{
+	printf("user fault at the expected address: %s, fec %#lx, rip %s\n",
+	       addr == expected_fault ? "yes" : "no", (unsigned long)fec,
+	       tf->rip == addr ? "= address" : "in user code");
+	dune_ret_from_user(55);
+}
+
+static void user_reads_secret(void)
+{
+	user_exit(secret);
+}
+
+static int case_perm(void)
+{
+	struct dune_tf tf;
+	uintptr_t functions[] = {(uintptr_t)user_reads_secret, (uintptr_t)user_exit,
+				 (uintptr_t)user_syscall};
+	uintptr_t low = functions[0], high = functions[0];
+	int ret;
+
+	for (size_t i = 1; i < sizeof(functions) / sizeof(functions[0]); i++) {
+		low = functions[i] < low ? functions[i] : low;
+		high = functions[i] > high ? functions[i] : high;
+	}
+	low &= ~(PAGE - 1);
+	high = (high + 256 + PAGE - 1) & ~(PAGE - 1);     /* the functions' code */
+
+	enter(false);
+	dune_register_syscall_handler(syscall_handler);
+	dune_register_pgflt_handler(report_fault);
+	expected_fault = (uintptr_t)user_reads_secret;     /* its code is not PERM_U */
+	printf("returned %d\n", run_user(user_reads_secret, &tf));
+	ret = dune_vm_mprotect(pgroot, (void *)low, high - low, PERM_R | PERM_X | PERM_U);
+	printf("granted code: %d\n", ret);
+	ret = dune_vm_mprotect(pgroot, user_stack, sizeof(user_stack), PERM_R | PERM_W | PERM_U);
+	printf("granted stack: %d\n", ret);
+	expected_fault = (uintptr_t)&secret;               /* the program's data is not */
+	printf("returned %d\n", run_user(user_reads_secret, &tf));
+	printf("the program still reads it: %ld\n", secret);
+	return 0;
+}
+
 static int case_no_syscall_handler(void)
 {
 	struct dune_tf tf;
@@ -298,6 +369,7 @@ int main(int argc, char **argv)
 		{"syscall", case_syscall}, {"resume", case_resume}, {"fault", case_fault},
 		{"hypercall", case_hypercall}, {"loop", case_loop}, {"fs", case_fs},
 		{"busy", case_busy}, {"no-syscall-handler", case_no_syscall_handler},
+		{"jump-from-handler", case_jump_from_handler}, {"perm", case_perm},
 		{"no-fault-handler", case_no_fault_handler}, {"ret-outside", case_ret_outside},
 		{"before-enter", case_before_enter},
 	};

@@ -25,7 +25,8 @@
  *
  * Where: interrupting user code or the program outside its handler stack, the frame
  * ends at the top of the handler stack; interrupting code already on it (a nested
- * fault in a handler), it ends KVMDUNE_RED_ZONE bytes below the interrupted RSP.
+ * fault in a handler), it ends KVMDUNE_RED_ZONE bytes below the interrupted RSP
+ * (for user code started from a handler: below that handler's RSP at the start).
  * Nothing is ever written below the interrupted RSP's red zone. A frame that would
  * leave less than KVMDUNE_UPCALL_STACK_RESERVE bytes below it on the handler stack,
  * or that cannot be written, ends the process with a crash report.

@@ -172,7 +172,7 @@ static volatile uint64_t fault_started, trap_cycles;
 static char *barrier_pages[NRPGS];
 static volatile long barrier_count;
 
-static void barrier_fault(char *page);
+static void barrier_fault(char *page) __attribute__((unused));
 
 #ifndef APPEL_LI_DUNE
 
@@ -409,6 +409,16 @@ static int du_setup(char *r, size_t len, char *why)
         snprintf(why, 200, "dune_init_and_enter: %d", rc);
         return -1;
     }
+    /* map2's second address: a hole of the program view (pgroot maps a frame
+     * again only where the program has no mapping; over a PROT_NONE one it refuses
+     * the rights), found after dune_init, whose page-table window takes address
+     * space too (EINVAL there), away from its neighbours. */
+    char *hole = mmap(NULL, 2 << 20, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (hole == MAP_FAILED || munmap(hole, 2 << 20)) {
+        snprintf(why, 200, "no hole for map2");
+        return -1;
+    }
+    alias_area = hole + (1 << 20);
     return 0;
 }
 

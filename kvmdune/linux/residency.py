@@ -54,6 +54,12 @@ class PagemapBit(enum.IntFlag):
     PRESENT = 1 << 63
 
 
+_SOFT_DIRTY = int(PagemapBit.SOFT_DIRTY)
+_PRESENT = int(PagemapBit.PRESENT)
+_EXCLUSIVE = int(PagemapBit.EXCLUSIVE)
+_FILE_OR_SHARED_ANON = int(PagemapBit.FILE_OR_SHARED_ANON)
+
+
 class ClearRefs(enum.IntEnum):
     """What writing to /proc/PID/clear_refs asks (fs/proc/task_mmu.c: clear_refs_types)."""
 
@@ -151,15 +157,19 @@ def _vma_entries(space: AddressSpace, vma, low: int, high: int) -> bytes | None:
     kind = backing(vma)
     pages = PageSets.read(space, low, high)
     present = pages.present(kind)
-    base = int(PagemapBit.SOFT_DIRTY) if vma.soft_dirty else 0
+    base = _SOFT_DIRTY if vma.soft_dirty else 0
     if not base and not present:
         return None
     entries = array.array("Q", [base]) * ((high - low) // PAGE_SIZE)
+    # Plain ints in the loop: IntFlag arithmetic per page made a read of a busy
+    # heap's entries (bdwgc's, at every collection) cost milliseconds.
+    unwritten = base | _PRESENT | _sharing_bits(kind, False)
+    written = base | _PRESENT | _sharing_bits(kind, True)
+    soft_dirty, changed = pages.soft_dirty, pages.written
     for page in present:
-        value = base | PagemapBit.PRESENT
-        if page in pages.soft_dirty:
-            value |= PagemapBit.SOFT_DIRTY
-        value |= _sharing_bits(kind, page in pages.written)
+        value = written if page in changed else unwritten
+        if page in soft_dirty:
+            value |= _SOFT_DIRTY
         entries[(page - low) // PAGE_SIZE] = value
     return entries.tobytes()
 
@@ -167,12 +177,12 @@ def _vma_entries(space: AddressSpace, vma, low: int, high: int) -> bytes | None:
 def _sharing_bits(kind: Backing, written: bool) -> int:
     """Bits 61 and 56 of a present page."""
     if kind is Backing.ANONYMOUS:
-        return PagemapBit.EXCLUSIVE if written else 0      # else the zero page
+        return _EXCLUSIVE if written else 0                 # else the zero page
     if kind is Backing.FILE_PRIVATE:
         # A written page is the process's own copy; an unwritten one a file page,
         # mapped by nobody else that kvmdune can see.
-        return PagemapBit.EXCLUSIVE if written else PagemapBit.FILE_OR_SHARED_ANON | PagemapBit.EXCLUSIVE
-    return PagemapBit.FILE_OR_SHARED_ANON
+        return _EXCLUSIVE if written else _FILE_OR_SHARED_ANON | _EXCLUSIVE
+    return _FILE_OR_SHARED_ANON
 
 
 # -- /proc/self/smaps and status ----------------------------------------------------------

@@ -7,7 +7,7 @@ import resource
 import time
 import signal as host_signal
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Protocol
 
 from ..kvm import KvmError
 from ..machine import Machine, MachineError, StopReason
@@ -54,6 +54,22 @@ class RunOptions:
     privileged: "PrivilegedFactory | None" = None
     #: The program's argv[0] when it is not PROGRAM as given (bash's ``exec -a``).
     argv0: str | None = None
+    #: Called every ``ticker.interval`` seconds at an event boundary (``kvmdune wss``).
+    ticker: Ticker | None = None
+
+
+class Ticker(Protocol):
+    """Something done every ``interval`` seconds of a run, at an event boundary: the
+    run loop stops the vCPU with a time budget (a timer kick, as for the wall-time
+    limit) and calls ``tick`` while it is stopped, so the ticker may read and change
+    the page tables (never from another thread while the vCPU runs). ``finish`` is
+    called once the program has exited. A forked child does not tick."""
+
+    interval: float
+
+    def tick(self, process: Process) -> None: ...
+
+    def finish(self, process: Process) -> None: ...
 
 
 #: The status when a descriptor to pass cannot be given (as for a bad policy).
@@ -119,7 +135,7 @@ def _run_command(argv: list[str], env: dict[str, str] | None, options: RunOption
                 "reached; raise it (--max-procs) or use --no-fast-syscalls")
             return EXIT_VMM_FAILED
         try:
-            status = run_process(process, options.wall_seconds)
+            status = run_process(process, options.wall_seconds, options.ticker)
         finally:
             disarm_interval_timers()
             if options.syscall_stats:
@@ -223,15 +239,18 @@ def drop_privileges(user: str) -> None:
         raise PermissionError(f"could not drop root privileges to {user}")
 
 
-def run_process(process: Process, wall_seconds: float | None = None) -> ExitStatus:
-    """Run until the guest exits or is killed (or its wall-time limit passes)."""
+def run_process(process: Process, wall_seconds: float | None = None,
+                ticker: Ticker | None = None) -> ExitStatus:
+    """Run until the guest exits or is killed (or its wall-time limit passes); with a
+    ``ticker``, stop at an event boundary every ``ticker.interval`` seconds for it."""
     # Not dumpable: other processes of the same user (other guests among them) cannot
     # read this VMM's memory through /proc/<pid>/mem or attach to it.
     host_syscall(Sysno.prctl, PrctlOption.PR_SET_DUMPABLE, 0)
     sig.install_host_handlers(process.signals)
     deadline = None if wall_seconds is None else time.monotonic() + wall_seconds
+    ticks = _Ticks(ticker)
     while True:
-        budget = None if deadline is None else max(deadline - time.monotonic(), 0.001)
+        budget = _budget(deadline, ticks.next_at)
         try:
             stop = process.machine.run(process, budget=budget)
         except MachineError as exc:
@@ -244,13 +263,51 @@ def run_process(process: Process, wall_seconds: float | None = None) -> ExitStat
         except Exception as exc:      # a bug in the VMM outside a system call
             return process.internal_error("the run loop", exc).value
         if isinstance(stop.value, ExitStatus):
+            ticks.finish(process)
             return stop.value
         if stop.reason is StopReason.BUDGET:
+            if deadline is None or time.monotonic() < deadline:
+                ticks.tick(process)
+                continue
             process.log(f"kvmdune: wall-time limit of {wall_seconds:g} s reached: "
                         "the guest was killed (status 137)")
             return ExitStatus(signal=sig.Signal.SIGKILL)
         if stop.reason is StopReason.REQUEST:
             return ExitStatus(signal=sig.Signal.SIGKILL)
+
+
+def _budget(*limits: float | None) -> float | None:
+    """Seconds until the earliest of the monotonic times given (None: no limit)."""
+    due = [limit for limit in limits if limit is not None]
+    return None if not due else max(min(due) - time.monotonic(), 0.001)
+
+
+class _Ticks:
+    """When the run loop next stops for its ticker; only the process that started
+    the run ticks (a forked child runs on without it)."""
+
+    def __init__(self, ticker: Ticker | None) -> None:
+        self.ticker = ticker
+        self.owner = os.getpid()
+        self.next_at = None if ticker is None else time.monotonic() + ticker.interval
+
+    def _mine(self) -> bool:
+        if self.ticker is not None and os.getpid() != self.owner:
+            self.ticker = self.next_at = None
+        return self.ticker is not None
+
+    def tick(self, process: Process) -> None:
+        if not self._mine() or time.monotonic() < self.next_at:
+            return
+        self.ticker.tick(process)
+        # The next tick is one interval after this one was due, or after now when a
+        # long stretch without events (a blocking call) made it late.
+        self.next_at = max(self.next_at + self.ticker.interval,
+                           time.monotonic() + self.ticker.interval / 2)
+
+    def finish(self, process: Process) -> None:
+        if self._mine():
+            self.ticker.finish(process)
 
 
 def describe_call_stats(process: Process) -> str:

@@ -8,17 +8,11 @@ base; and what has no handler ends the process with a crash report."""
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
 from .conftest import PROGRAMS, explain, lines, run_dune
 
-pytestmark = [
-    pytest.mark.kvm,
-    pytest.mark.skipif(importlib.util.find_spec("kvmdune.dune.vm") is None,
-                       reason="user code needs the page tables' part (kvmdune/dune/vm.py)"),
-]
+pytestmark = pytest.mark.kvm
 
 USERCODE = PROGRAMS / "usercode.c"
 

@@ -71,14 +71,13 @@ class Row:
 GuestRunner = Callable[[list[str], bool], str]
 
 
-def build_guest(out: Path, parts: tuple[str, ...] = SOURCE) -> str:
-    """A guest program (native/dune_vm.c by default) against the Dune API's library
-    (``kvmdune config``'s flags)."""
+def build_guest(out: Path) -> str:
+    """native/dune_vm.c against the Dune API's library (``kvmdune config``'s flags)."""
     from ..dune import library
 
-    source = out / parts[-1]
-    source.write_bytes(resources.files("kvmdune.bench").joinpath(*parts).read_bytes())
-    binary = out / source.stem
+    source = out / SOURCE[-1]
+    source.write_bytes(resources.files("kvmdune.bench").joinpath(*SOURCE).read_bytes())
+    binary = out / "dune_vm"
     subprocess.run(["gcc", "-O2", "-static", *library.cflags(), "-o", str(binary),
                     str(source), *library.libs()], check=True, capture_output=True)
     return str(binary)

@@ -8,12 +8,13 @@ floor, all in the same run (medians of runs):
 - a system call of the plugin: user code's ``syscall`` -> the program's handler,
   which decides (a policy by number) and answers it itself -> back to user code
   (no call forwarded to Linux: kvmdune's forwarding is ``bench syscalls``' subject,
-  and its call ring's state would make this figure vary). Linux: a seccomp user-notification round trip (a supervisor
-  process receives the call, decides, and lets it continue: native/syscall_costs.c's
-  notify mode) and a ptrace(PTRACE_SYSCALL) stop pair (a tracer reads the registers
-  at entry: its ptrace mode), each for getppid. Floor: the two exits it cannot avoid
-  on this platform: user code's syscall reaching the VMM (the machine's CPL3 syscall
-  -> Python handler -> CPL3 round trip, ``bench core``'s) and the handler's return
+  and its call ring's state would make this figure vary). Linux: a seccomp
+  user-notification round trip (a supervisor process receives the getppid, decides
+  and lets it continue: native/syscall_costs.c's notify mode) and a
+  ptrace(PTRACE_SYSCALL) stop pair (a tracing parent: native/interpose.c, as
+  ``bench paper``'s Table 3). Floor: the two exits it cannot avoid on this
+  platform: user code's syscall reaching the VMM (the machine's CPL3 syscall ->
+  Python handler -> CPL3 round trip, ``bench core``'s) and the handler's return
   (RESUME_USER, a hypercall of the program: PROBE's round trip).
 - a call into the plugin: dune_jump_to_user, user code's exit call, the handler's
   dune_ret_from_user. Linux: a round trip through two pipes to a worker process
@@ -29,19 +30,17 @@ costs this VM 4-35 us more, varying from run to run.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import statistics
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
 from ..machine import Machine
-from . import core, dune, sandbox
+from . import core
+from .programs import ProgramError, build, run
 
-SOURCE = ("native", "dune_plugin.c")
 #: Guest memory for the floor's machine (its guest is a few pages).
 FLOOR_MACHINE_BYTES = 64 << 20
 
@@ -76,27 +75,23 @@ def children_on_one_cpu() -> Iterator[None]:
         os.sched_setaffinity(0, allowed)
 
 
-def native_us(binary: str, samples: int, benchmark: str, n: int) -> float:
-    """A benchmark of dune_plugin.c that runs natively (a Linux way): per op, in us."""
-    done = subprocess.run([binary, "--repeat", str(samples), benchmark, str(n)],
-                          capture_output=True, text=True, timeout=dune.RUN_TIMEOUT_S)
-    for line in done.stdout.splitlines():
-        result = json.loads(line)
-        if result.get("benchmark") == benchmark and "per_op_ns" in result:
-            return result["per_op_ns"] / 1000
-    raise RuntimeError(f"{benchmark}: no result ({done.returncode}): {done.stdout[-300:]}"
-                       f"{done.stderr[-1000:]}")
-
-
-def confined_getppid_us(binary: Path, samples: int, mode: str, n: int) -> float:
-    """getppid under syscall_costs.c's confinement ``mode``: per call, in us."""
+def per_op_us(argv: list[str], dune: bool, samples: int, benchmark: str) -> float:
+    """The median over ``samples`` runs of ``argv`` of its ``benchmark``'s per-operation
+    figure (``per_op_ns``, or syscall_costs.c's ``per_call_ns``), in microseconds."""
     values = []
     for _ in range(samples):
-        report = sandbox.per_call_report([str(binary), "getppid", str(n), mode])
-        if report is None or report.get("errors"):
-            raise RuntimeError(f"syscall_costs getppid {n} {mode} reported {report}")
-        values.append(report["per_call_ns"] / 1000)
+        found = [result for result in run(argv, dune=dune).objects
+                 if result.get(benchmark_key(result)) == benchmark]
+        if not found or "error" in found[0] or found[0].get("correct") is False \
+                or found[0].get("errors"):
+            raise ProgramError(f"{' '.join(argv)}: no valid {benchmark} result: {found}")
+        values.append(found[0].get("per_op_ns", found[0].get("per_call_ns")) / 1000)
     return statistics.median(values)
+
+
+def benchmark_key(result: dict) -> str:
+    """syscall_costs.c names its benchmark "case", the others "benchmark"."""
+    return "benchmark" if "benchmark" in result else "case"
 
 
 def run_plugin_bench(samples: int = 5, quick: bool = False,
@@ -105,25 +100,30 @@ def run_plugin_bench(samples: int = 5, quick: bool = False,
     syscalls, calls, exits = (50, 20, 50) if quick else (1000, 500, 2000)
     linux_calls, native_calls = (200, 10000) if quick else (20000, 10_000_000)
     with tempfile.TemporaryDirectory(prefix="kvmdune-bench-plugin-") as scratch:
-        progress("building the guest program")
-        binary = dune.build_guest(Path(scratch), SOURCE)
+        progress("building the programs")
+        directory = Path(scratch)
+        guest = str(build("dune_plugin.c", directory, dune=True))
+        interpose = str(build("interpose.c", directory))
+        syscall_costs = str(build("syscall_costs.c", directory))
 
         def guest_us(benchmark: str, n: int) -> float:
-            result = dune.guest_results(dune.run_guest, binary, samples, benchmark, n)
-            return result["per_op_ns"] / 1000
+            return per_op_us([guest, "--repeat", "5", benchmark, str(n)], True, samples,
+                             benchmark)
 
         progress("guest: plugin system calls, calls into the plugin, hypercalls")
         plugin_syscall = guest_us("plugin-syscall", syscalls)
         plugin_call = guest_us("plugin-call", calls)
         hypercall = guest_us("hypercall", exits)
-        costs = sandbox.build(Path(scratch))
-        progress("Linux: pipe round trips to a worker, function calls, seccomp user "
-                 "notification, ptrace")
+        progress("Linux: pipe round trips, function calls, seccomp user notification, "
+                 "ptrace")
         with children_on_one_cpu():
-            pipe_call = native_us(binary, samples, "pipe-call", linux_calls)
-            function_call = native_us(binary, samples, "function-call", native_calls)
-            notify = confined_getppid_us(costs, samples, "notify", linux_calls)
-            ptrace = confined_getppid_us(costs, samples, "ptrace", linux_calls // 4)
+            pipe_call = per_op_us([guest, "pipe-call", str(linux_calls)], False, samples,
+                                  "pipe-call")
+            function_call = per_op_us([guest, "function-call", str(native_calls)], False,
+                                      samples, "function-call")
+            notify = per_op_us([syscall_costs, "getppid", str(linux_calls), "notify"], False,
+                               samples, "getppid")
+            ptrace = per_op_us([interpose, str(linux_calls // 4)], False, samples, "interpose")
     progress("the machine's system-call round trip")
     with Machine(FLOOR_MACHINE_BYTES) as machine:
         syscall_exit = statistics.median(core.syscall_round_trip_us(machine, exits)

@@ -6,9 +6,7 @@
  * seccomp-bpf filter: openat gets EACCES, the rest is allowed) | seccomp-allow (a
  * filter that allows everything: its evaluation cost alone) | notify (seccomp user
  * notification: getppid, read and openat go to a supervisor process, which reads the
- * path from the caller's memory and answers EACCES for PATH, else lets them continue) |
- * ptrace (a tracer process stops every call at its entry and exit, PTRACE_SYSCALL,
- * reads its number at entry with PTRACE_GETREGS, and lets it run: no path check).
+ * path from the caller's memory and answers EACCES for PATH, else lets them continue).
  * The timed form prints {"case", "iterations", "per_call_ns", "errors"}. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -22,8 +20,6 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
-#include <sys/ptrace.h>
-#include <sys/user.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -119,49 +115,11 @@ static void supervise(int listener) {
     }
 }
 
-/* The tracer: every call of `traced` stops at its entry and its exit; at entry the
- * tracer reads the registers (where a policy would look), then lets it go on. Signals
- * other than the syscall stops are passed on. Ends when `traced` does. */
-static void trace(pid_t traced, int ready) {
-    int status, stops = 0;
-    if (ptrace(PTRACE_SEIZE, traced, 0, PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL)
-        || ptrace(PTRACE_INTERRUPT, traced, 0, 0) || waitpid(traced, &status, __WALL) != traced
-        || ptrace(PTRACE_SYSCALL, traced, 0, 0))
-        _exit(1);
-    if (write(ready, "", 1) != 1) _exit(1);
-    while (waitpid(traced, &status, __WALL) == traced && WIFSTOPPED(status)) {
-        int signal = 0;
-        if (WSTOPSIG(status) == (SIGTRAP | 0x80)) {
-            struct user_regs_struct regs;
-            if (stops++ % 2 == 0) ptrace(PTRACE_GETREGS, traced, 0, &regs);
-        } else if (status >> 16 == 0) {
-            signal = WSTOPSIG(status);   /* a signal to deliver (not a ptrace event) */
-        }
-        ptrace(PTRACE_SYSCALL, traced, 0, signal);
-    }
-    _exit(0);
-}
-
 /* Confine the rest of this process by MODE; with notify, a forked supervisor
- * serves the calls until this process exits; with ptrace, a forked tracer. */
+ * serves the calls until this process exits. */
 static int confine(const char *mode) {
     if (!strcmp(mode, "seccomp")) return install_bpf(1);
     if (!strcmp(mode, "seccomp-allow")) return install_bpf(0);
-    if (!strcmp(mode, "ptrace")) {
-        int go[2], ready[2];
-        char byte;
-        if (pipe(go) || pipe(ready)) return -1;
-        pid_t traced = getpid(), tracer = fork();
-        if (tracer < 0) return -1;
-        if (tracer == 0) {
-            if (read(go[0], &byte, 1) != 1) _exit(1);
-            trace(traced, ready[1]);
-        }
-        /* Yama's ptrace_scope 1 lets only a process's chosen tracer attach to it. */
-        prctl(PR_SET_PTRACER, tracer, 0, 0, 0);
-        if (write(go[1], "", 1) != 1 || read(ready[0], &byte, 1) != 1) return -1;
-        return 0;
-    }
     if (strcmp(mode, "notify")) return 0;
     int pair[2];
     socketpair(AF_UNIX, SOCK_STREAM, 0, pair);

@@ -1,15 +1,20 @@
 /* The call ring: how guest CPL3 code hands a system call to a host thread without
  * an exit (exception-less system calls, FlexSC, OSDI 2010).
  *
- * One page, shared by the guest (mapped user read/write right after the call stub's
- * code page) and the VMM (through its mapping of guest memory). One request at a
- * time: a Dune process has one vCPU. The guest writes the request, then bumps
+ * A slot of CALLRING_SLOT_SIZE bytes per vCPU in one page, shared by the guest
+ * (mapped user read/write right after the call stubs' code page, where each vCPU
+ * has its own copy of the stub, CALLRING_SLOT_SIZE bytes apart, so that every copy
+ * finds its own ring one page after itself) and the VMM (through its mapping of
+ * guest memory). One request at a time per ring. The guest writes the request, then bumps
  * REQUEST_SEQ; the host copies the request, serves it, writes the result and the
  * disposition, then sets RESPONSE_SEQ to the sequence number it served. Fields the
  * guest writes are never trusted: the host reads each once, into its own memory.
  */
 #ifndef KVMDUNE_CALLRING_H
 #define KVMDUNE_CALLRING_H
+
+/* Bytes between two vCPUs' rings (and between their copies of the stub). */
+#define CALLRING_SLOT_SIZE 256
 
 /* Guest -> host (the first cache line). */
 #define CALLRING_REQUEST_SEQ 0x00

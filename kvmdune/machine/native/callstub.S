@@ -19,7 +19,9 @@
  *   answer came within CALLRING_GUEST_SPINS: the VMM wakes it, waits for the answer
  *   and resumes at RCX.
  *
- * This code is copied into guest memory as bytes and must be position-independent.
+ * This code is copied into guest memory as bytes and must be position-independent;
+ * each vCPU has its own copy, CALLRING_SLOT_SIZE bytes after the previous one, so it
+ * must fit in that many (callring.py checks).
  */
 #include "callring.h"
 

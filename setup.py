@@ -1,5 +1,5 @@
 """Build the native parts of kvmdune from source: the ring-0 trampoline (assembly)
-and the page-table scanner (C).
+the page-table scanner and guest-memory atomics (C).
 
 The trampoline is assembled by gcc/as into a tiny C extension that hands its bytes
 and entry offsets to Python; no binary is ever committed.
@@ -27,6 +27,7 @@ setup(
             depends=["kvmdune/machine/native/trampoline.h"],
         ),
         Extension("kvmdune.memory._ptescan", sources=["kvmdune/memory/native/ptescan.c"]),
+        Extension("kvmdune.memory._atomics", sources=["kvmdune/memory/native/atomics.c"]),
         Extension("kvmdune.linux._fastpath", sources=["kvmdune/linux/native/fastpath.c"],
                   depends=["kvmdune/machine/native/callring.h"],
                   extra_compile_args=["-O2"]),

@@ -143,7 +143,7 @@ class FastPath:
         if proc.space is not None:
             self.server.set_cr3(proc.space.cr3)
         machine.cpu.call_wait = self._wait
-        proc.signals.on_arrival = lambda: self.signal_waiting(True)
+        proc.sighand.on_arrival = lambda: self.signal_waiting(True)
         machine.on_close(self.close)
         self.server.start()
 
@@ -182,6 +182,17 @@ class FastPath:
 
     def stats(self) -> dict[str, int]:
         return self.server.stats()
+
+    def detach(self) -> None:
+        """Stop serving for good: every vCPU's ``syscall`` exits to the VMM again
+        (a process that starts a second thread; see threads.py)."""
+        self.close()
+        proc = self.proc
+        proc.fds.listener = None
+        proc.sighand.on_arrival = None
+        for cpu in proc.machine.cpus:
+            cpu.call_wait = None
+        proc.machine.remove_call_stub()
 
     def close(self) -> None:
         """Stop the thread (before guest memory goes away)."""

@@ -9,8 +9,7 @@ import signal as host_signal
 from dataclasses import dataclass
 from typing import Callable
 
-from ..kvm import KvmError
-from ..machine import Machine, MachineError, StopReason
+from ..machine import Machine
 from ..memory.guest_memory import DEFAULT_GUEST_MEMORY
 from . import internal_error
 from . import signals as sig
@@ -114,6 +113,9 @@ def _run_command(argv: list[str], env: dict[str, str] | None, options: RunOption
                 f"({os.strerror(exc.errno or 0)}): the process limit (RLIMIT_NPROC) is "
                 "reached; raise it (--max-procs) or use --no-fast-syscalls")
             return EXIT_VMM_FAILED
+        # The child of a fork from a thread other than the main one ends where that
+        # thread's loop ends (threads.py), not here: the same cleanup, then its exit.
+        process.threads.end_process = lambda status: _end_child_of_thread(process, status)
         try:
             status = run_process(process, options.wall_seconds)
         finally:
@@ -220,33 +222,24 @@ def drop_privileges(user: str) -> None:
 
 
 def run_process(process: Process, wall_seconds: float | None = None) -> ExitStatus:
-    """Run until the guest exits or is killed (or its wall-time limit passes)."""
+    """Run until the guest exits or is killed (or its wall-time limit passes): the
+    main thread runs the first guest thread, others run on threads of their own
+    (threads.py)."""
     # Not dumpable: other processes of the same user (other guests among them) cannot
     # read this VMM's memory through /proc/<pid>/mem or attach to it.
     host_syscall(Sysno.prctl, PrctlOption.PR_SET_DUMPABLE, 0)
-    sig.install_host_handlers(process.signals)
-    deadline = None if wall_seconds is None else time.monotonic() + wall_seconds
-    while True:
-        budget = None if deadline is None else max(deadline - time.monotonic(), 0.001)
-        try:
-            stop = process.machine.run(process, budget=budget)
-        except MachineError as exc:
-            process.log(f"kvmdune: internal error: {exc}")
-            return ExitStatus(signal=sig.Signal.SIGSEGV)
-        except KvmError as exc:
-            # KVM itself refused to go on (e.g. EAGAIN at a process limit it counts).
-            process.log(f"kvmdune: {process.exe}: the virtual CPU cannot run: {exc}")
-            return ExitStatus(signal=sig.Signal.SIGKILL)
-        except Exception as exc:      # a bug in the VMM outside a system call
-            return process.internal_error("the run loop", exc).value
-        if isinstance(stop.value, ExitStatus):
-            return stop.value
-        if stop.reason is StopReason.BUDGET:
-            process.log(f"kvmdune: wall-time limit of {wall_seconds:g} s reached: "
-                        "the guest was killed (status 137)")
-            return ExitStatus(signal=sig.Signal.SIGKILL)
-        if stop.reason is StopReason.REQUEST:
-            return ExitStatus(signal=sig.Signal.SIGKILL)
+    sig.install_host_handlers(process.sighand)
+    group = process.threads
+    group.wall_seconds = wall_seconds
+    group.deadline = None if wall_seconds is None else time.monotonic() + wall_seconds
+    return group.run_main()
+
+
+def _end_child_of_thread(process: Process, status: ExitStatus) -> None:
+    """The end of a forked child whose only thread is not the VMM's first one."""
+    disarm_interval_timers()
+    process.cleanup()
+    end_forked_child(status)
 
 
 def describe_call_stats(process: Process) -> str:

@@ -208,6 +208,11 @@ class Cpu:
         if thread is not None and thread != threading.get_ident() and self._can_kick:
             kick.kick(thread)
 
+    @property
+    def thread_ident(self) -> int | None:
+        """The ``threading.get_ident()`` of the thread in ``run()`` (None outside)."""
+        return self._thread
+
     def kick(self) -> None:
         """Interrupt whatever host call the vCPU's thread is in (EINTR), without
         touching the vCPU: a thread blocked outside KVM_RUN on the guest's behalf."""

@@ -9,6 +9,7 @@ reservation can be large; registering a slot costs more the larger it is
 from __future__ import annotations
 
 from ..kvm import Vm
+from . import _atomics
 from .frames import PAGE_SIZE, FrameAllocator
 from .host_mapping_unsafe import HostMapping
 
@@ -122,6 +123,28 @@ class GuestMemory:
         """The host memory behind a guest-physical range (within one backing)."""
         view, offset = self._backing(paddr, length)
         return view[offset:offset + length]
+
+    def host_address(self, paddr: int, length: int) -> int:
+        """Where the guest-physical range [paddr, paddr+length) (within one backing)
+        is in the VMM's address space: for host calls that must act on guest memory
+        in place (futexes), given only ranges a checked translation produced."""
+        if 0 <= paddr and paddr + length <= self.size:
+            return self.mapping.address + paddr
+        for region in self.regions:
+            if region.base <= paddr and paddr + length <= region.end:
+                return region.mapping.address + paddr - region.base
+        raise ValueError(f"guest-physical range {paddr:#x}+{length:#x} is not memory")
+
+    def cmpxchg32(self, paddr: int, expected: int, new: int) -> int:
+        """Atomically replace the 4-byte word at ``paddr`` by ``new`` if it holds
+        ``expected``; its old value. Safe against guest code writing it meanwhile."""
+        view, offset = self._backing(paddr, 4)
+        return _atomics.cmpxchg32(view, offset, expected, new)
+
+    def store32(self, paddr: int, value: int) -> None:
+        """Atomically store the 4-byte word at ``paddr``."""
+        view, offset = self._backing(paddr, 4)
+        _atomics.store32(view, offset, value)
 
     def invalidate(self, ranges: list[tuple[int, int]]) -> None:
         """Make KVM forget every translation to these guest-physical ranges.

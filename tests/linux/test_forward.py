@@ -59,6 +59,9 @@ class GuestProcess:
     def adopt_fd(self, host_fd: int) -> int:
         return self.fds.install(host_fd)
 
+    def host_call(self, call, host_fds) -> int:
+        return call()
+
 
 @pytest.fixture(scope="module")
 def memory():

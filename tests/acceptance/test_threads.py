@@ -55,6 +55,14 @@ def test_pthread_stress_program(compiled, link):
     assert_same(native, run_dune([program]))
 
 
+@pytest.mark.parametrize("link", ["static", "dynamic"])
+def test_futexes(compiled, link):
+    program = compiled[("futexes", link)]
+    native = run_native([program])
+    assert native.returncode == 0, native.stdout
+    assert_same(native, run_dune([program]))
+
+
 def test_pthread_stress_program_traced_with_thread_ids(compiled, tmp_path):
     # --trace names each line's thread as strace -f does: the first thread's lines
     # bare, every other's with [pid TID], TID one that a clone returned.

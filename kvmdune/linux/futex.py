@@ -175,6 +175,8 @@ def _wait(proc, command: int, op: int, uaddr: int, val: int, timeout: int, bitse
     if uaddr % _WORD or not bitset:
         return -Errno.EINVAL
     word = _word_or_fault(proc, uaddr, writable=False)
+    if proc.space.memory.read(word.paddr, _WORD) != _U32.pack(val):
+        return -Errno.EAGAIN          # what the host would say, without the lock dance
     return _blocking(proc, [word], lambda: _host_futex(word.host, host_op, val, deadline, 0,
                                                        bitset))
 

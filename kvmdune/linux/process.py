@@ -10,9 +10,9 @@ handler holds the process's lock (``threads.ThreadGroup``) while it works.
 
 from __future__ import annotations
 
+import _signal       # signal's functions without converting masks to enums
 import os
 import shutil
-import signal as host_signal
 import sys
 import tempfile
 import threading
@@ -315,7 +315,7 @@ class Process(Handler):
         waited = {SIGKICK} | (set(sig.FORWARDED) if on_main else set())
         deadline = None if timeout is None else time.monotonic() + timeout
         task = self.task
-        previous = host_signal.pthread_sigmask(host_signal.SIG_BLOCK, waited)
+        previous = _signal.pthread_sigmask(_signal.SIG_BLOCK, waited)
         try:
             while not (task.exiting or self._signal_ready(wanted)):
                 left = None if deadline is None else deadline - time.monotonic()
@@ -323,8 +323,8 @@ class Process(Handler):
                     return False
                 self.threads.lock.release()
                 try:
-                    info = (host_signal.sigwaitinfo(waited) if left is None
-                            else host_signal.sigtimedwait(waited, left))
+                    info = (_signal.sigwaitinfo(waited) if left is None
+                            else _signal.sigtimedwait(waited, left))
                 finally:
                     self.threads.lock.acquire()
                 if info is None or info.si_signo == SIGKICK:
@@ -336,7 +336,7 @@ class Process(Handler):
                     self.threads.route(info.si_signo)
             return True
         finally:
-            host_signal.pthread_sigmask(host_signal.SIG_SETMASK, previous)
+            _signal.pthread_sigmask(_signal.SIG_SETMASK, previous)
 
     def _signal_ready(self, wanted: int) -> bool:
         signals = self.signals

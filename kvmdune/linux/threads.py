@@ -43,8 +43,8 @@ parked thread needs the lock to go on), and the child has only the calling threa
 
 from __future__ import annotations
 
+import _signal       # signal's functions without the conversion of masks to enums
 import os
-import signal as host_signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -61,6 +61,7 @@ from .exit_status import ExitStatus
 KICK_INTERVAL = 0.002
 #: How long waiting for parked or ending threads sleeps between checks.
 POLL_INTERVAL = 0.0005
+_ALL_SIGNALS = frozenset(_signal.valid_signals())
 #: Signals a vCPU thread's own host calls raise for itself (broken pipe, file too big).
 SELF_DIRECTED = {-Errno.EPIPE: Signal.SIGPIPE, -Errno.EFBIG: Signal.SIGXFSZ}
 
@@ -191,7 +192,7 @@ class ThreadGroup:
         signo = SELF_DIRECTED.get(result)
         if signo is None or threading.current_thread() is threading.main_thread():
             return
-        if host_signal.sigtimedwait({signo}, 0) is not None:
+        if _signal.sigtimedwait({signo}, 0) is not None:
             self.current().signals.pending.add(signo)
 
     # -- interrupting -------------------------------------------------------------------
@@ -266,15 +267,13 @@ class ThreadGroup:
         if tls is not None:
             cpu.fs_base = tls
         task = Task(0, cpu, parent.signals.for_new_thread())
-        started = threading.Event()
-        thread = _quiet_thread(self._thread_main, "kvmdune-task", task, started,
-                               keep=(SIGKICK,))
+        thread = _quiet_thread(self._thread_main, "kvmdune-task", task, keep=(SIGKICK,))
         try:
-            thread.start()
+            thread.start()             # returns once the thread runs: its id is known
         except RuntimeError:           # the host could not make the thread (EAGAIN)
             machine.release_cpu(cpu)
             return -Errno.EAGAIN
-        started.wait()
+        task.tid = thread.native_id
         task.thread = thread
         self.tasks[task.tid] = task
         return task
@@ -284,10 +283,8 @@ class ThreadGroup:
         """Let a spawned thread run guest code."""
         task.go.set()
 
-    def _thread_main(self, task: Task, started: threading.Event) -> None:
+    def _thread_main(self, task: Task) -> None:
         self._local.task = task
-        task.tid = threading.get_native_id()
-        started.set()
         task.go.wait()
         try:
             self._drive(task)
@@ -518,15 +515,15 @@ def _quiet_thread(target, name: str, *args, keep: tuple[int, ...] = ()) -> threa
     """A daemon host thread that starts with every signal blocked but ``keep``: host
     signals for the process must reach the main thread, whose Python handlers run."""
     thread = threading.Thread(target=target, args=args, name=name, daemon=True)
-    blocked = set(host_signal.valid_signals()) - set(keep)
+    blocked = _ALL_SIGNALS - set(keep)
     original_start = thread.start
 
     def start() -> None:
-        previous = host_signal.pthread_sigmask(host_signal.SIG_SETMASK, blocked)
+        previous = _signal.pthread_sigmask(_signal.SIG_SETMASK, blocked)
         try:
             original_start()
         finally:
-            host_signal.pthread_sigmask(host_signal.SIG_SETMASK, previous)
+            _signal.pthread_sigmask(_signal.SIG_SETMASK, previous)
 
     thread.start = start          # type: ignore[method-assign]
     return thread

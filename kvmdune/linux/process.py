@@ -129,12 +129,16 @@ class Process(Handler):
             self.fast = fastpath.start(self, option)
         return self.fast is not None
 
-    def stop_fast_path(self) -> None:
-        """Serve every call on the exit path from now on: the native server serves
-        one ring, the first thread's, and a second thread is about to start."""
+    def cpu_added(self, cpu: Cpu) -> None:
+        """A new thread's vCPU: the fast path serves its ring too."""
         if self.fast is not None:
-            self.fast.detach()
-            self.fast = None
+            self.fast.attach(cpu)
+
+    def release_cpu(self, cpu: Cpu) -> None:
+        """A thread has ended: its vCPU goes back to the machine's pool."""
+        if self.fast is not None:
+            self.fast.detach_cpu(cpu)
+        self.machine.release_cpu(cpu)
 
     # -- starting programs -------------------------------------------------------------
     def replace_image(self, space: AddressSpace, mm: MemoryMap, exe: str, argv: list[bytes],
@@ -448,7 +452,7 @@ class Process(Handler):
             # No frame on top of a call in flight: it reaches the VMM (the fast path
             # hands it over while a signal waits), which delivers at its end.
             if self.fast is not None:
-                self.fast.signal_waiting(self.signals.next_deliverable() is not None)
+                self.fast.signal_waiting(cpu, self.signals.next_deliverable() is not None)
             return None
         return self.deliver_pending(cpu)
 
@@ -456,7 +460,7 @@ class Process(Handler):
         """Keep the fast path in step with what the call changed."""
         if spec is not None and spec.name in THREAD_STATE_CALLS:
             self.fast.thread_state_changed()
-        self.fast.after_slow_call(self.signals.next_deliverable() is not None)
+        self.fast.after_slow_call(self.cpu, self.signals.next_deliverable() is not None)
 
     # -- signals -------------------------------------------------------------------------
     def fault(self, cpu: Cpu, signo: int, address: int, event) -> Action | Stop:

@@ -171,9 +171,6 @@ def _clone_thread(proc, request: CloneRequest):
                  "directory (CLONE_THREAD without CLONE_FILES|CLONE_FS) is not supported: "
                  "ENOSYS")
         return -Errno.ENOSYS
-    # The native fast path serves one ring, the first thread's: from now on every
-    # call takes the exit path (threads.py's lock makes them safe to serve).
-    proc.stop_fast_path()
     tls = request.tls if flags & CloneFlags.CLONE_SETTLS else None
     task = proc.threads.spawn(proc.task, request.stack, tls)
     if isinstance(task, int):

@@ -276,6 +276,7 @@ class ThreadGroup:
         task.tid = thread.native_id
         task.thread = thread
         self.tasks[task.tid] = task
+        self.proc.cpu_added(cpu)
         return task
 
     @staticmethod
@@ -306,7 +307,7 @@ class ThreadGroup:
                 self.main_task = task        # the main thread runs it from now on
             else:
                 self.tasks.pop(task.tid, None)
-                self.proc.machine.release_cpu(task.cpu)
+                self.proc.release_cpu(task.cpu)
                 task.done.set()
         self._wake_main.set()
 
@@ -325,7 +326,7 @@ class ThreadGroup:
                         self.main_task = None
                         if task.dead:
                             self.tasks.pop(task.tid, None)
-                            self.proc.machine.release_cpu(task.cpu)
+                            self.proc.release_cpu(task.cpu)
                         task.done.set()
             if self.exit_status is not None:
                 self._end_all()
@@ -450,7 +451,7 @@ class ThreadGroup:
         for task in others:
             if self.tasks.get(task.tid) is task:
                 del self.tasks[task.tid]
-                self.proc.machine.release_cpu(task.cpu)
+                self.proc.release_cpu(task.cpu)
 
     def become_main(self) -> Stop | None:
         """After execve from a thread other than the main one (the others ended):

@@ -117,7 +117,7 @@ USER_PROGRAM_END = CALL_STUB
 #: every copy reaches its own ring with the same RIP-relative displacement and needs
 #: no register, stack or segment base to find it (the guest owns GS and its stack).
 #: MSR_LSTAR of vCPU k points at its copy. vCPUs past the last slot have no stub.
-CALL_SLOT_SIZE = 256
+CALL_SLOT_SIZE = 512
 CALL_SLOTS = PAGE_SIZE // CALL_SLOT_SIZE
 
 

@@ -125,9 +125,8 @@ class Machine:
         return self._new_cpu()
 
     def release_cpu(self, cpu: Cpu) -> None:
-        """Give back a vCPU (its thread no longer runs it) for a later ``add_cpu``."""
-        if cpu is self.cpu:
-            raise ValueError("the boot vCPU stays in use")
+        """Give back a vCPU (its thread no longer runs it) for a later ``add_cpu``
+        (the boot vCPU too: ``machine.cpu`` keeps naming it)."""
         if cpu in self._all_cpus and cpu not in self._pooled:
             cpu.space = None
             self._pooled.append(cpu)

@@ -8,6 +8,8 @@ reservation can be large; registering a slot costs more the larger it is
 
 from __future__ import annotations
 
+from typing import Callable
+
 from ..kvm import Vm
 from . import _atomics
 from .frames import PAGE_SIZE, FrameAllocator
@@ -68,7 +70,12 @@ class GuestMemory:
         self.size = size
         self.view = self.mapping.view      # bytes, bounds-checked
         self.words = self.mapping.words    # 64-bit words, bounds-checked
-        self.frames = FrameAllocator(FIRST_FRAME, size, self.mapping.discard)
+        self.frames = FrameAllocator(FIRST_FRAME, size, self._discard)
+        #: Waits until no access to guest memory through a translation made before
+        #: the call is under way outside a vCPU (the native fast path's serves):
+        #: called before freed frames go back to the host (and may be reused) and
+        #: after every invalidation, so that restrictions reach those accesses too.
+        self.quiesce: Callable[[], None] | None = None
         self.regions: list[SharedRegion] = []
         self._vm: Vm | None = None
         # A gap after each backing keeps two backings from ever looking contiguous.
@@ -124,6 +131,11 @@ class GuestMemory:
         view, offset = self._backing(paddr, length)
         return view[offset:offset + length]
 
+    def _discard(self, paddr: int, length: int) -> None:
+        if self.quiesce is not None:
+            self.quiesce()
+        self.mapping.discard(paddr, length)
+
     def host_address(self, paddr: int, length: int) -> int:
         """Where the guest-physical range [paddr, paddr+length) (within one backing)
         is in the VMM's address space: for host calls that must act on guest memory
@@ -163,6 +175,8 @@ class GuestMemory:
                 low, high = max(start, region.base), min(start + length, region.end)
                 if low < high:
                     region.mapping.reprotect(low - region.base, high - low)
+        if self.quiesce is not None:
+            self.quiesce()
 
     def read(self, paddr: int, length: int) -> bytes:
         return bytes(self.slice(paddr, length))

@@ -13,8 +13,10 @@
 #ifndef KVMDUNE_CALLRING_H
 #define KVMDUNE_CALLRING_H
 
-/* Bytes between two vCPUs' rings (and between their copies of the stub). */
-#define CALLRING_SLOT_SIZE 256
+/* Bytes between two vCPUs' rings (and between their copies of the stub), and how
+ * many fit in the page. */
+#define CALLRING_SLOT_SIZE 512
+#define CALLRING_SLOTS (4096 / CALLRING_SLOT_SIZE)
 
 /* Guest -> host (the first cache line). */
 #define CALLRING_REQUEST_SEQ 0x00
@@ -31,6 +33,12 @@
 #define CALLRING_SAVED_RCX 0x80
 #define CALLRING_SAVED_R11 0x88
 #define CALLRING_SAVED_RSP 0x90
+/* Host -> guest: a bit per system call number below CALLRING_MAX_NR, set when the
+ * host thread may serve it; the stub sends every other call straight to the VMM
+ * (one exit, not a trip through the ring first). The guest can change its copy: it
+ * only changes which of its own calls ask the thread first, which re-checks each. */
+#define CALLRING_FAST_BITMAP 0xC0
+#define CALLRING_MAX_NR 512
 
 #define CALLRING_DONE 0
 #define CALLRING_SLOW 1             /* take the exit path: the VMM serves the call */

@@ -11,8 +11,10 @@
  * user code there. On hardware KVM `syscall` enters CPL0; the stub then leaves at
  * once with `sysretq` to its own CPL3 part (5 instructions at CPL0).
  *
- * Two ways out to the VMM, both jumps to supervisor addresses the VMM patches into
- * the stub (a CPL3 fetch there faults into the VMM with RIP == CR2 == the target):
+ * Calls the ring's bitmap does not mark as served by the host thread go to the VMM
+ * at once. Two ways out to the VMM, both jumps to supervisor addresses the VMM
+ * patches into the stub (a CPL3 fetch there faults into the VMM with RIP == CR2 ==
+ * the target):
  * - the slow target, the trampoline's syscall entry: the VMM serves the call as if
  *   `syscall` had exited to it (RAX, RCX, R11 and the arguments as `syscall` left them);
  * - the wait target: the host thread sleeps (after a while without calls), or no
@@ -42,7 +44,11 @@ kvmdune_callstub_start:
     movl %cs, %ecx
     testb $3, %cl
     jz 9f
-1:  movq %rax, RING(CALLRING_NR)
+1:  cmpq $CALLRING_MAX_NR, %rax
+    jae 7f
+    btq %rax, RING(CALLRING_FAST_BITMAP)
+    jnc 7f                                      /* the thread would hand it back */
+    movq %rax, RING(CALLRING_NR)
     movq %rdi, RING(CALLRING_ARG0)
     movq %rsi, RING(CALLRING_ARG0 + 8)
     movq %rdx, RING(CALLRING_ARG0 + 16)
@@ -76,7 +82,7 @@ kvmdune_callstub_resume:
     movq RING(CALLRING_SAVED_R11), %r11
     jmpq *%rcx
 6:  movq RING(CALLRING_NR), %rax                /* the VMM serves this one */
-    movq RING(CALLRING_SAVED_RCX), %rcx
+7:  movq RING(CALLRING_SAVED_RCX), %rcx
     movq RING(CALLRING_SAVED_R11), %r11
     jmpq *kvmdune_callstub_slow_target(%rip)
 9:  leaq 1b(%rip), %rcx                         /* CPL0 (hardware KVM): leave at once */

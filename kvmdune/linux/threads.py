@@ -157,7 +157,9 @@ class ThreadGroup:
         without the process's lock, holding the host descriptors ``fds`` open. An
         EINTR that nothing explains (a kick for another reason; a host signal the
         guest ignores) runs the call again, as Linux would not have interrupted it.
-        -EINTR at once when the thread must stop or has a signal to take."""
+        -EINTR at once when the thread must stop. With a signal to take already,
+        the call is made (it may not block at all: getcwd, a read of a file) but
+        kicked until it returns, as Linux interrupts a call that would sleep."""
         task = self.current()
         held = list(fds)
         fdtable = self.proc.fds
@@ -165,8 +167,10 @@ class ThreadGroup:
         task.block_seq += 1
         task.blocking = True       # before the check: an interrupter then sees it
         try:
-            if self._must_return(task):
+            if task.exiting:
                 return -Errno.EINTR
+            if task.signals.next_deliverable() is not None:
+                self._kick_again(task)
             self.lock.release()
             try:
                 while True:

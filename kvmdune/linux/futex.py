@@ -241,13 +241,14 @@ def sys_futex_waitv(proc, cpu, waiters, count, flags, timeout, clockid, *_):
 
 
 # -- a thread's death --------------------------------------------------------------------
-def release_thread(proc, task) -> None:
+def release_thread(proc, task, robust_only: bool = False) -> None:
     """What Linux does with a dying thread's futexes (mm_release): each futex on its
     robust list that it holds is marked FUTEX_OWNER_DIED and one waiter woken; then
-    its CLEARTID word is cleared and one waiter woken (pthread_join's)."""
+    (unless ``robust_only``: the whole process ends, nobody is left to join) its
+    CLEARTID word is cleared and one waiter woken (pthread_join's)."""
     if task.robust_list:
         _walk_robust_list(proc, task.robust_list, task.tid)
-    if task.clear_child_tid:
+    if task.clear_child_tid and not robust_only:
         try:
             word = translate_word(proc, task.clear_child_tid, writable=True)
         except GuestFault:

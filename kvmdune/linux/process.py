@@ -114,11 +114,12 @@ class Process(Handler):
             self.threads.take_self_directed(result)
         return result
 
-    def release_thread_futexes(self, task: Task) -> None:
-        """A thread's exit: its robust futexes and CLEARTID word (futex.py)."""
+    def release_thread_futexes(self, task: Task, robust_only: bool = False) -> None:
+        """A thread's exit: its robust futexes and CLEARTID word (futex.py); at the
+        process's end only the robust ones (another process may share them)."""
         from . import futex
 
-        futex.release_thread(self, task)
+        futex.release_thread(self, task, robust_only)
 
     def start_fast_path(self, option: bool | None = None) -> bool:
         """Serve what can be served without an exit through the native fast path

@@ -300,6 +300,7 @@ class ThreadGroup:
         """A thread's run loop returned: it leaves the process (or, moved to the main
         thread, lives on there); in the child of a fork from it, it *is* the process."""
         if task.thread is None and threading.current_thread() is threading.main_thread():
+            self._released_at_process_end(task)
             self._end_all()
             status = self.exit_status or ExitStatus(signal=Signal.SIGKILL)
             if self.end_process is not None:
@@ -310,10 +311,26 @@ class ThreadGroup:
                 self._moving = None
                 self.main_task = task        # the main thread runs it from now on
             else:
+                self._release_at_process_end_locked(task)
                 self.tasks.pop(task.tid, None)
                 self.proc.release_cpu(task.cpu)
                 task.done.set()
         self._wake_main.set()
+
+    def _released_at_process_end(self, task: Task) -> None:
+        with self.lock:
+            self._release_at_process_end_locked(task)
+
+    def _release_at_process_end_locked(self, task: Task) -> None:
+        """A thread ended by the process's end (exit_group, a fatal signal) or by an
+        execve of another: as on Linux its robust futexes are released (a process
+        sharing them must learn their owner died); its CLEARTID word is of no use."""
+        if (task.exiting or self.exit_status is not None) and not task.dead \
+                and task.robust_list:
+            try:
+                self.proc.release_thread_futexes(task, robust_only=True)
+            except Exception as exc:     # a bug in the VMM: the process ends anyway
+                self.proc.log(f"kvmdune: releasing robust futexes at exit: {exc!r}")
 
     # -- running ------------------------------------------------------------------------
     def run_main(self) -> ExitStatus:
@@ -324,6 +341,7 @@ class ThreadGroup:
             if task is not None and self.exit_status is None:
                 self._local.task = task
                 self._drive(task)
+                self._released_at_process_end(task)
                 with self.lock:
                     if self.main_task is task and (task.dead or task.exiting
                                                    or self.exit_status is not None):
@@ -400,6 +418,7 @@ class ThreadGroup:
         task = self.current()
         task.dead = True
         if not any(other.live for other in self.tasks.values()):
+            self.proc.release_thread_futexes(task, robust_only=True)
             return Stop(value=ExitStatus(code=code))
         self.proc.release_thread_futexes(task)
         return Stop(value=ThreadExit(code))

@@ -312,6 +312,36 @@ static void shared_between_processes(void) {
     printf("%-44s %d\n", "a child woken through shared memory", WEXITSTATUS(status));
 }
 
+/* A process-shared robust mutex in MAP_SHARED memory, held by a child when it
+ * exits: the parent's lock says EOWNERDEAD (the child's robust list was walked at
+ * its end), with a plain exit and with exit_group from a second thread. */
+static void *exit_group_from_thread(void *arg) { exit(0); }
+
+static void robust_across_processes(int from_thread) {
+    pthread_mutex_t *shared = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                                   -1, 0);
+    pthread_mutexattr_t attr;
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+    pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+    pthread_mutex_init(shared, &attr);
+    pid_t child = fork();
+    if (child == 0) {
+        pthread_mutex_lock(shared);
+        if (from_thread) {
+            pthread_t thread;
+            pthread_create(&thread, NULL, exit_group_from_thread, NULL);
+            pthread_join(thread, NULL);
+        }
+        _exit(0);
+    }
+    waitpid(child, NULL, 0);
+    int r = pthread_mutex_lock(shared);
+    printf("pshared robust mutex of a dead child%s: %s\n", from_thread ? " (exit_group from a thread)" : "",
+           r == EOWNERDEAD ? "EOWNERDEAD" : strerrorname_np(r));
+    munmap(shared, 4096);
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     basics();
@@ -322,5 +352,7 @@ int main(void) {
     robust_lists(1);
     waitv();
     shared_between_processes();
+    robust_across_processes(0);
+    robust_across_processes(1);
     return 0;
 }

@@ -149,7 +149,11 @@ class ThreadGroup:
         return len(self.tasks) > 1
 
     def live_tids(self) -> list[int]:
-        return sorted(tid for tid, task in self.tasks.items() if not task.dead)
+        """The guest's threads as /proc/self/task lists them: the live ones, and the
+        process id while the process lives (Linux keeps a group leader that exited
+        before its threads listed, a zombie, until the whole group ends)."""
+        live = {tid for tid, task in self.tasks.items() if not task.dead}
+        return sorted(live | {os.getpid()})
 
     # -- blocking without the lock ------------------------------------------------------
     def blocking(self, call: Callable[[], int], fds: Iterable[int] = ()) -> int:

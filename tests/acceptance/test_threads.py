@@ -63,6 +63,13 @@ def test_futexes(compiled, link):
     assert_same(native, run_dune([program]))
 
 
+def test_main_thread_exits_first(compiled):
+    program = compiled[("leader_exit", "dynamic")]
+    native = run_native([program])
+    assert native.returncode == 4, native.stdout
+    assert_same(native, run_dune([program]))
+
+
 def test_pthread_stress_program_traced_with_thread_ids(compiled, tmp_path):
     # --trace names each line's thread as strace -f does: the first thread's lines
     # bare, every other's with [pid TID], TID one that a clone returned.

@@ -70,6 +70,14 @@ def test_main_thread_exits_first(compiled):
     assert_same(native, run_dune([program]))
 
 
+@pytest.mark.parametrize("link", ["static", "dynamic"])
+def test_execve_from_another_thread(compiled, link):
+    program = compiled[("exec_thread", link)]
+    native = run_native([program])
+    assert native.returncode == 5, native.stdout
+    assert_same(native, run_dune([program]))
+
+
 def test_pthread_stress_program_traced_with_thread_ids(compiled, tmp_path):
     # --trace names each line's thread as strace -f does: the first thread's lines
     # bare, every other's with [pid TID], TID one that a clone returned.
@@ -138,6 +146,12 @@ total = 0
 while (item := items.get()) is not None: total += item
 producer.join()
 print("queue total", total)
+import subprocess
+spawned = []
+runner = threading.Thread(target=lambda: spawned.append(
+    subprocess.run(["echo", "spawned from a thread"], capture_output=True).stdout))
+runner.start(); runner.join()
+print(spawned)
 fired = threading.Event()
 threading.Timer(0.05, fired.set).start()
 print("timer fired", fired.wait(10))

@@ -181,6 +181,7 @@ def _clone_thread(proc, request: CloneRequest):
         _put_tid(proc, request.child_tid, task.tid)
     if flags & CloneFlags.CLONE_CHILD_CLEARTID:
         task.clear_child_tid = request.child_tid
+    task.comm = proc.task.comm or proc.comm        # a thread starts with its creator's name
     proc.threads.start(task)
     return task.tid
 
@@ -305,11 +306,17 @@ def sys_prctl(proc, cpu, option, arg2, arg3, arg4, arg5, _):
     would change the VMM process: seccomp, dumpable, no_new_privs, ...) are refused."""
     PR_SET_PDEATHSIG, PR_GET_PDEATHSIG, PR_SET_NAME, PR_GET_NAME = 1, 2, 15, 16
     if option == PR_SET_NAME:
-        proc.comm = comm_from_user(read_bytes(proc.space, arg2, TASK_COMM_LEN))
+        name = comm_from_user(read_bytes(proc.space, arg2, TASK_COMM_LEN))
+        task = proc.task
+        if task.tid != os.getpid():
+            task.comm = name          # names the thread, not the process (as Linux)
+            return 0
+        proc.comm = name
         show_on_host(proc.comm)
         return 0
     if option == PR_GET_NAME:
-        write_bytes(proc.space, arg2, proc.comm.ljust(TASK_COMM_LEN, b"\0"))
+        name = proc.task.comm if proc.task.tid != os.getpid() else None
+        write_bytes(proc.space, arg2, (name or proc.comm).ljust(TASK_COMM_LEN, b"\0"))
         return 0
     if option == PR_GET_PDEATHSIG:
         write_u32(proc.space, arg2, getattr(proc, "pdeathsig", 0))

@@ -89,6 +89,9 @@ class Task:
     signals: sig.SignalState
     clear_child_tid: int = 0
     robust_list: int = 0
+    #: The thread's name (prctl PR_SET_NAME from a thread other than the first);
+    #: None: the process's.
+    comm: bytes | None = None
     #: The host thread running it; None for the main thread.
     thread: threading.Thread | None = None
     #: Asked to end (exit_group, execve, a fatal signal): it stops at its next

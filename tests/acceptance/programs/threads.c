@@ -2,7 +2,8 @@
  * mode must print exactly what a native run prints. Usage: threads [SCALE] (the
  * work per thread; the benchmark raises it).
  *
- * mutex-protected counters over 8 threads, a condition-variable producer/consumer,
+ * mutex-protected counters over 8 threads, thread names, a condition-variable
+ * producer/consumer,
  * barriers, __thread values, signals aimed at one thread (pthread_kill), at the
  * process (taken by the thread that does not block it) and on per-thread alternate
  * stacks, /proc/self/task, fork from a threaded process (from the main thread and
@@ -17,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -92,6 +94,28 @@ static void counters(void) {
     pthread_barrier_destroy(&started);
     printf("counter %ld, per-thread counts %ld, main's __thread %ld %d\n", counter, own,
            my_count, initialised_tls);
+}
+
+/* -- names ------------------------------------------------------------------------ */
+static void *rename_self(void *arg) {
+    char name[16];
+    prctl(PR_GET_NAME, name);
+    printf("a thread starts with its creator's name: %s\n",
+           strcmp(name, (char *)arg) == 0 ? "yes" : "no");
+    prctl(PR_SET_NAME, "worker-1");
+    prctl(PR_GET_NAME, name);
+    printf("and renames itself: %s\n", name);
+    return NULL;
+}
+
+static void names(void) {
+    char before[16], after[16];
+    prctl(PR_GET_NAME, before);
+    pthread_t thread;
+    pthread_create(&thread, NULL, rename_self, before);
+    pthread_join(thread, NULL);
+    prctl(PR_GET_NAME, after);
+    printf("the process keeps its name: %s\n", strcmp(before, after) == 0 ? "yes" : "no");
 }
 
 /* -- producer/consumer ------------------------------------------------------------ */
@@ -396,6 +420,7 @@ int main(int argc, char **argv) {
         scale = atol(argv[1]);
     setvbuf(stdout, NULL, _IOLBF, 0);
     counters();
+    names();
     producer_consumer();
     barriers();
     signals();

@@ -10,7 +10,7 @@ from typing import Callable
 
 from ..machine import Action, Handler, Machine, Stop
 from ..machine.probe import measure_platform
-from ..memory import PAGE_SIZE, Perm
+from ..memory import PAGE_SIZE, PTE, Perm
 from . import guest
 from .linux_baselines import run_baseline
 
@@ -110,12 +110,13 @@ def dirty_round(machine: Machine, size: int, written: int) -> DirtyRound:
     space.map(base, size, guest.RW_USER)
     machine.run(_Exit())                                  # touch every page once
     t0 = time.perf_counter()
-    space.dirty_pages(base, size, clear=True)             # arm
+    reader = space.page_bits.reader("bench")
+    reader.read(base, size, PTE.DIRTY, clear=True)        # arm
     t1 = time.perf_counter()
     guest.load(machine, guest.page_write_loop(base, written, stride), space)
     machine.run(_Exit())
     t2 = time.perf_counter()
-    dirty = space.dirty_pages(base, size, clear=True)     # collect
+    dirty = reader.read(base, size, PTE.DIRTY, clear=True)  # collect
     t3 = time.perf_counter()
     expected = [base + i * stride for i in range(written)]
     space.close()

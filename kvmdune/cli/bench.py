@@ -55,6 +55,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "(no_new_privs, seccomp, Landlock).")
     _add_sampling(confine)
     confine.set_defaults(handler=run_confine)
+    dune = suites.add_parser(
+        "dune", help="the Dune API's page-table primitives, beside Linux and the floor",
+        description="From a C program using the Dune API: protect + unprotect a page "
+                    "(two dune_vm_mprotect calls), Appel & Li's trap (protect, fault, "
+                    "handler unprotects), and a dirty read+clear of 1 GiB with 1,024 pages "
+                    "written (kvmdune_vm_clear_bits with KVM's dirty log and with host "
+                    "mprotect invalidation; dune_vm_page_walk + dune_flush_tlb). Beside: "
+                    "Linux's mprotect pair, mprotect + SIGSEGV, userfaultfd-wp + "
+                    "PAGEMAP_SCAN; and the floor each cannot avoid (ring round trips and a "
+                    "host mprotect pair; the machine's own trap; the A/D reader's read).")
+    _add_sampling(dune)
+    dune.add_argument("--json", action="store_true", help="print JSON rows")
+    dune.set_defaults(handler=run_dune)
     syscalls = suites.add_parser(
         "syscalls", help="issue 5's targets for fast system calls, each marked ok or MISSED",
         description="1. per-call cost of an allowed getppid from a static C program: "
@@ -86,6 +99,52 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     _add_sampling(threads)
     threads.add_argument("--json", action="store_true", help="print JSON rows")
     threads.set_defaults(handler=run_threads)
+    gc = suites.add_parser(
+        "gc", help="Debian's libgc, incremental on and off, mprotect vs dirty bits",
+        description="Debian's unmodified libgc (bdwgc) driven by native/gc_bench.c "
+                    "(GCBench-style binary trees; old objects rewritten to point at "
+                    "young ones): total time, collections, mean and maximum pause, with "
+                    "incremental mode on and off, natively (bdwgc's mprotect write "
+                    "barrier: this kernel has no soft-dirty bits) and under `kvmdune "
+                    "run` (soft-dirty bits from the PTE dirty bits). Which dirty-bit "
+                    "implementation bdwgc took is checked with GC_PRINT_VERBOSE_STATS=1 "
+                    "and printed.")
+    _add_sampling(gc)
+    gc.add_argument("--json", action="store_true", help="print JSON rows")
+    gc.set_defaults(handler=run_gc)
+    working_set = suites.add_parser(
+        "wss", help="kvmdune wss beside clear_refs + smaps natively, and their overheads",
+        description="native/wss_phases.c (three phases of known working sets: 2,048 "
+                    "pages read / 512 written, 8,192 / 4,096, 1,024 / 0) sampled every "
+                    "interval natively the Linux way (clear_refs 1 + smaps_rollup "
+                    "Referenced, from outside) and under `kvmdune wss` (accessed and dirty "
+                    "bits): both series, the program's time alone and watched (the "
+                    "overhead of sampling) and the cost of one sample each way.")
+    _add_sampling(working_set)
+    working_set.add_argument("--interval", type=float, default=None, metavar="MS",
+                             help="sampling interval (default 100 ms; 20 with --quick)")
+    working_set.add_argument("--chart", metavar="FILE",
+                             help="draw both series (.svg or .png; needs matplotlib)")
+    working_set.add_argument("--json", action="store_true", help="print JSON")
+    working_set.set_defaults(handler=run_wss_bench)
+    paper = suites.add_parser(
+        "paper", help="the Dune paper's Tables 2 and 3 on this machine, and a chart",
+        description="Table 2: a system call, a page fault and a page-table walk (TLB "
+                    "miss), one program natively and under `kvmdune run`. Table 3: "
+                    "interposition on a system call (ptrace and seccomp user notification "
+                    "natively; the Dune API's syscall handler for user code under kvmdune) "
+                    "and Appel & Li's primitives (trap, appel1, appel2, prot1, protN, "
+                    "unprot, dirty, map2: mprotect + SIGSEGV and userfaultfd-wp natively; "
+                    "the Dune API under kvmdune). Cycles and ns, medians of the runs, the "
+                    "platform kind stated; a chart (SVG and PNG), Linux vs kvmdune per "
+                    "operation on a log scale.")
+    _add_sampling(paper)
+    paper.add_argument("--chart", metavar="STEM", default="kvmdune-paper",
+                       help="write STEM.svg and STEM.png (default: kvmdune-paper in the "
+                            "current directory; needs matplotlib)")
+    paper.add_argument("--no-chart", action="store_true", help="print the tables only")
+    paper.add_argument("--json", action="store_true", help="print JSON rows")
+    paper.set_defaults(handler=run_paper)
 
 
 def _add_sampling(parser: argparse.ArgumentParser) -> None:
@@ -103,6 +162,21 @@ def run_core(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([dataclasses.asdict(row) | {"ratio": row.ratio} for row in rows],
                          indent=2))
+    else:
+        print(format_table(rows))
+    return 0
+
+
+def run_dune(args: argparse.Namespace) -> int:
+    from ..bench.dune import format_table, run_dune_bench
+
+    rows = run_dune_bench(samples=args.samples, quick=args.quick,
+                          progress=lambda text: print(f"... {text}", file=sys.stderr,
+                                                      flush=True))
+    if args.json:
+        print(json.dumps([dataclasses.asdict(row) | {"over_floor": row.over_floor,
+                                                     "over_linux": row.over_linux}
+                          for row in rows], indent=2))
     else:
         print(format_table(rows))
     return 0
@@ -169,4 +243,85 @@ def run_threads(args: argparse.Namespace) -> int:
                           for row in rows], indent=2))
     else:
         print(format_table(rows))
+    return 0
+
+
+def _progress(text: str) -> None:
+    print(f"... {text}", file=sys.stderr, flush=True)
+
+
+def run_gc(args: argparse.Namespace) -> int:
+    from ..bench.gc import format_table, run_gc_bench
+    from ..bench.programs import ProgramError
+
+    try:
+        rows = run_gc_bench(samples=args.samples, quick=args.quick, progress=_progress)
+    except ProgramError as exc:
+        print(f"kvmdune bench gc: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps([row.as_dict() for row in rows], indent=2))
+    else:
+        print(format_table(rows, quick=args.quick))
+    return 0
+
+
+def run_wss_bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..bench import wss
+    from ..bench.charts import ChartUnavailable, check_available
+    from ..bench.programs import ProgramError
+
+    interval = args.interval / 1000 if args.interval else wss.default_interval(args.quick)
+    try:
+        if args.chart:
+            check_available()
+        native, dune, phases = wss.run_wss_bench(samples=args.samples, quick=args.quick,
+                                                 interval=interval, progress=_progress)
+    except (ProgramError, ChartUnavailable) as exc:
+        print(f"kvmdune bench wss: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({"native": native.as_dict(), "kvmdune": dune.as_dict(),
+                          "phases": phases}, indent=2))
+    else:
+        print(wss.format_comparison(native, dune, interval, phases))
+    if args.chart:
+        wss.draw_chart({"native": native.samples, "kvmdune": dune.samples},
+                       Path(args.chart), "working set of wss_phases")
+    return 0
+
+
+def run_paper(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..bench import paper
+    from ..bench.charts import ChartUnavailable, check_available
+    from ..bench.programs import ProgramError
+
+    chart = None if args.no_chart else Path(args.chart)
+    if chart is not None:
+        try:
+            check_available()
+        except ChartUnavailable as exc:
+            print(f"kvmdune bench paper: no chart: {exc} (the tables follow; --no-chart "
+                  "says this is wanted)", file=sys.stderr)
+            chart = None
+    try:
+        platform, table2, table3 = paper.run_paper_bench(samples=args.samples,
+                                                         quick=args.quick,
+                                                         progress=_progress)
+    except ProgramError as exc:
+        print(f"kvmdune bench paper: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({"platform": platform,
+                          "table2": [row.as_dict() for row in table2],
+                          "table3": [row.as_dict() for row in table3]}, indent=2))
+    else:
+        print(paper.format_report(platform, table2, table3, args.samples, args.quick))
+    if chart is not None:
+        paths = paper.draw_chart(table2 + table3, chart, platform)
+        print(f"chart: {', '.join(map(str, paths))}", file=sys.stderr)
     return 0

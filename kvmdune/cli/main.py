@@ -10,7 +10,7 @@ import sys
 from .. import __version__
 from ..linux import internal_error
 from ..linux.internal_error import DEBUG_VARIABLE, debugging
-from . import bench, info, run, sandbox, selftest, syscalls
+from . import bench, config, info, run, sandbox, selftest, syscalls, wss
 
 DESCRIPTION = """\
 kvmdune: Dune (OSDI 2012) on the standard Linux KVM API.
@@ -27,7 +27,10 @@ examples:
   kvmdune info                 is KVM usable here, and how fast is it?
   kvmdune info --json          the same as one JSON object
   kvmdune bench core           the core costs beside their Linux equivalents
+  kvmdune wss -- ./prog        its working-set size over time (A/D bits)
   kvmdune syscalls --only refused   which system calls are not served, and why
+  gcc -static prog.c $(kvmdune config --cflags --libs)
+                               a C program that uses the Dune API (dune.h)
 """
 
 
@@ -40,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="on an internal error, print its details on stderr (they go "
                              "to a file otherwise)")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
-    for module in (run, sandbox, info, bench, syscalls, selftest):
+    for module in (run, sandbox, info, bench, syscalls, selftest, config, wss):
         module.add_parser(subparsers)
     return parser
 

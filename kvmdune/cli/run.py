@@ -28,7 +28,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "of its own. It stays a normal Linux process: its system calls reach "
                     "Linux through the VMM, every pointer checked against the guest's own "
                     "memory. The exit status is the program's (128+N if signal N killed "
-                    "it; 126/127 if it cannot be started).",
+                    "it; 126/127 if it cannot be started). Programs built against the "
+                    "Dune API (dune.h; see `kvmdune config`) get their own page tables, "
+                    "fault handlers and user-mode code.",
         epilog="examples:\n  kvmdune run -- /bin/echo hello\n"
                "  kvmdune run --trace -- busybox ls /\n"
                "  kvmdune run --trace=out.txt -- bash -c 'echo $((6*7))'",
@@ -39,6 +41,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--memory", type=parse_guest_memory, default=None, metavar="SIZE",
                         help="guest-physical memory to reserve (committed lazily), e.g. "
                              "4G (default)")
+    parser.add_argument("--argv0", metavar="NAME",
+                        help="the program's argv[0] (default: PROGRAM as given), as "
+                             "bash's exec -a")
     add_policy_options(parser, "open")
     add_call_path_options(parser)
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="PROGRAM [ARGS...]")

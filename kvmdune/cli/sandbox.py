@@ -44,8 +44,18 @@ def add_call_path_options(parser: argparse.ArgumentParser) -> None:
 
 
 def call_path_options(args: argparse.Namespace) -> dict:
-    """The RunOptions fields that ``add_call_path_options`` sets."""
-    return {"fast_syscalls": args.fast_syscalls, "syscall_stats": args.syscall_stats}
+    """The RunOptions fields that ``add_call_path_options`` sets, and the Dune API
+    that both commands offer their programs."""
+    return {"fast_syscalls": args.fast_syscalls, "syscall_stats": args.syscall_stats,
+            "privileged": dune_api, "argv0": getattr(args, "argv0", None)}
+
+
+def dune_api(proc):
+    """The Dune API of a process (kvmdune.dune), made on its first hypercall: the
+    package is imported only then, so that other programs' start-up never pays."""
+    from ..dune.process import DuneProcess
+
+    return DuneProcess(proc)
 
 
 def add_policy_options(parser: argparse.ArgumentParser, default_profile: str) -> None:

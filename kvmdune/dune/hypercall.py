@@ -1,4 +1,5 @@
-"""The hypercall ABI's numbers, mirrored from ``include/kvmdune/hypercall.h``.
+"""The hypercall ABI's numbers, mirrored from ``include/kvmdune/hypercall.h``, and
+the upcall frame's layout, from ``include/kvmdune/upcall.h``.
 
 A hypercall is a ``syscall`` numbered ``HYPERCALL_BASE + op`` (see the header for
 the whole ABI); the Linux layer hands every number in the range to the process's
@@ -13,7 +14,7 @@ from typing import Final
 from ..linux.privileged import HYPERCALL_BASE, HYPERCALL_COUNT
 
 __all__ = ["HYPERCALL_BASE", "HYPERCALL_COUNT", "ABI_VERSION", "HypercallOp", "TrapKind",
-           "BitsFlags"]
+           "BitsFlags", "UpcallFlags"]
 
 ABI_VERSION: Final = 1
 
@@ -55,3 +56,33 @@ class BitsFlags(enum.IntFlag):
     """``KVMDUNE_BITS_*``."""
 
     CLEAR = 1
+
+
+class UpcallFlags(enum.IntFlag):
+    """``KVMDUNE_UPCALL_*`` (include/kvmdune/upcall.h): the frame's ``flags``."""
+
+    FROM_USER = 1
+
+
+#: Offsets in ``struct dune_tf`` (libdune's packed layout; upcall.h's KVMDUNE_TF_*).
+TF_FIELDS: Final = ("rdi", "rsi", "rdx", "rcx", "r8", "r9", "r10", "r11", "rbx", "rbp",
+                    "r12", "r13", "r14", "r15", "rax")
+TF_RAX: Final = 112
+TF_ERR: Final = 120
+TF_RIP: Final = 128
+TF_CS: Final = 136
+TF_RFLAGS: Final = 144
+TF_RSP: Final = 152
+TF_SS: Final = 160
+TF_SIZE: Final = 168
+#: ``struct kvmdune_upcall``: the tf, then kind, vector, addr, fec, flags, fs_base and
+#: a reserved word.
+UPCALL_KIND: Final = 168
+UPCALL_FLAGS: Final = 200
+UPCALL_FS_BASE: Final = 208
+UPCALL_SIZE: Final = 224
+UPCALL_ALIGN: Final = 64
+RED_ZONE: Final = 128
+UPCALL_STACK_RESERVE: Final = 4096
+#: DUNE_SIGNAL_INTR_BASE: signal N arrives as vector 200 + N.
+SIGNAL_INTR_BASE: Final = 200

@@ -167,6 +167,19 @@ class kvm_userspace_memory_region(ctypes.Structure):
                 ("memory_size", u64), ("userspace_addr", u64)]
 
 
+class kvm_enable_cap(ctypes.Structure):
+    """struct kvm_enable_cap (linux/kvm.h)."""
+
+    _fields_ = [("cap", u32), ("flags", u32), ("args", u64 * 4), ("pad", u8 * 64)]
+
+
+class kvm_clear_dirty_log(ctypes.Structure):
+    """struct kvm_clear_dirty_log (linux/kvm.h); the bitmap pointer's union is a u64."""
+
+    _fields_ = [("slot", u32), ("num_pages", u32), ("first_page", u64),
+                ("dirty_bitmap", u64)]
+
+
 class kvm_cpuid_entry2(ctypes.Structure):
     """struct kvm_cpuid_entry2 (asm/kvm.h)."""
 

@@ -22,6 +22,7 @@ class Cap(enum.IntEnum):
     SYNC_REGS = 74
     READONLY_MEM = 81
     IMMEDIATE_EXIT = 136
+    MANUAL_DIRTY_LOG_PROTECT2 = 168
 
 
 #: Capabilities a kvmdune VM cannot work without.
@@ -69,6 +70,14 @@ class SyncRegs(enum.IntFlag):
     REGS = 1 << 0
     SREGS = 1 << 1
     EVENTS = 1 << 2
+
+
+class DirtyLogProtect(enum.IntFlag):
+    """KVM_DIRTY_LOG_* flags of KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 (its value and
+    its enable argument)."""
+
+    MANUAL_PROTECT_ENABLE = 1 << 0   # KVM_GET_DIRTY_LOG no longer write-protects
+    INITIALLY_SET = 1 << 1           # the bitmap starts all set: nothing is protected
 
 
 class MemFlags(enum.IntFlag):

@@ -52,6 +52,8 @@ KVM_GET_SUPPORTED_CPUID = _IOWR(KVMIO, 0x05, b.kvm_cpuid2)        # KVM_CAP_EXT_
 KVM_CREATE_VCPU = _IO(KVMIO, 0x41)
 KVM_SET_USER_MEMORY_REGION = _IOW(KVMIO, 0x46, b.kvm_userspace_memory_region)  # KVM_CAP_USER_MEMORY
 KVM_SET_TSS_ADDR = _IO(KVMIO, 0x47)                                # KVM_CAP_SET_TSS_ADDR
+KVM_ENABLE_CAP = _IOW(KVMIO, 0xA3, b.kvm_enable_cap)               # KVM_CAP_ENABLE_CAP_VM
+KVM_CLEAR_DIRTY_LOG = _IOWR(KVMIO, 0xC0, b.kvm_clear_dirty_log)    # KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2
 
 # vCPU ioctls
 KVM_RUN = _IO(KVMIO, 0x80)

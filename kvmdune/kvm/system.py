@@ -9,6 +9,7 @@ they wrap; errors carry the ioctl's name and errno.
 
 from __future__ import annotations
 
+import array
 import ctypes
 import errno
 import fcntl
@@ -162,6 +163,22 @@ class Vm(_FdObject):
         region = b.kvm_userspace_memory_region(slot, int(flags), guest_phys_addr,
                                                memory_size, userspace_addr)
         self._ioctl(io.KVM_SET_USER_MEMORY_REGION, region)
+
+    def enable_cap(self, cap: Cap, *args: int) -> None:
+        """KVM_ENABLE_CAP on the VM, with up to four arguments."""
+        request = b.kvm_enable_cap(cap=int(cap))
+        for index, value in enumerate(args):
+            request.args[index] = value
+        self._ioctl(io.KVM_ENABLE_CAP, request)
+
+    def clear_dirty_log(self, slot: int, first_page: int, num_pages: int,
+                        bitmap: "bytearray | array.array") -> None:
+        """KVM_CLEAR_DIRTY_LOG: write-protect again the pages of the slot whose bits
+        are set in ``bitmap`` (bit i: page first_page + i) and KVM saw written
+        (KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2; first_page a multiple of 64)."""
+        buffer = (ctypes.c_char * memoryview(bitmap).nbytes).from_buffer(bitmap)
+        request = b.kvm_clear_dirty_log(slot, num_pages, first_page, ctypes.addressof(buffer))
+        self._ioctl(io.KVM_CLEAR_DIRTY_LOG, request)
 
     def set_tss_addr(self, address: int) -> None:
         """KVM_SET_TSS_ADDR: three pages of guest-physical space Intel VT-x needs for

@@ -175,7 +175,9 @@ class FastPath:
 
     # -- what the process tells it ---------------------------------------------------
     def fd_installed(self, fd: int, host_fd: int) -> None:
-        self.server.set_fd(fd, host_fd, io_never_blocks(host_fd))
+        # A live /proc file (pagemap) is answered by the VMM at each read.
+        native_io = io_never_blocks(host_fd) and self.proc.live_file_of(host_fd) is None
+        self.server.set_fd(fd, host_fd, native_io)
 
     def fd_removed(self, fd: int) -> None:
         self.server.clear_fd(fd)

@@ -319,11 +319,61 @@ def forward(proc, spec: SyscallSpec, args: tuple[int, ...]) -> int:
     call = Call(proc, spec, args[:spec.nargs])
     call.prepare()
     call.check_pointers()
+    if spec.name in _LIVE_READS or spec.name in _LIVE_WRITES:
+        live = proc.live_file_of(call.host_args[0])
+        if live is not None:
+            return _live_io(proc, live, call)
     # Without the process's lock: the call may block (a pipe, a socket, a sleep),
     # and the other threads go on meanwhile. It uses only the VMM's own buffers.
     result = proc.host_call(lambda: host_syscall(spec.number, *call.host_args),
                             call.host_fds)
     return call.finish(result)
+
+
+#: Reads and writes a live /proc file (procfs.LiveFile) answers itself: for each
+#: read, the index of its offset argument (None: the descriptor's own position).
+_LIVE_READS = {"read": None, "readv": None, "pread64": 3, "preadv": 3, "preadv2": 3}
+_LIVE_WRITES = frozenset({"write", "pwrite64", "writev", "pwritev", "pwritev2"})
+_CURRENT_POSITION = -1      # preadv2's offset meaning "the descriptor's position"
+
+
+def _live_io(proc, live, call: Call) -> int:
+    """A read or write on a live /proc file: the file is filled for the range the
+    read will see just before the host reads it; writes go to the VMM, never the
+    host, each buffer one write as Linux's loop over an iovec does."""
+    host_fd, name, args = call.host_args[0], call.spec.name, call.args
+    mode = fcntl.fcntl(host_fd, fcntl.F_GETFL) & os.O_ACCMODE
+    if name in _LIVE_WRITES:
+        if mode == os.O_RDONLY:
+            return -Errno.EBADF
+        written = 0
+        for data in _written_buffers(call):
+            written += live.write(proc, data)
+        return written
+    if mode == os.O_WRONLY:
+        return -Errno.EBADF
+    where = _LIVE_READS[name]
+    offset = args[where] if where is not None else _CURRENT_POSITION
+    if offset == _CURRENT_POSITION:
+        offset = os.lseek(host_fd, 0, os.SEEK_CUR)
+    length = (sum(out.length for out in call.copy_out)
+              + sum(length for iov in call.iovec_out for _, _, length in iov.pieces))
+    live.before_read(proc, offset, length)
+    try:
+        return call.finish(host_syscall(call.spec.number, *call.host_args))
+    finally:
+        live.after_read()
+
+
+def _written_buffers(call: Call) -> list[bytes]:
+    """The guest's buffers of a write-family call, as copied in."""
+    buffer = call.host_args[1]
+    if call.spec.name in ("write", "pwrite64"):
+        return [buffer.read()] if isinstance(buffer, HostBuffer) else [b""]
+    count = call.args[2]
+    raw = call.space.read(call.args[1], count * _IOVEC.size, READ) if count else b""
+    return [call.space.read(base, min(length, MAX_RW_COUNT), READ)
+            for base, length in _IOVEC.iter_unpack(raw)]
 
 
 def host_fd_cloexec(host_fd: int) -> bool:

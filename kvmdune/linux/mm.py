@@ -5,18 +5,24 @@ Guest memory never comes from the host's mmap: every mapping is guest frames in
 the guest's page tables. Small mappings are mapped eagerly (a guest #PF costs tens
 of microseconds on software KVM); large ones are filled page by page on first
 touch, so a huge MAP_NORESERVE reservation costs nothing until used.
+
+A layer above may watch every change this map makes to the address space
+(``MapObserver``: the Dune API keeps its page-table root of the program's memory
+coherent with it), and may own VMAs of its own: *sealed* ones (as by mseal(2): the
+program cannot unmap, move, remap or reprotect them, nor drop their pages) whose
+pages it maps itself (``vmm_backed``: never demand-paged).
 """
 
 from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import Callable, Protocol
 
 from ..memory import PAGE_SIZE, VMM, AddressSpace, OutOfGuestMemory, Perm
 from ..memory.guest_memory import SharedRegion
 from ..machine import PFError, layout
-from . import aslr
+from . import aslr, residency
 from .abi import (MAP_TYPE, Errno, MadviseAdvice, MapFlags, MapType, MremapFlags, MsyncFlags,
                   ProtFlags)
 
@@ -66,6 +72,14 @@ class Vma:
     # Shared mappings: the host-shared region behind them, and where ``start`` is in it.
     region: "SharedRegion | None" = None
     region_offset: int = 0
+    # Linux's VM_SOFTDIRTY: every page of a new (or grown) mapping reads as soft-dirty
+    # in /proc/self/pagemap until the next clear_refs 4 (residency.py).
+    soft_dirty: bool = True
+    #: mseal(2): the program's munmap, mremap, mprotect, MAP_FIXED and destructive
+    #: madvise over it fail with EPERM (the VMM's own unmap at exec still works).
+    sealed: bool = False
+    #: Its pages are mapped by the VMM itself, never by demand paging.
+    vmm_backed: bool = False
 
     def region_paddr(self, address: int) -> int:
         return self.region.base + self.region_offset + (address - self.start)
@@ -85,12 +99,29 @@ class Vma:
         return f"{line:<73}{self.name}".rstrip() if self.name else line
 
 
+class MapObserver(Protocol):
+    """Told of every change this map makes to its address space's pages."""
+
+    def mapped(self, start: int, end: int) -> None:
+        """Pages of [start, end) were just mapped (some may stay unbacked)."""
+
+    def unmapping(self, start: int, end: int) -> None:
+        """The pages of [start, end) are about to be unmapped (frames still there)."""
+
+    def protected(self, start: int, end: int) -> None:
+        """The pages of [start, end) just got their VMA's (new) rights."""
+
+
 class MemoryMap:
     """The VMAs of one guest address space and the calls that change them."""
 
     def __init__(self, space: AddressSpace) -> None:
         self.space = space
         self.vmas: list[Vma] = []
+        self.observer: MapObserver | None = None
+        #: The largest resident set seen when memory was unmapped, in pages (Linux's
+        #: hiwater_rss: VmHWM is the larger of it and the current RSS).
+        self.rss_peak_pages = 0
         self.brk_start = self.brk = 0
         # The top of the area mmap fills downwards: exec draws it (aslr.py); until
         # then Linux's without randomization.
@@ -133,6 +164,32 @@ class MemoryMap:
     def _insert(self, vma: Vma) -> None:
         bisect.insort(self.vmas, vma, key=lambda v: v.start)
 
+    def adopt(self, vma: Vma) -> None:
+        """Record a mapping over free addresses whose pages the caller maps itself."""
+        if self._overlapping(vma.start, vma.end):
+            raise ValueError(f"[{vma.start:#x}, {vma.end:#x}) is not free")
+        self._insert(vma)
+        self._merge_around(vma.start, vma.end)
+
+    def overlapping(self, start: int, end: int) -> list[Vma]:
+        """The VMAs overlapping [start, end), in address order."""
+        return self._overlapping(start, end)
+
+    def sealed_in(self, start: int, end: int) -> bool:
+        """Whether a sealed VMA overlaps [start, end)."""
+        return any(vma.sealed for vma in self._overlapping(start, end))
+
+    # -- page changes, each told to the observer -----------------------------------
+    def _back(self, start: int, length: int, perm: Perm, paddr: int | None = None) -> None:
+        self.space.map(start, length, perm, paddr=paddr)
+        if self.observer is not None:
+            self.observer.mapped(start, start + length)
+
+    def _drop(self, start: int, length: int) -> None:
+        if self.observer is not None:
+            self.observer.unmapping(start, start + length)
+        self.space.unmap(start, length)
+
     def is_free(self, start: int, end: int) -> bool:
         return 0 < start < end <= layout.USER_PROGRAM_END and not self._overlapping(start, end)
 
@@ -154,13 +211,13 @@ class MemoryMap:
         self.unmap(vma.start, vma.end - vma.start)
         length = vma.end - vma.start
         if vma.region is not None:
-            self.space.map(vma.start, length, perm_for(vma.prot), paddr=vma.region_paddr(vma.start))
+            self._back(vma.start, length, perm_for(vma.prot), paddr=vma.region_paddr(vma.start))
             self._insert(vma)
             return
         if eager is None:
             eager = length <= EAGER_MAP_LIMIT
         if eager:
-            self.space.map(vma.start, length, perm_for(vma.prot))
+            self._back(vma.start, length, perm_for(vma.prot))
             if data:
                 self._fill(vma.start, data[:length])
         elif data:
@@ -177,11 +234,13 @@ class MemoryMap:
             memory.slice(found.paddr, len(chunk))[:] = chunk
 
     def unmap(self, start: int, length: int) -> None:
+        if self._overlapping(start, start + length):
+            self.note_rss_peak()        # as Linux updates hiwater_rss before an unmap
         removed = self._cut(start, start + length)
         if removed:
             with self.space.batch():
                 for vma in removed:
-                    self.space.unmap(vma.start, vma.end - vma.start)
+                    self._drop(vma.start, vma.end - vma.start)
             self._release_regions({vma.region for vma in removed if vma.region is not None})
 
     def _release_regions(self, regions: set) -> None:
@@ -189,6 +248,14 @@ class MemoryMap:
         for region in regions:
             if not any(vma.region is region for vma in self.vmas):
                 self.space.memory.remove_shared(region)
+
+    def note_rss_peak(self) -> None:
+        self.rss_peak_pages = max(self.rss_peak_pages, residency.rss(self.space, self.vmas).total)
+
+    def clear_soft_dirty(self) -> None:
+        """clear_refs 4: no mapping is new any more (VM_SOFTDIRTY cleared)."""
+        self.vmas = [replace(vma, soft_dirty=False) if vma.soft_dirty else vma
+                     for vma in self.vmas]
 
     def close(self) -> None:
         """Unmap everything (at exec and exit), releasing shared regions."""
@@ -199,14 +266,14 @@ class MemoryMap:
         if self._now_allowed(address, error):
             return True
         vma = self.find(address)
-        if vma is None or not vma.allows(error) or error & PFError.PRESENT:
+        if vma is None or vma.vmm_backed or not vma.allows(error) or error & PFError.PRESENT:
             return False
         page = address & ~(PAGE_SIZE - 1)
         if vma.region is None and vma.source is None and self._map_fault_block(vma, address):
             return True
         try:
-            self.space.map(page, PAGE_SIZE, perm_for(vma.prot),
-                           paddr=vma.region_paddr(page) if vma.region is not None else None)
+            self._back(page, PAGE_SIZE, perm_for(vma.prot),
+                       paddr=vma.region_paddr(page) if vma.region is not None else None)
         except OutOfGuestMemory:
             raise    # the guest's memory limit: the process reports and ends
         if vma.region is not None:
@@ -245,7 +312,7 @@ class MemoryMap:
         if self.space.tables.is_mapped(block, FAULT_BLOCK):
             return False
         try:
-            self.space.map(block, FAULT_BLOCK, perm_for(vma.prot))
+            self._back(block, FAULT_BLOCK, perm_for(vma.prot))
         except OutOfGuestMemory:
             return False
         return True
@@ -270,11 +337,11 @@ class MemoryMap:
         return self.brk
 
     def _grow_heap(self, old_end: int, new_end: int) -> None:
-        self.space.map(old_end, new_end - old_end, perm_for(PROT_MASK & ~ProtFlags.PROT_EXEC))
+        self._back(old_end, new_end - old_end, perm_for(PROT_MASK & ~ProtFlags.PROT_EXEC))
         heap = self.find(self.brk_start) if self.brk_start < old_end else None
         if heap is not None and heap.name == "[heap]":
             self.vmas.remove(heap)
-            self._insert(replace(heap, end=new_end))
+            self._insert(replace(heap, end=new_end, soft_dirty=True))   # as do_brk_flags
         else:
             self._insert(Vma(self.brk_start, new_end,
                              int(ProtFlags.PROT_READ | ProtFlags.PROT_WRITE), name="[heap]"))
@@ -310,6 +377,8 @@ class MemoryMap:
                 return -Errno.EPERM
             if flags & MapFlags.MAP_FIXED_NOREPLACE and not self.is_free(address, address + length):
                 return -Errno.EEXIST
+            if self.sealed_in(address, address + length):
+                return -Errno.EPERM
             start = address
         else:
             hint = address & ~(PAGE_SIZE - 1)
@@ -341,6 +410,8 @@ class MemoryMap:
         """Implements munmap(2)."""
         if address % PAGE_SIZE or length == 0 or address + length > layout.USER_PROGRAM_END:
             return -Errno.EINVAL
+        if self.sealed_in(address, address + page_up(length)):
+            return -Errno.EPERM
         self.unmap(address, page_up(length))
         return 0
 
@@ -356,9 +427,13 @@ class MemoryMap:
             return 0
         if not self.covers(address, end):
             return -Errno.ENOMEM
+        if self.sealed_in(address, end):
+            return -Errno.EPERM
         for vma in self._cut(address, end):
             self._insert(replace(vma, prot=prot & PROT_MASK))
         self.space.protect(address, end - address, perm_for(prot))
+        if self.observer is not None:
+            self.observer.protected(address, end)
         self._merge_around(address, end)
         return 0
 
@@ -382,6 +457,8 @@ class MemoryMap:
         vma = self.find(old)
         if vma is None or vma.end < old + old_length:
             return -Errno.EFAULT
+        if vma.sealed or flags & fixed and self.sealed_in(new_address, new_address + new_length):
+            return -Errno.EPERM
         if vma.region is not None and new_length > old_length:
             return -Errno.ENOMEM   # growing a shared mapping would need a new region
         if flags & fixed:
@@ -393,7 +470,8 @@ class MemoryMap:
         tail = old + old_length
         if vma.end == tail and self.is_free(tail, old + new_length):
             self.map_fixed(replace(vma, start=tail, end=old + new_length,
-                                   offset=vma.offset + old_length, source=None))
+                                   offset=vma.offset + old_length, source=None,
+                                   soft_dirty=True))
             self._merge_around(old, old + new_length)
             return old
         if not flags & MremapFlags.MREMAP_MAYMOVE:
@@ -419,8 +497,9 @@ class MemoryMap:
                      target: int) -> int:
         keep = min(old_length, new_length)
         data = self._read_mapped(old, keep)
-        self.map_fixed(replace(vma, start=target, end=target + new_length, source=None),
-                       data)
+        # Linux moves the entries and marks each soft-dirty; the copy here is new.
+        self.map_fixed(replace(vma, start=target, end=target + new_length, source=None,
+                               soft_dirty=True), data)
         self.unmap(old, old_length)
         return target
 
@@ -444,7 +523,8 @@ class MemoryMap:
         while index + 1 < len(self.vmas) and self.vmas[index].start <= end:
             before, after = self.vmas[index], self.vmas[index + 1]
             if _mergeable(before, after):
-                self.vmas[index:index + 2] = [replace(before, end=after.end)]
+                self.vmas[index:index + 2] = [replace(
+                    before, end=after.end, soft_dirty=before.soft_dirty or after.soft_dirty)]
             else:
                 index += 1
 
@@ -455,10 +535,12 @@ class MemoryMap:
         if address % PAGE_SIZE or end >= ADDRESS_END:       # Linux's end wraps: EINVAL
             return -Errno.EINVAL
         if advice in (MadviseAdvice.MADV_DONTNEED, MadviseAdvice.MADV_FREE):
+            if self.sealed_in(address, end):
+                return -Errno.EPERM
             with self.space.batch():
                 for vma in self._overlapping(address, end):
                     start, stop = max(vma.start, address), min(vma.end, end)
-                    self.space.unmap(start, stop - start)   # refilled on demand
+                    self._drop(start, stop - start)   # refilled on demand
         # Applied to what is mapped; a hole in the range is reported (as Linux does).
         return 0 if self.covers(address, end) else -Errno.ENOMEM
 
@@ -491,11 +573,14 @@ class MemoryMap:
 
 def _mergeable(before: Vma, after: Vma) -> bool:
     """Whether two VMAs are one mapping to Linux: adjacent, the same rights, kind and
-    file, the file's offsets continuing, and no host-shared region behind them."""
+    file, the file's offsets continuing, and no host-shared region behind them
+    (VM_SOFTDIRTY does not keep mappings apart, as in Linux's is_mergeable_vma)."""
     if before.end != after.start or before.region is not None or after.region is not None:
         return False
-    if (before.prot, before.shared, before.name, before.grows_down, before.source) != \
-            (after.prot, after.shared, after.name, after.grows_down, after.source):
+    if (before.prot, before.shared, before.name, before.grows_down, before.source,
+            before.sealed, before.vmm_backed) != \
+            (after.prot, after.shared, after.name, after.grows_down, after.source,
+             after.sealed, after.vmm_backed):
         return False
     return before.source is None or after.offset == before.offset + (before.end - before.start)
 

@@ -46,6 +46,10 @@ NOT_RESTARTED = {"nanosleep", "clock_nanosleep", "pause", "rt_sigsuspend", "poll
                  "select", "pselect6", "epoll_wait", "epoll_pwait", "rt_sigtimedwait"}
 
 
+#: Live /proc files kept before those no descriptor holds are closed.
+LIVE_FILES_BEFORE_PRUNING = 16
+
+
 class Process(Handler):
     """The Linux personality of one guest process (one VM, a vCPU per thread)."""
 
@@ -74,6 +78,9 @@ class Process(Handler):
         #: the VMM's (setarch -R kvmdune ...), limited to what kvmdune honours.
         self.personality = aslr.host_personality()
         self._transient: list[int] = []
+        #: /proc files answered at each read or write (procfs.LiveFile), by the
+        #: (device, inode) of the memfd the guest's descriptors refer to.
+        self.live_files: dict[tuple[int, int], procfs.LiveFile] = {}
         #: Host directories standing for guest /proc directories: host path -> guest path.
         self.scratch_dirs: dict[str, str] = {}
         self.pinned_paths: dict[bytes, bytes] = {}
@@ -148,6 +155,10 @@ class Process(Handler):
         """Switch to a freshly loaded program (the point of no return of execve).
         ``filename`` is the path execve was given: Linux names the task after it."""
         old, old_mm = self.space, self.mm
+        if self.privileged is not None:
+            # The new program starts without privileged features (it asks again).
+            self.privileged.close()
+            self.privileged = None
         self.space, self.mm = space, mm
         self.exe, self.argv, self.envp, self.auxv = exe, argv, envp, auxv
         self.comm = task_name.comm_for_exec(filename or exe)
@@ -273,6 +284,33 @@ class Process(Handler):
         self._transient.append(fd)
         return f"/proc/self/fd/{fd}".encode()
 
+    def live_file(self, live: "procfs.LiveFile") -> bytes:
+        """A path to open ``live`` by (valid for the current system call)."""
+        if len(self.live_files) >= LIVE_FILES_BEFORE_PRUNING:
+            self._prune_live_files()
+        info = os.fstat(live.fd)
+        self.live_files[(info.st_dev, info.st_ino)] = live
+        return f"/proc/self/fd/{live.fd}".encode()
+
+    def live_file_of(self, host_fd: int) -> "procfs.LiveFile | None":
+        """The live /proc file a host descriptor of the guest's refers to, if any."""
+        if not self.live_files:
+            return None
+        info = os.fstat(host_fd)
+        return self.live_files.get((info.st_dev, info.st_ino))
+
+    def _prune_live_files(self) -> None:
+        """Close the live files no guest descriptor refers to any more."""
+        held = set()
+        for entry in self.fds.entries.values():
+            try:
+                info = os.fstat(entry.host)
+            except OSError:
+                continue
+            held.add((info.st_dev, info.st_ino))
+        for key in [key for key in self.live_files if key not in held]:
+            self.live_files.pop(key).close()
+
     def fd_directory(self) -> bytes:
         """A directory listing the guest's descriptors as /proc/self/fd does."""
         return procfs.fd_directory(self)
@@ -371,8 +409,7 @@ class Process(Handler):
         with self.threads.lock:
             if self.task.exiting:
                 return Stop(StopReason.REQUEST)
-            signo = sig.EXCEPTION_SIGNALS.get(event.vector, Signal.SIGSEGV)
-            return self.fault(cpu, signo, 0, event)
+            return self._exception(cpu, event)
 
     def on_interrupt(self, cpu: Cpu) -> Stop | None:
         with self.threads.lock:
@@ -381,6 +418,10 @@ class Process(Handler):
             return self._interrupted(cpu)
 
     def _syscall(self, cpu: Cpu, event: SyscallEvent) -> Stop | None:
+        if self.privileged is not None:
+            claimed = self.privileged.on_syscall(cpu, event)
+            if claimed is not None:
+                return claimed if isinstance(claimed, Stop) else None
         if event.number in HYPERCALLS:
             return self._hypercall(cpu, event)
         spec = SYSCALLS.get(event.number)
@@ -437,6 +478,19 @@ class Process(Handler):
         return Stop(value=ExitStatus(signal=Signal.SIGKILL))
 
     def _page_fault(self, cpu: Cpu, event: PageFaultEvent) -> Action | Stop:
+        if self.privileged is not None:
+            claimed = self.privileged.on_page_fault(cpu, event)
+            if claimed is not None:
+                return claimed
+        paged = self.page_in(event)
+        if paged is not None:
+            return paged
+        return self.fault(cpu, Signal.SIGSEGV, event.address, event)
+
+    def page_in(self, event: PageFaultEvent) -> Action | Stop | None:
+        """Demand paging: RETRY when the fault was memory the program owns and is
+        now mapped, a Stop when guest memory ran out, None when it is the program's
+        fault."""
         try:
             if self.mm is not None and self.mm.handle_fault(event.address, event.error):
                 return Action.RETRY
@@ -444,7 +498,15 @@ class Process(Handler):
             self.log(f"kvmdune: {self.exe}: guest memory limit of "
                      f"{self.machine.memory.size >> 20} MiB reached: killed (status 137)")
             return Stop(value=ExitStatus(signal=Signal.SIGKILL))
-        return self.fault(cpu, Signal.SIGSEGV, event.address, event)
+        return None
+
+    def _exception(self, cpu: Cpu, event: ExceptionEvent) -> Action | Stop:
+        if self.privileged is not None:
+            claimed = self.privileged.on_exception(cpu, event)
+            if claimed is not None:
+                return claimed
+        signo = sig.EXCEPTION_SIGNALS.get(event.vector, Signal.SIGSEGV)
+        return self.fault(cpu, signo, 0, event)
 
     def _interrupted(self, cpu: Cpu) -> Stop | None:
         if not self.signals.has_pending():
@@ -480,6 +542,10 @@ class Process(Handler):
             if signo is None:
                 return None
             self.signals.take(signo)
+            if self.privileged is not None:
+                claimed = self.privileged.on_signal(cpu, signo)
+                if claimed is not None:
+                    return claimed if isinstance(claimed, Stop) else None
             action = self.signals.action(signo)
             if action.handler == SigHandler.SIG_IGN:
                 continue

@@ -5,10 +5,12 @@
 directory of them, which readlink names as /proc/<pid>/fd), ``fdinfo/N`` the host's
 fdinfo of that descriptor with the guest's numbers, ``task`` a directory holding the
 guest's threads; ``maps``, ``cmdline``, ``environ``, ``auxv``, ``status``,
-``stat``, ``comm`` and ``personality`` are generated from the guest's own state;
-what is the same for the guest as for the VMM (its network namespace's ``net``,
-``ns``, ``mounts``, ...) is passed through; ``mem``, ``pagemap`` and everything else that would expose
-the VMM's memory or descriptors is refused.
+``stat``, ``comm``, ``personality`` and ``smaps`` are generated from the guest's own
+state; ``pagemap`` and ``clear_refs`` are *live* files, answered at each read or
+write from the guest's page tables (see ``LiveFile``); what is the same for the guest
+as for the VMM (its network namespace's ``net``, ``ns``, ``mounts``, ...) is passed
+through; ``mem`` and everything else that would expose the VMM's memory or
+descriptors is refused.
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ import re
 import struct
 from typing import Callable
 
-from .abi import AT_FDCWD, O_CLOEXEC, Errno
+from ..machine.layout import TASK_SIZE
+from ..memory import PAGE_SIZE
+from . import residency
+from .abi import AT_FDCWD, O_CLOEXEC, Errno, ProtFlags
 from .sys_resource import RLIM_INFINITY, limits_of
 from .uaccess import Fault
 
@@ -80,6 +85,8 @@ def rewrite(proc, path: bytes) -> bytes:
         return f"/proc/self/fd/{proc.fds.host(int(tail))}".encode()
     if head in GENERATED and not tail:
         return proc.transient_file(generate(proc, head), head)
+    if head in LIVE and not tail:
+        return proc.live_file(LIVE[head](head))
     if head == "fdinfo" and tail:
         return proc.transient_file(fdinfo(proc, tail), f"fdinfo/{tail}")
     if head in PASS_THROUGH:
@@ -216,6 +223,90 @@ def guest_view_of_target(target: str, scratch_dirs: dict[str, str],
     return target
 
 
+# -- live files -------------------------------------------------------------------------
+
+class LiveFile:
+    """A /proc file whose every read or write is answered by the VMM when it happens,
+    not from a snapshot taken at open: Linux answers pagemap from the page tables
+    of the moment, and a program reads it again and again from one descriptor
+    (libgc does, between collections).
+
+    The guest's descriptor is an ordinary memfd (so that dup, fork, lseek, fstat and
+    close need nothing special); the forwarder calls ``before_read`` to fill the
+    range a read will see and ``after_read`` to empty it again, and hands writes
+    to ``write`` instead of the host. Reads and writes on such descriptors are
+    never served by the fast path (``FastPath.fd_installed``)."""
+
+    def __init__(self, entry: str) -> None:
+        self.entry = entry
+        # The VMM's own read-write handle: the guest's may be read- or write-only.
+        self.fd = os.memfd_create(transient_name(entry), os.MFD_CLOEXEC)
+
+    def before_read(self, proc, offset: int, length: int) -> None:
+        """Make [offset, offset+length) of the file hold what a read sees now."""
+        raise Fault(Errno.EINVAL)          # Linux: the entry has no read operation
+
+    def after_read(self) -> None:
+        os.ftruncate(self.fd, 0)
+
+    def write(self, proc, data: bytes) -> int:
+        raise Fault(Errno.EINVAL)          # Linux: the entry has no write operation
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class PagemapFile(LiveFile):
+    """/proc/self/pagemap: 8 bytes per page of the user address space, at offset
+    vaddr / 4096 * 8 (residency.py makes the entries)."""
+
+    def before_read(self, proc, offset: int, length: int) -> None:
+        entry = residency.PAGEMAP_ENTRY_SIZE
+        if offset % entry or length % entry:
+            raise Fault(Errno.EINVAL)      # as pagemap_read
+        first = offset // entry
+        last = min(first + length // entry, TASK_SIZE // PAGE_SIZE)
+        os.ftruncate(self.fd, 0)           # unmapped pages read as zero
+        if first >= last:
+            return                         # past the end: the read finds EOF
+        os.ftruncate(self.fd, last * entry)
+        for page, entries in residency.pagemap_entries(proc.space, proc.mm.vmas, first,
+                                                       last - first):
+            os.pwrite(self.fd, entries, page * entry)
+
+
+#: clear_refs_write copies at most PROC_NUMBUF - 1 bytes.
+CLEAR_REFS_MAX_INPUT = 12
+_INT_TEXT = re.compile(rb"[+-]?[0-9]+")
+_INT_MAX = (1 << 31) - 1
+
+
+class ClearRefsFile(LiveFile):
+    """/proc/self/clear_refs: "1" clears the accessed bits (Referenced:), "2" those
+    of anonymous mappings, "3" those of file-backed ones, "4" the soft-dirty bits,
+    "5" resets the peak RSS; anything else is EINVAL, as Linux (kstrtoint's ERANGE
+    for a number beyond an int)."""
+
+    def write(self, proc, data: bytes) -> int:
+        data = data[:CLEAR_REFS_MAX_INPUT]
+        text = data.strip(b" \t\n\v\f\r")
+        if not _INT_TEXT.fullmatch(text):
+            raise Fault(Errno.EINVAL)
+        value = int(text)
+        if not -_INT_MAX - 1 <= value <= _INT_MAX:
+            raise Fault(Errno.ERANGE)
+        try:
+            request = residency.ClearRefs(value)
+        except ValueError:
+            raise Fault(Errno.EINVAL) from None
+        residency.clear_refs(proc.mm, request)
+        return len(data)
+
+
+#: Entries served as live files.
+LIVE: dict[str, type[LiveFile]] = {"pagemap": PagemapFile, "clear_refs": ClearRefsFile}
+
+
 # -- directories ------------------------------------------------------------------------
 
 def fd_directory(proc) -> bytes:
@@ -307,8 +398,10 @@ def guest_fdinfo(text: bytes, cloexec: bool, guest_fd_of: Callable[[int], int | 
 
 
 def generate(proc, entry: str) -> bytes:
-    if entry == "maps" or entry == "smaps":
+    if entry == "maps":
         return proc.mm.maps_text().encode()
+    if entry == "smaps":
+        return _smaps(proc)
     if entry == "cmdline":
         return b"".join(arg + b"\0" for arg in proc.argv)
     if entry == "environ":
@@ -365,16 +458,83 @@ def _limits(proc) -> bytes:
 
 
 def _status(proc) -> bytes:
+    """The host's /proc/self/status with the guest's name, its one thread, and its
+    resident set from its own page tables (VmHWM, VmRSS, RssAnon, RssFile, RssShmem;
+    the other Vm* lines are still the VMM's)."""
     try:
         with open("/proc/self/status", "rb") as f:
             lines = f.read().splitlines(keepends=True)
     except OSError:
         lines = []
+    memory = _rss_lines(proc)
     out = []
     for line in lines:
-        if line.startswith(b"Name:"):
+        key = line.split(b":", 1)[0]
+        if key == b"Name":
             line = b"Name:\t" + proc.comm + b"\n"
-        elif line.startswith(b"Threads:"):
+        elif key == b"Threads":
             line = b"Threads:\t%d\n" % len(proc.thread_ids())
+        elif key in memory:
+            line = b"%s:\t%8d kB\n" % (key, memory[key])
         out.append(line)
     return b"".join(out)
+
+
+def _rss_lines(proc) -> dict[bytes, int]:
+    """status's resident-set lines for the guest, in kB."""
+    if proc.mm is None:
+        return {}
+    now = residency.rss(proc.space, proc.mm.vmas)
+    page_kb = PAGE_SIZE // 1024
+    return {b"VmHWM": max(proc.mm.rss_peak_pages, now.total) * page_kb,
+            b"VmRSS": now.total * page_kb, b"RssAnon": now.anonymous * page_kb,
+            b"RssFile": now.file * page_kb, b"RssShmem": now.shmem * page_kb}
+
+
+#: smaps' counters after Size (Linux 6.x's order and names); those kvmdune never
+#: has (huge pages, swap, KSM, locked) are zero.
+_SMAPS_FIELDS = ("KernelPageSize", "MMUPageSize", "Rss", "Pss", "Pss_Dirty", "Shared_Clean",
+                 "Shared_Dirty", "Private_Clean", "Private_Dirty", "Referenced",
+                 "Anonymous", "KSM", "LazyFree", "AnonHugePages", "ShmemPmdMapped",
+                 "FilePmdMapped", "Shared_Hugetlb", "Private_Hugetlb", "Swap", "SwapPss",
+                 "Locked")
+
+
+def _smaps(proc) -> bytes:
+    """/proc/self/smaps: each mapping's maps line, its counters from the page tables
+    (residency.py says what each means here) and its VmFlags."""
+    page_kb = PAGE_SIZE // 1024
+    out = []
+    for vma in proc.mm.vmas:
+        usage = residency.vma_usage(proc.space, vma)
+        values = {"KernelPageSize": page_kb, "MMUPageSize": page_kb,
+                  "Rss": usage.rss * page_kb, "Pss": usage.rss * page_kb,
+                  "Pss_Dirty": usage.private_dirty * page_kb,
+                  "Private_Clean": usage.private_clean * page_kb,
+                  "Private_Dirty": usage.private_dirty * page_kb,
+                  "Referenced": usage.referenced * page_kb,
+                  "Anonymous": usage.anonymous * page_kb}
+        out.append(vma.format() + "\n")
+        out.append(f"{'Size:':<16}{(vma.end - vma.start) // 1024:>8} kB\n")
+        out.extend(f"{name + ':':<16}{values.get(name, 0):>8} kB\n" for name in _SMAPS_FIELDS)
+        out.append("THPeligible:    0\n")
+        out.append(f"VmFlags: {' '.join(_vm_flags(vma))} \n")
+    return "".join(out).encode()
+
+
+def _vm_flags(vma) -> list[str]:
+    """The two-letter VmFlags of a mapping (fs/proc/task_mmu.c: show_smap_vma_flags)."""
+    flags = [name for name, bit in (("rd", ProtFlags.PROT_READ), ("wr", ProtFlags.PROT_WRITE),
+                                    ("ex", ProtFlags.PROT_EXEC)) if vma.prot & bit]
+    if vma.shared:
+        flags.append("sh")
+    flags += ["mr", "mw", "me"]
+    if vma.shared:
+        flags.append("ms")
+    if vma.grows_down:
+        flags.append("gd")
+    if not vma.shared and vma.prot & ProtFlags.PROT_WRITE:
+        flags.append("ac")
+    if vma.soft_dirty:
+        flags.append("sd")
+    return flags

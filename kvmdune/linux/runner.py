@@ -7,7 +7,7 @@ import resource
 import time
 import signal as host_signal
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Protocol
 
 from ..machine import Machine
 from ..memory.guest_memory import DEFAULT_GUEST_MEMORY
@@ -51,6 +51,24 @@ class RunOptions:
     #: Gives a process privileged features on its first hypercall (the Dune API:
     #: ``kvmdune.dune``); None: hypercalls fail with ENOSYS, as on Linux.
     privileged: "PrivilegedFactory | None" = None
+    #: The program's argv[0] when it is not PROGRAM as given (bash's ``exec -a``).
+    argv0: str | None = None
+    #: Called every ``ticker.interval`` seconds at an event boundary (``kvmdune wss``).
+    ticker: Ticker | None = None
+
+
+class Ticker(Protocol):
+    """Something done every ``interval`` seconds of a run, at an event boundary: the
+    run loop stops the vCPU with a time budget (a timer kick, as for the wall-time
+    limit) and calls ``tick`` while it is stopped, so the ticker may read and change
+    the page tables (never from another thread while the vCPU runs). ``finish`` is
+    called once the program has exited. A forked child does not tick."""
+
+    interval: float
+
+    def tick(self, process: Process) -> None: ...
+
+    def finish(self, process: Process) -> None: ...
 
 
 #: The status when a descriptor to pass cannot be given (as for a bad policy).
@@ -79,6 +97,8 @@ def _run_command(argv: list[str], env: dict[str, str] | None, options: RunOption
         say(f"kvmdune: {describe_exec_error(exc)}")
         return exit_status_for(exc)
     envp = [f"{key}={value}".encode() for key, value in environment.items()]
+    if options.argv0 is not None:
+        argv = [options.argv0, *argv[1:]]
     args = [arg.encode("utf-8", "surrogateescape") for arg in argv]
     if options.user is not None and not user_exists(options.user):
         say(f"kvmdune: no user named {options.user!r} here (--user)")
@@ -117,7 +137,7 @@ def _run_command(argv: list[str], env: dict[str, str] | None, options: RunOption
         # thread's loop ends (threads.py), not here: the same cleanup, then its exit.
         process.threads.end_process = lambda status: _end_child_of_thread(process, status)
         try:
-            status = run_process(process, options.wall_seconds)
+            status = run_process(process, options.wall_seconds, options.ticker)
         finally:
             disarm_interval_timers()
             if options.syscall_stats:
@@ -221,10 +241,12 @@ def drop_privileges(user: str) -> None:
         raise PermissionError(f"could not drop root privileges to {user}")
 
 
-def run_process(process: Process, wall_seconds: float | None = None) -> ExitStatus:
+def run_process(process: Process, wall_seconds: float | None = None,
+                ticker: Ticker | None = None) -> ExitStatus:
     """Run until the guest exits or is killed (or its wall-time limit passes): the
     main thread runs the first guest thread, others run on threads of their own
-    (threads.py)."""
+    (threads.py). With a ``ticker``, the main thread stops at an event boundary every
+    ``ticker.interval`` seconds and ticks it, holding the process's lock."""
     # Not dumpable: other processes of the same user (other guests among them) cannot
     # read this VMM's memory through /proc/<pid>/mem or attach to it.
     host_syscall(Sysno.prctl, PrctlOption.PR_SET_DUMPABLE, 0)
@@ -232,7 +254,12 @@ def run_process(process: Process, wall_seconds: float | None = None) -> ExitStat
     group = process.threads
     group.wall_seconds = wall_seconds
     group.deadline = None if wall_seconds is None else time.monotonic() + wall_seconds
-    return group.run_main()
+    ticks = _Ticks(ticker)
+    group.ticks = ticks
+    status = group.run_main()
+    if not group.killed_at_wall_time:
+        ticks.finish(process)
+    return status
 
 
 def _end_child_of_thread(process: Process, status: ExitStatus) -> None:
@@ -240,6 +267,34 @@ def _end_child_of_thread(process: Process, status: ExitStatus) -> None:
     disarm_interval_timers()
     process.cleanup()
     end_forked_child(status)
+
+
+class _Ticks:
+    """When the run loop next stops for its ticker; only the process that started
+    the run ticks (a forked child runs on without it)."""
+
+    def __init__(self, ticker: Ticker | None) -> None:
+        self.ticker = ticker
+        self.owner = os.getpid()
+        self.next_at = None if ticker is None else time.monotonic() + ticker.interval
+
+    def _mine(self) -> bool:
+        if self.ticker is not None and os.getpid() != self.owner:
+            self.ticker = self.next_at = None
+        return self.ticker is not None
+
+    def tick(self, process: Process) -> None:
+        if not self._mine() or time.monotonic() < self.next_at:
+            return
+        self.ticker.tick(process)
+        # The next tick is one interval after this one was due, or after now when a
+        # long stretch without events (a blocking call) made it late.
+        self.next_at = max(self.next_at + self.ticker.interval,
+                           time.monotonic() + self.ticker.interval / 2)
+
+    def finish(self, process: Process) -> None:
+        if self._mine():
+            self.ticker.finish(process)
 
 
 def describe_call_stats(process: Process) -> str:

@@ -6,7 +6,7 @@ import os
 import struct
 
 from ..machine.layout import TASK_SIZE
-from ..memory import PAGE_SIZE
+from ..memory import PAGE_SIZE, PTE
 from .abi import (MAP_TYPE, Errno, MapFlags, MapType, MempolicyFlags, MlockallFlags,
                   MlockFlags, ProtFlags)
 from .host_unsafe import HostBuffer, host_syscall
@@ -117,22 +117,30 @@ def sys_mincore(proc, cpu, address, length, vec, *_):
     """Implements mincore(2) on the guest's page tables: an anonymous page is
     resident once the guest touched it (the accessed bit: fault-around maps
     neighbours it has not touched); a file or shared page once it is mapped (Linux
-    reports the file's page cache, which kvmdune cannot see)."""
+    reports the file's page cache, which kvmdune cannot see). Touched means since
+    the page was mapped: clear_refs, which clears the accessed bits for its own
+    reader, changes nothing here."""
     if address % PAGE_SIZE:
         return -Errno.EINVAL
     pages = -(-length // PAGE_SIZE)
     if address + pages * PAGE_SIZE > TASK_SIZE:
         return -Errno.ENOMEM
+    touched_since_mapping = proc.space.page_bits.since_mapping
     for first in range(0, pages, _MINCORE_CHUNK_PAGES):
+        chunk_start = address + first * PAGE_SIZE
+        count = min(_MINCORE_CHUNK_PAGES, pages - first)
+        touched = set(touched_since_mapping.read(chunk_start, count * PAGE_SIZE,
+                                                 PTE.ACCESSED, clear=False))
         residency = bytearray()
-        for page in range(first, min(first + _MINCORE_CHUNK_PAGES, pages)):
-            vaddr = address + page * PAGE_SIZE
+        for page in range(count):
+            vaddr = chunk_start + page * PAGE_SIZE
             vma = proc.mm.find(vaddr)
             if vma is None:
                 return -Errno.ENOMEM
             found = proc.space.walk(vaddr)
             backed = vma.source is not None or vma.region is not None
-            resident = found is not None and found.present and (found.accessed or backed)
+            resident = found is not None and found.present and (
+                backed or vaddr & ~(found.page_size - 1) in touched)
             residency.append(int(resident))
         write_bytes(proc.space, vec + first, bytes(residency))
     return 0

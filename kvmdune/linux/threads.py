@@ -130,6 +130,10 @@ class ThreadGroup:
         #: The wall-clock deadline of the whole run (time.monotonic), if any.
         self.deadline: float | None = None
         self.wall_seconds: float | None = None
+        self.killed_at_wall_time = False
+        #: Something the main thread does every so often at an event boundary,
+        #: holding the lock (``next_at``: when, or None; ``tick(proc)``; runner.py).
+        self.ticks = None
         #: Ends a process that a thread other than the VMM's main one became (the
         #: child of a fork from that thread): cleans up and exits with the status.
         self.end_process: Callable[[ExitStatus], None] | None = None
@@ -368,17 +372,33 @@ class ThreadGroup:
     def _wait_as_router(self) -> None:
         """No guest thread on the main thread: wait for the process's end (or for a
         thread moving here), running the signal handlers that route host signals,
-        and for the wall-time limit."""
-        timeout = None
-        if self.deadline is not None:
-            timeout = self.deadline - time.monotonic()
-            if timeout <= 0:
-                self._wall_time_reached()
-                return
-        self._wake_main.wait(timeout)
+        and for the wall-time limit and the ticks."""
+        if self._timed_out():
+            return
+        self._wake_main.wait(self._main_budget())
         self._wake_main.clear()
+        self._timed_out()
+
+    def _main_budget(self) -> float | None:
+        """Seconds until the main thread must act: the wall-time limit or a tick."""
+        due = [t for t in (self.deadline, self.ticks.next_at if self.ticks else None)
+               if t is not None]
+        return None if not due else max(min(due) - time.monotonic(), 0.001)
+
+    def _timed_out(self) -> bool:
+        """On the main thread, between runs: the wall-time limit (True: the process
+        is ending), else a tick if one is due."""
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            self._wall_time_reached()
+            return True
+        if self.ticks is not None and self.ticks.next_at is not None \
+                and time.monotonic() >= self.ticks.next_at:
+            with self.lock:
+                self.ticks.tick(self.proc)
+        return False
 
     def _wall_time_reached(self) -> None:
+        self.killed_at_wall_time = True
         self.proc.log(f"kvmdune: wall-time limit of {self.wall_seconds:g} s reached: "
                       "the guest was killed (status 137)")
         self.exit_group(ExitStatus(signal=Signal.SIGKILL))
@@ -387,9 +407,7 @@ class ThreadGroup:
         """Run ``task``'s vCPU until its thread ends (or the process does)."""
         while True:
             on_main = threading.current_thread() is threading.main_thread()
-            budget = None
-            if on_main and self.deadline is not None:
-                budget = max(self.deadline - time.monotonic(), 0.001)
+            budget = self._main_budget() if on_main else None
             try:
                 stop = task.cpu.run(self.proc, budget=budget)
             except MachineError as exc:
@@ -411,8 +429,9 @@ class ThreadGroup:
             if isinstance(value, (ThreadExit, MoveToMain)):
                 return
             if stop.reason is StopReason.BUDGET:
-                self._wall_time_reached()
-                return
+                if self._timed_out():
+                    return
+                continue
             if stop.reason is StopReason.REQUEST:
                 if not (task.exiting or self.exit_status is not None):
                     self.exit_group(ExitStatus(signal=Signal.SIGKILL))

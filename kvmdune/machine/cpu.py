@@ -96,6 +96,9 @@ class Cpu:
         self.tlb_flushes = 0
         self._syscall_entry = layout.TRAMPOLINE + _trampoline.SYSCALL_ENTRY
         self._call_targets = (self._syscall_entry, layout.CALL_WAIT_TARGET)
+        #: Another address where a CPL3 fetch fault is a ``syscall`` (see
+        #: ``recognise_syscalls_at``); None: only the trampoline's entry.
+        self._other_syscall_entry: int | None = None
         self._at_trampoline = True
         self._in_stub = False
         self.space: AddressSpace | None = None
@@ -191,6 +194,14 @@ class Cpu:
         pages). Software KVM's shadow tables ignore this: it needs the host-side
         mprotect pair instead (``GuestMemory.invalidate``)."""
         self._unflushed.extend(ranges)
+
+    def recognise_syscalls_at(self, address: int | None) -> None:
+        """While user code runs in an address space that maps ``address`` (MSR_LSTAR's
+        target) supervisor-only, a CPL3 fetch fault with RIP == CR2 == ``address`` is a
+        ``syscall`` (software KVM runs ``syscall`` at CPL3, so its jump to LSTAR
+        faults there; hardware KVM enters CPL0 and exits through the trampoline code
+        mapped there). None: only the trampoline's own entry is one."""
+        self._other_syscall_entry = address
 
     # -- stopping ----------------------------------------------------------------
     def stop(self, reason: StopReason = StopReason.REQUEST) -> None:
@@ -396,7 +407,8 @@ class Cpu:
         regs.rip, regs.rsp, regs.rflags = rip, rsp, rflags
         self._at_trampoline = True
         if vector == Vector.PF:
-            if rip == self._syscall_entry == self.sregs.cr2:
+            if rip == self.sregs.cr2 and (rip == self._syscall_entry
+                                          or rip == self._other_syscall_entry):
                 # Software KVM (kvm_pvm) runs ``syscall`` without leaving CPL3: the
                 # jump to MSR_LSTAR then faults on the supervisor-only trampoline
                 # page. Everything else ``syscall`` does has happened (RCX, R11), so

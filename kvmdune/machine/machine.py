@@ -74,7 +74,9 @@ class Machine:
                             else Invalidation.GUEST_TLB_FLUSH)
         self.invalidation = invalidation
         if invalidation is Invalidation.GUEST_TLB_FLUSH:
+            # A cleared D bit too: the guest's TLB remembers the page as dirty.
             self.kernel_space.invalidate = self._invalidate_by_tlb_flush
+            self.kernel_space.write_protect = self._write_protect_by_tlb_flush
 
     def _invalidate_by_tlb_flush(self, ranges: list[tuple[int, int]]) -> None:
         """Hardware KVM's invalidation. One vCPU in use: it flushes its own TLB before
@@ -87,6 +89,14 @@ class Machine:
             in_use[0].request_tlb_flush(ranges)
         else:
             self.memory.invalidate(ranges)
+
+    def _write_protect_by_tlb_flush(self, ranges: list[tuple[int, int]]) -> None:
+        """The same for entries that only lost their D bit."""
+        in_use = self.cpus
+        if len(in_use) == 1:
+            in_use[0].request_tlb_flush(ranges)
+        else:
+            self.memory.write_protect(ranges)
 
     @property
     def cpus(self) -> list[Cpu]:
@@ -142,7 +152,10 @@ class Machine:
         self._closers.append(self.vm.close)
         if self.platform.kind is PlatformKind.VMX and self.kvm.check_extension(Cap.SET_TSS_ADDR):
             self.vm.set_tss_addr(VMX_TSS_ADDRESS)
-        self.memory.register(self.vm)
+        # KVM's dirty log re-arms cleared D bits where restrictions need the host's
+        # invalidation (software KVM); elsewhere the guest's TLB flush does.
+        self.memory.register(
+            self.vm, dirty_log=self.platform.restricting_changes_need_host_invalidation)
         self._closers.append(self._close_cpus)
 
     def _close_cpus(self) -> None:
@@ -233,7 +246,8 @@ class Machine:
         """An empty user address space sharing the supervisor area (and the call
         stub, when installed)."""
         space = AddressSpace(self.memory, kernel=self.kernel_space,
-                             invalidate=self.kernel_space.invalidate)
+                             invalidate=self.kernel_space.invalidate,
+                             write_protect=self.kernel_space.write_protect)
         if self.call_ring is not None:
             self.call_ring.map_into(space)
         return space

@@ -16,6 +16,7 @@ from typing import Callable, Iterator
 
 from .frames import PAGE_SIZE
 from .guest_memory import GuestMemory
+from .page_bits import PageBits
 from .pagetable import (ENTRIES_PER_TABLE, PTE, USER_SPACE_END, PageTables, Perm,
                         Translation, coalesce, is_canonical)
 
@@ -74,23 +75,40 @@ class AddressSpace:
 
     ``invalidate`` is how restrictions reach the guest: by default the host-side
     mprotect pair of ``GuestMemory.invalidate`` (needed on software KVM, and enough
-    everywhere); a machine on hardware KVM passes a guest TLB flush instead."""
+    everywhere); a machine on hardware KVM passes a guest TLB flush instead.
+    ``write_protect`` is the cheaper one for frames whose entries only lost D (the
+    next write must reach the MMU, reads may go on): by default
+    ``GuestMemory.write_protect``; a guest TLB flush on hardware KVM.
+
+    ``page_bits`` holds the readers of the accessed and dirty bits (page_bits.py):
+    every reader of A/D bits goes through it, so that none clears another's."""
 
     def __init__(self, memory: GuestMemory, kernel: "AddressSpace | None" = None,
-                 invalidate: Invalidator | None = None) -> None:
+                 invalidate: Invalidator | None = None,
+                 write_protect: Invalidator | None = None) -> None:
         self.memory = memory
         self.invalidate: Invalidator = invalidate or memory.invalidate
+        self.write_protect: Invalidator = write_protect or memory.write_protect
         frames = memory.frames
         self.tables = PageTables(memory.words, frames.alloc, frames.free,
                                  alloc_huge=frames.alloc_huge)
         if kernel is not None:
             self._share_kernel_half(kernel)
         self._pending: list[tuple[int, int]] = []
+        self._pending_dirty: list[tuple[int, int]] = []
         self._batch_depth = 0
         self.closed = False
         # A software TLB for checked accesses: page -> translation. Any change to the
         # tables empties it (the VMM changes its own tables only through this class).
         self._tlb: dict[int, Translation] = {}
+        self._page_bits: PageBits | None = None
+
+    @property
+    def page_bits(self) -> PageBits:
+        """The readers of this space's accessed and dirty bits."""
+        if self._page_bits is None:
+            self._page_bits = PageBits(self)
+        return self._page_bits
 
     @property
     def cr3(self) -> int:
@@ -117,11 +135,16 @@ class AddressSpace:
     def flush(self) -> None:
         """Invalidate everything restricted since the last flush."""
         pending, self._pending = self._pending, []
+        dirty, self._pending_dirty = self._pending_dirty, []
         if pending:
             self.invalidate(coalesce(pending))
+        if dirty:
+            self.write_protect(coalesce(dirty))
 
-    def _restricted(self, ranges: list[tuple[int, int]]) -> None:
+    def _restricted(self, ranges: list[tuple[int, int]],
+                    dirty_only: list[tuple[int, int]] = ()) -> None:
         self._pending.extend(ranges)
+        self._pending_dirty.extend(dirty_only)
         if self._batch_depth == 0:
             self.flush()
 
@@ -143,20 +166,13 @@ class AddressSpace:
         self._tlb.clear()
         self._restricted(self.tables.protect(vaddr, size, perm))
 
-    def collect(self, vaddr: int, size: int, bits: PTE, clear: bool = False) -> list[int]:
-        """Pages of the range whose entry has ``bits`` (ACCESSED, DIRTY) set; with
-        ``clear``, clear them so that the next access sets them again."""
-        if clear:
-            self._tlb.clear()      # the A/D bits it cleared must be set again on access
-        pages, restricted = self.tables.collect_bits(vaddr, size, bits, clear)
-        self._restricted(restricted)
-        return pages
-
-    def dirty_pages(self, vaddr: int, size: int, clear: bool = False) -> list[int]:
-        return self.collect(vaddr, size, PTE.DIRTY, clear)
-
-    def accessed_pages(self, vaddr: int, size: int, clear: bool = False) -> list[int]:
-        return self.collect(vaddr, size, PTE.ACCESSED, clear)
+    def bits_cleared(self, full: list[tuple[int, int]],
+                     dirty_only: list[tuple[int, int]]) -> None:
+        """A or D bits were cleared in entries mapping these frames (``full``: A, so
+        the MMU must walk them again; ``dirty_only``: only D): make the guest set
+        them again on its next access (page_bits.py is the one caller)."""
+        self._tlb.clear()
+        self._restricted(full, dirty_only)
 
     def walk(self, vaddr: int) -> Translation | None:
         return self.tables.walk(vaddr)

@@ -8,9 +8,10 @@ reservation can be large; registering a slot costs more the larger it is
 
 from __future__ import annotations
 
+import array
 from typing import Callable
 
-from ..kvm import Vm
+from ..kvm import Cap, DirtyLogProtect, KvmError, MemFlags, Vm
 from . import _atomics
 from .frames import PAGE_SIZE, FrameAllocator
 from .host_mapping_unsafe import HostMapping
@@ -25,6 +26,13 @@ FIRST_FRAME = PAGE_SIZE
 GUEST_MEMORY_SLOT = 0
 
 
+#: Guest memory up to this size keeps KVM's dirty log, the cheap write protection of
+#: ``write_protect`` (KVM then keeps two bitmaps of a bit per page: 64 GiB, 4 MiB).
+DIRTY_LOG_LIMIT = 64 << 30
+_DIRTY_LOG_MODE = DirtyLogProtect.MANUAL_PROTECT_ENABLE | DirtyLogProtect.INITIALLY_SET
+#: KVM_CLEAR_DIRTY_LOG's first page is a multiple of this (a bitmap word).
+DIRTY_LOG_ALIGN = 64
+
 #: Ranges to invalidate closer than this are invalidated as one: a pair of mprotect
 #: calls costs far more than dropping a few extra shadow entries (which only refault).
 INVALIDATION_GAP = 64 << 10
@@ -38,6 +46,25 @@ def _bridge_gaps(ranges: list[tuple[int, int]], gap: int) -> list[tuple[int, int
         else:
             merged.append((start, length))
     return merged
+
+
+def _page_bitmap(ranges: list[tuple[int, int]],
+                 total_pages: int) -> tuple[int, int, array.array]:
+    """KVM_CLEAR_DIRTY_LOG's arguments for sorted ranges of a slot of ``total_pages``:
+    the first page (a multiple of 64), the page count (a multiple of 64 unless it
+    reaches the slot's end, as KVM requires) and the bitmap, one bit per page."""
+    first = ranges[0][0] // PAGE_SIZE // DIRTY_LOG_ALIGN * DIRTY_LOG_ALIGN
+    last = max(start + length for start, length in ranges) // PAGE_SIZE
+    count = min(-(-(last - first) // DIRTY_LOG_ALIGN) * DIRTY_LOG_ALIGN, total_pages - first)
+    bitmap = array.array("Q", bytes(-(-count // DIRTY_LOG_ALIGN) * 8))
+    for start, length in ranges:
+        page, stop = start // PAGE_SIZE - first, (start + length) // PAGE_SIZE - first
+        while page < stop:
+            word, bit = divmod(page, DIRTY_LOG_ALIGN)
+            run = min(DIRTY_LOG_ALIGN - bit, stop - page)
+            bitmap[word] |= ((1 << run) - 1) << bit
+            page += run
+    return first, count, bitmap
 
 
 #: Shared regions (host files or shared memory mapped into the guest) live above
@@ -78,13 +105,19 @@ class GuestMemory:
         self.quiesce: Callable[[], None] | None = None
         self.regions: list[SharedRegion] = []
         self._vm: Vm | None = None
+        self.dirty_log = False     # whether slot 0 logs dirty pages (register())
         # A gap after each backing keeps two backings from ever looking contiguous.
         self._next_base = -(-size // SHARED_REGION_ALIGN) * SHARED_REGION_ALIGN + SHARED_REGION_ALIGN
 
-    def register(self, vm: Vm, slot: int = GUEST_MEMORY_SLOT) -> None:
+    def register(self, vm: Vm, slot: int = GUEST_MEMORY_SLOT, dirty_log: bool = True) -> None:
         """Make this memory the VM's guest-physical memory (KVM_SET_USER_MEMORY_REGION),
-        shared regions included (a forked child registers them with its new VM)."""
-        vm.set_user_memory_region(slot, 0, self.size, self.mapping.address)
+        shared regions included (a forked child registers them with its new VM).
+        With ``dirty_log``, the main slot logs dirty pages where KVM can (for
+        ``write_protect``; a machine that invalidates by guest TLB flushes has no use
+        for it, and KVM maps a logged slot with small pages only)."""
+        self.dirty_log = dirty_log and self._enable_dirty_log(vm)
+        flags = MemFlags.LOG_DIRTY_PAGES if self.dirty_log else MemFlags(0)
+        vm.set_user_memory_region(slot, 0, self.size, self.mapping.address, flags)
         for region in self.regions:
             vm.set_user_memory_region(region.slot, region.base, region.size,
                                       region.mapping.address)
@@ -177,6 +210,41 @@ class GuestMemory:
                     region.mapping.reprotect(low - region.base, high - low)
         if self.quiesce is not None:
             self.quiesce()
+
+    def write_protect(self, ranges: list[tuple[int, int]]) -> None:
+        """Make the guest's next write to these guest-physical ranges reach the MMU
+        again (their entries lost the D bit; reads may go on through what is cached).
+
+        KVM_CLEAR_DIRTY_LOG write-protects exactly the pages KVM saw written since it
+        last protected them (a page not written since is still protected), in one
+        ioctl for any number of pages; software KVM's next write then walks the guest
+        tables and sets D. Without the dirty log (or for shared regions, which have
+        none), the full invalidation."""
+        if not self.dirty_log or self._vm is None:
+            self.invalidate(ranges)
+            return
+        inside = [(start, length) for start, length in ranges if start + length <= self.size]
+        outside = [r for r in ranges if r[0] + r[1] > self.size]
+        if outside:
+            self.invalidate(outside)
+        if inside:
+            first, count, bitmap = _page_bitmap(inside, self.size // PAGE_SIZE)
+            self._vm.clear_dirty_log(GUEST_MEMORY_SLOT, first, count, bitmap)
+            if self.quiesce is not None:
+                self.quiesce()
+
+    def _enable_dirty_log(self, vm: Vm) -> bool:
+        """Turn on KVM's manually protected dirty log, starting with every page
+        counted dirty (so nothing is write-protected until asked): True if KVM can."""
+        if self.size > DIRTY_LOG_LIMIT:
+            return False
+        if vm.kvm.check_extension(Cap.MANUAL_DIRTY_LOG_PROTECT2) & _DIRTY_LOG_MODE != _DIRTY_LOG_MODE:
+            return False
+        try:
+            vm.enable_cap(Cap.MANUAL_DIRTY_LOG_PROTECT2, int(_DIRTY_LOG_MODE))
+        except KvmError:
+            return False
+        return True
 
     def read(self, paddr: int, length: int) -> bytes:
         return bytes(self.slice(paddr, length))

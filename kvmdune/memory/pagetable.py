@@ -17,6 +17,7 @@ import functools
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+from . import _ptescan   # the native walker, built with the package
 from .frames import HUGE_PAGE_SIZE, PAGE_SIZE
 
 ENTRIES_PER_TABLE = 512
@@ -44,6 +45,13 @@ class PTE(enum.IntFlag):
     OWNED = 1 << 9       # software: the frame was allocated for this mapping
     PROTNONE = 1 << 10   # software: mapped, but no access (PROT_NONE): P is clear
     NX = 1 << 63         # XD: no instruction fetch
+
+
+#: Entry bits the MMU ignores, which ``kvmdune.memory.page_bits`` gives to its readers
+#: (Intel SDM vol. 3A, 4.5: bits 58:52 are ignored; 62:59 are protection keys only
+#: with CR4.PKE, which kvmdune never sets: machine/boot.py). Outside ADDRESS_MASK, so
+#: nothing mistakes them for part of a frame number.
+SOFTWARE_BITS = tuple(1 << bit for bit in range(52, 63))
 
 
 class Perm(enum.IntFlag):
@@ -139,6 +147,34 @@ class Translation:
     @property
     def perm(self) -> Perm:
         return Perm.from_pte(self.entry)
+
+
+@dataclass(frozen=True, slots=True)
+class BitChange:
+    """How a scan changes each entry it reports: ``set1`` is added where the entry
+    has any bit of ``cond1``, ``set2`` where it has one of ``cond2`` (both judged on
+    the entry as it was), then the ``clear`` bits are cleared."""
+
+    clear: int = 0
+    cond1: int = 0
+    set1: int = 0
+    cond2: int = 0
+    set2: int = 0
+
+
+NO_CHANGE = BitChange()
+
+
+@dataclass(frozen=True, slots=True)
+class BitScan:
+    """What ``PageTables.scan_bits`` found: ``hits`` pages (4 KiB units), their
+    addresses, and the frames whose entries lost A (``full``: the MMU must walk them
+    again) or only D (``dirty_only``: a write must reach the MMU again)."""
+
+    hits: int
+    pages: list[int]
+    full: list[tuple[int, int]]
+    dirty_only: list[tuple[int, int]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,6 +318,13 @@ class PageTables:
             yield _Chunk(entry & ADDRESS_MASK, index, count, vaddr, PAGE_SIZE)
             vaddr += count * PAGE_SIZE
 
+    def leaves(self, vaddr: int, size: int) -> Iterator[tuple[int, int, memoryview]]:
+        """The leaf entries of [vaddr, vaddr+size), run by run, holes skipped: (the
+        address the run's first entry maps, the page size, the entries as a live view
+        of 64-bit words). A 2 MiB page comes whole."""
+        for chunk in self._chunks(vaddr, vaddr + size, create=False, split_huge=False):
+            yield chunk.vaddr, chunk.page_size, self.words[self._slice(chunk)]
+
     def _split(self, pd: int, index: int, vaddr: int) -> None:
         """Replace a 2 MiB entry by a table of 512 4 KiB entries with the same access
         (a split grants nothing new, so it needs no invalidation)."""
@@ -398,27 +441,23 @@ class PageTables:
             view[:] = _words([(e & keep) | new_bits if e else 0 for e in old])
         return restricted.ranges()
 
-    def collect_bits(self, vaddr: int, size: int, bits: PTE,
-                     clear: bool) -> tuple[list[int], list[tuple[int, int]]]:
-        """Addresses of the pages in the range whose entry has any of ``bits`` set
-        (ACCESSED and/or DIRTY), and, when ``clear``, clear them: returns the pages
-        and the guest-physical ranges to invalidate."""
-        pages: list[int] = []
-        restricted = _FrameSet()
-        bits = int(bits)
-        for chunk in self._chunks(vaddr, vaddr + size, create=False, split_huge=False):
-            step = chunk.page_size
-            hits, frames = _scan(self.words[self._slice(chunk)], bits, clear,
-                                 _frame_mask(step), _P)
-            if not hits:
-                continue
-            if len(hits) == chunk.count:
-                pages.extend(range(chunk.vaddr, chunk.vaddr + chunk.count * step, step))
-            else:
-                pages.extend([chunk.vaddr + i * step for i in hits])
-            if clear:
-                restricted.add(frames, step)
-        return pages, restricted.ranges()
+    def scan_bits(self, vaddr: int, size: int, test: int, change: "BitChange | None" = None,
+                  collect: bool = True) -> "BitScan":
+        """The leaf entries (present or PROT_NONE) of the user-half range with any bit
+        of ``test`` set, changed by ``change`` if given (see ``BitChange``): their
+        count (in 4 KiB pages), their addresses (when ``collect``; a 2 MiB page once,
+        by its base) and the frames that lost A or D (to invalidate). Only
+        ``kvmdune.memory.page_bits`` should clear A or D: it keeps them for the
+        other readers."""
+        end = vaddr + size
+        if not 0 <= vaddr <= end <= USER_SPACE_END:
+            raise PageTableError(f"range {vaddr:#x}+{size:#x} is not in the user half")
+        change = change or NO_CHANGE
+        hits, pages, full, dirty_only = _ptescan.walk(
+            self.words, self.root, vaddr, end, int(test), int(change.clear),
+            int(change.cond1), int(change.set1), int(change.cond2), int(change.set2),
+            collect)
+        return BitScan(hits, pages if pages is not None else [], full, dirty_only)
 
     def set_bits(self, vaddr: int, bits: PTE) -> None:
         """Set bits (A, D) in the leaf entry of ``vaddr``, as the CPU would on access."""
@@ -462,32 +501,7 @@ class PageTables:
         yield table
 
 
-def _scan_python(view: memoryview, bits: int, clear: bool, frame_mask: int,
-                 present: int) -> tuple[list[int], list[int]]:
-    """The entries with any of ``bits`` (indexes), and the frames of those present;
-    with ``clear``, clear the bits."""
-    entries = view.tolist()
-    hits = [i for i, e in enumerate(entries) if e & bits]
-    frames = [entries[i] & frame_mask for i in hits if entries[i] & present]
-    if clear and hits:
-        for i in hits:
-            entries[i] &= ~bits
-        view[:] = _words(entries)
-    return hits, frames
-
-
-def _runs_python(frames: list[int], size: int) -> list[tuple[int, int]]:
-    """Sorted frames as (start, length) runs of adjacent ones."""
-    starts = [0] + [i for i in range(1, len(frames)) if frames[i] != frames[i - 1] + size]
-    ends = starts[1:] + [len(frames)]
-    return [(frames[a], frames[b - 1] + size - frames[a]) for a, b in zip(starts, ends)]
-
-
-try:   # the C scanner, built with the package; the Python one is the fallback
-    from ._ptescan import runs as _runs
-    from ._ptescan import scan as _scan
-except ImportError:   # pragma: no cover - only without the native build
-    _scan, _runs = _scan_python, _runs_python
+_runs = _ptescan.runs
 
 
 @functools.lru_cache(maxsize=64)

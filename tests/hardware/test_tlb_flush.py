@@ -13,7 +13,7 @@ import pytest
 
 from guestcode import DATA, Recorder, STACK_TOP, exit_with, run_program
 from kvmdune.machine import Invalidation, PageFaultEvent, PFError
-from kvmdune.memory import Perm
+from kvmdune.memory import PTE, Perm
 
 pytestmark = [pytest.mark.kvm, pytest.mark.hardware_kvm]
 RW_USER = Perm.READ | Perm.WRITE | Perm.USER
@@ -51,7 +51,7 @@ def test_a_batch_of_restrictions_runs_one_flush(machine):
     def change(space):
         with space.batch():
             space.protect(DATA, 0x1000, Perm.READ | Perm.USER)
-            space.dirty_pages(DATA, 0x1000, clear=True)
+            space.page_bits.reader("test").read(DATA, 0x1000, PTE.DIRTY, clear=True)
             space.protect(DATA, 0x1000, RW_USER)
 
     stop = run_with_change(machine, change)

@@ -13,7 +13,8 @@ from kvmdune.kvm import ioctls as io
 
 STRUCTS = ["kvm_regs", "kvm_segment", "kvm_dtable", "kvm_sregs", "kvm_vcpu_events",
            "kvm_sync_regs", "kvm_run", "kvm_userspace_memory_region", "kvm_cpuid_entry2",
-           "kvm_cpuid2", "kvm_msr_entry", "kvm_msrs", "kvm_xcr", "kvm_xcrs", "kvm_xsave"]
+           "kvm_cpuid2", "kvm_msr_entry", "kvm_msrs", "kvm_xcr", "kvm_xcrs", "kvm_xsave",
+           "kvm_enable_cap", "kvm_clear_dirty_log"]
 OFFSETS = [("kvm_run", "exit_reason"), ("kvm_run", "kvm_valid_regs"),
            ("kvm_run", "kvm_dirty_regs"), ("kvm_run", "s"), ("kvm_sregs", "cr0"),
            ("kvm_sregs", "efer"), ("kvm_sregs", "interrupt_bitmap"),
@@ -24,7 +25,8 @@ IOCTLS = ["KVM_GET_API_VERSION", "KVM_CREATE_VM", "KVM_CHECK_EXTENSION",
           "KVM_SET_USER_MEMORY_REGION", "KVM_SET_TSS_ADDR", "KVM_RUN", "KVM_GET_REGS",
           "KVM_SET_REGS", "KVM_GET_SREGS", "KVM_SET_SREGS", "KVM_GET_MSRS", "KVM_SET_MSRS",
           "KVM_SET_CPUID2", "KVM_GET_VCPU_EVENTS", "KVM_SET_VCPU_EVENTS", "KVM_GET_XCRS",
-          "KVM_SET_XCRS", "KVM_GET_XSAVE", "KVM_SET_XSAVE"]
+          "KVM_SET_XCRS", "KVM_GET_XSAVE", "KVM_SET_XSAVE", "KVM_ENABLE_CAP",
+          "KVM_CLEAR_DIRTY_LOG"]
 
 
 @pytest.fixture(scope="module")

@@ -48,7 +48,8 @@ EPOLL_CTL_ADD = 1
 @dataclass
 class GuestProcess:
     """What the forwarder asks of a process: its address space and descriptor table
-    (both real) and the host path for a guest path (here the same path)."""
+    (both real), the host path for a guest path (here the same path) and the live
+    /proc file behind a descriptor (here none)."""
 
     space: AddressSpace
     fds: FdTable
@@ -61,6 +62,9 @@ class GuestProcess:
 
     def host_call(self, call, host_fds) -> int:
         return call()
+
+    def live_file_of(self, host_fd: int) -> None:
+        return None
 
 
 @pytest.fixture(scope="module")

@@ -42,6 +42,10 @@ class GuestStandIn:
         self._held.append(fd)
         return f"/proc/self/fd/{fd}".encode()
 
+    def live_file(self, live: procfs.LiveFile) -> bytes:
+        self._held.append(live.fd)
+        return f"/proc/self/fd/{live.fd}".encode()
+
     def fd_directory(self) -> bytes:
         return procfs.fd_directory(self)
 
@@ -81,13 +85,28 @@ def test_system_wide_entries_pass_through(guest, path):
         os.close(fd)
 
 
-@pytest.mark.parametrize("entry", ["mem", "pagemap", "environ_raw", "map_files", "syscall"])
+@pytest.mark.parametrize("entry", ["mem", "environ_raw", "map_files", "syscall"])
 def test_vmm_entries_stay_refused(guest, entry):
     with pytest.raises(Fault) as refused:
         procfs.rewrite(guest, f"/proc/self/{entry}".encode())
     assert refused.value.errno == 13
     # Positive control: a generated entry of the same directory is served.
     assert procfs.rewrite(guest, b"/proc/self/comm").startswith(b"/proc/self/fd/")
+
+
+@pytest.mark.parametrize("entry", ["pagemap", "clear_refs"])
+@pytest.mark.parametrize("directory", ["self", str(PID), "thread-self"])
+def test_page_table_entries_are_the_guests_own_live_files(guest, entry, directory):
+    """pagemap and clear_refs, by any name of the guest's own directory, are answered
+    by the VMM (from the guest's tables), never the VMM's own; another process's stay
+    refused."""
+    path = procfs.rewrite(guest, f"/proc/{directory}/{entry}".encode())
+    target = os.readlink(path.decode())
+    assert target.startswith(f"/memfd:{procfs.transient_name(entry)}")
+    assert procfs.guest_view_of_target(target, {}) == f"/proc/{PID}/{entry}"
+    with pytest.raises(Fault) as refused:
+        procfs.rewrite(guest, f"/proc/1/{entry}".encode())
+    assert refused.value.errno == 13
 
 
 def test_vmm_fd_directory_opened_behind_the_rewrite_is_caught():

@@ -21,7 +21,7 @@ from guestcode import DATA, STACK_TOP, Recorder, exit_with, load_program, run_pr
 from guestcode import TEST_MEMORY
 from kvmdune.kvm import probe_platform
 from kvmdune.machine import Invalidation, Machine, PageFaultEvent, PFError, Stop
-from kvmdune.memory import VMM, Perm
+from kvmdune.memory import PTE, VMM, Perm
 
 pytestmark = pytest.mark.kvm
 RW_USER = Perm.READ | Perm.WRITE | Perm.USER
@@ -38,6 +38,11 @@ def machine(request):
                     "(test_guest_tlb_flush_is_not_enough_on_software_kvm)")
     with Machine(TEST_MEMORY, invalidation=request.param) as m:
         yield m
+
+
+def bits(space, vaddr: int, size: int, kind: PTE, clear: bool = False) -> list[int]:
+    """The pages with ``kind`` set, through a reader of the test's own."""
+    return space.page_bits.reader("test").read(vaddr, size, kind, clear)
 
 
 def checkpoint_program(before: str, after: str) -> str:
@@ -159,13 +164,13 @@ def test_accessed_bit_cleared_is_set_again(machine):
     seen = {}
 
     def change():
-        seen["first"] = space.accessed_pages(DATA, 0x1000, clear=True)
-        seen["cleared"] = space.accessed_pages(DATA, 0x1000)
+        seen["first"] = bits(space, DATA, 0x1000, PTE.ACCESSED, clear=True)
+        seen["cleared"] = bits(space, DATA, 0x1000, PTE.ACCESSED)
 
     run_with_change(machine, space, f"mov rax, qword ptr [{DATA}]",
                     f"mov rax, qword ptr [{DATA}]", change)
     assert seen == {"first": [DATA], "cleared": []}
-    assert space.accessed_pages(DATA, 0x1000) == [DATA]
+    assert bits(space, DATA, 0x1000, PTE.ACCESSED) == [DATA]
 
 
 def write_pages_program(count: int) -> str:
@@ -202,11 +207,88 @@ def test_dirty_pages_reported_exactly(machine, first, second):
             indexes = sorted(written)
             space.write(TABLE, struct.pack(f"<{len(indexes)}Q", *indexes), VMM)
             run_program(machine, write_pages_program(len(indexes)), space=space)
-            reported = space.dirty_pages(DATA, PAGES * 0x1000, clear=True)
+            reported = bits(space, DATA, PAGES * 0x1000, PTE.DIRTY, clear=True)
             assert reported == [DATA + i * 0x1000 for i in indexes]
-            assert space.dirty_pages(DATA, PAGES * 0x1000) == []
+            assert bits(space, DATA, PAGES * 0x1000, PTE.DIRTY) == []
     finally:
         space.close()
+
+
+def write_rounds(machine, space, rounds, after_round) -> None:
+    """Let the guest write each round's pages (indexes into DATA), calling
+    ``after_round(index, written)`` after each, as a tracker's loop would."""
+    for index, written in enumerate(rounds):
+        indexes = sorted(written)
+        space.write(TABLE, struct.pack(f"<{len(indexes)}Q", *indexes), VMM)
+        run_program(machine, write_pages_program(len(indexes)), space=space)
+        after_round(index, indexes)
+
+
+def tracked_space(machine):
+    space = machine.new_address_space()
+    space.map(STACK_TOP - 0x4000, 0x4000, RW_USER)
+    space.map(DATA, PAGES * 0x1000, RW_USER)
+    space.map(TABLE, 0x1000, Perm.READ | Perm.USER)
+    return space
+
+
+def test_two_readers_of_dirty_bits_keep_their_own(machine):
+    """A reader clearing every round, another reading every other round: each sees
+    exactly the guest's writes since its own last clear."""
+    space = tracked_space(machine)
+    every, every_other = space.page_bits.reader("every"), space.page_bits.reader("other")
+    rounds = [{1, 2, 3}, {3, 4}, {10}, {2, 11}]
+    pending: set[int] = set()
+
+    def after_round(index, written):
+        nonlocal pending
+        pending |= set(written)
+        assert every.read(DATA, PAGES * 0x1000, PTE.DIRTY, clear=True) == \
+            [DATA + i * 0x1000 for i in written]
+        if index % 2:
+            assert every_other.read(DATA, PAGES * 0x1000, PTE.DIRTY, clear=True) == \
+                [DATA + i * 0x1000 for i in sorted(pending)]
+            pending = set()
+
+    try:
+        write_rounds(machine, space, rounds, after_round)
+    finally:
+        space.close()
+
+
+def rewrite_after_clear(machine, space) -> tuple[list[int], list[int]]:
+    """The guest writes a page, the VMM reads and clears its D bit through a reader,
+    the guest writes the page again: what the clear reported, and what the reader
+    reports at the end."""
+    page = DATA + 5 * 0x1000
+    reader = space.page_bits.reader("test")
+    seen = {}
+
+    def change():
+        seen["cleared"] = reader.read(DATA, PAGES * 0x1000, PTE.DIRTY, clear=True)
+
+    run_with_change(machine, space, f"mov qword ptr [{page}], 1",
+                    f"mov qword ptr [{page}], 2", change)
+    return seen["cleared"], reader.read(DATA, PAGES * 0x1000, PTE.DIRTY, clear=False)
+
+
+@pytest.mark.software_kvm
+def test_cleared_dirty_bits_are_armed_by_kvms_dirty_log(machine):
+    """On software KVM a D-only clear is made visible by KVM_CLEAR_DIRTY_LOG, never
+    by the mprotect pair: the guest's next write sets D again."""
+    assert machine.memory.dirty_log
+    space = tracked_space(machine)
+    space.invalidate = lambda ranges: pytest.fail(f"invalidated {ranges}")
+    assert rewrite_after_clear(machine, space) == ([DATA + 5 * 0x1000], [DATA + 5 * 0x1000])
+
+
+@pytest.mark.software_kvm
+def test_a_dirty_bit_cleared_without_write_protection_is_not_set_again(machine):
+    """The control for the test above: without the write protection, the guest's
+    second write does not set D again (its shadow entry is still writable)."""
+    space = tracked_space(machine)
+    space.write_protect = lambda ranges: None
+    assert rewrite_after_clear(machine, space) == ([DATA + 5 * 0x1000], [])
 
 
 def test_two_address_spaces_see_their_own_frames(machine):
@@ -231,7 +313,7 @@ def test_huge_page_mapping_and_split_protection_seen_by_guest(machine):
     seen = {}
 
     def change():
-        seen["dirty"] = space.dirty_pages(huge, 2 << 20, clear=True)
+        seen["dirty"] = bits(space, huge, 2 << 20, PTE.DIRTY, clear=True)
         space.protect(target, 0x1000, Perm.READ | Perm.USER)
 
     stop = run_with_change(machine, space,
@@ -241,7 +323,7 @@ def test_huge_page_mapping_and_split_protection_seen_by_guest(machine):
     assert isinstance(stop.value, PageFaultEvent) and stop.value.address == target
     assert space.walk(huge).page_size == 0x1000        # split into 4 KiB entries
     assert space.read(huge, 8) == struct.pack("<Q", 7)  # the rest stayed writable
-    assert space.dirty_pages(huge, 2 << 20) == [huge]  # D cleared, then set again
+    assert bits(space, huge, 2 << 20, PTE.DIRTY) == [huge]  # D cleared, then set again
 
 
 @pytest.mark.parametrize("perm,before,after", [

@@ -10,6 +10,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from kvmdune.memory import (PTE, AlreadyMapped, FrameAllocator, PageTableError, PageTables,
                             Perm)
 from kvmdune.memory.frames import HUGE_PAGE_SIZE, PAGE_SIZE
+from kvmdune.memory.pagetable import BitChange
 
 MEMORY = 32 << 20
 BASE = 0x7F00_0000_0000          # crosses no special boundary; PML4 index 254
@@ -145,8 +146,9 @@ def test_restrictions_are_reported_for_invalidation():
     restricted = tables.protect(BASE, PAGE_SIZE, Perm.READ | Perm.USER)
     assert restricted == [(frame, PAGE_SIZE)]
     tables.set_bits(BASE, PTE.DIRTY)
-    pages, to_invalidate = tables.collect_bits(BASE, 4 * PAGE_SIZE, PTE.DIRTY, clear=True)
-    assert pages == [BASE] and to_invalidate == [(frame, PAGE_SIZE)]
+    found = tables.scan_bits(BASE, 4 * PAGE_SIZE, PTE.DIRTY, BitChange(clear=PTE.DIRTY))
+    assert found.pages == [BASE] and found.dirty_only == [(frame, PAGE_SIZE)]
+    assert found.full == []
 
 
 @pytest.mark.parametrize("vaddr,size", [
@@ -170,7 +172,7 @@ def test_large_ranges_are_fast_enough():
     gib = 1 << 30
     for operation in (
         lambda: tables.map(BASE, gib, Perm.READ | Perm.WRITE | Perm.USER),
-        lambda: tables.collect_bits(BASE, gib, PTE.DIRTY, clear=True),
+        lambda: tables.scan_bits(BASE, gib, PTE.DIRTY, BitChange(clear=PTE.DIRTY)),
         lambda: tables.protect(BASE, gib, Perm.READ | Perm.USER),
         lambda: tables.unmap(BASE, gib),
     ):

@@ -40,6 +40,12 @@
 #define CALLRING_FAST_BITMAP 0xC0
 #define CALLRING_MAX_NR 512
 
+/* Call numbers from here on are the VMM's alone (the Dune API's hypercalls:
+ * linux/privileged.py's HYPERCALL_BASE; a test checks they agree): the stub takes
+ * the exit path at once, without waking the host thread only to be handed back
+ * (as for every number from CALLRING_MAX_NR on). */
+#define CALLRING_VMM_CALLS 0x00D00000
+
 #define CALLRING_DONE 0
 #define CALLRING_SLOW 1             /* take the exit path: the VMM serves the call */
 #define CALLRING_HOST_AWAKE 0

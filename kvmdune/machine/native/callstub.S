@@ -12,9 +12,10 @@
  * once with `sysretq` to its own CPL3 part (5 instructions at CPL0).
  *
  * Calls the ring's bitmap does not mark as served by the host thread go to the VMM
- * at once. Two ways out to the VMM, both jumps to supervisor addresses the VMM
- * patches into the stub (a CPL3 fetch there faults into the VMM with RIP == CR2 ==
- * the target):
+ * at once (numbers from CALLRING_MAX_NR on too: the Dune API's hypercalls, from
+ * CALLRING_VMM_CALLS, among them). Two ways out to the VMM, both jumps to supervisor
+ * addresses the VMM patches into the stub (a CPL3 fetch there faults into the VMM
+ * with RIP == CR2 == the target):
  * - the slow target, the trampoline's syscall entry: the VMM serves the call as if
  *   `syscall` had exited to it (RAX, RCX, R11 and the arguments as `syscall` left them);
  * - the wait target: the host thread sleeps (after a while without calls), or no

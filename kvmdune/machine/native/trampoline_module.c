@@ -58,7 +58,8 @@ static int trampoline_exec(PyObject *module) {
         || PyModule_AddIntConstant(module, "EXCEPTION_VECTORS",
                                    KVMDUNE_EXCEPTION_VECTORS) < 0
         || PyModule_AddIntConstant(module, "EXCEPTION_STRIDE",
-                                   KVMDUNE_EXCEPTION_STRIDE) < 0)
+                                   KVMDUNE_EXCEPTION_STRIDE) < 0
+        || PyModule_AddIntConstant(module, "CALL_STUB_VMM_CALLS", CALLRING_VMM_CALLS) < 0)
         return -1;
     return 0;
 }

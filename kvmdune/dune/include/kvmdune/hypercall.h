@@ -29,9 +29,13 @@
 #define KVMDUNE_HC_INIT           1   /* (map_full) -> pgroot */
 #define KVMDUNE_HC_ENTER          2   /* (upcall_entry, stack_base, stack_size) -> 0 */
 #define KVMDUNE_HC_SET_TRAP       3   /* (kind, number, on) -> 0 */
-#define KVMDUNE_HC_JUMP_TO_USER   4   /* (struct dune_tf *) -> ret of dune_ret_from_user */
+#define KVMDUNE_HC_JUMP_TO_USER   4   /* (struct dune_tf *, user_fs_base) -> ret of
+                                         dune_ret_from_user; the tf then holds user
+                                         code's final registers */
 #define KVMDUNE_HC_RET_FROM_USER  5   /* (ret): does not return */
-#define KVMDUNE_HC_RESUME_USER    6   /* (struct dune_tf *): does not return */
+#define KVMDUNE_HC_RESUME_USER    6   /* (struct dune_tf *, user_fs_base): does not
+                                         return */
+/* The upcall frame the VMM writes for ENTER's entry: kvmdune/upcall.h. */
 
 /* page tables */
 #define KVMDUNE_HC_VM_MPROTECT   16   /* (root, va, len, perm) */

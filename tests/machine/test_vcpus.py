@@ -14,7 +14,7 @@ from guestcode import (CODE, DATA, STACK_SIZE, STACK_TOP, TEST_MEMORY, Recorder,
                        exit_with)
 from kvmdune.machine import Machine, PageFaultEvent, PFError, Stop, layout
 from kvmdune.machine.x86 import MSR
-from kvmdune.memory import VMM, Perm
+from kvmdune.memory import PTE, VMM, Perm
 
 pytestmark = pytest.mark.kvm
 RW_USER = Perm.READ | Perm.WRITE | Perm.USER
@@ -141,11 +141,12 @@ def test_dirty_bit_cleared_while_a_vcpu_writes_is_set_again(machine):
     thread.start()
     try:
         wait_for_write(space)
-        assert space.dirty_pages(DATA, 0x1000, clear=True) == [DATA]
+        dirty = space.page_bits.reader("test")
+        assert dirty.read(DATA, 0x1000, PTE.DIRTY, clear=True) == [DATA]
         # (The guest may have set it again already: it writes without pause.)
         seen = struct.unpack("<Q", space.read(DATA, 8, VMM))[0]
         wait_for_write(space, seen)
-        assert space.dirty_pages(DATA, 0x1000) == [DATA]
+        assert dirty.read(DATA, 0x1000, PTE.DIRTY, clear=False) == [DATA]
     finally:
         cpu.stop()
         thread.join()

@@ -1,6 +1,6 @@
 """Build the native parts of kvmdune from source: the ring-0 trampoline (assembly),
-the page-table scanner and the fast path (C extensions), and the Dune API's C
-library for guest programs (a static archive, ``kvmdune/dune/lib/libkvmdune.a``).
+the page-table scanner, guest-memory atomics and the fast path (C extensions), and
+the Dune API's C library for guest programs (a static archive, ``kvmdune/dune/lib/libkvmdune.a``).
 
 The trampoline is assembled by gcc/as into a tiny C extension that hands its bytes
 and entry offsets to Python; no binary is ever committed.
@@ -74,6 +74,7 @@ setup(
             depends=["kvmdune/machine/native/trampoline.h"],
         ),
         Extension("kvmdune.memory._ptescan", sources=["kvmdune/memory/native/ptescan.c"]),
+        Extension("kvmdune.memory._atomics", sources=["kvmdune/memory/native/atomics.c"]),
         Extension("kvmdune.dune._mirror", sources=["kvmdune/dune/vmm_native/mirror.c"],
                   extra_compile_args=["-O2"]),
         Extension("kvmdune.linux._fastpath", sources=["kvmdune/linux/native/fastpath.c"],

@@ -27,11 +27,14 @@ from __future__ import annotations
 import os
 import stat
 
+from ..machine.layout import CALL_SLOTS
 from .gate import RuleKind
 from .routing import forwards_only
 from .syscall_table import SYSCALLS
 
 ENVIRONMENT_VARIABLE = "KVMDUNE_FAST_SYSCALLS"
+#: set_force_slow's slot for every ring.
+ALL_SLOTS = -1
 #: How long the serving thread spins for the next call before it sleeps.
 SPIN_SECONDS = 200e-6
 #: How long the VMM waits for an answer before it lets the guest ask again (so that
@@ -44,6 +47,9 @@ THREAD_STATE_CALLS = frozenset({
     "setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setfsuid",
     "setfsgid", "setgroups", "capset", "unshare", "setns", "seccomp", "prctl",
     "landlock_restrict_self", "personality", "set_mempolicy"})
+#: Calls Python emulates whose native server gives the same answer or hands them
+#: back: futex (private wakes, and waits whose word already differs; see fastpath.c).
+NATIVE_EMULATIONS = frozenset({"futex"})
 #: Character devices whose reads and writes never wait (null, zero, full, random,
 #: urandom: major 1).
 _NEVER_BLOCKING_DEVICES = {(1, 3), (1, 5), (1, 7), (1, 8), (1, 9)}
@@ -96,7 +102,8 @@ def plan(native, rules: dict | None) -> dict[int, tuple[int, int]]:
                 actions[number] = (native.BENEATH, 0)
             continue
         allowed = rules is None or (rule is not None and rule.kind is RuleKind.ALLOW)
-        if allowed and number in implemented and forwards_only(spec):
+        if allowed and number in implemented and (forwards_only(spec)
+                                                  or spec.name in NATIVE_EMULATIONS):
             actions[number] = (native.FAST, 0)
     return actions
 
@@ -142,10 +149,29 @@ class FastPath:
         proc.fds.listener = self
         if proc.space is not None:
             self.server.set_cr3(proc.space.cr3)
-        machine.cpu.call_wait = self._wait
-        proc.signals.on_arrival = lambda: self.signal_waiting(True)
+        self.attach(proc.task.cpu)
+        # A signal for the process: any thread may take it, every call goes to the VMM.
+        proc.sighand.on_arrival = lambda: self.server.set_force_slow(ALL_SLOTS, True)
+        # A frame freed by the VMM (munmap, a page table) is not reused, nor a closed
+        # descriptor's number, while a serve that may still use it is under way.
+        memory.quiesce = self.server.quiesce
         machine.on_close(self.close)
         self.server.start()
+
+    # -- the vCPUs it serves (one ring each) -----------------------------------------
+    def attach(self, cpu) -> None:
+        """Serve ``cpu``'s ring (a new thread's vCPU); vCPUs beyond the call slots
+        exit for every call (the machine points their MSR_LSTAR at the trampoline)."""
+        if cpu.index >= CALL_SLOTS:
+            return
+        self.server.add_ring(cpu.index)
+        cpu.call_wait = lambda: self.server.wait_response(cpu.index, WAIT_SLICE_SECONDS)
+
+    def detach_cpu(self, cpu) -> None:
+        """``cpu`` goes back to the pool: its ring is no longer served."""
+        if cpu.index < CALL_SLOTS:
+            self.server.remove_ring(cpu.index)
+        cpu.call_wait = None
 
     # -- what the process tells it ---------------------------------------------------
     def fd_installed(self, fd: int, host_fd: int) -> None:
@@ -155,20 +181,22 @@ class FastPath:
 
     def fd_removed(self, fd: int) -> None:
         self.server.clear_fd(fd)
+        self.server.quiesce()        # no serve still holds its host number
 
     def address_space_changed(self, space) -> None:
         self.server.set_cr3(space.cr3)
 
-    def after_slow_call(self, signal_waiting: bool) -> None:
-        """The VMM served a call: the guest's next ones should find the thread
+    def after_slow_call(self, cpu, signal_waiting: bool) -> None:
+        """The VMM served a call of ``cpu``: its next ones should find the thread
         spinning, unless a signal waits (then they come to the VMM)."""
-        self.server.set_force_slow(signal_waiting)
+        self.signal_waiting(cpu, signal_waiting)
         self.server.wake()
 
-    def signal_waiting(self, waiting: bool) -> None:
-        """While a signal waits for the guest, every call goes to the VMM, which
-        delivers it at the call's end."""
-        self.server.set_force_slow(waiting)
+    def signal_waiting(self, cpu, waiting: bool) -> None:
+        """While a signal waits for the thread on ``cpu``, every call of it goes to
+        the VMM, which delivers the signal at the call's end."""
+        if cpu.index < CALL_SLOTS:
+            self.server.set_force_slow(cpu.index, waiting)
 
     def thread_state_changed(self) -> None:
         """Replace the serving thread, so that it acts with the VMM thread's
@@ -177,13 +205,27 @@ class FastPath:
         self.server.start()
 
     def after_fork(self) -> None:
-        """In a forked child: the serving thread was not copied; start one here."""
+        """In a forked child: the serving thread was not copied, nor the other
+        vCPUs; the calling one is the child's vCPU 0 (slot 0): start a thread here."""
         self.server.forget_thread()
+        cpu = self.proc.task.cpu
+        cpu.call_wait = lambda: self.server.wait_response(cpu.index, WAIT_SLICE_SECONDS)
         self.proc.machine.on_close(self.close)
         self.server.start()
 
     def stats(self) -> dict[str, int]:
         return self.server.stats()
+
+    def detach(self) -> None:
+        """Stop serving for good: every vCPU's ``syscall`` exits to the VMM again."""
+        self.close()
+        proc = self.proc
+        proc.fds.listener = None
+        proc.sighand.on_arrival = None
+        proc.machine.memory.quiesce = None
+        for cpu in proc.machine.cpus:
+            cpu.call_wait = None
+        proc.machine.remove_call_stub()
 
     def close(self) -> None:
         """Stop the thread (before guest memory goes away)."""
@@ -191,9 +233,6 @@ class FastPath:
         for _path, fd in self._root_fds:
             os.close(fd)
         self._root_fds = []
-
-    def _wait(self) -> None:
-        self.server.wait_response(WAIT_SLICE_SECONDS)
 
 
 def start(proc, option: bool | None = None) -> FastPath | None:

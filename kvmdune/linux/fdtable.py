@@ -49,6 +49,12 @@ class FdTable:
         #: Told of every change (``fd_installed(fd, host)``, ``fd_removed(fd)``): the
         #: fast path keeps a copy of the table.
         self.listener = None
+        #: Host descriptors a host call is using without the process's lock (a
+        #: blocked read on another thread), with how many such calls: closing one
+        #: waits until they are over, as Linux's file references make a close wait,
+        #: so the number is not reused under the call meanwhile.
+        self._held: dict[int, int] = {}
+        self._close_when_released: set[int] = set()
 
     def _set(self, fd: int, entry: GuestFd) -> None:
         self.entries[fd] = entry
@@ -112,11 +118,33 @@ class FdTable:
             return -Errno.EBADF
         if self.listener is not None:
             self.listener.fd_removed(fd)
+        if entry.host in self._held:
+            self._close_when_released.add(entry.host)
+            return 0
         try:
             os.close(entry.host)
         except OSError as exc:
             return -(exc.errno or Errno.EIO)
         return 0
+
+    def hold(self, host_fds: Iterable[int]) -> None:
+        """Keep these host descriptors open until ``release`` (see ``_held``)."""
+        for host in host_fds:
+            self._held[host] = self._held.get(host, 0) + 1
+
+    def release(self, host_fds: Iterable[int]) -> None:
+        for host in host_fds:
+            left = self._held.get(host, 0) - 1
+            if left > 0:
+                self._held[host] = left
+                continue
+            self._held.pop(host, None)
+            if host in self._close_when_released:
+                self._close_when_released.discard(host)
+                try:
+                    os.close(host)
+                except OSError:
+                    pass
 
     def dup(self, fd: int, minimum: int = 0, cloexec: bool = False) -> int:
         entry = self.entries.get(fd)

@@ -73,6 +73,8 @@ class Call:
         #: table says is a pointer, a buffer of the VMM's own (or NULL).
         self.host_args: list[HostArg] = list(args)
         self.keep: list[HostBuffer] = []
+        #: The host descriptors the call uses (held open while it runs unlocked).
+        self.host_fds: list[int] = []
         self.copy_out: list[_CopyOut] = []
         self.iovec_out: list[_IovecOut] = []
 
@@ -103,6 +105,8 @@ class Call:
                 # one, as it would for the guest's bad number.
                 self.host_args[index] = (value if _int32(value) == AT_FDCWD
                                          else NO_DESCRIPTOR if dirfd is None else dirfd)
+                if dirfd is not None:
+                    self.host_fds.append(dirfd)
             elif kind in (ArgKind.PATH, ArgKind.STRING):
                 if value == 0:
                     continue   # NULL where the kernel allows it (utimensat, ...)
@@ -126,6 +130,7 @@ class Call:
         host = self.proc.fds.host(_int32(value))
         if host is None:
             raise Fault(Errno.EBADF)
+        self.host_fds.append(host)
         return host
 
     def _extent(self, index: int, clamp: bool = True) -> int:
@@ -318,7 +323,11 @@ def forward(proc, spec: SyscallSpec, args: tuple[int, ...]) -> int:
         live = proc.live_file_of(call.host_args[0])
         if live is not None:
             return _live_io(proc, live, call)
-    return call.finish(host_syscall(spec.number, *call.host_args))
+    # Without the process's lock: the call may block (a pipe, a socket, a sleep),
+    # and the other threads go on meanwhile. It uses only the VMM's own buffers.
+    result = proc.host_call(lambda: host_syscall(spec.number, *call.host_args),
+                            call.host_fds)
+    return call.finish(result)
 
 
 #: Reads and writes a live /proc file (procfs.LiveFile) answers itself: for each

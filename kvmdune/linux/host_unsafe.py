@@ -1,9 +1,10 @@
 """Calling the host kernel on the guest's behalf: the raw ``syscall(2)`` entry.
 
 The only module that hands pointers to the host kernel. Every pointer it passes
-points into a buffer this process allocated (``HostBuffer``), never into guest
-memory and never at an address the guest chose: callers copy guest data in and
-out through checked accesses.
+points into a buffer this process allocated (``HostBuffer``), never at an address
+the guest chose: callers copy guest data in and out through checked accesses. The
+one exception, futex words, which the host must wait on in place, are passed as
+``GuestWordAddress``: the VMM's address of a translated, checked guest word.
 """
 
 from __future__ import annotations
@@ -47,9 +48,22 @@ class HostBuffer:
         ctypes.memmove(self.address + offset, data, len(data))
 
 
+class GuestWordAddress:
+    """Where a word of guest memory is in the VMM, for the one kind of host call
+    that must act on guest memory in place: futexes (futex.py). Made only from a
+    checked translation of a guest address (a mapped, user-accessible page of the
+    guest's own memory), so it never points at the VMM's own memory."""
+
+    __slots__ = ("address",)
+
+    def __init__(self, address: int) -> None:
+        self.address = address
+
+
 #: An argument of a host system call: an integer value, or a pointer, which can only
-#: be a buffer of the VMM's own (a guest address is an integer, never a pointer).
-HostArg = int | HostBuffer
+#: be a buffer of the VMM's own or a translated guest word (a guest address is an
+#: integer, never a pointer).
+HostArg = int | HostBuffer | GuestWordAddress
 
 
 def host_syscall(number: int, *args: HostArg) -> int:
@@ -58,8 +72,8 @@ def host_syscall(number: int, *args: HostArg) -> int:
     Never retried on EINTR: an interrupted call is reported to the guest as Linux
     would, so that its signal handlers run.
     """
-    padded = [(a.address if isinstance(a, HostBuffer) else int(a)) & 0xFFFF_FFFF_FFFF_FFFF
-              for a in args] + [0] * (6 - len(args))
+    padded = [(a.address if isinstance(a, (HostBuffer, GuestWordAddress)) else int(a))
+              & 0xFFFF_FFFF_FFFF_FFFF for a in args] + [0] * (6 - len(args))
     # ctypes wants signed longs.
     signed = [a - (1 << 64) if a >= 1 << 63 else a for a in padded]
     result = _syscall(number, *signed)

@@ -263,6 +263,8 @@ class MemoryMap:
 
     def handle_fault(self, address: int, error: PFError) -> bool:
         """Demand paging: back the page if a VMA allows the access (True: retry)."""
+        if self._now_allowed(address, error):
+            return True
         vma = self.find(address)
         if vma is None or vma.vmm_backed or not vma.allows(error) or error & PFError.PRESENT:
             return False
@@ -279,6 +281,21 @@ class MemoryMap:
         if vma.source is not None:
             self.space.write(page, vma.source(page, PAGE_SIZE), VMM)
         return True
+
+    def _now_allowed(self, address: int, error: PFError) -> bool:
+        """Whether the tables allow the faulting access by now: another thread
+        mapped the page (or granted the right) between the fault and its handling;
+        the access just runs again, as on Linux."""
+        if error & (PFError.RESERVED | PFError.PROTECTION_KEY | PFError.SHADOW_STACK):
+            return False
+        found = self.space.walk(address & ~(PAGE_SIZE - 1))
+        if found is None or not found.present:
+            return False
+        if error & PFError.USER and not found.user:
+            return False
+        if error & PFError.WRITE and not found.writable:
+            return False
+        return not (error & PFError.INSTRUCTION and found.nx)
 
     def _map_fault_block(self, vma: Vma, address: int) -> bool:
         """Back the whole FAULT_BLOCK around a fault in anonymous memory at once, as

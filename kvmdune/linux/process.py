@@ -1,24 +1,28 @@
-"""A Linux process in Dune mode: the guest program, its address space, descriptors
-and signals, and the event handler that gives it the Linux ABI.
+"""A Linux process in Dune mode: the guest program, its address space, descriptors,
+signals and threads, and the event handler that gives it the Linux ABI.
 
 System calls go to the handlers registered in ``dispatch`` (emulated ones and the
 declarative forwarder); faults either page in memory the program owns or become
 signals; host signals meant for the process are delivered at event boundaries.
+Every thread's vCPU calls the same handler, each from its own host thread; the
+handler holds the process's lock (``threads.ThreadGroup``) while it works.
 """
 
 from __future__ import annotations
 
+import _signal       # signal's functions without converting masks to enums
 import os
 import shutil
-import signal as host_signal
 import sys
 import tempfile
+import threading
 import time
 from typing import Callable
 
 from ..kvm import KvmError
 from ..machine import (Action, Cpu, ExceptionEvent, Handler, Machine, PageFaultEvent,
-                       Stop, SyscallEvent)
+                       Stop, StopReason, SyscallEvent)
+from ..machine.kick import SIGKICK
 from ..memory import AddressSpace, OutOfGuestMemory
 from . import aslr, internal_error, procfs, task_name
 from . import signals as sig
@@ -33,7 +37,9 @@ from .gate import Gate
 from .internal_error import InternalError
 from .mm import MemoryMap
 from .privileged import HYPERCALL_BASE, HYPERCALLS, Privileged, PrivilegedFactory
-from .syscall_table import BY_NAME, SYSCALLS
+from .host_unsafe import HostBuffer, host_syscall
+from .syscall_table import BY_NAME, SYSCALLS, Sysno
+from .threads import Task, ThreadGroup
 
 #: System calls Linux restarts after a handler with SA_RESTART (the rest report EINTR).
 NOT_RESTARTED = {"nanosleep", "clock_nanosleep", "pause", "rt_sigsuspend", "poll", "ppoll",
@@ -45,16 +51,17 @@ LIVE_FILES_BEFORE_PRUNING = 16
 
 
 class Process(Handler):
-    """The Linux personality of one guest process (one VM, one vCPU)."""
+    """The Linux personality of one guest process (one VM, a vCPU per thread)."""
 
     def __init__(self, machine: Machine, *, tracer: "Callable | None" = None,
                  log: "Callable[[str], None] | None" = None,
                  gate: "Gate | None" = None,
                  privileged: "PrivilegedFactory | None" = None) -> None:
         self.machine = machine
-        self.cpu = machine.cpu
         self.fds = FdTable.with_standard_streams()
-        self.signals = sig.SignalState()
+        #: The dispositions and process-directed pending signals all threads share.
+        self.sighand = sig.SignalHandlers()
+        self.threads = ThreadGroup(self, machine.cpu, sig.SignalState(shared=self.sighand))
         self.space: AddressSpace | None = None
         self.mm: MemoryMap | None = None
         self.exe = ""
@@ -70,7 +77,6 @@ class Process(Handler):
         #: personality(2): the guest's own, kept across fork and execve; it starts as
         #: the VMM's (setarch -R kvmdune ...), limited to what kvmdune honours.
         self.personality = aslr.host_personality()
-        self.clear_child_tid = 0
         self._transient: list[int] = []
         #: /proc files answered at each read or write (procfs.LiveFile), by the
         #: (device, inode) of the memfd the guest's descriptors refer to.
@@ -87,6 +93,41 @@ class Process(Handler):
         #: The process's privileged features (the Dune API), once it asked for them.
         self.privileged: Privileged | None = None
 
+    # -- the calling thread ---------------------------------------------------------------
+    @property
+    def task(self) -> Task:
+        """The guest thread whose host thread is calling."""
+        return self.threads.current()
+
+    @property
+    def signals(self) -> sig.SignalState:
+        """The calling thread's signal state (its mask; the shared dispositions)."""
+        return self.threads.current().signals
+
+    @property
+    def cpu(self) -> Cpu:
+        """The calling thread's vCPU."""
+        return self.threads.current().cpu
+
+    def thread_ids(self) -> list[int]:
+        """The ids of the guest's live threads (/proc/self/task)."""
+        return self.threads.live_tids()
+
+    def host_call(self, call: Callable[[], int], host_fds=()) -> int:
+        """A host call that may block, made without the process's lock (see
+        ``ThreadGroup.blocking``); a signal it raised at this thread is the guest's."""
+        result = self.threads.blocking(call, host_fds)
+        if result < 0:
+            self.threads.take_self_directed(result)
+        return result
+
+    def release_thread_futexes(self, task: Task, robust_only: bool = False) -> None:
+        """A thread's exit: its robust futexes and CLEARTID word (futex.py); at the
+        process's end only the robust ones (another process may share them)."""
+        from . import futex
+
+        futex.release_thread(self, task, robust_only)
+
     def start_fast_path(self, option: bool | None = None) -> bool:
         """Serve what can be served without an exit through the native fast path
         (see fastpath.py); whether it is on."""
@@ -95,6 +136,17 @@ class Process(Handler):
         if self.fast is None:
             self.fast = fastpath.start(self, option)
         return self.fast is not None
+
+    def cpu_added(self, cpu: Cpu) -> None:
+        """A new thread's vCPU: the fast path serves its ring too."""
+        if self.fast is not None:
+            self.fast.attach(cpu)
+
+    def release_cpu(self, cpu: Cpu) -> None:
+        """A thread has ended: its vCPU goes back to the machine's pool."""
+        if self.fast is not None:
+            self.fast.detach_cpu(cpu)
+        self.machine.release_cpu(cpu)
 
     # -- starting programs -------------------------------------------------------------
     def replace_image(self, space: AddressSpace, mm: MemoryMap, exe: str, argv: list[bytes],
@@ -134,12 +186,15 @@ class Process(Handler):
         """fork(2) of the whole VMM process: the child continues this very system call
         in a new VM over a copy-on-write copy of guest memory and returns 0; the
         parent's fork returns once the child can run, or fails with EAGAIN (see
-        forking.py); a vfork parent then waits until the child has exec'd or exited."""
+        forking.py); a vfork parent then waits until the child has exec'd or exited.
+        From a threaded process the child has only the calling thread: every other
+        vCPU is parked outside KVM_RUN first, and the calling one is carried over."""
         read_end = write_end = None
         if vfork:
             read_end, write_end = os.pipe()
+        self.threads.park_others()
         handshake = ForkHandshake.open()
-        snapshot = self.machine.snapshot_for_fork()
+        snapshot = self.machine.snapshot_for_fork(self.cpu)
         try:
             pid = os.fork()
         except OSError as exc:
@@ -153,6 +208,7 @@ class Process(Handler):
             self.forked = True
             try:
                 self.machine.reinit_after_fork(snapshot)
+                self.threads.after_fork_in_child()
                 if self.fast is not None:
                     self.fast.after_fork()
             except (KvmError, OSError) as exc:   # no VM, or no thread, for the child
@@ -171,8 +227,9 @@ class Process(Handler):
         failed = handshake.wait_for_child(pid)
         if vfork:
             os.close(write_end)
-            while not failed and os.read(read_end, 1):
-                pass
+            if not failed:
+                # Only this thread waits (as vfork suspends only the caller).
+                self.threads.blocking(lambda: _wait_for_eof(read_end))
             os.close(read_end)
         return failed or pid
 
@@ -277,51 +334,90 @@ class Process(Handler):
         return forward(self, BY_NAME[name], args)
 
     def raise_signal(self, signo: int, code: int = sig.SigCode.SI_USER) -> int:
-        """A signal the guest sends itself (``code``: how, for its siginfo)."""
+        """A signal the guest sends its own process (``code``: how, for its siginfo);
+        any of its threads that does not block it takes it."""
         if signo == 0:
             return 0
         if signo in (Signal.SIGKILL, Signal.SIGSTOP):
             os.kill(os.getpid(), signo)
             return 0
-        self.signals.pending.add(signo)
         self.signal_info[signo] = sig.SenderInfo(code, os.getpid(), os.getuid())
+        self.sighand.pending.add(signo)
+        self.threads.route(signo)
         return 0
 
     def wait_for_signal(self, timeout: float | None = None, wanted: int = 0) -> bool:
-        """Block until the guest has a signal to take: one it can be delivered now,
-        or one in the mask ``wanted`` (rt_sigtimedwait); False when ``timeout``
-        seconds passed first. What the host tells of each (sender, code) is kept in
-        ``signal_info`` for rt_sigtimedwait."""
-        forwarded = set(sig.FORWARDED)
+        """Block (without the process's lock) until the calling thread has a signal
+        to take: one it can be delivered now, or one in the mask ``wanted``
+        (rt_sigtimedwait); False when ``timeout`` seconds passed first; True at once
+        when the thread must end. The host signals waited for are the kick (another
+        thread's news for this one: blocked while waiting, so none is lost) and, on
+        the main thread, the process's host signals, whose sender and code are kept
+        in ``signal_info`` for rt_sigtimedwait."""
+        on_main = threading.current_thread() is threading.main_thread()
+        waited = {SIGKICK} | (set(sig.FORWARDED) if on_main else set())
         deadline = None if timeout is None else time.monotonic() + timeout
-        previous = host_signal.pthread_sigmask(host_signal.SIG_BLOCK, forwarded)
+        task = self.task
+        previous = _signal.pthread_sigmask(_signal.SIG_BLOCK, waited)
         try:
-            while not self._signal_ready(wanted):
-                if deadline is None:
-                    info = host_signal.sigwaitinfo(forwarded)
-                else:
-                    left = deadline - time.monotonic()
-                    info = host_signal.sigtimedwait(forwarded, left) if left > 0 else None
-                    if info is None:
-                        return False
-                self.signals.pending.add(info.si_signo)
+            while not (task.exiting or self._signal_ready(wanted)):
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self.threads.lock.release()
+                try:
+                    info = (_signal.sigwaitinfo(waited) if left is None
+                            else _signal.sigtimedwait(waited, left))
+                finally:
+                    self.threads.lock.acquire()
+                if info is None or info.si_signo == SIGKICK:
+                    continue
                 self.signal_info[info.si_signo] = sig.SenderInfo(
                     info.si_code, info.si_pid, info.si_uid)
+                self.sighand.pending.add(info.si_signo)
+                if task.signals.blocks(info.si_signo) and not wanted & (1 << (info.si_signo - 1)):
+                    self.threads.route(info.si_signo)
             return True
         finally:
-            host_signal.pthread_sigmask(host_signal.SIG_SETMASK, previous)
+            _signal.pthread_sigmask(_signal.SIG_SETMASK, previous)
 
     def _signal_ready(self, wanted: int) -> bool:
-        if any(wanted & (1 << (signo - 1)) for signo in self.signals.pending):
+        signals = self.signals
+        if any(wanted & (1 << (signo - 1)) for signo in signals.all_pending()):
             return True
-        signo = self.signals.next_deliverable()
-        while signo is not None and sig.is_ignored(self.signals, signo):
-            self.signals.pending.discard(signo)    # Linux drops it when it is sent
-            signo = self.signals.next_deliverable()
+        signo = signals.next_deliverable()
+        while signo is not None and sig.is_ignored(signals, signo):
+            signals.discard(signo)    # Linux drops it when it is sent
+            signo = signals.next_deliverable()
         return signo is not None
 
     # -- events --------------------------------------------------------------------------
+    # Each holds the process's lock; a thread asked to end does nothing more.
     def on_syscall(self, cpu: Cpu, event: SyscallEvent) -> Stop | None:
+        with self.threads.lock:
+            if self.task.exiting:
+                return Stop(StopReason.REQUEST)
+            return self._syscall(cpu, event)
+
+    def on_page_fault(self, cpu: Cpu, event: PageFaultEvent) -> Action | Stop:
+        with self.threads.lock:
+            if self.task.exiting:
+                return Stop(StopReason.REQUEST)
+            return self._page_fault(cpu, event)
+
+    def on_exception(self, cpu: Cpu, event: ExceptionEvent) -> Action | Stop:
+        with self.threads.lock:
+            if self.task.exiting:
+                return Stop(StopReason.REQUEST)
+            return self._exception(cpu, event)
+
+    def on_interrupt(self, cpu: Cpu) -> Stop | None:
+        with self.threads.lock:
+            if self.task.exiting:
+                return Stop(StopReason.REQUEST)
+            return self._interrupted(cpu)
+
+    def _syscall(self, cpu: Cpu, event: SyscallEvent) -> Stop | None:
         if self.privileged is not None:
             claimed = self.privileged.on_syscall(cpu, event)
             if claimed is not None:
@@ -349,7 +445,9 @@ class Process(Handler):
             cpu.regs.rax = result & 0xFFFF_FFFF_FFFF_FFFF
         if self.fast is not None:
             self._after_slow_call(spec)
-        if self.signals.pending:
+        if self.task.exiting:
+            return Stop(StopReason.REQUEST)
+        if self.signals.has_pending():
             restart = (result == -Errno.EINTR and spec is not None
                        and spec.name not in NOT_RESTARTED)
             return self.deliver_pending(cpu, restart_number=event.number if restart else None)
@@ -379,7 +477,7 @@ class Process(Handler):
         internal_error.report(self.log, where, error)
         return Stop(value=ExitStatus(signal=Signal.SIGKILL))
 
-    def on_page_fault(self, cpu: Cpu, event: PageFaultEvent) -> Action | Stop:
+    def _page_fault(self, cpu: Cpu, event: PageFaultEvent) -> Action | Stop:
         if self.privileged is not None:
             claimed = self.privileged.on_page_fault(cpu, event)
             if claimed is not None:
@@ -402,7 +500,7 @@ class Process(Handler):
             return Stop(value=ExitStatus(signal=Signal.SIGKILL))
         return None
 
-    def on_exception(self, cpu: Cpu, event: ExceptionEvent) -> Action | Stop:
+    def _exception(self, cpu: Cpu, event: ExceptionEvent) -> Action | Stop:
         if self.privileged is not None:
             claimed = self.privileged.on_exception(cpu, event)
             if claimed is not None:
@@ -410,14 +508,14 @@ class Process(Handler):
         signo = sig.EXCEPTION_SIGNALS.get(event.vector, Signal.SIGSEGV)
         return self.fault(cpu, signo, 0, event)
 
-    def on_interrupt(self, cpu: Cpu) -> Stop | None:
-        if not self.signals.pending:
+    def _interrupted(self, cpu: Cpu) -> Stop | None:
+        if not self.signals.has_pending():
             return None
         if cpu.in_system_call:
             # No frame on top of a call in flight: it reaches the VMM (the fast path
             # hands it over while a signal waits), which delivers at its end.
             if self.fast is not None:
-                self.fast.signal_waiting(self.signals.next_deliverable() is not None)
+                self.fast.signal_waiting(cpu, self.signals.next_deliverable() is not None)
             return None
         return self.deliver_pending(cpu)
 
@@ -425,7 +523,7 @@ class Process(Handler):
         """Keep the fast path in step with what the call changed."""
         if spec is not None and spec.name in THREAD_STATE_CALLS:
             self.fast.thread_state_changed()
-        self.fast.after_slow_call(self.signals.next_deliverable() is not None)
+        self.fast.after_slow_call(self.cpu, self.signals.next_deliverable() is not None)
 
     # -- signals -------------------------------------------------------------------------
     def fault(self, cpu: Cpu, signo: int, address: int, event) -> Action | Stop:
@@ -443,7 +541,7 @@ class Process(Handler):
             signo = self.signals.next_deliverable()
             if signo is None:
                 return None
-            self.signals.pending.discard(signo)
+            self.signals.take(signo)
             if self.privileged is not None:
                 claimed = self.privileged.on_signal(cpu, signo)
                 if claimed is not None:
@@ -466,6 +564,15 @@ class Process(Handler):
                 self.log(crash_report(self, cpu, Signal.SIGSEGV, cpu.regs.rsp, None))
                 return Stop(value=ExitStatus(signal=Signal.SIGSEGV))
             return None
+
+
+def _wait_for_eof(fd: int) -> int:
+    """Read ``fd`` until end of file: 0, or -errno (-EINTR when interrupted)."""
+    buffer = HostBuffer(1)
+    while True:
+        result = host_syscall(Sysno.read, fd, buffer, 1)
+        if result <= 0:
+            return result
 
 
 def crash_report(proc: Process, cpu: Cpu, signo: int, address: int, event) -> str:

@@ -4,7 +4,7 @@
 ``exe`` is the guest program, ``fd/N`` the guest's descriptor N (and ``fd`` a
 directory of them, which readlink names as /proc/<pid>/fd), ``fdinfo/N`` the host's
 fdinfo of that descriptor with the guest's numbers, ``task`` a directory holding the
-guest's one thread; ``maps``, ``cmdline``, ``environ``, ``auxv``, ``status``,
+guest's threads; ``maps``, ``cmdline``, ``environ``, ``auxv``, ``status``,
 ``stat``, ``comm``, ``personality`` and ``smaps`` are generated from the guest's own
 state; ``pagemap`` and ``clear_refs`` are *live* files, answered at each read or
 write from the guest's page tables (see ``LiveFile``); what is the same for the guest
@@ -35,11 +35,13 @@ GENERATED = {"maps", "cmdline", "environ", "auxv", "status", "comm", "smaps", "s
              "personality", "limits"}
 
 
-def _self_prefix() -> re.Pattern[bytes]:
+def _self_prefix(proc) -> re.Pattern[bytes]:
     """/proc/self and its aliases; group 2 is the entry path below it (a thread's
-    directory, /proc/self/task/<tid>, is the process's: it has one thread)."""
-    return re.compile(rb"^/proc/(self|thread-self|%d)(?:/task/%d(?=/|$))?(/.*)?$"
-                      % (os.getpid(), os.getpid()))
+    directory, /proc/self/task/<tid> for any of the guest's threads, is served as
+    the process's)."""
+    tids = b"|".join(b"%d" % tid for tid in proc.thread_ids())
+    return re.compile(rb"^/proc/(self|thread-self|%d)(?:/task/(?:%s)(?=/|$))?(/.*)?$"
+                      % (os.getpid(), tids))
 
 
 #: What a guest may open under another process's /proc/<pid>: that process may be
@@ -63,7 +65,7 @@ def rewrite(proc, path: bytes) -> bytes:
     if not path.startswith(b"/proc/"):
         return path
     normal = os.path.normpath(path)
-    match = _self_prefix().match(normal)
+    match = _self_prefix(proc).match(normal)
     if match is None:
         other = _PID_PATH.match(normal)
         if other is not None and other.group(2).decode(errors="replace") not in OTHER_PROCESS_ENTRIES:
@@ -175,7 +177,7 @@ def readlink(proc, path: bytes) -> bytes | None:
         normal = b"/proc/self/fd/" + normal[8:]
     if not normal.startswith(b"/proc/"):
         return None
-    match = _self_prefix().match(normal)
+    match = _self_prefix(proc).match(normal)
     if match is None or match.group(2) is None:
         return None
     rest = match.group(2).lstrip(b"/").decode()
@@ -337,10 +339,12 @@ def fdinfo_directory(proc) -> bytes:
 
 
 def task_directory(proc) -> bytes:
-    """/proc/self/task: the guest's one thread, whose id is its pid."""
+    """/proc/self/task: a directory per guest thread, named by its id (never the
+    VMM's own threads)."""
     pid = os.getpid()
     directory = proc.scratch_directory(f"/proc/{pid}/task")
-    os.mkdir(os.path.join(directory, str(pid)))
+    for tid in proc.thread_ids():
+        os.mkdir(os.path.join(directory, str(tid)))
     return directory.encode()
 
 
@@ -469,7 +473,7 @@ def _status(proc) -> bytes:
         if key == b"Name":
             line = b"Name:\t" + proc.comm + b"\n"
         elif key == b"Threads":
-            line = b"Threads:\t1\n"
+            line = b"Threads:\t%d\n" % len(proc.thread_ids())
         elif key in memory:
             line = b"%s:\t%8d kB\n" % (key, memory[key])
         out.append(line)

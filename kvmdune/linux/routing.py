@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Callable, Final, Mapping
 
-from . import sys_file, sys_memory, sys_net, sys_poll, sys_process, sys_resource, sys_signal
+from . import (futex, sys_file, sys_memory, sys_net, sys_poll, sys_process, sys_resource,
+               sys_signal)
 from .syscall_table import SYSCALLS, ArgKind, Dep, SyscallSpec
 
 #: ``handler(proc, cpu, a0, ..., a5)``: the six arguments decoded by their declared
@@ -88,10 +89,11 @@ EMULATED: Final[Mapping[str, SyscallHandler]] = MappingProxyType({
     "ppoll": sys_poll.sys_ppoll,
     "select": sys_poll.sys_select,
     "pselect6": sys_poll.sys_pselect6,
-    "futex": sys_poll.sys_futex,
-    # the process itself: its image, its one thread, its name
+    "futex": futex.sys_futex,
+    "futex_waitv": futex.sys_futex_waitv,
+    # the process itself: its image, its threads (threads.py), its name
     "exit": sys_process.sys_exit,
-    "exit_group": sys_process.sys_exit,
+    "exit_group": sys_process.sys_exit_group,
     "execve": sys_process.sys_execve,
     "execveat": sys_process.sys_execveat,
     "fork": sys_process.sys_fork,
@@ -101,6 +103,7 @@ EMULATED: Final[Mapping[str, SyscallHandler]] = MappingProxyType({
     "arch_prctl": sys_process.sys_arch_prctl,
     "set_tid_address": sys_process.sys_set_tid_address,
     "set_robust_list": sys_process.sys_set_robust_list,
+    "get_robust_list": sys_process.sys_get_robust_list,
     "rseq": sys_process.sys_rseq,
     "gettid": sys_process.sys_gettid,
     "prctl": sys_process.sys_prctl,
@@ -158,7 +161,7 @@ _VMM_REASONS: Final = (
      "returns (not emulated yet)"),
     ({"shmat", "shmdt", "uselib"},
      "it maps memory into the VMM's address space, not the guest's (not emulated yet)"),
-    ({"mq_notify", "get_robust_list", "perf_event_open", "bpf"},
+    ({"mq_notify", "perf_event_open", "bpf"},
      "it would register guest addresses or code with the host kernel for the VMM "
      "process (not emulated yet)"),
     ({"vhangup", "pivot_root", "chroot", "acct", "mount", "umount2", "swapon", "swapoff",

@@ -9,8 +9,7 @@ import signal as host_signal
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
-from ..kvm import KvmError
-from ..machine import Machine, MachineError, StopReason
+from ..machine import Machine
 from ..memory.guest_memory import DEFAULT_GUEST_MEMORY
 from . import internal_error
 from . import signals as sig
@@ -134,6 +133,9 @@ def _run_command(argv: list[str], env: dict[str, str] | None, options: RunOption
                 f"({os.strerror(exc.errno or 0)}): the process limit (RLIMIT_NPROC) is "
                 "reached; raise it (--max-procs) or use --no-fast-syscalls")
             return EXIT_VMM_FAILED
+        # The child of a fork from a thread other than the main one ends where that
+        # thread's loop ends (threads.py), not here: the same cleanup, then its exit.
+        process.threads.end_process = lambda status: _end_child_of_thread(process, status)
         try:
             status = run_process(process, options.wall_seconds, options.ticker)
         finally:
@@ -241,45 +243,30 @@ def drop_privileges(user: str) -> None:
 
 def run_process(process: Process, wall_seconds: float | None = None,
                 ticker: Ticker | None = None) -> ExitStatus:
-    """Run until the guest exits or is killed (or its wall-time limit passes); with a
-    ``ticker``, stop at an event boundary every ``ticker.interval`` seconds for it."""
+    """Run until the guest exits or is killed (or its wall-time limit passes): the
+    main thread runs the first guest thread, others run on threads of their own
+    (threads.py). With a ``ticker``, the main thread stops at an event boundary every
+    ``ticker.interval`` seconds and ticks it, holding the process's lock."""
     # Not dumpable: other processes of the same user (other guests among them) cannot
     # read this VMM's memory through /proc/<pid>/mem or attach to it.
     host_syscall(Sysno.prctl, PrctlOption.PR_SET_DUMPABLE, 0)
-    sig.install_host_handlers(process.signals)
-    deadline = None if wall_seconds is None else time.monotonic() + wall_seconds
+    sig.install_host_handlers(process.sighand)
+    group = process.threads
+    group.wall_seconds = wall_seconds
+    group.deadline = None if wall_seconds is None else time.monotonic() + wall_seconds
     ticks = _Ticks(ticker)
-    while True:
-        budget = _budget(deadline, ticks.next_at)
-        try:
-            stop = process.machine.run(process, budget=budget)
-        except MachineError as exc:
-            process.log(f"kvmdune: internal error: {exc}")
-            return ExitStatus(signal=sig.Signal.SIGSEGV)
-        except KvmError as exc:
-            # KVM itself refused to go on (e.g. EAGAIN at a process limit it counts).
-            process.log(f"kvmdune: {process.exe}: the virtual CPU cannot run: {exc}")
-            return ExitStatus(signal=sig.Signal.SIGKILL)
-        except Exception as exc:      # a bug in the VMM outside a system call
-            return process.internal_error("the run loop", exc).value
-        if isinstance(stop.value, ExitStatus):
-            ticks.finish(process)
-            return stop.value
-        if stop.reason is StopReason.BUDGET:
-            if deadline is None or time.monotonic() < deadline:
-                ticks.tick(process)
-                continue
-            process.log(f"kvmdune: wall-time limit of {wall_seconds:g} s reached: "
-                        "the guest was killed (status 137)")
-            return ExitStatus(signal=sig.Signal.SIGKILL)
-        if stop.reason is StopReason.REQUEST:
-            return ExitStatus(signal=sig.Signal.SIGKILL)
+    group.ticks = ticks
+    status = group.run_main()
+    if not group.killed_at_wall_time:
+        ticks.finish(process)
+    return status
 
 
-def _budget(*limits: float | None) -> float | None:
-    """Seconds until the earliest of the monotonic times given (None: no limit)."""
-    due = [limit for limit in limits if limit is not None]
-    return None if not due else max(min(due) - time.monotonic(), 0.001)
+def _end_child_of_thread(process: Process, status: ExitStatus) -> None:
+    """The end of a forked child whose only thread is not the VMM's first one."""
+    disarm_interval_timers()
+    process.cleanup()
+    end_forked_child(status)
 
 
 class _Ticks:

@@ -93,30 +93,89 @@ MAX_SAVED_EXTENDED_STATES = 64
 
 
 @dataclass
-class SignalState:
+class SignalHandlers:
+    """What the threads of a process share (CLONE_SIGHAND): the dispositions, and
+    the signals sent to the process as a whole that no thread has taken yet."""
+
     actions: dict[int, SigAction] = field(default_factory=dict)
+    pending: set[int] = field(default_factory=set)
+    #: Called when a host signal for the guest arrives (the fast path then sends
+    #: every call to the VMM, which delivers it).
+    on_arrival: Callable[[], None] | None = None
+    #: Called with the number of a signal that just became pending for the process:
+    #: wakes a thread that can take it (threads.py).
+    route: Callable[[int], None] | None = None
+
+    def reset_handled(self) -> None:
+        """Handled signals back to their default action; ignored ones stay ignored
+        (execve, and clone3's CLONE_CLEAR_SIGHAND)."""
+        self.actions = {s: SigAction() if a.handler != SigHandler.SIG_IGN else a
+                        for s, a in self.actions.items()}
+
+
+@dataclass
+class SignalState:
+    """One thread's signal state: its mask, the signals sent to it alone, its
+    alternate stack, and (``shared``) the process's dispositions and pending ones."""
+
+    shared: SignalHandlers = field(default_factory=SignalHandlers)
     # The interrupted code's FPU/SSE/AVX state, by the ucontext address of its frame.
     extended: dict[int, object] = field(default_factory=dict)
     mask: int = 0
     pending: set[int] = field(default_factory=set)
     altstack: tuple[int, int, int] = (0, SigaltstackFlags.SS_DISABLE, 0)  # sp, flags, size
-    #: Called when a host signal for the guest arrives (the fast path then sends
-    #: every call to the VMM, which delivers it).
-    on_arrival: Callable[[], None] | None = None
+
+    @property
+    def actions(self) -> dict[int, SigAction]:
+        return self.shared.actions
+
+    @property
+    def on_arrival(self) -> Callable[[], None] | None:
+        return self.shared.on_arrival
+
+    @on_arrival.setter
+    def on_arrival(self, callback: Callable[[], None] | None) -> None:
+        self.shared.on_arrival = callback
 
     def action(self, signo: int) -> SigAction:
-        return self.actions.get(signo, _DEFAULT)
+        return self.shared.actions.get(signo, _DEFAULT)
+
+    def all_pending(self) -> set[int]:
+        """The signals this thread could take: its own and the process's."""
+        return self.pending | self.shared.pending
+
+    def has_pending(self) -> bool:
+        return bool(self.pending or self.shared.pending)
+
+    def blocks(self, signo: int) -> bool:
+        return signo not in UNBLOCKABLE and bool(self.mask & _bit(signo))
 
     def next_deliverable(self) -> int | None:
-        for signo in sorted(self.pending):
-            if signo in UNBLOCKABLE or not self.mask & _bit(signo):
+        for signo in sorted(self.all_pending()):
+            if not self.blocks(signo):
                 return signo
         return None
 
+    def take(self, signo: int) -> None:
+        """Remove ``signo`` from what is pending (the thread's own first)."""
+        if signo in self.pending:
+            self.pending.discard(signo)
+        else:
+            self.shared.pending.discard(signo)
+
+    def discard(self, signo: int) -> None:
+        """Drop ``signo`` wherever it is pending for this thread (an ignored one)."""
+        self.pending.discard(signo)
+        self.shared.pending.discard(signo)
+
+    def for_new_thread(self) -> "SignalState":
+        """A thread's state as clone(CLONE_THREAD) makes it: the same mask, nothing
+        pending of its own, no alternate stack (Linux clears it for CLONE_VM)."""
+        return SignalState(shared=self.shared, mask=self.mask)
+
     def reset_for_exec(self) -> None:
         """execve keeps ignored dispositions and resets handled ones to default."""
-        self.actions = {s: SigAction() if a.handler != SigHandler.SIG_IGN else a
-                        for s, a in self.actions.items()}
+        self.shared.reset_handled()
         self.altstack = (0, SigaltstackFlags.SS_DISABLE, 0)
 
 
@@ -155,7 +214,7 @@ def sys_rt_sigaction(state: SignalState, space, signo: int, act: int, oldact: in
         new.mask &= ~(_bit(Signal.SIGKILL) | _bit(Signal.SIGSTOP))
         state.actions[signo] = new
         if is_ignored(state, signo):
-            state.pending.discard(signo)
+            state.discard(signo)
     return 0
 
 
@@ -279,13 +338,18 @@ def _save_extended(state: SignalState, cpu: Cpu, uc: int) -> None:
 
 
 # -- host side -------------------------------------------------------------------------
-def install_host_handlers(state: SignalState) -> None:
-    """Catch the host signals meant for the guest and queue them. A signal arriving
-    during KVM_RUN interrupts it (EINTR), so the run loop delivers it at once."""
+def install_host_handlers(shared: SignalHandlers) -> None:
+    """Catch the host signals meant for the guest and queue them for the process.
+    Python runs these handlers in the VMM's main thread only; the threads that run
+    other vCPUs block these signals, so the host sends them there. A signal arriving
+    during KVM_RUN interrupts it (EINTR), so the run loop delivers it at once; one
+    the main thread's guest thread cannot take is routed to one that can."""
     def handler(signo: int, frame: object) -> None:
-        state.pending.add(signo)
-        if state.on_arrival is not None:
-            state.on_arrival()
+        shared.pending.add(signo)
+        if shared.route is not None:
+            shared.route(signo)
+        if shared.on_arrival is not None:
+            shared.on_arrival()
 
     for signo in FORWARDED:
         host_signal.signal(signo, handler)

@@ -644,6 +644,34 @@ def _render_plain(v: dict[str, Any]) -> str:
     return _braces(v)
 
 
+_CLONE_ARGS_FIELDS: Final = ("flags", "pidfd", "child_tid", "parent_tid", "exit_signal", "stack",
+                              "stack_size", "tls", "set_tid", "set_tid_size", "cgroup")
+
+
+def _decode_clone_args(data: bytes) -> dict[str, Any]:
+    return {name: _u(data, 8 * i, 8) for i, name in enumerate(_CLONE_ARGS_FIELDS)
+            if 8 * i + 8 <= len(data)}
+
+
+def _render_clone_args(v: dict[str, Any]) -> str:
+    """As strace prints clone3's struct clone_args: what is set, pointers in hex."""
+    shown: dict[str, object] = {"flags": _Text(render_flags(abi.UNSHARE_FLAGS, v.get("flags", 0)))}
+    if v.get("flags", 0) & abi.CloneFlags.CLONE_PIDFD:
+        shown["pidfd"] = _Text(hex_addr(v.get("pidfd", 0)))
+    for name in ("child_tid", "parent_tid"):
+        if v.get(name):
+            shown[name] = _Text(hex_addr(v[name]))
+    signo = v.get("exit_signal", 0)
+    shown["exit_signal"] = _Text(render_signal(signo)) if signo else 0
+    for name in ("stack", "stack_size", "tls"):
+        if name in v:
+            shown[name] = _Text(hex_addr(v[name]))
+    for name in ("set_tid", "set_tid_size", "cgroup"):
+        if v.get(name):
+            shown[name] = _Text(hex_addr(v[name]))
+    return _braces(shown)
+
+
 # struct name -> (decode, render).  Structs not listed print as their address.
 _STRUCTS: Final[Mapping[str, tuple[Callable[[bytes], dict[str, Any]], Callable[[dict[str, Any]], str]]]] = {
     "stat": (_decode_stat, _render_stat),
@@ -681,6 +709,7 @@ _STRUCTS: Final[Mapping[str, tuple[Callable[[bytes], dict[str, Any]], Callable[[
     "comm": (_decode_comm, lambda v: quote_bytes(v["comm"])),
     "flock": (_decode_flock, _render_flock),
     "tms": (_decode_tms, _render_tms),
+    "clone_args": (_decode_clone_args, _render_clone_args),
 }
 
 

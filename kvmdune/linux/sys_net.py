@@ -142,7 +142,8 @@ def _transfer(proc, number: int, fd: int, address: int, flags: int) -> int:
         return -exc.errno
     except _BadFd:
         return -Errno.EBADF
-    result = host_syscall(number, host, message.header, flags)
+    # Without the process's lock: a socket may make it wait (threads.py).
+    result = proc.host_call(lambda: host_syscall(number, host, message.header, flags), [host])
     if result >= 0 and receiving:
         message.deliver(result, flags)
     return result

@@ -1,22 +1,19 @@
 """poll, ppoll, select and pselect6: their descriptor sets name *guest* descriptors,
 so they are translated to host descriptors and back (forwarding the arrays as bytes
-would poll whatever the VMM holds under those numbers)."""
+would poll whatever the VMM holds under those numbers). They wait without the
+process's lock (threads.py)."""
 
 from __future__ import annotations
 
 import struct
 
-from ..memory import READ, WRITE, GuestFault
 from .abi import Errno
 from .host_unsafe import HostBuffer, host_syscall
 from .syscall_table import Sysno
-from .uaccess import Fault, access_ok, read_bytes, write_bytes
+from .uaccess import read_bytes, write_bytes
 
 SYS_POLL, SYS_PPOLL, SYS_SELECT, SYS_PSELECT6 = (Sysno.poll, Sysno.ppoll, Sysno.select,
                                                 Sysno.pselect6)
-SYS_CLOCK_NANOSLEEP = Sysno.clock_nanosleep
-CLOCK_REALTIME, CLOCK_MONOTONIC, TIMER_ABSTIME = 0, 1, 1
-FUTEX_PRIVATE_FLAG, FUTEX_CLOCK_REALTIME = 128, 256
 _POLLFD = struct.Struct("<ihh")
 POLLNVAL = 0x20
 FD_SETSIZE = 1024
@@ -51,7 +48,9 @@ def _poll(proc, number: int, fds_ptr: int, nfds: int, rest: tuple[int, ...],
         keep.append(timeout_buffer)
         # The guest's mask is the VMM's business: ppoll blocks with the VMM's own.
         extra = [timeout_buffer or 0, 0, sigsetsize]
-    result = host_syscall(number, table if nfds else 0, nfds, *extra)
+    held = [host for host, _events, _ in host_entries if host >= 0]
+    result = proc.host_call(lambda: host_syscall(number, table if nfds else 0, nfds, *extra),
+                            held)
     if result < 0:
         return result
     out = b"".join(_POLLFD.pack(fd, events, _POLLFD.unpack_from(table.read(), i * _POLLFD.size)[2])
@@ -114,9 +113,10 @@ def _select(proc, number: int, nfds: int, pointers: tuple[int, int, int], timeou
     except _BadFd:
         return -Errno.EBADF
     timeout_buffer = _copy_in(proc, timeout, timeout_size)
-    result = host_syscall(number, host_nfds,
-                          *[b if b is not None else 0 for b in host_sets],
-                          timeout_buffer or 0, *extra)
+    sets = [b if b is not None else 0 for b in host_sets]
+    result = proc.host_call(lambda: host_syscall(number, host_nfds, *sets,
+                                                 timeout_buffer or 0, *extra),
+                            list(mapping.values()))
     if result < 0:
         return result
     for pointer, buffer in zip(pointers, host_sets):
@@ -141,52 +141,3 @@ def sys_pselect6(proc, cpu, nfds, readfds, writefds, exceptfds, timeout, sigmask
     own signal mask; the guest's is applied when signals are delivered)."""
     return _select(proc, SYS_PSELECT6, nfds & 0xFFFF_FFFF, (readfds, writefds, exceptfds),
                    timeout, TIMESPEC_SIZE, [0])
-
-
-def sys_futex(proc, cpu, uaddr, op, val, timeout, uaddr2, val3):
-    """Implements futex(2) for one thread: WAKE wakes nobody; WAIT fails with EAGAIN
-    when the word changed, else sleeps until a signal (or the timeout)."""
-    FUTEX_WAIT, FUTEX_WAKE, FUTEX_WAIT_BITSET, FUTEX_WAKE_BITSET = 0, 1, 9, 10
-    command = op & 0x7F
-    waiting = command in (FUTEX_WAIT, FUTEX_WAIT_BITSET)
-    if waiting and timeout:      # Linux reads and checks the timeout first
-        seconds, nanoseconds = struct.unpack("<qq", read_bytes(proc.space, timeout, 16))
-        if seconds < 0 or not 0 <= nanoseconds < 1_000_000_000:
-            return -Errno.EINVAL
-    if command in (FUTEX_WAKE, FUTEX_WAKE_BITSET, FUTEX_WAIT, FUTEX_WAIT_BITSET) and uaddr % 4:
-        return -Errno.EINVAL
-    if command in (FUTEX_WAKE, FUTEX_WAKE_BITSET):
-        _check_futex_word(proc, uaddr, private=bool(op & FUTEX_PRIVATE_FLAG))
-        return 0
-    if waiting:
-        (current,) = struct.unpack("<I", read_bytes(proc.space, uaddr, 4))
-        if current != val & 0xFFFF_FFFF:
-            return -Errno.EAGAIN
-        if timeout:
-            request = HostBuffer(struct.pack("<qq", seconds, nanoseconds))
-            # FUTEX_WAIT's timeout is relative; WAIT_BITSET's is absolute, on
-            # CLOCK_REALTIME with FUTEX_CLOCK_REALTIME, else CLOCK_MONOTONIC.
-            clock = CLOCK_REALTIME if op & FUTEX_CLOCK_REALTIME else CLOCK_MONOTONIC
-            flags = TIMER_ABSTIME if command == FUTEX_WAIT_BITSET else 0
-            result = host_syscall(SYS_CLOCK_NANOSLEEP, clock, flags, request, 0)
-            return -Errno.ETIMEDOUT if result == 0 else result
-        proc.wait_for_signal()
-        return -Errno.EINTR
-    return -Errno.ENOSYS
-
-
-def _check_futex_word(proc, uaddr: int, private: bool) -> None:
-    """The checks Linux makes of a futex word it only hashes (a wake): a private
-    futex's address must be in the user half; a shared one's page must be mapped,
-    and writable when it is private anonymous memory (read-only anonymous pages
-    have no key that another process could share)."""
-    if private:
-        if not access_ok(uaddr, 4):
-            raise Fault(Errno.EFAULT)
-        return
-    vma = proc.mm.find(uaddr) if proc.mm is not None else None
-    anonymous = vma is not None and not vma.shared and not vma.name.startswith("/")
-    try:
-        proc.space.translate(uaddr, 4, WRITE if anonymous else READ)
-    except GuestFault as exc:
-        raise Fault(Errno.EFAULT) from exc

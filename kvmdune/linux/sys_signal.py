@@ -7,7 +7,7 @@ import struct
 
 from ..machine import Stop
 from . import signals as sig
-from .abi import Errno
+from .abi import Errno, Signal
 from .exit_status import ExitStatus
 from .host_unsafe import host_syscall
 from .syscall_table import Sysno
@@ -21,13 +21,25 @@ NSEC_PER_SEC = 1_000_000_000
 
 
 def sys_rt_sigaction(proc, cpu, signo, act, oldact, sigsetsize, *_):
-    """Implements rt_sigaction(2) (the guest's dispositions; the VMM keeps its own)."""
-    return sig.sys_rt_sigaction(proc.signals, proc.space, signo, act, oldact, sigsetsize)
+    """Implements rt_sigaction(2) (the process's dispositions, shared by its threads;
+    the VMM keeps its own). A signal made ignored is dropped from every thread."""
+    result = sig.sys_rt_sigaction(proc.signals, proc.space, signo, act, oldact, sigsetsize)
+    if result == 0 and act and sig.is_ignored(proc.signals, signo):
+        for task in proc.threads.tasks.values():
+            task.signals.discard(signo)
+    return result
 
 
 def sys_rt_sigprocmask(proc, cpu, how, set_, oldset, sigsetsize, *_):
-    """Implements rt_sigprocmask(2)."""
-    return sig.sys_rt_sigprocmask(proc.signals, proc.space, how, set_, oldset, sigsetsize)
+    """Implements rt_sigprocmask(2) for the calling thread. Signals pending for the
+    process that it now blocks go to a thread that does not, as Linux retargets them."""
+    signals = proc.signals
+    result = sig.sys_rt_sigprocmask(signals, proc.space, how, set_, oldset, sigsetsize)
+    if result == 0 and set_ and proc.threads.threaded:
+        for signo in sorted(signals.shared.pending):
+            if signals.blocks(signo):
+                proc.threads.route(signo)
+    return result
 
 
 def sys_sigaltstack(proc, cpu, ss, old_ss, *_):
@@ -48,7 +60,7 @@ def sys_rt_sigpending(proc, cpu, set_, sigsetsize, *_):
     ``sigsetsize`` bytes."""
     if sigsetsize > sig.SIGSET_SIZE:
         return -Errno.EINVAL
-    mask = sum(1 << (s - 1) for s in proc.signals.pending)
+    mask = sum(1 << (s - 1) for s in proc.signals.all_pending())
     write_bytes(proc.space, set_, struct.pack("<Q", mask & proc.signals.mask)[:sigsetsize])
     return 0
 
@@ -69,7 +81,7 @@ def sys_rt_sigtimedwait(proc, cpu, set_, info, timeout, sigsetsize, *_):
         seconds = tv_sec + tv_nsec / NSEC_PER_SEC
     if not proc.wait_for_signal(seconds, wanted):
         return -Errno.EAGAIN
-    taken = [s for s in sorted(proc.signals.pending) if wanted & (1 << (s - 1))]
+    taken = [s for s in sorted(proc.signals.all_pending()) if wanted & (1 << (s - 1))]
     if not taken:
         return -Errno.EINTR          # a deliverable signal outside the set came first
     signo = taken[0]
@@ -78,7 +90,7 @@ def sys_rt_sigtimedwait(proc, cpu, set_, info, timeout, sigsetsize, *_):
         sender = host or sig.SenderInfo(sig.SigCode.SI_USER, 0, 0)
         record = _SIGINFO_KILL.pack(signo, 0, sender.si_code, 0, sender.si_pid, sender.si_uid)
         write_bytes(proc.space, info, record.ljust(sig.SIGINFO_SIZE, b"\0"))
-    proc.signals.pending.discard(signo)
+    proc.signals.take(signo)
     return signo
 
 
@@ -110,23 +122,42 @@ def sys_kill(proc, cpu, pid, signo, *_):
 
 
 def sys_tkill(proc, cpu, tid, signo, *_):
-    """Implements tkill(2)."""
-    return _send(proc, Sysno.tkill, tid, signo)
+    """Implements tkill(2): one of the process's threads, or another process's."""
+    if signo and not sig.valid_signal(signo):
+        return -Errno.EINVAL
+    if tid <= 0:
+        return -Errno.EINVAL
+    return _to_thread(proc, os.getpid() if tid in proc.threads.tasks else 0, tid, signo,
+                      lambda: host_syscall(Sysno.tkill, tid, signo))
 
 
 def sys_tgkill(proc, cpu, tgid, tid, signo, *_):
-    """Implements tgkill(2)."""
+    """Implements tgkill(2): one of the process's threads, or another process's."""
     if signo and not sig.valid_signal(signo):
         return -Errno.EINVAL
-    if tgid == tid == os.getpid():
-        return proc.raise_signal(signo, sig.SigCode.SI_TKILL)
-    return host_syscall(Sysno.tgkill, tgid, tid, signo)
+    if tgid <= 0 or tid <= 0:
+        return -Errno.EINVAL
+    return _to_thread(proc, tgid, tid, signo,
+                      lambda: host_syscall(Sysno.tgkill, tgid, tid, signo))
+
+
+def _to_thread(proc, tgid: int, tid: int, signo: int, on_host) -> int:
+    """A signal for thread ``tid``: queued for it when it is one of the guest's
+    (SIGKILL and SIGSTOP act on the whole process, as on Linux); ESRCH for the
+    VMM's own threads, which the guest does not have; the host's for others."""
+    if tgid != os.getpid():
+        if os.path.exists(f"/proc/self/task/{tid}") and tid not in proc.threads.tasks:
+            return -Errno.ESRCH      # a thread of the VMM (tkill names no group)
+        return on_host()
+    if signo in (Signal.SIGKILL, Signal.SIGSTOP):
+        return proc.raise_signal(signo) if tid in proc.threads.tasks else -Errno.ESRCH
+    info = sig.SenderInfo(sig.SigCode.SI_TKILL, os.getpid(), os.getuid())
+    return 0 if proc.threads.send_to_thread(tid, signo, info) else -Errno.ESRCH
 
 
 def _send(proc, number: int, pid: int, signo: int) -> int:
     if signo and not sig.valid_signal(signo):
         return -Errno.EINVAL
     if pid == os.getpid():
-        return proc.raise_signal(signo, sig.SigCode.SI_TKILL if number == Sysno.tkill
-                                 else sig.SigCode.SI_USER)
+        return proc.raise_signal(signo, sig.SigCode.SI_USER)
     return host_syscall(number, pid, signo)

@@ -1,5 +1,6 @@
 """``--trace``: strace-format lines for every guest system call, following children
-(their lines start with ``[pid N]`` as under ``strace -f``)."""
+and threads (their lines start with ``[pid N]``, N the thread's id, as under
+``strace -f``)."""
 
 from __future__ import annotations
 
@@ -34,7 +35,9 @@ class Tracer:
         return strace.format_call(spec, event.args, self._reader(proc))
 
     def exit(self, proc, event, spec, result, duration: float, entry: str | None) -> None:
-        prefix = f"[pid {os.getpid()}] " if os.getpid() != self.root_pid else ""
+        # strace -f names the thread (its tid) of every line but the first thread's.
+        tid = proc.task.tid
+        prefix = f"[pid {tid}] " if tid != self.root_pid else ""
         if spec is None:
             args = ", ".join(hex(a) for a in event.args)
             line = f"{prefix}syscall_{event.number:#x}({args}) = -1 ENOSYS (Function not implemented)"

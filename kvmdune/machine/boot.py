@@ -28,26 +28,45 @@ XCR0_WANTED = 0b1110_0111
 _SUPERVISOR_AREA = (
     # (address, size, permission): nothing here is reachable from CPL3.
     (layout.TRAMPOLINE, PAGE_SIZE, Perm.READ | Perm.EXEC),
-    (layout.GDT, PAGE_SIZE, Perm.READ),
     (layout.IDT, PAGE_SIZE, Perm.READ),
-    (layout.TSS, PAGE_SIZE, Perm.READ),
-    (layout.ENTRY_STACK, layout.ENTRY_STACK_SIZE, Perm.READ | Perm.WRITE),
-    (layout.EXCEPTION_STACK, layout.EXCEPTION_STACK_SIZE, Perm.READ | Perm.WRITE),
 )
 
 
+def _cpu_area_parts(area: layout.CpuArea) -> tuple[tuple[int, int, Perm], ...]:
+    """(address, size, permission) of one vCPU's supervisor pages."""
+    return (
+        (area.gdt, PAGE_SIZE, Perm.READ),
+        (area.tss, PAGE_SIZE, Perm.READ),
+        (area.entry_stack, layout.ENTRY_STACK_SIZE, Perm.READ | Perm.WRITE),
+        (area.exception_stack, layout.EXCEPTION_STACK_SIZE, Perm.READ | Perm.WRITE),
+    )
+
+
 def build_supervisor_area(kernel: AddressSpace) -> None:
-    """Map the supervisor area in ``kernel`` (whose upper half every address space
-    shares) and write the trampoline and descriptor tables into it."""
+    """Map the shared supervisor area in ``kernel`` (whose upper half every address
+    space shares) and write the trampoline and the IDT into it; then the boot
+    vCPU's own area."""
     if len(_trampoline.CODE) > PAGE_SIZE:
         raise RuntimeError("the trampoline outgrew its page")
     for address, size, perm in _SUPERVISOR_AREA:
         kernel.map(address, size, perm)
     _write(kernel, layout.TRAMPOLINE, _trampoline.CODE)
-    _write(kernel, layout.GDT, gdt_bytes())
     _write(kernel, layout.IDT, idt_bytes())
-    _write(kernel, layout.TSS, TaskStateSegment(
-        rsp0=layout.ENTRY_STACK_TOP, ist=(layout.EXCEPTION_STACK_TOP,)).pack())
+    build_cpu_area(kernel, 0)
+
+
+def build_cpu_area(kernel: AddressSpace, index: int) -> None:
+    """Map vCPU ``index``'s GDT, TSS and stacks (once; a pooled vCPU keeps them).
+    Adding mappings needs no invalidation, and every address space sees them: the
+    top 2 GiB hang off the one PML4 entry they all share."""
+    area = layout.cpu_area(index)
+    if kernel.walk(area.gdt) is not None:
+        return
+    for address, size, perm in _cpu_area_parts(area):
+        kernel.map(address, size, perm)
+    _write(kernel, area.gdt, gdt_bytes(area))
+    _write(kernel, area.tss, TaskStateSegment(
+        rsp0=area.entry_stack_top, ist=(area.exception_stack_top,)).pack())
 
 
 def _write(space: AddressSpace, vaddr: int, data: bytes) -> None:
@@ -56,14 +75,15 @@ def _write(space: AddressSpace, vaddr: int, data: bytes) -> None:
     space.memory.write(found.paddr, data)
 
 
-def gdt_bytes() -> bytes:
-    """The GDT in the layout ``layout`` documents (Linux's selectors, no 32-bit code)."""
+def gdt_bytes(area: layout.CpuArea = layout.cpu_area(0)) -> bytes:
+    """The GDT of the vCPU owning ``area``, in the layout ``layout`` documents
+    (Linux's selectors, no 32-bit code; the TSS descriptor names the vCPU's TSS)."""
     entries = [0] * layout.GDT_ENTRIES
     entries[layout.KERNEL_CS >> 3] = segment_descriptor(code=True, dpl=0)
     entries[layout.KERNEL_DS >> 3] = segment_descriptor(code=False, dpl=0)
     entries[layout.USER_DS >> 3] = segment_descriptor(code=False, dpl=3)
     entries[layout.USER_CS >> 3] = segment_descriptor(code=True, dpl=3)
-    low, high = tss_descriptor(layout.TSS)
+    low, high = tss_descriptor(area.tss)
     # Busy, as the task register holds it (set through KVM_SET_SREGS, never by ltr).
     low |= (TSS_BUSY_64 ^ 0x9) << 40
     entries[layout.TSS_SELECTOR >> 3], entries[(layout.TSS_SELECTOR >> 3) + 1] = low, high
@@ -86,8 +106,10 @@ def _segment(selector: int, *, code: bool, dpl: int) -> kb.kvm_segment:
                           db=0 if code else 1, s=1, l=1 if code else 0, g=1)
 
 
-def initial_sregs(kernel: AddressSpace, xsave: bool) -> kb.kvm_sregs:
-    """Long mode at CPL0 in the trampoline's segments, paging on with ``kernel``."""
+def initial_sregs(kernel: AddressSpace, xsave: bool,
+                  area: layout.CpuArea = layout.cpu_area(0)) -> kb.kvm_sregs:
+    """Long mode at CPL0 in the trampoline's segments, paging on with ``kernel``,
+    with the GDT and TSS of the vCPU owning ``area``."""
     sregs = kb.kvm_sregs()
     sregs.cs = _segment(layout.KERNEL_CS, code=True, dpl=0)
     sregs.ss = _segment(layout.KERNEL_DS, code=False, dpl=0)
@@ -95,10 +117,8 @@ def initial_sregs(kernel: AddressSpace, xsave: bool) -> kb.kvm_sregs:
     # (and keeps the FS/GS bases user code relies on for TLS).
     for name in ("ds", "es", "fs", "gs"):
         setattr(sregs, name, _segment(0, code=False, dpl=3))
-    sregs.tr = kb.kvm_segment(base=layout.TSS, limit=TSS_SIZE - 1,
-                              selector=layout.TSS_SELECTOR, type=TSS_BUSY_64, present=1)
+    point_at_area(sregs, area)
     sregs.ldt = kb.kvm_segment(selector=0, type=0x2, present=1, unusable=1)
-    sregs.gdt = kb.kvm_dtable(base=layout.GDT, limit=layout.GDT_ENTRIES * 8 - 1)
     sregs.idt = kb.kvm_dtable(base=layout.IDT, limit=layout.IDT_VECTORS * 16 - 1)
     # AM lets user code enable alignment checks (RFLAGS.AC), as on Linux.
     sregs.cr0 = int(CR0.PE | CR0.MP | CR0.ET | CR0.NE | CR0.WP | CR0.AM | CR0.PG)
@@ -106,6 +126,14 @@ def initial_sregs(kernel: AddressSpace, xsave: bool) -> kb.kvm_sregs:
     sregs.cr3 = kernel.cr3
     sregs.efer = int(EFER.SCE | EFER.LME | EFER.LMA | EFER.NXE)
     return sregs
+
+
+def point_at_area(sregs: kb.kvm_sregs, area: layout.CpuArea) -> None:
+    """Make ``sregs`` use the GDT and TSS of ``area`` (TR is loaded as ``ltr``
+    would, busy: KVM_SET_SREGS sets its hidden part, the GDT is never written)."""
+    sregs.tr = kb.kvm_segment(base=area.tss, limit=TSS_SIZE - 1,
+                              selector=layout.TSS_SELECTOR, type=TSS_BUSY_64, present=1)
+    sregs.gdt = kb.kvm_dtable(base=area.gdt, limit=layout.GDT_ENTRIES * 8 - 1)
 
 
 def initial_msrs() -> dict[int, int]:
@@ -122,13 +150,15 @@ def initial_msrs() -> dict[int, int]:
     }
 
 
-def configure_vcpu(kvm: Kvm, vcpu: Vcpu, kernel: AddressSpace) -> kb.kvm_sregs:
+def configure_vcpu(kvm: Kvm, vcpu: Vcpu, kernel: AddressSpace,
+                   index: int = 0) -> kb.kvm_sregs:
     """CPUID (hardware KVM refuses long mode without it), segment and control
-    registers, MSRs, and XCR0 when KVM offers XSAVE. Returns the sregs set."""
+    registers (with vCPU ``index``'s supervisor area, which must be built), MSRs,
+    and XCR0 when KVM offers XSAVE. Returns the sregs set."""
     cpuid = kvm.get_supported_cpuid()
     vcpu.set_cpuid2(cpuid)
     xcr0 = _xcr0(cpuid.entries[:cpuid.nent])
-    sregs = initial_sregs(kernel, xsave=xcr0 is not None)
+    sregs = initial_sregs(kernel, xsave=xcr0 is not None, area=layout.cpu_area(index))
     vcpu.set_sregs(sregs)
     vcpu.set_msrs(initial_msrs())
     if xcr0 is not None:

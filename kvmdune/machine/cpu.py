@@ -77,15 +77,16 @@ class Cpu:
     ``kvm_regs``: rip, rsp and rflags hold the *user's* values while an event is
     handled) and guest memory through ``cpu.space``."""
 
-    def __init__(self, vcpu: Vcpu, memory: GuestMemory, kernel_space: AddressSpace) -> None:
+    def __init__(self, vcpu: Vcpu, memory: GuestMemory, kernel_space: AddressSpace,
+                 index: int = 0) -> None:
         self.vcpu = vcpu
         self.memory = memory
+        self._kernel_space = kernel_space
         self._run = vcpu.run_struct
         self.regs: kb.kvm_regs = self._run.s.regs.regs
         self.sregs: kb.kvm_sregs = self._run.s.regs.sregs
         self._run.kvm_valid_regs = _SYNC
-        self._iret_frame_paddr = _paddr(kernel_space, layout.IRET_FRAME)
-        self._exception_stack_paddr = _paddr(kernel_space, layout.EXCEPTION_STACK)
+        self._use_area(index)
         self._iret_rip = layout.TRAMPOLINE + _trampoline.IRET
         self._tlb_flush_rip = layout.TRAMPOLINE + _trampoline.TLB_FLUSH
         #: Guest-physical ranges restricted since the guest last flushed its TLB.
@@ -103,6 +104,8 @@ class Cpu:
         self.space: AddressSpace | None = None
         self._stop_reason: StopReason | None = None
         self._thread: int | None = None
+        #: Whether the vCPU is inside KVM_RUN now (see ``wait_until_out``).
+        self.in_guest = False
         self._can_kick = kick.install_kick_handler()
         #: Called (with no arguments) when the call stub asks the VMM to wait for the
         #: answer to its request (see callring.py); set by whoever serves the ring.
@@ -116,6 +119,33 @@ class Cpu:
         }
 
     # -- setup -------------------------------------------------------------------
+    def _use_area(self, index: int) -> None:
+        """Use vCPU ``index``'s supervisor area: its iret frame and IST1 stack."""
+        self.index = index
+        area = layout.cpu_area(index)
+        self._iret_frame = area.iret_frame
+        self._exception_stack = area.exception_stack
+        self._iret_frame_paddr = _paddr(self._kernel_space, area.iret_frame)
+        self._exception_stack_paddr = _paddr(self._kernel_space, area.exception_stack)
+
+    def set_boot_sregs(self, sregs: kb.kvm_sregs) -> None:
+        """The boot state (what ``reset`` returns to), loaded now."""
+        self.boot_sregs = type(sregs).from_buffer_copy(sregs)
+        self.load_sregs(sregs)
+
+    def reset(self) -> None:
+        """Back to the boot state, as a fresh vCPU: a pooled one handed out again."""
+        self.load_sregs(type(self.boot_sregs).from_buffer_copy(self.boot_sregs))
+        self._run.s.regs.regs = kb.kvm_regs(rflags=int(RFLAGS.FIXED))
+        self._run.kvm_dirty_regs |= _REGS_DIRTY
+        self._at_trampoline = True
+        self._in_stub = False
+        self._unflushed.clear()
+        self.space = None
+        self._stop_reason = None
+        self._run.immediate_exit = 0
+        self.call_wait = None
+
     def load_sregs(self, sregs: kb.kvm_sregs) -> None:
         """KVM_SET_SREGS, and the same values into the sync area so later dirty
         marks start from them."""
@@ -177,7 +207,26 @@ class Cpu:
     def stop(self, reason: StopReason = StopReason.REQUEST) -> None:
         """Stop ``run()`` at the next event boundary; callable from any thread."""
         self._stop_reason = reason
+        self.interrupt()
+
+    def interrupt(self) -> None:
+        """Make ``run()`` leave guest code and call the handler's ``on_interrupt``
+        soon (at once if KVM_RUN is running, else before the next one enters the
+        guest); callable from any thread. The caller changes what the handler will
+        look at first: the vCPU thread reads it after this."""
         self._run.immediate_exit = 1
+        thread = self._thread
+        if thread is not None and thread != threading.get_ident() and self._can_kick:
+            kick.kick(thread)
+
+    @property
+    def thread_ident(self) -> int | None:
+        """The ``threading.get_ident()`` of the thread in ``run()`` (None outside)."""
+        return self._thread
+
+    def kick(self) -> None:
+        """Interrupt whatever host call the vCPU's thread is in (EINTR), without
+        touching the vCPU: a thread blocked outside KVM_RUN on the guest's behalf."""
         thread = self._thread
         if thread is not None and thread != threading.get_ident() and self._can_kick:
             kick.kick(thread)
@@ -253,12 +302,15 @@ class Cpu:
             bad = self._write_iret_frame()
             if bad is not None:
                 return bad
+        self.in_guest = True
         try:
             exit_ = self.vcpu.run()
         except KvmInterrupted:
             self._run.immediate_exit = 0
             self._interrupted()
             return None
+        finally:
+            self.in_guest = False
         return self._decode(exit_)
 
     def _write_iret_frame(self) -> Event | None:
@@ -271,7 +323,7 @@ class Cpu:
         rflags = (regs.rflags & USER_RFLAGS) | USER_RFLAGS_FIXED
         _FRAME.pack_into(self.memory.view, self._iret_frame_paddr,
                          regs.rip, layout.USER_CS, rflags, regs.rsp, layout.USER_DS)
-        regs.rip, regs.rsp, regs.rflags = self._iret_rip, layout.IRET_FRAME, _SUPERVISOR_RFLAGS
+        regs.rip, regs.rsp, regs.rflags = self._iret_rip, self._iret_frame, _SUPERVISOR_RFLAGS
         if self._unflushed:
             # Through the trampoline's flush first (``mov cr3, rax``; ``out``); the
             # exit it ends with comes back here, nothing left to flush, for the ``iretq``.
@@ -298,7 +350,7 @@ class Cpu:
         if self.sregs.cs.selector & 3 == 3:
             return
         regs = self.regs
-        if regs.rip == self._iret_rip and regs.rsp == layout.IRET_FRAME:
+        if regs.rip == self._iret_rip and regs.rsp == self._iret_frame:
             rip, _cs, rflags, rsp, _ss = _FRAME.unpack_from(self.memory.view,
                                                             self._iret_frame_paddr)
             regs.rip, regs.rsp, regs.rflags = rip, rsp, rflags
@@ -337,7 +389,7 @@ class Cpu:
 
     def _exception_event(self, vector: Vector) -> Event | object:
         regs = self.regs
-        offset = regs.rsp - layout.EXCEPTION_STACK
+        offset = regs.rsp - self._exception_stack
         has_error = vector in VECTORS_WITH_ERROR_CODE
         frame_size = _FRAME.size + (_WORD.size if has_error else 0)
         if not 0 <= offset <= layout.EXCEPTION_STACK_SIZE - frame_size:
@@ -422,8 +474,13 @@ class Cpu:
             text += "\ncode:\n  " + "\n  ".join(listing)
         return text
 
-    def rebind(self, vcpu: Vcpu, regs: kb.kvm_regs, sregs: kb.kvm_sregs) -> None:
-        """Continue on another vCPU (a forked child's) from the given state."""
+    def rebind(self, vcpu: Vcpu, regs: kb.kvm_regs, sregs: kb.kvm_sregs,
+               index: int | None = None) -> None:
+        """Continue on another vCPU (a forked child's) from the given state, with
+        supervisor area ``index`` (None: the same); ``sregs`` must name its GDT and
+        TSS already."""
+        if index is not None:
+            self._use_area(index)
         self.vcpu = vcpu
         self._run = vcpu.run_struct
         self.regs = self._run.s.regs.regs

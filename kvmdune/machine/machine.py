@@ -1,7 +1,11 @@
-"""A Dune-mode virtual machine: KVM VM, guest memory, the supervisor area, one vCPU.
+"""A Dune-mode virtual machine: KVM VM, guest memory, the supervisor area, its vCPUs.
 
 ``Machine`` owns everything it creates and releases it all on ``close()``; thousands
 can be created and destroyed in one process without descriptor or memory growth.
+It starts with one vCPU (``machine.cpu``); ``add_cpu()`` gives more, each with a
+supervisor area of its own (GDT, TSS, entry and exception stacks) and a call slot
+of its own. KVM cannot destroy a vCPU, so ``release_cpu()`` keeps it for the next
+``add_cpu()``.
 """
 
 from __future__ import annotations
@@ -12,8 +16,8 @@ import errno
 from ..kvm import Cap, Kvm, KvmError, KvmInterrupted, PlatformKind, probe_platform
 from ..memory import AddressSpace, GuestMemory
 from ..memory.guest_memory import DEFAULT_GUEST_MEMORY
-from . import layout
-from .boot import build_supervisor_area, configure_vcpu
+from . import _trampoline, layout
+from .boot import build_cpu_area, build_supervisor_area, configure_vcpu, point_at_area
 from .callring import CallRing
 from .cpu import Cpu
 from .events import Handler, Stop
@@ -38,7 +42,7 @@ class Invalidation(enum.Enum):
 
 
 class Machine:
-    """One VM with one vCPU; user code runs at CPL3 in address spaces it creates.
+    """One VM and its vCPUs; user code runs at CPL3 in address spaces it creates.
 
     ``invalidation`` defaults to the cheapest that works on this platform."""
 
@@ -46,6 +50,11 @@ class Machine:
                  invalidation: Invalidation | None = None) -> None:
         self._closers: list = []
         self.call_ring: CallRing | None = None
+        #: Whether ``syscall`` lands on the call stubs (vCPUs with a call slot).
+        self.call_stubs_on = False
+        #: Every vCPU made (index = KVM vCPU id), in use or pooled.
+        self._all_cpus: list[Cpu] = []
+        self._pooled: list[Cpu] = []
         try:
             self._build(memory_size, invalidation)
         except BaseException:
@@ -57,11 +66,8 @@ class Machine:
         self._closers.append(self.memory.close)
         self.kernel_space = AddressSpace(self.memory)
         build_supervisor_area(self.kernel_space)
-        vcpu = self._create_vm()
-        sregs = configure_vcpu(self.kvm, vcpu, self.kernel_space)
-        _prove_runnable(vcpu)
-        self.cpu = Cpu(vcpu, self.memory, self.kernel_space)
-        self.cpu.load_sregs(sregs)
+        self._create_vm()
+        self.cpu = self._new_cpu()
         if invalidation is None:
             invalidation = (Invalidation.HOST_MPROTECT
                             if self.platform.restricting_changes_need_host_invalidation
@@ -69,12 +75,75 @@ class Machine:
         self.invalidation = invalidation
         if invalidation is Invalidation.GUEST_TLB_FLUSH:
             # A cleared D bit too: the guest's TLB remembers the page as dirty.
-            self.kernel_space.invalidate = self.cpu.request_tlb_flush
-            self.kernel_space.write_protect = self.cpu.request_tlb_flush
+            self.kernel_space.invalidate = self._invalidate_by_tlb_flush
+            self.kernel_space.write_protect = self._write_protect_by_tlb_flush
 
-    def _create_vm(self, kvm: Kvm | None = None):
-        """/dev/kvm (opened, or the one given), a VM with the guest memory registered,
-        and its vCPU."""
+    def _invalidate_by_tlb_flush(self, ranges: list[tuple[int, int]]) -> None:
+        """Hardware KVM's invalidation. One vCPU in use: it flushes its own TLB before
+        its user code runs again. More: they may be running user code right now, on
+        other host CPUs, with the stale translations cached; the host-side mprotect
+        pair makes KVM flush every vCPU's TLB (kvm_flush_remote_tlbs, an IPI to each)
+        before it returns, which is what a TLB shootdown must guarantee."""
+        in_use = self.cpus
+        if len(in_use) == 1:
+            in_use[0].request_tlb_flush(ranges)
+        else:
+            self.memory.invalidate(ranges)
+
+    def _write_protect_by_tlb_flush(self, ranges: list[tuple[int, int]]) -> None:
+        """The same for entries that only lost their D bit."""
+        in_use = self.cpus
+        if len(in_use) == 1:
+            in_use[0].request_tlb_flush(ranges)
+        else:
+            self.memory.write_protect(ranges)
+
+    @property
+    def cpus(self) -> list[Cpu]:
+        """The vCPUs in use (not pooled), the boot vCPU first while it is in use."""
+        return [cpu for cpu in self._all_cpus if cpu not in self._pooled]
+
+    def _new_cpu(self) -> Cpu:
+        """A new vCPU (KVM id = its index) with its supervisor area, configured."""
+        index = len(self._all_cpus)
+        if index >= layout.MAX_VCPUS:
+            raise KvmError(f"a VM has at most {layout.MAX_VCPUS} vCPUs here",
+                           ioctl="KVM_CREATE_VCPU", errno=errno.EAGAIN)
+        build_cpu_area(self.kernel_space, index)
+        vcpu = self.vm.create_vcpu(index)
+        try:
+            sregs = configure_vcpu(self.kvm, vcpu, self.kernel_space, index)
+            _prove_runnable(vcpu)
+        except BaseException:
+            vcpu.close()
+            raise
+        cpu = Cpu(vcpu, self.memory, self.kernel_space, index)
+        cpu.set_boot_sregs(sregs)
+        self._all_cpus.append(cpu)
+        self._point_syscall(cpu)
+        return cpu
+
+    def add_cpu(self) -> Cpu:
+        """Another vCPU of this VM, from the pool when one was released (KVM cannot
+        destroy a vCPU). Its registers are the boot state, in the kernel space;
+        callers set them (``Cpu.enter_user``) before running it."""
+        if self._pooled:
+            cpu = self._pooled.pop()
+            cpu.reset()
+            self._point_syscall(cpu)
+            return cpu
+        return self._new_cpu()
+
+    def release_cpu(self, cpu: Cpu) -> None:
+        """Give back a vCPU (its thread no longer runs it) for a later ``add_cpu``
+        (the boot vCPU too: ``machine.cpu`` keeps naming it)."""
+        if cpu in self._all_cpus and cpu not in self._pooled:
+            cpu.space = None
+            self._pooled.append(cpu)
+
+    def _create_vm(self, kvm: Kvm | None = None) -> None:
+        """/dev/kvm (opened, or the one given) and a VM with the guest memory
+        registered; its vCPUs are closed with it."""
         self.kvm = kvm if kvm is not None else Kvm()
         self._closers.append(self.kvm.close)
         self.kvm.require_capabilities()
@@ -87,48 +156,87 @@ class Machine:
         # invalidation (software KVM); elsewhere the guest's TLB flush does.
         self.memory.register(
             self.vm, dirty_log=self.platform.restricting_changes_need_host_invalidation)
-        vcpu = self.vm.create_vcpu(0)
-        self._closers.append(lambda: self.cpu.close())
-        return vcpu
+        self._closers.append(self._close_cpus)
 
-    def snapshot_for_fork(self) -> tuple:
-        """The vCPU state to carry into a child; taken *before* ``os.fork()``, since the
-        kvm_run page stays shared with the parent, whose vCPU goes on writing it."""
-        return (type(self.cpu.regs).from_buffer_copy(self.cpu.regs),
-                type(self.cpu.sregs).from_buffer_copy(self.cpu.sregs))
+    def _close_cpus(self) -> None:
+        while self._all_cpus:
+            self._all_cpus.pop().close()
+        self._pooled.clear()
+
+    def snapshot_for_fork(self, cpu: Cpu | None = None) -> tuple:
+        """The state of ``cpu`` (the one calling fork; default the boot vCPU) to
+        carry into a child; taken *before* ``os.fork()``, since the kvm_run page stays
+        shared with the parent, whose vCPU goes on writing it."""
+        cpu = cpu or self.cpu
+        try:
+            xsave = cpu.vcpu.get_xsave()
+        except Exception:    # a KVM without KVM_CAP_XSAVE: the child starts afresh
+            xsave = None
+        return (cpu, type(cpu.regs).from_buffer_copy(cpu.regs),
+                type(cpu.sregs).from_buffer_copy(cpu.sregs), xsave)
 
     def reinit_after_fork(self, snapshot: tuple) -> None:
         """In the child of ``os.fork()``: the inherited VM belongs to the parent's
         address space and cannot run here. Build a new VM and vCPU over the same
-        (now copy-on-write) guest memory and carry the vCPU state over, so the run
-        loop continues in the child as if nothing happened. Nothing may write the
-        inherited kvm_run page before this: the parent's vCPU still uses it."""
-        regs, sregs = snapshot
+        (now copy-on-write) guest memory and carry the forking vCPU's state over, so
+        its run loop continues in the child as if nothing happened; it becomes the
+        child's boot vCPU (index 0), and the other vCPUs (the parent's other threads)
+        do not exist here. Nothing may write an inherited kvm_run page before this:
+        the parent's vCPUs still use them."""
+        cpu, regs, sregs, xsave = snapshot
         self._closers = [self.memory.close]      # the inherited fds are closed below
-        self.cpu.close()
+        for other in self._all_cpus:
+            other.close()
+        self._all_cpus, self._pooled = [], []
         self.vm.close()
         # The inherited /dev/kvm descriptor is reused: after a privilege drop the
         # device may no longer be openable, and KVM_CREATE_VM works from any process.
-        vcpu = self._create_vm(self.kvm)
-        configure_vcpu(self.kvm, vcpu, self.kernel_space)
-        _prove_runnable(vcpu)
-        self.cpu.rebind(vcpu, regs, sregs)
-        if self.call_ring is not None:
-            self._point_syscall_at(layout.CALL_STUB)
+        self._create_vm(self.kvm)
+        vcpu = self.vm.create_vcpu(0)
+        try:
+            boot_sregs = configure_vcpu(self.kvm, vcpu, self.kernel_space, 0)
+            _prove_runnable(vcpu)
+        except BaseException:
+            vcpu.close()
+            raise
+        point_at_area(sregs, layout.cpu_area(0))
+        cpu.rebind(vcpu, regs, sregs, index=0)
+        cpu.boot_sregs = boot_sregs
+        if xsave is not None:
+            vcpu.set_xsave(xsave)
+        self._all_cpus = [cpu]
+        self.cpu = cpu
+        self._point_syscall(cpu)
 
     # -- the exit-less system call path -----------------------------------------------------
     def install_call_stub(self) -> CallRing:
-        """Make ``syscall`` land on the call stub (in every address space, current
-        and future) instead of exiting to the VMM; returns the ring to serve."""
+        """Make ``syscall`` land on the call stubs (in every address space, current
+        and future) instead of exiting to the VMM, on every vCPU that has a call
+        slot (index below ``layout.CALL_SLOTS``); returns the rings to serve."""
         if self.call_ring is None:
             self.call_ring = CallRing(self.memory)
-        if self.cpu.space is not None:
-            self.call_ring.map_into(self.cpu.space)
-        self._point_syscall_at(layout.CALL_STUB)
+        for cpu in self.cpus:
+            if cpu.space is not None:
+                self.call_ring.map_into(cpu.space)
+        self.call_stubs_on = True
+        for cpu in self._all_cpus:
+            self._point_syscall(cpu)
         return self.call_ring
 
-    def _point_syscall_at(self, address: int) -> None:
-        self.cpu.vcpu.set_msrs({MSR.LSTAR: address})
+    def remove_call_stub(self) -> None:
+        """Every vCPU's ``syscall`` exits to the VMM again (the stubs stay mapped,
+        unused)."""
+        self.call_stubs_on = False
+        for cpu in self._all_cpus:
+            self._point_syscall(cpu)
+
+    def _point_syscall(self, cpu: Cpu) -> None:
+        """MSR_LSTAR of ``cpu``: its call slot's stub, or the trampoline's entry."""
+        if self.call_stubs_on and cpu.index < layout.CALL_SLOTS:
+            address = layout.call_stub_of(cpu.index)
+        else:
+            address = layout.TRAMPOLINE + _trampoline.SYSCALL_ENTRY
+        cpu.vcpu.set_msrs({MSR.LSTAR: address})
 
     def on_close(self, callback) -> None:
         """Run ``callback`` when the machine closes, before its memory goes."""

@@ -38,6 +38,10 @@ class FrameAllocator:
         self._free_huge: list[int] = []
         self._discard = discard or (lambda paddr, length: None)
         self.allocated_bytes = 0
+        #: Frames a host call may still touch (a futex wait on another thread), with
+        #: how many such calls; freeing them waits until the last one is unpinned.
+        self._pinned: dict[int, int] = {}
+        self._free_when_unpinned: set[int] = set()
 
     @property
     def free_bytes(self) -> int:
@@ -72,11 +76,38 @@ class FrameAllocator:
         self.allocated_bytes += HUGE_PAGE_SIZE
         return paddr
 
+    def pin(self, paddr: int) -> None:
+        """Keep the 4 KiB frame at ``paddr`` from being reused until ``unpin``: a host
+        call made without the VMM's lock (a futex wait) may still touch it, and a
+        frame reused meanwhile (as a page table, say) must not be written by it."""
+        frame = paddr & ~(PAGE_SIZE - 1)
+        self._pinned[frame] = self._pinned.get(frame, 0) + 1
+
+    def unpin(self, paddr: int) -> None:
+        """The host call is over; a free that waited for it happens now."""
+        frame = paddr & ~(PAGE_SIZE - 1)
+        left = self._pinned.get(frame, 0) - 1
+        if left > 0:
+            self._pinned[frame] = left
+            return
+        self._pinned.pop(frame, None)
+        if frame in self._free_when_unpinned:
+            self._free_when_unpinned.discard(frame)
+            self.free(frame)
+
     def free(self, paddr: int, length: int = PAGE_SIZE) -> None:
-        """Return frames ``[paddr, paddr+length)`` and their memory to the host."""
+        """Return frames ``[paddr, paddr+length)`` and their memory to the host
+        (pinned ones once unpinned)."""
         if paddr % PAGE_SIZE or length % PAGE_SIZE or not (
                 self.start <= paddr and paddr + length <= self._next):
             raise ValueError(f"freeing frames {paddr:#x}+{length:#x} never allocated")
+        if self._pinned:
+            pinned = [f for f in range(paddr, paddr + length, PAGE_SIZE) if f in self._pinned]
+            if pinned:
+                self._free_when_unpinned.update(pinned)
+                for start, size in _runs_without(paddr, length, set(pinned)):
+                    self.free(start, size)
+                return
         self._discard(paddr, length)
         self.allocated_bytes -= length
         end = paddr + length
@@ -88,3 +119,16 @@ class FrameAllocator:
             else:
                 self._free_small.append(paddr)
                 paddr += PAGE_SIZE
+
+
+def _runs_without(paddr: int, length: int, holes: set[int]) -> list[tuple[int, int]]:
+    """The runs of 4 KiB frames of [paddr, paddr+length) outside ``holes``."""
+    runs: list[tuple[int, int]] = []
+    for frame in range(paddr, paddr + length, PAGE_SIZE):
+        if frame in holes:
+            continue
+        if runs and runs[-1][0] + runs[-1][1] == frame:
+            runs[-1] = (runs[-1][0], runs[-1][1] + PAGE_SIZE)
+        else:
+            runs.append((frame, PAGE_SIZE))
+    return runs

@@ -9,8 +9,10 @@ reservation can be large; registering a slot costs more the larger it is
 from __future__ import annotations
 
 import array
+from typing import Callable
 
 from ..kvm import Cap, DirtyLogProtect, KvmError, MemFlags, Vm
+from . import _atomics
 from .frames import PAGE_SIZE, FrameAllocator
 from .host_mapping_unsafe import HostMapping
 
@@ -95,7 +97,12 @@ class GuestMemory:
         self.size = size
         self.view = self.mapping.view      # bytes, bounds-checked
         self.words = self.mapping.words    # 64-bit words, bounds-checked
-        self.frames = FrameAllocator(FIRST_FRAME, size, self.mapping.discard)
+        self.frames = FrameAllocator(FIRST_FRAME, size, self._discard)
+        #: Waits until no access to guest memory through a translation made before
+        #: the call is under way outside a vCPU (the native fast path's serves):
+        #: called before freed frames go back to the host (and may be reused) and
+        #: after every invalidation, so that restrictions reach those accesses too.
+        self.quiesce: Callable[[], None] | None = None
         self.regions: list[SharedRegion] = []
         self._vm: Vm | None = None
         self.dirty_log = False     # whether slot 0 logs dirty pages (register())
@@ -157,6 +164,33 @@ class GuestMemory:
         view, offset = self._backing(paddr, length)
         return view[offset:offset + length]
 
+    def _discard(self, paddr: int, length: int) -> None:
+        if self.quiesce is not None:
+            self.quiesce()
+        self.mapping.discard(paddr, length)
+
+    def host_address(self, paddr: int, length: int) -> int:
+        """Where the guest-physical range [paddr, paddr+length) (within one backing)
+        is in the VMM's address space: for host calls that must act on guest memory
+        in place (futexes), given only ranges a checked translation produced."""
+        if 0 <= paddr and paddr + length <= self.size:
+            return self.mapping.address + paddr
+        for region in self.regions:
+            if region.base <= paddr and paddr + length <= region.end:
+                return region.mapping.address + paddr - region.base
+        raise ValueError(f"guest-physical range {paddr:#x}+{length:#x} is not memory")
+
+    def cmpxchg32(self, paddr: int, expected: int, new: int) -> int:
+        """Atomically replace the 4-byte word at ``paddr`` by ``new`` if it holds
+        ``expected``; its old value. Safe against guest code writing it meanwhile."""
+        view, offset = self._backing(paddr, 4)
+        return _atomics.cmpxchg32(view, offset, expected, new)
+
+    def store32(self, paddr: int, value: int) -> None:
+        """Atomically store the 4-byte word at ``paddr``."""
+        view, offset = self._backing(paddr, 4)
+        _atomics.store32(view, offset, value)
+
     def invalidate(self, ranges: list[tuple[int, int]]) -> None:
         """Make KVM forget every translation to these guest-physical ranges.
 
@@ -174,6 +208,8 @@ class GuestMemory:
                 low, high = max(start, region.base), min(start + length, region.end)
                 if low < high:
                     region.mapping.reprotect(low - region.base, high - low)
+        if self.quiesce is not None:
+            self.quiesce()
 
     def write_protect(self, ranges: list[tuple[int, int]]) -> None:
         """Make the guest's next write to these guest-physical ranges reach the MMU
@@ -194,6 +230,8 @@ class GuestMemory:
         if inside:
             first, count, bitmap = _page_bitmap(inside, self.size // PAGE_SIZE)
             self._vm.clear_dirty_log(GUEST_MEMORY_SLOT, first, count, bitmap)
+            if self.quiesce is not None:
+                self.quiesce()
 
     def _enable_dirty_log(self, vm: Vm) -> bool:
         """Turn on KVM's manually protected dirty log, starting with every page

@@ -33,7 +33,7 @@ MAP_FAILED = ctypes.c_void_p(-1).value
 MAP_NORESERVE = 0x4000  # linux/mman.h: do not reserve swap for the mapping
 MADV_DONTNEED = 4
 MADV_DONTFORK = 10
-PROT_READ, PROT_WRITE = mmap.PROT_READ, mmap.PROT_WRITE
+PROT_READ, PROT_WRITE, PROT_EXEC = mmap.PROT_READ, mmap.PROT_WRITE, mmap.PROT_EXEC
 
 
 def _check(result: int, what: str) -> None:
@@ -87,12 +87,17 @@ class HostMapping:
                "madvise(MADV_DONTNEED)")
 
     def reprotect(self, offset: int, length: int) -> None:
-        """An mprotect pair (read-only, then read-write) over the range.
+        """An mprotect pair over the range that never removes access: execute
+        permission added, then taken away again.
 
-        The change itself is a no-op for the host, but it makes KVM's MMU notifier drop
-        every shadow entry mapping these pages: the only invalidation that software
-        KVM honours for host writes to guest page tables (PLATFORM.md).
+        The change itself is a no-op for the host, but mprotect fires KVM's MMU
+        notifier for every populated part of the range whatever the direction of the
+        change, and KVM drops every shadow (or EPT/NPT) entry mapping these pages and
+        flushes every vCPU's TLB: the only invalidation that software KVM honours for
+        host writes to guest page tables (PLATFORM.md). Write access is never taken
+        away (a read-only step would do as well for KVM), so another vCPU's KVM_RUN
+        or another host thread copying into guest memory meanwhile never faults.
         """
         start = self._checked_range(offset, length)
-        _check(_libc.mprotect(start, length, PROT_READ), "mprotect(PROT_READ)")
+        _check(_libc.mprotect(start, length, self.prot | PROT_EXEC), "mprotect(+PROT_EXEC)")
         _check(_libc.mprotect(start, length, self.prot), "mprotect (restore)")

@@ -102,6 +102,8 @@ def cases(area: Path, allowed: Path, secret: Path) -> list[Case]:
         Case("hardlink", (str(allowed), str(secret)), writable, "EACCES"),
         Case("rename-out", (str(allowed), str(area)), writable, "EACCES"),
         Case("fork-bomb", options=("--max-procs", "40"), expected="EAGAIN at the limit"),
+        Case("thread-bomb", options=("--max-procs", "40"), expected="EAGAIN at the limit"),
+        Case("unmap-under-thread", expected="the thread faults, EFAULT"),
         Case("memory-bomb", options=("--mem", "256M"), expected="killed at the limit"),
         Case("cpu-loop", options=("--cpu", "1"), expected="killed at the CPU limit"),
         Case("disk-fill", (f"{allowed}/fill",), writable + ("--max-fsize", "1M"),

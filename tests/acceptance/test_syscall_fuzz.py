@@ -214,7 +214,6 @@ def test_tracing_survives_every_call(fuzz_binary, scratch, native_counts, syscal
 #: Calls whose answer to a hostile pointer differs from Linux's today (each a strict
 #: xfail, so fixing one fails the test until it is taken off this list).
 POINTER_DIVERGENCES = {
-    "clone3": "clone3 is ENOSYS whatever its arguments (glibc falls back to clone)",
 }
 
 

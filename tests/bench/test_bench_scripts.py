@@ -26,3 +26,14 @@ def test_dirty_round_is_exact():
 
     with Machine(256 << 20) as machine:
         assert dirty_round(machine, 32 << 20, 64).correct
+
+
+def test_bench_threads_quick_reports_every_row():
+    result = subprocess.run([sys.executable, "-m", "kvmdune", "bench", "threads", "--quick",
+                             "--samples", "1", "--json"], capture_output=True, timeout=900)
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    rows = json.loads(result.stdout)
+    names = [row["name"] for row in rows]
+    assert names[:3] == ["thread create+join", "condvar ping-pong round trip",
+                         "integer kernel, 2 threads (in-program)"], names
+    assert all(row["native"] > 0 and row["dune"] > 0 for row in rows)

@@ -28,6 +28,9 @@ class GuestStandIn:
         self.comm = b"cat"
         self._held: list[int] = []
 
+    def thread_ids(self) -> list[int]:
+        return [os.getpid()]
+
     def scratch_directory(self, guest_path: str) -> str:
         directory = tempfile.mkdtemp(prefix="kvmdune-test-proc-")
         self.scratch_dirs[directory] = guest_path

@@ -438,6 +438,11 @@ def test_examples_from_strace() -> None:
     argv = m.put(0x6100, struct.pack("<3Q", *argv_strings, 0))
     envp = m.put(0x6200, struct.pack("<3Q", argv_strings[0], argv_strings[1], 0))
     iov = m.put(0x7000, struct.pack("<4Q", 0x2000, 2, 0x2002, 3))
+    # clone3's struct clone_args as glibc's pthread_create fills it (strace 6.1's line,
+    # without its " => {parent_tid=[...]}" after the call).
+    clone_args = m.put(0x7100, struct.pack("<11Q", 0x3D0F00, 0x7F2077509990, 0x7F207750A990,
+                                           0x7F207750A990, 0, 0x7F2076D0A000, 0x800300,
+                                           0x7F207750A6C0, 0, 0, 0))
     cases = [
         (("openat", 2**64 - 100, path, abi.O_CLOEXEC, 0), 3, 'openat(AT_FDCWD, "/etc/passwd", O_RDONLY|O_CLOEXEC) = 3'),
         (("openat", 0xFFFFFF9C, path, 0o101, 0o644), 3, 'openat(AT_FDCWD, "/etc/passwd", O_WRONLY|O_CREAT, 0644) = 3'),
@@ -479,6 +484,11 @@ def test_examples_from_strace() -> None:
          "futex(0x2000, FUTEX_WAIT_BITSET_PRIVATE|FUTEX_CLOCK_REALTIME, 0, NULL, 0xffffffff) = 0"),
         (("clone", 0x1200011, 0, 0, 0x7F00, 0), 77,
          "clone(child_stack=NULL, flags=CLONE_CHILD_CLEARTID|CLONE_CHILD_SETTID|SIGCHLD, child_tidptr=0x7f00) = 77"),
+        (("clone3", clone_args, 88), 27990,
+         "clone3({flags=CLONE_VM|CLONE_FS|CLONE_FILES|CLONE_SIGHAND|CLONE_THREAD|CLONE_SYSVSEM"
+         "|CLONE_SETTLS|CLONE_PARENT_SETTID|CLONE_CHILD_CLEARTID, child_tid=0x7f207750a990, "
+         "parent_tid=0x7f207750a990, exit_signal=0, stack=0x7f2076d0a000, stack_size=0x800300, "
+         "tls=0x7f207750a6c0}, 88) = 27990"),
         (("unlinkat", 2**32 - 100, path, 0x200), 0, 'unlinkat(AT_FDCWD, "/etc/passwd", AT_REMOVEDIR) = 0'),
         (("wait4", 2**64 - 1, 0, 1, 0), -10, "wait4(-1, NULL, WNOHANG, NULL) = -1 ECHILD (No child processes)"),
         (("arch_prctl", 0x1002, 0x7F0000001000), 0, "arch_prctl(ARCH_SET_FS, 0x7f0000001000) = 0"),

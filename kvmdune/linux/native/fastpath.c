@@ -1,5 +1,7 @@
 /* The native fast path: a host thread that serves the guest's system calls from the
- * call ring (machine/native/callring.h) without an exit and without Python.
+ * call rings (machine/native/callring.h: one per vCPU with a call slot, so one per
+ * guest thread) without an exit and without Python. One thread serves every ring of
+ * the process (spinning threads per ring would drown the machine's cores).
  *
  * The thread copies each request out of the ring before looking at it, then
  * decides from data the Python side installed: a per-call action (serve here, deny
@@ -15,6 +17,12 @@
  * a guest that gets no answer within its own spin exits to the VMM, which wakes the
  * thread and waits for the answer (wait_response). Nothing burns a core while idle.
  * The thread writes guest memory only while answering a request (callring.h).
+ *
+ * With threads the VMM changes the address space and the descriptor table while
+ * requests are served (other vCPUs run on): every serve registers itself in the
+ * current generation, and the VMM's quiesce() (before a freed frame is reused, before
+ * a closed descriptor's number is) waits until no serve of an older generation is
+ * left, so a serve never writes through a translation or a descriptor made stale.
  */
 #define _GNU_SOURCE
 #define PY_SSIZE_T_CLEAN
@@ -69,24 +77,33 @@ enum action { ACTION_SLOW = 0, ACTION_FAST = 1, ACTION_DENY = 2, ACTION_BENEATH 
 #define MAX_ROOTS 32
 enum fd_flag { FD_OPEN = 1, FD_IO_NEVER_BLOCKS = 2 };
 
+/* One vCPU's ring and the serving state that goes with it. */
+typedef struct {
+    uint8_t *base;              /* the ring, in the VMM's mapping of guest memory */
+    uint64_t served_seq;        /* the thread's own: the last request it saw answered */
+    uint64_t claimed_seq;       /* atomic: the last request someone took to serve */
+    uint32_t served_word;       /* futex: bumped after every response */
+    int vcpu_waiting;           /* atomic */
+    int force_slow;             /* atomic: a signal waits for this ring's thread */
+    int active;                 /* atomic: a vCPU uses this slot */
+} Ring;
+
 typedef struct {
     PyObject_HEAD
-    uint8_t *ring;
+    Ring rings[CALLRING_SLOTS];
     uint8_t *memory;
     uint64_t memory_size;
     uint64_t cr3;
     uint64_t spin_ns;
     uint8_t action[NR_CALLS];
     uint16_t deny_errno[NR_CALLS];
+    uint8_t fast_bitmap[CALLRING_MAX_NR / 8];   /* copied into every ring */
     int32_t host_fd[MAX_GUEST_FDS];
     uint8_t fd_flags[MAX_GUEST_FDS];
-    int force_slow;             /* atomic: a signal waits for the guest */
     uint32_t sleep_word;        /* futex: 1 while the thread sleeps */
-    uint32_t served_word;       /* futex: bumped after every response */
-    int vcpu_waiting;           /* atomic */
     int stop;                   /* atomic */
-    uint64_t served_seq;        /* the thread's own: the last request it saw answered */
-    uint64_t claimed_seq;       /* atomic: the last request someone took to serve */
+    unsigned generation;        /* atomic: bumped by quiesce() */
+    int in_flight[2];           /* atomic: serves under way, by generation parity */
     pthread_t thread;
     int running;
     pid_t pid;
@@ -99,8 +116,8 @@ typedef struct {
 
 /* -- small helpers ------------------------------------------------------------------ */
 
-#define RING64(s, off) ((volatile uint64_t *)((s)->ring + (off)))
-#define RING32(s, off) ((volatile uint32_t *)((s)->ring + (off)))
+#define RING64(r, off) ((volatile uint64_t *)((r)->base + (off)))
+#define RING32(r, off) ((volatile uint32_t *)((r)->base + (off)))
 
 static inline int64_t raw(long r) { return r == -1 ? -(int64_t)errno : (int64_t)r; }
 
@@ -114,13 +131,19 @@ static long futex(uint32_t *word, int op, uint32_t value, const struct timespec 
     return syscall(SYS_futex, word, op | FUTEX_PRIVATE_FLAG, value, timeout, NULL, 0);
 }
 
-/* The HOST_STATE hint, written outside a request: through process_vm_writev, which
- * returns EFAULT (the hint is skipped) where the VMM has the page read-only for an
- * instant, instead of a store's SIGSEGV (callring.h). */
+/* The HOST_STATE hint of every active ring, written outside a request: through
+ * process_vm_writev, which returns EFAULT (the hint is skipped) where the page is
+ * not writable for an instant, instead of a store's SIGSEGV (callring.h). */
 static void hint_host_state(Server *s, uint32_t state) {
-    struct iovec local = {&state, sizeof state};
-    struct iovec remote = {s->ring + CALLRING_HOST_STATE, sizeof state};
-    syscall(SYS_process_vm_writev, s->pid, &local, 1UL, &remote, 1UL, 0UL);
+    struct iovec local = {&state, sizeof state}, remote[CALLRING_SLOTS];
+    unsigned long count = 0;
+    for (int i = 0; i < CALLRING_SLOTS; i++)
+        if (__atomic_load_n(&s->rings[i].active, __ATOMIC_ACQUIRE)) {
+            remote[count].iov_base = s->rings[i].base + CALLRING_HOST_STATE;
+            remote[count++].iov_len = sizeof state;
+        }
+    for (unsigned long i = 0; i < count; i++)
+        syscall(SYS_process_vm_writev, s->pid, &local, 1UL, &remote[i], 1UL, 0UL);
 }
 
 static inline int32_t as_int32(uint64_t value) { return (int32_t)(uint32_t)value; }
@@ -579,6 +602,37 @@ static int call_fd_only(Server *s, long nr, const uint64_t *a, int64_t *result) 
     return 0;
 }
 
+/* futex: the private commands that never sleep here. A wake acts on the host's
+ * futex at the word's address in guest memory, as the VMM's futex.py does; a wait
+ * whose word already differs answers EAGAIN; a wait that would sleep, a timeout
+ * to check, a shared futex or anything else goes to the VMM (this thread serves
+ * every vCPU: it never sleeps for one). */
+static int call_futex(Server *s, long nr, const uint64_t *a, int64_t *result) {
+    int op = as_int32(a[1]);
+    int command = op & ~(FUTEX_PRIVATE_FLAG | FUTEX_CLOCK_REALTIME);
+    uint32_t value = (uint32_t)a[2], bitset = (uint32_t)a[5];
+    struct iovec word;
+    (void)nr;
+    if (!(op & FUTEX_PRIVATE_FLAG) || a[0] & 3)
+        return -1;
+    if ((command == FUTEX_WAKE_BITSET || command == FUTEX_WAIT_BITSET) && bitset == 0)
+        return -1;
+    if (command == FUTEX_WAKE || command == FUTEX_WAKE_BITSET) {
+        if (translate(s, a[0], 4, 0, &word) != 1)
+            return -1;
+        *result = raw(syscall(SYS_futex, word.iov_base, op, value, NULL, NULL, bitset));
+        return 0;
+    }
+    if ((command == FUTEX_WAIT || command == FUTEX_WAIT_BITSET) && a[3] == 0) {
+        if (translate(s, a[0], 4, 0, &word) != 1
+            || __atomic_load_n((uint32_t *)word.iov_base, __ATOMIC_SEQ_CST) == value)
+            return -1;
+        *result = -EAGAIN;
+        return 0;
+    }
+    return -1;
+}
+
 struct fast_entry {
     long nr;
     fast_call call;
@@ -595,7 +649,7 @@ static const struct fast_entry FAST_CALLS[] = {
     {SYS_access, call_access}, {SYS_faccessat, call_access}, {SYS_faccessat2, call_access},
     {SYS_getdents64, call_getdents64}, {SYS_clock_gettime, call_clock_gettime},
     {SYS_time, call_time}, {SYS_fsync, call_fd_only}, {SYS_fdatasync, call_fd_only},
-    {SYS_fadvise64, call_fd_only},
+    {SYS_fadvise64, call_fd_only}, {SYS_futex, call_futex},
 };
 #define N_FAST_CALLS (sizeof FAST_CALLS / sizeof FAST_CALLS[0])
 
@@ -610,22 +664,40 @@ static int takes_beneath(unsigned nr) {
 /* -- serving ------------------------------------------------------------------------- */
 
 /* Exactly one of the thread and the waiting VMM serves each request. */
-static int claim(Server *s, uint64_t seq) {
-    uint64_t previous = __atomic_load_n(&s->claimed_seq, __ATOMIC_ACQUIRE);
+static int claim(Ring *r, uint64_t seq) {
+    uint64_t previous = __atomic_load_n(&r->claimed_seq, __ATOMIC_ACQUIRE);
     return previous != seq
-        && __atomic_compare_exchange_n(&s->claimed_seq, &previous, seq, 0, __ATOMIC_ACQ_REL,
+        && __atomic_compare_exchange_n(&r->claimed_seq, &previous, seq, 0, __ATOMIC_ACQ_REL,
                                        __ATOMIC_ACQUIRE);
 }
 
 static void count(uint64_t *counter) { __atomic_fetch_add(counter, 1, __ATOMIC_RELAXED); }
 
-static void serve(Server *s, uint64_t seq) {
-    uint64_t nr = *RING64(s, CALLRING_NR), args[6];
+/* A serve registers in the current generation before it translates anything; a
+ * quiesce() that bumped the generation meanwhile makes it register again, so the
+ * quiesce either waits for it or it sees the VMM's changes. */
+static int enter_serving(Server *s) {
+    for (;;) {
+        int parity = (int)(__atomic_load_n(&s->generation, __ATOMIC_SEQ_CST) & 1);
+        __atomic_fetch_add(&s->in_flight[parity], 1, __ATOMIC_SEQ_CST);
+        if ((int)(__atomic_load_n(&s->generation, __ATOMIC_SEQ_CST) & 1) == parity)
+            return parity;
+        __atomic_fetch_sub(&s->in_flight[parity], 1, __ATOMIC_SEQ_CST);
+    }
+}
+
+static void leave_serving(Server *s, int parity) {
+    __atomic_fetch_sub(&s->in_flight[parity], 1, __ATOMIC_SEQ_CST);
+}
+
+static void serve(Server *s, Ring *r, uint64_t seq) {
+    uint64_t nr = *RING64(r, CALLRING_NR), args[6];
     for (int i = 0; i < 6; i++)
-        args[i] = *RING64(s, CALLRING_ARG0 + 8 * i);
+        args[i] = *RING64(r, CALLRING_ARG0 + 8 * i);
     int64_t result = 0;
     int slow = 1;
-    if (!__atomic_load_n(&s->force_slow, __ATOMIC_ACQUIRE) && nr < NR_CALLS) {
+    int parity = enter_serving(s);
+    if (!__atomic_load_n(&r->force_slow, __ATOMIC_ACQUIRE) && nr < NR_CALLS) {
         if (s->action[nr] == ACTION_DENY) {
             result = -(int64_t)s->deny_errno[nr];
             slow = 0;
@@ -637,18 +709,29 @@ static void serve(Server *s, uint64_t seq) {
                 count(&s->served_fast);
         }
     }
+    leave_serving(s, parity);
     if (slow)
         count(&s->sent_slow);
-    *RING64(s, CALLRING_RESULT) = (uint64_t)result;
-    *RING32(s, CALLRING_DISPOSITION) = slow ? CALLRING_SLOW : CALLRING_DONE;
-    __atomic_store_n((uint64_t *)RING64(s, CALLRING_RESPONSE_SEQ), seq, __ATOMIC_RELEASE);
-    __atomic_fetch_add(&s->served_word, 1, __ATOMIC_RELEASE);
-    if (__atomic_load_n(&s->vcpu_waiting, __ATOMIC_ACQUIRE))
-        futex(&s->served_word, FUTEX_WAKE, 1, NULL);
+    *RING64(r, CALLRING_RESULT) = (uint64_t)result;
+    *RING32(r, CALLRING_DISPOSITION) = slow ? CALLRING_SLOW : CALLRING_DONE;
+    __atomic_store_n((uint64_t *)RING64(r, CALLRING_RESPONSE_SEQ), seq, __ATOMIC_RELEASE);
+    __atomic_fetch_add(&r->served_word, 1, __ATOMIC_RELEASE);
+    if (__atomic_load_n(&r->vcpu_waiting, __ATOMIC_ACQUIRE))
+        futex(&r->served_word, FUTEX_WAKE, 1, NULL);
 }
 
-static uint64_t pending_request(Server *s) {
-    return __atomic_load_n((uint64_t *)RING64(s, CALLRING_REQUEST_SEQ), __ATOMIC_ACQUIRE);
+static uint64_t pending_request(Ring *r) {
+    return __atomic_load_n((uint64_t *)RING64(r, CALLRING_REQUEST_SEQ), __ATOMIC_ACQUIRE);
+}
+
+/* Whether any active ring holds a request the thread has not seen answered. */
+static int anything_pending(Server *s) {
+    for (int i = 0; i < CALLRING_SLOTS; i++) {
+        Ring *r = &s->rings[i];
+        if (__atomic_load_n(&r->active, __ATOMIC_ACQUIRE) && pending_request(r) != r->served_seq)
+            return 1;
+    }
+    return 0;
 }
 
 static void *server_main(void *arg) {
@@ -656,11 +739,20 @@ static void *server_main(void *arg) {
     uint64_t idle_since = now_ns();
     unsigned polls = 0;
     while (!__atomic_load_n(&s->stop, __ATOMIC_ACQUIRE)) {
-        uint64_t seq = pending_request(s);
-        if (seq != s->served_seq) {
-            if (claim(s, seq))
-                serve(s, seq);
-            s->served_seq = seq;
+        int served = 0;
+        for (int i = 0; i < CALLRING_SLOTS; i++) {
+            Ring *r = &s->rings[i];
+            if (!__atomic_load_n(&r->active, __ATOMIC_ACQUIRE))
+                continue;
+            uint64_t seq = pending_request(r);
+            if (seq != r->served_seq) {
+                if (claim(r, seq))
+                    serve(s, r, seq);
+                r->served_seq = seq;
+                served = 1;
+            }
+        }
+        if (served) {
             idle_since = now_ns();
             continue;
         }
@@ -672,7 +764,7 @@ static void *server_main(void *arg) {
          * answer, exits to it); the recheck closes the race with a new request. */
         __atomic_store_n(&s->sleep_word, 1, __ATOMIC_SEQ_CST);
         hint_host_state(s, CALLRING_HOST_SLEEPING);
-        if (pending_request(s) == s->served_seq && !__atomic_load_n(&s->stop, __ATOMIC_ACQUIRE)) {
+        if (!anything_pending(s) && !__atomic_load_n(&s->stop, __ATOMIC_ACQUIRE)) {
             s->sleeps++;
             futex(&s->sleep_word, FUTEX_WAIT, 1, NULL);
         }
@@ -690,6 +782,20 @@ static void wake_server(Server *s) {
 
 /* -- the Python object --------------------------------------------------------------- */
 
+static void copy_bitmap(Server *s, Ring *r) {
+    memcpy(r->base + CALLRING_FAST_BITMAP, s->fast_bitmap, sizeof s->fast_bitmap);
+}
+
+/* A ring starts afresh: everything asked so far counts as answered. */
+static void reset_ring(Server *s, Ring *r) {
+    copy_bitmap(s, r);
+    r->served_seq = r->claimed_seq = pending_request(r);
+    *RING64(r, CALLRING_RESPONSE_SEQ) = r->served_seq;
+    *RING32(r, CALLRING_SPIN_BUDGET) = CALLRING_GUEST_SPINS;
+    r->vcpu_waiting = 0;
+    r->force_slow = 0;
+}
+
 static int Server_init(Server *s, PyObject *args, PyObject *kwargs) {
     static char *keywords[] = {"ring", "memory", "memory_size", "spin_ns", NULL};
     unsigned long long ring, memory, memory_size, spin_ns = 50000;
@@ -700,13 +806,15 @@ static int Server_init(Server *s, PyObject *args, PyObject *kwargs) {
         PyErr_SetString(PyExc_RuntimeError, "the server thread is running");
         return -1;
     }
-    s->ring = (uint8_t *)(uintptr_t)ring;
+    for (int i = 0; i < CALLRING_SLOTS; i++) {
+        s->rings[i].base = (uint8_t *)(uintptr_t)ring + i * CALLRING_SLOT_SIZE;
+        s->rings[i].active = 0;
+    }
     s->memory = (uint8_t *)(uintptr_t)memory;
     s->memory_size = memory_size;
     s->spin_ns = spin_ns;
-    s->served_seq = s->claimed_seq = pending_request(s);
-    *RING64(s, CALLRING_RESPONSE_SEQ) = s->served_seq;
-    *RING32(s, CALLRING_SPIN_BUDGET) = CALLRING_GUEST_SPINS;
+    reset_ring(s, &s->rings[0]);
+    s->rings[0].active = 1;
     return 0;
 }
 
@@ -728,7 +836,8 @@ static PyObject *Server_start(Server *s, PyObject *unused) {
     }
     s->stop = 0;
     s->sleep_word = 0;
-    s->served_seq = pending_request(s);
+    for (int i = 0; i < CALLRING_SLOTS; i++)
+        s->rings[i].served_seq = pending_request(&s->rings[i]);
     hint_host_state(s, CALLRING_HOST_AWAKE);
     /* Signals for the process must go to the vCPU thread (Python handles them). */
     sigfillset(&all);
@@ -760,16 +869,63 @@ static PyObject *Server_stop(Server *s, PyObject *unused) {
 }
 
 static PyObject *Server_forget_thread(Server *s, PyObject *unused) {
-    /* In the child of fork(): the thread was not copied; start() makes a new one. */
+    /* In the child of fork(): the thread and the other vCPUs were not copied; only
+     * slot 0 (the calling vCPU, the child's first) is served, from a fresh start. */
     s->running = 0;
-    s->vcpu_waiting = 0;
+    s->in_flight[0] = s->in_flight[1] = 0;
+    for (int i = 0; i < CALLRING_SLOTS; i++)
+        s->rings[i].active = 0;
+    reset_ring(s, &s->rings[0]);
+    s->rings[0].active = 1;
+    Py_RETURN_NONE;
+}
+
+static Ring *ring_of(Server *s, PyObject *arg) {
+    long slot = PyLong_AsLong(arg);
+    if (slot == -1 && PyErr_Occurred())
+        return NULL;
+    if (slot < 0 || slot >= CALLRING_SLOTS) {
+        PyErr_Format(PyExc_ValueError, "call slot %ld outside 0..%d", slot, CALLRING_SLOTS - 1);
+        return NULL;
+    }
+    return &s->rings[slot];
+}
+
+static PyObject *Server_add_ring(Server *s, PyObject *arg) {
+    Ring *r = ring_of(s, arg);
+    if (r == NULL)
+        return NULL;
+    reset_ring(s, r);
+    __atomic_store_n(&r->active, 1, __ATOMIC_RELEASE);
+    if (s->running)
+        wake_server(s);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Server_remove_ring(Server *s, PyObject *arg) {
+    Ring *r = ring_of(s, arg);
+    if (r == NULL)
+        return NULL;
+    __atomic_store_n(&r->active, 0, __ATOMIC_RELEASE);
+    Py_RETURN_NONE;
+}
+
+/* Wait until every serve that began before this call has ended (see the header). */
+static PyObject *Server_quiesce(Server *s, PyObject *unused) {
+    int old = (int)(__atomic_fetch_add(&s->generation, 1, __ATOMIC_SEQ_CST) & 1);
+    if (__atomic_load_n(&s->in_flight[old], __ATOMIC_SEQ_CST) == 0)
+        Py_RETURN_NONE;
+    Py_BEGIN_ALLOW_THREADS
+    while (__atomic_load_n(&s->in_flight[old], __ATOMIC_SEQ_CST) != 0)
+        __builtin_ia32_pause();
+    Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
 
 /* Halve (the thread did not get to the request) or double (it was serving it) how
  * long the guest spins before exiting. Written while the guest is stopped. */
-static void adjust_spin_budget(Server *s, int longer) {
-    uint32_t budget = *RING32(s, CALLRING_SPIN_BUDGET);
+static void adjust_spin_budget(Ring *r, int longer) {
+    uint32_t budget = *RING32(r, CALLRING_SPIN_BUDGET);
     if (budget < CALLRING_MIN_SPINS || budget > CALLRING_GUEST_SPINS)
         budget = CALLRING_GUEST_SPINS;      /* the guest wrote it: start over */
     budget = longer ? budget * 2 : budget / 2;
@@ -777,7 +933,7 @@ static void adjust_spin_budget(Server *s, int longer) {
         budget = CALLRING_MIN_SPINS;
     if (budget > CALLRING_GUEST_SPINS)
         budget = CALLRING_GUEST_SPINS;
-    *RING32(s, CALLRING_SPIN_BUDGET) = budget;
+    *RING32(r, CALLRING_SPIN_BUDGET) = budget;
 }
 
 /* The thread was awake but had not answered in time: most often it shares
@@ -793,48 +949,52 @@ static void move_server_away(Server *s) {
     pthread_setaffinity_np(s->thread, sizeof allowed, &allowed);
 }
 
-/* The guest exited because no answer came (or the thread slept): serve the request
- * here unless the thread has taken it (then wait up to `timeout` seconds for its
- * answer), and wake the thread for the calls to come. True when answered; on False
- * the guest resumes and asks again, so stop requests and signals reach the run loop
- * meanwhile. Serving here keeps a machine whose cores are all busy from paying a
- * thread wake-up per call. */
-static PyObject *Server_wait_response(Server *s, PyObject *arg) {
-    double timeout = PyFloat_AsDouble(arg);
-    if (timeout < 0 && PyErr_Occurred())
+/* wait_response(slot, timeout): the guest of `slot` exited because no answer came
+ * (or the thread slept): serve the request here unless the thread has taken it
+ * (then wait up to `timeout` seconds for its answer), and wake the thread for the
+ * calls to come. True when answered; on False the guest resumes and asks again, so
+ * stop requests and signals reach the run loop meanwhile. Serving here keeps a
+ * machine whose cores are all busy from paying a thread wake-up per call. */
+static PyObject *Server_wait_response(Server *s, PyObject *args) {
+    PyObject *slot;
+    double timeout;
+    if (!PyArg_ParseTuple(args, "Od", &slot, &timeout))
+        return NULL;
+    Ring *r = ring_of(s, slot);
+    if (r == NULL)
         return NULL;
     int answered;
     Py_BEGIN_ALLOW_THREADS
-    uint64_t want = pending_request(s);
+    uint64_t want = pending_request(r);
     int was_sleeping = __atomic_load_n(&s->sleep_word, __ATOMIC_ACQUIRE);
     count(&s->waits);
-    if (claim(s, want)) {
-        serve(s, want);
+    if (claim(r, want)) {
+        serve(s, r, want);
         count(&s->served_here);
         if (!was_sleeping && s->running) {
-            adjust_spin_budget(s, 0);   /* awake but not getting to it: spin less */
+            adjust_spin_budget(r, 0);   /* awake but not getting to it: spin less */
             move_server_away(s);
         }
     } else {
-        adjust_spin_budget(s, 1);       /* the thread had it: the guest gave up too soon */
-        if (*RING64(s, CALLRING_RESPONSE_SEQ) != want) {
-            __atomic_store_n(&s->vcpu_waiting, 1, __ATOMIC_SEQ_CST);
+        adjust_spin_budget(r, 1);       /* the thread had it: the guest gave up too soon */
+        if (*RING64(r, CALLRING_RESPONSE_SEQ) != want) {
+            __atomic_store_n(&r->vcpu_waiting, 1, __ATOMIC_SEQ_CST);
             uint64_t deadline = now_ns() + (uint64_t)(timeout * 1e9);
             for (;;) {
-                uint32_t seen = __atomic_load_n(&s->served_word, __ATOMIC_ACQUIRE);
-                if (*RING64(s, CALLRING_RESPONSE_SEQ) == want || now_ns() >= deadline)
+                uint32_t seen = __atomic_load_n(&r->served_word, __ATOMIC_ACQUIRE);
+                if (*RING64(r, CALLRING_RESPONSE_SEQ) == want || now_ns() >= deadline)
                     break;
                 struct timespec slice = {0, 1000000};
-                futex(&s->served_word, FUTEX_WAIT, seen, &slice);
+                futex(&r->served_word, FUTEX_WAIT, seen, &slice);
             }
-            __atomic_store_n(&s->vcpu_waiting, 0, __ATOMIC_SEQ_CST);
+            __atomic_store_n(&r->vcpu_waiting, 0, __ATOMIC_SEQ_CST);
         }
     }
     /* The thread says it is awake (the hint) only once it runs: until then the
      * guest exits at once rather than spin for a thread that is not scheduled. */
     if (s->running)
         wake_server(s);
-    answered = *RING64(s, CALLRING_RESPONSE_SEQ) == want;
+    answered = *RING64(r, CALLRING_RESPONSE_SEQ) == want;
     Py_END_ALLOW_THREADS
     return PyBool_FromLong(answered);
 }
@@ -862,6 +1022,16 @@ static PyObject *Server_set_action(Server *s, PyObject *args) {
     }
     s->action[nr] = (uint8_t)action;
     s->deny_errno[nr] = (uint16_t)error;
+    if (nr < CALLRING_MAX_NR) {
+        uint8_t bit = (uint8_t)(1u << (nr % 8));
+        if (action == ACTION_SLOW)
+            s->fast_bitmap[nr / 8] &= (uint8_t)~bit;
+        else
+            s->fast_bitmap[nr / 8] |= bit;
+        for (int i = 0; i < CALLRING_SLOTS; i++)
+            if (s->rings[i].active)
+                copy_bitmap(s, &s->rings[i]);
+    }
     Py_RETURN_NONE;
 }
 
@@ -935,11 +1105,19 @@ static PyObject *Server_set_cr3(Server *s, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
-static PyObject *Server_set_force_slow(Server *s, PyObject *arg) {
-    int value = PyObject_IsTrue(arg);
-    if (value < 0)
+/* set_force_slow(slot, value): while true every call of that slot's vCPU takes the
+ * VMM's path (a signal waits for its thread); slot -1: every slot's. */
+static PyObject *Server_set_force_slow(Server *s, PyObject *args) {
+    int slot, value;
+    if (!PyArg_ParseTuple(args, "ip", &slot, &value))
         return NULL;
-    __atomic_store_n(&s->force_slow, value, __ATOMIC_RELEASE);
+    if (slot < -1 || slot >= CALLRING_SLOTS) {
+        PyErr_Format(PyExc_ValueError, "call slot %d outside 0..%d", slot, CALLRING_SLOTS - 1);
+        return NULL;
+    }
+    for (int i = 0; i < CALLRING_SLOTS; i++)
+        if (slot == -1 || i == slot)
+            __atomic_store_n(&s->rings[i].force_slow, value, __ATOMIC_RELEASE);
     Py_RETURN_NONE;
 }
 
@@ -971,8 +1149,14 @@ static PyMethodDef Server_methods[] = {
     {"stop", (PyCFunction)Server_stop, METH_NOARGS, "Stop and join the serving thread."},
     {"forget_thread", (PyCFunction)Server_forget_thread, METH_NOARGS,
      "In a fork child: the thread is gone (start() makes a new one)."},
-    {"wait_response", (PyCFunction)Server_wait_response, METH_O,
-     "Wake the thread and wait (seconds) for the pending request's answer."},
+    {"wait_response", (PyCFunction)Server_wait_response, METH_VARARGS,
+     "wait_response(slot, seconds): serve or wait for slot's pending request."},
+    {"add_ring", (PyCFunction)Server_add_ring, METH_O,
+     "add_ring(slot): serve that call slot's ring (a vCPU uses it), from a fresh start."},
+    {"remove_ring", (PyCFunction)Server_remove_ring, METH_O,
+     "remove_ring(slot): stop serving that slot's ring."},
+    {"quiesce", (PyCFunction)Server_quiesce, METH_NOARGS,
+     "Wait until every serve that began before has ended."},
     {"wake", (PyCFunction)Server_wake, METH_NOARGS,
      "Wake the thread if it sleeps (the guest is about to run on)."},
     {"set_action", (PyCFunction)Server_set_action, METH_VARARGS,
@@ -983,8 +1167,9 @@ static PyMethodDef Server_methods[] = {
      "set_fd(guest, host, io_never_blocks): mirror one descriptor."},
     {"clear_fd", (PyCFunction)Server_clear_fd, METH_O, "Forget a guest descriptor."},
     {"set_cr3", (PyCFunction)Server_set_cr3, METH_O, "The address space to translate in."},
-    {"set_force_slow", (PyCFunction)Server_set_force_slow, METH_O,
-     "While true every call takes the VMM's path (a signal waits)."},
+    {"set_force_slow", (PyCFunction)Server_set_force_slow, METH_VARARGS,
+     "set_force_slow(slot, value): while true the slot's calls take the VMM's path "
+     "(a signal waits); slot -1: every slot."},
     {"stats", (PyCFunction)Server_stats, METH_NOARGS, "Counters of served calls."},
     {NULL},
 };
@@ -994,7 +1179,7 @@ static PyTypeObject ServerType = {
     .tp_name = "kvmdune.linux._fastpath.Server",
     .tp_basicsize = sizeof(Server),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "The host thread serving one guest's call ring.",
+    .tp_doc = "The host thread serving one guest's call rings.",
     .tp_new = Server_new,
     .tp_init = (initproc)Server_init,
     .tp_dealloc = (destructor)Server_dealloc,

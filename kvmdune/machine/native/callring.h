@@ -1,15 +1,22 @@
 /* The call ring: how guest CPL3 code hands a system call to a host thread without
  * an exit (exception-less system calls, FlexSC, OSDI 2010).
  *
- * One page, shared by the guest (mapped user read/write right after the call stub's
- * code page) and the VMM (through its mapping of guest memory). One request at a
- * time: a Dune process has one vCPU. The guest writes the request, then bumps
+ * A slot of CALLRING_SLOT_SIZE bytes per vCPU in one page, shared by the guest
+ * (mapped user read/write right after the call stubs' code page, where each vCPU
+ * has its own copy of the stub, CALLRING_SLOT_SIZE bytes apart, so that every copy
+ * finds its own ring one page after itself) and the VMM (through its mapping of
+ * guest memory). One request at a time per ring. The guest writes the request, then bumps
  * REQUEST_SEQ; the host copies the request, serves it, writes the result and the
  * disposition, then sets RESPONSE_SEQ to the sequence number it served. Fields the
  * guest writes are never trusted: the host reads each once, into its own memory.
  */
 #ifndef KVMDUNE_CALLRING_H
 #define KVMDUNE_CALLRING_H
+
+/* Bytes between two vCPUs' rings (and between their copies of the stub), and how
+ * many fit in the page. */
+#define CALLRING_SLOT_SIZE 512
+#define CALLRING_SLOTS (4096 / CALLRING_SLOT_SIZE)
 
 /* Guest -> host (the first cache line). */
 #define CALLRING_REQUEST_SEQ 0x00
@@ -26,10 +33,17 @@
 #define CALLRING_SAVED_RCX 0x80
 #define CALLRING_SAVED_R11 0x88
 #define CALLRING_SAVED_RSP 0x90
+/* Host -> guest: a bit per system call number below CALLRING_MAX_NR, set when the
+ * host thread may serve it; the stub sends every other call straight to the VMM
+ * (one exit, not a trip through the ring first). The guest can change its copy: it
+ * only changes which of its own calls ask the thread first, which re-checks each. */
+#define CALLRING_FAST_BITMAP 0xC0
+#define CALLRING_MAX_NR 512
 
 /* Call numbers from here on are the VMM's alone (the Dune API's hypercalls:
  * linux/privileged.py's HYPERCALL_BASE; a test checks they agree): the stub takes
- * the exit path at once, without waking the host thread only to be handed back. */
+ * the exit path at once, without waking the host thread only to be handed back
+ * (as for every number from CALLRING_MAX_NR on). */
 #define CALLRING_VMM_CALLS 0x00D00000
 
 #define CALLRING_DONE 0

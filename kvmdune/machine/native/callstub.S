@@ -11,16 +11,20 @@
  * user code there. On hardware KVM `syscall` enters CPL0; the stub then leaves at
  * once with `sysretq` to its own CPL3 part (5 instructions at CPL0).
  *
- * Two ways out to the VMM, both jumps to supervisor addresses the VMM patches into
- * the stub (a CPL3 fetch there faults into the VMM with RIP == CR2 == the target;
- * call numbers from CALLRING_VMM_CALLS on take the first at once):
+ * Calls the ring's bitmap does not mark as served by the host thread go to the VMM
+ * at once (numbers from CALLRING_MAX_NR on too: the Dune API's hypercalls, from
+ * CALLRING_VMM_CALLS, among them). Two ways out to the VMM, both jumps to supervisor
+ * addresses the VMM patches into the stub (a CPL3 fetch there faults into the VMM
+ * with RIP == CR2 == the target):
  * - the slow target, the trampoline's syscall entry: the VMM serves the call as if
  *   `syscall` had exited to it (RAX, RCX, R11 and the arguments as `syscall` left them);
  * - the wait target: the host thread sleeps (after a while without calls), or no
  *   answer came within CALLRING_GUEST_SPINS: the VMM wakes it, waits for the answer
  *   and resumes at RCX.
  *
- * This code is copied into guest memory as bytes and must be position-independent.
+ * This code is copied into guest memory as bytes and must be position-independent;
+ * each vCPU has its own copy, CALLRING_SLOT_SIZE bytes after the previous one, so it
+ * must fit in that many (callring.py checks).
  */
 #include "callring.h"
 
@@ -41,8 +45,10 @@ kvmdune_callstub_start:
     movl %cs, %ecx
     testb $3, %cl
     jz 9f
-1:  cmpq $CALLRING_VMM_CALLS, %rax
-    jae 7f                                      /* the VMM's: no use asking the host thread */
+1:  cmpq $CALLRING_MAX_NR, %rax
+    jae 7f
+    btq %rax, RING(CALLRING_FAST_BITMAP)
+    jnc 7f                                      /* the thread would hand it back */
     movq %rax, RING(CALLRING_NR)
     movq %rdi, RING(CALLRING_ARG0)
     movq %rsi, RING(CALLRING_ARG0 + 8)
@@ -77,9 +83,6 @@ kvmdune_callstub_resume:
     movq RING(CALLRING_SAVED_R11), %r11
     jmpq *%rcx
 6:  movq RING(CALLRING_NR), %rax                /* the VMM serves this one */
-    movq RING(CALLRING_SAVED_RCX), %rcx
-    movq RING(CALLRING_SAVED_R11), %r11
-    jmpq *kvmdune_callstub_slow_target(%rip)
 7:  movq RING(CALLRING_SAVED_RCX), %rcx
     movq RING(CALLRING_SAVED_R11), %r11
     jmpq *kvmdune_callstub_slow_target(%rip)

@@ -34,7 +34,8 @@ static int add_call_stub(PyObject *module) {
     const unsigned char *base = kvmdune_callstub_start;
     if (add_code(module, "CALL_STUB", base, kvmdune_callstub_end) < 0
         || add_offset(module, "CALL_STUB_SLOW_TARGET", base, kvmdune_callstub_slow_target) < 0
-        || add_offset(module, "CALL_STUB_WAIT_TARGET", base, kvmdune_callstub_wait_target) < 0)
+        || add_offset(module, "CALL_STUB_WAIT_TARGET", base, kvmdune_callstub_wait_target) < 0
+        || PyModule_AddIntConstant(module, "CALL_SLOT_SIZE", CALLRING_SLOT_SIZE) < 0)
         return -1;
     return 0;
 }

@@ -7,7 +7,9 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <linux/seccomp.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdint.h>
@@ -25,7 +27,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static sigjmp_buf fault_jump;
+/* Per thread: a fault in one thread returns to that thread's own jump point. */
+static __thread sigjmp_buf fault_jump;
 static volatile int fault_signal;
 
 static void on_fault(int signo) { fault_signal = signo; siglongjmp(fault_jump, 1); }
@@ -208,6 +211,83 @@ static int unlink_swap(const char *allowed, const char *outside) {
     return contained("unlink attempts through a swapped directory (the harness checks the victim)");
 }
 
+/* A thread bomb: threads until the process limit refuses one (every thread is a
+ * host thread of the VMM, counted against RLIMIT_NPROC like a process). */
+static void *sleep_forever(void *arg) { for (;;) pause(); return NULL; }
+static int thread_bomb(void) {
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 64 * 1024);
+    for (int i = 0; i < 100000; i++) {
+        pthread_t thread;
+        if (pthread_create(&thread, &attr, sleep_forever, NULL) != 0)
+            return contained("thread creation refused at the process limit");
+    }
+    return escaped("started 100000 threads");
+}
+
+/* One thread unmaps memory the others are using: the one touching it in a loop
+ * must fault at once (not go on through a stale translation, and never see what the
+ * freed frames hold next: the main thread fills new mappings with a secret, while
+ * the old range stays reserved, unusable); one
+ * blocked in read() into it gets EFAULT; one asleep in a futex wait on a word in it
+ * stays harmless. */
+#define AREA_SIZE (1 << 20)
+#define SECRET_WORD 0x5ec12e75ec12e7ULL
+static volatile int toucher_state;      /* 1 running, 2 faulted, 3 saw the secret */
+static int unmap_pipe[2];
+static volatile long reader_result, reader_errno;
+
+static void *toucher(void *arg) {
+    volatile uint64_t *word = arg;
+    if (sigsetjmp(fault_jump, 1)) { toucher_state = 2; return NULL; }
+    for (;;) {
+        uint64_t value = word[0];
+        if (value == SECRET_WORD) { toucher_state = 3; return NULL; }
+        word[1] = value + 1;
+        toucher_state = 1;
+    }
+}
+
+static void *blocked_reader(void *arg) {
+    reader_result = read(unmap_pipe[0], arg, 4096);
+    reader_errno = errno;
+    return NULL;
+}
+
+static void *futex_sleeper(void *arg) {
+    syscall(SYS_futex, arg, FUTEX_WAIT_PRIVATE, 0, NULL, NULL, 0);
+    return NULL;
+}
+
+static int unmap_under_thread(void) {
+    char *area = mmap(NULL, AREA_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    memset(area, 0, AREA_SIZE);
+    pipe(unmap_pipe);
+    pthread_t threads[3];
+    pthread_create(&threads[0], NULL, toucher, area);
+    pthread_create(&threads[1], NULL, blocked_reader, area + 4096);
+    pthread_create(&threads[2], NULL, futex_sleeper, area + 8192);
+    while (toucher_state == 0) sched_yield();
+    usleep(50000);
+    munmap(area, AREA_SIZE);
+    /* Kept unusable, so the new mappings land elsewhere (on frames just freed). */
+    mmap(area, AREA_SIZE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    for (int i = 0; i < 64 && toucher_state == 1; i++) {
+        uint64_t *fresh = mmap(NULL, AREA_SIZE, PROT_READ | PROT_WRITE,
+                               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        for (size_t j = 0; j < AREA_SIZE / 8; j++) fresh[j] = SECRET_WORD;
+    }
+    for (int i = 0; i < 1000 && toucher_state == 1; i++) usleep(10000);
+    if (toucher_state == 3) return escaped("a thread read new memory through an unmapped address");
+    if (toucher_state != 2) return escaped("a thread kept using memory unmapped under it");
+    write(unmap_pipe[1], "data", 4);
+    pthread_join(threads[1], NULL);
+    if (reader_result != -1 || reader_errno != EFAULT)
+        return escaped("a read into unmapped memory did not fail with EFAULT");
+    return contained("the thread using it faulted at once, a read into it got EFAULT");
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IONBF, 0);
     if (argc < 2) { fprintf(stderr, "usage: hostile CASE [ARGS]\n"); return 2; }
@@ -259,6 +339,8 @@ int main(int argc, char **argv) {
         }
         return escaped("forked 100000 processes");
     }
+    if (!strcmp(c, "thread-bomb")) return thread_bomb();
+    if (!strcmp(c, "unmap-under-thread")) return unmap_under_thread();
     if (!strcmp(c, "memory-bomb")) {
         char *p = mmap(NULL, 1ull << 40, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (p == MAP_FAILED) return contained("1 TiB mapping refused");

@@ -30,6 +30,7 @@ cannot take a frame ends the process with a crash report.
 
 from __future__ import annotations
 
+import operator
 import struct
 from dataclasses import dataclass
 
@@ -63,6 +64,9 @@ _UPCALL_TAIL = struct.Struct("<7Q")
 #: marking it dirty.
 _WRITABLE = Access(write=True, track=False)
 _MASK64 = (1 << 64) - 1
+#: The general registers of a ``struct dune_tf``, read from kvm_regs in one call.
+_tf_registers = operator.attrgetter(*TF_FIELDS)
+_RCX_SLOT = TF_FIELDS.index("rcx")
 _KIND_NAMES = {TrapKind.PGFLT: "page fault", TrapKind.VECTOR: "exception",
                TrapKind.SIGNAL: "signal", TrapKind.SYSCALL: "system call of user code"}
 
@@ -492,9 +496,9 @@ def _restore_registers(regs, saved) -> None:
 def _pack_tf(regs, syscall: bool = False, err: int = 0) -> bytes:
     """``struct dune_tf`` of the registers; for a system call as libdune's entry
     stores it (ARG3 = r10 in the rcx slot)."""
-    values = [getattr(regs, name) for name in TF_FIELDS]
+    values = _tf_registers(regs)
     if syscall:
-        values[TF_FIELDS.index("rcx")] = regs.r10
+        values = values[:_RCX_SLOT] + (regs.r10,) + values[_RCX_SLOT + 1:]
     return _TF.pack(*values, err & 0xFFFF_FFFF, 0, regs.rip, layout.USER_CS, regs.rflags,
                     regs.rsp, layout.USER_DS)
 

@@ -53,7 +53,6 @@ Invalidation: every restriction of the program view or a user view goes through
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from collections import Counter
 from typing import Callable, Iterator
@@ -62,6 +61,7 @@ from ..linux.abi import Errno, ProtFlags
 from ..linux.mm import Vma, perm_for
 from ..machine import PFError, layout
 from ..memory import PAGE_SIZE, AddressSpace, GuestFault, OutOfGuestMemory, Perm, WRITE
+from ..memory.address_space import Batch
 from ..memory.pagetable import PTE as HW
 from ..memory.pagetable import USER_SPACE_END
 from .entries import (AD, ADDR_MASK, ALL_RIGHTS, LARGE_PAGE_PERMS, PERM, PTE, RIGHT_R,
@@ -92,6 +92,7 @@ _HW_PRESENT = int(HW.PRESENT | HW.PROTNONE)
 _HW_OWNED = int(HW.OWNED)
 _HW_ADDR = 0x000F_FFFF_FFFF_F000
 _PROT_WRITE = int(ProtFlags.PROT_WRITE)
+_PERM_R, _PERM_W = int(PERM.R), int(PERM.W)
 
 class Refused(Exception):
     """A hypercall's request that is refused, with the errno the guest gets."""
@@ -298,8 +299,8 @@ class DuneVm:
         without PERM_R it is PERM_NONE (with PERM_W: EINVAL), as libdune."""
         target = self._root(root)
         perm = _perm(perm)
-        if not perm & PERM.R:
-            if perm & PERM.W:
+        if not perm & _PERM_R:
+            if perm & _PERM_W:
                 raise Refused(Errno.EINVAL, "PERM_W without PERM_R")
             perm = 0
         bits = entry_bits(perm)
@@ -317,7 +318,7 @@ class DuneVm:
         """dune_vm_map_pages: fresh zeroed frames for every page of the range."""
         target = self._root(root)
         perm = _perm(perm)
-        if not perm & PERM.R and perm & ~PERM.R:
+        if not perm & _PERM_R and perm & ~_PERM_R:
             raise Refused(Errno.EINVAL, "rights without PERM_R")
         bits = entry_bits(perm)
         span = self._range(va, length)
@@ -483,7 +484,8 @@ class DuneVm:
         # trampoline's frame at the stub's address, supervisor-only, turns a syscall
         # of user code into an exit (hardware) or a #PF at CALL_STUB (software KVM).
         view = AddressSpace(self.memory, kernel=self.kernel_space,
-                            invalidate=self.kernel_space.invalidate)
+                            invalidate=self.kernel_space.invalidate,
+                            write_protect=self.kernel_space.write_protect)
         try:
             view.map(layout.CALL_STUB, PAGE_SIZE, Perm.READ | Perm.EXEC,
                      paddr=self._trampoline_frame)
@@ -535,11 +537,11 @@ class DuneVm:
             parts.append((max(start, self.window.end), end))
         return parts
 
-    def _entries(self, root: Root, start: int, end: int) -> Iterator[tuple[int, int]]:
+    def _entries(self, root: Root, start: int, end: int) -> list[tuple[int, int]]:
         """(page, entry) for the pages of the range that have a page table."""
-        for base, table, first, count in root.mirror.runs(start, end):
-            for i, entry in enumerate(table.shadow[first:first + count]):
-                yield base + i * PAGE_SIZE, entry
+        return [(base + i * PAGE_SIZE, entry)
+                for base, table, first, count in root.mirror.runs(start, end)
+                for i, entry in enumerate(table.shadow[first:first + count])]
 
     def _all_entries(self, root: Root, start: int, end: int) -> Iterator[tuple[int, int]]:
         """(page, entry) for every page of the range (0 where there is none)."""
@@ -593,11 +595,7 @@ class DuneVm:
 
     def _vma_ceiling(self, va: int) -> int:
         """The most the Linux view lets the page at ``va`` be given (Rights bits)."""
-        vma = self.mm.find(va)
-        if vma is None:
-            return 0
-        read_only_file = vma.region is not None and not vma.region.mapping.prot & _PROT_WRITE
-        return _prot_ceiling(vma.prot, read_only_file)
+        return _vma_rights(self.mm.find(va))
 
     def _frame_ceiling(self, frame: int) -> int | None:
         """The most any entry may grant on ``frame``; None: not the program's."""
@@ -634,7 +632,7 @@ class DuneVm:
             else:                         # pgroot's own page: its VMA decides
                 if vma is None or not vma.start <= va < vma.end:
                     vma = self.mm.find(va)
-                    ceiling = self._vma_ceiling(va)
+                    ceiling = _vma_rights(vma)
                 limit = ceiling
             if granted & ~limit:
                 raise Refused(Errno.EACCES, f"rights beyond the mapping at {va:#x}")
@@ -702,15 +700,13 @@ class DuneVm:
                 cursor = max(cursor, vma.end)
 
     # -- applying changes ------------------------------------------------------------
-    @contextlib.contextmanager
-    def _batch(self) -> Iterator[None]:
-        """One invalidation per space for everything changed inside."""
-        with contextlib.ExitStack() as stack:
-            if not self.space.closed:
-                stack.enter_context(self.space.batch())
-            for root in list(self.roots.values()):
-                stack.enter_context(root.view.batch())
-            yield
+    def _batch(self) -> Batch:
+        """One invalidation for everything changed inside, in every space (the
+        program view and the user views share frames: each is invalidated once)."""
+        spaces = [root.view for root in self.roots.values()]
+        if not self.space.closed:
+            spaces.append(self.space)
+        return Batch(*spaces)
 
     def _commit(self, root: Root, changes: list[Change], program_view: bool = False,
                 aliases: set[int] = frozenset()) -> None:
@@ -984,6 +980,14 @@ def _prot_of(granted: int) -> int:
     if granted & RIGHT_X:
         prot |= ProtFlags.PROT_EXEC
     return int(prot)
+
+
+def _vma_rights(vma: Vma | None) -> int:
+    """The most a VMA lets its pages be given (Rights bits; none without a VMA)."""
+    if vma is None:
+        return 0
+    read_only_file = vma.region is not None and not vma.region.mapping.prot & _PROT_WRITE
+    return _prot_ceiling(vma.prot, read_only_file)
 
 
 @functools.lru_cache(maxsize=64)

@@ -74,14 +74,19 @@ VcpuExit = (IoExit | HltExit | ShutdownExit | MmioExit | InternalErrorExit
             | FailEntryExit | SystemEventExit | UnknownExit)
 
 _HLT, _SHUTDOWN = HltExit(), ShutdownExit()
+_IO = int(ExitReason.IO)
+#: IoDirection by its value, without an enum lookup per exit.
+_DIRECTIONS = {int(direction): direction for direction in IoDirection}
 
 
 def decode_exit(run: b.kvm_run) -> VcpuExit:
     """The exit KVM reported in ``run`` after KVM_RUN returned."""
     reason = run.exit_reason
-    if reason == ExitReason.IO:
+    if reason == _IO:
         io = run.exit.io
-        return IoExit(io.port, IoDirection(io.direction), io.size, io.count)
+        direction = io.direction
+        return IoExit(io.port, _DIRECTIONS.get(direction) or IoDirection(direction), io.size,
+                      io.count)
     if reason == ExitReason.HLT:
         return _HLT
     if reason == ExitReason.SHUTDOWN:

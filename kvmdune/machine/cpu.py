@@ -44,9 +44,12 @@ _SYSCALL_PORT = _trampoline.SYSCALL_PORT
 _BAD_ENTRY_PORT = _trampoline.BAD_ENTRY_PORT
 _TLB_FLUSH_PORT = _trampoline.TLB_FLUSH_PORT
 _EXCEPTION_PORT_BASE = _trampoline.EXCEPTION_PORT_BASE
-_EXCEPTION_PORTS = range(_EXCEPTION_PORT_BASE,
-                         _EXCEPTION_PORT_BASE + _trampoline.EXCEPTION_VECTORS)
 _CALL_AREA = range(layout.CALL_STUB, layout.CALL_STUB + layout.CALL_AREA_SIZE)
+#: The vector of each exception port, made once (an enum lookup per exit adds up).
+_PORT_VECTORS = {_EXCEPTION_PORT_BASE + vector: Vector(vector)
+                 for vector in range(_trampoline.EXCEPTION_VECTORS)}
+#: Page-fault error codes seen so far, as PFError values.
+_PF_ERRORS: dict[int, PFError] = {}
 #: What ``_step`` returns when the VMM handled an exit itself and the guest goes on.
 _HANDLED = object()
 
@@ -366,8 +369,9 @@ class Cpu:
             port = exit_.port
             if port == _SYSCALL_PORT:
                 return self._syscall_event()
-            if port in _EXCEPTION_PORTS:
-                return self._exception_event(Vector(port - _EXCEPTION_PORT_BASE))
+            vector = _PORT_VECTORS.get(port)
+            if vector is not None:
+                return self._exception_event(vector)
             if port == _TLB_FLUSH_PORT:
                 return self._tlb_flushed()
             if port == _BAD_ENTRY_PORT:
@@ -421,7 +425,7 @@ class Cpu:
                 self.call_wait()
                 regs.rip = regs.rcx
                 return _HANDLED
-            return PageFaultEvent(self.sregs.cr2, PFError(error), rip)
+            return PageFaultEvent(self.sregs.cr2, _pf_error(error), rip)
         return ExceptionEvent(vector, error, rip)
 
     def _apply(self, event: Event, outcome: object) -> Stop | None:
@@ -496,6 +500,13 @@ class Cpu:
         self.__dict__.pop("sregs", None)
         self.__dict__.pop("_run", None)
         self.vcpu.close()
+
+
+def _pf_error(code: int) -> PFError:
+    found = _PF_ERRORS.get(code)
+    if found is None:
+        found = _PF_ERRORS[code] = PFError(code)
+    return found
 
 
 def _paddr(space: AddressSpace, vaddr: int) -> int:

@@ -9,10 +9,9 @@ memory outside the guest frames the guest itself may reach.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable
 
 from .frames import PAGE_SIZE
 from .guest_memory import GuestMemory
@@ -26,6 +25,9 @@ _AD = int(PTE.ACCESSED | PTE.DIRTY)
 #: Largest single checked access; Linux caps one read/write at MAX_RW_COUNT (~2 GiB).
 MAX_CHECKED_ACCESS = 0x7FFF_F000
 KERNEL_HALF_FIRST_ENTRY = ENTRIES_PER_TABLE // 2
+#: Up to this many pages, a change in place forgets their cached translations one by
+#: one; beyond, all of them.
+_FORGET_PAGES_LIMIT = 16
 
 
 class FaultKind(enum.Enum):
@@ -76,8 +78,8 @@ class AddressSpace:
     ``invalidate`` is how restrictions reach the guest: by default the host-side
     mprotect pair of ``GuestMemory.invalidate`` (needed on software KVM, and enough
     everywhere); a machine on hardware KVM passes a guest TLB flush instead.
-    ``write_protect`` is the cheaper one for frames whose entries only lost D (the
-    next write must reach the MMU, reads may go on): by default
+    ``write_protect`` is the cheaper one for frames whose entries only lost D or
+    write access (the next write must reach the MMU, reads may go on): by default
     ``GuestMemory.write_protect``; a guest TLB flush on hardware KVM.
 
     ``page_bits`` holds the readers of the accessed and dirty bits (page_bits.py):
@@ -95,7 +97,7 @@ class AddressSpace:
         if kernel is not None:
             self._share_kernel_half(kernel)
         self._pending: list[tuple[int, int]] = []
-        self._pending_dirty: list[tuple[int, int]] = []
+        self._pending_writes: list[tuple[int, int]] = []
         self._batch_depth = 0
         self.closed = False
         # A software TLB for checked accesses: page -> translation. Any change to the
@@ -121,30 +123,18 @@ class AddressSpace:
             words[src + KERNEL_HALF_FIRST_ENTRY:src + ENTRIES_PER_TABLE]
 
     # -- batching ------------------------------------------------------------------
-    @contextlib.contextmanager
-    def batch(self) -> Iterator["AddressSpace"]:
+    def batch(self) -> "Batch":
         """Group changes; the invalidation they need runs once, when the batch ends."""
-        self._batch_depth += 1
-        try:
-            yield self
-        finally:
-            self._batch_depth -= 1
-            if self._batch_depth == 0:
-                self.flush()
+        return Batch(self)
 
     def flush(self) -> None:
         """Invalidate everything restricted since the last flush."""
-        pending, self._pending = self._pending, []
-        dirty, self._pending_dirty = self._pending_dirty, []
-        if pending:
-            self.invalidate(coalesce(pending))
-        if dirty:
-            self.write_protect(coalesce(dirty))
+        _flush([self])
 
     def _restricted(self, ranges: list[tuple[int, int]],
-                    dirty_only: list[tuple[int, int]] = ()) -> None:
+                    writes_only: list[tuple[int, int]] = ()) -> None:
         self._pending.extend(ranges)
-        self._pending_dirty.extend(dirty_only)
+        self._pending_writes.extend(writes_only)
         if self._batch_depth == 0:
             self.flush()
 
@@ -163,8 +153,19 @@ class AddressSpace:
 
     def protect(self, vaddr: int, size: int, perm: Perm) -> None:
         """Change the permission of every mapped page in the range."""
-        self._tlb.clear()
-        self._restricted(self.tables.protect(vaddr, size, perm))
+        self._forget(vaddr, size)
+        restriction = self.tables.protect(vaddr, size, perm)
+        # Only write access gone: the cheaper invalidation (reads may go on).
+        self._restricted(restriction.full, restriction.write_only)
+
+    def _forget(self, vaddr: int, size: int) -> None:
+        """Drop the cached translations of a range whose entries change in place
+        (the tables stay: other pages' translations hold)."""
+        if size > _FORGET_PAGES_LIMIT * PAGE_SIZE:
+            self._tlb.clear()
+            return
+        for page in range(vaddr, vaddr + size, PAGE_SIZE):
+            self._tlb.pop(page, None)
 
     def bits_cleared(self, full: list[tuple[int, int]],
                      dirty_only: list[tuple[int, int]]) -> None:
@@ -263,6 +264,51 @@ class AddressSpace:
             self.memory.frames.free(table)
 
 
+class Batch:
+    """Group changes to several spaces of one guest memory (a context manager):
+    when the outermost batch of each ends, the invalidations they need run
+    together, once per invalidator (a frame restricted in two spaces that share
+    one is invalidated once). A class, not a generator: it is on every hot path
+    that changes page tables."""
+
+    __slots__ = ("spaces",)
+
+    def __init__(self, *spaces: AddressSpace) -> None:
+        self.spaces = spaces
+
+    def __enter__(self) -> "Batch":
+        for space in self.spaces:
+            space._batch_depth += 1
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        done = []
+        for space in self.spaces:
+            space._batch_depth -= 1
+            if space._batch_depth == 0:
+                done.append(space)
+        if done:
+            _flush(done)
+
+
+def _flush(spaces: list[AddressSpace]) -> None:
+    """Invalidate what the spaces restricted: each invalidator (and each
+    write-protector) once, over the coalesced ranges of all the spaces using it."""
+    full: dict[Invalidator, list[tuple[int, int]]] = {}
+    dirty: dict[Invalidator, list[tuple[int, int]]] = {}
+    for space in spaces:
+        if space._pending:
+            full.setdefault(space.invalidate, []).extend(space._pending)
+            space._pending = []
+        if space._pending_writes:
+            dirty.setdefault(space.write_protect, []).extend(space._pending_writes)
+            space._pending_writes = []
+    for invalidate, ranges in full.items():
+        invalidate(coalesce(ranges))
+    for write_protect, ranges in dirty.items():
+        write_protect(coalesce(ranges))
+
+
 def _check_access(vaddr: int, found: Translation | None, access: Access) -> None:
     if found is None or not found.present:
         raise GuestFault(vaddr, FaultKind.NOT_MAPPED)
@@ -272,4 +318,4 @@ def _check_access(vaddr: int, found: Translation | None, access: Access) -> None
         raise GuestFault(vaddr, FaultKind.NOT_WRITABLE)
 
 
-__all__ = ["Access", "AddressSpace", "FaultKind", "GuestFault", "READ", "VMM", "WRITE"]
+__all__ = ["Access", "AddressSpace", "Batch", "FaultKind", "GuestFault", "READ", "VMM", "WRITE"]

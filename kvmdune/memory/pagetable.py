@@ -103,6 +103,15 @@ def perm_bits(perm: Perm) -> int:
     return int(bits)
 
 
+def is_write_restriction(old: int, new: int) -> bool:
+    """True when ``new`` takes only write access from ``old`` (same frame, still
+    present, user and executable as before): reads may go on through whatever the
+    MMU has cached, and only the next write has to reach it again."""
+    return bool(old & _P and old & _RW and new & _P and not new & _RW
+                and (old ^ new) & (ADDRESS_MASK | _US) == 0
+                and not (new & _NX and not old & _NX))
+
+
 def is_restriction(old: int, new: int) -> bool:
     """True when ``new`` grants less than ``old`` (or maps another frame, or clears A/D)."""
     if not old & _P:
@@ -163,6 +172,17 @@ class BitChange:
 
 
 NO_CHANGE = BitChange()
+
+
+@dataclass(frozen=True, slots=True)
+class Restriction:
+    """The guest-physical ranges whose access a change shrank, as ``protect`` reports
+    them: ``full`` (the MMU must walk their entries again: access went, or the frame
+    changed) and ``write_only`` (only write access went: a write must reach the MMU
+    again, reads may go on through what it cached)."""
+
+    full: list[tuple[int, int]]
+    write_only: list[tuple[int, int]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,23 +443,40 @@ class PageTables:
         self._free_empty_tables(vaddr, end)
         return restricted.ranges()
 
-    def protect(self, vaddr: int, size: int, perm: Perm) -> list[tuple[int, int]]:
+    def protect(self, vaddr: int, size: int, perm: Perm) -> Restriction:
         """Set ``perm`` on every mapped page of the range (holes are skipped);
-        returns the guest-physical ranges whose access shrank."""
+        returns the guest-physical ranges whose access shrank (``Restriction``)."""
         _check_range(vaddr, size, PAGE_SIZE)
         new_bits = perm_bits(perm)
+        if size == PAGE_SIZE:
+            table, _level = self._descend(vaddr, 1, create=False)
+            if table is not None:       # one 4 KiB page: no runs to gather
+                return self._protect_entry(table // WORD_SIZE + _index(vaddr, 1), new_bits)
         keep = ~_PERM_BITS
-        loses = _losses(new_bits)
-        restricted = _FrameSet()
+        losses = _losses(new_bits)
+        full, write_only = _FrameSet(), _FrameSet()
         for chunk in self._chunks(vaddr, vaddr + size, create=False, split_huge=True):
             view = self.words[self._slice(chunk)]
             old = view.tolist()
             mask = _frame_mask(chunk.page_size)
-            restricted.add([e & mask for e in old
-                            if e & _P and loses[e & (_P | _RW | _US | _NX)]],
+            lost = [(e & mask, losses[e & _LOSS_KEY]) for e in old if e & _P]
+            full.add([frame for frame, loss in lost if loss is _Loss.FULL], chunk.page_size)
+            write_only.add([frame for frame, loss in lost if loss is _Loss.WRITE],
                            chunk.page_size)
             view[:] = _words([(e & keep) | new_bits if e else 0 for e in old])
-        return restricted.ranges()
+        return Restriction(full.ranges(), write_only.ranges())
+
+    def _protect_entry(self, word: int, new_bits: int) -> Restriction:
+        """``protect`` of the one 4 KiB entry at ``word`` (an index into ``words``)."""
+        old = self.words[word]
+        if not old:
+            return _NO_RESTRICTION
+        self.words[word] = (old & ~_PERM_BITS) | new_bits
+        loss = _losses(new_bits)[old & _LOSS_KEY] if old & _P else _Loss.NONE
+        if loss is _Loss.NONE:
+            return _NO_RESTRICTION
+        frame = [(old & ADDRESS_MASK, PAGE_SIZE)]
+        return Restriction(frame, []) if loss is _Loss.FULL else Restriction([], frame)
 
     def scan_bits(self, vaddr: int, size: int, test: int, change: "BitChange | None" = None,
                   collect: bool = True) -> "BitScan":
@@ -504,13 +541,29 @@ class PageTables:
 _runs = _ptescan.runs
 
 
+class _Loss(enum.Enum):
+    """What a present entry loses under a protect."""
+
+    NONE = 0
+    WRITE = 1    # write access only
+    FULL = 2     # more: read, user or execute access
+
+
+#: The bits of an entry that decide what a protect takes from it.
+_LOSS_KEY = _P | _RW | _US | _NX
+_NO_RESTRICTION = Restriction([], [])
+
+
 @functools.lru_cache(maxsize=64)
-def _losses(new_bits: int) -> dict[int, bool]:
-    """Whether a present page loses access under ``new_bits``, by its old P/RW/US/NX."""
+def _losses(new_bits: int) -> dict[int, _Loss]:
+    """What a present page loses under ``new_bits``, by its old P/RW/US/NX."""
     keep = ~_PERM_BITS
-    return {old: is_restriction(old, (old & keep) | new_bits)
-            for old in (_P | rw | us | nx for rw in (0, _RW) for us in (0, _US)
-                        for nx in (0, _NX))}
+    losses = {}
+    for old in (_P | rw | us | nx for rw in (0, _RW) for us in (0, _US) for nx in (0, _NX)):
+        new = (old & keep) | new_bits
+        losses[old] = (_Loss.WRITE if is_write_restriction(old, new)
+                       else _Loss.FULL if is_restriction(old, new) else _Loss.NONE)
+    return losses
 
 
 def _frame_mask(page_size: int) -> int:

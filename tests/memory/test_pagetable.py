@@ -10,7 +10,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from kvmdune.memory import (PTE, AlreadyMapped, FrameAllocator, PageTableError, PageTables,
                             Perm)
 from kvmdune.memory.frames import HUGE_PAGE_SIZE, PAGE_SIZE
-from kvmdune.memory.pagetable import BitChange
+from kvmdune.memory.pagetable import BitChange, Restriction
 
 MEMORY = 32 << 20
 BASE = 0x7F00_0000_0000          # crosses no special boundary; PML4 index 254
@@ -142,9 +142,20 @@ def test_restrictions_are_reported_for_invalidation():
     rw = Perm.READ | Perm.WRITE | Perm.USER
     tables.map(BASE, 4 * PAGE_SIZE, rw)
     frame = tables.walk(BASE).paddr
-    assert tables.protect(BASE, 4 * PAGE_SIZE, rw | Perm.EXEC) == []   # grants more
-    restricted = tables.protect(BASE, PAGE_SIZE, Perm.READ | Perm.USER)
-    assert restricted == [(frame, PAGE_SIZE)]
+    assert tables.protect(BASE, 4 * PAGE_SIZE, rw | Perm.EXEC) == Restriction([], [])
+    rx = Perm.READ | Perm.EXEC | Perm.USER
+    # Only write access gone (one page, and a run of them): reads may go on.
+    assert tables.protect(BASE, PAGE_SIZE, rx) == Restriction([], [(frame, PAGE_SIZE)])
+    third, fourth = (tables.walk(BASE + i * PAGE_SIZE).paddr for i in (2, 3))
+    assert tables.protect(BASE + 2 * PAGE_SIZE, 2 * PAGE_SIZE, rx) == Restriction(
+        [], sorted([(third, PAGE_SIZE), (fourth, PAGE_SIZE)]) if fourth != third + PAGE_SIZE
+        else [(third, 2 * PAGE_SIZE)])
+    # Execute or user access gone too: a full invalidation.
+    second = tables.walk(BASE + PAGE_SIZE).paddr
+    assert tables.protect(BASE + PAGE_SIZE, PAGE_SIZE, Perm.READ | Perm.USER) == Restriction(
+        [(second, PAGE_SIZE)], [])
+    assert tables.protect(BASE, PAGE_SIZE, Perm.READ | Perm.EXEC) == Restriction(
+        [(frame, PAGE_SIZE)], [])
     tables.set_bits(BASE, PTE.DIRTY)
     found = tables.scan_bits(BASE, 4 * PAGE_SIZE, PTE.DIRTY, BitChange(clear=PTE.DIRTY))
     assert found.pages == [BASE] and found.dirty_only == [(frame, PAGE_SIZE)]

@@ -323,7 +323,11 @@ class Process(Handler):
         return directory
 
     def cleanup(self) -> None:
-        """Remove what the process made on the host for itself."""
+        """Remove what the process made on the host for itself, and close its
+        privileged features (the program is gone, as at execve)."""
+        if self.privileged is not None:
+            self.privileged.close()
+            self.privileged = None
         mine = f"kvmdune-proc-{os.getpid()}-"     # a forked child's parent keeps its own
         for directory in self.scratch_dirs:
             if os.path.basename(directory).startswith(mine):

@@ -11,13 +11,13 @@ import pytest
 
 from kvmdune.dune import PageTablesApi, DuneError
 
-from .vm_support import passed_checks, program, run_dune, syscall_path  # noqa: F401
+from .vm_support import passed_checks, program, run_observed, syscall_path  # noqa: F401
 
 pytestmark = pytest.mark.kvm
 
 
 def test_a_python_tool_on_a_running_guest(program):
-    result = run_dune(["--tool", "tests.dune.tools:dirty_tool", program("tooled")])
+    result = run_observed(["--tool", "tests.dune.tools:dirty_tool", program("tooled")])
     assert passed_checks(result) == [
         "tool-reads-and-clears-dirty-bits", "tool-protects-by-call-and-by-entry",
         "tool-clones-and-loads-cr3", "tool-refusals-and-walk"]

@@ -2,14 +2,15 @@
 at once: write removed, unmapped, user access removed, dirty bit cleared and set
 again by the next write; in the program view (pgroot acts on it), in pgroot's user
 view and in a clone's (where only the invalidation can remove a translation: the
-frame stays the program's). Each page is touched before its downgrade."""
+frame stays the program's). Each page is touched before its downgrade. User code runs
+by dune_jump_to_user under `kvmdune run` (the library's upcalls end each run at its
+system call or fault: vm_programs/testdune.h)."""
 
 from __future__ import annotations
 
 import pytest
 
-from .vm_support import (api_program, passed_checks, program, run_dune,  # noqa: F401
-                         run_example, syscall_path)
+from .vm_support import passed_checks, program, run_dune, syscall_path  # noqa: F401
 
 pytestmark = pytest.mark.kvm
 
@@ -20,11 +21,3 @@ def test_every_downgrade_is_seen_from_the_guest(program, syscall_path):
                       "program-dirty-cleared-and-set-again", "user-write-removed",
                       "user-access-removed", "user-unmapped", "clone-user-unmapped",
                       "user-dirty-cleared-and-set-again"]
-
-
-def test_user_view_downgrades_with_the_real_api(api_program, syscall_path):
-    """The same for user code run by dune_jump_to_user under `kvmdune run` (the
-    library's upcalls end each run at user code's system call or fault)."""
-    assert passed_checks(run_example([api_program("userviews")])) == [
-        "user-write-removed", "user-access-removed", "clone-user-unmapped",
-        "user-dirty-cleared-and-set-again"]

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import pytest
 
-from .vm_support import example, run_example, syscall_path  # noqa: F401
+from .vm_support import example, run_dune, syscall_path  # noqa: F401
 
 pytestmark = pytest.mark.kvm
 
 
 def test_dirty_page_tracking_finds_exactly_the_pages_written(example, syscall_path):
-    result = run_example([example("dirty_pages")])
+    result = run_dune([example("dirty_pages")])
     lines = result.stdout.decode().splitlines()
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
     assert len(lines) == 8
@@ -24,7 +24,7 @@ def test_dirty_page_tracking_finds_exactly_the_pages_written(example, syscall_pa
 
 
 def test_appel_li_traps_each_written_page_once(example, syscall_path):
-    result = run_example([example("appel_li")])
+    result = run_dune([example("appel_li")])
     lines = result.stdout.decode().splitlines()
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
     assert len(lines) == 3

@@ -1,4 +1,4 @@
-"""Roots as user code sees them (C program, test harness's user mode): dune_init(0)
+"""Roots as user code sees them (C program, dune_jump_to_user under `kvmdune run`): dune_init(0)
 grants user code nothing and PERM_U grants it pages (rights within the mapping's:
 a text page cannot be made writable); a clone's changes act on its own user view
 only; load_cr3 chooses the root user code runs in, and CR3_NOFLUSH leaves written

@@ -1,5 +1,5 @@
 """A Python tool on a running guest process (kvmdune.dune.PageTablesApi), called by
-vm_programs/tooled.c through the harness's TOOL operation: phase, then arguments."""
+vm_programs/tooled.c through vmm.py's TOOL operation: phase, then arguments."""
 
 from __future__ import annotations
 

@@ -1,7 +1,9 @@
 """What the Dune API's page-table tests share (imported by each test_vm_* module):
-C programs (vm_programs/) built here against the API's C side (include/,
-native/vm.c), run under the test harness (harness.py) on each system-call path
-(fast: the call ring; slow: every call exits)."""
+C programs (vm_programs/) built here against the API (dune.h and the library, with
+``kvmdune config``'s flags, as a user builds them), run under ``kvmdune run`` on each
+system-call path (fast: the call ring; slow: every call exits); the few that look
+inside the VMM (a Python tool, the invariants) under vmm.py, the same VMM with two
+test hooks."""
 
 from __future__ import annotations
 
@@ -16,38 +18,28 @@ import kvmdune
 
 PROGRAMS = pathlib.Path(__file__).parent / "vm_programs"
 PACKAGE = pathlib.Path(kvmdune.__file__).parent
-INCLUDE = PACKAGE / "dune" / "include"
-VM_SOURCE = PACKAGE / "dune" / "native" / "vm.c"
 EXAMPLES = PACKAGE / "dune" / "examples"
 REPOSITORY = PACKAGE.parent
 FAST_SYSCALLS = "KVMDUNE_FAST_SYSCALLS"
-CFLAGS = ["-O1", "-fno-stack-protector", "-Wall", "-Werror", "-static"]
-
-
-def build(source: pathlib.Path, out: pathlib.Path, extra: tuple[str, ...] = ()) -> str:
-    """``source`` with the API's C side, statically linked."""
-    target = out / source.stem
-    subprocess.run(["gcc", *CFLAGS, "-I", str(INCLUDE), "-I", str(PROGRAMS), "-o",
-                    str(target), str(source), str(VM_SOURCE), *extra], check=True)
-    return str(target)
 
 
 def build_example(source: pathlib.Path, out: pathlib.Path) -> str:
-    """A program as a user builds it: ``kvmdune config``'s flags."""
+    """A program as a user builds it: ``kvmdune config``'s flags (and vm_programs/
+    for testdune.h)."""
     from kvmdune.dune import library
 
     target = out / source.stem
     subprocess.run(["gcc", "-O1", "-Wall", "-Werror", "-fno-stack-protector", "-static",
-                    *library.cflags(), "-o", str(target), str(source), *library.libs()],
-                   check=True)
+                    "-I", str(PROGRAMS), *library.cflags(), "-o", str(target), str(source),
+                    *library.libs()], check=True)
     return str(target)
 
 
 @pytest.fixture(scope="session")
-def api_program(tmp_path_factory):
-    """Builds a test program written against dune.h (vm_programs/NAME.c) with the
-    library, as a user would: its path (run it with ``run_example``)."""
-    out = tmp_path_factory.mktemp("dune-vm-api-programs")
+def program(tmp_path_factory):
+    """Builds a test program (vm_programs/NAME.c) once, as a user would build a
+    program written against dune.h: its path."""
+    out = tmp_path_factory.mktemp("dune-vm-programs")
     built: dict[str, str] = {}
 
     def get(name: str) -> str:
@@ -55,12 +47,6 @@ def api_program(tmp_path_factory):
             built[name] = build_example(PROGRAMS / f"{name}.c", out)
         return built[name]
     return get
-
-
-def run_example(argv: list[str]) -> subprocess.CompletedProcess:
-    """A program built against dune.h under ``kvmdune run`` (the Dune API's)."""
-    return subprocess.run([sys.executable, "-m", "kvmdune", "run", "--", *argv],
-                          capture_output=True, timeout=300, cwd=REPOSITORY)
 
 
 @pytest.fixture(scope="session")
@@ -77,29 +63,25 @@ def example(tmp_path_factory):
     return get
 
 
-@pytest.fixture(scope="session")
-def program(tmp_path_factory):
-    """Builds a test program (tests/dune/vm_programs/NAME.c) once: its path."""
-    out = tmp_path_factory.mktemp("dune-vm-programs")
-    built: dict[str, str] = {}
-
-    def get(name: str) -> str:
-        if name not in built:
-            built[name] = build(PROGRAMS / f"{name}.c", out)
-        return built[name]
-    return get
-
-
 @pytest.fixture(params=["fast", "slow"])
 def syscall_path(request, monkeypatch) -> str:
     monkeypatch.setenv(FAST_SYSCALLS, "1" if request.param == "fast" else "0")
     return request.param
 
 
-def run_dune(argv: list[str], input: bytes | None = None,
-             timeout: float = 300) -> subprocess.CompletedProcess:
-    """``argv`` under kvmdune with the page-table hypercalls (harness.py)."""
-    return subprocess.run([sys.executable, "-m", "tests.dune.harness", *argv],
+def run_dune(argv: list[str], input: bytes | None = None, timeout: float = 300,
+             options: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """``kvmdune run OPTIONS -- argv`` (the CLI, with its Dune API)."""
+    return subprocess.run([sys.executable, "-m", "kvmdune", "run", *options, "--", *argv],
+                          input=input, capture_output=True, timeout=timeout,
+                          cwd=REPOSITORY, env=dict(os.environ))
+
+
+def run_observed(argv: list[str], input: bytes | None = None,
+                 timeout: float = 300) -> subprocess.CompletedProcess:
+    """``argv`` under vmm.py: ``kvmdune run``'s VMM with the tests' hooks (a Python
+    tool with ``--tool``, the invariants checked at the end)."""
+    return subprocess.run([sys.executable, "-m", "tests.dune.vmm", *argv],
                           input=input, capture_output=True, timeout=timeout,
                           cwd=REPOSITORY, env=dict(os.environ))
 

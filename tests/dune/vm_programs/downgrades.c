@@ -139,13 +139,13 @@ int main(void)
 		*(long *)p = 8;
 		clone = dune_vm_clone(pgroot);      /* a clone has the pages of its time */
 		CHECK(clone != NULL);
-		CHECK(load_cr3((unsigned long)clone) == 0);
+		CHECK(test_load_cr3((unsigned long)clone) == 0);
 		CHECK(run_user(user_read, (long)p, ustack + sizeof(ustack), &tf) == USER_SYSCALL);
 		CHECK(tf.rax == 8);
 		dune_vm_unmap(clone, p, PGSIZE);
 		CHECK(run_user(user_read, (long)p, ustack + sizeof(ustack), &tf) == USER_FAULT);
 		CHECK(tf.rax == (uint64_t)p && can_read(p));
-		CHECK(load_cr3((unsigned long)pgroot) == 0);
+		CHECK(test_load_cr3((unsigned long)pgroot) == 0);
 		CHECK(run_user(user_read, (long)p, ustack + sizeof(ustack), &tf) == USER_SYSCALL);
 		CHECK(tf.rax == 8);
 		dune_vm_free(clone);

@@ -88,8 +88,9 @@ int main(void)
 			printf("%ld\n", ret);
 			continue;
 		}
-		printf("%ld\n", hc((long)args[0], (long)args[1], (long)args[2], (long)args[3],
-				   (long)args[4], (long)args[5], (long)args[6]));
+		printf("%ld\n", kvmdune_hypercall((long)args[0], (long)args[1], (long)args[2],
+						  (long)args[3], (long)args[4], (long)args[5],
+						  (long)args[6]));
 	}
 	printf("done\n");
 	return 0;

@@ -102,12 +102,12 @@ int main(int argc, char **argv)
 	clone = dune_vm_clone(pgroot);
 	CHECK(clone != NULL);
 	CHECK(dune_vm_mprotect(clone, p, PGSIZE, PERM_R | PERM_U) == 0);
-	CHECK(load_cr3((unsigned long)clone) == 0);
+	CHECK(test_load_cr3((unsigned long)clone) == 0);
 	CHECK(as_user(p) == USER_SYSCALL && tf.rax == 12);
 	CHECK(munmap(p, PGSIZE) == 0);
 	CHECK(entry(p) == 0);
 	CHECK(as_user(p) == USER_FAULT);        /* the clone lost the frame too */
-	CHECK(load_cr3((unsigned long)pgroot) == 0);
+	CHECK(test_load_cr3((unsigned long)pgroot) == 0);
 	dune_vm_free(clone);
 	ok("munmap-leaves-every-root");
 

@@ -90,15 +90,15 @@ int main(int argc, char **argv)
 	ok("entry-shows-frame-rights-and-bits");
 
 	*pte &= ~PTE_W;
-	CHECK(flush_tlb_one(p) == 0);
+	CHECK(test_flush_tlb_one(p) == 0);
 	CHECK(!can_write(p) && can_read(p));
 	*pte |= PTE_W;
-	CHECK(flush_tlb() == 0);
+	CHECK(test_flush_tlb() == 0);
 	CHECK(can_write(p));
 	ok("write-bit-applied-at-flush");
 
 	*pte &= ~PTE_D;
-	CHECK(flush_tlb_one(p) == 0);
+	CHECK(test_flush_tlb_one(p) == 0);
 	CHECK(kvmdune_vm_read_bits(pgroot, p, PGSIZE, PTE_D, (unsigned char[1]){0}) == 0);
 	p[1] = 2;
 	CHECK(kvmdune_vm_read_bits(pgroot, p, PGSIZE, PTE_D, (unsigned char[1]){0}) == 1);
@@ -112,7 +112,7 @@ int main(int argc, char **argv)
 	old = *pte;
 	for (uintptr_t frame = PGSIZE; frame <= 10 * PGSIZE; frame += PGSIZE) {
 		*pte = frame | PTE_P | PTE_W | PTE_U;
-		CHECK(flush_tlb() == -EPERM);
+		CHECK(test_flush_tlb() == -EPERM);
 		CHECK(*pte == old);
 	}
 	CHECK(p[0] == 1 && p[1] == 2);
@@ -123,7 +123,7 @@ int main(int argc, char **argv)
 
 		CHECK(munmap(q, PGSIZE) == 0);
 		*pte = gone | PTE_P | PTE_W | PTE_U;
-		CHECK(flush_tlb_one(p) == -EPERM && *pte == old);
+		CHECK(test_flush_tlb_one(p) == -EPERM && *pte == old);
 		CHECK(dune_vm_map_phys(pgroot, p, PGSIZE, (void *)gone, PERM_R | PERM_W) == -EPERM);
 	}
 	CHECK(p[0] == 1);
@@ -141,7 +141,7 @@ int main(int argc, char **argv)
 		old = *pte;
 		CHECK(!(old & PTE_W));
 		*pte |= PTE_W;
-		CHECK(flush_tlb() == -EACCES && *pte == old);
+		CHECK(test_flush_tlb() == -EACCES && *pte == old);
 		CHECK(!can_write(file));
 		CHECK(dune_vm_mprotect(pgroot, file, PGSIZE, PERM_R | PERM_W | PERM_U) == -EACCES);
 		CHECK(!can_write(file));
@@ -153,7 +153,7 @@ int main(int argc, char **argv)
 
 	old = pgroot[0];
 	pgroot[0] ^= PTE_W;
-	CHECK(flush_tlb() == -EINVAL && pgroot[0] == old);
+	CHECK(test_flush_tlb() == -EINVAL && pgroot[0] == old);
 	ok("directory-entries-restored");
 
 	/* A new entry written in place: the same frame at a second address. */
@@ -161,7 +161,7 @@ int main(int argc, char **argv)
 	CHECK(munmap(q, PGSIZE) == 0);         /* a free address */
 	CHECK(dune_vm_lookup(pgroot, q, 1, &pte) == 0 && !(*pte & PTE_P));
 	*pte = PTE_ADDR(dune_va_to_pa(p)) | PTE_P | PTE_W | PTE_U | PTE_NX;
-	CHECK(flush_tlb() == 0);
+	CHECK(test_flush_tlb() == 0);
 	CHECK(q[0] == 1);
 	q[2] = 9;
 	CHECK(p[2] == 9);

@@ -75,18 +75,18 @@ int main(void)
 	CHECK(clone != NULL && clone != pgroot);
 	CHECK(dune_vm_mprotect(clone, d, PGSIZE, PERM_R | PERM_W | PERM_U) == 0);
 	CHECK(as_user(user_write, d) == USER_FAULT);             /* pgroot: still R */
-	CHECK(load_cr3((unsigned long)clone) == 0);
+	CHECK(test_load_cr3((unsigned long)clone) == 0);
 	CHECK(as_user(user_write, d) == USER_SYSCALL && *(long *)d == 42);
-	CHECK(load_cr3((unsigned long)pgroot) == 0);
+	CHECK(test_load_cr3((unsigned long)pgroot) == 0);
 	CHECK(as_user(user_write, d) == USER_FAULT);
 	ok("clone-changes-only-its-own-view");
 
 	/* CR3_NOFLUSH: an entry written in the clone waits for a flush. */
 	CHECK(dune_vm_lookup(clone, d, 0, &pte) == 0 && (*pte & PTE_U));
 	*pte &= ~PTE_U;
-	CHECK(load_cr3((unsigned long)clone | CR3_NOFLUSH) == 0);
+	CHECK(test_load_cr3((unsigned long)clone | CR3_NOFLUSH) == 0);
 	CHECK(as_user(user_read, d) == USER_SYSCALL && tf.rax == 42);
-	CHECK(load_cr3((unsigned long)clone) == 0);
+	CHECK(test_load_cr3((unsigned long)clone) == 0);
 	CHECK(as_user(user_read, d) == USER_FAULT);
 	ok("load-cr3-noflush-defers-the-flush");
 
@@ -102,17 +102,17 @@ int main(void)
 			       PERM_R | PERM_U) == 0);
 	CHECK(as_user(user_read, y + PGSIZE) == USER_SYSCALL && tf.rax == 6);
 	CHECK(as_user(user_write, y + PGSIZE) == USER_FAULT);
-	CHECK(load_cr3((unsigned long)pgroot) == 0);
+	CHECK(test_load_cr3((unsigned long)pgroot) == 0);
 	CHECK(as_user(user_read, x) == USER_FAULT);
 	ok("map-pages-and-map-phys-in-a-clone");
 
 	/* Handles: unknown ones are EINVAL; a freed clone is gone; pgroot stays. */
-	CHECK(load_cr3((unsigned long)clone + PGSIZE) == -EINVAL);
+	CHECK(test_load_cr3((unsigned long)clone + PGSIZE) == -EINVAL);
 	CHECK(dune_vm_mprotect((ptent_t *)d, d, PGSIZE, PERM_R) == -EINVAL);
-	CHECK(load_cr3((unsigned long)clone) == 0);
+	CHECK(test_load_cr3((unsigned long)clone) == 0);
 	dune_vm_free(clone);
 	CHECK(dune_vm_mprotect(clone, d, PGSIZE, PERM_R) == -EINVAL);
-	CHECK(load_cr3((unsigned long)clone) == -EINVAL);
+	CHECK(test_load_cr3((unsigned long)clone) == -EINVAL);
 	CHECK(as_user(user_read, d) == USER_SYSCALL && tf.rax == 42);   /* back in pgroot */
 	dune_vm_free(pgroot);
 	CHECK(dune_vm_mprotect(pgroot, d, PGSIZE, PERM_R | PERM_U) == 0);

@@ -1,5 +1,5 @@
-/* A program a Python tool works on (tests/dune/tools.py, through the harness's TOOL
- * operation): it writes pages of its heap and checks what the tool found and did.
+/* A program a Python tool works on (tests/dune/tools.py, through tests/dune/vmm.py's
+ * TOOL operation): it writes pages of its heap and checks what the tool found and did.
  * Prints "ok NAME" per check. */
 #define _GNU_SOURCE
 #include <setjmp.h>
@@ -28,7 +28,7 @@ static int can_write(volatile char *p)
 
 static long tool(long phase, char *heap)
 {
-	return hc(TOOL, phase, (long)heap, 0, 0, 0, 0);
+	return kvmdune_hypercall(TOOL, phase, (long)heap, 0, 0, 0, 0);
 }
 
 static void ok(const char *name)
@@ -63,7 +63,7 @@ int main(void)
 	clone = (ptent_t *)tool(3, heap);
 	CHECK(dune_vm_lookup(clone, heap, 0, &pte) == 0 && *pte == 0);
 	CHECK(dune_vm_lookup(clone, heap + PGSIZE, 0, &pte) == 0 && (*pte & PTE_P));
-	CHECK(load_cr3((unsigned long)pgroot) == 0);
+	CHECK(test_load_cr3((unsigned long)pgroot) == 0);
 	ok("tool-clones-and-loads-cr3");
 
 	CHECK(tool(4, heap) == 5);

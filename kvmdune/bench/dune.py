@@ -31,15 +31,15 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Callable
 
 from ..machine import Machine
 from . import core
 from .linux_baselines import run_baseline
+from .programs import build
 
-SOURCE = ("native", "dune_vm.c")
+SOURCE = "dune_vm.c"
 GIB = 1 << 30
 MIB = 1 << 20
 #: Guest memory for the dirty rounds: the 1 GiB heap, its tables, the program.
@@ -73,14 +73,7 @@ GuestRunner = Callable[[list[str], bool], str]
 
 def build_guest(out: Path) -> str:
     """native/dune_vm.c against the Dune API's library (``kvmdune config``'s flags)."""
-    from ..dune import library
-
-    source = out / SOURCE[-1]
-    source.write_bytes(resources.files("kvmdune.bench").joinpath(*SOURCE).read_bytes())
-    binary = out / "dune_vm"
-    subprocess.run(["gcc", "-O2", "-static", *library.cflags(), "-o", str(binary),
-                    str(source), *library.libs()], check=True, capture_output=True)
-    return str(binary)
+    return str(build(SOURCE, out, dune=True, name="dune_vm"))
 
 
 def run_guest(argv: list[str], dirty_log: bool) -> str:

@@ -51,6 +51,8 @@
 #include <unistd.h>
 #include <x86intrin.h>
 
+#include "bench_clock.h"
+
 #ifdef APPEL_LI_DUNE
 #include <dune.h>
 #else
@@ -90,23 +92,8 @@ struct pm_scan_arg {
 
 /* ---- time ---- */
 
-static double cycles_per_ns;
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
-static void calibrate_tsc(void)
-{
-    uint64_t t0 = now_ns(), c0 = __rdtsc();
-    while (now_ns() - t0 < 20000000ull)
-        ;
-    uint64_t t1 = now_ns(), c1 = __rdtsc();
-    cycles_per_ns = (double)(c1 - c0) / (double)(t1 - t0);
-}
 
 static int compare_u64(const void *a, const void *b)
 {

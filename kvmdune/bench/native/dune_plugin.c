@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "dune.h"
+#include "bench_clock.h"
 
 #define MAX_REPEAT 101
 #define USER_STACK_WORDS 2048
@@ -41,34 +42,6 @@
 
 static int repeat = 5;
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + ts.tv_nsec;
-}
-
-static inline uint64_t cycles(void)
-{
-	uint32_t lo, hi;
-
-	__asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
-	return (uint64_t)hi << 32 | lo;
-}
-
-static int compare(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return (x > y) - (x < y);
-}
-
-static double median(double *values, int n)
-{
-	qsort(values, n, sizeof(*values), compare);
-	return n % 2 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
-}
 
 static void error(const char *name, const char *what)
 {
@@ -96,7 +69,7 @@ static int measure(const char *name, int (*fn)(long n), long n)
 		ns[r] = (double)(now_ns() - t0) / n;
 	}
 	printf("{\"benchmark\": \"%s\", \"per_op_ns\": %.1f, \"per_op_cycles\": %.1f}\n", name,
-	       median(ns, repeat), median(cyc, repeat));
+	       median_of(ns, repeat), median_of(cyc, repeat));
 	fflush(stdout);
 	return 0;
 }

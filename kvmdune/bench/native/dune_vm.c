@@ -27,44 +27,17 @@
 #include <unistd.h>
 
 #include "dune.h"
+#include "bench_clock.h"
 
 #define MAX_REPEAT 101
 
 static int repeat = 5;
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + ts.tv_nsec;
-}
-
-static inline uint64_t cycles(void)
-{
-	uint32_t lo, hi;
-
-	__asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
-	return (uint64_t)hi << 32 | lo;
-}
-
-static int compare(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return (x > y) - (x < y);
-}
-
-static double median(double *values, int n)
-{
-	qsort(values, n, sizeof(*values), compare);
-	return n % 2 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
-}
 
 static void report(const char *name, double *ns, double *cyc, const char *extra)
 {
 	printf("{\"benchmark\": \"%s\", \"per_op_ns\": %.1f, \"per_op_cycles\": %.1f%s}\n", name,
-	       median(ns, repeat), median(cyc, repeat), extra ? extra : "");
+	       median_of(ns, repeat), median_of(cyc, repeat), extra ? extra : "");
 	fflush(stdout);
 }
 
@@ -214,7 +187,7 @@ static int dirty(const char *name, int walk, long mb, long written)
 	}
 	snprintf(extra, sizeof(extra), ", \"correct\": %s, \"size_mb\": %ld, \"written\": %ld, "
 		 "\"write_ns\": %.1f", correct ? "true" : "false", mb, written,
-		 median(write_ns, repeat));
+		 median_of(write_ns, repeat));
 	report(name, ns, cyc, extra);
 	munmap(heap, heap_pages * PGSIZE);
 	free(found);

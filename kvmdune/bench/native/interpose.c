@@ -30,6 +30,8 @@
 #include <unistd.h>
 #include <x86intrin.h>
 
+#include "bench_clock.h"
+
 #ifdef INTERPOSE_DUNE
 #include <dune.h>
 #define METHOD "dune"
@@ -42,24 +44,10 @@
 #define ROUNDS 5
 #define STACK_WORDS 4096
 
-static double cycles_per_ns;
 static long iterations = 20000;
 static long expected_ppid;
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
-static void calibrate_tsc(void)
-{
-    uint64_t t0 = now_ns(), c0 = __rdtsc();
-    while (now_ns() - t0 < 20000000ull)
-        ;
-    cycles_per_ns = (double)(__rdtsc() - c0) / (double)(now_ns() - t0);
-}
 
 static inline long raw_getppid(void)
 {

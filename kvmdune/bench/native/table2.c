@@ -28,27 +28,15 @@
 #include <unistd.h>
 #include <x86intrin.h>
 
+#include "bench_clock.h"
+
 #define PAGE 4096
 #define ROUNDS 7
 #define WALK_PAGES (256L * 1024 * 1024 / PAGE)
 #define HOT_PAGES 16
 
-static double cycles_per_ns;
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
-static void calibrate_tsc(void)
-{
-    uint64_t t0 = now_ns(), c0 = __rdtsc();
-    while (now_ns() - t0 < 20000000ull)
-        ;
-    cycles_per_ns = (double)(__rdtsc() - c0) / (double)(now_ns() - t0);
-}
 
 static int compare_double(const void *a, const void *b)
 {

@@ -14,31 +14,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "mmu.h"
-#include "kvmdune/hypercall.h"
-
-/* As in dune.h (identical repeated typedefs are allowed). */
-typedef int (*page_walk_cb)(const void *arg, ptent_t *ptep, void *va);
-
-/* A hypercall: `syscall` with RAX = KVMDUNE_HYPERCALL_BASE + op (hypercall.h). */
-static inline long kvmdune_vm_hypercall(long op, long a0, long a1, long a2, long a3, long a4,
-                                        long a5)
-{
-	long ret;
-	register long r10 __asm__("r10") = a3;
-	register long r8 __asm__("r8") = a4;
-	register long r9 __asm__("r9") = a5;
-
-	__asm__ volatile("syscall"
-			 : "=a"(ret)
-			 : "a"(KVMDUNE_HYPERCALL_BASE + op), "D"(a0), "S"(a1), "d"(a2), "r"(r10),
-			   "r"(r8), "r"(r9)
-			 : "rcx", "r11", "memory");
-	return ret;
-}
+#include "dune.h"
 
 #define HC(op, a0, a1, a2, a3, a4, a5)                                                   \
-	kvmdune_vm_hypercall(op, (long)(a0), (long)(a1), (long)(a2), (long)(a3), (long)(a4), \
+	kvmdune_hypercall(op, (long)(a0), (long)(a1), (long)(a2), (long)(a3), (long)(a4), \
 			     (long)(a5))
 
 int dune_vm_mprotect(ptent_t *root, void *va, size_t len, int perm)

@@ -82,6 +82,8 @@ struct sthread_exit {
 	int vector;             /* STHREAD_EXCEPTION: the vector */
 	uintptr_t rip;          /* where it was */
 	int denied;             /* system calls refused during its run */
+	long recycled;          /* -1: a fresh sthread; else the pages restored when it
+				   was recycled for this run */
 };
 
 /* Enters Dune mode (dune_init(0), dune_enter) and takes the checkpoint of the
@@ -106,7 +108,8 @@ extern int sthread_join_exit(sthread_t st, void **ret, struct sthread_exit *exit
 extern void sthread_set_pool(int count);
 
 /* Tagged memory: a region of its own (STHREAD_TAG_SIZE bytes unless made with
- * tag_new_sized), granted to sthreads by sc_mem_add. -errno on failure. */
+ * tag_new_sized), granted to sthreads by sc_mem_add: a tag (> 0, never reused),
+ * or -errno. */
 #define STHREAD_TAG_SIZE (64 * 1024)
 extern tag_t tag_new(void);
 extern tag_t tag_new_sized(size_t size);

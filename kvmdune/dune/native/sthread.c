@@ -85,12 +85,14 @@ struct free_block {
 };
 
 struct tag {
+	tag_t id;                       /* never reused: a grant names one region */
 	unsigned char *base;            /* NULL: the slot is free */
 	size_t size, top;
 	struct free_block *free;
 };
 
 static struct tag tags[MAX_TAGS];
+static tag_t last_tag_id;
 
 // sthreads
 
@@ -109,6 +111,7 @@ struct sthread {
 	 * calls (through the program's view: the root's dirty bits do not see them). */
 	unsigned char *written;
 	int error;                      /* the worker could not run it: -errno */
+	long recycled;                  /* -1 fresh, else the pages restored for this run */
 	enum state state;
 	pthread_t worker;
 	pthread_mutex_t lock;
@@ -337,7 +340,10 @@ void sc_init(sc_t *sc)
 
 static struct tag *find_tag(tag_t tag)
 {
-	return tag >= 0 && tag < MAX_TAGS && tags[tag].base ? &tags[tag] : NULL;
+	for (int i = 0; tag > 0 && i < MAX_TAGS; i++)
+		if (tags[i].base && tags[i].id == tag)
+			return &tags[i];
+	return NULL;
 }
 
 int sc_mem_add(sc_t *sc, tag_t tag, int prot)
@@ -425,9 +431,9 @@ tag_t tag_new_sized(size_t size)
 		return -ENOMEM;
 	pthread_mutex_lock(&lock);
 	for (int i = 0; i < MAX_TAGS; i++)
-		if (!tags[i].base) {
-			tags[i] = (struct tag){base, size, 0, NULL};
-			tag = i;
+		if (!tags[i].base && last_tag_id < INT32_MAX) {
+			tag = ++last_tag_id;
+			tags[i] = (struct tag){tag, base, size, 0, NULL};
 			break;
 		}
 	pthread_mutex_unlock(&lock);
@@ -807,6 +813,7 @@ static int run_once(struct sthread *s)
 
 	memset(&tf, 0, sizeof(tf));
 	memset(&s->exit, 0, sizeof(s->exit));
+	s->exit.recycled = s->recycled;
 	*top = 0;                       /* sthread_entry's return address: none */
 	tf.rip = (uintptr_t)sthread_entry;
 	tf.rsp = (uintptr_t)top;        /* as after a call: 8 past 16-byte alignment */
@@ -883,6 +890,7 @@ static struct sthread *create_fresh(const sc_t *sc, int *error)
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->changed, NULL);
 	s->state = IDLE;
+	s->recycled = -1;
 	s->stack = map_populated(STACK_SIZE);
 	s->copy = map_populated(checkpoint_size);
 	s->written = calloc((copy_pages() + STACK_SIZE / PAGE + 7) / 8, 1);
@@ -977,7 +985,7 @@ static void release(struct sthread *s)
 	if (keep)
 		idle_count++;           /* the place is taken now; the sthread joins below */
 	pthread_mutex_unlock(&lock);
-	if (keep && recycle(s) < 0) {
+	if (keep && (s->recycled = recycle(s)) < 0) {
 		pthread_mutex_lock(&lock);
 		idle_count--;
 		pthread_mutex_unlock(&lock);

@@ -109,6 +109,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     _add_sampling(threads)
     threads.add_argument("--json", action="store_true", help="print JSON rows")
     threads.set_defaults(handler=run_threads)
+    sthreads = suites.add_parser(
+        "sthreads", help="sthread create+join, fresh and recycled, beside fork and pthreads",
+        description="Create+join latency of an sthread (Wedge on the Dune API, "
+                    "include/sthread.h) under kvmdune, created fresh and recycled by its "
+                    "dirty bits, beside native fork+wait and pthread_create+join (and "
+                    "pthread_create+join under kvmdune), timed inside a static C program "
+                    "in the same run; medians and ratios.")
+    _add_sampling(sthreads)
+    sthreads.add_argument("--json", action="store_true", help="print JSON rows")
+    sthreads.set_defaults(handler=run_sthreads)
     gc = suites.add_parser(
         "gc", help="Debian's libgc, incremental on and off, mprotect vs dirty bits",
         description="Debian's unmodified libgc (bdwgc) driven by native/gc_bench.c "
@@ -264,6 +274,19 @@ def run_threads(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([dataclasses.asdict(row) | {"ratio": row.ratio,
                                                      "verdict": row.verdict}
+                          for row in rows], indent=2))
+    else:
+        print(format_table(rows))
+    return 0
+
+
+def run_sthreads(args: argparse.Namespace) -> int:
+    from ..bench.sthreads import baselines, format_table, run_sthreads_bench
+
+    rows = run_sthreads_bench(samples=args.samples, quick=args.quick)
+    if args.json:
+        native = baselines(rows)
+        print(json.dumps([dataclasses.asdict(row) | {"ratios": row.ratios(native)}
                           for row in rows], indent=2))
     else:
         print(format_table(rows))

@@ -161,7 +161,9 @@ class DuneVm:
         self._owners: dict[int, int] | None = None
         self.closed = False
         self.pgroot_root = self._new_root(is_pgroot=True)
-        self.current = self.pgroot_root
+        #: load_cr3's choice per vCPU (each guest thread loads its own root, as each
+        #: CPU has its own CR3); pgroot where a thread loaded none.
+        self._current: dict[object, Root] = {}
         self._track(0, PROGRAM_END)
         self.mm.observer = self
         self._ops: dict[int, Callable[..., int]] = {
@@ -190,7 +192,24 @@ class DuneVm:
         handler = self._ops.get(op)
         if handler is None or self.closed:
             return -Errno.ENOSYS
+        if op == HypercallOp.LOAD_CR3:
+            return self.serve(handler, (args[0], cpu))     # the caller's thread's CR3
         return self.serve(handler, args)
+
+    def current(self, cpu=None) -> Root:
+        """The root user code of ``cpu``'s thread runs in next (None: the main
+        thread's, for tools)."""
+        return self._current.get(self._thread_key(cpu), self.pgroot_root)
+
+    def forget_thread(self, cpu) -> None:
+        """The thread of ``cpu`` ended: a new thread on its vCPU starts in pgroot."""
+        self._current.pop(cpu, None)
+
+    def _thread_key(self, cpu):
+        if cpu is not None:
+            return cpu
+        threads = getattr(self.proc, "threads", None)
+        return threads.main_task.cpu if threads is not None else None
 
     def serve(self, operation: Callable[..., int], args: tuple[int, ...]) -> int:
         """Run one of the operations below on (the first of) ``args``: its result,
@@ -217,11 +236,11 @@ class DuneVm:
             return False
         return not _allows(rights(entry), error)
 
-    def resolve_user_fault(self, address: int, error: PFError) -> bool:
-        """A fault of user code in the current root: True when the VMM's demand
+    def resolve_user_fault(self, cpu, address: int, error: PFError) -> bool:
+        """A fault of user code in ``cpu``'s current root: True when the VMM's demand
         paging resolved it (a page of the program's not backed yet that pgroot grants
         user code by dune_init(1)'s default); retry then."""
-        root = self.current
+        root = self.current(cpu)
         page = page_down(address)
         if (self.closed or not root.is_pgroot or not self.map_full
                 or not 0 <= page < PROGRAM_END or self.window.overlaps(page, page + PAGE_SIZE)
@@ -231,9 +250,10 @@ class DuneVm:
             return False
         return user_visible(root.mirror.get(page)) and _allows(rights(root.mirror.get(page)), error)
 
-    def user_space(self) -> AddressSpace:
-        """The hardware address space user code runs in: the current root's view."""
-        return self.current.view
+    def user_space(self, cpu) -> AddressSpace:
+        """The hardware address space ``cpu``'s user code runs in: its current
+        root's view."""
+        return self.current(cpu).view
 
     def close(self) -> None:
         """Release every root, the window and the frames the API gave (at exec and
@@ -435,12 +455,12 @@ class DuneVm:
                 refusal = self._apply_writes(root, start, end) or refusal
         return refusal
 
-    def load_cr3(self, cr3: int) -> int:
-        """load_cr3: the root user code runs in from now on (a TLB flush first unless
-        CR3_NOFLUSH)."""
+    def load_cr3(self, cr3: int, cpu=None) -> int:
+        """load_cr3: the root the user code of ``cpu``'s thread (None: the main
+        thread's) runs in from now on (a TLB flush first unless CR3_NOFLUSH)."""
         target = self._root(cr3 & ~CR3_NOFLUSH & ~CR3_FLAGS)
         result = 0 if cr3 & CR3_NOFLUSH else self.flush_tlb(0, 0)
-        self.current = target
+        self._current[self._thread_key(cpu)] = target
         return result
 
     def va_to_pa(self, va: int) -> int:
@@ -502,8 +522,8 @@ class DuneVm:
             for base, table in list(root.mirror.leaf_tables()):
                 self._commit(root, [(base + i * PAGE_SIZE, entry, 0)
                                     for i, entry in enumerate(table.shadow.tolist()) if entry])
-        if self.current is root:
-            self.current = self.pgroot_root
+        for cpu in [cpu for cpu, current in self._current.items() if current is root]:
+            del self._current[cpu]          # back to pgroot
         self.roots.pop(root.handle, None)
         root.mirror.close()
         root.view.close()

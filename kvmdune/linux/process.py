@@ -144,6 +144,8 @@ class Process(Handler):
 
     def release_cpu(self, cpu: Cpu) -> None:
         """A thread has ended: its vCPU goes back to the machine's pool."""
+        if self.privileged is not None:
+            self.privileged.thread_ended(cpu)
         if self.fast is not None:
             self.fast.detach_cpu(cpu)
         self.machine.release_cpu(cpu)

@@ -67,6 +67,8 @@ _MASK64 = (1 << 64) - 1
 #: The general registers of a ``struct dune_tf``, read from kvm_regs in one call.
 _tf_registers = operator.attrgetter(*TF_FIELDS)
 _RCX_SLOT = TF_FIELDS.index("rcx")
+_FROM_USER = int(UpcallFlags.FROM_USER)
+_PF_VECTOR = int(Vector.PF)
 _KIND_NAMES = {TrapKind.PGFLT: "page fault", TrapKind.VECTOR: "exception",
                TrapKind.SIGNAL: "signal", TrapKind.SYSCALL: "system call of user code"}
 
@@ -355,10 +357,10 @@ class DuneProcess(Privileged):
         frame = (end - UPCALL_SIZE) & ~(UPCALL_ALIGN - 1)
         if frame - UPCALL_STACK_RESERVE < stack.base:
             return self._stack_cannot_take(cpu, upcall, "it is full")
-        flags = UpcallFlags.FROM_USER if from_user else UpcallFlags(0)
+        flags = _FROM_USER if from_user else 0
         data = (_pack_tf(regs, syscall=syscall, err=upcall.fec)
-                + _UPCALL_TAIL.pack(int(upcall.kind), upcall.vector, upcall.addr,
-                                    upcall.fec, int(flags), cpu.fs_base, 0))
+                + _UPCALL_TAIL.pack(upcall.kind, upcall.vector, upcall.addr,
+                                    upcall.fec, flags, cpu.fs_base, 0))
         if not self._write_program(frame, data):
             return self._stack_cannot_take(cpu, upcall, "it is not writable memory")
         if from_user:
@@ -368,7 +370,7 @@ class DuneProcess(Privileged):
         return Action.RESUME
 
     def _page_fault(self, event: PageFaultEvent) -> Upcall:
-        return Upcall(TrapKind.PGFLT, int(Vector.PF), event.address, int(event.error))
+        return Upcall(TrapKind.PGFLT, _PF_VECTOR, event.address, int(event.error))
 
     def _enter_user_code(self, cpu: Cpu, tf: dict[str, int], resume_as_sysret: bool) -> None:
         run = self._thread(cpu).run

@@ -71,6 +71,7 @@ from .hardware import Change, apply_changes
 from .hypercall import BitsFlags, HypercallOp
 from . import _mirror
 from .mirror import Mirror, Window
+from .native import NativeHypercalls
 from .ranges import RangeSet
 
 #: The part of the user half that is the program's (above it: the call stub and ring).
@@ -93,6 +94,7 @@ _HW_OWNED = int(HW.OWNED)
 _HW_ADDR = 0x000F_FFFF_FFFF_F000
 _PROT_WRITE = int(ProtFlags.PROT_WRITE)
 _PERM_R, _PERM_W = int(PERM.R), int(PERM.W)
+_PF_WRITE, _PF_INSTRUCTION = int(PFError.WRITE), int(PFError.INSTRUCTION)
 
 class Refused(Exception):
     """A hypercall's request that is refused, with the errno the guest gets."""
@@ -166,6 +168,8 @@ class DuneVm:
         self._current: dict[object, Root] = {}
         self._track(0, PROGRAM_END)
         self.mm.observer = self
+        #: The hot hypercall served natively (native.py), where the process can.
+        self.native = NativeHypercalls.start(self)
         self._ops: dict[int, Callable[..., int]] = {
             HypercallOp.VM_MPROTECT: self.vm_mprotect,
             HypercallOp.VM_MAP_PHYS: self.vm_map_phys,
@@ -261,6 +265,8 @@ class DuneVm:
         if self.closed:
             return
         self.closed = True
+        if self.native is not None:
+            self.native.close()
         if self.mm.observer is self:
             self.mm.observer = None
         with self.space.batch():
@@ -280,6 +286,7 @@ class DuneVm:
     def mapped(self, start: int, end: int) -> None:
         """New pages in the program view join pgroot with dune_init's default."""
         for start, end in self._program_parts(start, end):
+            self.pgroot_root.mirror.forget_ceilings(start, end)
             self._unmapped.remove(start, end)
             self._track(start, end)
 
@@ -287,6 +294,7 @@ class DuneVm:
         """Pages leave the program view: out of pgroot and of every root using them."""
         root = self.pgroot_root
         for start, end in self._program_parts(start, end):
+            root.mirror.forget_ceilings(start, end)
             self._unmapped.remove(start, end)
             changes = [(va, old, 0) for va, old in self._entries(root, start, end) if old]
             with self._batch():
@@ -298,6 +306,7 @@ class DuneVm:
         their frame's), keeping PTE_U and the software bits."""
         root = self.pgroot_root
         for start, end in self._program_parts(start, end):
+            root.mirror.forget_ceilings(start, end)
             self._unmapped.remove(start, end)
             changes = []
             vma_ceiling = self._vma_ceiling(start)      # one prot over the whole range
@@ -329,9 +338,14 @@ class DuneVm:
             return 0
         changes = [(page, old, (old & (ADDR_MASK | _PS)) | bits)
                    for page, old in self._entries(target, *span) if old & ADDR_MASK]
-        self._check_rights(target, changes)
+        ceilings = self._check_rights(target, changes)
         with self._batch():
             self._commit(target, changes, program_view=True)
+        if target.is_pgroot:
+            # Checked: the native path may serve the next protects of these pages.
+            target.mirror.record_ceilings(ceilings)
+            if self.native is not None:
+                self.native.ensure_installed()
         return 0
 
     def vm_map_pages(self, root: int, va: int, length: int, perm: int) -> int:
@@ -499,7 +513,7 @@ class DuneVm:
 
     # -- roots -----------------------------------------------------------------------
     def _new_root(self, is_pgroot: bool) -> Root:
-        mirror = Mirror(self.window)
+        mirror = Mirror(self.window, keeps_ceilings=is_pgroot)
         # Not machine.new_address_space(): a user view maps no call stub or ring. The
         # trampoline's frame at the stub's address, supervisor-only, turns a syscall
         # of user code into an exit (hardware) or a #PF at CALL_STUB (software KVM).
@@ -640,9 +654,12 @@ class DuneVm:
             return 0
         return self.pgroot_root.mirror.get(va) & ADDR_MASK
 
-    def _check_rights(self, root: Root, changes: list[Change]) -> None:
-        """The new rights of entries keeping their frames are within the ceiling."""
+    def _check_rights(self, root: Root, changes: list[Change]) -> list[tuple[int, int]]:
+        """The new rights of entries keeping their frames are within the ceiling.
+        Returns (page, ceiling) for pgroot's own pages that keep some rights (their
+        VMA's: what the native path may grant them)."""
         vma, ceiling = None, 0
+        ceilings: list[tuple[int, int]] = []
         for va, _old, new in changes:
             granted = rights(new)
             if not granted:
@@ -654,8 +671,10 @@ class DuneVm:
                     vma = self.mm.find(va)
                     ceiling = _vma_rights(vma)
                 limit = ceiling
+                ceilings.append((va, ceiling))
             if granted & ~limit:
                 raise Refused(Errno.EACCES, f"rights beyond the mapping at {va:#x}")
+        return ceilings
 
     def _check_frames(self, root: Root, changes: list[Change]) -> None:
         """Every frame an entry gets must be the program's, within its rights."""
@@ -984,9 +1003,10 @@ def _runs(pages: list[int]) -> list[tuple[int, int]]:
 
 
 def _allows(granted: int, error: PFError) -> bool:
-    if error & PFError.WRITE:
+    error = int(error)      # (IntFlag arithmetic costs a microsecond a test)
+    if error & _PF_WRITE:
         return bool(granted & RIGHT_W)
-    if error & PFError.INSTRUCTION:
+    if error & _PF_INSTRUCTION:
         return bool(granted & RIGHT_X)
     return bool(granted & RIGHT_R)
 

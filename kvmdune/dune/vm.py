@@ -60,6 +60,7 @@ from typing import Callable, Iterator
 from ..linux.abi import Errno, ProtFlags
 from ..linux.mm import Vma, perm_for
 from ..machine import PFError, layout
+from ..machine.boot import user_syscall_page
 from ..memory import PAGE_SIZE, AddressSpace, GuestFault, OutOfGuestMemory, Perm, WRITE
 from ..memory.address_space import Batch
 from ..memory.pagetable import PTE as HW
@@ -146,8 +147,7 @@ class DuneVm:
         self.memory = self.space.memory
         self.kernel_space: AddressSpace = proc.machine.kernel_space
         self.map_full = bool(map_full)
-        found = self.kernel_space.walk(layout.TRAMPOLINE)
-        self._trampoline_frame = found.paddr
+        self._user_syscall_frame = self._new_user_syscall_frame()
         self.window = Window(self.mm, self.space)
         self.roots: dict[int, Root] = {}
         #: References to frames from entries that do not own them: every clone entry,
@@ -280,6 +280,7 @@ class DuneVm:
             self.memory.frames.free(frame)
         self._dune_frames.clear()
         self.roots.clear()
+        self.memory.frames.free(self._user_syscall_frame)
         self.window.close()
 
     # -- MapObserver: Linux's changes of the program's memory -----------------------
@@ -515,14 +516,15 @@ class DuneVm:
     def _new_root(self, is_pgroot: bool) -> Root:
         mirror = Mirror(self.window, keeps_ceilings=is_pgroot)
         # Not machine.new_address_space(): a user view maps no call stub or ring. The
-        # trampoline's frame at the stub's address, supervisor-only, turns a syscall
-        # of user code into an exit (hardware) or a #PF at CALL_STUB (software KVM).
+        # user-syscall page at the stubs' address, supervisor-only, turns a syscall of
+        # user code on any vCPU into an exit (hardware) or a #PF at that vCPU's call
+        # slot (software KVM).
         view = AddressSpace(self.memory, kernel=self.kernel_space,
                             invalidate=self.kernel_space.invalidate,
                             write_protect=self.kernel_space.write_protect)
         try:
             view.map(layout.CALL_STUB, PAGE_SIZE, Perm.READ | Perm.EXEC,
-                     paddr=self._trampoline_frame)
+                     paddr=self._user_syscall_frame)
         except BaseException:
             view.close()
             mirror.close()
@@ -530,6 +532,14 @@ class DuneVm:
         root = Root(mirror, view, is_pgroot)
         self.roots[root.handle] = root
         return root
+
+    def _new_user_syscall_frame(self) -> int:
+        """A frame of the VMM's (the program owns it in no root) holding
+        ``user_syscall_page()``."""
+        frame = self.memory.frames.alloc()
+        page = user_syscall_page()
+        self.memory.slice(frame, len(page))[:] = page
+        return frame
 
     def _free_root(self, root: Root) -> None:
         with self._batch():

@@ -26,9 +26,16 @@ protect (``ensure_installed``).
 
 from __future__ import annotations
 
+from typing import Callable
+
 from ..machine import layout
+from ..memory.address_space import AddressSpace
+from ..memory.pagetable import PTE
 from ..memory.guest_memory import GUEST_MEMORY_SLOT
 from .mirror import Table
+
+#: The reader of A/D bits the Dune API is (each reader sees the bits since its own clear).
+BITS_READER = "dune"
 
 __all__ = ["NativeHypercalls"]
 
@@ -51,6 +58,7 @@ class NativeHypercalls:
         self.vm = vm
         self._module = native_module
         self._native = None
+        self._watched: list[tuple[AddressSpace, Callable[[], None]]] = []
 
     @classmethod
     def start(cls, vm) -> "NativeHypercalls | None":
@@ -89,7 +97,28 @@ class NativeHypercalls:
         for base, table in mirror.leaf_tables():
             self._add(base, table)
         mirror.on_new_leaf = self._add
+        self._watch_readers(spaces)
         vm.proc.fast.set_vmm_calls(self._native.capsule(), self._module.SERVED_OPS)
+
+    def _watch_readers(self, spaces: tuple[AddressSpace, ...]) -> None:
+        """Keep the native side's copy of the A/D readers' bits of each space current
+        (VM_BITS reads and clears them as the Dune API's reader)."""
+        self._unwatch_readers()
+        self._watched = []
+        for index, space in enumerate(spaces):
+            def push(index: int = index, space: AddressSpace = space) -> None:
+                mine, others = space.page_bits.bit_masks(BITS_READER)
+                self._native.set_bits_reader(index, mine[PTE.ACCESSED], mine[PTE.DIRTY],
+                                             others[PTE.ACCESSED], others[PTE.DIRTY])
+            push()
+            space.page_bits.observers.append(push)
+            self._watched.append((space, push))
+
+    def _unwatch_readers(self) -> None:
+        for space, push in self._watched:
+            if push in space.page_bits.observers:
+                space.page_bits.observers.remove(push)
+        self._watched = []
 
     def _add(self, base: int, table: Table) -> None:
         live = self.vm.memory.mapping.address + table.frame
@@ -108,6 +137,7 @@ class NativeHypercalls:
     def close(self) -> None:
         """Back to the VMM for every hypercall (before pgroot's tables go)."""
         self.vm.pgroot_root.mirror.on_new_leaf = None
+        self._unwatch_readers()
         fast = self.vm.proc.fast
         if fast is not None:
             fast.set_vmm_calls(None)

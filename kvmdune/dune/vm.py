@@ -72,7 +72,7 @@ from .hardware import Change, apply_changes
 from .hypercall import BitsFlags, HypercallOp
 from . import _mirror
 from .mirror import Mirror, Window
-from .native import NativeHypercalls
+from .native import BITS_READER, NativeHypercalls
 from .ranges import RangeSet
 
 #: The part of the user half that is the program's (above it: the call stub and ring).
@@ -80,8 +80,6 @@ PROGRAM_END = layout.USER_PROGRAM_END
 #: LOAD_CR3: libdune's CR3_NOFLUSH, and the bits of CR3 that are not the table's address.
 CR3_NOFLUSH = 1 << 63
 CR3_FLAGS = PAGE_SIZE - 1
-#: The reader of A/D bits the Dune API is (each reader sees the bits since its own clear).
-BITS_READER = "dune"
 MASK64 = (1 << 64) - 1
 #: Bytes of address space one leaf table maps.
 LEAF_TABLE_SPAN = 512 * PAGE_SIZE
@@ -508,6 +506,8 @@ class DuneVm:
             self._check_writable(bitmap, (count + 7) // 8)
         with self._batch():
             pages = self._bits(target, start, end, bits, clear)
+        if self.native is not None:
+            self.native.ensure_installed()     # the next ones natively (in a forked child)
         if bitmap:
             self._store_bitmap(bitmap, start, count, pages)
         return len(pages)

@@ -131,6 +131,17 @@ class NativeHypercalls:
         if fast is not None and not fast.has_vmm_calls():
             self._install()
 
+    def serve_here(self, op: int, args: tuple[int, ...]) -> int | None:
+        """A hypercall served natively in the calling (vCPU's) thread, which holds
+        the process's lock: its result, or None for the VMM's Python path."""
+        served = self._native.serve_here(op, tuple(args[:6]))
+        if served is None:
+            return None
+        result, quiesce = served
+        if quiesce and self.vm.memory.quiesce is not None:
+            self.vm.memory.quiesce()      # as GuestMemory's own invalidations do
+        return result
+
     def stats(self) -> dict[str, int]:
         return self._native.stats()
 

@@ -196,6 +196,10 @@ class DuneVm:
             return -Errno.ENOSYS
         if op == HypercallOp.LOAD_CR3:
             return self.serve(handler, (args[0], cpu))     # the caller's thread's CR3
+        if op == HypercallOp.VM_BITS and self.native is not None:
+            served = self.native.serve_here(op, args)      # natively, in this thread
+            if served is not None:
+                return served
         return self.serve(handler, args)
 
     def current(self, cpu=None) -> Root:

@@ -185,3 +185,19 @@ def test_native_bits_arguments_fuzzed_against_the_vmm(program, monkeypatch, call
         assert "invariants: ok" in err, err[-3000:]
         results.append((done.returncode, done.stdout))
     assert results[0] == results[1], text
+
+
+def test_native_bits_of_a_large_range_are_served_in_the_vcpu_thread(program, syscall_path):
+    """A range beyond the ring's (RING_BITS_PAGES) exits, and the vCPU's own thread
+    answers it natively (NativeHypercalls.serve_here): the same bitmaps."""
+    fast = syscall_path == "fast"
+    env_fast = "1" if fast else "0"
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.dune.vmm", "--tool", "tests.dune.tools:native_served_tool",
+         "--", program("native_bits"), "large"],
+        capture_output=True, timeout=300, cwd=REPOSITORY,
+        env=dict(os.environ, **{FAST_SYSCALLS: env_fast}))
+    assert passed_checks(done) == ["large-range"]
+    served = int(re.search(rb"served (-?\d+)", done.stdout).group(1))
+    # 10 rounds of a clear and a read; without the fast path nothing is native.
+    assert served == (20 if fast else -1), done.stderr.decode()[-2000:]

@@ -319,7 +319,7 @@ static int serve(void *context, uint64_t op, const uint64_t args[6], int64_t *re
     if (op == KVMDUNE_HC_VM_MPROTECT)
         answered = mprotect_pages(vm, args, result, quiesce, server);
     else
-        answered = serve_bits(vm, args, result, quiesce, server);
+        answered = serve_bits(vm, args, RING_BITS_PAGES, result, quiesce, server);
     pthread_mutex_unlock(&vm->lock);
     proclock_release(vm->process_lock);
     __atomic_fetch_add(answered == 0 ? &vm->served : &vm->handed_back, 1, __ATOMIC_RELAXED);
@@ -327,6 +327,35 @@ static int serve(void *context, uint64_t op, const uint64_t args[6], int64_t *re
 }
 
 /* -- the Python object ---------------------------------------------------------------- */
+
+/* serve_here's quiesce: the caller (the VMM) runs the fast path's after the call. */
+static void defer_quiesce(void *asked) { *(int *)asked = 1; }
+
+/* serve_here(op, args): VM_BITS served in the calling thread (a vCPU's, after the
+ * guest exited with it: a range too large for the ring, see RING_BITS_PAGES), with
+ * the process's lock held by the caller. (result, quiesce) when answered, quiesce
+ * True when the fast path's quiesce() must run before the guest goes on; None: the
+ * VMM's Python path serves it. */
+static PyObject *NativeVm_serve_here(NativeVm *vm, PyObject *args) {
+    unsigned long long op, a[6];
+    if (!PyArg_ParseTuple(args, "K(KKKKKK)", &op, &a[0], &a[1], &a[2], &a[3], &a[4], &a[5]))
+        return NULL;
+    if (op != KVMDUNE_HC_VM_BITS)
+        Py_RETURN_NONE;
+    const uint64_t call[6] = {a[0], a[1], a[2], a[3], a[4], a[5]};
+    int64_t result = 0;
+    int answered, asked = 0;
+    /* The GIL stays held: under a milli-second for 1 GiB, where handing it to another
+     * thread and back costs a wake-up, milli-seconds on a busy machine. (vm->lock's
+     * other holders never wait for the GIL.) */
+    pthread_mutex_lock(&vm->lock);
+    answered = serve_bits(vm, call, UINT64_MAX, &result, defer_quiesce, &asked);
+    pthread_mutex_unlock(&vm->lock);
+    __atomic_fetch_add(answered == 0 ? &vm->served : &vm->handed_back, 1, __ATOMIC_RELAXED);
+    if (answered != 0)
+        Py_RETURN_NONE;
+    return Py_BuildValue("(LO)", (long long)result, asked ? Py_True : Py_False);
+}
 
 static int NativeVm_init(NativeVm *vm, PyObject *args, PyObject *kwargs) {
     static char *keywords[] = {"memory", "memory_size", "pgroot", "program_cr3", "user_cr3",
@@ -461,6 +490,9 @@ static PyMethodDef NativeVm_methods[] = {
      "add_table(first_address, live, shadow, ceilings): one of pgroot's page tables."},
     {"set_bits_reader", (PyCFunction)NativeVm_set_bits_reader, METH_VARARGS,
      "set_bits_reader(space, mine_a, mine_d, others_a, others_d): the A/D readers' bits."},
+    {"serve_here", (PyCFunction)NativeVm_serve_here, METH_VARARGS,
+     "serve_here(op, args): VM_BITS in this thread, the process's lock held: "
+     "(result, quiesce) or None."},
     {"capsule", (PyCFunction)NativeVm_capsule, METH_NOARGS,
      "The handler of VMM calls for the fast path (set_vmm_calls)."},
     {"stats", (PyCFunction)NativeVm_stats, METH_NOARGS, "Counters."},

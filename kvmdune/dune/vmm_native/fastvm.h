@@ -91,9 +91,16 @@ int write_protect_frames(NativeVm *vm, const uint64_t *frames, size_t count);
  * translations of them and flushes every vCPU's TLB. Sorts `frames`. */
 int invalidate_frames(NativeVm *vm, uint64_t *frames, size_t count);
 
-/* VM_BITS on pgroot (fastbits.c): 0 with *result as vm.py's vm_bits would answer,
- * or -1 untouched, for the VMM. Called with the process's lock and vm->lock held. */
-int serve_bits(NativeVm *vm, const uint64_t *args, int64_t *result,
+/* The most pages a VM_BITS range covers when the fast path's thread serves it from
+ * the ring (64 MiB: about the guest's spin). A larger one costs far more than an
+ * exit, and served by the thread the guest would exit to wait for it anyway, then
+ * wait for a wake-up: the vCPU's own thread serves it after the exit (serve_here). */
+#define RING_BITS_PAGES 16384ULL
+
+/* VM_BITS on pgroot over at most max_pages (fastbits.c): 0 with *result as vm.py's
+ * vm_bits would answer, or -1 untouched, for the VMM. Called with the process's lock
+ * and vm->lock held. */
+int serve_bits(NativeVm *vm, const uint64_t *args, uint64_t max_pages, int64_t *result,
                void (*quiesce)(void *), void *server);
 
 #endif

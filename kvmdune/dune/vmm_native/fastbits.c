@@ -180,7 +180,7 @@ static volatile uint64_t *writable_leaf(NativeVm *vm, uint64_t vaddr) {
 }
 
 /* The bitmap's pages, checked as vm.py's _check_writable would (before anything
- * changes): 0, or -1 for the VMM. */
+ * else changes): 0, or -1 for the VMM. */
 struct bitmap_pages {
     uint64_t address, size;
     int count;
@@ -205,11 +205,15 @@ static int check_bitmap(NativeVm *vm, uint64_t address, uint64_t size,
             return -1;
         pages->leaves[pages->count++] = leaf;
     }
+    /* The VMM's check is a checked write access: it sets A and D as the CPU would,
+     * before the bits are read (a bitmap inside the range reports its own pages). */
+    for (int i = 0; i < pages->count; i++)
+        __atomic_fetch_or((uint64_t *)pages->leaves[i], BITS_AD, __ATOMIC_SEQ_CST);
     return 0;
 }
 
-/* Copy `found` into the guest's bitmap and set A and D in its pages' entries, as
- * the VMM's checked write does (a write on the guest's behalf is a write). */
+/* Copy `found` into the guest's bitmap and set A and D in its pages' entries again
+ * (a clear may have taken them), as the VMM's checked write does. */
 static void store_bitmap(NativeVm *vm, const struct bitmap_pages *pages, const uint8_t *found) {
     uint64_t cursor = pages->address, done = 0;
     for (int i = 0; i < pages->count; i++) {

@@ -10,7 +10,9 @@
  *   - a clear made on this vCPU is seen by another thread's vCPU, whose write
  *     translation of the page was warm, before the call returns: its next write
  *     sets D again;
- *   - the bitmap of a range not page-aligned, with bits before and after it.
+ *   - the bitmap of a range not page-aligned, with bits before and after it;
+ *   - a bitmap inside the range: writing it is a write, checked before the bits are
+ *     read, so its page is reported (as the VMM's Python path does).
  * With the argument "large" (under tests/dune/vmm.py --tool ...native_served_tool):
  * the same over a range larger than the ring's (RING_BITS_PAGES: served in the
  * vCPU's own thread after an exit), then "served N", what the native code answered.
@@ -202,6 +204,22 @@ static void unaligned_range(void)
 	printf("ok unaligned-range\n");
 }
 
+static void bitmap_inside(void)
+{
+	unsigned char *inside = (unsigned char *)area + 20 * PAGE + 64;
+	int want[2] = {4, 20};
+
+	for (int r = 0; r < ROUNDS / 5; r++) {
+		clear_all(PTE_D);
+		area[4 * PAGE] = 1;
+		CHECK(kvmdune_vm_read_bits(pgroot, (void *)area, PAGES * PAGE, PTE_D, inside) == 2);
+		memcpy(bitmap, inside, sizeof bitmap);
+		CHECK(bitmap[0] == 1 << 4 && bitmap[2] == 1 << 4 && bitmap[1] == 0);
+		expect(PTE_D, 1, want, 2);
+	}
+	printf("ok bitmap-inside-the-range\n");
+}
+
 #define TOOL 63
 #define LARGE_PAGES 32768UL                    /* 128 MiB: twice the ring's */
 
@@ -253,6 +271,7 @@ int main(int argc, char **argv)
 	readers_rounds();
 	other_vcpu_rounds();
 	unaligned_range();
+	bitmap_inside();
 	printf("done\n");
 	return 0;
 }

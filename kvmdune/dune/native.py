@@ -1,7 +1,11 @@
-"""The Dune API's hottest hypercall served without an exit and without Python:
-dune_vm_mprotect of a few pages of pgroot, answered by the fast path's host thread
-from whichever vCPU's call ring it arrives on (vmm_native/fastvm.c; the hook is
-linux/native/vmm_calls.h).
+"""The Dune API's hottest hypercalls served without an exit and without Python:
+dune_vm_mprotect of a few pages of pgroot, and VM_BITS (kvmdune_vm_read_bits,
+kvmdune_vm_clear_bits) on pgroot, answered by the fast path's host thread from
+whichever vCPU's call ring they arrive on (vmm_native/fastvm.c, fastbits.c; the hook
+is linux/native/vmm_calls.h); a VM_BITS range too large for the ring exits and is
+answered natively by the vCPU's own thread (``serve_here``). VM_BITS reads and
+clears as the Dune API's A/D reader: the readers' bits of each space are pushed to
+the native side whenever they change (PageBits.observers).
 
 The native code serves a call only when it can give exactly the answer vm.py would,
 and that answer is success: pgroot, at most 16 pages within one page table, PERM_R
@@ -104,7 +108,6 @@ class NativeHypercalls:
         """Keep the native side's copy of the A/D readers' bits of each space current
         (VM_BITS reads and clears them as the Dune API's reader)."""
         self._unwatch_readers()
-        self._watched = []
         for index, space in enumerate(spaces):
             def push(index: int = index, space: AddressSpace = space) -> None:
                 mine, others = space.page_bits.bit_masks(BITS_READER)
@@ -134,6 +137,7 @@ class NativeHypercalls:
     def serve_here(self, op: int, args: tuple[int, ...]) -> int | None:
         """A hypercall served natively in the calling (vCPU's) thread, which holds
         the process's lock: its result, or None for the VMM's Python path."""
+        self.ensure_installed()          # a forked child's records are its own
         served = self._native.serve_here(op, tuple(args[:6]))
         if served is None:
             return None

@@ -510,8 +510,6 @@ class DuneVm:
             self._check_writable(bitmap, (count + 7) // 8)
         with self._batch():
             pages = self._bits(target, start, end, bits, clear)
-        if self.native is not None:
-            self.native.ensure_installed()     # the next ones natively (in a forked child)
         if bitmap:
             self._store_bitmap(bitmap, start, count, pages)
         return len(pages)

@@ -185,6 +185,7 @@ struct bitmap_pages {
     uint64_t address, size;
     int count;
     volatile uint64_t *leaves[MAX_BITMAP_PAGES];
+    uint8_t *host[MAX_BITMAP_PAGES];     /* each page's frame, as checked */
 };
 
 static int check_bitmap(NativeVm *vm, uint64_t address, uint64_t size,
@@ -201,8 +202,10 @@ static int check_bitmap(NativeVm *vm, uint64_t address, uint64_t size,
         return -1;
     for (uint64_t page = first; page <= last; page += PAGE_SIZE) {
         volatile uint64_t *leaf = writable_leaf(vm, page);
-        if (leaf == NULL || (*leaf & H_ADDR) > vm->memory_size - PAGE_SIZE)
+        uint64_t frame = leaf == NULL ? 0 : *leaf & H_ADDR;
+        if (leaf == NULL || frame > vm->memory_size - PAGE_SIZE)
             return -1;
+        pages->host[pages->count] = vm->memory + frame;
         pages->leaves[pages->count++] = leaf;
     }
     /* The VMM's check is a checked write access: it sets A and D as the CPU would,
@@ -214,13 +217,13 @@ static int check_bitmap(NativeVm *vm, uint64_t address, uint64_t size,
 
 /* Copy `found` into the guest's bitmap and set A and D in its pages' entries again
  * (a clear may have taken them), as the VMM's checked write does. */
-static void store_bitmap(NativeVm *vm, const struct bitmap_pages *pages, const uint8_t *found) {
+static void store_bitmap(const struct bitmap_pages *pages, const uint8_t *found) {
     uint64_t cursor = pages->address, done = 0;
     for (int i = 0; i < pages->count; i++) {
         uint64_t offset = cursor & (PAGE_SIZE - 1);
         uint64_t piece = PAGE_SIZE - offset < pages->size - done ? PAGE_SIZE - offset
                                                                  : pages->size - done;
-        memcpy(vm->memory + (*pages->leaves[i] & H_ADDR) + offset, found + done, piece);
+        memcpy(pages->host[i] + offset, found + done, piece);
         __atomic_fetch_or((uint64_t *)pages->leaves[i], BITS_AD, __ATOMIC_SEQ_CST);
         cursor += piece;
         done += piece;
@@ -426,7 +429,7 @@ int serve_bits(NativeVm *vm, const uint64_t *args, uint64_t max_pages, int64_t *
             goto undo;
     if (invalidate_cleared(&w, quiesce, server) < 0)
         goto undo;
-    store_bitmap(vm, &out, w.found);
+    store_bitmap(&out, w.found);
     *result = count_found(w.found, bytes);
     answered = 0;
     goto done;

@@ -12,7 +12,8 @@
  *     sets D again;
  *   - the bitmap of a range not page-aligned, with bits before and after it;
  *   - a bitmap inside the range: writing it is a write, checked before the bits are
- *     read, so its page is reported (as the VMM's Python path does).
+ *     read, so its page is reported (as the VMM's Python path does);
+ *   - a forked child reads and clears its own bits (the native records are its own).
  * With the argument "large" (under tests/dune/vmm.py --tool ...native_served_tool):
  * the same over a range larger than the ring's (RING_BITS_PAGES: served in the
  * vCPU's own thread after an exit), then "served N", what the native code answered.
@@ -24,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "testdune.h"
@@ -220,6 +222,28 @@ static void bitmap_inside(void)
 	printf("ok bitmap-inside-the-range\n");
 }
 
+static void forked_child(void)
+{
+	int status, three = 3;
+	pid_t child = fork();
+
+	CHECK(child >= 0);
+	if (child == 0) {
+		for (int r = 0; r < ROUNDS / 5; r++) {
+			clear_all(PTE_D);
+			area[3 * PAGE] = (char)r;
+			expect(PTE_D, 1, &three, 1);
+			expect(PTE_D, 0, &three, 0);
+		}
+		_exit(0);
+	}
+	CHECK(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	clear_all(PTE_D);
+	area[3 * PAGE] = 1;
+	expect(PTE_D, 1, &three, 1);
+	printf("ok forked-child\n");
+}
+
 #define TOOL 63
 #define LARGE_PAGES 32768UL                    /* 128 MiB: twice the ring's */
 
@@ -272,6 +296,7 @@ int main(int argc, char **argv)
 	other_vcpu_rounds();
 	unaligned_range();
 	bitmap_inside();
+	forked_child();
 	printf("done\n");
 	return 0;
 }

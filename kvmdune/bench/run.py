@@ -1,5 +1,6 @@
 """``kvmdune bench run``: whole programs under ``kvmdune run``, beside the same
-program run natively and under ``strace -f`` (ptrace), in the same run."""
+program run natively and under ``strace -f`` (ptrace), in the same run; and how fast
+a program that allocates past the guest's memory limit is stopped."""
 
 from __future__ import annotations
 
@@ -11,7 +12,11 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Callable
+
+from ..memory.guest_memory import DEFAULT_GUEST_MEMORY
+from .programs import build
 
 MIB = 1 << 20
 
@@ -155,4 +160,86 @@ def format_table(rows: list[RunRow]) -> str:
                   else f"{'n/a':>10} {'':>8}")
         lines.append(f"{row.workload:<36} {row.native_s:>8.3f}s {row.dune_s:>8.3f}s "
                      f"{row.dune_ratio:>7.2f}x {traced}")
+    return "\n".join(lines)
+
+
+# -- the memory limit ------------------------------------------------------------------
+
+#: The limits run into: ``--memory 256M`` and the default.
+LIMITS_MIB = (256, None)
+#: A stop within this long of crossing the limit holds the target.
+STOP_TARGET_S = 1.0
+#: The allocation chunk of the program (MiB): above the eager-mapping limit, so that
+#: its memory comes by demand paging, the path whose limit was slow.
+HOG_CHUNK_MIB = 128
+LIMIT_TIMEOUT_S = 600.0
+
+
+@dataclass(frozen=True)
+class LimitStop:
+    """One run of ``memory_hog`` into a memory limit: the MiBs it had touched at its
+    last report, how long the last quarter before the limit took, and the time from
+    its last report (at most a MiB before the crossing) to the end of ``kvmdune run``."""
+
+    limit_mib: int
+    default: bool
+    reached_mib: int
+    last_quarter_s: float
+    stop_s: float
+    status: int
+
+    @property
+    def name(self) -> str:
+        return (f"default limit ({self.limit_mib} MiB)" if self.default
+                else f"--memory {self.limit_mib}M")
+
+    @property
+    def holds(self) -> bool:
+        return self.status == 128 + 9 and self.stop_s <= STOP_TARGET_S
+
+
+def measure_limit_stop(hog: Path, limit_mib: int | None) -> LimitStop:
+    """Run the hog into ``limit_mib`` (None: the default), reading its reports as
+    they come (timed here, on arrival)."""
+    options = [] if limit_mib is None else ["--memory", f"{limit_mib}M"]
+    argv = [sys.executable, "-m", "kvmdune", "run", *options, "--", str(hog),
+            str(HOG_CHUNK_MIB)]
+    limit = limit_mib or DEFAULT_GUEST_MEMORY // MIB
+    reports: list[tuple[float, int]] = []
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert process.stdout is not None
+    for line in process.stdout:
+        reports.append((time.monotonic(), int(line)))
+    status = process.wait(timeout=LIMIT_TIMEOUT_S)
+    ended = time.monotonic()
+    if not reports:
+        raise RuntimeError(f"memory_hog under {' '.join(options) or 'the default'} "
+                           f"reported nothing (status {status})")
+    last_time, reached = reports[-1]
+    quarter = next((at for at, mib in reports if mib >= limit * 3 // 4), last_time)
+    return LimitStop(limit, limit_mib is None, reached, last_time - quarter,
+                     ended - last_time, status)
+
+
+def run_limit_bench(progress: Callable[[str], None] = lambda text: None) -> list[LimitStop]:
+    with tempfile.TemporaryDirectory(prefix="kvmdune-bench-limit-") as directory:
+        hog = build("memory_hog.c", Path(directory))
+        stops = []
+        for limit_mib in LIMITS_MIB:
+            progress(f"allocating past {'--memory %dM' % limit_mib if limit_mib else 'the default limit'}")
+            stops.append(measure_limit_stop(hog, limit_mib))
+        return stops
+
+
+def format_limit_table(stops: list[LimitStop]) -> str:
+    header = (f"{'allocation past the memory limit':<36} {'reached':>9} {'last 1/4':>9} "
+              f"{'stopped':>9} {'status':>7}  target (stop <= {STOP_TARGET_S:g} s, 137)")
+    lines = [header, "-" * len(header)]
+    for stop in stops:
+        lines.append(f"{stop.name:<36} {stop.reached_mib:>5} MiB {stop.last_quarter_s:>8.3f}s "
+                     f"{stop.stop_s:>8.3f}s {stop.status:>7}  "
+                     f"{'holds' if stop.holds else 'MISSED'}")
+    lines.append("reached: MiB the program had touched at its last report; last 1/4: from "
+                 "its report at 3/4 of the limit to its last; stopped: from its last "
+                 "report (at most 1 MiB before the crossing) to the end of kvmdune run.")
     return "\n".join(lines)

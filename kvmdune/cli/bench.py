@@ -37,7 +37,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Startup of `true`; busybox `dd bs=512` of 100 MB to /dev/null and "
                     "`find` over 20,000 files (system-call heavy); busybox `sha256sum` of "
                     "200 MB and `bzip2 -9` of 50 MB (CPU bound). Each natively, under "
-                    "`kvmdune run`, and under `strace -f -o /dev/null`, in the same run.")
+                    "`kvmdune run`, and under `strace -f -o /dev/null`, in the same run. "
+                    "Then a program allocating past --memory 256M and past the default "
+                    "limit: how soon after the crossing it is stopped.")
     _add_sampling(programs)
     programs.set_defaults(handler=run_programs)
     confinement = suites.add_parser(
@@ -207,11 +209,16 @@ def run_dune(args: argparse.Namespace) -> int:
 
 
 def run_programs(args: argparse.Namespace) -> int:
-    from ..bench.run import format_table, run_bench
+    from ..bench.run import format_limit_table, format_table, run_bench, run_limit_bench
 
-    rows = run_bench(samples=args.samples, quick=args.quick,
-                     progress=lambda text: print(f"... {text}", file=sys.stderr, flush=True))
+    def progress(text: str) -> None:
+        print(f"... {text}", file=sys.stderr, flush=True)
+
+    rows = run_bench(samples=args.samples, quick=args.quick, progress=progress)
+    stops = run_limit_bench(progress=progress)
     print(format_table(rows))
+    print()
+    print(format_limit_table(stops))
     return 0
 
 

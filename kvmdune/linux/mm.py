@@ -28,10 +28,12 @@ from .abi import (MAP_TYPE, Errno, MadviseAdvice, MapFlags, MapType, MremapFlags
 
 #: Mappings up to this size are backed at once; larger ones on first touch.
 EAGER_MAP_LIMIT = 64 << 20
-#: A fault in big anonymous memory maps this much around it (4 KiB pages) while at
-#: least FAULT_BLOCK_MIN_FREE of guest memory is free.
+#: A fault in big anonymous memory maps this much around it (4 KiB pages) while the
+#: block still fits under the guest's memory limit.
 FAULT_BLOCK = 256 << 10
-FAULT_BLOCK_MIN_FREE = 0.25
+#: Frames a block leaves free for the page tables that map it (and the next block's):
+#: a table frame missing at the limit would kill the process one fault early.
+FAULT_BLOCK_TABLE_RESERVE = 4 * PAGE_SIZE
 STACK_SIZE = 8 << 20
 #: Pages at the top of the stack backed at exec; the rest grows on demand.
 STACK_EAGER = 256 << 10
@@ -301,13 +303,14 @@ class MemoryMap:
         """Back the whole FAULT_BLOCK around a fault in anonymous memory at once, as
         Linux's fault-around does for files: a guest #PF costs tens of microseconds
         here, and a big array would otherwise take one per 4 KiB page. Only where the
-        block lies inside the VMA, nothing in it is mapped yet, and guest memory is
-        far from its limit (sparse touches then fall back to single pages)."""
+        block lies inside the VMA, nothing in it is mapped yet, and it fits in what
+        is left under the memory limit (the last pages before the limit come one by
+        one, so that the limit is crossed by the fault that needs one frame too many).
+        Like Linux's transparent huge pages, a touch is charged its whole block."""
         block = address & ~(FAULT_BLOCK - 1)
         if block < vma.start or block + FAULT_BLOCK > vma.end:
             return False
-        frames = self.space.memory.frames
-        if frames.free_bytes < (frames.end - frames.start) * FAULT_BLOCK_MIN_FREE:
+        if self.space.memory.frames.free_bytes < FAULT_BLOCK + FAULT_BLOCK_TABLE_RESERVE:
             return False
         if self.space.tables.is_mapped(block, FAULT_BLOCK):
             return False

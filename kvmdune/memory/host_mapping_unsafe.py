@@ -32,6 +32,8 @@ _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 MAP_FAILED = ctypes.c_void_p(-1).value
 MAP_NORESERVE = 0x4000  # linux/mman.h: do not reserve swap for the mapping
 MADV_DONTNEED = 4
+MADV_HUGEPAGE = 14      # linux/mman.h: back with transparent huge pages
+HOST_HUGE_PAGE = 2 << 20
 MADV_DONTFORK = 10
 PROT_READ, PROT_WRITE, PROT_EXEC = mmap.PROT_READ, mmap.PROT_WRITE, mmap.PROT_EXEC
 
@@ -53,12 +55,10 @@ class HostMapping:
                  writable: bool = True) -> None:
         """Anonymous private memory, or (``fd`` given) a shared mapping of a file."""
         self.prot = PROT_READ | (PROT_WRITE if writable else 0)
-        flags = (mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_NORESERVE if fd < 0
-                 else mmap.MAP_SHARED)
-        addr = _libc.mmap(None, size, self.prot, flags, fd, offset)
-        if addr in (None, MAP_FAILED):
-            err = ctypes.get_errno()
-            raise OSError(err, f"mmap of {size} bytes for guest memory: {os.strerror(err)}")
+        if fd < 0:
+            addr = self._map_anonymous(size)
+        else:
+            addr = self._map(size, mmap.MAP_SHARED, fd, offset)
         self.address: int = addr
         self.size = size
         # Safe: the array spans exactly the mapping, which lives until close().
@@ -67,6 +67,28 @@ class HostMapping:
         if not writable:
             self.view = self.view.toreadonly()
         self.words = self.view.cast("Q")
+
+    def _map(self, size: int, flags: int, fd: int = -1, offset: int = 0) -> int:
+        addr = _libc.mmap(None, size, self.prot, flags, fd, offset)
+        if addr in (None, MAP_FAILED):
+            err = ctypes.get_errno()
+            raise OSError(err, f"mmap of {size} bytes for guest memory: {os.strerror(err)}")
+        return addr
+
+    def _map_anonymous(self, size: int) -> int:
+        """Guest memory: 2 MiB-aligned and eligible for transparent huge pages, so that
+        a guest 2 MiB page is one host huge page (committed by one host fault, and
+        mapped by KVM with one large entry where it may)."""
+        flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_NORESERVE
+        addr = self._map(size + HOST_HUGE_PAGE, flags)
+        aligned = -(-addr // HOST_HUGE_PAGE) * HOST_HUGE_PAGE
+        if aligned > addr:
+            _check(_libc.munmap(addr, aligned - addr), "munmap")
+        tail = addr + size + HOST_HUGE_PAGE - (aligned + size)
+        if tail:
+            _check(_libc.munmap(aligned + size, tail), "munmap")
+        _libc.madvise(aligned, size, MADV_HUGEPAGE)   # advice: a refusal changes nothing
+        return aligned
 
     def close(self) -> None:
         if self.address:

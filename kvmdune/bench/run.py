@@ -15,16 +15,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable
 
+from ..linux.mm import HUGE_PAGES_VARIABLE
 from ..memory.guest_memory import DEFAULT_GUEST_MEMORY
 from .programs import build
 
 MIB = 1 << 20
+#: The CPU-bound kernel's array (MB) and steps (millions): big enough that first
+#: touches of its pages (2 MiB pages or 4 KiB ones) show in its time.
+KERNEL_MB = 128
+KERNEL_STEPS_M = 25
 
 
 @dataclass(frozen=True)
 class Workload:
     name: str
     argv: list[str]
+    #: Variables for the VMM only (kvmdune's own settings), on top of the environment.
+    vmm_env: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -101,7 +108,12 @@ def prepare(directory: str, quick: bool, progress: Callable[[str], None]) -> lis
     data = write_random_file(os.path.join(directory, "data.bin"), max(dd_size, sha_size))
     text = write_text_file(os.path.join(directory, "text.txt"), bz_size)
     tree = make_tree(os.path.join(directory, "tree"), files)
+    progress("building the C int/memory kernel (gcc -static)")
+    kernel = [str(build("cpu_kernel.c", Path(directory))), str(KERNEL_MB),
+              "1" if quick else str(KERNEL_STEPS_M)]
     return [
+        Workload(f"C int/memory kernel, {KERNEL_MB} MB", kernel),
+        Workload("the same, 4 KiB pages only", kernel, {HUGE_PAGES_VARIABLE: "0"}),
         Workload("startup: true", ["/bin/true"]),
         Workload(f"dd bs=512 of {dd_size // MIB} MB to /dev/null",
                  [busybox, "dd", f"if={data}", "of=/dev/null", "bs=512",
@@ -124,8 +136,8 @@ def time_command(argv: list[str], env: dict[str, str] | None = None,
     return time.perf_counter() - started, result.returncode
 
 
-def _time(argv: list[str]) -> float:
-    elapsed, status = time_command(argv)
+def _time(argv: list[str], env: dict[str, str] | None = None) -> float:
+    elapsed, status = time_command(argv, env=env)
     if status != 0:
         raise RuntimeError(f"{' '.join(argv[:4])}... exited with {status}")
     return elapsed
@@ -138,7 +150,8 @@ def measure(workloads: list[Workload], samples: int,
     for workload in workloads:
         progress(workload.name)
         native = statistics.median(_time(workload.argv) for _ in range(samples))
-        ours = statistics.median(_time(DUNE_RUN + workload.argv) for _ in range(samples))
+        env = os.environ | workload.vmm_env if workload.vmm_env else None
+        ours = statistics.median(_time(DUNE_RUN + workload.argv, env) for _ in range(samples))
         traced = (statistics.median(_time(strace + workload.argv)
                                     for _ in range(samples)) if strace else None)
         rows.append(RunRow(workload.name, native, ours, traced))

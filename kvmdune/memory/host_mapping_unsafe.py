@@ -76,9 +76,8 @@ class HostMapping:
         return addr
 
     def _map_anonymous(self, size: int) -> int:
-        """Guest memory: 2 MiB-aligned and eligible for transparent huge pages, so that
-        a guest 2 MiB page is one host huge page (committed by one host fault, and
-        mapped by KVM with one large entry where it may)."""
+        """Guest memory, 2 MiB-aligned: a guest 2 MiB frame is then a 2 MiB-aligned
+        host range, which can be one host huge page (``advise_huge_pages``)."""
         flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_NORESERVE
         addr = self._map(size + HOST_HUGE_PAGE, flags)
         aligned = -(-addr // HOST_HUGE_PAGE) * HOST_HUGE_PAGE
@@ -87,8 +86,14 @@ class HostMapping:
         tail = addr + size + HOST_HUGE_PAGE - (aligned + size)
         if tail:
             _check(_libc.munmap(aligned + size, tail), "munmap")
-        _libc.madvise(aligned, size, MADV_HUGEPAGE)   # advice: a refusal changes nothing
         return aligned
+
+    def advise_huge_pages(self) -> None:
+        """Ask for transparent huge pages behind the mapping, so that KVM can map a
+        guest 2 MiB page with one large entry. Only worth it where KVM may (a slot
+        without dirty logging): elsewhere it only risks the host compacting memory
+        at fault time to find 2 MiB pages. Advice: a refusal changes nothing."""
+        _libc.madvise(self.address, self.size, MADV_HUGEPAGE)
 
     def close(self) -> None:
         if self.address:

@@ -112,8 +112,8 @@ def prepare(directory: str, quick: bool, progress: Callable[[str], None]) -> lis
     kernel = [str(build("cpu_kernel.c", Path(directory))), str(KERNEL_MB),
               "1" if quick else str(KERNEL_STEPS_M)]
     return [
-        Workload(f"C int/memory kernel, {KERNEL_MB} MB", kernel),
-        Workload("the same, 4 KiB pages only", kernel, {HUGE_PAGES_VARIABLE: "0"}),
+        Workload(f"C int/memory kernel, {KERNEL_MB} MB", kernel, {HUGE_PAGES_VARIABLE: "0"}),
+        Workload("the same, with 2 MiB pages", kernel, {HUGE_PAGES_VARIABLE: "1"}),
         Workload("startup: true", ["/bin/true"]),
         Workload(f"dd bs=512 of {dd_size // MIB} MB to /dev/null",
                  [busybox, "dd", f"if={data}", "of=/dev/null", "bs=512",

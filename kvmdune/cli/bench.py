@@ -38,8 +38,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "`find` over 20,000 files (system-call heavy); busybox `sha256sum` of "
                     "200 MB and `bzip2 -9` of 50 MB (CPU bound). Each natively, under "
                     "`kvmdune run`, and under `strace -f -o /dev/null`, in the same run; a C "
-                    "int/memory kernel over 128 MB, under kvmdune with 2 MiB pages and "
-                    "with 4 KiB pages only. "
+                    "int/memory kernel over 128 MB, under kvmdune with 4 KiB pages and "
+                    "with 2 MiB pages (KVMDUNE_HUGE_PAGES=1). "
                     "Then a program allocating past --memory 256M and past the default "
                     "limit: how soon after the crossing it is stopped.")
     _add_sampling(programs)

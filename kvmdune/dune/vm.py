@@ -58,7 +58,7 @@ from collections import Counter
 from typing import Callable, Iterator
 
 from ..linux.abi import Errno, ProtFlags
-from ..linux.mm import Vma, perm_for
+from ..linux.mm import HUGE_PAGES, Vma, perm_for
 from ..machine import PFError, layout
 from ..memory import PAGE_SIZE, AddressSpace, GuestFault, OutOfGuestMemory, Perm, WRITE
 from ..memory.address_space import Batch
@@ -162,6 +162,9 @@ class DuneVm:
         self.closed = False
         self.pgroot_root = self._new_root(is_pgroot=True)
         self.current = self.pgroot_root
+        # The roots mirror the program's pages 4 KiB by 4 KiB: no 2 MiB pages from now.
+        self.mm.huge_pages = False
+        self.space.tables.split_huge_pages(0, PROGRAM_END)
         self._track(0, PROGRAM_END)
         self.mm.observer = self
         self._ops: dict[int, Callable[..., int]] = {
@@ -243,6 +246,7 @@ class DuneVm:
         self.closed = True
         if self.mm.observer is self:
             self.mm.observer = None
+            self.mm.huge_pages = HUGE_PAGES
         with self.space.batch():
             if not self.space.closed:
                 for address in self._aliases:

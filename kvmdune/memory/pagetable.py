@@ -425,6 +425,14 @@ class PageTables:
             yield _Chunk(pd, index, count, vaddr, HUGE_PAGE_SIZE)
             vaddr += count * HUGE_PAGE_SIZE
 
+    def split_huge_pages(self, vaddr: int, size: int) -> None:
+        """Replace every 2 MiB page of the range by a table of 4 KiB entries with the
+        same frames and access (for users of the tables that know 4 KiB pages only;
+        a split grants nothing new, so it needs no invalidation)."""
+        for chunk in list(self._chunks(vaddr, vaddr + size, create=False, split_huge=False)):
+            if chunk.page_size == HUGE_PAGE_SIZE:
+                self._split(chunk.table, chunk.index, chunk.vaddr)
+
     def has_table(self, vaddr: int, size: int) -> bool:
         """True when a 4 KiB page table (empty or not) serves part of the range."""
         for chunk in self._chunks(vaddr, vaddr + size, create=False, split_huge=False):

@@ -1,5 +1,5 @@
 """No stale guest translation survives munmap, mremap or mprotect, checked from the
-guest (programs/stale_translations.c), with 2 MiB pages (the default) and without.
+guest (programs/stale_translations.c), with 2 MiB pages (KVMDUNE_HUGE_PAGES=1) and without.
 
 Each case once failed on software KVM: a page-table frame freed by munmap and
 reused as another region's table left the old region reaching the new region's

@@ -383,6 +383,7 @@ def test_a_fault_maps_the_largest_block_that_fits(guest):
     from kvmdune.memory import HUGE_PAGE_SIZE
 
     write = PFError.WRITE | PFError.USER
+    guest.mm.huge_pages = True
     start = 0x4000_0000                               # 2 MiB-aligned
     assert guest.mmap(start, (EAGER_MAP_LIMIT + HUGE_PAGE_SIZE) // PAGE_SIZE, RW,
                       FIXED | int(MapFlags.MAP_NORESERVE)) == start

@@ -2,7 +2,8 @@
 program run natively and under ``strace -f`` (ptrace), in the same run: busybox
 workloads, and the process-heavy ones (a shell loop of fork+exec+wait of a dynamic
 ``/bin/true``, ``gcc -O2 -c`` of a 1,000-line C file, ``make -j2`` of a 10-file
-project, ``python3 -c pass``), each with its target (issue 14) and whether it is met."""
+project, ``python3 -c pass``), each with its target (issue 14) and whether it is
+met; and how fast a program that allocates past the guest's memory limit is stopped."""
 
 from __future__ import annotations
 
@@ -14,9 +15,18 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Callable
 
+from ..linux.mm import HUGE_PAGES_VARIABLE
+from ..memory.guest_memory import DEFAULT_GUEST_MEMORY
+from .programs import build
+
 MIB = 1 << 20
+#: The CPU-bound kernel's array (MB) and steps (millions): big enough that first
+#: touches of its pages (2 MiB pages or 4 KiB ones) show in its time.
+KERNEL_MB = 128
+KERNEL_STEPS_M = 25
 
 
 @dataclass(frozen=True)
@@ -47,6 +57,8 @@ class Workload:
     #: How many times the workload repeats its unit (a loop): times are also shown per unit.
     repeats: int = 1
     target: Target | None = None
+    #: Variables for the VMM only (kvmdune's own settings), on top of the environment.
+    vmm_env: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -132,7 +144,12 @@ def prepare(directory: str, quick: bool, progress: Callable[[str], None]) -> lis
     data = write_random_file(os.path.join(directory, "data.bin"), max(dd_size, sha_size))
     text = write_text_file(os.path.join(directory, "text.txt"), bz_size)
     tree = make_tree(os.path.join(directory, "tree"), files)
+    progress("building the C int/memory kernel (gcc -static)")
+    kernel = [str(build("cpu_kernel.c", Path(directory))), str(KERNEL_MB),
+              "1" if quick else str(KERNEL_STEPS_M)]
     return [
+        Workload(f"C int/memory kernel, {KERNEL_MB} MB", kernel, {HUGE_PAGES_VARIABLE: "0"}),
+        Workload("the same, with 2 MiB pages", kernel, {HUGE_PAGES_VARIABLE: "1"}),
         Workload("startup: true", ["/bin/true"]),
         Workload(f"dd bs=512 of {dd_size // MIB} MB to /dev/null",
                  [busybox, "dd", f"if={data}", "of=/dev/null", "bs=512",
@@ -229,20 +246,21 @@ RUN_TIMEOUT_S = 600
 QUICK_RUN_TIMEOUT_S = 120
 
 
-def _time(argv: list[str], timeout: float = RUN_TIMEOUT_S) -> float | None:
+def _time(argv: list[str], timeout: float = RUN_TIMEOUT_S,
+          env: dict[str, str] | None = None) -> float | None:
     """Wall time of a successful run; None when it failed or timed out."""
     try:
-        elapsed, status = time_command(argv, timeout=timeout)
+        elapsed, status = time_command(argv, env=env, timeout=timeout)
     except subprocess.TimeoutExpired:
         return None
     return elapsed if status == 0 else None
 
 
-def _median_time(argv: list[str], samples: int,
-                 timeout: float = RUN_TIMEOUT_S) -> float | None:
+def _median_time(argv: list[str], samples: int, timeout: float = RUN_TIMEOUT_S,
+                 env: dict[str, str] | None = None) -> float | None:
     times = []
     for _ in range(samples):
-        elapsed = _time(argv, timeout)
+        elapsed = _time(argv, timeout, env)
         if elapsed is None:
             return None          # one failure makes the row a failure
         times.append(elapsed)
@@ -258,7 +276,8 @@ def measure(workloads: list[Workload], samples: int, progress: Callable[[str], N
         native = _median_time(workload.argv, samples)
         if native is None:
             raise RuntimeError(f"{' '.join(workload.argv[:4])}... fails natively")
-        ours = _median_time(DUNE_RUN + workload.argv, samples, timeout)
+        env = os.environ | workload.vmm_env if workload.vmm_env else None
+        ours = _median_time(DUNE_RUN + workload.argv, samples, timeout, env)
         traced = _median_time(strace + workload.argv, samples, timeout) if strace else None
         rows.append(RunRow(workload.name, native, ours, traced, workload.repeats,
                            workload.target))
@@ -301,3 +320,85 @@ def _describe_target(row: RunRow) -> str:
     if row.target is None:
         return ""
     return f"{row.target.describe()}: {'met' if row.target_met else 'NOT met'}"
+
+
+# -- the memory limit ------------------------------------------------------------------
+
+#: The limits run into: ``--memory 256M`` and the default.
+LIMITS_MIB = (256, None)
+#: A stop within this long of crossing the limit holds the target.
+STOP_TARGET_S = 1.0
+#: The allocation chunk of the program (MiB): above the eager-mapping limit, so that
+#: its memory comes by demand paging, the path whose limit was slow.
+HOG_CHUNK_MIB = 128
+LIMIT_TIMEOUT_S = 600.0
+
+
+@dataclass(frozen=True)
+class LimitStop:
+    """One run of ``memory_hog`` into a memory limit: the MiBs it had touched at its
+    last report, how long the last quarter before the limit took, and the time from
+    its last report (at most a MiB before the crossing) to the end of ``kvmdune run``."""
+
+    limit_mib: int
+    default: bool
+    reached_mib: int
+    last_quarter_s: float
+    stop_s: float
+    status: int
+
+    @property
+    def name(self) -> str:
+        return (f"default limit ({self.limit_mib} MiB)" if self.default
+                else f"--memory {self.limit_mib}M")
+
+    @property
+    def holds(self) -> bool:
+        return self.status == 128 + 9 and self.stop_s <= STOP_TARGET_S
+
+
+def measure_limit_stop(hog: Path, limit_mib: int | None) -> LimitStop:
+    """Run the hog into ``limit_mib`` (None: the default), reading its reports as
+    they come (timed here, on arrival)."""
+    options = [] if limit_mib is None else ["--memory", f"{limit_mib}M"]
+    argv = [sys.executable, "-m", "kvmdune", "run", *options, "--", str(hog),
+            str(HOG_CHUNK_MIB)]
+    limit = limit_mib or DEFAULT_GUEST_MEMORY // MIB
+    reports: list[tuple[float, int]] = []
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert process.stdout is not None
+    for line in process.stdout:
+        reports.append((time.monotonic(), int(line)))
+    status = process.wait(timeout=LIMIT_TIMEOUT_S)
+    ended = time.monotonic()
+    if not reports:
+        raise RuntimeError(f"memory_hog under {' '.join(options) or 'the default'} "
+                           f"reported nothing (status {status})")
+    last_time, reached = reports[-1]
+    quarter = next((at for at, mib in reports if mib >= limit * 3 // 4), last_time)
+    return LimitStop(limit, limit_mib is None, reached, last_time - quarter,
+                     ended - last_time, status)
+
+
+def run_limit_bench(progress: Callable[[str], None] = lambda text: None) -> list[LimitStop]:
+    with tempfile.TemporaryDirectory(prefix="kvmdune-bench-limit-") as directory:
+        hog = build("memory_hog.c", Path(directory))
+        stops = []
+        for limit_mib in LIMITS_MIB:
+            progress(f"allocating past {'--memory %dM' % limit_mib if limit_mib else 'the default limit'}")
+            stops.append(measure_limit_stop(hog, limit_mib))
+        return stops
+
+
+def format_limit_table(stops: list[LimitStop]) -> str:
+    header = (f"{'allocation past the memory limit':<36} {'reached':>9} {'last 1/4':>9} "
+              f"{'stopped':>9} {'status':>7}  target (stop <= {STOP_TARGET_S:g} s, 137)")
+    lines = [header, "-" * len(header)]
+    for stop in stops:
+        lines.append(f"{stop.name:<36} {stop.reached_mib:>5} MiB {stop.last_quarter_s:>8.3f}s "
+                     f"{stop.stop_s:>8.3f}s {stop.status:>7}  "
+                     f"{'holds' if stop.holds else 'MISSED'}")
+    lines.append("reached: MiB the program had touched at its last report; last 1/4: from "
+                 "its report at 3/4 of the limit to its last; stopped: from its last "
+                 "report (at most 1 MiB before the crossing) to the end of kvmdune run.")
+    return "\n".join(lines)

@@ -39,10 +39,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "200 MB and `bzip2 -9` of 50 MB (CPU bound); process-heavy: a bash loop "
                     "of 200 fork+exec+wait of /bin/true, `gcc -O2 -c` of a 1,000-line C "
                     "file, `make -j2` of a 10-file project, `python3 -c pass`, each with "
-                    "its target. Each natively, under `kvmdune run`, and under "
-                    "`strace -f -o /dev/null`, in the same run (median of 5 by default).")
+                    "its target; a C int/memory kernel over 128 MB, under kvmdune with "
+                    "4 KiB pages and with 2 MiB pages (KVMDUNE_HUGE_PAGES=1). Each natively, "
+                    "under `kvmdune run`, and under `strace -f -o /dev/null`, in the same "
+                    "run (median of 5 by default). Then a program allocating past --memory "
+                    "256M and past the default limit: how soon after the crossing it is "
+                    "stopped.")
     _add_sampling(programs, default_samples=5)
-    programs.add_argument("--json", action="store_true", help="print JSON rows")
+    programs.add_argument("--json", action="store_true",
+                          help="print the workloads' rows as JSON (without the memory-limit runs)")
     programs.set_defaults(handler=run_programs)
     confinement = suites.add_parser(
         "sandbox", help="a checked system call under each way of confining a program",
@@ -222,11 +227,20 @@ def run_dune(args: argparse.Namespace) -> int:
 
 
 def run_programs(args: argparse.Namespace) -> int:
-    from ..bench.run import format_table, rows_as_json, run_bench
+    from ..bench.run import (format_limit_table, format_table, rows_as_json, run_bench,
+                             run_limit_bench)
 
-    rows = run_bench(samples=args.samples, quick=args.quick,
-                     progress=lambda text: print(f"... {text}", file=sys.stderr, flush=True))
-    print(json.dumps(rows_as_json(rows), indent=2) if args.json else format_table(rows))
+    def progress(text: str) -> None:
+        print(f"... {text}", file=sys.stderr, flush=True)
+
+    rows = run_bench(samples=args.samples, quick=args.quick, progress=progress)
+    if args.json:
+        print(json.dumps(rows_as_json(rows), indent=2))
+        return 0
+    stops = run_limit_bench(progress=progress)
+    print(format_table(rows))
+    print()
+    print(format_limit_table(stops))
     return 0
 
 

@@ -58,7 +58,7 @@ from collections import Counter
 from typing import Callable, Iterator
 
 from ..linux.abi import Errno, ProtFlags
-from ..linux.mm import Vma, perm_for
+from ..linux.mm import HUGE_PAGES, Vma, perm_for
 from ..machine import PFError, layout
 from ..machine.boot import user_syscall_page
 from ..memory import PAGE_SIZE, AddressSpace, GuestFault, OutOfGuestMemory, Perm, WRITE
@@ -164,6 +164,9 @@ class DuneVm:
         #: load_cr3's choice per vCPU (each guest thread loads its own root, as each
         #: CPU has its own CR3); pgroot where a thread loaded none.
         self._current: dict[object, Root] = {}
+        # The roots mirror the program's pages 4 KiB by 4 KiB: no 2 MiB pages from now.
+        self.mm.huge_pages = False
+        self.space.tables.split_huge_pages(0, PROGRAM_END)
         self._track(0, PROGRAM_END)
         self.mm.observer = self
         #: The hot hypercall served natively (native.py), where the process can.
@@ -271,6 +274,7 @@ class DuneVm:
             self.native.close()
         if self.mm.observer is self:
             self.mm.observer = None
+            self.mm.huge_pages = HUGE_PAGES
         with self.space.batch():
             if not self.space.closed:
                 for address in self._aliases:

@@ -16,10 +16,11 @@ pages it maps itself (``vmm_backed``: never demand-paged).
 from __future__ import annotations
 
 import bisect
+import os
 from dataclasses import dataclass, replace
 from typing import Callable, Protocol
 
-from ..memory import PAGE_SIZE, VMM, AddressSpace, OutOfGuestMemory, Perm
+from ..memory import HUGE_PAGE_SIZE, PAGE_SIZE, VMM, AddressSpace, OutOfGuestMemory, Perm
 from ..memory.guest_memory import SharedRegion
 from ..memory.pagetable import ADDRESS_MASK, HUGE_ADDRESS_MASK
 from ..machine import PFError, layout
@@ -29,10 +30,19 @@ from .abi import (MAP_TYPE, Errno, MadviseAdvice, MapFlags, MapType, MremapFlags
 
 #: Mappings up to this size are backed at once; larger ones on first touch.
 EAGER_MAP_LIMIT = 64 << 20
-#: A fault in big anonymous memory maps this much around it (4 KiB pages) while at
-#: least FAULT_BLOCK_MIN_FREE of guest memory is free.
+#: A fault in big anonymous memory maps this much around it (4 KiB pages) while the
+#: block still fits under the guest's memory limit.
 FAULT_BLOCK = 256 << 10
-FAULT_BLOCK_MIN_FREE = 0.25
+#: Whether a fault maps a whole 2 MiB block with one 2 MiB page first (where the
+#: block lies inside an anonymous VMA and has no page table yet), as Linux's
+#: transparent huge pages do with THP "always". Off unless KVMDUNE_HUGE_PAGES=1:
+#: with it, one touched page makes 512 resident in pagemap and RSS, where Linux with
+#: THP "madvise" (the usual default) shows one (tests/acceptance/test_pagemap.py).
+HUGE_PAGES_VARIABLE = "KVMDUNE_HUGE_PAGES"
+HUGE_PAGES = os.environ.get(HUGE_PAGES_VARIABLE, "0") == "1"
+#: Frames a block leaves free for the page tables that map it (and the next block's):
+#: a table frame missing at the limit would kill the process one fault early.
+FAULT_BLOCK_TABLE_RESERVE = 4 * PAGE_SIZE
 STACK_SIZE = 8 << 20
 #: Pages at the top of the stack backed at exec; the rest grows on demand.
 STACK_EAGER = 256 << 10
@@ -124,6 +134,8 @@ class MemoryMap:
         #: hiwater_rss: VmHWM is the larger of it and the current RSS).
         self.rss_peak_pages = 0
         self.brk_start = self.brk = 0
+        #: Whether demand paging maps 2 MiB pages where it can (HUGE_PAGES).
+        self.huge_pages = HUGE_PAGES
         # The top of the area mmap fills downwards: exec draws it (aslr.py); until
         # then Linux's without randomization.
         self.mmap_base = aslr.mmap_base(aslr.NO_RANDOMIZATION)
@@ -181,8 +193,9 @@ class MemoryMap:
         return any(vma.sealed for vma in self._overlapping(start, end))
 
     # -- page changes, each told to the observer -----------------------------------
-    def _back(self, start: int, length: int, perm: Perm, paddr: int | None = None) -> None:
-        self.space.map(start, length, perm, paddr=paddr)
+    def _back(self, start: int, length: int, perm: Perm, paddr: int | None = None,
+              huge: bool = False) -> None:
+        self.space.map(start, length, perm, paddr=paddr, huge=huge)
         if self.observer is not None:
             self.observer.mapped(start, start + length)
 
@@ -299,23 +312,33 @@ class MemoryMap:
         return not (error & PFError.INSTRUCTION and found.nx)
 
     def _map_fault_block(self, vma: Vma, address: int) -> bool:
-        """Back the whole FAULT_BLOCK around a fault in anonymous memory at once, as
-        Linux's fault-around does for files: a guest #PF costs tens of microseconds
-        here, and a big array would otherwise take one per 4 KiB page. Only where the
-        block lies inside the VMA, nothing in it is mapped yet, and guest memory is
-        far from its limit (sparse touches then fall back to single pages)."""
-        block = address & ~(FAULT_BLOCK - 1)
-        if block < vma.start or block + FAULT_BLOCK > vma.end:
+        """Back a whole block around a fault in anonymous memory at once: a 2 MiB
+        huge page (with ``huge_pages``, as Linux's transparent huge pages), else a
+        FAULT_BLOCK of 4 KiB pages (as Linux's fault-around does for files). A guest
+        #PF costs tens of microseconds here, and a big array would otherwise take
+        one per 4 KiB page. Only where the block lies inside the VMA, nothing in it
+        is mapped yet, and it fits in what is left under the memory limit (the last
+        pages before the limit come one by one, so that the limit is crossed by the
+        fault that needs one frame too many). As with transparent huge pages, a
+        touch is charged its whole block."""
+        sizes = (HUGE_PAGE_SIZE, FAULT_BLOCK) if self.huge_pages else (FAULT_BLOCK,)
+        for size in sizes:
+            if self._map_block(vma, address & ~(size - 1), size):
+                return True
+        return False
+
+    def _map_block(self, vma: Vma, block: int, size: int) -> bool:
+        if block < vma.start or block + size > vma.end:
             return False
-        frames = self.space.memory.frames
-        if frames.free_bytes < (frames.end - frames.start) * FAULT_BLOCK_MIN_FREE:
+        if self.space.memory.frames.free_bytes < size + FAULT_BLOCK_TABLE_RESERVE:
             return False
-        if self.space.tables.is_mapped(block, FAULT_BLOCK):
-            return False
+        tables, huge = self.space.tables, size == HUGE_PAGE_SIZE
+        if tables.is_mapped(block, size) or huge and tables.has_table(block, size):
+            return False     # (a 2 MiB page never replaces a table: pagetable.py)
         try:
-            self._back(block, FAULT_BLOCK, perm_for(vma.prot))
+            self._back(block, size, perm_for(vma.prot), huge=huge)
         except OutOfGuestMemory:
-            return False
+            return False    # no free 2 MiB frame (fragmentation): smaller blocks may fit
         return True
 
     # -- system calls (each returns the result or -errno) ---------------------------
@@ -470,8 +493,11 @@ class MemoryMap:
             return old
         tail = old + old_length
         if vma.end == tail and self.is_free(tail, old + new_length):
+            # An anonymous copy's source (a moved block's contents) reads as zero past
+            # them: the tail keeps it, so that the two stay one VMA, as on Linux.
+            source = vma.source if not vma.name else None
             self.map_fixed(replace(vma, start=tail, end=old + new_length,
-                                   offset=vma.offset + old_length, source=None,
+                                   offset=vma.offset + old_length, source=source,
                                    soft_dirty=True))
             self._merge_around(old, old + new_length)
             return old

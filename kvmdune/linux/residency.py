@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from ..machine.layout import USER_PROGRAM_END
-from ..memory import PAGE_SIZE, PTE, AddressSpace
+from ..memory import HUGE_PAGE_SIZE, PAGE_SIZE, PTE, AddressSpace
 
 PAGEMAP_READER = "pagemap"
 REFERENCED_READER = "referenced"
@@ -86,6 +86,22 @@ def backing(vma) -> Backing:
     return Backing.FILE_PRIVATE if named_file else Backing.ANONYMOUS
 
 
+def _small_pages(space: AddressSpace, found: list[int], start: int, end: int) -> set[int]:
+    """The 4 KiB pages of [start, end) among ``found`` (page addresses from a scan,
+    which gives a 2 MiB page once, by its base): a 2 MiB page counts as its 4 KiB
+    pages, as Linux's pagemap shows a transparent huge page."""
+    pages: set[int] = set()
+    for page in found:
+        if page % HUGE_PAGE_SIZE == 0 or page < start:      # perhaps a 2 MiB page
+            found_page = space.walk(page)
+            if found_page is not None and found_page.page_size == HUGE_PAGE_SIZE:
+                pages.update(range(max(page, start), min(page + HUGE_PAGE_SIZE, end),
+                                   PAGE_SIZE))
+                continue
+        pages.add(page)
+    return pages
+
+
 @dataclass(frozen=True)
 class PageSets:
     """The pages of one mapping (or a part of it), by what the tables say."""
@@ -101,16 +117,20 @@ class PageSets:
         bits = space.page_bits
         since = bits.since_mapping
         size = end - start
-        mapped = set(space.tables.scan_bits(start, size, _MAPPED).pages)
+        def pages(found: list[int]) -> set[int]:
+            return _small_pages(space, found, start, end)
+
+        mapped = pages(space.tables.scan_bits(start, size, _MAPPED).pages)
         if not mapped:                 # a hole: nothing else to read
             return cls(set(), set(), set(), set(), set())
         return cls(
             mapped=mapped,
-            touched=set(since.read(start, size, PTE.ACCESSED, clear=False)),
-            written=set(since.read(start, size, PTE.DIRTY, clear=False)),
-            soft_dirty=set(bits.reader(PAGEMAP_READER).read(start, size, PTE.DIRTY, clear=False)),
-            referenced=set(bits.reader(REFERENCED_READER).read(start, size, PTE.ACCESSED,
-                                                               clear=False)))
+            touched=pages(since.read(start, size, PTE.ACCESSED, clear=False)),
+            written=pages(since.read(start, size, PTE.DIRTY, clear=False)),
+            soft_dirty=pages(bits.reader(PAGEMAP_READER).read(start, size, PTE.DIRTY,
+                                                              clear=False)),
+            referenced=pages(bits.reader(REFERENCED_READER).read(start, size, PTE.ACCESSED,
+                                                                 clear=False)))
 
     def present(self, kind: Backing) -> set[int]:
         """Pages Linux would have in the page table."""

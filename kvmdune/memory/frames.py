@@ -3,6 +3,12 @@
 Frames are handed out zeroed. Freed frames go back to the host at once
 (MADV_DONTNEED), which both returns the memory and zeroes it for the next user;
 on KVM it also drops every shadow entry that still maps the frame.
+
+A 2 MiB frame once handed out as a 2 MiB page is never handed out as one again
+(its 4 KiB frames are reused one by one): software KVM keeps its shadow of a 2 MiB
+page, found by the frame, linked under every region that ever mapped it, until KVM
+zaps it, which no host-side change makes it do; mapped again as a 2 MiB page
+elsewhere, that shadow would give the old region the new region's pages.
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ class FrameAllocator:
         self._next = start
         self._free_small: list[int] = []
         self._free_huge: list[int] = []
+        #: 2 MiB frames handed out as 2 MiB pages: never again (module docstring).
+        self._huge_once: set[int] = set()
         self._discard = discard or (lambda paddr, length: None)
         self.allocated_bytes = 0
         #: Frames a host call may still touch (a futex wait on another thread), with
@@ -64,7 +72,7 @@ class FrameAllocator:
         return paddr
 
     def alloc_huge(self) -> int:
-        """One zeroed, 2 MiB-aligned 2 MiB frame."""
+        """One zeroed, 2 MiB-aligned 2 MiB frame that was never one before."""
         if self._free_huge:
             paddr = self._free_huge.pop()
         else:
@@ -74,6 +82,7 @@ class FrameAllocator:
             self._free_small.extend(range(self._next, aligned, PAGE_SIZE))
             paddr, self._next = aligned, aligned + HUGE_PAGE_SIZE
         self.allocated_bytes += HUGE_PAGE_SIZE
+        self._huge_once.add(paddr)
         return paddr
 
     def pin(self, paddr: int) -> None:
@@ -112,8 +121,10 @@ class FrameAllocator:
         self.allocated_bytes -= length
         end = paddr + length
         while paddr < end:
-            # Whole aligned 2 MiB blocks stay huge; the rest becomes 4 KiB frames.
-            if paddr % HUGE_PAGE_SIZE == 0 and paddr + HUGE_PAGE_SIZE <= end:
+            # Whole aligned 2 MiB blocks stay huge (unless they once were a 2 MiB
+            # page); the rest becomes 4 KiB frames.
+            if (paddr % HUGE_PAGE_SIZE == 0 and paddr + HUGE_PAGE_SIZE <= end
+                    and paddr not in self._huge_once):
                 self._free_huge.append(paddr)
                 paddr += HUGE_PAGE_SIZE
             else:

@@ -116,6 +116,8 @@ class GuestMemory:
         ``write_protect``; a machine that invalidates by guest TLB flushes has no use
         for it, and KVM maps a logged slot with small pages only)."""
         self.dirty_log = dirty_log and self._enable_dirty_log(vm)
+        if not self.dirty_log:
+            self.mapping.advise_huge_pages()   # KVM maps a logged slot in 4 KiB pages only
         flags = MemFlags.LOG_DIRTY_PAGES if self.dirty_log else MemFlags(0)
         vm.set_user_memory_region(slot, 0, self.size, self.mapping.address, flags)
         for region in self.regions:

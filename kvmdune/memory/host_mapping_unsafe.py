@@ -32,6 +32,8 @@ _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 MAP_FAILED = ctypes.c_void_p(-1).value
 MAP_NORESERVE = 0x4000  # linux/mman.h: do not reserve swap for the mapping
 MADV_DONTNEED = 4
+MADV_HUGEPAGE = 14      # linux/mman.h: back with transparent huge pages
+HOST_HUGE_PAGE = 2 << 20
 MADV_DONTFORK = 10
 PROT_READ, PROT_WRITE, PROT_EXEC = mmap.PROT_READ, mmap.PROT_WRITE, mmap.PROT_EXEC
 
@@ -53,12 +55,10 @@ class HostMapping:
                  writable: bool = True) -> None:
         """Anonymous private memory, or (``fd`` given) a shared mapping of a file."""
         self.prot = PROT_READ | (PROT_WRITE if writable else 0)
-        flags = (mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_NORESERVE if fd < 0
-                 else mmap.MAP_SHARED)
-        addr = _libc.mmap(None, size, self.prot, flags, fd, offset)
-        if addr in (None, MAP_FAILED):
-            err = ctypes.get_errno()
-            raise OSError(err, f"mmap of {size} bytes for guest memory: {os.strerror(err)}")
+        if fd < 0:
+            addr = self._map_anonymous(size)
+        else:
+            addr = self._map(size, mmap.MAP_SHARED, fd, offset)
         self.address: int = addr
         self.size = size
         # Safe: the array spans exactly the mapping, which lives until close().
@@ -67,6 +67,33 @@ class HostMapping:
         if not writable:
             self.view = self.view.toreadonly()
         self.words = self.view.cast("Q")
+
+    def _map(self, size: int, flags: int, fd: int = -1, offset: int = 0) -> int:
+        addr = _libc.mmap(None, size, self.prot, flags, fd, offset)
+        if addr in (None, MAP_FAILED):
+            err = ctypes.get_errno()
+            raise OSError(err, f"mmap of {size} bytes for guest memory: {os.strerror(err)}")
+        return addr
+
+    def _map_anonymous(self, size: int) -> int:
+        """Guest memory, 2 MiB-aligned: a guest 2 MiB frame is then a 2 MiB-aligned
+        host range, which can be one host huge page (``advise_huge_pages``)."""
+        flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_NORESERVE
+        addr = self._map(size + HOST_HUGE_PAGE, flags)
+        aligned = -(-addr // HOST_HUGE_PAGE) * HOST_HUGE_PAGE
+        if aligned > addr:
+            _check(_libc.munmap(addr, aligned - addr), "munmap")
+        tail = addr + size + HOST_HUGE_PAGE - (aligned + size)
+        if tail:
+            _check(_libc.munmap(aligned + size, tail), "munmap")
+        return aligned
+
+    def advise_huge_pages(self) -> None:
+        """Ask for transparent huge pages behind the mapping, so that KVM can map a
+        guest 2 MiB page with one large entry. Only worth it where KVM may (a slot
+        without dirty logging): elsewhere it only risks the host compacting memory
+        at fault time to find 2 MiB pages. Advice: a refusal changes nothing."""
+        _libc.madvise(self.address, self.size, MADV_HUGEPAGE)
 
     def close(self) -> None:
         if self.address:

@@ -6,6 +6,18 @@ operation returns the guest-physical ranges whose access it *restricted*; the
 caller (``AddressSpace``) invalidates them, because KVM does not see host writes
 to guest page tables (PLATFORM.md).
 
+A table, once linked into the hierarchy, stays there (empty or not) until the whole
+hierarchy goes (``AddressSpace.close``), and a 2 MiB page never replaces one. The
+invalidations above reach only leaf translations (KVM drops its shadow entries of
+the *frames* they name); software KVM's shadow of a table entry that points to a
+lower table, or that maps a 2 MiB page, keeps its link to KVM's shadow of that table
+(or of that 2 MiB page) until KVM itself zaps it, which no host-side change of the
+tables makes it do. A table freed and then reused as the table of another region
+was therefore shared by both regions in KVM's shadow: the old region reached the
+new region's pages (tests/acceptance/test_stale_translations.py). Keeping every
+table where it is leaves no such link stale; 2 MiB frames are never reused as 2 MiB
+pages for the same reason (``FrameAllocator``).
+
 Bit names follow the Intel SDM, vol. 3A, table 4-19 / 4-20.
 """
 
@@ -370,6 +382,9 @@ class PageTables:
             raise PageTableError(f"frame {paddr:#x} is not aligned to {page:#x}")
         if self.is_mapped(vaddr, size):
             raise AlreadyMapped(f"[{vaddr:#x}, {vaddr + size:#x}) is already mapped")
+        if huge and self.has_table(vaddr, size):
+            raise AlreadyMapped(f"[{vaddr:#x}, {vaddr + size:#x}) has a 4 KiB page table, "
+                                "which a 2 MiB page never replaces")
         bits = perm_bits(perm) | (_HUGE if huge else 0)
         if paddr is None:
             bits |= _OWNED
@@ -407,14 +422,23 @@ class PageTables:
             pd, _ = self._descend(vaddr, 2, create=True)
             index = _index(vaddr, 2)
             count = min(ENTRIES_PER_TABLE - index, (end - vaddr) // HUGE_PAGE_SIZE)
-            for i in range(index, index + count):
-                entry = self._read(pd, i)
-                if entry & _P and not entry & _HUGE:
-                    # An empty 4 KiB table (is_mapped() checked): the huge page replaces it.
-                    self._write(pd, i, 0)
-                    self._free(entry & ADDRESS_MASK, PAGE_SIZE)
             yield _Chunk(pd, index, count, vaddr, HUGE_PAGE_SIZE)
             vaddr += count * HUGE_PAGE_SIZE
+
+    def split_huge_pages(self, vaddr: int, size: int) -> None:
+        """Replace every 2 MiB page of the range by a table of 4 KiB entries with the
+        same frames and access (for users of the tables that know 4 KiB pages only;
+        a split grants nothing new, so it needs no invalidation)."""
+        for chunk in list(self._chunks(vaddr, vaddr + size, create=False, split_huge=False)):
+            if chunk.page_size == HUGE_PAGE_SIZE:
+                self._split(chunk.table, chunk.index, chunk.vaddr)
+
+    def has_table(self, vaddr: int, size: int) -> bool:
+        """True when a 4 KiB page table (empty or not) serves part of the range."""
+        for chunk in self._chunks(vaddr, vaddr + size, create=False, split_huge=False):
+            if chunk.page_size == PAGE_SIZE:
+                return True
+        return False
 
     def is_mapped(self, vaddr: int, size: int) -> bool:
         """True when any page of the range has a leaf entry (present or PROT_NONE)."""
@@ -426,8 +450,9 @@ class PageTables:
         return False
 
     def unmap(self, vaddr: int, size: int) -> list[tuple[int, int]]:
-        """Unmap the range, free owned frames and emptied tables; returns the
-        guest-physical ranges that were reachable before (to invalidate)."""
+        """Unmap the range and free owned frames (tables stay: see the module's
+        docstring); returns the guest-physical ranges that were reachable before
+        (to invalidate)."""
         _check_range(vaddr, size, PAGE_SIZE)
         restricted, owned = _FrameSet(), _FrameSet()
         end = vaddr + size
@@ -440,7 +465,6 @@ class PageTables:
             view[:] = _zeros(chunk.count)
         for frame, length in owned.ranges():   # one madvise per contiguous run
             self._free(frame, length)
-        self._free_empty_tables(vaddr, end)
         return restricted.ranges()
 
     def protect(self, vaddr: int, size: int, perm: Perm) -> Restriction:
@@ -501,28 +525,6 @@ class PageTables:
         found = self.walk(vaddr)
         if found is not None:
             self.words[found.entry_paddr // WORD_SIZE] = found.entry | int(bits)
-
-    def _free_empty_tables(self, start: int, end: int) -> None:
-        """Free the now-empty tables of the user half that map part of [start, end)."""
-        self._free_tables_under(self.root, 4, 0, start, min(end, USER_SPACE_END))
-
-    def _free_tables_under(self, table: int, level: int, base: int, start: int,
-                           end: int) -> None:
-        span = _span(level)
-        first = max(start - base, 0) // span
-        last = min((end - base + span - 1) // span, ENTRIES_PER_TABLE)
-        for index in range(first, last):
-            entry = self._read(table, index)
-            if not entry & _P or entry & _HUGE or level == 1:
-                continue
-            child = entry & ADDRESS_MASK
-            child_base = base + index * span
-            if level > 2:
-                self._free_tables_under(child, level - 1, child_base, start, end)
-            first_word = child // WORD_SIZE
-            if not any(self.words[first_word:first_word + ENTRIES_PER_TABLE]):
-                self._write(table, index, 0)
-                self._free(child, PAGE_SIZE)
 
     def tables(self) -> Iterator[int]:
         """Every table frame of the user half (for teardown and accounting)."""

@@ -57,7 +57,9 @@ class Guest:
 
     def close(self) -> None:
         self.mm.close()
-        leaked = self.memory.frames.allocated_bytes - self.baseline
+        # The tables stay until the space closes (pagetable.py); the baseline has the root.
+        tables = (len(list(self.space.tables.tables())) - 1) * PAGE_SIZE
+        leaked = self.memory.frames.allocated_bytes - self.baseline - tables
         self.space.close()
         self.memory.close()
         assert leaked == 0, f"{leaked} bytes of frames still allocated after close()"
@@ -395,6 +397,42 @@ def test_large_mappings_are_backed_on_first_touch(guest):
     assert not guest.mm.handle_fault(page(0), PFError.USER)
     guest.mmap(page(0), 1, R, FIXED)
     assert not guest.mm.handle_fault(page(0), PFError.WRITE | PFError.USER | PFError.PRESENT)
+
+
+def test_a_fault_maps_the_largest_block_that_fits(guest):
+    """A 2 MiB page where the aligned block lies in the VMA and has no page table;
+    else a FAULT_BLOCK of 4 KiB pages; else, near the memory limit, the page alone
+    (so that the limit is crossed by the fault that needs one frame too many)."""
+    from kvmdune.linux.mm import EAGER_MAP_LIMIT, FAULT_BLOCK
+    from kvmdune.machine import PFError
+    from kvmdune.memory import HUGE_PAGE_SIZE
+
+    write = PFError.WRITE | PFError.USER
+    guest.mm.huge_pages = True
+    start = 0x4000_0000                               # 2 MiB-aligned
+    assert guest.mmap(start, (EAGER_MAP_LIMIT + HUGE_PAGE_SIZE) // PAGE_SIZE, RW,
+                      FIXED | int(MapFlags.MAP_NORESERVE)) == start
+    assert guest.mm.handle_fault(start + 5 * PAGE_SIZE, write)
+    assert guest.space.walk(start).page_size == HUGE_PAGE_SIZE
+    second = start + HUGE_PAGE_SIZE
+    guest.mm.huge_pages = False
+    assert guest.mm.handle_fault(second + PAGE_SIZE, write)
+    assert guest.space.walk(second).page_size == PAGE_SIZE
+    assert guest.mapped(second + FAULT_BLOCK - PAGE_SIZE)
+    assert not guest.mapped(second + FAULT_BLOCK)
+    guest.mm.huge_pages = True                         # this block has a table now
+    assert guest.mm.handle_fault(second + FAULT_BLOCK, write)
+    assert guest.space.walk(second + FAULT_BLOCK).page_size == PAGE_SIZE
+    assert not guest.mapped(second + 2 * FAULT_BLOCK)
+    frames = guest.memory.frames
+    held = [frames.alloc() for _ in range((frames.free_bytes - FAULT_BLOCK) // PAGE_SIZE)]
+    try:
+        third = start + 2 * HUGE_PAGE_SIZE
+        assert guest.mm.handle_fault(third, write)
+        assert guest.mapped(third) and not guest.mapped(third + PAGE_SIZE)
+    finally:
+        for frame in held:
+            frames.free(frame)
 
 
 def test_madvise_dontneed_gives_zero_pages_back(guest):

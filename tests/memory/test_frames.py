@@ -43,6 +43,22 @@ def test_a_freed_huge_frame_is_split_when_small_frames_run_out():
     assert frames.allocated_bytes == 2 * HUGE_PAGE_SIZE
 
 
+def test_a_frame_once_a_huge_page_is_never_a_huge_page_again():
+    frames = FrameAllocator(HUGE_PAGE_SIZE, 4 * HUGE_PAGE_SIZE)
+    first = frames.alloc_huge()
+    frames.free(first, HUGE_PAGE_SIZE)
+    second = frames.alloc_huge()
+    assert second != first                         # a fresh 2 MiB frame instead
+    frames.free(second, HUGE_PAGE_SIZE)
+    assert frames.alloc_huge() not in (first, second)
+    with pytest.raises(OutOfGuestMemory):
+        frames.alloc_huge()
+    # Their 4 KiB frames are all handed out again, one by one.
+    small = {frames.alloc() for _ in range(2 * HUGE_PAGE_SIZE // PAGE_SIZE)}
+    assert small == set(range(first, first + HUGE_PAGE_SIZE, PAGE_SIZE)) | set(
+        range(second, second + HUGE_PAGE_SIZE, PAGE_SIZE))
+
+
 def test_exhaustion_and_bad_free():
     frames = FrameAllocator(PAGE_SIZE, 4 * PAGE_SIZE)
     for _ in range(3):

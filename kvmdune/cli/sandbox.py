@@ -219,11 +219,23 @@ def tracer_for(trace: str | None):
     return open_tracer(trace)
 
 
-def run_sandbox(args: argparse.Namespace) -> int:
-    # First, before the VMM opens anything: the caller's descriptors (--pass-fd).
+def capture_for_guest():
+    """The caller's descriptors, for the guest (``capture_caller_fds(detach=True)``),
+    less the /dev/kvm a resident worker was handed (cli/resident.py): that one is the
+    VMM's, kept above the guest's numbers."""
+    from ..kvm.system import adopt_device, adopted_device
     from ..linux.fdtable import capture_caller_fds
 
-    args.caller_fds = capture_caller_fds(detach=True)
+    caller = capture_caller_fds(detach=True)
+    device = adopted_device()
+    if device is not None and device in caller.held:
+        adopt_device(caller.take(device))
+    return caller
+
+
+def run_sandbox(args: argparse.Namespace) -> int:
+    # First, before the VMM opens anything: the caller's descriptors (--pass-fd).
+    args.caller_fds = capture_for_guest()
     return execute(args, args.default_profile)
 
 

@@ -14,7 +14,7 @@ reinstalled package never reaches a stale server) and sends, in one message:
 
 The worker answers ``Reply`` records (u32 magic, kind, value, length; then ``length``
 bytes of text): a CHALLENGE naming its pid (the client proves it can open
-``/proc/<pid>/environ``, which a caller under Landlock cannot), then ACCEPTED with a
+``/proc/<pid>/mem``, which a caller under Landlock cannot), then ACCEPTED with a
 pidfd of itself (signals are forwarded through it) or REFUSED with the reason (the
 client then runs in-process). The server sends the worker's wait status last
 (MAGIC_STATUS, status) and kills the worker's process group when the client goes away.
@@ -49,6 +49,9 @@ PROTOCOL_VERSION = 1
 CLIENT = Path(__file__).with_name("kvmdune-client")
 #: How long an idle server (no run in progress) stays.
 IDLE_SECONDS = 600
+#: How often an idle server checks that it is still current: its socket still its
+#: own, its package's sources unchanged (a stale server leaves at once).
+CHECK_SECONDS = 20
 #: KVMDUNE_STARTUP=inprocess makes the client take the in-process path; with
 #: KVMDUNE_STARTUP=resident, ``python -m kvmdune run|sandbox`` goes through the client
 #: (the test suites run once each way).
@@ -172,17 +175,25 @@ def serve(directory: str, version: str, ready: int) -> None:
     os.write(ready, b"R")
     os.close(ready)
     log(f"serving {path} from {root} (pid {os.getpid()})")
-    Server(listener, path).loop()
+    Server(listener, path, root, version).loop()
+
+
+#: The command's parser, built by the server for its workers.
+_parser = None
 
 
 def preload() -> None:
-    """Import what ``run`` and ``sandbox`` import on their way, so a worker does not."""
+    """Import what ``run`` and ``sandbox`` import on their way, and build the
+    command's parser, so that a worker does neither."""
+    global _parser
     from .sandbox import frozen_imports
 
     with frozen_imports():
-        from . import main  # noqa: F401  every command's parser
+        from . import main
         from ..linux import elf, runner, trace  # noqa: F401
         from ..sandbox import guard, policy  # noqa: F401
+
+        _parser = main.build_parser()
 
 
 def log(text: str) -> None:
@@ -200,9 +211,11 @@ class Server:
     """Accepts connections, forks a worker for each, reports its end to its client,
     and kills it when the client goes away."""
 
-    def __init__(self, listener: socket.socket, path: str) -> None:
+    def __init__(self, listener: socket.socket, path: str, root: str, version: str) -> None:
         self.listener = listener
         self.path = path
+        self.root = root
+        self.version = version
         self.identity = os.stat(path).st_ino
         self.poller = select.poll()
         self.poller.register(listener, select.POLLIN)
@@ -210,10 +223,14 @@ class Server:
         self.by_connection: dict[int, Worker] = {}
 
     def loop(self) -> None:
+        import time
+
+        idle_since = time.monotonic()
         while True:
-            timeout = None if self.by_pidfd else IDLE_SECONDS * 1000
-            events = self.poller.poll(timeout)
-            if not events and not self.by_pidfd:
+            events = self.poller.poll(None if self.by_pidfd else CHECK_SECONDS * 1000)
+            if self.by_pidfd or events:
+                idle_since = time.monotonic()
+            elif time.monotonic() - idle_since >= IDLE_SECONDS or not self.current():
                 self.retire()
                 return
             for fd, _ in events:
@@ -267,6 +284,15 @@ class Server:
             os.killpg(worker.pid, signal.SIGKILL)
         except OSError:
             pass
+
+    def current(self) -> bool:
+        """Whether clients still find this server: its socket is its own, and its
+        package is the version it serves."""
+        try:
+            return (os.stat(self.path).st_ino == self.identity
+                    and code_version(self.root) == self.version)
+        except OSError:
+            return False
 
     def retire(self) -> None:
         try:
@@ -341,7 +367,7 @@ def run_in_worker(argv: list[str], kvm: int) -> int:
     adopt_device(kvm)
     sys.argv = ["kvmdune", *argv]
     try:
-        status = main(argv)
+        status = main(argv, parser=_parser)
     except SystemExit as exit_:
         status = exit_.code if isinstance(exit_.code, int) else (exit_.code is not None)
         if isinstance(exit_.code, str):
@@ -457,7 +483,7 @@ def check_confinement(request: Request, connection: socket.socket) -> None:
         root, own = os.fstat(request.fds[Passed.ROOT]), os.stat("/")
         if (root.st_dev, root.st_ino) != (own.st_dev, own.st_ino):
             raise Refused("the caller's root directory differs (chroot)")
-        challenge_landlock(connection)
+        challenge_landlock(connection, pid)
         # The pid named the caller all along: it is still alive, so never reused.
         signal.pidfd_send_signal(alive, 0)
     except ProcessLookupError:
@@ -466,14 +492,20 @@ def check_confinement(request: Request, connection: socket.socket) -> None:
         os.close(alive)
 
 
-def challenge_landlock(connection: socket.socket) -> None:
+def challenge_landlock(connection: socket.socket, caller: int) -> None:
     """A caller under Landlock cannot reach a process outside its domain through
-    /proc; there is no other way to ask whether a process is landlocked. The caller
-    opens this worker's (new, so never opened before it was confined)
-    /proc/PID/environ and sends the descriptor."""
-    own = f"/proc/{os.getpid()}/environ"
-    send_reply(connection, ReplyKind.CHALLENGE, os.getpid(), "")
-    data, control, _, _ = connection.recvmsg(U32.size, ANCILLARY_SIZE, socket.MSG_CMSG_CLOEXEC)
+    /proc (ptrace's attach mode), and there is no other way to ask whether a process
+    is landlocked. So the caller opens this worker's ``/proc/PID/mem`` (a new
+    process's, never opened before the caller was confined) and sends the
+    descriptor. Yama's restricted ptrace is told the caller may."""
+    own = f"/proc/{os.getpid()}/mem"
+    _allow_ptrace_by(caller)
+    try:
+        send_reply(connection, ReplyKind.CHALLENGE, os.getpid(), "")
+        data, control, _, _ = connection.recvmsg(U32.size, ANCILLARY_SIZE,
+                                                 socket.MSG_CMSG_CLOEXEC)
+    finally:
+        _allow_ptrace_by(0)
     proofs = [fd for level, kind, payload in control
               if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS
               for fd in array.array("i", payload[:len(payload) - len(payload) % 4])]
@@ -486,6 +518,16 @@ def challenge_landlock(connection: socket.socket) -> None:
     finally:
         for fd in proofs:
             os.close(fd)
+
+
+#: prctl(2) PR_SET_PTRACER: Yama lets this pid ptrace the caller (0: nobody more).
+PR_SET_PTRACER = 0x59616D61
+
+
+def _allow_ptrace_by(pid: int) -> None:
+    import ctypes
+
+    ctypes.CDLL(None).prctl(PR_SET_PTRACER, pid, 0, 0, 0)  # EINVAL without Yama: fine
 
 
 # ---- adoption -------------------------------------------------------------------------

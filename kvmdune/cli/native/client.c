@@ -593,7 +593,7 @@ int main(int argc, char **argv)
             /* Only a caller that can see the worker in /proc may have it: a caller
              * that Landlock (or another LSM) confines cannot open this. */
             char path[64];
-            snprintf(path, sizeof path, "/proc/%u/environ", reply.value);
+            snprintf(path, sizeof path, "/proc/%u/mem", reply.value);
             int proof = open(path, O_RDONLY | O_CLOEXEC);
             uint32_t answer = MAGIC_REPLY;
             if (send_with_fds(sock, &answer, sizeof answer, &proof, proof >= 0) < 0)

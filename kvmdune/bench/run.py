@@ -146,6 +146,86 @@ def run_bench(samples: int = 3, quick: bool = False,
         return measure(prepare(directory, quick, progress), samples, progress)
 
 
+#: Issue 14's start-up targets: from the shell to the guest's first instruction and
+#: back, through the installed command (median of at least 5 runs).
+STARTUP_TARGETS_S = {"run": 0.050, "sandbox": 0.060}
+STARTUP_SAMPLES = 5
+
+
+@dataclass(frozen=True)
+class StartupRow:
+    way: str
+    seconds: float
+    target_s: float | None = None
+
+    @property
+    def holds(self) -> bool | None:
+        return None if self.target_s is None else self.seconds <= self.target_s
+
+
+def installed_command() -> str:
+    """The ``kvmdune`` command setup.py installs beside this interpreter (a launcher
+    of the native client), else the client of this package itself."""
+    from ..cli.resident import CLIENT
+
+    installed = os.path.join(os.path.dirname(sys.executable), "kvmdune")
+    try:
+        with open(installed, "rb") as launcher:
+            if b"kvmdune-client" in launcher.read(4096):
+                return installed
+    except OSError:
+        pass
+    return str(CLIENT)
+
+
+def measure_startup(samples: int = STARTUP_SAMPLES,
+                    progress: Callable[[str], None] = lambda text: None) -> list[StartupRow]:
+    """``/bin/true`` natively, then under ``kvmdune run`` and ``kvmdune sandbox``
+    through the installed command, on the resident path and on the in-process one,
+    runs interleaved (the same machine load for each). The command runs in a session
+    of its own: a controlling terminal sends it in-process (job control)."""
+    command = installed_command()
+    progress(f"start-up through {command}")
+    resident = dict(os.environ)
+    resident.pop("KVMDUNE_STARTUP", None)
+    in_process = dict(resident, KVMDUNE_STARTUP="inprocess")
+    ways = {"native /bin/true": (["/bin/true"], None, None)}
+    for sub in STARTUP_TARGETS_S:
+        argv = [command, sub, "--", "/bin/true"]
+        ways[f"kvmdune {sub} (resident)"] = (argv, resident, STARTUP_TARGETS_S[sub])
+        ways[f"kvmdune {sub} (in-process)"] = (argv, in_process, None)
+    for argv, env, _ in ways.values():      # starts the server; warms the caches
+        _time_startup(argv, env)
+    times: dict[str, list[float]] = {way: [] for way in ways}
+    for _ in range(max(samples, STARTUP_SAMPLES)):
+        for way, (argv, env, _) in ways.items():
+            times[way].append(_time_startup(argv, env))
+    return [StartupRow(way, statistics.median(times[way]), ways[way][2]) for way in ways]
+
+
+def _time_startup(argv: list[str], env: dict[str, str] | None) -> float:
+    started = time.perf_counter()
+    result = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+                            start_new_session=True)
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited with {result.returncode}: "
+                           f"{result.stderr.decode(errors='replace')}")
+    return elapsed
+
+
+def format_startup(rows: list[StartupRow]) -> str:
+    native = rows[0].seconds
+    header = f"{'start-up (median)':<30} {'time':>9} {'ratio':>8} {'target':>9}"
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        verdict = ("" if row.holds is None else
+                   f"{row.target_s * 1e3:>6.0f} ms {'ok' if row.holds else 'MISSED'}")
+        lines.append(f"{row.way:<30} {row.seconds * 1e3:>6.1f} ms {row.seconds / native:>7.0f}x "
+                     f"{verdict}")
+    return "\n".join(lines)
+
+
 def format_table(rows: list[RunRow]) -> str:
     header = (f"{'workload':<36} {'native':>9} {'kvmdune':>9} {'ratio':>8} "
               f"{'strace -f':>10} {'ratio':>8}")

@@ -39,6 +39,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "200 MB and `bzip2 -9` of 50 MB (CPU bound). Each natively, under "
                     "`kvmdune run`, and under `strace -f -o /dev/null`, in the same run.")
     _add_sampling(programs)
+    programs.add_argument("--startup", action="store_true",
+                          help="only the start-up table: `kvmdune run|sandbox -- /bin/true` "
+                               "through the installed command, resident and in-process, "
+                               "beside native (issue 14's targets)")
     programs.set_defaults(handler=run_programs)
     confinement = suites.add_parser(
         "sandbox", help="a checked system call under each way of confining a program",
@@ -207,10 +211,17 @@ def run_dune(args: argparse.Namespace) -> int:
 
 
 def run_programs(args: argparse.Namespace) -> int:
-    from ..bench.run import format_table, run_bench
+    from ..bench.run import format_startup, format_table, measure_startup, run_bench
 
-    rows = run_bench(samples=args.samples, quick=args.quick,
-                     progress=lambda text: print(f"... {text}", file=sys.stderr, flush=True))
+    def progress(text: str) -> None:
+        print(f"... {text}", file=sys.stderr, flush=True)
+
+    startup = measure_startup(args.samples, progress)
+    print(format_startup(startup), flush=True)
+    if args.startup:
+        return 0 if all(row.holds is not False for row in startup) else 1
+    rows = run_bench(samples=args.samples, quick=args.quick, progress=progress)
+    print()
     print(format_table(rows))
     return 0
 

@@ -189,10 +189,16 @@ def preload() -> None:
     from .sandbox import frozen_imports
 
     with frozen_imports():
+        import pwd  # noqa: F401  dropping to another user (sandbox as root)
+        import subprocess  # noqa: F401
+
         from . import main
-        from ..linux import elf, runner, trace  # noqa: F401
+        from ..linux import elf, fastpath, runner, trace  # noqa: F401
+        from ..machine import disasm
         from ..sandbox import guard, policy  # noqa: F401
 
+        fastpath.native_module()
+        disasm._decoder()       # capstone: what a sandbox imports before it drops root
         _parser = main.build_parser()
 
 

@@ -189,19 +189,48 @@ def test_cwd_umask_environment_and_limits_are_the_callers(client, socket_dir, tm
     def confine():
         os.umask(0o027)
         resource.setrlimit(resource.RLIMIT_NOFILE, (77, 99))
+        resource.setrlimit(resource.RLIMIT_CPU, (50, 60))
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)
 
-    script = ["/bin/sh", "-c", "pwd; umask; echo $GREETING; ulimit -n; ulimit -Hn; "
+    script = ["/bin/sh", "-c", "pwd; umask; echo $GREETING; ulimit -n; ulimit -Hn; ulimit -t; "
                                "grep -E 'Sig(Ign|Blk)' /proc/self/status"]
     result = run(client, socket_dir, script, cwd=tmp_path, preexec_fn=confine,
                  env=client_env(socket_dir, GREETING="hello there"))
     assert fallback_reason(result) is None, result.stderr
     lines = result.stdout.decode().splitlines()
-    assert lines[:5] == [str(tmp_path), "0027", "hello there", "77", "99"]
+    assert lines[:6] == [str(tmp_path), "0027", "hello there", "77", "99", "50"]
     # Signal dispositions as the in-process path leaves them to the guest.
     in_process = run(client, socket_dir, script, cwd=tmp_path, preexec_fn=confine,
                      env=client_env(socket_dir, GREETING="hello there",
                                     KVMDUNE_STARTUP="inprocess"))
+    assert result.stdout == in_process.stdout
+
+
+def test_the_worker_joins_the_callers_cgroup(client, socket_dir):
+    """rusage, pids.max, memory.max... hold for the run as for its caller."""
+    name = f"kvmdune-resident-test-{os.getpid()}"
+    for hierarchy in ("/sys/fs/cgroup/pids", "/sys/fs/cgroup/unified", "/sys/fs/cgroup"):
+        group = Path(hierarchy, name)
+        try:
+            group.mkdir()
+            break
+        except OSError:
+            continue
+    else:
+        pytest.skip("no cgroup hierarchy this user may make a group in")
+
+    def enter():
+        (group / "cgroup.procs").write_text("0")
+
+    script = ["/bin/sh", "-c", "cat /proc/self/cgroup"]
+    try:
+        result = run(client, socket_dir, script, preexec_fn=enter)
+        in_process = run(client, socket_dir, script, preexec_fn=enter,
+                         env=client_env(socket_dir, KVMDUNE_STARTUP="inprocess"))
+    finally:
+        group.rmdir()
+    assert fallback_reason(result) is None, result.stderr
+    assert f"/{name}".encode() in result.stdout
     assert result.stdout == in_process.stdout
 
 

@@ -186,7 +186,7 @@ def measure_startup(samples: int = STARTUP_SAMPLES,
     of its own: a controlling terminal sends it in-process (job control)."""
     command = installed_command()
     progress(f"start-up through {command}")
-    resident = dict(os.environ)
+    resident = dict(os.environ, KVMDUNE_STARTUP_TRACE="1")
     resident.pop("KVMDUNE_STARTUP", None)
     in_process = dict(resident, KVMDUNE_STARTUP="inprocess")
     ways = {"native /bin/true": (["/bin/true"], None, None)}
@@ -211,6 +211,9 @@ def _time_startup(argv: list[str], env: dict[str, str] | None) -> float:
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} exited with {result.returncode}: "
                            f"{result.stderr.decode(errors='replace')}")
+    if env and "KVMDUNE_STARTUP" not in env and b"start-up: in-process" in result.stderr:
+        raise RuntimeError(f"{' '.join(argv)} did not take the resident path: "
+                           f"{result.stderr.decode(errors='replace').strip()}")
     return elapsed
 
 

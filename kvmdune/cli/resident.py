@@ -41,7 +41,7 @@ import sys
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
-from typing import NoReturn
+from typing import Callable, NoReturn
 
 #: Bumped with any change of the wire format (client.c's PROTOCOL_VERSION).
 PROTOCOL_VERSION = 1
@@ -80,6 +80,7 @@ class ReplyKind(IntEnum):
     CHALLENGE = 1
     ACCEPTED = 2
     REFUSED = 3
+    NAME = 4        # after ACCEPTED: the guest's new name (value 1: with its argv)
 
 
 class Passed(IntEnum):
@@ -360,17 +361,60 @@ def serve_one(connection: socket.socket) -> int:
     pidfd = os.pidfd_open(os.getpid())
     send_reply(connection, ReplyKind.ACCEPTED, 0, "", fds=[pidfd])
     os.close(pidfd)
-    kvm = request.fds[Passed.KVM]
-    for fd in (connection.detach(), request.fds[Passed.CWD], request.fds[Passed.ROOT]):
+    for fd in (request.fds[Passed.CWD], request.fds[Passed.ROOT]):
         os.close(fd)
-    return run_in_worker(request.argv, kvm)
+    return run_in_worker(request.argv, request.fds[Passed.KVM], connection)
 
 
-def run_in_worker(argv: list[str], kvm: int) -> int:
+#: The worker's own descriptors among those its caller's capture will find (the
+#: client's /dev/kvm, the connection), each with what to do with its new number.
+_private_fds: dict[int, Callable[[int], None]] = {}
+
+
+def reclaim_private_fds(caller) -> None:
+    """Take the worker's own descriptors out of the caller's (``CallerFds``, just
+    captured): they are the VMM's, never the guest's."""
+    for fd, rebind in list(_private_fds.items()):
+        moved = caller.take(fd)
+        if moved is not None:
+            rebind(moved)
+    _private_fds.clear()
+
+
+class NameMirror:
+    """Shows the guest's names (comm, command line) on the client process too, as the
+    in-process VMM is the process its caller started (``ps -C``, ``pgrep``)."""
+
+    def __init__(self, connection: socket.socket) -> None:
+        self.fd = connection.detach()
+        self.worker = os.getpid()
+
+    def moved(self, fd: int) -> None:
+        self.fd = fd
+
+    def __call__(self, comm: bytes, argv: list[bytes] | None) -> None:
+        if os.getpid() != self.worker:
+            return                  # a forked child of the guest: not the client's
+        body = comm + b"\0" + (b"\0".join(argv) if argv is not None else b"")
+        message = REPLY.pack(Magic.REPLY, ReplyKind.NAME, argv is not None, len(body)) + body
+        sock = socket.socket(fileno=self.fd)
+        try:
+            sock.send(message, socket.MSG_DONTWAIT)
+        except OSError:
+            pass                    # a client too slow to read: its name lags
+        finally:
+            sock.detach()
+
+
+def run_in_worker(argv: list[str], kvm: int, connection: socket.socket) -> int:
     from ..kvm.system import adopt_device
+    from ..linux import task_name
     from .main import main
 
     adopt_device(kvm)
+    mirror = NameMirror(connection)
+    task_name.observe(mirror)
+    _private_fds.update({kvm: adopt_device, mirror.fd: mirror.moved})
     sys.argv = ["kvmdune", *argv]
     try:
         status = main(argv, parser=_parser)

@@ -221,15 +221,13 @@ def tracer_for(trace: str | None):
 
 def capture_for_guest():
     """The caller's descriptors, for the guest (``capture_caller_fds(detach=True)``),
-    less the /dev/kvm a resident worker was handed (cli/resident.py): that one is the
-    VMM's, kept above the guest's numbers."""
-    from ..kvm.system import adopt_device, adopted_device
+    less a resident worker's own (cli/resident.py: the client's /dev/kvm, its
+    connection), which are the VMM's."""
     from ..linux.fdtable import capture_caller_fds
+    from .resident import reclaim_private_fds
 
     caller = capture_caller_fds(detach=True)
-    device = adopted_device()
-    if device is not None and device in caller.held:
-        adopt_device(caller.take(device))
+    reclaim_private_fds(caller)
     return caller
 
 

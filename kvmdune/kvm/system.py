@@ -56,11 +56,6 @@ def adopt_device(fd: int) -> None:
     _adopted_device = fd
 
 
-def adopted_device() -> int | None:
-    """The descriptor ``adopt_device`` gave, or None."""
-    return _adopted_device
-
-
 def open_kvm(path: str = KVM_DEVICE) -> int:
     """Open /dev/kvm and return the fd, raising ``KvmUnavailable`` with advice."""
     if _adopted_device is not None and path == KVM_DEVICE:

@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -53,7 +54,7 @@
 #define MAGIC_REQUEST 0x5244564bu   /* "KVDR" */
 #define MAGIC_REPLY 0x4144564bu     /* "KVDA" */
 #define MAGIC_STATUS 0x5344564bu    /* "KVDS" */
-enum reply_kind { REPLY_CHALLENGE = 1, REPLY_ACCEPTED = 2, REPLY_REFUSED = 3 };
+enum reply_kind { REPLY_CHALLENGE = 1, REPLY_ACCEPTED = 2, REPLY_REFUSED = 3, REPLY_NAME = 4 };
 /* The descriptors every request carries first, in this order. */
 enum { PASSED_KVM, PASSED_CWD, PASSED_ROOT, PASSED_FIXED };
 
@@ -459,6 +460,46 @@ struct reply { uint32_t magic, kind, value, length; };
 
 /* ---- after the hand-over -------------------------------------------------------- */
 
+/* This process's argument and environment strings, contiguous as the kernel laid
+ * them out: room for the guest's command line (/proc/PID/cmdline), as the in-process
+ * VMM, the process the caller started, carries the guest's names. Nothing reads
+ * argv or environ after the hand-over. */
+static char *title_start;
+static size_t title_room;
+
+static void find_title_room(char **argv)
+{
+    extern char **environ;
+    char *end = argv[0];
+    for (char **arg = argv; *arg; arg++)
+        if (*arg == end)
+            end += strlen(*arg) + 1;
+    for (char **env = environ; *env; env++)
+        if (*env == end)
+            end += strlen(*env) + 1;
+    title_start = argv[0];
+    title_room = end - argv[0];
+}
+
+/* The worker's NAME message: comm, NUL, then (with_argv) the arguments NUL-separated. */
+static void show_name(const char *body, size_t length, int with_argv)
+{
+    char comm[16] = "";
+    size_t comm_length = strnlen(body, length);
+    memcpy(comm, body, comm_length < 15 ? comm_length : 15);
+    prctl(PR_SET_NAME, comm, 0, 0, 0);
+    if (!with_argv || comm_length >= length || title_room < 2)
+        return;
+    size_t args = length - comm_length - 1;
+    if (args > title_room - 1)
+        args = title_room - 1;
+    memset(title_start, 0, title_room);
+    memcpy(title_start, body + comm_length + 1, args);
+    for (size_t i = 0; i < args; i++)   /* one string, as the worker's (setproctitle) */
+        if (title_start[i] == 0)
+            title_start[i] = ' ';
+}
+
 static void forward(int sig)
 {
     int saved = errno;
@@ -523,6 +564,7 @@ static int has_controlling_terminal(void)
 int main(int argc, char **argv)
 {
     find_package_root();
+    find_title_room(argv);
     const char *mode = getenv("KVMDUNE_STARTUP");
     tracing = getenv("KVMDUNE_STARTUP_TRACE") != NULL;
     if (argc < 2 || (strcmp(argv[1], "run") != 0 && strcmp(argv[1], "sandbox") != 0))
@@ -615,11 +657,21 @@ int main(int argc, char **argv)
         if (fds[i] > 2)
             close(fds[i]);
     forward_signals();
-    uint32_t status_message[2];
-    if (receive(sock, status_message, sizeof status_message, NULL) < 0 ||
-        status_message[0] != MAGIC_STATUS) {
-        fprintf(stderr, "kvmdune: the resident server ended without the run's status\n");
-        _exit(STATUS_IN_PROCESS_FAILED);
+    for (;;) {
+        uint32_t message[4];
+        if (receive(sock, message, 2 * sizeof(uint32_t), NULL) < 0)
+            break;
+        if (message[0] == MAGIC_STATUS)
+            end_like((int)message[1]);
+        if (message[0] != MAGIC_REPLY || receive(sock, message + 2, 2 * sizeof(uint32_t), NULL) < 0
+            || message[1] != REPLY_NAME || message[3] > 65536)
+            break;
+        char *body = malloc(message[3] + 1);
+        if (!body || receive(sock, body, message[3], NULL) < 0)
+            break;
+        show_name(body, message[3], message[2] != 0);
+        free(body);
     }
-    end_like((int)status_message[1]);
+    fprintf(stderr, "kvmdune: the resident server ended without the run's status\n");
+    _exit(STATUS_IN_PROCESS_FAILED);
 }

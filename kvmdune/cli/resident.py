@@ -6,7 +6,11 @@ of one run -- memory, random state, descriptors -- may reach another).
 The native client (``native/client.c``, installed as the ``kvmdune`` command) connects
 to ``<dir>/server-<version>.sock`` (``dir`` is ``/tmp/kvmdune-<uid>``, 0700, checked
 with lstat by both sides; ``version`` hashes the package's sources, so an edited or
-reinstalled package never reaches a stale server) and sends, in one message:
+reinstalled package never reaches a stale server) -- or, for a caller with a
+controlling terminal, to ``server-<version>-session<sid>.sock``, a server of the
+caller's session whose workers join the caller's process group, so that the terminal's
+job control (Ctrl-C, Ctrl-Z, fg, bg, SIGTTIN) and /dev/tty work on the guest as on the
+in-process VMM -- and sends, in one message:
 
     u32 MAGIC_REQUEST, u32 PROTOCOL_VERSION, u32 total length, u32 descriptor count,
     u32 guest number of each caller descriptor, argv (u32 count, NUL-ended strings),
@@ -39,7 +43,7 @@ import stat
 import struct
 import sys
 from dataclasses import dataclass
-from enum import IntEnum
+from enum import Enum, IntEnum
 from pathlib import Path
 from typing import Callable, NoReturn
 
@@ -81,6 +85,7 @@ class ReplyKind(IntEnum):
     ACCEPTED = 2
     REFUSED = 3
     NAME = 4        # after ACCEPTED: the guest's new name (value 1: with its argv)
+    STOPPED = 5     # from the server: the worker stopped (the client stops too)
 
 
 class Passed(IntEnum):
@@ -132,11 +137,17 @@ def redirect_to_client(argv: list[str]) -> None:
 
 # ---- the server ----------------------------------------------------------------------
 
+class Mode(str, Enum):
+    DETACHED = "detached"   # a session of its own: for callers without a terminal
+    SESSION = "session"     # in its callers' session: workers join their process group
+
+
 def serve_main(argv: list[str]) -> None:
-    """Entry point of ``python -I -c ...`` (client.c's exec_server): DIR VERSION READY_FD."""
-    directory, version, ready = argv[0], argv[1], int(argv[2])
+    """Entry point of ``python -I -c ...`` (client.c's exec_server): DIR VERSION
+    READY_FD MODE."""
+    directory, version, ready, mode = argv[0], argv[1], int(argv[2]), Mode(argv[3])
     try:
-        serve(directory, version, ready)
+        serve(directory, version, ready, mode)
     finally:
         sys.stderr.flush()
         os._exit(0)
@@ -149,13 +160,23 @@ def private_directory(directory: str) -> bool:
             and stat.S_IMODE(st.st_mode) == 0o700)
 
 
-def serve(directory: str, version: str, ready: int) -> None:
+def server_name(version: str, mode: Mode) -> str:
+    """The socket's and lock's name (client.c's connect_server makes the same)."""
+    if mode is Mode.SESSION:
+        return f"server-{version}-session{os.getsid(0)}"
+    return f"server-{version}"
+
+
+def serve(directory: str, version: str, ready: int, mode: Mode) -> None:
     import fcntl
 
+    for number in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP):
+        signal.signal(number, signal.SIG_IGN)   # of a terminal's session: not its job
     if not private_directory(directory):
         log(f"{directory} is not a private directory of this user: not serving")
         return
-    lock = os.open(os.path.join(directory, f"server-{version}.lock"),
+    name = server_name(version, mode)
+    lock = os.open(os.path.join(directory, f"{name}.lock"),
                    os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -166,7 +187,7 @@ def serve(directory: str, version: str, ready: int) -> None:
     if code_version(root) != version:
         log(f"{root} changed while the server started: not serving version {version}")
         return
-    path = os.path.join(directory, f"server-{version}.sock")
+    path = os.path.join(directory, f"{name}.sock")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
     staging = f"{path}.{os.getpid()}"
@@ -176,7 +197,7 @@ def serve(directory: str, version: str, ready: int) -> None:
     os.write(ready, b"R")
     os.close(ready)
     log(f"serving {path} from {root} (pid {os.getpid()})")
-    Server(listener, path, root, version).loop()
+    Server(listener, path, root, version, mode).loop()
 
 
 #: The command's parser, built by the server for its workers.
@@ -218,14 +239,22 @@ class Server:
     """Accepts connections, forks a worker for each, reports its end to its client,
     and kills it when the client goes away."""
 
-    def __init__(self, listener: socket.socket, path: str, root: str, version: str) -> None:
+    def __init__(self, listener: socket.socket, path: str, root: str, version: str,
+                 mode: Mode) -> None:
         self.listener = listener
+        self.mode = mode
         self.path = path
         self.root = root
         self.version = version
         self.identity = os.stat(path).st_ino
         self.poller = select.poll()
         self.poller.register(listener, select.POLLIN)
+        # A worker's stop (SIGCHLD, CLD_STOPPED) wakes the loop: its client stops too,
+        # so that its caller (a shell) sees the job stopped once the worker is.
+        self.wakeup, wakeup_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wakeup_write, warn_on_full_buffer=False)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        self.poller.register(self.wakeup, select.POLLIN)
         self.by_pidfd: dict[int, Worker] = {}
         self.by_connection: dict[int, Worker] = {}
 
@@ -241,7 +270,9 @@ class Server:
                 self.retire()
                 return
             for fd, _ in events:
-                if fd == self.listener.fileno():
+                if fd == self.wakeup:
+                    self.report_stops()
+                elif fd == self.listener.fileno():
                     self.accept()
                 elif fd in self.by_pidfd:
                     self.reap(self.by_pidfd.pop(fd))
@@ -253,19 +284,39 @@ class Server:
             connection, _ = self.listener.accept()
         except OSError:
             return
+        server = os.getpid()
         pid = os.fork()
         if pid == 0:
-            run_worker(connection)
-        try:
-            os.setpgid(pid, pid)    # the worker does too: whichever runs first
-        except OSError:
-            pass
+            _die_with(server)
+            run_worker(connection, self.mode)
+        if self.mode is Mode.DETACHED:
+            try:
+                os.setpgid(pid, pid)    # the worker does too: whichever runs first
+            except OSError:
+                pass
         worker = Worker(pid, os.pidfd_open(pid), connection)
         self.by_pidfd[worker.pidfd] = worker
         self.by_connection[connection.fileno()] = worker
         self.poller.register(worker.pidfd, select.POLLIN)
         # Only the client's end: the request itself is the worker's to read.
         self.poller.register(connection, select.POLLRDHUP)
+
+    def report_stops(self) -> None:
+        try:
+            os.read(self.wakeup, 4096)
+        except BlockingIOError:
+            pass
+        for worker in list(self.by_pidfd.values()):
+            try:
+                stopped = os.waitid(os.P_PIDFD, worker.pidfd, os.WSTOPPED | os.WNOHANG)
+            except ChildProcessError:
+                continue
+            if stopped is not None and worker.connection is not None:
+                message = REPLY.pack(Magic.REPLY, ReplyKind.STOPPED, stopped.si_status, 0)
+                try:
+                    worker.connection.send(message, socket.MSG_DONTWAIT)
+                except OSError:
+                    pass
 
     def reap(self, worker: Worker) -> None:
         self.poller.unregister(worker.pidfd)
@@ -283,19 +334,26 @@ class Server:
         worker.connection = None
 
     def client_gone(self, worker: Worker) -> None:
-        """The run ends with its client (killed, or its caller gone)."""
+        """The run ends with its client (killed, or its caller gone): the worker's
+        process group, or in a terminal's session (the group is the caller's job)
+        the worker."""
         self.poller.unregister(worker.connection)
         worker.connection.close()
         worker.connection = None
         try:
-            os.killpg(worker.pid, signal.SIGKILL)
+            if self.mode is Mode.DETACHED:
+                os.killpg(worker.pid, signal.SIGKILL)
+            else:
+                signal.pidfd_send_signal(worker.pidfd, signal.SIGKILL)
         except OSError:
             pass
 
     def current(self) -> bool:
-        """Whether clients still find this server: its socket is its own, and its
-        package is the version it serves."""
+        """Whether clients still find this server: its socket is its own, its
+        package is the version it serves, its session (if of one) is alive."""
         try:
+            if self.mode is Mode.SESSION:
+                os.kill(os.getsid(0), 0)    # the session's leader (its shell) is there
             return (os.stat(self.path).st_ino == self.identity
                     and code_version(self.root) == self.version)
         except OSError:
@@ -312,6 +370,26 @@ class Server:
 
 # ---- the worker ----------------------------------------------------------------------
 
+class Prctl(IntEnum):
+    """The prctl(2) options a worker uses (linux/prctl.h)."""
+    PR_SET_PDEATHSIG = 1            # the signal it gets when its parent dies
+    PR_SET_PTRACER = 0x59616D61     # Yama: who may ptrace it (0: nobody more)
+
+
+def _prctl(option: Prctl, value: int) -> None:
+    import ctypes
+
+    ctypes.CDLL(None).prctl(option, value, 0, 0, 0)
+
+
+def _die_with(server: int) -> None:
+    """A worker ends with its server: its client, who sees the server's end as a
+    failed run, must not leave a run behind that nobody waits for."""
+    _prctl(Prctl.PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != server:
+        os._exit(125)           # the server died before the signal was armed
+
+
 class Refused(Exception):
     """The caller cannot have a worker: the client runs in-process instead."""
 
@@ -325,13 +403,18 @@ class Request:
     pid: int                    # the sender, as the kernel reports it
 
 
-def run_worker(connection: socket.socket) -> NoReturn:
+def run_worker(connection: socket.socket, mode: Mode) -> NoReturn:
     """A forked worker: take the run over, or refuse it; never returns."""
     status = 125
     try:
-        os.setpgid(0, 0)
+        signal.set_wakeup_fd(-1)
+        for number in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP,
+                       signal.SIGCHLD):
+            signal.signal(number, signal.SIG_DFL)   # adopt_signals sets the caller's
+        if mode is Mode.DETACHED:
+            os.setpgid(0, 0)
         close_all_but(connection.fileno())
-        status = serve_one(connection)
+        status = serve_one(connection, mode)
     except BaseException as exc:   # the server's loop must never run here
         try:
             print(f"kvmdune: resident worker: {exc!r}", file=sys.stderr, flush=True)
@@ -350,10 +433,12 @@ def close_all_but(keep: int) -> None:
                 pass
 
 
-def serve_one(connection: socket.socket) -> int:
+def serve_one(connection: socket.socket, mode: Mode) -> int:
     try:
         request = receive_request(connection)
         check_confinement(request, connection)
+        if mode is Mode.SESSION:
+            join_process_group(request.pid)
         connection = adopt_caller(request, connection)
     except Refused as refused:
         send_reply(connection, ReplyKind.REFUSED, 0, str(refused))
@@ -570,17 +655,22 @@ def challenge_landlock(connection: socket.socket, caller: int) -> None:
             os.close(fd)
 
 
-#: prctl(2) PR_SET_PTRACER: Yama lets this pid ptrace the caller (0: nobody more).
-PR_SET_PTRACER = 0x59616D61
-
-
 def _allow_ptrace_by(pid: int) -> None:
-    import ctypes
-
-    ctypes.CDLL(None).prctl(PR_SET_PTRACER, pid, 0, 0, 0)  # EINVAL without Yama: fine
+    _prctl(Prctl.PR_SET_PTRACER, pid)       # EINVAL without Yama: nothing to allow
 
 
 # ---- adoption -------------------------------------------------------------------------
+
+def join_process_group(pid: int) -> None:
+    """In a terminal's session: become part of the caller's job (its process group),
+    so that the terminal's signals and job control reach the worker as the caller."""
+    try:
+        if os.getsid(pid) != os.getsid(0):
+            raise Refused("the caller is of another session than the server")
+        os.setpgid(0, os.getpgid(pid))
+    except OSError as exc:
+        raise Refused(f"cannot join the caller's process group ({exc.strerror})") from None
+
 
 def adopt_caller(request: Request, connection: socket.socket) -> socket.socket:
     """Become the caller's process: its cgroups, limits, scheduling, umask, signal

@@ -57,4 +57,5 @@ def test_bench_run_startup_reports_both_paths(tmp_path):
     assert result.returncode in (0, 1), result.stderr.decode()[-2000:]
     ways = [line.split("  ")[0] for line in result.stdout.decode().splitlines()[2:]]
     assert ways == ["native /bin/true", "kvmdune run (resident)", "kvmdune run (in-process)",
-                    "kvmdune sandbox (resident)", "kvmdune sandbox (in-process)"]
+                    "kvmdune sandbox (resident)", "kvmdune sandbox (in-process)",
+                    "kvmdune run (resident, tty)", "kvmdune sandbox (resident, tty)"]

@@ -163,24 +163,60 @@ def test_a_terminal_on_stdio_is_the_guests(client, socket_dir):
     assert result.returncode == 0 and b"a terminal" in output
 
 
-def test_a_controlling_terminal_sends_the_run_in_process(client, socket_dir):
-    """Job control (Ctrl-Z, fg, /dev/tty) needs the caller's session."""
-    controller, terminal = pty.openpty()
-
+def _session_with_terminal(terminal: int):
+    """preexec_fn: a new session whose controlling terminal is ``terminal``, as a
+    shell at a prompt has."""
     def take_terminal():
         import fcntl
         import termios
 
+        os.setsid()
         fcntl.ioctl(terminal, termios.TIOCSCTTY, 0)
+    return take_terminal
 
+
+def test_a_terminal_keeps_job_control(client, socket_dir):
+    """With a controlling terminal the worker is of the caller's session and job:
+    /dev/tty opens, Ctrl-Z stops the job (the client once the worker is) until fg's
+    SIGCONT, and Ctrl-C reaches the guest."""
+    controller, terminal = pty.openpty()
     try:
-        result = run(client, socket_dir, ["/bin/sh", "-c", "test -c /dev/tty && exit 4"],
-                     stdin=terminal, preexec_fn=take_terminal, pass_fds=(terminal,))
+        process = subprocess.Popen(
+            [client, "run", "--", "/bin/sh", "-c",
+             "exec 3</dev/tty && echo tty ok; echo $$ $PPID; "
+             # A loop of builtins: a child's death by SIGINT would race with the trap.
+             "trap 'echo interrupted; exit 3' INT; while :; do :; done"],
+            stdin=terminal, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=client_env(socket_dir), preexec_fn=_session_with_terminal(terminal))
+        assert process.stdout.readline() == b"tty ok\n", process.stderr.read()
+        worker, server = map(int, process.stdout.readline().split())
+        assert server not in (os.getpid(), process.pid)
+        assert os.getpgid(worker) == process.pid          # the caller's job
+        os.write(controller, b"\x1a")                     # Ctrl-Z
+        _, status = os.waitpid(process.pid, os.WUNTRACED)
+        assert os.WIFSTOPPED(status) and _state(worker) == "T"
+        os.killpg(process.pid, signal.SIGCONT)            # fg
+        _wait_until(lambda: _state(worker) != "T")
+        time.sleep(0.2)         # the guest back in its loop, out of the VMM's resume
+        os.write(controller, b"\x03")                     # Ctrl-C
+        out, err = process.communicate(timeout=60)
     finally:
         os.close(controller)
         os.close(terminal)
-    assert "controlling terminal" in (fallback_reason(result) or ""), result.stderr
-    assert result.returncode == 4
+    assert fallback_reason(subprocess.CompletedProcess([], 0, b"", err)) is None, err
+    assert (out, process.returncode) == (b"interrupted\n", 3)
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0]
+
+
+def _wait_until(condition, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert condition()
 
 
 def test_cwd_umask_environment_and_limits_are_the_callers(client, socket_dir, tmp_path):
@@ -247,6 +283,25 @@ def test_signals_to_the_client_reach_the_guest(client, socket_dir):
     assert out == b"got TERM\n" and process.returncode == 9
 
 
+def test_a_stopped_worker_stops_its_client(client, socket_dir):
+    """kill -TSTP reaches the worker; the client stops once the worker has (its
+    caller sees the job stopped) and SIGCONT to it resumes both."""
+    process = subprocess.Popen(
+        [client, "run", "--", "/bin/sh", "-c", "echo $$; while :; do sleep 0.1; done"],
+        env=client_env(socket_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        start_new_session=True)
+    try:
+        worker = int(process.stdout.readline())
+        process.send_signal(signal.SIGTSTP)
+        _, status = os.waitpid(process.pid, os.WUNTRACED)
+        assert os.WIFSTOPPED(status) and _state(worker) == "T"
+        process.send_signal(signal.SIGCONT)
+        _wait_until(lambda: _state(worker) != "T")
+    finally:
+        process.kill()
+        process.wait()
+
+
 def test_the_run_ends_when_the_client_dies(client, socket_dir):
     process = subprocess.Popen(
         [client, "run", "--", "/bin/sh", "-c", "echo $$; exec sleep 60"],
@@ -256,10 +311,21 @@ def test_the_run_ends_when_the_client_dies(client, socket_dir):
     assert guest != process.pid
     process.kill()
     process.wait()
-    deadline = time.monotonic() + 30
-    while os.path.exists(f"/proc/{guest}") and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not os.path.exists(f"/proc/{guest}")
+    _wait_until(lambda: not os.path.exists(f"/proc/{guest}"))
+
+
+def test_the_run_ends_when_the_server_dies(client, tmp_path):
+    directory = tmp_path / "sockets"
+    directory.mkdir(mode=0o700)
+    process = subprocess.Popen(
+        [client, "run", "--", "/bin/sh", "-c", "echo $$ $PPID; exec sleep 60"],
+        env=client_env(directory), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        start_new_session=True)
+    guest, server = map(int, process.stdout.readline().split())
+    os.kill(server, signal.SIGKILL)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 125 and b"without the run's status" in err
+    _wait_until(lambda: not os.path.exists(f"/proc/{guest}"))
 
 
 def test_the_worker_uses_the_callers_kvm_descriptor(client, socket_dir):

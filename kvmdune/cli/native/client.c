@@ -12,11 +12,15 @@
  * forwarded to the worker through a pidfd, and the worker's end (exit status or
  * death by signal) becomes this program's.
  *
- * Whenever anything is off -- another command, KVMDUNE_STARTUP=inprocess, a
- * controlling terminal (a worker in another session cannot honour job control or
- * /dev/tty), a socket directory with the wrong owner or mode, a server that cannot
- * start or that refuses -- it executes the in-process Python path, which is always
- * correct, just slower. Nothing is handed over before the worker accepts, so the
+ * A caller with a controlling terminal gets a server of its own session (never
+ * detached from it), whose workers join the caller's process group: Ctrl-C, Ctrl-Z,
+ * fg and bg, /dev/tty and SIGWINCH then reach the guest from the terminal itself,
+ * as they reach the in-process VMM.
+ *
+ * Whenever anything is off -- another command, KVMDUNE_STARTUP=inprocess, a socket
+ * directory with the wrong owner or mode, a server that cannot start or that
+ * refuses -- it executes the in-process Python path, which is always correct, just
+ * slower. Nothing is handed over before the worker accepts, so the
  * fallback starts from exactly the state the caller gave.
  *
  * The wire format is shared with resident.py (PROTOCOL_* there); see its docstring.
@@ -54,7 +58,8 @@
 #define MAGIC_REQUEST 0x5244564bu   /* "KVDR" */
 #define MAGIC_REPLY 0x4144564bu     /* "KVDA" */
 #define MAGIC_STATUS 0x5344564bu    /* "KVDS" */
-enum reply_kind { REPLY_CHALLENGE = 1, REPLY_ACCEPTED = 2, REPLY_REFUSED = 3, REPLY_NAME = 4 };
+enum reply_kind { REPLY_CHALLENGE = 1, REPLY_ACCEPTED = 2, REPLY_REFUSED = 3, REPLY_NAME = 4,
+                  REPLY_STOPPED = 5 };
 /* The descriptors every request carries first, in this order. */
 enum { PASSED_KVM, PASSED_CWD, PASSED_ROOT, PASSED_FIXED };
 
@@ -75,6 +80,8 @@ static const char SERVER_CODE[] =
 static char package_root[PATH_MAX];
 static int tracing;
 static int worker_pidfd = -1;
+/* With a controlling terminal: the server and its workers are of this session. */
+static int in_session;
 
 /* ---- the in-process path ---------------------------------------------------- */
 
@@ -287,7 +294,8 @@ static void exec_server(const char *directory, const char *version, int ready)
         _exit(127);
     char *environment[] = {"PATH=/usr/local/bin:/usr/bin:/bin", "LC_ALL=C.UTF-8", NULL};
     char *args[] = {KVMDUNE_PYTHON, "-I", "-c", (char *)SERVER_CODE, package_root,
-                    (char *)directory, (char *)version, "3", NULL};
+                    (char *)directory, (char *)version, "3",
+                    in_session ? "session" : "detached", NULL};
     execve(KVMDUNE_PYTHON, args, environment);
     _exit(127);
 }
@@ -301,7 +309,12 @@ static void start_server(const char *directory, const char *version)
         return;
     pid_t child = fork();
     if (child == 0) {
-        setsid();
+        /* A session of its own, or (for a terminal's caller) a process group of its
+         * own in the caller's session: never the caller's job. */
+        if (in_session)
+            setpgid(0, 0);
+        else
+            setsid();
         if (fork() == 0)
             exec_server(directory, version, ready[1]);
         _exit(0);
@@ -319,7 +332,11 @@ static void start_server(const char *directory, const char *version)
 static int connect_server(const char *directory, const char *version)
 {
     char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/server-%s.sock", directory, version);
+    if (in_session)
+        snprintf(path, sizeof path, "%s/server-%s-session%d.sock", directory, version,
+                 (int)getsid(0));
+    else
+        snprintf(path, sizeof path, "%s/server-%s.sock", directory, version);
     int fd = connect_to(path);
     if (fd >= 0)
         return fd;
@@ -500,27 +517,35 @@ static void show_name(const char *body, size_t length, int with_argv)
             title_start[i] = ' ';
 }
 
-static void forward(int sig)
+static void forward(int sig, siginfo_t *info, void *context)
 {
+    (void)context;
     int saved = errno;
-    syscall(SYS_pidfd_send_signal, worker_pidfd, sig, NULL, 0);
-    if (sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU)
-        raise(SIGSTOP);    /* stopped like the worker, as the caller expects */
+    /* In the caller's session the worker shares this process group: what the
+     * terminal sends (SI_KERNEL) reaches it directly, only what was sent to this
+     * process by kill(2) (SI_USER, SI_QUEUE, SI_TKILL: <= 0) is passed on. */
+    if (!in_session || info->si_code <= 0)
+        syscall(SYS_pidfd_send_signal, worker_pidfd, sig, NULL, 0);
     errno = saved;
 }
 
 /* Signals sent to this process go to the worker, except those the caller ignores
- * (the worker ignores them too). */
+ * (the worker ignores them too). This process never stops by itself: it stops when
+ * the server says the worker stopped (REPLY_STOPPED), so that the caller (a shell
+ * waiting for its job) sees it stopped only then, and continues with it. */
 static void forward_signals(void)
 {
     static const int forwarded[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2,
                                     SIGALRM, SIGCONT, SIGWINCH, SIGTSTP, SIGTTIN, SIGTTOU};
-    struct sigaction action = {.sa_handler = forward, .sa_flags = SA_RESTART};
+    struct sigaction action = {.sa_sigaction = forward, .sa_flags = SA_RESTART | SA_SIGINFO};
     sigfillset(&action.sa_mask);
     for (size_t i = 0; i < sizeof forwarded / sizeof forwarded[0]; i++) {
+        int sig = forwarded[i];
+        if (in_session && (sig == SIGCONT || sig == SIGWINCH))
+            continue;
         struct sigaction old;
-        if (sigaction(forwarded[i], NULL, &old) == 0 && old.sa_handler != SIG_IGN)
-            sigaction(forwarded[i], &action, NULL);
+        if (sigaction(sig, NULL, &old) == 0 && old.sa_handler != SIG_IGN)
+            sigaction(sig, &action, NULL);
     }
 }
 
@@ -571,8 +596,7 @@ int main(int argc, char **argv)
         in_process(argv, "not run or sandbox");
     if (mode && strcmp(mode, "inprocess") == 0)
         in_process(argv, "KVMDUNE_STARTUP=inprocess");
-    if (has_controlling_terminal())
-        in_process(argv, "a controlling terminal: job control needs this session");
+    in_session = has_controlling_terminal();
 
     char directory_buffer[PATH_MAX], version[17];
     const char *why = NULL;
@@ -664,7 +688,13 @@ int main(int argc, char **argv)
         if (message[0] == MAGIC_STATUS)
             end_like((int)message[1]);
         if (message[0] != MAGIC_REPLY || receive(sock, message + 2, 2 * sizeof(uint32_t), NULL) < 0
-            || message[1] != REPLY_NAME || message[3] > 65536)
+            || message[3] > 65536)
+            break;
+        if (message[1] == REPLY_STOPPED) {
+            raise(SIGSTOP);
+            continue;
+        }
+        if (message[1] != REPLY_NAME)
             break;
         char *body = malloc(message[3] + 1);
         if (!body || receive(sock, body, message[3], NULL) < 0)

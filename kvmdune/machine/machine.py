@@ -230,13 +230,16 @@ class Machine:
         for cpu in self._all_cpus:
             self._point_syscall(cpu)
 
+    def syscall_target(self, cpu: Cpu) -> int:
+        """Where ``syscall`` jumps on ``cpu`` (its MSR_LSTAR): its call slot's stub,
+        or the trampoline's entry."""
+        if self.call_stubs_on and cpu.index < layout.CALL_SLOTS:
+            return layout.call_stub_of(cpu.index)
+        return layout.TRAMPOLINE + _trampoline.SYSCALL_ENTRY
+
     def _point_syscall(self, cpu: Cpu) -> None:
         """MSR_LSTAR of ``cpu``: its call slot's stub, or the trampoline's entry."""
-        if self.call_stubs_on and cpu.index < layout.CALL_SLOTS:
-            address = layout.call_stub_of(cpu.index)
-        else:
-            address = layout.TRAMPOLINE + _trampoline.SYSCALL_ENTRY
-        cpu.vcpu.set_msrs({MSR.LSTAR: address})
+        cpu.vcpu.set_msrs({MSR.LSTAR: self.syscall_target(cpu)})
 
     def on_close(self, callback) -> None:
         """Run ``callback`` when the machine closes, before its memory goes."""

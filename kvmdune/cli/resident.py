@@ -128,7 +128,8 @@ def client_command() -> str | None:
 def redirect_to_client(argv: list[str]) -> None:
     """``python -m kvmdune run|sandbox`` with KVMDUNE_STARTUP=resident: become the
     native client, so that the start-up path is the installed command's."""
-    if os.environ.get(STARTUP_VARIABLE) != "resident" or argv[:1] not in (["run"], ["sandbox"]):
+    if (os.environ.get(STARTUP_VARIABLE) != "resident" or not argv
+            or argv[0] not in RESIDENT_COMMANDS):
         return
     client = client_command()
     if client is not None:

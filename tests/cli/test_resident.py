@@ -184,8 +184,9 @@ def test_a_terminal_keeps_job_control(client, socket_dir):
         process = subprocess.Popen(
             [client, "run", "--", "/bin/sh", "-c",
              "exec 3</dev/tty && echo tty ok; echo $$ $PPID; "
-             # A loop of builtins: a child's death by SIGINT would race with the trap.
-             "trap 'echo interrupted; exit 3' INT; while :; do :; done"],
+             # Waiting in a system call (the terminal's read), where signals reach
+             # the guest at once; no child, whose death by SIGINT races the trap.
+             "trap 'echo interrupted; exit 3' INT; while :; do read line; done"],
             stdin=terminal, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=client_env(socket_dir), preexec_fn=_session_with_terminal(terminal))
         assert process.stdout.readline() == b"tty ok\n", process.stderr.read()
@@ -193,6 +194,7 @@ def test_a_terminal_keeps_job_control(client, socket_dir):
         assert server not in (os.getpid(), process.pid)
         assert os.getpgid(worker) == process.pid          # the caller's job
         os.write(controller, b"\x1a")                     # Ctrl-Z
+        _wait_until(lambda: _state(process.pid) == "T")
         _, status = os.waitpid(process.pid, os.WUNTRACED)
         assert os.WIFSTOPPED(status) and _state(worker) == "T"
         os.killpg(process.pid, signal.SIGCONT)            # fg

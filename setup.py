@@ -9,6 +9,7 @@ and entry offsets to Python; no binary is ever committed.
 import os
 import shutil
 import sys
+import sysconfig
 from pathlib import Path
 
 from setuptools import Extension, setup
@@ -21,6 +22,13 @@ DUNE_ARCHIVE = DUNE / "lib" / "libkvmdune.a"
 #: (the page-table part's vm.c included when it exists).
 DUNE_LIBRARY_SOURCES = sorted(str(p) for pattern in ("*.c", "*.S")
                               for p in (DUNE / "native").glob(pattern))
+#: The start-up client (kvmdune/cli/resident.py), an executable inside the package.
+CLIENT_SOURCE = Path("kvmdune", "cli", "native", "client.c")
+CLIENT = Path("kvmdune", "cli", "kvmdune-client")
+#: The installed ``kvmdune`` command: a two-line shell script that executes the
+#: client (a console script would start Python with `site` first, which alone takes
+#: longer than a whole run may).
+LAUNCHER = Path("build", "launcher", "kvmdune")
 
 
 def c_string(text: str) -> str:
@@ -37,6 +45,7 @@ class BuildExtWithAssembly(build_ext):
             self.compiler.src_extensions.append(".S")
         super().build_extensions()
         self.build_dune_library()
+        self.build_client()
 
     def run(self) -> None:
         super().run()   # builds into build_lib, then copies extensions when in place
@@ -44,6 +53,7 @@ class BuildExtWithAssembly(build_ext):
             built = Path(self.build_lib, DUNE_ARCHIVE)
             (ROOT / DUNE_ARCHIVE).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(built, ROOT / DUNE_ARCHIVE)
+            shutil.copy2(Path(self.build_lib, CLIENT), ROOT / CLIENT)
 
     def build_dune_library(self) -> None:
         """libkvmdune.a, position-independent so that static and dynamic programs
@@ -62,6 +72,41 @@ class BuildExtWithAssembly(build_ext):
         if target.exists():
             os.unlink(target)          # ar would add to a stale archive
         self.compiler.create_static_lib(objects, "kvmdune", output_dir=str(output))
+
+    def build_client(self) -> None:
+        """The native start-up client, with the interpreter that runs kvmdune baked
+        in (it finds the package beside itself)."""
+        objects = self.compiler.compile(
+            [str(CLIENT_SOURCE)], output_dir=self.build_temp,
+            macros=[("KVMDUNE_PYTHON", c_string(sys.executable)),
+                    ("KVMDUNE_PACKAGE_ROOT", c_string(str(ROOT)))],
+            extra_postargs=["-O2", "-Wall", "-Wextra"])
+        target = Path(self.build_lib, CLIENT)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.compiler.link_executable(objects, target.name, output_dir=str(target.parent))
+
+
+def write_launcher() -> str:
+    """The ``kvmdune`` command: the client of an installed package, else of this
+    source tree (an editable install), else the in-process Python path."""
+    candidates = [Path(sysconfig.get_path("purelib"), CLIENT), ROOT / CLIENT]
+    path = ROOT / LAUNCHER
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "#!/bin/sh\n"
+        "# kvmdune: its native start-up client (kvmdune/cli/native/client.c).\n"
+        f"for client in {' '.join(shlex_quote(str(c)) for c in candidates)}; do\n"
+        '    [ -x "$client" ] && exec "$client" "$@"\n'
+        "done\n"
+        f'exec {shlex_quote(sys.executable)} -m kvmdune "$@"\n')
+    path.chmod(0o755)
+    return str(LAUNCHER)
+
+
+def shlex_quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
 
 
 setup(
@@ -93,4 +138,5 @@ setup(
                   extra_compile_args=["-O2"]),
     ],
     cmdclass={"build_ext": BuildExtWithAssembly},
+    scripts=[write_launcher()],
 )

@@ -2,6 +2,10 @@
 
 import sys
 
-from .cli.main import main
+from .cli.resident import redirect_to_client
+
+redirect_to_client(sys.argv[1:])     # KVMDUNE_STARTUP=resident: the native client's path
+
+from .cli.main import main  # noqa: E402
 
 sys.exit(main())

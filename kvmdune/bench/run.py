@@ -292,6 +292,139 @@ def run_bench(samples: int = 3, quick: bool = False,
                        QUICK_RUN_TIMEOUT_S if quick else RUN_TIMEOUT_S)
 
 
+#: Issue 14's start-up targets: from the shell to the guest's first instruction and
+#: back, through the installed command (median of at least 5 runs).
+STARTUP_TARGETS_S = {"run": 0.050, "sandbox": 0.060}
+STARTUP_SAMPLES = 5
+
+
+@dataclass(frozen=True)
+class StartupRow:
+    way: str
+    seconds: float
+    target_s: float | None = None
+
+    @property
+    def holds(self) -> bool | None:
+        return None if self.target_s is None else self.seconds <= self.target_s
+
+
+def installed_command() -> str:
+    """The ``kvmdune`` command setup.py installs beside this interpreter (a launcher
+    of the native client), else the client of this package itself."""
+    from ..cli.resident import CLIENT
+
+    installed = os.path.join(os.path.dirname(sys.executable), "kvmdune")
+    try:
+        with open(installed, "rb") as launcher:
+            if b"kvmdune-client" in launcher.read(4096):
+                return installed
+    except OSError:
+        pass
+    return str(CLIENT)
+
+
+def measure_startup(samples: int = STARTUP_SAMPLES,
+                    progress: Callable[[str], None] = lambda text: None) -> list[StartupRow]:
+    """``/bin/true`` natively, then under ``kvmdune run`` and ``kvmdune sandbox``
+    through the installed command: on the resident path without a terminal (runs
+    interleaved, the same machine load for each), on the resident path from a
+    terminal's session (a server of that session), and on the in-process path."""
+    command = installed_command()
+    progress(f"start-up through {command}")
+    resident = dict(os.environ, KVMDUNE_STARTUP_TRACE="1")
+    resident.pop("KVMDUNE_STARTUP", None)
+    in_process = dict(resident, KVMDUNE_STARTUP="inprocess")
+    samples = max(samples, STARTUP_SAMPLES)
+    ways = {"native /bin/true": (["/bin/true"], None, None)}
+    for sub in STARTUP_TARGETS_S:
+        argv = [command, sub, "--", "/bin/true"]
+        ways[f"kvmdune {sub} (resident)"] = (argv, resident, STARTUP_TARGETS_S[sub])
+        ways[f"kvmdune {sub} (in-process)"] = (argv, in_process, None)
+    for argv, env, _ in ways.values():      # starts the server; warms the caches
+        _time_startup(argv, env)
+    times: dict[str, list[float]] = {way: [] for way in ways}
+    for _ in range(samples):
+        for way, (argv, env, _) in ways.items():
+            times[way].append(_time_startup(argv, env))
+    rows = [StartupRow(way, statistics.median(times[way]), ways[way][2]) for way in ways]
+    progress("start-up from a terminal's session")
+    for sub, target in STARTUP_TARGETS_S.items():
+        at_terminal = _time_in_terminal_session([command, sub, "--", "/bin/true"], resident,
+                                                samples)
+        rows.append(StartupRow(f"kvmdune {sub} (resident, tty)",
+                               statistics.median(at_terminal), target))
+    return rows
+
+
+def _time_startup(argv: list[str], env: dict[str, str] | None) -> float:
+    started = time.perf_counter()
+    result = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+                            start_new_session=True)
+    elapsed = time.perf_counter() - started
+    _check_startup(argv, env, result)
+    return elapsed
+
+
+def _check_startup(argv: list[str], env: dict[str, str] | None,
+                   result: subprocess.CompletedProcess) -> None:
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited with {result.returncode}: "
+                           f"{result.stderr.decode(errors='replace')}")
+    if env and "KVMDUNE_STARTUP" not in env and b"start-up: in-process" in result.stderr:
+        raise RuntimeError(f"{' '.join(argv)} did not take the resident path: "
+                           f"{result.stderr.decode(errors='replace').strip()}")
+
+
+#: A shell's part: a session whose controlling terminal is a new pty, running
+#: ``argv`` (after one warm-up run) ``samples`` times, each as a job of its own
+#: (its process group); prints the wall times, or the first failure's stderr.
+_TERMINAL_SESSION = """
+import fcntl, json, os, subprocess, sys, termios, time
+argv, samples = json.loads(sys.argv[1]), int(sys.argv[2])
+fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+times = []
+for sample in range(samples + 1):
+    started = time.perf_counter()
+    result = subprocess.run(argv, stdin=0, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            process_group=0)
+    if result.returncode != 0 or b"start-up: in-process" in result.stderr:
+        sys.exit(result.stderr.decode(errors="replace") or f"status {result.returncode}")
+    times.append(time.perf_counter() - started)
+print(json.dumps(times[1:]))
+"""
+
+
+def _time_in_terminal_session(argv: list[str], env: dict[str, str], samples: int) -> list[float]:
+    import json
+    import pty
+
+    controller, terminal = pty.openpty()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", _TERMINAL_SESSION, json.dumps(argv), str(samples)],
+            stdin=terminal, capture_output=True, env=env, start_new_session=True)
+    finally:
+        os.close(controller)
+        os.close(terminal)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} from a terminal: "
+                           f"{result.stderr.decode(errors='replace').strip()}")
+    return json.loads(result.stdout)
+
+
+def format_startup(rows: list[StartupRow]) -> str:
+    native = rows[0].seconds
+    header = f"{'start-up (median)':<30} {'time':>9} {'ratio':>8} {'target':>9}"
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        verdict = ("" if row.holds is None else
+                   f"{row.target_s * 1e3:>6.0f} ms {'ok' if row.holds else 'MISSED'}")
+        lines.append(f"{row.way:<30} {row.seconds * 1e3:>6.1f} ms {row.seconds / native:>7.0f}x "
+                     f"{verdict}")
+    return "\n".join(lines)
+
+
 def format_table(rows: list[RunRow]) -> str:
     header = (f"{'workload':<36} {'native':>9} {'kvmdune':>9} {'ratio':>8} "
               f"{'strace -f':>10} {'ratio':>8}  target")

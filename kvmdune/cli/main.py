@@ -48,8 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
+    """The command; ``parser`` is ``build_parser()``'s, built ahead by a resident server
+    (argparse's gettext look-ups alone take milliseconds)."""
+    parser = parser or build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "handler"):
         parser.print_help()

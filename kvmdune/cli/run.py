@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .sandbox import (add_call_path_options, add_policy_options, call_path_options, execute,
-                      frozen_imports, tracer_for)
+from .sandbox import (add_call_path_options, add_policy_options, call_path_options,
+                      capture_for_guest, execute, frozen_imports, tracer_for)
 from .sizes import parse_guest_memory
 
 
@@ -52,9 +52,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # First, before the VMM opens anything: the caller's descriptors, for the guest.
-    from ..linux.fdtable import capture_caller_fds
-
-    args.caller_fds = capture_caller_fds(detach=True)
+    args.caller_fds = capture_for_guest()
     with frozen_imports():
         from ..linux.runner import RunOptions, run_command
 

@@ -219,11 +219,21 @@ def tracer_for(trace: str | None):
     return open_tracer(trace)
 
 
+def capture_for_guest():
+    """The caller's descriptors, for the guest (``capture_caller_fds(detach=True)``),
+    less a resident worker's own (cli/resident.py: the client's /dev/kvm, its
+    connection), which are the VMM's."""
+    from ..linux.fdtable import capture_caller_fds
+    from .resident import reclaim_private_fds
+
+    caller = capture_caller_fds(detach=True)
+    reclaim_private_fds(caller)
+    return caller
+
+
 def run_sandbox(args: argparse.Namespace) -> int:
     # First, before the VMM opens anything: the caller's descriptors (--pass-fd).
-    from ..linux.fdtable import capture_caller_fds
-
-    args.caller_fds = capture_caller_fds(detach=True)
+    args.caller_fds = capture_for_guest()
     return execute(args, args.default_profile)
 
 

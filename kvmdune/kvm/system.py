@@ -44,8 +44,22 @@ def _access_advice(path: str) -> str:
     return f"{path} is owned by root with no kvm group here: run kvmdune as root"
 
 
+#: /dev/kvm as the caller opened it, when a resident worker runs on its behalf
+#: (kvmdune/cli/resident.py): used instead of opening KVM_DEVICE, so that access to
+#: KVM is the caller's.
+_adopted_device: int | None = None
+
+
+def adopt_device(fd: int) -> None:
+    """Open KVM_DEVICE as a new descriptor of ``fd`` (the caller's /dev/kvm) from now on."""
+    global _adopted_device
+    _adopted_device = fd
+
+
 def open_kvm(path: str = KVM_DEVICE) -> int:
     """Open /dev/kvm and return the fd, raising ``KvmUnavailable`` with advice."""
+    if _adopted_device is not None and path == KVM_DEVICE:
+        return os.dup(_adopted_device)
     try:
         return os.open(path, os.O_RDWR | os.O_CLOEXEC)
     except FileNotFoundError as exc:

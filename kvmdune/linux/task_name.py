@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+from typing import Callable
 
 try:         # imported now: a sandbox drops to a user who may not reach site-packages
     import setproctitle
@@ -37,6 +38,16 @@ def comm_from_user(data: bytes) -> bytes:
     return data.split(b"\0", 1)[0][:TASK_COMM_LEN - 1]
 
 
+#: Told each new name (comm, and argv at an execve, else None): a resident start-up
+#: worker shows it on its client process too (kvmdune/cli/resident.py).
+_observers: list[Callable[[bytes, list[bytes] | None], None]] = []
+
+
+def observe(callback: Callable[[bytes, list[bytes] | None], None]) -> None:
+    """Call ``callback(comm, argv)`` after each ``show_on_host``."""
+    _observers.append(callback)
+
+
 def show_on_host(comm: bytes, argv: list[bytes] | None = None) -> None:
     """Name the VMM process after its guest: the command line when ``argv`` is given
     (an execve), then the comm. The comm is the calling thread's: the run loop's
@@ -44,6 +55,8 @@ def show_on_host(comm: bytes, argv: list[bytes] | None = None) -> None:
     if argv is not None:
         _set_command_line(argv)
     _libc.prctl(PR_SET_NAME, comm, 0, 0, 0)     # cannot fail for a valid pointer
+    for observer in _observers:
+        observer(comm, argv)
 
 
 def _set_command_line(argv: list[bytes]) -> None:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
+import signal
 import subprocess
 import sys
 
@@ -37,6 +41,32 @@ def test_bench_threads_quick_reports_every_row():
     assert names[:3] == ["thread create+join", "condvar ping-pong round trip",
                          "integer kernel, 2 threads (in-program)"], names
     assert all(row["native"] > 0 and row["dune"] > 0 for row in rows)
+
+
+def test_bench_run_startup_reports_both_paths():
+    """Every way is timed (each run must succeed); the verdicts are not asserted."""
+    import pathlib
+    import tempfile
+
+    # Short: a socket's path must fit in sun_path (108 bytes).
+    socket_dir = pathlib.Path(tempfile.mkdtemp(prefix="kvd-", dir="/tmp"))
+    env = dict(os.environ, KVMDUNE_RESIDENT_DIR=str(socket_dir))
+    try:
+        result = subprocess.run([sys.executable, "-m", "kvmdune", "bench", "run", "--startup",
+                                 "--samples", "1"], capture_output=True, timeout=600, env=env)
+    finally:
+        log = socket_dir / "server.log"
+        for pid in re.findall(rb"\(pid (\d+)\)", log.read_bytes() if log.exists() else b""):
+            try:
+                os.kill(int(pid), signal.SIGTERM)
+            except ProcessLookupError:
+                pass        # a session's server leaves with its session
+        shutil.rmtree(socket_dir, ignore_errors=True)
+    assert result.returncode in (0, 1), result.stderr.decode()[-2000:]
+    ways = [line.split("  ")[0] for line in result.stdout.decode().splitlines()[2:]]
+    assert ways == ["native /bin/true", "kvmdune run (resident)", "kvmdune run (in-process)",
+                    "kvmdune sandbox (resident)", "kvmdune sandbox (in-process)",
+                    "kvmdune run (resident, tty)", "kvmdune sandbox (resident, tty)"]
 
 
 def test_bench_sthreads_quick_reports_every_row():

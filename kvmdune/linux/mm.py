@@ -122,6 +122,8 @@ class MemoryMap:
         #: The largest resident set seen when memory was unmapped, in pages (Linux's
         #: hiwater_rss: VmHWM is the larger of it and the current RSS).
         self.rss_peak_pages = 0
+        #: Patch system-call sites in file-backed code mapped executable (sitepatch.py).
+        self.patch_sites = False
         self.brk_start = self.brk = 0
         # The top of the area mmap fills downwards: exec draws it (aslr.py); until
         # then Linux's without randomization.
@@ -394,6 +396,9 @@ class MemoryMap:
             except OSError as exc:
                 return -(exc.errno or Errno.ENODEV)
         data = read_file(offset, length) if read_file is not None and region is None else b""
+        if self.patch_sites and data and prot & ProtFlags.PROT_EXEC and not shared:
+            from .sitepatch import patch_mapping
+            data = patch_mapping(self, start, offset, data, name)
         vma = Vma(start, start + length, prot & PROT_MASK, shared=shared, name=name,
                   offset=offset, grows_down=bool(flags & MapFlags.MAP_GROWSDOWN),
                   region=region)

@@ -52,6 +52,8 @@ class Machine:
         self.call_ring: CallRing | None = None
         #: Whether ``syscall`` lands on the call stubs (vCPUs with a call slot).
         self.call_stubs_on = False
+        #: Whether patched call sites find their vCPU's ring (``use_patched_sites``).
+        self.patched_sites_on = False
         #: Every vCPU made (index = KVM vCPU id), in use or pooled.
         self._all_cpus: list[Cpu] = []
         self._pooled: list[Cpu] = []
@@ -232,11 +234,22 @@ class Machine:
 
     def _point_syscall(self, cpu: Cpu) -> None:
         """MSR_LSTAR of ``cpu``: its call slot's stub, or the trampoline's entry."""
+        ring = 0
         if self.call_stubs_on and cpu.index < layout.CALL_SLOTS:
             address = layout.call_stub_of(cpu.index)
+            if self.patched_sites_on:
+                ring = layout.call_ring_of(cpu.index)
         else:
             address = layout.TRAMPOLINE + _trampoline.SYSCALL_ENTRY
         cpu.vcpu.set_msrs({MSR.LSTAR: address})
+        cpu.set_ring_gs_base(ring)
+
+    def use_patched_sites(self, on: bool) -> None:
+        """Let patched call sites (linux/sitepatch.py) reach each vCPU's ring through
+        its GS base, or (off) make them all fall back to ``syscall``."""
+        self.patched_sites_on = on
+        for cpu in self._all_cpus:
+            self._point_syscall(cpu)
 
     def on_close(self, callback) -> None:
         """Run ``callback`` when the machine closes, before its memory goes."""

@@ -1,6 +1,8 @@
 """Acceptance setup: C programs compiled here, static, static-pie and dynamic; and
-every test that runs a guest runs twice, on the fast system-call path
-(KVMDUNE_FAST_SYSCALLS=1) and on the slow one (=0, every call exits to the VMM)."""
+every test that runs a guest runs three times: on the fast system-call path with its
+call sites patched (KVMDUNE_FAST_SYSCALLS=1, KVMDUNE_PATCH_SITES=1), on the fast path
+through `syscall` (KVMDUNE_PATCH_SITES=0) and on the slow one (KVMDUNE_FAST_SYSCALLS=0,
+every call exits to the VMM; nothing is patched without the fast path)."""
 
 from __future__ import annotations
 
@@ -14,9 +16,12 @@ import pytest
 PROGRAMS = pathlib.Path(__file__).parent / "programs"
 LINKS = {"static": ["-static"], "static-pie": ["-static-pie"], "dynamic": []}
 
-#: The variable the runner reads at start (RunOptions); the VMM subprocesses inherit it.
+#: The variables the runner reads at start (RunOptions); the VMM subprocesses inherit them.
 FAST_SYSCALLS = "KVMDUNE_FAST_SYSCALLS"
-SYSCALL_PATHS = {"fast": "1", "slow": "0"}
+PATCH_SITES = "KVMDUNE_PATCH_SITES"
+SYSCALL_PATHS = {"patched": {FAST_SYSCALLS: "1", PATCH_SITES: "1"},
+                 "fast": {FAST_SYSCALLS: "1", PATCH_SITES: "0"},
+                 "slow": {FAST_SYSCALLS: "0", PATCH_SITES: "0"}}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -31,12 +36,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture(autouse=True)
 def syscall_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str | None:
-    """Sets KVMDUNE_FAST_SYSCALLS for this test (and the VMMs it starts); None for the
-    tests that run no guest."""
+    """Sets the system-call path's variables for this test (and the VMMs it starts);
+    None for the tests that run no guest."""
     name = getattr(request, "param", None)
     if name is None:
         return None
-    monkeypatch.setenv(FAST_SYSCALLS, SYSCALL_PATHS[name])
+    for variable, value in SYSCALL_PATHS[name].items():
+        monkeypatch.setenv(variable, value)
     return name
 
 
@@ -76,10 +82,11 @@ def run_native(argv, **kwargs) -> subprocess.CompletedProcess:
 def vmm_env(env: dict[str, str] | None = None) -> dict[str, str] | None:
     """The environment for a VMM subprocess: ``env`` (or, when None, the inherited one)
     with this test's system-call path, so an explicit environment does not drop it."""
-    setting = os.environ.get(FAST_SYSCALLS)
-    if env is None or setting is None:
+    settings = {variable: os.environ[variable] for variable in (FAST_SYSCALLS, PATCH_SITES)
+                if variable in os.environ}
+    if env is None or not settings:
         return env
-    return {**env, FAST_SYSCALLS: setting}
+    return {**env, **settings}
 
 
 def run_dune(argv, *options, env=None, **kwargs) -> subprocess.CompletedProcess:

@@ -104,7 +104,7 @@ def test_the_variable_selects_the_path(compiled, syscall_path, tmp_path):
     seen = json.loads(report.read_text())
     assert seen["status"] == 0
     assert len(seen["servers"]) == 1
-    if syscall_path == "fast":
+    if syscall_path != "slow":
         assert seen["servers"][0] is not None, "the fast path did not start"
         assert seen["servers"][0]["fast"] > 0, seen
     else:

@@ -28,12 +28,12 @@ file (build-id and SHA-256 of its contents). Files that check their own code in 
 
 from __future__ import annotations
 
+import bisect
 import enum
-import hashlib
-import json
 import os
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from ..machine import _trampoline, layout
 from ..memory import PAGE_SIZE
@@ -48,7 +48,7 @@ REL32_REACH = (1 << 31) - PAGE_SIZE
 #: Symbols of code that checks its own bytes in memory (OpenSSL's FIPS canister).
 SELF_CHECK_MARKERS = (b"FIPS_text_start", b"FIPS_signature")
 #: Bumped when the analysis changes, so that old cache entries are not used.
-ANALYSIS_VERSION = 1
+ANALYSIS_VERSION = 2
 _JMP_REL32 = 0xE9
 _JMP_REL8 = 0xEB
 _MOV_EAX_IMM32 = 0xB8
@@ -67,10 +67,10 @@ class SiteKind(enum.IntEnum):
     XOR = 1          # xor %eax,%eax; syscall
 
 
-@dataclass(frozen=True)
-class Site:
+class Site(NamedTuple):
     """A patchable site, by file offset: ``offset`` is the instruction before the
-    ``syscall``; ``padding`` the 5 dead bytes an XOR site's short jump reaches."""
+    ``syscall``; ``padding`` the 5 dead bytes an XOR site's short jump reaches. (A
+    tuple: libc has hundreds, made on every VMM start from the cache.)"""
 
     offset: int
     kind: SiteKind
@@ -89,6 +89,7 @@ class Analysis:
     sites: tuple[Site, ...]
     syscalls: int                # every ``syscall`` instruction found
     self_checking: bool = False
+    sha256: bytes = bytes(32)    # of the file analysed (what a cache entry is valid for)
 
     @property
     def patchable(self) -> tuple[Site, ...]:
@@ -174,7 +175,7 @@ def analyze_bytes(data: bytes) -> Analysis:
                     sites.append(site)
             previous = insn
     self_checking = any(marker in data for marker in SELF_CHECK_MARKERS)
-    return Analysis(tuple(sites), syscalls, self_checking)
+    return Analysis(tuple(sorted(sites)), syscalls, self_checking)
 
 
 def _padding(insns, targets: set[int]) -> list[list[int]]:
@@ -213,7 +214,15 @@ def _site(data: bytes, previous, syscall_at: int, free: list[list[int]]) -> Site
     return None
 
 
+#: Analyses already made in this VMM process (its forks inherit them), by file
+#: identity (``_identity``).
 _memo: dict[tuple, Analysis] = {}
+#: A cache file: magic and version, the file's SHA-256, its ``syscall`` count, whether
+#: it checks its own code, how many sites follow; then one record per site.
+_CACHE_MAGIC = b"KDSITES"
+_CACHE_HEADER = struct.Struct("<7sB32sIBI")
+_CACHE_RECORD = struct.Struct("<QBIq")         # offset, kind, number, padding (-1: none)
+_KINDS = tuple(SiteKind)
 
 
 def _cache_dir() -> str:
@@ -221,48 +230,87 @@ def _cache_dir() -> str:
     return os.path.join(base, "kvmdune", "sites")
 
 
+def _identity(info: os.stat_result) -> tuple[int, ...]:
+    """What identifies one version of a file without reading it. The ctime is in
+    it because nothing can set it back: a guest that rewrites a file in place and
+    restores its mtime (utimensat) still changes it."""
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
 def analyze(path: str) -> Analysis:
-    """The sites of the file at ``path``: from memory, the on-disk cache (build-id
-    and content hash), or a fresh sweep."""
+    """The sites of the file at ``path``: from memory, the on-disk cache, or a fresh
+    sweep. The cache is looked up by the file's identity first (no read of the file:
+    this runs on every exec and every executable mmap), then by its contents
+    (build-id and SHA-256: a copy, or the same file touched), which are what an
+    entry is valid for."""
     try:
         info = os.stat(path)
     except OSError:
         return Analysis((), 0)
-    key = (path, info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
-    found = _memo.get(key)
+    identity = _identity(info)
+    found = _memo.get(identity)
     if found is not None:
         return found
-    with open(path, "rb") as f:
-        data = f.read()
-    name = f"{_build_id(data, _sections(data)) or 'none'}-{hashlib.sha256(data).hexdigest()}"
-    cache_file = os.path.join(_cache_dir(), f"v{ANALYSIS_VERSION}-{name}.json")
-    analysis = _load(cache_file)
+    directory = _cache_dir()
+    by_identity = os.path.join(directory, "v{}-id-{}.sites".format(
+        ANALYSIS_VERSION, "-".join(map(str, identity))))
+    analysis = _load(by_identity)
     if analysis is None:
-        analysis = analyze_bytes(data)
-        _store(cache_file, analysis)
-    _memo[key] = analysis
+        analysis = _analyze_contents(path, directory)
+        _store(by_identity, analysis)
+    _memo[identity] = analysis
     return analysis
 
 
-def _load(cache_file: str) -> Analysis | None:
+def _analyze_contents(path: str, directory: str) -> Analysis:
+    import hashlib
+
     try:
-        with open(cache_file) as f:
-            raw = json.load(f)
-        return Analysis(tuple(Site(o, SiteKind(k), n, p) for o, k, n, p in raw["sites"]),
-                        raw["syscalls"], raw["self_checking"])
-    except (OSError, ValueError, KeyError, TypeError):
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return Analysis((), 0)
+    digest = hashlib.sha256(data).digest()
+    by_contents = os.path.join(directory, "v{}-{}-{}.sites".format(
+        ANALYSIS_VERSION, _build_id(data, _sections(data)) or "none", digest.hex()))
+    analysis = _load(by_contents, digest)
+    if analysis is None:
+        analysis = replace(analyze_bytes(data), sha256=digest)
+        _store(by_contents, analysis)
+    return analysis
+
+
+def _load(cache_file: str, digest: bytes | None = None) -> Analysis | None:
+    """The analysis in ``cache_file`` (None: none, unreadable, or not for ``digest``)."""
+    try:
+        with open(cache_file, "rb") as f:
+            raw = f.read()
+        magic, version, sha256, syscalls, self_checking, count = \
+            _CACHE_HEADER.unpack_from(raw)
+        if magic != _CACHE_MAGIC or version != ANALYSIS_VERSION or \
+                len(raw) != _CACHE_HEADER.size + count * _CACHE_RECORD.size or \
+                digest is not None and sha256 != digest:
+            return None
+        sites = tuple(Site(offset, _KINDS[kind], number, None if padding < 0 else padding)
+                      for offset, kind, number, padding
+                      in _CACHE_RECORD.iter_unpack(raw[_CACHE_HEADER.size:]))
+        return Analysis(sites, syscalls, bool(self_checking), sha256)
+    except (OSError, struct.error, IndexError):
         return None
 
 
 def _store(cache_file: str, analysis: Analysis) -> None:
+    records = b"".join(_CACHE_RECORD.pack(site.offset, site.kind, site.number,
+                                          -1 if site.padding is None else site.padding)
+                       for site in analysis.sites)
+    header = _CACHE_HEADER.pack(_CACHE_MAGIC, ANALYSIS_VERSION, analysis.sha256,
+                                analysis.syscalls, analysis.self_checking,
+                                len(analysis.sites))
     try:
         os.makedirs(os.path.dirname(cache_file), exist_ok=True)
         temporary = f"{cache_file}.{os.getpid()}"
-        with open(temporary, "w") as f:
-            json.dump({"sites": [[s.offset, int(s.kind), s.number, s.padding]
-                                 for s in analysis.sites],
-                       "syscalls": analysis.syscalls,
-                       "self_checking": analysis.self_checking}, f)
+        with open(temporary, "wb") as f:
+            f.write(header + records)
         os.replace(temporary, cache_file)
     except OSError:
         pass             # no cache: analysed again next time
@@ -277,10 +325,21 @@ def _rel32(source_end: int, target: int) -> bytes:
     return struct.pack("<i", target - source_end)
 
 
-def build_stub(stub: int, site: Site, site_address: int) -> bytes:
-    """The stub at guest address ``stub`` for ``site`` mapped at ``site_address``."""
+@dataclass(frozen=True)
+class _StubTemplate:
+    """A kind's stub with its three per-site fields left zero, and where they are:
+    the call number, and two rel32 to the site's ``syscall`` (the fallback jump) and
+    to the instruction after it (the return address)."""
+
+    code: bytes
+    number_at: int
+    fallback_at: int         # rel32 of ``jmp syscall``, from the end of its 4 bytes
+    return_at: int           # rel32 of ``lea after-syscall(%rip),%rcx``, likewise
+
+
+def _stub_template(kind: SiteKind) -> _StubTemplate:
     code = bytearray()
-    if site.kind is SiteKind.XOR:
+    if kind is SiteKind.XOR:
         code += _XOR_EAX_EAX                                    # the flags, as native
     code += b"\xf3\x49\x0f\xae\xcb"                             # rdgsbase %r11
     code += b"\x48\xb9" + struct.pack("<q", -layout.CALL_RING)  # movabs $-CALL_RING,%rcx
@@ -288,37 +347,86 @@ def build_stub(stub: int, site: Site, site_address: int) -> bytes:
     code += b"\xc4\xe3\xfb\xf0\xc9" + bytes([_RING_MASK_ROTATE])  # rorx $9,%rcx,%rcx
     code += b"\xb8" + struct.pack("<I", _SLOTS_SHIFT)           # mov $3,%eax
     code += b"\xc4\xe2\xfb\xf7\xc9"                             # shrx %rax,%rcx,%rcx
-    code += b"\xb8" + struct.pack("<I", site.number)            # mov $N,%eax
+    code += b"\xb8"                                             # mov $N,%eax
+    number_at = len(code)
+    code += bytes(4)
     code += b"\xe3\x05"                                         # jrcxz: a ring slot
-    syscall_address = site_address + (site.syscall_offset - site.offset)
-    code += bytes([_JMP_REL32]) + _rel32(stub + len(code) + 5, syscall_address)
+    code += bytes([_JMP_REL32])                                 # jmp syscall
+    fallback_at = len(code)
+    code += bytes(4)
     saved_rsp = _trampoline.CALL_RING_SAVED_RSP
     code += b"\x49\x89\xa3" + struct.pack("<i", saved_rsp)      # mov %rsp,SAVED_RSP(%r11)
     code += b"\x49\x8d\xa3" + struct.pack("<i", _trampoline.CALL_RING_SAVED_R11 + 8)
     code += b"\x9c"                                             # pushfq -> SAVED_R11
     code += b"\x49\x8b\xa3" + struct.pack("<i", saved_rsp)      # mov SAVED_RSP(%r11),%rsp
-    code += b"\x48\x8d\x0d" + _rel32(stub + len(code) + 7, syscall_address + 2)
+    code += b"\x48\x8d\x0d"                                     # lea after-syscall,%rcx
+    return_at = len(code)
+    code += bytes(4)
     code += b"\x49\x89\x8b" + struct.pack("<i", _trampoline.CALL_RING_SAVED_RCX)
     code += b"\x49\x8d\x8b" + struct.pack("<i", _trampoline.CALL_STUB_RING_ENTRY - PAGE_SIZE)
     code += b"\xff\xe1"                                         # jmp *%rcx: the call stub
     if len(code) > STUB_SIZE:
         raise AssertionError("site stub larger than STUB_SIZE")
-    return bytes(code).ljust(STUB_SIZE, b"\xcc")
+    return _StubTemplate(bytes(code).ljust(STUB_SIZE, b"\xcc"), number_at, fallback_at,
+                         return_at)
 
 
-def _in_window(site: Site, file_offset: int, length: int) -> bool:
-    end = file_offset + length
-    if not (file_offset <= site.offset and site.syscall_offset + 2 <= end):
-        return False
-    return site.padding is None or file_offset <= site.padding and site.padding + 5 <= end
+_TEMPLATES = {kind: _stub_template(kind) for kind in SiteKind}
+#: The bytes a site has in the file (checked before patching: ``data`` may not be
+#: what was analysed if the file changed in between).
+_XOR_SITE = _XOR_EAX_EAX + _SYSCALL
 
 
-def patch_mapping(mm, start: int, file_offset: int, data: bytes, path: str) -> bytes:
+def _write_stub(stubs: bytearray, at: int, stub: int, site: Site, site_address: int) -> None:
+    """Site ``site``'s stub (guest address ``stub``) into ``stubs[at:]``."""
+    template = _TEMPLATES[site.kind]
+    syscall_address = site_address + (site.syscall_offset - site.offset)
+    stubs[at:at + STUB_SIZE] = template.code
+    struct.pack_into("<I", stubs, at + template.number_at, site.number)
+    struct.pack_into("<i", stubs, at + template.fallback_at,
+                     syscall_address - (stub + template.fallback_at + 4))
+    struct.pack_into("<i", stubs, at + template.return_at,
+                     syscall_address + len(_SYSCALL) - (stub + template.return_at + 4))
+
+
+def build_stub(stub: int, site: Site, site_address: int) -> bytes:
+    """The stub at guest address ``stub`` for ``site`` mapped at ``site_address``."""
+    code = bytearray(STUB_SIZE)
+    _write_stub(code, 0, stub, site, site_address)
+    return bytes(code)
+
+
+def _sites_in(analysis: Analysis, data: bytes, file_offset: int) -> list[Site]:
+    """The patchable sites wholly inside ``data`` (the file from ``file_offset``)
+    whose bytes there are still the analysed ones."""
+    sites = analysis.patchable
+    end = file_offset + len(data)
+    first = bisect.bisect_left(sites, file_offset, key=lambda site: site.offset)
+    found = []
+    for site in sites[first:]:
+        if site.offset >= end:
+            break
+        at = site.offset - file_offset
+        if site.syscall_offset + len(_SYSCALL) > end:
+            continue
+        if site.kind is SiteKind.MOV_IMM:
+            if data[at] != _MOV_EAX_IMM32 or \
+                    data[at + 1:at + 7] != struct.pack("<I", site.number) + _SYSCALL:
+                continue
+        elif data[at:at + len(_XOR_SITE)] != _XOR_SITE or \
+                not file_offset <= site.padding <= end - 5:
+            continue
+        found.append(site)
+    return found
+
+
+def patch_mapping(mm, start: int, file_offset: int, data: bytes,
+                  path: str) -> bytes | bytearray:
     """``data`` (the file's bytes from ``file_offset``, to be mapped executable at
-    ``start``) with its sites patched, their stubs mapped nearby; ``data`` as it is
-    when nothing can be patched (no site, no room within reach)."""
-    analysis = analyze(path)
-    sites = [site for site in analysis.patchable if _in_window(site, file_offset, len(data))]
+    ``start``) with its sites patched, their stubs mapped nearby in one mapping;
+    ``data`` as it is when nothing can be patched (no site, no room within reach).
+    (A bytearray, not copied again: libc's text is megabytes, patched per exec.)"""
+    sites = _sites_in(analyze(path), data, file_offset)
     if not sites:
         return data
     size = -(-len(sites) * STUB_SIZE // PAGE_SIZE) * PAGE_SIZE
@@ -329,22 +437,24 @@ def patch_mapping(mm, start: int, file_offset: int, data: bytes, path: str) -> b
     from .mm import Vma
 
     patched = bytearray(data)
-    stubs = bytearray()
+    stubs = bytearray(size)
+    jump = struct.Struct("<Bi")
     for index, site in enumerate(sites):
         stub = stubs_at + index * STUB_SIZE
         at = site.offset - file_offset
         site_address = start + at
-        stubs += build_stub(stub, site, site_address)
+        _write_stub(stubs, index * STUB_SIZE, stub, site, site_address)
         if site.kind is SiteKind.MOV_IMM:
-            patched[at:at + 5] = bytes([_JMP_REL32]) + _rel32(site_address + 5, stub)
+            jump.pack_into(patched, at, _JMP_REL32, stub - (site_address + 5))
         else:
             pad = site.padding - file_offset
             patched[at:at + 2] = bytes([_JMP_REL8, (pad - (at + 2)) & 0xFF])
-            patched[pad:pad + 5] = bytes([_JMP_REL32]) + _rel32(start + pad + 5, stub)
+            jump.pack_into(patched, pad, _JMP_REL32, stub - (start + pad + 5))
+    stubs[len(sites) * STUB_SIZE:] = b"\xcc" * (size - len(sites) * STUB_SIZE)
     mm.map_fixed(Vma(stubs_at, stubs_at + size,
                      int(ProtFlags.PROT_READ | ProtFlags.PROT_EXEC), name=STUB_MAPPING_NAME),
                  bytes(stubs), eager=True)
-    return bytes(patched)
+    return patched
 
 
 def in_site_stub(mm, address: int) -> bool:

@@ -454,7 +454,43 @@ def patch_mapping(mm, start: int, file_offset: int, data: bytes,
     mm.map_fixed(Vma(stubs_at, stubs_at + size,
                      int(ProtFlags.PROT_READ | ProtFlags.PROT_EXEC), name=STUB_MAPPING_NAME),
                  bytes(stubs), eager=True)
+    mm.site_stubs.append(StubMapping(stubs_at, stubs_at + size, start, start + len(data)))
     return patched
+
+
+@dataclass(frozen=True)
+class StubMapping:
+    """A ``[kvmdune-sites]`` mapping, and the code whose sites jump into it."""
+
+    start: int
+    end: int
+    code_start: int
+    code_end: int
+
+
+def release_stubs(mm) -> None:
+    """Unmap the stubs whose code is no longer mapped at all (munmap, dlclose).
+    A stub range the guest has mapped something else over, or sealed, stays."""
+    for record in [r for r in mm.site_stubs if not mm.overlapping(r.code_start, r.code_end)]:
+        mm.site_stubs.remove(record)
+        pieces = mm.overlapping(record.start, record.end)
+        if pieces and all(vma.name == STUB_MAPPING_NAME and not vma.sealed for vma in pieces):
+            mm.unmap(record.start, record.end - record.start)
+
+
+def patch_in_place(mm, vma) -> None:
+    """Patch the sites of ``vma``, a piece of a private file mapping that mprotect
+    has just made executable, in its contents as the guest left them (a site whose
+    bytes the guest changed is left alone)."""
+    length = vma.end - vma.start
+    data = mm.read_mapped(vma.start, length)
+    patched = patch_mapping(mm, vma.start, vma.offset, data, vma.name)
+    if patched is data:
+        return
+    for offset in range(0, length, PAGE_SIZE):
+        page = patched[offset:offset + PAGE_SIZE]
+        if page != data[offset:offset + PAGE_SIZE]:
+            mm.store(vma.start + offset, bytes(page))
 
 
 def in_site_stub(mm, address: int) -> bool:
@@ -465,5 +501,5 @@ def in_site_stub(mm, address: int) -> bool:
 
 
 __all__ = ["Analysis", "ENVIRONMENT_VARIABLE", "Site", "SiteKind", "STUB_MAPPING_NAME",
-           "analyze", "analyze_bytes", "build_stub", "in_site_stub", "patch_mapping",
-           "wanted"]
+           "StubMapping", "analyze", "analyze_bytes", "build_stub", "in_site_stub",
+           "patch_in_place", "patch_mapping", "release_stubs", "wanted"]

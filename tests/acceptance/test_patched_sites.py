@@ -48,3 +48,20 @@ def test_self_checking_code_is_left_unpatched(compiled, link, syscall_path):
     assert dune.returncode == 0, dune.stderr.decode(errors="replace")[-3000:]
     assert dune.stdout == native.stdout
     assert b"site bytes b8 27 00 00 00 0f 05, getpid ok" in dune.stdout
+
+
+@pytest.mark.parametrize("link", LINKS)
+def test_sites_patched_on_mprotect_and_stubs_unmapped_with_their_code(compiled, link,
+                                                                       syscall_path):
+    binary = compiled[("site_mappings", link)]
+    native = run_native([binary])
+    dune = run_dune([binary])
+    assert native.returncode == 0, native.stderr
+    assert dune.returncode == 0, dune.stderr.decode(errors="replace")[-3000:]
+    assert dune.stdout == native.stdout
+    assert b"getppid through the mprotected copy: ok" in dune.stdout
+    assert b"stub mappings after munmap: as before" in dune.stdout
+    expected = (b"site byte after mprotect: e9; stub mappings added: mmap 0, mprotect 1"
+                if syscall_path == "patched" else
+                b"site byte after mprotect: b8; stub mappings added: mmap 0, mprotect 0")
+    assert expected in dune.stderr, dune.stderr

@@ -69,6 +69,18 @@ def patch_sites_wanted(options: RunOptions) -> bool:
             and sitepatch.wanted(options.patch_sites))
 
 
+def _site_patching(options: RunOptions) -> bool:
+    """``patch_sites_wanted``, and where their analyses may be cached: not on disk
+    where the gate lets the guest write."""
+    from . import sitepatch
+
+    if not patch_sites_wanted(options):
+        return False
+    sitepatch.use_disk_cache(options.gate is None
+                             or not options.gate.guest_may_write(sitepatch.cache_directory()))
+    return True
+
+
 class Ticker(Protocol):
     """Something done every ``interval`` seconds of a run, at an event boundary: the
     run loop stops the vCPU with a time budget (a timer kick, as for the wall-time
@@ -127,7 +139,7 @@ def _run_command(argv: list[str], env: dict[str, str] | None, options: RunOption
             drop_privileges(options.user)
         try:
             filename, new = exec_command(machine, path, args, envp,
-                                         patch_sites=patch_sites_wanted(options))
+                                         patch_sites=_site_patching(options))
         except ExecFormatError as exc:
             say(f"kvmdune: {describe_exec_error(exc)}")
             return exit_status_for(exc)

@@ -11,7 +11,7 @@ the original instruction and traps as before):
   inter-function padding (after an unconditional ``ret``/``jmp``, nop or int3 bytes up
   to a 16-byte boundary, no branch target in it), where a ``jmp rel32`` to the stub
   is written.
-Each site's stub (in a ``[kvmdune-sites]`` mapping within +-2 GiB of its code) redoes
+Each site's stub (in an anonymous mapping within +-2 GiB of its code) redoes
 the replaced instruction, checks without touching the flags that the GS base is one
 of the call rings (``Machine.use_patched_sites`` lends it to each vCPU), stores the
 return address and RFLAGS where ``syscall`` would have left them for the call stub
@@ -20,9 +20,16 @@ below the guest's RSP), and enters its vCPU's call stub. Otherwise it jumps to t
 original ``syscall``. While a thread is inside a stub the VMM builds no signal frame
 (``in_site_stub``): the call reaches the VMM first, as for the call stub.
 
-Analysis is a linear sweep (capstone) of the file's executable sections, cached per
-file (build-id and SHA-256 of its contents). Files that check their own code in memory
-(an in-memory FIPS integrity check: ``FIPS_text_start``) are left unpatched.
+Where: segments the loader maps executable, private file mappings mmap'd
+executable, and private file mappings mprotect makes executable (patched in place,
+where the guest has not changed a site's bytes). munmap unmaps a stub mapping once
+none of its code is mapped any more (dlclose).
+
+Analysis is a linear sweep (capstone) of the file's executable sections. It is
+cached on disk per file contents (build-id and SHA-256), and found there through the
+file's identity (device, inode, size, mtime, ctime) without reading the file, since
+it is needed on every exec. Files that check their own code in memory (an
+in-memory FIPS integrity check: ``FIPS_text_start``) are left unpatched.
 ``KVMDUNE_PATCH_SITES=0`` or ``--no-patch`` turns patching off.
 """
 
@@ -31,16 +38,19 @@ from __future__ import annotations
 import bisect
 import enum
 import os
+import re
 import struct
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 from ..machine import _trampoline, layout
 from ..memory import PAGE_SIZE
+from .abi import ProtFlags
 
 ENVIRONMENT_VARIABLE = "KVMDUNE_PATCH_SITES"
-#: The name patched sites' stubs have in /proc/PID/maps.
-STUB_MAPPING_NAME = "[kvmdune-sites]"
+#: Stub mappings are anonymous (no name in /proc/PID/maps: the guest sees no trace
+#: of the VMM there), read and execute only; ``MemoryMap.site_stubs`` knows them.
+STUB_PROT = int(ProtFlags.PROT_READ | ProtFlags.PROT_EXEC)
 #: Bytes per site stub (the longest is 94).
 STUB_SIZE = 96
 #: A jump's reach: stubs must be this close to every site that jumps to them.
@@ -48,7 +58,7 @@ REL32_REACH = (1 << 31) - PAGE_SIZE
 #: Symbols of code that checks its own bytes in memory (OpenSSL's FIPS canister).
 SELF_CHECK_MARKERS = (b"FIPS_text_start", b"FIPS_signature")
 #: Bumped when the analysis changes, so that old cache entries are not used.
-ANALYSIS_VERSION = 2
+ANALYSIS_VERSION = 3
 _JMP_REL32 = 0xE9
 _JMP_REL8 = 0xEB
 _MOV_EAX_IMM32 = 0xB8
@@ -59,6 +69,7 @@ _PADDING_ALIGN = 16
 _UNCONDITIONAL = frozenset({"ret", "jmp", "ud2", "hlt", "bnd jmp", "bnd ret", "notrack jmp"})
 _SHF_EXECINSTR = 0x4
 _SHT_NOTE = 7
+_SHT_NOBITS = 8
 _NT_GNU_BUILD_ID = 3
 
 
@@ -90,6 +101,7 @@ class Analysis:
     syscalls: int                # every ``syscall`` instruction found
     self_checking: bool = False
     sha256: bytes = bytes(32)    # of the file analysed (what a cache entry is valid for)
+    swept: bool = True           # disassembled (False: no byte pattern of a site in it)
 
     @property
     def patchable(self) -> tuple[Site, ...]:
@@ -145,8 +157,34 @@ def _build_id(data: bytes, sections) -> str:
     return ""
 
 
+#: Bytes that may be a site: ``mov $N,%eax`` or ``xor %eax,%eax`` right before
+#: ``syscall`` (a byte search at C speed, before any disassembly).
+_CANDIDATE = re.compile(rb"\xb8[\x00-\xff]{4}\x0f\x05|\x31\xc0\x0f\x05")
+
+
+#: Executable bytes beyond which a file is not swept (a sweep costs ~0.7 s per MiB in
+#: Python, once per file version, and memory for every instruction): rustc's 130 MB
+#: librustc_driver makes its calls through libc. Such a file runs unpatched.
+MAX_SWEPT_BYTES = 8 << 20
+
+
+def _worth_sweeping(data: bytes, sections) -> bool:
+    code = [(offset, size) for kind, flags, _addr, offset, size in sections
+            if flags & _SHF_EXECINSTR and kind != _SHT_NOBITS]
+    return (sum(size for _offset, size in code) <= MAX_SWEPT_BYTES
+            and any(_CANDIDATE.search(data, offset, offset + size) is not None
+                    for offset, size in code))
+
+
 def analyze_bytes(data: bytes) -> Analysis:
-    """The sites of an ELF file's contents (``data``)."""
+    """The sites of an ELF file's contents (``data``). Code without a single byte
+    pattern that could be a site (a dynamically linked program: its calls are in
+    libc), or more than MAX_SWEPT_BYTES of it, is not disassembled (gcc's 25 MB cc1
+    would take seconds): ``swept`` is then False, and no site or ``syscall``
+    instruction counted."""
+    if not _worth_sweeping(data, _sections(data)):
+        return Analysis((), 0, any(marker in data for marker in SELF_CHECK_MARKERS),
+                        swept=False)
     import capstone
 
     decoder = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
@@ -154,7 +192,7 @@ def analyze_bytes(data: bytes) -> Analysis:
     sites: list[Site] = []
     syscalls = 0
     for kind, flags, _addr, offset, size in _sections(data):
-        if not flags & _SHF_EXECINSTR or kind == 8 or offset + size > len(data):   # NOBITS
+        if not flags & _SHF_EXECINSTR or kind == _SHT_NOBITS or offset + size > len(data):
             continue
         code = data[offset:offset + size]
         # Addresses in the sweep are file offsets: sites and targets in one space.
@@ -218,16 +256,30 @@ def _site(data: bytes, previous, syscall_at: int, free: list[list[int]]) -> Site
 #: identity (``_identity``).
 _memo: dict[tuple, Analysis] = {}
 #: A cache file: magic and version, the file's SHA-256, its ``syscall`` count, whether
-#: it checks its own code, how many sites follow; then one record per site.
+#: it checks its own code, whether it was swept, how many sites follow; then one
+#: record per site.
 _CACHE_MAGIC = b"KDSITES"
-_CACHE_HEADER = struct.Struct("<7sB32sIBI")
+_CACHE_HEADER = struct.Struct("<7sB32sIBBI")
 _CACHE_RECORD = struct.Struct("<QBIq")         # offset, kind, number, padding (-1: none)
 _KINDS = tuple(SiteKind)
 
 
-def _cache_dir() -> str:
+#: Whether analyses are read from and written to the disk cache (``use_disk_cache``).
+_disk_cache = True
+
+
+def cache_directory() -> str:
+    """Where analyses are cached: $XDG_CACHE_HOME/kvmdune/sites (~/.cache by default)."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "kvmdune", "sites")
+
+
+def use_disk_cache(on: bool) -> None:
+    """Turn the disk cache off where the guest could write it: a forged entry would
+    have the VMM write jumps at offsets of the forger's choosing into later runs'
+    code (``runner`` asks the gate). Analyses then stay in memory."""
+    global _disk_cache
+    _disk_cache = on
 
 
 def _identity(info: os.stat_result) -> tuple[int, ...]:
@@ -251,18 +303,25 @@ def analyze(path: str) -> Analysis:
     found = _memo.get(identity)
     if found is not None:
         return found
-    directory = _cache_dir()
-    by_identity = os.path.join(directory, "v{}-id-{}.sites".format(
-        ANALYSIS_VERSION, "-".join(map(str, identity))))
-    analysis = _load(by_identity)
+    directory = cache_directory() if _disk_cache else None
+    by_identity = None if directory is None else os.path.join(
+        directory, "v{}-id-{}.sites".format(ANALYSIS_VERSION, "-".join(map(str, identity))))
+    analysis = None if by_identity is None else _load(by_identity)
     if analysis is None:
-        analysis = _analyze_contents(path, directory)
-        _store(by_identity, analysis)
+        try:
+            analysis = _analyze_contents(path, directory)
+        except ImportError:            # no capstone (or out of a confined VMM's reach)
+            analysis = Analysis((), 0, swept=False)
+        else:
+            if by_identity is not None:
+                _store(by_identity, analysis)
     _memo[identity] = analysis
     return analysis
 
 
-def _analyze_contents(path: str, directory: str) -> Analysis:
+def _analyze_contents(path: str, directory: str | None) -> Analysis:
+    """The file's analysis, from the cache in ``directory`` by contents (None: no
+    cache) or a fresh sweep."""
     import hashlib
 
     try:
@@ -271,12 +330,13 @@ def _analyze_contents(path: str, directory: str) -> Analysis:
     except OSError:
         return Analysis((), 0)
     digest = hashlib.sha256(data).digest()
-    by_contents = os.path.join(directory, "v{}-{}-{}.sites".format(
+    by_contents = None if directory is None else os.path.join(directory, "v{}-{}-{}.sites".format(
         ANALYSIS_VERSION, _build_id(data, _sections(data)) or "none", digest.hex()))
-    analysis = _load(by_contents, digest)
+    analysis = None if by_contents is None else _load(by_contents, digest)
     if analysis is None:
         analysis = replace(analyze_bytes(data), sha256=digest)
-        _store(by_contents, analysis)
+        if by_contents is not None:
+            _store(by_contents, analysis)
     return analysis
 
 
@@ -285,7 +345,7 @@ def _load(cache_file: str, digest: bytes | None = None) -> Analysis | None:
     try:
         with open(cache_file, "rb") as f:
             raw = f.read()
-        magic, version, sha256, syscalls, self_checking, count = \
+        magic, version, sha256, syscalls, self_checking, swept, count = \
             _CACHE_HEADER.unpack_from(raw)
         if magic != _CACHE_MAGIC or version != ANALYSIS_VERSION or \
                 len(raw) != _CACHE_HEADER.size + count * _CACHE_RECORD.size or \
@@ -294,7 +354,7 @@ def _load(cache_file: str, digest: bytes | None = None) -> Analysis | None:
         sites = tuple(Site(offset, _KINDS[kind], number, None if padding < 0 else padding)
                       for offset, kind, number, padding
                       in _CACHE_RECORD.iter_unpack(raw[_CACHE_HEADER.size:]))
-        return Analysis(sites, syscalls, bool(self_checking), sha256)
+        return Analysis(sites, syscalls, bool(self_checking), sha256, bool(swept))
     except (OSError, struct.error, IndexError):
         return None
 
@@ -305,7 +365,7 @@ def _store(cache_file: str, analysis: Analysis) -> None:
                        for site in analysis.sites)
     header = _CACHE_HEADER.pack(_CACHE_MAGIC, ANALYSIS_VERSION, analysis.sha256,
                                 analysis.syscalls, analysis.self_checking,
-                                len(analysis.sites))
+                                analysis.swept, len(analysis.sites))
     try:
         os.makedirs(os.path.dirname(cache_file), exist_ok=True)
         temporary = f"{cache_file}.{os.getpid()}"
@@ -433,7 +493,6 @@ def patch_mapping(mm, start: int, file_offset: int, data: bytes,
     stubs_at = mm.find_free(size, below=start)
     if stubs_at is None or start + len(data) - stubs_at > REL32_REACH:
         return data
-    from .abi import ProtFlags
     from .mm import Vma
 
     patched = bytearray(data)
@@ -451,16 +510,14 @@ def patch_mapping(mm, start: int, file_offset: int, data: bytes,
             patched[at:at + 2] = bytes([_JMP_REL8, (pad - (at + 2)) & 0xFF])
             jump.pack_into(patched, pad, _JMP_REL32, stub - (start + pad + 5))
     stubs[len(sites) * STUB_SIZE:] = b"\xcc" * (size - len(sites) * STUB_SIZE)
-    mm.map_fixed(Vma(stubs_at, stubs_at + size,
-                     int(ProtFlags.PROT_READ | ProtFlags.PROT_EXEC), name=STUB_MAPPING_NAME),
-                 bytes(stubs), eager=True)
+    mm.map_fixed(Vma(stubs_at, stubs_at + size, STUB_PROT), bytes(stubs), eager=True)
     mm.site_stubs.append(StubMapping(stubs_at, stubs_at + size, start, start + len(data)))
     return patched
 
 
 @dataclass(frozen=True)
 class StubMapping:
-    """A ``[kvmdune-sites]`` mapping, and the code whose sites jump into it."""
+    """A stub mapping, and the code whose sites jump into it."""
 
     start: int
     end: int
@@ -474,7 +531,7 @@ def release_stubs(mm) -> None:
     for record in [r for r in mm.site_stubs if not mm.overlapping(r.code_start, r.code_end)]:
         mm.site_stubs.remove(record)
         pieces = mm.overlapping(record.start, record.end)
-        if pieces and all(vma.name == STUB_MAPPING_NAME and not vma.sealed for vma in pieces):
+        if pieces and all(_is_stub_vma(vma) for vma in pieces):
             mm.unmap(record.start, record.end - record.start)
 
 
@@ -493,13 +550,19 @@ def patch_in_place(mm, vma) -> None:
             mm.store(vma.start + offset, bytes(page))
 
 
+def _is_stub_vma(vma) -> bool:
+    return vma.prot == STUB_PROT and not vma.name and not vma.shared and not vma.sealed
+
+
 def in_site_stub(mm, address: int) -> bool:
     """Whether ``address`` is inside a patched site's stub (between the site and
     the call stub: no signal frame may be built there)."""
+    if not any(record.start <= address < record.end for record in mm.site_stubs):
+        return False
     vma = mm.find(address)
-    return vma is not None and vma.name == STUB_MAPPING_NAME
+    return vma is not None and _is_stub_vma(vma)
 
 
-__all__ = ["Analysis", "ENVIRONMENT_VARIABLE", "Site", "SiteKind", "STUB_MAPPING_NAME",
+__all__ = ["Analysis", "ENVIRONMENT_VARIABLE", "Site", "SiteKind", "STUB_PROT",
            "StubMapping", "analyze", "analyze_bytes", "build_stub", "in_site_stub",
            "patch_in_place", "patch_mapping", "release_stubs", "wanted"]

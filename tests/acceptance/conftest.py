@@ -1,8 +1,14 @@
 """Acceptance setup: C programs compiled here, static, static-pie and dynamic; and
-every test that runs a guest runs three times: on the fast system-call path with its
-call sites patched (KVMDUNE_FAST_SYSCALLS=1, KVMDUNE_PATCH_SITES=1), on the fast path
-through `syscall` (KVMDUNE_PATCH_SITES=0) and on the slow one (KVMDUNE_FAST_SYSCALLS=0,
-every call exits to the VMM; nothing is patched without the fast path)."""
+every test that runs a guest runs on the fast system-call path through `syscall`
+(KVMDUNE_FAST_SYSCALLS=1, KVMDUNE_PATCH_SITES=0) and on the slow one
+(KVMDUNE_FAST_SYSCALLS=0, every call exits to the VMM; nothing is patched without the
+fast path). Modules that set ``PATCHED_PATH`` also run with the call sites patched
+(both variables 1: the default). Patching changes only the bytes mapped, how a call
+enters the ring, and where no signal frame may be built; what is served, and how, is
+the fast path's. So the patched path runs where those are exercised: the patched
+sites' own tests, C programs of each link type, the fast path's, threads, signals
+and /proc, the system-call fuzzers; test_everyday's programs run on the default
+(patched) path too. (A third path everywhere added a third to the suite's time.)"""
 
 from __future__ import annotations
 
@@ -24,14 +30,22 @@ SYSCALL_PATHS = {"patched": {FAST_SYSCALLS: "1", PATCH_SITES: "1"},
                  "slow": {FAST_SYSCALLS: "0", PATCH_SITES: "0"}}
 
 
+def paths_for(module) -> list[str]:
+    """The system-call paths a module's guest tests run on (see above)."""
+    if getattr(module, "PATCHED_PATH", False):
+        return list(SYSCALL_PATHS)
+    return [name for name in SYSCALL_PATHS if name != "patched"]
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Every test that runs guest code (marked ``kvm``) once per system-call path,
-    except in modules that set ``DEFAULT_SYSCALL_PATH_ONLY`` (they run on the default)."""
+    """Every test that runs guest code (marked ``kvm``) once per system-call path of
+    its module, except in modules that set ``DEFAULT_SYSCALL_PATH_ONLY`` (they run
+    on the default)."""
     if getattr(metafunc.module, "DEFAULT_SYSCALL_PATH_ONLY", False):
         return
     if ("syscall_path" in metafunc.fixturenames
             and metafunc.definition.get_closest_marker("kvm") is not None):
-        metafunc.parametrize("syscall_path", list(SYSCALL_PATHS), indirect=True)
+        metafunc.parametrize("syscall_path", paths_for(metafunc.module), indirect=True)
 
 
 @pytest.fixture(autouse=True)

@@ -13,6 +13,8 @@ import pytest
 from .conftest import LINKS, run_dune, run_native, vmm_env
 
 pytestmark = pytest.mark.kvm
+#: Also run with patched call sites (conftest.py).
+PATCHED_PATH = True
 ENV = {**os.environ, "KVMDUNE_TEST_VALUE": "forty two"}
 
 

@@ -11,6 +11,8 @@ import pytest
 from .conftest import LINKS, run_dune, run_native
 
 pytestmark = pytest.mark.kvm
+#: Also run with patched call sites (conftest.py).
+PATCHED_PATH = True
 
 #: What the program prints to stderr: the first byte of its mov- and xor-sites.
 ORIGINAL_BYTES = b"site bytes: b8 31"

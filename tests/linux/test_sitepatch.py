@@ -44,7 +44,7 @@ def test_sites_found_and_cached_on_disk(binary: Path):
     sitepatch._memo.clear()
     again = sitepatch.analyze(str(binary))
     assert again == first
-    entries = sorted(os.listdir(sitepatch._cache_dir()))
+    entries = sorted(os.listdir(sitepatch.cache_directory()))
     assert len(entries) == 2                       # by identity, and by contents
     assert any(first.sha256.hex() in entry for entry in entries)
 
@@ -66,7 +66,7 @@ def test_file_rewritten_with_its_times_restored_is_analysed_again(binary: Path):
 
 def test_damaged_cache_entries_are_ignored(binary: Path):
     first = sitepatch.analyze(str(binary))
-    for entry in Path(sitepatch._cache_dir()).iterdir():
+    for entry in Path(sitepatch.cache_directory()).iterdir():
         entry.write_bytes(entry.read_bytes()[:-3])
     sitepatch._memo.clear()
     assert sitepatch.analyze(str(binary)) == first
@@ -75,7 +75,7 @@ def test_damaged_cache_entries_are_ignored(binary: Path):
 def test_an_entry_for_other_contents_is_not_used(binary: Path):
     """A contents entry is checked against the file's hash, not trusted by its name."""
     first = sitepatch.analyze(str(binary))
-    directory = Path(sitepatch._cache_dir())
+    directory = Path(sitepatch.cache_directory())
     for entry in directory.iterdir():
         if entry.name.split("-")[1] == "id":
             entry.unlink()

@@ -17,9 +17,14 @@ SYSCALL_PATHS = {"patched": {FAST_SYSCALLS: "1", PATCH_SITES: "1"},
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """A test that uses ``syscall_path`` runs once per path."""
+    """A test that uses ``syscall_path`` runs on the fast and the slow path, and also
+    with patched call sites in modules that set ``PATCHED_PATH`` (the containment
+    corpus: patching changes how calls enter the ring, not what the gate decides,
+    which the fast path's runs cover everywhere)."""
     if "syscall_path" in metafunc.fixturenames:
-        metafunc.parametrize("syscall_path", list(SYSCALL_PATHS), indirect=True)
+        paths = [name for name in SYSCALL_PATHS
+                 if name != "patched" or getattr(metafunc.module, "PATCHED_PATH", False)]
+        metafunc.parametrize("syscall_path", paths, indirect=True)
 
 
 @pytest.fixture

@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 from .conftest import environment_for
 
 pytestmark = pytest.mark.kvm
+#: Also run with patched call sites (conftest.py).
+PATCHED_PATH = True
 
 
 def test_every_hostile_case_is_contained(hostile_corpus, syscall_path):

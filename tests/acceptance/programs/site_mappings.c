@@ -1,8 +1,8 @@
 /* Call sites in code a program maps itself (sitepatch.py): its own file mapped
  * private and read-only, then made executable by mprotect, has its site patched in
- * place (stderr: the site's first byte and how many stub mappings it added); code
- * called there answers as natively; and munmap takes the stubs away again (stdout:
- * the stub mappings are back to what they were, as natively, where there are none). */
+ * place (stderr: the site's first byte and how many anonymous stub mappings it
+ * added); code called there answers as natively; and munmap takes the stubs away
+ * again (stdout: the stub mappings are back to what they were, as natively). */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <stdio.h>
@@ -29,6 +29,16 @@ static unsigned char *find_marked(unsigned char *start, size_t size) {
     return NULL;
 }
 
+/* Stub mappings are anonymous, read and execute only: a line with no name. */
+static int is_stub_mapping(const char *line) {
+    char perms[8], name[256] = "";
+    unsigned long start, end, offset, inode;
+    char device[16];
+    return sscanf(line, "%lx-%lx %7s %lx %15s %lu %255s", &start, &end, perms, &offset, device,
+                  &inode, name) >= 6
+        && strcmp(perms, "r-xp") == 0 && name[0] == 0;
+}
+
 static int stub_mappings(void) {
     char line[512];
     int count = 0;
@@ -36,7 +46,7 @@ static int stub_mappings(void) {
     if (maps == NULL)
         return -1;
     while (fgets(line, sizeof line, maps) != NULL)
-        count += strstr(line, "[kvmdune-sites]") != NULL;
+        count += is_stub_mapping(line);
     fclose(maps);
     return count;
 }

@@ -69,15 +69,17 @@ def patch_sites_wanted(options: RunOptions) -> bool:
             and sitepatch.wanted(options.patch_sites))
 
 
-def _site_patching(options: RunOptions) -> bool:
+def _site_patching(options: RunOptions, path: str) -> bool:
     """``patch_sites_wanted``, and where their analyses may be cached: not on disk
-    where the gate lets the guest write."""
+    where the gate lets the guest write. The program's own (and its libraries')
+    are made now, before privileges are dropped."""
     from . import sitepatch
 
     if not patch_sites_wanted(options):
         return False
     sitepatch.use_disk_cache(options.gate is None
                              or not options.gate.guest_may_write(sitepatch.cache_directory()))
+    sitepatch.prewarm(path)
     return True
 
 
@@ -135,11 +137,11 @@ def _run_command(argv: list[str], env: dict[str, str] | None, options: RunOption
         return EXIT_VMM_FAILED
     with machine:
         apply_limits(options)
+        patch_sites = _site_patching(options, path)
         if options.user is not None:
             drop_privileges(options.user)
         try:
-            filename, new = exec_command(machine, path, args, envp,
-                                         patch_sites=_site_patching(options))
+            filename, new = exec_command(machine, path, args, envp, patch_sites=patch_sites)
         except ExecFormatError as exc:
             say(f"kvmdune: {describe_exec_error(exc)}")
             return exit_status_for(exc)

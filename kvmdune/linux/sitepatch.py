@@ -319,6 +319,68 @@ def analyze(path: str) -> Analysis:
     return analysis
 
 
+#: Where prewarm looks for the libraries a program names (the x86-64 Debian and
+#: generic multilib directories ld.so searches by default).
+LIBRARY_DIRECTORIES = ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64",
+                       "/usr/lib64", "/lib", "/usr/lib")
+_PT_LOAD, _PT_DYNAMIC, _PT_INTERP = 1, 2, 3
+_DT_NEEDED, _DT_STRTAB = 1, 5
+_PHDR = struct.Struct("<IIQQQQQQ")
+_DYN = struct.Struct("<qQ")
+
+
+def prewarm(path: str) -> None:
+    """Analyse ``path``, its interpreter and the libraries it names (found in
+    LIBRARY_DIRECTORIES) now, into memory: before the VMM drops privileges and
+    confines itself, while the disk cache is still in its reach (a sandbox run as
+    another user, or under Landlock, would otherwise sweep libc again every time)."""
+    try:
+        with open(path, "rb") as f:
+            names = _dependencies(f.fileno())
+    except (OSError, struct.error):
+        return
+    analyze(path)
+    for name in names:
+        if name.startswith("/"):
+            analyze(name)
+            continue
+        found = next((os.path.join(d, name) for d in LIBRARY_DIRECTORIES
+                      if os.path.exists(os.path.join(d, name))), None)
+        if found is not None:
+            analyze(found)
+
+
+def _dependencies(fd: int) -> list[str]:
+    """The interpreter and DT_NEEDED names of the ELF file open at ``fd`` ([] for
+    anything else); struct.error for a file cut short."""
+    header = os.pread(fd, 64, 0)
+    if len(header) < 64 or header[:4] != b"\x7fELF":
+        return []
+    phoff, = struct.unpack_from("<Q", header, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", header, 0x36)
+    if phentsize != _PHDR.size:
+        return []
+    table = os.pread(fd, phnum * phentsize, phoff)
+    phdrs = [_PHDR.unpack_from(table, i * phentsize) for i in range(phnum)]
+    names = [os.pread(fd, min(p[5], PAGE_SIZE), p[2]).split(b"\0")[0]
+             .decode("utf-8", "replace") for p in phdrs if p[0] == _PT_INTERP]
+    dynamic = next((p for p in phdrs if p[0] == _PT_DYNAMIC), None)
+    if dynamic is None:
+        return names
+    raw = os.pread(fd, min(dynamic[5], 1 << 16), dynamic[2])
+    entries = [_DYN.unpack_from(raw, offset) for offset in range(0, len(raw) - 15, _DYN.size)]
+    strtab = next((value for tag, value in entries if tag == _DT_STRTAB), None)
+    load = next((p for p in phdrs if p[0] == _PT_LOAD and strtab is not None
+                 and p[3] <= strtab < p[3] + p[5]), None)
+    if load is None:
+        return names
+    for tag, value in entries:
+        if tag == _DT_NEEDED:
+            name = os.pread(fd, 256, load[2] + strtab - load[3] + value).split(b"\0")[0]
+            names.append(name.decode("utf-8", "replace"))
+    return names
+
+
 def _analyze_contents(path: str, directory: str | None) -> Analysis:
     """The file's analysis, from the cache in ``directory`` by contents (None: no
     cache) or a fresh sweep."""
@@ -565,4 +627,4 @@ def in_site_stub(mm, address: int) -> bool:
 
 __all__ = ["Analysis", "ENVIRONMENT_VARIABLE", "Site", "SiteKind", "STUB_PROT",
            "StubMapping", "analyze", "analyze_bytes", "build_stub", "in_site_stub",
-           "patch_in_place", "patch_mapping", "release_stubs", "wanted"]
+           "patch_in_place", "patch_mapping", "prewarm", "release_stubs", "wanted"]

@@ -3,9 +3,12 @@ guest program (native/dune_vm.c, built against the API's library and run under
 ``kvmdune run``), each beside the Linux way of doing the same thing and beside the
 platform floor it cannot avoid, all measured in the same run (medians of runs):
 
-- protect + unprotect one page (two dune_vm_mprotect hypercalls): Linux's mprotect
-  pair; floor: two call-ring round trips (a getppid through the ring, measured in
-  the same guest) plus one host mprotect pair (the Linux baseline's);
+- protect + unprotect one page (two dune_vm_mprotect hypercalls, both served by the
+  fast path's thread: vmm_native/fastvm.c): Linux's mprotect pair; floor: two
+  call-ring round trips (a getppid through the ring, measured in the same guest)
+  plus one host mprotect pair (the Linux baseline's) -- the issue's floor; the write
+  removal is KVM's dirty-log write-protect of the frame instead, which costs less
+  than that pair, so kvmdune may come in under it;
 - Appel & Li's trap: protect, write fault, a handler that unprotects, retry, with
   the program's page-fault handler (an upcall) and with a SIGSEGV handler (Linux's
   way, under kvmdune): Linux's mprotect + SIGSEGV handler; floor: the machine's own

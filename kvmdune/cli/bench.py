@@ -36,9 +36,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "run", help="whole programs: startup, system-call-heavy and CPU-bound workloads",
         description="Startup of `true`; busybox `dd bs=512` of 100 MB to /dev/null and "
                     "`find` over 20,000 files (system-call heavy); busybox `sha256sum` of "
-                    "200 MB and `bzip2 -9` of 50 MB (CPU bound). Each natively, under "
-                    "`kvmdune run`, and under `strace -f -o /dev/null`, in the same run.")
-    _add_sampling(programs)
+                    "200 MB and `bzip2 -9` of 50 MB (CPU bound); process-heavy: a bash loop "
+                    "of 200 fork+exec+wait of /bin/true, `gcc -O2 -c` of a 1,000-line C "
+                    "file, `make -j2` of a 10-file project, `python3 -c pass`, each with "
+                    "its target. Each natively, under `kvmdune run`, and under "
+                    "`strace -f -o /dev/null`, in the same run (median of 5 by default).")
+    _add_sampling(programs, default_samples=5)
+    programs.add_argument("--json", action="store_true", help="print JSON rows")
     programs.set_defaults(handler=run_programs)
     confinement = suites.add_parser(
         "sandbox", help="a checked system call under each way of confining a program",
@@ -109,6 +113,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     _add_sampling(threads)
     threads.add_argument("--json", action="store_true", help="print JSON rows")
     threads.set_defaults(handler=run_threads)
+    sthreads = suites.add_parser(
+        "sthreads", help="sthread create+join, fresh and recycled, beside fork and pthreads",
+        description="Create+join latency of an sthread (Wedge on the Dune API, "
+                    "include/sthread.h) under kvmdune, created fresh and recycled by its "
+                    "dirty bits, beside native fork+wait and pthread_create+join (and "
+                    "pthread_create+join under kvmdune), timed inside a static C program "
+                    "in the same run; medians and ratios.")
+    _add_sampling(sthreads)
+    sthreads.add_argument("--json", action="store_true", help="print JSON rows")
+    sthreads.set_defaults(handler=run_sthreads)
     gc = suites.add_parser(
         "gc", help="Debian's libgc, incremental on and off, mprotect vs dirty bits",
         description="Debian's unmodified libgc (bdwgc) driven by native/gc_bench.c "
@@ -157,9 +171,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     paper.set_defaults(handler=run_paper)
 
 
-def _add_sampling(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--samples", type=positive_int, default=3,
-                        help="runs of each measurement; the median is printed (default 3)")
+def _add_sampling(parser: argparse.ArgumentParser, default_samples: int = 3) -> None:
+    parser.add_argument("--samples", type=positive_int, default=default_samples,
+                        help="runs of each measurement; the median is printed "
+                             f"(default {default_samples})")
     parser.add_argument("--quick", action="store_true",
                         help="small sizes: a smoke test, not a measurement")
 
@@ -207,11 +222,11 @@ def run_dune(args: argparse.Namespace) -> int:
 
 
 def run_programs(args: argparse.Namespace) -> int:
-    from ..bench.run import format_table, run_bench
+    from ..bench.run import format_table, rows_as_json, run_bench
 
     rows = run_bench(samples=args.samples, quick=args.quick,
                      progress=lambda text: print(f"... {text}", file=sys.stderr, flush=True))
-    print(format_table(rows))
+    print(json.dumps(rows_as_json(rows), indent=2) if args.json else format_table(rows))
     return 0
 
 
@@ -264,6 +279,19 @@ def run_threads(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([dataclasses.asdict(row) | {"ratio": row.ratio,
                                                      "verdict": row.verdict}
+                          for row in rows], indent=2))
+    else:
+        print(format_table(rows))
+    return 0
+
+
+def run_sthreads(args: argparse.Namespace) -> int:
+    from ..bench.sthreads import baselines, format_table, run_sthreads_bench
+
+    rows = run_sthreads_bench(samples=args.samples, quick=args.quick)
+    if args.json:
+        native = baselines(rows)
+        print(json.dumps([dataclasses.asdict(row) | {"ratios": row.ratios(native)}
                           for row in rows], indent=2))
     else:
         print(format_table(rows))

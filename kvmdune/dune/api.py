@@ -84,7 +84,7 @@ class PageTablesApi:
     @property
     def current_root(self) -> int:
         """The root user code runs in next (load_cr3's choice)."""
-        return self.vm.current.handle
+        return self.vm.current().handle
 
     # -- the C API's operations --------------------------------------------------------
     def mprotect(self, root: int, va: int, length: int, perm: PERM) -> None:

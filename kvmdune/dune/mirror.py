@@ -21,13 +21,18 @@ memory, the table as the VMM last wrote it. What differs between the two at a TL
 flush is what the program wrote, to be checked (``changed``) and then applied or
 undone (``restore``). Tables are freed only with their root, so that pointers the
 program holds stay valid.
+
+pgroot's mirror also keeps a *ceiling* per leaf entry (``Table.ceilings``): 0, or
+CEILING_KNOWN | the rights the page's VMA allows, as the VMM last checked them. The
+Dune API's native path (vmm_native/fastvm.c) serves a protect only where it is
+known; any entry the VMM rewrites loses it until the VMM checks again.
 """
 
 from __future__ import annotations
 
 import array
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 from ..linux.abi import ProtFlags
 from ..linux.mm import MemoryMap, Vma
@@ -42,6 +47,11 @@ WINDOW_SIZE = 4 << 30
 ENTRY_SIZE = 8
 _P = int(PTE.P)
 _ZERO_TABLE = array.array("Q", bytes(PAGE_SIZE))
+_NO_CEILINGS = array.array("B", bytes(ENTRIES_PER_TABLE))
+#: The span of address space one leaf table maps.
+LEAF_SPAN = ENTRIES_PER_TABLE * PAGE_SIZE
+#: A ceiling byte that holds rights (vmm_native/fastvm.c's CEILING_KNOWN).
+CEILING_KNOWN = 0x80
 
 
 class WindowFull(OutOfGuestMemory):
@@ -59,14 +69,21 @@ class Table:
     level: int                    # 4 (PML4) .. 1 (page table)
     live: memoryview              # the guest frame as 64-bit words
     shadow: array.array = field(default_factory=lambda: array.array("Q", _ZERO_TABLE))
+    #: pgroot's leaf tables: a ceiling byte per entry (see the module docstring).
+    #: Like the shadow, never resized: native code holds its address.
+    ceilings: array.array | None = None
 
     def set(self, index: int, value: int) -> None:
         self.shadow[index] = value
         self.live[index] = value
+        if self.ceilings is not None:
+            self.ceilings[index] = 0
 
     def set_run(self, first: int, values: list[int]) -> None:
         self.shadow[first:first + len(values)] = array.array("Q", values)
         self.live[first:first + len(values)] = array.array("Q", values)
+        if self.ceilings is not None:
+            self.ceilings[first:first + len(values)] = _NO_CEILINGS[:len(values)]
 
     def pointer(self, index: int) -> int:
         """The program's address of entry ``index``."""
@@ -133,35 +150,44 @@ class Window:
 
 
 class Mirror:
-    """One root's mirror: a 4-level table tree in the window, user half only."""
+    """One root's mirror: a 4-level table tree in the window, user half only (with a
+    ceiling per leaf entry if ``keeps_ceilings``: pgroot's)."""
 
-    def __init__(self, window: Window) -> None:
+    def __init__(self, window: Window, keeps_ceilings: bool = False) -> None:
         self.window = window
+        self.keeps_ceilings = keeps_ceilings
         self.root = window.alloc(4)
         self.by_address: dict[int, Table] = {self.root.address: self.root}
+        #: Told of every leaf table made from now on: (the first address it maps, it).
+        self.on_new_leaf: Callable[[int, Table], None] | None = None
 
     @property
     def handle(self) -> int:
         """The root as the program holds it: its top table's address."""
         return self.root.address
 
-    def _child(self, table: Table, index: int, create: bool) -> Table | None:
+    def _child(self, table: Table, vaddr: int, create: bool) -> Table | None:
+        index = _index(vaddr, table.level)
         entry = table.shadow[index]
         if entry & _P:
             return self.by_address[entry & ADDR_MASK]
         if not create:
             return None
         child = self.window.alloc(table.level - 1)
+        if child.level == 1 and self.keeps_ceilings:
+            child.ceilings = array.array("B", _NO_CEILINGS)
         self.by_address[child.address] = child
         table.set(index, child.address | DIRECTORY_FLAGS)
+        if child.level == 1 and self.on_new_leaf is not None:
+            self.on_new_leaf(vaddr & ~(LEAF_SPAN - 1), child)
         return child
 
     def leaf_table(self, vaddr: int, create: bool) -> Table | None:
         """The page table holding ``vaddr``'s entry (made, with the directories above
         it, when ``create``); None when a level is missing."""
         table = self.root
-        for level in (4, 3, 2):
-            found = self._child(table, _index(vaddr, level), create)
+        for _level in (4, 3, 2):
+            found = self._child(table, vaddr, create)
             if found is None:
                 return None
             table = found
@@ -186,6 +212,24 @@ class Mirror:
             count = min(ENTRIES_PER_TABLE - first, (end - vaddr) // PAGE_SIZE)
             yield vaddr, table, first, count
             vaddr += count * PAGE_SIZE
+
+    def forget_ceilings(self, start: int, end: int) -> None:
+        """The pages of [start, end) may have new VMAs, frames or aliases: no ceiling
+        of theirs is known any more."""
+        if not self.keeps_ceilings:
+            return
+        for _base, table, first, count in self.runs(start, end):
+            table.ceilings[first:first + count] = _NO_CEILINGS[:count]
+
+    def record_ceilings(self, ceilings: list[tuple[int, int]]) -> None:
+        """(page, rights its VMA allows), as the VMM just checked them."""
+        table, table_base = None, -1
+        for vaddr, rights in ceilings:
+            base = vaddr & ~(LEAF_SPAN - 1)
+            if base != table_base:
+                table, table_base = self.leaf_table(vaddr, create=False), base
+            if table is not None and table.ceilings is not None:
+                table.ceilings[_index(vaddr, 1)] = CEILING_KNOWN | rights
 
     def leaf_tables(self) -> Iterator[tuple[int, Table]]:
         """Every page table with the address its first entry maps."""

@@ -30,6 +30,7 @@ cannot take a frame ends the process with a crash report.
 
 from __future__ import annotations
 
+import ctypes
 import operator
 import struct
 from dataclasses import dataclass
@@ -67,6 +68,8 @@ _MASK64 = (1 << 64) - 1
 #: The general registers of a ``struct dune_tf``, read from kvm_regs in one call.
 _tf_registers = operator.attrgetter(*TF_FIELDS)
 _RCX_SLOT = TF_FIELDS.index("rcx")
+_FROM_USER = int(UpcallFlags.FROM_USER)
+_PF_VECTOR = int(Vector.PF)
 _KIND_NAMES = {TrapKind.PGFLT: "page fault", TrapKind.VECTOR: "exception",
                TrapKind.SIGNAL: "signal", TrapKind.SYSCALL: "system call of user code"}
 
@@ -99,6 +102,16 @@ class UserRun:
     resume_as_sysret: bool = False   # that upcall was one of its system calls
 
 
+@dataclass
+class DuneThread:
+    """One guest thread's part of the Dune API (each thread is a vCPU): its handler
+    stack (ENTER) and its dune_jump_to_user in progress, as libdune keeps them per
+    thread."""
+
+    stack: HandlerStack | None = None
+    run: UserRun | None = None
+
+
 @dataclass(frozen=True)
 class Upcall:
     """What to tell the program's handler."""
@@ -117,8 +130,8 @@ class DuneProcess(Privileged):
         self.initialized = False
         self.map_full = False
         self.vm = None                       # DuneVm, after INIT
-        self.stack: HandlerStack | None = None
-        self.run: UserRun | None = None
+        #: Per vCPU (guest thread): its handler stack and user-code run.
+        self._threads: dict[Cpu, DuneThread] = {}
         self.page_faults = False             # TrapKind.PGFLT
         self.vectors: set[int] = set()       # TrapKind.VECTOR
         self.signals: set[int] = set()       # TrapKind.SIGNAL
@@ -172,7 +185,8 @@ class DuneProcess(Privileged):
         """ENTER(upcall_entry, stack_base, stack_size): where upcalls run."""
         if not self.initialized:
             return -Errno.EINVAL
-        if self.run is not None:
+        thread = self._thread(cpu)
+        if thread.run is not None:
             return -Errno.EBUSY
         top = base + size
         if (size < MIN_HANDLER_STACK or base % UPCALL_ALIGN or top % UPCALL_ALIGN
@@ -182,7 +196,7 @@ class DuneProcess(Privileged):
             return -Errno.EFAULT
         if not self._program_owns(base, top, ProtFlags.PROT_WRITE):
             return -Errno.EFAULT
-        self.stack = HandlerStack(entry, base, top)
+        thread.stack = HandlerStack(entry, base, top)
         return 0
 
     def _set_trap(self, cpu: Cpu, kind: int, number: int, on: int, *_args: int) -> int:
@@ -212,9 +226,10 @@ class DuneProcess(Privileged):
             return -Errno.EINVAL
         if self.vm is None:
             return -Errno.ENOSYS
-        if self.stack is None:
+        thread = self._thread(cpu)
+        if thread.stack is None:
             return -Errno.EINVAL     # no handler stack: nothing could take its events
-        if self.run is not None:
+        if thread.run is not None:
             return -Errno.EBUSY
         tf = self._read_tf(tf_address, for_writeback=True)
         if tf is None:
@@ -222,14 +237,14 @@ class DuneProcess(Privileged):
         if not _usable_registers(tf, user_fs):
             return -Errno.EINVAL
         regs = cpu.regs
-        ceiling = regs.rsp - RED_ZONE if self.stack.holds(regs.rsp) else self.stack.top
-        self.run = UserRun(tf_address, _copy_registers(regs), cpu.fs_base, user_fs, ceiling)
+        ceiling = regs.rsp - RED_ZONE if thread.stack.holds(regs.rsp) else thread.stack.top
+        thread.run = UserRun(tf_address, _copy_registers(regs), cpu.fs_base, user_fs, ceiling)
         self._enter_user_code(cpu, tf, resume_as_sysret=False)
         return None
 
     def _resume_user(self, cpu: Cpu, tf_address: int, user_fs: int, *_args: int) -> int | None:
         """RESUME_USER(tf, user_fs): a handler for user code returned."""
-        run = self.run
+        run = self._thread(cpu).run
         if run is None or run.running:
             return -Errno.EINVAL
         tf = self._read_tf(tf_address)
@@ -245,10 +260,11 @@ class DuneProcess(Privileged):
     def _ret_from_user(self, cpu: Cpu, ret: int, *_args: int) -> int | None:
         """RET_FROM_USER(ret): end the run; JUMP_TO_USER returns ``ret`` (a C int)
         with user code's last registers in its tf."""
-        run = self.run
+        thread = self._thread(cpu)
+        run = thread.run
         if run is None or run.running:
             return -Errno.EINVAL
-        self.run = None
+        thread.run = None
         try:
             self.proc.space.write(run.tf_address, _pack_tf(run.user_regs), WRITE)
         except GuestFault:
@@ -259,7 +275,7 @@ class DuneProcess(Privileged):
 
     # -- events --------------------------------------------------------------------
     def on_syscall(self, cpu: Cpu, event: SyscallEvent) -> Action | Stop | None:
-        if not self._user_code_running():
+        if not self._user_code_running(cpu):
             return None
         if not self.syscalls:
             return self._end_user_code(cpu, Signal.SIGSYS, 0, event,
@@ -268,8 +284,8 @@ class DuneProcess(Privileged):
                             syscall=True)
 
     def on_page_fault(self, cpu: Cpu, event: PageFaultEvent) -> Action | Stop | None:
-        if self._user_code_running():
-            if self.vm.resolve_user_fault(event.address, event.error):
+        if self._user_code_running(cpu):
+            if self.vm.resolve_user_fault(cpu, event.address, event.error):
                 return Action.RETRY      # a page of the root's the VMM had not backed yet
             if not self.page_faults:
                 return self._end_user_code(cpu, Signal.SIGSEGV, event.address, event,
@@ -277,19 +293,19 @@ class DuneProcess(Privileged):
             return self._upcall(cpu, self._page_fault(event))
         restricted = self.vm is not None and self.vm.restricts(event.address, event.error)
         if not restricted:
-            if not self._traps_page_faults():
+            if not self._traps_page_faults(cpu):
                 return None          # Linux's way: demand paging, then SIGSEGV
             paged = self.proc.page_in(event)
             if paged is not None:
                 return paged
-        if self._traps_page_faults():
+        if self._traps_page_faults(cpu):
             return self._upcall(cpu, self._page_fault(event))
         # Dune's restriction stands: no demand paging undoes it.
         return self.proc.fault(cpu, Signal.SIGSEGV, event.address, event)
 
     def on_exception(self, cpu: Cpu, event: ExceptionEvent) -> Action | Stop | None:
-        trapped = event.vector in self.vectors and self.stack is not None
-        if self._user_code_running():
+        trapped = event.vector in self.vectors and self._thread(cpu).stack is not None
+        if self._user_code_running(cpu):
             if not trapped:
                 signo = sig.EXCEPTION_SIGNALS.get(event.vector, Signal.SIGSEGV)
                 return self._end_user_code(cpu, signo, 0, event,
@@ -300,9 +316,9 @@ class DuneProcess(Privileged):
         return self._upcall(cpu, Upcall(TrapKind.VECTOR, int(event.vector), fec=error))
 
     def on_signal(self, cpu: Cpu, signo: int) -> Action | Stop | None:
-        if signo in self.signals and self.stack is not None:
+        if signo in self.signals and self._thread(cpu).stack is not None:
             return self._upcall(cpu, Upcall(TrapKind.SIGNAL, SIGNAL_INTR_BASE + signo))
-        if self._user_code_running() and self._has_linux_handler(signo):
+        if self._user_code_running(cpu) and self._has_linux_handler(signo):
             # Its handler belongs to the program: it runs when the program next makes
             # a system call of its own (user code's context has no place for it).
             self.proc.signals.pending.add(signo)
@@ -313,19 +329,28 @@ class DuneProcess(Privileged):
         if self.vm is not None:
             self.vm.close()
             self.vm = None
-        if self.run is not None:
-            self.proc.cpu.recognise_syscalls_at(None)
-            self.run = None
+        for cpu, thread in self._threads.items():
+            if thread.run is not None:
+                cpu.recognise_syscalls_at(None)
+        self._threads.clear()
+
+    def thread_ended(self, cpu: Cpu) -> None:
+        """The thread of ``cpu`` is gone: its vCPU returns to the pool without its
+        handler stack, run or root."""
+        self._threads.pop(cpu, None)
+        if self.vm is not None:
+            self.vm.forget_thread(cpu)
 
     # -- upcalls -------------------------------------------------------------------
     def _upcall(self, cpu: Cpu, upcall: Upcall, syscall: bool = False) -> Action | Stop:
         """Hand ``upcall`` to the program's handler on the handler stack."""
-        stack = self.stack
+        thread = self._thread(cpu)
+        stack = thread.stack
         assert stack is not None
         regs = cpu.regs
-        from_user = self._user_code_running()
+        from_user = self._user_code_running(cpu)
         if from_user:
-            end = self.run.frame_ceiling
+            end = thread.run.frame_ceiling
         elif stack.holds(regs.rsp):            # a fault in a handler: below it
             end = regs.rsp - RED_ZONE
         else:
@@ -333,10 +358,10 @@ class DuneProcess(Privileged):
         frame = (end - UPCALL_SIZE) & ~(UPCALL_ALIGN - 1)
         if frame - UPCALL_STACK_RESERVE < stack.base:
             return self._stack_cannot_take(cpu, upcall, "it is full")
-        flags = UpcallFlags.FROM_USER if from_user else UpcallFlags(0)
+        flags = _FROM_USER if from_user else 0
         data = (_pack_tf(regs, syscall=syscall, err=upcall.fec)
-                + _UPCALL_TAIL.pack(int(upcall.kind), upcall.vector, upcall.addr,
-                                    upcall.fec, int(flags), cpu.fs_base, 0))
+                + _UPCALL_TAIL.pack(upcall.kind, upcall.vector, upcall.addr,
+                                    upcall.fec, flags, cpu.fs_base, 0))
         if not self._write_program(frame, data):
             return self._stack_cannot_take(cpu, upcall, "it is not writable memory")
         if from_user:
@@ -346,10 +371,10 @@ class DuneProcess(Privileged):
         return Action.RESUME
 
     def _page_fault(self, event: PageFaultEvent) -> Upcall:
-        return Upcall(TrapKind.PGFLT, int(Vector.PF), event.address, int(event.error))
+        return Upcall(TrapKind.PGFLT, _PF_VECTOR, event.address, int(event.error))
 
     def _enter_user_code(self, cpu: Cpu, tf: dict[str, int], resume_as_sysret: bool) -> None:
-        run = self.run
+        run = self._thread(cpu).run
         assert run is not None
         regs = cpu.regs
         for name in TF_FIELDS:
@@ -359,16 +384,17 @@ class DuneProcess(Privileged):
         if resume_as_sysret:
             # As libdune's sysret: ARG3 back to r10, RCX/R11 as `sysret` leaves them.
             regs.r10, regs.rcx, regs.r11 = tf["rcx"], regs.rip, regs.rflags
-        cpu.set_address_space(self.vm.user_space())
+        cpu.set_address_space(self.vm.user_space(cpu))
         cpu.fs_base = run.user_fs
-        # Its `syscall` jumps to MSR_LSTAR's target, which the user view maps
-        # supervisor-only: software KVM faults there.
-        cpu.recognise_syscalls_at(layout.CALL_STUB)
+        # Its `syscall` jumps to MSR_LSTAR's target (this vCPU's call slot in the
+        # stub's page), which the user view maps supervisor-only: software KVM
+        # faults there.
+        cpu.recognise_syscalls_at(self.proc.machine.syscall_target(cpu))
         run.running = True
 
     def _leave_user_code(self, cpu: Cpu, syscall: bool) -> None:
         """Back to the program's view (an upcall took user code out)."""
-        run = self.run
+        run = self._thread(cpu).run
         assert run is not None
         run.running = False
         run.user_regs = _copy_registers(cpu.regs)
@@ -378,11 +404,18 @@ class DuneProcess(Privileged):
         cpu.set_address_space(self.proc.space)
         cpu.fs_base = run.program_fs
 
-    def _user_code_running(self) -> bool:
-        return self.run is not None and self.run.running
+    def _thread(self, cpu: Cpu) -> DuneThread:
+        thread = self._threads.get(cpu)
+        if thread is None:
+            thread = self._threads[cpu] = DuneThread()
+        return thread
 
-    def _traps_page_faults(self) -> bool:
-        return self.page_faults and self.stack is not None
+    def _user_code_running(self, cpu: Cpu) -> bool:
+        run = self._thread(cpu).run
+        return run is not None and run.running
+
+    def _traps_page_faults(self, cpu: Cpu) -> bool:
+        return self.page_faults and self._thread(cpu).stack is not None
 
     def _has_linux_handler(self, signo: int) -> bool:
         action = self.proc.signals.action(signo)
@@ -398,7 +431,7 @@ class DuneProcess(Privileged):
         return Stop(value=ExitStatus(signal=signo))
 
     def _stack_cannot_take(self, cpu: Cpu, upcall: Upcall, why: str) -> Stop:
-        stack = self.stack
+        stack = self._thread(cpu).stack
         assert stack is not None
         self.proc.log(
             f"kvmdune: {self.proc.exe}: the Dune handler stack "
@@ -489,8 +522,8 @@ def _copy_registers(regs):
 
 
 def _restore_registers(regs, saved) -> None:
-    for name, _type in type(regs)._fields_:
-        setattr(regs, name, getattr(saved, name))
+    # One copy of the whole struct kvm_regs (a ctypes structure), not a field each.
+    ctypes.memmove(ctypes.addressof(regs), ctypes.addressof(saved), ctypes.sizeof(regs))
 
 
 def _pack_tf(regs, syscall: bool = False, err: int = 0) -> bytes:

@@ -60,6 +60,7 @@ from typing import Callable, Iterator
 from ..linux.abi import Errno, ProtFlags
 from ..linux.mm import Vma, perm_for
 from ..machine import PFError, layout
+from ..machine.boot import user_syscall_page
 from ..memory import PAGE_SIZE, AddressSpace, GuestFault, OutOfGuestMemory, Perm, WRITE
 from ..memory.address_space import Batch
 from ..memory.pagetable import PTE as HW
@@ -71,6 +72,7 @@ from .hardware import Change, apply_changes
 from .hypercall import BitsFlags, HypercallOp
 from . import _mirror
 from .mirror import Mirror, Window
+from .native import BITS_READER, NativeHypercalls
 from .ranges import RangeSet
 
 #: The part of the user half that is the program's (above it: the call stub and ring).
@@ -78,8 +80,6 @@ PROGRAM_END = layout.USER_PROGRAM_END
 #: LOAD_CR3: libdune's CR3_NOFLUSH, and the bits of CR3 that are not the table's address.
 CR3_NOFLUSH = 1 << 63
 CR3_FLAGS = PAGE_SIZE - 1
-#: The reader of A/D bits the Dune API is (each reader sees the bits since its own clear).
-BITS_READER = "dune"
 MASK64 = (1 << 64) - 1
 #: Bytes of address space one leaf table maps.
 LEAF_TABLE_SPAN = 512 * PAGE_SIZE
@@ -93,6 +93,7 @@ _HW_OWNED = int(HW.OWNED)
 _HW_ADDR = 0x000F_FFFF_FFFF_F000
 _PROT_WRITE = int(ProtFlags.PROT_WRITE)
 _PERM_R, _PERM_W = int(PERM.R), int(PERM.W)
+_PF_WRITE, _PF_INSTRUCTION = int(PFError.WRITE), int(PFError.INSTRUCTION)
 
 class Refused(Exception):
     """A hypercall's request that is refused, with the errno the guest gets."""
@@ -144,8 +145,7 @@ class DuneVm:
         self.memory = self.space.memory
         self.kernel_space: AddressSpace = proc.machine.kernel_space
         self.map_full = bool(map_full)
-        found = self.kernel_space.walk(layout.TRAMPOLINE)
-        self._trampoline_frame = found.paddr
+        self._user_syscall_frame = self._new_user_syscall_frame()
         self.window = Window(self.mm, self.space)
         self.roots: dict[int, Root] = {}
         #: References to frames from entries that do not own them: every clone entry,
@@ -161,9 +161,13 @@ class DuneVm:
         self._owners: dict[int, int] | None = None
         self.closed = False
         self.pgroot_root = self._new_root(is_pgroot=True)
-        self.current = self.pgroot_root
+        #: load_cr3's choice per vCPU (each guest thread loads its own root, as each
+        #: CPU has its own CR3); pgroot where a thread loaded none.
+        self._current: dict[object, Root] = {}
         self._track(0, PROGRAM_END)
         self.mm.observer = self
+        #: The hot hypercall served natively (native.py), where the process can.
+        self.native = NativeHypercalls.start(self)
         self._ops: dict[int, Callable[..., int]] = {
             HypercallOp.VM_MPROTECT: self.vm_mprotect,
             HypercallOp.VM_MAP_PHYS: self.vm_map_phys,
@@ -190,7 +194,28 @@ class DuneVm:
         handler = self._ops.get(op)
         if handler is None or self.closed:
             return -Errno.ENOSYS
+        if op == HypercallOp.LOAD_CR3:
+            return self.serve(handler, (args[0], cpu))     # the caller's thread's CR3
+        if op == HypercallOp.VM_BITS and self.native is not None:
+            served = self.native.serve_here(op, args)      # natively, in this thread
+            if served is not None:
+                return served
         return self.serve(handler, args)
+
+    def current(self, cpu=None) -> Root:
+        """The root user code of ``cpu``'s thread runs in next (None: the main
+        thread's, for tools)."""
+        return self._current.get(self._thread_key(cpu), self.pgroot_root)
+
+    def forget_thread(self, cpu) -> None:
+        """The thread of ``cpu`` ended: a new thread on its vCPU starts in pgroot."""
+        self._current.pop(cpu, None)
+
+    def _thread_key(self, cpu):
+        if cpu is not None:
+            return cpu
+        threads = getattr(self.proc, "threads", None)
+        return threads.main_task.cpu if threads is not None else None
 
     def serve(self, operation: Callable[..., int], args: tuple[int, ...]) -> int:
         """Run one of the operations below on (the first of) ``args``: its result,
@@ -217,11 +242,11 @@ class DuneVm:
             return False
         return not _allows(rights(entry), error)
 
-    def resolve_user_fault(self, address: int, error: PFError) -> bool:
-        """A fault of user code in the current root: True when the VMM's demand
+    def resolve_user_fault(self, cpu, address: int, error: PFError) -> bool:
+        """A fault of user code in ``cpu``'s current root: True when the VMM's demand
         paging resolved it (a page of the program's not backed yet that pgroot grants
         user code by dune_init(1)'s default); retry then."""
-        root = self.current
+        root = self.current(cpu)
         page = page_down(address)
         if (self.closed or not root.is_pgroot or not self.map_full
                 or not 0 <= page < PROGRAM_END or self.window.overlaps(page, page + PAGE_SIZE)
@@ -231,9 +256,10 @@ class DuneVm:
             return False
         return user_visible(root.mirror.get(page)) and _allows(rights(root.mirror.get(page)), error)
 
-    def user_space(self) -> AddressSpace:
-        """The hardware address space user code runs in: the current root's view."""
-        return self.current.view
+    def user_space(self, cpu) -> AddressSpace:
+        """The hardware address space ``cpu``'s user code runs in: its current
+        root's view."""
+        return self.current(cpu).view
 
     def close(self) -> None:
         """Release every root, the window and the frames the API gave (at exec and
@@ -241,6 +267,8 @@ class DuneVm:
         if self.closed:
             return
         self.closed = True
+        if self.native is not None:
+            self.native.close()
         if self.mm.observer is self:
             self.mm.observer = None
         with self.space.batch():
@@ -254,12 +282,14 @@ class DuneVm:
             self.memory.frames.free(frame)
         self._dune_frames.clear()
         self.roots.clear()
+        self.memory.frames.free(self._user_syscall_frame)
         self.window.close()
 
     # -- MapObserver: Linux's changes of the program's memory -----------------------
     def mapped(self, start: int, end: int) -> None:
         """New pages in the program view join pgroot with dune_init's default."""
         for start, end in self._program_parts(start, end):
+            self.pgroot_root.mirror.forget_ceilings(start, end)
             self._unmapped.remove(start, end)
             self._track(start, end)
 
@@ -267,6 +297,7 @@ class DuneVm:
         """Pages leave the program view: out of pgroot and of every root using them."""
         root = self.pgroot_root
         for start, end in self._program_parts(start, end):
+            root.mirror.forget_ceilings(start, end)
             self._unmapped.remove(start, end)
             changes = [(va, old, 0) for va, old in self._entries(root, start, end) if old]
             with self._batch():
@@ -278,6 +309,7 @@ class DuneVm:
         their frame's), keeping PTE_U and the software bits."""
         root = self.pgroot_root
         for start, end in self._program_parts(start, end):
+            root.mirror.forget_ceilings(start, end)
             self._unmapped.remove(start, end)
             changes = []
             vma_ceiling = self._vma_ceiling(start)      # one prot over the whole range
@@ -309,9 +341,14 @@ class DuneVm:
             return 0
         changes = [(page, old, (old & (ADDR_MASK | _PS)) | bits)
                    for page, old in self._entries(target, *span) if old & ADDR_MASK]
-        self._check_rights(target, changes)
+        ceilings = self._check_rights(target, changes)
         with self._batch():
             self._commit(target, changes, program_view=True)
+        if target.is_pgroot:
+            # Checked: the native path may serve the next protects of these pages.
+            target.mirror.record_ceilings(ceilings)
+            if self.native is not None:
+                self.native.ensure_installed()
         return 0
 
     def vm_map_pages(self, root: int, va: int, length: int, perm: int) -> int:
@@ -435,12 +472,12 @@ class DuneVm:
                 refusal = self._apply_writes(root, start, end) or refusal
         return refusal
 
-    def load_cr3(self, cr3: int) -> int:
-        """load_cr3: the root user code runs in from now on (a TLB flush first unless
-        CR3_NOFLUSH)."""
+    def load_cr3(self, cr3: int, cpu=None) -> int:
+        """load_cr3: the root the user code of ``cpu``'s thread (None: the main
+        thread's) runs in from now on (a TLB flush first unless CR3_NOFLUSH)."""
         target = self._root(cr3 & ~CR3_NOFLUSH & ~CR3_FLAGS)
         result = 0 if cr3 & CR3_NOFLUSH else self.flush_tlb(0, 0)
-        self.current = target
+        self._current[self._thread_key(cpu)] = target
         return result
 
     def va_to_pa(self, va: int) -> int:
@@ -479,16 +516,17 @@ class DuneVm:
 
     # -- roots -----------------------------------------------------------------------
     def _new_root(self, is_pgroot: bool) -> Root:
-        mirror = Mirror(self.window)
+        mirror = Mirror(self.window, keeps_ceilings=is_pgroot)
         # Not machine.new_address_space(): a user view maps no call stub or ring. The
-        # trampoline's frame at the stub's address, supervisor-only, turns a syscall
-        # of user code into an exit (hardware) or a #PF at CALL_STUB (software KVM).
+        # user-syscall page at the stubs' address, supervisor-only, turns a syscall of
+        # user code on any vCPU into an exit (hardware) or a #PF at that vCPU's call
+        # slot (software KVM).
         view = AddressSpace(self.memory, kernel=self.kernel_space,
                             invalidate=self.kernel_space.invalidate,
                             write_protect=self.kernel_space.write_protect)
         try:
             view.map(layout.CALL_STUB, PAGE_SIZE, Perm.READ | Perm.EXEC,
-                     paddr=self._trampoline_frame)
+                     paddr=self._user_syscall_frame)
         except BaseException:
             view.close()
             mirror.close()
@@ -497,13 +535,21 @@ class DuneVm:
         self.roots[root.handle] = root
         return root
 
+    def _new_user_syscall_frame(self) -> int:
+        """A frame of the VMM's (the program owns it in no root) holding
+        ``user_syscall_page()``."""
+        frame = self.memory.frames.alloc()
+        page = user_syscall_page()
+        self.memory.slice(frame, len(page))[:] = page
+        return frame
+
     def _free_root(self, root: Root) -> None:
         with self._batch():
             for base, table in list(root.mirror.leaf_tables()):
                 self._commit(root, [(base + i * PAGE_SIZE, entry, 0)
                                     for i, entry in enumerate(table.shadow.tolist()) if entry])
-        if self.current is root:
-            self.current = self.pgroot_root
+        for cpu in [cpu for cpu, current in self._current.items() if current is root]:
+            del self._current[cpu]          # back to pgroot
         self.roots.pop(root.handle, None)
         root.mirror.close()
         root.view.close()
@@ -620,9 +666,12 @@ class DuneVm:
             return 0
         return self.pgroot_root.mirror.get(va) & ADDR_MASK
 
-    def _check_rights(self, root: Root, changes: list[Change]) -> None:
-        """The new rights of entries keeping their frames are within the ceiling."""
+    def _check_rights(self, root: Root, changes: list[Change]) -> list[tuple[int, int]]:
+        """The new rights of entries keeping their frames are within the ceiling.
+        Returns (page, ceiling) for pgroot's own pages that keep some rights (their
+        VMA's: what the native path may grant them)."""
         vma, ceiling = None, 0
+        ceilings: list[tuple[int, int]] = []
         for va, _old, new in changes:
             granted = rights(new)
             if not granted:
@@ -634,8 +683,10 @@ class DuneVm:
                     vma = self.mm.find(va)
                     ceiling = _vma_rights(vma)
                 limit = ceiling
+                ceilings.append((va, ceiling))
             if granted & ~limit:
                 raise Refused(Errno.EACCES, f"rights beyond the mapping at {va:#x}")
+        return ceilings
 
     def _check_frames(self, root: Root, changes: list[Change]) -> None:
         """Every frame an entry gets must be the program's, within its rights."""
@@ -964,9 +1015,10 @@ def _runs(pages: list[int]) -> list[tuple[int, int]]:
 
 
 def _allows(granted: int, error: PFError) -> bool:
-    if error & PFError.WRITE:
+    error = int(error)      # (IntFlag arithmetic costs a microsecond a test)
+    if error & _PF_WRITE:
         return bool(granted & RIGHT_W)
-    if error & PFError.INSTRUCTION:
+    if error & _PF_INSTRUCTION:
         return bool(granted & RIGHT_X)
     return bool(granted & RIGHT_R)
 

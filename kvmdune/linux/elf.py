@@ -215,7 +215,7 @@ class Segment:
     offset: int
     align: int
     flags: SegmentFlags
-    data: bytes = field(repr=False)  # exactly filesz bytes of the file
+    data: bytes | memoryview = field(repr=False)  # exactly filesz bytes of the file
 
     @property
     def end(self) -> int:
@@ -251,6 +251,9 @@ class ElfImage:
     executable_stack: bool
     tls: TlsInfo | None
     pt_phdr_vaddr: int | None  # PT_PHDR's p_vaddr, when the file has one
+    #: The whole file as read (the loader maps from it instead of reading it again;
+    #: the segments' ``data`` are views into it, not copies).
+    contents: bytes = field(default=b"", repr=False, compare=False)
 
     @property
     def needs_load_bias(self) -> bool:
@@ -490,6 +493,7 @@ def _build_image(data: bytes, path: str, header: Mapping[str, Any], phdrs: list[
         executable_stack=executable_stack,
         tls=tls,
         pt_phdr_vaddr=pt_phdr,
+        contents=data,
     )
 
 
@@ -527,7 +531,7 @@ def _load_segment(data: bytes, path: str, index: int, phdr: Mapping[str, Any], p
         offset=offset,
         align=phdr["p_align"],
         flags=SegmentFlags(phdr["p_flags"] & (SegmentFlags.PF_R | SegmentFlags.PF_W | SegmentFlags.PF_X)),
-        data=data[offset : offset + filesz],
+        data=memoryview(data)[offset : offset + filesz],     # a view: no copy of the file
     )
 
 

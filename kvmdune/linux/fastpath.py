@@ -206,6 +206,18 @@ class FastPath:
         self.server.stop()
         self.server.start()
 
+    def set_vmm_calls(self, handler: object | None, ops: int = 0) -> None:
+        """Have the server answer the VMM calls (hypercalls) of ``ops`` (bit n: op n)
+        with ``handler``, a layer above's native handler (a capsule:
+        native/vmm_calls.h), handing back what it does not serve; None: every VMM
+        call exits to the VMM again. Every ring's stub asks the thread for ``ops``."""
+        self.server.set_vmm_calls(handler, ops)
+
+    def has_vmm_calls(self) -> bool:
+        """Whether a native handler of VMM calls is installed (a forked child starts
+        without: its parent's belonged to the parent's VM)."""
+        return self.server.has_vmm_calls()
+
     def after_fork(self) -> None:
         """In a forked child: the serving thread was not copied, nor the other
         vCPUs; the calling one is the child's vCPU 0 (slot 0): start a thread here."""

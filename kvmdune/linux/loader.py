@@ -56,8 +56,11 @@ def _prot(flags: int) -> int:
 def map_image(mm: MemoryMap, image: ElfImage, bias: int) -> None:
     """Map every PT_LOAD at its address plus ``bias``: the file's bytes from the start
     of the first page, zeros after p_filesz (the bss), like binfmt_elf."""
-    with open(image.path, "rb") as f:
-        file_data = f.read()
+    file_data = image.contents
+    if not file_data:                 # an image not read by load_elf
+        with open(image.path, "rb") as f:
+            file_data = f.read()
+    file_data = memoryview(file_data)   # slices below: views, not copies
     for segment in image.segments:
         start = page_down(segment.vaddr + bias)
         end = page_up(segment.vaddr + bias + segment.memsz)

@@ -21,6 +21,7 @@ from typing import Callable, Protocol
 
 from ..memory import PAGE_SIZE, VMM, AddressSpace, OutOfGuestMemory, Perm
 from ..memory.guest_memory import SharedRegion
+from ..memory.pagetable import ADDRESS_MASK, HUGE_ADDRESS_MASK
 from ..machine import PFError, layout
 from . import aslr, residency
 from .abi import (MAP_TYPE, Errno, MadviseAdvice, MapFlags, MapType, MremapFlags, MsyncFlags,
@@ -231,11 +232,11 @@ class MemoryMap:
     def _fill(self, start: int, data: bytes) -> None:
         """Write a new mapping's first contents into its frames (whatever its rights:
         a PROT_NONE mapping moved by mremap keeps its pages too)."""
-        memory = self.space.memory
-        for offset in range(0, len(data), PAGE_SIZE):
-            found = self.space.walk(start + offset)
-            chunk = data[offset:offset + PAGE_SIZE]
-            memory.slice(found.paddr, len(chunk))[:] = chunk
+        memory, offset, view = self.space.memory, 0, memoryview(data)
+        for paddr, size in frame_runs(self.space, start, len(data)):
+            chunk = view[offset:offset + size]
+            memory.slice(paddr, len(chunk))[:] = chunk
+            offset += size
 
     def unmap(self, start: int, length: int) -> None:
         if self._overlapping(start, start + length):
@@ -617,6 +618,32 @@ def _mergeable(before: Vma, after: Vma) -> bool:
              after.sealed, after.vmm_backed):
         return False
     return before.source is None or after.offset == before.offset + (before.end - before.start)
+
+
+def frame_runs(space: AddressSpace, start: int, length: int) -> list[tuple[int, int]]:
+    """The guest frames behind [start, start+length), as runs of contiguous
+    (paddr, size) in address order, up to the first page with no entry (present or
+    PROT_NONE); the last run may reach past the end to its page's end. One pass
+    over the leaf entries, not a walk per page: filling a fresh mapping of a
+    library is on the path of every exec."""
+    runs: list[tuple[int, int]] = []
+    cursor = start
+    for base, page_size, entries in space.tables.leaves(start, page_up(start + length) - start):
+        if base > cursor:
+            break                                    # a hole
+        mask = HUGE_ADDRESS_MASK if page_size > PAGE_SIZE else ADDRESS_MASK
+        for entry in entries.tolist():
+            if not entry:
+                return runs
+            skip = cursor - base if base < cursor else 0   # a huge page begun before
+            paddr, size = (entry & mask) + skip, page_size - skip
+            if runs and runs[-1][0] + runs[-1][1] == paddr:
+                runs[-1] = (runs[-1][0], runs[-1][1] + size)
+            else:
+                runs.append((paddr, size))
+            base += page_size
+            cursor = base
+    return runs
 
 
 def _bytes_source(data: bytes, base: int) -> Callable[[int, int], bytes]:

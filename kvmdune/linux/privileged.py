@@ -57,6 +57,10 @@ class Privileged:
         put back on the pending set to wait), or None."""
         return None
 
+    def thread_ended(self, cpu: "Cpu") -> None:
+        """A guest thread ended; its vCPU goes back to the pool (a later thread may
+        get it): forget what belonged to the thread."""
+
     def close(self) -> None:
         """The process leaves the program that had these features (execve, exit)."""
 

@@ -57,6 +57,11 @@ from . import signals as sig
 from .abi import Errno, Signal
 from .exit_status import ExitStatus
 
+try:    # native code can try it (the Dune API's hypercalls served without an exit)
+    from ._proclock import ProcessLock as _ProcessLock
+except ImportError:      # (not built: a plain lock; nothing native then needs it)
+    _ProcessLock = None
+
 #: How often a thread in a blocking host call is kicked again until it leaves it.
 KICK_INTERVAL = 0.002
 #: How long waiting for parked or ending threads sleeps between checks.
@@ -118,7 +123,9 @@ class ThreadGroup:
 
     def __init__(self, proc, cpu: Cpu, signals: sig.SignalState) -> None:
         self.proc = proc
-        self.lock = threading.Lock()
+        #: The process's lock (``threading.Lock``'s interface). Native: its
+        #: ``address`` is a futex word native code may try (native/proclock.h).
+        self.lock = _ProcessLock() if _ProcessLock is not None else threading.Lock()
         self._local = threading.local()
         main = Task(os.getpid(), cpu, signals)
         self.tasks: dict[int, Task] = {main.tid: main}

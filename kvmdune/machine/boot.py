@@ -55,6 +55,26 @@ def build_supervisor_area(kernel: AddressSpace) -> None:
     build_cpu_area(kernel, 0)
 
 
+#: Filler of the user-syscall page between entries: int3, never reached (user code
+#: cannot fetch a supervisor page; only MSR_LSTAR's targets are entered, at CPL0).
+_INT3 = b"\xcc"
+
+
+def user_syscall_page() -> bytes:
+    """The page a user view (a Dune root for user code) maps supervisor-only at
+    CALL_STUB in place of the call stubs: at every call slot ``k`` (where vCPU k's
+    MSR_LSTAR points) the trampoline's syscall entry, so a ``syscall`` of user code on
+    any vCPU exits to the VMM as a system call. On hardware KVM the entry runs at CPL0:
+    any other bytes there (the trampoline's own page beyond slot 0) would run with the
+    user's registers in ring 0."""
+    entry = _trampoline.CODE[_trampoline.SYSCALL_ENTRY:_trampoline.IRET]
+    page = bytearray(_INT3 * PAGE_SIZE)
+    for slot in range(layout.CALL_SLOTS):
+        offset = layout.call_stub_of(slot) - layout.CALL_STUB
+        page[offset:offset + len(entry)] = entry
+    return bytes(page)
+
+
 def build_cpu_area(kernel: AddressSpace, index: int) -> None:
     """Map vCPU ``index``'s GDT, TSS and stacks (once; a pooled vCPU keeps them).
     Adding mappings needs no invalidation, and every address space sees them: the

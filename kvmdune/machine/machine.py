@@ -232,17 +232,20 @@ class Machine:
         for cpu in self._all_cpus:
             self._point_syscall(cpu)
 
+    def syscall_target(self, cpu: Cpu) -> int:
+        """Where ``syscall`` jumps on ``cpu`` (its MSR_LSTAR): its call slot's stub,
+        or the trampoline's entry."""
+        if self.call_stubs_on and cpu.index < layout.CALL_SLOTS:
+            return layout.call_stub_of(cpu.index)
+        return layout.TRAMPOLINE + _trampoline.SYSCALL_ENTRY
+
     def _point_syscall(self, cpu: Cpu) -> None:
         """MSR_LSTAR of ``cpu``: its call slot's stub, or the trampoline's entry."""
-        ring = 0
-        if self.call_stubs_on and cpu.index < layout.CALL_SLOTS:
-            address = layout.call_stub_of(cpu.index)
-            if self.patched_sites_on:
-                ring = layout.call_ring_of(cpu.index)
-        else:
-            address = layout.TRAMPOLINE + _trampoline.SYSCALL_ENTRY
-        cpu.vcpu.set_msrs({MSR.LSTAR: address})
-        cpu.set_ring_gs_base(ring)
+        cpu.vcpu.set_msrs({MSR.LSTAR: self.syscall_target(cpu)})
+        # Patched call sites (linux/sitepatch.py) find the slot's ring through GS.
+        with_ring = (self.patched_sites_on and self.call_stubs_on
+                     and cpu.index < layout.CALL_SLOTS)
+        cpu.set_ring_gs_base(layout.call_ring_of(cpu.index) if with_ring else 0)
 
     def use_patched_sites(self, on: bool) -> None:
         """Let patched call sites (linux/sitepatch.py) reach each vCPU's ring through

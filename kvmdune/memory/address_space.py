@@ -16,11 +16,15 @@ from typing import Callable
 from .frames import PAGE_SIZE
 from .guest_memory import GuestMemory
 from .page_bits import PageBits
-from .pagetable import (ENTRIES_PER_TABLE, PTE, USER_SPACE_END, PageTables, Perm,
-                        Translation, coalesce, is_canonical)
+from .pagetable import (ADDRESS_MASK, ENTRIES_PER_TABLE, PTE, USER_SPACE_END, PageTables,
+                        Perm, Translation, coalesce, is_canonical)
 
 _A = int(PTE.ACCESSED)
 _AD = int(PTE.ACCESSED | PTE.DIRTY)
+#: The bits of a leaf entry a cached translation depends on (not A/D, which the CPU
+#: and checked accesses set as they go).
+_TRANSLATION = ADDRESS_MASK | int(PTE.PRESENT | PTE.WRITABLE | PTE.USER | PTE.NX
+                                  | PTE.PROTNONE | PTE.HUGE)
 
 #: Largest single checked access; Linux caps one read/write at MAX_RW_COUNT (~2 GiB).
 MAX_CHECKED_ACCESS = 0x7FFF_F000
@@ -100,8 +104,10 @@ class AddressSpace:
         self._pending_writes: list[tuple[int, int]] = []
         self._batch_depth = 0
         self.closed = False
-        # A software TLB for checked accesses: page -> translation. Any change to the
-        # tables empties it (the VMM changes its own tables only through this class).
+        # A software TLB for checked accesses: page -> translation. A change to the
+        # tables through this class forgets what it touched; a hit is checked against
+        # the leaf entry, which native code may change in place (the Dune API's
+        # hypercalls served by the fast path's thread).
         self._tlb: dict[int, Translation] = {}
         self._page_bits: PageBits | None = None
 
@@ -193,10 +199,14 @@ class AddressSpace:
         pieces: list[tuple[int, int]] = []
         touched: list[Translation] = []
         cursor = vaddr
-        tlb = self._tlb
+        tlb, words = self._tlb, self.memory.words
         while cursor < end:
             page = cursor & ~(PAGE_SIZE - 1)
             found = tlb.get(page)
+            if found is not None and (words[found.entry_paddr // 8] ^ found.entry) & _TRANSLATION:
+                # The leaf changed without this class (the Dune API's native
+                # hypercalls change rights in place): walk again.
+                found = None
             if found is None:
                 found = self.tables.walk(page)
                 if found is not None and found.page_size == PAGE_SIZE:
@@ -214,7 +224,6 @@ class AddressSpace:
             cursor += size
         if access.track:
             bits = _AD if access.write else _A
-            words = self.memory.words
             for found in touched:   # set A (and D) in the leaf entry, as the CPU would
                 index = found.entry_paddr // 8
                 if words[index] & bits != bits:

@@ -2,13 +2,15 @@
 hardware mapping a root's user view has is an entry of that root, on a frame the
 program owns, within that frame's rights; pgroot's entries are exactly the program
 view's pages; the trampoline is the only thing above the program's part; no mirror
-frame is mapped anywhere but the window; the reference counts are the entries'."""
+frame is mapped anywhere but the window; the reference counts are the entries'; the
+ceilings pgroot records for the native path are its pages' VMAs' rights."""
 
 from __future__ import annotations
 
 from collections import Counter
 
 from kvmdune.dune.entries import ADDR_MASK, perm_of, rights, user_visible
+from kvmdune.dune.mirror import CEILING_KNOWN
 from kvmdune.dune.vm import PROGRAM_END, DuneVm
 from kvmdune.machine import layout
 from kvmdune.memory import PAGE_SIZE, Perm
@@ -48,9 +50,9 @@ def check(vm: DuneVm) -> list[str]:
                 problems.append(f"root {root.handle:#x}: entry {va:#x} maps foreign {frame:#x}")
         view = leaves(root.view, 0, USER_SPACE_END)
         stub = view.pop(layout.CALL_STUB, None)
-        if stub is None or stub & 0x000F_FFFF_FFFF_F000 != vm._trampoline_frame \
+        if stub is None or stub & 0x000F_FFFF_FFFF_F000 != vm._user_syscall_frame \
                 or Perm.from_pte(stub) & (Perm.USER | Perm.WRITE):
-            problems.append(f"root {root.handle:#x}: no supervisor-only trampoline at the stub")
+            problems.append(f"root {root.handle:#x}: no supervisor-only user-syscall page at the stub")
         for va, hw in view.items():
             entry = entries.get(va, 0)
             if va >= PROGRAM_END or not user_visible(entry):
@@ -75,6 +77,23 @@ def check(vm: DuneVm) -> list[str]:
                     ceiling = vm._vma_ceiling(va)
                     if rights(entry) & ~ceiling:
                         problems.append(f"pgroot {va:#x}: {entry:#x} beyond its VMA")
+    problems += ceiling_problems(vm)
     if +refs != +vm._refs:
         problems.append(f"references {dict(vm._refs)} != entries' {dict(refs)}")
+    return problems
+
+
+def ceiling_problems(vm: DuneVm) -> list[str]:
+    """A ceiling pgroot's mirror records (what the native path may grant) is the
+    rights of the page's VMA, for a page of the program's own (not an alias)."""
+    problems = []
+    for base, table in vm.pgroot_root.mirror.leaf_tables():
+        for i, ceiling in enumerate(table.ceilings.tolist()):
+            if not ceiling:
+                continue
+            va, entry = base + i * PAGE_SIZE, table.shadow[i]
+            if ceiling & ~CEILING_KNOWN != vm._vma_ceiling(va) or va in vm._aliases \
+                    or not entry & ADDR_MASK:
+                problems.append(f"pgroot {va:#x}: ceiling {ceiling:#x} for {entry:#x}, "
+                                f"its VMA allows {vm._vma_ceiling(va):#x}")
     return problems

@@ -150,6 +150,31 @@ def test_file_contents_fill_a_private_mapping(guest):
     assert "/some/file" in guest.mm.maps_text()
 
 
+def test_file_contents_fill_scattered_frames_page_by_page(guest):
+    # Freed frames are reused out of order: the mapping's frames are not contiguous,
+    # and each page must still get its own part of the file (frame_runs' runs).
+    holes = [guest.mmap(page(2 * n), 1) for n in range(8)]
+    for address in holes[::2]:
+        assert guest.mm.sys_munmap(address, PAGE_SIZE) == 0
+    data = b"".join(bytes([n]) * PAGE_SIZE for n in range(1, 11)) + b"tail"
+    file_flags = PRIVATE_ANON & ~int(MapFlags.MAP_ANONYMOUS)
+    address = guest.mm.sys_mmap(page(20), len(data), R, file_flags | int(MapFlags.MAP_FIXED),
+                                lambda offset, length: data[offset:offset + length], 0)
+    frames = [guest.space.walk(address + n * PAGE_SIZE).paddr for n in range(11)]
+    assert sorted(frames) != frames or any(b - a != PAGE_SIZE for a, b in zip(frames, frames[1:]))
+    assert guest.space.read(address, len(data), VMM) == data
+    assert guest.space.read(address + len(data), PAGE_SIZE - 4, VMM) == bytes(PAGE_SIZE - 4)
+
+
+def test_file_contents_fill_a_prot_none_mapping(guest):
+    data = b"x" * (PAGE_SIZE + 7)
+    file_flags = PRIVATE_ANON & ~int(MapFlags.MAP_ANONYMOUS)
+    address = guest.mm.sys_mmap(0, len(data), NONE, file_flags,
+                                lambda offset, length: data[offset:offset + length], 0)
+    assert guest.mm.sys_mprotect(address, len(data), R) == 0
+    assert guest.space.read(address, len(data), VMM) == data
+
+
 # -- munmap ----------------------------------------------------------------------------
 
 def test_munmap_in_the_middle_splits_the_vma(guest):

@@ -23,6 +23,10 @@
  * current generation, and the VMM's quiesce() (before a freed frame is reused, before
  * a closed descriptor's number is) waits until no serve of an older generation is
  * left, so a serve never writes through a translation or a descriptor made stale.
+ *
+ * VMM calls (numbers from CALLRING_VMM_CALLS on: the Dune API's hypercalls) go to
+ * the native handler a layer above installed (vmm_calls.h), under the same rule;
+ * the ring's CALLRING_VMM_CALLS_ASKED says which the stub hands the thread first.
  */
 #define _GNU_SOURCE
 #define PY_SSIZE_T_CLEAN
@@ -46,6 +50,7 @@
 #include <unistd.h>
 
 #include "../../machine/native/callring.h"
+#include "vmm_calls.h"
 
 #define NR_CALLS 512
 #define MAX_GUEST_FDS 4096
@@ -112,6 +117,14 @@ typedef struct {
     size_t root_length[MAX_ROOTS];
     char *root_path[MAX_ROOTS];
     uint64_t served_fast, served_denied, sent_slow, sleeps, waits, served_here;
+    /* VMM calls (vmm_calls.h): the handler a layer above installed, if any, the
+     * capsule that keeps it alive and the ops the stub asks it for; the lock makes
+     * serving one and replacing it exclusive. */
+    pthread_mutex_t vmm_lock;
+    const struct kvmdune_vmm_calls *vmm_calls;
+    PyObject *vmm_capsule;
+    uint64_t vmm_asked;
+    uint64_t served_vmm;
 } Server;
 
 /* -- small helpers ------------------------------------------------------------------ */
@@ -694,12 +707,32 @@ static void leave_serving(Server *s, int parity) {
     __atomic_fetch_sub(&s->in_flight[parity], 1, __ATOMIC_SEQ_CST);
 }
 
+static void quiesce_serves(void *server);
+
+/* A VMM call (vmm_calls.h): 0 with *result when the installed handler answered it. */
+static int serve_vmm_call(Server *s, Ring *r, uint64_t op, const uint64_t *args,
+                          int64_t *result) {
+    int slow = 1;
+    if (__atomic_load_n(&r->force_slow, __ATOMIC_ACQUIRE))
+        return 1;
+    pthread_mutex_lock(&s->vmm_lock);
+    if (s->vmm_calls != NULL)
+        slow = s->vmm_calls->serve(s->vmm_calls->context, op, args, result, quiesce_serves,
+                                   s) != 0;
+    pthread_mutex_unlock(&s->vmm_lock);
+    if (!slow)
+        count(&s->served_vmm);
+    return slow;
+}
+
 static void serve(Server *s, Ring *r, uint64_t seq) {
     uint64_t nr = *RING64(r, CALLRING_NR), args[6];
     for (int i = 0; i < 6; i++)
         args[i] = *RING64(r, CALLRING_ARG0 + 8 * i);
     int64_t result = 0;
     int slow = 1;
+    if (nr - CALLRING_VMM_CALLS < KVMDUNE_VMM_CALL_OPS)   /* unregistered: it may quiesce */
+        slow = serve_vmm_call(s, r, nr - CALLRING_VMM_CALLS, args, &result);
     int parity = enter_serving(s);
     if (!__atomic_load_n(&r->force_slow, __ATOMIC_ACQUIRE) && nr < NR_CALLS) {
         if (s->action[nr] == ACTION_DENY) {
@@ -788,6 +821,7 @@ static void wake_server(Server *s) {
 
 static void copy_bitmap(Server *s, Ring *r) {
     memcpy(r->base + CALLRING_FAST_BITMAP, s->fast_bitmap, sizeof s->fast_bitmap);
+    *RING64(r, CALLRING_VMM_CALLS_ASKED) = s->vmm_asked;
 }
 
 /* A ring starts afresh: everything asked so far counts as answered. */
@@ -877,6 +911,12 @@ static PyObject *Server_forget_thread(Server *s, PyObject *unused) {
      * slot 0 (the calling vCPU, the child's first) is served, from a fresh start. */
     s->running = 0;
     s->in_flight[0] = s->in_flight[1] = 0;
+    /* The VMM-call handler belongs to the parent's VM: dropped (the layer above
+     * installs the child's); its lock may have been held by a thread now gone. */
+    pthread_mutex_init(&s->vmm_lock, NULL);
+    s->vmm_calls = NULL;
+    s->vmm_asked = 0;
+    Py_CLEAR(s->vmm_capsule);
     for (int i = 0; i < CALLRING_SLOTS; i++)
         s->rings[i].active = 0;
     reset_ring(s, &s->rings[0]);
@@ -915,15 +955,65 @@ static PyObject *Server_remove_ring(Server *s, PyObject *arg) {
 }
 
 /* Wait until every serve that began before this call has ended (see the header). */
+static int quiesce_begin(Server *s) {
+    return (int)(__atomic_fetch_add(&s->generation, 1, __ATOMIC_SEQ_CST) & 1);
+}
+
+static void quiesce_wait(Server *s, int old) {
+    while (__atomic_load_n(&s->in_flight[old], __ATOMIC_SEQ_CST) != 0)
+        __builtin_ia32_pause();
+}
+
+static void quiesce_serves(void *server) {
+    Server *s = server;
+    quiesce_wait(s, quiesce_begin(s));
+}
+
 static PyObject *Server_quiesce(Server *s, PyObject *unused) {
-    int old = (int)(__atomic_fetch_add(&s->generation, 1, __ATOMIC_SEQ_CST) & 1);
+    int old = quiesce_begin(s);
     if (__atomic_load_n(&s->in_flight[old], __ATOMIC_SEQ_CST) == 0)
         Py_RETURN_NONE;
     Py_BEGIN_ALLOW_THREADS
-    while (__atomic_load_n(&s->in_flight[old], __ATOMIC_SEQ_CST) != 0)
-        __builtin_ia32_pause();
+    quiesce_wait(s, old);
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
+}
+
+/* set_vmm_calls(capsule or None, ops): the handler of VMM calls (vmm_calls.h) and
+ * the ops (bit n: VMM call n) the stub hands the thread first. Waits for a call
+ * being served with the old handler to finish. */
+static PyObject *Server_set_vmm_calls(Server *s, PyObject *args) {
+    PyObject *capsule;
+    unsigned long long ops = 0;
+    if (!PyArg_ParseTuple(args, "O|K", &capsule, &ops))
+        return NULL;
+    const struct kvmdune_vmm_calls *calls = NULL;
+    if (capsule != Py_None) {
+        calls = PyCapsule_GetPointer(capsule, KVMDUNE_VMM_CALLS_CAPSULE);
+        if (calls == NULL)
+            return NULL;
+        Py_INCREF(capsule);
+    } else {
+        capsule = NULL;
+        ops = 0;
+    }
+    PyObject *previous = s->vmm_capsule;
+    Py_BEGIN_ALLOW_THREADS
+    pthread_mutex_lock(&s->vmm_lock);
+    s->vmm_calls = calls;
+    s->vmm_capsule = capsule;
+    s->vmm_asked = ops;
+    for (int i = 0; i < CALLRING_SLOTS; i++)
+        if (__atomic_load_n(&s->rings[i].active, __ATOMIC_ACQUIRE))
+            copy_bitmap(s, &s->rings[i]);
+    pthread_mutex_unlock(&s->vmm_lock);
+    Py_END_ALLOW_THREADS
+    Py_XDECREF(previous);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Server_has_vmm_calls(Server *s, PyObject *unused) {
+    return PyBool_FromLong(s->vmm_calls != NULL);
 }
 
 /* Halve (the thread did not get to the request) or double (it was serving it) how
@@ -1126,7 +1216,8 @@ static PyObject *Server_set_force_slow(Server *s, PyObject *args) {
 }
 
 static PyObject *Server_stats(Server *s, PyObject *unused) {
-    return Py_BuildValue("{sKsKsKsKsKsK}", "fast", (unsigned long long)s->served_fast,
+    return Py_BuildValue("{sKsKsKsKsKsKsK}", "fast", (unsigned long long)s->served_fast,
+                         "vmm", (unsigned long long)s->served_vmm,
                          "denied", (unsigned long long)s->served_denied,
                          "slow", (unsigned long long)s->sent_slow,
                          "sleeps", (unsigned long long)s->sleeps,
@@ -1137,14 +1228,18 @@ static PyObject *Server_stats(Server *s, PyObject *unused) {
 static void Server_dealloc(Server *s) {
     stop_thread(s);
     forget_roots(s);
+    Py_CLEAR(s->vmm_capsule);
+    pthread_mutex_destroy(&s->vmm_lock);
     Py_TYPE(s)->tp_free((PyObject *)s);
 }
 
 static PyObject *Server_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     Server *s = (Server *)type->tp_alloc(type, 0);
-    if (s != NULL)
+    if (s != NULL) {
         for (int i = 0; i < MAX_GUEST_FDS; i++)
             s->host_fd[i] = -1;
+        pthread_mutex_init(&s->vmm_lock, NULL);
+    }
     return (PyObject *)s;
 }
 
@@ -1174,6 +1269,10 @@ static PyMethodDef Server_methods[] = {
     {"set_force_slow", (PyCFunction)Server_set_force_slow, METH_VARARGS,
      "set_force_slow(slot, value): while true the slot's calls take the VMM's path "
      "(a signal waits); slot -1: every slot."},
+    {"set_vmm_calls", (PyCFunction)Server_set_vmm_calls, METH_VARARGS,
+     "set_vmm_calls(capsule or None, ops): the native handler of VMM calls (vmm_calls.h)."},
+    {"has_vmm_calls", (PyCFunction)Server_has_vmm_calls, METH_NOARGS,
+     "Whether a handler of VMM calls is installed."},
     {"stats", (PyCFunction)Server_stats, METH_NOARGS, "Counters of served calls."},
     {NULL},
 };

@@ -28,6 +28,11 @@
 #define CALLRING_DISPOSITION 0x50   /* CALLRING_DONE or CALLRING_SLOW */
 #define CALLRING_HOST_STATE 0x58    /* a hint: CALLRING_HOST_SLEEPING, do not spin */
 #define CALLRING_SPIN_BUDGET 0x5c   /* pause iterations to wait before exiting to the VMM */
+/* Host -> guest: bit n asks the stub to hand VMM call CALLRING_VMM_CALLS + n to the
+ * host thread first (a layer above serves some natively there); the others go to
+ * the VMM at once. The guest can change its copy: it can only slow itself down. */
+#define CALLRING_VMM_CALLS_ASKED 0x60
+#define CALLRING_VMM_CALLS_ASKABLE 64
 /* The guest stub's own scratch (what `syscall` left in RCX and R11, and RSP while
  * RFLAGS is restored with popfq from the ring instead of the guest's stack). */
 #define CALLRING_SAVED_RCX 0x80

@@ -13,7 +13,7 @@
  *
  * Calls the ring's bitmap does not mark as served by the host thread go to the VMM
  * at once (numbers from CALLRING_MAX_NR on too: the Dune API's hypercalls, from
- * CALLRING_VMM_CALLS, among them). Two ways out to the VMM, both jumps to supervisor
+ * CALLRING_VMM_CALLS, among them, unless CALLRING_VMM_CALLS_ASKED asks for one). Two ways out to the VMM, both jumps to supervisor
  * addresses the VMM patches into the stub (a CPL3 fetch there faults into the VMM
  * with RIP == CR2 == the target):
  * - the slow target, the trampoline's syscall entry: the VMM serves the call as if
@@ -51,10 +51,10 @@ kvmdune_callstub_start:
  * RFLAGS already stored in the ring as `syscall` would have left them. */
 kvmdune_callstub_ring_entry:
 1:  cmpq $CALLRING_MAX_NR, %rax
-    jae 7f
+    jae 8f
     btq %rax, RING(CALLRING_FAST_BITMAP)
     jnc 7f                                      /* the thread would hand it back */
-    movq %rax, RING(CALLRING_NR)
+10: movq %rax, RING(CALLRING_NR)
     movq %rdi, RING(CALLRING_ARG0)
     movq %rsi, RING(CALLRING_ARG0 + 8)
     movq %rdx, RING(CALLRING_ARG0 + 16)
@@ -91,6 +91,13 @@ kvmdune_callstub_resume:
 7:  movq RING(CALLRING_SAVED_RCX), %rcx
     movq RING(CALLRING_SAVED_R11), %r11
     jmpq *kvmdune_callstub_slow_target(%rip)
+8:  leaq -CALLRING_VMM_CALLS(%rax), %rcx        /* RCX and R11 are saved: scratch */
+    cmpq $(CALLRING_VMM_CALLS_ASKABLE - 1), %rcx
+    ja 7b
+    movq RING(CALLRING_VMM_CALLS_ASKED), %r11
+    btq %rcx, %r11
+    jnc 7b                                      /* a VMM call not asked for: exit */
+    jmp 10b
 9:  leaq 1b(%rip), %rcx                         /* CPL0 (hardware KVM): leave at once */
     sysretq
 

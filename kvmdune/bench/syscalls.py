@@ -31,9 +31,14 @@ from .run import (DUNE_RUN, DUNE_SANDBOX, MIB, find_busybox, make_tree, strace_p
 from .sandbox import build, per_call_report, scratch_directory
 
 NATIVE_DIR = Path(__file__).parent / "native"
-FAST = {"KVMDUNE_FAST_SYSCALLS": "1"}
+FAST = {"KVMDUNE_FAST_SYSCALLS": "1", "KVMDUNE_PATCH_SITES": "1"}
+UNPATCHED = {"KVMDUNE_FAST_SYSCALLS": "1", "KVMDUNE_PATCH_SITES": "0"}
 SLOW = {"KVMDUNE_FAST_SYSCALLS": "0"}
 SLOW_NOTE = " (slow path)"
+UNPATCHED_NOTE = " (unpatched)"
+#: The binaries whose share of patched call sites the bench reports (issue 13).
+SITE_SHARE_FILES = ("/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2",
+                    "/bin/busybox", "/usr/bin/python3")
 TIMEOUT = 1800.0
 
 GROUPS = {
@@ -174,6 +179,7 @@ class _Runner:
             ways.append(Way("strace -f", self.strace))
         if fast:
             ways += [Way("kvmdune run", DUNE_RUN, FAST, run_target),
+                     Way("kvmdune run" + UNPATCHED_NOTE, DUNE_RUN, UNPATCHED),
                      Way("kvmdune sandbox", self._sandbox(reads), FAST, sandbox_target)]
         if slow:
             ways += [Way("kvmdune run" + SLOW_NOTE, DUNE_RUN, SLOW),
@@ -352,6 +358,23 @@ def _ratio(value: float | None) -> str:
     return f"{value:.2f}x" if value >= 0.995 or value == 1 else f"{value:.3f}x"
 
 
+def site_shares() -> str:
+    """Issue 13's share of system-call sites the loader patches, per binary."""
+    from ..linux import sitepatch
+
+    lines = ["5. system-call sites patched by the loader (issue 13)"]
+    for path in SITE_SHARE_FILES:
+        real = os.path.realpath(path)
+        if not os.path.exists(real):
+            continue
+        analysis = sitepatch.analyze(real)
+        patched = len(analysis.patchable)
+        share = f"{patched / analysis.syscalls:.0%}" if analysis.syscalls else "-"
+        lines.append(f"{path:<32} {patched:>4} of {analysis.syscalls:>4} `syscall` sites "
+                     f"({share})")
+    return "\n".join(lines)
+
+
 def format_tables(rows: list[Row], samples: int) -> str:
     """One table per group: each way's median beside native (and strace), the target
     and whether it holds."""
@@ -390,5 +413,6 @@ def format_tables(rows: list[Row], samples: int) -> str:
         out.append("\n".join(lines))
     missed = sum(row.holds is False for row in rows)
     checked = sum(row.holds is not None for row in rows)
+    out.append(site_shares())
     out.append(f"targets: {checked - missed} of {checked} hold ({missed} missed)")
     return "\n\n".join(out)

@@ -38,6 +38,10 @@ def add_call_path_options(parser: argparse.ArgumentParser) -> None:
                        help="serve every system call in the VMM after an exit, instead of "
                             "natively through the call ring where that gives the same "
                             "answer (also: KVMDUNE_FAST_SYSCALLS=0)")
+    group.add_argument("--no-patch", dest="patch_sites", action="store_false", default=None,
+                       help="leave the program's system-call instructions as they are, "
+                            "instead of patching them to reach the call ring without "
+                            "`syscall` (also: KVMDUNE_PATCH_SITES=0)")
     group.add_argument("--syscall-stats", action="store_true",
                        help="at exit, print how many calls were served natively and how "
                             "many by the VMM")
@@ -46,7 +50,8 @@ def add_call_path_options(parser: argparse.ArgumentParser) -> None:
 def call_path_options(args: argparse.Namespace) -> dict:
     """The RunOptions fields that ``add_call_path_options`` sets, and the Dune API
     that both commands offer their programs."""
-    return {"fast_syscalls": args.fast_syscalls, "syscall_stats": args.syscall_stats,
+    return {"fast_syscalls": args.fast_syscalls, "patch_sites": args.patch_sites,
+            "syscall_stats": args.syscall_stats,
             "privileged": dune_api, "argv0": getattr(args, "argv0", None)}
 
 

@@ -80,7 +80,7 @@ class NewImage:
 
 
 def exec_program(machine: Machine, path: str, argv: list[bytes], envp: list[bytes],
-                 personality: int | None = None) -> NewImage:
+                 personality: int | None = None, patch_sites: bool = False) -> NewImage:
     """Load ``path`` into a new address space, as execve(2) does. The layout is
     randomized as Linux would for a process of ``personality`` (by default the
     VMM's own). Raises ExecFormatError, leaving the current image untouched."""
@@ -90,6 +90,7 @@ def exec_program(machine: Machine, path: str, argv: list[bytes], envp: list[byte
         load_elf(image.interp)       # a missing interpreter fails before anything changes
     space = machine.new_address_space()
     mm = MemoryMap(space)
+    mm.patch_sites = patch_sites
     try:
         rnd = aslr.Randomization.for_exec(aslr.host_personality() if personality is None
                                           else personality)
@@ -106,17 +107,18 @@ def exec_program(machine: Machine, path: str, argv: list[bytes], envp: list[byte
     return NewImage(space, mm, loaded, os.path.realpath(exe), argv)
 
 
-def exec_command(machine: Machine, path: str,
-                 argv: list[bytes], envp: list[bytes]) -> tuple[str, NewImage]:
+def exec_command(machine: Machine, path: str, argv: list[bytes], envp: list[bytes],
+                 patch_sites: bool = False) -> tuple[str, NewImage]:
     """The first program, started as execvp(3) starts it: a file that execve refuses
     with ENOEXEC because it is neither ELF nor ``#!`` script (a shell script without
     the line) runs as ``/bin/sh PATH ARGS...``. Returns the path finally executed
     (the task is named after it) and its image. (A guest's own execve gets the
     ENOEXEC, as from the kernel.)"""
     try:
-        return path, exec_program(machine, path, argv, envp)
+        return path, exec_program(machine, path, argv, envp, patch_sites=patch_sites)
     except ExecFormatError as exc:
         if exc.errno != errno.ENOEXEC or _read_head(path).startswith(ELF_MAGIC):
             raise                # an ELF kvmdune cannot run: say why, not what sh says
     shell_argv = [FALLBACK_SHELL.encode(), path.encode("utf-8", "surrogateescape"), *argv[1:]]
-    return FALLBACK_SHELL, exec_program(machine, FALLBACK_SHELL, shell_argv, envp)
+    return FALLBACK_SHELL, exec_program(machine, FALLBACK_SHELL, shell_argv, envp,
+                                        patch_sites=patch_sites)

@@ -150,6 +150,8 @@ class FastPath:
         if proc.space is not None:
             self.server.set_cr3(proc.space.cr3)
         self.attach(proc.task.cpu)
+        # Patched call sites (sitepatch.py) find each vCPU's ring through its GS base.
+        machine.use_patched_sites(proc.mm.patch_sites)
         # A signal for the process: any thread may take it, every call goes to the VMM.
         proc.sighand.on_arrival = lambda: self.server.set_force_slow(ALL_SLOTS, True)
         # A frame freed by the VMM (munmap, a page table) is not reused, nor a closed
@@ -237,6 +239,7 @@ class FastPath:
         proc.machine.memory.quiesce = None
         for cpu in proc.machine.cpus:
             cpu.call_wait = None
+        proc.machine.use_patched_sites(False)
         proc.machine.remove_call_stub()
 
     def close(self) -> None:

@@ -50,6 +50,11 @@ class Gate:
     def check_opened(self, proc: "Process", host_fd: int) -> int | None:
         return None
 
+    def guest_may_write(self, path: str) -> bool:
+        """Whether the guest may create or change files at or beneath ``path`` (the
+        VMM keeps nothing it trusts where it may: sitepatch's analysis cache)."""
+        return True
+
     def check_passed(self, proc: "Process", host_fd: int) -> int | None:
         """A descriptor the caller hands the guest at start (``--pass-fd``): checked
         as if the guest had just opened it."""

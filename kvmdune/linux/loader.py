@@ -16,6 +16,7 @@ from .elf import (ElfImage, ElfType, ExecFormatError, SegmentFlags, load_elf, pa
 from .initial_stack import (AuxType, InitialStack, build_initial_stack, read_host_auxv,
                             standard_auxv)
 from .abi import ProtFlags
+from .sitepatch import patch_mapping
 from .mm import STACK_EAGER, STACK_SIZE, MemoryMap, Vma, perm_for
 
 PLATFORM = b"x86_64"
@@ -65,6 +66,8 @@ def map_image(mm: MemoryMap, image: ElfImage, bias: int) -> None:
         end = page_up(segment.vaddr + bias + segment.memsz)
         lead = (segment.vaddr + bias) - start
         data = file_data[segment.offset - lead:segment.offset + segment.filesz]
+        if mm.patch_sites and segment.flags & SegmentFlags.PF_X:
+            data = patch_mapping(mm, start, segment.offset - lead, data, image.path)
         mm.map_fixed(Vma(start, end, _prot(segment.flags), name=image.path,
                          offset=segment.offset - lead), data, eager=True)
 

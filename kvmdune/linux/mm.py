@@ -133,6 +133,10 @@ class MemoryMap:
         #: The largest resident set seen when memory was unmapped, in pages (Linux's
         #: hiwater_rss: VmHWM is the larger of it and the current RSS).
         self.rss_peak_pages = 0
+        #: Patch system-call sites in file-backed code mapped executable (sitepatch.py).
+        self.patch_sites = False
+        #: Their stubs' mappings (sitepatch.StubMapping), unmapped with their code.
+        self.site_stubs: list = []
         self.brk_start = self.brk = 0
         #: Whether demand paging maps 2 MiB pages where it can (HUGE_PAGES).
         self.huge_pages = HUGE_PAGES
@@ -378,10 +382,12 @@ class MemoryMap:
 
     def sys_mmap(self, address: int, length: int, prot: int, flags: int,
                  read_file: Callable[[int, int], bytes] | None, offset: int,
-                 name: str = "", share: Callable[[int], SharedRegion] | None = None) -> int:
+                 name: str = "", share: Callable[[int], SharedRegion] | None = None,
+                 file_path: str = "") -> int:
         """Implements mmap(2). ``read_file(offset, length)`` reads the mapped file
         for private mappings (None for anonymous ones); ``share(length)`` makes the
-        host-shared region behind a shared mapping."""
+        host-shared region behind a shared mapping; ``file_path`` is where the VMM
+        reads the mapped file itself (``name`` if empty)."""
         if length == 0 or offset % PAGE_SIZE:
             return -Errno.EINVAL
         length = page_up(length)
@@ -418,6 +424,9 @@ class MemoryMap:
             except OSError as exc:
                 return -(exc.errno or Errno.ENODEV)
         data = read_file(offset, length) if read_file is not None and region is None else b""
+        if self.patch_sites and data and prot & ProtFlags.PROT_EXEC and not shared:
+            from .sitepatch import patch_mapping
+            data = patch_mapping(self, start, offset, data, file_path or name)
         vma = Vma(start, start + length, prot & PROT_MASK, shared=shared, name=name,
                   offset=offset, grows_down=bool(flags & MapFlags.MAP_GROWSDOWN),
                   region=region)
@@ -437,6 +446,9 @@ class MemoryMap:
         if self.sealed_in(address, address + page_up(length)):
             return -Errno.EPERM
         self.unmap(address, page_up(length))
+        if self.site_stubs:
+            from .sitepatch import release_stubs
+            release_stubs(self)
         return 0
 
     def sys_mprotect(self, address: int, length: int, prot: int) -> int:
@@ -453,13 +465,35 @@ class MemoryMap:
             return -Errno.ENOMEM
         if self.sealed_in(address, end):
             return -Errno.EPERM
-        for vma in self._cut(address, end):
+        before = self._cut(address, end)
+        for vma in before:
             self._insert(replace(vma, prot=prot & PROT_MASK))
         self.space.protect(address, end - address, perm_for(prot))
         if self.observer is not None:
             self.observer.protected(address, end)
         self._merge_around(address, end)
+        if self.patch_sites and prot & ProtFlags.PROT_EXEC:
+            self._patch_made_executable(before)
         return 0
+
+    def _patch_made_executable(self, pieces: list[Vma]) -> None:
+        """Patch the call sites of private file mappings mprotect made executable."""
+        from .sitepatch import patch_in_place
+
+        for vma in pieces:
+            if not vma.prot & ProtFlags.PROT_EXEC and not vma.shared \
+                    and vma.region is None and vma.name.startswith("/"):
+                patch_in_place(self, vma)
+
+    def store(self, start: int, page: bytes) -> None:
+        """Write one page of a private mapping as the VMM (sitepatch's patches),
+        backing it first if the guest has not touched it yet."""
+        found = self.space.walk(start)
+        if found is None:
+            vma = self.find(start)
+            self._back(start, PAGE_SIZE, perm_for(vma.prot))
+            found = self.space.walk(start)
+        self.space.memory.slice(found.paddr, len(page))[:] = page
 
     def sys_mremap(self, old: int, old_length: int, new_length: int, flags: int,
                    new_address: int) -> int:
@@ -523,14 +557,14 @@ class MemoryMap:
     def _mremap_move(self, vma: Vma, old: int, old_length: int, new_length: int,
                      target: int) -> int:
         keep = min(old_length, new_length)
-        data = self._read_mapped(old, keep)
+        data = self.read_mapped(old, keep)
         # Linux moves the entries and marks each soft-dirty; the copy here is new.
         self.map_fixed(replace(vma, start=target, end=target + new_length, source=None,
                                soft_dirty=True), data)
         self.unmap(old, old_length)
         return target
 
-    def _read_mapped(self, start: int, length: int) -> bytes:
+    def read_mapped(self, start: int, length: int) -> bytes:
         """Contents of a range as the guest would read it (unbacked pages are zero
         or come from their source)."""
         out = bytearray()

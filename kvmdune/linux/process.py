@@ -30,6 +30,7 @@ from .abi import Errno, SigactionFlags, SigHandler, Signal, signal_name
 from .dispatch import Dispatcher
 from .exit_status import ExitStatus
 from .fastpath import THREAD_STATE_CALLS
+from .sitepatch import in_site_stub
 from .fdtable import FdTable
 from .forking import ForkHandshake
 from .forward import forward, host_fd_cloexec
@@ -518,7 +519,7 @@ class Process(Handler):
     def _interrupted(self, cpu: Cpu) -> Stop | None:
         if not self.signals.has_pending():
             return None
-        if cpu.in_system_call:
+        if cpu.in_system_call or (self.mm is not None and in_site_stub(self.mm, cpu.regs.rip)):
             # No frame on top of a call in flight: it reaches the VMM (the fast path
             # hands it over while a signal waits), which delivers at its end.
             if self.fast is not None:

@@ -41,6 +41,9 @@ class RunOptions:
     #: Serve what can be served without an exit natively (fastpath.py); None: on
     #: unless the environment says KVMDUNE_FAST_SYSCALLS=0.
     fast_syscalls: bool | None = None
+    #: Patch system-call sites to reach the call ring without ``syscall``
+    #: (sitepatch.py); None: on unless KVMDUNE_PATCH_SITES=0. Needs the fast path.
+    patch_sites: bool | None = None
     syscall_stats: bool = False             # report how the calls were served, at exit
     #: The caller's descriptors as the VMM found them at start (capture_caller_fds);
     #: None: run_command captures them itself.
@@ -55,6 +58,29 @@ class RunOptions:
     argv0: str | None = None
     #: Called every ``ticker.interval`` seconds at an event boundary (``kvmdune wss``).
     ticker: Ticker | None = None
+
+
+def patch_sites_wanted(options: RunOptions) -> bool:
+    """Whether the loader patches system-call sites: only with the fast path, whose
+    ring they reach (tracing turns both off)."""
+    from . import fastpath, sitepatch
+
+    return (options.tracer is None and fastpath.wanted(options.fast_syscalls)
+            and sitepatch.wanted(options.patch_sites))
+
+
+def _site_patching(options: RunOptions, path: str) -> bool:
+    """``patch_sites_wanted``, and where their analyses may be cached: not on disk
+    where the gate lets the guest write. The program's own (and its libraries')
+    are made now, before privileges are dropped."""
+    from . import sitepatch
+
+    if not patch_sites_wanted(options):
+        return False
+    sitepatch.use_disk_cache(options.gate is None
+                             or not options.gate.guest_may_write(sitepatch.cache_directory()))
+    sitepatch.prewarm(path)
+    return True
 
 
 class Ticker(Protocol):
@@ -111,10 +137,11 @@ def _run_command(argv: list[str], env: dict[str, str] | None, options: RunOption
         return EXIT_VMM_FAILED
     with machine:
         apply_limits(options)
+        patch_sites = _site_patching(options, path)
         if options.user is not None:
             drop_privileges(options.user)
         try:
-            filename, new = exec_command(machine, path, args, envp)
+            filename, new = exec_command(machine, path, args, envp, patch_sites=patch_sites)
         except ExecFormatError as exc:
             say(f"kvmdune: {describe_exec_error(exc)}")
             return exit_status_for(exc)

@@ -55,7 +55,11 @@ def sys_mmap(proc, cpu, address, length, prot, flags, fd, offset):
             wanted = max(0, min(length, size - file_offset))
             data = os.pread(host, wanted, file_offset) if wanted else b""
             return data
-    return proc.mm.sys_mmap(address, length, prot, flags, read_file, offset, name, share)
+    # Patched call sites are found in the file the descriptor holds (not whatever
+    # its path names by now): the VMM's own descriptor, through /proc.
+    file_path = "" if read_file is None else f"/proc/self/fd/{host}"
+    return proc.mm.sys_mmap(address, length, prot, flags, read_file, offset, name, share,
+                            file_path=file_path)
 
 
 def sys_munmap(proc, cpu, address, length, *_):

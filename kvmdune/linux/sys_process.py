@@ -72,7 +72,8 @@ def _execve(proc, path: str, argv_ptr: int, envp_ptr: int, task_name: str | None
     argv = read_string_array(proc.space, argv_ptr, ARG_MAX_BYTES)
     envp = read_string_array(proc.space, envp_ptr, ARG_MAX_BYTES)
     try:
-        new = exec_program(proc.machine, path, argv, envp, personality=proc.personality)
+        new = exec_program(proc.machine, path, argv, envp, personality=proc.personality,
+                           patch_sites=proc.mm.patch_sites)
     except ExecFormatError as exc:
         return -exc.errno
     # Past the point of no return: the other threads end (Linux's de_thread), and a

@@ -104,6 +104,9 @@ class Cpu:
         self._other_syscall_entry: int | None = None
         self._at_trampoline = True
         self._in_stub = False
+        #: The GS base patched call sites use when the guest sets none (see
+        #: ``set_ring_gs_base``); 0: none.
+        self._ring_gs_base = 0
         self.space: AddressSpace | None = None
         self._stop_reason: StopReason | None = None
         self._thread: int | None = None
@@ -183,12 +186,25 @@ class Cpu:
 
     @property
     def gs_base(self) -> int:
-        return self.sregs.gs.base
+        """The GS base as the guest set it (0 while the machine's ring base stands
+        in for an unset one)."""
+        base = self.sregs.gs.base
+        return 0 if base == self._ring_gs_base else base
 
     @gs_base.setter
     def gs_base(self, value: int) -> None:
-        self.sregs.gs.base = value
+        # An unset GS base (0) is where patched call sites find this vCPU's ring.
+        self.sregs.gs.base = value or self._ring_gs_base
         self._run.kvm_dirty_regs |= _SREGS_DIRTY
+
+    def set_ring_gs_base(self, address: int) -> None:
+        """Lend the GS base, while the guest leaves it unset, to patched call sites:
+        ``address`` is this vCPU's call ring (0: none; they then make the real
+        ``syscall``). A base the guest set itself stays; patched sites check the base
+        and fall back to ``syscall`` on any other value."""
+        guest_value = self.gs_base
+        self._ring_gs_base = address
+        self.gs_base = guest_value
 
     def request_tlb_flush(self, ranges: list[tuple[int, int]]) -> None:
         """Invalidate restricted translations on hardware KVM (an address space's

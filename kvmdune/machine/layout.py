@@ -127,6 +127,10 @@ def call_stub_of(slot: int) -> int:
         raise ValueError(f"call slot {slot} outside 0..{CALL_SLOTS - 1}")
     return CALL_STUB + slot * CALL_SLOT_SIZE
 
+def call_ring_of(slot: int) -> int:
+    """Where slot ``slot``'s call ring is (one page after its stub)."""
+    return call_stub_of(slot) + PAGE_SIZE
+
 # Where Linux puts a program's parts before randomization moves them (the setarch -R
 # layout); kvmdune/linux/aslr.py draws the offsets.
 #: The stack's top: Linux's STACK_TOP is TASK_SIZE; here the call area takes the two

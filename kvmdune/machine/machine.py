@@ -52,6 +52,8 @@ class Machine:
         self.call_ring: CallRing | None = None
         #: Whether ``syscall`` lands on the call stubs (vCPUs with a call slot).
         self.call_stubs_on = False
+        #: Whether patched call sites find their vCPU's ring (``use_patched_sites``).
+        self.patched_sites_on = False
         #: Every vCPU made (index = KVM vCPU id), in use or pooled.
         self._all_cpus: list[Cpu] = []
         self._pooled: list[Cpu] = []
@@ -240,6 +242,17 @@ class Machine:
     def _point_syscall(self, cpu: Cpu) -> None:
         """MSR_LSTAR of ``cpu``: its call slot's stub, or the trampoline's entry."""
         cpu.vcpu.set_msrs({MSR.LSTAR: self.syscall_target(cpu)})
+        # Patched call sites (linux/sitepatch.py) find the slot's ring through GS.
+        with_ring = (self.patched_sites_on and self.call_stubs_on
+                     and cpu.index < layout.CALL_SLOTS)
+        cpu.set_ring_gs_base(layout.call_ring_of(cpu.index) if with_ring else 0)
+
+    def use_patched_sites(self, on: bool) -> None:
+        """Let patched call sites (linux/sitepatch.py) reach each vCPU's ring through
+        its GS base, or (off) make them all fall back to ``syscall``."""
+        self.patched_sites_on = on
+        for cpu in self._all_cpus:
+            self._point_syscall(cpu)
 
     def on_close(self, callback) -> None:
         """Run ``callback`` when the machine closes, before its memory goes."""

@@ -279,6 +279,11 @@ class SandboxGate(Gate):
             return None
         return -Errno.EACCES
 
+    def guest_may_write(self, path: str) -> bool:
+        real = os.path.realpath(path)
+        return self.policy.all_paths or any(_under(candidate, self.write_roots) is not None
+                                            for candidate in (path, real))
+
     def check_passed(self, proc, host_fd: int) -> int | None:
         """A descriptor passed in at start, checked as if opened for the access its
         mode gives (read-only: the read roots; writable: the write roots)."""

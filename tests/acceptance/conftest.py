@@ -1,6 +1,14 @@
 """Acceptance setup: C programs compiled here, static, static-pie and dynamic; and
-every test that runs a guest runs twice, on the fast system-call path
-(KVMDUNE_FAST_SYSCALLS=1) and on the slow one (=0, every call exits to the VMM)."""
+every test that runs a guest runs on the fast system-call path through `syscall`
+(KVMDUNE_FAST_SYSCALLS=1, KVMDUNE_PATCH_SITES=0) and on the slow one
+(KVMDUNE_FAST_SYSCALLS=0, every call exits to the VMM; nothing is patched without the
+fast path). Modules that set ``PATCHED_PATH`` also run with the call sites patched
+(both variables 1: the default). Patching changes only the bytes mapped, how a call
+enters the ring, and where no signal frame may be built; what is served, and how, is
+the fast path's. So the patched path runs where those are exercised: the patched
+sites' own tests, C programs of each link type, the fast path's, threads, signals
+and /proc, the system-call fuzzers; test_everyday's programs run on the default
+(patched) path too. (A third path everywhere added a third to the suite's time.)"""
 
 from __future__ import annotations
 
@@ -14,29 +22,41 @@ import pytest
 PROGRAMS = pathlib.Path(__file__).parent / "programs"
 LINKS = {"static": ["-static"], "static-pie": ["-static-pie"], "dynamic": []}
 
-#: The variable the runner reads at start (RunOptions); the VMM subprocesses inherit it.
+#: The variables the runner reads at start (RunOptions); the VMM subprocesses inherit them.
 FAST_SYSCALLS = "KVMDUNE_FAST_SYSCALLS"
-SYSCALL_PATHS = {"fast": "1", "slow": "0"}
+PATCH_SITES = "KVMDUNE_PATCH_SITES"
+SYSCALL_PATHS = {"patched": {FAST_SYSCALLS: "1", PATCH_SITES: "1"},
+                 "fast": {FAST_SYSCALLS: "1", PATCH_SITES: "0"},
+                 "slow": {FAST_SYSCALLS: "0", PATCH_SITES: "0"}}
+
+
+def paths_for(module) -> list[str]:
+    """The system-call paths a module's guest tests run on (see above)."""
+    if getattr(module, "PATCHED_PATH", False):
+        return list(SYSCALL_PATHS)
+    return [name for name in SYSCALL_PATHS if name != "patched"]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Every test that runs guest code (marked ``kvm``) once per system-call path,
-    except in modules that set ``DEFAULT_SYSCALL_PATH_ONLY`` (they run on the default)."""
+    """Every test that runs guest code (marked ``kvm``) once per system-call path of
+    its module, except in modules that set ``DEFAULT_SYSCALL_PATH_ONLY`` (they run
+    on the default)."""
     if getattr(metafunc.module, "DEFAULT_SYSCALL_PATH_ONLY", False):
         return
     if ("syscall_path" in metafunc.fixturenames
             and metafunc.definition.get_closest_marker("kvm") is not None):
-        metafunc.parametrize("syscall_path", list(SYSCALL_PATHS), indirect=True)
+        metafunc.parametrize("syscall_path", paths_for(metafunc.module), indirect=True)
 
 
 @pytest.fixture(autouse=True)
 def syscall_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str | None:
-    """Sets KVMDUNE_FAST_SYSCALLS for this test (and the VMMs it starts); None for the
-    tests that run no guest."""
+    """Sets the system-call path's variables for this test (and the VMMs it starts);
+    None for the tests that run no guest."""
     name = getattr(request, "param", None)
     if name is None:
         return None
-    monkeypatch.setenv(FAST_SYSCALLS, SYSCALL_PATHS[name])
+    for variable, value in SYSCALL_PATHS[name].items():
+        monkeypatch.setenv(variable, value)
     return name
 
 
@@ -76,10 +96,11 @@ def run_native(argv, **kwargs) -> subprocess.CompletedProcess:
 def vmm_env(env: dict[str, str] | None = None) -> dict[str, str] | None:
     """The environment for a VMM subprocess: ``env`` (or, when None, the inherited one)
     with this test's system-call path, so an explicit environment does not drop it."""
-    setting = os.environ.get(FAST_SYSCALLS)
-    if env is None or setting is None:
+    settings = {variable: os.environ[variable] for variable in (FAST_SYSCALLS, PATCH_SITES)
+                if variable in os.environ}
+    if env is None or not settings:
         return env
-    return {**env, FAST_SYSCALLS: setting}
+    return {**env, **settings}
 
 
 def run_dune(argv, *options, env=None, **kwargs) -> subprocess.CompletedProcess:

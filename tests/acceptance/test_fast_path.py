@@ -14,6 +14,8 @@ import pytest
 from .conftest import LINKS, run_dune, run_native
 
 pytestmark = pytest.mark.kvm
+#: Also run with patched call sites (conftest.py).
+PATCHED_PATH = True
 
 STATS = re.compile(rb"system calls: (\d+) served natively, (\d+) refused natively, "
                    rb"(\d+) served by the VMM")

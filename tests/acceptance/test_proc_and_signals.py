@@ -13,6 +13,8 @@ import pytest
 from .conftest import run_dune
 
 pytestmark = pytest.mark.kvm
+#: Also run with patched call sites (conftest.py).
+PATCHED_PATH = True
 
 
 def sh(script: str) -> subprocess.CompletedProcess:

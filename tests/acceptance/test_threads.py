@@ -29,6 +29,8 @@ import pytest
 from .conftest import run_dune, run_native, vmm_env
 
 pytestmark = pytest.mark.kvm
+#: Also run with patched call sites (conftest.py).
+PATCHED_PATH = True
 PYTHON = "/usr/bin/python3"     # a real binary (a pyenv shim is a shell script)
 
 

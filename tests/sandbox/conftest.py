@@ -7,26 +7,36 @@ import os
 
 import pytest
 
-#: The variable the runner reads at start; ``kvmdune sandbox`` subprocesses inherit it.
+#: The variables the runner reads at start; ``kvmdune sandbox`` subprocesses inherit them.
 FAST_SYSCALLS = "KVMDUNE_FAST_SYSCALLS"
-SYSCALL_PATHS = {"fast": "1", "slow": "0"}
+PATCH_SITES = "KVMDUNE_PATCH_SITES"
+#: Patched call sites on the fast path, the fast path through `syscall`, every call an exit.
+SYSCALL_PATHS = {"patched": {FAST_SYSCALLS: "1", PATCH_SITES: "1"},
+                 "fast": {FAST_SYSCALLS: "1", PATCH_SITES: "0"},
+                 "slow": {FAST_SYSCALLS: "0", PATCH_SITES: "0"}}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """A test that uses ``syscall_path`` runs once per path."""
+    """A test that uses ``syscall_path`` runs on the fast and the slow path, and also
+    with patched call sites in modules that set ``PATCHED_PATH`` (the containment
+    corpus: patching changes how calls enter the ring, not what the gate decides,
+    which the fast path's runs cover everywhere)."""
     if "syscall_path" in metafunc.fixturenames:
-        metafunc.parametrize("syscall_path", list(SYSCALL_PATHS), indirect=True)
+        paths = [name for name in SYSCALL_PATHS
+                 if name != "patched" or getattr(metafunc.module, "PATCHED_PATH", False)]
+        metafunc.parametrize("syscall_path", paths, indirect=True)
 
 
 @pytest.fixture
 def syscall_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Sets KVMDUNE_FAST_SYSCALLS for this test and the sandboxes it starts."""
-    monkeypatch.setenv(FAST_SYSCALLS, SYSCALL_PATHS[request.param])
+    """Sets the path's variables for this test and the sandboxes it starts."""
+    for variable, value in SYSCALL_PATHS[request.param].items():
+        monkeypatch.setenv(variable, value)
     return request.param
 
 
 def environment_for(path: str) -> dict[str, str]:
-    return {**os.environ, FAST_SYSCALLS: SYSCALL_PATHS[path]}
+    return {**os.environ, **SYSCALL_PATHS[path]}
 
 
 @pytest.fixture(scope="session")

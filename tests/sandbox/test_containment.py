@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 from .conftest import environment_for
 
 pytestmark = pytest.mark.kvm
+#: Also run with patched call sites (conftest.py).
+PATCHED_PATH = True
 
 
 def test_every_hostile_case_is_contained(hostile_corpus, syscall_path):
@@ -84,12 +86,14 @@ def _decision(outcome) -> tuple:
             _normalised(outcome.observed), outcome.status)
 
 
-def test_fast_and_slow_paths_decide_the_corpus_the_same_way(hostile_corpus):
-    """Issue 5: the decisions are identical with KVMDUNE_FAST_SYSCALLS=1 and =0."""
-    fast = [_decision(outcome) for outcome in hostile_corpus("fast")]
+@pytest.mark.parametrize("path", ["fast", "patched"])
+def test_fast_and_slow_paths_decide_the_corpus_the_same_way(hostile_corpus, path):
+    """Issues 5 and 13: the decisions are identical with KVMDUNE_FAST_SYSCALLS=1 (call
+    sites patched or not) and =0."""
+    fast = [_decision(outcome) for outcome in hostile_corpus(path)]
     slow = [_decision(outcome) for outcome in hostile_corpus("slow")]
     assert len(fast) == len(slow) >= 30
-    differing = [f"fast: {f}\nslow: {s}" for f, s in zip(fast, slow) if f != s]
+    differing = [f"{path}: {f}\nslow: {s}" for f, s in zip(fast, slow) if f != s]
     assert not differing, "\n".join(differing)
 
 
@@ -116,8 +120,9 @@ DIFFERENTIAL = {
 }
 
 
+@pytest.mark.parametrize("path", ["fast", "patched"])
 @pytest.mark.parametrize("name", DIFFERENTIAL)
-def test_fast_and_slow_paths_answer_the_same(area, name):
+def test_fast_and_slow_paths_answer_the_same(area, name, path):
     """The same script under the same policy with KVMDUNE_FAST_SYSCALLS=1 and =0: the
     same stdout, stderr and status, byte for byte."""
     allowed, secret = area
@@ -126,7 +131,7 @@ def test_fast_and_slow_paths_answer_the_same(area, name):
                *(option.format(allowed=allowed) for option in options), "--", "busybox", "sh",
                "-c", script.format(allowed=allowed, secret=secret)]
     fast, slow = (subprocess.run(command, capture_output=True, timeout=120,
-                                 env=environment_for(path)) for path in ("fast", "slow"))
+                                 env=environment_for(each)) for each in (path, "slow"))
     assert (fast.stdout, fast.stderr, fast.returncode) == \
            (slow.stdout, slow.stderr, slow.returncode)
     assert shown in fast.stdout + fast.stderr, (fast.stdout, fast.stderr)

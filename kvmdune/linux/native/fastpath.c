@@ -676,10 +676,14 @@ static int takes_beneath(unsigned nr) {
 
 /* -- serving ------------------------------------------------------------------------- */
 
-/* Exactly one of the thread and the waiting VMM serves each request. */
+/* Exactly one of the thread and the waiting VMM serves each request, and only while
+ * it is the newest: a thread that read a request, then was preempted while the VMM
+ * served it and the next ones, must not claim it again (it would serve the current
+ * request's arguments a second time and move RESPONSE_SEQ back, and the guest would
+ * wait for an answer nobody gives). */
 static int claim(Ring *r, uint64_t seq) {
     uint64_t previous = __atomic_load_n(&r->claimed_seq, __ATOMIC_ACQUIRE);
-    return previous != seq
+    return previous < seq
         && __atomic_compare_exchange_n(&r->claimed_seq, &previous, seq, 0, __ATOMIC_ACQ_REL,
                                        __ATOMIC_ACQUIRE);
 }

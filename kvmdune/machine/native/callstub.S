@@ -35,9 +35,11 @@
     .balign 16
     .globl kvmdune_callstub_start, kvmdune_callstub_end, kvmdune_callstub_resume
     .globl kvmdune_callstub_slow_target, kvmdune_callstub_wait_target
+    .globl kvmdune_callstub_ring_entry
     /* Hidden: references inside the stub must resolve here, not through the GOT. */
     .hidden kvmdune_callstub_start, kvmdune_callstub_end, kvmdune_callstub_resume
     .hidden kvmdune_callstub_slow_target, kvmdune_callstub_wait_target
+    .hidden kvmdune_callstub_ring_entry
 
 kvmdune_callstub_start:
     movq %rcx, RING(CALLRING_SAVED_RCX)
@@ -45,6 +47,9 @@ kvmdune_callstub_start:
     movl %cs, %ecx
     testb $3, %cl
     jz 9f
+/* Patched call sites (linux/sitepatch.py) enter here at CPL3, their own RCX and
+ * RFLAGS already stored in the ring as `syscall` would have left them. */
+kvmdune_callstub_ring_entry:
 1:  cmpq $CALLRING_MAX_NR, %rax
     jae 8f
     btq %rax, RING(CALLRING_FAST_BITMAP)

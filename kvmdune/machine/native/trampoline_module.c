@@ -11,6 +11,7 @@ extern const unsigned char kvmdune_exception_entries[], kvmdune_tlb_flush[];
 extern const unsigned char kvmdune_callstub_start[], kvmdune_callstub_end[];
 extern const unsigned char kvmdune_callstub_slow_target[];
 extern const unsigned char kvmdune_callstub_wait_target[];
+extern const unsigned char kvmdune_callstub_ring_entry[];
 
 /* `label`'s offset from `base`, as a module constant. */
 static int add_offset(PyObject *module, const char *name, const unsigned char *base,
@@ -35,6 +36,10 @@ static int add_call_stub(PyObject *module) {
     if (add_code(module, "CALL_STUB", base, kvmdune_callstub_end) < 0
         || add_offset(module, "CALL_STUB_SLOW_TARGET", base, kvmdune_callstub_slow_target) < 0
         || add_offset(module, "CALL_STUB_WAIT_TARGET", base, kvmdune_callstub_wait_target) < 0
+        || add_offset(module, "CALL_STUB_RING_ENTRY", base, kvmdune_callstub_ring_entry) < 0
+        || PyModule_AddIntConstant(module, "CALL_RING_SAVED_RCX", CALLRING_SAVED_RCX) < 0
+        || PyModule_AddIntConstant(module, "CALL_RING_SAVED_R11", CALLRING_SAVED_R11) < 0
+        || PyModule_AddIntConstant(module, "CALL_RING_SAVED_RSP", CALLRING_SAVED_RSP) < 0
         || PyModule_AddIntConstant(module, "CALL_SLOT_SIZE", CALLRING_SLOT_SIZE) < 0)
         return -1;
     return 0;

@@ -19,7 +19,7 @@ import bisect
 from dataclasses import dataclass, replace
 from typing import Callable, Protocol
 
-from ..memory import PAGE_SIZE, VMM, AddressSpace, OutOfGuestMemory, Perm
+from ..memory import PAGE_SIZE, PTE, VMM, AddressSpace, OutOfGuestMemory, Perm
 from ..memory.guest_memory import SharedRegion
 from ..memory.pagetable import ADDRESS_MASK, HUGE_ADDRESS_MASK
 from ..machine import PFError, layout
@@ -234,8 +234,8 @@ class MemoryMap:
             memory.slice(paddr, len(chunk))[:] = chunk
             offset += size
 
-    def unmap(self, start: int, length: int) -> None:
-        if self._overlapping(start, start + length):
+    def unmap(self, start: int, length: int, note_peak: bool = True) -> None:
+        if note_peak and self._overlapping(start, start + length):
             self.note_rss_peak()        # as Linux updates hiwater_rss before an unmap
         removed = self._cut(start, start + length)
         if removed:
@@ -259,8 +259,10 @@ class MemoryMap:
                      for vma in self.vmas]
 
     def close(self) -> None:
-        """Unmap everything (at exec and exit), releasing shared regions."""
-        self.unmap(0, layout.USER_PROGRAM_END)
+        """Unmap everything (at exec and exit), releasing shared regions. The
+        resident peak is not noted: nothing reads this map's VmHWM any more (exec's
+        new map starts its own), and counting it walks every table."""
+        self.unmap(0, layout.USER_PROGRAM_END, note_peak=False)
 
     def handle_fault(self, address: int, error: PFError) -> bool:
         """Demand paging: back the page if a VMA allows the access (True: retry)."""
@@ -398,6 +400,9 @@ class MemoryMap:
         vma = Vma(start, start + length, prot & PROT_MASK, shared=shared, name=name,
                   offset=offset, grows_down=bool(flags & MapFlags.MAP_GROWSDOWN),
                   region=region)
+        if fixed and data and self._keep_identical_frames(vma, data):
+            self._merge_around(start, start + length)
+            return start
         eager = None if not flags & MapFlags.MAP_POPULATE else True
         try:
             self.map_fixed(vma, data, eager=eager)
@@ -406,6 +411,50 @@ class MemoryMap:
             return -Errno.ENOMEM
         self._merge_around(start, start + length)
         return start
+
+    def _keep_identical_frames(self, vma: Vma, data: bytes) -> bool:
+        """Map the private mapping ``vma`` of ``data`` (then zeros) over the frames
+        already there, changing only the rights, when they are private copies that
+        hold exactly those bytes and that nothing has touched since they were mapped
+        (no accessed or dirty bit): new frames would look the same. ld.so maps a
+        library whole, then each segment again over it with MAP_FIXED: this spares
+        the second copy of the file. False (nothing changed) otherwise."""
+        if self.observer is not None:
+            return False      # the Dune API's own tables may write the frames unseen
+        length = vma.end - vma.start
+        covered = 0
+        for old in self._overlapping(vma.start, vma.end):
+            if (old.shared or old.region is not None or old.source is not None
+                    or old.sealed or old.vmm_backed):
+                return False
+            covered += min(old.end, vma.end) - max(old.start, vma.start)
+        if covered != length:
+            return False
+        touched = self.space.page_bits.since_mapping.mask(PTE.ACCESSED | PTE.DIRTY)
+        if self.space.tables.scan_bits(vma.start, length, touched, collect=False).hits:
+            return False
+        if not self._holds(vma.start, length, data):
+            return False
+        self.note_rss_peak()              # as the unmap it stands for would
+        self._cut(vma.start, vma.end)
+        self._insert(vma)
+        self.space.protect(vma.start, length, perm_for(vma.prot))
+        return True
+
+    def _holds(self, start: int, length: int, data: bytes) -> bool:
+        """Whether every page of [start, start+length) has a frame and together they
+        hold ``data`` followed by zeros."""
+        memory, offset = self.space.memory, 0
+        for paddr, size in frame_runs(self.space, start, length):
+            size = min(size, length - offset)
+            inside = max(0, min(size, len(data) - offset))
+            # Copies to compare: a memoryview compares byte by byte, 15 times slower.
+            frames = memory.slice(paddr, size).tobytes()
+            if frames[:inside] != data[offset:offset + inside] or \
+                    frames[inside:] != bytes(size - inside):
+                return False
+            offset += size
+        return offset == length
 
     def sys_munmap(self, address: int, length: int) -> int:
         """Implements munmap(2)."""

@@ -1,7 +1,11 @@
-"""The Dune API's hottest hypercall served without an exit and without Python:
-dune_vm_mprotect of a few pages of pgroot, answered by the fast path's host thread
-from whichever vCPU's call ring it arrives on (vmm_native/fastvm.c; the hook is
-linux/native/vmm_calls.h).
+"""The Dune API's hottest hypercalls served without an exit and without Python:
+dune_vm_mprotect of a few pages of pgroot, and VM_BITS (kvmdune_vm_read_bits,
+kvmdune_vm_clear_bits) on pgroot, answered by the fast path's host thread from
+whichever vCPU's call ring they arrive on (vmm_native/fastvm.c, fastbits.c; the hook
+is linux/native/vmm_calls.h); a VM_BITS range too large for the ring exits and is
+answered natively by the vCPU's own thread (``serve_here``). VM_BITS reads and
+clears as the Dune API's A/D reader: the readers' bits of each space are pushed to
+the native side whenever they change (PageBits.observers).
 
 The native code serves a call only when it can give exactly the answer vm.py would,
 and that answer is success: pgroot, at most 16 pages within one page table, PERM_R
@@ -26,9 +30,16 @@ protect (``ensure_installed``).
 
 from __future__ import annotations
 
+from typing import Callable
+
 from ..machine import layout
+from ..memory.address_space import AddressSpace
+from ..memory.pagetable import PTE
 from ..memory.guest_memory import GUEST_MEMORY_SLOT
 from .mirror import Table
+
+#: The reader of A/D bits the Dune API is (each reader sees the bits since its own clear).
+BITS_READER = "dune"
 
 __all__ = ["NativeHypercalls"]
 
@@ -51,6 +62,7 @@ class NativeHypercalls:
         self.vm = vm
         self._module = native_module
         self._native = None
+        self._watched: list[tuple[AddressSpace, Callable[[], None]]] = []
 
     @classmethod
     def start(cls, vm) -> "NativeHypercalls | None":
@@ -89,7 +101,27 @@ class NativeHypercalls:
         for base, table in mirror.leaf_tables():
             self._add(base, table)
         mirror.on_new_leaf = self._add
+        self._watch_readers(spaces)
         vm.proc.fast.set_vmm_calls(self._native.capsule(), self._module.SERVED_OPS)
+
+    def _watch_readers(self, spaces: tuple[AddressSpace, ...]) -> None:
+        """Keep the native side's copy of the A/D readers' bits of each space current
+        (VM_BITS reads and clears them as the Dune API's reader)."""
+        self._unwatch_readers()
+        for index, space in enumerate(spaces):
+            def push(index: int = index, space: AddressSpace = space) -> None:
+                mine, others = space.page_bits.bit_masks(BITS_READER)
+                self._native.set_bits_reader(index, mine[PTE.ACCESSED], mine[PTE.DIRTY],
+                                             others[PTE.ACCESSED], others[PTE.DIRTY])
+            push()
+            space.page_bits.observers.append(push)
+            self._watched.append((space, push))
+
+    def _unwatch_readers(self) -> None:
+        for space, push in self._watched:
+            if push in space.page_bits.observers:
+                space.page_bits.observers.remove(push)
+        self._watched = []
 
     def _add(self, base: int, table: Table) -> None:
         live = self.vm.memory.mapping.address + table.frame
@@ -102,12 +134,25 @@ class NativeHypercalls:
         if fast is not None and not fast.has_vmm_calls():
             self._install()
 
+    def serve_here(self, op: int, args: tuple[int, ...]) -> int | None:
+        """A hypercall served natively in the calling (vCPU's) thread, which holds
+        the process's lock: its result, or None for the VMM's Python path."""
+        self.ensure_installed()          # a forked child's records are its own
+        served = self._native.serve_here(op, tuple(args[:6]))
+        if served is None:
+            return None
+        result, quiesce = served
+        if quiesce and self.vm.memory.quiesce is not None:
+            self.vm.memory.quiesce()      # as GuestMemory's own invalidations do
+        return result
+
     def stats(self) -> dict[str, int]:
         return self._native.stats()
 
     def close(self) -> None:
         """Back to the VMM for every hypercall (before pgroot's tables go)."""
         self.vm.pgroot_root.mirror.on_new_leaf = None
+        self._unwatch_readers()
         fast = self.vm.proc.fast
         if fast is not None:
             fast.set_vmm_calls(None)

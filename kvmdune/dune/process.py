@@ -30,6 +30,7 @@ cannot take a frame ends the process with a crash report.
 
 from __future__ import annotations
 
+import ctypes
 import operator
 import struct
 from dataclasses import dataclass
@@ -521,8 +522,8 @@ def _copy_registers(regs):
 
 
 def _restore_registers(regs, saved) -> None:
-    for name, _type in type(regs)._fields_:
-        setattr(regs, name, getattr(saved, name))
+    # One copy of the whole struct kvm_regs (a ctypes structure), not a field each.
+    ctypes.memmove(ctypes.addressof(regs), ctypes.addressof(saved), ctypes.sizeof(regs))
 
 
 def _pack_tf(regs, syscall: bool = False, err: int = 0) -> bytes:

@@ -72,7 +72,7 @@ from .hardware import Change, apply_changes
 from .hypercall import BitsFlags, HypercallOp
 from . import _mirror
 from .mirror import Mirror, Window
-from .native import NativeHypercalls
+from .native import BITS_READER, NativeHypercalls
 from .ranges import RangeSet
 
 #: The part of the user half that is the program's (above it: the call stub and ring).
@@ -80,8 +80,6 @@ PROGRAM_END = layout.USER_PROGRAM_END
 #: LOAD_CR3: libdune's CR3_NOFLUSH, and the bits of CR3 that are not the table's address.
 CR3_NOFLUSH = 1 << 63
 CR3_FLAGS = PAGE_SIZE - 1
-#: The reader of A/D bits the Dune API is (each reader sees the bits since its own clear).
-BITS_READER = "dune"
 MASK64 = (1 << 64) - 1
 #: Bytes of address space one leaf table maps.
 LEAF_TABLE_SPAN = 512 * PAGE_SIZE
@@ -198,6 +196,10 @@ class DuneVm:
             return -Errno.ENOSYS
         if op == HypercallOp.LOAD_CR3:
             return self.serve(handler, (args[0], cpu))     # the caller's thread's CR3
+        if op == HypercallOp.VM_BITS and self.native is not None:
+            served = self.native.serve_here(op, args)      # natively, in this thread
+            if served is not None:
+                return served
         return self.serve(handler, args)
 
     def current(self, cpu=None) -> Root:

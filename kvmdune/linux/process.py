@@ -339,15 +339,16 @@ class Process(Handler):
     def forward_by_name(self, name: str, args: tuple[int, ...]) -> int:
         return forward(self, BY_NAME[name], args)
 
-    def raise_signal(self, signo: int, code: int = sig.SigCode.SI_USER) -> int:
-        """A signal the guest sends its own process (``code``: how, for its siginfo);
-        any of its threads that does not block it takes it."""
+    def raise_signal(self, signo: int, code: int = sig.SigCode.SI_USER,
+                     sender: sig.SenderInfo | None = None) -> int:
+        """A signal the guest sends its own process (``code``: how, for its siginfo,
+        or the whole ``sender``); any of its threads that does not block it takes it."""
         if signo == 0:
             return 0
         if signo in (Signal.SIGKILL, Signal.SIGSTOP):
             os.kill(os.getpid(), signo)
             return 0
-        self.signal_info[signo] = sig.SenderInfo(code, os.getpid(), os.getuid())
+        self.signal_info[signo] = sender or sig.SenderInfo(code, os.getpid(), os.getuid())
         self.sighand.pending.add(signo)
         self.threads.route(signo)
         return 0
@@ -552,6 +553,7 @@ class Process(Handler):
             if signo is None:
                 return None
             self.signals.take(signo)
+            sender = self.signal_info.pop(signo, None)
             if self.privileged is not None:
                 claimed = self.privileged.on_signal(cpu, signo)
                 if claimed is not None:
@@ -570,7 +572,7 @@ class Process(Handler):
                 cpu.regs.rax = restart_number
                 cpu.regs.rip -= 2          # run the ``syscall`` again after the handler
                 restart_number = None
-            if not sig.deliver(self.signals, cpu, self.space, signo):
+            if not sig.deliver(self.signals, cpu, self.space, signo, sender=sender):
                 self.log(crash_report(self, cpu, Signal.SIGSEGV, cpu.regs.rsp, None))
                 return Stop(value=ExitStatus(signal=Signal.SIGSEGV))
             return None

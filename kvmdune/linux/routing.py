@@ -126,6 +126,8 @@ EMULATED: Final[Mapping[str, SyscallHandler]] = MappingProxyType({
     "kill": sys_signal.sys_kill,
     "tkill": sys_signal.sys_tkill,
     "tgkill": sys_signal.sys_tgkill,
+    "rt_sigqueueinfo": sys_signal.sys_rt_sigqueueinfo,
+    "rt_tgsigqueueinfo": sys_signal.sys_rt_tgsigqueueinfo,
 })
 
 #: Calls the table marks as acting on the calling process that are forwarded all the
@@ -138,7 +140,7 @@ SHARED_IDENTITY: Final = frozenset({
     "setfsuid", "setfsgid", "getitimer", "alarm", "setitimer", "setpriority",
     "sched_setparam", "sched_setscheduler", "sched_setaffinity", "sched_setattr",
     "ioprio_set", "timer_create", "timer_settime", "timer_gettime", "timer_getoverrun",
-    "timer_delete", "membarrier", "pidfd_open", "rt_sigqueueinfo", "rt_tgsigqueueinfo",
+    "timer_delete", "membarrier", "pidfd_open",
     # The process's NUMA policy for its future allocations: guest memory is among them.
     "set_mempolicy",
 })

@@ -64,7 +64,13 @@ class SigCode(enum.IntEnum):
     """siginfo's si_code for signals sent by a process (asm-generic/siginfo.h)."""
 
     SI_USER = 0       # kill(2), raise(3)
+    SI_QUEUE = -1     # sigqueue(3)
     SI_TKILL = -6     # tkill(2), tgkill(2)
+
+
+#: struct siginfo's head: si_signo, si_errno, si_code, padding, then the kill()
+#: member of its union: si_pid, si_uid.
+_SIGINFO_KILL = struct.Struct("<iiiiiI")
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,16 @@ class SenderInfo:
     si_code: int
     si_pid: int
     si_uid: int
+    #: The whole siginfo a process queued itself with rt_(tg)sigqueueinfo, which
+    #: Linux delivers as given (si_value and all), only si_signo set.
+    queued: bytes = b""
+
+    def siginfo(self, signo: int) -> bytes:
+        """The SIGINFO_SIZE bytes a handler or sigtimedwait receives."""
+        if self.queued:
+            return struct.pack("<i", signo) + self.queued[4:SIGINFO_SIZE]
+        return _SIGINFO_KILL.pack(signo, 0, self.si_code, 0, self.si_pid,
+                                  self.si_uid).ljust(SIGINFO_SIZE, b"\0")
 
 
 @dataclass
@@ -299,9 +315,10 @@ def sys_sigaltstack(state: SignalState, space, cpu: Cpu, ss: int, old_ss: int) -
 
 # -- delivery ------------------------------------------------------------------------
 def deliver(state: SignalState, cpu: Cpu, space, signo: int,
-            fault_address: int = 0, code: int = 0) -> bool:
-    """Set up the guest to run its handler for ``signo``. Returns False if the frame
-    cannot be written (the caller then kills the guest with SIGSEGV, as Linux does)."""
+            fault_address: int = 0, code: int = 0, sender: SenderInfo | None = None) -> bool:
+    """Set up the guest to run its handler for ``signo`` (``sender``: who sent it,
+    when known). Returns False if the frame cannot be written (the caller then kills
+    the guest with SIGSEGV, as Linux does)."""
     action = state.action(signo)
     regs = cpu.regs
     sp = regs.rsp
@@ -321,7 +338,8 @@ def deliver(state: SignalState, cpu: Cpu, space, signo: int,
     ucontext = (_UCONTEXT_HEAD.pack(UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS, 0)
                 + _STACK_T.pack(alt_sp, int(alt_flags), 0, alt_size) + mcontext
                 + struct.pack("<Q", interrupted_mask))
-    siginfo = struct.pack("<iii4xQ", signo, 0, code, fault_address).ljust(SIGINFO_SIZE, b"\0")
+    siginfo = (sender.siginfo(signo) if sender is not None else
+               struct.pack("<iii4xQ", signo, 0, code, fault_address).ljust(SIGINFO_SIZE, b"\0"))
     try:
         space.write(frame, struct.pack("<Q", action.restorer) + ucontext + siginfo, WRITE)
     except GuestFault:

@@ -10,13 +10,10 @@ from ..machine import Stop
 from . import signals as sig
 from .abi import Errno, Signal
 from .exit_status import ExitStatus
-from .host_unsafe import host_syscall
+from .host_unsafe import HostBuffer, host_syscall
 from .syscall_table import Sysno
 from .uaccess import Fault, read_bytes, write_bytes
 
-#: struct siginfo's head: si_signo, si_errno, si_code, padding, then the kill()
-#: member of its union: si_pid, si_uid.
-_SIGINFO_KILL = struct.Struct("<iiiiiI")
 _TIMESPEC = struct.Struct("<qq")
 NSEC_PER_SEC = 1_000_000_000
 
@@ -89,8 +86,7 @@ def sys_rt_sigtimedwait(proc, cpu, set_, info, timeout, sigsetsize, *_):
     host = proc.signal_info.pop(signo, None)
     if info:
         sender = host or sig.SenderInfo(sig.SigCode.SI_USER, 0, 0)
-        record = _SIGINFO_KILL.pack(signo, 0, sender.si_code, 0, sender.si_pid, sender.si_uid)
-        write_bytes(proc.space, info, record.ljust(sig.SIGINFO_SIZE, b"\0"))
+        write_bytes(proc.space, info, sender.siginfo(signo))
     proc.signals.take(signo)
     return signo
 
@@ -165,7 +161,47 @@ def sys_tgkill(proc, cpu, tgid, tid, signo, *_):
                       lambda: host_syscall(Sysno.tgkill, tgid, tid, signo))
 
 
-def _to_thread(proc, tgid: int, tid: int, signo: int, on_host) -> int:
+def sys_rt_sigqueueinfo(proc, cpu, tgid, signo, info, *_):
+    """Implements rt_sigqueueinfo(2). To the guest itself it is queued here with the
+    siginfo as given (the host would queue it on the VMM, whose handlers never see a
+    siginfo); to any other process, the host's."""
+    queued = _queued_siginfo(proc, tgid, info)
+    if isinstance(queued, int):
+        return queued
+    if signo and not sig.valid_signal(signo):
+        return -Errno.EINVAL
+    if tgid != os.getpid():
+        return host_syscall(Sysno.rt_sigqueueinfo, tgid, signo, HostBuffer(queued.queued))
+    return proc.raise_signal(signo, sender=queued)
+
+
+def sys_rt_tgsigqueueinfo(proc, cpu, tgid, tid, signo, info, *_):
+    """Implements rt_tgsigqueueinfo(2) (pthread_sigqueue): one of the guest's threads
+    gets the siginfo as given; another process's thread, the host's."""
+    queued = _queued_siginfo(proc, tgid, info)
+    if isinstance(queued, int):
+        return queued
+    if signo and not sig.valid_signal(signo):
+        return -Errno.EINVAL
+    if tgid <= 0 or tid <= 0:
+        return -Errno.EINVAL
+    return _to_thread(proc, tgid, tid, signo,
+                      lambda: host_syscall(Sysno.rt_tgsigqueueinfo, tgid, tid, signo,
+                                           HostBuffer(queued.queued)), queued)
+
+
+def _queued_siginfo(proc, tgid: int, info: int) -> sig.SenderInfo | int:
+    """The guest's siginfo for a queued signal, or -errno. Linux's rule: only a
+    process signalling itself may claim a kernel or kill()/tgkill() origin."""
+    raw = read_bytes(proc.space, info, sig.SIGINFO_SIZE)
+    _signo, _errno, code, _pad, pid, uid = struct.unpack_from("<iiiiiI", raw)
+    if (code >= 0 or code == sig.SigCode.SI_TKILL) and tgid != os.getpid():
+        return -Errno.EPERM
+    return sig.SenderInfo(code, pid, uid, queued=raw)
+
+
+def _to_thread(proc, tgid: int, tid: int, signo: int, on_host,
+               sender: sig.SenderInfo | None = None) -> int:
     """A signal for thread ``tid``: queued for it when it is one of the guest's
     (SIGKILL and SIGSTOP act on the whole process, as on Linux); ESRCH for the
     VMM's own threads, which the guest does not have; the host's for others."""
@@ -175,7 +211,7 @@ def _to_thread(proc, tgid: int, tid: int, signo: int, on_host) -> int:
         return on_host()
     if signo in (Signal.SIGKILL, Signal.SIGSTOP):
         return proc.raise_signal(signo) if tid in proc.threads.tasks else -Errno.ESRCH
-    info = sig.SenderInfo(sig.SigCode.SI_TKILL, os.getpid(), os.getuid())
+    info = sender or sig.SenderInfo(sig.SigCode.SI_TKILL, os.getpid(), os.getuid())
     return 0 if proc.threads.send_to_thread(tid, signo, info) else -Errno.ESRCH
 
 

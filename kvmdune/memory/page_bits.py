@@ -35,7 +35,7 @@ rewrites entries that the MMU sets bits in.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from .frames import PAGE_SIZE
 from .pagetable import PTE, SOFTWARE_BITS, USER_SPACE_END, BitChange
@@ -60,6 +60,9 @@ class PageBits:
         self.space = space
         self._free = list(SOFTWARE_BITS)
         self._readers: dict[str, BitReader] = {}
+        #: Called after any reader's bits change hands (allocated, given back): for
+        #: native code that reads or clears on a reader's behalf (``bit_masks``).
+        self.observers: list[Callable[[], None]] = []
         self.since_mapping = self.reader(SINCE_MAPPING)
         for kind in KINDS:           # others keep it up to date from their first clear
             self.since_mapping._bit(kind)
@@ -74,6 +77,18 @@ class PageBits:
     @property
     def readers(self) -> list[str]:
         return list(self._readers)
+
+    def bit_masks(self, name: str) -> tuple[dict[PTE, int], dict[PTE, int]]:
+        """Reader ``name``'s own software bit per kind (0 where it has none yet;
+        nothing is allocated) and the bits of every other reader, per kind."""
+        reader = self._readers.get(name)
+        mine = {kind: reader._bits.get(kind, 0) if reader else 0 for kind in KINDS}
+        others = {kind: self._others(reader, kind) for kind in KINDS}
+        return mine, others
+
+    def _changed(self) -> None:
+        for observer in list(self.observers):
+            observer()
 
     def _allocate(self, reader: "BitReader", kind: PTE) -> int:
         if not self._free:
@@ -104,6 +119,7 @@ class PageBits:
         self._free.extend(reader._bits.values())
         self._free.sort()
         del self._readers[reader.name]
+        self._changed()
 
 
 class BitReader:
@@ -119,6 +135,7 @@ class BitReader:
         bit = self._bits.get(kind)
         if bit is None:
             bit = self._bits[kind] = self._owner._allocate(self, kind)
+            self._owner._changed()
         return bit
 
     def read(self, vaddr: int, size: int, bits: PTE, clear: bool) -> list[int]:

@@ -63,6 +63,17 @@ def test_futexes(compiled, link):
     assert_same(native, run_dune([program]))
 
 
+@pytest.mark.parametrize("link", ["static", "dynamic"])
+def test_queued_signals_and_their_siginfo(compiled, link):
+    """sigqueue/pthread_sigqueue reach the right thread with si_value; handlers see
+    who sent a signal (a pthread_sigqueue to another thread used to stay pending on
+    the VMM's host thread forever)."""
+    program = compiled[("sigqueue", link)]
+    native = run_native([program])
+    assert native.returncode == 0 and b"taken by that thread: 1" in native.stdout, native.stdout
+    assert_same(native, run_dune([program]))
+
+
 def test_main_thread_exits_first(compiled):
     program = compiled[("leader_exit", "dynamic")]
     native = run_native([program])

@@ -50,9 +50,9 @@ def check(vm: DuneVm) -> list[str]:
                 problems.append(f"root {root.handle:#x}: entry {va:#x} maps foreign {frame:#x}")
         view = leaves(root.view, 0, USER_SPACE_END)
         stub = view.pop(layout.CALL_STUB, None)
-        if stub is None or stub & 0x000F_FFFF_FFFF_F000 != vm._trampoline_frame \
+        if stub is None or stub & 0x000F_FFFF_FFFF_F000 != vm._user_syscall_frame \
                 or Perm.from_pte(stub) & (Perm.USER | Perm.WRITE):
-            problems.append(f"root {root.handle:#x}: no supervisor-only trampoline at the stub")
+            problems.append(f"root {root.handle:#x}: no supervisor-only user-syscall page at the stub")
         for va, hw in view.items():
             entry = entries.get(va, 0)
             if va >= PROGRAM_END or not user_visible(entry):

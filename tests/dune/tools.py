@@ -49,3 +49,10 @@ def dirty_tool(process, phase: int, heap: int, *_: int) -> int:
         entries = dict(tables.entries(root, heap, heap + size - 1))
         return sum(1 for entry in entries.values() if entry & PTE.P)
     return -1
+
+
+def native_served_tool(process, *_: int) -> int:
+    """How many hypercalls the Dune API's native code answered so far (the fast
+    path's thread and the vCPU threads), -1 when none is installed."""
+    native = process.privileged.vm.native
+    return -1 if native is None else native.stats()["served"]

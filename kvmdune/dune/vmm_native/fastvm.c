@@ -45,6 +45,7 @@
 #include "../include/kvmdune/hypercall.h"
 #include "../../linux/native/proclock.h"
 #include "../../linux/native/vmm_calls.h"
+#include "fastvm.h"
 
 /* libdune's entry bits (kvmdune/dune/entries.py; a test checks they agree). */
 #define M_P 0x1ULL
@@ -75,49 +76,6 @@
 #define RIGHT_W 2U
 #define RIGHT_X 4U
 #define CEILING_KNOWN 0x80U
-/* kvmdune.memory.pagetable.PTE's hardware bits. */
-#define H_P 0x1ULL
-#define H_RW 0x2ULL
-#define H_US 0x4ULL
-#define H_PS 0x80ULL
-#define H_PROTNONE 0x400ULL
-#define H_NX (1ULL << 63)
-#define H_ADDR 0x000FFFFFFFFFF000ULL
-#define H_PERM_BITS (H_P | H_RW | H_US | H_NX | H_PROTNONE)
-
-#define PAGE_SIZE 4096ULL
-#define TABLE_SPAN_SHIFT 21      /* one page table maps 2 MiB */
-#define ENTRIES 512
-#define DIRTY_LOG_ALIGN 64       /* KVM_CLEAR_DIRTY_LOG's page granularity */
-/* The most pages one call changes here (a protect of more goes to the VMM). */
-#define MAX_PAGES 16
-
-/* One of pgroot's page tables: where its entries are. */
-struct table {
-    uint64_t key;                /* (first address >> 21) + 1; 0: a free slot */
-    uint64_t *live;              /* the program's copy (a guest frame) */
-    uint64_t *shadow;            /* the VMM's */
-    uint8_t *ceiling;            /* per entry: CEILING_KNOWN | rights, or 0 */
-};
-
-typedef struct {
-    PyObject_HEAD
-    struct kvmdune_vmm_calls calls;   /* what the capsule hands the fast path */
-    pthread_mutex_t lock;
-    uint8_t *memory;
-    uint64_t memory_size;
-    uint64_t pgroot;
-    uint64_t program_cr3, user_cr3;
-    uint64_t window_start, window_end, program_end;
-    int vm_fd;                   /* -1: write-protects are the VMM's (hand back) */
-    uint32_t slot;
-    int host_prot;               /* the guest memory mapping's; -1: invalidations are the VMM's */
-    uint32_t *process_lock;      /* proclock.h */
-    struct table *tables;        /* open addressing, power-of-two capacity */
-    size_t capacity, count;
-    uint64_t served, handed_back;
-} NativeVm;
-
 /* -- the registry of pgroot's tables ---------------------------------------------- */
 
 static size_t slot_of(uint64_t key, size_t capacity) {
@@ -195,12 +153,6 @@ static int user_visible(uint64_t entry) {
 
 /* -- the hardware tables ------------------------------------------------------------ */
 
-static volatile uint64_t *word_at(NativeVm *vm, uint64_t paddr) {
-    if (paddr & 7 || paddr >= vm->memory_size || vm->memory_size - paddr < 8)
-        return NULL;
-    return (volatile uint64_t *)(vm->memory + paddr);
-}
-
 /* The 4 KiB leaf entry of `vaddr` in the tables at `cr3`; NULL where a level is
  * missing or a large page maps it (the VMM splits those). */
 static volatile uint64_t *leaf_of(NativeVm *vm, uint64_t cr3, uint64_t vaddr) {
@@ -236,34 +188,6 @@ static enum loss loss_of(uint64_t old, uint64_t new) {
     if ((old & H_RW) && !(new & H_RW))
         return LOSS_WRITE;
     return LOSS_NONE;
-}
-
-/* KVM_CLEAR_DIRTY_LOG for one frame of the main slot: its next write reaches KVM,
- * which walks the guest tables again (GuestMemory.write_protect). */
-static int write_protect(NativeVm *vm, uint64_t frame) {
-    uint64_t page = frame / PAGE_SIZE, total = vm->memory_size / PAGE_SIZE;
-    uint64_t first = page / DIRTY_LOG_ALIGN * DIRTY_LOG_ALIGN;
-    uint64_t bitmap = 1ULL << (page - first);
-    uint64_t count = total - first < DIRTY_LOG_ALIGN ? total - first : DIRTY_LOG_ALIGN;
-    struct kvm_clear_dirty_log request = {
-        .slot = vm->slot, .num_pages = (uint32_t)count, .first_page = first,
-        .dirty_bitmap = &bitmap,
-    };
-    if (vm->vm_fd < 0 || frame >= vm->memory_size)
-        return -1;
-    return ioctl(vm->vm_fd, KVM_CLEAR_DIRTY_LOG, &request) < 0 ? -1 : 0;
-}
-
-/* The mprotect pair on the frame's host page that never takes access away
- * (HostMapping.reprotect): KVM's MMU notifier drops its translations of the frame
- * and flushes every vCPU's TLB. */
-static int invalidate(NativeVm *vm, uint64_t frame) {
-    void *host = vm->memory + frame;
-    if (vm->host_prot < 0 || frame >= vm->memory_size)
-        return -1;
-    if (mprotect(host, PAGE_SIZE, vm->host_prot | PROT_EXEC) < 0)
-        return -1;
-    return mprotect(host, PAGE_SIZE, vm->host_prot) < 0 ? -1 : 0;
 }
 
 /* -- dune_vm_mprotect of a few pages of pgroot --------------------------------------- */
@@ -364,8 +288,8 @@ static int mprotect_pages(NativeVm *vm, const uint64_t *args, int64_t *result,
     write_leaves(changes, count, 1);
     for (int c = 0; c < count; c++) {
         uint64_t frame = changes[c].new & M_ADDR;
-        int failed = (changes[c].loss == LOSS_WRITE && write_protect(vm, frame) < 0)
-            || (changes[c].loss == LOSS_MORE && invalidate(vm, frame) < 0);
+        int failed = (changes[c].loss == LOSS_WRITE && write_protect_frames(vm, &frame, 1) < 0)
+            || (changes[c].loss == LOSS_MORE && invalidate_frames(vm, &frame, 1) < 0);
         if (failed) {
             /* Back as it was (what was invalidated only costs the guest a walk). */
             write_leaves(changes, count, 0);
@@ -386,12 +310,16 @@ static int serve(void *context, uint64_t op, const uint64_t args[6], int64_t *re
                  void (*quiesce)(void *), void *server) {
     NativeVm *vm = context;
     int answered = -1;
-    if (op != KVMDUNE_HC_VM_MPROTECT || !proclock_try(vm->process_lock)) {
+    if ((op != KVMDUNE_HC_VM_MPROTECT && op != KVMDUNE_HC_VM_BITS)
+        || !proclock_try(vm->process_lock)) {
         __atomic_fetch_add(&vm->handed_back, 1, __ATOMIC_RELAXED);
         return -1;
     }
     pthread_mutex_lock(&vm->lock);
-    answered = mprotect_pages(vm, args, result, quiesce, server);
+    if (op == KVMDUNE_HC_VM_MPROTECT)
+        answered = mprotect_pages(vm, args, result, quiesce, server);
+    else
+        answered = serve_bits(vm, args, RING_BITS_PAGES, result, quiesce, server);
     pthread_mutex_unlock(&vm->lock);
     proclock_release(vm->process_lock);
     __atomic_fetch_add(answered == 0 ? &vm->served : &vm->handed_back, 1, __ATOMIC_RELAXED);
@@ -399,6 +327,35 @@ static int serve(void *context, uint64_t op, const uint64_t args[6], int64_t *re
 }
 
 /* -- the Python object ---------------------------------------------------------------- */
+
+/* serve_here's quiesce: the caller (the VMM) runs the fast path's after the call. */
+static void defer_quiesce(void *asked) { *(int *)asked = 1; }
+
+/* serve_here(op, args): VM_BITS served in the calling thread (a vCPU's, after the
+ * guest exited with it: a range too large for the ring, see RING_BITS_PAGES), with
+ * the process's lock held by the caller. (result, quiesce) when answered, quiesce
+ * True when the fast path's quiesce() must run before the guest goes on; None: the
+ * VMM's Python path serves it. */
+static PyObject *NativeVm_serve_here(NativeVm *vm, PyObject *args) {
+    unsigned long long op, a[6];
+    if (!PyArg_ParseTuple(args, "K(KKKKKK)", &op, &a[0], &a[1], &a[2], &a[3], &a[4], &a[5]))
+        return NULL;
+    if (op != KVMDUNE_HC_VM_BITS)
+        Py_RETURN_NONE;
+    const uint64_t call[6] = {a[0], a[1], a[2], a[3], a[4], a[5]};
+    int64_t result = 0;
+    int answered, asked = 0;
+    /* The GIL stays held: under a milli-second for 1 GiB, where handing it to another
+     * thread and back costs a wake-up, milli-seconds on a busy machine. (vm->lock's
+     * other holders never wait for the GIL.) */
+    pthread_mutex_lock(&vm->lock);
+    answered = serve_bits(vm, call, UINT64_MAX, &result, defer_quiesce, &asked);
+    pthread_mutex_unlock(&vm->lock);
+    __atomic_fetch_add(answered == 0 ? &vm->served : &vm->handed_back, 1, __ATOMIC_RELAXED);
+    if (answered != 0)
+        Py_RETURN_NONE;
+    return Py_BuildValue("(LO)", (long long)result, asked ? Py_True : Py_False);
+}
 
 static int NativeVm_init(NativeVm *vm, PyObject *args, PyObject *kwargs) {
     static char *keywords[] = {"memory", "memory_size", "pgroot", "program_cr3", "user_cr3",
@@ -466,6 +423,27 @@ static PyObject *NativeVm_add_table(NativeVm *vm, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* set_bits_reader(space, mine_a, mine_d, others_a, others_d): the Dune API's
+ * reader's software bits in one space (0: program view, 1: pgroot's user view; 0
+ * where not allocated yet) and the other readers', after any change of them. */
+static PyObject *NativeVm_set_bits_reader(NativeVm *vm, PyObject *args) {
+    int space;
+    unsigned long long mine_a, mine_d, others_a, others_d;
+    if (!PyArg_ParseTuple(args, "iKKKK", &space, &mine_a, &mine_d, &others_a, &others_d))
+        return NULL;
+    if (space < 0 || space >= BITS_SPACES) {
+        PyErr_SetString(PyExc_ValueError, "no such space");
+        return NULL;
+    }
+    struct bits_reader reader = {{mine_a, mine_d}, {others_a, others_d}};
+    Py_BEGIN_ALLOW_THREADS
+    pthread_mutex_lock(&vm->lock);
+    vm->readers[space] = reader;
+    pthread_mutex_unlock(&vm->lock);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
 static void release_capsule(PyObject *capsule) {
     Py_XDECREF((PyObject *)PyCapsule_GetContext(capsule));
 }
@@ -510,6 +488,11 @@ static void NativeVm_dealloc(NativeVm *vm) {
 static PyMethodDef NativeVm_methods[] = {
     {"add_table", (PyCFunction)NativeVm_add_table, METH_VARARGS,
      "add_table(first_address, live, shadow, ceilings): one of pgroot's page tables."},
+    {"set_bits_reader", (PyCFunction)NativeVm_set_bits_reader, METH_VARARGS,
+     "set_bits_reader(space, mine_a, mine_d, others_a, others_d): the A/D readers' bits."},
+    {"serve_here", (PyCFunction)NativeVm_serve_here, METH_VARARGS,
+     "serve_here(op, args): VM_BITS in this thread, the process's lock held: "
+     "(result, quiesce) or None."},
     {"capsule", (PyCFunction)NativeVm_capsule, METH_NOARGS,
      "The handler of VMM calls for the fast path (set_vmm_calls)."},
     {"stats", (PyCFunction)NativeVm_stats, METH_NOARGS, "Counters."},
@@ -534,7 +517,8 @@ static int fastvm_exec(PyObject *module) {
     Py_INCREF(&NativeVmType);
     if (PyModule_AddObject(module, "NativeVm", (PyObject *)&NativeVmType) < 0
         || PyModule_AddIntConstant(module, "CEILING_KNOWN", CEILING_KNOWN) < 0
-        || PyModule_AddIntConstant(module, "SERVED_OPS", 1L << KVMDUNE_HC_VM_MPROTECT) < 0)
+        || PyModule_AddIntConstant(module, "SERVED_OPS",
+                                   (1L << KVMDUNE_HC_VM_MPROTECT) | (1L << KVMDUNE_HC_VM_BITS)) < 0)
         return -1;
     return 0;
 }

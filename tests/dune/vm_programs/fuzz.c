@@ -6,6 +6,9 @@
  * says), E+hex+bits (that frame's address with the bits xor'ed in).
  * Operation WRITE_ENTRY (100, not a hypercall) writes through a mirror pointer:
  * (root, va, value): dune_vm_lookup(root, va, 1, &pte), then *pte = value.
+ * TOUCH (101, not a hypercall): (offset, write) reads, or writes, the arena's byte
+ * at offset (modulo its size; a fault ends the program as natively). DIGEST (102):
+ * prints a hash of the buffer (what VM_BITS wrote there).
  * Prints each result as a signed number, then "done". */
 #define _GNU_SOURCE
 #include <sys/mman.h>
@@ -14,6 +17,9 @@
 
 #define ARENA_PAGES 64
 #define WRITE_ENTRY 100
+#define TOUCH 101
+#define DIGEST 102
+#define BUFFER_BYTES (16 * PGSIZE)
 
 int main(void);
 
@@ -62,7 +68,7 @@ int main(void)
 	CHECK(test_init(1) == 0);
 	arena = mmap(NULL, ARENA_PAGES * PGSIZE, PROT_READ | PROT_WRITE,
 		     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	buffer = mmap(NULL, 16 * PGSIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+	buffer = mmap(NULL, BUFFER_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
 		      -1, 0);
 	CHECK(arena != MAP_FAILED && buffer != MAP_FAILED);
 	memset(arena, 0x5a, ARENA_PAGES * PGSIZE);
@@ -86,6 +92,22 @@ int main(void)
 			if (ret == 0)
 				*pte = args[3];
 			printf("%ld\n", ret);
+			continue;
+		}
+		if (args[0] == TOUCH) {
+			volatile char *at = arena + args[1] % (ARENA_PAGES * PGSIZE);
+
+			if (args[2] & 1)
+				*at += 1;
+			printf("%d\n", *at);
+			continue;
+		}
+		if (args[0] == DIGEST) {
+			unsigned long hash = 14695981039346656037UL;     /* FNV-1a */
+
+			for (unsigned long i = 0; i < BUFFER_BYTES; i++)
+				hash = (hash ^ (unsigned char)buffer[i]) * 1099511628211UL;
+			printf("%lx\n", hash);
 			continue;
 		}
 		printf("%ld\n", kvmdune_hypercall((long)args[0], (long)args[1], (long)args[2],

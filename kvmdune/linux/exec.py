@@ -86,15 +86,16 @@ def exec_program(machine: Machine, path: str, argv: list[bytes], envp: list[byte
     VMM's own). Raises ExecFormatError, leaving the current image untouched."""
     exe, argv = resolve_script(path, argv)
     image = load_elf(exe)
-    if image.interp is not None:
-        load_elf(image.interp)       # a missing interpreter fails before anything changes
+    # A missing interpreter fails before anything changes; the loader maps this copy.
+    interp = load_elf(image.interp) if image.interp is not None else None
     space = machine.new_address_space()
     mm = MemoryMap(space)
     mm.patch_sites = patch_sites
     try:
         rnd = aslr.Randomization.for_exec(aslr.host_personality() if personality is None
                                           else personality)
-        loaded = load_program(mm, image, argv, envp, execfn=path.encode(), rnd=rnd)
+        loaded = load_program(mm, image, argv, envp, execfn=path.encode(), rnd=rnd,
+                              interp=interp)
     except OutOfGuestMemory as exc:
         space.close()
         raise ExecFormatError(

@@ -103,9 +103,11 @@ def host_auxv() -> dict[int, int]:
 
 def load_program(mm: MemoryMap, image: ElfImage, argv: list[bytes], envp: list[bytes],
                  execfn: bytes, rnd: aslr.Randomization,
-                 random_bytes: bytes | None = None) -> LoadedProgram:
-    """Map ``image`` (and its interpreter) into ``mm`` and build the initial stack,
-    at the bases ``rnd`` draws (the mmap base too: ``mm`` is a fresh map)."""
+                 random_bytes: bytes | None = None,
+                 interp: ElfImage | None = None) -> LoadedProgram:
+    """Map ``image`` (and its interpreter: ``interp`` if the caller loaded it
+    already) into ``mm`` and build the initial stack, at the bases ``rnd`` draws
+    (the mmap base too: ``mm`` is a fresh map)."""
     mm.mmap_base = aslr.mmap_base(rnd, aslr.stack_rlimit())
     bias = _bias_for(mm, image, rnd)
     map_image(mm, image, bias)
@@ -113,7 +115,7 @@ def load_program(mm: MemoryMap, image: ElfImage, argv: list[bytes], envp: list[b
     mm.brk_start = mm.brk = aslr.brk_start(rnd, image.highest_vaddr + bias, static_pie)
     interp_base, entry = 0, image.entry + bias
     if image.interp is not None:
-        interp = load_elf(image.interp)
+        interp = interp or load_elf(image.interp)
         interp_bias = _bias_in_mmap_area(mm, interp) if interp.kind == ElfType.ET_DYN else 0
         map_image(mm, interp, interp_bias)
         interp_base = interp.lowest_vaddr + interp_bias

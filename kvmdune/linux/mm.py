@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass, replace
 from typing import Callable, Protocol
 
-from ..memory import HUGE_PAGE_SIZE, PAGE_SIZE, VMM, AddressSpace, OutOfGuestMemory, Perm
+from ..memory import HUGE_PAGE_SIZE, PAGE_SIZE, PTE, VMM, AddressSpace, OutOfGuestMemory, Perm
 from ..memory.guest_memory import SharedRegion
 from ..memory.pagetable import ADDRESS_MASK, HUGE_ADDRESS_MASK
 from ..machine import PFError, layout
@@ -46,6 +46,11 @@ FAULT_BLOCK_TABLE_RESERVE = 4 * PAGE_SIZE
 STACK_SIZE = 8 << 20
 #: Pages at the top of the stack backed at exec; the rest grows on demand.
 STACK_EAGER = 256 << 10
+#: Buffers one read_into call fills at most (the kernel's IOV_MAX for preadv).
+MAX_READ_BUFFERS = 1024
+#: ``read_into(offset, length, buffers)``: read at most ``length`` bytes of the
+#: mapped file from ``offset`` into ``buffers`` in turn; returns the bytes read.
+ReadInto = Callable[[int, int, list], int]
 #: One past the largest address: a range reaching it wraps in Linux's unsigned long.
 ADDRESS_END = 1 << 64
 PROT_MASK = int(ProtFlags.PROT_READ | ProtFlags.PROT_WRITE | ProtFlags.PROT_EXEC)
@@ -251,8 +256,8 @@ class MemoryMap:
             memory.slice(paddr, len(chunk))[:] = chunk
             offset += size
 
-    def unmap(self, start: int, length: int) -> None:
-        if self._overlapping(start, start + length):
+    def unmap(self, start: int, length: int, note_peak: bool = True) -> None:
+        if note_peak and self._overlapping(start, start + length):
             self.note_rss_peak()        # as Linux updates hiwater_rss before an unmap
         removed = self._cut(start, start + length)
         if removed:
@@ -276,8 +281,10 @@ class MemoryMap:
                      for vma in self.vmas]
 
     def close(self) -> None:
-        """Unmap everything (at exec and exit), releasing shared regions."""
-        self.unmap(0, layout.USER_PROGRAM_END)
+        """Unmap everything (at exec and exit), releasing shared regions. The
+        resident peak is not noted: nothing reads this map's VmHWM any more (exec's
+        new map starts its own), and counting it walks every table."""
+        self.unmap(0, layout.USER_PROGRAM_END, note_peak=False)
 
     def handle_fault(self, address: int, error: PFError) -> bool:
         """Demand paging: back the page if a VMA allows the access (True: retry)."""
@@ -383,11 +390,12 @@ class MemoryMap:
     def sys_mmap(self, address: int, length: int, prot: int, flags: int,
                  read_file: Callable[[int, int], bytes] | None, offset: int,
                  name: str = "", share: Callable[[int], SharedRegion] | None = None,
-                 file_path: str = "") -> int:
+                 file_path: str = "", read_into: ReadInto | None = None) -> int:
         """Implements mmap(2). ``read_file(offset, length)`` reads the mapped file
-        for private mappings (None for anonymous ones); ``share(length)`` makes the
-        host-shared region behind a shared mapping; ``file_path`` is where the VMM
-        reads the mapped file itself (``name`` if empty)."""
+        for private mappings (None for anonymous ones), ``read_into`` (if given)
+        reads it into buffers; ``share(length)`` makes the host-shared region behind
+        a shared mapping; ``file_path`` is where the VMM reads the mapped file itself
+        (``name`` if empty)."""
         if length == 0 or offset % PAGE_SIZE:
             return -Errno.EINVAL
         length = page_up(length)
@@ -423,21 +431,100 @@ class MemoryMap:
                 region = share(length)
             except OSError as exc:
                 return -(exc.errno or Errno.ENODEV)
-        data = read_file(offset, length) if read_file is not None and region is None else b""
-        if self.patch_sites and data and prot & ProtFlags.PROT_EXEC and not shared:
+        eager = bool(flags & MapFlags.MAP_POPULATE) or length <= EAGER_MAP_LIMIT
+        # Code whose call sites are patched is read, patched, then copied in (and then
+        # never matches the file's frames already there).
+        patched = (self.patch_sites and read_file is not None and region is None
+                   and prot & ProtFlags.PROT_EXEC and not shared)
+        # A new eager private file mapping has the file read straight into its
+        # frames; MAP_FIXED ones first see whether the frames there hold it already.
+        direct = (read_into is not None and region is None and eager and not fixed
+                  and not patched)
+        data = read_file(offset, length) if read_file is not None and region is None \
+            and not direct else b""
+        if patched and data:
             from .sitepatch import patch_mapping
             data = patch_mapping(self, start, offset, data, file_path or name)
         vma = Vma(start, start + length, prot & PROT_MASK, shared=shared, name=name,
                   offset=offset, grows_down=bool(flags & MapFlags.MAP_GROWSDOWN),
                   region=region)
-        eager = None if not flags & MapFlags.MAP_POPULATE else True
+        if fixed and data and self._keep_identical_frames(vma, data):
+            self._merge_around(start, start + length)
+            return start
         try:
             self.map_fixed(vma, data, eager=eager)
+            if direct:
+                self._read_into_frames(start, length, offset, read_into)
         except OutOfGuestMemory:
             self.unmap(start, length)
             return -Errno.ENOMEM
+        except OSError:
+            self.unmap(start, length)     # the file could not be read: no mapping
+            raise
         self._merge_around(start, start + length)
         return start
+
+    def _read_into_frames(self, start: int, length: int, offset: int,
+                          read_into: ReadInto) -> None:
+        """Fill a new mapping's frames with the file from ``offset``: one copy, from
+        the host's page cache into guest memory (read_file and _fill make two)."""
+        memory, views, left = self.space.memory, [], length
+        for paddr, size in frame_runs(self.space, start, length):
+            views.append(memory.slice(paddr, min(size, left)))
+            left -= size
+            if left <= 0:
+                break
+        for first in range(0, len(views), MAX_READ_BUFFERS):
+            batch = views[first:first + MAX_READ_BUFFERS]
+            wanted = sum(len(view) for view in batch)
+            if read_into(offset, length, batch) < wanted:
+                return                    # the end of the file: the rest stays zero
+            offset, length = offset + wanted, length - wanted
+
+    def _keep_identical_frames(self, vma: Vma, data: bytes) -> bool:
+        """Map the private mapping ``vma`` of ``data`` (then zeros) over the frames
+        already there, changing only the rights, when they are private copies that
+        hold exactly those bytes and that nothing has touched since they were mapped
+        (no accessed or dirty bit): new frames would look the same. ld.so maps a
+        library whole, then each segment again over it with MAP_FIXED: this spares
+        the second copy of the file. False (nothing changed) otherwise."""
+        if self.observer is not None:
+            return False      # the Dune API's own tables may write the frames unseen
+        length = vma.end - vma.start
+        covered = 0
+        for old in self._overlapping(vma.start, vma.end):
+            if (old.shared or old.region is not None or old.source is not None
+                    or old.sealed or old.vmm_backed):
+                return False
+            covered += min(old.end, vma.end) - max(old.start, vma.start)
+        if covered != length:
+            return False
+        touched = self.space.page_bits.since_mapping.mask(PTE.ACCESSED | PTE.DIRTY)
+        if self.space.tables.scan_bits(vma.start, length, touched, collect=False).hits:
+            return False
+        if not self._holds(vma.start, length, data):
+            return False
+        self.note_rss_peak()              # as the unmap it stands for would
+        self._cut(vma.start, vma.end)
+        self._insert(vma)
+        self.space.protect(vma.start, length, perm_for(vma.prot))
+        return True
+
+    def _holds(self, start: int, length: int, data: bytes) -> bool:
+        """Whether every page of [start, start+length) has a frame and together they
+        hold ``data`` followed by zeros."""
+        memory, offset = self.space.memory, 0
+        for paddr, size in frame_runs(self.space, start, length):
+            size = min(size, length - offset)
+            inside = max(0, min(size, len(data) - offset))
+            frames = memory.slice(paddr, size)
+            # bytes.startswith compares a buffer with memcmp, copying nothing (a
+            # memoryview's == compares byte by byte: 50 times slower).
+            if not data.startswith(frames[:inside], offset) \
+                    or not bytes(size - inside).startswith(frames[inside:]):
+                return False
+            offset += size
+        return offset == length
 
     def sys_munmap(self, address: int, length: int) -> int:
         """Implements munmap(2)."""

@@ -455,11 +455,15 @@ class Process(Handler):
             self._after_slow_call(spec)
         if self.task.exiting:
             return Stop(StopReason.REQUEST)
+        stop = None
         if self.signals.has_pending():
             restart = (result == -Errno.EINTR and spec is not None
                        and spec.name not in NOT_RESTARTED)
-            return self.deliver_pending(cpu, restart_number=event.number if restart else None)
-        return None
+            stop = self.deliver_pending(cpu, restart_number=event.number if restart else None)
+        # A call that waited with a temporary mask: a handler's frame took the
+        # original, or it applies again now.
+        self.signals.restore_saved_mask()
+        return stop
 
     def _hypercall(self, cpu: Cpu, event: SyscallEvent) -> Stop | None:
         """A request for privileged features (``privileged.py``): ENOSYS, as on

@@ -89,6 +89,8 @@ EMULATED: Final[Mapping[str, SyscallHandler]] = MappingProxyType({
     "ppoll": sys_poll.sys_ppoll,
     "select": sys_poll.sys_select,
     "pselect6": sys_poll.sys_pselect6,
+    "epoll_pwait": sys_poll.sys_epoll_pwait,
+    "epoll_pwait2": sys_poll.sys_epoll_pwait2,
     "futex": futex.sys_futex,
     "futex_waitv": futex.sys_futex_waitv,
     # the process itself: its image, its threads (threads.py), its name

@@ -138,6 +138,10 @@ class SignalState:
     # The interrupted code's FPU/SSE/AVX state, by the ucontext address of its frame.
     extended: dict[int, object] = field(default_factory=dict)
     mask: int = 0
+    #: The mask to restore once a call that waits with a temporary one (pselect6,
+    #: ppoll, epoll_pwait, rt_sigsuspend) has returned: Linux's saved_sigmask. A
+    #: handler run at that call's end records it in its frame, so sigreturn restores it.
+    saved_mask: int | None = None
     pending: set[int] = field(default_factory=set)
     altstack: tuple[int, int, int] = (0, SigaltstackFlags.SS_DISABLE, 0)  # sp, flags, size
 
@@ -167,10 +171,35 @@ class SignalState:
         return signo not in UNBLOCKABLE and bool(self.mask & _bit(signo))
 
     def next_deliverable(self) -> int | None:
+        """The lowest pending signal the mask lets through. Ignored ones met on the
+        way are dropped, as Linux drops an unblocked ignored signal: it neither
+        interrupts a call nor reaches the guest."""
         for signo in sorted(self.all_pending()):
-            if not self.blocks(signo):
+            if self.blocks(signo):
+                continue
+            if not is_ignored(self, signo):
                 return signo
+            self.discard(signo)
         return None
+
+    def use_temporary_mask(self, mask: int) -> None:
+        """Wait with ``mask`` (pselect6's, ppoll's, ...) until the call's end."""
+        if self.saved_mask is None:
+            self.saved_mask = self.mask
+        self.mask = mask & ~_UNBLOCKABLE_BITS
+
+    def restore_saved_mask(self) -> None:
+        """The call that set a temporary mask is over and no handler took the
+        original into its frame: it applies again."""
+        if self.saved_mask is not None:
+            self.mask, self.saved_mask = self.saved_mask, None
+
+    def mask_to_save(self) -> int:
+        """The mask a signal frame records (and sigreturn restores): the original
+        one while a temporary mask is in force, which the frame then owns."""
+        mask = self.mask if self.saved_mask is None else self.saved_mask
+        self.saved_mask = None
+        return mask
 
     def take(self, signo: int) -> None:
         """Remove ``signo`` from what is pending (the thread's own first)."""
@@ -202,6 +231,9 @@ def _bit(signo: int) -> int:
     return 1 << (signo - 1)
 
 
+_UNBLOCKABLE_BITS = _bit(Signal.SIGKILL) | _bit(Signal.SIGSTOP)
+
+
 def valid_signal(signo: int) -> bool:
     return 1 <= signo <= SIGRTMAX
 
@@ -227,7 +259,7 @@ def sys_rt_sigaction(state: SignalState, space, signo: int, act: int, oldact: in
     except GuestFault:
         return -Errno.EFAULT
     if new is not None:
-        new.mask &= ~(_bit(Signal.SIGKILL) | _bit(Signal.SIGSTOP))
+        new.mask &= ~_UNBLOCKABLE_BITS
         state.actions[signo] = new
         if is_ignored(state, signo):
             state.discard(signo)
@@ -254,7 +286,7 @@ def sys_rt_sigprocmask(state: SignalState, space, how: int, set_: int, oldset: i
             state.mask = new
         else:
             return -Errno.EINVAL
-        state.mask &= ~(_bit(Signal.SIGKILL) | _bit(Signal.SIGSTOP))
+        state.mask &= ~_UNBLOCKABLE_BITS
     return 0
 
 
@@ -300,11 +332,12 @@ def deliver(state: SignalState, cpu: Cpu, space, signo: int,
     uc = frame + 8
     info = uc + UCONTEXT_SIZE
     values = [getattr(regs, name) for name in MCONTEXT_REGS]
-    mcontext = _MCONTEXT.pack(*values, USER_CS, 0, 0, USER_DS, 0, 0, state.mask,
+    interrupted_mask = state.mask_to_save()
+    mcontext = _MCONTEXT.pack(*values, USER_CS, 0, 0, USER_DS, 0, 0, interrupted_mask,
                               fault_address, 0, *([0] * 8))
     ucontext = (_UCONTEXT_HEAD.pack(UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS, 0)
                 + _STACK_T.pack(alt_sp, int(alt_flags), 0, alt_size) + mcontext
-                + struct.pack("<Q", state.mask))
+                + struct.pack("<Q", interrupted_mask))
     siginfo = (sender.siginfo(signo) if sender is not None else
                struct.pack("<iii4xQ", signo, 0, code, fault_address).ljust(SIGINFO_SIZE, b"\0"))
     try:
@@ -337,7 +370,7 @@ def sys_rt_sigreturn(state: SignalState, cpu: Cpu, space) -> bool:
         setattr(cpu.regs, name, value)
     cpu.regs.rflags = (cpu.regs.rflags & USER_RFLAGS) | USER_RFLAGS_FIXED
     (mask,) = struct.unpack_from("<Q", raw, offset + _MCONTEXT.size)
-    state.mask = mask & ~(_bit(Signal.SIGKILL) | _bit(Signal.SIGSTOP))
+    state.mask = mask & ~_UNBLOCKABLE_BITS
     saved = state.extended.pop(uc, None)
     if saved is not None:
         cpu.vcpu.set_xsave(saved)

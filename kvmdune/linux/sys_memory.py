@@ -24,7 +24,7 @@ def sys_mmap(proc, cpu, address, length, prot, flags, fd, offset):
     (file contents copied in); shared mappings are host memory mapped into the guest
     through a memory slot of their own, so writes reach the file and other
     processes (a forked child shares them too, as on Linux)."""
-    read_file = share = None
+    read_file = share = read_into = None
     name = ""
     shared = flags & MAP_TYPE in (MapType.MAP_SHARED, MapType.MAP_SHARED_VALIDATE)
     writable = bool(prot & ProtFlags.PROT_WRITE)
@@ -55,11 +55,22 @@ def sys_mmap(proc, cpu, address, length, prot, flags, fd, offset):
             wanted = max(0, min(length, size - file_offset))
             data = os.pread(host, wanted, file_offset) if wanted else b""
             return data
+
+        def read_into(file_offset: int, length: int, buffers: list, host: int = host,
+                      size: int = size) -> int:
+            wanted = max(0, min(length, size - file_offset))   # as read_file: no further
+            clipped = []
+            for buffer in buffers:
+                if wanted <= 0:
+                    break
+                clipped.append(buffer[:wanted])
+                wanted -= len(clipped[-1])
+            return os.preadv(host, clipped, file_offset) if clipped else 0
     # Patched call sites are found in the file the descriptor holds (not whatever
     # its path names by now): the VMM's own descriptor, through /proc.
     file_path = "" if read_file is None else f"/proc/self/fd/{host}"
     return proc.mm.sys_mmap(address, length, prot, flags, read_file, offset, name, share,
-                            file_path=file_path)
+                            file_path=file_path, read_into=read_into)
 
 
 def sys_munmap(proc, cpu, address, length, *_):

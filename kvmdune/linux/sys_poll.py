@@ -1,7 +1,9 @@
 """poll, ppoll, select and pselect6: their descriptor sets name *guest* descriptors,
 so they are translated to host descriptors and back (forwarding the arrays as bytes
 would poll whatever the VMM holds under those numbers). They wait without the
-process's lock (threads.py)."""
+process's lock (threads.py). The waits that take a signal mask (ppoll, pselect6,
+epoll_pwait, epoll_pwait2) set the guest thread's mask for their duration
+(sys_signal.with_temporary_mask), never the VMM's."""
 
 from __future__ import annotations
 
@@ -9,8 +11,10 @@ import struct
 
 from .abi import Errno
 from .host_unsafe import HostBuffer, host_syscall
-from .syscall_table import Sysno
-from .uaccess import read_bytes, write_bytes
+from .forward import forward
+from .sys_signal import read_sigset, with_temporary_mask
+from .syscall_table import SYSCALLS, Sysno
+from .uaccess import read_bytes, read_u64, write_bytes
 
 SYS_POLL, SYS_PPOLL, SYS_SELECT, SYS_PSELECT6 = (Sysno.poll, Sysno.ppoll, Sysno.select,
                                                 Sysno.pselect6)
@@ -20,6 +24,7 @@ FD_SETSIZE = 1024
 MAX_POLL_FDS = 1 << 20
 TIMESPEC_SIZE = 16
 TIMEVAL_SIZE = 16
+SIGSET_POINTER_SIZE = 8     # pselect6's sixth argument: {sigset_t *ss; size_t ss_len}
 
 
 def _copy_in(proc, address: int, length: int) -> HostBuffer | None:
@@ -42,15 +47,18 @@ def _poll(proc, number: int, fds_ptr: int, nfds: int, rest: tuple[int, ...],
     table = HostBuffer(b"".join(_POLLFD.pack(*e) for e in host_entries))
     extra = [rest[0]] if number == SYS_POLL else []
     keep = []
+    mask = None
     if number == SYS_PPOLL:
         timeout, sigmask, sigsetsize = rest
         timeout_buffer = _copy_in(proc, timeout, timeout_size)
         keep.append(timeout_buffer)
-        # The guest's mask is the VMM's business: ppoll blocks with the VMM's own.
+        mask = read_sigset(proc, sigmask, sigsetsize)
+        # The guest's mask is the VMM's business (the guest thread's, while the
+        # call waits): ppoll blocks with the VMM's own.
         extra = [timeout_buffer or 0, 0, sigsetsize]
     held = [host for host, _events, _ in host_entries if host >= 0]
-    result = proc.host_call(lambda: host_syscall(number, table if nfds else 0, nfds, *extra),
-                            held)
+    result = with_temporary_mask(proc, mask, lambda: proc.host_call(
+        lambda: host_syscall(number, table if nfds else 0, nfds, *extra), held))
     if result < 0:
         return result
     out = b"".join(_POLLFD.pack(fd, events, _POLLFD.unpack_from(table.read(), i * _POLLFD.size)[2])
@@ -105,7 +113,7 @@ class _BadFd(Exception):
 
 
 def _select(proc, number: int, nfds: int, pointers: tuple[int, int, int], timeout: int,
-            timeout_size: int, extra: list[int]) -> int:
+            timeout_size: int, extra: list[int], mask: int | None = None) -> int:
     if nfds < 0 or nfds > FD_SETSIZE:
         return -Errno.EINVAL
     try:
@@ -114,9 +122,9 @@ def _select(proc, number: int, nfds: int, pointers: tuple[int, int, int], timeou
         return -Errno.EBADF
     timeout_buffer = _copy_in(proc, timeout, timeout_size)
     sets = [b if b is not None else 0 for b in host_sets]
-    result = proc.host_call(lambda: host_syscall(number, host_nfds, *sets,
-                                                 timeout_buffer or 0, *extra),
-                            list(mapping.values()))
+    result = with_temporary_mask(proc, mask, lambda: proc.host_call(
+        lambda: host_syscall(number, host_nfds, *sets, timeout_buffer or 0, *extra),
+        list(mapping.values())))
     if result < 0:
         return result
     for pointer, buffer in zip(pointers, host_sets):
@@ -137,7 +145,32 @@ def sys_select(proc, cpu, nfds, readfds, writefds, exceptfds, timeout, _):
 
 
 def sys_pselect6(proc, cpu, nfds, readfds, writefds, exceptfds, timeout, sigmask):
-    """Implements pselect6(2) over the guest's descriptors (blocking with the VMM's
-    own signal mask; the guest's is applied when signals are delivered)."""
+    """Implements pselect6(2) over the guest's descriptors: the host call blocks with
+    the VMM's own signal mask, the guest thread's is the one ``sigmask`` names while
+    it waits (a {sigset_t *, size} pair)."""
+    mask = None
+    if sigmask:
+        mask = read_sigset(proc, read_u64(proc.space, sigmask),
+                           read_u64(proc.space, sigmask + SIGSET_POINTER_SIZE))
     return _select(proc, SYS_PSELECT6, nfds & 0xFFFF_FFFF, (readfds, writefds, exceptfds),
-                   timeout, TIMESPEC_SIZE, [0])
+                   timeout, TIMESPEC_SIZE, [0], mask)
+
+
+def sys_epoll_pwait(proc, cpu, epfd, events, maxevents, timeout, sigmask, sigsetsize):
+    """Implements epoll_pwait(2): forwarded without a mask (the host call blocks with
+    the VMM's own); the guest thread's is ``sigmask`` while it waits."""
+    return _forward_with_mask(proc, Sysno.epoll_pwait,
+                              (epfd, events, maxevents, timeout, sigmask, sigsetsize))
+
+
+def sys_epoll_pwait2(proc, cpu, epfd, events, maxevents, timeout, sigmask, sigsetsize):
+    """Implements epoll_pwait2(2) as epoll_pwait (its timeout is a timespec)."""
+    return _forward_with_mask(proc, Sysno.epoll_pwait2,
+                              (epfd, events, maxevents, timeout, sigmask, sigsetsize))
+
+
+def _forward_with_mask(proc, number: int, args: tuple[int, ...]) -> int:
+    *head, sigmask, sigsetsize = args
+    mask = read_sigset(proc, sigmask, sigsetsize)
+    return with_temporary_mask(proc, mask, lambda: forward(
+        proc, SYSCALLS[number], (*head, 0, sigsetsize)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import struct
+from typing import Callable
 
 from ..machine import Stop
 from . import signals as sig
@@ -11,7 +12,7 @@ from .abi import Errno, Signal
 from .exit_status import ExitStatus
 from .host_unsafe import HostBuffer, host_syscall
 from .syscall_table import Sysno
-from .uaccess import read_bytes, write_bytes
+from .uaccess import Fault, read_bytes, write_bytes
 
 _TIMESPEC = struct.Struct("<qq")
 NSEC_PER_SEC = 1_000_000_000
@@ -92,17 +93,40 @@ def sys_rt_sigtimedwait(proc, cpu, set_, info, timeout, sigsetsize, *_):
 
 def sys_rt_sigsuspend(proc, cpu, mask_ptr, sigsetsize, *_):
     """Implements rt_sigsuspend(2): wait with the given mask until a signal is
-    delivered; always -EINTR."""
+    delivered; always -EINTR. The handler runs with the given mask at the call's
+    end and its frame restores the original (the signal state's saved mask)."""
     if sigsetsize != sig.SIGSET_SIZE:
         return -Errno.EINVAL
     (mask,) = struct.unpack("<Q", read_bytes(proc.space, mask_ptr, 8))
-    saved = proc.signals.mask
-    proc.signals.mask = mask
+    proc.signals.use_temporary_mask(mask)
     proc.wait_for_signal()
-    # Deliver with the temporary mask; the handler's frame saves the original one.
-    stop = proc.deliver_pending(cpu)
-    proc.signals.mask = saved if proc.signals.mask == mask else proc.signals.mask
-    return stop if stop is not None else -Errno.EINTR
+    return -Errno.EINTR
+
+
+def with_temporary_mask(proc, mask: int | None, call: Callable[[], int]) -> int:
+    """Run ``call`` (a wait: pselect6, ppoll, epoll_pwait) with the guest thread's
+    mask set to ``mask`` (None: unchanged), as the race-free idiom needs: a signal
+    blocked until now interrupts the wait, and its handler runs with ``mask`` at
+    the call's end. Any other result restores the mask at once (Linux's
+    restore_saved_sigmask_unless(EINTR)), the signal then staying pending."""
+    if mask is None:
+        return call()
+    proc.signals.use_temporary_mask(mask)
+    result = call()
+    if result != -Errno.EINTR:
+        proc.signals.restore_saved_mask()
+    return result
+
+
+def read_sigset(proc, pointer: int, size: int) -> int | None:
+    """The guest's sigset_t at ``pointer`` of ``size`` bytes; None for NULL. A size
+    other than the kernel's fails the call with EINVAL."""
+    if not pointer:
+        return None
+    if size != sig.SIGSET_SIZE:
+        raise Fault(Errno.EINVAL)
+    (mask,) = struct.unpack("<Q", read_bytes(proc.space, pointer, sig.SIGSET_SIZE))
+    return mask
 
 
 def sys_pause(proc, cpu, *_):

@@ -103,6 +103,7 @@ def vmm_env(env: dict[str, str] | None = None) -> dict[str, str] | None:
     return {**env, **settings}
 
 
-def run_dune(argv, *options, env=None, **kwargs) -> subprocess.CompletedProcess:
+def run_dune(argv, *options, env=None, timeout: float = 300,
+             **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "kvmdune", "run", *options, "--", *argv],
-                          capture_output=True, timeout=300, env=vmm_env(env), **kwargs)
+                          capture_output=True, timeout=timeout, env=vmm_env(env), **kwargs)

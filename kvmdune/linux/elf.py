@@ -29,7 +29,7 @@ import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag
-from typing import Any
+from typing import Any, Iterator
 
 from ..machine.layout import TASK_SIZE, USER_PROGRAM_END
 
@@ -251,6 +251,8 @@ class ElfImage:
     executable_stack: bool
     tls: TlsInfo | None
     pt_phdr_vaddr: int | None  # PT_PHDR's p_vaddr, when the file has one
+    #: (owner, type) of every well-formed note in the PT_NOTE segments.
+    notes: frozenset[tuple[bytes, int]] = frozenset()
     #: The whole file as read (the loader maps from it instead of reading it again;
     #: the segments' ``data`` are views into it, not copies).
     contents: bytes = field(default=b"", repr=False, compare=False)
@@ -465,6 +467,7 @@ def _build_image(data: bytes, path: str, header: Mapping[str, Any], phdrs: list[
     executable_stack = False
     tls: TlsInfo | None = None
     pt_phdr: int | None = None
+    notes: set[tuple[bytes, int]] = set()
     for index, phdr in enumerate(phdrs):
         kind = _segment_type(phdr["p_type"])
         if kind == SegmentType.PT_LOAD:
@@ -478,6 +481,8 @@ def _build_image(data: bytes, path: str, header: Mapping[str, Any], phdrs: list[
             tls = _tls_info(path, phdr)
         elif kind == SegmentType.PT_PHDR and pt_phdr is None:
             pt_phdr = phdr["p_vaddr"]
+        elif kind == SegmentType.PT_NOTE:
+            notes.update(_read_notes(data, phdr))
     if not loads:
         raise _noexec(path, "no PT_LOAD segment: nothing to map")
     _check_entry(path, header["e_entry"], loads)
@@ -493,8 +498,29 @@ def _build_image(data: bytes, path: str, header: Mapping[str, Any], phdrs: list[
         executable_stack=executable_stack,
         tls=tls,
         pt_phdr_vaddr=pt_phdr,
+        notes=frozenset(notes),
         contents=data,
     )
+
+
+_NOTE_HEADER = struct.Struct("<III")    # namesz, descsz, type (Elf64_Nhdr)
+_NOTE_ALIGN = 4
+
+
+def _read_notes(data: bytes, phdr: Mapping[str, Any]) -> Iterator[tuple[bytes, int]]:
+    """The (owner, type) of each note in a PT_NOTE segment; a malformed one ends the
+    walk (notes are hints here: nothing about loading depends on them)."""
+    start, size = phdr["p_offset"], phdr["p_filesz"]
+    end = min(start + size, len(data))
+    offset = start
+    while offset + _NOTE_HEADER.size <= end:
+        namesz, descsz, kind = _NOTE_HEADER.unpack_from(data, offset)
+        name_at = offset + _NOTE_HEADER.size
+        desc_at = name_at + -(-namesz // _NOTE_ALIGN) * _NOTE_ALIGN
+        offset = desc_at + -(-descsz // _NOTE_ALIGN) * _NOTE_ALIGN
+        if offset > end:
+            return
+        yield bytes(data[name_at:name_at + namesz]).rstrip(b"\0"), kind
 
 
 def _load_segment(data: bytes, path: str, index: int, phdr: Mapping[str, Any], previous: Segment | None) -> Segment:

@@ -25,6 +25,10 @@ FALLBACK_SHELL = "/bin/sh"
 MAX_INTERPRETER_DEPTH = 4
 
 
+#: The ELF note libkvmdune links into a program (KVMDUNE_NOTE_OWNER, _DUNE_API).
+DUNE_API_NOTE = (b"kvmdune", 1)
+
+
 def resolve_command(name: str, path_env: str | None = None) -> str:
     """Find a program as a shell does: names with a slash as they are, others on PATH.
     Raises ExecFormatError(ENOENT) when nothing is found."""
@@ -90,7 +94,9 @@ def exec_program(machine: Machine, path: str, argv: list[bytes], envp: list[byte
     interp = load_elf(image.interp) if image.interp is not None else None
     space = machine.new_address_space()
     mm = MemoryMap(space)
-    mm.patch_sites = patch_sites
+    # A program built against the Dune API keeps its sites: its user code and roots
+    # map no call ring for a patched site to reach (dune/include/kvmdune/hypercall.h).
+    mm.patch_sites = patch_sites and (DUNE_API_NOTE not in image.notes)
     try:
         rnd = aslr.Randomization.for_exec(aslr.host_personality() if personality is None
                                           else personality)

@@ -18,6 +18,15 @@
 
 #include "internal.h"
 
+/* The note that tells kvmdune's loader this program uses the Dune API
+ * (kvmdune/hypercall.h): an ELF note, in the PT_NOTE segment the linker makes. */
+static const struct {
+    uint32_t namesz, descsz, type;
+    char name[sizeof KVMDUNE_NOTE_OWNER];
+} dune_api_note __attribute__((used, section(".note.kvmdune"), aligned(4))) = {
+    sizeof KVMDUNE_NOTE_OWNER, 0, KVMDUNE_NOTE_DUNE_API, KVMDUNE_NOTE_OWNER,
+};
+
 /* Baked in by the package build (setup.py): how to start kvmdune. */
 #ifndef KVMDUNE_PYTHON
 #define KVMDUNE_PYTHON ""

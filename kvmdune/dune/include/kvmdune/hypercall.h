@@ -21,6 +21,12 @@
 #define KVMDUNE_HYPERCALL_H
 
 #define KVMDUNE_HYPERCALL_BASE  0x00D00000
+
+/* A program linked with libkvmdune carries an ELF note (PT_NOTE) of owner
+ * "kvmdune" and this type: kvmdune's loader then leaves its system-call sites
+ * unpatched (its user code and roots map no call ring for a patched site). */
+#define KVMDUNE_NOTE_OWNER "kvmdune"
+#define KVMDUNE_NOTE_DUNE_API 1
 #define KVMDUNE_HYPERCALL_COUNT 64
 #define KVMDUNE_ABI_VERSION     1
 

@@ -14,12 +14,13 @@ from kvmdune.bench.syscalls import GROUPS, Row, Target, format_tables
 pytestmark = pytest.mark.kvm
 
 WAYS = {
-    "per-call": ["native", "strace -f", "kvmdune run", "kvmdune sandbox",
-                 "kvmdune run (slow path)", "kvmdune sandbox (slow path)",
+    "per-call": ["native", "strace -f", "kvmdune run", "kvmdune run (unpatched)",
+                 "kvmdune sandbox", "kvmdune run (slow path)", "kvmdune sandbox (slow path)",
                  "`syscall` to a returning stub (floor)"],
-    "cpu": ["native", "kvmdune run", "kvmdune sandbox"],
-    "syscall-heavy": ["native", "strace -f", "kvmdune run", "kvmdune sandbox"],
-    "startup": ["native", "kvmdune run", "kvmdune sandbox"],
+    "cpu": ["native", "kvmdune run", "kvmdune run (unpatched)", "kvmdune sandbox"],
+    "syscall-heavy": ["native", "strace -f", "kvmdune run", "kvmdune run (unpatched)",
+                      "kvmdune sandbox"],
+    "startup": ["native", "kvmdune run", "kvmdune run (unpatched)", "kvmdune sandbox"],
 }
 BENCHMARKS = {"per-call": 1, "cpu": 3, "syscall-heavy": 2, "startup": 1}
 

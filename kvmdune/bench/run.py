@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable
 
+from .. import CLIENT_PATH
 from ..linux.mm import HUGE_PAGES_VARIABLE
 from ..memory.guest_memory import DEFAULT_GUEST_MEMORY
 from .programs import build
@@ -312,8 +313,6 @@ class StartupRow:
 def installed_command() -> str:
     """The ``kvmdune`` command setup.py installs beside this interpreter (a launcher
     of the native client), else the client of this package itself."""
-    from ..cli.resident import CLIENT
-
     installed = os.path.join(os.path.dirname(sys.executable), "kvmdune")
     try:
         with open(installed, "rb") as launcher:
@@ -321,7 +320,7 @@ def installed_command() -> str:
                 return installed
     except OSError:
         pass
-    return str(CLIENT)
+    return CLIENT_PATH
 
 
 def measure_startup(samples: int = STARTUP_SAMPLES,

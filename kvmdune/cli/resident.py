@@ -47,10 +47,13 @@ from enum import Enum, IntEnum
 from pathlib import Path
 from typing import Callable, NoReturn
 
+from .. import CLIENT_PATH
+from . import worker_fds
+
 #: Bumped with any change of the wire format (client.c's PROTOCOL_VERSION).
 PROTOCOL_VERSION = 1
 #: The installed command's native client, built by setup.py beside this module.
-CLIENT = Path(__file__).with_name("kvmdune-client")
+CLIENT = Path(CLIENT_PATH)
 #: How long an idle server (no run in progress) stays.
 IDLE_SECONDS = 600
 #: How often an idle server checks that it is still current: its socket still its
@@ -452,21 +455,6 @@ def serve_one(connection: socket.socket, mode: Mode) -> int:
     return run_in_worker(request.argv, request.fds[Passed.KVM], connection)
 
 
-#: The worker's own descriptors among those its caller's capture will find (the
-#: client's /dev/kvm, the connection), each with what to do with its new number.
-_private_fds: dict[int, Callable[[int], None]] = {}
-
-
-def reclaim_private_fds(caller) -> None:
-    """Take the worker's own descriptors out of the caller's (``CallerFds``, just
-    captured): they are the VMM's, never the guest's."""
-    for fd, rebind in list(_private_fds.items()):
-        moved = caller.take(fd)
-        if moved is not None:
-            rebind(moved)
-    _private_fds.clear()
-
-
 class NameMirror:
     """Shows the guest's names (comm, command line) on the client process too, as the
     in-process VMM is the process its caller started (``ps -C``, ``pgrep``)."""
@@ -500,7 +488,7 @@ def run_in_worker(argv: list[str], kvm: int, connection: socket.socket) -> int:
     adopt_device(kvm)
     mirror = NameMirror(connection)
     task_name.observe(mirror)
-    _private_fds.update({kvm: adopt_device, mirror.fd: mirror.moved})
+    worker_fds.register({kvm: adopt_device, mirror.fd: mirror.moved})
     sys.argv = ["kvmdune", *argv]
     try:
         status = main(argv, parser=_parser)

@@ -229,10 +229,10 @@ def capture_for_guest():
     less a resident worker's own (cli/resident.py: the client's /dev/kvm, its
     connection), which are the VMM's."""
     from ..linux.fdtable import capture_caller_fds
-    from .resident import reclaim_private_fds
+    from . import worker_fds
 
     caller = capture_caller_fds(detach=True)
-    reclaim_private_fds(caller)
+    worker_fds.reclaim(caller)
     return caller
 
 

@@ -563,6 +563,11 @@ class MemoryMap:
             self._patch_made_executable(before)
         return 0
 
+    def map_private_code(self, start: int, code: bytes, prot: int) -> None:
+        """Map the VMM's ``code`` for the guest at ``start`` (sitepatch's stubs): an
+        anonymous private mapping, backed at once."""
+        self.map_fixed(Vma(start, start + len(code), prot), code, eager=True)
+
     def _patch_made_executable(self, pieces: list[Vma]) -> None:
         """Patch the call sites of private file mappings mprotect made executable."""
         from .sitepatch import patch_in_place

@@ -555,8 +555,6 @@ def patch_mapping(mm, start: int, file_offset: int, data: bytes,
     stubs_at = mm.find_free(size, below=start)
     if stubs_at is None or start + len(data) - stubs_at > REL32_REACH:
         return data
-    from .mm import Vma
-
     patched = bytearray(data)
     stubs = bytearray(size)
     jump = struct.Struct("<Bi")
@@ -572,7 +570,7 @@ def patch_mapping(mm, start: int, file_offset: int, data: bytes,
             patched[at:at + 2] = bytes([_JMP_REL8, (pad - (at + 2)) & 0xFF])
             jump.pack_into(patched, pad, _JMP_REL32, stub - (start + pad + 5))
     stubs[len(sites) * STUB_SIZE:] = b"\xcc" * (size - len(sites) * STUB_SIZE)
-    mm.map_fixed(Vma(stubs_at, stubs_at + size, STUB_PROT), bytes(stubs), eager=True)
+    mm.map_private_code(stubs_at, bytes(stubs), STUB_PROT)
     mm.site_stubs.append(StubMapping(stubs_at, stubs_at + size, start, start + len(data)))
     return patched
 

@@ -53,7 +53,10 @@ class BuildExtWithAssembly(build_ext):
             built = Path(self.build_lib, DUNE_ARCHIVE)
             (ROOT / DUNE_ARCHIVE).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(built, ROOT / DUNE_ARCHIVE)
-            shutil.copy2(Path(self.build_lib, CLIENT), ROOT / CLIENT)
+            # Beside, then renamed over: the old client may be running (ETXTBSY).
+            staged = (ROOT / CLIENT).with_suffix(".new")
+            shutil.copy2(Path(self.build_lib, CLIENT), staged)
+            os.replace(staged, ROOT / CLIENT)
 
     def build_dune_library(self) -> None:
         """libkvmdune.a, position-independent so that static and dynamic programs

@@ -30,11 +30,24 @@ SYSCALL_PATHS = {"patched": {FAST_SYSCALLS: "1", PATCH_SITES: "1"},
                  "slow": {FAST_SYSCALLS: "0", PATCH_SITES: "0"}}
 
 
+#: Runs only these paths (comma-separated names of SYSCALL_PATHS) when set: CI's
+#: second pass through the resident start-up path, whose concern is how a run is
+#: started and ended, not how its calls are served, takes the fast and patched ones.
+ONLY_PATHS = "KVMDUNE_TEST_SYSCALL_PATHS"
+
+
 def paths_for(module) -> list[str]:
     """The system-call paths a module's guest tests run on (see above)."""
-    if getattr(module, "PATCHED_PATH", False):
-        return list(SYSCALL_PATHS)
-    return [name for name in SYSCALL_PATHS if name != "patched"]
+    names = [name for name in SYSCALL_PATHS
+             if name != "patched" or getattr(module, "PATCHED_PATH", False)]
+    only = os.environ.get(ONLY_PATHS)
+    if only:
+        wanted = set(only.split(","))
+        if not wanted <= set(SYSCALL_PATHS):
+            raise pytest.UsageError(f"{ONLY_PATHS}={only}: the paths are "
+                                    f"{', '.join(SYSCALL_PATHS)}")
+        names = [name for name in names if name in wanted]
+    return names
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -32,7 +32,7 @@ SYSCALL_PATHS = {"patched": {FAST_SYSCALLS: "1", PATCH_SITES: "1"},
 
 #: Runs only these paths (comma-separated names of SYSCALL_PATHS) when set: CI's
 #: second pass through the resident start-up path, whose concern is how a run is
-#: started and ended, not how its calls are served, takes the fast and patched ones.
+#: started and ended, not how its calls are served, takes the fast one.
 ONLY_PATHS = "KVMDUNE_TEST_SYSCALL_PATHS"
 
 

@@ -543,7 +543,12 @@ class ThreadGroup:
         self.tasks = {os.getpid(): task}
         task.tid = os.getpid()
         task.thread = None
+        # A child of fork starts with no pending signals (fork(2)): one the parent had
+        # not taken yet (a SIGTSTP at the fork) would stop a vfork child before its
+        # exec, and its parent with it.
         task.signals.pending.clear()
+        task.signals.shared.pending.clear()
+        self.proc.signal_info.clear()
         self.main_task = task
         self._rekick = {}
         self._rekicker = None

@@ -285,6 +285,18 @@ def test_signals_to_the_client_reach_the_guest(client, socket_dir):
     assert out == b"got TERM\n" and process.returncode == 9
 
 
+def _wait_stopped(pid: int, timeout: float = 60) -> int:
+    """waitpid(WUNTRACED) with a deadline: a client that never stops fails the test
+    instead of hanging the suite."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        waited, status = os.waitpid(pid, os.WUNTRACED | os.WNOHANG)
+        if waited:
+            return status
+        time.sleep(0.02)
+    pytest.fail(f"the client {pid} did not stop within {timeout} s")
+
+
 def test_a_stopped_worker_stops_its_client(client, socket_dir):
     """kill -TSTP reaches the worker; the client stops once the worker has (its
     caller sees the job stopped) and SIGCONT to it resumes both."""
@@ -295,7 +307,7 @@ def test_a_stopped_worker_stops_its_client(client, socket_dir):
     try:
         worker = int(process.stdout.readline())
         process.send_signal(signal.SIGTSTP)
-        _, status = os.waitpid(process.pid, os.WUNTRACED)
+        status = _wait_stopped(process.pid)
         assert os.WIFSTOPPED(status) and _state(worker) == "T"
         process.send_signal(signal.SIGCONT)
         _wait_until(lambda: _state(worker) != "T")

@@ -105,5 +105,24 @@ int main(void)
     printf("SI_QUEUE to a child: %ld, it died of %d\n", result, WTERMSIG(status));
     result = syscall(SYS_rt_sigqueueinfo, getpid(), SIGUSR1, (void *)8);
     printf("bad pointer: %ld %s\n", result, strerror(errno));
+
+    /* A child of fork starts with none of its parent's pending signals. */
+    sigset_t usr2;
+    sigemptyset(&usr2);
+    sigaddset(&usr2, SIGUSR2);
+    sigprocmask(SIG_BLOCK, &usr2, NULL);
+    kill(getpid(), SIGUSR2);
+    child = fork();
+    if (child == 0) {
+        sigset_t pending;
+        sigpending(&pending);
+        _exit(sigismember(&pending, SIGUSR2));
+    }
+    waitpid(child, &status, 0);
+    sigset_t pending;
+    sigpending(&pending);
+    printf("pending in the parent %d, in the child of fork %d\n",
+           sigismember(&pending, SIGUSR2), WEXITSTATUS(status));
+    signal(SIGUSR2, SIG_IGN);          /* drops it */
     return 0;
 }

@@ -485,8 +485,12 @@ def _rss_lines(proc) -> dict[bytes, int]:
     if proc.mm is None:
         return {}
     now = residency.rss(proc.space, proc.mm.vmas)
+    # The peak is noted before each unmap, as Linux does; a resident set the program
+    # has seen is noted too, so that VmHWM never falls below a VmRSS it read (frames
+    # the VMM drops by other ways than an unmap would otherwise lower it).
+    proc.mm.rss_peak_pages = max(proc.mm.rss_peak_pages, now.total)
     page_kb = PAGE_SIZE // 1024
-    return {b"VmHWM": max(proc.mm.rss_peak_pages, now.total) * page_kb,
+    return {b"VmHWM": proc.mm.rss_peak_pages * page_kb,
             b"VmRSS": now.total * page_kb, b"RssAnon": now.anonymous * page_kb,
             b"RssFile": now.file * page_kb, b"RssShmem": now.shmem * page_kb}
 

@@ -146,6 +146,16 @@ class NativeHypercalls:
             self.vm.memory.quiesce()      # as GuestMemory's own invalidations do
         return result
 
+    def fault_check(self):
+        """The native check of which faults of the program are its own (vm.py's
+        ``restricts`` where pgroot's mirror decides it), for the native upcall
+        delivery (upcalls.py); None while the handler is not installed in this
+        process (a forked child before its first protect)."""
+        fast = self.vm.proc.fast
+        if self._native is None or fast is None or not fast.has_vmm_calls():
+            return None
+        return self._native.fault_check()
+
     def stats(self) -> dict[str, int]:
         return self._native.stats()
 

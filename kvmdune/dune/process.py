@@ -333,8 +333,9 @@ class DuneProcess(Privileged):
         return None
 
     def native_counts(self) -> dict[str, int]:
-        delivered = self.native_upcalls.stats()["delivered"] if self.native_upcalls else 0
-        return {"upcalls delivered natively": delivered}
+        stats = self.native_upcalls.stats() if self.native_upcalls else {}
+        return {"upcalls delivered natively": stats.get("delivered", 0),
+                "call waits answered natively": stats.get("waits", 0)}
 
     def close(self) -> None:
         if self.native_upcalls is not None:

@@ -56,7 +56,7 @@ class NativeUpcalls:
         self._module = native_module
         self._runners: dict[Cpu, object] = {}
         #: Counts of runners gone with their vCPU (thread ended, exec).
-        self._retired = {"delivered": 0, "declined": 0}
+        self._retired = {"delivered": 0, "declined": 0, "waits": 0}
 
     @classmethod
     def start(cls, proc) -> "NativeUpcalls | None":

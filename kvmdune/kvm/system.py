@@ -77,9 +77,11 @@ def open_kvm(path: str = KVM_DEVICE) -> int:
 class NativeRunner(Protocol):
     """Native code that runs a vCPU: KVM_RUN on ``vcpu_fd`` with ``kvm_run`` at
     ``run_address`` again after every exit it handles itself (with the GIL
-    released); it returns (exits handled, errno of a failed KVM_RUN or 0)."""
+    released); it returns (exits handled, errno of a failed KVM_RUN or 0). The
+    caller passes what else it needs as ``context``."""
 
-    def run(self, vcpu_fd: int, run_address: int) -> tuple[int, int]: ...
+    def run(self, vcpu_fd: int, run_address: int, *context: object) -> tuple[int, int]: ...
+
 
 class _FdObject:
     """Owns one file descriptor; shared close/context-manager/ResourceWarning logic."""
@@ -248,11 +250,12 @@ class Vcpu(_FdObject):
             raise KvmError.from_oserror("KVM_RUN", exc) from exc
         return decode_exit(self.run_struct)
 
-    def run_with(self, runner: NativeRunner) -> tuple[VcpuExit | None, int]:
+    def run_with(self, runner: NativeRunner, *context: object) -> tuple[VcpuExit | None, int]:
         """KVM_RUN through ``runner``, native code that enters the guest again after
-        the exits it handles itself: the exit it left for the caller (None: KVM_RUN
-        was interrupted, EINTR), and how many it handled."""
-        handled, error = runner.run(self.fd, ctypes.addressof(self.run_struct))
+        the exits it handles itself (``context``: what else it needs, its own
+        business): the exit it left for the caller (None: KVM_RUN was interrupted,
+        EINTR), and how many it handled."""
+        handled, error = runner.run(self.fd, ctypes.addressof(self.run_struct), *context)
         if error == errno.EINTR:
             return None, handled
         if error:

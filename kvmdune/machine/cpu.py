@@ -121,6 +121,8 @@ class Cpu:
         #: Native code that runs this vCPU and handles some exits itself (a layer
         #: above installs it, see ``NativeRunner``); None: every exit comes here.
         self.native_runner: NativeRunner | None = None
+        #: ``call_wait`` for native code (a capsule the runner takes), or None.
+        self.native_call_wait: object | None = None
         self._dispatch: dict[type, Callable[[Handler], Callable]] = {
             SyscallEvent: lambda h: h.on_syscall,
             PageFaultEvent: lambda h: h.on_page_fault,
@@ -155,7 +157,7 @@ class Cpu:
         self.space = None
         self._stop_reason = None
         self._run.immediate_exit = 0
-        self.call_wait = None
+        self.call_wait = self.native_call_wait = None
         self.native_runner = None
 
     def load_sregs(self, sregs: kb.kvm_sregs) -> None:
@@ -361,7 +363,7 @@ class Cpu:
         runner = self.native_runner
         if runner is None:
             return self.vcpu.run()
-        exit_, handled = self.vcpu.run_with(runner)
+        exit_, handled = self.vcpu.run_with(runner, self.native_call_wait)
         if handled:
             self._in_stub = False      # it took the stub's exit and left through the iretq
         if exit_ is None:

@@ -36,6 +36,7 @@
 #include <sys/ioctl.h>
 
 #include "../include/kvmdune/upcall.h"
+#include "../../linux/native/call_wait.h"
 #include "../../linux/native/proclock.h"
 #include "../../machine/native/trampoline.h"
 #include "upcall.h"
@@ -77,7 +78,7 @@ typedef struct {
     uint64_t entry, stack_base, stack_top;
     PyObject *check_capsule;
     struct kvmdune_fault_check *check;
-    uint64_t delivered, declined;
+    uint64_t delivered, declined, waits;
 } NativeUpcalls;
 
 static volatile uint64_t *word_at(NativeUpcalls *u, uint64_t paddr) {
@@ -179,23 +180,37 @@ static uint64_t frame_address(NativeUpcalls *u, uint64_t rsp) {
     return frame - KVMDUNE_UPCALL_STACK_RESERVE < base ? 0 : (uint64_t)frame;
 }
 
-/* The exit in `run`, delivered as an upcall: 1, or 0 for Python (nothing changed).
- * Called with the GIL released. */
-static int deliver(NativeUpcalls *u, struct kvm_run *run) {
-    if (!u->enabled || run->exit_reason != KVM_EXIT_IO
-        || run->io.direction != KVM_EXIT_IO_OUT)
+/* Back to CPL3 at rip/rsp with `rflags` through the trampoline's `iretq`, as the
+ * run loop's _write_iret_frame does. */
+static void resume_user(NativeUpcalls *u, struct kvm_run *run, uint64_t rip, uint64_t rflags,
+                        uint64_t rsp) {
+    struct kvm_regs *regs = &run->s.regs.regs;
+    const uint64_t out[IRET_FRAME_WORDS] = {
+        rip, KVMDUNE_USER_CS, (rflags & u->user_rflags) | u->user_rflags_fixed, rsp,
+        KVMDUNE_USER_DS};
+    memcpy(u->memory + u->iret_frame_paddr, out, sizeof out);
+    regs->rip = u->iret_rip;
+    regs->rsp = u->iret_frame;
+    regs->rflags = u->supervisor_rflags;
+    run->kvm_dirty_regs |= KVM_SYNC_X86_REGS;
+}
+
+/* An exception entry's exit from CPL3 (cpu.py's _exception_event): its vector, the
+ * error code and the user's RIP, RFLAGS, RSP; 0 when it is none. */
+struct exception {
+    unsigned vector;
+    uint64_t error, rip, rflags, rsp;
+};
+
+static int exception_of(NativeUpcalls *u, struct kvm_run *run, struct exception *e) {
+    if (run->exit_reason != KVM_EXIT_IO || run->io.direction != KVM_EXIT_IO_OUT
+        || run->io.port < KVMDUNE_EXCEPTION_PORT_BASE)
         return 0;
-    unsigned vector = (unsigned)run->io.port - KVMDUNE_EXCEPTION_PORT_BASE;
-    if (run->io.port < KVMDUNE_EXCEPTION_PORT_BASE || vector >= KVMDUNE_EXCEPTION_VECTORS)
-        return 0;
-    if (vector == PF_VECTOR ? !(u->page_faults && u->check) : !(u->vectors >> vector & 1))
+    e->vector = (unsigned)run->io.port - KVMDUNE_EXCEPTION_PORT_BASE;
+    if (e->vector >= KVMDUNE_EXCEPTION_VECTORS)
         return 0;
     struct kvm_regs *regs = &run->s.regs.regs;
-    struct kvm_sregs *sregs = &run->s.regs.sregs;
-    if (sregs->cr3 != u->program_cr3 || u->entry >= u->user_end)
-        return 0;
-    /* The exception frame on the vCPU's supervisor stack (cpu.py's _exception_event). */
-    int has_error = u->vectors_with_error >> vector & 1;
+    int has_error = u->vectors_with_error >> e->vector & 1;
     uint64_t frame_bytes = (IRET_FRAME_WORDS + has_error) * 8;
     uint64_t offset = regs->rsp - u->exception_stack;
     if (regs->rsp < u->exception_stack || offset > u->exception_stack_size - frame_bytes)
@@ -207,25 +222,43 @@ static int deliver(NativeUpcalls *u, struct kvm_run *run) {
             return 0;
         words[i] = *word;
     }
-    uint64_t error = has_error ? words[0] : 0;
     const uint64_t *iret = words + has_error;
-    uint64_t rip = iret[0], cs = iret[1], rflags = iret[2], rsp = iret[3];
-    if ((cs & 3) != 3)
+    if ((iret[1] & 3) != 3)
+        return 0;                       /* at CPL0: the run loop's error to report */
+    e->error = has_error ? words[0] : 0;
+    e->rip = iret[0];
+    e->rflags = iret[2];
+    e->rsp = iret[3];
+    return 1;
+}
+
+/* The exception delivered as an upcall: 1, or 0 for Python (nothing changed).
+ * Called with the GIL released. */
+static int deliver(NativeUpcalls *u, struct kvm_run *run, const struct exception *e) {
+    unsigned vector = e->vector;
+    if (!u->enabled)
+        return 0;
+    if (vector == PF_VECTOR ? !(u->page_faults && u->check) : !(u->vectors >> vector & 1))
+        return 0;
+    struct kvm_regs *regs = &run->s.regs.regs;
+    struct kvm_sregs *sregs = &run->s.regs.sregs;
+    if (sregs->cr3 != u->program_cr3 || u->entry >= u->user_end)
         return 0;
     uint64_t addr = 0;
     if (vector == PF_VECTOR) {
         addr = sregs->cr2;
-        if (rip == addr && (rip == u->no_upcall_rips[0] || rip == u->no_upcall_rips[1]))
+        if (e->rip == addr && (e->rip == u->no_upcall_rips[0] || e->rip == u->no_upcall_rips[1]))
             return 0;
     }
     if (!proclock_try(u->process_lock))
         return 0;
     int delivered = 0;
-    uint64_t frame = frame_address(u, rsp);
-    if (frame != 0 && (vector != PF_VECTOR || u->check->restricted(u->check->context, addr, error))) {
+    uint64_t frame = frame_address(u, e->rsp);
+    if (frame != 0
+        && (vector != PF_VECTOR || u->check->restricted(u->check->context, addr, e->error))) {
         uint8_t data[KVMDUNE_UPCALL_SIZE];
-        build_frame(data, regs, rip, rflags, rsp, sregs->fs.base,
-                    vector == PF_VECTOR ? TRAP_PGFLT : TRAP_VECTOR, vector, addr, error);
+        build_frame(data, regs, e->rip, e->rflags, e->rsp, sregs->fs.base,
+                    vector == PF_VECTOR ? TRAP_PGFLT : TRAP_VECTOR, vector, addr, e->error);
         delivered = write_frame(u, frame, data) == 0;
     }
     proclock_release(u->process_lock);
@@ -233,37 +266,54 @@ static int deliver(NativeUpcalls *u, struct kvm_run *run) {
         u->declined++;
         return 0;
     }
-    /* Into the handler (`_upcall`), through the trampoline's `iretq` (_write_iret_frame). */
-    uint64_t handler_rflags = (u->user_rflags_fixed & u->user_rflags) | u->user_rflags_fixed;
-    const uint64_t out[IRET_FRAME_WORDS] = {u->entry, KVMDUNE_USER_CS, handler_rflags, frame,
-                                            KVMDUNE_USER_DS};
-    memcpy(u->memory + u->iret_frame_paddr, out, sizeof out);
+    /* Into the handler (`_upcall`): RSP = RDI = the frame, RFLAGS the fixed ones. */
     regs->rdi = frame;
-    regs->rip = u->iret_rip;
-    regs->rsp = u->iret_frame;
-    regs->rflags = u->supervisor_rflags;
-    run->kvm_dirty_regs |= KVM_SYNC_X86_REGS;
+    resume_user(u, run, u->entry, u->user_rflags_fixed, frame);
     u->delivered++;
     return 1;
 }
 
-/* run(vcpu_fd, kvm_run_address): KVM_RUN until an exit this code does not deliver:
- * (exits delivered, errno of the KVM_RUN that failed or 0). */
+/* The call stub's wait (cpu.py: a #PF with RIP == CR2 == CALL_WAIT_TARGET): the
+ * request served or waited for here, then the stub resumed where it asked (RCX);
+ * 1, or 0 for Python. */
+static int answer_wait(NativeUpcalls *u, struct kvm_run *run, const struct exception *e,
+                       const struct kvmdune_call_wait *wait) {
+    struct kvm_regs *regs = &run->s.regs.regs;
+    if (wait == NULL || e->vector != PF_VECTOR || e->rip != u->no_upcall_rips[1]
+        || run->s.regs.sregs.cr2 != e->rip || regs->rcx >= u->user_end)
+        return 0;
+    wait->wait(wait->server, wait->slot, wait->timeout);
+    resume_user(u, run, regs->rcx, e->rflags, e->rsp);
+    u->waits++;
+    return 1;
+}
+
+/* run(vcpu_fd, kvm_run_address, call_wait): KVM_RUN until an exit this code does
+ * not take (call_wait: the capsule of call_wait.h for this vCPU's ring, or None):
+ * (exits taken, errno of the KVM_RUN that failed or 0). */
 static PyObject *NativeUpcalls_run(NativeUpcalls *u, PyObject *args) {
     int fd;
     unsigned long long address;
-    if (!PyArg_ParseTuple(args, "iK", &fd, &address))
+    PyObject *capsule;
+    if (!PyArg_ParseTuple(args, "iKO", &fd, &address, &capsule))
         return NULL;
+    const struct kvmdune_call_wait *wait = NULL;
+    if (capsule != Py_None) {
+        wait = PyCapsule_GetPointer(capsule, KVMDUNE_CALL_WAIT_CAPSULE);
+        if (wait == NULL)
+            return NULL;
+    }
     struct kvm_run *run = (struct kvm_run *)(uintptr_t)address;
     long handled = 0;
     int error = 0;
     Py_BEGIN_ALLOW_THREADS
     for (;;) {
+        struct exception e;
         if (ioctl(fd, KVM_RUN, 0) < 0) {
             error = errno;
             break;
         }
-        if (!deliver(u, run))
+        if (!exception_of(u, run, &e) || !(deliver(u, run, &e) || answer_wait(u, run, &e, wait)))
             break;
         handled++;
     }
@@ -348,8 +398,9 @@ static int NativeUpcalls_init(NativeUpcalls *u, PyObject *args, PyObject *kwargs
 }
 
 static PyObject *NativeUpcalls_stats(NativeUpcalls *u, PyObject *unused) {
-    return Py_BuildValue("{sKsK}", "delivered", (unsigned long long)u->delivered, "declined",
-                         (unsigned long long)u->declined);
+    return Py_BuildValue("{sKsKsK}", "delivered", (unsigned long long)u->delivered,
+                         "declined", (unsigned long long)u->declined, "waits",
+                         (unsigned long long)u->waits);
 }
 
 static void NativeUpcalls_dealloc(NativeUpcalls *u) {
@@ -359,8 +410,8 @@ static void NativeUpcalls_dealloc(NativeUpcalls *u) {
 
 static PyMethodDef NativeUpcalls_methods[] = {
     {"run", (PyCFunction)NativeUpcalls_run, METH_VARARGS,
-     "run(vcpu_fd, kvm_run_address): KVM_RUN, delivering upcalls, until an exit for "
-     "Python: (delivered, errno)."},
+     "run(vcpu_fd, kvm_run_address, call_wait): KVM_RUN, delivering upcalls and "
+     "answering the call stub's waits, until an exit for Python: (taken, errno)."},
     {"configure", (PyCFunction)NativeUpcalls_configure, METH_VARARGS,
      "configure(enabled, program_cr3, page_faults, vectors, entry, stack_base, stack_top, "
      "fault_check)."},

@@ -63,6 +63,7 @@ class NativeHypercalls:
         self._module = native_module
         self._native = None
         self._watched: list[tuple[AddressSpace, Callable[[], None]]] = []
+        self._fault_check = self._fault_check_of = None
 
     @classmethod
     def start(cls, vm) -> "NativeHypercalls | None":
@@ -154,7 +155,9 @@ class NativeHypercalls:
         fast = self.vm.proc.fast
         if self._native is None or fast is None or not fast.has_vmm_calls():
             return None
-        return self._native.fault_check()
+        if self._fault_check_of is not self._native:     # one capsule per native object
+            self._fault_check, self._fault_check_of = self._native.fault_check(), self._native
+        return self._fault_check
 
     def stats(self) -> dict[str, int]:
         return self._native.stats()

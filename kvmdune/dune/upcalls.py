@@ -70,7 +70,8 @@ class NativeUpcalls:
 
     def configure(self, cpu: Cpu, config: UpcallConfig, fault_check) -> None:
         """Install or update ``cpu``'s runner (``fault_check``: the page tables'
-        native check, or None)."""
+        native check, or None; the same object each time while it stands, since
+        the runner of another thread may be using it)."""
         runner = self._runners.get(cpu)
         if runner is None or cpu.native_runner is not runner:
             if runner is not None:
@@ -81,8 +82,7 @@ class NativeUpcalls:
         # (Only exceptions reach the VMM through an exception entry's exit.)
         vectors = sum(1 << vector for vector in config.vectors if vector < EXCEPTION_VECTORS)
         runner.configure(config.deliver, self.proc.space.cr3, config.page_faults, vectors,
-                         config.entry, config.stack_base, config.stack_top,
-                         fault_check if config.page_faults else None)
+                         config.entry, config.stack_base, config.stack_top, fault_check)
 
     def _new_runner(self, cpu: Cpu):
         memory = self.proc.machine.memory

@@ -236,9 +236,11 @@ static int exception_of(NativeUpcalls *u, struct kvm_run *run, struct exception 
  * Called with the GIL released. */
 static int deliver(NativeUpcalls *u, struct kvm_run *run, const struct exception *e) {
     unsigned vector = e->vector;
+    /* Read once: another vCPU's thread may configure this one meanwhile (SET_TRAP). */
+    const struct kvmdune_fault_check *check = __atomic_load_n(&u->check, __ATOMIC_ACQUIRE);
     if (!u->enabled)
         return 0;
-    if (vector == PF_VECTOR ? !(u->page_faults && u->check) : !(u->vectors >> vector & 1))
+    if (vector == PF_VECTOR ? !(u->page_faults && check) : !(u->vectors >> vector & 1))
         return 0;
     struct kvm_regs *regs = &run->s.regs.regs;
     struct kvm_sregs *sregs = &run->s.regs.sregs;
@@ -255,7 +257,7 @@ static int deliver(NativeUpcalls *u, struct kvm_run *run, const struct exception
     int delivered = 0;
     uint64_t frame = frame_address(u, e->rsp);
     if (frame != 0
-        && (vector != PF_VECTOR || u->check->restricted(u->check->context, addr, e->error))) {
+        && (vector != PF_VECTOR || check->restricted(check->context, addr, e->error))) {
         uint8_t data[KVMDUNE_UPCALL_SIZE];
         build_frame(data, regs, e->rip, e->rflags, e->rsp, sregs->fs.base,
                     vector == PF_VECTOR ? TRAP_PGFLT : TRAP_VECTOR, vector, addr, e->error);
@@ -342,11 +344,15 @@ static PyObject *NativeUpcalls_configure(NativeUpcalls *u, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "a handler stack out of shape");
         return NULL;
     }
-    /* Only the vCPU's own thread runs deliver(), and it is here now (it holds the
-     * GIL): nothing reads these while they change. */
+    /* The vCPU's thread may be in deliver() now (SET_TRAP on another thread): each
+     * field is read as a word, and a check it may be using is never freed here
+     * (the caller hands the same capsule again; another one only where no other
+     * thread runs: a forked child, the process's end). */
     Py_XINCREF(capsule == Py_None ? NULL : capsule);
-    Py_XSETREF(u->check_capsule, capsule == Py_None ? NULL : capsule);
-    u->check = check;
+    PyObject *previous = u->check_capsule;
+    __atomic_store_n(&u->check, check, __ATOMIC_RELEASE);
+    u->check_capsule = capsule == Py_None ? NULL : capsule;
+    Py_XDECREF(previous);
     u->enabled = enabled;
     u->program_cr3 = cr3;
     u->page_faults = page_faults;

@@ -95,6 +95,11 @@ _PROT_WRITE = int(ProtFlags.PROT_WRITE)
 _PERM_R, _PERM_W = int(PERM.R), int(PERM.W)
 _PF_WRITE, _PF_INSTRUCTION = int(PFError.WRITE), int(PFError.INSTRUCTION)
 
+#: Hypercalls the native code may answer in the vCPU's thread (native.py).
+_NATIVE_IN_THREAD = frozenset({int(HypercallOp.VM_BITS), int(HypercallOp.VM_SYNC),
+                               int(HypercallOp.FLUSH_TLB)})
+
+
 class Refused(Exception):
     """A hypercall's request that is refused, with the errno the guest gets."""
 
@@ -199,11 +204,21 @@ class DuneVm:
             return -Errno.ENOSYS
         if op == HypercallOp.LOAD_CR3:
             return self.serve(handler, (args[0], cpu))     # the caller's thread's CR3
-        if op == HypercallOp.VM_BITS and self.native is not None:
+        if self.native is not None and self._native_may_serve(op):
             served = self.native.serve_here(op, args)      # natively, in this thread
             if served is not None:
                 return served
         return self.serve(handler, args)
+
+    def _native_may_serve(self, op: int) -> bool:
+        """Whether the native code may try ``op`` (it hands back what it cannot
+        answer as this module would): VM_BITS and VM_SYNC always; FLUSH_TLB while
+        pgroot is the only root and no directory entry was written (the native code
+        knows pgroot's leaf tables only)."""
+        if op == HypercallOp.FLUSH_TLB:
+            return len(self.roots) == 1 and not any(
+                table.differs() for table in self.pgroot_root.mirror.directories())
+        return op in _NATIVE_IN_THREAD
 
     def current(self, cpu=None) -> Root:
         """The root user code of ``cpu``'s thread runs in next (None: the main

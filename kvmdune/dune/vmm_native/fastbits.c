@@ -42,12 +42,7 @@ static const uint64_t KIND_BIT[KINDS] = {H_A, H_D};
 
 /* -- growable arrays ------------------------------------------------------------------ */
 
-struct frames {
-    uint64_t *items;
-    size_t count, capacity;
-};
-
-static int frames_add(struct frames *f, uint64_t frame) {
+int frames_add(struct frames *f, uint64_t frame) {
     if (f->count == f->capacity) {
         size_t capacity = f->capacity ? 2 * f->capacity : 256;
         uint64_t *items = realloc(f->items, capacity * sizeof *items);
@@ -59,17 +54,6 @@ static int frames_add(struct frames *f, uint64_t frame) {
     f->items[f->count++] = frame;
     return 0;
 }
-
-/* What a clear did to one entry, to put it back. */
-struct undo {
-    volatile uint64_t *slot;
-    uint64_t added, removed;
-};
-
-struct undo_log {
-    struct undo *items;
-    size_t count, capacity;
-};
 
 static int undo_add(struct undo_log *log, volatile uint64_t *slot, uint64_t added,
                     uint64_t removed) {
@@ -157,6 +141,14 @@ int invalidate_frames(NativeVm *vm, uint64_t *frames, size_t count) {
     return 0;
 }
 
+void bits_undo(struct bits_walk *w) { undo_all(&w->log); }
+
+void bits_walk_release(struct bits_walk *w) {
+    free(w->full.items);
+    free(w->dirty.items);
+    free(w->log.items);
+}
+
 /* -- the guest's bitmap ---------------------------------------------------------------- */
 
 /* The program view's 4 KiB leaf entry of `vaddr` when a CPL3 write may go through
@@ -232,17 +224,6 @@ static void store_bitmap(const struct bitmap_pages *pages, const uint8_t *found)
 
 /* -- the walk ------------------------------------------------------------------------ */
 
-struct bits_walk {
-    NativeVm *vm;
-    uint64_t start, end;
-    uint64_t test, clear;        /* this space's: the entries reported, the bits cleared */
-    uint64_t cond[KINDS], set[KINDS];
-    int clearing;
-    uint8_t *found;              /* one bit per page of [start, end) */
-    struct frames full, dirty;   /* frames that lost A; only D */
-    struct undo_log log;
-};
-
 /* Whether a level-3 or level-2 entry over [start, end) is a large page (vm.py
  * reports those by their base: the VMM's). */
 static int has_large_page(NativeVm *vm, uint64_t table, int level, uint64_t base,
@@ -268,13 +249,14 @@ static int has_large_page(NativeVm *vm, uint64_t table, int level, uint64_t base
     return 0;
 }
 
-/* One 4 KiB entry: reported, and cleared as page_bits' BitReader.read would. */
-static int visit(struct bits_walk *w, volatile uint64_t *slot, uint64_t vaddr) {
+int bits_visit(struct bits_walk *w, volatile uint64_t *slot, uint64_t vaddr) {
     uint64_t entry = __atomic_load_n((uint64_t *)slot, __ATOMIC_ACQUIRE);
     if (!(entry & (H_P | H_PROTNONE)) || !(entry & w->test))
         return 0;
-    uint64_t page = (vaddr - w->start) / PAGE_SIZE;
-    w->found[page / 8] |= (uint8_t)(1U << (page % 8));
+    if (w->found != NULL) {
+        uint64_t page = (vaddr - w->start) / PAGE_SIZE;
+        w->found[page / 8] |= (uint8_t)(1U << (page % 8));
+    }
     if (!w->clearing)
         return 0;
     for (;;) {
@@ -318,7 +300,7 @@ static int scan_leaf_table(struct bits_walk *w, volatile uint64_t *entries, uint
                 continue;
             }
         }
-        if ((entries[i] & test) && visit(w, &entries[i], base + (i << 12)) < 0)
+        if ((entries[i] & test) && bits_visit(w, &entries[i], base + (i << 12)) < 0)
             return -1;
         i++;
     }
@@ -344,9 +326,7 @@ static int walk_leaves(struct bits_walk *w, uint64_t table, int level, uint64_t 
     return 0;
 }
 
-/* The masks of one space's walk (page_bits' BitReader.mask and _clearing), or -1
- * where the Dune API's reader has no bit of a kind asked for yet. */
-static int setup_space(struct bits_walk *w, const struct bits_reader *reader, uint64_t bits) {
+int bits_setup_space(struct bits_walk *w, const struct bits_reader *reader, uint64_t bits) {
     w->test = bits;
     for (int k = 0; k < KINDS; k++) {
         w->cond[k] = w->set[k] = 0;
@@ -362,10 +342,7 @@ static int setup_space(struct bits_walk *w, const struct bits_reader *reader, ui
     return 0;
 }
 
-/* The invalidations the clears need (GuestMemory.invalidate / write_protect, the
- * dirty log's absence falling back to the mprotect pair), then the fast path's
- * quiesce: no serve still goes through what was there before. */
-static int invalidate_cleared(struct bits_walk *w, void (*quiesce)(void *), void *server) {
+int bits_invalidate(struct bits_walk *w, void (*quiesce)(void *), void *server) {
     NativeVm *vm = w->vm;
     if (w->full.count && invalidate_frames(vm, w->full.items, w->full.count) < 0)
         return -1;
@@ -424,10 +401,10 @@ int serve_bits(NativeVm *vm, const uint64_t *args, uint64_t max_pages, int64_t *
     if ((w.found = calloc(bytes, 1)) == NULL)
         return -1;
     for (int s = 0; s < BITS_SPACES; s++)
-        if (setup_space(&w, &vm->readers[s], bits) < 0
+        if (bits_setup_space(&w, &vm->readers[s], bits) < 0
             || walk_leaves(&w, cr3s[s] & H_ADDR, 4, 0) < 0)
             goto undo;
-    if (invalidate_cleared(&w, quiesce, server) < 0)
+    if (bits_invalidate(&w, quiesce, server) < 0)
         goto undo;
     store_bitmap(&out, w.found);
     *result = count_found(w.found, bytes);
@@ -437,8 +414,6 @@ undo:
     undo_all(&w.log);
 done:
     free(w.found);
-    free(w.full.items);
-    free(w.dirty.items);
-    free(w.log.items);
+    bits_walk_release(&w);
     return answered;
 }

@@ -47,19 +47,6 @@
 #include "../../linux/native/vmm_calls.h"
 #include "fastvm.h"
 
-/* libdune's entry bits (kvmdune/dune/entries.py; a test checks they agree). */
-#define M_P 0x1ULL
-#define M_W 0x2ULL
-#define M_U 0x4ULL
-#define M_PCD 0x10ULL
-#define M_PS 0x80ULL
-#define M_COW 0x200ULL
-#define M_USR3 (1ULL << 60)
-#define M_USR2 (1ULL << 61)
-#define M_USR1 (1ULL << 62)
-#define M_NX (1ULL << 63)
-#define M_ADDR 0x000FFFFFFFFFF000ULL
-#define M_RIGHTS (M_P | M_W | M_NX)
 /* libdune's PERM_* (dune.h). */
 #define PERM_R 0x0001U
 #define PERM_W 0x0002U
@@ -71,18 +58,13 @@
 #define PERM_BIG_1GB 0x0200U
 #define PERM_USR1 0x1000U
 #define PERM_USR2 0x2000U
-/* Rights (entries.py) and the ceiling bytes the VMM keeps. */
-#define RIGHT_R 1U
-#define RIGHT_W 2U
-#define RIGHT_X 4U
-#define CEILING_KNOWN 0x80U
 /* -- the registry of pgroot's tables ---------------------------------------------- */
 
 static size_t slot_of(uint64_t key, size_t capacity) {
     return (size_t)(key * 0x9E3779B97F4A7C15ULL >> 17) & (capacity - 1);
 }
 
-static struct table *find_table(NativeVm *vm, uint64_t vaddr) {
+struct table *find_table(NativeVm *vm, uint64_t vaddr) {
     uint64_t key = (vaddr >> TABLE_SPAN_SHIFT) + 1;
     if (vm->capacity == 0)
         return NULL;
@@ -141,7 +123,7 @@ static uint64_t entry_bits(uint32_t perm) {
     return bits;
 }
 
-static unsigned rights(uint64_t entry) {
+unsigned rights(uint64_t entry) {
     if (!(entry & M_P))
         return 0;
     return RIGHT_R | (entry & M_W ? RIGHT_W : 0) | (entry & M_NX ? 0 : RIGHT_X);
@@ -153,9 +135,7 @@ static int user_visible(uint64_t entry) {
 
 /* -- the hardware tables ------------------------------------------------------------ */
 
-/* The 4 KiB leaf entry of `vaddr` in the tables at `cr3`; NULL where a level is
- * missing or a large page maps it (the VMM splits those). */
-static volatile uint64_t *leaf_of(NativeVm *vm, uint64_t cr3, uint64_t vaddr) {
+volatile uint64_t *leaf_of(NativeVm *vm, uint64_t cr3, uint64_t vaddr) {
     uint64_t table = cr3 & H_ADDR;
     for (int level = 4; level >= 1; level--) {
         unsigned index = (unsigned)(vaddr >> (12 + 9 * (level - 1))) & (ENTRIES - 1);
@@ -178,8 +158,6 @@ static uint64_t hardware_bits(unsigned granted) {
     return H_P | H_US | (granted & RIGHT_W ? H_RW : 0) | (granted & RIGHT_X ? 0 : H_NX);
 }
 
-enum loss { LOSS_NONE, LOSS_WRITE, LOSS_MORE };
-
 /* What a present hardware entry loses going from `old` to `new` (same frame, still
  * present and user): pagetable._losses. */
 static enum loss loss_of(uint64_t old, uint64_t new) {
@@ -192,28 +170,14 @@ static enum loss loss_of(uint64_t old, uint64_t new) {
 
 /* -- dune_vm_mprotect of a few pages of pgroot --------------------------------------- */
 
-/* One page's change, worked out before anything is written. */
-struct page_change {
-    unsigned index;              /* in the leaf table */
-    uint64_t new;                /* the mirror entry */
-    int nleaves;                 /* hardware entries to write (program view, user view) */
-    volatile uint64_t *leaves[2];
-    uint64_t before[2], after[2];
-    enum loss loss;              /* the most any of them loses */
-};
-
-/* The change of the page at `index` of `table` to `bits`, checked as vm.py's
- * vm_mprotect and _check_rights would, with what the hardware entries lose: 1 to
- * make, 0 a hole (vm.py skips it), -1 for the VMM. */
-static int plan_page(NativeVm *vm, struct table *table, unsigned index, uint64_t va,
-                     uint64_t bits, struct page_change *change) {
+int plan_entry(NativeVm *vm, struct table *table, unsigned index, uint64_t va,
+               uint64_t new, struct page_change *change) {
     uint64_t old = table->shadow[index];
     uint8_t ceiling = table->ceiling[index];
     if (!(old & M_ADDR))
         return 0;
-    if (!(old & M_P) || !(ceiling & CEILING_KNOWN))
+    if (!(old & M_P) || !(new & M_P) || !(ceiling & CEILING_KNOWN))
         return -1;                              /* PERM_NONE, an alias, or unchecked */
-    uint64_t new = (old & (M_ADDR | M_PS)) | bits;
     unsigned granted = rights(new);
     if (granted & ~ceiling & (RIGHT_R | RIGHT_W | RIGHT_X))
         return -1;                              /* EACCES: the VMM says so */
@@ -247,8 +211,8 @@ static int plan_page(NativeVm *vm, struct table *table, unsigned index, uint64_t
     return 1;
 }
 
-static void write_leaves(struct page_change *changes, int count, int after) {
-    for (int c = 0; c < count; c++)
+void write_leaves(struct page_change *changes, size_t count, int after) {
+    for (size_t c = 0; c < count; c++)
         for (int i = 0; i < changes[c].nleaves; i++)
             *changes[c].leaves[i] = after ? changes[c].after[i] : changes[c].before[i];
 }
@@ -276,7 +240,8 @@ static int mprotect_pages(NativeVm *vm, const uint64_t *args, int64_t *result,
     int count = 0, write_lost = 0, more_lost = 0;
     for (uint64_t page = start; page < end; page += PAGE_SIZE) {
         unsigned index = (unsigned)(page / PAGE_SIZE) & (ENTRIES - 1);
-        int planned = plan_page(vm, table, index, page, bits, &changes[count]);
+        uint64_t new = (table->shadow[index] & (M_ADDR | M_PS)) | bits;
+        int planned = plan_entry(vm, table, index, page, new, &changes[count]);
         if (planned < 0)
             return -1;
         if (planned) {
@@ -331,16 +296,18 @@ static int serve(void *context, uint64_t op, const uint64_t args[6], int64_t *re
 /* serve_here's quiesce: the caller (the VMM) runs the fast path's after the call. */
 static void defer_quiesce(void *asked) { *(int *)asked = 1; }
 
-/* serve_here(op, args): VM_BITS served in the calling thread (a vCPU's, after the
- * guest exited with it: a range too large for the ring, see RING_BITS_PAGES), with
- * the process's lock held by the caller. (result, quiesce) when answered, quiesce
- * True when the fast path's quiesce() must run before the guest goes on; None: the
- * VMM's Python path serves it. */
+/* serve_here(op, args): VM_BITS, VM_SYNC or FLUSH_TLB served in the calling thread
+ * (a vCPU's, after the guest exited with it: a VM_BITS range too large for the ring,
+ * see RING_BITS_PAGES; the others always), with the process's lock held by the
+ * caller (FLUSH_TLB only when pgroot is the only root and its directories are as
+ * the VMM wrote them: fastsync.c). (result, quiesce) when answered, quiesce True when
+ * the fast path's quiesce() must run before the guest goes on; None: the VMM's
+ * Python path serves it. */
 static PyObject *NativeVm_serve_here(NativeVm *vm, PyObject *args) {
     unsigned long long op, a[6];
     if (!PyArg_ParseTuple(args, "K(KKKKKK)", &op, &a[0], &a[1], &a[2], &a[3], &a[4], &a[5]))
         return NULL;
-    if (op != KVMDUNE_HC_VM_BITS)
+    if (op != KVMDUNE_HC_VM_BITS && op != KVMDUNE_HC_VM_SYNC && op != KVMDUNE_HC_FLUSH_TLB)
         Py_RETURN_NONE;
     const uint64_t call[6] = {a[0], a[1], a[2], a[3], a[4], a[5]};
     int64_t result = 0;
@@ -349,9 +316,15 @@ static PyObject *NativeVm_serve_here(NativeVm *vm, PyObject *args) {
      * thread and back costs a wake-up, milli-seconds on a busy machine. (vm->lock's
      * other holders never wait for the GIL.) */
     pthread_mutex_lock(&vm->lock);
-    answered = serve_bits(vm, call, UINT64_MAX, &result, defer_quiesce, &asked);
+    if (op == KVMDUNE_HC_VM_BITS)
+        answered = serve_bits(vm, call, UINT64_MAX, &result, defer_quiesce, &asked);
+    else
+        answered = serve_sync_op(vm, op, call, &result, defer_quiesce, &asked);
     pthread_mutex_unlock(&vm->lock);
     __atomic_fetch_add(answered == 0 ? &vm->served : &vm->handed_back, 1, __ATOMIC_RELAXED);
+    if (answered == 0 && op != KVMDUNE_HC_VM_BITS)
+        __atomic_fetch_add(op == KVMDUNE_HC_VM_SYNC ? &vm->syncs : &vm->flushes, 1,
+                           __ATOMIC_RELAXED);
     if (answered != 0)
         Py_RETURN_NONE;
     return Py_BuildValue("(LO)", (long long)result, asked ? Py_True : Py_False);
@@ -463,8 +436,10 @@ static PyObject *NativeVm_capsule(NativeVm *vm, PyObject *unused) {
 }
 
 static PyObject *NativeVm_stats(NativeVm *vm, PyObject *unused) {
-    return Py_BuildValue("{sKsKsn}", "served", (unsigned long long)vm->served, "handed_back",
-                         (unsigned long long)vm->handed_back, "tables", (Py_ssize_t)vm->count);
+    return Py_BuildValue("{sKsKsKsKsn}", "served", (unsigned long long)vm->served,
+                         "handed_back", (unsigned long long)vm->handed_back, "syncs",
+                         (unsigned long long)vm->syncs, "flushes",
+                         (unsigned long long)vm->flushes, "tables", (Py_ssize_t)vm->count);
 }
 
 static PyObject *NativeVm_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {

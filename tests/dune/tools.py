@@ -56,3 +56,10 @@ def native_served_tool(process, *_: int) -> int:
     path's thread and the vCPU threads), -1 when none is installed."""
     native = process.privileged.vm.native
     return -1 if native is None else native.stats()["served"]
+
+
+def native_sync_tool(process, which: int, *_: int) -> int:
+    """How many VM_SYNC (``which`` 0) or FLUSH_TLB (1) hypercalls the Dune API's
+    native code answered so far (vmm_native/fastsync.c), -1 when none is installed."""
+    native = process.privileged.vm.native
+    return -1 if native is None else native.stats()["syncs" if which == 0 else "flushes"]

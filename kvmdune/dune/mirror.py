@@ -158,6 +158,8 @@ class Mirror:
         self.keeps_ceilings = keeps_ceilings
         self.root = window.alloc(4)
         self.by_address: dict[int, Table] = {self.root.address: self.root}
+        #: The directory tables (a few: a flush checks them all, the leaves by range).
+        self._directories: list[Table] = [self.root]
         #: Told of every leaf table made from now on: (the first address it maps, it).
         self.on_new_leaf: Callable[[int, Table], None] | None = None
 
@@ -177,6 +179,8 @@ class Mirror:
         if child.level == 1 and self.keeps_ceilings:
             child.ceilings = array.array("B", _NO_CEILINGS)
         self.by_address[child.address] = child
+        if child.level > 1:
+            self._directories.append(child)
         table.set(index, child.address | DIRECTORY_FLAGS)
         if child.level == 1 and self.on_new_leaf is not None:
             self.on_new_leaf(vaddr & ~(LEAF_SPAN - 1), child)
@@ -248,7 +252,7 @@ class Mirror:
                                               base + index * span)
 
     def directories(self) -> Iterator[Table]:
-        return (table for table in self.by_address.values() if table.level > 1)
+        return iter(self._directories)
 
     def restore_directories(self) -> bool:
         """Undo every program write to a directory entry; whether there was one."""
@@ -263,6 +267,7 @@ class Mirror:
         for table in list(self.by_address.values()):
             self.window.release(table)
         self.by_address.clear()
+        self._directories.clear()
 
 
 def _index(vaddr: int, level: int) -> int:

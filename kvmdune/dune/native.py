@@ -5,7 +5,12 @@ whichever vCPU's call ring they arrive on (vmm_native/fastvm.c, fastbits.c; the 
 is linux/native/vmm_calls.h); a VM_BITS range too large for the ring exits and is
 answered natively by the vCPU's own thread (``serve_here``). VM_BITS reads and
 clears as the Dune API's A/D reader: the readers' bits of each space are pushed to
-the native side whenever they change (PageBits.observers).
+the native side whenever they change (PageBits.observers). libdune's own way of
+tracking dirty pages is served natively by the vCPU's thread too (fastsync.c):
+VM_SYNC before dune_vm_page_walk (pgroot's mirror given the A/D bits), and
+FLUSH_TLB while pgroot is the only root, when every entry the program wrote is an
+A/D clear or a rights change within the page's recorded ceiling (anything else, and
+every refusal, is vm.py's).
 
 The native code serves a call only when it can give exactly the answer vm.py would,
 and that answer is success: pgroot, at most 16 pages within one page table, PERM_R

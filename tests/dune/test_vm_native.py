@@ -295,3 +295,26 @@ def test_entry_writes_and_flushes_are_seen_as_the_vmm_gives_them(program):
     # give-backs within the recorded ceiling too (the refusals' are the VMM's).
     assert syncs >= 5 * 20 and flushes >= 4 * 20, fast.stdout.decode()[-2000:]
     assert re.search(rb"native syncs -1 flushes -1", slow.stdout)
+
+
+def test_clone_protects_and_bits_are_seen_as_the_vmm_gives_them(program):
+    """dune_vm_mprotect and VM_BITS on a clone (served natively as pgroot's are):
+    user code in the clone sees every protect at once, the clone's bits are its user
+    view's, Linux's mprotect lowers what the clone may be given; the same with the
+    fast path off; on the fast path most calls were native."""
+    runs = [subprocess.run(
+        [sys.executable, "-m", "tests.dune.vmm", "--tool", "tests.dune.tools:native_sync_tool",
+         "--", program("native_clone"), "count"],
+        capture_output=True, timeout=300, cwd=REPOSITORY,
+        env=dict(os.environ, **{FAST_SYSCALLS: fast, INVARIANTS: "1"})) for fast in "10"]
+    for done in runs:
+        assert passed_checks(done) == [
+            "clone-write-removed-and-given-back", "clone-dirty-bits-are-its-user-views",
+            "linux-mprotect-lowers-the-clones-ceiling", "freed-clone-is-unknown"]
+        assert b"invariants: ok" in done.stderr, done.stderr.decode()[-3000:]
+    served = [int(re.search(rb"native served (-?\d+)", done.stdout).group(1)) for done in runs]
+    # 20 rounds of 2 protects (over 4 pages) and 20 of 5 bit calls: most are native
+    # (not the first protect of each page: the VMM records its ceiling; nor the first
+    # read of each kind: the VMM allocates the reader's bit; nor a few arriving while
+    # the VMM holds the process's lock).
+    assert served[0] >= 90 and served[1] == -1, served

@@ -1,4 +1,5 @@
-/* VM_BITS (kvmdune_vm_read_bits / kvmdune_vm_clear_bits) on pgroot served without
+/* VM_BITS (kvmdune_vm_read_bits / kvmdune_vm_clear_bits) on pgroot or a clone (its
+ * user view's bits only, as vm.py's) served without
  * Python, by the fast path's thread from the calling vCPU's ring, with the answer
  * vm.py's vm_bits gives, and the invalidations that make every vCPU see a cleared
  * bit before the call returns. Also the invalidations fastvm.c shares.
@@ -12,7 +13,7 @@
  * hardware bit to every other reader, then clears it and the Dune API's own, in one
  * compare-and-swap per entry (a vCPU's MMU may set A or D meanwhile).
  *
- * Handed back untouched (the VMM answers, errors included): another root, bad bits
+ * Handed back untouched (the VMM answers, errors included): an unknown root, bad bits
  * or flags, a range the VMM refuses, a Dune reader bit not allocated yet in either
  * space, a 2 MiB page in the range, a bitmap that is not writable user memory of
  * the program view in 4 KiB pages of guest memory or larger than MAX_BITMAP_PAGES,
@@ -365,12 +366,14 @@ int serve_bits(NativeVm *vm, const uint64_t *args, uint64_t max_pages, int64_t *
                void (*quiesce)(void *), void *server) {
     uint64_t root = args[0], va = args[1], length = args[2], bits = args[3], bitmap = args[4];
     uint64_t flags = args[5];
-    if (root != vm->pgroot || !bits || bits & ~BITS_AD || flags & ~(uint64_t)KVMDUNE_BITS_CLEAR)
+    struct root_view view;
+    if (root_view(vm, root, &view) < 0 || !bits || bits & ~BITS_AD
+        || flags & ~(uint64_t)KVMDUNE_BITS_CLEAR)
         return -1;
     int clearing = (flags & KVMDUNE_BITS_CLEAR) != 0;
-    for (int s = 0; s < BITS_SPACES; s++)
+    for (int s = 0; s < view.nspaces; s++)
         for (int k = 0; k < KINDS; k++)
-            if ((bits & KIND_BIT[k]) && vm->readers[s].mine[k] == 0)
+            if ((bits & KIND_BIT[k]) && view.readers[s]->mine[k] == 0)
                 return -1;                  /* the VMM allocates the reader's bit */
     if (length == 0) {
         *result = 0;
@@ -392,17 +395,16 @@ int serve_bits(NativeVm *vm, const uint64_t *args, uint64_t max_pages, int64_t *
         return -1;
     if (bitmap == 0)
         out.count = 0;                      /* checked (vm.py does), never written */
-    const uint64_t cr3s[BITS_SPACES] = {vm->program_cr3, vm->user_cr3};
-    for (int s = 0; s < BITS_SPACES; s++)
-        if (has_large_page(vm, cr3s[s] & H_ADDR, 4, 0, start, end))
+    for (int s = 0; s < view.nspaces; s++)
+        if (has_large_page(vm, view.cr3[s] & H_ADDR, 4, 0, start, end))
             return -1;
     struct bits_walk w = {.vm = vm, .start = start, .end = end, .clearing = clearing};
     int answered = -1;
     if ((w.found = calloc(bytes, 1)) == NULL)
         return -1;
-    for (int s = 0; s < BITS_SPACES; s++)
-        if (bits_setup_space(&w, &vm->readers[s], bits) < 0
-            || walk_leaves(&w, cr3s[s] & H_ADDR, 4, 0) < 0)
+    for (int s = 0; s < view.nspaces; s++)
+        if (bits_setup_space(&w, view.readers[s], bits) < 0
+            || walk_leaves(&w, view.cr3[s] & H_ADDR, 4, 0) < 0)
             goto undo;
     if (bits_invalidate(&w, quiesce, server) < 0)
         goto undo;

@@ -74,19 +74,20 @@ static int for_each_part(NativeVm *vm, uint64_t start, uint64_t end, part_fn fn,
     uint64_t pieces = ((end - 1) >> TABLE_SPAN_SHIFT) - (start >> TABLE_SPAN_SHIFT) + 1;
     if (start >= end)
         return 0;
-    if (pieces <= vm->capacity) {
+    const struct registry *registry = &vm->registry;
+    if (pieces <= registry->capacity) {
         for (uint64_t piece = start >> TABLE_SPAN_SHIFT; piece <= (end - 1) >> TABLE_SPAN_SHIFT;
              piece++) {
-            struct table *table = find_table(vm, piece << TABLE_SPAN_SHIFT);
+            struct table *table = find_table(registry, piece << TABLE_SPAN_SHIFT);
             int done = table == NULL ? 0 : visit_part(vm, table, start, end, fn, context);
             if (done)
                 return done;
         }
         return 0;
     }
-    for (size_t i = 0; i < vm->capacity; i++) {
-        int done = vm->tables[i].key == 0 ? 0
-                                          : visit_part(vm, &vm->tables[i], start, end, fn, context);
+    for (size_t i = 0; i < registry->capacity; i++) {
+        int done = registry->tables[i].key == 0
+                       ? 0 : visit_part(vm, &registry->tables[i], start, end, fn, context);
         if (done)
             return done;
     }
@@ -221,7 +222,10 @@ static int classify(NativeVm *vm, struct flush *f, struct table *table, unsigned
         return -1;
     if ((new ^ old) & M_NATIVE_RIGHTS) {
         struct page_change change;
-        if (plan_entry(vm, table, index, va, new, &change) != 1 || add_change(f, &change) < 0)
+        struct root_view view;
+        if (root_view(vm, vm->pgroot, &view) < 0
+            || plan_entry(vm, &view, table, index, va, new, &change) != 1
+            || add_change(f, &change) < 0)
             return -1;
     }
     if (f->count == f->capacity) {

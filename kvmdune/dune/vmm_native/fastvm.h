@@ -76,6 +76,25 @@ struct bits_reader {
     uint64_t others[KINDS];
 };
 
+/* A root's page tables by the 2 MiB they map (open addressing, power-of-two
+ * capacity). */
+struct registry {
+    struct table *tables;
+    size_t capacity, count;
+};
+
+/* The most clones the native code serves (more: the VMM serves the rest). */
+#define MAX_CLONES 32
+
+/* A root made by dune_vm_clone: its tables, its user view (the only space whose
+ * entries are the clone's) and the Dune API's reader of that view's bits. */
+struct clone_records {
+    uint64_t handle;             /* 0: a free slot */
+    uint64_t user_cr3;
+    struct registry registry;
+    struct bits_reader reader;
+};
+
 typedef struct {
     PyObject_HEAD
     struct kvmdune_vmm_calls calls;   /* what the capsule hands the fast path */
@@ -89,9 +108,9 @@ typedef struct {
     uint32_t slot;
     int host_prot;               /* the guest memory mapping's; -1: invalidations are the VMM's */
     uint32_t *process_lock;      /* proclock.h */
-    struct table *tables;        /* open addressing, power-of-two capacity */
-    size_t capacity, count;
+    struct registry registry;    /* pgroot's tables */
     struct bits_reader readers[BITS_SPACES];
+    struct clone_records clones[MAX_CLONES];
     uint64_t served, handed_back;
     uint64_t syncs, flushes;     /* of `served`: VM_SYNC and FLUSH_TLB (fastsync.c) */
 } NativeVm;
@@ -115,8 +134,21 @@ int invalidate_frames(NativeVm *vm, uint64_t *frames, size_t count);
 
 /* -- pgroot's records and its entries' changes (fastvm.c; fastsync.c too) ------- */
 
-/* The registered page table mapping `vaddr`, or NULL. Under vm->lock. */
-struct table *find_table(NativeVm *vm, uint64_t vaddr);
+/* The registered page table of `registry` mapping `vaddr`, or NULL. Under vm->lock. */
+struct table *find_table(const struct registry *registry, uint64_t vaddr);
+
+/* What one root's calls act on: its tables, and the spaces whose entries are the
+ * root's (pgroot: the program view, then its user view; a clone: its user view). */
+struct root_view {
+    int is_pgroot;
+    struct registry *registry;
+    int nspaces;
+    uint64_t cr3[BITS_SPACES];
+    const struct bits_reader *readers[BITS_SPACES];
+};
+
+/* The view of the root the program calls `handle`: 0, or -1 (not a root served here). */
+int root_view(NativeVm *vm, uint64_t handle, struct root_view *view);
 
 /* The rights (RIGHT_*) a mirror entry grants. */
 unsigned rights(uint64_t entry);
@@ -138,13 +170,13 @@ struct page_change {
     enum loss loss;              /* the most any of them loses */
 };
 
-/* The change of pgroot's page at `index` of `table` (address `va`) to the entry
+/* The change of the root's page at `index` of `table` (address `va`) to the entry
  * `new` (its frame and PTE_PS kept), checked as vm.py's vm_mprotect and
  * _check_rights would, with what the hardware entries lose: 1 to make, 0 a hole
  * (vm.py skips it), -1 for the VMM (PERM_NONE, an alias, an unchecked ceiling,
  * rights beyond it, PTE_U's visibility changing, an invalidation not native). */
-int plan_entry(NativeVm *vm, struct table *table, unsigned index, uint64_t va, uint64_t new,
-               struct page_change *change);
+int plan_entry(NativeVm *vm, const struct root_view *view, struct table *table, unsigned index,
+               uint64_t va, uint64_t new, struct page_change *change);
 
 /* The planned hardware entries written (`after`) or put back. */
 void write_leaves(struct page_change *changes, size_t count, int after);

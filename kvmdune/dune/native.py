@@ -1,16 +1,16 @@
 """The Dune API's hottest hypercalls served without an exit and without Python:
 dune_vm_mprotect of a few pages of pgroot or of a clone, and VM_BITS
-(kvmdune_vm_read_bits, kvmdune_vm_clear_bits) on pgroot or a clone, answered by the fast path's host thread from
-whichever vCPU's call ring they arrive on (vmm_native/fastvm.c, fastbits.c; the hook
-is linux/native/vmm_calls.h); a VM_BITS range too large for the ring exits and is
-answered natively by the vCPU's own thread (``serve_here``). VM_BITS reads and
-clears as the Dune API's A/D reader: the readers' bits of each space are pushed to
-the native side whenever they change (PageBits.observers). libdune's own way of
-tracking dirty pages is served natively by the vCPU's thread too (fastsync.c):
-VM_SYNC before dune_vm_page_walk (pgroot's mirror given the A/D bits), and
-FLUSH_TLB while pgroot is the only root, when every entry the program wrote is an
-A/D clear or a rights change within the page's recorded ceiling (anything else, and
-every refusal, is vm.py's).
+(kvmdune_vm_read_bits, kvmdune_vm_clear_bits) on pgroot or a clone, answered by the
+fast path's host thread from whichever vCPU's call ring they arrive on
+(vmm_native/fastvm.c, fastbits.c; the hook is linux/native/vmm_calls.h); a VM_BITS
+range too large for the ring exits and is answered natively by the vCPU's own thread
+(``serve_here``). VM_BITS reads and clears as the Dune API's A/D reader: the
+readers' bits of each space are pushed to the native side whenever they change
+(PageBits.observers). libdune's own way of tracking dirty pages is served natively
+by the vCPU's thread too (fastsync.c): VM_SYNC before dune_vm_page_walk (pgroot's
+mirror given the A/D bits), and FLUSH_TLB while pgroot is the only root, when every
+entry the program wrote is an A/D clear or a rights change within the page's
+recorded ceiling (anything else, and every refusal, is vm.py's).
 
 The native code serves a call only when it can give exactly the answer vm.py would,
 and that answer is success: pgroot or a clone it knows (``add_root``: up to 32), at
@@ -18,20 +18,20 @@ most 16 pages within one page table, PERM_R kept, PERM_U unchanged, each page wi
 its ceiling known (``Mirror.record_ceilings``, written by vm.py when it checks a
 protect of the page: for pgroot only its own pages, not aliases; forgotten whenever
 the page's VMA, frame or alias status, or for a clone any VMA or frame's owner, may
-change), the rights within it. It holds the process's lock meanwhile (tried, never waited for: a VMM at
-work gets the call), and makes the change seen by every vCPU before it answers
-with the VMM's own invalidations (KVM's dirty log for a write removal, the host
-mprotect pair for more). Everything else exits to the VMM as before. This module
-sets it up for one DuneVm: the native object with its roots' tables (every leaf
-table of their mirrors, now and later), the handler installed in the fast path, and the
-rings' hint that sends VM_MPROTECT there first.
+change), the rights within it. It holds the process's lock meanwhile (tried, never
+waited for: a VMM at work gets the call), and makes the change seen by every vCPU
+before it answers with the VMM's own invalidations (KVM's dirty log for a write
+removal, the host mprotect pair for more). Everything else exits to the VMM as
+before. This module sets it up for one DuneVm: the native object with its roots'
+tables (every leaf table of their mirrors, now and later), the handler installed in
+the fast path, and the rings' hint that sends VM_MPROTECT there first.
 
 Without the fast path (turned off, tracing), the native modules or the process's
 native lock, nothing is served natively. On hardware KVM (the invalidation is a
 guest TLB flush, which native code cannot ask for) only changes that take no access
 away are served natively. A forked child starts without the handler (its parent's
-belongs to the parent's VM); the child's DuneVm installs its own at its next
-protect (``ensure_installed``).
+belongs to the parent's VM); the child's DuneVm installs its own at its next protect
+(``ensure_installed``).
 """
 
 from __future__ import annotations

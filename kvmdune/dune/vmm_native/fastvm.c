@@ -561,7 +561,7 @@ static void NativeVm_dealloc(NativeVm *vm) {
 
 static PyMethodDef NativeVm_methods[] = {
     {"add_table", (PyCFunction)NativeVm_add_table, METH_VARARGS,
-     "add_table(first_address, live, shadow, ceilings, root=pgroot): one of a root's page tables."},
+     "add_table(first_address, live, shadow, ceilings, root=pgroot): a root's page table."},
     {"add_root", (PyCFunction)NativeVm_add_root, METH_VARARGS,
      "add_root(handle, user_cr3): a clone served from now on; False when too many."},
     {"remove_root", (PyCFunction)NativeVm_remove_root, METH_VARARGS,

@@ -70,6 +70,7 @@ class NativeHypercalls:
         self._module = native_module
         self._native = None
         self._watched: list[tuple[AddressSpace, Callable[[], None]]] = []
+        self._fault_check = self._fault_check_of = None
 
     @classmethod
     def start(cls, vm) -> "NativeHypercalls | None":
@@ -177,6 +178,18 @@ class NativeHypercalls:
         if quiesce and self.vm.memory.quiesce is not None:
             self.vm.memory.quiesce()      # as GuestMemory's own invalidations do
         return result
+
+    def fault_check(self):
+        """The native check of which faults of the program are its own (vm.py's
+        ``restricts`` where pgroot's mirror decides it), for the native upcall
+        delivery (upcalls.py); None while the handler is not installed in this
+        process (a forked child before its first protect)."""
+        fast = self.vm.proc.fast
+        if self._native is None or fast is None or not fast.has_vmm_calls():
+            return None
+        if self._fault_check_of is not self._native:     # one capsule per native object
+            self._fault_check, self._fault_check_of = self._native.fault_check(), self._native
+        return self._fault_check
 
     def stats(self) -> dict[str, int]:
         return self._native.stats()

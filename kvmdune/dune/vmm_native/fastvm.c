@@ -50,6 +50,7 @@
 #include "../../linux/native/proclock.h"
 #include "../../linux/native/vmm_calls.h"
 #include "fastvm.h"
+#include "upcall.h"
 
 /* libdune's PERM_* (dune.h). */
 #define PERM_R 0x0001U
@@ -334,6 +335,32 @@ static int serve(void *context, uint64_t op, const uint64_t args[6], int64_t *re
     return answered;
 }
 
+/* -- the program's faults (upcall.h) ------------------------------------------------- */
+
+/* x86 page-fault error code bits (Intel SDM). */
+#define PF_WRITE 0x2ULL
+#define PF_INSTRUCTION 0x10ULL
+
+/* vm.py's restricts, where pgroot's mirror decides it: the page's entry holds a
+ * frame and its rights lack the access (_allows). 0 (the VMM decides) for anything
+ * else: no table registered here, no frame (an unmapped page, demand paging's). */
+static int fault_restricted(void *context, uint64_t address, uint64_t error) {
+    NativeVm *vm = context;
+    int restricted = 0;
+    if (address >= vm->program_end)
+        return 0;
+    pthread_mutex_lock(&vm->lock);
+    struct table *table = find_table(&vm->registry, address);   /* pgroot's */
+    if (table != NULL) {
+        uint64_t entry = table->shadow[(address / PAGE_SIZE) & (ENTRIES - 1)];
+        unsigned granted = rights(entry);
+        unsigned needed = error & PF_WRITE ? RIGHT_W : error & PF_INSTRUCTION ? RIGHT_X : RIGHT_R;
+        restricted = (entry & M_ADDR) && !(granted & needed);
+    }
+    pthread_mutex_unlock(&vm->lock);
+    return restricted;
+}
+
 /* -- the Python object ---------------------------------------------------------------- */
 
 /* serve_here's quiesce: the caller (the VMM) runs the fast path's after the call. */
@@ -531,6 +558,33 @@ static PyObject *NativeVm_capsule(NativeVm *vm, PyObject *unused) {
     return capsule;
 }
 
+static void release_fault_check(PyObject *capsule) {
+    free(PyCapsule_GetPointer(capsule, KVMDUNE_FAULT_CHECK_CAPSULE));
+    Py_XDECREF((PyObject *)PyCapsule_GetContext(capsule));
+}
+
+/* fault_check(): the check for the native upcall delivery (upcall.h); it keeps
+ * this object. */
+static PyObject *NativeVm_fault_check(NativeVm *vm, PyObject *unused) {
+    struct kvmdune_fault_check *check = malloc(sizeof *check);
+    if (check == NULL)
+        return PyErr_NoMemory();
+    check->restricted = fault_restricted;
+    check->context = vm;
+    PyObject *capsule = PyCapsule_New(check, KVMDUNE_FAULT_CHECK_CAPSULE, release_fault_check);
+    if (capsule == NULL) {
+        free(check);
+        return NULL;
+    }
+    Py_INCREF(vm);
+    if (PyCapsule_SetContext(capsule, vm) < 0) {
+        Py_DECREF(capsule);    /* frees check; the context is not set yet */
+        Py_DECREF(vm);
+        return NULL;
+    }
+    return capsule;
+}
+
 static PyObject *NativeVm_stats(NativeVm *vm, PyObject *unused) {
     return Py_BuildValue("{sKsKsKsKsn}", "served", (unsigned long long)vm->served,
                          "handed_back", (unsigned long long)vm->handed_back, "syncs",
@@ -575,6 +629,8 @@ static PyMethodDef NativeVm_methods[] = {
      "(result, quiesce) or None."},
     {"capsule", (PyCFunction)NativeVm_capsule, METH_NOARGS,
      "The handler of VMM calls for the fast path (set_vmm_calls)."},
+    {"fault_check", (PyCFunction)NativeVm_fault_check, METH_NOARGS,
+     "The check of the program's faults for the native upcall delivery (upcall.h)."},
     {"stats", (PyCFunction)NativeVm_stats, METH_NOARGS, "Counters."},
     {NULL},
 };

@@ -50,6 +50,7 @@
 #include <unistd.h>
 
 #include "../../machine/native/callring.h"
+#include "call_wait.h"
 #include "vmm_calls.h"
 
 #define NR_CALLS 512
@@ -1114,23 +1115,16 @@ static void judge_window(Server *s, Ring *r, uint64_t seq, uint64_t now) {
     r->window_exits = 0;
 }
 
-/* wait_response(slot, timeout): the guest of `slot` exited because no answer came
+/* wait_response(slot, timeout), here with the GIL released (also called from a
+ * native run loop: call_wait.h): the guest of `slot` exited because no answer came
  * (or the thread slept, or a direct spell is on): serve the request here unless the
  * thread has taken it (then wait up to `timeout` seconds for its answer), and,
- * outside a direct spell, wake the thread for the calls to come. True when answered;
- * on False the guest resumes and asks again, so stop requests and signals reach the
- * run loop meanwhile. Serving here keeps a machine whose cores are all busy from
- * paying a thread wake-up per call. */
-static PyObject *Server_wait_response(Server *s, PyObject *args) {
-    PyObject *slot;
-    double timeout;
-    if (!PyArg_ParseTuple(args, "Od", &slot, &timeout))
-        return NULL;
-    Ring *r = ring_of(s, slot);
-    if (r == NULL)
-        return NULL;
-    int answered;
-    Py_BEGIN_ALLOW_THREADS
+ * outside a direct spell, wake the thread for the calls to come. 1 when answered;
+ * on 0 the guest resumes and asks again, so stop requests and signals reach the run
+ * loop meanwhile (a native one returns on them: they interrupt KVM_RUN). Serving
+ * here keeps a machine whose cores are all busy from paying a thread wake-up per
+ * call. */
+static int wait_for_response(Server *s, Ring *r, double timeout) {
     uint64_t want = pending_request(r);
     uint64_t now = now_ns();
     if (__atomic_load_n(&s->direct, __ATOMIC_ACQUIRE) && now >= s->direct_until)
@@ -1167,9 +1161,65 @@ static PyObject *Server_wait_response(Server *s, PyObject *args) {
         if (!__atomic_load_n(&s->direct, __ATOMIC_ACQUIRE))
             wake_server(s);
     }
-    answered = *RING64(r, CALLRING_RESPONSE_SEQ) == want;
+    return *RING64(r, CALLRING_RESPONSE_SEQ) == want;
+}
+
+/* The (slot, seconds) arguments: the slot's ring (NULL with an exception set). */
+static Ring *ring_and_timeout(Server *s, PyObject *args, double *timeout) {
+    PyObject *slot;
+    if (!PyArg_ParseTuple(args, "Od", &slot, timeout))
+        return NULL;
+    return ring_of(s, slot);
+}
+
+static PyObject *Server_wait_response(Server *s, PyObject *args) {
+    double timeout;
+    Ring *r = ring_and_timeout(s, args, &timeout);
+    if (r == NULL)
+        return NULL;
+    int answered;
+    Py_BEGIN_ALLOW_THREADS
+    answered = wait_for_response(s, r, timeout);
     Py_END_ALLOW_THREADS
     return PyBool_FromLong(answered);
+}
+
+/* call_wait.h's wait: wait_response from native code (the GIL released). */
+static int wait_natively(void *server, int slot, double timeout) {
+    Server *s = server;
+    if (slot < 0 || slot >= CALLRING_SLOTS)
+        return 0;
+    return wait_for_response(s, &s->rings[slot], timeout);
+}
+
+static void release_call_wait(PyObject *capsule) {
+    PyMem_Free(PyCapsule_GetPointer(capsule, KVMDUNE_CALL_WAIT_CAPSULE));
+    Py_XDECREF((PyObject *)PyCapsule_GetContext(capsule));
+}
+
+/* call_wait_capsule(slot, timeout): wait_response(slot, timeout) for native code
+ * (call_wait.h); the capsule keeps this server. */
+static PyObject *Server_call_wait_capsule(Server *s, PyObject *args) {
+    double timeout;
+    Ring *r = ring_and_timeout(s, args, &timeout);
+    if (r == NULL)
+        return NULL;
+    struct kvmdune_call_wait *wait = PyMem_Malloc(sizeof *wait);
+    if (wait == NULL)
+        return PyErr_NoMemory();
+    *wait = (struct kvmdune_call_wait){wait_natively, s, (int)(r - s->rings), timeout};
+    PyObject *capsule = PyCapsule_New(wait, KVMDUNE_CALL_WAIT_CAPSULE, release_call_wait);
+    if (capsule == NULL) {
+        PyMem_Free(wait);
+        return NULL;
+    }
+    Py_INCREF(s);
+    if (PyCapsule_SetContext(capsule, s) < 0) {
+        Py_DECREF(capsule);
+        Py_DECREF(s);
+        return NULL;
+    }
+    return capsule;
 }
 
 /* The VMM has served a call itself and the guest goes on: have the thread spinning
@@ -1331,6 +1381,8 @@ static PyMethodDef Server_methods[] = {
      "In a fork child: the thread is gone (start() makes a new one)."},
     {"wait_response", (PyCFunction)Server_wait_response, METH_VARARGS,
      "wait_response(slot, seconds): serve or wait for slot's pending request."},
+    {"call_wait_capsule", (PyCFunction)Server_call_wait_capsule, METH_VARARGS,
+     "call_wait_capsule(slot, seconds): wait_response for native code (call_wait.h)."},
     {"add_ring", (PyCFunction)Server_add_ring, METH_O,
      "add_ring(slot): serve that call slot's ring (a vCPU uses it), from a fresh start."},
     {"remove_ring", (PyCFunction)Server_remove_ring, METH_O,

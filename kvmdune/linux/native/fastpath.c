@@ -36,6 +36,7 @@
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <linux/openat2.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -365,45 +366,98 @@ static int descriptor_nonblocking(int fd) {
     return flags >= 0 && (flags & O_NONBLOCK);
 }
 
-/* A read or write on a pipe or socket, tried without waiting (RWF_NOWAIT for a pipe;
- * MSG_DONTWAIT, and MSG_NOSIGNAL so that a broken connection raises nothing here,
- * for a socket; the open file description's own O_NONBLOCK is never touched: other
- * processes share it). Whatever it answers is an answer Linux gives:
+/* One try at moving the pieces without waiting (RWF_NOWAIT for a pipe; MSG_DONTWAIT,
+ * and MSG_NOSIGNAL so that a broken connection raises nothing here, for a socket):
+ * the open file description's own O_NONBLOCK is never touched, other processes
+ * share it. */
+static int64_t move_nowait(int fd, int kind, int write, struct iovec *pieces, int count) {
+    if (kind & FD_IO_SOCKET) {
+        struct msghdr message = {.msg_iov = pieces, .msg_iovlen = (size_t)count};
+        return write ? raw(sendmsg(fd, &message, MSG_DONTWAIT | MSG_NOSIGNAL))
+                     : raw(recvmsg(fd, &message, MSG_DONTWAIT));
+    }
+    return write ? raw(pwritev2(fd, pieces, count, -1, RWF_NOWAIT))
+                 : raw(preadv2(fd, pieces, count, -1, RWF_NOWAIT));
+}
+
+/* Drop the first `moved` bytes of the pieces. */
+static void advance(struct iovec **pieces, int *count, uint64_t moved) {
+    while (*count && moved >= (*pieces)->iov_len) {
+        moved -= (*pieces)->iov_len;
+        (*pieces)++;
+        (*count)--;
+    }
+    if (*count) {
+        (*pieces)->iov_base = (uint8_t *)(*pieces)->iov_base + moved;
+        (*pieces)->iov_len -= moved;
+    }
+}
+
+/* Whether the descriptor became ready (or broken) before the deadline (set on the
+ * first wait to `spin_ns` from now: about what handing the call to the VMM costs).
+ * Only while the server has one ring to serve: it holds no other guest thread's
+ * call up. A signal for the guest meanwhile waits at most that long (it is
+ * delivered when the call completes, as when it arrives just after). */
+static int ready_soon(Server *s, int fd, int write, uint64_t *deadline) {
+    int rings = 0;
+    for (int i = 0; i < CALLRING_SLOTS; i++)
+        rings += __atomic_load_n(&s->rings[i].active, __ATOMIC_ACQUIRE) != 0;
+    uint64_t now = now_ns();
+    if (*deadline == 0)
+        *deadline = now + s->spin_ns;
+    if (rings > 1 || now >= *deadline)
+        return 0;
+    struct pollfd watched = {fd, write ? POLLOUT : POLLIN, 0};
+    uint64_t left = *deadline - now;
+    struct timespec timeout = {(time_t)(left / 1000000000ULL), (long)(left % 1000000000ULL)};
+    return ppoll(&watched, 1, &timeout, NULL) > 0;
+}
+
+/* A read or write on a pipe or socket, served without blocking the thread for long
+ * (move_nowait, and a short wait for readiness: ready_soon). Every answer is one
+ * Linux gives:
  * - data moved in full, a read of what was there, end of file, an error: the answer;
- * - nothing ready: EAGAIN for a nonblocking descriptor, else the VMM (which waits,
- *   interruptible by the guest's signals) — nothing was moved;
+ * - nothing ready: EAGAIN for a nonblocking descriptor (or the part of a write
+ *   done), else the VMM (which waits, interruptible by the guest's signals) with
+ *   nothing moved;
  * - a broken pipe or connection: the VMM, which writes again, gets EPIPE and raises
  *   the guest's SIGPIPE (a pipe's SIGPIPE raised here stays pending on a thread
  *   that blocks it, or is the guest's: see threads.py);
- * - a write that went through in part on a blocking descriptor (Linux would wait
- *   for the rest): the VMM, told the count in the ring's result (carried_write),
- *   writes the rest and answers the whole. */
-static int call_rw_nowait(int fd, int kind, int write, const struct iovec *pieces, int count,
-                          int64_t *result) {
-    int64_t moved;
-    if (kind & FD_IO_SOCKET) {
-        struct msghdr message = {.msg_iov = (struct iovec *)pieces, .msg_iovlen = (size_t)count};
-        moved = write ? raw(sendmsg(fd, &message, MSG_DONTWAIT | MSG_NOSIGNAL))
-                      : raw(recvmsg(fd, &message, MSG_DONTWAIT));
-    } else {
-        moved = write ? raw(pwritev2(fd, pieces, count, -1, RWF_NOWAIT))
-                      : raw(preadv2(fd, pieces, count, -1, RWF_NOWAIT));
-    }
-    if (moved == -EAGAIN) {
-        if (!descriptor_nonblocking(fd))
+ * - a write on a blocking descriptor done in part (Linux would wait for the rest,
+ *   or stop at a signal or a broken pipe): the VMM, told the count in the ring's
+ *   result (carried_write), writes the rest and answers the whole. */
+static int call_rw_nowait(Server *s, int fd, int kind, int write, struct iovec *pieces,
+                          int count, int64_t *result) {
+    uint64_t total = pieces_length(pieces, count), done = 0, deadline = 0;
+    int nonblocking = -1;
+    for (;;) {
+        int64_t moved = move_nowait(fd, kind, write, pieces, count);
+        if (moved >= 0 && (!write || done + (uint64_t)moved == total)) {
+            *result = (int64_t)done + moved;
+            return 0;
+        }
+        if (moved > 0) {
+            done += (uint64_t)moved;
+            advance(&pieces, &count, (uint64_t)moved);
+        } else if (moved != -EAGAIN) {
+            if (done == 0 && moved != -EPIPE && moved != -EOPNOTSUPP) {
+                *result = moved;
+                return 0;
+            }
+            *result = (int64_t)done;     /* the count carried to the VMM (or none) */
             return -1;
-        *result = -EAGAIN;
-        return 0;
+        }
+        if (nonblocking < 0)
+            nonblocking = descriptor_nonblocking(fd);
+        if (nonblocking) {
+            *result = done ? (int64_t)done : -EAGAIN;
+            return 0;
+        }
+        if (!ready_soon(s, fd, write, &deadline)) {
+            *result = (int64_t)done;
+            return -1;
+        }
     }
-    if (moved == -EPIPE || moved == -EOPNOTSUPP)
-        return -1;
-    if (write && moved >= 0 && (uint64_t)moved < pieces_length(pieces, count)
-        && !descriptor_nonblocking(fd)) {
-        *result = moved;            /* the count carried to the VMM */
-        return -1;
-    }
-    *result = moved;
-    return 0;
 }
 
 /* read/write/pread64/pwrite64/readv/writev: straight into (or out of) guest memory;
@@ -423,7 +477,7 @@ static int call_rw(Server *s, long nr, const uint64_t *a, int64_t *result) {
     if (count < 0)
         return -1;
     if (!(kind & FD_IO_NEVER_BLOCKS) && !positioned)
-        return call_rw_nowait(fd, kind, !into_guest, pieces, count, result);
+        return call_rw_nowait(s, fd, kind, !into_guest, pieces, count, result);
     if (nr == SYS_read || nr == SYS_readv)
         *result = raw(readv(fd, pieces, count));
     else if (nr == SYS_write || nr == SYS_writev)

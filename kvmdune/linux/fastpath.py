@@ -5,7 +5,8 @@ answer the Python path would.
 This module decides *which* calls may be served there and keeps the native server's
 view of the process current; ``native/fastpath.c`` serves them. A call is fast when
 1. the native server implements it (``_fastpath.FAST_CALLS``: identity getters,
-   read/write/readv/writev/pread64/pwrite64/lseek/fstat, the stat and access families,
+   read/write/readv/writev/pread64/pwrite64/lseek/fstat, sendto/recvfrom without an
+   address, epoll_wait/epoll_pwait (what is ready now), the stat and access families,
    getdents64, fsync/fdatasync/fadvise64, clock_gettime and time);
 2. Python would only forward it to the host (no emulation in a handler); and
 3. the gate (the sandbox's policy) allows it by its number alone — or, for the
@@ -53,13 +54,14 @@ THREAD_STATE_CALLS = frozenset({
     "setfsgid", "setgroups", "capset", "unshare", "setns", "seccomp", "prctl",
     "landlock_restrict_self", "personality", "set_mempolicy"})
 #: Calls Python emulates whose native server gives the same answer or hands them
-#: back: futex (private wakes, and waits whose word already differs; see fastpath.c).
-NATIVE_EMULATIONS = frozenset({"futex"})
+#: back: futex (private wakes, and waits whose word already differs; see fastpath.c);
+#: epoll_pwait without a signal mask (Python's forwards it as epoll_wait would be).
+NATIVE_EMULATIONS = frozenset({"futex", "epoll_pwait"})
 #: Character devices whose reads and writes never wait (null, zero, full, random,
 #: urandom: major 1).
 _NEVER_BLOCKING_DEVICES = {(1, 3), (1, 5), (1, 7), (1, 8), (1, 9)}
 #: Writes the native server may hand over with part of them done (continue_write).
-_CONTINUED_WRITES = frozenset({Sysno.write, Sysno.writev})
+_CONTINUED_WRITES = frozenset({Sysno.write, Sysno.writev, Sysno.sendto})
 _IOVEC = struct.Struct("<QQ")
 _U64 = 0xFFFF_FFFF_FFFF_FFFF
 
@@ -254,8 +256,11 @@ class FastPath:
         if host is None:
             return done
         data = HostBuffer(rest)
-        written = proc.host_call(lambda: host_syscall(Sysno.write, host, data, len(rest)),
-                                 [host])
+        # sendto's flags as the guest gave them (MSG_NOSIGNAL: no SIGPIPE); its
+        # address is NULL (the server serves no other).
+        extra = (args[3] & 0xFFFF_FFFF, 0, 0) if number == Sysno.sendto else ()
+        written = proc.host_call(lambda: host_syscall(number if extra else Sysno.write, host,
+                                                      data, len(rest), *extra), [host])
         return done + written if written > 0 else done
 
     def thread_state_changed(self) -> None:

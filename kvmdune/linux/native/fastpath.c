@@ -43,6 +43,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <linux/magic.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
@@ -370,11 +371,12 @@ static int descriptor_nonblocking(int fd) {
  * and MSG_NOSIGNAL so that a broken connection raises nothing here, for a socket):
  * the open file description's own O_NONBLOCK is never touched, other processes
  * share it. */
-static int64_t move_nowait(int fd, int kind, int write, struct iovec *pieces, int count) {
+static int64_t move_nowait(int fd, int kind, int write, struct iovec *pieces, int count,
+                           int flags) {
     if (kind & FD_IO_SOCKET) {
         struct msghdr message = {.msg_iov = pieces, .msg_iovlen = (size_t)count};
-        return write ? raw(sendmsg(fd, &message, MSG_DONTWAIT | MSG_NOSIGNAL))
-                     : raw(recvmsg(fd, &message, MSG_DONTWAIT));
+        return write ? raw(sendmsg(fd, &message, flags | MSG_DONTWAIT | MSG_NOSIGNAL))
+                     : raw(recvmsg(fd, &message, flags | MSG_DONTWAIT));
     }
     return write ? raw(pwritev2(fd, pieces, count, -1, RWF_NOWAIT))
                  : raw(preadv2(fd, pieces, count, -1, RWF_NOWAIT));
@@ -427,11 +429,11 @@ static int ready_soon(Server *s, int fd, int write, uint64_t *deadline) {
  *   or stop at a signal or a broken pipe): the VMM, told the count in the ring's
  *   result (carried_write), writes the rest and answers the whole. */
 static int call_rw_nowait(Server *s, int fd, int kind, int write, struct iovec *pieces,
-                          int count, int64_t *result) {
+                          int count, int flags, int64_t *result) {
     uint64_t total = pieces_length(pieces, count), done = 0, deadline = 0;
-    int nonblocking = -1;
+    int nonblocking = flags & MSG_DONTWAIT ? 1 : -1;
     for (;;) {
-        int64_t moved = move_nowait(fd, kind, write, pieces, count);
+        int64_t moved = move_nowait(fd, kind, write, pieces, count, flags);
         if (moved >= 0 && (!write || done + (uint64_t)moved == total)) {
             *result = (int64_t)done + moved;
             return 0;
@@ -477,7 +479,7 @@ static int call_rw(Server *s, long nr, const uint64_t *a, int64_t *result) {
     if (count < 0)
         return -1;
     if (!(kind & FD_IO_NEVER_BLOCKS) && !positioned)
-        return call_rw_nowait(s, fd, kind, !into_guest, pieces, count, result);
+        return call_rw_nowait(s, fd, kind, !into_guest, pieces, count, 0, result);
     if (nr == SYS_read || nr == SYS_readv)
         *result = raw(readv(fd, pieces, count));
     else if (nr == SYS_write || nr == SYS_writev)
@@ -489,6 +491,46 @@ static int call_rw(Server *s, long nr, const uint64_t *a, int64_t *result) {
     /* Past RLIMIT_FSIZE nothing was written, and Linux sends SIGXFSZ to the writer:
      * the VMM's thread must be the one to write, so that the guest gets the signal. */
     return *result == -EFBIG ? -1 : 0;
+}
+
+/* The flags of send and receive served here: the others (MSG_WAITALL, which waits
+ * for more than is there; MSG_OOB, MSG_ERRQUEUE...) go to the VMM. */
+#define SEND_FLAGS (MSG_DONTWAIT | MSG_NOSIGNAL | MSG_MORE | MSG_EOR)
+#define RECEIVE_FLAGS (MSG_DONTWAIT | MSG_PEEK | MSG_TRUNC)
+
+/* sendto and recvfrom without an address (send and recv) on a socket, as call_rw
+ * serves write and read on it (the guest's MSG_DONTWAIT: its descriptor is
+ * nonblocking for the call). */
+static int call_send_receive(Server *s, long nr, const uint64_t *a, int64_t *result) {
+    int fd, kind, receive = nr == SYS_recvfrom, flags = as_int32(a[3]);
+    struct iovec pieces[MAX_PIECES];
+    if (io_fd(s, a[0], &fd, &kind) < 0 || !(kind & FD_IO_SOCKET) || a[4] != 0
+        || flags & ~(receive ? RECEIVE_FLAGS : SEND_FLAGS))
+        return -1;
+    int count = translate(s, a[1], a[2], receive, pieces);
+    if (count < 0)
+        return -1;
+    return call_rw_nowait(s, fd, kind, !receive, pieces, count, flags, result);
+}
+
+/* epoll_wait, and epoll_pwait without a signal mask: what is ready now; nothing
+ * ready, with a timeout to wait, goes to the VMM. */
+static int call_epoll_wait(Server *s, long nr, const uint64_t *a, int64_t *result) {
+    static __thread struct epoll_event ready[BOUNCE_SIZE / sizeof(struct epoll_event)];
+    int fd, most = as_int32(a[2]);
+    struct iovec pieces[MAX_PIECES];
+    if ((nr == SYS_epoll_pwait && a[4] != 0) || host_fd(s, a[0], 0, &fd) < 0 || most <= 0
+        || (size_t)most > sizeof ready / sizeof ready[0])
+        return -1;
+    int count = translate(s, a[1], (uint64_t)most * sizeof ready[0], 1, pieces);
+    if (count < 0)
+        return -1;
+    *result = raw(epoll_wait(fd, ready, most, 0));
+    if (*result == 0 && as_int32(a[3]) != 0)
+        return -1;
+    if (*result > 0)
+        scatter(pieces, count, ready, (size_t)*result * sizeof ready[0]);
+    return 0;
 }
 
 /* Calls that fill a fixed-size structure: made into a host buffer, copied out on
@@ -828,6 +870,8 @@ static const struct fast_entry FAST_CALLS[] = {
     {SYS_getpgrp, call_plain}, {SYS_getpgid, call_plain}, {SYS_getsid, call_plain},
     {SYS_read, call_rw}, {SYS_write, call_rw}, {SYS_pread64, call_rw},
     {SYS_pwrite64, call_rw}, {SYS_readv, call_rw}, {SYS_writev, call_rw},
+    {SYS_sendto, call_send_receive}, {SYS_recvfrom, call_send_receive},
+    {SYS_epoll_wait, call_epoll_wait}, {SYS_epoll_pwait, call_epoll_wait},
     {SYS_lseek, call_lseek}, {SYS_fstat, call_fstat},
     {SYS_stat, call_stat_path}, {SYS_lstat, call_stat_path},
     {SYS_newfstatat, call_stat_path}, {SYS_statx, call_statx},

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/uio.h>
@@ -278,6 +279,66 @@ static void sockets(void) {
     signal(SIGPIPE, SIG_DFL);
 }
 
+/* send and recv (sendto and recvfrom without an address) and their flags. */
+static void send_receive(void) {
+    int pair[2];
+    char buffer[200];
+    signals_seen = 0;
+    on_signal(SIGPIPE, 0);
+    socketpair(AF_UNIX, SOCK_STREAM, 0, pair);
+    printf("recv MSG_DONTWAIT on a blocking socket: %s\n",
+           outcome(recv(pair[0], buffer, sizeof buffer, MSG_DONTWAIT)));
+    printf("send: %s\n", outcome(send(pair[1], "peek and take", 13, 0)));
+    ssize_t n = recv(pair[0], buffer, 4, MSG_PEEK);
+    printf("recv MSG_PEEK: %s \"%.*s\"\n", outcome(n), n > 0 ? (int)n : 0, buffer);
+    n = recv(pair[0], buffer, sizeof buffer, 0);
+    printf("recv: %s \"%.*s\"\n", outcome(n), n > 0 ? (int)n : 0, buffer);
+    unsigned char *data = pattern(MEDIUM);
+    pid_t child = fork();
+    if (child == 0) {
+        close(pair[0]);
+        printf("send of %d to a slow reader: %s\n", MEDIUM,
+               outcome(send(pair[1], data, MEDIUM, MSG_NOSIGNAL)));
+        fflush(stdout);
+        _exit(0);
+    }
+    nap(100);
+    size_t got;
+    drain(pair[0], MEDIUM, 3000, 0, &got);
+    waitpid(child, NULL, 0);
+    printf("slow reader got %zu bytes\n", got);
+    close(pair[0]);
+    n = send(pair[1], "x", 1, MSG_NOSIGNAL);
+    printf("send MSG_NOSIGNAL to a closed peer: %s, SIGPIPE taken %d times\n", outcome(n),
+           (int)signals_seen);
+    n = send(pair[1], "x", 1, 0);
+    printf("send to a closed peer: %s, SIGPIPE taken %d times\n", outcome(n),
+           (int)signals_seen);
+    close(pair[1]);
+    signal(SIGPIPE, SIG_DFL);
+    free(data);
+}
+
+static void epoll(void) {
+    int ends[2], poller = epoll_create1(0);
+    struct epoll_event event = {.events = EPOLLIN, .data.u64 = 0x1234567890ULL}, ready[4];
+    pipe(ends);
+    epoll_ctl(poller, EPOLL_CTL_ADD, ends[0], &event);
+    printf("epoll_wait, nothing ready: %s\n", outcome(epoll_wait(poller, ready, 4, 0)));
+    printf("epoll_wait 30 ms, nothing ready: %s\n", outcome(epoll_wait(poller, ready, 4, 30)));
+    write(ends[1], "x", 1);
+    int n = epoll_wait(poller, ready, 4, -1);
+    printf("epoll_wait, one ready: %s, events %x data %llx\n", outcome(n), ready[0].events,
+           (unsigned long long)ready[0].data.u64);
+    n = epoll_pwait(poller, ready, 4, 0, NULL);
+    printf("epoll_pwait: %s\n", outcome(n));
+    printf("epoll_wait, no room: %s\n", outcome(epoll_wait(poller, ready, 0, 0)));
+    printf("epoll_wait, not epoll: %s\n", outcome(epoll_wait(ends[0], ready, 4, 0)));
+    close(ends[0]);
+    close(ends[1]);
+    close(poller);
+}
+
 static void arm_timer(long ms) {
     struct itimerval timer = {{0, ms * 1000}, {0, ms * 1000}};
     setitimer(ITIMER_REAL, &timer, NULL);
@@ -359,17 +420,21 @@ static void never_waiting(int count) {
     unsigned long moved = 0;
     pipe(ends);
     socketpair(AF_UNIX, SOCK_STREAM, 0, pair);
+    int poller = epoll_create1(0), readied = 0;
+    struct epoll_event event = {.events = EPOLLIN, .data.fd = ends[0]}, ready[2];
+    epoll_ctl(poller, EPOLL_CTL_ADD, ends[0], &event);
     for (int round = 0; round < count / 100; round++) {
         for (int i = 0; i < 100; i++) {
             moved += (unsigned long)write(ends[1], message, sizeof message);
-            moved += (unsigned long)write(pair[0], message, sizeof message);
+            moved += (unsigned long)send(pair[0], message, sizeof message, 0);
         }
         for (int i = 0; i < 100; i++) {
+            readied += epoll_wait(poller, ready, 2, -1);
             moved += (unsigned long)read(ends[0], buffer, sizeof buffer);
-            moved += (unsigned long)read(pair[1], buffer, sizeof buffer);
+            moved += (unsigned long)recv(pair[1], buffer, sizeof buffer, 0);
         }
     }
-    printf("moved %lu bytes\n", moved);
+    printf("moved %lu bytes, %d times ready\n", moved, readied);
 }
 
 int main(int argc, char **argv) {
@@ -390,6 +455,8 @@ int main(int argc, char **argv) {
     nonblocking();
     broken();
     sockets();
+    send_receive();
+    epoll();
     interrupted();
     terminal();
     return 0;

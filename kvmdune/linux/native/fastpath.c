@@ -367,13 +367,15 @@ static int descriptor_nonblocking(int fd) {
     return flags >= 0 && (flags & O_NONBLOCK);
 }
 
-/* One try at moving the pieces without waiting (RWF_NOWAIT for a pipe; MSG_DONTWAIT,
- * and MSG_NOSIGNAL so that a broken connection raises nothing here, for a socket):
- * the open file description's own O_NONBLOCK is never touched, other processes
+/* One try at moving the pieces without waiting: a read or write as read(2) and
+ * write(2) make it, with RWF_NOWAIT (pipes and sockets take it: the kernel's own
+ * read and write paths, MSG_EOR on a SOCK_SEQPACKET write included); a send or
+ * receive (`flags`: the guest's MSG_ flags, or -1 for a read or write) with
+ * MSG_DONTWAIT, and MSG_NOSIGNAL so that a broken connection raises nothing here.
+ * The open file description's own O_NONBLOCK is never touched: other processes
  * share it. */
-static int64_t move_nowait(int fd, int kind, int write, struct iovec *pieces, int count,
-                           int flags) {
-    if (kind & FD_IO_SOCKET) {
+static int64_t move_nowait(int fd, int write, struct iovec *pieces, int count, int flags) {
+    if (flags >= 0) {
         struct msghdr message = {.msg_iov = pieces, .msg_iovlen = (size_t)count};
         return write ? raw(sendmsg(fd, &message, flags | MSG_DONTWAIT | MSG_NOSIGNAL))
                      : raw(recvmsg(fd, &message, flags | MSG_DONTWAIT));
@@ -423,17 +425,17 @@ static int ready_soon(Server *s, int fd, int write, uint64_t *deadline) {
  *   done), else the VMM (which waits, interruptible by the guest's signals) with
  *   nothing moved;
  * - a broken pipe or connection: the VMM, which writes again, gets EPIPE and raises
- *   the guest's SIGPIPE (a pipe's SIGPIPE raised here stays pending on a thread
- *   that blocks it, or is the guest's: see threads.py);
+ *   the guest's SIGPIPE (one raised here by a write stays pending on a thread that
+ *   blocks it, or is the guest's anyway: see threads.py);
  * - a write on a blocking descriptor done in part (Linux would wait for the rest,
  *   or stop at a signal or a broken pipe): the VMM, told the count in the ring's
  *   result (carried_write), writes the rest and answers the whole. */
-static int call_rw_nowait(Server *s, int fd, int kind, int write, struct iovec *pieces,
-                          int count, int flags, int64_t *result) {
+static int call_rw_nowait(Server *s, int fd, int write, struct iovec *pieces, int count,
+                          int flags, int64_t *result) {
     uint64_t total = pieces_length(pieces, count), done = 0, deadline = 0;
-    int nonblocking = flags & MSG_DONTWAIT ? 1 : -1;
+    int nonblocking = flags >= 0 && flags & MSG_DONTWAIT ? 1 : -1;
     for (;;) {
-        int64_t moved = move_nowait(fd, kind, write, pieces, count, flags);
+        int64_t moved = move_nowait(fd, write, pieces, count, flags);
         if (moved >= 0 && (!write || done + (uint64_t)moved == total)) {
             *result = (int64_t)done + moved;
             return 0;
@@ -479,7 +481,7 @@ static int call_rw(Server *s, long nr, const uint64_t *a, int64_t *result) {
     if (count < 0)
         return -1;
     if (!(kind & FD_IO_NEVER_BLOCKS) && !positioned)
-        return call_rw_nowait(s, fd, kind, !into_guest, pieces, count, 0, result);
+        return call_rw_nowait(s, fd, !into_guest, pieces, count, -1, result);
     if (nr == SYS_read || nr == SYS_readv)
         *result = raw(readv(fd, pieces, count));
     else if (nr == SYS_write || nr == SYS_writev)
@@ -510,7 +512,7 @@ static int call_send_receive(Server *s, long nr, const uint64_t *a, int64_t *res
     int count = translate(s, a[1], a[2], receive, pieces);
     if (count < 0)
         return -1;
-    return call_rw_nowait(s, fd, kind, !receive, pieces, count, flags, result);
+    return call_rw_nowait(s, fd, !receive, pieces, count, flags, result);
 }
 
 /* epoll_wait, and epoll_pwait without a signal mask: what is ready now; nothing

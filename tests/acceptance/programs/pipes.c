@@ -270,6 +270,13 @@ static void sockets(void) {
         ssize_t n = i % 2 ? readv(pair[0], pieces, 2) : read(pair[0], buffer, sizeof buffer);
         printf("datagram read: %s, first byte %d\n", outcome(n), n > 0 ? buffer[0] : -1);
     }
+    socketpair(AF_UNIX, SOCK_SEQPACKET, 0, pair);
+    write(pair[1], "one", 3);
+    write(pair[1], "three", 5);
+    for (int i = 0; i < 2; i++)
+        printf("seqpacket read: %s\n", outcome(read(pair[0], buffer, sizeof buffer)));
+    close(pair[0]);
+    close(pair[1]);
     socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK, 0, pair);
     printf("empty nonblocking datagram socket: %s\n", outcome(read(pair[0], buffer, 10)));
     close(pair[0]);

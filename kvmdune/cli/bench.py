@@ -121,6 +121,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                           help="measure only this group (repeatable; default: all)")
     syscalls.add_argument("--json", action="store_true", help="print JSON rows")
     syscalls.set_defaults(handler=run_syscalls)
+    load = suites.add_parser(
+        "load", help="the fast system-call path against the slow path under load",
+        description="1, 2 and 4 concurrent system-call-heavy guests under `kvmdune run` "
+                    "on this machine, with the machine otherwise idle and with a CPU hog "
+                    "(one busy-looping native process per core, started and killed by "
+                    "the bench): a checked getppid loop (static C), busybox `dd bs=512` "
+                    "of a file to /dev/null, busybox `find` over a generated tree of "
+                    "20,000 files. Each on the fast path (call sites patched), the fast "
+                    "path with --no-patch and the slow path (KVMDUNE_FAST_SYSCALLS=0), "
+                    "interleaved in every round, beside native. Prints each way's wall "
+                    "time until the last guest ends, less the start-up of as many "
+                    "`kvmdune run -- true` under the same load (shown in brackets), the "
+                    "fast ways' ratio to the slow path, and SLOWER where a fast way lost "
+                    "(issue 13: the fast path is never slower than the slow path).")
+    _add_sampling(load)
+    load.add_argument("--guests", type=positive_int, action="append",
+                      help="only this many concurrent guests (repeatable; default 1, 2, 4)")
+    load.add_argument("--load", choices=("idle", "hog"), action="append",
+                      help="only this background load (repeatable; default both)")
+    load.add_argument("--json", action="store_true", help="print JSON rows")
+    load.set_defaults(handler=run_load)
     threads = suites.add_parser(
         "threads", help="issue 10's targets for threads, each marked ok or MISSED",
         description="Thread create+join latency (target at most 20x native) and a "
@@ -300,6 +321,19 @@ def run_syscalls(args: argparse.Namespace) -> int:
         print(json.dumps([row.as_dict() for row in rows], indent=2))
     else:
         print(format_tables(rows, args.samples))
+    return 0
+
+
+def run_load(args: argparse.Namespace) -> int:
+    from ..bench.load import CONCURRENCY, format_table, run_load_bench
+
+    rows = run_load_bench(samples=args.samples, quick=args.quick, progress=_progress,
+                          guests=tuple(args.guests or CONCURRENCY),
+                          hogs=tuple(load == "hog" for load in (args.load or ("idle", "hog"))))
+    if args.json:
+        print(json.dumps([row.as_dict() for row in rows], indent=2))
+    else:
+        print(format_table(rows, args.samples))
     return 0
 
 

@@ -334,7 +334,8 @@ def describe_call_stats(process: Process) -> str:
             f"{stats['fast']} served natively, {stats['denied']} refused natively, "
             f"{stats['slow']} served by the VMM; the serving thread slept "
             f"{stats['sleeps']} times; the guest exited to wait {stats['waits']} times "
-            f"({stats['served_by_vmm_thread']} calls then served by the VMM's thread); "
+            f"({stats['served_by_vmm_thread']} calls then served by the VMM's thread, "
+            f"{stats['direct_spells']} spells without the thread); "
             f"{stats['vmm']} hypercalls served natively")
 
 

@@ -436,6 +436,8 @@ class Process(Handler):
         started = time.perf_counter() if self.tracer else 0.0
         entry = self.tracer.entry(self, event, spec) if self.tracer else None
         verdict = self._gate_verdict(spec, event) if self.gate is not None else None
+        if verdict is None and self.fast is not None:
+            verdict = self.fast.continue_write(cpu, event.number, event.args)
         try:
             result = verdict if verdict is not None else self.dispatcher.serve(
                 self, cpu, event.number, event.args, quiet=self.tracer is not None)

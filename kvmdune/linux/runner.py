@@ -171,10 +171,12 @@ def _run_command(argv: list[str], env: dict[str, str] | None, options: RunOption
             if options.syscall_stats:
                 process.log(describe_call_stats(process))
             process.cleanup()
+        if process.forked:
+            # Its exit releases the VM, the vCPU, guest memory and the fast path's
+            # thread at once; closing them one by one first costs milliseconds.
+            end_forked_child(status)
         closing = time.perf_counter()
     profiling.add_phase("exit.machine_close", time.perf_counter() - closing)
-    if process.forked:
-        end_forked_child(status)
     profiling.finish()
     return status.shell_status
 

@@ -269,8 +269,8 @@ class AddressSpace:
             return
         self.closed = True
         self.unmap(0, USER_SPACE_END)
-        for table in list(self.tables.tables()):
-            self.memory.frames.free(table)
+        for start, length in coalesce([(table, PAGE_SIZE) for table in self.tables.tables()]):
+            self.memory.frames.free(start, length)   # one madvise per contiguous run
 
 
 class Batch:

@@ -454,8 +454,25 @@ class PageTables:
         docstring); returns the guest-physical ranges that were reachable before
         (to invalidate)."""
         _check_range(vaddr, size, PAGE_SIZE)
-        restricted, owned = _FrameSet(), _FrameSet()
         end = vaddr + size
+        if end <= USER_SPACE_END:
+            return self._unmap_user(vaddr, end)
+        return self._unmap_chunks(vaddr, end)
+
+    def _unmap_user(self, vaddr: int, end: int) -> list[tuple[int, int]]:
+        """``unmap`` in the user half: the native walker clears the entries (an exec
+        tears down a whole address space this way); a 2 MiB page only partly in the
+        range is split and unmapped here."""
+        present, owned, partial = _ptescan.clear(self.words, self.root, vaddr, end, _OWNED)
+        for frame, length in owned:     # one madvise per contiguous run
+            self._free(frame, length)
+        for huge in partial:
+            present.extend(self._unmap_chunks(max(vaddr, huge),
+                                              min(end, huge + HUGE_PAGE_SIZE)))
+        return coalesce(present) if partial else present
+
+    def _unmap_chunks(self, vaddr: int, end: int) -> list[tuple[int, int]]:
+        restricted, owned = _FrameSet(), _FrameSet()
         for chunk in self._chunks(vaddr, end, create=False, split_huge=True):
             view = self.words[self._slice(chunk)]
             old = view.tolist()
@@ -526,18 +543,10 @@ class PageTables:
         if found is not None:
             self.words[found.entry_paddr // WORD_SIZE] = found.entry | int(bits)
 
-    def tables(self) -> Iterator[int]:
-        """Every table frame of the user half (for teardown and accounting)."""
-        yield from self._tables_under(self.root, 4, ENTRIES_PER_TABLE // 2)
-
-    def _tables_under(self, table: int, level: int, limit: int) -> Iterator[int]:
-        if level > 1:
-            for index in range(limit):
-                entry = self._read(table, index)
-                if entry & _P and not entry & _HUGE:
-                    yield from self._tables_under(entry & ADDRESS_MASK, level - 1,
-                                                  ENTRIES_PER_TABLE)
-        yield table
+    def tables(self) -> list[int]:
+        """Every table frame of the user half, children before parents, the root
+        last (for teardown and accounting)."""
+        return _ptescan.tables(self.words, self.root, ENTRIES_PER_TABLE // 2)
 
 
 _runs = _ptescan.runs

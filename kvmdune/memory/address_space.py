@@ -97,7 +97,7 @@ class AddressSpace:
         self.write_protect: Invalidator = write_protect or memory.write_protect
         frames = memory.frames
         self.tables = PageTables(memory.words, frames.alloc, frames.free,
-                                 alloc_huge=frames.alloc_huge)
+                                 alloc_huge=frames.alloc_huge, alloc_many=frames.alloc_many)
         if kernel is not None:
             self._share_kernel_half(kernel)
         self._pending: list[tuple[int, int]] = []

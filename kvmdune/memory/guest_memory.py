@@ -88,6 +88,16 @@ class SharedRegion:
         return self.base + self.size
 
 
+def _unmap_region(region: SharedRegion) -> None:
+    """Unmap a region's host memory, with the reservation after it when it reused a
+    larger retired slot."""
+    tail = region.slot_size - region.size
+    address = region.mapping.address
+    region.mapping.close()
+    if tail > 0:
+        Reservation(address + region.size, tail).close()
+
+
 class RetiredSlot:
     """The memory slot of a shared region no mapping uses any more, kept over an
     inaccessible host reservation: deleting a slot costs KVM an SRCU grace period
@@ -196,14 +206,14 @@ class GuestMemory:
             return
         self.regions.remove(region)
         if self._vm is None or self._vm.closed:
-            region.mapping.close()
+            _unmap_region(region)
             return
         if len(self.retired) < MAX_RETIRED_SLOTS:
             self.retired.append(RetiredSlot(region.base, region.slot,
                                             region.mapping.retire(region.slot_size)))
             return
         self._vm.set_user_memory_region(region.slot, region.base, 0, 0)
-        region.mapping.close()
+        _unmap_region(region)
 
     def _backing(self, paddr: int, length: int) -> tuple[memoryview, int]:
         """The host view holding [paddr, paddr+length) and the offset into it."""
@@ -314,7 +324,7 @@ class GuestMemory:
 
     def close(self) -> None:
         for region in list(self.regions):
-            region.mapping.close()
+            _unmap_region(region)
         self.regions.clear()
         self._drop_retired()
         self.mapping.close()

@@ -238,9 +238,11 @@ class PageTables:
 
     def __init__(self, words: memoryview, alloc: Callable[[], int],
                  free: Callable[[int, int], None], root: int | None = None,
-                 alloc_huge: Callable[[], int] | None = None) -> None:
+                 alloc_huge: Callable[[], int] | None = None,
+                 alloc_many: Callable[[int], list[int]] | None = None) -> None:
         self.words = words
         self._alloc = alloc
+        self._alloc_many = alloc_many or self._alloc_each
         self._alloc_huge = alloc_huge
         self._free = free
         self.root = alloc() if root is None else root
@@ -391,6 +393,11 @@ class PageTables:
         offset = 0
         try:
             for chunk in self._chunks_for_map(vaddr, vaddr + size, huge):
+                if paddr is None and not huge:    # a chunk's frames in one call
+                    frames = [frame | bits for frame in self._alloc_many(chunk.count)]
+                    self.words[self._slice(chunk)] = _words(frames)
+                    offset += chunk.count * page
+                    continue
                 frames = []
                 try:
                     for _ in range(chunk.count):
@@ -405,6 +412,18 @@ class PageTables:
             if offset:
                 self.unmap(vaddr, offset)
             raise
+
+    def _alloc_each(self, count: int) -> list[int]:
+        """``alloc_many`` from ``alloc``: all the frames, or none (given back)."""
+        frames: list[int] = []
+        try:
+            for _ in range(count):
+                frames.append(self._alloc())
+        except BaseException:
+            for frame in frames:
+                self._free(frame, PAGE_SIZE)
+            raise
+        return frames
 
     def _alloc_frame(self, huge: bool) -> int:
         if not huge:

@@ -46,6 +46,23 @@ def summarize(records: list[dict]) -> list[tuple[str, float, float, int]]:
     return rows
 
 
+def summarize_parents(records: list[dict], children: int) -> list[tuple[str, float, int]]:
+    """The processes that were not forked (the first one, which forks the loop's
+    children): each phase's milliseconds divided by the number of forked children,
+    and its count; the costliest first."""
+    totals: dict[str, list[float]] = {}
+    for record in records:
+        if record["forked"]:
+            continue
+        for name, phase in record["phases"].items():
+            entry = totals.setdefault(name, [0.0, 0])
+            entry[0] += phase["seconds"]
+            entry[1] += phase["count"]
+    per = max(children, 1)
+    rows = [(name, seconds * 1e3 / per, count) for name, (seconds, count) in totals.items()]
+    return sorted(rows, key=lambda row: -row[1])
+
+
 def format_summary(rows: list[tuple[str, float, float, int]], children: int) -> str:
     lines = [f"{'phase (per forked child)':40} {'median ms':>10} {'mean ms':>10} "
              f"{'children':>9}"]
@@ -79,4 +96,7 @@ def run_phases(loops: int, samples: int, command: list[str] | None = None) -> st
     header = (f"{' '.join(argv)}: {children} forked children; wall per child, median of "
               f"{samples}: kvmdune {statistics.median(dune) / per * 1e3:.2f} ms, native "
               f"{statistics.median(native) / per * 1e3:.2f} ms")
-    return header + "\n" + format_summary(summarize(records), children)
+    parents = [f"{'first process, per forked child':40} {'ms':>10} {'count':>10}"]
+    parents += [f"{name:40} {ms:10.2f} {count:10}"
+                for name, ms, count in summarize_parents(records, children)[:8]]
+    return "\n".join([header, format_summary(summarize(records), children), *parents])

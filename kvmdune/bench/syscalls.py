@@ -36,13 +36,15 @@ UNPATCHED = {"KVMDUNE_FAST_SYSCALLS": "1", "KVMDUNE_PATCH_SITES": "0"}
 SLOW = {"KVMDUNE_FAST_SYSCALLS": "0"}
 SLOW_NOTE = " (slow path)"
 UNPATCHED_NOTE = " (unpatched)"
+NO_VDSO = {"KVMDUNE_VDSO": "0"}
+NO_VDSO_NOTE = " (no vDSO)"
 #: The binaries whose share of patched call sites the bench reports (issue 13).
 SITE_SHARE_FILES = ("/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2",
                     "/bin/busybox", "/usr/bin/python3")
 TIMEOUT = 1800.0
 
 GROUPS = {
-    "per-call": "1. per-call cost of an allowed getppid (µs per call)",
+    "per-call": "1. per-call cost of an allowed getppid, and of libc's clock_gettime (µs per call)",
     "cpu": "2. CPU bound (seconds; target: kvmdune at least 0.97x native speed)",
     "syscall-heavy": "3. system-call heavy (seconds)",
     "startup": "4. start-up and teardown (seconds)",
@@ -232,7 +234,22 @@ class _Runner:
             return report["per_call_ns"] / 1e3, None
 
         rows = self._rows("per-call", "getppid", "us", ways, measure)
-        return rows + [self._trap_floor(rows[0].value, rows[1].value)]
+        return rows + [self._trap_floor(rows[0].value, rows[1].value)] + self.clock(binary, sizes)
+
+    def clock(self, binary: Path, sizes: Sizes) -> list[Row]:
+        """libc's clock_gettime: through the guest's vDSO (linux/vdso.py: no system
+        call, on software KVM) and without it, beside native (the host's vDSO)."""
+        ways = [Way("native", []), Way("kvmdune run", DUNE_RUN, FAST),
+                Way("kvmdune run" + NO_VDSO_NOTE, DUNE_RUN, FAST | NO_VDSO)]
+
+        def measure(way: Way) -> tuple[float | None, str | None]:
+            report = per_call_report([*way.prefix, str(binary), "clock",
+                                      str(sizes.calls_native), "none"], env=_environment(way.env))
+            if report is None or report.get("errors"):
+                return None, "failed"
+            return report["per_call_ns"] / 1e3, None
+
+        return self._rows("per-call", "clock_gettime", "us", ways, measure)
 
     def _trap_floor(self, native: float | None, strace: float | None) -> Row:
         """The ``syscall`` instruction alone, to an MSR_LSTAR stub that returns at once:

@@ -167,13 +167,19 @@ class FastPath:
         if cpu.index >= CALL_SLOTS:
             return
         self.server.add_ring(cpu.index)
+        self._wait_here(cpu)
+
+    def _wait_here(self, cpu) -> None:
+        """The call stub's wait exits of ``cpu`` are answered by its own thread, from
+        Python or from a native run loop (call_wait.h)."""
         cpu.call_wait = lambda: self.server.wait_response(cpu.index, WAIT_SLICE_SECONDS)
+        cpu.native_call_wait = self.server.call_wait_capsule(cpu.index, WAIT_SLICE_SECONDS)
 
     def detach_cpu(self, cpu) -> None:
         """``cpu`` goes back to the pool: its ring is no longer served."""
         if cpu.index < CALL_SLOTS:
             self.server.remove_ring(cpu.index)
-        cpu.call_wait = None
+        cpu.call_wait = cpu.native_call_wait = None
 
     # -- what the process tells it ---------------------------------------------------
     def fd_installed(self, fd: int, host_fd: int) -> None:
@@ -222,8 +228,7 @@ class FastPath:
         """In a forked child: the serving thread was not copied, nor the other
         vCPUs; the calling one is the child's vCPU 0 (slot 0): start a thread here."""
         self.server.forget_thread()
-        cpu = self.proc.task.cpu
-        cpu.call_wait = lambda: self.server.wait_response(cpu.index, WAIT_SLICE_SECONDS)
+        self._wait_here(self.proc.task.cpu)
         self.proc.machine.on_close(self.close)
         self.server.start()
 
@@ -238,7 +243,7 @@ class FastPath:
         proc.sighand.on_arrival = None
         proc.machine.memory.quiesce = None
         for cpu in proc.machine.cpus:
-            cpu.call_wait = None
+            cpu.call_wait = cpu.native_call_wait = None
         proc.machine.use_patched_sites(False)
         proc.machine.remove_call_stub()
 

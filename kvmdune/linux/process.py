@@ -503,7 +503,8 @@ class Process(Handler):
         paged = self.page_in(event)
         if paged is not None:
             return paged
-        return self.fault(cpu, Signal.SIGSEGV, event.address, event)
+        missing = self.mm is not None and self.mm.missing_kernel_page(event.address, event.error)
+        return self.fault(cpu, Signal.SIGBUS if missing else Signal.SIGSEGV, event.address, event)
 
     def page_in(self, event: PageFaultEvent) -> Action | Stop | None:
         """Demand paging: RETRY when the fault was memory the program owns and is

@@ -78,8 +78,8 @@ class SharedRegion:
     ``slot_size`` bytes (at least ``size``: a retired slot reused)."""
 
     def __init__(self, base: int, slot: int, mapping: HostMapping,
-                 slot_size: int | None = None) -> None:
-        self.base, self.slot, self.mapping = base, slot, mapping
+                 flags: MemFlags = MemFlags(0), slot_size: int | None = None) -> None:
+        self.base, self.slot, self.mapping, self.flags = base, slot, mapping, flags
         self.size = mapping.size
         self.slot_size = slot_size or mapping.size
 
@@ -156,7 +156,7 @@ class GuestMemory:
         self._drop_retired()        # slots of the VM before (a forked child's parent)
         for region in self.regions:
             vm.set_user_memory_region(region.slot, region.base, region.slot_size,
-                                      region.mapping.address)
+                                      region.mapping.address, region.flags)
         self._vm = vm
 
     def _drop_retired(self) -> None:
@@ -172,17 +172,35 @@ class GuestMemory:
         if fitting:
             return self._reuse(min(fitting, key=lambda slot: slot.size), size, fd, offset,
                                writable)
-        mapping = HostMapping(size, fd=fd, offset=offset, writable=writable)
+        return self._add_region(HostMapping(size, fd=fd, offset=offset, writable=writable))
+
+    def add_kernel_pages(self, address: int, size: int) -> SharedRegion:
+        """Pages the host kernel mapped into the VMM (the vDSO's data: Linux's own
+        clock data, which every process may read) as a read-only memory slot, so
+        that guest code reads them where they are. Such a region lives as long as
+        this memory (``remove_shared`` keeps it): every image exec'd reuses it, and
+        a forked child's VMM has the same pages at the same address."""
+        for region in self.regions:
+            if region.mapping.borrowed and region.mapping.address == address \
+                    and region.size == size:
+                return region
+        return self._add_region(HostMapping.borrow(address, size), MemFlags.READONLY)
+
+    def _add_region(self, mapping: HostMapping, flags: MemFlags = MemFlags(0)) -> SharedRegion:
+        if self._vm is None:
+            mapping.close()
+            raise RuntimeError("shared regions need the memory registered with a VM")
         used = {region.slot for region in self.regions} | {slot.slot for slot in self.retired}
         slot = next(n for n in range(GUEST_MEMORY_SLOT + 1, GUEST_MEMORY_SLOT + 1 + len(used) + 1)
                     if n not in used)
-        region = SharedRegion(self._next_base, slot, mapping)
+        region = SharedRegion(self._next_base, slot, mapping, flags)
         try:
-            self._vm.set_user_memory_region(slot, region.base, size, mapping.address)
+            self._vm.set_user_memory_region(slot, region.base, mapping.size, mapping.address,
+                                            flags)
         except BaseException:
             mapping.close()
             raise
-        self._next_base += (-(-size // SHARED_REGION_ALIGN) + 1) * SHARED_REGION_ALIGN
+        self._next_base += (-(-mapping.size // SHARED_REGION_ALIGN) + 1) * SHARED_REGION_ALIGN
         self.regions.append(region)
         return region
 
@@ -201,8 +219,9 @@ class GuestMemory:
         """Unmap the region: its slot is retired (its host pages replaced by an
         inaccessible reservation, which drops every translation to them), or
         deleted when enough are retired already. The caller has removed every
-        page-table entry that mapped it (and invalidated them)."""
-        if region not in self.regions:
+        page-table entry that mapped it (and invalidated them). The kernel's own
+        pages (``add_kernel_pages``) stay."""
+        if region not in self.regions or region.mapping.borrowed:
             return
         self.regions.remove(region)
         if self._vm is None or self._vm.closed:
@@ -214,6 +233,14 @@ class GuestMemory:
             return
         self._vm.set_user_memory_region(region.slot, region.base, 0, 0)
         _unmap_region(region)
+
+    def _reregister(self, region: SharedRegion) -> None:
+        """Drop every translation to a region its host pages cannot be reprotected
+        for (the kernel's own): deleting its slot makes KVM forget them all."""
+        if self._vm is not None and not self._vm.closed:
+            self._vm.set_user_memory_region(region.slot, region.base, 0, 0)
+            self._vm.set_user_memory_region(region.slot, region.base, region.slot_size,
+                                            region.mapping.address, region.flags)
 
     def _backing(self, paddr: int, length: int) -> tuple[memoryview, int]:
         """The host view holding [paddr, paddr+length) and the offset into it."""
@@ -271,7 +298,9 @@ class GuestMemory:
                 continue
             for region in self.regions:
                 low, high = max(start, region.base), min(start + length, region.end)
-                if low < high:
+                if low < high and region.mapping.borrowed:
+                    self._reregister(region)
+                elif low < high:
                     region.mapping.reprotect(low - region.base, high - low)
         if self.quiesce is not None:
             self.quiesce()

@@ -50,6 +50,7 @@
 #include <unistd.h>
 
 #include "../../machine/native/callring.h"
+#include "call_wait.h"
 #include "vmm_calls.h"
 
 #define NR_CALLS 512
@@ -91,6 +92,11 @@ typedef struct {
     int vcpu_waiting;           /* atomic */
     int force_slow;             /* atomic: a signal waits for this ring's thread */
     int active;                 /* atomic: a vCPU uses this slot */
+    /* The vCPU thread's own (wait_response): exits counted since window_start, in
+     * the spell generation window_generation (see judge_window). */
+    uint64_t window_start;
+    uint64_t window_exits;
+    unsigned window_generation;
 } Ring;
 
 typedef struct {
@@ -117,6 +123,12 @@ typedef struct {
     size_t root_length[MAX_ROOTS];
     char *root_path[MAX_ROOTS];
     uint64_t served_fast, served_denied, sent_slow, sleeps, waits, served_here;
+    /* Direct spells (judge_window): while `direct`, the thread sleeps and every call
+     * exits and is served by its vCPU's thread, until direct_until; spell_ns is the
+     * next spell's length; spell_generation counts spells ended. */
+    int direct;                 /* atomic */
+    uint64_t direct_until, spell_ns, direct_spells;
+    unsigned spell_generation;  /* atomic */
     /* VMM calls (vmm_calls.h): the handler a layer above installed, if any, the
      * capsule that keeps it alive and the ops the stub asks it for; the lock makes
      * serving one and replacing it exclusive. */
@@ -793,7 +805,9 @@ static void *server_main(void *arg) {
             idle_since = now_ns();
             continue;
         }
-        if (++polls % 64 || now_ns() - idle_since < s->spin_ns) {
+        /* In a direct spell the vCPU threads serve: no spinning beside them. */
+        int direct = __atomic_load_n(&s->direct, __ATOMIC_ACQUIRE);
+        if (!direct && (++polls % 64 || now_ns() - idle_since < s->spin_ns)) {
             __builtin_ia32_pause();
             continue;
         }
@@ -806,7 +820,8 @@ static void *server_main(void *arg) {
             futex(&s->sleep_word, FUTEX_WAIT, 1, NULL);
         }
         __atomic_store_n(&s->sleep_word, 0, __ATOMIC_SEQ_CST);
-        hint_host_state(s, CALLRING_HOST_AWAKE);
+        if (!__atomic_load_n(&s->direct, __ATOMIC_ACQUIRE))
+            hint_host_state(s, CALLRING_HOST_AWAKE);
         idle_since = now_ns();
     }
     return NULL;
@@ -1043,29 +1058,84 @@ static void move_server_away(Server *s) {
     pthread_setaffinity_np(s->thread, sizeof allowed, &allowed);
 }
 
-/* wait_response(slot, timeout): the guest of `slot` exited because no answer came
- * (or the thread slept): serve the request here unless the thread has taken it
- * (then wait up to `timeout` seconds for its answer), and wake the thread for the
- * calls to come. True when answered; on False the guest resumes and asks again, so
- * stop requests and signals reach the run loop meanwhile. Serving here keeps a
- * machine whose cores are all busy from paying a thread wake-up per call. */
-static PyObject *Server_wait_response(Server *s, PyObject *args) {
-    PyObject *slot;
-    double timeout;
-    if (!PyArg_ParseTuple(args, "Od", &slot, &timeout))
-        return NULL;
-    Ring *r = ring_of(s, slot);
-    if (r == NULL)
-        return NULL;
-    int answered;
-    Py_BEGIN_ALLOW_THREADS
+/* -- adaptive waiting: direct spells --------------------------------------------------
+ * The thread pays only while it answers most calls before the guest gives up: an
+ * exit costs as much as the slow path's, and on a machine with more runnable threads
+ * than cores (several guests, a CPU hog) the thread and the guest are seldom on a
+ * core together, so the guest exits anyway and the thread's spinning and wake-ups
+ * only take CPU from it and everything else. Measured per ring: when nearly every
+ * request of a window exited, a direct spell begins: the thread sleeps, the stub
+ * exits at once (the SLEEPING hint) and each call is served natively in its vCPU's
+ * thread, with no second thread involved. The spell ends after spell_ns, and the
+ * thread is tried again; spells that keep following each other grow longer, so that
+ * trying costs little beside them, and a window that pays shortens them again.
+ * Only nearly every request: the budget's halving makes a spin that fails cheap,
+ * so calls that exit in bursts (the thread descheduled for a while) still cost
+ * less with the thread than the same calls in a spell, where every one exits
+ * (measured: spells begun at half a window made a loaded getppid loop slower). */
+#define WINDOW_REQUESTS 256
+#define SPELL_EXITS (WINDOW_REQUESTS * 7 / 8)
+#define SPELL_MIN_NS 10000000ULL        /* 10 ms */
+#define SPELL_MAX_NS 320000000ULL
+
+static void begin_direct_spell(Server *s, uint64_t now) {
+    uint64_t length = s->spell_ns < SPELL_MIN_NS ? SPELL_MIN_NS : s->spell_ns;
+    s->direct_until = now + length;
+    s->spell_ns = length * 2 < SPELL_MAX_NS ? length * 2 : SPELL_MAX_NS;
+    count(&s->direct_spells);
+    __atomic_store_n(&s->direct, 1, __ATOMIC_RELEASE);
+    hint_host_state(s, CALLRING_HOST_SLEEPING);    /* the stubs stop spinning */
+}
+
+/* The spell is over: the caller wakes the thread, which says it is awake (the hint);
+ * every ring's window starts afresh. */
+static void end_direct_spell(Server *s) {
+    __atomic_fetch_add(&s->spell_generation, 1, __ATOMIC_ACQ_REL);
+    __atomic_store_n(&s->direct, 0, __ATOMIC_RELEASE);
+}
+
+/* Count one exit of the guest of `r` for its request `seq`, outside a spell, and
+ * begin a spell when the window shows the thread not paying. */
+static void judge_window(Server *s, Ring *r, uint64_t seq, uint64_t now) {
+    unsigned generation = __atomic_load_n(&s->spell_generation, __ATOMIC_ACQUIRE);
+    if (r->window_generation != generation || seq <= r->window_start) {
+        r->window_generation = generation;
+        r->window_start = seq - 1;
+        r->window_exits = 0;
+    }
+    r->window_exits++;
+    if (r->window_exits > SPELL_EXITS) {
+        begin_direct_spell(s, now);
+    } else if (seq - r->window_start >= WINDOW_REQUESTS) {
+        s->spell_ns = SPELL_MIN_NS;             /* the thread paid: try it sooner */
+    } else {
+        return;
+    }
+    r->window_start = seq;
+    r->window_exits = 0;
+}
+
+/* wait_response(slot, timeout), here with the GIL released (also called from a
+ * native run loop: call_wait.h): the guest of `slot` exited because no answer came
+ * (or the thread slept, or a direct spell is on): serve the request here unless the
+ * thread has taken it (then wait up to `timeout` seconds for its answer), and,
+ * outside a direct spell, wake the thread for the calls to come. 1 when answered;
+ * on 0 the guest resumes and asks again, so stop requests and signals reach the run
+ * loop meanwhile (a native one returns on them: they interrupt KVM_RUN). Serving
+ * here keeps a machine whose cores are all busy from paying a thread wake-up per
+ * call. */
+static int wait_for_response(Server *s, Ring *r, double timeout) {
     uint64_t want = pending_request(r);
+    uint64_t now = now_ns();
+    if (__atomic_load_n(&s->direct, __ATOMIC_ACQUIRE) && now >= s->direct_until)
+        end_direct_spell(s);
+    int direct = __atomic_load_n(&s->direct, __ATOMIC_ACQUIRE);
     int was_sleeping = __atomic_load_n(&s->sleep_word, __ATOMIC_ACQUIRE);
     count(&s->waits);
     if (claim(r, want)) {
         serve(s, r, want);
         count(&s->served_here);
-        if (!was_sleeping && s->running) {
+        if (!direct && !was_sleeping && s->running) {
             adjust_spin_budget(r, 0);   /* awake but not getting to it: spin less */
             move_server_away(s);
         }
@@ -1084,19 +1154,79 @@ static PyObject *Server_wait_response(Server *s, PyObject *args) {
             __atomic_store_n(&r->vcpu_waiting, 0, __ATOMIC_SEQ_CST);
         }
     }
-    /* The thread says it is awake (the hint) only once it runs: until then the
-     * guest exits at once rather than spin for a thread that is not scheduled. */
-    if (s->running)
-        wake_server(s);
-    answered = *RING64(r, CALLRING_RESPONSE_SEQ) == want;
+    if (!direct && s->running) {
+        judge_window(s, r, want, now);
+        /* The thread says it is awake (the hint) only once it runs: until then the
+         * guest exits at once rather than spin for a thread that is not scheduled. */
+        if (!__atomic_load_n(&s->direct, __ATOMIC_ACQUIRE))
+            wake_server(s);
+    }
+    return *RING64(r, CALLRING_RESPONSE_SEQ) == want;
+}
+
+/* The (slot, seconds) arguments: the slot's ring (NULL with an exception set). */
+static Ring *ring_and_timeout(Server *s, PyObject *args, double *timeout) {
+    PyObject *slot;
+    if (!PyArg_ParseTuple(args, "Od", &slot, timeout))
+        return NULL;
+    return ring_of(s, slot);
+}
+
+static PyObject *Server_wait_response(Server *s, PyObject *args) {
+    double timeout;
+    Ring *r = ring_and_timeout(s, args, &timeout);
+    if (r == NULL)
+        return NULL;
+    int answered;
+    Py_BEGIN_ALLOW_THREADS
+    answered = wait_for_response(s, r, timeout);
     Py_END_ALLOW_THREADS
     return PyBool_FromLong(answered);
+}
+
+/* call_wait.h's wait: wait_response from native code (the GIL released). */
+static int wait_natively(void *server, int slot, double timeout) {
+    Server *s = server;
+    if (slot < 0 || slot >= CALLRING_SLOTS)
+        return 0;
+    return wait_for_response(s, &s->rings[slot], timeout);
+}
+
+static void release_call_wait(PyObject *capsule) {
+    PyMem_Free(PyCapsule_GetPointer(capsule, KVMDUNE_CALL_WAIT_CAPSULE));
+    Py_XDECREF((PyObject *)PyCapsule_GetContext(capsule));
+}
+
+/* call_wait_capsule(slot, timeout): wait_response(slot, timeout) for native code
+ * (call_wait.h); the capsule keeps this server. */
+static PyObject *Server_call_wait_capsule(Server *s, PyObject *args) {
+    double timeout;
+    Ring *r = ring_and_timeout(s, args, &timeout);
+    if (r == NULL)
+        return NULL;
+    struct kvmdune_call_wait *wait = PyMem_Malloc(sizeof *wait);
+    if (wait == NULL)
+        return PyErr_NoMemory();
+    *wait = (struct kvmdune_call_wait){wait_natively, s, (int)(r - s->rings), timeout};
+    PyObject *capsule = PyCapsule_New(wait, KVMDUNE_CALL_WAIT_CAPSULE, release_call_wait);
+    if (capsule == NULL) {
+        PyMem_Free(wait);
+        return NULL;
+    }
+    Py_INCREF(s);
+    if (PyCapsule_SetContext(capsule, s) < 0) {
+        Py_DECREF(capsule);
+        Py_DECREF(s);
+        return NULL;
+    }
+    return capsule;
 }
 
 /* The VMM has served a call itself and the guest goes on: have the thread spinning
  * again by the guest's next call (it slept if the VMM took longer than its spin). */
 static PyObject *Server_wake(Server *s, PyObject *unused) {
-    if (s->running && __atomic_load_n(&s->sleep_word, __ATOMIC_ACQUIRE))
+    if (s->running && __atomic_load_n(&s->sleep_word, __ATOMIC_ACQUIRE)
+        && !__atomic_load_n(&s->direct, __ATOMIC_ACQUIRE))
         wake_server(s);
     Py_RETURN_NONE;
 }
@@ -1216,13 +1346,14 @@ static PyObject *Server_set_force_slow(Server *s, PyObject *args) {
 }
 
 static PyObject *Server_stats(Server *s, PyObject *unused) {
-    return Py_BuildValue("{sKsKsKsKsKsKsK}", "fast", (unsigned long long)s->served_fast,
+    return Py_BuildValue("{sKsKsKsKsKsKsKsK}", "fast", (unsigned long long)s->served_fast,
                          "vmm", (unsigned long long)s->served_vmm,
                          "denied", (unsigned long long)s->served_denied,
                          "slow", (unsigned long long)s->sent_slow,
                          "sleeps", (unsigned long long)s->sleeps,
                          "waits", (unsigned long long)s->waits,
-                         "served_by_vmm_thread", (unsigned long long)s->served_here);
+                         "served_by_vmm_thread", (unsigned long long)s->served_here,
+                         "direct_spells", (unsigned long long)s->direct_spells);
 }
 
 static void Server_dealloc(Server *s) {
@@ -1250,6 +1381,8 @@ static PyMethodDef Server_methods[] = {
      "In a fork child: the thread is gone (start() makes a new one)."},
     {"wait_response", (PyCFunction)Server_wait_response, METH_VARARGS,
      "wait_response(slot, seconds): serve or wait for slot's pending request."},
+    {"call_wait_capsule", (PyCFunction)Server_call_wait_capsule, METH_VARARGS,
+     "call_wait_capsule(slot, seconds): wait_response for native code (call_wait.h)."},
     {"add_ring", (PyCFunction)Server_add_ring, METH_O,
      "add_ring(slot): serve that call slot's ring (a vCPU uses it), from a fresh start."},
     {"remove_ring", (PyCFunction)Server_remove_ring, METH_O,

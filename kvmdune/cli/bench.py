@@ -209,6 +209,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     paper.add_argument("--no-chart", action="store_true", help="print the tables only")
     paper.add_argument("--json", action="store_true", help="print JSON rows")
     paper.set_defaults(handler=run_paper)
+    phases = suites.add_parser(
+        "phases", help="where the VMM's time goes per forked child (fork+exec loop)",
+        description="Runs a bash loop of fork+exec+wait of /bin/true (or COMMAND) "
+                    "natively and under `kvmdune run` with KVMDUNE_PHASE_TIMES set, and "
+                    "prints the loop's wall time per child (median of the samples) and "
+                    "the median and mean milliseconds of each VMM phase per forked child "
+                    "(fork, execve, each system call served by the VMM, machine close).")
+    phases.add_argument("--samples", type=positive_int, default=3,
+                        help="runs of the loop; the median is printed (default 3)")
+    phases.add_argument("--loops", type=positive_int, default=200,
+                        help="children the loop forks (default 200)")
+    phases.add_argument("command", nargs="*", metavar="COMMAND",
+                        help="a command to measure instead of the loop")
+    phases.set_defaults(handler=run_phases)
 
 
 def _add_sampling(parser: argparse.ArgumentParser, default_samples: int = 3) -> None:
@@ -443,4 +457,11 @@ def run_paper(args: argparse.Namespace) -> int:
     if chart is not None:
         paths = paper.draw_chart(table2 + table3, chart, platform)
         print(f"chart: {', '.join(map(str, paths))}", file=sys.stderr)
+    return 0
+
+
+def run_phases(args: argparse.Namespace) -> int:
+    from ..bench.phases import run_phases as measure
+
+    print(measure(args.loops, args.samples, args.command or None))
     return 0

@@ -131,6 +131,7 @@ class Kvm(_FdObject):
     def __init__(self, path: str = KVM_DEVICE) -> None:
         super().__init__(open_kvm(path))
         self.path = path
+        self._supported_cpuid: ctypes.Structure | None = None
         try:
             version = self.get_api_version()
             if version != KVM_API_VERSION:
@@ -163,10 +164,15 @@ class Kvm(_FdObject):
         return self._ioctl(io.KVM_GET_VCPU_MMAP_SIZE)
 
     def get_supported_cpuid(self) -> ctypes.Structure:
-        """KVM_GET_SUPPORTED_CPUID: a kvm_cpuid2 with the entries KVM can offer."""
-        buf = b.cpuid2_buffer(KVM_MAX_CPUID_ENTRIES)
-        self._ioctl(io.KVM_GET_SUPPORTED_CPUID, buf)
-        return buf
+        """KVM_GET_SUPPORTED_CPUID: a kvm_cpuid2 with the entries KVM can offer. The
+        answer is the module's, fixed while it is loaded: asked once per descriptor
+        (a forked child's new vCPU reuses it), a copy handed out each time."""
+        supported = self._supported_cpuid
+        if supported is None:
+            supported = b.cpuid2_buffer(KVM_MAX_CPUID_ENTRIES)
+            self._ioctl(io.KVM_GET_SUPPORTED_CPUID, supported)
+            self._supported_cpuid = supported
+        return type(supported).from_buffer_copy(supported)
 
     def create_vm(self) -> "Vm":
         """KVM_CREATE_VM."""

@@ -18,6 +18,7 @@ from ..memory import GuestFault
 from .abi import Errno
 from .forward import NotForwardable, forward
 from .internal_error import InternalError
+from . import profiling
 from .routing import ROUTES, Route, Support
 from .syscall_table import INTEGER_KINDS, int_value, resolve_args
 from .uaccess import Fault
@@ -48,6 +49,13 @@ class Dispatcher:
     def serve(self, proc, cpu, number: int, raw: tuple[int, ...], quiet: bool = False):
         """The call's result (-errno on failure), None when the handler set the
         registers itself, or a Stop. Raises ``InternalError`` on a VMM bug."""
+        if not profiling.timing():
+            return self._serve(proc, cpu, number, raw, quiet)
+        route = self.routes.get(number)
+        with profiling.phase(f"call.{route.name if route else number}"):
+            return self._serve(proc, cpu, number, raw, quiet)
+
+    def _serve(self, proc, cpu, number: int, raw: tuple[int, ...], quiet: bool):
         route = self.routes.get(number)
         if route is None or route.support is Support.REFUSED:
             if not quiet:

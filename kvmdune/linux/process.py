@@ -24,7 +24,7 @@ from ..machine import (Action, Cpu, ExceptionEvent, Handler, Machine, PageFaultE
                        Stop, StopReason, SyscallEvent)
 from ..machine.kick import SIGKICK
 from ..memory import AddressSpace, OutOfGuestMemory
-from . import aslr, internal_error, procfs, task_name
+from . import aslr, internal_error, procfs, profiling, task_name
 from . import signals as sig
 from .abi import Errno, SigactionFlags, SigHandler, Signal, signal_name
 from .dispatch import Dispatcher
@@ -177,10 +177,11 @@ class Process(Handler):
         self.cpu.enter_user(space, entry, sp)
         if self.fast is not None:
             self.fast.address_space_changed(space)
-        if old_mm is not None:
-            old_mm.close()
-        if old is not None:
-            old.close()
+        with profiling.phase("execve.teardown"):
+            if old_mm is not None:
+                old_mm.close()
+            if old is not None:
+                old.close()
         if self.vfork_done is not None:
             os.close(self.vfork_done)
             self.vfork_done = None
@@ -199,7 +200,8 @@ class Process(Handler):
         handshake = ForkHandshake.open()
         snapshot = self.machine.snapshot_for_fork(self.cpu)
         try:
-            pid = os.fork()
+            with profiling.phase("fork.parent.host_fork"):
+                pid = os.fork()
         except OSError as exc:
             handshake.fork_failed()
             for fd in (read_end, write_end):
@@ -207,13 +209,16 @@ class Process(Handler):
                     os.close(fd)
             return -(exc.errno or Errno.EAGAIN)
         if pid == 0:
+            profiling.after_fork()
             handshake.in_child()
             self.forked = True
             try:
-                self.machine.reinit_after_fork(snapshot)
+                with profiling.phase("fork.child.vm"):
+                    self.machine.reinit_after_fork(snapshot)
                 self.threads.after_fork_in_child()
                 if self.fast is not None:
-                    self.fast.after_fork()
+                    with profiling.phase("fork.child.fast_path"):
+                        self.fast.after_fork()
             except (KvmError, OSError) as exc:   # no VM, or no thread, for the child
                 handshake.child_cannot_run(exc.errno or Errno.EAGAIN)
             except Exception as exc:
@@ -227,7 +232,8 @@ class Process(Handler):
                 self.vfork_done = write_end
             handshake.child_ready()
             return 0
-        failed = handshake.wait_for_child(pid)
+        with profiling.phase("fork.parent.wait_child"):
+            failed = handshake.wait_for_child(pid)
         if vfork:
             os.close(write_end)
             if not failed:

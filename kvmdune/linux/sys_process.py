@@ -18,6 +18,7 @@ from ..machine.layout import TASK_SIZE
 from ..memory import PAGE_SIZE, USER_SPACE_END
 from .abi import (AT_FDCWD, CSIGNAL, ArchPrctlCode, AtFlags, CloneFlags, Errno,
                   PersonalityFlags)
+from . import profiling
 from .aslr import PERSONALITY_QUERY
 from .elf import ExecFormatError
 from .exit_status import ExitStatus
@@ -72,8 +73,10 @@ def _execve(proc, path: str, argv_ptr: int, envp_ptr: int, task_name: str | None
     argv = read_string_array(proc.space, argv_ptr, ARG_MAX_BYTES)
     envp = read_string_array(proc.space, envp_ptr, ARG_MAX_BYTES)
     try:
-        new = exec_program(proc.machine, path, argv, envp, personality=proc.personality,
-                           patch_sites=proc.mm.patch_sites)
+        with profiling.phase("execve.load"):
+            new = exec_program(proc.machine, path, argv, envp,
+                               personality=proc.personality,
+                               patch_sites=proc.mm.patch_sites)
     except ExecFormatError as exc:
         return -exc.errno
     # Past the point of no return: the other threads end (Linux's de_thread), and a

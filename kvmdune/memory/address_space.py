@@ -97,7 +97,7 @@ class AddressSpace:
         self.write_protect: Invalidator = write_protect or memory.write_protect
         frames = memory.frames
         self.tables = PageTables(memory.words, frames.alloc, frames.free,
-                                 alloc_huge=frames.alloc_huge)
+                                 alloc_huge=frames.alloc_huge, alloc_many=frames.alloc_many)
         if kernel is not None:
             self._share_kernel_half(kernel)
         self._pending: list[tuple[int, int]] = []
@@ -269,8 +269,8 @@ class AddressSpace:
             return
         self.closed = True
         self.unmap(0, USER_SPACE_END)
-        for table in list(self.tables.tables()):
-            self.memory.frames.free(table)
+        for start, length in coalesce([(table, PAGE_SIZE) for table in self.tables.tables()]):
+            self.memory.frames.free(start, length)   # one madvise per contiguous run
 
 
 class Batch:

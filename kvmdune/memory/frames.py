@@ -71,6 +71,24 @@ class FrameAllocator:
         self.allocated_bytes += PAGE_SIZE
         return paddr
 
+    def alloc_many(self, count: int) -> list[int]:
+        """``count`` zeroed 4 KiB frames (a page-table chunk's worth at once): freed
+        ones first, then a run from the bump pointer. Raises OutOfGuestMemory, taking
+        nothing, when fewer are left."""
+        if count * PAGE_SIZE > self.free_bytes:
+            raise OutOfGuestMemory(f"guest memory exhausted ({self.end - self.start:#x} bytes)")
+        small = self._free_small
+        reused = min(count, len(small))
+        frames = small[len(small) - reused:]
+        del small[len(small) - reused:]
+        fresh = min(count - reused, (self.end - self._next) // PAGE_SIZE)
+        frames.extend(range(self._next, self._next + fresh * PAGE_SIZE, PAGE_SIZE))
+        self._next += fresh * PAGE_SIZE
+        self.allocated_bytes += (reused + fresh) * PAGE_SIZE
+        while len(frames) < count:       # the rest from free 2 MiB blocks
+            frames.append(self.alloc())
+        return frames
+
     def alloc_huge(self) -> int:
         """One zeroed, 2 MiB-aligned 2 MiB frame that was never one before."""
         if self._free_huge:

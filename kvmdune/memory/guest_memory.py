@@ -14,7 +14,7 @@ from typing import Callable
 from ..kvm import Cap, DirtyLogProtect, KvmError, MemFlags, Vm
 from . import _atomics
 from .frames import PAGE_SIZE, FrameAllocator
-from .host_mapping_unsafe import HostMapping
+from .host_mapping_unsafe import HostMapping, Reservation
 
 DEFAULT_GUEST_MEMORY = 4 << 30
 #: Guest memory is a whole number of these (the largest page the tables map).
@@ -74,16 +74,47 @@ SHARED_REGION_ALIGN = 2 << 20
 
 class SharedRegion:
     """Host memory that stays shared with the host (a file's pages, or memory shared
-    across fork), mapped at guest-physical ``base`` through its own memory slot."""
+    across fork), mapped at guest-physical ``base`` through its own memory slot of
+    ``slot_size`` bytes (at least ``size``: a retired slot reused)."""
 
     def __init__(self, base: int, slot: int, mapping: HostMapping,
-                 flags: MemFlags = MemFlags(0)) -> None:
+                 flags: MemFlags = MemFlags(0), slot_size: int | None = None) -> None:
         self.base, self.slot, self.mapping, self.flags = base, slot, mapping, flags
         self.size = mapping.size
+        self.slot_size = slot_size or mapping.size
 
     @property
     def end(self) -> int:
         return self.base + self.size
+
+
+def _unmap_region(region: SharedRegion) -> None:
+    """Unmap a region's host memory, with the reservation after it when it reused a
+    larger retired slot."""
+    tail = region.slot_size - region.size
+    address = region.mapping.address
+    region.mapping.close()
+    if tail > 0:
+        Reservation(address + region.size, tail).close()
+
+
+class RetiredSlot:
+    """The memory slot of a shared region no mapping uses any more, kept over an
+    inaccessible host reservation: deleting a slot costs KVM an SRCU grace period
+    (milliseconds; an exec drops a shell's shared mappings each time), while a later
+    region that fits reuses it with no KVM call at all."""
+
+    def __init__(self, base: int, slot: int, reservation: Reservation) -> None:
+        self.base, self.slot, self.reservation = base, slot, reservation
+
+    @property
+    def size(self) -> int:
+        return self.reservation.size
+
+
+#: Retired slots kept per guest memory; beyond this, a removed region's slot is
+#: deleted (a process that keeps mapping shared files of new sizes).
+MAX_RETIRED_SLOTS = 16
 
 
 class GuestMemory:
@@ -105,6 +136,7 @@ class GuestMemory:
         #: after every invalidation, so that restrictions reach those accesses too.
         self.quiesce: Callable[[], None] | None = None
         self.regions: list[SharedRegion] = []
+        self.retired: list[RetiredSlot] = []
         self._vm: Vm | None = None
         self.dirty_log = False     # whether slot 0 logs dirty pages (register())
         # A gap after each backing keeps two backings from ever looking contiguous.
@@ -121,16 +153,25 @@ class GuestMemory:
             self.mapping.advise_huge_pages()   # KVM maps a logged slot in 4 KiB pages only
         flags = MemFlags.LOG_DIRTY_PAGES if self.dirty_log else MemFlags(0)
         vm.set_user_memory_region(slot, 0, self.size, self.mapping.address, flags)
+        self._drop_retired()        # slots of the VM before (a forked child's parent)
         for region in self.regions:
-            vm.set_user_memory_region(region.slot, region.base, region.size,
+            vm.set_user_memory_region(region.slot, region.base, region.slot_size,
                                       region.mapping.address, region.flags)
         self._vm = vm
+
+    def _drop_retired(self) -> None:
+        while self.retired:
+            self.retired.pop().reservation.close()
 
     def add_shared(self, size: int, fd: int, offset: int = 0,
                    writable: bool = True) -> SharedRegion:
         """Map ``size`` bytes of ``fd`` (shared) into guest-physical memory."""
         if self._vm is None:
             raise RuntimeError("shared regions need the memory registered with a VM")
+        fitting = [slot for slot in self.retired if slot.size >= size]
+        if fitting:
+            return self._reuse(min(fitting, key=lambda slot: slot.size), size, fd, offset,
+                               writable)
         return self._add_region(HostMapping(size, fd=fd, offset=offset, writable=writable))
 
     def add_kernel_pages(self, address: int, size: int) -> SharedRegion:
@@ -149,7 +190,7 @@ class GuestMemory:
         if self._vm is None:
             mapping.close()
             raise RuntimeError("shared regions need the memory registered with a VM")
-        used = {region.slot for region in self.regions}
+        used = {region.slot for region in self.regions} | {slot.slot for slot in self.retired}
         slot = next(n for n in range(GUEST_MEMORY_SLOT + 1, GUEST_MEMORY_SLOT + 1 + len(used) + 1)
                     if n not in used)
         region = SharedRegion(self._next_base, slot, mapping, flags)
@@ -163,20 +204,42 @@ class GuestMemory:
         self.regions.append(region)
         return region
 
+    def _reuse(self, retired: RetiredSlot, size: int, fd: int, offset: int,
+               writable: bool) -> SharedRegion:
+        """A new region in a retired slot: the file mapped over its reservation
+        (the slot beyond ``size`` stays inaccessible; no page table maps it)."""
+        mapping = HostMapping(size, fd=fd, offset=offset, writable=writable,
+                              at=retired.reservation)
+        self.retired.remove(retired)
+        region = SharedRegion(retired.base, retired.slot, mapping, slot_size=retired.size)
+        self.regions.append(region)
+        return region
+
     def remove_shared(self, region: SharedRegion) -> None:
-        """Delete the region's slot (which drops every translation to it) and unmap it."""
-        if region in self.regions and not region.mapping.borrowed:
-            self.regions.remove(region)
-            if self._vm is not None and not self._vm.closed:
-                self._vm.set_user_memory_region(region.slot, region.base, 0, 0)
-            region.mapping.close()
+        """Unmap the region: its slot is retired (its host pages replaced by an
+        inaccessible reservation, which drops every translation to them), or
+        deleted when enough are retired already. The caller has removed every
+        page-table entry that mapped it (and invalidated them). The kernel's own
+        pages (``add_kernel_pages``) stay."""
+        if region not in self.regions or region.mapping.borrowed:
+            return
+        self.regions.remove(region)
+        if self._vm is None or self._vm.closed:
+            _unmap_region(region)
+            return
+        if len(self.retired) < MAX_RETIRED_SLOTS:
+            self.retired.append(RetiredSlot(region.base, region.slot,
+                                            region.mapping.retire(region.slot_size)))
+            return
+        self._vm.set_user_memory_region(region.slot, region.base, 0, 0)
+        _unmap_region(region)
 
     def _reregister(self, region: SharedRegion) -> None:
         """Drop every translation to a region its host pages cannot be reprotected
         for (the kernel's own): deleting its slot makes KVM forget them all."""
         if self._vm is not None and not self._vm.closed:
             self._vm.set_user_memory_region(region.slot, region.base, 0, 0)
-            self._vm.set_user_memory_region(region.slot, region.base, region.size,
+            self._vm.set_user_memory_region(region.slot, region.base, region.slot_size,
                                             region.mapping.address, region.flags)
 
     def _backing(self, paddr: int, length: int) -> tuple[memoryview, int]:
@@ -290,6 +353,7 @@ class GuestMemory:
 
     def close(self) -> None:
         for region in list(self.regions):
-            region.mapping.close()
+            _unmap_region(region)
         self.regions.clear()
+        self._drop_retired()
         self.mapping.close()

@@ -33,6 +33,7 @@ _libc.write.restype = ctypes.c_ssize_t
 
 MAP_FAILED = ctypes.c_void_p(-1).value
 MAP_NORESERVE = 0x4000  # linux/mman.h: do not reserve swap for the mapping
+MAP_FIXED = 0x10       # linux/mman.h (Python 3.11's mmap module lacks it)
 MADV_DONTNEED = 4
 MADV_HUGEPAGE = 14      # linux/mman.h: back with transparent huge pages
 HOST_HUGE_PAGE = 2 << 20
@@ -54,16 +55,23 @@ class HostMapping:
     """
 
     def __init__(self, size: int, fd: int = -1, offset: int = 0,
-                 writable: bool = True, borrowed_address: int | None = None) -> None:
+                 writable: bool = True, borrowed_address: int | None = None,
+                 at: "Reservation | None" = None) -> None:
         """Anonymous private memory, or (``fd`` given) a shared mapping of a file, or
         (``borrowed_address`` given) pages the kernel mapped into the VMM itself:
-        read-only, never unmapped or reprotected here (see ``borrow``)."""
+        read-only, never unmapped or reprotected here (see ``borrow``); ``at``: the
+        file mapped over the start of a reservation, which it replaces (it must be
+        large enough)."""
         self.prot = PROT_READ | (PROT_WRITE if writable else 0)
         self.borrowed = borrowed_address is not None
         if self.borrowed:
             addr = borrowed_address
         elif fd < 0:
             addr = self._map_anonymous(size)
+        elif at is not None:
+            if size > at.size:
+                raise ValueError(f"{size:#x} bytes do not fit a reservation of {at.size:#x}")
+            addr = self._map(size, mmap.MAP_SHARED | MAP_FIXED, fd, offset, at.address)
         else:
             addr = self._map(size, mmap.MAP_SHARED, fd, offset)
         self.address: int = addr
@@ -100,8 +108,9 @@ class HostMapping:
             os.close(write_end)
         return found
 
-    def _map(self, size: int, flags: int, fd: int = -1, offset: int = 0) -> int:
-        addr = _libc.mmap(None, size, self.prot, flags, fd, offset)
+    def _map(self, size: int, flags: int, fd: int = -1, offset: int = 0,
+             address: int | None = None) -> int:
+        addr = _libc.mmap(address, size, self.prot, flags, fd, offset)
         if addr in (None, MAP_FAILED):
             err = ctypes.get_errno()
             raise OSError(err, f"mmap of {size} bytes for guest memory: {os.strerror(err)}")
@@ -129,12 +138,32 @@ class HostMapping:
 
     def close(self) -> None:
         if self.address:
-            self.words.release()
-            self.view.release()
-            del self._array
+            self._release_views()
             if not self.borrowed:
                 _check(_libc.munmap(self.address, self.size), "munmap")
             self.address = 0
+
+    def _release_views(self) -> None:
+        self.words.release()
+        self.view.release()
+        del self._array
+
+    def retire(self, reserved: int) -> "Reservation":
+        """Replace the mapping, and what follows it up to ``reserved`` bytes, by an
+        inaccessible reservation of the same addresses (one mmap, no munmap gap
+        another mapping could fill): its pages are gone from here and from every
+        translation KVM made of them (the mmap fires KVM's MMU notifier), while a
+        memory slot over the addresses can stay. The mapping is closed."""
+        if not self.address or self.borrowed:
+            raise ValueError("the mapping is closed, or the kernel's own")
+        self._release_views()
+        flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED
+        addr = _libc.mmap(self.address, reserved, 0, flags, -1, 0)   # PROT_NONE
+        if addr in (None, MAP_FAILED):
+            err = ctypes.get_errno()
+            raise OSError(err, f"mmap of a reservation: {os.strerror(err)}")
+        self.address = 0
+        return Reservation(addr, reserved)
 
     def _checked_range(self, offset: int, length: int) -> int:
         if offset < 0 or length < 0 or offset + length > self.size:
@@ -163,3 +192,16 @@ class HostMapping:
         start = self._checked_range(offset, length)
         _check(_libc.mprotect(start, length, self.prot | PROT_EXEC), "mprotect(+PROT_EXEC)")
         _check(_libc.mprotect(start, length, self.prot), "mprotect (restore)")
+
+
+class Reservation:
+    """Host addresses held with no access (a retired shared mapping's), so that no
+    other mapping lands where a memory slot still points."""
+
+    def __init__(self, address: int, size: int) -> None:
+        self.address, self.size = address, size
+
+    def close(self) -> None:
+        if self.address:
+            _check(_libc.munmap(self.address, self.size), "munmap")
+            self.address = 0

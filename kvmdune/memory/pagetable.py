@@ -238,9 +238,11 @@ class PageTables:
 
     def __init__(self, words: memoryview, alloc: Callable[[], int],
                  free: Callable[[int, int], None], root: int | None = None,
-                 alloc_huge: Callable[[], int] | None = None) -> None:
+                 alloc_huge: Callable[[], int] | None = None,
+                 alloc_many: Callable[[int], list[int]] | None = None) -> None:
         self.words = words
         self._alloc = alloc
+        self._alloc_many = alloc_many or self._alloc_each
         self._alloc_huge = alloc_huge
         self._free = free
         self.root = alloc() if root is None else root
@@ -391,6 +393,11 @@ class PageTables:
         offset = 0
         try:
             for chunk in self._chunks_for_map(vaddr, vaddr + size, huge):
+                if paddr is None and not huge:    # a chunk's frames in one call
+                    frames = [frame | bits for frame in self._alloc_many(chunk.count)]
+                    self.words[self._slice(chunk)] = _words(frames)
+                    offset += chunk.count * page
+                    continue
                 frames = []
                 try:
                     for _ in range(chunk.count):
@@ -405,6 +412,18 @@ class PageTables:
             if offset:
                 self.unmap(vaddr, offset)
             raise
+
+    def _alloc_each(self, count: int) -> list[int]:
+        """``alloc_many`` from ``alloc``: all the frames, or none (given back)."""
+        frames: list[int] = []
+        try:
+            for _ in range(count):
+                frames.append(self._alloc())
+        except BaseException:
+            for frame in frames:
+                self._free(frame, PAGE_SIZE)
+            raise
+        return frames
 
     def _alloc_frame(self, huge: bool) -> int:
         if not huge:
@@ -454,8 +473,25 @@ class PageTables:
         docstring); returns the guest-physical ranges that were reachable before
         (to invalidate)."""
         _check_range(vaddr, size, PAGE_SIZE)
-        restricted, owned = _FrameSet(), _FrameSet()
         end = vaddr + size
+        if end <= USER_SPACE_END:
+            return self._unmap_user(vaddr, end)
+        return self._unmap_chunks(vaddr, end)
+
+    def _unmap_user(self, vaddr: int, end: int) -> list[tuple[int, int]]:
+        """``unmap`` in the user half: the native walker clears the entries (an exec
+        tears down a whole address space this way); a 2 MiB page only partly in the
+        range is split and unmapped here."""
+        present, owned, partial = _ptescan.clear(self.words, self.root, vaddr, end, _OWNED)
+        for frame, length in owned:     # one madvise per contiguous run
+            self._free(frame, length)
+        for huge in partial:
+            present.extend(self._unmap_chunks(max(vaddr, huge),
+                                              min(end, huge + HUGE_PAGE_SIZE)))
+        return coalesce(present) if partial else present
+
+    def _unmap_chunks(self, vaddr: int, end: int) -> list[tuple[int, int]]:
+        restricted, owned = _FrameSet(), _FrameSet()
         for chunk in self._chunks(vaddr, end, create=False, split_huge=True):
             view = self.words[self._slice(chunk)]
             old = view.tolist()
@@ -526,18 +562,10 @@ class PageTables:
         if found is not None:
             self.words[found.entry_paddr // WORD_SIZE] = found.entry | int(bits)
 
-    def tables(self) -> Iterator[int]:
-        """Every table frame of the user half (for teardown and accounting)."""
-        yield from self._tables_under(self.root, 4, ENTRIES_PER_TABLE // 2)
-
-    def _tables_under(self, table: int, level: int, limit: int) -> Iterator[int]:
-        if level > 1:
-            for index in range(limit):
-                entry = self._read(table, index)
-                if entry & _P and not entry & _HUGE:
-                    yield from self._tables_under(entry & ADDRESS_MASK, level - 1,
-                                                  ENTRIES_PER_TABLE)
-        yield table
+    def tables(self) -> list[int]:
+        """Every table frame of the user half, children before parents, the root
+        last (for teardown and accounting)."""
+        return _ptescan.tables(self.words, self.root, ENTRIES_PER_TABLE // 2)
 
 
 _runs = _ptescan.runs

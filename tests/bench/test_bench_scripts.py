@@ -80,3 +80,16 @@ def test_bench_sthreads_quick_reports_every_row():
         ("sthread recycled", "kvmdune")]
     assert all(row["us"] > 0 and set(row["ratios"]) == {"fork+wait", "pthread_create+join"}
                for row in rows)
+
+
+def test_bench_phases_reports_every_child_and_phase():
+    """Every forked VMM process writes its phases (KVMDUNE_PHASE_TIMES): the loop's 3
+    children and the $(seq) subshell, each with its fork and exec phases."""
+    result = subprocess.run([sys.executable, "-m", "kvmdune", "bench", "phases", "--loops",
+                             "3", "--samples", "1"], capture_output=True, timeout=600)
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    text = result.stdout.decode()
+    assert "4 forked children" in text, text
+    for phase in ("fork.child.vm", "execve.load", "execve.teardown", "call.execve"):
+        assert re.search(rf"^{re.escape(phase)} .* 4/4$", text, re.M), (phase, text)
+    assert re.search(r"^fork\.parent\.host_fork .* 4$", text, re.M), text

@@ -67,3 +67,24 @@ def test_exhaustion_and_bad_free():
         frames.alloc()
     with pytest.raises(ValueError):
         frames.free(123)
+
+
+def test_alloc_many_hands_out_distinct_frames_from_every_source_or_none():
+    """Freed frames, the bump pointer and free 2 MiB blocks, each frame once, counted;
+    a request larger than what is left takes nothing."""
+    size = 4 << 20
+    frames = FrameAllocator(PAGE_SIZE, size)
+    huge = frames.alloc_huge()
+    first = frames.alloc_many(5)
+    frames.free(first[1])
+    frames.free(first[3])
+    frames.free(huge, HUGE_PAGE_SIZE)
+    everything = frames.alloc_many(frames.free_bytes // PAGE_SIZE)
+    handed = [first[0], first[2], first[4]] + everything
+    assert len(set(handed)) == len(handed) == (size - PAGE_SIZE) // PAGE_SIZE
+    assert {first[1], first[3], huge, huge + PAGE_SIZE} <= set(everything)
+    assert frames.allocated_bytes == size - PAGE_SIZE and frames.free_bytes == 0
+    frames.free(everything[0])
+    with pytest.raises(OutOfGuestMemory):
+        frames.alloc_many(2)
+    assert frames.alloc_many(1) == [everything[0]]

@@ -10,7 +10,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from kvmdune.memory import (PTE, AlreadyMapped, FrameAllocator, PageTableError, PageTables,
                             Perm)
 from kvmdune.memory.frames import HUGE_PAGE_SIZE, PAGE_SIZE
-from kvmdune.memory.pagetable import BitChange, Restriction
+from kvmdune.memory.pagetable import BitChange, Restriction, coalesce
 
 MEMORY = 32 << 20
 BASE = 0x7F00_0000_0000          # crosses no special boundary; PML4 index 254
@@ -214,3 +214,43 @@ def test_large_ranges_are_fast_enough():
         started = time.perf_counter()
         operation()
         assert time.perf_counter() - started < 2.0
+
+
+def _mixed_tables():
+    """Owned 4 KiB pages, pages of frames given by the caller (not owned), PROT_NONE
+    pages and two 2 MiB pages, in one window."""
+    tables, frames = make_tables()
+    rw = Perm.READ | Perm.WRITE | Perm.USER
+    tables.map(BASE, 40 * PAGE_SIZE, rw)
+    tables.map(BASE + 40 * PAGE_SIZE, 8 * PAGE_SIZE, rw, paddr=frames.alloc())
+    tables.map(BASE + 60 * PAGE_SIZE, 4 * PAGE_SIZE, Perm.NONE | Perm.USER)
+    tables.map(BASE + HUGE_PAGE_SIZE, 2 * HUGE_PAGE_SIZE, rw, huge=True)
+    return tables, frames
+
+
+@pytest.mark.parametrize("first,count", [
+    (0, 3 * HUGE_PAGE_SIZE // PAGE_SIZE),            # everything
+    (10, 50),                                        # owned, given and PROT_NONE pages
+    (30, HUGE_PAGE_SIZE // PAGE_SIZE),               # into the first 2 MiB page
+    (HUGE_PAGE_SIZE // PAGE_SIZE + 3, 700),          # inside both 2 MiB pages
+])
+def test_native_unmap_matches_the_entry_by_entry_unmap(first, count):
+    """The native walker (an exec's teardown of a whole space) clears the same
+    entries, frees the same frames and reports the same frames to invalidate as the
+    entry-by-entry walk; a 2 MiB page only partly inside is split, as before."""
+    native, native_frames = _mixed_tables()
+    chunked, chunked_frames = _mixed_tables()
+    vaddr, size = BASE + first * PAGE_SIZE, count * PAGE_SIZE
+    assert native.unmap(vaddr, size) == coalesce(chunked._unmap_chunks(vaddr, vaddr + size))
+    assert native_frames.allocated_bytes == chunked_frames.allocated_bytes
+    assert native_frames.free_bytes == chunked_frames.free_bytes
+    for page in range(0, 3 * HUGE_PAGE_SIZE, PAGE_SIZE):
+        # Where a split 2 MiB page's new table lies may differ (frames were freed in
+        # another order before it was allocated): what the entries map may not.
+        assert _mapping(native, BASE + page) == _mapping(chunked, BASE + page), hex(page)
+    assert len(native.tables()) == len(chunked.tables())
+
+
+def _mapping(tables: PageTables, vaddr: int):
+    found = tables.walk(vaddr)
+    return None if found is None else (found.paddr, found.page_size, found.entry)

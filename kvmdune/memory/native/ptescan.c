@@ -1,6 +1,7 @@
 /* Fast walks of x86-64 page tables for kvmdune.memory: which leaf entries of a range
  * have some bits set (accessed, dirty, the software bits of kvmdune.memory.page_bits),
- * changing them on the way.
+ * changing them on the way; clearing a range's leaf entries (unmap: an exec's teardown
+ * of a forked shell's whole address space); listing the tables.
  *
  * A range of 1 GiB is 262,144 entries in 512 tables; walking them from Python costs
  * milliseconds, in C a fraction of one. The tables are the VMM's own (the guest never
@@ -207,6 +208,134 @@ done:
     return result;
 }
 
+/* One unmap: the leaf entries of [start, end) cleared, and what they held. */
+struct clearing {
+    uint64_t *words;
+    uint64_t table_limit;
+    uint64_t owned_bit;
+    uint64_t start, end;
+    struct ranges present;  /* frames the MMU could reach: need invalidation */
+    struct ranges owned;    /* frames the space owned: to free */
+    PyObject *partial;      /* 2 MiB pages only partly inside the range: left alone */
+};
+
+static int clear_leaf(struct clearing *c, uint64_t *slot, uint64_t vaddr, uint64_t size) {
+    uint64_t entry = *slot;
+    if (entry == 0)
+        return 0;
+    if (vaddr < c->start || vaddr + size > c->end)
+        return append_long(c->partial, vaddr); /* the caller splits it */
+    *slot = 0;
+    uint64_t frame = entry & PTE_ADDRESS & ~(size - 1);
+    if ((entry & PTE_PRESENT) && ranges_add(&c->present, frame, size) < 0)
+        return -1;
+    if ((entry & c->owned_bit) && ranges_add(&c->owned, frame, size) < 0)
+        return -1;
+    return 0;
+}
+
+static int clear_table(struct clearing *c, uint64_t table, int level, uint64_t base) {
+    if (table % PAGE_SIZE || table >= c->table_limit)
+        return 0; /* not a table in guest memory: nothing to clear */
+    int shift = PAGE_SHIFT + LEVEL_BITS * (level - 1);
+    uint64_t span = 1ULL << shift;
+    uint64_t first = c->start > base ? (c->start - base) >> shift : 0;
+    uint64_t last = (c->end - 1 - base) >> shift;
+    if (last >= ENTRIES_PER_TABLE)
+        last = ENTRIES_PER_TABLE - 1;
+    uint64_t *entries = c->words + table / sizeof(uint64_t);
+    for (uint64_t i = first; i <= last; i++) {
+        uint64_t entry = entries[i], vaddr = base + i * span;
+        if (level == 1 || (level == 2 && (entry & PTE_HUGE))) {
+            if (clear_leaf(c, &entries[i], vaddr, span) < 0)
+                return -1;
+        } else if ((entry & PTE_PRESENT) && !(entry & PTE_HUGE) &&
+                   clear_table(c, entry & PTE_ADDRESS, level - 1, vaddr) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* clear(words, root, start, end, owned_bit) -> (present, owned, partial)
+ * Clears every leaf entry mapping [start, end) of the user half (the tables stay), as
+ * PageTables.unmap does: present are the frames of present entries, owned those of
+ * entries with owned_bit (sorted, merged (start, length) ranges), partial the bases of
+ * 2 MiB pages only partly inside the range, left untouched for the caller to split. */
+static PyObject *clear(PyObject *self, PyObject *args) {
+    Py_buffer view;
+    unsigned long long root, start, end, owned_bit;
+    if (!PyArg_ParseTuple(args, "w*KKKK", &view, &root, &start, &end, &owned_bit))
+        return NULL;
+    if (view.itemsize != 8 || view.len % PAGE_SIZE != 0 || !PyBuffer_IsContiguous(&view, 'C')) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "expected whole pages of 64-bit entries");
+        return NULL;
+    }
+    struct clearing c = {
+        .words = view.buf, .table_limit = (uint64_t)view.len, .owned_bit = owned_bit,
+        .start = start, .end = end,
+    };
+    PyObject *present = NULL, *owned = NULL, *result = NULL;
+    if ((c.partial = PyList_New(0)) == NULL)
+        goto done;
+    if (start < end && clear_table(&c, root, TOP_LEVEL, 0) < 0) {
+        if (!PyErr_Occurred())
+            PyErr_NoMemory();
+        goto done;
+    }
+    if ((present = ranges_to_list(&c.present)) == NULL ||
+        (owned = ranges_to_list(&c.owned)) == NULL)
+        goto done;
+    result = Py_BuildValue("(OOO)", present, owned, c.partial);
+done:
+    Py_XDECREF(c.partial);
+    Py_XDECREF(present);
+    Py_XDECREF(owned);
+    free(c.present.items);
+    free(c.owned.items);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+static int list_tables(PyObject *out, const uint64_t *words, uint64_t limit, uint64_t table,
+                       int level, int entries) {
+    if (table % PAGE_SIZE || table >= limit)
+        return 0;
+    if (level > 1) {
+        const uint64_t *row = words + table / sizeof(uint64_t);
+        for (int i = 0; i < entries; i++) {
+            if ((row[i] & PTE_PRESENT) && !(row[i] & PTE_HUGE) &&
+                list_tables(out, words, limit, row[i] & PTE_ADDRESS, level - 1,
+                            ENTRIES_PER_TABLE) < 0)
+                return -1;
+        }
+    }
+    return append_long(out, table);
+}
+
+/* tables(words, root, top_entries) -> [table]: every table under the root's first
+ * top_entries entries (the user half: 256), children before parents, the root last. */
+static PyObject *tables(PyObject *self, PyObject *args) {
+    Py_buffer view;
+    unsigned long long root;
+    int top_entries;
+    if (!PyArg_ParseTuple(args, "y*Ki", &view, &root, &top_entries))
+        return NULL;
+    if (view.itemsize != 8 || view.len % PAGE_SIZE != 0 || top_entries < 0 ||
+        top_entries > ENTRIES_PER_TABLE) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "expected whole pages of 64-bit entries");
+        return NULL;
+    }
+    PyObject *out = PyList_New(0);
+    if (out != NULL &&
+        list_tables(out, view.buf, (uint64_t)view.len, root, TOP_LEVEL, top_entries) < 0)
+        Py_CLEAR(out);
+    PyBuffer_Release(&view);
+    return out;
+}
+
 /* runs(sorted_frames, size) -> [(start, length)]: adjacent frames merged. */
 static PyObject *runs(PyObject *self, PyObject *args) {
     PyObject *frames;
@@ -251,6 +380,9 @@ static PyMethodDef methods[] = {
      "walk(words, root, start, end, test, clear, cond1, set1, cond2, set2, collect)"
      " -> (pages_hit, pages, full, dirty_only)."},
     {"runs", runs, METH_VARARGS, "runs(sorted_frames, size) -> [(start, length)]."},
+    {"clear", clear, METH_VARARGS,
+     "clear(words, root, start, end, owned_bit) -> (present, owned, partial)."},
+    {"tables", tables, METH_VARARGS, "tables(words, root, top_entries) -> [table]."},
     {NULL, NULL, 0, NULL},
 };
 

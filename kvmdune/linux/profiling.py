@@ -1,0 +1,133 @@
+"""Where a guest process's VMM time goes, on request (issue 14's measurements).
+
+``KVMDUNE_PHASE_TIMES=FILE``: every VMM process of a run (the first one and each
+forked child) appends one JSON line to FILE when it ends: its pid, whether it is a
+forked child, and the seconds and counts of each named phase (``fork.child.vm``,
+``execve.load``, ``mmap``...). ``kvmdune bench phases FILE`` summarizes them.
+
+``KVMDUNE_PROFILE=DIR``: every VMM process runs under cProfile and writes
+``DIR/PID.prof`` when it ends (a forked child's profile starts at the fork).
+
+Both off (the default) cost one attribute test per phase.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+PHASE_TIMES_VARIABLE = "KVMDUNE_PHASE_TIMES"
+PROFILE_VARIABLE = "KVMDUNE_PROFILE"
+
+
+class _Recorder:
+    """This VMM process's phase totals and profiler (one per process)."""
+
+    def __init__(self) -> None:
+        self.times_path = os.environ.get(PHASE_TIMES_VARIABLE) or None
+        self.profile_dir = os.environ.get(PROFILE_VARIABLE) or None
+        self.totals: dict[str, list[float]] = {}
+        self.forked = False
+        self.profiler = None
+        self.started = time.perf_counter()
+
+    @property
+    def timing(self) -> bool:
+        return self.times_path is not None
+
+    def add(self, name: str, seconds: float) -> None:
+        entry = self.totals.setdefault(name, [0.0, 0])
+        entry[0] += seconds
+        entry[1] += 1
+
+    def start_profiler(self) -> None:
+        if self.profile_dir is None:
+            return
+        import cProfile
+
+        self.profiler = cProfile.Profile()
+        self.profiler.enable()
+
+    def after_fork(self) -> None:
+        if self.profiler is not None:
+            self.profiler.disable()
+        self.totals = {}
+        self.forked = True
+        self.started = time.perf_counter()
+        self.start_profiler()
+
+    def finish(self) -> None:
+        pid = os.getpid()
+        if self.profiler is not None:
+            self.profiler.disable()
+            self.profiler.dump_stats(os.path.join(self.profile_dir, f"{pid}.prof"))
+            self.profiler = None
+        if self.times_path is None:
+            return
+        self.add("process", time.perf_counter() - self.started)
+        line = json.dumps({"pid": pid, "forked": self.forked,
+                           "phases": {name: {"seconds": seconds, "count": count}
+                                      for name, (seconds, count) in self.totals.items()}})
+        fd = os.open(self.times_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, (line + "\n").encode())     # one write: lines never interleave
+        finally:
+            os.close(fd)
+        self.times_path = None
+
+
+_recorder = _Recorder()
+
+
+@contextmanager
+def _timed(name: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        _recorder.add(name, time.perf_counter() - started)
+
+
+class _Untimed:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+_UNTIMED = _Untimed()
+
+
+def phase(name: str):
+    """A context manager adding its duration to phase ``name`` (when timing is on)."""
+    return _timed(name) if _recorder.timing else _UNTIMED
+
+
+def add_phase(name: str, seconds: float) -> None:
+    """Add ``seconds`` measured by the caller to phase ``name``."""
+    if _recorder.timing:
+        _recorder.add(name, seconds)
+
+
+def timing() -> bool:
+    """Whether phase times are being recorded (for callers that measure themselves)."""
+    return _recorder.timing
+
+
+def start() -> None:
+    """The first VMM process begins its run (its profiler starts here)."""
+    _recorder.start_profiler()
+
+
+def after_fork() -> None:
+    """In a forked child: its phases and profile start afresh."""
+    _recorder.after_fork()
+
+
+def finish() -> None:
+    """The process ends: write what was asked for (at most once)."""
+    _recorder.finish()

@@ -352,12 +352,17 @@ class MemoryMap:
     def page_in_for_vmm(self, address: int, write: bool) -> bool:
         """The VMM is about to access ``address`` on the guest's behalf (a system
         call's buffer) and the tables refuse: page it in as the guest's own access
-        would (Linux's copy_to_user faults the same way). False if it cannot (no
-        VMA allows it, or guest memory is full: the call then fails with EFAULT)."""
+        would (Linux's copy_to_user faults the same way), where demand paging left
+        it out (no entry) or a write meets the huge zero page. Any other refusal
+        (PROT_NONE, rights the Dune API took away) stands. False if it cannot (the
+        call then fails with EFAULT, guest memory full included)."""
         found = self.space.walk(address & ~(PAGE_SIZE - 1))
-        error = PFError.USER | (PFError.WRITE if write else PFError(0))
-        if found is not None and found.present:
-            error |= PFError.PRESENT
+        if found is None:
+            error = PFError.USER | (PFError.WRITE if write else PFError(0))
+        elif write and found.present and found.page_size == HUGE_PAGE_SIZE:
+            error = PFError.USER | PFError.WRITE | PFError.PRESENT
+        else:
+            return False
         try:
             return self.handle_fault(address, error)
         except OutOfGuestMemory:

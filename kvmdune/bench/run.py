@@ -152,7 +152,7 @@ def prepare(directory: str, quick: bool, progress: Callable[[str], None]) -> lis
         # Linux's rules (this host's THP mode) decide the page size, natively and here.
         Workload(f"C int/memory kernel, {KERNEL_MB} MB", kernel),
         Workload("the same, madvise(MADV_HUGEPAGE)", kernel + ["huge"]),
-        Workload("the same, KVMDUNE_HUGE_PAGES=1", kernel, {HUGE_PAGES_VARIABLE: "1"}),
+        Workload("the same, KVMDUNE_HUGE_PAGES=1", kernel, vmm_env={HUGE_PAGES_VARIABLE: "1"}),
         Workload("startup: true", ["/bin/true"]),
         Workload(f"dd bs=512 of {dd_size // MIB} MB to /dev/null",
                  [busybox, "dd", f"if={data}", "of=/dev/null", "bs=512",

@@ -438,6 +438,8 @@ class Process(Handler):
         started = time.perf_counter() if self.tracer else 0.0
         entry = self.tracer.entry(self, event, spec) if self.tracer else None
         verdict = self._gate_verdict(spec, event) if self.gate is not None else None
+        if verdict is None and self.fast is not None:
+            verdict = self.fast.continue_write(cpu, event.number, event.args)
         try:
             result = verdict if verdict is not None else self.dispatcher.serve(
                 self, cpu, event.number, event.args, quiet=self.tracer is not None)
@@ -499,7 +501,8 @@ class Process(Handler):
         paged = self.page_in(event)
         if paged is not None:
             return paged
-        return self.fault(cpu, Signal.SIGSEGV, event.address, event)
+        missing = self.mm is not None and self.mm.missing_kernel_page(event.address, event.error)
+        return self.fault(cpu, Signal.SIGBUS if missing else Signal.SIGSEGV, event.address, event)
 
     def page_in(self, event: PageFaultEvent) -> Action | Stop | None:
         """Demand paging: RETRY when the fault was memory the program owns and is

@@ -94,7 +94,8 @@ class NativeHypercalls:
         # KVM's dirty log write-protects a frame in one ioctl, the host mprotect pair
         # invalidates it; where the spaces invalidate otherwise (a guest TLB flush on
         # hardware KVM), restrictions stay the VMM's.
-        native_write_protect = memory.dirty_log and all(
+        # (The Dune API reads dirty bits: its process logs from the start.)
+        native_write_protect = memory.start_dirty_log() and all(
             space.write_protect == memory.write_protect for space in spaces)
         native_invalidate = all(space.invalidate == memory.invalidate for space in spaces)
         self._native = self._module.NativeVm(

@@ -16,7 +16,6 @@ pages it maps itself (``vmm_backed``: never demand-paged).
 from __future__ import annotations
 
 import bisect
-import os
 from dataclasses import dataclass, replace
 from typing import Callable, Protocol
 
@@ -25,6 +24,7 @@ from ..memory.guest_memory import SharedRegion
 from ..memory.pagetable import ADDRESS_MASK, HUGE_ADDRESS_MASK
 from ..machine import PFError, layout
 from . import aslr, residency
+from .thp import HOST_POLICY, HUGE_PAGES_VARIABLE, HugeAdvice, HugePageChoice, ThpPolicy
 from .abi import (MAP_TYPE, Errno, MadviseAdvice, MapFlags, MapType, MremapFlags, MsyncFlags,
                   ProtFlags)
 
@@ -33,13 +33,12 @@ EAGER_MAP_LIMIT = 64 << 20
 #: A fault in big anonymous memory maps this much around it (4 KiB pages) while the
 #: block still fits under the guest's memory limit.
 FAULT_BLOCK = 256 << 10
-#: Whether a fault maps a whole 2 MiB block with one 2 MiB page first (where the
-#: block lies inside an anonymous VMA and has no page table yet), as Linux's
-#: transparent huge pages do with THP "always". Off unless KVMDUNE_HUGE_PAGES=1:
-#: with it, one touched page makes 512 resident in pagemap and RSS, where Linux with
-#: THP "madvise" (the usual default) shows one (tests/acceptance/test_pagemap.py).
-HUGE_PAGES_VARIABLE = "KVMDUNE_HUGE_PAGES"
-HUGE_PAGES = os.environ.get(HUGE_PAGES_VARIABLE, "0") == "1"
+#: Whether a fault may map a whole 2 MiB block with one 2 MiB page (where the block
+#: lies inside an anonymous VMA and has no page table yet), as Linux's transparent
+#: huge pages do: where thp.py's rules say Linux would here (the host's mode,
+#: MADV_HUGEPAGE / MADV_NOHUGEPAGE, PR_SET_THP_DISABLE), so that pagemap, smaps and
+#: RSS show what Linux shows; KVMDUNE_HUGE_PAGES=0 never, =1 wherever one fits.
+HUGE_PAGES = HOST_POLICY.may_map_huge
 #: Frames a block leaves free for the page tables that map it (and the next block's):
 #: a table frame missing at the limit would kill the process one fault early.
 FAULT_BLOCK_TABLE_RESERVE = 4 * PAGE_SIZE
@@ -99,6 +98,13 @@ class Vma:
     #: The rights mprotect may give it (Linux's VM_MAYREAD/VM_MAYWRITE/VM_MAYEXEC):
     #: asking for more fails with EACCES.
     max_prot: int = PROT_MASK
+    #: madvise(MADV_HUGEPAGE / MADV_NOHUGEPAGE): Linux's VM_HUGEPAGE / VM_NOHUGEPAGE.
+    huge_advice: HugeAdvice = HugeAdvice.NONE
+
+    @property
+    def private_anonymous(self) -> bool:
+        """Private memory with no file behind it (heap, stack, MAP_ANONYMOUS)."""
+        return not self.shared and self.region is None and not self.name.startswith("/")
 
     def region_paddr(self, address: int) -> int:
         return self.region.base + self.region_offset + (address - self.start)
@@ -146,8 +152,14 @@ class MemoryMap:
         #: Their stubs' mappings (sitepatch.StubMapping), unmapped with their code.
         self.site_stubs: list = []
         self.brk_start = self.brk = 0
-        #: Whether demand paging maps 2 MiB pages where it can (HUGE_PAGES).
+        #: Whether demand paging may map 2 MiB pages at all (HUGE_PAGES; the Dune
+        #: API's roots turn it off), and where (``thp``'s rules).
         self.huge_pages = HUGE_PAGES
+        self.thp: ThpPolicy = HOST_POLICY
+        #: prctl(PR_SET_THP_DISABLE): 0, or 1 | PR_THP_DISABLE_EXCEPT_ADVISED's bit
+        #: (kept across fork and execve, as Linux's MMF_DISABLE_THP).
+        self.thp_disabled = 0
+        space.pager = self.page_in_for_vmm
         # The top of the area mmap fills downwards: exec draws it (aslr.py); until
         # then Linux's without randomization.
         self.mmap_base = aslr.mmap_base(aslr.NO_RANDOMIZATION)
@@ -242,7 +254,9 @@ class MemoryMap:
             return
         if eager is None:
             eager = length <= EAGER_MAP_LIMIT
-        if eager:
+        if eager and not data and self._may_become_huge(vma):
+            self._back_around_huge_blocks(vma)
+        elif eager:
             self._back(vma.start, length, perm_for(vma.prot))
             if data:
                 self._fill(vma.start, data[:length])
@@ -260,6 +274,31 @@ class MemoryMap:
                 self._back(vma.start + offset, PAGE_SIZE, perm,
                            paddr=vma.region_paddr(vma.start + offset))
         self._insert(vma)
+
+    def _may_become_huge(self, vma: Vma) -> bool:
+        """Whether a fault in ``vma`` may map a 2 MiB page, now or after a later
+        madvise(MADV_HUGEPAGE) (Linux's rules in madvise mode)."""
+        return self.thp_allows(vma) or self.thp_allows(
+            replace(vma, huge_advice=HugeAdvice.HUGEPAGE))
+
+    def thp_allows(self, vma: Vma) -> bool:
+        """Whether a fault in ``vma`` maps a 2 MiB page where one fits (and Linux's
+        smaps THPeligible, which also needs a 2 MiB-aligned block inside it)."""
+        return (self.huge_pages and vma.private_anonymous and not vma.vmm_backed
+                and self.thp.allows(vma.huge_advice, self.thp_disabled))
+
+    def _back_around_huge_blocks(self, vma: Vma) -> None:
+        """Back a new anonymous mapping eagerly except its whole 2 MiB blocks, which
+        its first touch maps (with one 2 MiB page where the rules allow by then: a
+        page table once there never gives way to a 2 MiB page, pagetable.py)."""
+        first = -(-vma.start // HUGE_PAGE_SIZE) * HUGE_PAGE_SIZE
+        last = vma.end // HUGE_PAGE_SIZE * HUGE_PAGE_SIZE
+        if first >= last:
+            self._back(vma.start, vma.end - vma.start, perm_for(vma.prot))
+            return
+        for start, end in ((vma.start, first), (last, vma.end)):
+            if end > start:
+                self._back(start, end - start, perm_for(vma.prot))
 
     def _fill(self, start: int, data: bytes) -> None:
         """Write a new mapping's first contents into its frames (whatever its rights:
@@ -312,10 +351,13 @@ class MemoryMap:
         if self._now_allowed(address, error):
             return True
         vma = self.find(address)
-        if vma is None or vma.vmm_backed or not vma.allows(error) or error & PFError.PRESENT:
+        if vma is None or vma.vmm_backed or not vma.allows(error):
             return False
+        if error & PFError.PRESENT:
+            return bool(error & PFError.WRITE) and self._write_to_huge_zero_page(vma, address)
         page = address & ~(PAGE_SIZE - 1)
-        if vma.region is None and vma.source is None and self._map_fault_block(vma, address):
+        if vma.region is None and vma.source is None and self._map_fault_block(vma, address,
+                                                                               error):
             return True
         try:
             self._back(page, PAGE_SIZE, perm_for(vma.prot),
@@ -326,6 +368,40 @@ class MemoryMap:
             return True
         if vma.source is not None:
             self.space.write(page, vma.source(page, PAGE_SIZE), VMM)
+        return True
+
+    def page_in_for_vmm(self, address: int, write: bool) -> bool:
+        """The VMM is about to access ``address`` on the guest's behalf (a system
+        call's buffer) and the tables refuse: page it in as the guest's own access
+        would (Linux's copy_to_user faults the same way), where demand paging left
+        it out (no entry) or a write meets the huge zero page. Any other refusal
+        (PROT_NONE, rights the Dune API took away) stands. False if it cannot (the
+        call then fails with EFAULT, guest memory full included)."""
+        found = self.space.walk(address & ~(PAGE_SIZE - 1))
+        if found is None:
+            error = PFError.USER | (PFError.WRITE if write else PFError(0))
+        elif write and found.present and found.page_size == HUGE_PAGE_SIZE:
+            error = PFError.USER | PFError.WRITE | PFError.PRESENT
+        else:
+            return False
+        try:
+            return self.handle_fault(address, error)
+        except OutOfGuestMemory:
+            return False
+
+    def _write_to_huge_zero_page(self, vma: Vma, address: int) -> bool:
+        """A write to a 2 MiB page only read so far (mapped read-only, as Linux maps
+        its huge zero page): the whole 2 MiB page gets the VMA's rights, as Linux
+        (6.13 on) gives the write a huge page of its own (before 6.13 it split the
+        huge zero page; this host's kernel is what the guest is compared with)."""
+        found = self.space.walk(address & ~(PAGE_SIZE - 1))
+        if (found is None or found.page_size != HUGE_PAGE_SIZE or found.writable
+                or not vma.private_anonymous or not vma.prot & ProtFlags.PROT_WRITE):
+            return False
+        block = address & ~(HUGE_PAGE_SIZE - 1)
+        self.space.protect(block, HUGE_PAGE_SIZE, perm_for(vma.prot))   # adds write only
+        if self.observer is not None:
+            self.observer.protected(block, block + HUGE_PAGE_SIZE)
         return True
 
     def _now_allowed(self, address: int, error: PFError) -> bool:
@@ -343,7 +419,7 @@ class MemoryMap:
             return False
         return not (error & PFError.INSTRUCTION and found.nx)
 
-    def _map_fault_block(self, vma: Vma, address: int) -> bool:
+    def _map_fault_block(self, vma: Vma, address: int, error: PFError) -> bool:
         """Back a whole block around a fault in anonymous memory at once: a 2 MiB
         huge page (with ``huge_pages``, as Linux's transparent huge pages), else a
         FAULT_BLOCK of 4 KiB pages (as Linux's fault-around does for files). A guest
@@ -352,14 +428,20 @@ class MemoryMap:
         is mapped yet, and it fits in what is left under the memory limit (the last
         pages before the limit come one by one, so that the limit is crossed by the
         fault that needs one frame too many). As with transparent huge pages, a
-        touch is charged its whole block."""
-        sizes = (HUGE_PAGE_SIZE, FAULT_BLOCK) if self.huge_pages else (FAULT_BLOCK,)
+        touch is charged its whole block. Under Linux's rules a read maps the 2 MiB
+        page read-only (Linux's huge zero page: in no counter until written)."""
+        sizes = (HUGE_PAGE_SIZE, FAULT_BLOCK) if self.thp_allows(vma) else (FAULT_BLOCK,)
+        perm = perm_for(vma.prot)
         for size in sizes:
-            if self._map_block(vma, address & ~(size - 1), size):
+            block_perm = perm
+            if (size == HUGE_PAGE_SIZE and not error & PFError.WRITE
+                    and self.thp.choice is HugePageChoice.LINUX):
+                block_perm = perm & ~Perm.WRITE
+            if self._map_block(vma, address & ~(size - 1), size, block_perm):
                 return True
         return False
 
-    def _map_block(self, vma: Vma, block: int, size: int) -> bool:
+    def _map_block(self, vma: Vma, block: int, size: int, perm: Perm) -> bool:
         if block < vma.start or block + size > vma.end:
             return False
         if self.space.memory.frames.free_bytes < size + FAULT_BLOCK_TABLE_RESERVE:
@@ -368,7 +450,7 @@ class MemoryMap:
         if tables.is_mapped(block, size) or huge and tables.has_table(block, size):
             return False     # (a 2 MiB page never replaces a table: pagetable.py)
         try:
-            self._back(block, size, perm_for(vma.prot), huge=huge)
+            self._back(block, size, perm, huge=huge)
         except OutOfGuestMemory:
             return False    # no free 2 MiB frame (fragmentation): smaller blocks may fit
         return True
@@ -723,7 +805,9 @@ class MemoryMap:
         end = address + page_up(length)
         if address % PAGE_SIZE or end >= ADDRESS_END:       # Linux's end wraps: EINVAL
             return -Errno.EINVAL
-        if advice in (MadviseAdvice.MADV_DONTNEED, MadviseAdvice.MADV_FREE):
+        if advice in _HUGE_ADVICE:
+            self._set_huge_advice(address, end, _HUGE_ADVICE[advice])
+        elif advice in (MadviseAdvice.MADV_DONTNEED, MadviseAdvice.MADV_FREE):
             if self.sealed_in(address, end):
                 return -Errno.EPERM
             with self.space.batch():
@@ -732,6 +816,14 @@ class MemoryMap:
                     self._drop(start, stop - start)   # refilled on demand
         # Applied to what is mapped; a hole in the range is reported (as Linux does).
         return 0 if self.covers(address, end) else -Errno.ENOMEM
+
+    def _set_huge_advice(self, start: int, end: int, advice: HugeAdvice) -> None:
+        """MADV_HUGEPAGE / MADV_NOHUGEPAGE: the mappings in [start, end) get the flag
+        (split at the range's ends, as Linux's madvise_update_vma does). Pages mapped
+        already stay as they are (Linux's khugepaged may collapse them later)."""
+        for vma in self._cut(start, end):
+            self._insert(replace(vma, huge_advice=advice))
+        self._merge_around(start, end)
 
     def sys_msync(self, address: int, length: int, flags: int) -> int:
         """Implements msync(2): guest memory is host memory (shared mappings write
@@ -772,11 +864,16 @@ def _mergeable(before: Vma, after: Vma) -> bool:
     if before.end != after.start or before.region is not None or after.region is not None:
         return False
     if (before.prot, before.shared, before.name, before.grows_down, before.source,
-            before.sealed, before.vmm_backed, before.max_prot) != \
+            before.sealed, before.vmm_backed, before.max_prot, before.huge_advice) != \
             (after.prot, after.shared, after.name, after.grows_down, after.source,
-             after.sealed, after.vmm_backed, after.max_prot):
+             after.sealed, after.vmm_backed, after.max_prot, after.huge_advice):
         return False
     return before.source is None or after.offset == before.offset + (before.end - before.start)
+
+
+#: The madvise advices that set a mapping's huge-page flag.
+_HUGE_ADVICE = {MadviseAdvice.MADV_HUGEPAGE: HugeAdvice.HUGEPAGE,
+                MadviseAdvice.MADV_NOHUGEPAGE: HugeAdvice.NOHUGEPAGE}
 
 
 def frame_runs(space: AddressSpace, start: int, length: int) -> list[tuple[int, int]]:

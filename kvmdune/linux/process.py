@@ -162,6 +162,8 @@ class Process(Handler):
             # The new program starts without privileged features (it asks again).
             self.privileged.close()
             self.privileged = None
+        if old_mm is not None:
+            mm.thp_disabled = old_mm.thp_disabled     # kept across execve, as on Linux
         self.space, self.mm = space, mm
         self.exe, self.argv, self.envp, self.auxv = exe, argv, envp, auxv
         self.comm = task_name.comm_for_exec(filename or exe)

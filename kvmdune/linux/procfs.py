@@ -21,10 +21,11 @@ import struct
 from typing import Callable
 
 from ..machine.layout import TASK_SIZE
-from ..memory import PAGE_SIZE
+from ..memory import HUGE_PAGE_SIZE, PAGE_SIZE
 from . import residency
 from .abi import AT_FDCWD, O_CLOEXEC, Errno, ProtFlags
 from .sys_resource import RLIM_INFINITY, limits_of
+from .thp import HugeAdvice
 from .uaccess import Fault
 
 #: Entries passed through to the host: they mean the same for the guest.
@@ -496,7 +497,7 @@ def _rss_lines(proc) -> dict[bytes, int]:
 
 
 #: smaps' counters after Size (Linux 6.x's order and names); those kvmdune never
-#: has (huge pages, swap, KSM, locked) are zero.
+#: has (hugetlb and file huge pages, swap, KSM, locked) are zero.
 _SMAPS_FIELDS = ("KernelPageSize", "MMUPageSize", "Rss", "Pss", "Pss_Dirty", "Shared_Clean",
                  "Shared_Dirty", "Private_Clean", "Private_Dirty", "Referenced",
                  "Anonymous", "KSM", "LazyFree", "AnonHugePages", "ShmemPmdMapped",
@@ -517,13 +518,25 @@ def _smaps(proc) -> bytes:
                   "Private_Clean": usage.private_clean * page_kb,
                   "Private_Dirty": usage.private_dirty * page_kb,
                   "Referenced": usage.referenced * page_kb,
-                  "Anonymous": usage.anonymous * page_kb}
+                  "Anonymous": usage.anonymous * page_kb,
+                  "AnonHugePages": usage.anonymous_huge * HUGE_PAGE_SIZE // 1024}
         out.append(vma.format() + "\n")
         out.append(f"{'Size:':<16}{(vma.end - vma.start) // 1024:>8} kB\n")
         out.extend(f"{name + ':':<16}{values.get(name, 0):>8} kB\n" for name in _SMAPS_FIELDS)
-        out.append("THPeligible:    0\n")
+        out.append(f"THPeligible:    {int(_thp_eligible(proc.mm, vma))}\n")
         out.append(f"VmFlags: {' '.join(_vm_flags(vma))} \n")
     return "".join(out).encode()
+
+
+#: VmFlags of madvise(MADV_HUGEPAGE / MADV_NOHUGEPAGE) (after "ac", before "sd").
+_HUGE_ADVICE_FLAGS = {HugeAdvice.HUGEPAGE: ["hg"], HugeAdvice.NOHUGEPAGE: ["nh"]}
+
+
+def _thp_eligible(mm, vma) -> bool:
+    """smaps' THPeligible: a fault in the mapping may map a 2 MiB page, and a whole
+    2 MiB-aligned block fits in it (Linux checks the last one)."""
+    last_block = (vma.end - HUGE_PAGE_SIZE) // HUGE_PAGE_SIZE * HUGE_PAGE_SIZE
+    return vma.end >= HUGE_PAGE_SIZE and last_block >= vma.start and mm.thp_allows(vma)
 
 
 def _vm_flags(vma) -> list[str]:
@@ -539,6 +552,7 @@ def _vm_flags(vma) -> list[str]:
         flags.append("gd")
     if not vma.shared and vma.prot & ProtFlags.PROT_WRITE:
         flags.append("ac")
+    flags += _HUGE_ADVICE_FLAGS.get(vma.huge_advice, [])
     if vma.soft_dirty:
         flags.append("sd")
     return flags

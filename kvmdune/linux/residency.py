@@ -86,17 +86,28 @@ def backing(vma) -> Backing:
     return Backing.FILE_PRIVATE if named_file else Backing.ANONYMOUS
 
 
-def _small_pages(space: AddressSpace, found: list[int], start: int, end: int) -> set[int]:
+def _huge_bases(space: AddressSpace, found: list[int]) -> list[int]:
+    """The 2 MiB pages among ``found`` (page addresses from a scan: a 2 MiB page is
+    given once, by its base)."""
+    return [page for page in found if page % HUGE_PAGE_SIZE == 0
+            and (entry := space.walk(page)) is not None and entry.page_size == HUGE_PAGE_SIZE]
+
+
+def _small_pages(space: AddressSpace, found: list[int], start: int, end: int,
+                 in_huge: set[int] | None = None) -> set[int]:
     """The 4 KiB pages of [start, end) among ``found`` (page addresses from a scan,
     which gives a 2 MiB page once, by its base): a 2 MiB page counts as its 4 KiB
-    pages, as Linux's pagemap shows a transparent huge page."""
+    pages, as Linux's pagemap shows a transparent huge page (those are added to
+    ``in_huge`` too, if given)."""
     pages: set[int] = set()
     for page in found:
         if page % HUGE_PAGE_SIZE == 0 or page < start:      # perhaps a 2 MiB page
             found_page = space.walk(page)
             if found_page is not None and found_page.page_size == HUGE_PAGE_SIZE:
-                pages.update(range(max(page, start), min(page + HUGE_PAGE_SIZE, end),
-                                   PAGE_SIZE))
+                small = range(max(page, start), min(page + HUGE_PAGE_SIZE, end), PAGE_SIZE)
+                pages.update(small)
+                if in_huge is not None:
+                    in_huge.update(small)
                 continue
         pages.add(page)
     return pages
@@ -111,6 +122,8 @@ class PageSets:
     written: set[int]        # dirty since mapped
     soft_dirty: set[int]     # dirty since the last clear_refs 4
     referenced: set[int]     # accessed since the last clear_refs 1-3
+    huge_written: int = 0    # 2 MiB pages dirty since mapped (Linux: anonymous THPs)
+    in_huge: frozenset[int] = frozenset()   # mapped pages that are part of a 2 MiB page
 
     @classmethod
     def read(cls, space: AddressSpace, start: int, end: int) -> "PageSets":
@@ -120,13 +133,19 @@ class PageSets:
         def pages(found: list[int]) -> set[int]:
             return _small_pages(space, found, start, end)
 
-        mapped = pages(space.tables.scan_bits(start, size, _MAPPED).pages)
+        in_huge: set[int] = set()
+        mapped = _small_pages(space, space.tables.scan_bits(start, size, _MAPPED).pages,
+                              start, end, in_huge)
         if not mapped:                 # a hole: nothing else to read
             return cls(set(), set(), set(), set(), set())
+        written = since.read(start, size, PTE.DIRTY, clear=False)
         return cls(
             mapped=mapped,
             touched=pages(since.read(start, size, PTE.ACCESSED, clear=False)),
-            written=pages(since.read(start, size, PTE.DIRTY, clear=False)),
+            written=pages(written),
+            huge_written=len(_huge_bases(space, [page for page in written
+                                                 if start <= page < end])),
+            in_huge=frozenset(in_huge),
             soft_dirty=pages(bits.reader(PAGEMAP_READER).read(start, size, PTE.DIRTY,
                                                               clear=False)),
             referenced=pages(bits.reader(REFERENCED_READER).read(start, size, PTE.ACCESSED,
@@ -185,9 +204,12 @@ def _vma_entries(space: AddressSpace, vma, low: int, high: int) -> bytes | None:
     # heap's entries (bdwgc's, at every collection) cost milliseconds.
     unwritten = base | _PRESENT | _sharing_bits(kind, False)
     written = base | _PRESENT | _sharing_bits(kind, True)
-    soft_dirty, changed = pages.soft_dirty, pages.written
+    # A 2 MiB page only read is Linux's huge zero page, which pagemap shows as a
+    # page with a file behind it (not anonymous), unlike the 4 KiB zero page.
+    huge_zero = unwritten | _FILE_OR_SHARED_ANON if kind is Backing.ANONYMOUS else unwritten
+    soft_dirty, changed, in_huge = pages.soft_dirty, pages.written, pages.in_huge
     for page in present:
-        value = written if page in changed else unwritten
+        value = written if page in changed else huge_zero if page in in_huge else unwritten
         if page in soft_dirty:
             value |= _SOFT_DIRTY
         entries[(page - low) // PAGE_SIZE] = value
@@ -216,11 +238,12 @@ class Usage:
     private_dirty: int
     referenced: int
     anonymous: int
+    anonymous_huge: int      # in 2 MiB pages with the THP flag (smaps AnonHugePages)
 
 
 def vma_usage(space: AddressSpace, vma) -> Usage:
     kind = backing(vma)
-    rss = dirty = referenced = anonymous = 0
+    rss = dirty = referenced = anonymous = huge = 0
     for low, high in _chunks(vma.start, vma.end):
         pages = PageSets.read(space, low, high)
         resident = pages.resident(kind)
@@ -228,8 +251,10 @@ def vma_usage(space: AddressSpace, vma) -> Usage:
         dirty += len(resident & pages.written)
         referenced += len(resident & pages.referenced)
         anonymous += len(pages.anonymous(kind))
+        if kind is Backing.ANONYMOUS:
+            huge += pages.huge_written
     return Usage(rss=rss, private_clean=rss - dirty, private_dirty=dirty,
-                 referenced=referenced, anonymous=anonymous)
+                 referenced=referenced, anonymous=anonymous, anonymous_huge=huge)
 
 
 @dataclass(frozen=True)

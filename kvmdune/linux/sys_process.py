@@ -17,13 +17,14 @@ from ..machine import Stop
 from ..machine.layout import TASK_SIZE
 from ..memory import PAGE_SIZE, USER_SPACE_END
 from .abi import (AT_FDCWD, CSIGNAL, ArchPrctlCode, AtFlags, CloneFlags, Errno,
-                  PersonalityFlags)
+                  PersonalityFlags, PrctlOption)
 from . import profiling
 from .aslr import PERSONALITY_QUERY
 from .elf import ExecFormatError
 from .exit_status import ExitStatus
 from .exec import exec_program
 from .task_name import TASK_COMM_LEN, comm_from_user, show_on_host
+from .thp import PR_THP_DISABLE_EXCEPT_ADVISED
 from .uaccess import Fault, read_path, read_string_array, write_u32, write_u64
 from .uaccess import read_bytes, write_bytes
 
@@ -328,7 +329,20 @@ def sys_prctl(proc, cpu, option, arg2, arg3, arg4, arg5, _):
     if option == PR_SET_PDEATHSIG:
         proc.pdeathsig = arg2
         return 0
+    if option in (PrctlOption.PR_SET_THP_DISABLE, PrctlOption.PR_GET_THP_DISABLE):
+        return _thp_disable(proc.mm, option, arg2, arg3, arg4, arg5)
     return -Errno.EINVAL
+
+
+def _thp_disable(mm, option, arg2, arg3, arg4, arg5):
+    """PR_SET_THP_DISABLE / PR_GET_THP_DISABLE (Linux 6.18's, with
+    PR_THP_DISABLE_EXCEPT_ADVISED) on the guest's own memory map (thp.py)."""
+    if option == PrctlOption.PR_GET_THP_DISABLE:
+        return -Errno.EINVAL if arg2 or arg3 or arg4 or arg5 else mm.thp_disabled
+    if arg4 or arg5 or arg3 & ~PR_THP_DISABLE_EXCEPT_ADVISED or not arg2 and arg3:
+        return -Errno.EINVAL
+    mm.thp_disabled = (1 | arg3) if arg2 else 0
+    return 0
 
 
 def sys_personality(proc, cpu, persona, *_):

@@ -110,6 +110,10 @@ class AddressSpace:
         # hypercalls served by the fast path's thread).
         self._tlb: dict[int, Translation] = {}
         self._page_bits: PageBits | None = None
+        #: ``pager(vaddr, write)``: asked to map the page of a checked access the
+        #: tables refuse (memory the guest owns but has not touched: demand paging),
+        #: True if it did; as Linux's copy_to_user faults pages in.
+        self.pager: Callable[[int, bool], bool] | None = None
 
     @property
     def page_bits(self) -> PageBits:
@@ -177,8 +181,11 @@ class AddressSpace:
                      dirty_only: list[tuple[int, int]]) -> None:
         """A or D bits were cleared in entries mapping these frames (``full``: A, so
         the MMU must walk them again; ``dirty_only``: only D): make the guest set
-        them again on its next access (page_bits.py is the one caller)."""
+        them again on its next access (page_bits.py is the one caller). A reader of
+        dirty bits is what KVM's dirty log is for: it starts with the first one."""
         self._tlb.clear()
+        if dirty_only:
+            self.memory.start_dirty_log()
         self._restricted(full, dirty_only)
 
     def walk(self, vaddr: int) -> Translation | None:
@@ -211,7 +218,14 @@ class AddressSpace:
                 found = self.tables.walk(page)
                 if found is not None and found.page_size == PAGE_SIZE:
                     tlb[page] = found
-            _check_access(cursor, found, access)
+            try:
+                _check_access(cursor, found, access)
+            except GuestFault:
+                if self.pager is None or not self.pager(cursor, access.write):
+                    raise
+                self._tlb.clear()
+                found = self.tables.walk(page)
+                _check_access(cursor, found, access)
             assert found is not None
             offset = cursor & (found.page_size - 1)
             paddr = (found.paddr & ~(found.page_size - 1)) + offset

@@ -29,13 +29,15 @@ class FrameAllocator:
     """Hands out guest-physical frames in ``[start, end)``.
 
     ``discard(paddr, length)`` is called on free to give the memory back to the host
-    (and zero it). Small frames come from a free list, then from a bump pointer;
+    (and zero it); ``carve_huge(paddr)`` when a 2 MiB frame is first cut from the
+    bump pointer (so the host can back it with one huge page). Small frames come from a free list, then from a bump pointer;
     huge frames from their own free list, then from the bump pointer aligned up
     (the frames skipped by the alignment go to the small list).
     """
 
     def __init__(self, start: int, end: int,
-                 discard: Callable[[int, int], None] | None = None) -> None:
+                 discard: Callable[[int, int], None] | None = None,
+                 carve_huge: Callable[[int], None] | None = None) -> None:
         if start % PAGE_SIZE or end % PAGE_SIZE or start >= end:
             raise ValueError("frame range must be page-aligned and non-empty")
         self.start, self.end = start, end
@@ -45,6 +47,7 @@ class FrameAllocator:
         #: 2 MiB frames handed out as 2 MiB pages: never again (module docstring).
         self._huge_once: set[int] = set()
         self._discard = discard or (lambda paddr, length: None)
+        self._carve_huge = carve_huge or (lambda paddr: None)
         self.allocated_bytes = 0
         #: Frames a host call may still touch (a futex wait on another thread), with
         #: how many such calls; freeing them waits until the last one is unpinned.
@@ -99,6 +102,7 @@ class FrameAllocator:
                 raise OutOfGuestMemory("no free 2 MiB frame left in guest memory")
             self._free_small.extend(range(self._next, aligned, PAGE_SIZE))
             paddr, self._next = aligned, aligned + HUGE_PAGE_SIZE
+            self._carve_huge(paddr)
         self.allocated_bytes += HUGE_PAGE_SIZE
         self._huge_once.add(paddr)
         return paddr

@@ -26,8 +26,11 @@ FIRST_FRAME = PAGE_SIZE
 GUEST_MEMORY_SLOT = 0
 
 
-#: Guest memory up to this size keeps KVM's dirty log, the cheap write protection of
+#: Guest memory up to this size may use KVM's dirty log, the cheap write protection of
 #: ``write_protect`` (KVM then keeps two bitmaps of a bit per page: 64 GiB, 4 MiB).
+#: It is turned on only when a reader of dirty bits first clears one
+#: (``start_dirty_log``): a logged slot is mapped by KVM in 4 KiB pieces whatever
+#: the guest's page size, so a program nobody watches keeps KVM's 2 MiB mappings.
 DIRTY_LOG_LIMIT = 64 << 30
 _DIRTY_LOG_MODE = DirtyLogProtect.MANUAL_PROTECT_ENABLE | DirtyLogProtect.INITIALLY_SET
 #: KVM_CLEAR_DIRTY_LOG's first page is a multiple of this (a bitmap word).
@@ -129,7 +132,8 @@ class GuestMemory:
         self.size = size
         self.view = self.mapping.view      # bytes, bounds-checked
         self.words = self.mapping.words    # 64-bit words, bounds-checked
-        self.frames = FrameAllocator(FIRST_FRAME, size, self._discard)
+        self.frames = FrameAllocator(FIRST_FRAME, size, self._discard,
+                                     carve_huge=self._advise_huge)
         #: Waits until no access to guest memory through a translation made before
         #: the call is under way outside a vCPU (the native fast path's serves):
         #: called before freed frames go back to the host (and may be reused) and
@@ -138,21 +142,22 @@ class GuestMemory:
         self.regions: list[SharedRegion] = []
         self.retired: list[RetiredSlot] = []
         self._vm: Vm | None = None
-        self.dirty_log = False     # whether slot 0 logs dirty pages (register())
+        #: Whether slot 0 may log dirty pages (register(): KVM can, and it is wanted)
+        #: and whether it does now (``start_dirty_log``).
+        self.dirty_log_available = False
+        self.dirty_log = False
         # A gap after each backing keeps two backings from ever looking contiguous.
         self._next_base = -(-size // SHARED_REGION_ALIGN) * SHARED_REGION_ALIGN + SHARED_REGION_ALIGN
 
     def register(self, vm: Vm, slot: int = GUEST_MEMORY_SLOT, dirty_log: bool = True) -> None:
         """Make this memory the VM's guest-physical memory (KVM_SET_USER_MEMORY_REGION),
         shared regions included (a forked child registers them with its new VM).
-        With ``dirty_log``, the main slot logs dirty pages where KVM can (for
+        With ``dirty_log``, the main slot may log dirty pages where KVM can (for
         ``write_protect``; a machine that invalidates by guest TLB flushes has no use
-        for it, and KVM maps a logged slot with small pages only)."""
-        self.dirty_log = dirty_log and self._enable_dirty_log(vm)
-        if not self.dirty_log:
-            self.mapping.advise_huge_pages()   # KVM maps a logged slot in 4 KiB pages only
-        flags = MemFlags.LOG_DIRTY_PAGES if self.dirty_log else MemFlags(0)
-        vm.set_user_memory_region(slot, 0, self.size, self.mapping.address, flags)
+        for it); logging itself starts with ``start_dirty_log``."""
+        self.dirty_log_available = dirty_log and self._enable_dirty_log(vm)
+        self.dirty_log = False
+        vm.set_user_memory_region(slot, 0, self.size, self.mapping.address)
         self._drop_retired()        # slots of the VM before (a forked child's parent)
         for region in self.regions:
             vm.set_user_memory_region(region.slot, region.base, region.slot_size,
@@ -162,6 +167,22 @@ class GuestMemory:
     def _drop_retired(self) -> None:
         while self.retired:
             self.retired.pop().reservation.close()
+
+    def start_dirty_log(self) -> bool:
+        """Turn on KVM's dirty log of the main slot (if it may have one; once on, it
+        stays on for this VM): True if it is on. Every page starts counted dirty
+        (KVM_DIRTY_LOG_INITIALLY_SET), so nothing is write-protected until
+        ``write_protect`` asks; KVM maps the slot in 4 KiB pieces from now on."""
+        if self.dirty_log or not self.dirty_log_available or self._vm is None:
+            return self.dirty_log
+        self._vm.set_user_memory_region(GUEST_MEMORY_SLOT, 0, self.size, self.mapping.address,
+                                        MemFlags.LOG_DIRTY_PAGES)
+        self.dirty_log = True
+        return True
+
+    def _advise_huge(self, paddr: int) -> None:
+        """A 2 MiB frame is cut for a 2 MiB guest page: one host huge page behind it."""
+        self.mapping.advise_huge_pages(paddr, GUEST_MEMORY_ALIGN)
 
     def add_shared(self, size: int, fd: int, offset: int = 0,
                    writable: bool = True) -> SharedRegion:
@@ -312,8 +333,8 @@ class GuestMemory:
         KVM_CLEAR_DIRTY_LOG write-protects exactly the pages KVM saw written since it
         last protected them (a page not written since is still protected), in one
         ioctl for any number of pages; software KVM's next write then walks the guest
-        tables and sets D. Without the dirty log (or for shared regions, which have
-        none), the full invalidation."""
+        tables and sets D. Without the dirty log (not on yet: ``start_dirty_log``; or
+        for shared regions, which have none), the full invalidation."""
         if not self.dirty_log or self._vm is None:
             self.invalidate(ranges)
             return
@@ -328,8 +349,8 @@ class GuestMemory:
                 self.quiesce()
 
     def _enable_dirty_log(self, vm: Vm) -> bool:
-        """Turn on KVM's manually protected dirty log, starting with every page
-        counted dirty (so nothing is write-protected until asked): True if KVM can."""
+        """Choose KVM's manually protected dirty log, starting with every page
+        counted dirty, for slots that log (``start_dirty_log``): True if KVM can."""
         if self.size > DIRTY_LOG_LIMIT:
             return False
         if vm.kvm.check_extension(Cap.MANUAL_DIRTY_LOG_PROTECT2) & _DIRTY_LOG_MODE != _DIRTY_LOG_MODE:

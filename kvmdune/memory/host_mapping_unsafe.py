@@ -129,12 +129,15 @@ class HostMapping:
             _check(_libc.munmap(aligned + size, tail), "munmap")
         return aligned
 
-    def advise_huge_pages(self) -> None:
-        """Ask for transparent huge pages behind the mapping, so that KVM can map a
-        guest 2 MiB page with one large entry. Only worth it where KVM may (a slot
-        without dirty logging): elsewhere it only risks the host compacting memory
-        at fault time to find 2 MiB pages. Advice: a refusal changes nothing."""
-        _libc.madvise(self.address, self.size, MADV_HUGEPAGE)
+    def advise_huge_pages(self, offset: int, length: int) -> None:
+        """Ask for transparent huge pages behind [offset, offset+length) of the
+        mapping (2 MiB-aligned), so that KVM can map a guest 2 MiB page there with one
+        large entry and the host faults it in once, not 512 times. Only for ranges
+        the guest uses whole: advice over the whole mapping made every 4 KiB guest
+        page cost the host a 2 MiB page (and compaction at fault time). Advice: a
+        refusal changes nothing."""
+        if 0 <= offset and offset + length <= self.size:
+            _libc.madvise(self.address + offset, length, MADV_HUGEPAGE)
 
     def close(self) -> None:
         if self.address:

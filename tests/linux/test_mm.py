@@ -14,6 +14,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from kvmdune.linux.abi import Errno, MapFlags, MapType, MremapFlags, ProtFlags
 from kvmdune.linux.mm import PROT_MASK, MemoryMap, Vma, perm_for
+from kvmdune.linux.thp import HugePageChoice, ThpMode, ThpPolicy
 from kvmdune.machine.layout import MMAP_MIN_ADDR as MMAP_MIN
 from kvmdune.machine.layout import USER_PROGRAM_END as TASK_SIZE   # the program's part
 from kvmdune.memory import PAGE_SIZE, VMM, AddressSpace
@@ -409,6 +410,7 @@ def test_a_fault_maps_the_largest_block_that_fits(guest):
 
     write = PFError.WRITE | PFError.USER
     guest.mm.huge_pages = True
+    guest.mm.thp = ThpPolicy(ThpMode.ALWAYS, HugePageChoice.LINUX)
     start = 0x4000_0000                               # 2 MiB-aligned
     assert guest.mmap(start, (EAGER_MAP_LIMIT + HUGE_PAGE_SIZE) // PAGE_SIZE, RW,
                       FIXED | int(MapFlags.MAP_NORESERVE)) == start
@@ -433,6 +435,78 @@ def test_a_fault_maps_the_largest_block_that_fits(guest):
     finally:
         for frame in held:
             frames.free(frame)
+
+
+def test_thp_always_leaves_whole_blocks_to_faults_that_map_2mib_pages(guest):
+    """Linux's "always" mode: a small anonymous mapping is backed at once except its
+    whole 2 MiB blocks, whose first touch maps a 2 MiB page; MADV_NOHUGEPAGE (a VMA
+    of its own) keeps 4 KiB pages; a read maps the page read-only (the huge zero
+    page) and a write then gives it the mapping's rights, still one 2 MiB page."""
+    from kvmdune.linux.abi import MadviseAdvice
+    from kvmdune.machine import PFError
+    from kvmdune.memory import HUGE_PAGE_SIZE
+
+    guest.mm.huge_pages = True
+    guest.mm.thp = ThpPolicy(ThpMode.ALWAYS, HugePageChoice.LINUX)
+    start = 0x4000_0000 - PAGE_SIZE                   # one page before a 2 MiB boundary
+    blocks = 0x4000_0000
+    assert guest.mmap(start, 1 + 3 * HUGE_PAGE_SIZE // PAGE_SIZE + 1, RW, FIXED) == start
+    assert guest.mapped(start) and guest.mapped(blocks + 3 * HUGE_PAGE_SIZE)
+    assert not any(guest.mapped(blocks + n * HUGE_PAGE_SIZE) for n in range(3))
+    third = blocks + 2 * HUGE_PAGE_SIZE
+    assert guest.mm.sys_madvise(third, HUGE_PAGE_SIZE, MadviseAdvice.MADV_NOHUGEPAGE) == 0
+    assert len(guest.mm.vmas) == 3                    # split around the advised block
+    read, write = PFError.USER, PFError.USER | PFError.WRITE
+    assert guest.mm.handle_fault(blocks + 7, read)
+    found = guest.space.walk(blocks)
+    assert found.page_size == HUGE_PAGE_SIZE and not found.writable
+    assert guest.mm.handle_fault(blocks + 7, write | PFError.PRESENT)
+    found = guest.space.walk(blocks)
+    assert found.page_size == HUGE_PAGE_SIZE and found.writable
+    assert guest.mm.handle_fault(third + 7, write)
+    assert guest.space.walk(third).page_size == PAGE_SIZE
+
+
+def test_thp_madvise_mode_needs_the_advice(guest):
+    """Linux's "madvise" mode: 4 KiB blocks until madvise(MADV_HUGEPAGE); under
+    PR_SET_THP_DISABLE none, unless PR_THP_DISABLE_EXCEPT_ADVISED."""
+    from kvmdune.linux.abi import MadviseAdvice
+    from kvmdune.linux.thp import PR_THP_DISABLE_EXCEPT_ADVISED
+    from kvmdune.machine import PFError
+    from kvmdune.memory import HUGE_PAGE_SIZE
+
+    guest.mm.huge_pages = True
+    guest.mm.thp = ThpPolicy(ThpMode.MADVISE, HugePageChoice.LINUX)
+    blocks = 0x4000_0000
+    assert guest.mmap(blocks, 4 * HUGE_PAGE_SIZE // PAGE_SIZE, RW, FIXED) == blocks
+    write = PFError.USER | PFError.WRITE
+    assert guest.mm.handle_fault(blocks, write)
+    assert guest.space.walk(blocks).page_size == PAGE_SIZE
+    advised = blocks + HUGE_PAGE_SIZE
+    assert guest.mm.sys_madvise(advised, 3 * HUGE_PAGE_SIZE, MadviseAdvice.MADV_HUGEPAGE) == 0
+    assert guest.mm.handle_fault(advised, write)
+    assert guest.space.walk(advised).page_size == HUGE_PAGE_SIZE
+    guest.mm.thp_disabled = 1
+    assert guest.mm.handle_fault(advised + HUGE_PAGE_SIZE, write)
+    assert guest.space.walk(advised + HUGE_PAGE_SIZE).page_size == PAGE_SIZE
+    guest.mm.thp_disabled = 1 | PR_THP_DISABLE_EXCEPT_ADVISED
+    assert guest.mm.handle_fault(advised + 2 * HUGE_PAGE_SIZE, write)
+    assert guest.space.walk(advised + 2 * HUGE_PAGE_SIZE).page_size == HUGE_PAGE_SIZE
+
+
+def test_a_checked_access_pages_in_untouched_memory(guest):
+    """The VMM writing a system call's result into memory the program never touched
+    maps it, as the program's own write would; outside every mapping it faults."""
+    from kvmdune.memory import WRITE, GuestFault
+
+    big = 0x4000_0000
+    assert guest.mmap(big, 4 << 20 >> 12, RW, FIXED | int(MapFlags.MAP_NORESERVE)) == big
+    target = big + (2 << 20) + 123
+    assert not guest.mapped(target)
+    guest.space.write(target, b"result", WRITE)
+    assert guest.space.read(target, 6) == b"result"
+    with pytest.raises(GuestFault):
+        guest.space.write(big + (4 << 20), b"x", WRITE)
 
 
 def test_madvise_dontneed_gives_zero_pages_back(guest):

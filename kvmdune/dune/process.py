@@ -42,7 +42,7 @@ from ..linux.privileged import Privileged
 from ..linux.process import Process, crash_report
 from ..machine import (Action, Cpu, ExceptionEvent, PageFaultEvent, PFError, Stop,
                        SyscallEvent, Vector, layout)
-from ..machine.x86 import USER_RFLAGS, USER_RFLAGS_FIXED
+from ..machine.x86 import RFLAGS, USER_RFLAGS, USER_RFLAGS_FIXED
 from ..memory import WRITE, Access, GuestFault, OutOfGuestMemory, is_canonical
 from .hypercall import (ABI_VERSION, RED_ZONE, SIGNAL_INTR_BASE, TF_FIELDS, UPCALL_ALIGN,
                         UPCALL_SIZE, UPCALL_STACK_RESERVE, HypercallOp, TrapKind,
@@ -566,8 +566,9 @@ def _pack_tf(regs, syscall: bool = False, err: int = 0) -> bytes:
     values = _tf_registers(regs)
     if syscall:
         values = values[:_RCX_SLOT] + (regs.r10,) + values[_RCX_SLOT + 1:]
-    return _TF.pack(*values, err & 0xFFFF_FFFF, 0, regs.rip, layout.USER_CS, regs.rflags,
-                    regs.rsp, layout.USER_DS)
+    # IF always: user code runs with interrupts enabled (upcall.c's RFLAGS_IF says why).
+    return _TF.pack(*values, err & 0xFFFF_FFFF, 0, regs.rip, layout.USER_CS,
+                    regs.rflags | RFLAGS.IF, regs.rsp, layout.USER_DS)
 
 
 def _c_int(value: int) -> int:

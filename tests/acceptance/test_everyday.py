@@ -76,10 +76,12 @@ def digits(text: bytes) -> bytes:
 
 def measured(text: bytes) -> bytes:
     """Digits as in ``digits``, runs of blanks as one and none at a line's start or
-    after a comma: tools that align columns of measured values pad them by the width
-    of the numbers (top's "99.5 id" and "100.0 id")."""
+    after a comma or colon: tools that align columns of measured values pad them by
+    the width of the numbers (top's "99.5 id" and "100.0 id", "%Cpu(s): 5.0 us" and
+    "%Cpu(s):15.0 us")."""
     text = re.sub(rb"[ \t]+", b" ", digits(text))
-    return re.sub(rb"^ ", b"", re.sub(rb", ?", b", ", text), flags=re.M)
+    text = re.sub(rb":(?=N)", b": ", re.sub(rb", ?", b", ", text))
+    return re.sub(rb"^ ", b"", text, flags=re.M)
 
 
 def job_notice(text: bytes) -> bytes:

@@ -256,7 +256,11 @@ class Process(Handler):
             if refused is not None:
                 os.close(host_fd)
                 return refused
-        return self.fds.install(host_fd, cloexec=host_fd_cloexec(host_fd))
+        # A live /proc file's reads and writes are the VMM's to answer (never the
+        # fast path's): it looks at every one.
+        live = self.live_file_of(host_fd) is not None
+        return self.fds.install(host_fd, cloexec=host_fd_cloexec(host_fd),
+                                io_never_blocks=False if live else None)
 
     def host_path(self, path: bytes, dirfd: int | None = None) -> bytes:
         """The host path for a guest path, relative to the host descriptor ``dirfd``

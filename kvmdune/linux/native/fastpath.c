@@ -50,10 +50,11 @@
 #include <unistd.h>
 
 #include "../../machine/native/callring.h"
+#include "fdstore.h"
+#include "proclock.h"
 #include "vmm_calls.h"
 
 #define NR_CALLS 512
-#define MAX_GUEST_FDS 4096
 #define PAGE_SIZE 4096ULL
 #define HUGE_PAGE_SIZE (2ULL << 20)
 #define USER_SPACE_END (1ULL << 47)
@@ -80,7 +81,6 @@
  * anything else (outside, a symlink leading out, an error) goes to the VMM. */
 enum action { ACTION_SLOW = 0, ACTION_FAST = 1, ACTION_DENY = 2, ACTION_BENEATH = 3 };
 #define MAX_ROOTS 32
-enum fd_flag { FD_OPEN = 1, FD_IO_NEVER_BLOCKS = 2 };
 
 /* One vCPU's ring and the serving state that goes with it. */
 typedef struct {
@@ -103,8 +103,10 @@ typedef struct {
     uint8_t action[NR_CALLS];
     uint16_t deny_errno[NR_CALLS];
     uint8_t fast_bitmap[CALLRING_MAX_NR / 8];   /* copied into every ring */
-    int32_t host_fd[MAX_GUEST_FDS];
-    uint8_t fd_flags[MAX_GUEST_FDS];
+    /* The guest's descriptor table (fdstore.h; the Python FdTable's storage) and
+     * the process's lock that its writers hold (NULL: nothing changes it here). */
+    FdStore *fds;
+    uint32_t *process_lock;
     uint32_t sleep_word;        /* futex: 1 while the thread sleeps */
     int stop;                   /* atomic */
     unsigned generation;        /* atomic: bumped by quiesce() */
@@ -117,6 +119,7 @@ typedef struct {
     size_t root_length[MAX_ROOTS];
     char *root_path[MAX_ROOTS];
     uint64_t served_fast, served_denied, sent_slow, sleeps, waits, served_here;
+    uint64_t served_fd_table;   /* of served_fast: calls that changed the table */
     /* VMM calls (vmm_calls.h): the handler a layer above installed, if any, the
      * capsule that keeps it alive and the ops the stub asks it for; the lock makes
      * serving one and replacing it exclusive. */
@@ -270,12 +273,13 @@ static void scatter(const struct iovec *pieces, int count, const void *data, siz
 }
 
 static int host_fd(Server *s, uint64_t value, int io, int *out) {
-    int32_t fd = as_int32(value);
-    if (fd < 0 || fd >= MAX_GUEST_FDS || !(s->fd_flags[fd] & FD_OPEN))
+    uint32_t flags;
+    const fd_slot *slot = s->fds != NULL ? fdstore_lookup(s->fds, as_int32(value), &flags) : NULL;
+    if (slot == NULL)
         return -1;
-    if (io && !(s->fd_flags[fd] & FD_IO_NEVER_BLOCKS))
+    if (io && !(flags & FDS_IO_NEVER_BLOCKS))
         return -1;
-    *out = s->host_fd[fd];
+    *out = slot->host;
     return 0;
 }
 
@@ -646,6 +650,243 @@ static int call_futex(Server *s, long nr, const uint64_t *a, int64_t *result) {
     return -1;
 }
 
+/* -- the descriptor table's calls (close, dup*, fcntl, open*) ------------------------ */
+/* Served on the table the VMM uses (fdstore.h), only while this thread holds the
+ * process's lock: held, the VMM is at work on the process and serves the call. */
+
+static void count(uint64_t *counter);
+
+static int lock_table(Server *s) {
+    return s->fds != NULL && s->process_lock != NULL && proclock_try(s->process_lock);
+}
+
+static void unlock_table(Server *s) {
+    proclock_release(s->process_lock);
+}
+
+/* A host descriptor just cleared from the table is closed only once no other serve
+ * that may have looked it up is under way (the quiesce rule, less this serve's own
+ * registration: it holds the process's lock, so no quiesce of the VMM's runs, and
+ * the generation is still the one it registered in). */
+static void close_cleared(Server *s, int host, int64_t *result) {
+    int parity = (int)(__atomic_fetch_add(&s->generation, 1, __ATOMIC_SEQ_CST) & 1);
+    while (__atomic_load_n(&s->in_flight[parity], __ATOMIC_SEQ_CST) > 1)
+        __builtin_ia32_pause();
+    int64_t closed = raw(close(host));
+    if (result != NULL)
+        *result = closed;
+}
+
+static int call_close(Server *s, long nr, const uint64_t *a, int64_t *result) {
+    uint32_t flags;
+    int slow = 0;
+    (void)nr;
+    if (!lock_table(s))
+        return -1;
+    const fd_slot *slot = fdstore_lookup(s->fds, as_int32(a[0]), &flags);
+    if (slot == NULL)
+        *result = -EBADF;
+    else if (fdstore_held(s->fds, slot->host))
+        slow = 1;                   /* a blocked call uses it: the VMM closes it later */
+    else
+        close_cleared(s, fdstore_clear(s->fds, as_int32(a[0])), result);
+    unlock_table(s);
+    if (!slow)
+        count(&s->served_fd_table);
+    return slow ? -1 : 0;
+}
+
+/* A new host descriptor (close-on-exec, at or above the floor) for the file of
+ * `slot`, made the guest's `target` (replacing what it named), or, for target -1,
+ * the guest's lowest free number at or above `minimum`. -1: the VMM decides. */
+static int dup_slot(Server *s, const fd_slot *slot, uint32_t flags, int target, long minimum,
+                    int cloexec, int64_t *result) {
+    uint32_t replaced_flags;
+    const fd_slot *replaced = target >= 0 ? fdstore_lookup(s->fds, target, &replaced_flags) : NULL;
+    if (replaced != NULL && fdstore_held(s->fds, replaced->host))
+        return -1;
+    int host = fcntl(slot->host, F_DUPFD_CLOEXEC, FDSTORE_HOST_FLOOR);
+    if (host < 0)
+        return -1;
+    int fd = target >= 0 ? target : fdstore_lowest_free(s->fds, minimum);
+    if (fd < 0) {
+        close(host);
+        *result = -EMFILE;
+        return 0;
+    }
+    if (replaced != NULL)
+        close_cleared(s, fdstore_clear(s->fds, target), NULL);
+    uint32_t kept = (flags & FDS_IO_NEVER_BLOCKS) | (cloexec ? FDS_CLOEXEC : 0);
+    if (fdstore_set(s->fds, fd, host, kept) < 0) {
+        close(host);
+        *result = -ENOMEM;
+        return 0;
+    }
+    *result = fd;
+    return 0;
+}
+
+/* dup, dup2, dup3 and fcntl's F_DUPFD/F_DUPFD_CLOEXEC on the locked table, with
+ * sys_file.py's checks in its order. 0: answered; -1: the VMM decides. */
+static int dup_locked(Server *s, long nr, const uint64_t *a, int cloexec, int64_t *result) {
+    uint32_t flags;
+    int old = as_int32(a[0]);
+    const fd_slot *slot = fdstore_lookup(s->fds, old, &flags);
+    int limit = __atomic_load_n(&s->fds->max_fds, __ATOMIC_ACQUIRE);
+    if (slot == NULL) {
+        *result = -EBADF;
+        return 0;
+    }
+    if (nr == SYS_fcntl) {
+        long minimum = (long)(uint32_t)a[2];       /* an unsigned int to Linux */
+        if (minimum >= limit) {
+            *result = -EINVAL;
+            return 0;
+        }
+        return dup_slot(s, slot, flags, -1, minimum, cloexec, result);
+    }
+    if (nr == SYS_dup)
+        return dup_slot(s, slot, flags, -1, 0, 0, result);
+    int target = as_int32(a[1]);
+    if (target < 0 || target >= limit || target == old) {
+        *result = target == old && target >= 0 && target < limit ? target : -EBADF;
+        return 0;
+    }
+    return dup_slot(s, slot, flags, target, 0, cloexec, result);
+}
+
+static int call_dup(Server *s, long nr, const uint64_t *a, int64_t *result) {
+    int cloexec = 0;
+    if (nr == SYS_dup3) {
+        if (((uint32_t)a[2] & ~(uint32_t)O_CLOEXEC) || as_int32(a[0]) == as_int32(a[1])) {
+            *result = -EINVAL;
+            return 0;
+        }
+        cloexec = (a[2] & O_CLOEXEC) != 0;
+    } else if (nr == SYS_fcntl) {
+        cloexec = as_int32(a[1]) == F_DUPFD_CLOEXEC;
+    }
+    if (!lock_table(s))
+        return -1;
+    int answered = dup_locked(s, nr, a, cloexec, result) == 0;
+    unlock_table(s);
+    if (answered)
+        count(&s->served_fd_table);
+    return answered ? 0 : -1;
+}
+
+/* fcntl: the descriptor flag and the dups on the table, F_GETFL forwarded as the
+ * VMM forwards it; other commands go to the VMM. */
+static int call_fcntl(Server *s, long nr, const uint64_t *a, int64_t *result) {
+    int cmd = as_int32(a[1]), host;
+    uint32_t flags;
+    if (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)
+        return call_dup(s, nr, a, result);
+    if (cmd == F_GETFL) {
+        if (host_fd(s, a[0], 0, &host) < 0)
+            return -1;
+        *result = raw(fcntl(host, F_GETFL));
+        return 0;
+    }
+    if (cmd != F_GETFD && cmd != F_SETFD)
+        return -1;
+    if (cmd == F_GETFD) {
+        if (s->fds == NULL)
+            return -1;
+        const fd_slot *slot = fdstore_lookup(s->fds, as_int32(a[0]), &flags);
+        *result = slot == NULL ? -EBADF : (flags & FDS_CLOEXEC ? FD_CLOEXEC : 0);
+        return 0;
+    }
+    if (!lock_table(s))
+        return -1;
+    if (fdstore_lookup(s->fds, as_int32(a[0]), &flags) == NULL) {
+        *result = -EBADF;
+    } else {
+        fdstore_set_cloexec(s->fds, as_int32(a[0]), (a[2] & FD_CLOEXEC) != 0);
+        *result = 0;
+    }
+    unlock_table(s);
+    count(&s->served_fd_table);
+    return 0;
+}
+
+/* The file a non-creating open names, opened as the VMM would open it, when it is a
+ * regular file or a directory outside /proc (other files may block in open, or are
+ * answered by the VMM): the walk is checked first on an O_PATH descriptor, then the
+ * open's own descriptor must be the same file. Returns the descriptor, -1 (the VMM
+ * decides) or -2 with *error (the call's answer). */
+static int open_plain_file(int dirfd, const char *path, int flags, int *error) {
+    struct stat checked, opened;
+    int held = open_checked(dirfd, path, flags & O_NOFOLLOW, error);
+    if (held < 0)
+        return held;
+    int usable = fstat(held, &checked) == 0
+                 && (S_ISREG(checked.st_mode) || S_ISDIR(checked.st_mode));
+    close(held);
+    if (!usable)
+        return -1;
+    /* O_NONBLOCK: a lease or a swapped-in FIFO must not make this thread wait. */
+    int fd = (int)syscall(SYS_openat, dirfd, path, flags | O_CLOEXEC | O_NONBLOCK, 0);
+    if (fd < 0) {
+        if (errno == EAGAIN || errno == ELOOP)
+            return -1;
+        *error = errno;
+        return -2;
+    }
+    if (fstat(fd, &opened) < 0 || opened.st_dev != checked.st_dev
+        || opened.st_ino != checked.st_ino
+        || (!(flags & O_NONBLOCK) && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0)) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* open, openat: where the VMM only forwards (no /proc or /dev path, nothing
+ * created), the file opened here and installed in the table as the VMM's adopt_fd
+ * installs it: at the lowest free number, above the host floor, close-on-exec. */
+static int call_open(Server *s, long nr, const uint64_t *a, int64_t *result) {
+    char path[PATH_MAX_BYTES];
+    int dirfd = AT_FDCWD_VALUE, error = 0;
+    uint64_t path_arg = a[0];
+    int flags = as_int32(a[1]);
+    if (nr == SYS_openat) {
+        if (dir_fd(s, a[0], &dirfd) < 0)
+            return -1;
+        path_arg = a[1];
+        flags = as_int32(a[2]);
+    }
+    if (flags & (O_CREAT | O_TMPFILE) || s->fds == NULL || read_path(s, path_arg, path) < 0)
+        return -1;
+    int opened = open_plain_file(dirfd, path, flags, &error);
+    if (opened == -2) {
+        *result = -error;
+        return 0;
+    }
+    if (opened < 0)
+        return -1;
+    int host = opened >= FDSTORE_HOST_FLOOR ? opened
+                                            : fcntl(opened, F_DUPFD_CLOEXEC, FDSTORE_HOST_FLOOR);
+    if (host != opened)
+        close(opened);
+    if (host < 0 || !lock_table(s)) {
+        if (host >= 0)
+            close(host);
+        return -1;
+    }
+    int fd = fdstore_lowest_free(s->fds, 0);
+    uint32_t installed = FDS_IO_NEVER_BLOCKS | (flags & O_CLOEXEC ? FDS_CLOEXEC : 0);
+    if (fd < 0 || fdstore_set(s->fds, fd, host, installed) < 0) {
+        close(host);
+        *result = -EMFILE;
+    } else {
+        *result = fd;
+    }
+    unlock_table(s);
+    count(&s->served_fd_table);
+    return 0;
+}
+
 struct fast_entry {
     long nr;
     fast_call call;
@@ -663,6 +904,8 @@ static const struct fast_entry FAST_CALLS[] = {
     {SYS_getdents64, call_getdents64}, {SYS_clock_gettime, call_clock_gettime},
     {SYS_time, call_time}, {SYS_fsync, call_fd_only}, {SYS_fdatasync, call_fd_only},
     {SYS_fadvise64, call_fd_only}, {SYS_futex, call_futex},
+    {SYS_close, call_close}, {SYS_dup, call_dup}, {SYS_dup2, call_dup}, {SYS_dup3, call_dup},
+    {SYS_fcntl, call_fcntl}, {SYS_open, call_open}, {SYS_openat, call_open},
 };
 #define N_FAST_CALLS (sizeof FAST_CALLS / sizeof FAST_CALLS[0])
 
@@ -1169,25 +1412,19 @@ static PyObject *Server_set_roots(Server *s, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
-static PyObject *Server_set_fd(Server *s, PyObject *args) {
-    int guest, host, never_blocks;
-    if (!PyArg_ParseTuple(args, "iip", &guest, &host, &never_blocks))
+/* set_table(store, lock_address): the table the calls on descriptors use. */
+static PyObject *Server_set_table(Server *s, PyObject *args) {
+    PyObject *store;
+    unsigned long long lock = 0;
+    if (!PyArg_ParseTuple(args, "O!|K", &FdStoreType, &store, &lock))
         return NULL;
-    if (guest < 0 || guest >= MAX_GUEST_FDS)
-        Py_RETURN_NONE;   /* beyond the mirror: calls on it take the VMM's path */
-    s->host_fd[guest] = host;
-    s->fd_flags[guest] = FD_OPEN | (never_blocks ? FD_IO_NEVER_BLOCKS : 0);
-    Py_RETURN_NONE;
-}
-
-static PyObject *Server_clear_fd(Server *s, PyObject *arg) {
-    long guest = PyLong_AsLong(arg);
-    if (guest == -1 && PyErr_Occurred())
+    if (s->running) {
+        PyErr_SetString(PyExc_RuntimeError, "the server thread is running");
         return NULL;
-    if (guest >= 0 && guest < MAX_GUEST_FDS) {
-        s->fd_flags[guest] = 0;
-        s->host_fd[guest] = -1;
     }
+    Py_INCREF(store);
+    Py_XSETREF(s->fds, (FdStore *)store);
+    s->process_lock = (uint32_t *)(uintptr_t)lock;
     Py_RETURN_NONE;
 }
 
@@ -1216,7 +1453,8 @@ static PyObject *Server_set_force_slow(Server *s, PyObject *args) {
 }
 
 static PyObject *Server_stats(Server *s, PyObject *unused) {
-    return Py_BuildValue("{sKsKsKsKsKsKsK}", "fast", (unsigned long long)s->served_fast,
+    return Py_BuildValue("{sKsKsKsKsKsKsKsK}", "fast", (unsigned long long)s->served_fast,
+                         "fd_table", (unsigned long long)s->served_fd_table,
                          "vmm", (unsigned long long)s->served_vmm,
                          "denied", (unsigned long long)s->served_denied,
                          "slow", (unsigned long long)s->sent_slow,
@@ -1229,6 +1467,7 @@ static void Server_dealloc(Server *s) {
     stop_thread(s);
     forget_roots(s);
     Py_CLEAR(s->vmm_capsule);
+    Py_CLEAR(s->fds);
     pthread_mutex_destroy(&s->vmm_lock);
     Py_TYPE(s)->tp_free((PyObject *)s);
 }
@@ -1236,8 +1475,6 @@ static void Server_dealloc(Server *s) {
 static PyObject *Server_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     Server *s = (Server *)type->tp_alloc(type, 0);
     if (s != NULL) {
-        for (int i = 0; i < MAX_GUEST_FDS; i++)
-            s->host_fd[i] = -1;
         pthread_mutex_init(&s->vmm_lock, NULL);
     }
     return (PyObject *)s;
@@ -1262,9 +1499,9 @@ static PyMethodDef Server_methods[] = {
      "set_action(nr, action, errno=0): SLOW, FAST, DENY or BENEATH for one call."},
     {"set_roots", (PyCFunction)Server_set_roots, METH_O,
      "set_roots([(path, fd), ...]): the directories BENEATH calls may resolve in."},
-    {"set_fd", (PyCFunction)Server_set_fd, METH_VARARGS,
-     "set_fd(guest, host, io_never_blocks): mirror one descriptor."},
-    {"clear_fd", (PyCFunction)Server_clear_fd, METH_O, "Forget a guest descriptor."},
+    {"set_table", (PyCFunction)Server_set_table, METH_VARARGS,
+     "set_table(store, lock_address): the guest's descriptor table (FdStore) and the "
+     "process's lock its writers hold (0: the table is changed by the VMM only)."},
     {"set_cr3", (PyCFunction)Server_set_cr3, METH_O, "The address space to translate in."},
     {"set_force_slow", (PyCFunction)Server_set_force_slow, METH_VARARGS,
      "set_force_slow(slot, value): while true the slot's calls take the VMM's path "
@@ -1312,7 +1549,7 @@ static int fastpath_exec(PyObject *module) {
         Py_XDECREF(beneath);
         return -1;
     }
-    if (PyType_Ready(&ServerType) < 0)
+    if (PyType_Ready(&ServerType) < 0 || fdstore_register(module) < 0)
         return -1;
     Py_INCREF(&ServerType);
     if (PyModule_AddObject(module, "Server", (PyObject *)&ServerType) < 0

@@ -88,6 +88,8 @@ class Process(Handler):
         #: What the host said of a pending signal (sender, code), by number.
         self.signal_info: dict[int, sig.SenderInfo] = {}
         self.fast = None          # the native fast path (fastpath.FastPath), once started
+        #: System calls the VMM served (every exit for one; --syscall-stats).
+        self.vmm_calls = 0
         self.dispatcher = Dispatcher(self.log)
         #: Makes ``privileged`` on the first hypercall (None: hypercalls are ENOSYS).
         self.privileged_factory = privileged
@@ -436,6 +438,7 @@ class Process(Handler):
                 return claimed if isinstance(claimed, Stop) else None
         if event.number in HYPERCALLS:
             return self._hypercall(cpu, event)
+        self.vmm_calls += 1
         spec = SYSCALLS.get(event.number)
         started = time.perf_counter() if self.tracer else 0.0
         entry = self.tracer.entry(self, event, spec) if self.tracer else None

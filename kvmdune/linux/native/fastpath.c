@@ -856,7 +856,8 @@ static int call_open(Server *s, long nr, const uint64_t *a, int64_t *result) {
         path_arg = a[1];
         flags = as_int32(a[2]);
     }
-    if (flags & (O_CREAT | O_TMPFILE) || s->fds == NULL || read_path(s, path_arg, path) < 0)
+    int creates = (flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE;  /* O_TMPFILE has O_DIRECTORY's bit */
+    if (creates || s->fds == NULL || read_path(s, path_arg, path) < 0)
         return -1;
     int opened = open_plain_file(dirfd, path, flags, &error);
     if (opened == -2) {

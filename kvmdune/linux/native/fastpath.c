@@ -352,7 +352,14 @@ static int call_fstat(Server *s, long nr, const uint64_t *a, int64_t *result) {
  * is not beneath any (or does not resolve): the VMM decides. Relative paths count
  * from the working directory (shared with the VMM); other directory descriptors
  * are left to the VMM. */
+static int open_beneath_how(Server *s, int dirfd, const char *path, uint64_t flags);
+
 static int open_beneath(Server *s, int dirfd, const char *path, int nofollow) {
+    return open_beneath_how(s, dirfd, path, O_PATH | O_CLOEXEC | (nofollow ? O_NOFOLLOW : 0));
+}
+
+/* open_beneath with the open's own flags (for an open served beneath the roots). */
+static int open_beneath_how(Server *s, int dirfd, const char *path, uint64_t flags) {
     static __thread char full[2 * PATH_MAX_BYTES + 2];
     const char *absolute = path;
     if (path[0] == '\0')
@@ -365,7 +372,7 @@ static int open_beneath(Server *s, int dirfd, const char *path, int nofollow) {
         absolute = full;
     }
     struct open_how how = {
-        .flags = O_PATH | O_CLOEXEC | (nofollow ? O_NOFOLLOW : 0),
+        .flags = flags,
         .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
     };
     for (int i = 0; i < s->nroots; i++) {
@@ -815,9 +822,11 @@ static int call_fcntl(Server *s, long nr, const uint64_t *a, int64_t *result) {
  * answered by the VMM): the walk is checked first on an O_PATH descriptor, then the
  * open's own descriptor must be the same file. Returns the descriptor, -1 (the VMM
  * decides) or -2 with *error (the call's answer). */
-static int open_plain_file(int dirfd, const char *path, int flags, int *error) {
+static int open_plain_file(Server *s, int beneath, int dirfd, const char *path, int flags,
+                           int *error) {
     struct stat checked, opened;
-    int held = open_checked(dirfd, path, flags & O_NOFOLLOW, error);
+    int held = beneath ? open_beneath(s, dirfd, path, flags & O_NOFOLLOW)
+                       : open_checked(dirfd, path, flags & O_NOFOLLOW, error);
     if (held < 0)
         return held;
     int usable = fstat(held, &checked) == 0
@@ -826,9 +835,10 @@ static int open_plain_file(int dirfd, const char *path, int flags, int *error) {
     if (!usable)
         return -1;
     /* O_NONBLOCK: a lease or a swapped-in FIFO must not make this thread wait. */
-    int fd = (int)syscall(SYS_openat, dirfd, path, flags | O_CLOEXEC | O_NONBLOCK, 0);
+    int fd = beneath ? open_beneath_how(s, dirfd, path, (uint64_t)(flags | O_CLOEXEC | O_NONBLOCK))
+                     : (int)syscall(SYS_openat, dirfd, path, flags | O_CLOEXEC | O_NONBLOCK, 0);
     if (fd < 0) {
-        if (errno == EAGAIN || errno == ELOOP)
+        if (beneath || errno == EAGAIN || errno == ELOOP)
             return -1;
         *error = errno;
         return -2;
@@ -842,9 +852,16 @@ static int open_plain_file(int dirfd, const char *path, int flags, int *error) {
     return fd;
 }
 
+/* The open flags a gate's BENEATH rule lets through here: reading only (the rule
+ * promises no more), and nothing openat2 would refuse that openat ignores. */
+#define BENEATH_OPEN_FLAGS (O_NONBLOCK | O_CLOEXEC | O_DIRECTORY | O_NOFOLLOW | O_LARGEFILE \
+                            | O_NOCTTY)
+
 /* open, openat: where the VMM only forwards (no /proc or /dev path, nothing
  * created), the file opened here and installed in the table as the VMM's adopt_fd
- * installs it: at the lowest free number, above the host floor, close-on-exec. */
+ * installs it: at the lowest free number, above the host floor, close-on-exec.
+ * Under a BENEATH rule only reading opens, of files beneath a root (as the kernel
+ * resolves them from the root's descriptor); anything else goes to the gate. */
 static int call_open(Server *s, long nr, const uint64_t *a, int64_t *result) {
     char path[PATH_MAX_BYTES];
     int dirfd = AT_FDCWD_VALUE, error = 0;
@@ -857,9 +874,12 @@ static int call_open(Server *s, long nr, const uint64_t *a, int64_t *result) {
         flags = as_int32(a[2]);
     }
     int creates = (flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE;  /* O_TMPFILE has O_DIRECTORY's bit */
+    int beneath = s->action[nr] == ACTION_BENEATH;
+    if (beneath && (flags & ~BENEATH_OPEN_FLAGS) != O_RDONLY)
+        return -1;
     if (creates || s->fds == NULL || read_path(s, path_arg, path) < 0)
         return -1;
-    int opened = open_plain_file(dirfd, path, flags, &error);
+    int opened = open_plain_file(s, beneath, dirfd, path, flags, &error);
     if (opened == -2) {
         *result = -error;
         return 0;
@@ -915,7 +935,8 @@ static fast_call CALL_TABLE[NR_CALLS];
 /* The calls that can be served only beneath the roots (their path is the only
  * thing a policy checks, for reading). */
 static int takes_beneath(unsigned nr) {
-    return nr == SYS_stat || nr == SYS_lstat || nr == SYS_newfstatat || nr == SYS_statx;
+    return nr == SYS_stat || nr == SYS_lstat || nr == SYS_newfstatat || nr == SYS_statx
+        || nr == SYS_open || nr == SYS_openat;
 }
 
 /* -- serving ------------------------------------------------------------------------- */

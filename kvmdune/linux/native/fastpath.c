@@ -419,6 +419,13 @@ static int walk_reaches_proc(int dirfd, const char *path) {
     return in_proc;
 }
 
+/* Whether the path's last component is a symlink: a walk that failed through it
+ * may have failed in /proc (a planted link to /proc/self/fd/N names the VMM's). */
+static int ends_in_symlink(int dirfd, const char *path) {
+    struct stat st;
+    return fstatat(dirfd, path, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode);
+}
+
 /* The file a path names, opened O_PATH by the kernel's own walk, for a call the VMM
  * would forward as it is; -1 when the walk passes a magic link (/proc/PID/fd/N and
  * friends) or ends in /proc: the VMM's /proc is not the guest's, and the VMM judges
@@ -435,7 +442,8 @@ static int open_checked(int dirfd, const char *path, int nofollow, int *error) {
     int fd = (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
     if (fd < 0) {
         int failed = errno;
-        if (failed == ELOOP || failed == EXDEV || walk_reaches_proc(dirfd, path))
+        if (failed == ELOOP || failed == EXDEV || walk_reaches_proc(dirfd, path)
+            || (!nofollow && ends_in_symlink(dirfd, path)))
             return -1;                 /* a magic link, a loop, or /proc: the VMM decides */
         *error = failed;
         return -2;

@@ -11,7 +11,10 @@ beside the Linux baseline measured in the same run (median of the samples).
    20,000 files, ``ls -lR`` of /usr/share/doc; targets: run ≤3x native, sandbox ≤5x
    native, start-up excluded (issue 13: each way's own run of ``true`` in group 4
    subtracted from its time, native's from native's), both ≤0.2x strace;
-4. start-up and teardown of ``true``; target ≤50 ms.
+4. start-up and teardown of ``true``; target ≤50 ms;
+6. 100 MB through a pipe between two guest processes (busybox ``dd bs=64k`` into
+   ``dd``), start-up subtracted (the same pipeline moving nothing, timed in the same
+   round); target: at least 50% of native throughput (issue 13).
 
 Whole programs are timed from the outside (start-up included); every run's output
 is compared with the native run's. Targets are reported, never asserted.
@@ -38,16 +41,20 @@ UNPATCHED = {"KVMDUNE_FAST_SYSCALLS": "1", "KVMDUNE_PATCH_SITES": "0"}
 SLOW = {"KVMDUNE_FAST_SYSCALLS": "0"}
 SLOW_NOTE = " (slow path)"
 UNPATCHED_NOTE = " (unpatched)"
+NO_VDSO = {"KVMDUNE_VDSO": "0"}
+NO_VDSO_NOTE = " (no vDSO)"
 #: The binaries whose share of patched call sites the bench reports (issue 13).
 SITE_SHARE_FILES = ("/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2",
                     "/bin/busybox", "/usr/bin/python3")
 TIMEOUT = 1800.0
 
 GROUPS = {
-    "per-call": "1. per-call cost of an allowed getppid (µs per call)",
+    "per-call": "1. per-call cost of an allowed getppid, and of libc's clock_gettime (µs per call)",
     "cpu": "2. CPU bound (seconds; target: kvmdune at least 0.97x native speed)",
     "syscall-heavy": "3. system-call heavy (seconds)",
     "startup": "4. start-up and teardown (seconds)",
+    "pipe": "6. a pipe between two processes (seconds, start-up subtracted; target: at "
+            "least 50% of native throughput)",
 }
 
 
@@ -81,6 +88,9 @@ SANDBOX_HEAVY_TARGET = Target(native=5, strace=0.2, less_startup=True)
 LS_TREE = "/usr/share/doc"
 LS_READS = (LS_TREE, "/etc/passwd", "/etc/group", "/etc/localtime", "/usr/share/zoneinfo")
 STARTUP_TARGET = Target(seconds=0.050)
+#: Half native throughput: at most twice native's time for the same bytes.
+PIPE_TARGET = Target(native=2)
+PIPE_BLOCK = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -107,6 +117,7 @@ class Row:
     error: str | None = None
     startup: float | None = None        # this way's start-up and teardown (group 4)
     native_startup: float | None = None
+    bytes_moved: int | None = None      # the pipe group: bytes each sample moved
 
     @property
     def ratio_native(self) -> float | None:
@@ -168,11 +179,13 @@ class Sizes:
     dd: int
     files: int
     startup_samples: int
+    pipe: int = 100 * MIB
 
 
 FULL = Sizes(1_000_000, 20_000, 100_000, 3_000, 200 * MIB, 50 * MIB, 64, 25,
              100 * MIB, 20_000, 10)
-QUICK = Sizes(20_000, 300, 3_000, 200, 8 * MIB, 2 * MIB, 16, 1, 4 * MIB, 1_000, 3)
+QUICK = Sizes(20_000, 300, 3_000, 200, 8 * MIB, 2 * MIB, 16, 1, 4 * MIB, 1_000, 3,
+              pipe=8 * MIB)
 # The slow path's rows of the whole-program groups (--with-slow-path): scaled down,
 # beside a native run at the same size.
 SLOW_FULL = Sizes(0, 0, 0, 0, 10 * MIB, 5 * MIB, 64, 25, 5 * MIB, 2_000, 0)
@@ -255,7 +268,22 @@ class _Runner:
             return report["per_call_ns"] / 1e3, None
 
         rows = self._rows("per-call", "getppid", "us", ways, measure)
-        return rows + [self._trap_floor(rows[0].value, rows[1].value)]
+        return rows + [self._trap_floor(rows[0].value, rows[1].value)] + self.clock(binary, sizes)
+
+    def clock(self, binary: Path, sizes: Sizes) -> list[Row]:
+        """libc's clock_gettime: through the guest's vDSO (linux/vdso.py: no system
+        call, on software KVM) and without it, beside native (the host's vDSO)."""
+        ways = [Way("native", []), Way("kvmdune run", DUNE_RUN, FAST),
+                Way("kvmdune run" + NO_VDSO_NOTE, DUNE_RUN, FAST | NO_VDSO)]
+
+        def measure(way: Way) -> tuple[float | None, str | None]:
+            report = per_call_report([*way.prefix, str(binary), "clock",
+                                      str(sizes.calls_native), "none"], env=_environment(way.env))
+            if report is None or report.get("errors"):
+                return None, "failed"
+            return report["per_call_ns"] / 1e3, None
+
+        return self._rows("per-call", "clock_gettime", "us", ways, measure)
 
     def _trap_floor(self, native: float | None, strace: float | None) -> Row:
         """The ``syscall`` instruction alone, to an MSR_LSTAR stub that returns at once:
@@ -293,6 +321,40 @@ class _Runner:
         return self._rows(group, benchmark, "s", ways, measure, samples)
 
 
+    # 6. a pipe between two guest processes
+    def pipe(self, size: int) -> list[Row]:
+        """``size`` bytes from one busybox ``dd`` to another through a pipe, 64 KiB
+        per write, each way (the slow path's beside the fast one's: issue 13's
+        before and after); each sample is the pipeline's time less that of the same
+        pipeline moving nothing, measured just before it."""
+        ways = [Way("native", []),
+                Way("kvmdune run", DUNE_RUN, FAST, PIPE_TARGET),
+                Way("kvmdune sandbox", self._sandbox([]), FAST, PIPE_TARGET),
+                Way("kvmdune run" + SLOW_NOTE, DUNE_RUN, SLOW)]
+
+        def measure(way: Way) -> tuple[float | None, str | None]:
+            elapsed = []
+            for blocks in (0, size // PIPE_BLOCK):
+                seconds, status = time_command([*way.prefix, *self._pipeline(blocks)],
+                                               env=_environment(way.env), timeout=TIMEOUT)
+                if status != 0:
+                    return None, f"exit status {status}"
+                elapsed.append(seconds)
+            return max(elapsed[1] - elapsed[0], 1e-6), None
+
+        rows = self._rows("pipe", f"{_size(size)} through a pipe, 64 KiB writes", "s",
+                          ways, measure)
+        for row in rows:
+            row.bytes_moved = size
+        return rows
+
+    def _pipeline(self, blocks: int) -> list[str]:
+        dd = f"{self.busybox} dd"
+        return [self.busybox, "sh", "-c",
+                f"{dd} if=/dev/zero bs={PIPE_BLOCK} count={blocks} 2>/dev/null"
+                f" | {dd} of=/dev/null bs={PIPE_BLOCK} 2>/dev/null"]
+
+
 def prepare_inputs(directory: Path, sizes: Sizes, tag: str,
                    progress: Callable[[str], None]) -> dict[str, str]:
     assert sizes.sha >= sizes.dd
@@ -316,12 +378,12 @@ def _size(size: int) -> str:
 def run_syscalls_bench(samples: int = 3, quick: bool = False, with_slow_path: bool = False,
                        progress: Callable[[str], None] = lambda text: None,
                        groups: set[str] | None = None) -> list[Row]:
-    """The rows of ``groups`` (default: all of GROUPS; start-up is measured whenever
-    the system-call heavy group is, which subtracts it)."""
-    groups = set(GROUPS) if groups is None else set(groups)
-    if "syscall-heavy" in groups:
-        groups.add("startup")
+    """Every group's rows (only ``groups``' when given: names of GROUPS; start-up
+    is measured whenever the system-call heavy group is, which subtracts it)."""
     sizes = QUICK if quick else FULL
+    wanted = set(GROUPS) if groups is None else groups
+    if not wanted <= set(GROUPS):
+        raise ValueError(f"unknown groups: {', '.join(sorted(wanted - set(GROUPS)))}")
     slow_sizes = QUICK if quick else SLOW_FULL
     directory = scratch_directory("kvmdune-bench-syscalls-")
     try:
@@ -330,10 +392,10 @@ def run_syscalls_bench(samples: int = 3, quick: bool = False, with_slow_path: bo
         costs = build(directory, NATIVE_DIR / "syscall_costs.c")
         kernel = build(directory, NATIVE_DIR / "cpu_kernel.c")
         busybox = runner.busybox
-        rows = runner.per_call(costs, sizes, slow=True) if "per-call" in groups else []
+        rows = runner.per_call(costs, sizes, slow=True) if "per-call" in wanted else []
 
-        size_sets = [(sizes, "", False)]
-        if with_slow_path:
+        size_sets = [(sizes, "", False)] if wanted & {"cpu", "syscall-heavy"} else []
+        if with_slow_path and size_sets:
             size_sets.append((slow_sizes, " (slow-path set)", True))
         cpu_rows, heavy_rows = [], []
         for set_sizes, tag, slow in size_sets:
@@ -349,7 +411,7 @@ def run_syscalls_bench(samples: int = 3, quick: bool = False, with_slow_path: bo
                 (f"C int/memory kernel, {set_sizes.kernel_mb} MB",
                  [str(kernel), str(set_sizes.kernel_mb), str(set_sizes.kernel_steps_m)]),
             ]
-            for name, argv in cpu if "cpu" in groups else []:
+            for name, argv in cpu if "cpu" in wanted else []:
                 cpu_rows += runner.program("cpu", name + tag, argv, cpu_ways)
             heavy = [
                 (f"dd bs=512 of {_size(set_sizes.dd)} to /dev/null",
@@ -360,7 +422,7 @@ def run_syscalls_bench(samples: int = 3, quick: bool = False, with_slow_path: bo
                 (f"ls -lR of {LS_TREE}", [busybox, "ls", "-lR", LS_TREE],
                  [path for path in LS_READS if os.path.exists(path)]),
             ]
-            for name, argv, heavy_reads in heavy if "syscall-heavy" in groups else []:
+            for name, argv, heavy_reads in heavy if "syscall-heavy" in wanted else []:
                 heavy_ways = runner.ways(heavy_reads, strace=not slow, slow=slow,
                                          fast=not slow,
                                          run_target=RUN_HEAVY_TARGET,
@@ -368,7 +430,7 @@ def run_syscalls_bench(samples: int = 3, quick: bool = False, with_slow_path: bo
                 heavy_rows += runner.program("syscall-heavy", name + tag, argv, heavy_ways)
         rows += cpu_rows + heavy_rows
 
-        if "startup" in groups:
+        if wanted & {"startup", "syscall-heavy"}:
             true = shutil.which("true") or "/bin/true"
             startup_ways = runner.ways([], strace=False, slow=with_slow_path,
                                        run_target=STARTUP_TARGET, sandbox_target=STARTUP_TARGET)
@@ -376,6 +438,8 @@ def run_syscalls_bench(samples: int = 3, quick: bool = False, with_slow_path: bo
                                      samples=max(samples, sizes.startup_samples))
             _subtract_startup(heavy_rows, startup)
             rows += startup
+        if "pipe" in wanted:
+            rows += runner.pipe(sizes.pipe)
         return rows
     finally:
         shutil.rmtree(directory, ignore_errors=True)
@@ -418,6 +482,11 @@ def site_shares() -> str:
     return "\n".join(lines)
 
 
+def _throughput(row: Row) -> str:
+    """A pipe row's median as MB/s."""
+    return f"{row.bytes_moved / MIB / row.value:.0f} MB/s"
+
+
 def format_tables(rows: list[Row], samples: int) -> str:
     """One table per group: each way's median beside native (and strace), the target
     and whether it holds."""
@@ -456,6 +525,9 @@ def format_tables(rows: list[Row], samples: int) -> str:
         if group == "cpu":
             lines.append("(whole runs timed from outside: start-up and teardown included, "
                          "see group 4)")
+        if group == "pipe":
+            lines += [f"{row.way}: {_throughput(row)}" for row in members
+                      if row.value and row.bytes_moved]
         out.append("\n".join(lines))
     missed = sum(row.holds is False for row in rows)
     checked = sum(row.holds is not None for row in rows)

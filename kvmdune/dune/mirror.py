@@ -22,10 +22,11 @@ flush is what the program wrote, to be checked (``changed``) and then applied or
 undone (``restore``). Tables are freed only with their root, so that pointers the
 program holds stay valid.
 
-pgroot's mirror also keeps a *ceiling* per leaf entry (``Table.ceilings``): 0, or
-CEILING_KNOWN | the rights the page's VMA allows, as the VMM last checked them. The
-Dune API's native path (vmm_native/fastvm.c) serves a protect only where it is
-known; any entry the VMM rewrites loses it until the VMM checks again.
+Every mirror also keeps a *ceiling* per leaf entry (``Table.ceilings``): 0, or
+CEILING_KNOWN | the most the VMM lets the entry grant (pgroot: the page's VMA's
+rights; a clone: its frame's owner's), as the VMM last checked them. The Dune API's
+native path (vmm_native/fastvm.c) serves a protect only where it is known; any
+entry the VMM rewrites loses it until the VMM checks again.
 """
 
 from __future__ import annotations
@@ -158,6 +159,9 @@ class Mirror:
         self.keeps_ceilings = keeps_ceilings
         self.root = window.alloc(4)
         self.by_address: dict[int, Table] = {self.root.address: self.root}
+        self._ceilings_recorded = False
+        #: The directory tables (a few: a flush checks them all, the leaves by range).
+        self._directories: list[Table] = [self.root]
         #: Told of every leaf table made from now on: (the first address it maps, it).
         self.on_new_leaf: Callable[[int, Table], None] | None = None
 
@@ -177,6 +181,8 @@ class Mirror:
         if child.level == 1 and self.keeps_ceilings:
             child.ceilings = array.array("B", _NO_CEILINGS)
         self.by_address[child.address] = child
+        if child.level > 1:
+            self._directories.append(child)
         table.set(index, child.address | DIRECTORY_FLAGS)
         if child.level == 1 and self.on_new_leaf is not None:
             self.on_new_leaf(vaddr & ~(LEAF_SPAN - 1), child)
@@ -221,8 +227,16 @@ class Mirror:
         for _base, table, first, count in self.runs(start, end):
             table.ceilings[first:first + count] = _NO_CEILINGS[:count]
 
+    def forget_all_ceilings(self) -> None:
+        """No ceiling of any page is known any more."""
+        if self._ceilings_recorded:
+            for _base, table in self.leaf_tables():
+                table.ceilings[:] = _NO_CEILINGS
+            self._ceilings_recorded = False
+
     def record_ceilings(self, ceilings: list[tuple[int, int]]) -> None:
-        """(page, rights its VMA allows), as the VMM just checked them."""
+        """(page, the most the VMM lets it be given), as the VMM just checked them."""
+        self._ceilings_recorded = self._ceilings_recorded or bool(ceilings)
         table, table_base = None, -1
         for vaddr, rights in ceilings:
             base = vaddr & ~(LEAF_SPAN - 1)
@@ -248,7 +262,7 @@ class Mirror:
                                               base + index * span)
 
     def directories(self) -> Iterator[Table]:
-        return (table for table in self.by_address.values() if table.level > 1)
+        return iter(self._directories)
 
     def restore_directories(self) -> bool:
         """Undo every program write to a directory entry; whether there was one."""
@@ -263,6 +277,7 @@ class Mirror:
         for table in list(self.by_address.values()):
             self.window.release(table)
         self.by_address.clear()
+        self._directories.clear()
 
 
 def _index(vaddr: int, level: int) -> int:

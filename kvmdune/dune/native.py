@@ -1,35 +1,42 @@
 """The Dune API's hottest hypercalls served without an exit and without Python:
-dune_vm_mprotect of a few pages of pgroot, and VM_BITS (kvmdune_vm_read_bits,
-kvmdune_vm_clear_bits) on pgroot, answered by the fast path's host thread from
-whichever vCPU's call ring they arrive on (vmm_native/fastvm.c, fastbits.c; the hook
-is linux/native/vmm_calls.h); a VM_BITS range too large for the ring exits and is
-answered natively by the vCPU's own thread (``serve_here``). VM_BITS reads and
-clears as the Dune API's A/D reader: the readers' bits of each space are pushed to
-the native side whenever they change (PageBits.observers).
+dune_vm_mprotect of a few pages of pgroot or of a clone, and VM_BITS
+(kvmdune_vm_read_bits, kvmdune_vm_clear_bits) on pgroot or a clone, answered by the
+fast path's host thread from whichever vCPU's call ring they arrive on
+(vmm_native/fastvm.c, fastbits.c; the hook is linux/native/vmm_calls.h); a VM_BITS
+range too large for the ring exits and is answered natively by the vCPU's own thread
+(``serve_here``). VM_BITS reads and clears as the Dune API's A/D reader: the
+readers' bits of each space are pushed to the native side whenever they change
+(PageBits.observers). libdune's own way of tracking dirty pages is served natively
+by the vCPU's thread too (fastsync.c): VM_SYNC before dune_vm_page_walk (pgroot's
+mirror given the A/D bits), and FLUSH_TLB while pgroot is the only root, when every
+entry the program wrote is an A/D clear or a rights change within the page's
+recorded ceiling (anything else, and every refusal, is vm.py's).
 
 The native code serves a call only when it can give exactly the answer vm.py would,
-and that answer is success: pgroot, at most 16 pages within one page table, PERM_R
-kept, PERM_U unchanged, each page pgroot's own (not an alias) with its ceiling known
-(``Mirror.record_ceilings``, written by vm.py when it checks a protect of the page,
-forgotten whenever the page's VMA, frame or alias status may change), the rights
-within it. It holds the process's lock meanwhile (tried, never waited for: a VMM at
-work gets the call), and makes the change seen by every vCPU before it answers
-with the VMM's own invalidations (KVM's dirty log for a write removal, the host
-mprotect pair for more). Everything else exits to the VMM as before. This module
-sets it up for one DuneVm: the native object with pgroot's tables (every leaf table
-of pgroot's mirror, now and later), the handler installed in the fast path, and the
-rings' hint that sends VM_MPROTECT there first.
+and that answer is success: pgroot or a clone it knows (``add_root``: up to 32), at
+most 16 pages within one page table, PERM_R kept, PERM_U unchanged, each page with
+its ceiling known (``Mirror.record_ceilings``, written by vm.py when it checks a
+protect of the page: for pgroot only its own pages, not aliases; forgotten whenever
+the page's VMA, frame or alias status, or for a clone any VMA or frame's owner, may
+change), the rights within it. It holds the process's lock meanwhile (tried, never
+waited for: a VMM at work gets the call), and makes the change seen by every vCPU
+before it answers with the VMM's own invalidations (KVM's dirty log for a write
+removal, the host mprotect pair for more). Everything else exits to the VMM as
+before. This module sets it up for one DuneVm: the native object with its roots'
+tables (every leaf table of their mirrors, now and later), the handler installed in
+the fast path, and the rings' hint that sends VM_MPROTECT there first.
 
 Without the fast path (turned off, tracing), the native modules or the process's
 native lock, nothing is served natively. On hardware KVM (the invalidation is a
 guest TLB flush, which native code cannot ask for) only changes that take no access
 away are served natively. A forked child starts without the handler (its parent's
-belongs to the parent's VM); the child's DuneVm installs its own at its next
-protect (``ensure_installed``).
+belongs to the parent's VM); the child's DuneVm installs its own at its next protect
+(``ensure_installed``).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 from ..machine import layout
@@ -63,6 +70,7 @@ class NativeHypercalls:
         self._module = native_module
         self._native = None
         self._watched: list[tuple[AddressSpace, Callable[[], None]]] = []
+        self._fault_check = self._fault_check_of = None
 
     @classmethod
     def start(cls, vm) -> "NativeHypercalls | None":
@@ -101,32 +109,57 @@ class NativeHypercalls:
         for base, table in mirror.leaf_tables():
             self._add(base, table)
         mirror.on_new_leaf = self._add
-        self._watch_readers(spaces)
-        vm.proc.fast.set_vmm_calls(self._native.capsule(), self._module.SERVED_OPS)
-
-    def _watch_readers(self, spaces: tuple[AddressSpace, ...]) -> None:
-        """Keep the native side's copy of the A/D readers' bits of each space current
-        (VM_BITS reads and clears them as the Dune API's reader)."""
         self._unwatch_readers()
         for index, space in enumerate(spaces):
-            def push(index: int = index, space: AddressSpace = space) -> None:
-                mine, others = space.page_bits.bit_masks(BITS_READER)
-                self._native.set_bits_reader(index, mine[PTE.ACCESSED], mine[PTE.DIRTY],
-                                             others[PTE.ACCESSED], others[PTE.DIRTY])
-            push()
-            space.page_bits.observers.append(push)
-            self._watched.append((space, push))
+            self._watch_reader(space, functools.partial(self._native.set_bits_reader, index))
+        for root in vm.roots.values():
+            if not root.is_pgroot:
+                self.add_root(root)
+        vm.proc.fast.set_vmm_calls(self._native.capsule(), self._module.SERVED_OPS)
 
-    def _unwatch_readers(self) -> None:
+    def _watch_reader(self, space: AddressSpace, push_masks: Callable[..., None]) -> None:
+        """Keep the native side's copy of the A/D readers' bits of ``space`` current
+        (VM_BITS reads and clears them as the Dune API's reader)."""
+        def push() -> None:
+            mine, others = space.page_bits.bit_masks(BITS_READER)
+            push_masks(mine[PTE.ACCESSED], mine[PTE.DIRTY], others[PTE.ACCESSED],
+                       others[PTE.DIRTY])
+        push()
+        space.page_bits.observers.append(push)
+        self._watched.append((space, push))
+
+    def _unwatch_readers(self, spaces: tuple[AddressSpace, ...] | None = None) -> None:
+        """Stop pushing the readers' bits of ``spaces`` (None: of every space)."""
+        kept = []
         for space, push in self._watched:
-            if push in space.page_bits.observers:
+            if spaces is not None and space not in spaces:
+                kept.append((space, push))
+            elif push in space.page_bits.observers:
                 space.page_bits.observers.remove(push)
-        self._watched = []
+        self._watched = kept
 
-    def _add(self, base: int, table: Table) -> None:
+    def _add(self, base: int, table: Table, root: int = 0) -> None:
         live = self.vm.memory.mapping.address + table.frame
         self._native.add_table(base, live, table.shadow.buffer_info()[0],
-                               table.ceilings.buffer_info()[0])
+                               table.ceilings.buffer_info()[0], root)
+
+    def add_root(self, root) -> None:
+        """Serve a clone's protects and A/D bits natively too (its tables, now and
+        later, and its user view's readers), while there is room for it."""
+        if self._native is None or not self._native.add_root(root.handle, root.view.cr3):
+            return
+        add = functools.partial(self._add, root=root.handle)
+        for base, table in root.mirror.leaf_tables():
+            add(base, table)
+        root.mirror.on_new_leaf = add
+        self._watch_reader(root.view, functools.partial(self._native.set_root_reader,
+                                                        root.handle))
+
+    def remove_root(self, root) -> None:
+        """A clone is going: served no more (before its tables are released)."""
+        root.mirror.on_new_leaf = None
+        self._unwatch_readers((root.view,))
+        self._native.remove_root(root.handle)
 
     def ensure_installed(self) -> None:
         """Install the handler again if the fast path lost it (in a forked child)."""
@@ -146,12 +179,25 @@ class NativeHypercalls:
             self.vm.memory.quiesce()      # as GuestMemory's own invalidations do
         return result
 
+    def fault_check(self):
+        """The native check of which faults of the program are its own (vm.py's
+        ``restricts`` where pgroot's mirror decides it), for the native upcall
+        delivery (upcalls.py); None while the handler is not installed in this
+        process (a forked child before its first protect)."""
+        fast = self.vm.proc.fast
+        if self._native is None or fast is None or not fast.has_vmm_calls():
+            return None
+        if self._fault_check_of is not self._native:     # one capsule per native object
+            self._fault_check, self._fault_check_of = self._native.fault_check(), self._native
+        return self._fault_check
+
     def stats(self) -> dict[str, int]:
         return self._native.stats()
 
     def close(self) -> None:
         """Back to the VMM for every hypercall (before pgroot's tables go)."""
-        self.vm.pgroot_root.mirror.on_new_leaf = None
+        for root in self.vm.roots.values():
+            root.mirror.on_new_leaf = None
         self._unwatch_readers()
         fast = self.vm.proc.fast
         if fast is not None:

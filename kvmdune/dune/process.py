@@ -47,6 +47,7 @@ from ..memory import WRITE, Access, GuestFault, OutOfGuestMemory, is_canonical
 from .hypercall import (ABI_VERSION, RED_ZONE, SIGNAL_INTR_BASE, TF_FIELDS, UPCALL_ALIGN,
                         UPCALL_SIZE, UPCALL_STACK_RESERVE, HypercallOp, TrapKind,
                         UpcallFlags)
+from .upcalls import NativeUpcalls, UpcallConfig
 
 __all__ = ["DuneProcess", "VM_OPS_START"]
 
@@ -136,6 +137,8 @@ class DuneProcess(Privileged):
         self.vectors: set[int] = set()       # TrapKind.VECTOR
         self.signals: set[int] = set()       # TrapKind.SIGNAL
         self.syscalls = False                # TrapKind.SYSCALL
+        #: The upcalls delivered without Python (upcalls.py), where the process can.
+        self.native_upcalls = NativeUpcalls.start(proc)
         self._ops = {
             HypercallOp.PROBE: self._probe,
             HypercallOp.INIT: self._init,
@@ -197,6 +200,7 @@ class DuneProcess(Privileged):
         if not self._program_owns(base, top, ProtFlags.PROT_WRITE):
             return -Errno.EFAULT
         thread.stack = HandlerStack(entry, base, top)
+        self._sync_native(cpu)
         return 0
 
     def _set_trap(self, cpu: Cpu, kind: int, number: int, on: int, *_args: int) -> int:
@@ -217,6 +221,8 @@ class DuneProcess(Privileged):
             _switch(self.signals, number, on_)
         else:
             return -Errno.EINVAL
+        for thread_cpu in list(self._threads):
+            self._sync_native(thread_cpu)
         return 0
 
     def _jump_to_user(self, cpu: Cpu, tf_address: int, user_fs: int, *_args: int) -> int | None:
@@ -271,6 +277,7 @@ class DuneProcess(Privileged):
             pass    # unmapped since JUMP_TO_USER checked it: the program's own doing
         _restore_registers(cpu.regs, run.program_regs)
         cpu.regs.rax = _c_int(ret) & _MASK64
+        self._sync_native(cpu)
         return None
 
     # -- events --------------------------------------------------------------------
@@ -325,7 +332,14 @@ class DuneProcess(Privileged):
             return Action.RESUME
         return None
 
+    def native_counts(self) -> dict[str, int]:
+        stats = self.native_upcalls.stats() if self.native_upcalls else {}
+        return {"upcalls delivered natively": stats.get("delivered", 0),
+                "call waits answered natively": stats.get("waits", 0)}
+
     def close(self) -> None:
+        if self.native_upcalls is not None:
+            self.native_upcalls.close()      # before the page tables they look at go
         if self.vm is not None:
             self.vm.close()
             self.vm = None
@@ -338,6 +352,8 @@ class DuneProcess(Privileged):
         """The thread of ``cpu`` is gone: its vCPU returns to the pool without its
         handler stack, run or root."""
         self._threads.pop(cpu, None)
+        if self.native_upcalls is not None:
+            self.native_upcalls.forget(cpu)
         if self.vm is not None:
             self.vm.forget_thread(cpu)
 
@@ -391,6 +407,7 @@ class DuneProcess(Privileged):
         # faults there.
         cpu.recognise_syscalls_at(self.proc.machine.syscall_target(cpu))
         run.running = True
+        self._sync_native(cpu)
 
     def _leave_user_code(self, cpu: Cpu, syscall: bool) -> None:
         """Back to the program's view (an upcall took user code out)."""
@@ -403,6 +420,23 @@ class DuneProcess(Privileged):
         cpu.recognise_syscalls_at(None)
         cpu.set_address_space(self.proc.space)
         cpu.fs_base = run.program_fs
+        self._sync_native(cpu)
+
+    def _sync_native(self, cpu: Cpu) -> None:
+        """Tell ``cpu``'s native delivery what it may deliver now: what ``_upcall``
+        would for the program (not for user code, whose upcalls switch views)."""
+        native = self.native_upcalls
+        if native is None:
+            return
+        thread = self._thread(cpu)
+        stack = thread.stack
+        if stack is None or self._user_code_running(cpu):
+            native.configure(cpu, UpcallConfig(False, False, frozenset()), None)
+            return
+        hypercalls = self.vm.native if self.vm is not None else None
+        check = hypercalls.fault_check() if hypercalls is not None else None
+        native.configure(cpu, UpcallConfig(True, self.page_faults, frozenset(self.vectors),
+                                           stack.entry, stack.base, stack.top), check)
 
     def _thread(self, cpu: Cpu) -> DuneThread:
         thread = self._threads.get(cpu)

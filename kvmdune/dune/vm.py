@@ -95,6 +95,11 @@ _PROT_WRITE = int(ProtFlags.PROT_WRITE)
 _PERM_R, _PERM_W = int(PERM.R), int(PERM.W)
 _PF_WRITE, _PF_INSTRUCTION = int(PFError.WRITE), int(PFError.INSTRUCTION)
 
+#: Hypercalls the native code may answer in the vCPU's thread (native.py).
+_NATIVE_IN_THREAD = frozenset({int(HypercallOp.VM_BITS), int(HypercallOp.VM_SYNC),
+                               int(HypercallOp.FLUSH_TLB)})
+
+
 class Refused(Exception):
     """A hypercall's request that is refused, with the errno the guest gets."""
 
@@ -199,11 +204,21 @@ class DuneVm:
             return -Errno.ENOSYS
         if op == HypercallOp.LOAD_CR3:
             return self.serve(handler, (args[0], cpu))     # the caller's thread's CR3
-        if op == HypercallOp.VM_BITS and self.native is not None:
+        if self.native is not None and self._native_may_serve(op):
             served = self.native.serve_here(op, args)      # natively, in this thread
             if served is not None:
                 return served
         return self.serve(handler, args)
+
+    def _native_may_serve(self, op: int) -> bool:
+        """Whether the native code may try ``op`` (it hands back what it cannot
+        answer as this module would): VM_BITS and VM_SYNC always; FLUSH_TLB while
+        pgroot is the only root and no directory entry was written (the native code
+        knows pgroot's leaf tables only)."""
+        if op == HypercallOp.FLUSH_TLB:
+            return len(self.roots) == 1 and not any(
+                table.differs() for table in self.pgroot_root.mirror.directories())
+        return op in _NATIVE_IN_THREAD
 
     def current(self, cpu=None) -> Root:
         """The root user code of ``cpu``'s thread runs in next (None: the main
@@ -292,6 +307,7 @@ class DuneVm:
     # -- MapObserver: Linux's changes of the program's memory -----------------------
     def mapped(self, start: int, end: int) -> None:
         """New pages in the program view join pgroot with dune_init's default."""
+        self._forget_clone_ceilings()
         for start, end in self._program_parts(start, end):
             self.pgroot_root.mirror.forget_ceilings(start, end)
             self._unmapped.remove(start, end)
@@ -299,6 +315,7 @@ class DuneVm:
 
     def unmapping(self, start: int, end: int) -> None:
         """Pages leave the program view: out of pgroot and of every root using them."""
+        self._forget_clone_ceilings()
         root = self.pgroot_root
         for start, end in self._program_parts(start, end):
             root.mirror.forget_ceilings(start, end)
@@ -311,6 +328,7 @@ class DuneVm:
     def protected(self, start: int, end: int) -> None:
         """Linux mprotect: pgroot's entries get the VMA's rights (aliases no more than
         their frame's), keeping PTE_U and the software bits."""
+        self._forget_clone_ceilings()
         root = self.pgroot_root
         for start, end in self._program_parts(start, end):
             root.mirror.forget_ceilings(start, end)
@@ -348,11 +366,10 @@ class DuneVm:
         ceilings = self._check_rights(target, changes)
         with self._batch():
             self._commit(target, changes, program_view=True)
-        if target.is_pgroot:
-            # Checked: the native path may serve the next protects of these pages.
-            target.mirror.record_ceilings(ceilings)
-            if self.native is not None:
-                self.native.ensure_installed()
+        # Checked: the native path may serve the next protects of these pages.
+        target.mirror.record_ceilings(ceilings)
+        if self.native is not None:
+            self.native.ensure_installed()
         return 0
 
     def vm_map_pages(self, root: int, va: int, length: int, perm: int) -> int:
@@ -441,6 +458,8 @@ class DuneVm:
         except BaseException:
             self._free_root(clone)
             raise
+        if self.native is not None:
+            self.native.add_root(clone)
         return clone.handle
 
     def vm_free(self, root: int) -> int:
@@ -520,7 +539,7 @@ class DuneVm:
 
     # -- roots -----------------------------------------------------------------------
     def _new_root(self, is_pgroot: bool) -> Root:
-        mirror = Mirror(self.window, keeps_ceilings=is_pgroot)
+        mirror = Mirror(self.window, keeps_ceilings=True)
         # Not machine.new_address_space(): a user view maps no call stub or ring. The
         # user-syscall page at the stubs' address, supervisor-only, turns a syscall of
         # user code on any vCPU into an exit (hardware) or a #PF at that vCPU's call
@@ -555,6 +574,8 @@ class DuneVm:
         for cpu in [cpu for cpu, current in self._current.items() if current is root]:
             del self._current[cpu]          # back to pgroot
         self.roots.pop(root.handle, None)
+        if self.native is not None and not root.is_pgroot:
+            self.native.remove_root(root)
         root.mirror.close()
         root.view.close()
 
@@ -620,7 +641,7 @@ class DuneVm:
                              for index, pages, frame, bits in runs)
                 changes.extend((base + index * PAGE_SIZE, old, new)
                                for index, old, new in changed)
-        self._owners = None
+        self._owners_changed()
         if fresh or changes:
             with self._batch():
                 for va, length, perm, frame in fresh:
@@ -642,6 +663,19 @@ class DuneVm:
                                 owners[frame] = base + i * size
             self._owners = owners
         return self._owners
+
+    def _owners_changed(self) -> None:
+        """The program view's frames changed: which page owns a frame is found
+        again, and no clone's ceiling (its frames' owners' rights) is known."""
+        self._owners = None
+        self._forget_clone_ceilings()
+
+    def _forget_clone_ceilings(self) -> None:
+        """The VMAs or the frames' owners may change: the ceilings recorded for
+        clones' entries (their frames' owners' VMAs' rights) are unknown again."""
+        for root in self.roots.values():
+            if not root.is_pgroot:
+                root.mirror.forget_all_ceilings()
 
     def _vma_ceiling(self, va: int) -> int:
         """The most the Linux view lets the page at ``va`` be given (Rights bits)."""
@@ -673,14 +707,18 @@ class DuneVm:
     def _check_rights(self, root: Root, changes: list[Change]) -> list[tuple[int, int]]:
         """The new rights of entries keeping their frames are within the ceiling.
         Returns (page, ceiling) for pgroot's own pages that keep some rights (their
-        VMA's: what the native path may grant them)."""
+        VMA's) and for a clone's (their frame's owner's VMA's, or all for a frame
+        map_pages gave): what the native path may grant them."""
         vma, ceiling = None, 0
         ceilings: list[tuple[int, int]] = []
         for va, _old, new in changes:
             granted = rights(new)
             if not granted:
                 continue
-            if not root.is_pgroot or va in self._aliases:
+            if not root.is_pgroot:
+                limit = self._ceiling(root, va, new & ADDR_MASK) or 0
+                ceilings.append((va, limit))
+            elif va in self._aliases:
                 limit = self._ceiling(root, va, new & ADDR_MASK) or 0
             else:                         # pgroot's own page: its VMA decides
                 if vma is None or not vma.start <= va < vma.end:
@@ -724,7 +762,7 @@ class DuneVm:
                                 if old], program_view=True)
             self._adopt_holes(start, end, granted)
             self.space.map(start, end - start, perm_of(bits, user=True))
-            self._owners = None
+            self._owners_changed()
             self._unmapped.remove(start, end)
             changes = [(page, 0, (found.paddr & ADDR_MASK) | bits)
                        for page in range(start, end, PAGE_SIZE)
@@ -783,7 +821,7 @@ class DuneVm:
         self._write_entries(root, changes)
         apply_changes(root.view, changes, user=True)
         if root.is_pgroot and program_view:
-            self._owners = None
+            self._owners_changed()
             apply_changes(self.space, changes, user=False)
             for va, old, new in changes:
                 if old & ADDR_MASK and not new & ADDR_MASK:

@@ -30,6 +30,12 @@ class Platform:
         """True where the guest's shadow tables ignore host writes (software KVM)."""
         return self.kind is PlatformKind.SOFTWARE
 
+    @property
+    def guest_reads_host_tsc(self) -> bool:
+        """True where guest user code's rdtsc reads the host's counter unchanged:
+        software KVM runs it as host user code (hardware KVM offsets the guest's)."""
+        return self.kind is PlatformKind.SOFTWARE
+
 
 _VENDOR_MODULES = (("kvm_pvm", PlatformKind.SOFTWARE), ("kvm_intel", PlatformKind.VMX),
                    ("kvm_amd", PlatformKind.SVM))

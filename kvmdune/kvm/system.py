@@ -17,7 +17,7 @@ import grp
 import mmap
 import os
 import warnings
-from typing import Any
+from typing import Any, Protocol
 
 from . import bindings as b
 from . import ioctls as io
@@ -72,6 +72,15 @@ def open_kvm(path: str = KVM_DEVICE) -> int:
                              advice=_access_advice(path)) from exc
     except OSError as exc:
         raise KvmUnavailable(f"cannot open {path}", errno=exc.errno) from exc
+
+
+class NativeRunner(Protocol):
+    """Native code that runs a vCPU: KVM_RUN on ``vcpu_fd`` with ``kvm_run`` at
+    ``run_address`` again after every exit it handles itself (with the GIL
+    released); it returns (exits handled, errno of a failed KVM_RUN or 0). The
+    caller passes what else it needs as ``context``."""
+
+    def run(self, vcpu_fd: int, run_address: int, *context: object) -> tuple[int, int]: ...
 
 
 class _FdObject:
@@ -240,6 +249,18 @@ class Vcpu(_FdObject):
         except OSError as exc:
             raise KvmError.from_oserror("KVM_RUN", exc) from exc
         return decode_exit(self.run_struct)
+
+    def run_with(self, runner: NativeRunner, *context: object) -> tuple[VcpuExit | None, int]:
+        """KVM_RUN through ``runner``, native code that enters the guest again after
+        the exits it handles itself (``context``: what else it needs, its own
+        business): the exit it left for the caller (None: KVM_RUN was interrupted,
+        EINTR), and how many it handled."""
+        handled, error = runner.run(self.fd, ctypes.addressof(self.run_struct), *context)
+        if error == errno.EINTR:
+            return None, handled
+        if error:
+            raise KvmError.from_oserror("KVM_RUN", OSError(error, os.strerror(error)))
+        return decode_exit(self.run_struct), handled
 
     def get_regs(self) -> b.kvm_regs:
         """KVM_GET_REGS."""

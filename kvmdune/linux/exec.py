@@ -11,10 +11,11 @@ from dataclasses import dataclass
 
 from ..machine import Machine
 from ..memory import AddressSpace, OutOfGuestMemory
-from . import aslr
+from . import aslr, vdso
 from .elf import BINPRM_BUF_SIZE, ELF_MAGIC, ExecFormatError, load_elf, read_shebang
 from .loader import LoadedProgram, load_program
 from .mm import MemoryMap
+from .vdso import HostVdso
 
 #: The shell execvp(3) hands a file that execve refuses with ENOEXEC (glibc's
 #: _PATH_BSHELL).
@@ -83,6 +84,13 @@ class NewImage:
     argv: list[bytes]
 
 
+def guest_vdso(machine: Machine) -> HostVdso | None:
+    """The vDSO to give a program on this machine (vdso.py says when there is one)."""
+    if not vdso.wanted() or not machine.platform.guest_reads_host_tsc:
+        return None
+    return vdso.host_vdso()
+
+
 def exec_program(machine: Machine, path: str, argv: list[bytes], envp: list[bytes],
                  personality: int | None = None, patch_sites: bool = False) -> NewImage:
     """Load ``path`` into a new address space, as execve(2) does. The layout is
@@ -101,7 +109,7 @@ def exec_program(machine: Machine, path: str, argv: list[bytes], envp: list[byte
         rnd = aslr.Randomization.for_exec(aslr.host_personality() if personality is None
                                           else personality)
         loaded = load_program(mm, image, argv, envp, execfn=path.encode(), rnd=rnd,
-                              interp=interp)
+                              interp=interp, vdso=guest_vdso(machine))
     except OutOfGuestMemory as exc:
         space.close()
         raise ExecFormatError(

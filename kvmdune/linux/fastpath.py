@@ -8,7 +8,8 @@ is not copied: it is native (``FdTable.store``), the server reads it and changes
 itself (close, dup*, fcntl's descriptor commands, opens) holding the process's lock.
 A call is fast when
 1. the native server implements it (``_fastpath.FAST_CALLS``: identity getters,
-   read/write/pread64/pwrite64/lseek/fstat, the stat and access families,
+   read/write/readv/writev/pread64/pwrite64/lseek/fstat, sendto/recvfrom without an
+   address, epoll_wait/epoll_pwait (what is ready now), the stat and access families,
    getdents64, fsync/fdatasync/fadvise64, clock_gettime and time, close, dup,
    dup2, dup3, fcntl, open and openat);
 2. Python would only forward it to the host (no emulation in a handler); and
@@ -18,12 +19,14 @@ A call is fast when
    descriptor of each root, opened once); any other path goes to the gate.
 Calls a gate denies by number alone are denied natively with the same errno. At
 run time the server still hands back to the VMM anything it cannot serve exactly
-as the VMM would: a descriptor whose I/O may block (pipes, sockets, terminals), a
-buffer not mapped writable for user code, a path under /proc or /dev (which the VMM
-rewrites), an open that creates or names anything but a regular file or directory,
-a close of a descriptor a blocked call holds, the process's lock held by the VMM,
-an fcntl command other than F_GETFD/F_SETFD/F_GETFL/F_DUPFD(_CLOEXEC), or any call
-while a signal waits for the guest.
+as the VMM would: I/O on a pipe or socket that would wait (it tries without
+waiting; a write that went through in part on a blocking descriptor is finished by
+the VMM: ``continue_write``), any I/O on a terminal or other descriptor that may
+block, a buffer not mapped writable for user code, a path under /proc or /dev (which
+the VMM rewrites), an open that creates or names anything but a regular file or
+directory, a close of a descriptor a blocked call holds, the process's lock held by
+the VMM, an fcntl command other than F_GETFD/F_SETFD/F_GETFL/F_DUPFD(_CLOEXEC), or
+any call while a signal waits for the guest.
 
 ``KVMDUNE_FAST_SYSCALLS=0`` (or ``RunOptions(fast_syscalls=False)``) turns it off:
 every call then exits to the VMM, as before.
@@ -32,11 +35,14 @@ every call then exits to the VMM, as before.
 from __future__ import annotations
 
 import os
+import struct
 
 from ..machine.layout import CALL_SLOTS
+from ..memory import READ, GuestFault
 from .gate import RuleKind
+from .host_unsafe import HostBuffer, host_syscall
 from .routing import forwards_only
-from .syscall_table import SYSCALLS
+from .syscall_table import SYSCALLS, Sysno
 
 ENVIRONMENT_VARIABLE = "KVMDUNE_FAST_SYSCALLS"
 #: set_force_slow's slot for every ring.
@@ -54,9 +60,15 @@ THREAD_STATE_CALLS = frozenset({
     "setfsgid", "setgroups", "capset", "unshare", "setns", "seccomp", "prctl",
     "landlock_restrict_self", "personality", "set_mempolicy"})
 #: Calls Python emulates whose native server gives the same answer or hands them
-#: back: futex (private wakes, and waits whose word already differs; see fastpath.c)
+#: back: futex (private wakes, and waits whose word already differs; see fastpath.c);
+#: epoll_pwait without a signal mask (Python's forwards it as epoll_wait would be);
 #: and the descriptor table's own calls (on the same table, under the same lock).
-NATIVE_EMULATIONS = frozenset({"futex", "close", "dup", "dup2", "dup3", "fcntl"})
+NATIVE_EMULATIONS = frozenset({"futex", "epoll_pwait", "close", "dup", "dup2", "dup3",
+                               "fcntl"})
+#: Writes the native server may hand over with part of them done (continue_write).
+_CONTINUED_WRITES = frozenset({Sysno.write, Sysno.writev, Sysno.sendto})
+_IOVEC = struct.Struct("<QQ")
+_U64 = 0xFFFF_FFFF_FFFF_FFFF
 
 
 def wanted(option: bool | None = None) -> bool:
@@ -128,6 +140,7 @@ class FastPath:
         machine = proc.machine
         memory = machine.memory
         ring = machine.install_call_stub()
+        self.native = native
         self.server = native.Server(ring.ring_host_address, memory.mapping.address,
                                     memory.size, int(SPIN_SECONDS * 1e9))
         for number, (action, errno) in plan(native, rules).items():
@@ -157,13 +170,19 @@ class FastPath:
         if cpu.index >= CALL_SLOTS:
             return
         self.server.add_ring(cpu.index)
+        self._wait_here(cpu)
+
+    def _wait_here(self, cpu) -> None:
+        """The call stub's wait exits of ``cpu`` are answered by its own thread, from
+        Python or from a native run loop (call_wait.h)."""
         cpu.call_wait = lambda: self.server.wait_response(cpu.index, WAIT_SLICE_SECONDS)
+        cpu.native_call_wait = self.server.call_wait_capsule(cpu.index, WAIT_SLICE_SECONDS)
 
     def detach_cpu(self, cpu) -> None:
         """``cpu`` goes back to the pool: its ring is no longer served."""
         if cpu.index < CALL_SLOTS:
             self.server.remove_ring(cpu.index)
-        cpu.call_wait = None
+        cpu.call_wait = cpu.native_call_wait = None
 
     # -- what the process tells it ---------------------------------------------------
     def address_space_changed(self, space) -> None:
@@ -180,6 +199,47 @@ class FastPath:
         the VMM, which delivers the signal at the call's end."""
         if cpu.index < CALL_SLOTS:
             self.server.set_force_slow(cpu.index, waiting)
+
+    def continue_write(self, cpu, number: int, args: tuple[int, ...]) -> int | None:
+        """The result of a write the native server began and handed over with part
+        of it done (a blocking pipe or socket that took only some of the bytes
+        without waiting): the rest is written here, waiting as Linux waits, and the
+        whole count answered (or the part done, where Linux stops early: a signal,
+        a broken pipe, which raises SIGPIPE as ever). None: not such a write."""
+        if number not in _CONTINUED_WRITES or cpu.index >= CALL_SLOTS:
+            return None
+        fd, buffer, count = (value & _U64 for value in args[:3])
+        done = self.server.carried_write(cpu.index, number, fd, buffer, count)
+        if done <= 0:
+            return None
+        # The ring is the guest's: what it says is bounded as the server bounds a
+        # call it serves, and a count beyond the write is no carried count.
+        proc = self.proc
+        native = self.native
+        if number == Sysno.writev and count > native.MAX_PIECES:
+            return None
+        try:
+            pieces = ([(buffer, count)] if number == Sysno.write else
+                      list(_IOVEC.iter_unpack(proc.space.read(buffer, count * _IOVEC.size,
+                                                              READ))))
+            if sum(length for _, length in pieces) > native.MAX_FAST_BUFFER:
+                return None
+            rest = b"".join(proc.space.read(base, length, READ)
+                            for base, length in _skip(pieces, done))
+        except GuestFault:
+            return done
+        host = proc.fds.host(fd & 0xFFFF_FFFF)
+        if not rest:
+            return None             # it claims all of it done: not a carried write
+        if host is None:
+            return done
+        data = HostBuffer(rest)
+        # sendto's flags as the guest gave them (MSG_NOSIGNAL: no SIGPIPE); its
+        # address is NULL (the server serves no other).
+        extra = (args[3] & 0xFFFF_FFFF, 0, 0) if number == Sysno.sendto else ()
+        written = proc.host_call(lambda: host_syscall(number if extra else Sysno.write, host,
+                                                      data, len(rest), *extra), [host])
+        return done + written if written > 0 else done
 
     def thread_state_changed(self) -> None:
         """Replace the serving thread, so that it acts with the VMM thread's
@@ -203,8 +263,7 @@ class FastPath:
         """In a forked child: the serving thread was not copied, nor the other
         vCPUs; the calling one is the child's vCPU 0 (slot 0): start a thread here."""
         self.server.forget_thread()
-        cpu = self.proc.task.cpu
-        cpu.call_wait = lambda: self.server.wait_response(cpu.index, WAIT_SLICE_SECONDS)
+        self._wait_here(self.proc.task.cpu)
         self.proc.machine.on_close(self.close)
         self.server.start()
 
@@ -220,7 +279,7 @@ class FastPath:
         proc.sighand.on_arrival = None
         proc.machine.memory.quiesce = None
         for cpu in proc.machine.cpus:
-            cpu.call_wait = None
+            cpu.call_wait = cpu.native_call_wait = None
         proc.machine.use_patched_sites(False)
         proc.machine.remove_call_stub()
 
@@ -236,6 +295,18 @@ def _lock_address(proc) -> int:
     """The process's lock as native code tries it (0 where it is a plain lock: the
     server then leaves every change of the table to the VMM)."""
     return getattr(proc.threads.lock, "address", 0)
+
+
+def _skip(pieces: list[tuple[int, int]], done: int) -> list[tuple[int, int]]:
+    """``pieces`` (address, length) without their first ``done`` bytes."""
+    rest = []
+    for base, length in pieces:
+        if done >= length:
+            done -= length
+            continue
+        rest.append((base + done, length - done))
+        done = 0
+    return rest
 
 
 def start(proc, option: bool | None = None) -> FastPath | None:

@@ -32,6 +32,9 @@ NR_OPEN = 1 << 20
 #: where it may, so they never count against the guest's limit.
 VMM_FD_RESERVE = 256
 STANDARD_STREAMS = (0, 1, 2)
+#: ``FdTable.install``'s ``io`` for a descriptor whose reads and writes the VMM
+#: answers itself (a live /proc file): the fast path hands them back.
+VMM_IO = 0
 
 
 class GuestFd:
@@ -63,7 +66,7 @@ class Entries(Mapping):
         found = self._store.get(fd) if isinstance(fd, int) else None
         if found is None:
             raise KeyError(fd)
-        host, cloexec, _never_blocks = found
+        host, cloexec, _io = found
         return GuestFd(self._store, fd, host, cloexec)
 
     def __contains__(self, fd: object) -> bool:
@@ -129,10 +132,11 @@ class FdTable:
         return self.store.lowest_free(max(minimum, 0))
 
     def install(self, host_fd: int, cloexec: bool = False, minimum: int = 0,
-                io_never_blocks: bool | None = None) -> int:
+                io: int | None = None) -> int:
         """Adopt a host descriptor (moved above HOST_FD_FLOOR); returns the guest
-        number, or -EMFILE (closing the host descriptor). ``io_never_blocks``: None
-        finds out from the file (False: the VMM answers its I/O itself)."""
+        number, or -EMFILE (closing the host descriptor). ``io``: how the fast path
+        serves its reads and writes (VMM_IO: the VMM answers them itself; None: found
+        out from the file)."""
         fd = self.lowest_free(minimum)
         if fd is None:
             os.close(host_fd)
@@ -148,7 +152,7 @@ class FdTable:
                 host_fd = high
         else:
             os.set_inheritable(host_fd, False)
-        self.store.install(fd, host_fd, cloexec, io_never_blocks)
+        self.store.install(fd, host_fd, cloexec, io)
         return fd
 
     def close(self, fd: int) -> int:
@@ -187,8 +191,8 @@ class FdTable:
             return -Errno.EBADF
         if minimum >= self.max_fds:
             return -Errno.EINVAL
-        host, _cloexec, never_blocks = found
-        return self.install(_dup_high(host), cloexec, minimum, never_blocks)
+        host, _cloexec, io = found
+        return self.install(_dup_high(host), cloexec, minimum, io)
 
     def dup2(self, old: int, new: int, cloexec: bool = False) -> int:
         found = self.store.get(old)
@@ -198,11 +202,11 @@ class FdTable:
             return -Errno.EBADF
         if old == new:
             return new
-        host, _cloexec, never_blocks = found
+        host, _cloexec, io = found
         host = _dup_high(host)
         if new in self.entries:
             self.close(new)
-        self.store.install(new, host, cloexec, never_blocks)
+        self.store.install(new, host, cloexec, io)
         return new
 
     def close_on_exec(self) -> None:

@@ -320,6 +320,7 @@ def standard_auxv(
     gid: int,
     egid: int,
     secure: bool = False,
+    vdso: int | None = None,
 ) -> list[tuple[AuxType, int]]:
     """The auxiliary vector Linux gives an x86-64 program, in Linux's order.
 
@@ -327,11 +328,12 @@ def standard_auxv(
     ET_EXEC); `interp_base` is where the interpreter was loaded (0 without
     one). `hwcap` is CPUID leaf 1 EDX, `hwcap2` the x86 HWCAP2 bits, and
     `minsigstksz` the signal frame size for the guest's XSAVE features; the
-    caller knows the guest CPU, this module does not. AT_SYSINFO_EHDR is
-    absent because there is no vDSO. AT_RANDOM, AT_EXECFN and AT_PLATFORM are
-    placeholders that build_initial_stack fills in.
+    caller knows the guest CPU, this module does not. AT_SYSINFO_EHDR (first, as
+    in Linux's ARCH_DLINFO) is there when ``vdso`` gives the vDSO's address.
+    AT_RANDOM, AT_EXECFN and AT_PLATFORM are placeholders that
+    build_initial_stack fills in.
     """
-    return [
+    return ([(AuxType.AT_SYSINFO_EHDR, vdso)] if vdso is not None else []) + [
         (AuxType.AT_MINSIGSTKSZ, minsigstksz),
         (AuxType.AT_HWCAP, hwcap),
         (AuxType.AT_PAGESZ, PAGE_SIZE),

@@ -18,6 +18,7 @@ from .initial_stack import (AuxType, InitialStack, build_initial_stack, read_hos
 from .abi import ProtFlags
 from .sitepatch import patch_mapping
 from .mm import STACK_EAGER, STACK_SIZE, MemoryMap, Vma, perm_for
+from .vdso import HostVdso, map_vdso
 
 PLATFORM = b"x86_64"
 RANDOM_BYTES = 16
@@ -104,10 +105,11 @@ def host_auxv() -> dict[int, int]:
 def load_program(mm: MemoryMap, image: ElfImage, argv: list[bytes], envp: list[bytes],
                  execfn: bytes, rnd: aslr.Randomization,
                  random_bytes: bytes | None = None,
-                 interp: ElfImage | None = None) -> LoadedProgram:
+                 interp: ElfImage | None = None,
+                 vdso: HostVdso | None = None) -> LoadedProgram:
     """Map ``image`` (and its interpreter: ``interp`` if the caller loaded it
-    already) into ``mm`` and build the initial stack, at the bases ``rnd`` draws
-    (the mmap base too: ``mm`` is a fresh map)."""
+    already, and ``vdso`` if given) into ``mm`` and build the initial stack, at the
+    bases ``rnd`` draws (the mmap base too: ``mm`` is a fresh map)."""
     mm.mmap_base = aslr.mmap_base(rnd, aslr.stack_rlimit())
     bias = _bias_for(mm, image, rnd)
     map_image(mm, image, bias)
@@ -120,6 +122,7 @@ def load_program(mm: MemoryMap, image: ElfImage, argv: list[bytes], envp: list[b
         map_image(mm, interp, interp_bias)
         interp_base = interp.lowest_vaddr + interp_bias
         entry = interp.entry + interp_bias
+    vdso_base = map_vdso(mm, vdso) if vdso is not None else None
     top = aslr.stack_top(rnd)
     stack_vma = Vma(top - STACK_SIZE, top,
                     int(ProtFlags.PROT_READ | ProtFlags.PROT_WRITE
@@ -133,7 +136,7 @@ def load_program(mm: MemoryMap, image: ElfImage, argv: list[bytes], envp: list[b
                          hwcap2=host.get(AuxType.AT_HWCAP2, 0),
                          minsigstksz=host.get(AuxType.AT_MINSIGSTKSZ, DEFAULT_MINSIGSTKSZ),
                          uid=os.getuid(), euid=os.geteuid(), gid=os.getgid(),
-                         egid=os.getegid())
+                         egid=os.getegid(), vdso=vdso_base)
     stack = build_initial_stack(top, argv, envp, auxv, execfn, PLATFORM,
                                 random_bytes or os.urandom(RANDOM_BYTES),
                                 align_jitter=aslr.stack_jitter(rnd))

@@ -96,6 +96,9 @@ class Vma:
     sealed: bool = False
     #: Its pages are mapped by the VMM itself, never by demand paging.
     vmm_backed: bool = False
+    #: The rights mprotect may give it (Linux's VM_MAYREAD/VM_MAYWRITE/VM_MAYEXEC):
+    #: asking for more fails with EACCES.
+    max_prot: int = PROT_MASK
 
     def region_paddr(self, address: int) -> int:
         return self.region.base + self.region_offset + (address - self.start)
@@ -247,6 +250,17 @@ class MemoryMap:
             vma = replace(vma, source=_bytes_source(data, vma.start))
         self._insert(vma)
 
+    def map_kernel_pages(self, vma: Vma, present: list[int], perm: Perm) -> None:
+        """Map ``vma``, over a region of the kernel's pages, with only the pages at
+        offsets ``present`` backed: the others have nothing behind them (a guest
+        access faults; ``vma`` is ``vmm_backed``, so demand paging never maps them)."""
+        self.unmap(vma.start, vma.end - vma.start)
+        for offset in present:
+            if 0 <= offset < vma.end - vma.start:
+                self._back(vma.start + offset, PAGE_SIZE, perm,
+                           paddr=vma.region_paddr(vma.start + offset))
+        self._insert(vma)
+
     def _fill(self, start: int, data: bytes) -> None:
         """Write a new mapping's first contents into its frames (whatever its rights:
         a PROT_NONE mapping moved by mremap keeps its pages too)."""
@@ -285,6 +299,13 @@ class MemoryMap:
         resident peak is not noted: nothing reads this map's VmHWM any more (exec's
         new map starts its own), and counting it walks every table."""
         self.unmap(0, layout.USER_PROGRAM_END, note_peak=False)
+
+    def missing_kernel_page(self, address: int, error: PFError) -> bool:
+        """Whether a fault that demand paging refused hit a page of the kernel's
+        data with nothing behind it (Linux raises SIGBUS there, not SIGSEGV)."""
+        vma = self.find(address)
+        return (vma is not None and _kernel_pages(vma) and vma.allows(error)
+                and not error & PFError.PRESENT)
 
     def handle_fault(self, address: int, error: PFError) -> bool:
         """Demand paging: back the page if a VMA allows the access (True: retry)."""
@@ -552,6 +573,11 @@ class MemoryMap:
             return -Errno.ENOMEM
         if self.sealed_in(address, end):
             return -Errno.EPERM
+        overlapping = self._overlapping(address, end)
+        if any(prot & PROT_MASK & ~vma.max_prot for vma in overlapping):
+            return -Errno.EACCES
+        if any(_kernel_pages(vma) and prot & PROT_MASK != vma.prot for vma in overlapping):
+            return -Errno.EINVAL   # as Linux refuses for its [vvar] pages
         before = self._cut(address, end)
         for vma in before:
             self._insert(replace(vma, prot=prot & PROT_MASK))
@@ -609,6 +635,8 @@ class MemoryMap:
             return -Errno.EFAULT
         if vma.sealed or flags & fixed and self.sealed_in(new_address, new_address + new_length):
             return -Errno.EPERM
+        if vma.vmm_backed and not _kernel_pages(vma):
+            return -Errno.EINVAL   # pages only the VMM maps stay put
         if vma.region is not None and new_length > old_length:
             return -Errno.ENOMEM   # growing a shared mapping would need a new region
         if flags & fixed:
@@ -649,6 +677,14 @@ class MemoryMap:
     def _mremap_move(self, vma: Vma, old: int, old_length: int, new_length: int,
                      target: int) -> int:
         keep = min(old_length, new_length)
+        if _kernel_pages(vma):
+            moved = replace(vma, start=target, end=target + keep,
+                            region_offset=vma.region_offset + old - vma.start)
+            present = [offset - moved.region_offset
+                       for offset in vma.region.mapping.readable_pages()]
+            self.map_kernel_pages(moved, present, perm_for(vma.prot))
+            self.unmap(old, old_length)
+            return target
         data = self.read_mapped(old, keep)
         # Linux moves the entries and marks each soft-dirty; the copy here is new.
         self.map_fixed(replace(vma, start=target, end=target + new_length, source=None,
@@ -724,6 +760,11 @@ class MemoryMap:
         return "".join(vma.format() + "\n" for vma in self.vmas)
 
 
+def _kernel_pages(vma: Vma) -> bool:
+    """Whether ``vma`` maps pages of the kernel's own (the vDSO's data)."""
+    return vma.vmm_backed and vma.region is not None and vma.region.mapping.borrowed
+
+
 def _mergeable(before: Vma, after: Vma) -> bool:
     """Whether two VMAs are one mapping to Linux: adjacent, the same rights, kind and
     file, the file's offsets continuing, and no host-shared region behind them
@@ -731,9 +772,9 @@ def _mergeable(before: Vma, after: Vma) -> bool:
     if before.end != after.start or before.region is not None or after.region is not None:
         return False
     if (before.prot, before.shared, before.name, before.grows_down, before.source,
-            before.sealed, before.vmm_backed) != \
+            before.sealed, before.vmm_backed, before.max_prot) != \
             (after.prot, after.shared, after.name, after.grows_down, after.source,
-             after.sealed, after.vmm_backed):
+             after.sealed, after.vmm_backed, after.max_prot):
         return False
     return before.source is None or after.offset == before.offset + (before.end - before.start)
 

@@ -61,6 +61,11 @@ class Privileged:
         """A guest thread ended; its vCPU goes back to the pool (a later thread may
         get it): forget what belonged to the thread."""
 
+    def native_counts(self) -> dict[str, int]:
+        """Events these features handled without Python, by what was done (for
+        ``--syscall-stats``)."""
+        return {}
+
     def close(self) -> None:
         """The process leaves the program that had these features (execve, exit)."""
 

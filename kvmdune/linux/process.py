@@ -31,7 +31,7 @@ from .dispatch import Dispatcher
 from .exit_status import ExitStatus
 from .fastpath import THREAD_STATE_CALLS
 from .sitepatch import in_site_stub
-from .fdtable import FdTable
+from .fdtable import VMM_IO, FdTable
 from .forking import ForkHandshake
 from .forward import forward, host_fd_cloexec
 from .gate import Gate
@@ -262,7 +262,7 @@ class Process(Handler):
         # fast path's): it looks at every one.
         live = self.live_file_of(host_fd) is not None
         return self.fds.install(host_fd, cloexec=host_fd_cloexec(host_fd),
-                                io_never_blocks=False if live else None)
+                                io=VMM_IO if live else None)
 
     def host_path(self, path: bytes, dirfd: int | None = None) -> bytes:
         """The host path for a guest path, relative to the host descriptor ``dirfd``
@@ -443,6 +443,8 @@ class Process(Handler):
         started = time.perf_counter() if self.tracer else 0.0
         entry = self.tracer.entry(self, event, spec) if self.tracer else None
         verdict = self._gate_verdict(spec, event) if self.gate is not None else None
+        if verdict is None and self.fast is not None:
+            verdict = self.fast.continue_write(cpu, event.number, event.args)
         try:
             result = verdict if verdict is not None else self.dispatcher.serve(
                 self, cpu, event.number, event.args, quiet=self.tracer is not None)
@@ -504,7 +506,8 @@ class Process(Handler):
         paged = self.page_in(event)
         if paged is not None:
             return paged
-        return self.fault(cpu, Signal.SIGSEGV, event.address, event)
+        missing = self.mm is not None and self.mm.missing_kernel_page(event.address, event.error)
+        return self.fault(cpu, Signal.SIGBUS if missing else Signal.SIGSEGV, event.address, event)
 
     def page_in(self, event: PageFaultEvent) -> Action | Stop | None:
         """Demand paging: RETRY when the fault was memory the program owns and is

@@ -336,8 +336,15 @@ def describe_call_stats(process: Process) -> str:
             f"changed the descriptor table; {process.vmm_calls} calls reached the VMM in "
             f"all; the serving thread slept "
             f"{stats['sleeps']} times; the guest exited to wait {stats['waits']} times "
-            f"({stats['served_by_vmm_thread']} calls then served by the VMM's thread); "
-            f"{stats['vmm']} hypercalls served natively")
+            f"({stats['served_by_vmm_thread']} calls then served by the VMM's thread, "
+            f"{stats['direct_spells']} spells without the thread); "
+            f"{stats['vmm']} hypercalls served natively"
+            + "".join(f", {count} {what}" for what, count in privileged_counts(process).items()))
+
+
+def privileged_counts(process: Process) -> dict[str, int]:
+    """What the process's privileged features did natively (nothing without them)."""
+    return process.privileged.native_counts() if process.privileged is not None else {}
 
 
 def disarm_interval_timers() -> None:

@@ -13,6 +13,7 @@ exit and takes it back when marked dirty, so no GET/SET_REGS ioctl is paid per e
 
 from __future__ import annotations
 
+import errno
 import signal
 import struct
 import threading
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..kvm import IoExit, HltExit, KvmInterrupted, ShutdownExit, SyncRegs, Vcpu, VcpuExit
+from ..kvm.system import NativeRunner
 from ..kvm import bindings as kb
 from ..memory import READ, AddressSpace, GuestFault, GuestMemory
 from ..memory.pagetable import coalesce
@@ -116,6 +118,11 @@ class Cpu:
         #: Called (with no arguments) when the call stub asks the VMM to wait for the
         #: answer to its request (see callring.py); set by whoever serves the ring.
         self.call_wait: Callable[[], object] | None = None
+        #: Native code that runs this vCPU and handles some exits itself (a layer
+        #: above installs it, see ``NativeRunner``); None: every exit comes here.
+        self.native_runner: NativeRunner | None = None
+        #: ``call_wait`` for native code (a capsule the runner takes), or None.
+        self.native_call_wait: object | None = None
         self._dispatch: dict[type, Callable[[Handler], Callable]] = {
             SyscallEvent: lambda h: h.on_syscall,
             PageFaultEvent: lambda h: h.on_page_fault,
@@ -150,7 +157,8 @@ class Cpu:
         self.space = None
         self._stop_reason = None
         self._run.immediate_exit = 0
-        self.call_wait = None
+        self.call_wait = self.native_call_wait = None
+        self.native_runner = None
 
     def load_sregs(self, sregs: kb.kvm_sregs) -> None:
         """KVM_SET_SREGS, and the same values into the sync area so later dirty
@@ -213,6 +221,23 @@ class Cpu:
         pages). Software KVM's shadow tables ignore this: it needs the host-side
         mprotect pair instead (``GuestMemory.invalidate``)."""
         self._unflushed.extend(ranges)
+
+    def native_run_parameters(self) -> dict[str, int]:
+        """What native code re-entering the guest the run loop's way needs to know
+        of this vCPU's supervisor area and entries (see ``NativeRunner``): where its
+        exception frames arrive, its iret frame and ``iretq``, and the addresses a
+        CPL3 #PF at which is no fault (a ``syscall``, the call stub's wait)."""
+        return {
+            "iret_rip": self._iret_rip, "iret_frame": self._iret_frame,
+            "iret_frame_paddr": self._iret_frame_paddr,
+            "exception_stack": self._exception_stack,
+            "exception_stack_paddr": self._exception_stack_paddr,
+            "exception_stack_size": layout.EXCEPTION_STACK_SIZE,
+            "syscall_entry": self._syscall_entry, "call_wait_target": layout.CALL_WAIT_TARGET,
+            "user_rflags": USER_RFLAGS, "user_rflags_fixed": USER_RFLAGS_FIXED,
+            "supervisor_rflags": _SUPERVISOR_RFLAGS, "user_end": _USER_CANONICAL_END,
+            "vectors_with_error": sum(1 << int(vector) for vector in VECTORS_WITH_ERROR_CODE),
+        }
 
     def recognise_syscalls_at(self, address: int | None) -> None:
         """While user code runs in an address space that maps ``address`` (MSR_LSTAR's
@@ -323,7 +348,7 @@ class Cpu:
                 return bad
         self.in_guest = True
         try:
-            exit_ = self.vcpu.run()
+            exit_ = self._enter_guest()
         except KvmInterrupted:
             self._run.immediate_exit = 0
             self._interrupted()
@@ -331,6 +356,19 @@ class Cpu:
         finally:
             self.in_guest = False
         return self._decode(exit_)
+
+    def _enter_guest(self) -> VcpuExit:
+        """KVM_RUN, through the native runner if one is installed. Raises
+        ``KvmInterrupted`` on EINTR."""
+        runner = self.native_runner
+        if runner is None:
+            return self.vcpu.run()
+        exit_, handled = self.vcpu.run_with(runner, self.native_call_wait)
+        if handled:
+            self._in_stub = False      # it took the stub's exit and left through the iretq
+        if exit_ is None:
+            raise KvmInterrupted("KVM_RUN interrupted", ioctl="KVM_RUN", errno=errno.EINTR)
+        return exit_
 
     def _write_iret_frame(self) -> Event | None:
         """Point the vCPU at ``iretq`` with a frame that returns to the user's
@@ -501,6 +539,7 @@ class Cpu:
         TSS already."""
         if index is not None:
             self._use_area(index)
+        self.native_runner = None      # set up for the old vCPU's process and memory
         self.vcpu = vcpu
         self._run = vcpu.run_struct
         self.regs = self._run.s.regs.regs

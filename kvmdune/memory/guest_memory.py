@@ -76,8 +76,9 @@ class SharedRegion:
     """Host memory that stays shared with the host (a file's pages, or memory shared
     across fork), mapped at guest-physical ``base`` through its own memory slot."""
 
-    def __init__(self, base: int, slot: int, mapping: HostMapping) -> None:
-        self.base, self.slot, self.mapping = base, slot, mapping
+    def __init__(self, base: int, slot: int, mapping: HostMapping,
+                 flags: MemFlags = MemFlags(0)) -> None:
+        self.base, self.slot, self.mapping, self.flags = base, slot, mapping, flags
         self.size = mapping.size
 
     @property
@@ -122,7 +123,7 @@ class GuestMemory:
         vm.set_user_memory_region(slot, 0, self.size, self.mapping.address, flags)
         for region in self.regions:
             vm.set_user_memory_region(region.slot, region.base, region.size,
-                                      region.mapping.address)
+                                      region.mapping.address, region.flags)
         self._vm = vm
 
     def add_shared(self, size: int, fd: int, offset: int = 0,
@@ -130,27 +131,53 @@ class GuestMemory:
         """Map ``size`` bytes of ``fd`` (shared) into guest-physical memory."""
         if self._vm is None:
             raise RuntimeError("shared regions need the memory registered with a VM")
-        mapping = HostMapping(size, fd=fd, offset=offset, writable=writable)
+        return self._add_region(HostMapping(size, fd=fd, offset=offset, writable=writable))
+
+    def add_kernel_pages(self, address: int, size: int) -> SharedRegion:
+        """Pages the host kernel mapped into the VMM (the vDSO's data: Linux's own
+        clock data, which every process may read) as a read-only memory slot, so
+        that guest code reads them where they are. Such a region lives as long as
+        this memory (``remove_shared`` keeps it): every image exec'd reuses it, and
+        a forked child's VMM has the same pages at the same address."""
+        for region in self.regions:
+            if region.mapping.borrowed and region.mapping.address == address \
+                    and region.size == size:
+                return region
+        return self._add_region(HostMapping.borrow(address, size), MemFlags.READONLY)
+
+    def _add_region(self, mapping: HostMapping, flags: MemFlags = MemFlags(0)) -> SharedRegion:
+        if self._vm is None:
+            mapping.close()
+            raise RuntimeError("shared regions need the memory registered with a VM")
         used = {region.slot for region in self.regions}
         slot = next(n for n in range(GUEST_MEMORY_SLOT + 1, GUEST_MEMORY_SLOT + 1 + len(used) + 1)
                     if n not in used)
-        region = SharedRegion(self._next_base, slot, mapping)
+        region = SharedRegion(self._next_base, slot, mapping, flags)
         try:
-            self._vm.set_user_memory_region(slot, region.base, size, mapping.address)
+            self._vm.set_user_memory_region(slot, region.base, mapping.size, mapping.address,
+                                            flags)
         except BaseException:
             mapping.close()
             raise
-        self._next_base += (-(-size // SHARED_REGION_ALIGN) + 1) * SHARED_REGION_ALIGN
+        self._next_base += (-(-mapping.size // SHARED_REGION_ALIGN) + 1) * SHARED_REGION_ALIGN
         self.regions.append(region)
         return region
 
     def remove_shared(self, region: SharedRegion) -> None:
         """Delete the region's slot (which drops every translation to it) and unmap it."""
-        if region in self.regions:
+        if region in self.regions and not region.mapping.borrowed:
             self.regions.remove(region)
             if self._vm is not None and not self._vm.closed:
                 self._vm.set_user_memory_region(region.slot, region.base, 0, 0)
             region.mapping.close()
+
+    def _reregister(self, region: SharedRegion) -> None:
+        """Drop every translation to a region its host pages cannot be reprotected
+        for (the kernel's own): deleting its slot makes KVM forget them all."""
+        if self._vm is not None and not self._vm.closed:
+            self._vm.set_user_memory_region(region.slot, region.base, 0, 0)
+            self._vm.set_user_memory_region(region.slot, region.base, region.size,
+                                            region.mapping.address, region.flags)
 
     def _backing(self, paddr: int, length: int) -> tuple[memoryview, int]:
         """The host view holding [paddr, paddr+length) and the offset into it."""
@@ -208,7 +235,9 @@ class GuestMemory:
                 continue
             for region in self.regions:
                 low, high = max(start, region.base), min(start + length, region.end)
-                if low < high:
+                if low < high and region.mapping.borrowed:
+                    self._reregister(region)
+                elif low < high:
                     region.mapping.reprotect(low - region.base, high - low)
         if self.quiesce is not None:
             self.quiesce()

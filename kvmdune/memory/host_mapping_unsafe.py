@@ -28,6 +28,8 @@ _libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_
 _libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 _libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+_libc.write.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]
+_libc.write.restype = ctypes.c_ssize_t
 
 MAP_FAILED = ctypes.c_void_p(-1).value
 MAP_NORESERVE = 0x4000  # linux/mman.h: do not reserve swap for the mapping
@@ -52,10 +54,15 @@ class HostMapping:
     """
 
     def __init__(self, size: int, fd: int = -1, offset: int = 0,
-                 writable: bool = True) -> None:
-        """Anonymous private memory, or (``fd`` given) a shared mapping of a file."""
+                 writable: bool = True, borrowed_address: int | None = None) -> None:
+        """Anonymous private memory, or (``fd`` given) a shared mapping of a file, or
+        (``borrowed_address`` given) pages the kernel mapped into the VMM itself:
+        read-only, never unmapped or reprotected here (see ``borrow``)."""
         self.prot = PROT_READ | (PROT_WRITE if writable else 0)
-        if fd < 0:
+        self.borrowed = borrowed_address is not None
+        if self.borrowed:
+            addr = borrowed_address
+        elif fd < 0:
             addr = self._map_anonymous(size)
         else:
             addr = self._map(size, mmap.MAP_SHARED, fd, offset)
@@ -67,6 +74,31 @@ class HostMapping:
         if not writable:
             self.view = self.view.toreadonly()
         self.words = self.view.cast("Q")
+
+    @classmethod
+    def borrow(cls, address: int, size: int) -> "HostMapping":
+        """A read-only view of ``size`` bytes the kernel mapped into this process at
+        ``address`` (the vDSO's data pages). Some of its pages may have nothing
+        behind them (reading one raises SIGBUS): only pages ``readable_pages`` found
+        may be read, by the VMM or through a guest translation."""
+        if address % mmap.PAGESIZE or size <= 0 or size % mmap.PAGESIZE:
+            raise ValueError(f"borrowed range {address:#x}+{size:#x} is not whole pages")
+        return cls(size, writable=False, borrowed_address=address)
+
+    def readable_pages(self) -> list[int]:
+        """Offsets of the pages that can be read: each is handed to write(2) on a
+        pipe, which reports EFAULT (never a signal) for a page with nothing behind it."""
+        found = []
+        read_end, write_end = os.pipe()
+        try:
+            for offset in range(0, self.size, mmap.PAGESIZE):
+                if _libc.write(write_end, ctypes.c_void_p(self.address + offset), 1) == 1:
+                    found.append(offset)
+                    os.read(read_end, 1)
+        finally:
+            os.close(read_end)
+            os.close(write_end)
+        return found
 
     def _map(self, size: int, flags: int, fd: int = -1, offset: int = 0) -> int:
         addr = _libc.mmap(None, size, self.prot, flags, fd, offset)
@@ -100,7 +132,8 @@ class HostMapping:
             self.words.release()
             self.view.release()
             del self._array
-            _check(_libc.munmap(self.address, self.size), "munmap")
+            if not self.borrowed:
+                _check(_libc.munmap(self.address, self.size), "munmap")
             self.address = 0
 
     def _checked_range(self, offset: int, length: int) -> int:
@@ -125,6 +158,8 @@ class HostMapping:
         away (a read-only step would do as well for KVM), so another vCPU's KVM_RUN
         or another host thread copying into guest memory meanwhile never faults.
         """
+        if self.borrowed:
+            raise ValueError("borrowed kernel pages cannot be reprotected")
         start = self._checked_range(offset, length)
         _check(_libc.mprotect(start, length, self.prot | PROT_EXEC), "mprotect(+PROT_EXEC)")
         _check(_libc.mprotect(start, length, self.prot), "mprotect (restore)")

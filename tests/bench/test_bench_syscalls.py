@@ -21,8 +21,9 @@ WAYS = {
     "syscall-heavy": ["native", "strace -f", "kvmdune run", "kvmdune run (unpatched)",
                       "kvmdune sandbox"],
     "startup": ["native", "kvmdune run", "kvmdune run (unpatched)", "kvmdune sandbox"],
+    "pipe": ["native", "kvmdune run", "kvmdune sandbox", "kvmdune run (slow path)"],
 }
-BENCHMARKS = {"per-call": 1, "cpu": 3, "syscall-heavy": 2, "startup": 1}
+BENCHMARKS = {"per-call": 1, "cpu": 3, "syscall-heavy": 3, "startup": 1, "pipe": 1}
 
 
 def _bench(*options: str) -> subprocess.CompletedProcess:
@@ -67,8 +68,8 @@ def test_table_has_every_row_and_a_verdict_column():
     for title in GROUPS.values():
         assert title in text
     for label in ("getppid", "sha256sum of", "bzip2 -9 of", "C int/memory kernel",
-                  "dd bs=512 of", "find over", "true", "kvmdune run (slow path)",
-                  "kvmdune sandbox (slow path)", "strace -f"):
+                  "dd bs=512 of", "find over", "ls -lR of", "-start-up", "true", "kvmdune run (slow path)",
+                  "kvmdune sandbox (slow path)", "strace -f", "through a pipe", "MB/s"):
         assert label in text, label
     verdicts = [line for line in text.splitlines()
                 if line.endswith((" ok", " MISSED"))]
@@ -89,3 +90,16 @@ def test_verdicts_follow_the_targets():
     failed = Row("cpu", "x", "kvmdune run", "s", None, [], native=1.0,
                  target=Target(native=1.031), error="exit status 1")
     assert failed.holds is False and "exit status 1" in format_tables([failed], 1)
+
+
+def test_one_group_alone():
+    rows = json.loads(_bench("--json", "--group", "pipe").stdout)
+    assert {row["group"] for row in rows} == {"pipe"}
+    assert [row["way"] for row in rows] == WAYS["pipe"]
+    assert all(row["error"] is None and row["value"] > 0 for row in rows), rows
+
+
+def test_the_command_line_knows_every_group():
+    from kvmdune.cli.bench import SYSCALL_GROUPS
+
+    assert set(SYSCALL_GROUPS) == set(GROUPS)

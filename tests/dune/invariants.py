@@ -85,7 +85,8 @@ def check(vm: DuneVm) -> list[str]:
 
 def ceiling_problems(vm: DuneVm) -> list[str]:
     """A ceiling pgroot's mirror records (what the native path may grant) is the
-    rights of the page's VMA, for a page of the program's own (not an alias)."""
+    rights of the page's VMA, for a page of the program's own (not an alias); a
+    clone's is what its entry's frame may be given."""
     problems = []
     for base, table in vm.pgroot_root.mirror.leaf_tables():
         for i, ceiling in enumerate(table.ceilings.tolist()):
@@ -96,4 +97,14 @@ def ceiling_problems(vm: DuneVm) -> list[str]:
                     or not entry & ADDR_MASK:
                 problems.append(f"pgroot {va:#x}: ceiling {ceiling:#x} for {entry:#x}, "
                                 f"its VMA allows {vm._vma_ceiling(va):#x}")
+    for root in vm.roots.values():
+        if root.is_pgroot:
+            continue
+        for base, table in root.mirror.leaf_tables():
+            for i, ceiling in enumerate(table.ceilings.tolist()):
+                va, entry = base + i * PAGE_SIZE, table.shadow[i]
+                allowed = vm._ceiling(root, va, entry & ADDR_MASK) if entry & ADDR_MASK else None
+                if ceiling and (allowed is None or ceiling & ~CEILING_KNOWN != allowed):
+                    problems.append(f"clone {root.handle:#x} {va:#x}: ceiling {ceiling:#x} "
+                                    f"for {entry:#x}, its frame allows {allowed}")
     return problems

@@ -190,15 +190,131 @@ def test_native_bits_of_a_large_range_are_served_in_the_vcpu_thread(program, sys
     assert served == (20 if fast else -1), done.stderr.decode()[-2000:]
 
 
-def _same_on_both_paths(program, monkeypatch, text: bytes) -> None:
+#: Writes through pgroot's entries of the arena (WRITE_ENTRY: an arena page's frame,
+#: usually the page's own, with entry bits xor'ed in), flushes of everything or of one
+#: page, walks' syncs, protects that record ceilings, and the program's touches. (The
+#: bits never touch the frame's address: which frame a flipped address bit names,
+#: and whether it is the program's, differs between the two paths' memory layouts.)
+WRITE_ENTRY, VM_SYNC, FLUSH_TLB = "64", f"{int(HypercallOp.VM_SYNC):x}", \
+    f"{int(HypercallOp.FLUSH_TLB):x}"
+arena_page = st.integers(0, 7).map(lambda n: n * 0x1000)
+entry_write = st.tuples(
+    arena_page, st.one_of(st.none(), arena_page),
+    st.sampled_from(["7", "5", "27", "67", "47", "65", "8000000000000007",
+                     "8000000000000005", "6", "4", "207", "3", "40000000000007"])).map(
+    lambda w: (WRITE_ENTRY, "R", f"A+{w[0]:x}", f"E+{(w[0] if w[1] is None else w[1]):x}+{w[2]}",
+               "0", "0", "0"))
+sync_call = st.one_of(
+    entry_write, entry_write, entry_write,
+    st.tuples(st.just(FLUSH_TLB), st.sampled_from(["0", "A+0", "A+3000", "A+fff"]),
+              st.sampled_from(["0", "0", "1000", "1", "ffffffffffffffff"]),
+              *[st.just("0")] * 4),
+    st.tuples(st.just(VM_SYNC), st.sampled_from(["R", "R", "K"]),
+              st.sampled_from(["A+0", "A+2000", "0"]),
+              st.sampled_from(["A+7fff", "A+3fff", "ffffffffffffffff", "0"]), *[st.just("0")] * 3),
+    st.tuples(st.just(f"{int(HypercallOp.VM_MPROTECT):x}"), st.just("R"), arena_page.map(
+        lambda n: f"A+{n:x}"), st.sampled_from(["1000", "4000", "8000"]),
+        st.sampled_from(["b", "9", "f", "d", "b"]), st.just("0"), st.just("0")),
+    st.tuples(st.just(TOUCH), st.integers(0, 8 * 0x1000 - 1).map(lambda n: f"{n:x}"),
+              st.sampled_from(["0", "1", "1"]), *[st.just("0")] * 4))
+
+
+@settings(max_examples=int(os.environ.get("KVMDUNE_FUZZ_EXAMPLES", "30")) // 3 or 1,
+          deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(calls=st.lists(sync_call, min_size=1, max_size=40))
+def test_native_flushes_fuzzed_against_the_vmm(program, monkeypatch, calls):
+    """Entry writes, flushes and syncs with pgroot the only root (the native flush's
+    case): results, the program's reads and writes of its arena and its fate are the
+    VMM's; the invariants hold."""
+    monkeypatch.setenv(INVARIANTS, "1")
+    text = "".join(" ".join(call) + "\n" for call in calls).encode()
+    _same_on_both_paths(program, monkeypatch, text, ("pgroot-only",))
+
+
+def _same_on_both_paths(program, monkeypatch, text: bytes, args: tuple[str, ...] = ()) -> None:
     """The fuzz program fed ``text`` answers the same with the fast path on and off,
     with no internal error and the VMM's invariants intact."""
     results = []
     for fast in ("1", "0"):
         monkeypatch.setenv(FAST_SYSCALLS, fast)
-        done = run_observed([program("fuzz")], input=text)
+        done = run_observed([program("fuzz"), *args], input=text)
         err = done.stderr.decode(errors="replace")
         assert "internal error" not in err, err[-3000:]
         assert "invariants: ok" in err, err[-3000:]
         results.append((done.returncode, done.stdout))
     assert results[0] == results[1], text
+
+
+#: What native_sync.c prints of its refusals (the VMM's answers, libdune's errnos;
+#: the entry's flags afterwards, A and D aside).
+EXPECTED_SYNC_REFUSALS = {
+    "write-on-read-only-mapping": "-13", "write-on-read-only-mapping-entry": "0x8000000000000005",
+    "exec-on-data-page": "-13", "exec-on-data-page-entry": "0x8000000000000007",
+    "foreign-frame": "-1", "foreign-frame-entry": "0x8000000000000007",
+    "perm-none": "0", "perm-none-entry": "0x8000000000000006",
+    "perm-none-lifted": "0", "perm-none-lifted-entry": "0x8000000000000007",
+    "software-bit": "0", "software-bit-entry": "0x8000000000000207",
+    "set-dirty-ignored": "0", "set-dirty-ignored-entry": "0x8000000000000207",
+    "refusal-beside-a-removal": "-1",
+}
+
+
+def run_sync_program(program, fast: bool) -> subprocess.CompletedProcess:
+    """native_sync.c under vmm.py, with the tool that reads the native counters and
+    the VMM's invariants checked at the end."""
+    return subprocess.run(
+        [sys.executable, "-m", "tests.dune.vmm", "--tool", "tests.dune.tools:native_sync_tool",
+         "--", program("native_sync"), "count"],
+        capture_output=True, timeout=300, cwd=REPOSITORY,
+        env=dict(os.environ, **{FAST_SYSCALLS: "1" if fast else "0", INVARIANTS: "1"}))
+
+
+def test_entry_writes_and_flushes_are_seen_as_the_vmm_gives_them(program):
+    """dune_vm_page_walk/lookup + dune_flush_tlb (vmm_native/fastsync.c): cleared D and
+    A are set again by the next write or read, a write removal faults at once on this
+    vCPU and another's, refusals are the VMM's (the same program with the fast path
+    off, where everything is Python's); on the fast path the walks' syncs and the
+    flushes were answered natively."""
+    fast, slow = run_sync_program(program, True), run_sync_program(program, False)
+    checks = ["dirty-cleared-by-entry-then-set-by-write",
+              "accessed-cleared-by-entry-then-set-by-read",
+              "write-removed-by-entry-faults-and-comes-back", "refusals-as-the-vmm-gives-them",
+              "other-vcpu-sees-entry-changes-at-once"]
+    assert passed_checks(fast) == passed_checks(slow) == checks
+    for done in (fast, slow):
+        assert b"invariants: ok" in done.stderr, done.stderr.decode()[-3000:]
+    lines = [line for line in fast.stdout.decode().splitlines()
+             if not line.startswith(("ok ", "native ", "done"))]
+    assert lines == [line for line in slow.stdout.decode().splitlines()
+                     if not line.startswith(("ok ", "native ", "done"))]
+    assert dict(line.rsplit(" ", 1) for line in lines) == EXPECTED_SYNC_REFUSALS
+    counts = re.search(rb"native syncs (-?\d+) flushes (-?\d+)", fast.stdout)
+    syncs, flushes = int(counts.group(1)), int(counts.group(2))
+    # Every walk's sync is native; the flushes of clears and of write removals and
+    # give-backs within the recorded ceiling too (the refusals' are the VMM's).
+    assert syncs >= 5 * 20 and flushes >= 4 * 20, fast.stdout.decode()[-2000:]
+    assert re.search(rb"native syncs -1 flushes -1", slow.stdout)
+
+
+def test_clone_protects_and_bits_are_seen_as_the_vmm_gives_them(program):
+    """dune_vm_mprotect and VM_BITS on a clone (served natively as pgroot's are):
+    user code in the clone sees every protect at once, the clone's bits are its user
+    view's, Linux's mprotect lowers what the clone may be given; the same with the
+    fast path off; on the fast path most calls were native."""
+    runs = [subprocess.run(
+        [sys.executable, "-m", "tests.dune.vmm", "--tool", "tests.dune.tools:native_sync_tool",
+         "--", program("native_clone"), "count"],
+        capture_output=True, timeout=300, cwd=REPOSITORY,
+        env=dict(os.environ, **{FAST_SYSCALLS: fast, INVARIANTS: "1"})) for fast in "10"]
+    for done in runs:
+        assert passed_checks(done) == [
+            "clone-write-removed-and-given-back", "clone-dirty-bits-are-its-user-views",
+            "linux-mprotect-lowers-the-clones-ceiling", "freed-clone-is-unknown"]
+        assert b"invariants: ok" in done.stderr, done.stderr.decode()[-3000:]
+    served = [int(re.search(rb"native served (-?\d+)", done.stdout).group(1)) for done in runs]
+    # 20 rounds of 2 protects (over 4 pages) and 20 of 5 bit calls: most are native
+    # (not the first protect of each page: the VMM records its ceiling; nor the first
+    # read of each kind: the VMM allocates the reader's bit; nor a few arriving while
+    # the VMM holds the process's lock).
+    assert served[0] >= 90 and served[1] == -1, served

@@ -56,3 +56,15 @@ def native_served_tool(process, *_: int) -> int:
     path's thread and the vCPU threads), -1 when none is installed."""
     native = process.privileged.vm.native
     return -1 if native is None else native.stats()["served"]
+
+
+#: native_sync_tool's counters, by its argument.
+NATIVE_COUNTERS = ("syncs", "flushes", "served")
+
+
+def native_sync_tool(process, which: int, *_: int) -> int:
+    """How many VM_SYNC (``which`` 0) or FLUSH_TLB (1) hypercalls, or hypercalls of any
+    kind (2), the Dune API's native code answered so far (vmm_native/fastsync.c,
+    fastvm.c, fastbits.c), -1 when none is installed."""
+    native = process.privileged.vm.native
+    return -1 if native is None else native.stats()[NATIVE_COUNTERS[which]]

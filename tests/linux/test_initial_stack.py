@@ -292,12 +292,15 @@ def test_standard_auxv_for_a_pie_with_interpreter() -> None:
 
 def test_standard_auxv_has_the_hosts_order() -> None:
     # Same entries in the same order as the kernel gave this very process,
-    # minus the ones we do not provide (vDSO, rseq).
+    # minus the ones we do not provide (rseq), with a vDSO and without.
     host = [kind for kind in read_host_auxv() if kind in AuxType.__members__.values()]
-    host = [kind for kind in host if kind != AuxType.AT_SYSINFO_EHDR]
     ours = [kind for kind, _ in standard_auxv(load_elf("/bin/true"), 0, 0, hwcap=0, hwcap2=0,
-                                               minsigstksz=0, uid=0, euid=0, gid=0, egid=0)]
+                                               minsigstksz=0, uid=0, euid=0, gid=0, egid=0,
+                                               vdso=0x7FFF_F7FC_1000)]
     assert ours == host
+    without = [kind for kind, _ in standard_auxv(load_elf("/bin/true"), 0, 0, hwcap=0, hwcap2=0,
+                                                  minsigstksz=0, uid=0, euid=0, gid=0, egid=0)]
+    assert without == [kind for kind in host if kind != AuxType.AT_SYSINFO_EHDR]
 
 
 # --- Against Linux ------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 /* Per-call costs for `kvmdune bench sandbox`:
  *   syscall_costs CASE ITERATIONS MODE [PATH]    one call in a loop, timed
  *   syscall_costs exec MODE PROGRAM [ARGS...]    run a program confined by MODE
- * CASE: getppid (no arguments), read-zero (1-byte read of /dev/zero), denied
+ * CASE: getppid (no arguments), read-zero (1-byte read of /dev/zero), clock
+ * (libc's clock_gettime of CLOCK_MONOTONIC: the vDSO's where there is one), denied
  * (open of PATH, which every confinement refuses). MODE: none | seccomp (a
  * seccomp-bpf filter: openat gets EACCES, the rest is allowed) | seccomp-allow (a
  * filter that allows everything: its evaluation cost alone) | notify (seccomp user
@@ -160,11 +161,13 @@ int main(int argc, char **argv) {
     int zero = open("/dev/zero", O_RDONLY);
     if (confine(argv[3])) return 1;
     char byte;
+    struct timespec clock_value;
     long errors = 0;
     double start = now_ns();
     for (long i = 0; i < iterations; i++) {
         if (!strcmp(name, "getppid")) syscall(SYS_getppid);
         else if (!strcmp(name, "read-zero")) { if (read(zero, &byte, 1) != 1) errors++; }
+        else if (!strcmp(name, "clock")) { if (clock_gettime(CLOCK_MONOTONIC, &clock_value)) errors++; }
         else { int fd = open(denied_path, O_RDONLY); if (fd < 0) errors++; else close(fd); }
     }
     double elapsed = now_ns() - start;

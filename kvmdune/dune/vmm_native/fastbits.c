@@ -1,4 +1,5 @@
-/* VM_BITS (kvmdune_vm_read_bits / kvmdune_vm_clear_bits) on pgroot served without
+/* VM_BITS (kvmdune_vm_read_bits / kvmdune_vm_clear_bits) on pgroot or a clone (its
+ * user view's bits only, as vm.py's) served without
  * Python, by the fast path's thread from the calling vCPU's ring, with the answer
  * vm.py's vm_bits gives, and the invalidations that make every vCPU see a cleared
  * bit before the call returns. Also the invalidations fastvm.c shares.
@@ -12,7 +13,7 @@
  * hardware bit to every other reader, then clears it and the Dune API's own, in one
  * compare-and-swap per entry (a vCPU's MMU may set A or D meanwhile).
  *
- * Handed back untouched (the VMM answers, errors included): another root, bad bits
+ * Handed back untouched (the VMM answers, errors included): an unknown root, bad bits
  * or flags, a range the VMM refuses, a Dune reader bit not allocated yet in either
  * space, a 2 MiB page in the range, a bitmap that is not writable user memory of
  * the program view in 4 KiB pages of guest memory or larger than MAX_BITMAP_PAGES,
@@ -42,12 +43,7 @@ static const uint64_t KIND_BIT[KINDS] = {H_A, H_D};
 
 /* -- growable arrays ------------------------------------------------------------------ */
 
-struct frames {
-    uint64_t *items;
-    size_t count, capacity;
-};
-
-static int frames_add(struct frames *f, uint64_t frame) {
+int frames_add(struct frames *f, uint64_t frame) {
     if (f->count == f->capacity) {
         size_t capacity = f->capacity ? 2 * f->capacity : 256;
         uint64_t *items = realloc(f->items, capacity * sizeof *items);
@@ -59,17 +55,6 @@ static int frames_add(struct frames *f, uint64_t frame) {
     f->items[f->count++] = frame;
     return 0;
 }
-
-/* What a clear did to one entry, to put it back. */
-struct undo {
-    volatile uint64_t *slot;
-    uint64_t added, removed;
-};
-
-struct undo_log {
-    struct undo *items;
-    size_t count, capacity;
-};
 
 static int undo_add(struct undo_log *log, volatile uint64_t *slot, uint64_t added,
                     uint64_t removed) {
@@ -157,6 +142,14 @@ int invalidate_frames(NativeVm *vm, uint64_t *frames, size_t count) {
     return 0;
 }
 
+void bits_undo(struct bits_walk *w) { undo_all(&w->log); }
+
+void bits_walk_release(struct bits_walk *w) {
+    free(w->full.items);
+    free(w->dirty.items);
+    free(w->log.items);
+}
+
 /* -- the guest's bitmap ---------------------------------------------------------------- */
 
 /* The program view's 4 KiB leaf entry of `vaddr` when a CPL3 write may go through
@@ -232,17 +225,6 @@ static void store_bitmap(const struct bitmap_pages *pages, const uint8_t *found)
 
 /* -- the walk ------------------------------------------------------------------------ */
 
-struct bits_walk {
-    NativeVm *vm;
-    uint64_t start, end;
-    uint64_t test, clear;        /* this space's: the entries reported, the bits cleared */
-    uint64_t cond[KINDS], set[KINDS];
-    int clearing;
-    uint8_t *found;              /* one bit per page of [start, end) */
-    struct frames full, dirty;   /* frames that lost A; only D */
-    struct undo_log log;
-};
-
 /* Whether a level-3 or level-2 entry over [start, end) is a large page (vm.py
  * reports those by their base: the VMM's). */
 static int has_large_page(NativeVm *vm, uint64_t table, int level, uint64_t base,
@@ -268,13 +250,14 @@ static int has_large_page(NativeVm *vm, uint64_t table, int level, uint64_t base
     return 0;
 }
 
-/* One 4 KiB entry: reported, and cleared as page_bits' BitReader.read would. */
-static int visit(struct bits_walk *w, volatile uint64_t *slot, uint64_t vaddr) {
+int bits_visit(struct bits_walk *w, volatile uint64_t *slot, uint64_t vaddr) {
     uint64_t entry = __atomic_load_n((uint64_t *)slot, __ATOMIC_ACQUIRE);
     if (!(entry & (H_P | H_PROTNONE)) || !(entry & w->test))
         return 0;
-    uint64_t page = (vaddr - w->start) / PAGE_SIZE;
-    w->found[page / 8] |= (uint8_t)(1U << (page % 8));
+    if (w->found != NULL) {
+        uint64_t page = (vaddr - w->start) / PAGE_SIZE;
+        w->found[page / 8] |= (uint8_t)(1U << (page % 8));
+    }
     if (!w->clearing)
         return 0;
     for (;;) {
@@ -318,7 +301,7 @@ static int scan_leaf_table(struct bits_walk *w, volatile uint64_t *entries, uint
                 continue;
             }
         }
-        if ((entries[i] & test) && visit(w, &entries[i], base + (i << 12)) < 0)
+        if ((entries[i] & test) && bits_visit(w, &entries[i], base + (i << 12)) < 0)
             return -1;
         i++;
     }
@@ -344,9 +327,7 @@ static int walk_leaves(struct bits_walk *w, uint64_t table, int level, uint64_t 
     return 0;
 }
 
-/* The masks of one space's walk (page_bits' BitReader.mask and _clearing), or -1
- * where the Dune API's reader has no bit of a kind asked for yet. */
-static int setup_space(struct bits_walk *w, const struct bits_reader *reader, uint64_t bits) {
+int bits_setup_space(struct bits_walk *w, const struct bits_reader *reader, uint64_t bits) {
     w->test = bits;
     for (int k = 0; k < KINDS; k++) {
         w->cond[k] = w->set[k] = 0;
@@ -362,10 +343,7 @@ static int setup_space(struct bits_walk *w, const struct bits_reader *reader, ui
     return 0;
 }
 
-/* The invalidations the clears need (GuestMemory.invalidate / write_protect, the
- * dirty log's absence falling back to the mprotect pair), then the fast path's
- * quiesce: no serve still goes through what was there before. */
-static int invalidate_cleared(struct bits_walk *w, void (*quiesce)(void *), void *server) {
+int bits_invalidate(struct bits_walk *w, void (*quiesce)(void *), void *server) {
     NativeVm *vm = w->vm;
     if (w->full.count && invalidate_frames(vm, w->full.items, w->full.count) < 0)
         return -1;
@@ -388,12 +366,14 @@ int serve_bits(NativeVm *vm, const uint64_t *args, uint64_t max_pages, int64_t *
                void (*quiesce)(void *), void *server) {
     uint64_t root = args[0], va = args[1], length = args[2], bits = args[3], bitmap = args[4];
     uint64_t flags = args[5];
-    if (root != vm->pgroot || !bits || bits & ~BITS_AD || flags & ~(uint64_t)KVMDUNE_BITS_CLEAR)
+    struct root_view view;
+    if (root_view(vm, root, &view) < 0 || !bits || bits & ~BITS_AD
+        || flags & ~(uint64_t)KVMDUNE_BITS_CLEAR)
         return -1;
     int clearing = (flags & KVMDUNE_BITS_CLEAR) != 0;
-    for (int s = 0; s < BITS_SPACES; s++)
+    for (int s = 0; s < view.nspaces; s++)
         for (int k = 0; k < KINDS; k++)
-            if ((bits & KIND_BIT[k]) && vm->readers[s].mine[k] == 0)
+            if ((bits & KIND_BIT[k]) && view.readers[s]->mine[k] == 0)
                 return -1;                  /* the VMM allocates the reader's bit */
     if (length == 0) {
         *result = 0;
@@ -415,19 +395,18 @@ int serve_bits(NativeVm *vm, const uint64_t *args, uint64_t max_pages, int64_t *
         return -1;
     if (bitmap == 0)
         out.count = 0;                      /* checked (vm.py does), never written */
-    const uint64_t cr3s[BITS_SPACES] = {vm->program_cr3, vm->user_cr3};
-    for (int s = 0; s < BITS_SPACES; s++)
-        if (has_large_page(vm, cr3s[s] & H_ADDR, 4, 0, start, end))
+    for (int s = 0; s < view.nspaces; s++)
+        if (has_large_page(vm, view.cr3[s] & H_ADDR, 4, 0, start, end))
             return -1;
     struct bits_walk w = {.vm = vm, .start = start, .end = end, .clearing = clearing};
     int answered = -1;
     if ((w.found = calloc(bytes, 1)) == NULL)
         return -1;
-    for (int s = 0; s < BITS_SPACES; s++)
-        if (setup_space(&w, &vm->readers[s], bits) < 0
-            || walk_leaves(&w, cr3s[s] & H_ADDR, 4, 0) < 0)
+    for (int s = 0; s < view.nspaces; s++)
+        if (bits_setup_space(&w, view.readers[s], bits) < 0
+            || walk_leaves(&w, view.cr3[s] & H_ADDR, 4, 0) < 0)
             goto undo;
-    if (invalidate_cleared(&w, quiesce, server) < 0)
+    if (bits_invalidate(&w, quiesce, server) < 0)
         goto undo;
     store_bitmap(&out, w.found);
     *result = count_found(w.found, bytes);
@@ -437,8 +416,6 @@ undo:
     undo_all(&w.log);
 done:
     free(w.found);
-    free(w.full.items);
-    free(w.dirty.items);
-    free(w.log.items);
+    bits_walk_release(&w);
     return answered;
 }

@@ -1,23 +1,27 @@
 /* The Dune API's hottest hypercall served without Python: dune_vm_mprotect of a
- * few pages of pgroot, answered by the fast path's host thread from whichever
- * vCPU's call ring it arrives on (kvmdune/linux/native/vmm_calls.h), with no exit.
+ * few pages of pgroot or of a clone, answered by the fast path's host thread from
+ * whichever vCPU's call ring it arrives on (kvmdune/linux/native/vmm_calls.h), with
+ * no exit.
  *
  * It serves only the case it can answer exactly as kvmdune/dune/vm.py would, and
- * only with success: anything else (an error to report, another root, a range of
- * more than MAX_PAGES pages or over two page tables, a page that is not pgroot's
- * own, rights going to or from PERM_NONE, PERM_U changing, a huge page, a table it
- * does not know, the process's lock held by the VMM) is handed back, untouched, to
- * the VMM's Python path, which gives the errors.
+ * only with success: anything else (an error to report, an unknown root, a range of
+ * more than MAX_PAGES pages or over two page tables, a page of pgroot that is not
+ * its own, rights going to or from PERM_NONE, PERM_U changing, a huge page, a table
+ * it does not know, the process's lock held by the VMM) is handed back, untouched,
+ * to the VMM's Python path, which gives the errors.
  *
  * The records the checks need live where this code can read them:
- *   - pgroot's mirror: for each of its page tables (by the 2 MiB of address space it
- *     maps), the live entries (a guest frame), the VMM's shadow of them and a
- *     *ceiling* per entry, all registered by the VMM (add_table);
- *   - the ceiling byte: CEILING_KNOWN | the rights (R 1, W 2, X 4) the page's VMA
- *     allows, which the VMM writes when it has checked a Dune protect of the page and
- *     clears whenever the page's VMA, frame or alias status may change (vm.py);
- *   - the program view's and pgroot's user view's hardware tables (guest memory,
- *     walked from their CR3).
+ *   - each root's mirror (pgroot's, and up to MAX_CLONES clones'): for each of its
+ *     page tables (by the 2 MiB of address space it maps), the live entries (a guest
+ *     frame), the VMM's shadow of them and a *ceiling* per entry, all registered by
+ *     the VMM (add_root, add_table);
+ *   - the ceiling byte: CEILING_KNOWN | the rights the entry may be given (pgroot:
+ *     its page's VMA's; a clone: its frame's owner's VMA's, or all for a frame
+ *     dune_vm_map_pages gave it), which the VMM writes when it has checked a Dune
+ *     protect of the page and clears whenever the page's VMA, frame or alias status
+ *     (a clone's: any VMA or frame owner) may change (vm.py);
+ *   - the hardware tables of the program view (pgroot's rights are the program's
+ *     too) and of each root's user view (guest memory, walked from their CR3).
  *
  * Serialized against the VMM by the process's lock (linux/native/proclock.h), which
  * every Python change of the page tables holds: a call that cannot take it at once
@@ -46,20 +50,8 @@
 #include "../../linux/native/proclock.h"
 #include "../../linux/native/vmm_calls.h"
 #include "fastvm.h"
+#include "upcall.h"
 
-/* libdune's entry bits (kvmdune/dune/entries.py; a test checks they agree). */
-#define M_P 0x1ULL
-#define M_W 0x2ULL
-#define M_U 0x4ULL
-#define M_PCD 0x10ULL
-#define M_PS 0x80ULL
-#define M_COW 0x200ULL
-#define M_USR3 (1ULL << 60)
-#define M_USR2 (1ULL << 61)
-#define M_USR1 (1ULL << 62)
-#define M_NX (1ULL << 63)
-#define M_ADDR 0x000FFFFFFFFFF000ULL
-#define M_RIGHTS (M_P | M_W | M_NX)
 /* libdune's PERM_* (dune.h). */
 #define PERM_R 0x0001U
 #define PERM_W 0x0002U
@@ -71,25 +63,20 @@
 #define PERM_BIG_1GB 0x0200U
 #define PERM_USR1 0x1000U
 #define PERM_USR2 0x2000U
-/* Rights (entries.py) and the ceiling bytes the VMM keeps. */
-#define RIGHT_R 1U
-#define RIGHT_W 2U
-#define RIGHT_X 4U
-#define CEILING_KNOWN 0x80U
-/* -- the registry of pgroot's tables ---------------------------------------------- */
+/* -- the registries of the roots' tables ------------------------------------------- */
 
 static size_t slot_of(uint64_t key, size_t capacity) {
     return (size_t)(key * 0x9E3779B97F4A7C15ULL >> 17) & (capacity - 1);
 }
 
-static struct table *find_table(NativeVm *vm, uint64_t vaddr) {
+struct table *find_table(const struct registry *registry, uint64_t vaddr) {
     uint64_t key = (vaddr >> TABLE_SPAN_SHIFT) + 1;
-    if (vm->capacity == 0)
+    if (registry->capacity == 0)
         return NULL;
-    for (size_t i = slot_of(key, vm->capacity);; i = (i + 1) & (vm->capacity - 1)) {
-        if (vm->tables[i].key == key)
-            return &vm->tables[i];
-        if (vm->tables[i].key == 0)
+    for (size_t i = slot_of(key, registry->capacity);; i = (i + 1) & (registry->capacity - 1)) {
+        if (registry->tables[i].key == key)
+            return &registry->tables[i];
+        if (registry->tables[i].key == 0)
             return NULL;
     }
 }
@@ -101,17 +88,53 @@ static void insert_table(struct table *tables, size_t capacity, const struct tab
     tables[i] = *table;
 }
 
-static int grow(NativeVm *vm) {
-    size_t capacity = vm->capacity ? vm->capacity * 2 : 64;
+static int grow(struct registry *registry) {
+    size_t capacity = registry->capacity ? registry->capacity * 2 : 64;
     struct table *tables = calloc(capacity, sizeof *tables);
     if (tables == NULL)
         return -1;
-    for (size_t i = 0; i < vm->capacity; i++)
-        if (vm->tables[i].key != 0)
-            insert_table(tables, capacity, &vm->tables[i]);
-    free(vm->tables);
-    vm->tables = tables;
-    vm->capacity = capacity;
+    for (size_t i = 0; i < registry->capacity; i++)
+        if (registry->tables[i].key != 0)
+            insert_table(tables, capacity, &registry->tables[i]);
+    free(registry->tables);
+    registry->tables = tables;
+    registry->capacity = capacity;
+    return 0;
+}
+
+static int registry_add(struct registry *registry, const struct table *table) {
+    if ((registry->count + 1) * 2 > registry->capacity && grow(registry) < 0)
+        return -1;
+    if (find_table(registry, (table->key - 1) << TABLE_SPAN_SHIFT) == NULL)
+        registry->count++;
+    insert_table(registry->tables, registry->capacity, table);
+    return 0;
+}
+
+static void registry_clear(struct registry *registry) {
+    free(registry->tables);
+    *registry = (struct registry){0};
+}
+
+static struct clone_records *find_clone(NativeVm *vm, uint64_t handle) {
+    for (int i = 0; handle != 0 && i < MAX_CLONES; i++)
+        if (vm->clones[i].handle == handle)
+            return &vm->clones[i];
+    return NULL;
+}
+
+int root_view(NativeVm *vm, uint64_t handle, struct root_view *view) {
+    if (handle == vm->pgroot) {
+        *view = (struct root_view){1, &vm->registry, BITS_SPACES,
+                                   {vm->program_cr3, vm->user_cr3},
+                                   {&vm->readers[SPACE_PROGRAM], &vm->readers[SPACE_USER]}};
+        return 0;
+    }
+    struct clone_records *clone = find_clone(vm, handle);
+    if (clone == NULL)
+        return -1;
+    *view = (struct root_view){0, &clone->registry, 1, {clone->user_cr3, 0},
+                               {&clone->reader, NULL}};
     return 0;
 }
 
@@ -141,7 +164,7 @@ static uint64_t entry_bits(uint32_t perm) {
     return bits;
 }
 
-static unsigned rights(uint64_t entry) {
+unsigned rights(uint64_t entry) {
     if (!(entry & M_P))
         return 0;
     return RIGHT_R | (entry & M_W ? RIGHT_W : 0) | (entry & M_NX ? 0 : RIGHT_X);
@@ -153,9 +176,7 @@ static int user_visible(uint64_t entry) {
 
 /* -- the hardware tables ------------------------------------------------------------ */
 
-/* The 4 KiB leaf entry of `vaddr` in the tables at `cr3`; NULL where a level is
- * missing or a large page maps it (the VMM splits those). */
-static volatile uint64_t *leaf_of(NativeVm *vm, uint64_t cr3, uint64_t vaddr) {
+volatile uint64_t *leaf_of(NativeVm *vm, uint64_t cr3, uint64_t vaddr) {
     uint64_t table = cr3 & H_ADDR;
     for (int level = 4; level >= 1; level--) {
         unsigned index = (unsigned)(vaddr >> (12 + 9 * (level - 1))) & (ENTRIES - 1);
@@ -178,8 +199,6 @@ static uint64_t hardware_bits(unsigned granted) {
     return H_P | H_US | (granted & RIGHT_W ? H_RW : 0) | (granted & RIGHT_X ? 0 : H_NX);
 }
 
-enum loss { LOSS_NONE, LOSS_WRITE, LOSS_MORE };
-
 /* What a present hardware entry loses going from `old` to `new` (same frame, still
  * present and user): pagetable._losses. */
 static enum loss loss_of(uint64_t old, uint64_t new) {
@@ -190,30 +209,16 @@ static enum loss loss_of(uint64_t old, uint64_t new) {
     return LOSS_NONE;
 }
 
-/* -- dune_vm_mprotect of a few pages of pgroot --------------------------------------- */
+/* -- dune_vm_mprotect of a few pages of a root ---------------------------------------- */
 
-/* One page's change, worked out before anything is written. */
-struct page_change {
-    unsigned index;              /* in the leaf table */
-    uint64_t new;                /* the mirror entry */
-    int nleaves;                 /* hardware entries to write (program view, user view) */
-    volatile uint64_t *leaves[2];
-    uint64_t before[2], after[2];
-    enum loss loss;              /* the most any of them loses */
-};
-
-/* The change of the page at `index` of `table` to `bits`, checked as vm.py's
- * vm_mprotect and _check_rights would, with what the hardware entries lose: 1 to
- * make, 0 a hole (vm.py skips it), -1 for the VMM. */
-static int plan_page(NativeVm *vm, struct table *table, unsigned index, uint64_t va,
-                     uint64_t bits, struct page_change *change) {
+int plan_entry(NativeVm *vm, const struct root_view *view, struct table *table, unsigned index,
+               uint64_t va, uint64_t new, struct page_change *change) {
     uint64_t old = table->shadow[index];
     uint8_t ceiling = table->ceiling[index];
     if (!(old & M_ADDR))
         return 0;
-    if (!(old & M_P) || !(ceiling & CEILING_KNOWN))
+    if (!(old & M_P) || !(new & M_P) || !(ceiling & CEILING_KNOWN))
         return -1;                              /* PERM_NONE, an alias, or unchecked */
-    uint64_t new = (old & (M_ADDR | M_PS)) | bits;
     unsigned granted = rights(new);
     if (granted & ~ceiling & (RIGHT_R | RIGHT_W | RIGHT_X))
         return -1;                              /* EACCES: the VMM says so */
@@ -226,9 +231,11 @@ static int plan_page(NativeVm *vm, struct table *table, unsigned index, uint64_t
     change->loss = LOSS_NONE;
     if (!((old ^ new) & M_RIGHTS))
         return 1;
-    change->leaves[change->nleaves++] = leaf_of(vm, vm->program_cr3, va);
+    /* pgroot's rights are the program view's too; a clone's only its user view's. */
+    if (view->is_pgroot)
+        change->leaves[change->nleaves++] = leaf_of(vm, vm->program_cr3, va);
     if (visible)
-        change->leaves[change->nleaves++] = leaf_of(vm, vm->user_cr3, va);
+        change->leaves[change->nleaves++] = leaf_of(vm, view->cr3[view->nspaces - 1], va);
     for (int i = 0; i < change->nleaves; i++) {
         volatile uint64_t *leaf = change->leaves[i];
         if (leaf == NULL)
@@ -247,8 +254,8 @@ static int plan_page(NativeVm *vm, struct table *table, unsigned index, uint64_t
     return 1;
 }
 
-static void write_leaves(struct page_change *changes, int count, int after) {
-    for (int c = 0; c < count; c++)
+void write_leaves(struct page_change *changes, size_t count, int after) {
+    for (size_t c = 0; c < count; c++)
         for (int i = 0; i < changes[c].nleaves; i++)
             *changes[c].leaves[i] = after ? changes[c].after[i] : changes[c].before[i];
 }
@@ -259,7 +266,8 @@ static int mprotect_pages(NativeVm *vm, const uint64_t *args, int64_t *result,
                           void (*quiesce)(void *), void *server) {
     uint64_t root = args[0], va = args[1], length = args[2];
     uint32_t perm = (uint32_t)args[3];
-    if (root != vm->pgroot || perm & (PERM_BIG | PERM_BIG_1GB) || !(perm & PERM_R))
+    struct root_view view;
+    if (root_view(vm, root, &view) < 0 || perm & (PERM_BIG | PERM_BIG_1GB) || !(perm & PERM_R))
         return -1;
     if (length == 0 || va >= vm->program_end || length > vm->program_end - va)
         return -1;
@@ -268,7 +276,7 @@ static int mprotect_pages(NativeVm *vm, const uint64_t *args, int64_t *result,
     if (end - start > MAX_PAGES * PAGE_SIZE || (start < vm->window_end && end > vm->window_start)
         || (start >> TABLE_SPAN_SHIFT) != ((end - 1) >> TABLE_SPAN_SHIFT))
         return -1;
-    struct table *table = find_table(vm, start);
+    struct table *table = find_table(view.registry, start);
     if (table == NULL)
         return -1;
     uint64_t bits = entry_bits(perm);
@@ -276,7 +284,8 @@ static int mprotect_pages(NativeVm *vm, const uint64_t *args, int64_t *result,
     int count = 0, write_lost = 0, more_lost = 0;
     for (uint64_t page = start; page < end; page += PAGE_SIZE) {
         unsigned index = (unsigned)(page / PAGE_SIZE) & (ENTRIES - 1);
-        int planned = plan_page(vm, table, index, page, bits, &changes[count]);
+        uint64_t new = (table->shadow[index] & (M_ADDR | M_PS)) | bits;
+        int planned = plan_entry(vm, &view, table, index, page, new, &changes[count]);
         if (planned < 0)
             return -1;
         if (planned) {
@@ -326,21 +335,49 @@ static int serve(void *context, uint64_t op, const uint64_t args[6], int64_t *re
     return answered;
 }
 
+/* -- the program's faults (upcall.h) ------------------------------------------------- */
+
+/* x86 page-fault error code bits (Intel SDM). */
+#define PF_WRITE 0x2ULL
+#define PF_INSTRUCTION 0x10ULL
+
+/* vm.py's restricts, where pgroot's mirror decides it: the page's entry holds a
+ * frame and its rights lack the access (_allows). 0 (the VMM decides) for anything
+ * else: no table registered here, no frame (an unmapped page, demand paging's). */
+static int fault_restricted(void *context, uint64_t address, uint64_t error) {
+    NativeVm *vm = context;
+    int restricted = 0;
+    if (address >= vm->program_end)
+        return 0;
+    pthread_mutex_lock(&vm->lock);
+    struct table *table = find_table(&vm->registry, address);   /* pgroot's */
+    if (table != NULL) {
+        uint64_t entry = table->shadow[(address / PAGE_SIZE) & (ENTRIES - 1)];
+        unsigned granted = rights(entry);
+        unsigned needed = error & PF_WRITE ? RIGHT_W : error & PF_INSTRUCTION ? RIGHT_X : RIGHT_R;
+        restricted = (entry & M_ADDR) && !(granted & needed);
+    }
+    pthread_mutex_unlock(&vm->lock);
+    return restricted;
+}
+
 /* -- the Python object ---------------------------------------------------------------- */
 
 /* serve_here's quiesce: the caller (the VMM) runs the fast path's after the call. */
 static void defer_quiesce(void *asked) { *(int *)asked = 1; }
 
-/* serve_here(op, args): VM_BITS served in the calling thread (a vCPU's, after the
- * guest exited with it: a range too large for the ring, see RING_BITS_PAGES), with
- * the process's lock held by the caller. (result, quiesce) when answered, quiesce
- * True when the fast path's quiesce() must run before the guest goes on; None: the
- * VMM's Python path serves it. */
+/* serve_here(op, args): VM_BITS, VM_SYNC or FLUSH_TLB served in the calling thread
+ * (a vCPU's, after the guest exited with it: a VM_BITS range too large for the ring,
+ * see RING_BITS_PAGES; the others always), with the process's lock held by the
+ * caller (FLUSH_TLB only when pgroot is the only root and its directories are as
+ * the VMM wrote them: fastsync.c). (result, quiesce) when answered, quiesce True when
+ * the fast path's quiesce() must run before the guest goes on; None: the VMM's
+ * Python path serves it. */
 static PyObject *NativeVm_serve_here(NativeVm *vm, PyObject *args) {
     unsigned long long op, a[6];
     if (!PyArg_ParseTuple(args, "K(KKKKKK)", &op, &a[0], &a[1], &a[2], &a[3], &a[4], &a[5]))
         return NULL;
-    if (op != KVMDUNE_HC_VM_BITS)
+    if (op != KVMDUNE_HC_VM_BITS && op != KVMDUNE_HC_VM_SYNC && op != KVMDUNE_HC_FLUSH_TLB)
         Py_RETURN_NONE;
     const uint64_t call[6] = {a[0], a[1], a[2], a[3], a[4], a[5]};
     int64_t result = 0;
@@ -349,9 +386,15 @@ static PyObject *NativeVm_serve_here(NativeVm *vm, PyObject *args) {
      * thread and back costs a wake-up, milli-seconds on a busy machine. (vm->lock's
      * other holders never wait for the GIL.) */
     pthread_mutex_lock(&vm->lock);
-    answered = serve_bits(vm, call, UINT64_MAX, &result, defer_quiesce, &asked);
+    if (op == KVMDUNE_HC_VM_BITS)
+        answered = serve_bits(vm, call, UINT64_MAX, &result, defer_quiesce, &asked);
+    else
+        answered = serve_sync_op(vm, op, call, &result, defer_quiesce, &asked);
     pthread_mutex_unlock(&vm->lock);
     __atomic_fetch_add(answered == 0 ? &vm->served : &vm->handed_back, 1, __ATOMIC_RELAXED);
+    if (answered == 0 && op != KVMDUNE_HC_VM_BITS)
+        __atomic_fetch_add(op == KVMDUNE_HC_VM_SYNC ? &vm->syncs : &vm->flushes, 1,
+                           __ATOMIC_RELAXED);
     if (answered != 0)
         Py_RETURN_NONE;
     return Py_BuildValue("(LO)", (long long)result, asked ? Py_True : Py_False);
@@ -390,13 +433,13 @@ static int NativeVm_init(NativeVm *vm, PyObject *args, PyObject *kwargs) {
     return 0;
 }
 
-/* add_table(first_address, live, shadow, ceilings): one of pgroot's page tables (the
- * 2 MiB it maps from first_address), by the host addresses of its live entries (in
- * guest memory), the shadow and the ceiling bytes, which stay put while this object
- * is installed. */
+/* add_table(first_address, live, shadow, ceilings, root=pgroot): one of a root's page
+ * tables (the 2 MiB it maps from first_address), by the host addresses of its live
+ * entries (in guest memory), the shadow and the ceiling bytes, which stay put while
+ * this object is installed (and the root is: remove_root). */
 static PyObject *NativeVm_add_table(NativeVm *vm, PyObject *args) {
-    unsigned long long first, live, shadow, ceiling;
-    if (!PyArg_ParseTuple(args, "KKKK", &first, &live, &shadow, &ceiling))
+    unsigned long long first, live, shadow, ceiling, root = 0;
+    if (!PyArg_ParseTuple(args, "KKKK|K", &first, &live, &shadow, &ceiling, &root))
         return NULL;
     uint64_t offset = live - (uint64_t)(uintptr_t)vm->memory;
     if (first & ((1ULL << TABLE_SPAN_SHIFT) - 1) || live < (uint64_t)(uintptr_t)vm->memory
@@ -406,20 +449,73 @@ static PyObject *NativeVm_add_table(NativeVm *vm, PyObject *args) {
     }
     struct table table = {(first >> TABLE_SPAN_SHIFT) + 1, (uint64_t *)(uintptr_t)live,
                           (uint64_t *)(uintptr_t)shadow, (uint8_t *)(uintptr_t)ceiling};
-    int failed = 0;
+    int failed = 0, unknown = 0;
     Py_BEGIN_ALLOW_THREADS
     pthread_mutex_lock(&vm->lock);
-    if ((vm->count + 1) * 2 > vm->capacity && grow(vm) < 0)
-        failed = 1;
-    if (!failed) {
-        if (find_table(vm, first) == NULL)
-            vm->count++;
-        insert_table(vm->tables, vm->capacity, &table);
-    }
+    struct root_view view;
+    if (root_view(vm, root ? root : vm->pgroot, &view) < 0)
+        unknown = 1;
+    else
+        failed = registry_add(view.registry, &table) < 0;
     pthread_mutex_unlock(&vm->lock);
     Py_END_ALLOW_THREADS
+    if (unknown) {
+        PyErr_SetString(PyExc_KeyError, "no such root");
+        return NULL;
+    }
     if (failed)
         return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+/* add_root(handle, user_cr3): a clone, served from now on (its tables: add_table).
+ * False when MAX_CLONES are served already (the VMM serves this one). */
+static PyObject *NativeVm_add_root(NativeVm *vm, PyObject *args) {
+    unsigned long long handle, user_cr3;
+    if (!PyArg_ParseTuple(args, "KK", &handle, &user_cr3))
+        return NULL;
+    if (handle == 0 || handle == vm->pgroot) {
+        PyErr_SetString(PyExc_ValueError, "not a clone's handle");
+        return NULL;
+    }
+    int added = 0;
+    pthread_mutex_lock(&vm->lock);
+    if (find_clone(vm, handle) == NULL)
+        for (int i = 0; i < MAX_CLONES && !added; i++)
+            if (vm->clones[i].handle == 0) {
+                vm->clones[i] = (struct clone_records){.handle = handle, .user_cr3 = user_cr3};
+                added = 1;
+            }
+    pthread_mutex_unlock(&vm->lock);
+    return PyBool_FromLong(added);
+}
+
+/* remove_root(handle): the clone is served no more (before its tables go). */
+static PyObject *NativeVm_remove_root(NativeVm *vm, PyObject *args) {
+    unsigned long long handle;
+    if (!PyArg_ParseTuple(args, "K", &handle))
+        return NULL;
+    pthread_mutex_lock(&vm->lock);
+    struct clone_records *clone = find_clone(vm, handle);
+    if (clone != NULL) {
+        registry_clear(&clone->registry);
+        *clone = (struct clone_records){0};
+    }
+    pthread_mutex_unlock(&vm->lock);
+    Py_RETURN_NONE;
+}
+
+/* set_root_reader(handle, mine_a, mine_d, others_a, others_d): as set_bits_reader, for
+ * a clone's user view. */
+static PyObject *NativeVm_set_root_reader(NativeVm *vm, PyObject *args) {
+    unsigned long long handle, mine_a, mine_d, others_a, others_d;
+    if (!PyArg_ParseTuple(args, "KKKKK", &handle, &mine_a, &mine_d, &others_a, &others_d))
+        return NULL;
+    pthread_mutex_lock(&vm->lock);
+    struct clone_records *clone = find_clone(vm, handle);
+    if (clone != NULL)
+        clone->reader = (struct bits_reader){{mine_a, mine_d}, {others_a, others_d}};
+    pthread_mutex_unlock(&vm->lock);
     Py_RETURN_NONE;
 }
 
@@ -462,9 +558,39 @@ static PyObject *NativeVm_capsule(NativeVm *vm, PyObject *unused) {
     return capsule;
 }
 
+static void release_fault_check(PyObject *capsule) {
+    free(PyCapsule_GetPointer(capsule, KVMDUNE_FAULT_CHECK_CAPSULE));
+    Py_XDECREF((PyObject *)PyCapsule_GetContext(capsule));
+}
+
+/* fault_check(): the check for the native upcall delivery (upcall.h); it keeps
+ * this object. */
+static PyObject *NativeVm_fault_check(NativeVm *vm, PyObject *unused) {
+    struct kvmdune_fault_check *check = malloc(sizeof *check);
+    if (check == NULL)
+        return PyErr_NoMemory();
+    check->restricted = fault_restricted;
+    check->context = vm;
+    PyObject *capsule = PyCapsule_New(check, KVMDUNE_FAULT_CHECK_CAPSULE, release_fault_check);
+    if (capsule == NULL) {
+        free(check);
+        return NULL;
+    }
+    Py_INCREF(vm);
+    if (PyCapsule_SetContext(capsule, vm) < 0) {
+        Py_DECREF(capsule);    /* frees check; the context is not set yet */
+        Py_DECREF(vm);
+        return NULL;
+    }
+    return capsule;
+}
+
 static PyObject *NativeVm_stats(NativeVm *vm, PyObject *unused) {
-    return Py_BuildValue("{sKsKsn}", "served", (unsigned long long)vm->served, "handed_back",
-                         (unsigned long long)vm->handed_back, "tables", (Py_ssize_t)vm->count);
+    return Py_BuildValue("{sKsKsKsKsn}", "served", (unsigned long long)vm->served,
+                         "handed_back", (unsigned long long)vm->handed_back, "syncs",
+                         (unsigned long long)vm->syncs, "flushes",
+                         (unsigned long long)vm->flushes, "tables",
+                         (Py_ssize_t)vm->registry.count);
 }
 
 static PyObject *NativeVm_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
@@ -480,14 +606,22 @@ static PyObject *NativeVm_new(PyTypeObject *type, PyObject *args, PyObject *kwar
 }
 
 static void NativeVm_dealloc(NativeVm *vm) {
-    free(vm->tables);
+    registry_clear(&vm->registry);
+    for (int i = 0; i < MAX_CLONES; i++)
+        registry_clear(&vm->clones[i].registry);
     pthread_mutex_destroy(&vm->lock);
     Py_TYPE(vm)->tp_free((PyObject *)vm);
 }
 
 static PyMethodDef NativeVm_methods[] = {
     {"add_table", (PyCFunction)NativeVm_add_table, METH_VARARGS,
-     "add_table(first_address, live, shadow, ceilings): one of pgroot's page tables."},
+     "add_table(first_address, live, shadow, ceilings, root=pgroot): a root's page table."},
+    {"add_root", (PyCFunction)NativeVm_add_root, METH_VARARGS,
+     "add_root(handle, user_cr3): a clone served from now on; False when too many."},
+    {"remove_root", (PyCFunction)NativeVm_remove_root, METH_VARARGS,
+     "remove_root(handle): a clone served no more."},
+    {"set_root_reader", (PyCFunction)NativeVm_set_root_reader, METH_VARARGS,
+     "set_root_reader(handle, mine_a, mine_d, others_a, others_d): a clone's readers' bits."},
     {"set_bits_reader", (PyCFunction)NativeVm_set_bits_reader, METH_VARARGS,
      "set_bits_reader(space, mine_a, mine_d, others_a, others_d): the A/D readers' bits."},
     {"serve_here", (PyCFunction)NativeVm_serve_here, METH_VARARGS,
@@ -495,6 +629,8 @@ static PyMethodDef NativeVm_methods[] = {
      "(result, quiesce) or None."},
     {"capsule", (PyCFunction)NativeVm_capsule, METH_NOARGS,
      "The handler of VMM calls for the fast path (set_vmm_calls)."},
+    {"fault_check", (PyCFunction)NativeVm_fault_check, METH_NOARGS,
+     "The check of the program's faults for the native upcall delivery (upcall.h)."},
     {"stats", (PyCFunction)NativeVm_stats, METH_NOARGS, "Counters."},
     {NULL},
 };
@@ -504,7 +640,7 @@ static PyTypeObject NativeVmType = {
     .tp_name = "kvmdune.dune._fastvm.NativeVm",
     .tp_basicsize = sizeof(NativeVm),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "pgroot's records for the hypercalls served natively.",
+    .tp_doc = "The roots' records for the hypercalls served natively.",
     .tp_new = NativeVm_new,
     .tp_init = (initproc)NativeVm_init,
     .tp_dealloc = (destructor)NativeVm_dealloc,
@@ -552,7 +688,7 @@ static PyMethodDef fastvm_functions[] = {
 
 static struct PyModuleDef fastvm_module = {
     PyModuleDef_HEAD_INIT, "_fastvm",
-    "dune_vm_mprotect of a few pages of pgroot, served by the fast path's host thread.", 0,
+    "dune_vm_mprotect of a few pages of a root, served by the fast path's host thread.", 0,
     fastvm_functions, fastvm_slots, NULL, NULL, NULL,
 };
 

@@ -36,12 +36,15 @@
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <linux/openat2.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
 #include <linux/magic.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <sys/syscall.h>
@@ -50,6 +53,7 @@
 #include <unistd.h>
 
 #include "../../machine/native/callring.h"
+#include "call_wait.h"
 #include "fdstore.h"
 #include "proclock.h"
 #include "vmm_calls.h"
@@ -81,6 +85,13 @@
  * anything else (outside, a symlink leading out, an error) goes to the VMM. */
 enum action { ACTION_SLOW = 0, ACTION_FAST = 1, ACTION_DENY = 2, ACTION_BENEATH = 3 };
 #define MAX_ROOTS 32
+/* How I/O on a descriptor is served: FD_IO_NEVER_BLOCKS straight; FD_IO_PIPE and
+ * FD_IO_SOCKET tried without waiting (call_rw_nowait); any other (a terminal, a
+ * character device that may wait) by the VMM. */
+enum fd_flag { FD_OPEN = FDS_OPEN, FD_IO_NEVER_BLOCKS = FDS_IO_NEVER_BLOCKS,
+               FD_IO_PIPE = FDS_IO_PIPE, FD_IO_SOCKET = FDS_IO_SOCKET };
+enum io_kind { IO_MAY_BLOCK = 0, IO_NEVER_BLOCKS = 1, IO_PIPE = 2, IO_SOCKET = 3 };
+#define FD_IO_NOWAIT (FD_IO_PIPE | FD_IO_SOCKET)
 
 /* One vCPU's ring and the serving state that goes with it. */
 typedef struct {
@@ -91,6 +102,11 @@ typedef struct {
     int vcpu_waiting;           /* atomic */
     int force_slow;             /* atomic: a signal waits for this ring's thread */
     int active;                 /* atomic: a vCPU uses this slot */
+    /* The vCPU thread's own (wait_response): exits counted since window_start, in
+     * the spell generation window_generation (see judge_window). */
+    uint64_t window_start;
+    uint64_t window_exits;
+    unsigned window_generation;
 } Ring;
 
 typedef struct {
@@ -120,6 +136,12 @@ typedef struct {
     char *root_path[MAX_ROOTS];
     uint64_t served_fast, served_denied, sent_slow, sleeps, waits, served_here;
     uint64_t served_fd_table;   /* of served_fast: calls that changed the table */
+    /* Direct spells (judge_window): while `direct`, the thread sleeps and every call
+     * exits and is served by its vCPU's thread, until direct_until; spell_ns is the
+     * next spell's length; spell_generation counts spells ended. */
+    int direct;                 /* atomic */
+    uint64_t direct_until, spell_ns, direct_spells;
+    unsigned spell_generation;  /* atomic */
     /* VMM calls (vmm_calls.h): the handler a layer above installed, if any, the
      * capsule that keeps it alive and the ops the stub asks it for; the lock makes
      * serving one and replacing it exclusive. */
@@ -272,6 +294,15 @@ static void scatter(const struct iovec *pieces, int count, const void *data, siz
     }
 }
 
+/* Copy the guest pieces, in order, into `data`. */
+static void gather(const struct iovec *pieces, int count, void *data) {
+    uint8_t *to = data;
+    for (int i = 0; i < count; i++) {
+        memcpy(to, pieces[i].iov_base, pieces[i].iov_len);
+        to += pieces[i].iov_len;
+    }
+}
+
 static int host_fd(Server *s, uint64_t value, int io, int *out) {
     uint32_t flags;
     const fd_slot *slot = s->fds != NULL ? fdstore_lookup(s->fds, as_int32(value), &flags) : NULL;
@@ -279,6 +310,17 @@ static int host_fd(Server *s, uint64_t value, int io, int *out) {
         return -1;
     if (io && !(flags & FDS_IO_NEVER_BLOCKS))
         return -1;
+    *out = slot->host;
+    return 0;
+}
+
+/* A descriptor for I/O, and how its I/O is served (enum fd_flag's FD_IO_ bits). */
+static int io_fd(Server *s, uint64_t value, int *out, int *kind) {
+    uint32_t flags;
+    const fd_slot *slot = s->fds != NULL ? fdstore_lookup(s->fds, as_int32(value), &flags) : NULL;
+    if (slot == NULL)
+        return -1;
+    *kind = (int)(flags & (FD_IO_NEVER_BLOCKS | FD_IO_NOWAIT));
     *out = slot->host;
     return 0;
 }
@@ -302,18 +344,166 @@ static int call_plain(Server *s, long nr, const uint64_t *a, int64_t *result) {
     return 0;
 }
 
-/* read/write/pread64/pwrite64: straight into (or out of) guest memory. */
-static int call_rw(Server *s, long nr, const uint64_t *a, int64_t *result) {
-    int fd, into_guest = nr == SYS_read || nr == SYS_pread64;
-    struct iovec pieces[MAX_PIECES];
-    if (host_fd(s, a[0], 1, &fd) < 0)
+/* The guest's iovec array (readv/writev) as host pieces, each entry checked as
+ * translate() checks a buffer; -1 (the VMM decides) for anything Linux would refuse
+ * or that does not fit here: a count beyond MAX_PIECES, a negative or oversized
+ * total, nothing to move at all. */
+static int translate_iovec(Server *s, uint64_t vaddr, uint64_t iovcnt, int write,
+                           struct iovec *pieces) {
+    struct iovec guest[MAX_PIECES], part[MAX_PIECES];
+    uint64_t total = 0;
+    int count = 0;
+    if (iovcnt == 0 || iovcnt > MAX_PIECES)
         return -1;
-    int count = translate(s, a[1], a[2], into_guest, pieces);
+    int parts = translate(s, vaddr, iovcnt * sizeof guest[0], 0, part);
+    if (parts < 0)
+        return -1;
+    gather(part, parts, guest);                 /* read once, into the thread's memory */
+    for (uint64_t i = 0; i < iovcnt; i++) {
+        uint64_t base = (uint64_t)guest[i].iov_base, length = guest[i].iov_len;
+        if (length > MAX_FAST_BUFFER || (total += length) > MAX_FAST_BUFFER)
+            return -1;
+        if (length == 0)
+            continue;
+        int got = translate(s, base, length, write, part);
+        if (got < 0 || count + got > MAX_PIECES)
+            return -1;
+        memcpy(pieces + count, part, (size_t)got * sizeof part[0]);
+        count += got;
+    }
+    return count ? count : -1;
+}
+
+static uint64_t pieces_length(const struct iovec *pieces, int count) {
+    uint64_t total = 0;
+    for (int i = 0; i < count; i++)
+        total += pieces[i].iov_len;
+    return total;
+}
+
+static int descriptor_nonblocking(int fd) {
+    int flags = fcntl(fd, F_GETFL);
+    return flags >= 0 && (flags & O_NONBLOCK);
+}
+
+/* One try at moving the pieces without waiting: a read or write as read(2) and
+ * write(2) make it, with RWF_NOWAIT (pipes and sockets take it: the kernel's own
+ * read and write paths, MSG_EOR on a SOCK_SEQPACKET write included); a send or
+ * receive (`flags`: the guest's MSG_ flags, or -1 for a read or write) with
+ * MSG_DONTWAIT, and MSG_NOSIGNAL so that a broken connection raises nothing here.
+ * The open file description's own O_NONBLOCK is never touched: other processes
+ * share it. */
+static int64_t move_nowait(int fd, int write, struct iovec *pieces, int count, int flags) {
+    if (flags >= 0) {
+        struct msghdr message = {.msg_iov = pieces, .msg_iovlen = (size_t)count};
+        return write ? raw(sendmsg(fd, &message, flags | MSG_DONTWAIT | MSG_NOSIGNAL))
+                     : raw(recvmsg(fd, &message, flags | MSG_DONTWAIT));
+    }
+    return write ? raw(pwritev2(fd, pieces, count, -1, RWF_NOWAIT))
+                 : raw(preadv2(fd, pieces, count, -1, RWF_NOWAIT));
+}
+
+/* Drop the first `moved` bytes of the pieces. */
+static void advance(struct iovec **pieces, int *count, uint64_t moved) {
+    while (*count && moved >= (*pieces)->iov_len) {
+        moved -= (*pieces)->iov_len;
+        (*pieces)++;
+        (*count)--;
+    }
+    if (*count) {
+        (*pieces)->iov_base = (uint8_t *)(*pieces)->iov_base + moved;
+        (*pieces)->iov_len -= moved;
+    }
+}
+
+/* Whether the descriptor became ready (or broken) before the deadline (set on the
+ * first wait to `spin_ns` from now: about what handing the call to the VMM costs).
+ * Only while the server has one ring to serve: it holds no other guest thread's
+ * call up. A signal for the guest meanwhile waits at most that long (it is
+ * delivered when the call completes, as when it arrives just after). */
+static int ready_soon(Server *s, int fd, int write, uint64_t *deadline) {
+    int rings = 0;
+    for (int i = 0; i < CALLRING_SLOTS; i++)
+        rings += __atomic_load_n(&s->rings[i].active, __ATOMIC_ACQUIRE) != 0;
+    uint64_t now = now_ns();
+    if (*deadline == 0)
+        *deadline = now + s->spin_ns;
+    if (rings > 1 || now >= *deadline)
+        return 0;
+    struct pollfd watched = {fd, write ? POLLOUT : POLLIN, 0};
+    uint64_t left = *deadline - now;
+    struct timespec timeout = {(time_t)(left / 1000000000ULL), (long)(left % 1000000000ULL)};
+    return ppoll(&watched, 1, &timeout, NULL) > 0;
+}
+
+/* A read or write on a pipe or socket, served without blocking the thread for long
+ * (move_nowait, and a short wait for readiness: ready_soon). Every answer is one
+ * Linux gives:
+ * - data moved in full, a read of what was there, end of file, an error: the answer;
+ * - nothing ready: EAGAIN for a nonblocking descriptor (or the part of a write
+ *   done), else the VMM (which waits, interruptible by the guest's signals) with
+ *   nothing moved;
+ * - a broken pipe or connection: the VMM, which writes again, gets EPIPE and raises
+ *   the guest's SIGPIPE (one raised here by a write stays pending on a thread that
+ *   blocks it, or is the guest's anyway: see threads.py);
+ * - a write on a blocking descriptor done in part (Linux would wait for the rest,
+ *   or stop at a signal or a broken pipe): the VMM, told the count in the ring's
+ *   result (carried_write), writes the rest and answers the whole. */
+static int call_rw_nowait(Server *s, int fd, int write, struct iovec *pieces, int count,
+                          int flags, int64_t *result) {
+    uint64_t total = pieces_length(pieces, count), done = 0, deadline = 0;
+    int nonblocking = flags >= 0 && flags & MSG_DONTWAIT ? 1 : -1;
+    for (;;) {
+        int64_t moved = move_nowait(fd, write, pieces, count, flags);
+        if (moved >= 0 && (!write || done + (uint64_t)moved == total)) {
+            *result = (int64_t)done + moved;
+            return 0;
+        }
+        if (moved > 0) {
+            done += (uint64_t)moved;
+            advance(&pieces, &count, (uint64_t)moved);
+        } else if (moved != -EAGAIN) {
+            if (done == 0 && moved != -EPIPE && moved != -EOPNOTSUPP) {
+                *result = moved;
+                return 0;
+            }
+            *result = (int64_t)done;     /* the count carried to the VMM (or none) */
+            return -1;
+        }
+        if (nonblocking < 0)
+            nonblocking = descriptor_nonblocking(fd);
+        if (nonblocking) {
+            *result = done ? (int64_t)done : -EAGAIN;
+            return 0;
+        }
+        if (!ready_soon(s, fd, write, &deadline)) {
+            *result = (int64_t)done;
+            return -1;
+        }
+    }
+}
+
+/* read/write/pread64/pwrite64/readv/writev: straight into (or out of) guest memory;
+ * on a pipe or socket without waiting (call_rw_nowait). */
+static int call_rw(Server *s, long nr, const uint64_t *a, int64_t *result) {
+    int fd, kind, into_guest = nr == SYS_read || nr == SYS_pread64 || nr == SYS_readv;
+    int vectored = nr == SYS_readv || nr == SYS_writev;
+    int positioned = nr == SYS_pread64 || nr == SYS_pwrite64;
+    struct iovec pieces[MAX_PIECES];
+    if (io_fd(s, a[0], &fd, &kind) < 0)
+        return -1;
+    /* (A pipe or socket has no position: pread64/pwrite64 fail at once, ESPIPE.) */
+    if (kind == 0)
+        return -1;
+    int count = vectored ? translate_iovec(s, a[1], a[2], into_guest, pieces)
+                         : translate(s, a[1], a[2], into_guest, pieces);
     if (count < 0)
         return -1;
-    if (nr == SYS_read)
+    if (!(kind & FD_IO_NEVER_BLOCKS) && !positioned)
+        return call_rw_nowait(s, fd, !into_guest, pieces, count, -1, result);
+    if (nr == SYS_read || nr == SYS_readv)
         *result = raw(readv(fd, pieces, count));
-    else if (nr == SYS_write)
+    else if (nr == SYS_write || nr == SYS_writev)
         *result = raw(writev(fd, pieces, count));
     else if (nr == SYS_pread64)
         *result = raw(preadv(fd, pieces, count, (off_t)a[3]));
@@ -322,6 +512,46 @@ static int call_rw(Server *s, long nr, const uint64_t *a, int64_t *result) {
     /* Past RLIMIT_FSIZE nothing was written, and Linux sends SIGXFSZ to the writer:
      * the VMM's thread must be the one to write, so that the guest gets the signal. */
     return *result == -EFBIG ? -1 : 0;
+}
+
+/* The flags of send and receive served here: the others (MSG_WAITALL, which waits
+ * for more than is there; MSG_OOB, MSG_ERRQUEUE...) go to the VMM. */
+#define SEND_FLAGS (MSG_DONTWAIT | MSG_NOSIGNAL | MSG_MORE | MSG_EOR)
+#define RECEIVE_FLAGS (MSG_DONTWAIT | MSG_PEEK | MSG_TRUNC)
+
+/* sendto and recvfrom without an address (send and recv) on a socket, as call_rw
+ * serves write and read on it (the guest's MSG_DONTWAIT: its descriptor is
+ * nonblocking for the call). */
+static int call_send_receive(Server *s, long nr, const uint64_t *a, int64_t *result) {
+    int fd, kind, receive = nr == SYS_recvfrom, flags = as_int32(a[3]);
+    struct iovec pieces[MAX_PIECES];
+    if (io_fd(s, a[0], &fd, &kind) < 0 || !(kind & FD_IO_SOCKET) || a[4] != 0
+        || flags & ~(receive ? RECEIVE_FLAGS : SEND_FLAGS))
+        return -1;
+    int count = translate(s, a[1], a[2], receive, pieces);
+    if (count < 0)
+        return -1;
+    return call_rw_nowait(s, fd, !receive, pieces, count, flags, result);
+}
+
+/* epoll_wait, and epoll_pwait without a signal mask: what is ready now; nothing
+ * ready, with a timeout to wait, goes to the VMM. */
+static int call_epoll_wait(Server *s, long nr, const uint64_t *a, int64_t *result) {
+    static __thread struct epoll_event ready[BOUNCE_SIZE / sizeof(struct epoll_event)];
+    int fd, most = as_int32(a[2]);
+    struct iovec pieces[MAX_PIECES];
+    if ((nr == SYS_epoll_pwait && a[4] != 0) || host_fd(s, a[0], 0, &fd) < 0 || most <= 0
+        || (size_t)most > sizeof ready / sizeof ready[0])
+        return -1;
+    int count = translate(s, a[1], (uint64_t)most * sizeof ready[0], 1, pieces);
+    if (count < 0)
+        return -1;
+    *result = raw(epoll_wait(fd, ready, most, 0));
+    if (*result == 0 && as_int32(a[3]) != 0)
+        return -1;
+    if (*result > 0)
+        scatter(pieces, count, ready, (size_t)*result * sizeof ready[0]);
+    return 0;
 }
 
 /* Calls that fill a fixed-size structure: made into a host buffer, copied out on
@@ -731,7 +961,7 @@ static int dup_slot(Server *s, const fd_slot *slot, uint32_t flags, int target, 
     }
     if (replaced != NULL)
         close_cleared(s, fdstore_clear(s->fds, target), NULL);
-    uint32_t kept = (flags & FDS_IO_NEVER_BLOCKS) | (cloexec ? FDS_CLOEXEC : 0);
+    uint32_t kept = (flags & FDS_IO_KINDS) | (cloexec ? FDS_CLOEXEC : 0);
     if (fdstore_set(s->fds, fd, host, kept) < 0) {
         close(host);
         *result = -ENOMEM;
@@ -926,7 +1156,10 @@ static const struct fast_entry FAST_CALLS[] = {
     {SYS_geteuid, call_plain}, {SYS_getgid, call_plain}, {SYS_getegid, call_plain},
     {SYS_getpgrp, call_plain}, {SYS_getpgid, call_plain}, {SYS_getsid, call_plain},
     {SYS_read, call_rw}, {SYS_write, call_rw}, {SYS_pread64, call_rw},
-    {SYS_pwrite64, call_rw}, {SYS_lseek, call_lseek}, {SYS_fstat, call_fstat},
+    {SYS_pwrite64, call_rw}, {SYS_readv, call_rw}, {SYS_writev, call_rw},
+    {SYS_sendto, call_send_receive}, {SYS_recvfrom, call_send_receive},
+    {SYS_epoll_wait, call_epoll_wait}, {SYS_epoll_pwait, call_epoll_wait},
+    {SYS_lseek, call_lseek}, {SYS_fstat, call_fstat},
     {SYS_stat, call_stat_path}, {SYS_lstat, call_stat_path},
     {SYS_newfstatat, call_stat_path}, {SYS_statx, call_statx},
     {SYS_access, call_access}, {SYS_faccessat, call_access}, {SYS_faccessat2, call_access},
@@ -1066,7 +1299,9 @@ static void *server_main(void *arg) {
             idle_since = now_ns();
             continue;
         }
-        if (++polls % 64 || now_ns() - idle_since < s->spin_ns) {
+        /* In a direct spell the vCPU threads serve: no spinning beside them. */
+        int direct = __atomic_load_n(&s->direct, __ATOMIC_ACQUIRE);
+        if (!direct && (++polls % 64 || now_ns() - idle_since < s->spin_ns)) {
             __builtin_ia32_pause();
             continue;
         }
@@ -1079,7 +1314,8 @@ static void *server_main(void *arg) {
             futex(&s->sleep_word, FUTEX_WAIT, 1, NULL);
         }
         __atomic_store_n(&s->sleep_word, 0, __ATOMIC_SEQ_CST);
-        hint_host_state(s, CALLRING_HOST_AWAKE);
+        if (!__atomic_load_n(&s->direct, __ATOMIC_ACQUIRE))
+            hint_host_state(s, CALLRING_HOST_AWAKE);
         idle_since = now_ns();
     }
     return NULL;
@@ -1316,29 +1552,84 @@ static void move_server_away(Server *s) {
     pthread_setaffinity_np(s->thread, sizeof allowed, &allowed);
 }
 
-/* wait_response(slot, timeout): the guest of `slot` exited because no answer came
- * (or the thread slept): serve the request here unless the thread has taken it
- * (then wait up to `timeout` seconds for its answer), and wake the thread for the
- * calls to come. True when answered; on False the guest resumes and asks again, so
- * stop requests and signals reach the run loop meanwhile. Serving here keeps a
- * machine whose cores are all busy from paying a thread wake-up per call. */
-static PyObject *Server_wait_response(Server *s, PyObject *args) {
-    PyObject *slot;
-    double timeout;
-    if (!PyArg_ParseTuple(args, "Od", &slot, &timeout))
-        return NULL;
-    Ring *r = ring_of(s, slot);
-    if (r == NULL)
-        return NULL;
-    int answered;
-    Py_BEGIN_ALLOW_THREADS
+/* -- adaptive waiting: direct spells --------------------------------------------------
+ * The thread pays only while it answers most calls before the guest gives up: an
+ * exit costs as much as the slow path's, and on a machine with more runnable threads
+ * than cores (several guests, a CPU hog) the thread and the guest are seldom on a
+ * core together, so the guest exits anyway and the thread's spinning and wake-ups
+ * only take CPU from it and everything else. Measured per ring: when nearly every
+ * request of a window exited, a direct spell begins: the thread sleeps, the stub
+ * exits at once (the SLEEPING hint) and each call is served natively in its vCPU's
+ * thread, with no second thread involved. The spell ends after spell_ns, and the
+ * thread is tried again; spells that keep following each other grow longer, so that
+ * trying costs little beside them, and a window that pays shortens them again.
+ * Only nearly every request: the budget's halving makes a spin that fails cheap,
+ * so calls that exit in bursts (the thread descheduled for a while) still cost
+ * less with the thread than the same calls in a spell, where every one exits
+ * (measured: spells begun at half a window made a loaded getppid loop slower). */
+#define WINDOW_REQUESTS 256
+#define SPELL_EXITS (WINDOW_REQUESTS * 7 / 8)
+#define SPELL_MIN_NS 10000000ULL        /* 10 ms */
+#define SPELL_MAX_NS 320000000ULL
+
+static void begin_direct_spell(Server *s, uint64_t now) {
+    uint64_t length = s->spell_ns < SPELL_MIN_NS ? SPELL_MIN_NS : s->spell_ns;
+    s->direct_until = now + length;
+    s->spell_ns = length * 2 < SPELL_MAX_NS ? length * 2 : SPELL_MAX_NS;
+    count(&s->direct_spells);
+    __atomic_store_n(&s->direct, 1, __ATOMIC_RELEASE);
+    hint_host_state(s, CALLRING_HOST_SLEEPING);    /* the stubs stop spinning */
+}
+
+/* The spell is over: the caller wakes the thread, which says it is awake (the hint);
+ * every ring's window starts afresh. */
+static void end_direct_spell(Server *s) {
+    __atomic_fetch_add(&s->spell_generation, 1, __ATOMIC_ACQ_REL);
+    __atomic_store_n(&s->direct, 0, __ATOMIC_RELEASE);
+}
+
+/* Count one exit of the guest of `r` for its request `seq`, outside a spell, and
+ * begin a spell when the window shows the thread not paying. */
+static void judge_window(Server *s, Ring *r, uint64_t seq, uint64_t now) {
+    unsigned generation = __atomic_load_n(&s->spell_generation, __ATOMIC_ACQUIRE);
+    if (r->window_generation != generation || seq <= r->window_start) {
+        r->window_generation = generation;
+        r->window_start = seq - 1;
+        r->window_exits = 0;
+    }
+    r->window_exits++;
+    if (r->window_exits > SPELL_EXITS) {
+        begin_direct_spell(s, now);
+    } else if (seq - r->window_start >= WINDOW_REQUESTS) {
+        s->spell_ns = SPELL_MIN_NS;             /* the thread paid: try it sooner */
+    } else {
+        return;
+    }
+    r->window_start = seq;
+    r->window_exits = 0;
+}
+
+/* wait_response(slot, timeout), here with the GIL released (also called from a
+ * native run loop: call_wait.h): the guest of `slot` exited because no answer came
+ * (or the thread slept, or a direct spell is on): serve the request here unless the
+ * thread has taken it (then wait up to `timeout` seconds for its answer), and,
+ * outside a direct spell, wake the thread for the calls to come. 1 when answered;
+ * on 0 the guest resumes and asks again, so stop requests and signals reach the run
+ * loop meanwhile (a native one returns on them: they interrupt KVM_RUN). Serving
+ * here keeps a machine whose cores are all busy from paying a thread wake-up per
+ * call. */
+static int wait_for_response(Server *s, Ring *r, double timeout) {
     uint64_t want = pending_request(r);
+    uint64_t now = now_ns();
+    if (__atomic_load_n(&s->direct, __ATOMIC_ACQUIRE) && now >= s->direct_until)
+        end_direct_spell(s);
+    int direct = __atomic_load_n(&s->direct, __ATOMIC_ACQUIRE);
     int was_sleeping = __atomic_load_n(&s->sleep_word, __ATOMIC_ACQUIRE);
     count(&s->waits);
     if (claim(r, want)) {
         serve(s, r, want);
         count(&s->served_here);
-        if (!was_sleeping && s->running) {
+        if (!direct && !was_sleeping && s->running) {
             adjust_spin_budget(r, 0);   /* awake but not getting to it: spin less */
             move_server_away(s);
         }
@@ -1357,19 +1648,79 @@ static PyObject *Server_wait_response(Server *s, PyObject *args) {
             __atomic_store_n(&r->vcpu_waiting, 0, __ATOMIC_SEQ_CST);
         }
     }
-    /* The thread says it is awake (the hint) only once it runs: until then the
-     * guest exits at once rather than spin for a thread that is not scheduled. */
-    if (s->running)
-        wake_server(s);
-    answered = *RING64(r, CALLRING_RESPONSE_SEQ) == want;
+    if (!direct && s->running) {
+        judge_window(s, r, want, now);
+        /* The thread says it is awake (the hint) only once it runs: until then the
+         * guest exits at once rather than spin for a thread that is not scheduled. */
+        if (!__atomic_load_n(&s->direct, __ATOMIC_ACQUIRE))
+            wake_server(s);
+    }
+    return *RING64(r, CALLRING_RESPONSE_SEQ) == want;
+}
+
+/* The (slot, seconds) arguments: the slot's ring (NULL with an exception set). */
+static Ring *ring_and_timeout(Server *s, PyObject *args, double *timeout) {
+    PyObject *slot;
+    if (!PyArg_ParseTuple(args, "Od", &slot, timeout))
+        return NULL;
+    return ring_of(s, slot);
+}
+
+static PyObject *Server_wait_response(Server *s, PyObject *args) {
+    double timeout;
+    Ring *r = ring_and_timeout(s, args, &timeout);
+    if (r == NULL)
+        return NULL;
+    int answered;
+    Py_BEGIN_ALLOW_THREADS
+    answered = wait_for_response(s, r, timeout);
     Py_END_ALLOW_THREADS
     return PyBool_FromLong(answered);
+}
+
+/* call_wait.h's wait: wait_response from native code (the GIL released). */
+static int wait_natively(void *server, int slot, double timeout) {
+    Server *s = server;
+    if (slot < 0 || slot >= CALLRING_SLOTS)
+        return 0;
+    return wait_for_response(s, &s->rings[slot], timeout);
+}
+
+static void release_call_wait(PyObject *capsule) {
+    PyMem_Free(PyCapsule_GetPointer(capsule, KVMDUNE_CALL_WAIT_CAPSULE));
+    Py_XDECREF((PyObject *)PyCapsule_GetContext(capsule));
+}
+
+/* call_wait_capsule(slot, timeout): wait_response(slot, timeout) for native code
+ * (call_wait.h); the capsule keeps this server. */
+static PyObject *Server_call_wait_capsule(Server *s, PyObject *args) {
+    double timeout;
+    Ring *r = ring_and_timeout(s, args, &timeout);
+    if (r == NULL)
+        return NULL;
+    struct kvmdune_call_wait *wait = PyMem_Malloc(sizeof *wait);
+    if (wait == NULL)
+        return PyErr_NoMemory();
+    *wait = (struct kvmdune_call_wait){wait_natively, s, (int)(r - s->rings), timeout};
+    PyObject *capsule = PyCapsule_New(wait, KVMDUNE_CALL_WAIT_CAPSULE, release_call_wait);
+    if (capsule == NULL) {
+        PyMem_Free(wait);
+        return NULL;
+    }
+    Py_INCREF(s);
+    if (PyCapsule_SetContext(capsule, s) < 0) {
+        Py_DECREF(capsule);
+        Py_DECREF(s);
+        return NULL;
+    }
+    return capsule;
 }
 
 /* The VMM has served a call itself and the guest goes on: have the thread spinning
  * again by the guest's next call (it slept if the VMM took longer than its spin). */
 static PyObject *Server_wake(Server *s, PyObject *unused) {
-    if (s->running && __atomic_load_n(&s->sleep_word, __ATOMIC_ACQUIRE))
+    if (s->running && __atomic_load_n(&s->sleep_word, __ATOMIC_ACQUIRE)
+        && !__atomic_load_n(&s->direct, __ATOMIC_ACQUIRE))
         wake_server(s);
     Py_RETURN_NONE;
 }
@@ -1442,6 +1793,31 @@ static PyObject *Server_set_roots(Server *s, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
+/* carried_write(slot, nr, fd, buffer, count): the bytes a write of the ring's
+ * last request already moved, when it was handed to the VMM with the rest to
+ * write (call_rw_nowait) and is the call (number and arguments) the VMM now
+ * serves; 0 otherwise. Taken once: the ring's result is cleared. The ring is the
+ * guest's to write: the VMM bounds what it reads (a guest that lies about the count
+ * only changes which of its own bytes go out, as a shorter write of its own would). */
+static PyObject *Server_carried_write(Server *s, PyObject *args) {
+    PyObject *slot;
+    unsigned long long nr, fd, buffer, length;
+    if (!PyArg_ParseTuple(args, "OKKKK", &slot, &nr, &fd, &buffer, &length))
+        return NULL;
+    Ring *r = ring_of(s, slot);
+    if (r == NULL)
+        return NULL;
+    int64_t moved = (int64_t)*RING64(r, CALLRING_RESULT);
+    if (*RING32(r, CALLRING_DISPOSITION) != CALLRING_SLOW
+        || *RING64(r, CALLRING_RESPONSE_SEQ) != *RING64(r, CALLRING_REQUEST_SEQ)
+        || *RING64(r, CALLRING_NR) != nr || *RING64(r, CALLRING_ARG0) != fd
+        || *RING64(r, CALLRING_ARG0 + 8) != buffer || *RING64(r, CALLRING_ARG0 + 16) != length
+        || moved <= 0)
+        return PyLong_FromLong(0);
+    *RING64(r, CALLRING_RESULT) = 0;
+    return PyLong_FromLongLong(moved);
+}
+
 /* set_table(store, lock_address): the table the calls on descriptors use. */
 static PyObject *Server_set_table(Server *s, PyObject *args) {
     PyObject *store;
@@ -1483,14 +1859,15 @@ static PyObject *Server_set_force_slow(Server *s, PyObject *args) {
 }
 
 static PyObject *Server_stats(Server *s, PyObject *unused) {
-    return Py_BuildValue("{sKsKsKsKsKsKsKsK}", "fast", (unsigned long long)s->served_fast,
+    return Py_BuildValue("{sKsKsKsKsKsKsKsKsK}", "fast", (unsigned long long)s->served_fast,
                          "fd_table", (unsigned long long)s->served_fd_table,
                          "vmm", (unsigned long long)s->served_vmm,
                          "denied", (unsigned long long)s->served_denied,
                          "slow", (unsigned long long)s->sent_slow,
                          "sleeps", (unsigned long long)s->sleeps,
                          "waits", (unsigned long long)s->waits,
-                         "served_by_vmm_thread", (unsigned long long)s->served_here);
+                         "served_by_vmm_thread", (unsigned long long)s->served_here,
+                         "direct_spells", (unsigned long long)s->direct_spells);
 }
 
 static void Server_dealloc(Server *s) {
@@ -1517,6 +1894,8 @@ static PyMethodDef Server_methods[] = {
      "In a fork child: the thread is gone (start() makes a new one)."},
     {"wait_response", (PyCFunction)Server_wait_response, METH_VARARGS,
      "wait_response(slot, seconds): serve or wait for slot's pending request."},
+    {"call_wait_capsule", (PyCFunction)Server_call_wait_capsule, METH_VARARGS,
+     "call_wait_capsule(slot, seconds): wait_response for native code (call_wait.h)."},
     {"add_ring", (PyCFunction)Server_add_ring, METH_O,
      "add_ring(slot): serve that call slot's ring (a vCPU uses it), from a fresh start."},
     {"remove_ring", (PyCFunction)Server_remove_ring, METH_O,
@@ -1529,6 +1908,9 @@ static PyMethodDef Server_methods[] = {
      "set_action(nr, action, errno=0): SLOW, FAST, DENY or BENEATH for one call."},
     {"set_roots", (PyCFunction)Server_set_roots, METH_O,
      "set_roots([(path, fd), ...]): the directories BENEATH calls may resolve in."},
+    {"carried_write", (PyCFunction)Server_carried_write, METH_VARARGS,
+     "carried_write(slot, nr, fd, buffer, count): bytes a write handed to the VMM "
+     "has moved already (0: none)."},
     {"set_table", (PyCFunction)Server_set_table, METH_VARARGS,
      "set_table(store, lock_address): the guest's descriptor table (FdStore) and the "
      "process's lock its writers hold (0: the table is changed by the VMM only)."},
@@ -1584,6 +1966,12 @@ static int fastpath_exec(PyObject *module) {
     Py_INCREF(&ServerType);
     if (PyModule_AddObject(module, "Server", (PyObject *)&ServerType) < 0
         || PyModule_AddIntConstant(module, "SLOW", ACTION_SLOW) < 0
+        || PyModule_AddIntConstant(module, "MAX_FAST_BUFFER", (long)MAX_FAST_BUFFER) < 0
+        || PyModule_AddIntConstant(module, "MAX_PIECES", MAX_PIECES) < 0
+        || PyModule_AddIntConstant(module, "IO_MAY_BLOCK", IO_MAY_BLOCK) < 0
+        || PyModule_AddIntConstant(module, "IO_NEVER_BLOCKS", IO_NEVER_BLOCKS) < 0
+        || PyModule_AddIntConstant(module, "IO_PIPE", IO_PIPE) < 0
+        || PyModule_AddIntConstant(module, "IO_SOCKET", IO_SOCKET) < 0
         || PyModule_AddIntConstant(module, "FAST", ACTION_FAST) < 0
         || PyModule_AddIntConstant(module, "DENY", ACTION_DENY) < 0
         || PyModule_AddIntConstant(module, "BENEATH", ACTION_BENEATH) < 0)

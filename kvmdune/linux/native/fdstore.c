@@ -19,6 +19,10 @@ uint32_t fdstore_io_flag(int host) {
         return 0;
     if (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode) || S_ISBLK(st.st_mode))
         return FDS_IO_NEVER_BLOCKS;
+    if (S_ISFIFO(st.st_mode))
+        return FDS_IO_PIPE;
+    if (S_ISSOCK(st.st_mode))
+        return FDS_IO_SOCKET;
     if (S_ISCHR(st.st_mode) && major(st.st_rdev) == MEMORY_DEVICES_MAJOR)
         for (size_t i = 0; i < sizeof NEVER_BLOCKING_MINORS / sizeof NEVER_BLOCKING_MINORS[0]; i++)
             if (minor(st.st_rdev) == NEVER_BLOCKING_MINORS[i])
@@ -101,7 +105,7 @@ static int parse_fd(PyObject *arg, int *fd) {
     return 0;
 }
 
-/* get(fd): (host, cloexec, io_never_blocks), or None when not open. */
+/* get(fd): (host, cloexec, io: its FDS_IO_ bits), or None when not open. */
 static PyObject *FdStore_get(FdStore *t, PyObject *arg) {
     int fd;
     uint32_t flags;
@@ -110,18 +114,24 @@ static PyObject *FdStore_get(FdStore *t, PyObject *arg) {
     const fd_slot *slot = fdstore_lookup(t, fd, &flags);
     if (slot == NULL)
         Py_RETURN_NONE;
-    return Py_BuildValue("(iOO)", slot->host, flags & FDS_CLOEXEC ? Py_True : Py_False,
-                         flags & FDS_IO_NEVER_BLOCKS ? Py_True : Py_False);
+    return Py_BuildValue("(iOI)", slot->host, flags & FDS_CLOEXEC ? Py_True : Py_False,
+                         flags & FDS_IO_KINDS);
 }
 
-/* install(fd, host, cloexec, io_never_blocks=None): None: found out by fstat. */
+/* install(fd, host, cloexec, io=None): io, the FDS_IO_ bits (as get() gives them;
+ * 0: the VMM serves its I/O); None: found out by fstat. */
 static PyObject *FdStore_install(FdStore *t, PyObject *args) {
     int fd, host, cloexec;
     PyObject *io = Py_None;
     if (!PyArg_ParseTuple(args, "iip|O", &fd, &host, &cloexec, &io))
         return NULL;
-    uint32_t flags = io == Py_None ? fdstore_io_flag(host)
-                                   : (PyObject_IsTrue(io) ? FDS_IO_NEVER_BLOCKS : 0);
+    uint32_t flags = fdstore_io_flag(host);
+    if (io != Py_None) {
+        unsigned long given = PyLong_AsUnsignedLong(io);
+        if (PyErr_Occurred())
+            return NULL;
+        flags = (uint32_t)given & FDS_IO_KINDS;
+    }
     if (fdstore_set(t, fd, host, flags | (cloexec ? FDS_CLOEXEC : 0)) < 0)
         return PyErr_Format(PyExc_ValueError, "descriptor %d outside the table", fd);
     Py_RETURN_NONE;
@@ -258,9 +268,10 @@ static void FdStore_dealloc(FdStore *t) {
 
 static PyMethodDef FdStore_methods[] = {
     {"get", (PyCFunction)FdStore_get, METH_O,
-     "get(fd): (host, cloexec, io_never_blocks), or None when not open."},
+     "get(fd): (host, cloexec, io), or None when not open (io: how its I/O is served)."},
     {"install", (PyCFunction)FdStore_install, METH_VARARGS,
-     "install(fd, host, cloexec, io_never_blocks=None): fd now names host."},
+     "install(fd, host, cloexec, io=None): fd now names host (io: as get() gives "
+     "it, 0: the VMM serves its I/O; None: found out)."},
     {"remove", (PyCFunction)FdStore_remove, METH_O,
      "remove(fd): the host descriptor fd named (now the caller's), or None."},
     {"set_cloexec", (PyCFunction)FdStore_set_cloexec, METH_VARARGS,

@@ -27,7 +27,11 @@
  * beyond, every close is left to the VMM (fdstore_held answers "maybe"). */
 #define FDSTORE_MAX_HELD 64
 
-enum fdstore_flag { FDS_OPEN = 1, FDS_IO_NEVER_BLOCKS = 2, FDS_CLOEXEC = 4 };
+/* How I/O on it is served (fastpath.c): FDS_IO_NEVER_BLOCKS straight, FDS_IO_PIPE
+ * and FDS_IO_SOCKET tried without waiting; none of them: by the VMM. */
+enum fdstore_flag { FDS_OPEN = 1, FDS_IO_NEVER_BLOCKS = 2, FDS_IO_PIPE = 4, FDS_IO_SOCKET = 8,
+                    FDS_CLOEXEC = 16 };
+#define FDS_IO_KINDS (FDS_IO_NEVER_BLOCKS | FDS_IO_PIPE | FDS_IO_SOCKET)
 
 typedef struct {
     int32_t host;
@@ -75,6 +79,6 @@ int fdstore_set(FdStore *t, int fd, int host, uint32_t flags);
 int fdstore_clear(FdStore *t, int fd);        /* the host number it held, or -1 */
 void fdstore_set_cloexec(FdStore *t, int fd, int cloexec);
 int fdstore_held(FdStore *t, int host);       /* 1: held (or maybe), 0: not */
-uint32_t fdstore_io_flag(int host);           /* FDS_IO_NEVER_BLOCKS or 0, by fstat */
+uint32_t fdstore_io_flag(int host);           /* its FDS_IO_ kind (or 0), by fstat */
 
 #endif

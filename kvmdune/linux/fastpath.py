@@ -3,11 +3,15 @@ machine's call ring, without an exit and without Python, where that gives exactl
 answer the Python path would.
 
 This module decides *which* calls may be served there and keeps the native server's
-view of the process current; ``native/fastpath.c`` serves them. A call is fast when
+view of the process current; ``native/fastpath.c`` serves them. The descriptor table
+is not copied: it is native (``FdTable.store``), the server reads it and changes it
+itself (close, dup*, fcntl's descriptor commands, opens) holding the process's lock.
+A call is fast when
 1. the native server implements it (``_fastpath.FAST_CALLS``: identity getters,
    read/write/readv/writev/pread64/pwrite64/lseek/fstat, sendto/recvfrom without an
    address, epoll_wait/epoll_pwait (what is ready now), the stat and access families,
-   getdents64, fsync/fdatasync/fadvise64, clock_gettime and time);
+   getdents64, fsync/fdatasync/fadvise64, clock_gettime and time, close, dup,
+   dup2, dup3, fcntl, open and openat);
 2. Python would only forward it to the host (no emulation in a handler); and
 3. the gate (the sandbox's policy) allows it by its number alone — or, for the
    stat family, wherever its path resolves beneath one of the gate's read roots,
@@ -18,8 +22,11 @@ run time the server still hands back to the VMM anything it cannot serve exactly
 as the VMM would: I/O on a pipe or socket that would wait (it tries without
 waiting; a write that went through in part on a blocking descriptor is finished by
 the VMM: ``continue_write``), any I/O on a terminal or other descriptor that may
-block, a buffer not mapped writable for user code, a path under /proc or /dev (which the VMM
-rewrites), or any call while a signal waits for the guest.
+block, a buffer not mapped writable for user code, a path under /proc or /dev (which
+the VMM rewrites), an open that creates or names anything but a regular file or
+directory, a close of a descriptor a blocked call holds, the process's lock held by
+the VMM, an fcntl command other than F_GETFD/F_SETFD/F_GETFL/F_DUPFD(_CLOEXEC), or
+any call while a signal waits for the guest.
 
 ``KVMDUNE_FAST_SYSCALLS=0`` (or ``RunOptions(fast_syscalls=False)``) turns it off:
 every call then exits to the VMM, as before.
@@ -28,7 +35,6 @@ every call then exits to the VMM, as before.
 from __future__ import annotations
 
 import os
-import stat
 import struct
 
 from ..machine.layout import CALL_SLOTS
@@ -55,11 +61,10 @@ THREAD_STATE_CALLS = frozenset({
     "landlock_restrict_self", "personality", "set_mempolicy"})
 #: Calls Python emulates whose native server gives the same answer or hands them
 #: back: futex (private wakes, and waits whose word already differs; see fastpath.c);
-#: epoll_pwait without a signal mask (Python's forwards it as epoll_wait would be).
-NATIVE_EMULATIONS = frozenset({"futex", "epoll_pwait"})
-#: Character devices whose reads and writes never wait (null, zero, full, random,
-#: urandom: major 1).
-_NEVER_BLOCKING_DEVICES = {(1, 3), (1, 5), (1, 7), (1, 8), (1, 9)}
+#: epoll_pwait without a signal mask (Python's forwards it as epoll_wait would be);
+#: and the descriptor table's own calls (on the same table, under the same lock).
+NATIVE_EMULATIONS = frozenset({"futex", "epoll_pwait", "close", "dup", "dup2", "dup3",
+                               "fcntl"})
 #: Writes the native server may hand over with part of them done (continue_write).
 _CONTINUED_WRITES = frozenset({Sysno.write, Sysno.writev, Sysno.sendto})
 _IOVEC = struct.Struct("<QQ")
@@ -81,29 +86,6 @@ def native_module():
     except ImportError:
         return None
     return _fastpath
-
-
-def io_kind(native, host_fd: int) -> int:
-    """How the native server serves reads and writes on the descriptor: straight
-    (files, directories, block devices, /dev/null and friends: they never wait for
-    another party), without waiting (pipes, FIFOs, sockets: it tries, and hands
-    the call to the VMM when it would wait), or not at all (terminals, other
-    character devices: the VMM serves them)."""
-    try:
-        info = os.fstat(host_fd)
-    except OSError:
-        return native.IO_MAY_BLOCK
-    mode = info.st_mode
-    if stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISBLK(mode):
-        return native.IO_NEVER_BLOCKS
-    if stat.S_ISFIFO(mode):
-        return native.IO_PIPE
-    if stat.S_ISSOCK(mode):
-        return native.IO_SOCKET
-    if stat.S_ISCHR(mode) and (os.major(info.st_rdev),
-                               os.minor(info.st_rdev)) in _NEVER_BLOCKING_DEVICES:
-        return native.IO_NEVER_BLOCKS
-    return native.IO_MAY_BLOCK
 
 
 def plan(native, rules: dict | None) -> dict[int, tuple[int, int]]:
@@ -165,9 +147,9 @@ class FastPath:
             self.server.set_action(number, action, errno)
         self._root_fds = open_roots(rules)
         self.server.set_roots(self._root_fds)
-        for fd, entry in proc.fds.entries.items():
-            self.fd_installed(fd, entry.host)
-        proc.fds.listener = self
+        self.server.set_table(proc.fds.store, _lock_address(proc))
+        # A descriptor the VMM closes is not reused while a serve may still use it.
+        proc.fds.quiesce = self.server.quiesce
         if proc.space is not None:
             self.server.set_cr3(proc.space.cr3)
         self.attach(proc.task.cpu)
@@ -203,16 +185,6 @@ class FastPath:
         cpu.call_wait = cpu.native_call_wait = None
 
     # -- what the process tells it ---------------------------------------------------
-    def fd_installed(self, fd: int, host_fd: int) -> None:
-        # A live /proc file (pagemap) is answered by the VMM at each read.
-        live = self.proc.live_file_of(host_fd) is not None
-        kind = self.native.IO_MAY_BLOCK if live else io_kind(self.native, host_fd)
-        self.server.set_fd(fd, host_fd, kind)
-
-    def fd_removed(self, fd: int) -> None:
-        self.server.clear_fd(fd)
-        self.server.quiesce()        # no serve still holds its host number
-
     def address_space_changed(self, space) -> None:
         self.server.set_cr3(space.cr3)
 
@@ -302,7 +274,8 @@ class FastPath:
         """Stop serving for good: every vCPU's ``syscall`` exits to the VMM again."""
         self.close()
         proc = self.proc
-        proc.fds.listener = None
+        proc.fds.quiesce = None
+        self.server.set_table(proc.fds.store, 0)     # nothing changes it but the VMM
         proc.sighand.on_arrival = None
         proc.machine.memory.quiesce = None
         for cpu in proc.machine.cpus:
@@ -316,6 +289,12 @@ class FastPath:
         for _path, fd in self._root_fds:
             os.close(fd)
         self._root_fds = []
+
+
+def _lock_address(proc) -> int:
+    """The process's lock as native code tries it (0 where it is a plain lock: the
+    server then leaves every change of the table to the VMM)."""
+    return getattr(proc.threads.lock, "address", 0)
 
 
 def _skip(pieces: list[tuple[int, int]], done: int) -> list[tuple[int, int]]:

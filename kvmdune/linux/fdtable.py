@@ -14,9 +14,10 @@ from __future__ import annotations
 import fcntl
 import os
 import resource
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
+from ._fastpath import FdStore
 from .abi import Errno
 
 #: Host descriptors the table creates are at least this, away from 0-2 and from
@@ -31,49 +32,89 @@ NR_OPEN = 1 << 20
 #: where it may, so they never count against the guest's limit.
 VMM_FD_RESERVE = 256
 STANDARD_STREAMS = (0, 1, 2)
+#: ``FdTable.install``'s ``io`` for a descriptor whose reads and writes the VMM
+#: answers itself (a live /proc file): the fast path hands them back.
+VMM_IO = 0
 
 
-@dataclass
 class GuestFd:
-    host: int
-    cloexec: bool = False
+    """One guest descriptor as the table holds it: its host descriptor and its
+    close-on-exec flag (setting ``cloexec`` changes the table)."""
+
+    __slots__ = ("_store", "fd", "host", "_cloexec")
+
+    def __init__(self, store, fd: int, host: int, cloexec: bool) -> None:
+        self._store, self.fd, self.host, self._cloexec = store, fd, host, cloexec
+
+    @property
+    def cloexec(self) -> bool:
+        return self._cloexec
+
+    @cloexec.setter
+    def cloexec(self, value: bool) -> None:
+        self._cloexec = bool(value)
+        self._store.set_cloexec(self.fd, self._cloexec)
+
+
+class Entries(Mapping):
+    """The table's entries as a read-only mapping of guest number -> GuestFd."""
+
+    def __init__(self, store) -> None:
+        self._store = store
+
+    def __getitem__(self, fd: int) -> GuestFd:
+        found = self._store.get(fd) if isinstance(fd, int) else None
+        if found is None:
+            raise KeyError(fd)
+        host, cloexec, _io = found
+        return GuestFd(self._store, fd, host, cloexec)
+
+    def __contains__(self, fd: object) -> bool:
+        return isinstance(fd, int) and self._store.get(fd) is not None
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._store.numbers())
+
+    def __len__(self) -> int:
+        return len(self._store.numbers())
 
 
 class FdTable:
     """Guest fd -> host fd. All host descriptors here are close-on-exec on the host
-    (the VMM never execs host programs for the guest)."""
+    (the VMM never execs host programs for the guest).
+
+    The table itself is native (``_fastpath.FdStore``): the fast path's server
+    reads it and serves close, dup and opens on it too (native/fdstore.h), so this
+    class keeps no copy of it. Every change is made holding the process's lock."""
 
     def __init__(self, max_fds: int = DEFAULT_MAX_FDS) -> None:
-        self.entries: dict[int, GuestFd] = {}
-        self.max_fds = max_fds
-        #: Told of every change (``fd_installed(fd, host)``, ``fd_removed(fd)``): the
-        #: fast path keeps a copy of the table.
-        self.listener = None
-        #: Host descriptors a host call is using without the process's lock (a
-        #: blocked read on another thread), with how many such calls: closing one
-        #: waits until they are over, as Linux's file references make a close wait,
-        #: so the number is not reused under the call meanwhile.
-        self._held: dict[int, int] = {}
-        self._close_when_released: set[int] = set()
+        self.store = FdStore(max_fds)
+        self.entries = Entries(self.store)
+        #: Called after a descriptor leaves the table, before its host number may be
+        #: closed and reused: waits until no serve of the fast path still uses it.
+        self.quiesce: Callable[[], None] | None = None
 
-    def _set(self, fd: int, entry: GuestFd) -> None:
-        self.entries[fd] = entry
-        if self.listener is not None:
-            self.listener.fd_installed(fd, entry.host)
+    @property
+    def max_fds(self) -> int:
+        return self.store.max_fds
+
+    @max_fds.setter
+    def max_fds(self, value: int) -> None:
+        self.store.max_fds = value
 
     @classmethod
     def with_standard_streams(cls, max_fds: int = DEFAULT_MAX_FDS) -> "FdTable":
         table = cls(max_fds)
         for fd in (0, 1, 2):
             try:
-                table.entries[fd] = GuestFd(_dup_high(fd))
+                table.store.install(fd, _dup_high(fd), False)
             except OSError:
                 pass   # closed in the VMM: closed for the guest too
         return table
 
     def host(self, fd: int) -> int | None:
-        entry = self.entries.get(fd)
-        return entry.host if entry is not None else None
+        found = self.store.get(fd)
+        return found[0] if found is not None else None
 
     @classmethod
     def from_caller(cls, caller: "CallerFds", numbers: Iterable[int],
@@ -84,18 +125,18 @@ class FdTable:
         for fd in sorted(numbers):
             host = caller.take(fd)
             if host is not None:
-                table.entries[fd] = GuestFd(host)
+                table.store.install(fd, host, False)
         return table
 
     def lowest_free(self, minimum: int = 0) -> int | None:
-        fd = max(minimum, 0)
-        while fd in self.entries:
-            fd += 1
-        return fd if fd < self.max_fds else None
+        return self.store.lowest_free(max(minimum, 0))
 
-    def install(self, host_fd: int, cloexec: bool = False, minimum: int = 0) -> int:
+    def install(self, host_fd: int, cloexec: bool = False, minimum: int = 0,
+                io: int | None = None) -> int:
         """Adopt a host descriptor (moved above HOST_FD_FLOOR); returns the guest
-        number, or -EMFILE (closing the host descriptor)."""
+        number, or -EMFILE (closing the host descriptor). ``io``: how the fast path
+        serves its reads and writes (VMM_IO: the VMM answers them itself; None: found
+        out from the file)."""
         fd = self.lowest_free(minimum)
         if fd is None:
             os.close(host_fd)
@@ -109,63 +150,63 @@ class FdTable:
             if high is not None:
                 os.close(host_fd)
                 host_fd = high
-        self._set(fd, GuestFd(host_fd, cloexec))
+        else:
+            os.set_inheritable(host_fd, False)
+        self.store.install(fd, host_fd, cloexec, io)
         return fd
 
     def close(self, fd: int) -> int:
-        entry = self.entries.pop(fd, None)
-        if entry is None:
+        host = self.store.remove(fd)
+        if host is None:
             return -Errno.EBADF
-        if self.listener is not None:
-            self.listener.fd_removed(fd)
-        if entry.host in self._held:
-            self._close_when_released.add(entry.host)
+        if self.quiesce is not None:
+            self.quiesce()        # no serve still holds its host number
+        if self.store.close_later(host):
             return 0
         try:
-            os.close(entry.host)
+            os.close(host)
         except OSError as exc:
             return -(exc.errno or Errno.EIO)
         return 0
 
     def hold(self, host_fds: Iterable[int]) -> None:
-        """Keep these host descriptors open until ``release`` (see ``_held``)."""
+        """Keep these host descriptors open until ``release``: a host call is using
+        them without the process's lock (a blocked read on another thread). Closing
+        one meanwhile waits until they are over, as Linux's file references make a
+        close wait, so the number is not reused under the call."""
         for host in host_fds:
-            self._held[host] = self._held.get(host, 0) + 1
+            self.store.hold(host)
 
     def release(self, host_fds: Iterable[int]) -> None:
         for host in host_fds:
-            left = self._held.get(host, 0) - 1
-            if left > 0:
-                self._held[host] = left
-                continue
-            self._held.pop(host, None)
-            if host in self._close_when_released:
-                self._close_when_released.discard(host)
+            if self.store.release(host):
                 try:
                     os.close(host)
                 except OSError:
                     pass
 
     def dup(self, fd: int, minimum: int = 0, cloexec: bool = False) -> int:
-        entry = self.entries.get(fd)
-        if entry is None:
+        found = self.store.get(fd)
+        if found is None:
             return -Errno.EBADF
         if minimum >= self.max_fds:
             return -Errno.EINVAL
-        return self.install(_dup_high(entry.host), cloexec, minimum)
+        host, _cloexec, io = found
+        return self.install(_dup_high(host), cloexec, minimum, io)
 
     def dup2(self, old: int, new: int, cloexec: bool = False) -> int:
-        entry = self.entries.get(old)
-        if entry is None:
+        found = self.store.get(old)
+        if found is None:
             return -Errno.EBADF
         if not 0 <= new < self.max_fds:
             return -Errno.EBADF
         if old == new:
             return new
-        host = _dup_high(entry.host)
+        host, _cloexec, io = found
+        host = _dup_high(host)
         if new in self.entries:
             self.close(new)
-        self._set(new, GuestFd(host, cloexec))
+        self.store.install(new, host, cloexec, io)
         return new
 
     def close_on_exec(self) -> None:

@@ -31,7 +31,7 @@ from .dispatch import Dispatcher
 from .exit_status import ExitStatus
 from .fastpath import THREAD_STATE_CALLS
 from .sitepatch import in_site_stub
-from .fdtable import FdTable
+from .fdtable import VMM_IO, FdTable
 from .forking import ForkHandshake
 from .forward import forward, host_fd_cloexec
 from .gate import Gate
@@ -88,6 +88,8 @@ class Process(Handler):
         #: What the host said of a pending signal (sender, code), by number.
         self.signal_info: dict[int, sig.SenderInfo] = {}
         self.fast = None          # the native fast path (fastpath.FastPath), once started
+        #: System calls the VMM served (every exit for one; --syscall-stats).
+        self.vmm_calls = 0
         self.dispatcher = Dispatcher(self.log)
         #: Makes ``privileged`` on the first hypercall (None: hypercalls are ENOSYS).
         self.privileged_factory = privileged
@@ -264,7 +266,11 @@ class Process(Handler):
             if refused is not None:
                 os.close(host_fd)
                 return refused
-        return self.fds.install(host_fd, cloexec=host_fd_cloexec(host_fd))
+        # A live /proc file's reads and writes are the VMM's to answer (never the
+        # fast path's): it looks at every one.
+        live = self.live_file_of(host_fd) is not None
+        return self.fds.install(host_fd, cloexec=host_fd_cloexec(host_fd),
+                                io=VMM_IO if live else None)
 
     def host_path(self, path: bytes, dirfd: int | None = None) -> bytes:
         """The host path for a guest path, relative to the host descriptor ``dirfd``
@@ -440,6 +446,7 @@ class Process(Handler):
                 return claimed if isinstance(claimed, Stop) else None
         if event.number in HYPERCALLS:
             return self._hypercall(cpu, event)
+        self.vmm_calls += 1
         spec = SYSCALLS.get(event.number)
         started = time.perf_counter() if self.tracer else 0.0
         entry = self.tracer.entry(self, event, spec) if self.tracer else None

@@ -236,7 +236,7 @@ class LiveFile:
     close need nothing special); the forwarder calls ``before_read`` to fill the
     range a read will see and ``after_read`` to empty it again, and hands writes
     to ``write`` instead of the host. Reads and writes on such descriptors are
-    never served by the fast path (``FastPath.fd_installed``)."""
+    never served by the fast path (``Process.adopt_fd``)."""
 
     def __init__(self, entry: str) -> None:
         self.entry = entry

@@ -338,7 +338,9 @@ def describe_call_stats(process: Process) -> str:
     stats = process.fast.stats()
     return (f"kvmdune: {process.exe} (pid {os.getpid()}): system calls: "
             f"{stats['fast']} served natively, {stats['denied']} refused natively, "
-            f"{stats['slow']} served by the VMM; the serving thread slept "
+            f"{stats['slow']} served by the VMM; {stats['fd_table']} of the native ones "
+            f"changed the descriptor table; {process.vmm_calls} calls reached the VMM in "
+            f"all; the serving thread slept "
             f"{stats['sleeps']} times; the guest exited to wait {stats['waits']} times "
             f"({stats['served_by_vmm_thread']} calls then served by the VMM's thread, "
             f"{stats['direct_spells']} spells without the thread); "

@@ -62,6 +62,8 @@ STAT_CALLS = {"stat", "lstat", "newfstatat", "statx"}
 #: Calls that describe one path without opening or listing it: allowed on the
 #: ancestors of the read roots too (realpath(3) reads the link of every component).
 METADATA_CALLS = STAT_CALLS | {"access", "faccessat", "faccessat2", "readlink", "readlinkat"}
+#: Calls the fast path may serve beneath the read roots (BENEATH rules).
+BENEATH_CALLS = STAT_CALLS | {"open", "openat"}
 #: What the host answers for a path that cannot be looked up: its own answer to the
 #: guest, not a decision of the policy.
 LOOKUP_ERRORS = {Errno.ENOENT, Errno.ENOTDIR, Errno.ELOOP, Errno.ENAMETOOLONG}
@@ -229,9 +231,10 @@ class SandboxGate(Gate):
         for number, spec in SYSCALLS.items():
             verdict = self._by_number(spec)
             if verdict is None:
-                if spec.name in STAT_CALLS and not policy.all_paths:
-                    # Reading metadata is allowed wherever it resolves beneath a read
-                    # root (_paths): the kernel can check that much by itself.
+                if spec.name in BENEATH_CALLS and not policy.all_paths:
+                    # Reading metadata, or opening for reading, is allowed wherever it
+                    # resolves beneath a read root (_paths): the kernel can check that
+                    # much by itself. (The fast path serves only reading opens so.)
                     rules[number] = CallRule(RuleKind.BENEATH, roots=self.read_roots)
                 continue
             if verdict.allowed:

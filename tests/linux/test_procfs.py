@@ -54,8 +54,7 @@ class GuestStandIn:
         return self.fds.install(os.open(path, flags | os.O_CLOEXEC), cloexec=cloexec)
 
     def close(self) -> None:
-        for fd in list(self.fds.entries):
-            os.close(self.fds.entries.pop(fd).host)
+        self.fds.close_all()
         for fd in self._held:
             os.close(fd)
         for directory in self.scratch_dirs:

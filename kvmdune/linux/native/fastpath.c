@@ -54,10 +54,11 @@
 
 #include "../../machine/native/callring.h"
 #include "call_wait.h"
+#include "fdstore.h"
+#include "proclock.h"
 #include "vmm_calls.h"
 
 #define NR_CALLS 512
-#define MAX_GUEST_FDS 4096
 #define PAGE_SIZE 4096ULL
 #define HUGE_PAGE_SIZE (2ULL << 20)
 #define USER_SPACE_END (1ULL << 47)
@@ -87,7 +88,8 @@ enum action { ACTION_SLOW = 0, ACTION_FAST = 1, ACTION_DENY = 2, ACTION_BENEATH 
 /* How I/O on a descriptor is served: FD_IO_NEVER_BLOCKS straight; FD_IO_PIPE and
  * FD_IO_SOCKET tried without waiting (call_rw_nowait); any other (a terminal, a
  * character device that may wait) by the VMM. */
-enum fd_flag { FD_OPEN = 1, FD_IO_NEVER_BLOCKS = 2, FD_IO_PIPE = 4, FD_IO_SOCKET = 8 };
+enum fd_flag { FD_OPEN = FDS_OPEN, FD_IO_NEVER_BLOCKS = FDS_IO_NEVER_BLOCKS,
+               FD_IO_PIPE = FDS_IO_PIPE, FD_IO_SOCKET = FDS_IO_SOCKET };
 enum io_kind { IO_MAY_BLOCK = 0, IO_NEVER_BLOCKS = 1, IO_PIPE = 2, IO_SOCKET = 3 };
 #define FD_IO_NOWAIT (FD_IO_PIPE | FD_IO_SOCKET)
 
@@ -117,8 +119,10 @@ typedef struct {
     uint8_t action[NR_CALLS];
     uint16_t deny_errno[NR_CALLS];
     uint8_t fast_bitmap[CALLRING_MAX_NR / 8];   /* copied into every ring */
-    int32_t host_fd[MAX_GUEST_FDS];
-    uint8_t fd_flags[MAX_GUEST_FDS];
+    /* The guest's descriptor table (fdstore.h; the Python FdTable's storage) and
+     * the process's lock that its writers hold (NULL: nothing changes it here). */
+    FdStore *fds;
+    uint32_t *process_lock;
     uint32_t sleep_word;        /* futex: 1 while the thread sleeps */
     int stop;                   /* atomic */
     unsigned generation;        /* atomic: bumped by quiesce() */
@@ -131,6 +135,7 @@ typedef struct {
     size_t root_length[MAX_ROOTS];
     char *root_path[MAX_ROOTS];
     uint64_t served_fast, served_denied, sent_slow, sleeps, waits, served_here;
+    uint64_t served_fd_table;   /* of served_fast: calls that changed the table */
     /* Direct spells (judge_window): while `direct`, the thread sleeps and every call
      * exits and is served by its vCPU's thread, until direct_until; spell_ns is the
      * next spell's length; spell_generation counts spells ended. */
@@ -299,22 +304,24 @@ static void gather(const struct iovec *pieces, int count, void *data) {
 }
 
 static int host_fd(Server *s, uint64_t value, int io, int *out) {
-    int32_t fd = as_int32(value);
-    if (fd < 0 || fd >= MAX_GUEST_FDS || !(s->fd_flags[fd] & FD_OPEN))
+    uint32_t flags;
+    const fd_slot *slot = s->fds != NULL ? fdstore_lookup(s->fds, as_int32(value), &flags) : NULL;
+    if (slot == NULL)
         return -1;
-    if (io && !(s->fd_flags[fd] & FD_IO_NEVER_BLOCKS))
+    if (io && !(flags & FDS_IO_NEVER_BLOCKS))
         return -1;
-    *out = s->host_fd[fd];
+    *out = slot->host;
     return 0;
 }
 
 /* A descriptor for I/O, and how its I/O is served (enum fd_flag's FD_IO_ bits). */
 static int io_fd(Server *s, uint64_t value, int *out, int *kind) {
-    int32_t fd = as_int32(value);
-    if (fd < 0 || fd >= MAX_GUEST_FDS || !(s->fd_flags[fd] & FD_OPEN))
+    uint32_t flags;
+    const fd_slot *slot = s->fds != NULL ? fdstore_lookup(s->fds, as_int32(value), &flags) : NULL;
+    if (slot == NULL)
         return -1;
-    *kind = s->fd_flags[fd] & (FD_IO_NEVER_BLOCKS | FD_IO_NOWAIT);
-    *out = s->host_fd[fd];
+    *kind = (int)(flags & (FD_IO_NEVER_BLOCKS | FD_IO_NOWAIT));
+    *out = slot->host;
     return 0;
 }
 
@@ -575,7 +582,14 @@ static int call_fstat(Server *s, long nr, const uint64_t *a, int64_t *result) {
  * is not beneath any (or does not resolve): the VMM decides. Relative paths count
  * from the working directory (shared with the VMM); other directory descriptors
  * are left to the VMM. */
+static int open_beneath_how(Server *s, int dirfd, const char *path, uint64_t flags);
+
 static int open_beneath(Server *s, int dirfd, const char *path, int nofollow) {
+    return open_beneath_how(s, dirfd, path, O_PATH | O_CLOEXEC | (nofollow ? O_NOFOLLOW : 0));
+}
+
+/* open_beneath with the open's own flags (for an open served beneath the roots). */
+static int open_beneath_how(Server *s, int dirfd, const char *path, uint64_t flags) {
     static __thread char full[2 * PATH_MAX_BYTES + 2];
     const char *absolute = path;
     if (path[0] == '\0')
@@ -588,7 +602,7 @@ static int open_beneath(Server *s, int dirfd, const char *path, int nofollow) {
         absolute = full;
     }
     struct open_how how = {
-        .flags = O_PATH | O_CLOEXEC | (nofollow ? O_NOFOLLOW : 0),
+        .flags = flags,
         .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
     };
     for (int i = 0; i < s->nroots; i++) {
@@ -635,6 +649,13 @@ static int walk_reaches_proc(int dirfd, const char *path) {
     return in_proc;
 }
 
+/* Whether the path's last component is a symlink: a walk that failed through it
+ * may have failed in /proc (a planted link to /proc/self/fd/N names the VMM's). */
+static int ends_in_symlink(int dirfd, const char *path) {
+    struct stat st;
+    return fstatat(dirfd, path, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode);
+}
+
 /* The file a path names, opened O_PATH by the kernel's own walk, for a call the VMM
  * would forward as it is; -1 when the walk passes a magic link (/proc/PID/fd/N and
  * friends) or ends in /proc: the VMM's /proc is not the guest's, and the VMM judges
@@ -651,7 +672,8 @@ static int open_checked(int dirfd, const char *path, int nofollow, int *error) {
     int fd = (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
     if (fd < 0) {
         int failed = errno;
-        if (failed == ELOOP || failed == EXDEV || walk_reaches_proc(dirfd, path))
+        if (failed == ELOOP || failed == EXDEV || walk_reaches_proc(dirfd, path)
+            || (!nofollow && ends_in_symlink(dirfd, path)))
             return -1;                 /* a magic link, a loop, or /proc: the VMM decides */
         *error = failed;
         return -2;
@@ -873,6 +895,257 @@ static int call_futex(Server *s, long nr, const uint64_t *a, int64_t *result) {
     return -1;
 }
 
+/* -- the descriptor table's calls (close, dup*, fcntl, open*) ------------------------ */
+/* Served on the table the VMM uses (fdstore.h), only while this thread holds the
+ * process's lock: held, the VMM is at work on the process and serves the call. */
+
+static void count(uint64_t *counter);
+
+static int lock_table(Server *s) {
+    return s->fds != NULL && s->process_lock != NULL && proclock_try(s->process_lock);
+}
+
+static void unlock_table(Server *s) {
+    proclock_release(s->process_lock);
+}
+
+/* A host descriptor just cleared from the table is closed only once no other serve
+ * that may have looked it up is under way (the quiesce rule, less this serve's own
+ * registration: it holds the process's lock, so no quiesce of the VMM's runs, and
+ * the generation is still the one it registered in). */
+static void close_cleared(Server *s, int host, int64_t *result) {
+    int parity = (int)(__atomic_fetch_add(&s->generation, 1, __ATOMIC_SEQ_CST) & 1);
+    while (__atomic_load_n(&s->in_flight[parity], __ATOMIC_SEQ_CST) > 1)
+        __builtin_ia32_pause();
+    int64_t closed = raw(close(host));
+    if (result != NULL)
+        *result = closed;
+}
+
+static int call_close(Server *s, long nr, const uint64_t *a, int64_t *result) {
+    uint32_t flags;
+    int slow = 0;
+    (void)nr;
+    if (!lock_table(s))
+        return -1;
+    const fd_slot *slot = fdstore_lookup(s->fds, as_int32(a[0]), &flags);
+    if (slot == NULL)
+        *result = -EBADF;
+    else if (fdstore_held(s->fds, slot->host))
+        slow = 1;                   /* a blocked call uses it: the VMM closes it later */
+    else
+        close_cleared(s, fdstore_clear(s->fds, as_int32(a[0])), result);
+    unlock_table(s);
+    if (!slow)
+        count(&s->served_fd_table);
+    return slow ? -1 : 0;
+}
+
+/* A new host descriptor (close-on-exec, at or above the floor) for the file of
+ * `slot`, made the guest's `target` (replacing what it named), or, for target -1,
+ * the guest's lowest free number at or above `minimum`. -1: the VMM decides. */
+static int dup_slot(Server *s, const fd_slot *slot, uint32_t flags, int target, long minimum,
+                    int cloexec, int64_t *result) {
+    uint32_t replaced_flags;
+    const fd_slot *replaced = target >= 0 ? fdstore_lookup(s->fds, target, &replaced_flags) : NULL;
+    if (replaced != NULL && fdstore_held(s->fds, replaced->host))
+        return -1;
+    int host = fcntl(slot->host, F_DUPFD_CLOEXEC, FDSTORE_HOST_FLOOR);
+    if (host < 0)
+        return -1;
+    int fd = target >= 0 ? target : fdstore_lowest_free(s->fds, minimum);
+    if (fd < 0) {
+        close(host);
+        *result = -EMFILE;
+        return 0;
+    }
+    if (replaced != NULL)
+        close_cleared(s, fdstore_clear(s->fds, target), NULL);
+    uint32_t kept = (flags & FDS_IO_KINDS) | (cloexec ? FDS_CLOEXEC : 0);
+    if (fdstore_set(s->fds, fd, host, kept) < 0) {
+        close(host);
+        *result = -ENOMEM;
+        return 0;
+    }
+    *result = fd;
+    return 0;
+}
+
+/* dup, dup2, dup3 and fcntl's F_DUPFD/F_DUPFD_CLOEXEC on the locked table, with
+ * sys_file.py's checks in its order. 0: answered; -1: the VMM decides. */
+static int dup_locked(Server *s, long nr, const uint64_t *a, int cloexec, int64_t *result) {
+    uint32_t flags;
+    int old = as_int32(a[0]);
+    const fd_slot *slot = fdstore_lookup(s->fds, old, &flags);
+    int limit = __atomic_load_n(&s->fds->max_fds, __ATOMIC_ACQUIRE);
+    if (slot == NULL) {
+        *result = -EBADF;
+        return 0;
+    }
+    if (nr == SYS_fcntl) {
+        long minimum = (long)(uint32_t)a[2];       /* an unsigned int to Linux */
+        if (minimum >= limit) {
+            *result = -EINVAL;
+            return 0;
+        }
+        return dup_slot(s, slot, flags, -1, minimum, cloexec, result);
+    }
+    if (nr == SYS_dup)
+        return dup_slot(s, slot, flags, -1, 0, 0, result);
+    int target = as_int32(a[1]);
+    if (target < 0 || target >= limit || target == old) {
+        *result = target == old && target >= 0 && target < limit ? target : -EBADF;
+        return 0;
+    }
+    return dup_slot(s, slot, flags, target, 0, cloexec, result);
+}
+
+static int call_dup(Server *s, long nr, const uint64_t *a, int64_t *result) {
+    int cloexec = 0;
+    if (nr == SYS_dup3) {
+        if (((uint32_t)a[2] & ~(uint32_t)O_CLOEXEC) || as_int32(a[0]) == as_int32(a[1])) {
+            *result = -EINVAL;
+            return 0;
+        }
+        cloexec = (a[2] & O_CLOEXEC) != 0;
+    } else if (nr == SYS_fcntl) {
+        cloexec = as_int32(a[1]) == F_DUPFD_CLOEXEC;
+    }
+    if (!lock_table(s))
+        return -1;
+    int answered = dup_locked(s, nr, a, cloexec, result) == 0;
+    unlock_table(s);
+    if (answered)
+        count(&s->served_fd_table);
+    return answered ? 0 : -1;
+}
+
+/* fcntl: the descriptor flag and the dups on the table, F_GETFL forwarded as the
+ * VMM forwards it; other commands go to the VMM. */
+static int call_fcntl(Server *s, long nr, const uint64_t *a, int64_t *result) {
+    int cmd = as_int32(a[1]), host;
+    uint32_t flags;
+    if (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)
+        return call_dup(s, nr, a, result);
+    if (cmd == F_GETFL) {
+        if (host_fd(s, a[0], 0, &host) < 0)
+            return -1;
+        *result = raw(fcntl(host, F_GETFL));
+        return 0;
+    }
+    if (cmd != F_GETFD && cmd != F_SETFD)
+        return -1;
+    if (cmd == F_GETFD) {
+        if (s->fds == NULL)
+            return -1;
+        const fd_slot *slot = fdstore_lookup(s->fds, as_int32(a[0]), &flags);
+        *result = slot == NULL ? -EBADF : (flags & FDS_CLOEXEC ? FD_CLOEXEC : 0);
+        return 0;
+    }
+    if (!lock_table(s))
+        return -1;
+    if (fdstore_lookup(s->fds, as_int32(a[0]), &flags) == NULL) {
+        *result = -EBADF;
+    } else {
+        fdstore_set_cloexec(s->fds, as_int32(a[0]), (a[2] & FD_CLOEXEC) != 0);
+        *result = 0;
+    }
+    unlock_table(s);
+    count(&s->served_fd_table);
+    return 0;
+}
+
+/* The file a non-creating open names, opened as the VMM would open it, when it is a
+ * regular file or a directory outside /proc (other files may block in open, or are
+ * answered by the VMM): the walk is checked first on an O_PATH descriptor, then the
+ * open's own descriptor must be the same file. Returns the descriptor, -1 (the VMM
+ * decides) or -2 with *error (the call's answer). */
+static int open_plain_file(Server *s, int beneath, int dirfd, const char *path, int flags,
+                           int *error) {
+    struct stat checked, opened;
+    int held = beneath ? open_beneath(s, dirfd, path, flags & O_NOFOLLOW)
+                       : open_checked(dirfd, path, flags & O_NOFOLLOW, error);
+    if (held < 0)
+        return held;
+    int usable = fstat(held, &checked) == 0
+                 && (S_ISREG(checked.st_mode) || S_ISDIR(checked.st_mode));
+    close(held);
+    if (!usable)
+        return -1;
+    /* O_NONBLOCK: a lease or a swapped-in FIFO must not make this thread wait. */
+    int fd = beneath ? open_beneath_how(s, dirfd, path, (uint64_t)(flags | O_CLOEXEC | O_NONBLOCK))
+                     : (int)syscall(SYS_openat, dirfd, path, flags | O_CLOEXEC | O_NONBLOCK, 0);
+    if (fd < 0) {
+        if (beneath || errno == EAGAIN || errno == ELOOP)
+            return -1;
+        *error = errno;
+        return -2;
+    }
+    if (fstat(fd, &opened) < 0 || opened.st_dev != checked.st_dev
+        || opened.st_ino != checked.st_ino
+        || (!(flags & O_NONBLOCK) && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0)) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* The open flags a gate's BENEATH rule lets through here: reading only (the rule
+ * promises no more), and nothing openat2 would refuse that openat ignores. */
+#define BENEATH_OPEN_FLAGS (O_NONBLOCK | O_CLOEXEC | O_DIRECTORY | O_NOFOLLOW | O_LARGEFILE \
+                            | O_NOCTTY)
+
+/* open, openat: where the VMM only forwards (no /proc or /dev path, nothing
+ * created), the file opened here and installed in the table as the VMM's adopt_fd
+ * installs it: at the lowest free number, above the host floor, close-on-exec.
+ * Under a BENEATH rule only reading opens, of files beneath a root (as the kernel
+ * resolves them from the root's descriptor); anything else goes to the gate. */
+static int call_open(Server *s, long nr, const uint64_t *a, int64_t *result) {
+    char path[PATH_MAX_BYTES];
+    int dirfd = AT_FDCWD_VALUE, error = 0;
+    uint64_t path_arg = a[0];
+    int flags = as_int32(a[1]);
+    if (nr == SYS_openat) {
+        if (dir_fd(s, a[0], &dirfd) < 0)
+            return -1;
+        path_arg = a[1];
+        flags = as_int32(a[2]);
+    }
+    int creates = (flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE;  /* O_TMPFILE has O_DIRECTORY's bit */
+    int beneath = s->action[nr] == ACTION_BENEATH;
+    if (beneath && (flags & ~BENEATH_OPEN_FLAGS) != O_RDONLY)
+        return -1;
+    if (creates || s->fds == NULL || read_path(s, path_arg, path) < 0)
+        return -1;
+    int opened = open_plain_file(s, beneath, dirfd, path, flags, &error);
+    if (opened == -2) {
+        *result = -error;
+        return 0;
+    }
+    if (opened < 0)
+        return -1;
+    int host = opened >= FDSTORE_HOST_FLOOR ? opened
+                                            : fcntl(opened, F_DUPFD_CLOEXEC, FDSTORE_HOST_FLOOR);
+    if (host != opened)
+        close(opened);
+    if (host < 0 || !lock_table(s)) {
+        if (host >= 0)
+            close(host);
+        return -1;
+    }
+    int fd = fdstore_lowest_free(s->fds, 0);
+    uint32_t installed = FDS_IO_NEVER_BLOCKS | (flags & O_CLOEXEC ? FDS_CLOEXEC : 0);
+    if (fd < 0 || fdstore_set(s->fds, fd, host, installed) < 0) {
+        close(host);
+        *result = -EMFILE;
+    } else {
+        *result = fd;
+    }
+    unlock_table(s);
+    count(&s->served_fd_table);
+    return 0;
+}
+
 struct fast_entry {
     long nr;
     fast_call call;
@@ -893,6 +1166,8 @@ static const struct fast_entry FAST_CALLS[] = {
     {SYS_getdents64, call_getdents64}, {SYS_clock_gettime, call_clock_gettime},
     {SYS_time, call_time}, {SYS_fsync, call_fd_only}, {SYS_fdatasync, call_fd_only},
     {SYS_fadvise64, call_fd_only}, {SYS_futex, call_futex},
+    {SYS_close, call_close}, {SYS_dup, call_dup}, {SYS_dup2, call_dup}, {SYS_dup3, call_dup},
+    {SYS_fcntl, call_fcntl}, {SYS_open, call_open}, {SYS_openat, call_open},
 };
 #define N_FAST_CALLS (sizeof FAST_CALLS / sizeof FAST_CALLS[0])
 
@@ -901,7 +1176,8 @@ static fast_call CALL_TABLE[NR_CALLS];
 /* The calls that can be served only beneath the roots (their path is the only
  * thing a policy checks, for reading). */
 static int takes_beneath(unsigned nr) {
-    return nr == SYS_stat || nr == SYS_lstat || nr == SYS_newfstatat || nr == SYS_statx;
+    return nr == SYS_stat || nr == SYS_lstat || nr == SYS_newfstatat || nr == SYS_statx
+        || nr == SYS_open || nr == SYS_openat;
 }
 
 /* -- serving ------------------------------------------------------------------------- */
@@ -1517,24 +1793,6 @@ static PyObject *Server_set_roots(Server *s, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
-static PyObject *Server_set_fd(Server *s, PyObject *args) {
-    static const uint8_t IO_FLAGS[] = {
-        [IO_MAY_BLOCK] = 0, [IO_NEVER_BLOCKS] = FD_IO_NEVER_BLOCKS,
-        [IO_PIPE] = FD_IO_PIPE, [IO_SOCKET] = FD_IO_SOCKET};
-    int guest, host, io;
-    if (!PyArg_ParseTuple(args, "iii", &guest, &host, &io))
-        return NULL;
-    if (io < IO_MAY_BLOCK || io > IO_SOCKET) {
-        PyErr_SetString(PyExc_ValueError, "unknown I/O kind");
-        return NULL;
-    }
-    if (guest < 0 || guest >= MAX_GUEST_FDS)
-        Py_RETURN_NONE;   /* beyond the mirror: calls on it take the VMM's path */
-    s->host_fd[guest] = host;
-    s->fd_flags[guest] = FD_OPEN | IO_FLAGS[io];
-    Py_RETURN_NONE;
-}
-
 /* carried_write(slot, nr, fd, buffer, count): the bytes a write of the ring's
  * last request already moved, when it was handed to the VMM with the rest to
  * write (call_rw_nowait) and is the call (number and arguments) the VMM now
@@ -1560,14 +1818,19 @@ static PyObject *Server_carried_write(Server *s, PyObject *args) {
     return PyLong_FromLongLong(moved);
 }
 
-static PyObject *Server_clear_fd(Server *s, PyObject *arg) {
-    long guest = PyLong_AsLong(arg);
-    if (guest == -1 && PyErr_Occurred())
+/* set_table(store, lock_address): the table the calls on descriptors use. */
+static PyObject *Server_set_table(Server *s, PyObject *args) {
+    PyObject *store;
+    unsigned long long lock = 0;
+    if (!PyArg_ParseTuple(args, "O!|K", &FdStoreType, &store, &lock))
         return NULL;
-    if (guest >= 0 && guest < MAX_GUEST_FDS) {
-        s->fd_flags[guest] = 0;
-        s->host_fd[guest] = -1;
+    if (s->running) {
+        PyErr_SetString(PyExc_RuntimeError, "the server thread is running");
+        return NULL;
     }
+    Py_INCREF(store);
+    Py_XSETREF(s->fds, (FdStore *)store);
+    s->process_lock = (uint32_t *)(uintptr_t)lock;
     Py_RETURN_NONE;
 }
 
@@ -1596,7 +1859,8 @@ static PyObject *Server_set_force_slow(Server *s, PyObject *args) {
 }
 
 static PyObject *Server_stats(Server *s, PyObject *unused) {
-    return Py_BuildValue("{sKsKsKsKsKsKsKsK}", "fast", (unsigned long long)s->served_fast,
+    return Py_BuildValue("{sKsKsKsKsKsKsKsKsK}", "fast", (unsigned long long)s->served_fast,
+                         "fd_table", (unsigned long long)s->served_fd_table,
                          "vmm", (unsigned long long)s->served_vmm,
                          "denied", (unsigned long long)s->served_denied,
                          "slow", (unsigned long long)s->sent_slow,
@@ -1610,6 +1874,7 @@ static void Server_dealloc(Server *s) {
     stop_thread(s);
     forget_roots(s);
     Py_CLEAR(s->vmm_capsule);
+    Py_CLEAR(s->fds);
     pthread_mutex_destroy(&s->vmm_lock);
     Py_TYPE(s)->tp_free((PyObject *)s);
 }
@@ -1617,8 +1882,6 @@ static void Server_dealloc(Server *s) {
 static PyObject *Server_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     Server *s = (Server *)type->tp_alloc(type, 0);
     if (s != NULL) {
-        for (int i = 0; i < MAX_GUEST_FDS; i++)
-            s->host_fd[i] = -1;
         pthread_mutex_init(&s->vmm_lock, NULL);
     }
     return (PyObject *)s;
@@ -1648,10 +1911,9 @@ static PyMethodDef Server_methods[] = {
     {"carried_write", (PyCFunction)Server_carried_write, METH_VARARGS,
      "carried_write(slot, nr, fd, buffer, count): bytes a write handed to the VMM "
      "has moved already (0: none)."},
-    {"set_fd", (PyCFunction)Server_set_fd, METH_VARARGS,
-     "set_fd(guest, host, io_kind): mirror one descriptor (io_kind: IO_MAY_BLOCK, "
-     "IO_NEVER_BLOCKS, IO_PIPE or IO_SOCKET)."},
-    {"clear_fd", (PyCFunction)Server_clear_fd, METH_O, "Forget a guest descriptor."},
+    {"set_table", (PyCFunction)Server_set_table, METH_VARARGS,
+     "set_table(store, lock_address): the guest's descriptor table (FdStore) and the "
+     "process's lock its writers hold (0: the table is changed by the VMM only)."},
     {"set_cr3", (PyCFunction)Server_set_cr3, METH_O, "The address space to translate in."},
     {"set_force_slow", (PyCFunction)Server_set_force_slow, METH_VARARGS,
      "set_force_slow(slot, value): while true the slot's calls take the VMM's path "
@@ -1699,7 +1961,7 @@ static int fastpath_exec(PyObject *module) {
         Py_XDECREF(beneath);
         return -1;
     }
-    if (PyType_Ready(&ServerType) < 0)
+    if (PyType_Ready(&ServerType) < 0 || fdstore_register(module) < 0)
         return -1;
     Py_INCREF(&ServerType);
     if (PyModule_AddObject(module, "Server", (PyObject *)&ServerType) < 0

@@ -46,7 +46,7 @@ def test_clocks_and_data_pages_as_natively(compiled, link, syscall_path):
     assert b"vdso: yes" in dune.stdout
 
 
-@pytest.mark.parametrize("link", ["static", "dynamic"])
+@pytest.mark.parametrize("link", ["dynamic"])
 def test_clock_reads_make_no_system_call(compiled, link, syscall_path):
     if not _software_kvm():
         pytest.skip("the guest gets a vDSO only where its rdtsc is the host's (software KVM)")

@@ -58,7 +58,7 @@ from collections import Counter
 from typing import Callable, Iterator
 
 from ..linux.abi import Errno, ProtFlags
-from ..linux.mm import HUGE_PAGES, Vma, perm_for
+from ..linux.mm import Vma, perm_for
 from ..machine import PFError, layout
 from ..machine.boot import user_syscall_page
 from ..memory import PAGE_SIZE, AddressSpace, GuestFault, OutOfGuestMemory, Perm, WRITE
@@ -289,7 +289,7 @@ class DuneVm:
             self.native.close()
         if self.mm.observer is self:
             self.mm.observer = None
-            self.mm.huge_pages = HUGE_PAGES
+            self.mm.huge_pages = self.mm.thp.may_map_huge
         with self.space.batch():
             if not self.space.closed:
                 for address in self._aliases:

@@ -24,7 +24,7 @@ from ..memory.guest_memory import SharedRegion
 from ..memory.pagetable import ADDRESS_MASK, HUGE_ADDRESS_MASK
 from ..machine import PFError, layout
 from . import aslr, residency
-from .thp import HOST_POLICY, HUGE_PAGES_VARIABLE, HugeAdvice, HugePageChoice, ThpPolicy
+from .thp import HUGE_PAGES_VARIABLE, HugeAdvice, HugePageChoice, ThpPolicy
 from .abi import (MAP_TYPE, Errno, MadviseAdvice, MapFlags, MapType, MremapFlags, MsyncFlags,
                   ProtFlags)
 
@@ -33,12 +33,6 @@ EAGER_MAP_LIMIT = 64 << 20
 #: A fault in big anonymous memory maps this much around it (4 KiB pages) while the
 #: block still fits under the guest's memory limit.
 FAULT_BLOCK = 256 << 10
-#: Whether a fault may map a whole 2 MiB block with one 2 MiB page (where the block
-#: lies inside an anonymous VMA and has no page table yet), as Linux's transparent
-#: huge pages do: where thp.py's rules say Linux would here (the host's mode,
-#: MADV_HUGEPAGE / MADV_NOHUGEPAGE, PR_SET_THP_DISABLE), so that pagemap, smaps and
-#: RSS show what Linux shows; KVMDUNE_HUGE_PAGES=0 never, =1 wherever one fits.
-HUGE_PAGES = HOST_POLICY.may_map_huge
 #: Frames a block leaves free for the page tables that map it (and the next block's):
 #: a table frame missing at the limit would kill the process one fault early.
 FAULT_BLOCK_TABLE_RESERVE = 4 * PAGE_SIZE
@@ -152,10 +146,14 @@ class MemoryMap:
         #: Their stubs' mappings (sitepatch.StubMapping), unmapped with their code.
         self.site_stubs: list = []
         self.brk_start = self.brk = 0
-        #: Whether demand paging may map 2 MiB pages at all (HUGE_PAGES; the Dune
-        #: API's roots turn it off), and where (``thp``'s rules).
-        self.huge_pages = HUGE_PAGES
-        self.thp: ThpPolicy = HOST_POLICY
+        #: Where a fault may map a whole 2 MiB block with one 2 MiB page (the block
+        #: inside an anonymous VMA, with no page table yet), as Linux's transparent
+        #: huge pages do: where thp.py's rules say Linux would here (the host's mode,
+        #: MADV_HUGEPAGE / MADV_NOHUGEPAGE, PR_SET_THP_DISABLE), so that pagemap, smaps
+        #: and RSS show what Linux shows; KVMDUNE_HUGE_PAGES=0 never, =1 wherever one
+        #: fits. ``huge_pages``: whether at all (the Dune API's roots turn it off).
+        self.thp: ThpPolicy = ThpPolicy.current()
+        self.huge_pages = self.thp.may_map_huge
         #: prctl(PR_SET_THP_DISABLE): 0, or 1 | PR_THP_DISABLE_EXCEPT_ADVISED's bit
         #: (kept across fork and execve, as Linux's MMF_DISABLE_THP).
         self.thp_disabled = 0

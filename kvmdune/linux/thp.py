@@ -99,6 +99,13 @@ class ThpPolicy:
     def for_host(cls) -> "ThpPolicy":
         return cls(read_host_mode(), huge_page_choice())
 
+    @classmethod
+    def current(cls) -> "ThpPolicy":
+        """The rules for a process starting now: the host's mode as this VMM read it,
+        KVMDUNE_HUGE_PAGES as the environment says now (a resident server's worker
+        takes the client's environment after the server read the mode)."""
+        return cls(HOST_POLICY.mode, huge_page_choice())
+
     @property
     def may_map_huge(self) -> bool:
         """Whether any mapping of any process could get a 2 MiB page."""

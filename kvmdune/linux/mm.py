@@ -31,7 +31,13 @@ from .abi import (MAP_TYPE, Errno, MadviseAdvice, MapFlags, MapType, MremapFlags
 #: Mappings up to this size are backed at once; larger ones on first touch.
 EAGER_MAP_LIMIT = 64 << 20
 #: A fault in big anonymous memory maps this much around it (4 KiB pages) while the
-#: block still fits under the guest's memory limit.
+#: block still fits under the guest's memory limit (a fault that continues a filling
+#: maps the rest of its 2 MiB region: ``_fault_run_end``). This spares guest #PFs
+#: only: software KVM still takes one shadow-MMU fault per 4 KiB page on its first
+#: touch, since it prefetches the neighbours of a fault only from guest entries with
+#: the accessed bit set (and makes them writable only with the dirty bit set), and
+#: setting those bits ahead would erase the per-page record of what the guest
+#: touched, which pagemap, mincore, smaps and RSS are read from (residency.py).
 FAULT_BLOCK = 256 << 10
 #: Frames a block leaves free for the page tables that map it (and the next block's):
 #: a table frame missing at the limit would kill the process one fault early.

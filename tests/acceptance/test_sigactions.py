@@ -11,7 +11,6 @@ under the sandbox too."""
 from __future__ import annotations
 
 import pathlib
-import re
 import shutil
 import subprocess
 import sys
@@ -19,13 +18,12 @@ import tempfile
 
 import pytest
 
-from .conftest import run_native, vmm_env
+from .conftest import run_native, assert_served_natively, vmm_env
 
 pytestmark = pytest.mark.kvm
 #: Also run with patched call sites (conftest.py).
 PATCHED_PATH = True
 
-SERVED = re.compile(rb"(\d+) served natively, .*?; (\d+) calls reached the VMM in all")
 ROUNDS = 1000
 #: rt_sigaction calls in one round of ``sigactions loop``: a query, a change that
 #: installs a handler, a change back to SIG_DFL (SIGUSR1's default is not to ignore).
@@ -59,13 +57,6 @@ def test_sigaction_edges_and_delivery_match_native(compiled, tmp_path, link):
     assert b"a handler ran" not in dune.stdout
 
 
-def _served(stderr: bytes) -> tuple[int, int]:
-    found = SERVED.search(stderr)
-    assert found, stderr.decode(errors="replace")[-2000:]
-    native, reached_vmm = (int(n) for n in found.groups())
-    return native, reached_vmm
-
-
 @pytest.fixture
 def reachable_program(compiled):
     """The program where the sandbox's user (nobody) can run it (pytest's temporary
@@ -89,10 +80,4 @@ def test_rt_sigaction_is_served_natively(reachable_program, syscall_path, vmm):
     assert dune.stdout == f"{ROUNDS} rounds, handler ran 1 time(s)\n".encode(), \
         dune.stderr.decode(errors="replace")[-2000:]
     assert dune.returncode == 0
-    if syscall_path == "slow":
-        assert b"the fast path is off" in dune.stderr
-        return
-    native, reached_vmm = _served(dune.stderr)
-    # All but a few (the VMM at work on the process holds its lock) natively.
-    assert native >= ROUNDS * CALLS_PER_ROUND * 9 // 10
-    assert reached_vmm < ROUNDS // 4
+    assert_served_natively(dune.stderr, ROUNDS * CALLS_PER_ROUND, syscall_path)

@@ -44,11 +44,13 @@
 #include <string.h>
 #include <linux/magic.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1090,6 +1092,30 @@ static int call_rt_sigaction(Server *s, long nr, const uint64_t *a, int64_t *res
     return slow ? -1 : 0;
 }
 
+/* -- ioctl: a terminal query on what is no terminal ------------------------------------ */
+
+/* TCGETS and TIOCGWINSZ (isatty, stdio's buffering choice) on a file, pipe or socket:
+ * the host's ENOTTY, asked on its descriptor (the queries change nothing, and Linux
+ * never reads the argument before it refuses them). A terminal, a descriptor whose
+ * I/O the VMM serves, any other answer or request: the VMM (sys_file.py's sys_ioctl,
+ * whose first check, EBADF, is the one made here). */
+static int call_ioctl(Server *s, long nr, const uint64_t *a, int64_t *result) {
+    uint32_t request = (uint32_t)a[1], flags;
+    union { struct termios terminal; struct winsize window; } answer;
+    (void)nr;
+    if (s->fds == NULL || (request != TCGETS && request != TIOCGWINSZ))
+        return -1;
+    const fd_slot *slot = fdstore_lookup(s->fds, as_int32(a[0]), &flags);
+    if (slot == NULL) {
+        *result = -EBADF;
+        return 0;
+    }
+    if (!(flags & FDS_IO_KINDS) || ioctl(slot->host, request, &answer) == 0 || errno != ENOTTY)
+        return -1;
+    *result = -ENOTTY;
+    return 0;
+}
+
 /* The file a non-creating open names, opened as the VMM would open it, when it is a
  * regular file or a directory outside /proc (other files may block in open, or are
  * answered by the VMM): the walk is checked first on an O_PATH descriptor, then the
@@ -1203,7 +1229,7 @@ static const struct fast_entry FAST_CALLS[] = {
     {SYS_fadvise64, call_fd_only}, {SYS_futex, call_futex},
     {SYS_close, call_close}, {SYS_dup, call_dup}, {SYS_dup2, call_dup}, {SYS_dup3, call_dup},
     {SYS_fcntl, call_fcntl}, {SYS_open, call_open}, {SYS_openat, call_open},
-    {SYS_rt_sigaction, call_rt_sigaction},
+    {SYS_rt_sigaction, call_rt_sigaction}, {SYS_ioctl, call_ioctl},
 };
 #define N_FAST_CALLS (sizeof FAST_CALLS / sizeof FAST_CALLS[0])
 

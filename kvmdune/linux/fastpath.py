@@ -11,7 +11,8 @@ A call is fast when
    read/write/readv/writev/pread64/pwrite64/lseek/fstat, sendto/recvfrom without an
    address, epoll_wait/epoll_pwait (what is ready now), the stat and access families,
    getdents64, fsync/fdatasync/fadvise64, clock_gettime and time, close, dup,
-   dup2, dup3, fcntl, open and openat);
+   dup2, dup3, fcntl, open, openat, rt_sigaction, and ioctl's TCGETS/TIOCGWINSZ on
+   what is no terminal);
 2. Python would only forward it to the host (no emulation in a handler); and
 3. the gate (the sandbox's policy) allows it by its number alone — or, for the
    stat family, wherever its path resolves beneath one of the gate's read roots,
@@ -62,9 +63,12 @@ THREAD_STATE_CALLS = frozenset({
 #: Calls Python emulates whose native server gives the same answer or hands them
 #: back: futex (private wakes, and waits whose word already differs; see fastpath.c);
 #: epoll_pwait without a signal mask (Python's forwards it as epoll_wait would be);
-#: and the descriptor table's own calls (on the same table, under the same lock).
+#: the descriptor table's own calls (on the same table, under the same lock); and
+#: rt_sigaction (on the dispositions' native store, under the same lock; an action
+#: that ignores the signal is handed back: the VMM drops what is pending); and ioctl
+#: (only TCGETS/TIOCGWINSZ answered ENOTTY on what is no terminal, the rest handed back).
 NATIVE_EMULATIONS = frozenset({"futex", "epoll_pwait", "close", "dup", "dup2", "dup3",
-                               "fcntl"})
+                               "fcntl", "rt_sigaction", "ioctl"})
 #: Writes the native server may hand over with part of them done (continue_write).
 _CONTINUED_WRITES = frozenset({Sysno.write, Sysno.writev, Sysno.sendto})
 _IOVEC = struct.Struct("<QQ")
@@ -148,6 +152,7 @@ class FastPath:
         self._root_fds = open_roots(rules)
         self.server.set_roots(self._root_fds)
         self.server.set_table(proc.fds.store, _lock_address(proc))
+        self.server.set_dispositions(proc.sighand.actions.store)
         # A descriptor the VMM closes is not reused while a serve may still use it.
         proc.fds.quiesce = self.server.quiesce
         if proc.space is not None:

@@ -44,11 +44,13 @@
 #include <string.h>
 #include <linux/magic.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -56,6 +58,7 @@
 #include "call_wait.h"
 #include "fdstore.h"
 #include "proclock.h"
+#include "sigstore.h"
 #include "vmm_calls.h"
 
 #define NR_CALLS 512
@@ -123,6 +126,8 @@ typedef struct {
      * the process's lock that its writers hold (NULL: nothing changes it here). */
     FdStore *fds;
     uint32_t *process_lock;
+    /* The guest's signal dispositions (sigstore.h), changed under the same lock. */
+    SigActions *sigactions;
     uint32_t sleep_word;        /* futex: 1 while the thread sleeps */
     int stop;                   /* atomic */
     unsigned generation;        /* atomic: bumped by quiesce() */
@@ -1055,6 +1060,62 @@ static int call_fcntl(Server *s, long nr, const uint64_t *a, int64_t *result) {
     return 0;
 }
 
+/* -- rt_sigaction on the dispositions the VMM delivers with (sigstore.h) ------------- */
+
+#define SIGSET_BYTES 8
+
+/* signals.py's sys_rt_sigaction in its (Linux's) order. A pointer that does not
+ * translate goes to the VMM before anything changed (it pages in, or answers EFAULT),
+ * as does a new action that ignores the signal (pending ones are dropped there). */
+static int call_rt_sigaction(Server *s, long nr, const uint64_t *a, int64_t *result) {
+    struct iovec act_pieces[2], old_pieces[2];
+    int act_count = 0, old_count = 0;
+    kernel_sigaction act, old;
+    (void)nr;
+    if (a[3] != SIGSET_BYTES) {
+        *result = -EINVAL;
+        return 0;
+    }
+    if (s->sigactions == NULL
+        || (a[1] && (act_count = translate(s, a[1], sizeof act, 0, act_pieces)) < 0)
+        || (a[2] && (old_count = translate(s, a[2], sizeof old, 1, old_pieces)) < 0))
+        return -1;
+    if (a[1])
+        gather(act_pieces, act_count, &act);
+    if (!lock_table(s))
+        return -1;
+    int slow = sigstore_sigaction(s->sigactions, (long)as_int32(a[0]), a[1] ? &act : NULL,
+                                  a[2] ? &old : NULL, result) != 0;
+    unlock_table(s);
+    if (!slow && *result == 0 && a[2])
+        scatter(old_pieces, old_count, &old, sizeof old);
+    return slow ? -1 : 0;
+}
+
+/* -- ioctl: a terminal query on what is no terminal ------------------------------------ */
+
+/* TCGETS and TIOCGWINSZ (isatty, stdio's buffering choice) on a file, pipe or socket:
+ * the host's ENOTTY, asked on its descriptor (the queries change nothing, and Linux
+ * never reads the argument before it refuses them). A terminal, a descriptor whose
+ * I/O the VMM serves, any other answer or request: the VMM (sys_file.py's sys_ioctl,
+ * whose first check, EBADF, is the one made here). */
+static int call_ioctl(Server *s, long nr, const uint64_t *a, int64_t *result) {
+    uint32_t request = (uint32_t)a[1], flags;
+    union { struct termios terminal; struct winsize window; } answer;
+    (void)nr;
+    if (s->fds == NULL || (request != TCGETS && request != TIOCGWINSZ))
+        return -1;
+    const fd_slot *slot = fdstore_lookup(s->fds, as_int32(a[0]), &flags);
+    if (slot == NULL) {
+        *result = -EBADF;
+        return 0;
+    }
+    if (!(flags & FDS_IO_KINDS) || ioctl(slot->host, request, &answer) == 0 || errno != ENOTTY)
+        return -1;
+    *result = -ENOTTY;
+    return 0;
+}
+
 /* The file a non-creating open names, opened as the VMM would open it, when it is a
  * regular file or a directory outside /proc (other files may block in open, or are
  * answered by the VMM): the walk is checked first on an O_PATH descriptor, then the
@@ -1168,6 +1229,7 @@ static const struct fast_entry FAST_CALLS[] = {
     {SYS_fadvise64, call_fd_only}, {SYS_futex, call_futex},
     {SYS_close, call_close}, {SYS_dup, call_dup}, {SYS_dup2, call_dup}, {SYS_dup3, call_dup},
     {SYS_fcntl, call_fcntl}, {SYS_open, call_open}, {SYS_openat, call_open},
+    {SYS_rt_sigaction, call_rt_sigaction}, {SYS_ioctl, call_ioctl},
 };
 #define N_FAST_CALLS (sizeof FAST_CALLS / sizeof FAST_CALLS[0])
 
@@ -1847,6 +1909,20 @@ static PyObject *Server_set_table(Server *s, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* set_dispositions(store): the guest's signal dispositions rt_sigaction changes
+ * (SigActions), under the lock set_table named. */
+static PyObject *Server_set_dispositions(Server *s, PyObject *arg) {
+    if (!PyObject_TypeCheck(arg, &SigActionsType))
+        return PyErr_Format(PyExc_TypeError, "a SigActions is needed");
+    if (s->running) {
+        PyErr_SetString(PyExc_RuntimeError, "the server thread is running");
+        return NULL;
+    }
+    Py_INCREF(arg);
+    Py_XSETREF(s->sigactions, (SigActions *)arg);
+    Py_RETURN_NONE;
+}
+
 static PyObject *Server_set_cr3(Server *s, PyObject *arg) {
     unsigned long long cr3 = PyLong_AsUnsignedLongLong(arg);
     if (PyErr_Occurred())
@@ -1888,6 +1964,7 @@ static void Server_dealloc(Server *s) {
     forget_roots(s);
     Py_CLEAR(s->vmm_capsule);
     Py_CLEAR(s->fds);
+    Py_CLEAR(s->sigactions);
     pthread_mutex_destroy(&s->vmm_lock);
     Py_TYPE(s)->tp_free((PyObject *)s);
 }
@@ -1927,6 +2004,9 @@ static PyMethodDef Server_methods[] = {
     {"set_table", (PyCFunction)Server_set_table, METH_VARARGS,
      "set_table(store, lock_address): the guest's descriptor table (FdStore) and the "
      "process's lock its writers hold (0: the table is changed by the VMM only)."},
+    {"set_dispositions", (PyCFunction)Server_set_dispositions, METH_O,
+     "set_dispositions(store): the guest's signal dispositions (SigActions) that "
+     "rt_sigaction changes, under set_table's lock."},
     {"set_cr3", (PyCFunction)Server_set_cr3, METH_O, "The address space to translate in."},
     {"set_force_slow", (PyCFunction)Server_set_force_slow, METH_VARARGS,
      "set_force_slow(slot, value): while true the slot's calls take the VMM's path "
@@ -1974,7 +2054,8 @@ static int fastpath_exec(PyObject *module) {
         Py_XDECREF(beneath);
         return -1;
     }
-    if (PyType_Ready(&ServerType) < 0 || fdstore_register(module) < 0)
+    if (PyType_Ready(&ServerType) < 0 || fdstore_register(module) < 0
+        || sigstore_register(module) < 0)
         return -1;
     Py_INCREF(&ServerType);
     if (PyModule_AddObject(module, "Server", (PyObject *)&ServerType) < 0

@@ -1237,6 +1237,7 @@ static void serve(Server *s, Ring *r, uint64_t seq) {
         args[i] = *RING64(r, CALLRING_ARG0 + 8 * i);
     int64_t result = 0;
     int slow = 1;
+    uint64_t *tally = NULL;     /* counted once the guest has its answer (a locked add) */
     if (nr - CALLRING_VMM_CALLS < KVMDUNE_VMM_CALL_OPS)   /* unregistered: it may quiesce */
         slow = serve_vmm_call(s, r, nr - CALLRING_VMM_CALLS, args, &result);
     int parity = enter_serving(s);
@@ -1244,23 +1245,24 @@ static void serve(Server *s, Ring *r, uint64_t seq) {
         if (s->action[nr] == ACTION_DENY) {
             result = -(int64_t)s->deny_errno[nr];
             slow = 0;
-            count(&s->served_denied);
+            tally = &s->served_denied;
         } else if ((s->action[nr] == ACTION_FAST || s->action[nr] == ACTION_BENEATH)
                    && CALL_TABLE[nr] != NULL) {
             slow = CALL_TABLE[nr](s, (long)nr, args, &result) != 0;
-            if (!slow)
-                count(&s->served_fast);
+            tally = &s->served_fast;
         }
     }
     leave_serving(s, parity);
     if (slow)
-        count(&s->sent_slow);
+        tally = &s->sent_slow;
     *RING64(r, CALLRING_RESULT) = (uint64_t)result;
     *RING32(r, CALLRING_DISPOSITION) = slow ? CALLRING_SLOW : CALLRING_DONE;
     __atomic_store_n((uint64_t *)RING64(r, CALLRING_RESPONSE_SEQ), seq, __ATOMIC_RELEASE);
     __atomic_fetch_add(&r->served_word, 1, __ATOMIC_RELEASE);
     if (__atomic_load_n(&r->vcpu_waiting, __ATOMIC_ACQUIRE))
         futex(&r->served_word, FUTEX_WAKE, 1, NULL);
+    if (tally != NULL)
+        count(tally);
 }
 
 static uint64_t pending_request(Ring *r) {

@@ -204,10 +204,11 @@ class FastPath:
         self._run_waits_natively(cpu)
 
     def _run_waits_natively(self, cpu) -> None:
-        """Give ``cpu`` a native run loop for the stub's waits, unless it has one (a
-        Dune process's upcall runner, which answers them too)."""
+        """Give ``cpu`` a native run loop for the stub's waits, unless it has one or
+        the process uses privileged features (the Dune API: its layer runs the vCPUs,
+        and its upcall runner answers the waits where it delivers natively)."""
         module = wait_runner_module()
-        if module is None or cpu.native_runner is not None:
+        if module is None or cpu.native_runner is not None or self.proc.privileged is not None:
             return
         memory = self.proc.machine.memory
         runner = module.WaitRunner(memory=memory.mapping.address, memory_size=memory.size,
@@ -222,6 +223,12 @@ class FastPath:
         self._waits_answered_natively += runner.stats()["waits"]
         if cpu.native_runner is runner:
             cpu.native_runner = None
+
+    def privileged_started(self) -> None:
+        """The process asked for privileged features: its vCPUs' run loops are its
+        layer's from now on (``_run_waits_natively``)."""
+        for cpu in list(self._wait_runners):
+            self._stop_running_waits(cpu)
 
     def detach_cpu(self, cpu) -> None:
         """``cpu`` goes back to the pool: its ring is no longer served."""

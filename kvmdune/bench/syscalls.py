@@ -106,6 +106,8 @@ STARTUP_TARGET = Target(seconds=0.050)
 #: Half native throughput: at most twice native's time for the same bytes.
 PIPE_TARGET = Target(native=2)
 PIPE_BLOCK = 64 * 1024
+#: The file the dd-to-a-file benchmark writes (in the inputs' ``out`` directory).
+DD_OUTPUT = "dd.out"
 
 
 @dataclass(frozen=True)
@@ -403,6 +405,11 @@ def prepare_inputs(directory: Path, sizes: Sizes, tag: str,
     os.mkdir(inputs["out"])
     subprocess.run(["chmod", "-R", "a+rX", str(directory)], check=True)
     os.chmod(inputs["out"], 0o777)
+    # Made here, writable by all: every way truncates it (a sandbox dropped to
+    # `nobody` could not open a file another way's run created).
+    target = Path(inputs["out"]) / DD_OUTPUT
+    target.touch()
+    target.chmod(0o666)
     return inputs
 
 
@@ -456,7 +463,7 @@ def run_syscalls_bench(samples: int = 3, quick: bool = False, with_slow_path: bo
                 (f"dd bs=512 of {_size(set_sizes.dd)} to /dev/null", [*dd, "of=/dev/null"],
                  reads),
                 (f"dd bs=512 of {_size(set_sizes.dd)} to a file",
-                 [*dd, f"of={inputs['out']}/dd.out"], reads),
+                 [*dd, f"of={inputs['out']}/{DD_OUTPUT}"], reads),
                 (f"find over {set_sizes.files} files",
                  [busybox, "find", inputs["tree"], "-name", "f05*"], reads),
                 (f"ls -lR of {LS_TREE}", [busybox, "ls", "-lR", LS_TREE],

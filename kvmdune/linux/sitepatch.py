@@ -210,8 +210,9 @@ def _worth_sweeping(data: bytes, sections) -> bool:
 
 def analyze_bytes(data: bytes) -> Analysis:
     """The sites of an ELF file's contents (``data``). Code without a single byte
-    pattern that could be a site (a dynamically linked program: its calls are in
-    libc), or more than MAX_SWEPT_BYTES of it, is not disassembled (gcc's 25 MB cc1
+    pattern of a MOV_IMM or XOR site (a dynamically linked program: its calls are in
+    libc; RELOCATED sites are found only in files swept for those), or more than
+    MAX_SWEPT_BYTES of it, is not disassembled (gcc's 25 MB cc1
     would take seconds): ``swept`` is then False, and no site or ``syscall``
     instruction counted."""
     if not _worth_sweeping(data, _sections(data)):
@@ -703,4 +704,4 @@ def in_site_stub(mm, address: int) -> bool:
 
 __all__ = ["Analysis", "ENVIRONMENT_VARIABLE", "Site", "SiteKind", "STUB_PROT",
            "StubMapping", "analyze", "analyze_bytes", "build_stub", "in_site_stub",
-           "patch_in_place", "patch_mapping", "prewarm", "release_stubs", "wanted"]
+           "patch_in_place", "patch_mapping", "prewarm", "relocatable", "release_stubs", "wanted"]

@@ -31,6 +31,13 @@ any call while a signal waits for the guest.
 
 ``KVMDUNE_FAST_SYSCALLS=0`` (or ``RunOptions(fast_syscalls=False)``) turns it off:
 every call then exits to the VMM, as before.
+
+When the guest gets no answer in its spin, it exits to wait (the call stub's wait
+target), and its vCPU's thread serves the call or waits for the answer. A vCPU
+without another native run loop (a Dune process's upcalls) gets one that answers
+those exits without Python (``native/waitrunner.c``: a wait through Python's run
+loop costs ~35 us on this machine, most of a loaded machine's per-call cost);
+``KVMDUNE_NATIVE_WAITS=0`` leaves them to Python.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from __future__ import annotations
 import os
 import struct
 
-from ..machine.layout import CALL_SLOTS
+from ..machine.layout import CALL_SLOTS, USER_CS, USER_DS
 from ..memory import READ, GuestFault
 from .gate import RuleKind
 from .host_unsafe import HostBuffer, host_syscall
@@ -46,6 +53,7 @@ from .routing import forwards_only
 from .syscall_table import SYSCALLS, Sysno
 
 ENVIRONMENT_VARIABLE = "KVMDUNE_FAST_SYSCALLS"
+NATIVE_WAITS_VARIABLE = "KVMDUNE_NATIVE_WAITS"
 #: set_force_slow's slot for every ring.
 ALL_SLOTS = -1
 #: How long the serving thread spins for the next call before it sleeps.
@@ -90,6 +98,20 @@ def native_module():
     except ImportError:
         return None
     return _fastpath
+
+
+def wait_runner_module():
+    """The native run loop that answers the stub's waits, or None (not built, or
+    turned off by KVMDUNE_NATIVE_WAITS=0)."""
+    if os.environ.get(NATIVE_WAITS_VARIABLE, "1").strip().lower() in ("0", "off", "no", "false"):
+        return None
+    try:
+        from . import _waitrunner
+    except ImportError:
+        return None
+    if (_waitrunner.USER_CS, _waitrunner.USER_DS) != (USER_CS, USER_DS):
+        raise ImportError("reentry.h's user selectors disagree with layout.py's")
+    return _waitrunner
 
 
 def plan(native, rules: dict | None) -> dict[int, tuple[int, int]]:
@@ -145,6 +167,8 @@ class FastPath:
         memory = machine.memory
         ring = machine.install_call_stub()
         self.native = native
+        self._wait_runners: dict = {}       # cpu -> the WaitRunner installed for it
+        self._waits_answered_natively = 0   # by runners since removed
         self.server = native.Server(ring.ring_host_address, memory.mapping.address,
                                     memory.size, int(SPIN_SECONDS * 1e9))
         for number, (action, errno) in plan(native, rules).items():
@@ -182,12 +206,41 @@ class FastPath:
         Python or from a native run loop (call_wait.h)."""
         cpu.call_wait = lambda: self.server.wait_response(cpu.index, WAIT_SLICE_SECONDS)
         cpu.native_call_wait = self.server.call_wait_capsule(cpu.index, WAIT_SLICE_SECONDS)
+        self._run_waits_natively(cpu)
+
+    def _run_waits_natively(self, cpu) -> None:
+        """Give ``cpu`` a native run loop for the stub's waits, unless it has one or
+        the process uses privileged features (the Dune API: its layer runs the vCPUs,
+        and its upcall runner answers the waits where it delivers natively)."""
+        module = wait_runner_module()
+        if module is None or cpu.native_runner is not None or self.proc.privileged is not None:
+            return
+        memory = self.proc.machine.memory
+        runner = module.WaitRunner(memory=memory.mapping.address, memory_size=memory.size,
+                                   **cpu.native_run_parameters())
+        cpu.native_runner = runner
+        self._wait_runners[cpu] = runner
+
+    def _stop_running_waits(self, cpu) -> None:
+        runner = self._wait_runners.pop(cpu, None)
+        if runner is None:
+            return
+        self._waits_answered_natively += runner.stats()["waits"]
+        if cpu.native_runner is runner:
+            cpu.native_runner = None
+
+    def privileged_started(self) -> None:
+        """The process asked for privileged features: its vCPUs' run loops are its
+        layer's from now on (``_run_waits_natively``)."""
+        for cpu in list(self._wait_runners):
+            self._stop_running_waits(cpu)
 
     def detach_cpu(self, cpu) -> None:
         """``cpu`` goes back to the pool: its ring is no longer served."""
         if cpu.index < CALL_SLOTS:
             self.server.remove_ring(cpu.index)
         cpu.call_wait = cpu.native_call_wait = None
+        self._stop_running_waits(cpu)
 
     # -- what the process tells it ---------------------------------------------------
     def address_space_changed(self, space) -> None:
@@ -268,12 +321,17 @@ class FastPath:
         """In a forked child: the serving thread was not copied, nor the other
         vCPUs; the calling one is the child's vCPU 0 (slot 0): start a thread here."""
         self.server.forget_thread()
+        self._wait_runners.clear()          # the parent's vCPUs (rebind dropped them)
+        self._waits_answered_natively = 0
         self._wait_here(self.proc.task.cpu)
         self.proc.machine.on_close(self.close)
         self.server.start()
 
     def stats(self) -> dict[str, int]:
-        return self.server.stats()
+        """The server's counters, and ``native_waits``: the stub's waits answered
+        by native run loops (of these vCPUs' ``waits``)."""
+        return self.server.stats() | {"native_waits": self._waits_answered_natively + sum(
+            runner.stats()["waits"] for runner in self._wait_runners.values())}
 
     def detach(self) -> None:
         """Stop serving for good: every vCPU's ``syscall`` exits to the VMM again."""
@@ -285,6 +343,7 @@ class FastPath:
         proc.machine.memory.quiesce = None
         for cpu in proc.machine.cpus:
             cpu.call_wait = cpu.native_call_wait = None
+            self._stop_running_waits(cpu)
         proc.machine.use_patched_sites(False)
         proc.machine.remove_call_stub()
 

@@ -490,6 +490,8 @@ class Process(Handler):
                 cpu.regs.rax = -Errno.ENOSYS & 0xFFFF_FFFF_FFFF_FFFF
                 return None
             self.privileged = self.privileged_factory(self)
+            if self.fast is not None:
+                self.fast.privileged_started()
         op = event.number - HYPERCALL_BASE
         try:
             result = self.privileged.hypercall(cpu, op, event.args)

@@ -347,7 +347,8 @@ def describe_call_stats(process: Process) -> str:
             f"changed the descriptor table; {process.vmm_calls} calls reached the VMM in "
             f"all; the serving thread slept "
             f"{stats['sleeps']} times; the guest exited to wait {stats['waits']} times "
-            f"({stats['served_by_vmm_thread']} calls then served by the VMM's thread, "
+            f"({stats['native_waits']} answered without Python, "
+            f"{stats['served_by_vmm_thread']} calls then served by the VMM's thread, "
             f"{stats['direct_spells']} spells without the thread); "
             f"{stats['vmm']} hypercalls served natively"
             + "".join(f", {count} {what}" for what, count in privileged_counts(process).items()))

@@ -14,9 +14,10 @@ pytestmark = pytest.mark.kvm
 #: Also run with patched call sites (conftest.py).
 PATCHED_PATH = True
 
-#: What the program prints to stderr: the first byte of its mov- and xor-sites.
-ORIGINAL_BYTES = b"site bytes: b8 31"
-PATCHED_BYTES = b"site bytes: e9 eb"
+#: What the program prints to stderr: the first byte of its mov-, xor- and relocated
+#: sites (``mov -8(%rsp),%r9``: 4c).
+ORIGINAL_BYTES = b"site bytes: b8 31 4c"
+PATCHED_BYTES = b"site bytes: e9 eb e9"
 
 
 @pytest.mark.parametrize("link", LINKS)

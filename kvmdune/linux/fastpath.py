@@ -9,7 +9,8 @@ itself (close, dup*, fcntl's descriptor commands, opens) holding the process's l
 A call is fast when
 1. the native server implements it (``_fastpath.FAST_CALLS``: identity getters,
    read/write/readv/writev/pread64/pwrite64/lseek/fstat, sendto/recvfrom without an
-   address, epoll_wait/epoll_pwait (what is ready now), the stat and access families,
+   address, epoll_wait/epoll_pwait/poll/ppoll (what is ready now), the stat and
+   access families,
    getdents64, fsync/fdatasync/fadvise64, clock_gettime and time, close, dup,
    dup2, dup3, fcntl, open and openat, getxattr/lgetxattr/listxattr/llistxattr);
 2. Python would only forward it to the host (no emulation in a handler); and
@@ -66,9 +67,10 @@ THREAD_STATE_CALLS = frozenset({
 #: Calls Python emulates whose native server gives the same answer or hands them
 #: back: futex (private wakes, and waits whose word already differs; see fastpath.c);
 #: epoll_pwait without a signal mask (Python's forwards it as epoll_wait would be);
+#: poll and ppoll (what is ready now, over the same table; a wait goes to Python);
 #: and the descriptor table's own calls (on the same table, under the same lock).
 NATIVE_EMULATIONS = frozenset({"futex", "epoll_pwait", "close", "dup", "dup2", "dup3",
-                               "fcntl"})
+                               "fcntl", "poll", "ppoll"})
 #: Writes the native server may hand over with part of them done (continue_write).
 _CONTINUED_WRITES = frozenset({Sysno.write, Sysno.writev, Sysno.sendto})
 _IOVEC = struct.Struct("<QQ")

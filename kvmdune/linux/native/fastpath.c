@@ -570,6 +570,65 @@ static int finish_out(const struct iovec *pieces, int count, const void *data, s
     return 0;
 }
 
+/* poll, and ppoll without a signal mask and with no timeout or a zero one (a
+ * nonzero one is written back with the time left, which is the VMM's): what is
+ * ready now, over the guest's descriptors translated as sys_poll.py translates
+ * them (one the guest has not: a host number nobody has, so POLLNVAL). Nothing
+ * ready, with a timeout to wait, goes to the VMM; so do arrays longer than
+ * MAX_NATIVE_POLL (the VMM checks them against the limit too). */
+#define MAX_NATIVE_POLL 64
+#define NO_HOST_FD 0x7FFFFFFF
+static int call_poll(Server *s, long nr, const uint64_t *a, int64_t *result) {
+    struct pollfd guest[MAX_NATIVE_POLL], host[MAX_NATIVE_POLL];
+    struct iovec pieces[MAX_PIECES];
+    struct timespec timeout;
+    uint32_t nfds = (uint32_t)a[1];
+    int waits;
+    if (nr == SYS_ppoll) {
+        struct iovec piece[MAX_PIECES];
+        if (a[3] != 0)
+            return -1;
+        waits = a[2] == 0;
+        if (!waits) {
+            int pieces_of_timeout = translate(s, a[2], sizeof timeout, 0, piece);
+            if (pieces_of_timeout < 0)
+                return -1;
+            gather(piece, pieces_of_timeout, &timeout);
+            if (timeout.tv_sec != 0 || timeout.tv_nsec != 0)
+                return -1;
+        }
+    } else {
+        waits = as_int32(a[2]) != 0;
+    }
+    if (s->fds == NULL || nfds > MAX_NATIVE_POLL)
+        return -1;
+    if ((int64_t)nfds > __atomic_load_n(&s->fds->max_fds, __ATOMIC_RELAXED)) {
+        *result = -EINVAL;
+        return 0;
+    }
+    int count = 0;
+    if (nfds > 0) {
+        count = translate(s, a[0], nfds * sizeof guest[0], 1, pieces);
+        if (count < 0)
+            return -1;
+        gather(pieces, count, guest);
+    }
+    for (uint32_t i = 0; i < nfds; i++) {
+        host[i] = guest[i];
+        host[i].revents = 0;
+        if (guest[i].fd >= 0 && host_fd(s, (uint64_t)(uint32_t)guest[i].fd, 0, &host[i].fd) < 0)
+            host[i].fd = NO_HOST_FD;
+    }
+    *result = raw(poll(host, nfds, 0));
+    if (*result < 0 || (*result == 0 && waits))
+        return -1;
+    for (uint32_t i = 0; i < nfds; i++)
+        guest[i].revents = host[i].revents;
+    if (nfds > 0)
+        scatter(pieces, count, guest, nfds * sizeof guest[0]);
+    return 0;
+}
+
 static int call_fstat(Server *s, long nr, const uint64_t *a, int64_t *result) {
     int fd;
     struct stat st;
@@ -1278,7 +1337,7 @@ static const struct fast_entry FAST_CALLS[] = {
     {SYS_close, call_close}, {SYS_dup, call_dup}, {SYS_dup2, call_dup}, {SYS_dup3, call_dup},
     {SYS_fcntl, call_fcntl}, {SYS_open, call_open}, {SYS_openat, call_open},
     {SYS_getxattr, call_xattr}, {SYS_lgetxattr, call_xattr}, {SYS_listxattr, call_xattr},
-    {SYS_llistxattr, call_xattr},
+    {SYS_llistxattr, call_xattr}, {SYS_poll, call_poll}, {SYS_ppoll, call_poll},
 };
 #define N_FAST_CALLS (sizeof FAST_CALLS / sizeof FAST_CALLS[0])
 

@@ -921,8 +921,10 @@ static int call_xattr(Server *s, long nr, const uint64_t *a, int64_t *result) {
     int nofollow = nr == SYS_lgetxattr || nr == SYS_llistxattr;
     uint64_t buffer = listing ? a[1] : a[2], size = listing ? a[2] : a[3];
     int count = 0;
-    if (read_path(s, a[0], path) < 0
-        || (!listing && read_string(s, a[1], name, sizeof name) < 0) || size > sizeof bounce)
+    /* An empty name is refused before the walk (ERANGE): the VMM's, as a walk
+     * error here would answer first. */
+    if (read_path(s, a[0], path) < 0 || size > sizeof bounce
+        || (!listing && (read_string(s, a[1], name, sizeof name) < 0 || name[0] == '\0')))
         return -1;
     if (size > 0 && (count = translate(s, buffer, size, 1, pieces)) < 0)
         return -1;
@@ -1212,16 +1214,18 @@ static int call_fcntl(Server *s, long nr, const uint64_t *a, int64_t *result) {
     return 0;
 }
 
-/* The file a non-creating open names, opened as the VMM would open it, when it is a
- * regular file or a directory outside /proc (other files may block in open, or are
- * answered by the VMM): the walk is checked first on an O_PATH descriptor, then the
- * open's own descriptor must be the same file. Returns the descriptor, -1 (the VMM
- * decides) or -2 with *error (the call's answer). */
+/* The file an O_PATH descriptor holds, opened with `flags` through /proc/self/fd. */
 static int reopen_held(int held, int flags) {
     char link[32];
     snprintf(link, sizeof link, "/proc/self/fd/%d", held);
     return (int)syscall(SYS_openat, AT_FDCWD_VALUE, link, flags | O_CLOEXEC | O_NONBLOCK, 0);
 }
+
+/* The file a non-creating open names, opened as the VMM would open it, when it is a
+ * regular file or a directory outside /proc (other files may block in open, or are
+ * answered by the VMM): the walk is checked first on an O_PATH descriptor, then the
+ * open's own descriptor must be the same file. Returns the descriptor, -1 (the VMM
+ * decides) or -2 with *error (the call's answer). */
 
 static int open_plain_file(Server *s, int beneath, int dirfd, const char *path, int flags,
                            int *error) {

@@ -93,6 +93,8 @@ static void edges(const char *path) {
     show(path, "listxattr bad list", listxattr(path, unmapped, 64));
     show(path, "llistxattr above the cap", llistxattr(path, big, sizeof big));
     show(path, "getxattr empty path", getxattr("", ATTRIBUTE, big, 64));
+    show(path, "getxattr missing file, empty name", getxattr("/nonexistent/x", "", big, 64));
+    show(path, "getxattr missing file, bad name", getxattr("/nonexistent/x", unmapped, big, 64));
     fflush(stdout);
 }
 

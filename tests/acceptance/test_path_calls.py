@@ -180,3 +180,20 @@ def test_path_calls_are_served_natively(compiled, corpus, syscall_path, vmm):
         # A few reach the VMM while it holds the process's lock (start-up, exit).
         for call in LOOP_CALLS:
             assert served.get(call, 0) < ROUNDS // 10, (call, served)
+
+
+def test_a_read_root_holding_proc_leaves_proc_to_the_vmm(compiled, corpus, syscall_path):
+    """Beneath a root that holds /proc, a relative path from /proc reaches the VMM's
+    own /proc/self: the VMM answers (as on the slow path), never the host's walk."""
+    program = str(corpus / "allowed/pathcalls")
+    shutil.copy(compiled[("pathcalls", "static")], program)
+    argv, options = [program, "self/status"], ["--quiet", "--allow-read", "/proc",
+                                               "--allow-exec", program]
+    dune = run_dune(argv, *options, vmm="sandbox", cwd="/proc")
+    slow_env = {**os.environ, FAST_SYSCALLS: "0", PATCH_SITES: "0"}
+    gate = run_dune(argv, *options, vmm="sandbox", cwd="/proc", env=slow_env)
+    # The file the VMM makes for it is new each run: its size and inode differ.
+    varying = re.compile(rb"size \d+|ino \d+")
+    assert varying.sub(b"", dune.stdout) == varying.sub(b"", gate.stdout), \
+        dune.stderr.decode(errors="replace")[-2000:]
+    assert b"self/status read: 16\n  Name:.pathcalls.\n" in dune.stdout

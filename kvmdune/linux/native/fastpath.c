@@ -700,7 +700,16 @@ static int open_beneath(Server *s, int dirfd, const char *path, int nofollow) {
     if (has_dotdot(path))
         return -1;
     int fd = open_beneath_how(s, dirfd, path, O_PATH | O_CLOEXEC | (nofollow ? O_NOFOLLOW : 0));
-    return fd >= 0 ? fd : hold_named(s, dirfd, path, nofollow);
+    if (fd < 0)
+        return hold_named(s, dirfd, path, nofollow);
+    /* A root that holds /proc (the whole tree, say) may lead there from a relative
+     * path: the VMM's /proc is not the guest's. */
+    struct statfs where;
+    if (fstatfs(fd, &where) < 0 || where.f_type == PROC_SUPER_MAGIC) {
+        close(fd);
+        return -1;
+    }
+    return fd;
 }
 
 /* The walk beneath the directory roots, with openat2's flags `flags`. */

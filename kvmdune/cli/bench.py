@@ -143,6 +143,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                       help="only this background load (repeatable; default both)")
     load.add_argument("--json", action="store_true", help="print JSON rows")
     load.set_defaults(handler=run_load)
+    exits = suites.add_parser(
+        "exits", help="one exit to the VMM from guest CPL3, each way there is",
+        description="The call stub's wait exit as today (#PF on a supervisor address, "
+                    "the trampoline's `out` and `iretq` at emulated CPL0) beside ways out "
+                    "of CPL3 with no CPL0 code: an MMIO store to a guest-physical page no "
+                    "slot backs, `out` at CPL3 allowed by the TSS I/O bitmap or by IOPL 3; "
+                    "and `out` from a CPL0 loop as the floor. A C run loop; CPU time and "
+                    "wall time per exit, medians; the guest's registers and flags checked.")
+    _add_sampling(exits, default_samples=5)
+    exits.add_argument("--exits", type=positive_int, default=2000,
+                       help="timed exits per run (default 2000)")
+    exits.set_defaults(handler=run_exits)
     threads = suites.add_parser(
         "threads", help="issue 10's targets for threads, each marked ok or MISSED",
         description="Thread create+join latency (target at most 20x native) and a "
@@ -349,6 +361,15 @@ def run_load(args: argparse.Namespace) -> int:
         print(json.dumps([row.as_dict() for row in rows], indent=2))
     else:
         print(format_table(rows, args.samples))
+    return 0
+
+
+def run_exits(args: argparse.Namespace) -> int:
+    from ..bench.exits import format_table, load_average, run_exits_bench
+
+    before = load_average()
+    results = run_exits_bench(samples=args.samples, exits=args.exits, progress=_progress)
+    print(format_table(results, before, load_average()))
     return 0
 
 

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Callable, NoReturn
 
 from .. import CLIENT_PATH
-from . import worker_fds
+from . import inherited, worker_fds
 
 #: Bumped with any change of the wire format (client.c's PROTOCOL_VERSION).
 PROTOCOL_VERSION = 1
@@ -136,6 +136,11 @@ def redirect_to_client(argv: list[str]) -> None:
         return
     client = client_command()
     if client is not None:
+        # Python's start-up ignored these, not the caller (as far as anyone can tell
+        # here: subprocess's restore_signals assumes the same); the client passes
+        # the ignored set on to the program.
+        for number in (signal.SIGPIPE, signal.SIGXFSZ):
+            signal.signal(number, signal.SIG_DFL)
         os.execv(client, ["kvmdune", *argv])
 
 
@@ -757,6 +762,7 @@ def adopt_scheduling(pid: int) -> None:
 def adopt_signals(ignored: int, blocked: int) -> None:
     """The caller's ignored signals and mask, then what Python's start-up sets (as
     the in-process path's interpreter would)."""
+    inherited.record(ignored)
     for number in range(1, signal.NSIG):
         if number in (signal.SIGKILL, signal.SIGSTOP):
             continue

@@ -10,6 +10,8 @@ import os
 import sys
 from collections.abc import Iterator
 
+from . import inherited
+
 
 POLICY_HELP = """\
 policy precedence (lowest first): the profile's defaults, then --policy FILE, then
@@ -52,7 +54,8 @@ def call_path_options(args: argparse.Namespace) -> dict:
     that both commands offer their programs."""
     return {"fast_syscalls": args.fast_syscalls, "patch_sites": args.patch_sites,
             "syscall_stats": args.syscall_stats,
-            "privileged": dune_api, "argv0": getattr(args, "argv0", None)}
+            "privileged": dune_api, "argv0": getattr(args, "argv0", None),
+            "ignored_signals": inherited.caller_ignored()}
 
 
 def dune_api(proc):

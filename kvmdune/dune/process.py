@@ -185,12 +185,17 @@ class DuneProcess(Privileged):
         return self.vm.pgroot if self.vm is not None else 0
 
     def _enter(self, cpu: Cpu, entry: int, base: int, size: int, *_args: int) -> int:
-        """ENTER(upcall_entry, stack_base, stack_size): where upcalls run."""
+        """ENTER(upcall_entry, stack_base, stack_size): where upcalls run; (0, 0, 0)
+        withdraws the thread's handler stack (the library's, at the thread's exit)."""
         if not self.initialized:
             return -Errno.EINVAL
         thread = self._thread(cpu)
         if thread.run is not None:
             return -Errno.EBUSY
+        if entry == base == size == 0:
+            thread.stack = None
+            self._sync_native(cpu)
+            return 0
         top = base + size
         if (size < MIN_HANDLER_STACK or base % UPCALL_ALIGN or top % UPCALL_ALIGN
                 or top > layout.USER_PROGRAM_END):

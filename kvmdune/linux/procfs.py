@@ -18,15 +18,18 @@ from __future__ import annotations
 import os
 import re
 import struct
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from ..machine.layout import TASK_SIZE
 from ..memory import HUGE_PAGE_SIZE, PAGE_SIZE
 from . import residency
-from .abi import AT_FDCWD, O_CLOEXEC, Errno, ProtFlags
+from .abi import AT_FDCWD, O_CLOEXEC, Errno, ProtFlags, SigHandler
 from .sys_resource import RLIM_INFINITY, limits_of
 from .thp import HugeAdvice
 from .uaccess import Fault
+
+if TYPE_CHECKING:
+    from .signals import SignalState
 
 #: Entries passed through to the host: they mean the same for the guest.
 PASS_THROUGH = {"cwd", "root", "mounts", "mountinfo", "statm", "io",
@@ -459,15 +462,17 @@ def _limits(proc) -> bytes:
 
 
 def _status(proc) -> bytes:
-    """The host's /proc/self/status with the guest's name, its one thread, and its
-    resident set from its own page tables (VmHWM, VmRSS, RssAnon, RssFile, RssShmem;
-    the other Vm* lines are still the VMM's)."""
+    """The host's /proc/self/status with the guest's name, its threads, its signal
+    state (the VMM's own handlers and mask are not the program's) and its resident
+    set from its own page tables (VmHWM, VmRSS, RssAnon, RssFile, RssShmem; the
+    other Vm* lines are still the VMM's)."""
     try:
         with open("/proc/self/status", "rb") as f:
             lines = f.read().splitlines(keepends=True)
     except OSError:
         lines = []
     memory = _rss_lines(proc)
+    signals = _signal_lines(proc.signals)
     out = []
     for line in lines:
         key = line.split(b":", 1)[0]
@@ -477,8 +482,23 @@ def _status(proc) -> bytes:
             line = b"Threads:\t%d\n" % len(proc.thread_ids())
         elif key in memory:
             line = b"%s:\t%8d kB\n" % (key, memory[key])
+        elif key in signals:
+            line = b"%s:\t%016x\n" % (key, signals[key])
         out.append(line)
     return b"".join(out)
+
+
+def _signal_lines(state: SignalState) -> dict[bytes, int]:
+    """status's signal sets for the calling thread, as bit N-1 for signal N."""
+    def bits(signals: Iterable[int]) -> int:
+        return sum(1 << (signo - 1) for signo in set(signals))
+
+    actions = state.actions.items()
+    return {b"SigPnd": bits(state.pending), b"ShdPnd": bits(state.shared.pending),
+            b"SigBlk": state.mask,
+            b"SigIgn": bits(s for s, a in actions if a.handler == SigHandler.SIG_IGN),
+            b"SigCgt": bits(s for s, a in actions
+                            if a.handler not in (SigHandler.SIG_IGN, SigHandler.SIG_DFL))}
 
 
 def _rss_lines(proc) -> dict[bytes, int]:

@@ -58,6 +58,9 @@ class RunOptions:
     argv0: str | None = None
     #: Called every ``ticker.interval`` seconds at an event boundary (``kvmdune wss``).
     ticker: Ticker | None = None
+    #: The signals the caller left ignored, which the program starts ignoring (as
+    #: across execve); None: this process's own dispositions (sig.inherited_ignored).
+    ignored_signals: frozenset[int] | None = None
 
 
 def patch_sites_wanted(options: RunOptions) -> bool:
@@ -148,6 +151,8 @@ def _run_command(argv: list[str], env: dict[str, str] | None, options: RunOption
             return exit_status_for(exc)
         process = Process(machine, tracer=options.tracer, log=log, gate=options.gate,
                           privileged=options.privileged)
+        process.sighand.ignore(options.ignored_signals if options.ignored_signals is not None
+                               else sig.inherited_ignored())
         refused = give_caller_fds(process, caller, options)
         if refused is not None:
             say(f"kvmdune: {refused}")

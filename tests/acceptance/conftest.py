@@ -13,6 +13,7 @@ and /proc, the system-call fuzzers; test_everyday's programs run on the default
 from __future__ import annotations
 
 import os
+import signal
 import pathlib
 import subprocess
 import sys
@@ -114,6 +115,14 @@ def vmm_env(env: dict[str, str] | None = None) -> dict[str, str] | None:
     if env is None or not settings:
         return env
     return {**env, **settings}
+
+
+def default_sigint() -> None:
+    """A ``preexec_fn`` giving the child SIGINT's default action, as an interactive
+    shell gives its foreground job: a caller that was itself started with SIGINT
+    ignored (``cmd &`` in a script: CI) would pass the ignoring on, and the run would
+    ignore a SIGINT as Linux does."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_dune(argv, *options, env=None, timeout: float = 300,

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from .conftest import run_dune
+from .conftest import default_sigint, run_dune, run_native
 
 pytestmark = pytest.mark.kvm
 #: Also run with patched call sites (conftest.py).
@@ -77,7 +77,8 @@ def test_proc_of_own_pid_is_the_guest_too():
 
 def test_sigint_from_outside_ends_the_guest_like_a_shell_reports_it():
     process = subprocess.Popen([sys.executable, "-m", "kvmdune", "run", "--", "busybox",
-                                "sleep", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                "sleep", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               preexec_fn=default_sigint)
     time.sleep(1.5)
     process.send_signal(signal.SIGINT)
     try:
@@ -117,3 +118,50 @@ def test_ways_around_to_vmm_memory_and_descriptors_are_refused(tmp_path, path):
 def test_dev_fd_names_guest_descriptors():
     result = run_dune(["/bin/bash", "-c", "cat <(echo substituted); echo to-stderr > /dev/stderr"])
     assert result.stdout == b"substituted\n" and result.stderr == b"to-stderr\n"
+
+
+# -- dispositions inherited from the caller ------------------------------------------------
+#: What a caller may leave ignored (``cmd &`` in a script ignores SIGINT and SIGQUIT;
+#: nohup SIGHUP; some daemons SIGPIPE), which the program inherits ignored. Python's own
+#: start-up ignores SIGPIPE and SIGXFSZ, so only the native client can pass those on.
+CALLER_IGNORES = (signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1, signal.SIGTERM)
+
+
+def _ignoring(signals):
+    def preexec() -> None:
+        for signo in signals:
+            signal.signal(signo, signal.SIG_IGN)
+    return preexec
+
+
+@pytest.mark.parametrize("entry", ["module", "client"])
+def test_ignored_signals_are_inherited_and_status_shows_the_programs_sets(compiled, entry):
+    from kvmdune import CLIENT_PATH
+
+    program = compiled[("dispositions", "static")]
+    ignores = CALLER_IGNORES + ((signal.SIGPIPE,) if entry == "client" else ())
+    native = run_native([program], preexec_fn=_ignoring(ignores))
+    assert native.returncode == 0
+    control = "at start ignored: " + " ".join(str(int(s)) for s in sorted(ignores))
+    assert native.stdout.startswith(control.encode() + b"\n")    # the positive control
+    command = [sys.executable, "-m", "kvmdune"] if entry == "module" else [CLIENT_PATH]
+    dune = subprocess.run([*command, "run", "--", program], capture_output=True,
+                          timeout=120, preexec_fn=_ignoring(ignores))
+    assert (dune.stdout, dune.returncode) == (native.stdout, native.returncode), dune.stderr
+
+
+def test_sigint_to_a_run_whose_caller_ignores_it_is_ignored_as_natively():
+    def outcome(argv):
+        process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   preexec_fn=_ignoring((signal.SIGINT,)))
+        time.sleep(1.5)
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=60)
+        finally:
+            process.kill()
+        return process.returncode
+
+    command = ["busybox", "sleep", "3"]
+    assert outcome(command) == 0
+    assert outcome([sys.executable, "-m", "kvmdune", "run", "--", *command]) == 0

@@ -26,7 +26,7 @@ import time
 
 import pytest
 
-from .conftest import run_dune, run_native, vmm_env
+from .conftest import default_sigint, run_dune, run_native, vmm_env
 
 pytestmark = pytest.mark.kvm
 #: Also run with patched call sites (conftest.py).
@@ -226,7 +226,8 @@ def test_python_http_server_answers_curl(tmp_path):
     server = subprocess.Popen(
         [sys.executable, "-m", "kvmdune", "run", "--", PYTHON, "-m", "http.server",
          str(port), "--bind", "127.0.0.1", "--directory", str(tmp_path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=vmm_env())
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=vmm_env(),
+        preexec_fn=default_sigint)
     try:
         _wait_for_port(port, server)
         fetches = [subprocess.Popen([curl, "-s", f"http://127.0.0.1:{port}/index.txt"],

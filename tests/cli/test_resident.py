@@ -164,14 +164,17 @@ def test_a_terminal_on_stdio_is_the_guests(client, socket_dir):
 
 
 def _session_with_terminal(terminal: int):
-    """preexec_fn: a new session whose controlling terminal is ``terminal``, as a
-    shell at a prompt has."""
+    """preexec_fn: a new session whose controlling terminal is ``terminal``, with
+    Ctrl-C's and Ctrl-\\'s signals at their default action, as a shell at a prompt
+    gives its jobs (a caller started in the background ignores them: CI)."""
     def take_terminal():
         import fcntl
         import termios
 
         os.setsid()
         fcntl.ioctl(terminal, termios.TIOCSCTTY, 0)
+        for number in (signal.SIGINT, signal.SIGQUIT):
+            signal.signal(number, signal.SIG_DFL)
     return take_terminal
 
 

@@ -145,3 +145,12 @@ def test_the_api_works_inside_kvmdune_sandbox(dune_build):
         done = run_dune([traps, "page-fault"], sandbox=True)
         assert lines(done) == ["fault at page+0x8 fec 0x6 rip-in-main 1",
                                "after: 42 7, 1 fault(s)"], explain(done)
+
+
+def test_a_threads_handler_stack_goes_with_the_thread(dune_build, syscall_path):
+    # 64 threads one after another, each entering (its own handler stack) and taking
+    # a trap on it: their stacks are withdrawn and unmapped at their exit, and the
+    # main thread's still takes traps.
+    done = run_dune([dune_build(TRAPS), "thread-churn"])
+    assert lines(done) == ["threads 64, failures 0, breakpoints 64", "mappings grew by 0",
+                           "breakpoints 65"], explain(done)

@@ -70,8 +70,11 @@ enum { PASSED_KVM, PASSED_CWD, PASSED_ROOT, PASSED_FIXED };
 #define CONNECT_RETRY_MS 10
 #define STATUS_IN_PROCESS_FAILED 125
 
+/* argv[1] the package root, argv[2] the ignored signals (SigIgn's hex): Python's
+ * start-up ignores SIGPIPE and SIGXFSZ itself, hiding whether this caller did. */
 static const char FALLBACK_CODE[] =
     "import sys;sys.path[0]=sys.argv.pop(1);sys.argv[0]='kvmdune';"
+    "from kvmdune.cli import inherited;inherited.record(int(sys.argv.pop(1),16));"
     "from kvmdune.cli.main import main;sys.exit(main())";
 static const char SERVER_CODE[] =
     "import sys;sys.path.insert(0,sys.argv[1]);"
@@ -85,6 +88,18 @@ static int in_session;
 
 /* ---- the in-process path ---------------------------------------------------- */
 
+/* This process's ignored signals, bit N-1 for signal N (as SigIgn). */
+static unsigned long long ignored_signals(void)
+{
+    unsigned long long mask = 0;
+    for (int sig = 1; sig < NSIG && sig <= 64; sig++) {
+        struct sigaction action;
+        if (sigaction(sig, NULL, &action) == 0 && action.sa_handler == SIG_IGN)
+            mask |= 1ULL << (sig - 1);
+    }
+    return mask;
+}
+
 static void in_process(char **argv, const char *why)
 {
     if (tracing)
@@ -92,15 +107,18 @@ static void in_process(char **argv, const char *why)
     int argc = 0;
     while (argv[argc])
         argc++;
-    char **args = calloc(argc + 4, sizeof(char *));
+    char **args = calloc(argc + 5, sizeof(char *));
     if (!args)
         _exit(STATUS_IN_PROCESS_FAILED);
+    char ignored[2 * sizeof(unsigned long long) + 1];
+    snprintf(ignored, sizeof ignored, "%llx", ignored_signals());
     args[0] = KVMDUNE_PYTHON;
     args[1] = "-c";
     args[2] = (char *)FALLBACK_CODE;
     args[3] = package_root;
+    args[4] = ignored;
     for (int i = 1; i < argc; i++)
-        args[3 + i] = argv[i];
+        args[4 + i] = argv[i];
     execv(KVMDUNE_PYTHON, args);
     fprintf(stderr, "kvmdune: cannot execute %s: %s\n", KVMDUNE_PYTHON, strerror(errno));
     _exit(STATUS_IN_PROCESS_FAILED);

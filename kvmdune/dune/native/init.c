@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -236,6 +237,25 @@ int dune_init(bool map_full)
 	return 0;
 }
 
+/* A thread's handler stack goes with the thread (a key's destructor runs at its
+ * exit): the VMM forgets it first, so that no upcall can land on unmapped memory,
+ * then it is unmapped. The main thread's lasts as long as the process. */
+static pthread_key_t handler_stack_key;
+static pthread_once_t handler_stack_key_once = PTHREAD_ONCE_INIT;
+static bool handler_stack_key_made;
+
+static void free_handler_stack(void *area)
+{
+	kvmdune_hypercall(KVMDUNE_HC_ENTER, 0, 0, 0, 0, 0, 0);
+	kvmdune_self.stack_base = NULL;
+	munmap(area, HANDLER_STACK_SIZE + GUARD_SIZE);
+}
+
+static void make_handler_stack_key(void)
+{
+	handler_stack_key_made = pthread_key_create(&handler_stack_key, free_handler_stack) == 0;
+}
+
 static int make_handler_stack(struct kvmdune_thread *self)
 {
 	unsigned long fs_base = 0;
@@ -256,6 +276,9 @@ static int make_handler_stack(struct kvmdune_thread *self)
 	}
 	self->stack_base = area + GUARD_SIZE;
 	self->stack_size = HANDLER_STACK_SIZE;
+	pthread_once(&handler_stack_key_once, make_handler_stack_key);
+	if (handler_stack_key_made)
+		pthread_setspecific(handler_stack_key, area);
 	self->user_fs = fs_base;      /* as libdune: user code starts with the program's */
 	return 0;
 }

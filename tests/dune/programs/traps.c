@@ -2,6 +2,7 @@
  * prints what it observed, for tests/dune/test_traps.py to compare. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -290,6 +291,67 @@ static int stack_full(void)
 	return 0;
 }
 
+// threads come and go: each one's handler stack goes with it
+
+#define CHURNED_THREADS 64
+
+static volatile int thread_breakpoints;
+
+static void count_breakpoint(struct dune_tf *tf)
+{
+	(void)tf;
+	thread_breakpoints++;
+}
+
+static void *entering_thread(void *unused)
+{
+	(void)unused;
+	if (dune_enter())
+		return (void *)1;
+	__asm__ volatile("int3");       /* taken on this thread's own handler stack */
+	return NULL;
+}
+
+static int count_mappings(void)
+{
+	FILE *maps = fopen("/proc/self/maps", "r");
+	int lines = 0;
+
+	for (int c; (c = fgetc(maps)) != EOF;)
+		lines += c == '\n';
+	fclose(maps);
+	return lines;
+}
+
+static int run_entering_thread(void)
+{
+	pthread_t thread;
+	void *failed;
+
+	if (pthread_create(&thread, NULL, entering_thread, NULL) || pthread_join(thread, &failed))
+		return -1;
+	return failed ? -1 : 0;
+}
+
+static int thread_churn(void)
+{
+	int failures = 0, first;
+
+	enter();
+	dune_register_intr_handler(T_BRKPT, count_breakpoint);
+	/* After one thread: glibc keeps that thread's own stack for the next. */
+	failures -= run_entering_thread();
+	first = count_mappings();
+	for (int i = 1; i < CHURNED_THREADS; i++)
+		failures -= run_entering_thread();
+	printf("threads %d, failures %d, breakpoints %d\n", CHURNED_THREADS, failures,
+	       thread_breakpoints);
+	printf("mappings grew by %d\n", count_mappings() - first);
+	__asm__ volatile("int3");       /* the main thread's stack is still there */
+	printf("breakpoints %d\n", thread_breakpoints);
+	return 0;
+}
+
 // fork and execve: the child keeps the handlers; a new program starts without
 
 #define T_DIVIDE 0
@@ -378,7 +440,7 @@ int main(int argc, char **argv)
 		{"page-fault-unhandled", page_fault_unhandled}, {"nested", nested}, {"fpu", fpu},
 		{"signal", signal_vector}, {"passthrough", passthrough},
 		{"stack-gone", stack_gone}, {"stack-full", stack_full}, {"fork", forked},
-		{"exec", exec_before}, {"exec-after", exec_after},
+		{"exec", exec_before}, {"exec-after", exec_after}, {"thread-churn", thread_churn},
 	};
 
 	setvbuf(stdout, NULL, _IONBF, 0);

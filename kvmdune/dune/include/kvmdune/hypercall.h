@@ -33,7 +33,9 @@
 /* entry, traps and user mode */
 #define KVMDUNE_HC_PROBE          0   /* () -> KVMDUNE_ABI_VERSION */
 #define KVMDUNE_HC_INIT           1   /* (map_full) -> pgroot */
-#define KVMDUNE_HC_ENTER          2   /* (upcall_entry, stack_base, stack_size) -> 0 */
+#define KVMDUNE_HC_ENTER          2   /* (upcall_entry, stack_base, stack_size) -> 0;
+                                         (0, 0, 0): the thread has no handler stack
+                                         any more (its upcalls act as before ENTER) */
 #define KVMDUNE_HC_SET_TRAP       3   /* (kind, number, on) -> 0 */
 #define KVMDUNE_HC_JUMP_TO_USER   4   /* (struct dune_tf *, user_fs_base) -> ret of
                                          dune_ret_from_user; the tf then holds user

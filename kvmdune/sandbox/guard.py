@@ -130,6 +130,16 @@ def _under(path: str, roots: tuple[str, ...]) -> str | None:
     return None
 
 
+def _as_proc_self(real: str) -> str | None:
+    """``real`` with the process's own /proc/PID spelt /proc/self, as a policy can
+    name it (each process of a sandbox has a pid of its own; the VMM's pid is the
+    guest's), or None when it is not under the process's own /proc/PID."""
+    own = f"/proc/{os.getpid()}"
+    if real == own or real.startswith(own + "/"):
+        return "/proc/self" + real[len(own):]
+    return None
+
+
 class SharedSeen:
     """A set of strings shared by the sandbox's processes (an anonymous shared
     mapping made before the first fork), so that a note is given once per sandbox,
@@ -578,6 +588,9 @@ class SandboxGate(Gate):
         roots = {"read": self.read_roots, "write": self.write_roots,
                  "exec": self.exec_roots}[access]
         root = _under(real, roots)
+        own = _as_proc_self(real)
+        if root is None and own is not None:
+            root = _under(own, roots)
         if root is not None:
             return f"paths.{access} {root}"
         if metadata and access == "read" and real in self._above_read_roots:
@@ -600,21 +613,22 @@ class SandboxGate(Gate):
         if reason is not None:
             return allow(reason)
         return deny(f"{real} is outside the {access} paths", Errno.EACCES,
-                    self._hint(real, access, metadata))
+                    self._hint(real, access, metadata, _as_proc_self(real) or real))
 
     @staticmethod
-    def _hint(real: str, access: str, metadata: bool) -> str:
-        """The option that would allow ``access`` to ``real``: none to read or run
-        what does not exist (bash looks for locale files, busybox for
-        /etc/busybox.conf at each start); a shell looking for a command is told how
-        to run it. (The note reaches whoever reads the VMM's stderr: the user.)"""
+    def _hint(real: str, access: str, metadata: bool, named: str) -> str:
+        """The option that would allow ``access`` to ``real``, spelt ``named`` (the
+        process's own /proc/PID as /proc/self: the next run has another pid): none
+        to read or run what does not exist (bash looks for locale files, busybox
+        for /etc/busybox.conf at each start); a shell looking for a command is told
+        how to run it. (The note reaches whoever reads the VMM's stderr: the user.)"""
         try:
             mode = os.stat(real).st_mode
         except OSError:
-            return f"--allow-write {real}" if access == "write" else ""
+            return f"--allow-write {named}" if access == "write" else ""
         if metadata and stat.S_ISREG(mode) and mode & 0o111:
-            return f"--allow-exec {real} (to run it) or --allow-read {real}"
-        return f"--allow-{access} {real}"
+            return f"--allow-exec {named} (to run it) or --allow-read {named}"
+        return f"--allow-{access} {named}"
     # -- audit -----------------------------------------------------------------------------
     def _audit(self, proc, spec, args, verdict: Verdict) -> None:
         def read_memory(address: int, length: int) -> bytes | None:

@@ -9,15 +9,20 @@ itself (close, dup*, fcntl's descriptor commands, opens) holding the process's l
 A call is fast when
 1. the native server implements it (``_fastpath.FAST_CALLS``: identity getters,
    read/write/readv/writev/pread64/pwrite64/lseek/fstat, sendto/recvfrom without an
-   address, epoll_wait/epoll_pwait (what is ready now), the stat and access families,
+   address, epoll_wait/epoll_pwait/poll/ppoll (what is ready now), the stat and
+   access families,
    getdents64, fsync/fdatasync/fadvise64, clock_gettime and time, close, dup,
-   dup2, dup3, fcntl, open, openat, rt_sigaction, and ioctl's TCGETS/TIOCGWINSZ on
-   what is no terminal);
+   dup2, dup3, fcntl, open, openat, rt_sigaction, ioctl's TCGETS/TIOCGWINSZ on
+   what is no terminal, getxattr/lgetxattr/listxattr/llistxattr);
 2. Python would only forward it to the host (no emulation in a handler); and
 3. the gate (the sandbox's policy) allows it by its number alone — or, for the
-   stat family, wherever its path resolves beneath one of the gate's read roots,
-   which the server has the kernel check (openat2 with RESOLVE_BENEATH from a
-   descriptor of each root, opened once); any other path goes to the gate.
+   stat family, reading opens and getxattr/lgetxattr/listxattr/llistxattr,
+   wherever its path resolves beneath one of the gate's read roots: the server
+   has the kernel check that for canonical directory roots (openat2 with
+   RESOLVE_BENEATH from a descriptor of each root, opened once), and for any other
+   root (a single file such as /etc/passwd) compares the name of the file the
+   path resolves to with the root's as the gate does; a path with a ".."
+   component, or any other path, goes to the gate.
 Calls a gate denies by number alone are denied natively with the same errno. At
 run time the server still hands back to the VMM anything it cannot serve exactly
 as the VMM would: I/O on a pipe or socket that would wait (it tries without
@@ -71,15 +76,19 @@ THREAD_STATE_CALLS = frozenset({
 #: Calls Python emulates whose native server gives the same answer or hands them
 #: back: futex (private wakes, and waits whose word already differs; see fastpath.c);
 #: epoll_pwait without a signal mask (Python's forwards it as epoll_wait would be);
-#: the descriptor table's own calls (on the same table, under the same lock); and
+#: the descriptor table's own calls (on the same table, under the same lock);
+#: poll and ppoll (what is ready now, over the same table; a wait goes to Python);
 #: rt_sigaction (on the dispositions' native store, under the same lock; an action
 #: that ignores the signal is handed back: the VMM drops what is pending); and ioctl
 #: (only TCGETS/TIOCGWINSZ answered ENOTTY on what is no terminal, the rest handed back).
 NATIVE_EMULATIONS = frozenset({"futex", "epoll_pwait", "close", "dup", "dup2", "dup3",
-                               "fcntl", "rt_sigaction", "ioctl"})
+                               "fcntl", "rt_sigaction", "ioctl", "poll", "ppoll"})
 #: Writes the native server may hand over with part of them done (continue_write).
 _CONTINUED_WRITES = frozenset({Sysno.write, Sysno.writev, Sysno.sendto})
 _IOVEC = struct.Struct("<QQ")
+#: The server's limits on the roots it is given (fastpath.c MAX_ROOTS, PATH_MAX_BYTES).
+MAX_ROOTS = 32
+MAX_ROOT_BYTES = 4096
 _U64 = 0xFFFF_FFFF_FFFF_FFFF
 
 
@@ -137,24 +146,29 @@ def plan(native, rules: dict | None) -> dict[int, tuple[int, int]]:
 
 
 def open_roots(rules: dict | None) -> list[tuple[str, int]]:
-    """O_PATH descriptors of the directories BENEATH rules name, for the kernel to
-    resolve paths from. Only canonical ones (no symlink in them, so that beneath the
-    descriptor is beneath the name the gate compares with); the others are left to
-    the gate."""
+    """The roots BENEATH rules name, for the server: ``(root, O_PATH descriptor)``
+    for a canonical directory (no symlink in it, so that beneath the descriptor is
+    beneath the name the gate compares with), which the kernel resolves paths from;
+    ``(root, -1)`` for any other (a single file, a name with a symlink in it),
+    which the server compares by name with what a path resolves to, as the gate
+    does. At most the server's limit: a root left out only sends its calls to the
+    gate."""
     roots: list[str] = []
     for rule in (rules or {}).values():
         if rule.kind is RuleKind.BENEATH:
             roots.extend(root for root in rule.roots if root not in roots)
     opened = []
     for root in roots:
-        if os.path.realpath(root) != root:
+        if not root.startswith("/") or "\0" in root or len(root) >= MAX_ROOT_BYTES:
             continue
-        try:
-            fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError:
-            continue
+        fd = -1
+        if os.path.realpath(root) == root:
+            try:
+                fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError:
+                fd = -1
         opened.append((root, fd))
-    return opened
+    return opened[:MAX_ROOTS]
 
 
 class FastPath:
@@ -351,7 +365,8 @@ class FastPath:
         """Stop the thread (before guest memory goes away)."""
         self.server.stop()
         for _path, fd in self._root_fds:
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
         self._root_fds = []
 
 

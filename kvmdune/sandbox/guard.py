@@ -63,7 +63,8 @@ STAT_CALLS = {"stat", "lstat", "newfstatat", "statx"}
 #: ancestors of the read roots too (realpath(3) reads the link of every component).
 METADATA_CALLS = STAT_CALLS | {"access", "faccessat", "faccessat2", "readlink", "readlinkat"}
 #: Calls the fast path may serve beneath the read roots (BENEATH rules).
-BENEATH_CALLS = STAT_CALLS | {"open", "openat"}
+BENEATH_CALLS = STAT_CALLS | {"open", "openat", "getxattr", "lgetxattr", "listxattr",
+                              "llistxattr"}
 #: What the host answers for a path that cannot be looked up: its own answer to the
 #: guest, not a decision of the policy.
 LOOKUP_ERRORS = {Errno.ENOENT, Errno.ENOTDIR, Errno.ELOOP, Errno.ENAMETOOLONG}

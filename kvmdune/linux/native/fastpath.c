@@ -35,6 +35,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/futex.h>
+#include <linux/limits.h>
 #include <linux/openat2.h>
 #include <poll.h>
 #include <pthread.h>
@@ -48,6 +49,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
+#include <sys/xattr.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <termios.h>
@@ -266,26 +268,31 @@ static int translate(Server *s, uint64_t vaddr, uint64_t length, int write,
     return count;
 }
 
-/* A NUL-terminated path, read page by page as the VMM reads it; 0, or -1 (the VMM
- * decides: unreadable, too long, or a name under /proc or /dev that it rewrites). */
-static int read_path(Server *s, uint64_t vaddr, char *out) {
+/* A NUL-terminated string of at most `limit` bytes with its NUL, read page by page
+ * (no byte past the NUL is touched); 0, or -1: unreadable or too long. */
+static int read_string(Server *s, uint64_t vaddr, char *out, size_t limit) {
     size_t have = 0;
-    while (have < PATH_MAX_BYTES) {
+    while (have < limit) {
         uint64_t page_left = PAGE_SIZE - ((vaddr + have) & (PAGE_SIZE - 1));
-        uint64_t chunk = page_left < PATH_MAX_BYTES - have ? page_left : PATH_MAX_BYTES - have;
+        uint64_t chunk = page_left < limit - have ? page_left : limit - have;
         struct iovec piece[MAX_PIECES];
         if (translate(s, vaddr + have, chunk, 0, piece) != 1)
             return -1;
         memcpy(out + have, piece[0].iov_base, chunk);
-        char *nul = memchr(out + have, 0, chunk);
-        if (nul != NULL) {
-            if (strncmp(out, "/proc/", 6) == 0 || strncmp(out, "/dev/", 5) == 0)
-                return -1;
+        if (memchr(out + have, 0, chunk) != NULL)
             return 0;
-        }
         have += chunk;
     }
     return -1;
+}
+
+/* A NUL-terminated path, read as the VMM reads it; 0, or -1 (the VMM decides:
+ * unreadable, too long, or a name under /proc or /dev that it rewrites). */
+static int read_path(Server *s, uint64_t vaddr, char *out) {
+    if (read_string(s, vaddr, out, PATH_MAX_BYTES) < 0
+        || strncmp(out, "/proc/", 6) == 0 || strncmp(out, "/dev/", 5) == 0)
+        return -1;
+    return 0;
 }
 
 /* Copy `length` bytes of `data` out to the guest pieces. */
@@ -568,6 +575,65 @@ static int finish_out(const struct iovec *pieces, int count, const void *data, s
     return 0;
 }
 
+/* poll, and ppoll without a signal mask and with no timeout or a zero one (a
+ * nonzero one is written back with the time left, which is the VMM's): what is
+ * ready now, over the guest's descriptors translated as sys_poll.py translates
+ * them (one the guest has not: a host number nobody has, so POLLNVAL). Nothing
+ * ready, with a timeout to wait, goes to the VMM; so do arrays longer than
+ * MAX_NATIVE_POLL (the VMM checks them against the limit too). */
+#define MAX_NATIVE_POLL 64
+#define NO_HOST_FD 0x7FFFFFFF
+static int call_poll(Server *s, long nr, const uint64_t *a, int64_t *result) {
+    struct pollfd guest[MAX_NATIVE_POLL], host[MAX_NATIVE_POLL];
+    struct iovec pieces[MAX_PIECES];
+    struct timespec timeout;
+    uint32_t nfds = (uint32_t)a[1];
+    int waits;
+    if (nr == SYS_ppoll) {
+        struct iovec piece[MAX_PIECES];
+        if (a[3] != 0)
+            return -1;
+        waits = a[2] == 0;
+        if (!waits) {
+            int pieces_of_timeout = translate(s, a[2], sizeof timeout, 0, piece);
+            if (pieces_of_timeout < 0)
+                return -1;
+            gather(piece, pieces_of_timeout, &timeout);
+            if (timeout.tv_sec != 0 || timeout.tv_nsec != 0)
+                return -1;
+        }
+    } else {
+        waits = as_int32(a[2]) != 0;
+    }
+    if (s->fds == NULL || nfds > MAX_NATIVE_POLL)
+        return -1;
+    if ((int64_t)nfds > __atomic_load_n(&s->fds->max_fds, __ATOMIC_RELAXED)) {
+        *result = -EINVAL;
+        return 0;
+    }
+    int count = 0;
+    if (nfds > 0) {
+        count = translate(s, a[0], nfds * sizeof guest[0], 1, pieces);
+        if (count < 0)
+            return -1;
+        gather(pieces, count, guest);
+    }
+    for (uint32_t i = 0; i < nfds; i++) {
+        host[i] = guest[i];
+        host[i].revents = 0;
+        if (guest[i].fd >= 0 && host_fd(s, (uint64_t)(uint32_t)guest[i].fd, 0, &host[i].fd) < 0)
+            host[i].fd = NO_HOST_FD;
+    }
+    *result = raw(poll(host, nfds, 0));
+    if (*result < 0 || (*result == 0 && waits))
+        return -1;
+    for (uint32_t i = 0; i < nfds; i++)
+        guest[i].revents = host[i].revents;
+    if (nfds > 0)
+        scatter(pieces, count, guest, nfds * sizeof guest[0]);
+    return 0;
+}
+
 static int call_fstat(Server *s, long nr, const uint64_t *a, int64_t *result) {
     int fd;
     struct stat st;
@@ -588,12 +654,70 @@ static int call_fstat(Server *s, long nr, const uint64_t *a, int64_t *result) {
  * from the working directory (shared with the VMM); other directory descriptors
  * are left to the VMM. */
 static int open_beneath_how(Server *s, int dirfd, const char *path, uint64_t flags);
+static int open_checked(int dirfd, const char *path, int nofollow, int *error);
 
-static int open_beneath(Server *s, int dirfd, const char *path, int nofollow) {
-    return open_beneath_how(s, dirfd, path, O_PATH | O_CLOEXEC | (nofollow ? O_NOFOLLOW : 0));
+/* Whether a path has a ".." component. The gate judges the path with ".." taken
+ * away lexically (normpath), the kernel walks it through symlinks: the two can
+ * disagree, so such paths are the gate's. */
+static int has_dotdot(const char *path) {
+    for (const char *p = path; (p = strstr(p, "..")) != NULL; p += 2)
+        if ((p == path || p[-1] == '/') && (p[2] == '/' || p[2] == '\0'))
+            return 1;
+    return 0;
 }
 
-/* open_beneath with the open's own flags (for an open served beneath the roots). */
+/* Whether `path` is a root or beneath it, by name: the gate's _under(). */
+static int under_root(const char *path, const char *root, size_t length) {
+    while (length > 0 && root[length - 1] == '/')
+        length--;                                  /* root.rstrip("/") + "/" */
+    if (strncmp(path, root, length) == 0 && path[length] == '/')
+        return 1;
+    return strcmp(path, root) == 0;
+}
+
+/* A path the kernel resolves (outside /proc, through no magic link) to a file whose
+ * name, as /proc/self/fd shows it, lies under a root by the gate's own comparison
+ * of names: what the gate's pin checks last (guard.py _pin), for the roots
+ * openat2 cannot take (single files, names that are not canonical). Held O_PATH;
+ * -1 when it does not resolve or lies elsewhere: the VMM decides. */
+static int hold_named(Server *s, int dirfd, const char *path, int nofollow) {
+    static __thread char name[PATH_MAX_BYTES + 1];
+    char link[32];
+    int error = 0;
+    if (dirfd != AT_FDCWD_VALUE)
+        return -1;
+    int fd = open_checked(dirfd, path, nofollow, &error);
+    if (fd < 0)
+        return -1;
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t length = readlink(link, name, sizeof name - 1);
+    if (length > 0 && (size_t)length < sizeof name - 1) {
+        name[length] = '\0';
+        for (int i = 0; i < s->nroots; i++)
+            if (under_root(name, s->root_path[i], s->root_length[i]))
+                return fd;
+    }
+    close(fd);
+    return -1;
+}
+
+static int open_beneath(Server *s, int dirfd, const char *path, int nofollow) {
+    if (has_dotdot(path))
+        return -1;
+    int fd = open_beneath_how(s, dirfd, path, O_PATH | O_CLOEXEC | (nofollow ? O_NOFOLLOW : 0));
+    if (fd < 0)
+        return hold_named(s, dirfd, path, nofollow);
+    /* A root that holds /proc (the whole tree, say) may lead there from a relative
+     * path: the VMM's /proc is not the guest's. */
+    struct statfs where;
+    if (fstatfs(fd, &where) < 0 || where.f_type == PROC_SUPER_MAGIC) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* The walk beneath the directory roots, with openat2's flags `flags`. */
 static int open_beneath_how(Server *s, int dirfd, const char *path, uint64_t flags) {
     static __thread char full[2 * PATH_MAX_BYTES + 2];
     const char *absolute = path;
@@ -613,6 +737,8 @@ static int open_beneath_how(Server *s, int dirfd, const char *path, uint64_t fla
     for (int i = 0; i < s->nroots; i++) {
         size_t length = s->root_length[i];
         const char *rest;
+        if (s->root_fd[i] < 0)
+            continue;                             /* a name only (hold_named) */
         if (length == 1) {
             rest = absolute + 1;                  /* the root directory itself */
         } else if (strncmp(absolute, s->root_path[i], length) == 0
@@ -698,9 +824,10 @@ static int hold_path(Server *s, long nr, int dirfd, const char *path, int flags,
                      int64_t *result) {
     int error = 0;
     int nofollow = flags & AT_SYMLINK_NOFOLLOW;
-    if (path[0] == '\0' && flags & AT_EMPTY_PATH && dirfd != AT_FDCWD_VALUE
-        && s->action[nr] != ACTION_BENEATH)
-        return fcntl(dirfd, F_DUPFD_CLOEXEC, 0);   /* the guest's own descriptor */
+    /* The guest's own descriptor: no path to check (the gate allows an empty path
+     * with a directory descriptor as it is, beneath the roots or not). */
+    if (path[0] == '\0' && flags & AT_EMPTY_PATH && dirfd != AT_FDCWD_VALUE)
+        return fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
     if (s->action[nr] == ACTION_BENEATH)
         return open_beneath(s, dirfd, path, nofollow);
     int held = open_checked(dirfd, path, nofollow, &error);
@@ -789,6 +916,47 @@ static int call_access(Server *s, long nr, const uint64_t *a, int64_t *result) {
         return held == -1 ? -1 : 0;
     *result = raw(syscall(SYS_faccessat2, held, "", mode, (flags & AT_EACCESS) | AT_EMPTY_PATH));
     close(held);
+    return 0;
+}
+
+/* getxattr, lgetxattr, listxattr, llistxattr: the file held as the other path calls
+ * hold it, then asked through /proc/self/fd/N (an O_PATH descriptor has no xattr
+ * calls of its own) -- as the gate's pin does. The l* calls on a symlink go to the
+ * VMM (the /proc link would follow it). The value goes through a bounce buffer of
+ * XATTR_SIZE_MAX (the kernel's own cap), so a larger size is the VMM's. */
+static int call_xattr(Server *s, long nr, const uint64_t *a, int64_t *result) {
+    char path[PATH_MAX_BYTES];
+    char name[XATTR_NAME_MAX + 1];
+    char link[32];
+    struct iovec pieces[MAX_PIECES];
+    struct stat held_stat;
+    static __thread uint8_t bounce[XATTR_SIZE_MAX];
+    int listing = nr == SYS_listxattr || nr == SYS_llistxattr;
+    int nofollow = nr == SYS_lgetxattr || nr == SYS_llistxattr;
+    uint64_t buffer = listing ? a[1] : a[2], size = listing ? a[2] : a[3];
+    int count = 0;
+    /* An empty name is refused before the walk (ERANGE): the VMM's, as a walk
+     * error here would answer first. */
+    if (read_path(s, a[0], path) < 0 || size > sizeof bounce
+        || (!listing && (read_string(s, a[1], name, sizeof name) < 0 || name[0] == '\0')))
+        return -1;
+    if (size > 0 && (count = translate(s, buffer, size, 1, pieces)) < 0)
+        return -1;
+    int held = hold_path(s, nr, AT_FDCWD_VALUE, path, nofollow ? AT_SYMLINK_NOFOLLOW : 0, result);
+    if (held == -1)
+        return -1;
+    if (held >= 0) {
+        if (fstat(held, &held_stat) < 0 || S_ISLNK(held_stat.st_mode)) {
+            close(held);
+            return -1;
+        }
+        snprintf(link, sizeof link, "/proc/self/fd/%d", held);
+        *result = listing ? raw(listxattr(link, (char *)bounce, size))
+                          : raw(getxattr(link, name, bounce, size));
+        close(held);
+    }
+    if (*result > 0 && size > 0)
+        scatter(pieces, count, bounce, (size_t)*result);
     return 0;
 }
 
@@ -1116,11 +1284,19 @@ static int call_ioctl(Server *s, long nr, const uint64_t *a, int64_t *result) {
     return 0;
 }
 
+/* The file an O_PATH descriptor holds, opened with `flags` through /proc/self/fd. */
+static int reopen_held(int held, int flags) {
+    char link[32];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", held);
+    return (int)syscall(SYS_openat, AT_FDCWD_VALUE, link, flags | O_CLOEXEC | O_NONBLOCK, 0);
+}
+
 /* The file a non-creating open names, opened as the VMM would open it, when it is a
  * regular file or a directory outside /proc (other files may block in open, or are
  * answered by the VMM): the walk is checked first on an O_PATH descriptor, then the
  * open's own descriptor must be the same file. Returns the descriptor, -1 (the VMM
  * decides) or -2 with *error (the call's answer). */
+
 static int open_plain_file(Server *s, int beneath, int dirfd, const char *path, int flags,
                            int *error) {
     struct stat checked, opened;
@@ -1130,12 +1306,17 @@ static int open_plain_file(Server *s, int beneath, int dirfd, const char *path, 
         return held;
     int usable = fstat(held, &checked) == 0
                  && (S_ISREG(checked.st_mode) || S_ISDIR(checked.st_mode));
-    close(held);
-    if (!usable)
+    if (!usable) {
+        close(held);
         return -1;
-    /* O_NONBLOCK: a lease or a swapped-in FIFO must not make this thread wait. */
-    int fd = beneath ? open_beneath_how(s, dirfd, path, (uint64_t)(flags | O_CLOEXEC | O_NONBLOCK))
+    }
+    /* O_NONBLOCK: a lease or a swapped-in FIFO must not make this thread wait.
+     * Beneath the roots, the file checked is reopened through its descriptor, as
+     * the gate's pin opens it (the walk is not repeated; O_NOFOLLOW was the held
+     * walk's, and would refuse the /proc link itself). */
+    int fd = beneath ? reopen_held(held, flags & ~O_NOFOLLOW)
                      : (int)syscall(SYS_openat, dirfd, path, flags | O_CLOEXEC | O_NONBLOCK, 0);
+    close(held);
     if (fd < 0) {
         if (beneath || errno == EAGAIN || errno == ELOOP)
             return -1;
@@ -1230,6 +1411,8 @@ static const struct fast_entry FAST_CALLS[] = {
     {SYS_close, call_close}, {SYS_dup, call_dup}, {SYS_dup2, call_dup}, {SYS_dup3, call_dup},
     {SYS_fcntl, call_fcntl}, {SYS_open, call_open}, {SYS_openat, call_open},
     {SYS_rt_sigaction, call_rt_sigaction}, {SYS_ioctl, call_ioctl},
+    {SYS_getxattr, call_xattr}, {SYS_lgetxattr, call_xattr}, {SYS_listxattr, call_xattr},
+    {SYS_llistxattr, call_xattr}, {SYS_poll, call_poll}, {SYS_ppoll, call_poll},
 };
 #define N_FAST_CALLS (sizeof FAST_CALLS / sizeof FAST_CALLS[0])
 
@@ -1239,7 +1422,8 @@ static fast_call CALL_TABLE[NR_CALLS];
  * thing a policy checks, for reading). */
 static int takes_beneath(unsigned nr) {
     return nr == SYS_stat || nr == SYS_lstat || nr == SYS_newfstatat || nr == SYS_statx
-        || nr == SYS_open || nr == SYS_openat;
+        || nr == SYS_open || nr == SYS_openat || nr == SYS_getxattr || nr == SYS_lgetxattr
+        || nr == SYS_listxattr || nr == SYS_llistxattr;
 }
 
 /* -- serving ------------------------------------------------------------------------- */

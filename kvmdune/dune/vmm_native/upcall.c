@@ -133,11 +133,6 @@ static void put64(uint8_t *frame, unsigned offset, uint64_t value) {
     memcpy(frame + offset, &value, sizeof value);
 }
 
-/* Intel SDM RFLAGS.IF. User code always runs with interrupts enabled, as under
- * libdune, and the frame says so whichever way the VMM last resumed it (the copy the
- * CPU pushed may lack it after a resume that set the registers directly). */
-#define RFLAGS_IF (1ULL << 9)
-
 /* `_pack_tf` and the upcall's tail: the interrupted registers (RIP, RFLAGS, RSP the
  * user's, from the exception frame). */
 static void build_frame(uint8_t *frame, const struct kvm_regs *regs, uint64_t rip,
@@ -151,7 +146,9 @@ static void build_frame(uint8_t *frame, const struct kvm_regs *regs, uint64_t ri
     put64(frame, KVMDUNE_TF_ERR, fec & 0xFFFFFFFFULL);     /* err, then a zero pad */
     put64(frame, KVMDUNE_TF_RIP, rip);
     put64(frame, KVMDUNE_TF_CS, KVMDUNE_USER_CS);
-    put64(frame, KVMDUNE_TF_RFLAGS, rflags | RFLAGS_IF);
+    /* User code always runs with interrupts enabled, as under libdune, and the frame
+     * says so whatever the registers it came from say (reentry.h). */
+    put64(frame, KVMDUNE_TF_RFLAGS, rflags | KVMDUNE_RFLAGS_IF);
     put64(frame, KVMDUNE_TF_RSP, rsp);
     put64(frame, KVMDUNE_TF_SS, KVMDUNE_USER_DS);
     put64(frame, KVMDUNE_UPCALL_KIND, kind);

@@ -17,6 +17,8 @@
 
 #include "trampoline.h"
 
+#define KVMDUNE_RFLAGS_IF 0x200ULL    /* RFLAGS.IF, the interrupt flag */
+
 /* What `iretq` pops: rip, cs, rflags, rsp, ss. */
 #define KVMDUNE_IRET_FRAME_WORDS 5
 #define KVMDUNE_PF_VECTOR 14
@@ -88,7 +90,9 @@ static inline int kvmdune_exception_of(const struct kvmdune_reentry *m, struct k
         return 0;
     e->error = has_error ? words[0] : 0;
     e->rip = iret[0];
-    e->rflags = iret[2];
+    /* User code always runs with IF set (CPL3 cannot clear it); the copy this
+     * software KVM pushes sometimes lacks it (cpu.py's _exception_event says so). */
+    e->rflags = iret[2] | KVMDUNE_RFLAGS_IF;
     e->rsp = iret[3];
     return 1;
 }

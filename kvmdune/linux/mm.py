@@ -335,7 +335,20 @@ class MemoryMap:
         """Unmap everything (at exec and exit), releasing shared regions. The
         resident peak is not noted: nothing reads this map's VmHWM any more (exec's
         new map starts its own), and counting it walks every table."""
+        if self.observer is None:       # (the Dune API's own tables may map them too)
+            for vma in [vma for vma in self.vmas if _kernel_pages(vma)]:
+                self.space.unmap_unaccessed(vma.start, vma.end - vma.start)
         self.unmap(0, layout.USER_PROGRAM_END, note_peak=False)
+
+    def vm_rebuilt(self) -> None:
+        """The VM under this map is new and has not run (a forked child's): the
+        kernel's pages' A bits go to the bit readers, so that an exec before any
+        access to them drops them with no memory-slot change (``close``)."""
+        if self.observer is not None:
+            return
+        for vma in self.vmas:
+            if _kernel_pages(vma):
+                self.space.page_bits.hand_over_accessed(vma.start, vma.end - vma.start)
 
     def missing_kernel_page(self, address: int, error: PFError) -> bool:
         """Whether a fault that demand paging refused hit a page of the kernel's

@@ -221,6 +221,8 @@ class Process(Handler):
             try:
                 with profiling.phase("fork.child.vm"):
                     self.machine.reinit_after_fork(snapshot)
+                    if self.mm is not None:
+                        self.mm.vm_rebuilt()
                 self.threads.after_fork_in_child()
                 if self.fast is not None:
                     with profiling.phase("fork.child.fast_path"):

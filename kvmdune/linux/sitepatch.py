@@ -38,6 +38,12 @@ file's identity (device, inode, size, mtime, ctime) without reading the file, si
 it is needed on every exec. Files that check their own code in memory (an
 in-memory FIPS integrity check: ``FIPS_text_start``) are left unpatched.
 ``KVMDUNE_PATCH_SITES=0`` or ``--no-patch`` turns patching off.
+
+The patched code and its stubs are kept too (``_patched``, per VMM process, so
+inherited by every fork): each exec of a dynamic program maps libc's text again,
+and the same bytes at the same distance from their stubs patch to the same bytes.
+An entry is used only for exactly the bytes it was made from (compared, not
+trusted from the file's identity) and the file's current analysis.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ import functools
 import os
 import re
 import struct
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
@@ -625,7 +632,16 @@ def patch_mapping(mm, start: int, file_offset: int, data: bytes,
     ``start``) with its sites patched, their stubs mapped nearby in one mapping;
     ``data`` as it is when nothing can be patched (no site, no room within reach).
     (A bytearray, not copied again: libc's text is megabytes, patched per exec.)"""
-    sites = _sites_in(analyze(path), data, file_offset)
+    analysis = analyze(path)
+    key = (path, file_offset, len(data))
+    kept = _patched.get(key)
+    if kept is not None and kept.analysis is analysis and kept.original.startswith(data):
+        stubs_at = mm.find_free(len(kept.stubs), below=start)
+        if stubs_at == start - kept.stubs_below:
+            _patched.move_to_end(key)
+            _map_stubs(mm, stubs_at, kept.stubs, start, len(data))
+            return kept.code
+    sites = _sites_in(analysis, data, file_offset)
     if not sites:
         return data
     size = -(-len(sites) * STUB_SIZE // PAGE_SIZE) * PAGE_SIZE
@@ -649,9 +665,51 @@ def patch_mapping(mm, start: int, file_offset: int, data: bytes,
             patched[at:at + 2] = bytes([_JMP_REL8, (pad - (at + 2)) & 0xFF])
             jump.pack_into(patched, pad, _JMP_REL32, stub - (start + pad + 5))
     stubs[len(sites) * STUB_SIZE:] = b"\xcc" * (size - len(sites) * STUB_SIZE)
-    mm.map_private_code(stubs_at, bytes(stubs), STUB_PROT)
-    mm.site_stubs.append(StubMapping(stubs_at, stubs_at + size, start, start + len(data)))
+    _map_stubs(mm, stubs_at, bytes(stubs), start, len(data))
+    _keep_patched(key, _PatchedCode(analysis, bytes(data), start - stubs_at,
+                                    bytes(patched), bytes(stubs)))
     return patched
+
+
+def _map_stubs(mm, stubs_at: int, stubs: bytes, code_start: int, code_length: int) -> None:
+    mm.map_private_code(stubs_at, stubs, STUB_PROT)
+    mm.site_stubs.append(StubMapping(stubs_at, stubs_at + len(stubs), code_start,
+                                     code_start + code_length))
+
+
+@dataclass(frozen=True)
+class _PatchedCode:
+    """Code patched once: valid again for exactly ``original`` under ``analysis``,
+    mapped ``stubs_below`` bytes above its stubs (every jump is relative, so the
+    patched bytes do not depend on where the pair is)."""
+
+    analysis: Analysis
+    original: bytes
+    stubs_below: int
+    code: bytes
+    stubs: bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.original) + len(self.code) + len(self.stubs)
+
+
+#: Patched code kept per (file path, file offset, length), least recently used
+#: first, at most ``PATCHED_CACHE_BYTES`` in all (libc's text, original and patched,
+#: is about 3 MiB).
+_patched: "OrderedDict[tuple[str, int, int], _PatchedCode]" = OrderedDict()
+PATCHED_CACHE_BYTES = 32 << 20
+
+
+def _keep_patched(key: tuple[str, int, int], entry: _PatchedCode) -> None:
+    _patched.pop(key, None)
+    if entry.size > PATCHED_CACHE_BYTES:
+        return
+    _patched[key] = entry
+    total = sum(kept.size for kept in _patched.values())
+    while total > PATCHED_CACHE_BYTES:
+        _, dropped = _patched.popitem(last=False)
+        total -= dropped.size
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,6 @@ class Process(Handler):
         self.scratch_dirs: dict[str, str] = {}
         self.pinned_paths: dict[bytes, bytes] = {}
         #: What the host said of a pending signal (sender, code), by number.
-        self.signal_info: dict[int, sig.SenderInfo] = {}
         self.fast = None          # the native fast path (fastpath.FastPath), once started
         #: System calls the VMM served (every exit for one; --syscall-stats).
         self.vmm_calls = 0
@@ -367,8 +366,7 @@ class Process(Handler):
         if signo in (Signal.SIGKILL, Signal.SIGSTOP):
             os.kill(os.getpid(), signo)
             return 0
-        self.signal_info[signo] = sender or sig.SenderInfo(code, os.getpid(), os.getuid())
-        self.sighand.pending.add(signo)
+        self.sighand.queue(signo, sender or sig.SenderInfo(code, os.getpid(), os.getuid()))
         self.threads.route(signo)
         return 0
 
@@ -379,7 +377,7 @@ class Process(Handler):
         when the thread must end. The host signals waited for are the kick (another
         thread's news for this one: blocked while waiting, so none is lost) and, on
         the main thread, the process's host signals, whose sender and code are kept
-        in ``signal_info`` for rt_sigtimedwait."""
+        with the signal for its siginfo."""
         on_main = threading.current_thread() is threading.main_thread()
         waited = {SIGKICK} | (set(sig.FORWARDED) if on_main else set())
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -398,9 +396,8 @@ class Process(Handler):
                     self.threads.lock.acquire()
                 if info is None or info.si_signo == SIGKICK:
                     continue
-                self.signal_info[info.si_signo] = sig.SenderInfo(
-                    info.si_code, info.si_pid, info.si_uid)
-                self.sighand.pending.add(info.si_signo)
+                self.sighand.queue(info.si_signo, sig.SenderInfo(
+                    info.si_code, info.si_pid, info.si_uid))
                 if task.signals.blocks(info.si_signo) and not wanted & (1 << (info.si_signo - 1)):
                     self.threads.route(info.si_signo)
             return True
@@ -579,8 +576,7 @@ class Process(Handler):
             signo = self.signals.next_deliverable()
             if signo is None:
                 return None
-            self.signals.take(signo)
-            sender = self.signal_info.pop(signo, None)
+            sender = self.signals.take(signo)
             if self.privileged is not None:
                 claimed = self.privileged.on_signal(cpu, signo)
                 if claimed is not None:

@@ -208,7 +208,7 @@ class Process(Handler):
         vCPU is parked outside KVM_RUN first, and the calling one is carried over."""
         read_end = write_end = None
         if vfork:
-            read_end, write_end = vfork_module.channel()
+            read_end, write_end = os.pipe()
         self.threads.park_others()
         handshake = ForkHandshake.open()
         snapshot = self.machine.snapshot_for_fork(self.cpu)

@@ -11,7 +11,7 @@ memory (one VM belongs to one process), so its writes would stay its own. So, ju
 before the child's VM runs, the dirty bits of its entries are handed to the bit
 readers (no reader loses a write; page_bits.py), and when the child execs or ends,
 every page whose dirty bit is set again -- written by the child, at CPL3 or by the
-VMM on its behalf -- goes back to the parent over the socket the parent waits on,
+VMM on its behalf -- goes back to the parent over the pipe the parent waits on,
 and the parent writes it into its own memory before its vfork returns.
 
 Not the same as sharing: the child's pages are written back whole, so a write
@@ -23,12 +23,12 @@ changes (its mmap/munmap/mprotect, which vfork children do not make) stay its ow
 from __future__ import annotations
 
 import os
-import socket
+import signal
 import struct
 from typing import Callable
 
 from ..memory import HUGE_PAGE_SIZE, PAGE_SIZE, PTE, USER_SPACE_END, VMM, WRITE, AddressSpace, GuestFault
-from .abi import Errno, MsgFlags
+from .abi import Errno
 from .host_unsafe import HostBuffer, host_syscall
 from .syscall_table import Sysno
 
@@ -37,13 +37,6 @@ from .syscall_table import Sysno
 _RECORD = struct.Struct("<QI")
 #: A record's length must be one of these: anything else is not from our child.
 _PAGE_LENGTHS = (PAGE_SIZE, HUGE_PAGE_SIZE)
-
-
-def channel() -> tuple[int, int]:
-    """The parent's end and the child's: a socket pair, so that the child's sends
-    can refuse SIGPIPE."""
-    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    return parent.detach(), child.detach()
 
 
 def start_in_child(space: AddressSpace) -> None:
@@ -105,16 +98,19 @@ def _is_huge(space: AddressSpace, vaddr: int) -> bool:
 
 
 def _write_all(fd: int, data: bytes) -> None:
-    """All of ``data`` to the parent's socket, without SIGPIPE (a parent that stopped
-    listening must not leave a signal pending for the child's next program)."""
-    buffer = HostBuffer(data)
-    done = 0
-    while done < len(data):
-        sent = host_syscall(Sysno.sendto, fd, buffer.address + done, len(data) - done,
-                            MsgFlags.MSG_NOSIGNAL, 0, 0)
-        if sent < 0:
-            raise BrokenPipeError(-sent, os.strerror(-sent))
-        done += sent
+    """All of ``data`` to the parent's pipe. If the parent stopped listening, the
+    SIGPIPE the write raises at this thread is taken here: it is no signal of the
+    guest's (the VMM queues the ones its calls for the guest raise)."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPIPE})
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    except BrokenPipeError:
+        signal.sigtimedwait({signal.SIGPIPE}, 0)
+        raise
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _read_exactly(fd: int, buffer: HostBuffer, length: int) -> int:

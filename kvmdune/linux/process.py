@@ -26,6 +26,7 @@ from ..machine.kick import SIGKICK
 from ..memory import AddressSpace, OutOfGuestMemory
 from . import aslr, internal_error, procfs, profiling, task_name
 from . import signals as sig
+from . import vfork as vfork_module
 from .abi import Errno, SigactionFlags, SigHandler, Signal, signal_name
 from .dispatch import Dispatcher
 from .exit_status import ExitStatus
@@ -38,8 +39,7 @@ from .gate import Gate
 from .internal_error import InternalError
 from .mm import MemoryMap
 from .privileged import HYPERCALL_BASE, HYPERCALLS, Privileged, PrivilegedFactory
-from .host_unsafe import HostBuffer, host_syscall
-from .syscall_table import BY_NAME, SYSCALLS, Sysno
+from .syscall_table import BY_NAME, SYSCALLS
 from .threads import Task, ThreadGroup
 
 #: System calls Linux restarts after a handler with SA_RESTART (the rest report EINTR).
@@ -182,14 +182,22 @@ class Process(Handler):
         self.cpu.enter_user(space, entry, sp)
         if self.fast is not None:
             self.fast.address_space_changed(space)
+        self.release_vfork_parent(old)
         with profiling.phase("execve.teardown"):
             if old_mm is not None:
                 old_mm.close()
             if old is not None:
                 old.close()
-        if self.vfork_done is not None:
-            os.close(self.vfork_done)
-            self.vfork_done = None
+
+    def release_vfork_parent(self, space: AddressSpace | None) -> None:
+        """A child of vfork is done with its parent's memory (it execs, or ends):
+        what it wrote there goes back to the parent, which then resumes (vfork.py)."""
+        if self.vfork_done is None:
+            return
+        if space is not None and not space.closed:
+            vfork_module.send_written_pages(space, self.vfork_done)
+        os.close(self.vfork_done)
+        self.vfork_done = None
 
     def fork(self, vfork: bool) -> int:
         """fork(2) of the whole VMM process: the child continues this very system call
@@ -237,6 +245,7 @@ class Process(Handler):
             if vfork:
                 os.close(read_end)
                 self.vfork_done = write_end
+                vfork_module.start_in_child(self.space)
             handshake.child_ready()
             return 0
         with profiling.phase("fork.parent.wait_child"):
@@ -245,7 +254,7 @@ class Process(Handler):
             os.close(write_end)
             if not failed:
                 # Only this thread waits (as vfork suspends only the caller).
-                self.threads.blocking(lambda: _wait_for_eof(read_end))
+                vfork_module.receive_written_pages(read_end, self.space, self.threads.blocking)
             os.close(read_end)
         return failed or pid
 
@@ -600,14 +609,6 @@ class Process(Handler):
                 return Stop(value=ExitStatus(signal=Signal.SIGSEGV))
             return None
 
-
-def _wait_for_eof(fd: int) -> int:
-    """Read ``fd`` until end of file: 0, or -errno (-EINTR when interrupted)."""
-    buffer = HostBuffer(1)
-    while True:
-        result = host_syscall(Sysno.read, fd, buffer, 1)
-        if result <= 0:
-            return result
 
 
 def crash_report(proc: Process, cpu: Cpu, signo: int, address: int, event) -> str:

@@ -270,25 +270,26 @@ class Rss:
         return self.anonymous + self.file + self.shmem
 
 
-def rss(space: AddressSpace, vmas: Iterable) -> Rss:
-    """The current resident set. Noted before every unmap (the peak), so it is
-    cheap: one native walk counts every page written since mapped below the
-    program's end (anonymous memory, and the copies of private file pages), and two
-    per file or shared mapping count what those hold."""
+def rss(space: AddressSpace, vmas: Iterable, start: int = 0,
+        end: int = USER_PROGRAM_END) -> Rss:
+    """The resident set (of [start, end) only, if given: ``vmas`` are then those
+    overlapping it). Noted before an unmap that drops resident pages (the peak), so
+    it is cheap: one native walk counts every page written since mapped (anonymous
+    memory, and the copies of private file pages), and two per file or shared
+    mapping count what those hold."""
     written = space.page_bits.since_mapping.mask(PTE.DIRTY)
-    tables = space.tables
+    count = space.tables.count_bits
 
-    def count(start: int, size: int, test: int) -> int:
-        return tables.scan_bits(start, size, test, collect=False).hits
-
-    anonymous = count(0, USER_PROGRAM_END, written)
+    anonymous = count(start, end - start, written)
     file = shmem = 0
     for vma in vmas:
         kind = backing(vma)
         if kind is Backing.ANONYMOUS:
             continue
-        size = vma.end - vma.start
-        mapped, changed = count(vma.start, size, _MAPPED), count(vma.start, size, written)
+        low, high = max(vma.start, start), min(vma.end, end)
+        if low >= high:
+            continue
+        mapped, changed = count(low, high - low, _MAPPED), count(low, high - low, written)
         if kind is Backing.FILE_PRIVATE:
             file += mapped - changed          # the written ones are anonymous copies
             continue

@@ -55,6 +55,17 @@ ReadInto = Callable[[int, int, list], int]
 #: One past the largest address: a range reaching it wraps in Linux's unsigned long.
 ADDRESS_END = 1 << 64
 PROT_MASK = int(ProtFlags.PROT_READ | ProtFlags.PROT_WRITE | ProtFlags.PROT_EXEC)
+# The flags the memory calls test, as plain ints: testing an int against an IntFlag
+# member builds a new member each time (enum's __and__), microseconds per call.
+_PROT_WRITE, _PROT_EXEC = int(ProtFlags.PROT_WRITE), int(ProtFlags.PROT_EXEC)
+_PROT_ACCEPTED = PROT_MASK | int(ProtFlags.PROT_GROWSDOWN | ProtFlags.PROT_GROWSUP
+                                 | ProtFlags.PROT_SEM)
+_MAP_TYPE, _MAP_PRIVATE = int(MAP_TYPE), int(MapType.MAP_PRIVATE)
+_MAP_TYPES = frozenset(int(kind) for kind in (MapType.MAP_SHARED, MapType.MAP_PRIVATE,
+                                              MapType.MAP_SHARED_VALIDATE))
+_MAP_FIXED_ANY = int(MapFlags.MAP_FIXED | MapFlags.MAP_FIXED_NOREPLACE)
+_MAP_FIXED_NOREPLACE = int(MapFlags.MAP_FIXED_NOREPLACE)
+_MAP_POPULATE, _MAP_GROWSDOWN = int(MapFlags.MAP_POPULATE), int(MapFlags.MAP_GROWSDOWN)
 
 
 def page_up(value: int) -> int:
@@ -304,8 +315,8 @@ class MemoryMap:
         """Whether a fault in ``vma`` may map a 2 MiB page, now or after a later
         madvise(MADV_HUGEPAGE) (Linux's rules in madvise mode)."""
         return (self.huge_pages and vma.private_anonymous and not vma.vmm_backed
-                and (self.thp_allows(vma) or self.thp_allows(
-                    vma.replaced(huge_advice=HugeAdvice.HUGEPAGE))))
+                and (self.thp.allows(vma.huge_advice, self.thp_disabled)
+                     or self.thp.allows(HugeAdvice.HUGEPAGE, self.thp_disabled)))
 
     def thp_allows(self, vma: Vma) -> bool:
         """Whether a fault in ``vma`` maps a 2 MiB page where one fits (and Linux's
@@ -579,11 +590,10 @@ class MemoryMap:
         length = page_up(length)
         if length > layout.USER_PROGRAM_END:
             return -Errno.ENOMEM
-        map_type = flags & MAP_TYPE
-        if map_type not in (MapType.MAP_SHARED, MapType.MAP_PRIVATE,
-                            MapType.MAP_SHARED_VALIDATE):
+        map_type = flags & _MAP_TYPE
+        if map_type not in _MAP_TYPES:
             return -Errno.EINVAL
-        fixed = flags & (MapFlags.MAP_FIXED | MapFlags.MAP_FIXED_NOREPLACE)
+        fixed = flags & _MAP_FIXED_ANY
         if fixed:
             if address + length > layout.USER_PROGRAM_END:   # checked in Linux's order
                 return -Errno.ENOMEM
@@ -591,7 +601,7 @@ class MemoryMap:
                 return -Errno.EINVAL
             if address < layout.MMAP_MIN_ADDR:                 # mmap_min_addr
                 return -Errno.EPERM
-            if flags & MapFlags.MAP_FIXED_NOREPLACE and not self.is_free(address, address + length):
+            if flags & _MAP_FIXED_NOREPLACE and not self.is_free(address, address + length):
                 return -Errno.EEXIST
             if self.sealed_in(address, address + length):
                 return -Errno.EPERM
@@ -602,7 +612,7 @@ class MemoryMap:
                 self.find_free(length)
             if start is None:
                 return -Errno.ENOMEM
-        shared = map_type != MapType.MAP_PRIVATE
+        shared = map_type != _MAP_PRIVATE
         region = None
         if shared and share is not None:
             try:
@@ -614,12 +624,12 @@ class MemoryMap:
         # guest can touch none of its pages until an mprotect, after which demand
         # paging backs what it touches (as MAP_POPULATE does nothing there on Linux).
         reservation = read_file is None and region is None and not prot & PROT_MASK
-        eager = not reservation and (bool(flags & MapFlags.MAP_POPULATE)
+        eager = not reservation and (bool(flags & _MAP_POPULATE)
                                      or length <= EAGER_MAP_LIMIT)
         # Code whose call sites are patched is read, patched, then copied in (and then
         # never matches the file's frames already there).
         patched = (self.patch_sites and read_file is not None and region is None
-                   and prot & ProtFlags.PROT_EXEC and not shared)
+                   and prot & _PROT_EXEC and not shared)
         # A new eager private file mapping has the file read straight into its
         # frames; MAP_FIXED ones first see whether the frames there hold it already.
         direct = (read_into is not None and region is None and eager and not fixed
@@ -630,7 +640,7 @@ class MemoryMap:
             from .sitepatch import patch_mapping
             data = patch_mapping(self, start, offset, data, file_path or name)
         vma = Vma(start, start + length, prot & PROT_MASK, shared=shared, name=name,
-                  offset=offset, grows_down=bool(flags & MapFlags.MAP_GROWSDOWN),
+                  offset=offset, grows_down=bool(flags & _MAP_GROWSDOWN),
                   region=region)
         if fixed and data and self._reuse_untouched_frames(vma, data):
             self._merge_around(start, start + length)
@@ -738,8 +748,7 @@ class MemoryMap:
 
     def sys_mprotect(self, address: int, length: int, prot: int) -> int:
         """Implements mprotect(2)."""
-        if address % PAGE_SIZE or prot & ~(PROT_MASK | ProtFlags.PROT_GROWSDOWN
-                                           | ProtFlags.PROT_GROWSUP | ProtFlags.PROT_SEM):
+        if address % PAGE_SIZE or prot & ~_PROT_ACCEPTED:
             return -Errno.EINVAL
         end = address + page_up(length)
         if end > layout.USER_PROGRAM_END:
@@ -762,7 +771,7 @@ class MemoryMap:
         if self.observer is not None:
             self.observer.protected(address, end)
         self._merge_around(address, end)
-        if self.patch_sites and prot & ProtFlags.PROT_EXEC:
+        if self.patch_sites and prot & _PROT_EXEC:
             self._patch_made_executable(before)
         return 0
 

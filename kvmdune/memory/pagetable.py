@@ -471,6 +471,8 @@ class PageTables:
 
     def is_mapped(self, vaddr: int, size: int) -> bool:
         """True when any page of the range has a leaf entry (present or PROT_NONE)."""
+        if 0 <= vaddr and vaddr + size <= USER_SPACE_END:   # the native walker's half
+            return self.count_bits(vaddr, size, _P | _PROTNONE) > 0
         for chunk in self._chunks(vaddr, vaddr + size, create=False, split_huge=False):
             if chunk.page_size == HUGE_PAGE_SIZE:
                 return True

@@ -19,10 +19,11 @@ table where it is leaves no such link stale; 2 MiB frames are never reused as 2 
 pages for the same reason (``FrameAllocator``).
 
 Only entries with the accessed bit set are reported as restricted (``_CACHED``): the
-MMU sets A before it caches a translation (Intel SDM vol. 3A, 4.8), and KVM's shadow
-MMU builds, and prefetches, shadow entries only from guest entries with A set
-(``paging_tmpl.h``: ``prefetch_invalid_gpte``), so an entry with A clear is cached
-nowhere. Whoever clears an A bit (``kvmdune.memory.page_bits``) invalidates then. A
+MMU sets A before it caches a translation (Intel SDM vol. 3A, 4.8; Linux's x86
+``pte_needs_flush`` skips the TLB flush of an entry that was not accessed for this
+reason), and KVM's shadow MMU builds, and prefetches, shadow entries only from guest
+entries with A set (``paging_tmpl.h``: ``prefetch_invalid_gpte``), so an entry with A
+clear is cached nowhere. Whoever clears an A bit (``kvmdune.memory.page_bits``) invalidates then. A
 mapping the guest never touched is therefore unmapped or reprotected with no
 invalidation at all (mmap then munmap of an untouched buffer: issue 14).
 

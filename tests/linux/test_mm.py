@@ -116,6 +116,24 @@ def test_an_anonymous_prot_none_mapping_is_a_reservation_backed_on_demand(guest)
     assert guest.space.read(file_backed, len(data)) == data
 
 
+def test_the_resident_peak_is_noted_by_an_unmap_that_drops_resident_pages(guest):
+    """Linux's hiwater_rss: an unmap of pages never touched lowers nothing, so the
+    peak need not be counted then (VmHWM reads the larger of it and the current
+    set); one that drops written pages notes the set as it was."""
+    from kvmdune.memory import WRITE
+
+    guest.mmap(page(0), 4, flags=FIXED)
+    for n in range(4):
+        guest.space.write(page(n), b"x", WRITE)          # written, as the CPU marks it
+    guest.mmap(page(8), 4, flags=FIXED)
+    assert guest.mm.sys_munmap(page(8), 4 * PAGE_SIZE) == 0
+    assert guest.mm.rss_peak_pages == 0
+    assert guest.mm.sys_munmap(page(2), 2 * PAGE_SIZE) == 0
+    assert guest.mm.rss_peak_pages == 4
+    assert guest.mm.sys_munmap(page(0), 2 * PAGE_SIZE) == 0
+    assert guest.mm.rss_peak_pages == 4
+
+
 def test_a_hint_that_is_free_is_taken_and_one_that_is_not_is_moved(guest):
     assert guest.mmap(page(4), 2) == page(4)
     moved = guest.mmap(page(5), 2)

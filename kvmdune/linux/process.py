@@ -16,16 +16,14 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from typing import Callable
 
 from ..kvm import KvmError
 from ..machine import (Action, Cpu, ExceptionEvent, Handler, Machine, PageFaultEvent,
-                       Stop, StopReason, SyscallEvent)
+                       Stop, StopReason, SyscallEvent, sigmask)
 from ..machine.kick import SIGKICK
 from ..memory import AddressSpace, OutOfGuestMemory
-from ..machine import sigmask
 from . import aslr, host_signals, internal_error, procfs, profiling, task_name
 from . import signals as sig
 from .abi import Errno, SigactionFlags, SigHandler, Signal, signal_name
@@ -446,12 +444,6 @@ class Process(Handler):
         with self.threads.lock:
             if self.threads.exit_status is None:
                 self.queue_host_signal(taken, None)
-
-    def start_signal_taker(self) -> None:
-        self.signal_taker.start()
-
-    def stop_signal_taker(self) -> None:
-        self.signal_taker.stop()
 
     def _signal_ready(self, wanted: int) -> bool:
         signals = self.signals

@@ -292,7 +292,7 @@ def run_process(process: Process, wall_seconds: float | None = None,
     # they interrupt or by the signal-taking thread (host_signals.py).
     previous_mask = host_signals.hold_on_this_thread()
     process.machine.set_run_signal_mask(host_signals.RUN_SIGNAL_MASK)
-    process.start_signal_taker()
+    process.signal_taker.start()
     try:
         group = process.threads
         group.wall_seconds = wall_seconds
@@ -304,14 +304,14 @@ def run_process(process: Process, wall_seconds: float | None = None,
             ticks.finish(process)
         return status
     finally:
-        process.stop_signal_taker()
+        process.signal_taker.stop()
         host_signals.discard_pending()
         sigmask.set_mask(previous_mask)
 
 
 def _end_child_of_thread(process: Process, status: ExitStatus) -> None:
     """The end of a forked child whose only thread is not the VMM's first one."""
-    process.stop_signal_taker()
+    process.signal_taker.stop()
     disarm_interval_timers()
     process.cleanup()
     end_forked_child(status)

@@ -165,7 +165,7 @@ def wait_until_pending(seconds: float | None) -> None:
     blocks them all), without taking it, or ``seconds`` have passed."""
     poller = select.poll()
     poller.register(_watch_fd(), select.POLLIN)
-    poller.poll(None if seconds is None else max(int(seconds * 1000), 1))
+    poller.poll(None if seconds is None else seconds * 1000)     # rounded up to 1 ms
 
 
 class ProcessSignalTaker:

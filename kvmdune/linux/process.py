@@ -442,8 +442,12 @@ class Process(Handler):
     def _process_signal_arrived(self, taken: host_signals.HostSignal) -> None:
         """The signal-taking thread took one of the process's signals."""
         with self.threads.lock:
-            if self.threads.exit_status is None:
+            if self.threads.exit_status is not None:
+                return
+            try:
                 self.queue_host_signal(taken, None)
+            except Exception as exc:     # a bug in the VMM: the thread takes on
+                self.log(f"kvmdune: queueing host signal {taken.signo}: {exc!r}")
 
     def _signal_ready(self, wanted: int) -> bool:
         signals = self.signals

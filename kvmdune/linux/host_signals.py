@@ -32,6 +32,7 @@ call (a read, a sleep) is taken when that call returns, not at once.
 from __future__ import annotations
 
 import ctypes
+import errno
 import select
 import signal
 import struct
@@ -179,11 +180,18 @@ class ProcessSignalTaker:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        """Start the thread (if it is not running); OSError (EAGAIN) when the host
+        cannot make it (RLIMIT_NPROC counts threads)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
         self._stopping = False
-        self._thread = threading.Thread(target=self._loop, name="kvmdune-signals",
-                                        daemon=True)
-        with sigmask.blocked_for_new_threads():
-            self._thread.start()
+        thread = threading.Thread(target=self._loop, name="kvmdune-signals", daemon=True)
+        try:
+            with sigmask.blocked_for_new_threads():
+                thread.start()
+        except RuntimeError as exc:        # "can't start new thread"
+            raise OSError(errno.EAGAIN, str(exc)) from exc
+        self._thread = thread
 
     def stop(self) -> None:
         """End the thread (it takes nothing more); returns once it has ended."""
@@ -201,8 +209,9 @@ class ProcessSignalTaker:
 
     def restart_in_child(self) -> None:
         """In the child of a fork, where only the forking thread exists: a new
-        taker, if the parent had one."""
+        taker, if the parent had one (OSError as ``start``)."""
         if self._thread is not None:
+            self._thread = None
             self.start()
 
     def _loop(self) -> None:

@@ -166,6 +166,13 @@ def _run_command(argv: list[str], env: dict[str, str] | None, options: RunOption
                 f"({os.strerror(exc.errno or 0)}): the process limit (RLIMIT_NPROC) is "
                 "reached; raise it (--max-procs) or use --no-fast-syscalls")
             return EXIT_VMM_FAILED
+        try:
+            process.signal_taker.start()
+        except OSError as exc:
+            say(f"kvmdune: {path}: cannot start the thread that takes the guest's signals "
+                f"({os.strerror(exc.errno or 0)}): the process limit (RLIMIT_NPROC) is "
+                "reached; raise it (--max-procs)")
+            return EXIT_VMM_FAILED
         # The child of a fork from a thread other than the main one ends where that
         # thread's loop ends (threads.py), not here: the same cleanup, then its exit.
         process.threads.end_process = lambda status: _end_child_of_thread(process, status)
@@ -292,7 +299,7 @@ def run_process(process: Process, wall_seconds: float | None = None,
     # they interrupt or by the signal-taking thread (host_signals.py).
     previous_mask = host_signals.hold_on_this_thread()
     process.machine.set_run_signal_mask(host_signals.RUN_SIGNAL_MASK)
-    process.signal_taker.start()
+    process.signal_taker.start()          # (started already by ``run``)
     try:
         group = process.threads
         group.wall_seconds = wall_seconds

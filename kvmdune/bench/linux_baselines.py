@@ -35,6 +35,7 @@ __all__ = [
     "BaselineResult",
     "BaselineUnavailable",
     "build_baselines",
+    "build_native",
     "cache_dir",
     "run_all_baselines",
     "run_baseline",
@@ -121,26 +122,34 @@ def cache_dir() -> Path:
     return root / "kvmdune"
 
 
-def _source_bytes() -> bytes:
-    return resources.files(SOURCE_PACKAGE).joinpath(*SOURCE_PARTS).read_bytes()
+def _source_bytes(name: str = SOURCE_PARTS[-1]) -> bytes:
+    return resources.files(SOURCE_PACKAGE).joinpath(SOURCE_PARTS[0], name).read_bytes()
 
 
-def _binary_path(source: bytes) -> Path:
+def _binary_path(source: bytes, stem: str = BINARY_STEM,
+                 flags: tuple[str, ...] = COMPILER_FLAGS) -> Path:
     digest = hashlib.sha256()
     digest.update(source)
     # The flags are part of the key: changing them must rebuild too.
-    digest.update("\0".join((COMPILER, *COMPILER_FLAGS)).encode())
-    return cache_dir() / f"{BINARY_STEM}-{digest.hexdigest()[:HASH_CHARS]}"
+    digest.update("\0".join((COMPILER, *flags)).encode())
+    return cache_dir() / f"{stem}-{digest.hexdigest()[:HASH_CHARS]}"
 
 
 def build_baselines() -> Path:
-    """Compile the C program if this source has not been built yet; return the binary.
+    """Compile the C program if this source has not been built yet; return the binary."""
+    return build_native(SOURCE_PARTS[-1], BINARY_STEM)
+
+
+def build_native(source_name: str, stem: str, extra_flags: tuple[str, ...] = ()) -> Path:
+    """Compile ``native/<source_name>`` (with ``extra_flags``, e.g. ``-shared -fPIC``)
+    into the cache unless this source was built already; return the output.
 
     Safe to call from several processes at once: each compiles to its own
     temporary file and renames it into place atomically.
     """
-    source = _source_bytes()
-    binary = _binary_path(source)
+    source = _source_bytes(source_name)
+    flags = (*COMPILER_FLAGS, *extra_flags)
+    binary = _binary_path(source, stem, flags)
     if binary.is_file() and os.access(binary, os.X_OK):
         return binary
     compiler = shutil.which(COMPILER)
@@ -152,17 +161,17 @@ def build_baselines() -> Path:
     binary.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=binary.parent, prefix=".build-") as tmp:
         # Compile from a copy: the packaged source may not be a real file (zip import).
-        src_copy = Path(tmp) / SOURCE_PARTS[-1]
+        src_copy = Path(tmp) / source_name
         src_copy.write_bytes(source)
-        out = Path(tmp) / BINARY_STEM
-        cmd = [compiler, *COMPILER_FLAGS, "-o", str(out), str(src_copy)]
+        out = Path(tmp) / stem
+        cmd = [compiler, *flags, "-o", str(out), str(src_copy)]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
         except subprocess.TimeoutExpired as exc:
             raise BaselineBuildError(f"{' '.join(cmd)} timed out after {COMPILE_TIMEOUT_S} s") from exc
         if proc.returncode != 0:
             raise BaselineBuildError(
-                f"compiling the Linux baselines failed ({' '.join(cmd)}):\n{proc.stderr.strip()}"
+                f"compiling {source_name} failed ({' '.join(cmd)}):\n{proc.stderr.strip()}"
             )
         os.replace(out, binary)
     return binary

@@ -4,10 +4,14 @@ beside the Linux baseline measured in the same run (median of the samples).
 1. per call: an allowed ``getppid`` from an unmodified static program
    (``native/syscall_costs.c``) natively, under ``strace -f``, ``kvmdune run`` and
    ``kvmdune sandbox`` (strict profile), and both of those on the slow path
-   (``KVMDUNE_FAST_SYSCALLS=0``) for comparison; target ≤0.15x strace, ≤20x native;
+   (``KVMDUNE_FAST_SYSCALLS=0``) for comparison, and its floor (``native/ring_floor.c``:
+   a request filed in a ring laid out as the guest's to a spinning host thread that
+   calls getppid natively); target (issue 13) ≤0.15x strace, ≤3.5x native and
+   ≤1.3x the floor;
 2. CPU bound: busybox ``sha256sum`` of 200 MB, ``bzip2 -9`` of 50 MB and an
    integer/memory kernel (``native/cpu_kernel.c``); target ≥0.97x native speed;
-3. system-call heavy: busybox ``dd bs=512`` of 100 MB to /dev/null, ``find`` over
+3. system-call heavy: busybox ``dd bs=512`` of 100 MB to /dev/null and to a file
+   (run ≤2x, sandbox ≤3x: issue 13), ``find`` over
    20,000 files, ``ls -lR`` of /usr/share/doc; targets: run ≤3x native, sandbox ≤5x
    native, start-up excluded (issue 13: each way's own run of ``true`` in group 4
    subtracted from its time, native's from native's), both ≤0.2x strace;
@@ -60,10 +64,12 @@ GROUPS = {
 
 @dataclass(frozen=True)
 class Target:
-    """Upper bounds on a measurement: ratios to native and to strace, or seconds."""
+    """Upper bounds on a measurement: ratios to native, to strace and to the floor
+    measured beside it (per call), or seconds."""
     native: float | None = None
     strace: float | None = None
     seconds: float | None = None
+    floor: float | None = None
     #: The ratio to native is taken with each side's start-up (group 4) subtracted.
     less_startup: bool = False
 
@@ -76,15 +82,22 @@ class Target:
             parts.append(f"≤{self.strace:.3g}x strace")
         if self.seconds is not None:
             parts.append(f"≤{self.seconds * 1e3:.0f} ms")
+        if self.floor is not None:
+            parts.append(f"≤{self.floor:.3g}x floor")
         return ", ".join(parts)
 
 
-PER_CALL_TARGET = Target(native=20, strace=0.15)
+PER_CALL_TARGET = Target(native=3.5, strace=0.15, floor=1.3)
+#: The per-call floor's way (``native/ring_floor.c``).
+RING_FLOOR = "ring round trip + getppid (floor)"
 #: libc's clock_gettime through the guest's vDSO: native code reading the host's data.
 CLOCK_TARGET = Target(native=2)
 CPU_TARGET = Target(native=round(1 / 0.97, 3))
 RUN_HEAVY_TARGET = Target(native=3, strace=0.2, less_startup=True)
 SANDBOX_HEAVY_TARGET = Target(native=5, strace=0.2, less_startup=True)
+#: dd bs=512 from a file to a file (issue 13).
+RUN_DD_TARGET = Target(native=2, strace=0.2, less_startup=True)
+SANDBOX_DD_TARGET = Target(native=3, strace=0.2, less_startup=True)
 #: ``ls -lR`` walks this tree (issue 13's workload), and reads these beside it to
 #: name owners and show times (the sandbox must allow them for the same output).
 LS_TREE = "/usr/share/doc"
@@ -93,6 +106,8 @@ STARTUP_TARGET = Target(seconds=0.050)
 #: Half native throughput: at most twice native's time for the same bytes.
 PIPE_TARGET = Target(native=2)
 PIPE_BLOCK = 64 * 1024
+#: The file the dd-to-a-file benchmark writes (in the inputs' ``out`` directory).
+DD_OUTPUT = "dd.out"
 
 
 @dataclass(frozen=True)
@@ -120,6 +135,7 @@ class Row:
     startup: float | None = None        # this way's start-up and teardown (group 4)
     native_startup: float | None = None
     bytes_moved: int | None = None      # the pipe group: bytes each sample moved
+    floor: float | None = None          # the per-call floor's median (same run)
 
     @property
     def ratio_native(self) -> float | None:
@@ -139,6 +155,10 @@ class Row:
         return self.value / self.strace if self.value and self.strace else None
 
     @property
+    def ratio_floor(self) -> float | None:
+        return self.value / self.floor if self.value and self.floor else None
+
+    @property
     def holds(self) -> bool | None:
         """Whether the target holds (None: no target)."""
         if self.target is None:
@@ -155,6 +175,9 @@ class Row:
                           and self.ratio_strace <= self.target.strace)
         if self.target.seconds is not None:
             checks.append(self.value <= self.target.seconds)
+        if self.target.floor is not None:
+            checks.append(self.ratio_floor is not None
+                          and self.ratio_floor <= self.target.floor)
         return all(checks)
 
     def as_dict(self) -> dict:
@@ -164,6 +187,7 @@ class Row:
                 "ratio_native": self.ratio_native, "ratio_strace": self.ratio_strace,
                 "startup": self.startup,
                 "ratio_native_less_startup": self.ratio_native_less_startup,
+                "floor": self.floor, "ratio_floor": self.ratio_floor,
                 "target": str(self.target) if self.target else None,
                 "holds": self.holds, "error": self.error}
 
@@ -205,23 +229,26 @@ class _Runner:
         self.strace = strace_prefix()
         self.busybox = find_busybox("syscalls")
 
-    def _sandbox(self, reads: list[str]) -> list[str]:
+    def _sandbox(self, reads: list[str], writes: tuple[str, ...] = ()) -> list[str]:
         options = [option for path in reads for option in ("--allow-read", path)]
+        options += [option for path in writes for option in ("--allow-write", path)]
         return [*DUNE_SANDBOX, *options, "--"]
 
     def ways(self, reads: list[str], strace: bool, slow: bool, fast: bool = True,
              run_target: Target | None = None,
-             sandbox_target: Target | None = None) -> list[Way]:
+             sandbox_target: Target | None = None,
+             writes: tuple[str, ...] = ()) -> list[Way]:
         ways = [Way("native", [])]
         if strace:
             ways.append(Way("strace -f", self.strace))
         if fast:
             ways += [Way("kvmdune run", DUNE_RUN, FAST, run_target),
                      Way("kvmdune run" + UNPATCHED_NOTE, DUNE_RUN, UNPATCHED),
-                     Way("kvmdune sandbox", self._sandbox(reads), FAST, sandbox_target)]
+                     Way("kvmdune sandbox", self._sandbox(reads, writes), FAST,
+                         sandbox_target)]
         if slow:
             ways += [Way("kvmdune run" + SLOW_NOTE, DUNE_RUN, SLOW),
-                     Way("kvmdune sandbox" + SLOW_NOTE, self._sandbox(reads), SLOW)]
+                     Way("kvmdune sandbox" + SLOW_NOTE, self._sandbox(reads, writes), SLOW)]
         return ways
 
     def _rows(self, group: str, benchmark: str, unit: str, ways: list[Way],
@@ -253,16 +280,18 @@ class _Runner:
         return rows
 
     # 1. per call
-    def per_call(self, binary: Path, sizes: Sizes, slow: bool) -> list[Row]:
-        counts = {"native": sizes.calls_native, "strace -f": sizes.calls_strace}
+    def per_call(self, binary: Path, floor: Path, sizes: Sizes, slow: bool) -> list[Row]:
+        counts = {"native": sizes.calls_native, "strace -f": sizes.calls_strace,
+                  RING_FLOOR: sizes.calls_native}
         ways = self.ways([], strace=True, slow=slow, run_target=PER_CALL_TARGET,
-                         sandbox_target=PER_CALL_TARGET)
+                         sandbox_target=PER_CALL_TARGET) + [Way(RING_FLOOR, [])]
 
         def measure(way: Way) -> tuple[float | None, str | None]:
             iterations = counts.get(way.name, sizes.calls_slow if SLOW_NOTE in way.name
                                     else sizes.calls_fast)
-            report = per_call_report([*way.prefix, str(binary), "getppid", str(iterations),
-                                      "none"], env=_environment(way.env))
+            argv = ([str(floor), str(iterations)] if way.name == RING_FLOOR else
+                    [*way.prefix, str(binary), "getppid", str(iterations), "none"])
+            report = per_call_report(argv, env=_environment(way.env))
             if report is None:
                 return None, "failed"
             if report.get("errors"):
@@ -270,6 +299,9 @@ class _Runner:
             return report["per_call_ns"] / 1e3, None
 
         rows = self._rows("per-call", "getppid", "us", ways, measure)
+        ring_floor = rows[-1].value
+        for row in rows:
+            row.floor = ring_floor
         return rows + [self._trap_floor(rows[0].value, rows[1].value)] + self.clock(binary, sizes)
 
     def clock(self, binary: Path, sizes: Sizes) -> list[Row]:
@@ -368,8 +400,16 @@ def prepare_inputs(directory: Path, sizes: Sizes, tag: str,
         "text": write_text_file(str(data / "text.txt"), sizes.bzip2),
         "tree": make_tree(str(data / "tree"), sizes.files),
         "dir": str(data),
+        "out": str(data / "out"),       # where dd writes (a sandbox may write only there)
     }
+    os.mkdir(inputs["out"])
     subprocess.run(["chmod", "-R", "a+rX", str(directory)], check=True)
+    os.chmod(inputs["out"], 0o777)
+    # Made here, writable by all: every way truncates it (a sandbox dropped to
+    # `nobody` could not open a file another way's run created).
+    target = Path(inputs["out"]) / DD_OUTPUT
+    target.touch()
+    target.chmod(0o666)
     return inputs
 
 
@@ -392,9 +432,11 @@ def run_syscalls_bench(samples: int = 3, quick: bool = False, with_slow_path: bo
         runner = _Runner(directory, samples, progress)
         progress("building the C programs (gcc -static)")
         costs = build(directory, NATIVE_DIR / "syscall_costs.c")
+        ring_floor = build(directory, NATIVE_DIR / "ring_floor.c")
         kernel = build(directory, NATIVE_DIR / "cpu_kernel.c")
         busybox = runner.busybox
-        rows = runner.per_call(costs, sizes, slow=True) if "per-call" in wanted else []
+        rows = (runner.per_call(costs, ring_floor, sizes, slow=True)
+                if "per-call" in wanted else [])
 
         size_sets = [(sizes, "", False)] if wanted & {"cpu", "syscall-heavy"} else []
         if with_slow_path and size_sets:
@@ -415,20 +457,27 @@ def run_syscalls_bench(samples: int = 3, quick: bool = False, with_slow_path: bo
             ]
             for name, argv in cpu if "cpu" in wanted else []:
                 cpu_rows += runner.program("cpu", name + tag, argv, cpu_ways)
+            dd = [busybox, "dd", f"if={inputs['random']}", "bs=512",
+                  f"count={set_sizes.dd // 512}"]
             heavy = [
-                (f"dd bs=512 of {_size(set_sizes.dd)} to /dev/null",
-                 [busybox, "dd", f"if={inputs['random']}", "of=/dev/null", "bs=512",
-                  f"count={set_sizes.dd // 512}"], reads),
+                (f"dd bs=512 of {_size(set_sizes.dd)} to /dev/null", [*dd, "of=/dev/null"],
+                 reads),
+                (f"dd bs=512 of {_size(set_sizes.dd)} to a file",
+                 [*dd, f"of={inputs['out']}/{DD_OUTPUT}"], reads),
                 (f"find over {set_sizes.files} files",
                  [busybox, "find", inputs["tree"], "-name", "f05*"], reads),
                 (f"ls -lR of {LS_TREE}", [busybox, "ls", "-lR", LS_TREE],
                  [path for path in LS_READS if os.path.exists(path)]),
             ]
             for name, argv, heavy_reads in heavy if "syscall-heavy" in wanted else []:
+                to_file = name.endswith("to a file")
                 heavy_ways = runner.ways(heavy_reads, strace=not slow, slow=slow,
                                          fast=not slow,
-                                         run_target=RUN_HEAVY_TARGET,
-                                         sandbox_target=SANDBOX_HEAVY_TARGET)
+                                         run_target=RUN_DD_TARGET if to_file
+                                         else RUN_HEAVY_TARGET,
+                                         sandbox_target=SANDBOX_DD_TARGET if to_file
+                                         else SANDBOX_HEAVY_TARGET,
+                                         writes=(inputs["out"],) if to_file else ())
                 heavy_rows += runner.program("syscall-heavy", name + tag, argv, heavy_ways)
         rows += cpu_rows + heavy_rows
 
@@ -527,6 +576,9 @@ def format_tables(rows: list[Row], samples: int) -> str:
         if group == "cpu":
             lines.append("(whole runs timed from outside: start-up and teardown included, "
                          "see group 4)")
+        if group == "per-call":
+            lines += [f"{row.way}: {_ratio(row.ratio_floor)} its floor ({RING_FLOOR})"
+                      for row in members if row.target is not None and row.ratio_floor]
         if group == "pipe":
             lines += [f"{row.way}: {_throughput(row)}" for row in members
                       if row.value and row.bytes_moved]

@@ -224,11 +224,12 @@ def preload() -> None:
         import subprocess  # noqa: F401
 
         from . import main
-        from ..linux import elf, fastpath, runner, trace  # noqa: F401
+        from ..linux import elf, fastpath, runner, trace, vdso  # noqa: F401
         from ..machine import disasm
         from ..sandbox import guard, policy  # noqa: F401
 
         fastpath.native_module()
+        vdso.host_vdso()        # the same in a forked worker: read and checked once
         disasm._decoder()       # capstone: what a sandbox imports before it drops root
         _parser = main.build_parser()
 

@@ -9,14 +9,20 @@ itself (close, dup*, fcntl's descriptor commands, opens) holding the process's l
 A call is fast when
 1. the native server implements it (``_fastpath.FAST_CALLS``: identity getters,
    read/write/readv/writev/pread64/pwrite64/lseek/fstat, sendto/recvfrom without an
-   address, epoll_wait/epoll_pwait (what is ready now), the stat and access families,
+   address, epoll_wait/epoll_pwait/poll/ppoll (what is ready now), the stat and
+   access families,
    getdents64, fsync/fdatasync/fadvise64, clock_gettime and time, close, dup,
-   dup2, dup3, fcntl, open and openat);
+   dup2, dup3, fcntl, open, openat, rt_sigaction, ioctl's TCGETS/TIOCGWINSZ on
+   what is no terminal, getxattr/lgetxattr/listxattr/llistxattr);
 2. Python would only forward it to the host (no emulation in a handler); and
 3. the gate (the sandbox's policy) allows it by its number alone — or, for the
-   stat family, wherever its path resolves beneath one of the gate's read roots,
-   which the server has the kernel check (openat2 with RESOLVE_BENEATH from a
-   descriptor of each root, opened once); any other path goes to the gate.
+   stat family, reading opens and getxattr/lgetxattr/listxattr/llistxattr,
+   wherever its path resolves beneath one of the gate's read roots: the server
+   has the kernel check that for canonical directory roots (openat2 with
+   RESOLVE_BENEATH from a descriptor of each root, opened once), and for any other
+   root (a single file such as /etc/passwd) compares the name of the file the
+   path resolves to with the root's as the gate does; a path with a ".."
+   component, or any other path, goes to the gate.
 Calls a gate denies by number alone are denied natively with the same errno. At
 run time the server still hands back to the VMM anything it cannot serve exactly
 as the VMM would: I/O on a pipe or socket that would wait (it tries without
@@ -30,6 +36,13 @@ any call while a signal waits for the guest.
 
 ``KVMDUNE_FAST_SYSCALLS=0`` (or ``RunOptions(fast_syscalls=False)``) turns it off:
 every call then exits to the VMM, as before.
+
+When the guest gets no answer in its spin, it exits to wait (the call stub's wait
+target), and its vCPU's thread serves the call or waits for the answer. A vCPU
+without another native run loop (a Dune process's upcalls) gets one that answers
+those exits without Python (``native/waitrunner.c``: a wait through Python's run
+loop costs ~35 us on this machine, most of a loaded machine's per-call cost);
+``KVMDUNE_NATIVE_WAITS=0`` leaves them to Python.
 """
 
 from __future__ import annotations
@@ -37,7 +50,7 @@ from __future__ import annotations
 import os
 import struct
 
-from ..machine.layout import CALL_SLOTS
+from ..machine.layout import CALL_SLOTS, USER_CS, USER_DS
 from ..memory import READ, GuestFault
 from .gate import RuleKind
 from .host_unsafe import HostBuffer, host_syscall
@@ -45,6 +58,7 @@ from .routing import forwards_only
 from .syscall_table import SYSCALLS, Sysno
 
 ENVIRONMENT_VARIABLE = "KVMDUNE_FAST_SYSCALLS"
+NATIVE_WAITS_VARIABLE = "KVMDUNE_NATIVE_WAITS"
 #: set_force_slow's slot for every ring.
 ALL_SLOTS = -1
 #: How long the serving thread spins for the next call before it sleeps.
@@ -62,12 +76,19 @@ THREAD_STATE_CALLS = frozenset({
 #: Calls Python emulates whose native server gives the same answer or hands them
 #: back: futex (private wakes, and waits whose word already differs; see fastpath.c);
 #: epoll_pwait without a signal mask (Python's forwards it as epoll_wait would be);
-#: and the descriptor table's own calls (on the same table, under the same lock).
+#: the descriptor table's own calls (on the same table, under the same lock);
+#: poll and ppoll (what is ready now, over the same table; a wait goes to Python);
+#: rt_sigaction (on the dispositions' native store, under the same lock; an action
+#: that ignores the signal is handed back: the VMM drops what is pending); and ioctl
+#: (only TCGETS/TIOCGWINSZ answered ENOTTY on what is no terminal, the rest handed back).
 NATIVE_EMULATIONS = frozenset({"futex", "epoll_pwait", "close", "dup", "dup2", "dup3",
-                               "fcntl"})
+                               "fcntl", "rt_sigaction", "ioctl", "poll", "ppoll"})
 #: Writes the native server may hand over with part of them done (continue_write).
 _CONTINUED_WRITES = frozenset({Sysno.write, Sysno.writev, Sysno.sendto})
 _IOVEC = struct.Struct("<QQ")
+#: The server's limits on the roots it is given (fastpath.c MAX_ROOTS, PATH_MAX_BYTES).
+MAX_ROOTS = 32
+MAX_ROOT_BYTES = 4096
 _U64 = 0xFFFF_FFFF_FFFF_FFFF
 
 
@@ -86,6 +107,20 @@ def native_module():
     except ImportError:
         return None
     return _fastpath
+
+
+def wait_runner_module():
+    """The native run loop that answers the stub's waits, or None (not built, or
+    turned off by KVMDUNE_NATIVE_WAITS=0)."""
+    if os.environ.get(NATIVE_WAITS_VARIABLE, "1").strip().lower() in ("0", "off", "no", "false"):
+        return None
+    try:
+        from . import _waitrunner
+    except ImportError:
+        return None
+    if (_waitrunner.USER_CS, _waitrunner.USER_DS) != (USER_CS, USER_DS):
+        raise ImportError("reentry.h's user selectors disagree with layout.py's")
+    return _waitrunner
 
 
 def plan(native, rules: dict | None) -> dict[int, tuple[int, int]]:
@@ -111,24 +146,29 @@ def plan(native, rules: dict | None) -> dict[int, tuple[int, int]]:
 
 
 def open_roots(rules: dict | None) -> list[tuple[str, int]]:
-    """O_PATH descriptors of the directories BENEATH rules name, for the kernel to
-    resolve paths from. Only canonical ones (no symlink in them, so that beneath the
-    descriptor is beneath the name the gate compares with); the others are left to
-    the gate."""
+    """The roots BENEATH rules name, for the server: ``(root, O_PATH descriptor)``
+    for a canonical directory (no symlink in it, so that beneath the descriptor is
+    beneath the name the gate compares with), which the kernel resolves paths from;
+    ``(root, -1)`` for any other (a single file, a name with a symlink in it),
+    which the server compares by name with what a path resolves to, as the gate
+    does. At most the server's limit: a root left out only sends its calls to the
+    gate."""
     roots: list[str] = []
     for rule in (rules or {}).values():
         if rule.kind is RuleKind.BENEATH:
             roots.extend(root for root in rule.roots if root not in roots)
     opened = []
     for root in roots:
-        if os.path.realpath(root) != root:
+        if not root.startswith("/") or "\0" in root or len(root) >= MAX_ROOT_BYTES:
             continue
-        try:
-            fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError:
-            continue
+        fd = -1
+        if os.path.realpath(root) == root:
+            try:
+                fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError:
+                fd = -1
         opened.append((root, fd))
-    return opened
+    return opened[:MAX_ROOTS]
 
 
 class FastPath:
@@ -141,6 +181,8 @@ class FastPath:
         memory = machine.memory
         ring = machine.install_call_stub()
         self.native = native
+        self._wait_runners: dict = {}       # cpu -> the WaitRunner installed for it
+        self._waits_answered_natively = 0   # by runners since removed
         self.server = native.Server(ring.ring_host_address, memory.mapping.address,
                                     memory.size, int(SPIN_SECONDS * 1e9))
         for number, (action, errno) in plan(native, rules).items():
@@ -148,6 +190,7 @@ class FastPath:
         self._root_fds = open_roots(rules)
         self.server.set_roots(self._root_fds)
         self.server.set_table(proc.fds.store, _lock_address(proc))
+        self.server.set_dispositions(proc.sighand.actions.store)
         # A descriptor the VMM closes is not reused while a serve may still use it.
         proc.fds.quiesce = self.server.quiesce
         if proc.space is not None:
@@ -177,12 +220,41 @@ class FastPath:
         Python or from a native run loop (call_wait.h)."""
         cpu.call_wait = lambda: self.server.wait_response(cpu.index, WAIT_SLICE_SECONDS)
         cpu.native_call_wait = self.server.call_wait_capsule(cpu.index, WAIT_SLICE_SECONDS)
+        self._run_waits_natively(cpu)
+
+    def _run_waits_natively(self, cpu) -> None:
+        """Give ``cpu`` a native run loop for the stub's waits, unless it has one or
+        the process uses privileged features (the Dune API: its layer runs the vCPUs,
+        and its upcall runner answers the waits where it delivers natively)."""
+        module = wait_runner_module()
+        if module is None or cpu.native_runner is not None or self.proc.privileged is not None:
+            return
+        memory = self.proc.machine.memory
+        runner = module.WaitRunner(memory=memory.mapping.address, memory_size=memory.size,
+                                   **cpu.native_run_parameters())
+        cpu.native_runner = runner
+        self._wait_runners[cpu] = runner
+
+    def _stop_running_waits(self, cpu) -> None:
+        runner = self._wait_runners.pop(cpu, None)
+        if runner is None:
+            return
+        self._waits_answered_natively += runner.stats()["waits"]
+        if cpu.native_runner is runner:
+            cpu.native_runner = None
+
+    def privileged_started(self) -> None:
+        """The process asked for privileged features: its vCPUs' run loops are its
+        layer's from now on (``_run_waits_natively``)."""
+        for cpu in list(self._wait_runners):
+            self._stop_running_waits(cpu)
 
     def detach_cpu(self, cpu) -> None:
         """``cpu`` goes back to the pool: its ring is no longer served."""
         if cpu.index < CALL_SLOTS:
             self.server.remove_ring(cpu.index)
         cpu.call_wait = cpu.native_call_wait = None
+        self._stop_running_waits(cpu)
 
     # -- what the process tells it ---------------------------------------------------
     def address_space_changed(self, space) -> None:
@@ -263,12 +335,17 @@ class FastPath:
         """In a forked child: the serving thread was not copied, nor the other
         vCPUs; the calling one is the child's vCPU 0 (slot 0): start a thread here."""
         self.server.forget_thread()
+        self._wait_runners.clear()          # the parent's vCPUs (rebind dropped them)
+        self._waits_answered_natively = 0
         self._wait_here(self.proc.task.cpu)
         self.proc.machine.on_close(self.close)
         self.server.start()
 
     def stats(self) -> dict[str, int]:
-        return self.server.stats()
+        """The server's counters, and ``native_waits``: the stub's waits answered
+        by native run loops (of these vCPUs' ``waits``)."""
+        return self.server.stats() | {"native_waits": self._waits_answered_natively + sum(
+            runner.stats()["waits"] for runner in self._wait_runners.values())}
 
     def detach(self) -> None:
         """Stop serving for good: every vCPU's ``syscall`` exits to the VMM again."""
@@ -280,6 +357,7 @@ class FastPath:
         proc.machine.memory.quiesce = None
         for cpu in proc.machine.cpus:
             cpu.call_wait = cpu.native_call_wait = None
+            self._stop_running_waits(cpu)
         proc.machine.use_patched_sites(False)
         proc.machine.remove_call_stub()
 
@@ -287,7 +365,8 @@ class FastPath:
         """Stop the thread (before guest memory goes away)."""
         self.server.stop()
         for _path, fd in self._root_fds:
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
         self._root_fds = []
 
 

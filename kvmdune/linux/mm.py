@@ -335,7 +335,20 @@ class MemoryMap:
         """Unmap everything (at exec and exit), releasing shared regions. The
         resident peak is not noted: nothing reads this map's VmHWM any more (exec's
         new map starts its own), and counting it walks every table."""
+        if self.observer is None:       # (the Dune API's own tables may map them too)
+            for vma in [vma for vma in self.vmas if _kernel_pages(vma)]:
+                self.space.unmap_unaccessed(vma.start, vma.end - vma.start)
         self.unmap(0, layout.USER_PROGRAM_END, note_peak=False)
+
+    def vm_rebuilt(self) -> None:
+        """The VM under this map is new and has not run (a forked child's): the
+        kernel's pages' A bits go to the bit readers, so that an exec before any
+        access to them drops them with no memory-slot change (``close``)."""
+        if self.observer is not None:
+            return
+        for vma in self.vmas:
+            if _kernel_pages(vma):
+                self.space.page_bits.hand_over_accessed(vma.start, vma.end - vma.start)
 
     def missing_kernel_page(self, address: int, error: PFError) -> bool:
         """Whether a fault that demand paging refused hit a page of the kernel's
@@ -549,7 +562,7 @@ class MemoryMap:
         vma = Vma(start, start + length, prot & PROT_MASK, shared=shared, name=name,
                   offset=offset, grows_down=bool(flags & MapFlags.MAP_GROWSDOWN),
                   region=region)
-        if fixed and data and self._keep_identical_frames(vma, data):
+        if fixed and data and self._reuse_untouched_frames(vma, data):
             self._merge_around(start, start + length)
             return start
         try:
@@ -582,13 +595,16 @@ class MemoryMap:
                 return                    # the end of the file: the rest stays zero
             offset, length = offset + wanted, length - wanted
 
-    def _keep_identical_frames(self, vma: Vma, data: bytes) -> bool:
+    def _reuse_untouched_frames(self, vma: Vma, data: bytes) -> bool:
         """Map the private mapping ``vma`` of ``data`` (then zeros) over the frames
-        already there, changing only the rights, when they are private copies that
-        hold exactly those bytes and that nothing has touched since they were mapped
-        (no accessed or dirty bit): new frames would look the same. ld.so maps a
-        library whole, then each segment again over it with MAP_FIXED: this spares
-        the second copy of the file. False (nothing changed) otherwise."""
+        already there, when they are private copies that nothing has touched since
+        they were mapped (no accessed or dirty bit): no translation to them exists
+        (KVM's shadow MMU prefetches only accessed entries), so writing ``data`` into
+        them where they differ looks like new frames, and spares freeing them and
+        faulting fresh host pages in. ld.so maps a library whole, then each segment
+        again over it with MAP_FIXED: a segment whose bytes are already there is not
+        even copied again (its rights change only), and the text, patched, is copied
+        over the unpatched bytes. False (nothing changed) otherwise."""
         if self.observer is not None:
             return False      # the Dune API's own tables may write the frames unseen
         length = vma.end - vma.start
@@ -603,20 +619,21 @@ class MemoryMap:
         touched = self.space.page_bits.since_mapping.mask(PTE.ACCESSED | PTE.DIRTY)
         if self.space.tables.scan_bits(vma.start, length, touched, collect=False).hits:
             return False
-        if not self._holds(vma.start, length, data):
-            return False
+        runs = _runs_within(frame_runs(self.space, vma.start, length), length)
+        if sum(size for _, size in runs) != length:
+            return False                  # a page with no frame (demand paging)
+        if not self._holds(runs, data):
+            self._overwrite(runs, data)
         self.note_rss_peak()              # as the unmap it stands for would
         self._cut(vma.start, vma.end)
         self._insert(vma)
         self.space.protect(vma.start, length, perm_for(vma.prot))
         return True
 
-    def _holds(self, start: int, length: int, data: bytes) -> bool:
-        """Whether every page of [start, start+length) has a frame and together they
-        hold ``data`` followed by zeros."""
+    def _holds(self, runs: list[tuple[int, int]], data: bytes) -> bool:
+        """Whether the frames ``runs`` together hold ``data`` followed by zeros."""
         memory, offset = self.space.memory, 0
-        for paddr, size in frame_runs(self.space, start, length):
-            size = min(size, length - offset)
+        for paddr, size in runs:
             inside = max(0, min(size, len(data) - offset))
             frames = memory.slice(paddr, size)
             # bytes.startswith compares a buffer with memcmp, copying nothing (a
@@ -625,7 +642,17 @@ class MemoryMap:
                     or not bytes(size - inside).startswith(frames[inside:]):
                 return False
             offset += size
-        return offset == length
+        return True
+
+    def _overwrite(self, runs: list[tuple[int, int]], data: bytes) -> None:
+        """Write ``data`` followed by zeros into the frames ``runs``."""
+        memory, offset, view = self.space.memory, 0, memoryview(data)
+        for paddr, size in runs:
+            inside = max(0, min(size, len(data) - offset))
+            frames = memory.slice(paddr, size)
+            frames[:inside] = view[offset:offset + inside]
+            frames[inside:] = bytes(size - inside)
+            offset += size
 
     def sys_munmap(self, address: int, length: int) -> int:
         """Implements munmap(2)."""
@@ -872,6 +899,17 @@ def _mergeable(before: Vma, after: Vma) -> bool:
 #: The madvise advices that set a mapping's huge-page flag.
 _HUGE_ADVICE = {MadviseAdvice.MADV_HUGEPAGE: HugeAdvice.HUGEPAGE,
                 MadviseAdvice.MADV_NOHUGEPAGE: HugeAdvice.NOHUGEPAGE}
+
+
+def _runs_within(runs: list[tuple[int, int]], length: int) -> list[tuple[int, int]]:
+    """``runs`` cut at ``length`` bytes."""
+    cut, left = [], length
+    for paddr, size in runs:
+        if left <= 0:
+            break
+        cut.append((paddr, min(size, left)))
+        left -= size
+    return cut
 
 
 def frame_runs(space: AddressSpace, start: int, length: int) -> list[tuple[int, int]]:

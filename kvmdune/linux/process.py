@@ -94,6 +94,8 @@ class Process(Handler):
         self.fast = None          # the native fast path (fastpath.FastPath), once started
         #: System calls the VMM served (every exit for one; --syscall-stats).
         self.vmm_calls = 0
+        #: The same, by call number (--syscall-stats names the most frequent).
+        self.vmm_calls_by_number: dict[int, int] = {}
         self.dispatcher = Dispatcher(self.log)
         #: Makes ``privileged`` on the first hypercall (None: hypercalls are ENOSYS).
         self.privileged_factory = privileged
@@ -223,6 +225,8 @@ class Process(Handler):
             try:
                 with profiling.phase("fork.child.vm"):
                     self.machine.reinit_after_fork(snapshot)
+                    if self.mm is not None:
+                        self.mm.vm_rebuilt()
                 self.threads.after_fork_in_child()
                 self.signal_taker.restart_in_child()
                 if self.fast is not None:
@@ -493,6 +497,8 @@ class Process(Handler):
         if event.number in HYPERCALLS:
             return self._hypercall(cpu, event)
         self.vmm_calls += 1
+        counts = self.vmm_calls_by_number
+        counts[event.number] = counts.get(event.number, 0) + 1
         spec = SYSCALLS.get(event.number)
         started = time.perf_counter() if self.tracer else 0.0
         entry = self.tracer.entry(self, event, spec) if self.tracer else None
@@ -536,6 +542,8 @@ class Process(Handler):
                 cpu.regs.rax = -Errno.ENOSYS & 0xFFFF_FFFF_FFFF_FFFF
                 return None
             self.privileged = self.privileged_factory(self)
+            if self.fast is not None:
+                self.fast.privileged_started()
         op = event.number - HYPERCALL_BASE
         try:
             result = self.privileged.hypercall(cpu, op, event.args)

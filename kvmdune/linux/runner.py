@@ -18,7 +18,7 @@ from .elf import EXIT_VMM_FAILED, ExecFormatError, exit_status_for
 from .exec import exec_command, resolve_command
 from .fdtable import NR_OPEN, STANDARD_STREAMS, CallerFds, FdTable, capture_caller_fds
 from .host_unsafe import host_syscall
-from .syscall_table import Sysno
+from .syscall_table import SYSCALLS, Sysno
 from .exit_status import ExitStatus
 from .gate import Gate
 from .privileged import PrivilegedFactory
@@ -364,10 +364,24 @@ def describe_call_stats(process: Process) -> str:
             f"changed the descriptor table; {process.vmm_calls} calls reached the VMM in "
             f"all; the serving thread slept "
             f"{stats['sleeps']} times; the guest exited to wait {stats['waits']} times "
-            f"({stats['served_by_vmm_thread']} calls then served by the VMM's thread, "
+            f"({stats['native_waits']} answered without Python, "
+            f"{stats['served_by_vmm_thread']} calls then served by the VMM's thread, "
             f"{stats['direct_spells']} spells without the thread); "
             f"{stats['vmm']} hypercalls served natively"
-            + "".join(f", {count} {what}" for what, count in privileged_counts(process).items()))
+            + "".join(f", {count} {what}" for what, count in privileged_counts(process).items())
+            + _most_frequent_vmm_calls(process))
+
+
+#: How many call names --syscall-stats lists among those the VMM served.
+STATS_NAMED_CALLS = 12
+
+
+def _most_frequent_vmm_calls(process: Process) -> str:
+    """The calls the VMM served most often, by name and count ("" when none)."""
+    ranked = sorted(process.vmm_calls_by_number.items(), key=lambda item: -item[1])
+    named = [f"{SYSCALLS[number].name if number in SYSCALLS else number} {count}"
+             for number, count in ranked[:STATS_NAMED_CALLS]]
+    return f"; served by the VMM: {', '.join(named)}" if named else ""
 
 
 def privileged_counts(process: Process) -> dict[str, int]:

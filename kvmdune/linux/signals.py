@@ -17,6 +17,7 @@ from typing import Callable, Iterable
 from ..machine import Cpu, Vector
 from ..machine.layout import USER_CS, USER_DS
 from ..memory import WRITE, GuestFault
+from ._fastpath import SigActions
 from .abi import SIGRTMAX, Errno, SigactionFlags, SigaltstackFlags, SigHandler, Signal
 from ..machine.x86 import USER_RFLAGS, USER_RFLAGS_FIXED, RFLAGS
 
@@ -43,6 +44,13 @@ DEFAULT_CORE = {Signal.SIGQUIT, Signal.SIGILL, Signal.SIGTRAP, Signal.SIGABRT,
                 Signal.SIGXFSZ, Signal.SIGSYS}
 DEFAULT_STOP = {Signal.SIGSTOP, Signal.SIGTSTP, Signal.SIGTTIN, Signal.SIGTTOU}
 UNBLOCKABLE = {Signal.SIGKILL, Signal.SIGSTOP}
+#: The sa_flags Linux keeps (kernel/signal.c's UAPI_SA_FLAGS, x86's SA_RESTORER
+#: included): rt_sigaction clears the others in the action it stores and shows.
+KEPT_SA_FLAGS = (SigactionFlags.SA_NOCLDSTOP | SigactionFlags.SA_NOCLDWAIT
+                 | SigactionFlags.SA_SIGINFO | SigactionFlags.SA_ONSTACK
+                 | SigactionFlags.SA_RESTART | SigactionFlags.SA_NODEFER
+                 | SigactionFlags.SA_RESETHAND | SigactionFlags.SA_EXPOSE_TAGBITS
+                 | SigactionFlags.SA_RESTORER)
 #: The signal a synchronous exception raises, as Linux's trap handlers choose it.
 EXCEPTION_SIGNALS = {
     Vector.DE: Signal.SIGFPE, Vector.DB: Signal.SIGTRAP, Vector.BP: Signal.SIGTRAP,
@@ -97,6 +105,31 @@ class SigAction:
         return _SIGACTION.pack(self.handler, self.flags, self.restorer, self.mask)
 
 
+class Dispositions:
+    """The process's 64 actions: a view of their native store (``SigActions``),
+    which the fast path's rt_sigaction reads and changes too, so the VMM's delivery
+    sees exactly what a natively served call set. Writes hold the process's lock,
+    as the native server's do."""
+
+    def __init__(self) -> None:
+        self.store = SigActions()
+
+    def get(self, signo: int) -> SigAction:
+        return SigAction(*self.store.get(signo))
+
+    def set(self, signo: int, action: SigAction) -> None:
+        self.store.set(signo, action.handler, action.flags, action.restorer, action.mask)
+
+    def items(self) -> list[tuple[int, SigAction]]:
+        """The actions other than the default (all zero), lowest signal first."""
+        return [(signo, SigAction(*action)) for signo, action in self.store.changed()]
+
+    def reset_handled(self) -> None:
+        """Linux's flush_signal_handlers: handlers back to SIG_DFL, SIG_IGN kept, and
+        every action's flags, restorer and mask cleared."""
+        self.store.reset_handled()
+
+
 #: Extended (FPU/SSE/AVX) states kept for handlers still running: a handler that
 #: longjmps away never returns its entry, so only the newest few are kept.
 MAX_SAVED_EXTENDED_STATES = 64
@@ -107,7 +140,7 @@ class SignalHandlers:
     """What the threads of a process share (CLONE_SIGHAND): the dispositions, and
     the signals sent to the process as a whole that no thread has taken yet."""
 
-    actions: dict[int, SigAction] = field(default_factory=dict)
+    actions: Dispositions = field(default_factory=Dispositions)
     pending: set[int] = field(default_factory=set)
     #: Called when a host signal for the guest is taken (the fast path then sends
     #: every call to the VMM, which delivers it).
@@ -120,13 +153,12 @@ class SignalHandlers:
         """Start ignoring ``signals`` (those a program inherits ignored at execve)."""
         for signo in signals:
             if signo not in UNBLOCKABLE:
-                self.actions[signo] = SigAction(handler=SigHandler.SIG_IGN)
+                self.actions.set(signo, SigAction(handler=SigHandler.SIG_IGN))
 
     def reset_handled(self) -> None:
         """Handled signals back to their default action; ignored ones stay ignored
         (execve, and clone3's CLONE_CLEAR_SIGHAND)."""
-        self.actions = {s: SigAction() if a.handler != SigHandler.SIG_IGN else a
-                        for s, a in self.actions.items()}
+        self.actions.reset_handled()
 
 
 @dataclass
@@ -146,7 +178,7 @@ class SignalState:
     altstack: tuple[int, int, int] = (0, SigaltstackFlags.SS_DISABLE, 0)  # sp, flags, size
 
     @property
-    def actions(self) -> dict[int, SigAction]:
+    def actions(self) -> Dispositions:
         return self.shared.actions
 
     @property
@@ -158,7 +190,7 @@ class SignalState:
         self.shared.on_arrival = callback
 
     def action(self, signo: int) -> SigAction:
-        return self.shared.actions.get(signo, _DEFAULT)
+        return self.shared.actions.get(signo)
 
     def all_pending(self) -> set[int]:
         """The signals this thread could take: its own and the process's."""
@@ -224,14 +256,17 @@ class SignalState:
         self.altstack = (0, SigaltstackFlags.SS_DISABLE, 0)
 
 
-_DEFAULT = SigAction()
-
-
 def _bit(signo: int) -> int:
     return 1 << (signo - 1)
 
 
 _UNBLOCKABLE_BITS = _bit(Signal.SIGKILL) | _bit(Signal.SIGSTOP)
+
+
+def _as_int32(value: int) -> int:
+    """A register's low 32 bits as C's int (rt_sigaction's signal number)."""
+    value &= 0xFFFF_FFFF
+    return value - (1 << 32) if value & 0x8000_0000 else value
 
 
 def valid_signal(signo: int) -> bool:
@@ -246,23 +281,35 @@ def is_ignored(state: SignalState, signo: int) -> bool:
 
 # -- system calls ------------------------------------------------------------------
 def sys_rt_sigaction(state: SignalState, space, signo: int, act: int, oldact: int,
-                     sigsetsize: int) -> int:
-    """Implements rt_sigaction(2)."""
+                     sigsetsize: int, discard: Callable[[int], None] | None = None) -> int:
+    """Implements rt_sigaction(2), in Linux's order: the size, reading the new
+    action, the signal number, the change, then writing the old action (a fault
+    there fails the call with the change made). A signal made ignored is dropped
+    where it is pending (``discard``; default: for this thread and the process).
+    The fast path serves the calls that ignore nothing natively (fastpath.c's
+    call_rt_sigaction, sigstore.c) with the same checks, on the same store."""
+    signo = _as_int32(signo)
     if sigsetsize != SIGSET_SIZE:
-        return -Errno.EINVAL
-    if not valid_signal(signo) or (act and signo in UNBLOCKABLE):
         return -Errno.EINVAL
     try:
         new = SigAction(*_SIGACTION.unpack(space.read(act, _SIGACTION.size))) if act else None
-        if oldact:
-            space.write(oldact, state.action(signo).pack(), WRITE)
     except GuestFault:
         return -Errno.EFAULT
+    if not valid_signal(signo) or (act and signo in UNBLOCKABLE):
+        return -Errno.EINVAL
+    old = state.action(signo)
     if new is not None:
+        new.flags &= KEPT_SA_FLAGS
         new.mask &= ~_UNBLOCKABLE_BITS
-        state.actions[signo] = new
+        state.actions.set(signo, new)
         if is_ignored(state, signo):
-            state.discard(signo)
+            (discard or state.discard)(signo)
+    if oldact:
+        old.flags &= KEPT_SA_FLAGS
+        try:
+            space.write(oldact, old.pack(), WRITE)
+        except GuestFault:
+            return -Errno.EFAULT
     return 0
 
 
@@ -320,6 +367,8 @@ def deliver(state: SignalState, cpu: Cpu, space, signo: int,
     when known). Returns False if the frame cannot be written (the caller then kills
     the guest with SIGSEGV, as Linux does)."""
     action = state.action(signo)
+    if not action.flags & SigactionFlags.SA_RESTORER:
+        return False        # x86-64 Linux has no return stub of its own to use
     regs = cpu.regs
     sp = regs.rsp
     alt_sp, alt_flags, alt_size = state.altstack
@@ -349,7 +398,9 @@ def deliver(state: SignalState, cpu: Cpu, space, signo: int,
     if not action.flags & SigactionFlags.SA_NODEFER:
         state.mask |= _bit(signo)
     if action.flags & SigactionFlags.SA_RESETHAND:
-        state.actions[signo] = SigAction()
+        # Linux resets the handler alone: flags, restorer and mask stay.
+        state.actions.set(signo, SigAction(SigHandler.SIG_DFL, action.flags, action.restorer,
+                                           action.mask))
     regs.rdi, regs.rsi, regs.rdx, regs.rax = signo, info, uc, 0
     regs.rip, regs.rsp = action.handler, frame
     regs.rflags &= ~int(RFLAGS.DF | RFLAGS.TF)

@@ -1,6 +1,7 @@
-"""Patched system-call sites: the loader rewrites ``mov $N,%eax; syscall`` and
-``xor %eax,%eax; syscall`` in file-backed code it maps executable, so that the guest
-reaches its call ring without executing ``syscall`` (a world switch on software KVM).
+"""Patched system-call sites: the loader rewrites ``mov $N,%eax; syscall``,
+``xor %eax,%eax; syscall`` and ``<one relocatable instruction>; syscall`` in
+file-backed code it maps executable, so that the guest reaches its call ring without
+executing ``syscall`` (a world switch on software KVM).
 
 How a site is patched (the ``syscall`` bytes always stay, so a restarted call, a
 jump to the ``syscall`` itself, or a thread whose GS base is not its ring executes
@@ -10,9 +11,15 @@ the original instruction and traps as before):
 - ``31 c0 0f 05`` -> ``eb rel8 0f 05``: the ``xor`` becomes a short jump into dead
   inter-function padding (after an unconditional ``ret``/``jmp``, nop or int3 bytes up
   to a 16-byte boundary, no branch target in it), where a ``jmp rel32`` to the stub
-  is written.
+  is written;
+- ``<insn> 0f 05``, where ``insn`` is a single instruction of 5 to MAX_RELOCATED bytes
+  that runs the same anywhere and cannot fault (register and immediate operands, a
+  stack operand at ``[rsp + d]``, or ``lea`` without RIP: ``relocatable``), the call
+  number already in RAX -> ``e9 rel32 cc.. 0f 05``: the instruction moves into the
+  stub. libc's ``syscall()`` ends in such a site (``mov 0x8(%rsp),%r9``), so calls made
+  through it reach the ring too.
 Each site's stub (in an anonymous mapping within +-2 GiB of its code) redoes
-the replaced instruction, checks without touching the flags that the GS base is one
+the replaced instruction, checks without touching the flags or RAX that the GS base is one
 of the call rings (``Machine.use_patched_sites`` lends it to each vCPU), stores the
 return address and RFLAGS where ``syscall`` would have left them for the call stub
 (``callring.h``'s SAVED_RCX/SAVED_R11, RSP pointing into the ring for ``pushfq``, never
@@ -31,15 +38,23 @@ file's identity (device, inode, size, mtime, ctime) without reading the file, si
 it is needed on every exec. Files that check their own code in memory (an
 in-memory FIPS integrity check: ``FIPS_text_start``) are left unpatched.
 ``KVMDUNE_PATCH_SITES=0`` or ``--no-patch`` turns patching off.
+
+The patched code and its stubs are kept too (``_patched``, per VMM process, so
+inherited by every fork): each exec of a dynamic program maps libc's text again,
+and the same bytes at the same distance from their stubs patch to the same bytes.
+An entry is used only for exactly the bytes it was made from (compared, not
+trusted from the file's identity) and the file's current analysis.
 """
 
 from __future__ import annotations
 
 import bisect
 import enum
+import functools
 import os
 import re
 import struct
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
@@ -51,14 +66,17 @@ ENVIRONMENT_VARIABLE = "KVMDUNE_PATCH_SITES"
 #: Stub mappings are anonymous (no name in /proc/PID/maps: the guest sees no trace
 #: of the VMM there), read and execute only; ``MemoryMap.site_stubs`` knows them.
 STUB_PROT = int(ProtFlags.PROT_READ | ProtFlags.PROT_EXEC)
-#: Bytes per site stub (the longest is 94).
+#: Bytes per site stub (``_stub_template``: the replaced instruction, then 85 bytes).
 STUB_SIZE = 96
+#: The longest instruction moved into a stub (RELOCATED sites): what fits beside the
+#: stub's own 85 bytes.
+MAX_RELOCATED = 11
 #: A jump's reach: stubs must be this close to every site that jumps to them.
 REL32_REACH = (1 << 31) - PAGE_SIZE
 #: Symbols of code that checks its own bytes in memory (OpenSSL's FIPS canister).
 SELF_CHECK_MARKERS = (b"FIPS_text_start", b"FIPS_signature")
 #: Bumped when the analysis changes, so that old cache entries are not used.
-ANALYSIS_VERSION = 3
+ANALYSIS_VERSION = 4
 _JMP_REL32 = 0xE9
 _JMP_REL8 = 0xEB
 _MOV_EAX_IMM32 = 0xB8
@@ -76,21 +94,42 @@ _NT_GNU_BUILD_ID = 3
 class SiteKind(enum.IntEnum):
     MOV_IMM = 0      # mov $N,%eax; syscall
     XOR = 1          # xor %eax,%eax; syscall
+    RELOCATED = 2    # <a relocatable instruction>; syscall (the number set earlier)
+
+
+#: Instructions a RELOCATED site may move into its stub: they compute from registers,
+#: immediates and (``relocatable``) the stack only, so they do the same there.
+_RELOCATABLE = frozenset({"mov", "movabs", "movzx", "movsx", "movsxd", "lea", "and", "or",
+                          "xor", "add", "sub"})
+#: A memory operand a moved instruction may read or write: the stack at RSP (just
+#: used by the call that got here, so no fault can land in the stub instead of the
+#: site); anything else could fault with RIP in the stub.
+_STACK_OPERAND = re.compile(r"\[rsp(?: [+-] (?:0x[0-9a-f]+|\d+))?\]")
 
 
 class Site(NamedTuple):
     """A patchable site, by file offset: ``offset`` is the instruction before the
-    ``syscall``; ``padding`` the 5 dead bytes an XOR site's short jump reaches. (A
-    tuple: libc has hundreds, made on every VMM start from the cache.)"""
+    ``syscall``; ``padding`` the 5 dead bytes an XOR site's short jump reaches;
+    ``code`` the instruction a RELOCATED site moves into its stub (its number is 0:
+    set at run time). (A tuple: libc has hundreds, made on every VMM start from the
+    cache.)"""
 
     offset: int
     kind: SiteKind
     number: int
     padding: int | None = None
+    code: bytes = b""
 
     @property
     def syscall_offset(self) -> int:
-        return self.offset + (5 if self.kind is SiteKind.MOV_IMM else 2)
+        return self.offset + self.replaced
+
+    @property
+    def replaced(self) -> int:
+        """Bytes of the instruction before the ``syscall`` that the patch replaces."""
+        if self.kind is SiteKind.RELOCATED:
+            return len(self.code)
+        return 5 if self.kind is SiteKind.MOV_IMM else 2
 
 
 @dataclass(frozen=True)
@@ -178,8 +217,9 @@ def _worth_sweeping(data: bytes, sections) -> bool:
 
 def analyze_bytes(data: bytes) -> Analysis:
     """The sites of an ELF file's contents (``data``). Code without a single byte
-    pattern that could be a site (a dynamically linked program: its calls are in
-    libc), or more than MAX_SWEPT_BYTES of it, is not disassembled (gcc's 25 MB cc1
+    pattern of a MOV_IMM or XOR site (a dynamically linked program: its calls are in
+    libc; RELOCATED sites are found only in files swept for those), or more than
+    MAX_SWEPT_BYTES of it, is not disassembled (gcc's 25 MB cc1
     would take seconds): ``swept`` is then False, and no site or ``syscall``
     instruction counted."""
     if not _worth_sweeping(data, _sections(data)):
@@ -208,7 +248,7 @@ def analyze_bytes(data: bytes) -> Analysis:
             address, length, mnemonic, _operands = insn
             if mnemonic == "syscall":
                 syscalls += 1
-                site = _site(data, previous, address, free)
+                site = _site(data, previous, address, free, targets)
                 if site is not None:
                     sites.append(site)
             previous = insn
@@ -235,7 +275,8 @@ def _padding(insns, targets: set[int]) -> list[list[int]]:
     return runs
 
 
-def _site(data: bytes, previous, syscall_at: int, free: list[list[int]]) -> Site | None:
+def _site(data: bytes, previous, syscall_at: int, free: list[list[int]],
+          targets: set[int]) -> Site | None:
     if previous is None or previous[0] + previous[1] != syscall_at:
         return None
     address, length, _mnemonic, _ = previous
@@ -249,7 +290,27 @@ def _site(data: bytes, previous, syscall_at: int, free: list[list[int]]) -> Site
                 padding = run[0]
                 run[0] += 5
                 return Site(address, SiteKind.XOR, 0, padding)
+        return None
+    if relocatable(previous) and \
+            not any(target in targets for target in range(address + 1, syscall_at)):
+        return Site(address, SiteKind.RELOCATED, 0, code=raw)
     return None
+
+
+def relocatable(insn) -> bool:
+    """Whether a decoded instruction (address, length, mnemonic, operands) can run in
+    a stub instead of its place: long enough for a ``jmp rel32``, short enough for the
+    stub, no RIP or segment in it, a memory access only to the stack (``lea`` makes
+    none), and nothing that changes the flow."""
+    _address, length, mnemonic, operands = insn
+    if not 5 <= length <= MAX_RELOCATED or \
+            not (mnemonic in _RELOCATABLE or mnemonic.startswith("cmov")):
+        return False
+    if "rip" in operands or ":" in operands or "rsp" in operands.split(",")[0]:
+        return False
+    if "[" not in operands or mnemonic == "lea":
+        return True
+    return all(_STACK_OPERAND.fullmatch(part) for part in re.findall(r"\[[^]]*\]", operands))
 
 
 #: Analyses already made in this VMM process (its forks inherit them), by file
@@ -260,7 +321,8 @@ _memo: dict[tuple, Analysis] = {}
 #: record per site.
 _CACHE_MAGIC = b"KDSITES"
 _CACHE_HEADER = struct.Struct("<7sB32sIBBI")
-_CACHE_RECORD = struct.Struct("<QBIq")         # offset, kind, number, padding (-1: none)
+#: offset, kind, number, padding (-1: none), code's length, code (a RELOCATED site's).
+_CACHE_RECORD = struct.Struct("<QBIqB16s")
 _KINDS = tuple(SiteKind)
 
 
@@ -413,8 +475,9 @@ def _load(cache_file: str, digest: bytes | None = None) -> Analysis | None:
                 len(raw) != _CACHE_HEADER.size + count * _CACHE_RECORD.size or \
                 digest is not None and sha256 != digest:
             return None
-        sites = tuple(Site(offset, _KINDS[kind], number, None if padding < 0 else padding)
-                      for offset, kind, number, padding
+        sites = tuple(Site(offset, _KINDS[kind], number, None if padding < 0 else padding,
+                           code[:length])
+                      for offset, kind, number, padding, length, code
                       in _CACHE_RECORD.iter_unpack(raw[_CACHE_HEADER.size:]))
         return Analysis(sites, syscalls, bool(self_checking), sha256, bool(swept))
     except (OSError, struct.error, IndexError):
@@ -423,7 +486,8 @@ def _load(cache_file: str, digest: bytes | None = None) -> Analysis | None:
 
 def _store(cache_file: str, analysis: Analysis) -> None:
     records = b"".join(_CACHE_RECORD.pack(site.offset, site.kind, site.number,
-                                          -1 if site.padding is None else site.padding)
+                                          -1 if site.padding is None else site.padding,
+                                          len(site.code), site.code)
                        for site in analysis.sites)
     header = _CACHE_HEADER.pack(_CACHE_MAGIC, ANALYSIS_VERSION, analysis.sha256,
                                 analysis.syscalls, analysis.self_checking,
@@ -439,8 +503,22 @@ def _store(cache_file: str, analysis: Analysis) -> None:
 
 
 # -- stubs and patches -------------------------------------------------------------------
-_RING_MASK_ROTATE = (layout.CALL_SLOT_SIZE.bit_length() - 1)       # 9
-_SLOTS_SHIFT = layout.CALL_SLOTS.bit_length() - 1                  # 3
+#: Where rorx puts the 12 bits of a ring's offset in the call page (``_RING_CHECK``).
+_PAGE_BITS = PAGE_SIZE.bit_length() - 1                             # 12
+_SLOTS_SHIFT = layout.CALL_SLOTS.bit_length() - 1                   # 3
+if layout.CALL_SLOT_SIZE << _SLOTS_SHIFT != PAGE_SIZE:
+    raise ImportError("the ring check assumes CALL_SLOTS slots filling the page")
+
+#: RCX = 0 exactly when the GS base (into R11) is one of the call rings, flags and RAX
+#: untouched: x = GS - CALL_RING must be k * CALL_SLOT_SIZE, k < CALL_SLOTS. Rotating x
+#: right by 12 puts its page offset in bits 52-63 and the rest below; scaling by 8
+#: (lea) then drops the slot number k (bits 61-63) and leaves zero only for a ring.
+_RING_CHECK = (b"\xf3\x49\x0f\xae\xcb"                              # rdgsbase %r11
+               + b"\x48\xb9" + struct.pack("<q", -layout.CALL_RING)  # movabs $-CALL_RING,%rcx
+               + b"\x49\x8d\x0c\x0b"                                 # lea (%r11,%rcx),%rcx
+               + b"\xc4\xe3\xfb\xf0\xc9" + bytes([_PAGE_BITS])      # rorx $12,%rcx,%rcx
+               # lea 0(,%rcx,8),%rcx: SIB scale 2**_SLOTS_SHIFT, index RCX, no base
+               + b"\x48\x8d\x0c" + bytes([_SLOTS_SHIFT << 6 | 0x0D]) + bytes(4))
 
 
 def _rel32(source_end: int, target: int) -> bytes:
@@ -449,29 +527,24 @@ def _rel32(source_end: int, target: int) -> bytes:
 
 @dataclass(frozen=True)
 class _StubTemplate:
-    """A kind's stub with its three per-site fields left zero, and where they are:
-    the call number, and two rel32 to the site's ``syscall`` (the fallback jump) and
+    """A stub with its per-site fields left zero, and where they are: the call number
+    (MOV_IMM sites), and two rel32 to the site's ``syscall`` (the fallback jump) and
     to the instruction after it (the return address)."""
 
     code: bytes
-    number_at: int
+    number_at: int | None
     fallback_at: int         # rel32 of ``jmp syscall``, from the end of its 4 bytes
     return_at: int           # rel32 of ``lea after-syscall(%rip),%rcx``, likewise
 
 
-def _stub_template(kind: SiteKind) -> _StubTemplate:
-    code = bytearray()
-    if kind is SiteKind.XOR:
-        code += _XOR_EAX_EAX                                    # the flags, as native
-    code += b"\xf3\x49\x0f\xae\xcb"                             # rdgsbase %r11
-    code += b"\x48\xb9" + struct.pack("<q", -layout.CALL_RING)  # movabs $-CALL_RING,%rcx
-    code += b"\x49\x8d\x0c\x0b"                                 # lea (%r11,%rcx),%rcx
-    code += b"\xc4\xe3\xfb\xf0\xc9" + bytes([_RING_MASK_ROTATE])  # rorx $9,%rcx,%rcx
-    code += b"\xb8" + struct.pack("<I", _SLOTS_SHIFT)           # mov $3,%eax
-    code += b"\xc4\xe2\xfb\xf7\xc9"                             # shrx %rax,%rcx,%rcx
-    code += b"\xb8"                                             # mov $N,%eax
-    number_at = len(code)
-    code += bytes(4)
+@functools.lru_cache(maxsize=None)
+def _stub_template(replaced: bytes) -> _StubTemplate:
+    """The stub that first redoes ``replaced``, the instruction before the site's
+    ``syscall`` (``mov $0,%eax``'s number is patched in per site; ``xor`` sets the
+    flags as natively), then checks the ring (_RING_CHECK) and enters the call stub."""
+    code = bytearray(replaced)
+    number_at = 1 if replaced[:1] == bytes([_MOV_EAX_IMM32]) and len(replaced) == 5 else None
+    code += _RING_CHECK
     code += b"\xe3\x05"                                         # jrcxz: a ring slot
     code += bytes([_JMP_REL32])                                 # jmp syscall
     fallback_at = len(code)
@@ -493,18 +566,32 @@ def _stub_template(kind: SiteKind) -> _StubTemplate:
                          return_at)
 
 
-_TEMPLATES = {kind: _stub_template(kind) for kind in SiteKind}
-#: The bytes a site has in the file (checked before patching: ``data`` may not be
-#: what was analysed if the file changed in between).
-_XOR_SITE = _XOR_EAX_EAX + _SYSCALL
+if len(_stub_template(bytes(MAX_RELOCATED)).code) != STUB_SIZE:
+    raise ImportError("MAX_RELOCATED does not fit a stub")
+
+
+def _replaced_code(site: Site) -> bytes:
+    """The instruction a site's stub redoes (a MOV_IMM site's without its number)."""
+    if site.kind is SiteKind.MOV_IMM:
+        return bytes([_MOV_EAX_IMM32]) + bytes(4)
+    return _XOR_EAX_EAX if site.kind is SiteKind.XOR else site.code
+
+
+def _site_bytes(site: Site) -> bytes:
+    """The bytes a site has in the file (checked before patching: ``data`` may not be
+    what was analysed if the file changed in between)."""
+    if site.kind is SiteKind.MOV_IMM:
+        return bytes([_MOV_EAX_IMM32]) + struct.pack("<I", site.number) + _SYSCALL
+    return _replaced_code(site) + _SYSCALL
 
 
 def _write_stub(stubs: bytearray, at: int, stub: int, site: Site, site_address: int) -> None:
     """Site ``site``'s stub (guest address ``stub``) into ``stubs[at:]``."""
-    template = _TEMPLATES[site.kind]
-    syscall_address = site_address + (site.syscall_offset - site.offset)
+    template = _stub_template(_replaced_code(site))
+    syscall_address = site_address + site.replaced
     stubs[at:at + STUB_SIZE] = template.code
-    struct.pack_into("<I", stubs, at + template.number_at, site.number)
+    if template.number_at is not None:
+        struct.pack_into("<I", stubs, at + template.number_at, site.number)
     struct.pack_into("<i", stubs, at + template.fallback_at,
                      syscall_address - (stub + template.fallback_at + 4))
     struct.pack_into("<i", stubs, at + template.return_at,
@@ -531,11 +618,8 @@ def _sites_in(analysis: Analysis, data: bytes, file_offset: int) -> list[Site]:
         at = site.offset - file_offset
         if site.syscall_offset + len(_SYSCALL) > end:
             continue
-        if site.kind is SiteKind.MOV_IMM:
-            if data[at] != _MOV_EAX_IMM32 or \
-                    data[at + 1:at + 7] != struct.pack("<I", site.number) + _SYSCALL:
-                continue
-        elif data[at:at + len(_XOR_SITE)] != _XOR_SITE or \
+        expected = _site_bytes(site)
+        if data[at:at + len(expected)] != expected or site.kind is SiteKind.XOR and \
                 not file_offset <= site.padding <= end - 5:
             continue
         found.append(site)
@@ -548,7 +632,16 @@ def patch_mapping(mm, start: int, file_offset: int, data: bytes,
     ``start``) with its sites patched, their stubs mapped nearby in one mapping;
     ``data`` as it is when nothing can be patched (no site, no room within reach).
     (A bytearray, not copied again: libc's text is megabytes, patched per exec.)"""
-    sites = _sites_in(analyze(path), data, file_offset)
+    analysis = analyze(path)
+    key = (path, file_offset, len(data))
+    kept = _patched.get(key)
+    if kept is not None and kept.analysis is analysis and kept.original.startswith(data):
+        stubs_at = mm.find_free(len(kept.stubs), below=start)
+        if stubs_at == start - kept.stubs_below:
+            _patched.move_to_end(key)
+            _map_stubs(mm, stubs_at, kept.stubs, start, len(data))
+            return kept.code
+    sites = _sites_in(analysis, data, file_offset)
     if not sites:
         return data
     size = -(-len(sites) * STUB_SIZE // PAGE_SIZE) * PAGE_SIZE
@@ -563,16 +656,60 @@ def patch_mapping(mm, start: int, file_offset: int, data: bytes,
         at = site.offset - file_offset
         site_address = start + at
         _write_stub(stubs, index * STUB_SIZE, stub, site, site_address)
-        if site.kind is SiteKind.MOV_IMM:
+        if site.kind is not SiteKind.XOR:
             jump.pack_into(patched, at, _JMP_REL32, stub - (site_address + 5))
+            # A RELOCATED instruction's bytes after the jump are never run: int3.
+            patched[at + 5:at + site.replaced] = b"\xcc" * (site.replaced - 5)
         else:
             pad = site.padding - file_offset
             patched[at:at + 2] = bytes([_JMP_REL8, (pad - (at + 2)) & 0xFF])
             jump.pack_into(patched, pad, _JMP_REL32, stub - (start + pad + 5))
     stubs[len(sites) * STUB_SIZE:] = b"\xcc" * (size - len(sites) * STUB_SIZE)
-    mm.map_private_code(stubs_at, bytes(stubs), STUB_PROT)
-    mm.site_stubs.append(StubMapping(stubs_at, stubs_at + size, start, start + len(data)))
+    _map_stubs(mm, stubs_at, bytes(stubs), start, len(data))
+    _keep_patched(key, _PatchedCode(analysis, bytes(data), start - stubs_at,
+                                    bytes(patched), bytes(stubs)))
     return patched
+
+
+def _map_stubs(mm, stubs_at: int, stubs: bytes, code_start: int, code_length: int) -> None:
+    mm.map_private_code(stubs_at, stubs, STUB_PROT)
+    mm.site_stubs.append(StubMapping(stubs_at, stubs_at + len(stubs), code_start,
+                                     code_start + code_length))
+
+
+@dataclass(frozen=True)
+class _PatchedCode:
+    """Code patched once: valid again for exactly ``original`` under ``analysis``,
+    mapped ``stubs_below`` bytes above its stubs (every jump is relative, so the
+    patched bytes do not depend on where the pair is)."""
+
+    analysis: Analysis
+    original: bytes
+    stubs_below: int
+    code: bytes
+    stubs: bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.original) + len(self.code) + len(self.stubs)
+
+
+#: Patched code kept per (file path, file offset, length), least recently used
+#: first, at most ``PATCHED_CACHE_BYTES`` in all (libc's text, original and patched,
+#: is about 3 MiB).
+_patched: "OrderedDict[tuple[str, int, int], _PatchedCode]" = OrderedDict()
+PATCHED_CACHE_BYTES = 32 << 20
+
+
+def _keep_patched(key: tuple[str, int, int], entry: _PatchedCode) -> None:
+    _patched.pop(key, None)
+    if entry.size > PATCHED_CACHE_BYTES:
+        return
+    _patched[key] = entry
+    total = sum(kept.size for kept in _patched.values())
+    while total > PATCHED_CACHE_BYTES:
+        _, dropped = _patched.popitem(last=False)
+        total -= dropped.size
 
 
 @dataclass(frozen=True)
@@ -625,4 +762,4 @@ def in_site_stub(mm, address: int) -> bool:
 
 __all__ = ["Analysis", "ENVIRONMENT_VARIABLE", "Site", "SiteKind", "STUB_PROT",
            "StubMapping", "analyze", "analyze_bytes", "build_stub", "in_site_stub",
-           "patch_in_place", "patch_mapping", "prewarm", "release_stubs", "wanted"]
+           "patch_in_place", "patch_mapping", "prewarm", "relocatable", "release_stubs", "wanted"]

@@ -3,11 +3,12 @@ commands, pipes), and the path calls that need /proc rewriting."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import struct
 
 from . import procfs
-from .abi import CloseRangeFlags, Errno, FcntlCmd
+from .abi import CloseRangeFlags, Errno, FcntlCmd, IoctlRequest
 from .forward import NotForwardable
 from .uaccess import read_path, write_bytes
 
@@ -17,6 +18,10 @@ FD_CLOEXEC = 1
 #: The commands Linux takes from user space (F_CANCELLK is the kernel's own).
 USER_FCNTL_COMMANDS = frozenset(int(cmd) for cmd in FcntlCmd) - {FcntlCmd.F_CANCELLK}
 FIOCLEX, FIONCLEX = 0x5451, 0x5450
+#: Read-only terminal queries Linux refuses (ENOTTY) on what is no terminal before it
+#: looks at the argument, and a buffer that holds either answer.
+TERMINAL_QUERIES = frozenset({IoctlRequest.TCGETS, IoctlRequest.TIOCGWINSZ})
+_QUERY_BUFFER = bytes(64)
 SOCK_CLOEXEC = 0o2000000
 
 
@@ -93,6 +98,11 @@ def sys_ioctl(proc, cpu, fd, request, arg, *_):
     if request in (FIOCLEX, FIONCLEX):
         entry.cloexec = request == FIOCLEX
         return 0
+    if request in TERMINAL_QUERIES:
+        try:
+            fcntl.ioctl(entry.host, request, _QUERY_BUFFER)
+        except OSError as error:
+            return -error.errno     # no terminal: refused whatever the argument
     try:
         return proc.forward_by_name("ioctl", (fd, request, arg, 0, 0, 0))
     except NotForwardable:

@@ -21,11 +21,13 @@ NSEC_PER_SEC = 1_000_000_000
 def sys_rt_sigaction(proc, cpu, signo, act, oldact, sigsetsize, *_):
     """Implements rt_sigaction(2) (the process's dispositions, shared by its threads;
     the VMM keeps its own). A signal made ignored is dropped from every thread."""
-    result = sig.sys_rt_sigaction(proc.signals, proc.space, signo, act, oldact, sigsetsize)
-    if result == 0 and act and sig.is_ignored(proc.signals, signo):
+    def discard_everywhere(ignored: int) -> None:
+        proc.signals.discard(ignored)
         for task in proc.threads.tasks.values():
-            task.signals.discard(signo)
-    return result
+            task.signals.discard(ignored)
+
+    return sig.sys_rt_sigaction(proc.signals, proc.space, signo, act, oldact, sigsetsize,
+                                discard_everywhere)
 
 
 def sys_rt_sigprocmask(proc, cpu, how, set_, oldset, sigsetsize, *_):

@@ -9,7 +9,7 @@ makes a system call for every clock read.
 kvmdune gives the guest the host's own: the VMM's ``[vdso]`` pages are copied into
 the guest (private, as Linux's are), and the VMM's ``[vvar]`` and ``[vvar_vclock]``
 pages, which the kernel keeps current, are mapped read-only into the guest through
-a read-only KVM memory slot over the VMM's mapping of them, at the same distance
+one read-only KVM memory slot over the VMM's mapping of them, at the same distance
 from the code as in the VMM. Guest code at CPL3 then computes exactly the time the
 host kernel would give: the same data, the same counter. So the guest's clocks
 never disagree with a clock read the VMM forwards, and never go backwards across
@@ -138,12 +138,19 @@ def map_vdso(mm: MemoryMap, vdso: HostVdso) -> int | None:
     start = mm.find_free(vdso.size)
     if start is None:
         return None
+    # One memory slot for all the data pages (contiguous in the VMM, as in the
+    # guest): each exec's teardown must make KVM forget the old mappings of the
+    # slot by deleting and re-adding it, which waits for an SRCU grace period, and
+    # a forked child registers every slot again.
+    region = mm.space.memory.add_kernel_pages(vdso.data[0].address, vdso.code_offset)
+    readable = region.mapping.readable_pages()
     for pages in vdso.data:
-        region = mm.space.memory.add_kernel_pages(pages.address, pages.size)
         vma = Vma(start + pages.offset, start + pages.offset + pages.size,
                   int(ProtFlags.PROT_READ), name=pages.name, region=region,
-                  vmm_backed=True, max_prot=int(ProtFlags.PROT_READ))
-        mm.map_kernel_pages(vma, region.mapping.readable_pages(), Perm.READ | Perm.USER)
+                  region_offset=pages.offset, vmm_backed=True,
+                  max_prot=int(ProtFlags.PROT_READ))
+        mm.map_kernel_pages(vma, [offset - pages.offset for offset in readable],
+                            Perm.READ | Perm.USER)
     code = start + vdso.code_offset
     mm.map_fixed(Vma(code, code + len(vdso.code),
                      int(ProtFlags.PROT_READ | ProtFlags.PROT_EXEC), name=CODE_NAME),

@@ -458,7 +458,10 @@ class Cpu:
         if cs & 3 != 3:
             raise MachineError(f"{vector.mnemonic} in supervisor mode at {rip:#x} "
                                f"(error code {error})\n" + self.describe())
-        regs.rip, regs.rsp, regs.rflags = rip, rsp, rflags
+        # User code always runs with IF set (CPL3 cannot clear it); the copy this
+        # software KVM pushes sometimes lacks it, which would make crash reports and
+        # signal frames differ from run to run.
+        regs.rip, regs.rsp, regs.rflags = rip, rsp, rflags | RFLAGS.IF
         self._at_trampoline = True
         if vector == Vector.PF:
             if rip == self.sregs.cr2 and (rip == self._syscall_entry

@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 import errno
 
-from ..kvm import Cap, Kvm, KvmError, KvmInterrupted, PlatformKind, probe_platform
+from ..kvm import Cap, Kvm, KvmError, KvmInterrupted, Platform, PlatformKind, probe_platform
 from ..memory import AddressSpace, GuestMemory
 from ..memory.guest_memory import DEFAULT_GUEST_MEMORY
 from . import _trampoline, layout
@@ -159,13 +159,14 @@ class Machine:
             cpu.space = None
             self._pooled.append(cpu)
 
-    def _create_vm(self, kvm: Kvm | None = None) -> None:
+    def _create_vm(self, kvm: Kvm | None = None, platform: Platform | None = None) -> None:
         """/dev/kvm (opened, or the one given) and a VM with the guest memory
-        registered; its vCPUs are closed with it."""
+        registered; its vCPUs are closed with it. ``platform``: the one probed
+        already (a forked child's host is its parent's)."""
         self.kvm = kvm if kvm is not None else Kvm()
         self._closers.append(self.kvm.close)
         self.kvm.require_capabilities()
-        self.platform = probe_platform()
+        self.platform = platform or probe_platform()
         self.vm = self.kvm.create_vm()
         self._closers.append(self.vm.close)
         if self.platform.kind is PlatformKind.VMX and self.kvm.check_extension(Cap.SET_TSS_ADDR):
@@ -209,7 +210,7 @@ class Machine:
         self.vm.close()
         # The inherited /dev/kvm descriptor is reused: after a privilege drop the
         # device may no longer be openable, and KVM_CREATE_VM works from any process.
-        self._create_vm(self.kvm)
+        self._create_vm(self.kvm, self.platform)
         vcpu = self.vm.create_vcpu(0)
         try:
             boot_sregs = configure_vcpu(self.kvm, vcpu, self.kernel_space, 0)

@@ -161,6 +161,19 @@ class AddressSpace:
         self._tlb.clear()
         self._restricted(self.tables.unmap(vaddr, size))
 
+    def unmap_unaccessed(self, vaddr: int, size: int) -> bool:
+        """Unmap a range whose entries all have a clear A bit, with no invalidation:
+        the MMU never used them, so nothing caches them (KVM's shadow MMU makes, and
+        prefetches, translations of accessed entries only; whoever clears an A bit
+        invalidates). Spares deleting and re-adding a memory slot where the host
+        pages cannot be reprotected (the kernel's own). False, with nothing
+        changed, if any entry was accessed."""
+        if self.tables.scan_bits(vaddr, size, PTE.ACCESSED, collect=False).hits:
+            return False
+        self._tlb.clear()
+        self.tables.unmap(vaddr, size)
+        return True
+
     def protect(self, vaddr: int, size: int, perm: Perm) -> None:
         """Change the permission of every mapped page in the range."""
         self._forget(vaddr, size)

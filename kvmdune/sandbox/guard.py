@@ -63,7 +63,8 @@ STAT_CALLS = {"stat", "lstat", "newfstatat", "statx"}
 #: ancestors of the read roots too (realpath(3) reads the link of every component).
 METADATA_CALLS = STAT_CALLS | {"access", "faccessat", "faccessat2", "readlink", "readlinkat"}
 #: Calls the fast path may serve beneath the read roots (BENEATH rules).
-BENEATH_CALLS = STAT_CALLS | {"open", "openat"}
+BENEATH_CALLS = STAT_CALLS | {"open", "openat", "getxattr", "lgetxattr", "listxattr",
+                              "llistxattr"}
 #: What the host answers for a path that cannot be looked up: its own answer to the
 #: guest, not a decision of the policy.
 LOOKUP_ERRORS = {Errno.ENOENT, Errno.ENOTDIR, Errno.ELOOP, Errno.ENAMETOOLONG}
@@ -126,6 +127,16 @@ def _under(path: str, roots: tuple[str, ...]) -> str | None:
     for root in roots:
         if path == root or path.startswith(root.rstrip("/") + "/"):
             return root
+    return None
+
+
+def _as_proc_self(real: str) -> str | None:
+    """``real`` with the process's own /proc/PID spelt /proc/self, as a policy can
+    name it (each process of a sandbox has a pid of its own; the VMM's pid is the
+    guest's), or None when it is not under the process's own /proc/PID."""
+    own = f"/proc/{os.getpid()}"
+    if real == own or real.startswith(own + "/"):
+        return "/proc/self" + real[len(own):]
     return None
 
 
@@ -577,6 +588,9 @@ class SandboxGate(Gate):
         roots = {"read": self.read_roots, "write": self.write_roots,
                  "exec": self.exec_roots}[access]
         root = _under(real, roots)
+        own = _as_proc_self(real)
+        if root is None and own is not None:
+            root = _under(own, roots)
         if root is not None:
             return f"paths.{access} {root}"
         if metadata and access == "read" and real in self._above_read_roots:
@@ -599,21 +613,22 @@ class SandboxGate(Gate):
         if reason is not None:
             return allow(reason)
         return deny(f"{real} is outside the {access} paths", Errno.EACCES,
-                    self._hint(real, access, metadata))
+                    self._hint(real, access, metadata, _as_proc_self(real) or real))
 
     @staticmethod
-    def _hint(real: str, access: str, metadata: bool) -> str:
-        """The option that would allow ``access`` to ``real``: none to read or run
-        what does not exist (bash looks for locale files, busybox for
-        /etc/busybox.conf at each start); a shell looking for a command is told how
-        to run it. (The note reaches whoever reads the VMM's stderr: the user.)"""
+    def _hint(real: str, access: str, metadata: bool, named: str) -> str:
+        """The option that would allow ``access`` to ``real``, spelt ``named`` (the
+        process's own /proc/PID as /proc/self: the next run has another pid): none
+        to read or run what does not exist (bash looks for locale files, busybox
+        for /etc/busybox.conf at each start); a shell looking for a command is told
+        how to run it. (The note reaches whoever reads the VMM's stderr: the user.)"""
         try:
             mode = os.stat(real).st_mode
         except OSError:
-            return f"--allow-write {real}" if access == "write" else ""
+            return f"--allow-write {named}" if access == "write" else ""
         if metadata and stat.S_ISREG(mode) and mode & 0o111:
-            return f"--allow-exec {real} (to run it) or --allow-read {real}"
-        return f"--allow-{access} {real}"
+            return f"--allow-exec {named} (to run it) or --allow-read {named}"
+        return f"--allow-{access} {named}"
     # -- audit -----------------------------------------------------------------------------
     def _audit(self, proc, spec, args, verdict: Verdict) -> None:
         def read_memory(address: int, length: int) -> bytes | None:

@@ -13,6 +13,7 @@ and /proc, the system-call fuzzers; test_everyday's programs run on the default
 from __future__ import annotations
 
 import os
+import re
 import signal
 import pathlib
 import subprocess
@@ -129,3 +130,21 @@ def run_dune(argv, *options, env=None, timeout: float = 300,
              **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "kvmdune", "run", *options, "--", *argv],
                           capture_output=True, timeout=timeout, env=vmm_env(env), **kwargs)
+
+
+#: ``--syscall-stats``'s counts: calls served natively, calls that reached the VMM.
+_SERVED_COUNTS = re.compile(rb"(\d+) served natively, .*?; (\d+) calls reached the VMM in all")
+
+
+def assert_served_natively(stderr: bytes, calls: int, syscall_path: str) -> None:
+    """A ``--syscall-stats`` run made ``calls`` calls of a kind the fast path serves:
+    all but a few (the VMM at work on the process holds its lock) were served
+    natively, unless the fast path is off."""
+    if syscall_path == "slow":
+        assert b"the fast path is off" in stderr
+        return
+    found = _SERVED_COUNTS.search(stderr)
+    assert found, stderr.decode(errors="replace")[-2000:]
+    native, reached_vmm = (int(n) for n in found.groups())
+    assert native >= calls * 9 // 10
+    assert reached_vmm < calls // 12

@@ -38,3 +38,20 @@ def test_a_shell_loop_of_fork_exec_runs_every_child(tmp_path):
     assert dune.returncode == 0, dune.stderr.decode(errors="replace")[-3000:]
     assert dune.stdout.strip() == b"30"
     assert log.read_text().split() == [str(i) for i in range(1, 31)]
+
+
+@pytest.mark.parametrize("link", LINKS)
+def test_fixed_file_mappings_over_a_whole_file_read_their_own_bytes(compiled, link,
+                                                                    tmp_path):
+    """programs/fixed_over_file.c, ld.so's pattern: parts of a file mapped with
+    MAP_FIXED over the whole file mapped before, with the pages underneath untouched
+    (their frames then take the new bytes in place) or touched, read the new
+    mapping's bytes and zeros past the end of the file, as natively."""
+    program = compiled[("fixed_over_file", link)]
+    (tmp_path / "native").mkdir()
+    (tmp_path / "dune").mkdir()
+    native = run_native([program, str(tmp_path / "native")])
+    dune = run_dune([program, str(tmp_path / "dune")])
+    assert dune.stdout == native.stdout, dune.stderr.decode(errors="replace")[-3000:]
+    assert dune.returncode == native.returncode == 0
+    assert b"untouched, read-exec: [131 131 0] [132 132 0] [133 0 2048]" in dune.stdout

@@ -14,9 +14,10 @@ pytestmark = pytest.mark.kvm
 #: Also run with patched call sites (conftest.py).
 PATCHED_PATH = True
 
-#: What the program prints to stderr: the first byte of its mov- and xor-sites.
-ORIGINAL_BYTES = b"site bytes: b8 31"
-PATCHED_BYTES = b"site bytes: e9 eb"
+#: What the program prints to stderr: the first byte of its mov-, xor- and relocated
+#: sites (``mov -8(%rsp),%r9``: 4c).
+ORIGINAL_BYTES = b"site bytes: b8 31 4c"
+PATCHED_BYTES = b"site bytes: e9 eb e9"
 
 
 @pytest.mark.parametrize("link", LINKS)
@@ -67,3 +68,21 @@ def test_sites_patched_on_mprotect_and_stubs_unmapped_with_their_code(compiled, 
                 if syscall_path == "patched" else
                 b"site byte after mprotect: b8; stub mappings added: mmap 0, mprotect 0")
     assert expected in dune.stderr, dune.stderr
+
+
+@pytest.mark.parametrize("link", LINKS)
+def test_code_changed_in_its_file_runs_changed_when_mapped_again(compiled, link, tmp_path,
+                                                                  syscall_path):
+    """programs/site_remap.c: patched code is kept per file, offset and length, but
+    used again only for the very bytes it was made from: a site whose call number
+    changed in the file, mapped again at the same address, makes the new call."""
+    binary = compiled[("site_remap", link)]
+    (tmp_path / "native").mkdir()
+    (tmp_path / "dune").mkdir()
+    native = run_native([binary, str(tmp_path / "native")])
+    dune = run_dune([binary, str(tmp_path / "dune")])
+    assert native.returncode == 0, native.stderr
+    assert dune.returncode == 0, dune.stderr.decode(errors="replace")[-3000:]
+    assert dune.stdout == native.stdout
+    assert b"after the change, same address: getpid" in dune.stdout
+    assert b"mapped again unchanged: getpid" in dune.stdout

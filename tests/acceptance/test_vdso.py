@@ -63,3 +63,20 @@ def test_clock_reads_make_no_system_call(compiled, link, syscall_path):
     # The vDSO's 7 clocks make (almost) no call: libc itself may make a few anyway.
     saved = _clock_calls(without.stderr) - _clock_calls(with_vdso.stderr)
     assert saved > (VDSO_CLOCKS - 1) * ROUNDS, (saved, with_vdso.stderr[-2000:])
+
+
+@pytest.mark.parametrize("link", LINKS)
+def test_old_data_pages_are_gone_after_exec(compiled, link):
+    """programs/vdso_exec.c: after an exec, a read of the old image's data pages
+    faults, in a forked child that never read them (its exec drops them with no
+    memory-slot change: the child's new VM never translated them), in one that
+    did, and in the first process; the new image's own pages read as before."""
+    if not _software_kvm():
+        pytest.skip("the guest gets a vDSO only where its rdtsc is the host's (software KVM)")
+    argv = [compiled[("vdso_exec", link)]]
+    native, dune = run_native(argv), run_dune(argv)
+    assert dune.stdout == native.stdout, dune.stderr.decode(errors="replace")[-3000:]
+    assert dune.returncode == native.returncode == 0
+    for how in (b"child, untouched", b"child, read", b"itself, read"):
+        assert how + b": old page 0: signal 11" in dune.stdout
+        assert how + b": new page 0: signal 0" in dune.stdout

@@ -84,3 +84,54 @@ def test_an_entry_for_other_contents_is_not_used(binary: Path):
             sitepatch._store(str(entry), forged)
     sitepatch._memo.clear()
     assert sitepatch.analyze(str(binary)) == first
+
+
+#: A site whose number is set before the instruction that precedes its ``syscall``
+#: (as in libc's syscall()), and one that must stay: a load through RDI could fault.
+#: (The ``mov $39,%eax`` site makes the file one that is swept at all.)
+RELOCATED_PROGRAM = r"""
+long call(long n);
+__asm__(".globl call\ncall:\n  mov %rdi,%rax\n  mov 0x8(%rsp),%r9\n  syscall\n"
+        "  mov %rdi,%rax\n  mov 0x10(%rdi),%r9\n  syscall\n  mov $39,%eax\n  syscall\n"
+        "  ret\n");
+int main(void) { return (int)call(39) < 0; }
+"""
+
+
+def test_a_relocatable_instruction_before_syscall_is_a_site(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch):
+    """The stack load before the first ``syscall`` moves into the stub (RELOCATED,
+    its bytes kept, also through the disk cache); the load through RDI does not."""
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(sitepatch, "_memo", {})
+    source = tmp_path / "relocated.c"
+    source.write_text(RELOCATED_PROGRAM)
+    out = tmp_path / "relocated"
+    subprocess.run(["gcc", "-O1", "-o", str(out), str(source)], check=True)
+    analysis = sitepatch.analyze(str(out))
+    stack_load = bytes.fromhex("4c8b4c2408")              # mov 0x8(%rsp),%r9
+    relocated = [site for site in analysis.sites if site.kind is sitepatch.SiteKind.RELOCATED]
+    assert [site.code for site in relocated] == [stack_load]
+    data = out.read_bytes()
+    site = relocated[0]
+    assert data[site.syscall_offset:site.syscall_offset + 2] == b"\x0f\x05"
+    sitepatch._memo.clear()
+    assert sitepatch.analyze(str(out)) == analysis           # from the disk cache
+
+
+@pytest.mark.parametrize("insn, expected", [
+    ((0, 5, "mov", "r9, qword ptr [rsp + 8]"), True),
+    ((0, 5, "mov", "esi, 0x80"), True),
+    ((0, 7, "lea", "rdx, [rbx + 0x630]"), True),             # lea reads no memory
+    ((0, 7, "lea", "rsi, [rip + 0x18aa29]"), False),         # RIP-relative
+    ((0, 4, "mov", "edi, dword ptr [rsp + 8]"), False),      # too short for a jmp rel32
+    ((0, 5, "mov", "r9, qword ptr [rdi + 8]"), False),       # could fault in the stub
+    ((0, 5, "mov", "qword ptr [rsp + 8], r9"), False),       # writes the stack
+    ((0, 9, "mov", "rax, qword ptr fs:[0x28]"), False),      # a segment
+    ((0, 5, "call", "0x1234"), False),
+    ((0, 12, "movabs", "rax, 0x1122334455667788"), False),   # longer than a stub takes
+])
+def test_relocatable_instructions(insn, expected):
+    assert sitepatch.relocatable(insn) is expected

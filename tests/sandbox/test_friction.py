@@ -135,3 +135,19 @@ def test_the_drop_to_nobody_says_what_to_do(root_only_program):
     note = sandbox("--allow-read", str(root_only_program.parent), "--", "busybox", "true")
     assert note.returncode == 0
     assert "user nobody cannot reach it" in note.stderr.decode()
+
+
+def test_a_processs_own_proc_entries_are_named_and_allowed_as_proc_self(tmp_path):
+    # Each process of a sandbox has a pid of its own: the note names /proc/self, and
+    # a policy naming /proc/self/X allows X of whichever process asks (the gate's
+    # verdict; the audit records every denial).
+    script = "cat /proc/self/mounts; (cat /proc/self/mounts)"
+    result = sandbox("--", "busybox", "sh", "-c", script)
+    said = "\n".join(notes(result))
+    assert "--allow-read /proc/self/mounts would allow it" in said, said
+    audit = tmp_path / "audit.jsonl"
+    sandbox("--allow-read", "/proc/self/mounts", "--audit", str(audit), "--",
+            "busybox", "sh", "-c", script)
+    denied = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert not [r for r in denied if "mounts" in str(r["args"])], denied
+    assert denied, "the audit records denials (busybox's own /etc/busybox.conf)"

@@ -38,7 +38,7 @@
 #include "../include/kvmdune/upcall.h"
 #include "../../linux/native/call_wait.h"
 #include "../../linux/native/proclock.h"
-#include "../../machine/native/trampoline.h"
+#include "../../machine/native/reentry.h"
 #include "upcall.h"
 
 /* x86-64 paging (Intel SDM). */
@@ -52,23 +52,16 @@
 #define PAGE_SIZE 4096ULL
 #define LEVELS 4
 
-#define PF_VECTOR 14
 /* include/kvmdune/hypercall.h's KVMDUNE_TRAP_PGFLT, _VECTOR. */
 #define TRAP_PGFLT 0
 #define TRAP_VECTOR 1
-/* What `iretq` pops: rip, cs, rflags, rsp, ss. */
-#define IRET_FRAME_WORDS 5
+#if KVMDUNE_REENTRY_USER_CS != KVMDUNE_USER_CS || KVMDUNE_REENTRY_USER_DS != KVMDUNE_USER_DS
+#error "reentry.h's user selectors disagree with upcall.h's"
+#endif
 
 typedef struct {
     PyObject_HEAD
-    /* The machine (fixed for the vCPU's supervisor area). */
-    uint8_t *memory;
-    uint64_t memory_size;
-    uint64_t iret_rip, iret_frame, iret_frame_paddr;
-    uint64_t exception_stack, exception_stack_paddr, exception_stack_size;
-    uint64_t no_upcall_rips[2];      /* #PF there is a system call or the stub's wait */
-    uint64_t user_rflags, user_rflags_fixed, supervisor_rflags, user_end;
-    uint32_t vectors_with_error;
+    struct kvmdune_reentry m;        /* the machine (fixed for the vCPU) */
     uint32_t *process_lock;
     /* The process and the thread (configure). */
     int enabled;
@@ -81,12 +74,6 @@ typedef struct {
     uint64_t delivered, declined, waits;
 } NativeUpcalls;
 
-static volatile uint64_t *word_at(NativeUpcalls *u, uint64_t paddr) {
-    if (paddr & 7 || paddr >= u->memory_size || u->memory_size - paddr < 8)
-        return NULL;
-    return (volatile uint64_t *)(u->memory + paddr);
-}
-
 /* The guest-physical address of `vaddr` for a user write through the program view,
  * with its leaf entry; 0 when any level is missing or forbids it (the VMM's path
  * then pages it in or refuses it). */
@@ -94,7 +81,8 @@ static uint64_t user_write_paddr(NativeUpcalls *u, uint64_t vaddr, volatile uint
     uint64_t table = u->program_cr3 & PTE_ADDRESS;
     for (int level = LEVELS; level >= 1; level--) {
         unsigned shift = 12 + 9 * (level - 1);
-        volatile uint64_t *slot = word_at(u, table + ((vaddr >> shift) & 511) * 8);
+        volatile uint64_t *slot =
+            kvmdune_guest_word(&u->m, table + ((vaddr >> shift) & 511) * 8);
         if (slot == NULL)
             return 0;
         uint64_t entry = *slot;
@@ -103,7 +91,7 @@ static uint64_t user_write_paddr(NativeUpcalls *u, uint64_t vaddr, volatile uint
         if (level == 1 || (entry & PTE_PS)) {
             uint64_t span = 1ULL << shift;
             uint64_t paddr = (entry & PTE_ADDRESS & ~(span - 1)) | (vaddr & (span - 1));
-            if (paddr >= u->memory_size)
+            if (paddr >= u->m.memory_size)
                 return 0;
             *leaf = slot;
             return paddr;
@@ -126,7 +114,7 @@ static int write_frame(NativeUpcalls *u, uint64_t frame, const uint8_t *data) {
         if (pieces == 2)
             return -1;
         paddrs[pieces] = user_write_paddr(u, cursor, &leaves[pieces]);
-        if (paddrs[pieces] == 0 || u->memory_size - paddrs[pieces] < size)
+        if (paddrs[pieces] == 0 || u->m.memory_size - paddrs[pieces] < size)
             return -1;
         sizes[pieces++] = size;
         cursor += size;
@@ -135,7 +123,7 @@ static int write_frame(NativeUpcalls *u, uint64_t frame, const uint8_t *data) {
     for (int i = 0; i < pieces; i++) {
         if ((*leaves[i] & (PTE_A | PTE_D)) != (PTE_A | PTE_D))
             __atomic_fetch_or(leaves[i], PTE_A | PTE_D, __ATOMIC_RELAXED);
-        memcpy(u->memory + paddrs[i], data + offset, sizes[i]);
+        memcpy(u->m.memory + paddrs[i], data + offset, sizes[i]);
         offset += sizes[i];
     }
     return 0;
@@ -144,11 +132,6 @@ static int write_frame(NativeUpcalls *u, uint64_t frame, const uint8_t *data) {
 static void put64(uint8_t *frame, unsigned offset, uint64_t value) {
     memcpy(frame + offset, &value, sizeof value);
 }
-
-/* Intel SDM RFLAGS.IF. User code always runs with interrupts enabled, as under
- * libdune, and the frame says so whichever way the VMM last resumed it (the copy the
- * CPU pushed may lack it after a resume that set the registers directly). */
-#define RFLAGS_IF (1ULL << 9)
 
 /* `_pack_tf` and the upcall's tail: the interrupted registers (RIP, RFLAGS, RSP the
  * user's, from the exception frame). */
@@ -163,7 +146,9 @@ static void build_frame(uint8_t *frame, const struct kvm_regs *regs, uint64_t ri
     put64(frame, KVMDUNE_TF_ERR, fec & 0xFFFFFFFFULL);     /* err, then a zero pad */
     put64(frame, KVMDUNE_TF_RIP, rip);
     put64(frame, KVMDUNE_TF_CS, KVMDUNE_USER_CS);
-    put64(frame, KVMDUNE_TF_RFLAGS, rflags | RFLAGS_IF);
+    /* User code always runs with interrupts enabled, as under libdune, and the frame
+     * says so whatever the registers it came from say (reentry.h). */
+    put64(frame, KVMDUNE_TF_RFLAGS, rflags | KVMDUNE_RFLAGS_IF);
     put64(frame, KVMDUNE_TF_RSP, rsp);
     put64(frame, KVMDUNE_TF_SS, KVMDUNE_USER_DS);
     put64(frame, KVMDUNE_UPCALL_KIND, kind);
@@ -185,76 +170,24 @@ static uint64_t frame_address(NativeUpcalls *u, uint64_t rsp) {
     return frame - KVMDUNE_UPCALL_STACK_RESERVE < base ? 0 : (uint64_t)frame;
 }
 
-/* Back to CPL3 at rip/rsp with `rflags` through the trampoline's `iretq`, as the
- * run loop's _write_iret_frame does. */
-static void resume_user(NativeUpcalls *u, struct kvm_run *run, uint64_t rip, uint64_t rflags,
-                        uint64_t rsp) {
-    struct kvm_regs *regs = &run->s.regs.regs;
-    const uint64_t out[IRET_FRAME_WORDS] = {
-        rip, KVMDUNE_USER_CS, (rflags & u->user_rflags) | u->user_rflags_fixed, rsp,
-        KVMDUNE_USER_DS};
-    memcpy(u->memory + u->iret_frame_paddr, out, sizeof out);
-    regs->rip = u->iret_rip;
-    regs->rsp = u->iret_frame;
-    regs->rflags = u->supervisor_rflags;
-    run->kvm_dirty_regs |= KVM_SYNC_X86_REGS;
-}
-
-/* An exception entry's exit from CPL3 (cpu.py's _exception_event): its vector, the
- * error code and the user's RIP, RFLAGS, RSP; 0 when it is none. */
-struct exception {
-    unsigned vector;
-    uint64_t error, rip, rflags, rsp;
-};
-
-static int exception_of(NativeUpcalls *u, struct kvm_run *run, struct exception *e) {
-    if (run->exit_reason != KVM_EXIT_IO || run->io.direction != KVM_EXIT_IO_OUT
-        || run->io.port < KVMDUNE_EXCEPTION_PORT_BASE)
-        return 0;
-    e->vector = (unsigned)run->io.port - KVMDUNE_EXCEPTION_PORT_BASE;
-    if (e->vector >= KVMDUNE_EXCEPTION_VECTORS)
-        return 0;
-    struct kvm_regs *regs = &run->s.regs.regs;
-    int has_error = u->vectors_with_error >> e->vector & 1;
-    uint64_t frame_bytes = (IRET_FRAME_WORDS + has_error) * 8;
-    uint64_t offset = regs->rsp - u->exception_stack;
-    if (regs->rsp < u->exception_stack || offset > u->exception_stack_size - frame_bytes)
-        return 0;
-    uint64_t words[IRET_FRAME_WORDS + 1];
-    for (int i = 0; i < IRET_FRAME_WORDS + has_error; i++) {
-        volatile uint64_t *word = word_at(u, u->exception_stack_paddr + offset + i * 8);
-        if (word == NULL)
-            return 0;
-        words[i] = *word;
-    }
-    const uint64_t *iret = words + has_error;
-    if ((iret[1] & 3) != 3)
-        return 0;                       /* at CPL0: the run loop's error to report */
-    e->error = has_error ? words[0] : 0;
-    e->rip = iret[0];
-    e->rflags = iret[2];
-    e->rsp = iret[3];
-    return 1;
-}
-
 /* The exception delivered as an upcall: 1, or 0 for Python (nothing changed).
  * Called with the GIL released. */
-static int deliver(NativeUpcalls *u, struct kvm_run *run, const struct exception *e) {
+static int deliver(NativeUpcalls *u, struct kvm_run *run, const struct kvmdune_exception *e) {
     unsigned vector = e->vector;
     /* Read once: another vCPU's thread may configure this one meanwhile (SET_TRAP). */
     const struct kvmdune_fault_check *check = __atomic_load_n(&u->check, __ATOMIC_ACQUIRE);
     if (!u->enabled)
         return 0;
-    if (vector == PF_VECTOR ? !(u->page_faults && check) : !(u->vectors >> vector & 1))
+    if (vector == KVMDUNE_PF_VECTOR ? !(u->page_faults && check) : !(u->vectors >> vector & 1))
         return 0;
     struct kvm_regs *regs = &run->s.regs.regs;
     struct kvm_sregs *sregs = &run->s.regs.sregs;
-    if (sregs->cr3 != u->program_cr3 || u->entry >= u->user_end)
+    if (sregs->cr3 != u->program_cr3 || u->entry >= u->m.user_end)
         return 0;
     uint64_t addr = 0;
-    if (vector == PF_VECTOR) {
+    if (vector == KVMDUNE_PF_VECTOR) {
         addr = sregs->cr2;
-        if (e->rip == addr && (e->rip == u->no_upcall_rips[0] || e->rip == u->no_upcall_rips[1]))
+        if (e->rip == addr && (e->rip == u->m.syscall_entry || e->rip == u->m.call_wait_target))
             return 0;
     }
     if (!proclock_try(u->process_lock))
@@ -262,10 +195,10 @@ static int deliver(NativeUpcalls *u, struct kvm_run *run, const struct exception
     int delivered = 0;
     uint64_t frame = frame_address(u, e->rsp);
     if (frame != 0
-        && (vector != PF_VECTOR || check->restricted(check->context, addr, e->error))) {
+        && (vector != KVMDUNE_PF_VECTOR || check->restricted(check->context, addr, e->error))) {
         uint8_t data[KVMDUNE_UPCALL_SIZE];
         build_frame(data, regs, e->rip, e->rflags, e->rsp, sregs->fs.base,
-                    vector == PF_VECTOR ? TRAP_PGFLT : TRAP_VECTOR, vector, addr, e->error);
+                    vector == KVMDUNE_PF_VECTOR ? TRAP_PGFLT : TRAP_VECTOR, vector, addr, e->error);
         delivered = write_frame(u, frame, data) == 0;
     }
     proclock_release(u->process_lock);
@@ -275,22 +208,26 @@ static int deliver(NativeUpcalls *u, struct kvm_run *run, const struct exception
     }
     /* Into the handler (`_upcall`): RSP = RDI = the frame, RFLAGS the fixed ones. */
     regs->rdi = frame;
-    resume_user(u, run, u->entry, u->user_rflags_fixed, frame);
+    kvmdune_resume_user(&u->m, run, u->entry, u->m.user_rflags_fixed, frame);
     u->delivered++;
     return 1;
 }
 
-/* The call stub's wait (cpu.py: a #PF with RIP == CR2 == CALL_WAIT_TARGET): the
- * request served or waited for here, then the stub resumed where it asked (RCX);
+struct taking {
+    NativeUpcalls *upcalls;
+    const struct kvmdune_call_wait *wait;
+};
+
+/* An upcall delivered, or else the call stub's wait (cpu.py: a #PF with RIP == CR2
+ * == CALL_WAIT_TARGET) answered here and the stub resumed where it asked (RCX);
  * 1, or 0 for Python. */
-static int answer_wait(NativeUpcalls *u, struct kvm_run *run, const struct exception *e,
-                       const struct kvmdune_call_wait *wait) {
-    struct kvm_regs *regs = &run->s.regs.regs;
-    if (wait == NULL || e->vector != PF_VECTOR || e->rip != u->no_upcall_rips[1]
-        || run->s.regs.sregs.cr2 != e->rip || regs->rcx >= u->user_end)
+static int take_exit(void *context, struct kvm_run *run, const struct kvmdune_exception *e) {
+    struct taking *taking = context;
+    NativeUpcalls *u = taking->upcalls;
+    if (deliver(u, run, e))
+        return 1;
+    if (!kvmdune_answer_call_wait(&u->m, run, e, taking->wait))
         return 0;
-    wait->wait(wait->server, wait->slot, wait->timeout);
-    resume_user(u, run, regs->rcx, e->rflags, e->rsp);
     u->waits++;
     return 1;
 }
@@ -299,31 +236,17 @@ static int answer_wait(NativeUpcalls *u, struct kvm_run *run, const struct excep
  * not take (call_wait: the capsule of call_wait.h for this vCPU's ring, or None):
  * (exits taken, errno of the KVM_RUN that failed or 0). */
 static PyObject *NativeUpcalls_run(NativeUpcalls *u, PyObject *args) {
-    int fd;
+    int fd, error;
     unsigned long long address;
     PyObject *capsule;
-    if (!PyArg_ParseTuple(args, "iKO", &fd, &address, &capsule))
+    struct taking taking = {u, NULL};
+    if (!PyArg_ParseTuple(args, "iKO", &fd, &address, &capsule)
+        || kvmdune_call_wait_from(capsule, &taking.wait) < 0)
         return NULL;
-    const struct kvmdune_call_wait *wait = NULL;
-    if (capsule != Py_None) {
-        wait = PyCapsule_GetPointer(capsule, KVMDUNE_CALL_WAIT_CAPSULE);
-        if (wait == NULL)
-            return NULL;
-    }
-    struct kvm_run *run = (struct kvm_run *)(uintptr_t)address;
-    long handled = 0;
-    int error = 0;
+    long handled;
     Py_BEGIN_ALLOW_THREADS
-    for (;;) {
-        struct exception e;
-        if (ioctl(fd, KVM_RUN, 0) < 0) {
-            error = errno;
-            break;
-        }
-        if (!exception_of(u, run, &e) || !(deliver(u, run, &e) || answer_wait(u, run, &e, wait)))
-            break;
-        handled++;
-    }
+    handled = kvmdune_run_taking(&u->m, fd, (struct kvm_run *)(uintptr_t)address, take_exit,
+                                 &taking, &error);
     Py_END_ALLOW_THREADS
     return Py_BuildValue("(li)", handled, error);
 }
@@ -384,26 +307,17 @@ static int NativeUpcalls_init(NativeUpcalls *u, PyObject *args, PyObject *kwargs
                                      &user_rflags, &fixed, &supervisor, &user_end, &with_error,
                                      &lock))
         return -1;
-    if (memory == 0 || lock == 0 || iret_paddr + IRET_FRAME_WORDS * 8 > size
-        || stack_paddr + stack_size > size || stack_size < (IRET_FRAME_WORDS + 1) * 8) {
+    u->m = (struct kvmdune_reentry){
+        .memory = (uint8_t *)(uintptr_t)memory, .memory_size = size, .iret_rip = iret_rip,
+        .iret_frame = iret_frame, .iret_frame_paddr = iret_paddr, .exception_stack = stack,
+        .exception_stack_paddr = stack_paddr, .exception_stack_size = stack_size,
+        .syscall_entry = syscall_entry, .call_wait_target = wait_target,
+        .user_rflags = user_rflags, .user_rflags_fixed = fixed, .supervisor_rflags = supervisor,
+        .user_end = user_end, .vectors_with_error = with_error};
+    if (lock == 0 || !kvmdune_reentry_valid(&u->m)) {
         PyErr_SetString(PyExc_ValueError, "guest memory, supervisor area or lock out of shape");
         return -1;
     }
-    u->memory = (uint8_t *)(uintptr_t)memory;
-    u->memory_size = size;
-    u->iret_rip = iret_rip;
-    u->iret_frame = iret_frame;
-    u->iret_frame_paddr = iret_paddr;
-    u->exception_stack = stack;
-    u->exception_stack_paddr = stack_paddr;
-    u->exception_stack_size = stack_size;
-    u->no_upcall_rips[0] = syscall_entry;
-    u->no_upcall_rips[1] = wait_target;
-    u->user_rflags = user_rflags;
-    u->user_rflags_fixed = fixed;
-    u->supervisor_rflags = supervisor;
-    u->user_end = user_end;
-    u->vectors_with_error = with_error;
     u->process_lock = (uint32_t *)(uintptr_t)lock;
     return 0;
 }

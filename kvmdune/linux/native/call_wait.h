@@ -12,6 +12,10 @@
 #ifndef KVMDUNE_CALL_WAIT_H
 #define KVMDUNE_CALL_WAIT_H
 
+#include <Python.h>
+
+#include "../../machine/native/reentry.h"
+
 #define KVMDUNE_CALL_WAIT_CAPSULE "kvmdune.call_wait"
 
 struct kvmdune_call_wait {
@@ -20,5 +24,29 @@ struct kvmdune_call_wait {
     int slot;
     double timeout;
 };
+
+/* The wait in `capsule` (Py_None: *wait = NULL): 0, or -1 with an exception set. */
+static inline int kvmdune_call_wait_from(PyObject *capsule,
+                                         const struct kvmdune_call_wait **wait) {
+    *wait = NULL;
+    if (capsule == Py_None)
+        return 0;
+    *wait = PyCapsule_GetPointer(capsule, KVMDUNE_CALL_WAIT_CAPSULE);
+    return *wait == NULL ? -1 : 0;
+}
+
+/* From a native run loop (machine/native/reentry.h): if the exception `e` is the
+ * call stub's wait, answer it (`wait`) and resume the stub where it asked (RCX), as
+ * cpu.py does; 1, or 0 (not one: the run loop's). */
+static inline int kvmdune_answer_call_wait(const struct kvmdune_reentry *m,
+                                           struct kvm_run *run,
+                                           const struct kvmdune_exception *e,
+                                           const struct kvmdune_call_wait *wait) {
+    if (wait == NULL || !kvmdune_is_call_wait(m, run, e))
+        return 0;
+    wait->wait(wait->server, wait->slot, wait->timeout);
+    kvmdune_resume_user(m, run, run->s.regs.regs.rcx, e->rflags, e->rsp);
+    return 1;
+}
 
 #endif

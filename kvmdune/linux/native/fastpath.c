@@ -35,6 +35,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/futex.h>
+#include <linux/limits.h>
 #include <linux/openat2.h>
 #include <poll.h>
 #include <pthread.h>
@@ -44,11 +45,14 @@
 #include <string.h>
 #include <linux/magic.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
+#include <sys/xattr.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -56,6 +60,7 @@
 #include "call_wait.h"
 #include "fdstore.h"
 #include "proclock.h"
+#include "sigstore.h"
 #include "vmm_calls.h"
 
 #define NR_CALLS 512
@@ -123,6 +128,8 @@ typedef struct {
      * the process's lock that its writers hold (NULL: nothing changes it here). */
     FdStore *fds;
     uint32_t *process_lock;
+    /* The guest's signal dispositions (sigstore.h), changed under the same lock. */
+    SigActions *sigactions;
     uint32_t sleep_word;        /* futex: 1 while the thread sleeps */
     int stop;                   /* atomic */
     unsigned generation;        /* atomic: bumped by quiesce() */
@@ -261,26 +268,31 @@ static int translate(Server *s, uint64_t vaddr, uint64_t length, int write,
     return count;
 }
 
-/* A NUL-terminated path, read page by page as the VMM reads it; 0, or -1 (the VMM
- * decides: unreadable, too long, or a name under /proc or /dev that it rewrites). */
-static int read_path(Server *s, uint64_t vaddr, char *out) {
+/* A NUL-terminated string of at most `limit` bytes with its NUL, read page by page
+ * (no byte past the NUL is touched); 0, or -1: unreadable or too long. */
+static int read_string(Server *s, uint64_t vaddr, char *out, size_t limit) {
     size_t have = 0;
-    while (have < PATH_MAX_BYTES) {
+    while (have < limit) {
         uint64_t page_left = PAGE_SIZE - ((vaddr + have) & (PAGE_SIZE - 1));
-        uint64_t chunk = page_left < PATH_MAX_BYTES - have ? page_left : PATH_MAX_BYTES - have;
+        uint64_t chunk = page_left < limit - have ? page_left : limit - have;
         struct iovec piece[MAX_PIECES];
         if (translate(s, vaddr + have, chunk, 0, piece) != 1)
             return -1;
         memcpy(out + have, piece[0].iov_base, chunk);
-        char *nul = memchr(out + have, 0, chunk);
-        if (nul != NULL) {
-            if (strncmp(out, "/proc/", 6) == 0 || strncmp(out, "/dev/", 5) == 0)
-                return -1;
+        if (memchr(out + have, 0, chunk) != NULL)
             return 0;
-        }
         have += chunk;
     }
     return -1;
+}
+
+/* A NUL-terminated path, read as the VMM reads it; 0, or -1 (the VMM decides:
+ * unreadable, too long, or a name under /proc or /dev that it rewrites). */
+static int read_path(Server *s, uint64_t vaddr, char *out) {
+    if (read_string(s, vaddr, out, PATH_MAX_BYTES) < 0
+        || strncmp(out, "/proc/", 6) == 0 || strncmp(out, "/dev/", 5) == 0)
+        return -1;
+    return 0;
 }
 
 /* Copy `length` bytes of `data` out to the guest pieces. */
@@ -563,6 +575,65 @@ static int finish_out(const struct iovec *pieces, int count, const void *data, s
     return 0;
 }
 
+/* poll, and ppoll without a signal mask and with no timeout or a zero one (a
+ * nonzero one is written back with the time left, which is the VMM's): what is
+ * ready now, over the guest's descriptors translated as sys_poll.py translates
+ * them (one the guest has not: a host number nobody has, so POLLNVAL). Nothing
+ * ready, with a timeout to wait, goes to the VMM; so do arrays longer than
+ * MAX_NATIVE_POLL (the VMM checks them against the limit too). */
+#define MAX_NATIVE_POLL 64
+#define NO_HOST_FD 0x7FFFFFFF
+static int call_poll(Server *s, long nr, const uint64_t *a, int64_t *result) {
+    struct pollfd guest[MAX_NATIVE_POLL], host[MAX_NATIVE_POLL];
+    struct iovec pieces[MAX_PIECES];
+    struct timespec timeout;
+    uint32_t nfds = (uint32_t)a[1];
+    int waits;
+    if (nr == SYS_ppoll) {
+        struct iovec piece[MAX_PIECES];
+        if (a[3] != 0)
+            return -1;
+        waits = a[2] == 0;
+        if (!waits) {
+            int pieces_of_timeout = translate(s, a[2], sizeof timeout, 0, piece);
+            if (pieces_of_timeout < 0)
+                return -1;
+            gather(piece, pieces_of_timeout, &timeout);
+            if (timeout.tv_sec != 0 || timeout.tv_nsec != 0)
+                return -1;
+        }
+    } else {
+        waits = as_int32(a[2]) != 0;
+    }
+    if (s->fds == NULL || nfds > MAX_NATIVE_POLL)
+        return -1;
+    if ((int64_t)nfds > __atomic_load_n(&s->fds->max_fds, __ATOMIC_RELAXED)) {
+        *result = -EINVAL;
+        return 0;
+    }
+    int count = 0;
+    if (nfds > 0) {
+        count = translate(s, a[0], nfds * sizeof guest[0], 1, pieces);
+        if (count < 0)
+            return -1;
+        gather(pieces, count, guest);
+    }
+    for (uint32_t i = 0; i < nfds; i++) {
+        host[i] = guest[i];
+        host[i].revents = 0;
+        if (guest[i].fd >= 0 && host_fd(s, (uint64_t)(uint32_t)guest[i].fd, 0, &host[i].fd) < 0)
+            host[i].fd = NO_HOST_FD;
+    }
+    *result = raw(poll(host, nfds, 0));
+    if (*result < 0 || (*result == 0 && waits))
+        return -1;
+    for (uint32_t i = 0; i < nfds; i++)
+        guest[i].revents = host[i].revents;
+    if (nfds > 0)
+        scatter(pieces, count, guest, nfds * sizeof guest[0]);
+    return 0;
+}
+
 static int call_fstat(Server *s, long nr, const uint64_t *a, int64_t *result) {
     int fd;
     struct stat st;
@@ -583,12 +654,70 @@ static int call_fstat(Server *s, long nr, const uint64_t *a, int64_t *result) {
  * from the working directory (shared with the VMM); other directory descriptors
  * are left to the VMM. */
 static int open_beneath_how(Server *s, int dirfd, const char *path, uint64_t flags);
+static int open_checked(int dirfd, const char *path, int nofollow, int *error);
 
-static int open_beneath(Server *s, int dirfd, const char *path, int nofollow) {
-    return open_beneath_how(s, dirfd, path, O_PATH | O_CLOEXEC | (nofollow ? O_NOFOLLOW : 0));
+/* Whether a path has a ".." component. The gate judges the path with ".." taken
+ * away lexically (normpath), the kernel walks it through symlinks: the two can
+ * disagree, so such paths are the gate's. */
+static int has_dotdot(const char *path) {
+    for (const char *p = path; (p = strstr(p, "..")) != NULL; p += 2)
+        if ((p == path || p[-1] == '/') && (p[2] == '/' || p[2] == '\0'))
+            return 1;
+    return 0;
 }
 
-/* open_beneath with the open's own flags (for an open served beneath the roots). */
+/* Whether `path` is a root or beneath it, by name: the gate's _under(). */
+static int under_root(const char *path, const char *root, size_t length) {
+    while (length > 0 && root[length - 1] == '/')
+        length--;                                  /* root.rstrip("/") + "/" */
+    if (strncmp(path, root, length) == 0 && path[length] == '/')
+        return 1;
+    return strcmp(path, root) == 0;
+}
+
+/* A path the kernel resolves (outside /proc, through no magic link) to a file whose
+ * name, as /proc/self/fd shows it, lies under a root by the gate's own comparison
+ * of names: what the gate's pin checks last (guard.py _pin), for the roots
+ * openat2 cannot take (single files, names that are not canonical). Held O_PATH;
+ * -1 when it does not resolve or lies elsewhere: the VMM decides. */
+static int hold_named(Server *s, int dirfd, const char *path, int nofollow) {
+    static __thread char name[PATH_MAX_BYTES + 1];
+    char link[32];
+    int error = 0;
+    if (dirfd != AT_FDCWD_VALUE)
+        return -1;
+    int fd = open_checked(dirfd, path, nofollow, &error);
+    if (fd < 0)
+        return -1;
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t length = readlink(link, name, sizeof name - 1);
+    if (length > 0 && (size_t)length < sizeof name - 1) {
+        name[length] = '\0';
+        for (int i = 0; i < s->nroots; i++)
+            if (under_root(name, s->root_path[i], s->root_length[i]))
+                return fd;
+    }
+    close(fd);
+    return -1;
+}
+
+static int open_beneath(Server *s, int dirfd, const char *path, int nofollow) {
+    if (has_dotdot(path))
+        return -1;
+    int fd = open_beneath_how(s, dirfd, path, O_PATH | O_CLOEXEC | (nofollow ? O_NOFOLLOW : 0));
+    if (fd < 0)
+        return hold_named(s, dirfd, path, nofollow);
+    /* A root that holds /proc (the whole tree, say) may lead there from a relative
+     * path: the VMM's /proc is not the guest's. */
+    struct statfs where;
+    if (fstatfs(fd, &where) < 0 || where.f_type == PROC_SUPER_MAGIC) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* The walk beneath the directory roots, with openat2's flags `flags`. */
 static int open_beneath_how(Server *s, int dirfd, const char *path, uint64_t flags) {
     static __thread char full[2 * PATH_MAX_BYTES + 2];
     const char *absolute = path;
@@ -608,6 +737,8 @@ static int open_beneath_how(Server *s, int dirfd, const char *path, uint64_t fla
     for (int i = 0; i < s->nroots; i++) {
         size_t length = s->root_length[i];
         const char *rest;
+        if (s->root_fd[i] < 0)
+            continue;                             /* a name only (hold_named) */
         if (length == 1) {
             rest = absolute + 1;                  /* the root directory itself */
         } else if (strncmp(absolute, s->root_path[i], length) == 0
@@ -693,9 +824,10 @@ static int hold_path(Server *s, long nr, int dirfd, const char *path, int flags,
                      int64_t *result) {
     int error = 0;
     int nofollow = flags & AT_SYMLINK_NOFOLLOW;
-    if (path[0] == '\0' && flags & AT_EMPTY_PATH && dirfd != AT_FDCWD_VALUE
-        && s->action[nr] != ACTION_BENEATH)
-        return fcntl(dirfd, F_DUPFD_CLOEXEC, 0);   /* the guest's own descriptor */
+    /* The guest's own descriptor: no path to check (the gate allows an empty path
+     * with a directory descriptor as it is, beneath the roots or not). */
+    if (path[0] == '\0' && flags & AT_EMPTY_PATH && dirfd != AT_FDCWD_VALUE)
+        return fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
     if (s->action[nr] == ACTION_BENEATH)
         return open_beneath(s, dirfd, path, nofollow);
     int held = open_checked(dirfd, path, nofollow, &error);
@@ -784,6 +916,47 @@ static int call_access(Server *s, long nr, const uint64_t *a, int64_t *result) {
         return held == -1 ? -1 : 0;
     *result = raw(syscall(SYS_faccessat2, held, "", mode, (flags & AT_EACCESS) | AT_EMPTY_PATH));
     close(held);
+    return 0;
+}
+
+/* getxattr, lgetxattr, listxattr, llistxattr: the file held as the other path calls
+ * hold it, then asked through /proc/self/fd/N (an O_PATH descriptor has no xattr
+ * calls of its own) -- as the gate's pin does. The l* calls on a symlink go to the
+ * VMM (the /proc link would follow it). The value goes through a bounce buffer of
+ * XATTR_SIZE_MAX (the kernel's own cap), so a larger size is the VMM's. */
+static int call_xattr(Server *s, long nr, const uint64_t *a, int64_t *result) {
+    char path[PATH_MAX_BYTES];
+    char name[XATTR_NAME_MAX + 1];
+    char link[32];
+    struct iovec pieces[MAX_PIECES];
+    struct stat held_stat;
+    static __thread uint8_t bounce[XATTR_SIZE_MAX];
+    int listing = nr == SYS_listxattr || nr == SYS_llistxattr;
+    int nofollow = nr == SYS_lgetxattr || nr == SYS_llistxattr;
+    uint64_t buffer = listing ? a[1] : a[2], size = listing ? a[2] : a[3];
+    int count = 0;
+    /* An empty name is refused before the walk (ERANGE): the VMM's, as a walk
+     * error here would answer first. */
+    if (read_path(s, a[0], path) < 0 || size > sizeof bounce
+        || (!listing && (read_string(s, a[1], name, sizeof name) < 0 || name[0] == '\0')))
+        return -1;
+    if (size > 0 && (count = translate(s, buffer, size, 1, pieces)) < 0)
+        return -1;
+    int held = hold_path(s, nr, AT_FDCWD_VALUE, path, nofollow ? AT_SYMLINK_NOFOLLOW : 0, result);
+    if (held == -1)
+        return -1;
+    if (held >= 0) {
+        if (fstat(held, &held_stat) < 0 || S_ISLNK(held_stat.st_mode)) {
+            close(held);
+            return -1;
+        }
+        snprintf(link, sizeof link, "/proc/self/fd/%d", held);
+        *result = listing ? raw(listxattr(link, (char *)bounce, size))
+                          : raw(getxattr(link, name, bounce, size));
+        close(held);
+    }
+    if (*result > 0 && size > 0)
+        scatter(pieces, count, bounce, (size_t)*result);
     return 0;
 }
 
@@ -1055,11 +1228,75 @@ static int call_fcntl(Server *s, long nr, const uint64_t *a, int64_t *result) {
     return 0;
 }
 
+/* -- rt_sigaction on the dispositions the VMM delivers with (sigstore.h) ------------- */
+
+#define SIGSET_BYTES 8
+
+/* signals.py's sys_rt_sigaction in its (Linux's) order. A pointer that does not
+ * translate goes to the VMM before anything changed (it pages in, or answers EFAULT),
+ * as does a new action that ignores the signal (pending ones are dropped there). */
+static int call_rt_sigaction(Server *s, long nr, const uint64_t *a, int64_t *result) {
+    struct iovec act_pieces[2], old_pieces[2];
+    int act_count = 0, old_count = 0;
+    kernel_sigaction act, old;
+    (void)nr;
+    if (a[3] != SIGSET_BYTES) {
+        *result = -EINVAL;
+        return 0;
+    }
+    if (s->sigactions == NULL
+        || (a[1] && (act_count = translate(s, a[1], sizeof act, 0, act_pieces)) < 0)
+        || (a[2] && (old_count = translate(s, a[2], sizeof old, 1, old_pieces)) < 0))
+        return -1;
+    if (a[1])
+        gather(act_pieces, act_count, &act);
+    if (!lock_table(s))
+        return -1;
+    int slow = sigstore_sigaction(s->sigactions, (long)as_int32(a[0]), a[1] ? &act : NULL,
+                                  a[2] ? &old : NULL, result) != 0;
+    unlock_table(s);
+    if (!slow && *result == 0 && a[2])
+        scatter(old_pieces, old_count, &old, sizeof old);
+    return slow ? -1 : 0;
+}
+
+/* -- ioctl: a terminal query on what is no terminal ------------------------------------ */
+
+/* TCGETS and TIOCGWINSZ (isatty, stdio's buffering choice) on a file, pipe or socket:
+ * the host's ENOTTY, asked on its descriptor (the queries change nothing, and Linux
+ * never reads the argument before it refuses them). A terminal, a descriptor whose
+ * I/O the VMM serves, any other answer or request: the VMM (sys_file.py's sys_ioctl,
+ * whose first check, EBADF, is the one made here). */
+static int call_ioctl(Server *s, long nr, const uint64_t *a, int64_t *result) {
+    uint32_t request = (uint32_t)a[1], flags;
+    union { struct termios terminal; struct winsize window; } answer;
+    (void)nr;
+    if (s->fds == NULL || (request != TCGETS && request != TIOCGWINSZ))
+        return -1;
+    const fd_slot *slot = fdstore_lookup(s->fds, as_int32(a[0]), &flags);
+    if (slot == NULL) {
+        *result = -EBADF;
+        return 0;
+    }
+    if (!(flags & FDS_IO_KINDS) || ioctl(slot->host, request, &answer) == 0 || errno != ENOTTY)
+        return -1;
+    *result = -ENOTTY;
+    return 0;
+}
+
+/* The file an O_PATH descriptor holds, opened with `flags` through /proc/self/fd. */
+static int reopen_held(int held, int flags) {
+    char link[32];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", held);
+    return (int)syscall(SYS_openat, AT_FDCWD_VALUE, link, flags | O_CLOEXEC | O_NONBLOCK, 0);
+}
+
 /* The file a non-creating open names, opened as the VMM would open it, when it is a
  * regular file or a directory outside /proc (other files may block in open, or are
  * answered by the VMM): the walk is checked first on an O_PATH descriptor, then the
  * open's own descriptor must be the same file. Returns the descriptor, -1 (the VMM
  * decides) or -2 with *error (the call's answer). */
+
 static int open_plain_file(Server *s, int beneath, int dirfd, const char *path, int flags,
                            int *error) {
     struct stat checked, opened;
@@ -1069,12 +1306,17 @@ static int open_plain_file(Server *s, int beneath, int dirfd, const char *path, 
         return held;
     int usable = fstat(held, &checked) == 0
                  && (S_ISREG(checked.st_mode) || S_ISDIR(checked.st_mode));
-    close(held);
-    if (!usable)
+    if (!usable) {
+        close(held);
         return -1;
-    /* O_NONBLOCK: a lease or a swapped-in FIFO must not make this thread wait. */
-    int fd = beneath ? open_beneath_how(s, dirfd, path, (uint64_t)(flags | O_CLOEXEC | O_NONBLOCK))
+    }
+    /* O_NONBLOCK: a lease or a swapped-in FIFO must not make this thread wait.
+     * Beneath the roots, the file checked is reopened through its descriptor, as
+     * the gate's pin opens it (the walk is not repeated; O_NOFOLLOW was the held
+     * walk's, and would refuse the /proc link itself). */
+    int fd = beneath ? reopen_held(held, flags & ~O_NOFOLLOW)
                      : (int)syscall(SYS_openat, dirfd, path, flags | O_CLOEXEC | O_NONBLOCK, 0);
+    close(held);
     if (fd < 0) {
         if (beneath || errno == EAGAIN || errno == ELOOP)
             return -1;
@@ -1168,6 +1410,9 @@ static const struct fast_entry FAST_CALLS[] = {
     {SYS_fadvise64, call_fd_only}, {SYS_futex, call_futex},
     {SYS_close, call_close}, {SYS_dup, call_dup}, {SYS_dup2, call_dup}, {SYS_dup3, call_dup},
     {SYS_fcntl, call_fcntl}, {SYS_open, call_open}, {SYS_openat, call_open},
+    {SYS_rt_sigaction, call_rt_sigaction}, {SYS_ioctl, call_ioctl},
+    {SYS_getxattr, call_xattr}, {SYS_lgetxattr, call_xattr}, {SYS_listxattr, call_xattr},
+    {SYS_llistxattr, call_xattr}, {SYS_poll, call_poll}, {SYS_ppoll, call_poll},
 };
 #define N_FAST_CALLS (sizeof FAST_CALLS / sizeof FAST_CALLS[0])
 
@@ -1177,7 +1422,8 @@ static fast_call CALL_TABLE[NR_CALLS];
  * thing a policy checks, for reading). */
 static int takes_beneath(unsigned nr) {
     return nr == SYS_stat || nr == SYS_lstat || nr == SYS_newfstatat || nr == SYS_statx
-        || nr == SYS_open || nr == SYS_openat;
+        || nr == SYS_open || nr == SYS_openat || nr == SYS_getxattr || nr == SYS_lgetxattr
+        || nr == SYS_listxattr || nr == SYS_llistxattr;
 }
 
 /* -- serving ------------------------------------------------------------------------- */
@@ -1237,6 +1483,7 @@ static void serve(Server *s, Ring *r, uint64_t seq) {
         args[i] = *RING64(r, CALLRING_ARG0 + 8 * i);
     int64_t result = 0;
     int slow = 1;
+    uint64_t *tally = NULL;     /* counted once the guest has its answer (a locked add) */
     if (nr - CALLRING_VMM_CALLS < KVMDUNE_VMM_CALL_OPS)   /* unregistered: it may quiesce */
         slow = serve_vmm_call(s, r, nr - CALLRING_VMM_CALLS, args, &result);
     int parity = enter_serving(s);
@@ -1244,23 +1491,24 @@ static void serve(Server *s, Ring *r, uint64_t seq) {
         if (s->action[nr] == ACTION_DENY) {
             result = -(int64_t)s->deny_errno[nr];
             slow = 0;
-            count(&s->served_denied);
+            tally = &s->served_denied;
         } else if ((s->action[nr] == ACTION_FAST || s->action[nr] == ACTION_BENEATH)
                    && CALL_TABLE[nr] != NULL) {
             slow = CALL_TABLE[nr](s, (long)nr, args, &result) != 0;
-            if (!slow)
-                count(&s->served_fast);
+            tally = &s->served_fast;
         }
     }
     leave_serving(s, parity);
     if (slow)
-        count(&s->sent_slow);
+        tally = &s->sent_slow;
     *RING64(r, CALLRING_RESULT) = (uint64_t)result;
     *RING32(r, CALLRING_DISPOSITION) = slow ? CALLRING_SLOW : CALLRING_DONE;
     __atomic_store_n((uint64_t *)RING64(r, CALLRING_RESPONSE_SEQ), seq, __ATOMIC_RELEASE);
     __atomic_fetch_add(&r->served_word, 1, __ATOMIC_RELEASE);
     if (__atomic_load_n(&r->vcpu_waiting, __ATOMIC_ACQUIRE))
         futex(&r->served_word, FUTEX_WAKE, 1, NULL);
+    if (tally != NULL)
+        count(tally);
 }
 
 static uint64_t pending_request(Ring *r) {
@@ -1564,12 +1812,16 @@ static void adjust_spin_budget(Ring *r, int longer) {
 
 /* The thread was awake but had not answered in time: most often it shares
  * this thread's CPU (the scheduler puts a woken thread beside its waker), where the
- * guest's spin only keeps it off. Let it run anywhere but here. */
+ * guest's spin only keeps it off. Let it run anywhere but here. Only if it may still
+ * run here: setting its affinity again costs a migration (measured: 5-20 us a call,
+ * paid on every such wait while the thread was off-CPU), asking costs a lookup. */
 static void move_server_away(Server *s) {
-    cpu_set_t allowed;
+    cpu_set_t allowed, current;
     int here = sched_getcpu();
-    if (here < 0 || sched_getaffinity(0, sizeof allowed, &allowed) != 0
-        || CPU_COUNT(&allowed) < 2)
+    if (here < 0 || pthread_getaffinity_np(s->thread, sizeof current, &current) != 0
+        || !CPU_ISSET(here, &current))
+        return;
+    if (sched_getaffinity(0, sizeof allowed, &allowed) != 0 || CPU_COUNT(&allowed) < 2)
         return;
     CPU_CLR(here, &allowed);
     pthread_setaffinity_np(s->thread, sizeof allowed, &allowed);
@@ -1857,6 +2109,20 @@ static PyObject *Server_set_table(Server *s, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* set_dispositions(store): the guest's signal dispositions rt_sigaction changes
+ * (SigActions), under the lock set_table named. */
+static PyObject *Server_set_dispositions(Server *s, PyObject *arg) {
+    if (!PyObject_TypeCheck(arg, &SigActionsType))
+        return PyErr_Format(PyExc_TypeError, "a SigActions is needed");
+    if (s->running) {
+        PyErr_SetString(PyExc_RuntimeError, "the server thread is running");
+        return NULL;
+    }
+    Py_INCREF(arg);
+    Py_XSETREF(s->sigactions, (SigActions *)arg);
+    Py_RETURN_NONE;
+}
+
 static PyObject *Server_set_cr3(Server *s, PyObject *arg) {
     unsigned long long cr3 = PyLong_AsUnsignedLongLong(arg);
     if (PyErr_Occurred())
@@ -1898,6 +2164,7 @@ static void Server_dealloc(Server *s) {
     forget_roots(s);
     Py_CLEAR(s->vmm_capsule);
     Py_CLEAR(s->fds);
+    Py_CLEAR(s->sigactions);
     pthread_mutex_destroy(&s->vmm_lock);
     Py_TYPE(s)->tp_free((PyObject *)s);
 }
@@ -1937,6 +2204,9 @@ static PyMethodDef Server_methods[] = {
     {"set_table", (PyCFunction)Server_set_table, METH_VARARGS,
      "set_table(store, lock_address): the guest's descriptor table (FdStore) and the "
      "process's lock its writers hold (0: the table is changed by the VMM only)."},
+    {"set_dispositions", (PyCFunction)Server_set_dispositions, METH_O,
+     "set_dispositions(store): the guest's signal dispositions (SigActions) that "
+     "rt_sigaction changes, under set_table's lock."},
     {"set_cr3", (PyCFunction)Server_set_cr3, METH_O, "The address space to translate in."},
     {"set_force_slow", (PyCFunction)Server_set_force_slow, METH_VARARGS,
      "set_force_slow(slot, value): while true the slot's calls take the VMM's path "
@@ -1984,7 +2254,8 @@ static int fastpath_exec(PyObject *module) {
         Py_XDECREF(beneath);
         return -1;
     }
-    if (PyType_Ready(&ServerType) < 0 || fdstore_register(module) < 0)
+    if (PyType_Ready(&ServerType) < 0 || fdstore_register(module) < 0
+        || sigstore_register(module) < 0)
         return -1;
     Py_INCREF(&ServerType);
     if (PyModule_AddObject(module, "Server", (PyObject *)&ServerType) < 0

@@ -1,6 +1,8 @@
 /* Call sites the loader patches (sitepatch.py), checked from inside: registers,
- * flags and the red zone across `mov $N,%eax; syscall` and `xor %eax,%eax; syscall`
- * sites of the program's own code, a signal while a patched read waits (SA_RESTART
+ * flags and the red zone across `mov $N,%eax; syscall`, `xor %eax,%eax; syscall` and
+ * `<relocated instruction>; syscall` sites of the program's own code (the last one
+ * reads the stack at -8(%rsp), as libc's syscall() reads 8(%rsp), with the number set
+ * before it), libc's own syscall(), a signal while a patched read waits (SA_RESTART
  * and not), and threads calling through the same sites at once. Everything printed
  * must match a native run byte for byte; the site bytes go to stderr. */
 #define _GNU_SOURCE
@@ -17,7 +19,8 @@
  * rbp r12 r13 r14, the red zone at -8 and -128, CF and ZF after the call. */
 extern void getppid_site(unsigned long *out);
 extern void read_site(unsigned long *out);
-extern const unsigned char getppid_site_call[], read_site_call[];
+extern void stack_site(unsigned long *out);
+extern const unsigned char getppid_site_call[], read_site_call[], stack_site_call[];
 #define SITE(name, setup, nr_insn)                                                   \
     __asm__(".text\n.p2align 4\n.globl " #name "\n" #name ":\n"                         \
             "push %rbx\npush %rbp\npush %r12\npush %r13\npush %r14\npush %r15\n"       \
@@ -41,12 +44,14 @@ extern const unsigned char getppid_site_call[], read_site_call[];
             ".p2align 4,0xcc\n")
 SITE(getppid_site, "stc", "mov $110,%eax");       /* getppid, CF set before */
 SITE(read_site, "clc", "xor %eax,%eax");          /* read(0xa1, ...): EBADF, ZF set */
+/* getppid, CF set before; R9 from the red zone (0x1111) by the moved instruction. */
+SITE(stack_site, "stc\nmov $110,%eax", "mov -8(%rsp),%r9");
 
 static void show(const char *name, void (*site)(unsigned long *)) {
     unsigned long out[19];
     memset(out, 0, sizeof out);
     site(out);
-    if (site == getppid_site)
+    if (site == getppid_site || site == stack_site)
         out[0] = out[0] == (unsigned long)getppid();
     printf("%s:", name);
     for (int i = 0; i < 19; i++)
@@ -99,6 +104,9 @@ static void *caller(void *arg) {
     for (int i = 0; i < 3000; i++) {
         getppid_site(out);
         bad += out[0] != (unsigned long)getppid() || out[8] != 0xa6 || out[17] != 0x1111;
+        stack_site(out);
+        bad += out[0] != (unsigned long)getppid() || out[8] != 0x1111 || out[17] != 0x1111;
+        bad += syscall(SYS_getppid) != getppid();
     }
     return (void *)bad;
 }
@@ -106,7 +114,11 @@ static void *caller(void *arg) {
 int main(void) {
     show("getppid", getppid_site);
     show("read", read_site);
-    fprintf(stderr, "site bytes: %02x %02x\n", getppid_site_call[0], read_site_call[0]);
+    show("stack", stack_site);
+    printf("libc syscall(SYS_getppid): %s\n",
+           syscall(SYS_getppid) == getppid() ? "same as getppid()" : "differs");
+    fprintf(stderr, "site bytes: %02x %02x %02x\n", getppid_site_call[0], read_site_call[0],
+            stack_site_call[0]);
     interrupted_read(SA_RESTART);
     interrupted_read(0);
     pthread_t threads[4];

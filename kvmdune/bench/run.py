@@ -1,6 +1,7 @@
-"""``kvmdune bench run``: whole programs under ``kvmdune run``, beside the same
-program run natively and under ``strace -f`` (ptrace), in the same run: busybox
-workloads, and the process-heavy ones (a shell loop of fork+exec+wait of a dynamic
+"""``kvmdune bench run``: whole programs under ``kvmdune run`` (timed from outside,
+start-up included, through the native client as the installed command runs them),
+beside the same program run natively and under ``strace -f`` (ptrace), in the same
+run: busybox workloads, and the process-heavy ones (a shell loop of fork+exec+wait of a dynamic
 ``/bin/true``, ``gcc -O2 -c`` of a 1,000-line C file, ``make -j2`` of a 10-file
 project, ``python3 -c pass``), each with its target (issue 14) and whether it is
 met; and how fast a program that allocates past the guest's memory limit is stopped."""
@@ -70,6 +71,8 @@ class RunRow:
     strace_s: float | None
     repeats: int = 1
     target: Target | None = None
+    #: The 1-minute load average before the samples, lowest and highest.
+    load: tuple[float, float] | None = None
 
     @property
     def target_met(self) -> bool | None:
@@ -89,6 +92,10 @@ class RunRow:
 
 # The commands of the ways a program is run (shared by the bench suites).
 DUNE_RUN = [sys.executable, "-m", "kvmdune", "run", "--"]
+#: ``kvmdune run`` as the installed command runs it: this package's native client,
+#: which hands the run to a resident server of this code (and runs it in-process
+#: when no server can be used). The rows of ``bench run`` are timed through it.
+CLIENT_RUN = [CLIENT_PATH, "run", "--"]
 DUNE_SANDBOX = [sys.executable, "-m", "kvmdune", "sandbox"]     # options, then "--"
 STRACE_OPTIONS = ["-f", "-o", "/dev/null"]
 
@@ -271,28 +278,62 @@ def _median_time(argv: list[str], samples: int, timeout: float = RUN_TIMEOUT_S,
 
 
 def measure(workloads: list[Workload], samples: int, progress: Callable[[str], None],
-            timeout: float = RUN_TIMEOUT_S) -> list[RunRow]:
+            timeout: float = RUN_TIMEOUT_S, dune_run: list[str] = CLIENT_RUN) -> list[RunRow]:
+    """Each workload natively, under ``dune_run`` and under strace, in turn, sample
+    by sample (so that each way meets the same machine load)."""
     strace = strace_prefix()
+    progress(f"kvmdune run: the {_startup_path(dune_run)} path")
     rows = []
     for workload in workloads:
         progress(workload.name)
-        native = _median_time(workload.argv, samples)
-        if native is None:
-            raise RuntimeError(f"{' '.join(workload.argv[:4])}... fails natively")
         env = os.environ | workload.vmm_env if workload.vmm_env else None
-        ours = _median_time(DUNE_RUN + workload.argv, samples, timeout, env)
-        traced = _median_time(strace + workload.argv, samples, timeout) if strace else None
-        rows.append(RunRow(workload.name, native, ours, traced, workload.repeats,
-                           workload.target))
+        ways = [(workload.argv, None), (dune_run + workload.argv, env)]
+        if strace:
+            ways.append((strace + workload.argv, None))
+        times: list[list[float] | None] = [[] for _ in ways]
+        loads = []
+        for _ in range(samples):
+            loads.append(os.getloadavg()[0])
+            for way, (argv, way_env) in enumerate(ways):
+                elapsed = _time(argv, timeout, way_env) if times[way] is not None else None
+                if elapsed is None:
+                    times[way] = None            # one failure makes the way a failure
+                else:
+                    times[way].append(elapsed)
+        if times[0] is None:
+            raise RuntimeError(f"{' '.join(workload.argv[:4])}... fails natively")
+        native, ours, *traced = (statistics.median(t) if t else None for t in times)
+        rows.append(RunRow(workload.name, native, ours, traced[0] if traced else None,
+                           workload.repeats, workload.target, (min(loads), max(loads))))
     return rows
 
 
+def _startup_path(dune_run: list[str]) -> str:
+    """Run ``/bin/true`` through ``dune_run`` (which starts a resident server, if it
+    can) and say which path the run took."""
+    result = subprocess.run(dune_run + ["/bin/true"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE,
+                            env=dict(os.environ, KVMDUNE_STARTUP_TRACE="1"))
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(dune_run)} /bin/true exited with {result.returncode}: "
+                           f"{result.stderr.decode(errors='replace')}")
+    return ("in-process" if dune_run is DUNE_RUN or b"start-up: in-process" in result.stderr
+            else "resident")
+
+
 def run_bench(samples: int = 3, quick: bool = False,
-              progress: Callable[[str], None] = lambda text: None) -> list[RunRow]:
+              progress: Callable[[str], None] = lambda text: None,
+              only: list[str] | None = None, in_process: bool = False) -> list[RunRow]:
+    """The workloads' rows (those whose name holds one of ``only``'s words, if
+    given), timed through the native client or, with ``in_process``, through
+    ``python -m kvmdune run`` on the in-process path."""
     with tempfile.TemporaryDirectory(prefix="kvmdune-bench-") as directory:
         workloads = prepare(directory, quick, progress) + prepare_processes(directory, quick)
+        if only:
+            workloads = [w for w in workloads if any(word in w.name for word in only)]
+        dune_run = DUNE_RUN if in_process else CLIENT_RUN
         return measure(workloads, samples, progress,
-                       QUICK_RUN_TIMEOUT_S if quick else RUN_TIMEOUT_S)
+                       QUICK_RUN_TIMEOUT_S if quick else RUN_TIMEOUT_S, dune_run)
 
 
 #: Issue 14's start-up targets: from the shell to the guest's first instruction and
@@ -428,14 +469,15 @@ def format_startup(rows: list[StartupRow]) -> str:
 
 def format_table(rows: list[RunRow]) -> str:
     header = (f"{'workload':<36} {'native':>9} {'kvmdune':>9} {'ratio':>8} "
-              f"{'strace -f':>10} {'ratio':>8}  target")
+              f"{'strace -f':>10} {'ratio':>8} {'load':>9}  target")
     lines = [header, "-" * len(header)]
     for row in rows:
         traced = (f"{row.strace_s:>9.3f}s {row.strace_ratio:>7.2f}x" if row.strace_s
                   else f"{'n/a':>10} {'':>8}")
         ours = (f"{row.dune_s:>8.3f}s {row.dune_ratio:>7.2f}x" if row.dune_s is not None
                 else f"{'failed':>9} {'':>8}")
-        lines.append(f"{row.workload:<36} {row.native_s:>8.3f}s {ours} {traced}  "
+        load = f"{row.load[0]:.1f}-{row.load[1]:.1f}" if row.load else ""
+        lines.append(f"{row.workload:<36} {row.native_s:>8.3f}s {ours} {traced} {load:>9}  "
                      f"{_describe_target(row)}")
         if row.repeats > 1 and row.dune_s is not None:
             lines.append(f"{'  each':<36} {row.native_s / row.repeats * 1e3:>7.2f}ms "
@@ -445,7 +487,7 @@ def format_table(rows: list[RunRow]) -> str:
 
 def rows_as_json(rows: list[RunRow]) -> list[dict]:
     return [{"workload": row.workload, "native_s": row.native_s, "dune_s": row.dune_s,
-             "strace_s": row.strace_s, "repeats": row.repeats,
+             "strace_s": row.strace_s, "repeats": row.repeats, "load": row.load,
              "target": row.target.describe() if row.target else None,
              "target_met": row.target_met} for row in rows]
 

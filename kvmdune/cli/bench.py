@@ -44,8 +44,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "file, `make -j2` of a 10-file project, `python3 -c pass`, each with "
                     "its target; a C int/memory kernel over 128 MB (plain, with its array "
                     "advised MADV_HUGEPAGE, and with KVMDUNE_HUGE_PAGES=1). Each natively, "
-                    "under `kvmdune run`, and under `strace -f -o /dev/null`, in the same "
-                    "run (median of 5 by default). First, the start-up table: "
+                    "under `kvmdune run` (through the native client, as the installed "
+                    "command runs it: the resident path), and under `strace -f -o "
+                    "/dev/null`, in turn in the same run (median of 5 by default), with "
+                    "the load average beside. First, the start-up table: "
                     "`kvmdune run|sandbox -- /bin/true` through the installed command, "
                     "resident and in-process, beside native. Last, a program allocating "
                     "past --memory 256M and past the default limit: how soon after the "
@@ -56,6 +58,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                                "and memory-limit tables)")
     programs.add_argument("--startup", action="store_true",
                           help="only the start-up table (issue 14's targets)")
+    programs.add_argument("--only", action="append", metavar="WORD",
+                          help="only the workloads whose name holds WORD (repeatable; "
+                               "the CPU-bound rows: --only int/memory --only 'the same' "
+                               "--only sha256sum --only bzip2), without the start-up "
+                               "and limit tables")
+    programs.add_argument("--in-process", action="store_true",
+                          help="time the workloads through `python -m kvmdune run` on "
+                               "the in-process path, not through the native client "
+                               "(the installed command's resident path)")
     programs.set_defaults(handler=run_programs)
     confinement = suites.add_parser(
         "sandbox", help="a checked system call under each way of confining a program",
@@ -298,17 +309,22 @@ def run_programs(args: argparse.Namespace) -> int:
     def progress(text: str) -> None:
         print(f"... {text}", file=sys.stderr, flush=True)
 
+    def workload_rows() -> list:
+        return run_bench(samples=args.samples, quick=args.quick, progress=progress,
+                         only=args.only, in_process=args.in_process)
+
     if args.json:
-        rows = run_bench(samples=args.samples, quick=args.quick, progress=progress)
-        print(json.dumps(rows_as_json(rows), indent=2))
+        print(json.dumps(rows_as_json(workload_rows()), indent=2))
+        return 0
+    if args.only:
+        print(format_table(workload_rows()))
         return 0
     startup = measure_startup(args.samples, progress)
     if args.startup:
         print(format_startup(startup))
         return 0 if all(row.holds is not False for row in startup) else 1
     print(format_startup(startup), end="\n\n", flush=True)
-    rows = run_bench(samples=args.samples, quick=args.quick, progress=progress)
-    print(format_table(rows), end="\n\n", flush=True)
+    print(format_table(workload_rows()), end="\n\n", flush=True)
     print(format_limit_table(run_limit_bench(progress=progress)))
     return 0
 

@@ -31,7 +31,13 @@ from .abi import (MAP_TYPE, Errno, MadviseAdvice, MapFlags, MapType, MremapFlags
 #: Mappings up to this size are backed at once; larger ones on first touch.
 EAGER_MAP_LIMIT = 64 << 20
 #: A fault in big anonymous memory maps this much around it (4 KiB pages) while the
-#: block still fits under the guest's memory limit.
+#: block still fits under the guest's memory limit (a fault that continues a filling
+#: maps the rest of its 2 MiB region: ``_fault_run_end``). This spares guest #PFs
+#: only: software KVM still takes one shadow-MMU fault per 4 KiB page on its first
+#: touch, since it prefetches the neighbours of a fault only from guest entries with
+#: the accessed bit set (and makes them writable only with the dirty bit set), and
+#: setting those bits ahead would erase the per-page record of what the guest
+#: touched, which pagemap, mincore, smaps and RSS are read from (residency.py).
 FAULT_BLOCK = 256 << 10
 #: Frames a block leaves free for the page tables that map it (and the next block's):
 #: a table frame missing at the limit would kill the process one fault early.
@@ -432,32 +438,58 @@ class MemoryMap:
 
     def _map_fault_block(self, vma: Vma, address: int, error: PFError) -> bool:
         """Back a whole block around a fault in anonymous memory at once: a 2 MiB
-        huge page (with ``huge_pages``, as Linux's transparent huge pages), else a
-        FAULT_BLOCK of 4 KiB pages (as Linux's fault-around does for files). A guest
-        #PF costs tens of microseconds here, and a big array would otherwise take
-        one per 4 KiB page. Only where the block lies inside the VMA, nothing in it
-        is mapped yet, and it fits in what is left under the memory limit (the last
-        pages before the limit come one by one, so that the limit is crossed by the
-        fault that needs one frame too many). As with transparent huge pages, a
-        touch is charged its whole block. Under Linux's rules a read maps the 2 MiB
-        page read-only (Linux's huge zero page: in no counter until written)."""
-        sizes = (HUGE_PAGE_SIZE, FAULT_BLOCK) if self.thp_allows(vma) else (FAULT_BLOCK,)
+        huge page (with ``huge_pages``, as Linux's transparent huge pages), else 4 KiB
+        pages: the rest of the fault's 2 MiB region when the fault continues a
+        filling (``_fault_run_end``), else the FAULT_BLOCK around it within the VMA
+        (as Linux's fault-around does for files). A guest #PF costs tens of
+        microseconds here, and a big array would otherwise take one per 4 KiB page.
+        Only where the block lies inside the VMA, nothing in it is mapped yet, and it
+        fits in what is left under the memory limit (the last pages before the limit
+        come one by one, so that the limit is crossed by the fault that needs one
+        frame too many). As with transparent huge pages, a touch is charged its
+        whole block; what the guest reads of its pages (pagemap, mincore, smaps, RSS)
+        follows each page's accessed and dirty bits (residency.py), which mapping
+        more pages never sets. Under Linux's rules a read maps the 2 MiB page
+        read-only (Linux's huge zero page: in no counter until written)."""
         perm = perm_for(vma.prot)
-        for size in sizes:
-            block_perm = perm
-            if (size == HUGE_PAGE_SIZE and not error & PFError.WRITE
-                    and self.thp.choice is HugePageChoice.LINUX):
-                block_perm = perm & ~Perm.WRITE
-            if self._map_block(vma, address & ~(size - 1), size, block_perm):
+        if self.thp_allows(vma):
+            huge_perm = perm
+            if not error & PFError.WRITE and self.thp.choice is HugePageChoice.LINUX:
+                huge_perm = perm & ~Perm.WRITE
+            if self._map_block(vma, address & ~(HUGE_PAGE_SIZE - 1), HUGE_PAGE_SIZE,
+                               huge_perm, huge=True):
                 return True
-        return False
+        page = address & ~(PAGE_SIZE - 1)
+        run_end = self._fault_run_end(vma, page)
+        if run_end is not None and self._map_block(vma, page, run_end - page, perm):
+            return True
+        block = max(address & ~(FAULT_BLOCK - 1), vma.start)
+        block_end = min((address & ~(FAULT_BLOCK - 1)) + FAULT_BLOCK, vma.end)
+        return self._map_block(vma, block, block_end - block, perm)
 
-    def _map_block(self, vma: Vma, block: int, size: int, perm: Perm) -> bool:
-        if block < vma.start or block + size > vma.end:
+    def _fault_run_end(self, vma: Vma, page: int) -> int | None:
+        """Where the run a fault at ``page`` maps ends when the fault continues a
+        filling (the page just below is mapped in the same VMA, as when a program
+        fills an array upwards): the end of its 2 MiB region inside the VMA, so a
+        sequential fill takes one fault per 2 MiB, not one per FAULT_BLOCK. Never
+        past the region: the fault itself gives the region its page table, and so
+        nothing changes for a later madvise(MADV_HUGEPAGE) (a 2 MiB page never
+        replaces a table, as in Linux). None for a first or scattered touch, which
+        maps one FAULT_BLOCK, so a sparse program is charged little more than it
+        touches."""
+        below = page - PAGE_SIZE
+        if below < vma.start or not self.space.tables.is_mapped(below, PAGE_SIZE):
+            return None
+        run_end = min((page & ~(HUGE_PAGE_SIZE - 1)) + HUGE_PAGE_SIZE, vma.end)
+        return run_end if run_end - page > PAGE_SIZE else None
+
+    def _map_block(self, vma: Vma, block: int, size: int, perm: Perm,
+                   huge: bool = False) -> bool:
+        if size <= 0 or block < vma.start or block + size > vma.end:
             return False
         if self.space.memory.frames.free_bytes < size + FAULT_BLOCK_TABLE_RESERVE:
             return False
-        tables, huge = self.space.tables, size == HUGE_PAGE_SIZE
+        tables = self.space.tables
         if tables.is_mapped(block, size) or huge and tables.has_table(block, size):
             return False     # (a 2 MiB page never replaces a table: pagetable.py)
         try:

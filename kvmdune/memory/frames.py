@@ -144,14 +144,14 @@ class FrameAllocator:
         end = paddr + length
         while paddr < end:
             # Whole aligned 2 MiB blocks stay huge (unless they once were a 2 MiB
-            # page); the rest becomes 4 KiB frames.
-            if (paddr % HUGE_PAGE_SIZE == 0 and paddr + HUGE_PAGE_SIZE <= end
+            # page); the rest becomes 4 KiB frames, a block's worth at a time.
+            block_end = min(end, (paddr // HUGE_PAGE_SIZE + 1) * HUGE_PAGE_SIZE)
+            if (paddr % HUGE_PAGE_SIZE == 0 and block_end - paddr == HUGE_PAGE_SIZE
                     and paddr not in self._huge_once):
                 self._free_huge.append(paddr)
-                paddr += HUGE_PAGE_SIZE
             else:
-                self._free_small.append(paddr)
-                paddr += PAGE_SIZE
+                self._free_small.extend(range(paddr, block_end, PAGE_SIZE))
+            paddr = block_end
 
 
 def _runs_without(paddr: int, length: int, holes: set[int]) -> list[tuple[int, int]]:

@@ -108,6 +108,16 @@ def run_native(argv, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(argv, capture_output=True, timeout=120, **kwargs)
 
 
+def run_in_scratch_dirs(program: str, tmp_path: pathlib.Path
+                        ) -> tuple[subprocess.CompletedProcess, subprocess.CompletedProcess]:
+    """``program DIR`` natively and under kvmdune, each given a directory of its own
+    to write in: (native, dune)."""
+    for name in ("native", "dune"):
+        (tmp_path / name).mkdir()
+    return (run_native([program, str(tmp_path / "native")]),
+            run_dune([program, str(tmp_path / "dune")]))
+
+
 def vmm_env(env: dict[str, str] | None = None) -> dict[str, str] | None:
     """The environment for a VMM subprocess: ``env`` (or, when None, the inherited one)
     with this test's system-call path, so an explicit environment does not drop it."""

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from .conftest import LINKS, run_dune, run_native, vmm_env
+from .conftest import LINKS, run_dune, run_in_scratch_dirs, run_native, vmm_env
 
 pytestmark = pytest.mark.kvm
 #: Also run with patched call sites (conftest.py).
@@ -33,10 +33,7 @@ def test_hello_argv_env_stderr(compiled, link):
 
 @pytest.mark.parametrize("link", LINKS)
 def test_file_io_in_a_temp_dir(compiled, link, tmp_path):
-    (tmp_path / "native").mkdir()
-    (tmp_path / "dune").mkdir()
-    native = run_native([compiled[("fileio", link)], str(tmp_path / "native")])
-    dune = run_dune([compiled[("fileio", link)], str(tmp_path / "dune")])
+    native, dune = run_in_scratch_dirs(compiled[("fileio", link)], tmp_path)
     assert_same(native, dune)
     assert sorted(os.listdir(tmp_path / "dune")) == sorted(os.listdir(tmp_path / "native"))
 

@@ -17,7 +17,7 @@ import tempfile
 
 import pytest
 
-from .conftest import run_native, vmm_env
+from .conftest import run_in_scratch_dirs, vmm_env
 
 pytestmark = pytest.mark.kvm
 #: Also run with patched call sites (conftest.py).
@@ -38,11 +38,7 @@ def run_dune(argv, *options, vmm: str = "run", **kwargs) -> subprocess.Completed
 
 
 def test_descriptor_calls_match_native(compiled, tmp_path):
-    program = compiled[("fdcalls", "static")]
-    (tmp_path / "native").mkdir()
-    (tmp_path / "dune").mkdir()
-    native = run_native([program, str(tmp_path / "native")])
-    dune = run_dune([program, str(tmp_path / "dune")])
+    native, dune = run_in_scratch_dirs(compiled[("fdcalls", "static")], tmp_path)
     assert dune.stdout == native.stdout, dune.stderr.decode(errors="replace")[-3000:]
     assert dune.returncode == native.returncode == 0
     assert b"dup3 same fd: -1 EINVAL" in dune.stdout

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import LINKS, run_dune, run_native
+from .conftest import LINKS, run_dune, run_in_scratch_dirs
 
 pytestmark = pytest.mark.kvm
 #: Also run with patched call sites (conftest.py).
@@ -17,11 +17,7 @@ PATCHED_PATH = True
 
 @pytest.mark.parametrize("link", LINKS)
 def test_fork_exec_patterns_match_native(compiled, link, tmp_path):
-    (tmp_path / "native").mkdir()
-    (tmp_path / "dune").mkdir()
-    program = compiled[("forkexec", link)]
-    native = run_native([program, str(tmp_path / "native")])
-    dune = run_dune([program, str(tmp_path / "dune")])
+    native, dune = run_in_scratch_dirs(compiled[("forkexec", link)], tmp_path)
     assert dune.stdout == native.stdout, dune.stderr.decode(errors="replace")[-3000:]
     assert dune.returncode == native.returncode == 0
     # The program saw what it checks (not an early exit that printed little).
@@ -47,11 +43,7 @@ def test_fixed_file_mappings_over_a_whole_file_read_their_own_bytes(compiled, li
     MAP_FIXED over the whole file mapped before, with the pages underneath untouched
     (their frames then take the new bytes in place) or touched, read the new
     mapping's bytes and zeros past the end of the file, as natively."""
-    program = compiled[("fixed_over_file", link)]
-    (tmp_path / "native").mkdir()
-    (tmp_path / "dune").mkdir()
-    native = run_native([program, str(tmp_path / "native")])
-    dune = run_dune([program, str(tmp_path / "dune")])
+    native, dune = run_in_scratch_dirs(compiled[("fixed_over_file", link)], tmp_path)
     assert dune.stdout == native.stdout, dune.stderr.decode(errors="replace")[-3000:]
     assert dune.returncode == native.returncode == 0
     assert b"untouched, read-exec: [131 131 0] [132 132 0] [133 0 2048]" in dune.stdout

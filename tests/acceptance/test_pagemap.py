@@ -148,6 +148,57 @@ def test_pagemap_and_a_python_reader_keep_their_own_bits(pagebits, tmp_path):
     assert printed["wrote-4"] == pages(4)            # the tool's clear did not take 4
 
 
+def test_a_sparse_filling_shows_only_the_pages_touched(pagebits):
+    """One write per 256 KiB in address order, and one read, over 4 MiB of a mapping
+    paged in on first touch: a fault that continues a filling maps the rest of its
+    2 MiB region, yet pagemap (present, exclusive), mincore and smaps show exactly
+    the pages touched, the read one as Linux's zero page, as natively."""
+    native, dune = lines(run_native([pagebits, "sparse"])), lines(run_dune([pagebits, "sparse"]))
+    touched = [str(page) for page in range(0, 1024, 64)]
+    assert dune == native
+    assert dune["exclusive"] == " ".join(touched)
+    assert dune["present"] == dune["mincore"] == " ".join(sorted(touched + ["200"], key=int))
+    assert dune["smaps"] == "rss=64 anonymous=64 private-dirty=64"
+
+
+#: A VMM like ``kvmdune run`` that counts the guest's page faults it serves.
+_FAULT_COUNTING_VMM = """
+import json, sys
+from kvmdune.linux.mm import MemoryMap
+from kvmdune.linux.runner import run_command
+faults = []
+real = MemoryMap.handle_fault
+def handle_fault(self, address, error):
+    faults.append(address)
+    return real(self, address, error)
+MemoryMap.handle_fault = handle_fault
+status = run_command(sys.argv[2:])
+with open(sys.argv[1], "w") as report:
+    json.dump({"status": status, "faults": faults}, report)
+"""
+
+
+FILLED = 64 << 20
+HUGE_PAGE = 2 << 20
+
+
+def test_a_sequential_fill_takes_one_fault_per_2_mib(pagebits, tmp_path):
+    """Writing 64 MiB of a big mapping in order (4 KiB pages) reaches the VMM at most
+    once per 2 MiB region (and twice more where the mapping's start is not aligned),
+    not once per 256 KiB block (256), and smaps shows all of it written."""
+    report = tmp_path / "report.json"
+    result = subprocess.run([sys.executable, "-c", _FAULT_COUNTING_VMM, str(report), pagebits,
+                             "fill"], capture_output=True, timeout=120,
+                            env=vmm_env(dict(os.environ)))
+    printed = lines(result)
+    assert printed["smaps"] == "rss=65536 anonymous=65536"
+    start = int(printed["at"], 16)
+    counted = json.loads(report.read_text())
+    assert counted["status"] == 0
+    in_fill = [address for address in counted["faults"] if start <= address < start + FILLED]
+    assert len(in_fill) <= FILLED // HUGE_PAGE + 2
+
+
 GC_PROGRAM = r"""
 #include <gc.h>
 #include <stdio.h>

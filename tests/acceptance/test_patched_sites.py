@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import LINKS, run_dune, run_native
+from .conftest import LINKS, run_dune, run_in_scratch_dirs, run_native
 
 pytestmark = pytest.mark.kvm
 #: Also run with patched call sites (conftest.py).
@@ -76,11 +76,7 @@ def test_code_changed_in_its_file_runs_changed_when_mapped_again(compiled, link,
     """programs/site_remap.c: patched code is kept per file, offset and length, but
     used again only for the very bytes it was made from: a site whose call number
     changed in the file, mapped again at the same address, makes the new call."""
-    binary = compiled[("site_remap", link)]
-    (tmp_path / "native").mkdir()
-    (tmp_path / "dune").mkdir()
-    native = run_native([binary, str(tmp_path / "native")])
-    dune = run_dune([binary, str(tmp_path / "dune")])
+    native, dune = run_in_scratch_dirs(compiled[("site_remap", link)], tmp_path)
     assert native.returncode == 0, native.stderr
     assert dune.returncode == 0, dune.stderr.decode(errors="replace")[-3000:]
     assert dune.stdout == native.stdout

@@ -75,16 +75,22 @@ def test_proc_of_own_pid_is_the_guest_too():
     assert result.stdout.strip().endswith(b"busybox")
 
 
-def test_sigint_from_outside_ends_the_guest_like_a_shell_reports_it():
-    process = subprocess.Popen([sys.executable, "-m", "kvmdune", "run", "--", "busybox",
-                                "sleep", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               preexec_fn=default_sigint)
+def _after_sigint(argv, preexec) -> subprocess.Popen:
+    """``argv`` started with ``preexec``, sent SIGINT 1.5 s later, then waited for."""
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               preexec_fn=preexec)
     time.sleep(1.5)
     process.send_signal(signal.SIGINT)
     try:
-        process.wait(timeout=30)
+        process.wait(timeout=60)
     finally:
         process.kill()
+    return process
+
+
+def test_sigint_from_outside_ends_the_guest_like_a_shell_reports_it():
+    process = _after_sigint([sys.executable, "-m", "kvmdune", "run", "--", "busybox",
+                             "sleep", "30"], default_sigint)
     assert process.returncode == 128 + signal.SIGINT
     assert b"Traceback" not in process.stderr.read()
 
@@ -152,15 +158,7 @@ def test_ignored_signals_are_inherited_and_status_shows_the_programs_sets(compil
 
 def test_sigint_to_a_run_whose_caller_ignores_it_is_ignored_as_natively():
     def outcome(argv):
-        process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   preexec_fn=_ignoring((signal.SIGINT,)))
-        time.sleep(1.5)
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=60)
-        finally:
-            process.kill()
-        return process.returncode
+        return _after_sigint(argv, _ignoring((signal.SIGINT,))).returncode
 
     command = ["busybox", "sleep", "3"]
     assert outcome(command) == 0

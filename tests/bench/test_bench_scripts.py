@@ -43,8 +43,8 @@ def test_bench_threads_quick_reports_every_row():
     assert all(row["native"] > 0 and row["dune"] > 0 for row in rows)
 
 
-def test_bench_run_startup_reports_both_paths():
-    """Every way is timed (each run must succeed); the verdicts are not asserted."""
+def _bench_run(*options: str) -> subprocess.CompletedProcess:
+    """``kvmdune bench run`` with its own resident servers, ended afterwards."""
     import pathlib
     import tempfile
 
@@ -52,8 +52,8 @@ def test_bench_run_startup_reports_both_paths():
     socket_dir = pathlib.Path(tempfile.mkdtemp(prefix="kvd-", dir="/tmp"))
     env = dict(os.environ, KVMDUNE_RESIDENT_DIR=str(socket_dir))
     try:
-        result = subprocess.run([sys.executable, "-m", "kvmdune", "bench", "run", "--startup",
-                                 "--samples", "1"], capture_output=True, timeout=600, env=env)
+        return subprocess.run([sys.executable, "-m", "kvmdune", "bench", "run", *options],
+                              capture_output=True, timeout=600, env=env)
     finally:
         log = socket_dir / "server.log"
         for pid in re.findall(rb"\(pid (\d+)\)", log.read_bytes() if log.exists() else b""):
@@ -62,11 +62,30 @@ def test_bench_run_startup_reports_both_paths():
             except ProcessLookupError:
                 pass        # a session's server leaves with its session
         shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+def test_bench_run_startup_reports_both_paths():
+    """Every way is timed (each run must succeed); the verdicts are not asserted."""
+    result = _bench_run("--startup", "--samples", "1")
     assert result.returncode in (0, 1), result.stderr.decode()[-2000:]
     ways = [line.split("  ")[0] for line in result.stdout.decode().splitlines()[2:]]
     assert ways == ["native /bin/true", "kvmdune run (resident)", "kvmdune run (in-process)",
                     "kvmdune sandbox (resident)", "kvmdune sandbox (in-process)",
                     "kvmdune run (resident, tty)", "kvmdune sandbox (resident, tty)"]
+
+
+def test_bench_run_only_times_the_chosen_rows_through_the_client():
+    """--only picks rows by name; each is timed natively and through the native
+    client (the resident path), with the load average beside."""
+    result = _bench_run("--quick", "--samples", "1", "--json", "--only", "int/memory",
+                        "--only", "bzip2")
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    assert b"kvmdune run: the resident path" in result.stderr
+    rows = json.loads(result.stdout)
+    assert [row["workload"] for row in rows] == ["C int/memory kernel, 128 MB",
+                                                 "bzip2 -9 of 4 MB"]
+    assert all(row["native_s"] > 0 and row["dune_s"] > 0 for row in rows)
+    assert all(0 <= low <= high for low, high in (row["load"] for row in rows))
 
 
 def test_bench_sthreads_quick_reports_every_row():

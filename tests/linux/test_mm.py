@@ -423,9 +423,9 @@ def test_a_fault_maps_the_largest_block_that_fits(guest):
     assert guest.mapped(second + FAULT_BLOCK - PAGE_SIZE)
     assert not guest.mapped(second + FAULT_BLOCK)
     guest.mm.huge_pages = True                         # this block has a table now
-    assert guest.mm.handle_fault(second + FAULT_BLOCK, write)
+    assert guest.mm.handle_fault(second + FAULT_BLOCK, write)    # continues the filling
     assert guest.space.walk(second + FAULT_BLOCK).page_size == PAGE_SIZE
-    assert not guest.mapped(second + 2 * FAULT_BLOCK)
+    assert guest.mapped(second + HUGE_PAGE_SIZE - PAGE_SIZE)     # the region's rest
     frames = guest.memory.frames
     held = [frames.alloc() for _ in range((frames.free_bytes - FAULT_BLOCK) // PAGE_SIZE)]
     try:
@@ -435,6 +435,38 @@ def test_a_fault_maps_the_largest_block_that_fits(guest):
     finally:
         for frame in held:
             frames.free(frame)
+
+
+def test_a_fault_that_continues_a_filling_maps_the_rest_of_its_2mib_region(guest):
+    """4 KiB pages (huge pages off): a first fault maps its FAULT_BLOCK, cut to the
+    VMA where the VMA starts inside it; a fault just above a mapped page maps up to
+    the end of its 2 MiB region (and the VMA), never into the next region; a fault
+    with nothing mapped below it (a scattered touch) maps one FAULT_BLOCK."""
+    from kvmdune.linux.mm import EAGER_MAP_LIMIT, FAULT_BLOCK
+    from kvmdune.machine import PFError
+    from kvmdune.memory import HUGE_PAGE_SIZE
+
+    write = PFError.WRITE | PFError.USER
+    guest.mm.huge_pages = False
+    start = 0x4000_0000 + 3 * PAGE_SIZE               # inside a FAULT_BLOCK
+    pages = (EAGER_MAP_LIMIT + 2 * HUGE_PAGE_SIZE) // PAGE_SIZE
+    assert guest.mmap(start, pages, RW, FIXED | int(MapFlags.MAP_NORESERVE)) == start
+    region = start - 3 * PAGE_SIZE
+    assert guest.mm.handle_fault(start, write)
+    assert not guest.mapped(start - PAGE_SIZE)        # outside the VMA
+    assert guest.mapped(region + FAULT_BLOCK - PAGE_SIZE)
+    assert not guest.mapped(region + FAULT_BLOCK)
+    assert guest.mm.handle_fault(region + FAULT_BLOCK, write)
+    assert guest.mapped(region + HUGE_PAGE_SIZE - PAGE_SIZE)
+    assert not guest.mapped(region + HUGE_PAGE_SIZE)
+    scattered = region + 5 * HUGE_PAGE_SIZE + 3 * FAULT_BLOCK + 7 * PAGE_SIZE
+    assert guest.mm.handle_fault(scattered, write)
+    block = scattered & ~(FAULT_BLOCK - 1)
+    assert guest.mapped(block) and guest.mapped(block + FAULT_BLOCK - PAGE_SIZE)
+    assert not guest.mapped(block - PAGE_SIZE) and not guest.mapped(block + FAULT_BLOCK)
+    assert guest.mm.handle_fault(block + FAULT_BLOCK, write)
+    assert guest.mapped((block | (HUGE_PAGE_SIZE - 1)) - PAGE_SIZE + 1)
+    assert not guest.mapped((block | (HUGE_PAGE_SIZE - 1)) + 1)
 
 
 def test_thp_always_leaves_whole_blocks_to_faults_that_map_2mib_pages(guest):

@@ -7,7 +7,11 @@
  *   referenced  clear_refs 1, read some written pages: smaps' Referenced
  *   peak        VmHWM after a big mapping is gone, and after clear_refs 5
  *   readers     clear_refs 4 interleaved with the VMM's own reader (tests call a
- *               marker system call the test's VMM answers) */
+ *               marker system call the test's VMM answers)
+ *   sparse      one write per 256 KiB, in address order, and one read, over 4 MiB
+ *               of a mapping too big to be backed at once: pagemap, mincore, smaps
+ *   fill        every page of 64 MiB of such a mapping written in order: where,
+ *               and smaps */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -223,6 +227,57 @@ static void readers(void) {
     print_bit("wrote-4", p, PAGES, SOFT_DIRTY_BIT); /* ... pagemap still sees it */
 }
 
+/* A mapping over the VMM's eager-mapping limit (so it is paged in on first touch),
+ * with 4 KiB pages whatever the host's transparent huge page mode. */
+static char *map_big(size_t size) {
+    char *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        exit(2);
+    madvise(p, size, MADV_NOHUGEPAGE);
+    return p;
+}
+
+#define BIG (96UL << 20)
+#define SPARSE_PAGES 1024
+#define SPARSE_STRIDE 64
+#define SPARSE_READ 200
+
+/* The indexes of the pages among n at p whose value (pagemap bit, or mincore
+ * byte's bit 0) is set. */
+static void print_indexes(const char *label, const uint64_t *values, int n, int bit) {
+    printf("%s", label);
+    for (int i = 0; i < n; i++)
+        if (values[i] >> bit & 1)
+            printf(" %d", i);
+    putchar('\n');
+}
+
+static void sparse(void) {
+    char *p = map_big(BIG);
+    for (int i = 0; i < SPARSE_PAGES; i += SPARSE_STRIDE)
+        p[(size_t)i * PAGE] = 1;
+    (void)*(volatile char *)(p + (size_t)SPARSE_READ * PAGE);
+    static uint64_t e[SPARSE_PAGES], resident[SPARSE_PAGES];
+    static unsigned char vec[SPARSE_PAGES];
+    entries(p, SPARSE_PAGES, e);
+    print_indexes("present", e, SPARSE_PAGES, PRESENT_BIT);
+    print_indexes("exclusive", e, SPARSE_PAGES, EXCLUSIVE_BIT);
+    if (mincore(p, (size_t)SPARSE_PAGES * PAGE, vec))
+        exit(2);
+    for (int i = 0; i < SPARSE_PAGES; i++)
+        resident[i] = vec[i] & 1;
+    print_indexes("mincore", resident, SPARSE_PAGES, 0);
+    printf("smaps rss=%ld anonymous=%ld private-dirty=%ld\n", smaps_value(p, "Rss"),
+           smaps_value(p, "Anonymous"), smaps_value(p, "Private_Dirty"));
+}
+
+static void fill(void) {
+    char *p = map_big(BIG);
+    memset(p, 1, 64UL << 20);
+    printf("at %p\n", (void *)p);
+    printf("smaps rss=%ld anonymous=%ld\n", smaps_value(p, "Rss"), smaps_value(p, "Anonymous"));
+}
+
 int main(int argc, char **argv) {
     pagemap_fd = open("/proc/self/pagemap", O_RDONLY);
     if (pagemap_fd < 0 || argc < 2) {
@@ -241,6 +296,10 @@ int main(int argc, char **argv) {
         reservation();
     else if (!strcmp(argv[1], "readers"))
         readers();
+    else if (!strcmp(argv[1], "sparse"))
+        sparse();
+    else if (!strcmp(argv[1], "fill"))
+        fill();
     else
         return 2;
     return 0;

@@ -22,8 +22,15 @@ to be pending through a signalfd, which tells without taking it.
 
 A process-directed signal arriving while every vCPU thread is in a blocking host
 call would wait until one returns: ``ProcessSignalTaker``, a thread of its own,
-waits for those and hands them over, and the process wakes a guest thread that can
-take the signal, which interrupts its host call (threads.py).
+waits for those and takes them, and the process wakes a guest thread that can take
+the signal, which interrupts its host call (threads.py).
+
+Taking and queueing are one step under the process's lock, and every look at the
+guest's pending set (the end of each system call the VMM serves, a mask change,
+sigsuspend, sigtimedwait, rt_sigpending, a wait with a temporary mask) takes what
+the host holds first, under the same lock: so a signal the host had made pending
+before the look (a child's SIGCHLD before its parent's wait returned) is seen, as
+on Linux. The check costs one rt_sigpending (native: machine/sigmask.py).
 
 Known limit: a thread-directed one for a guest thread that is in a blocking host
 call (a read, a sleep) is taken when that call returns, not at once.
@@ -170,12 +177,16 @@ def wait_until_pending(seconds: float | None) -> None:
 
 
 class ProcessSignalTaker:
-    """A host thread that takes the process's signals for the guest: ``deliver`` is
-    called with each (on that thread). It blocks every signal it does not wait for,
-    and is the target of none of its own: what it takes was sent to the process."""
+    """A host thread that watches for the process's signals for the guest: when one
+    is pending it calls ``take``, which must take them (``take_pending``) holding the
+    lock under which the VMM looks at the guest's pending set. It never takes one
+    itself outside that lock: a signal it held while waiting for the lock would be
+    neither pending on the host nor queued for the guest, and a thread that looked
+    then (a guest unblocking it) would miss it. It blocks every signal, and is the
+    target of none but its own stop request: what it sees was sent to the process."""
 
-    def __init__(self, deliver: Callable[[HostSignal], None]) -> None:
-        self._deliver = deliver
+    def __init__(self, take: Callable[[], None]) -> None:
+        self._take = take
         self._stopping = False
         self._thread: threading.Thread | None = None
 
@@ -217,11 +228,10 @@ class ProcessSignalTaker:
     def _loop(self) -> None:
         sigmask.block_in_new_thread()
         while not self._stopping:
-            got = _take_one(GUEST_BOUND | sigmask.bit(SIGKICK), None)
-            if got is None or got[0] == SIGKICK or self._stopping:
-                continue
-            signo, info = got
-            self._deliver(HostSignal(signo, info, thread_directed=False))
+            wait_until_pending(None)
+            _take_one(sigmask.bit(SIGKICK), 0)      # a stop request, looked at next
+            if not self._stopping and sigmask.pending() & GUEST_BOUND:
+                self._take()
 
 
 def discard_pending() -> None:

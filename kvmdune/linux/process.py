@@ -88,7 +88,7 @@ class Process(Handler):
         #: What the host said of a pending signal (sender, code), by number.
         self.signal_info: dict[int, sig.SenderInfo] = {}
         #: Takes the process's host signals while no vCPU thread can (run_process).
-        self.signal_taker = host_signals.ProcessSignalTaker(self._process_signal_arrived)
+        self.signal_taker = host_signals.ProcessSignalTaker(self._take_process_signals)
         #: Children a fork started that could not run: their SIGCHLD is not the guest's.
         self.unready_children: set[int] = set()
         self.fast = None          # the native fast path (fastpath.FastPath), once started
@@ -443,15 +443,19 @@ class Process(Handler):
         self.unready_children.discard(pid)
         return not other_child_has_news()
 
-    def _process_signal_arrived(self, taken: host_signals.HostSignal) -> None:
-        """The signal-taking thread took one of the process's signals."""
+    def _take_process_signals(self) -> None:
+        """The signal-taking thread saw a process's signal for the guest pending: take
+        it and queue it in one step under the lock (see host_signals.py); once the
+        guest is gone, take it all the same (it must not stay pending)."""
         with self.threads.lock:
+            taken = host_signals.take_pending()
             if self.threads.exit_status is not None:
                 return
-            try:
-                self.queue_host_signal(taken, None)
-            except Exception as exc:     # a bug in the VMM: the thread takes on
-                self.log(f"kvmdune: queueing host signal {taken.signo}: {exc!r}")
+            for one in taken:
+                try:
+                    self.queue_host_signal(one, None)
+                except Exception as exc:     # a bug in the VMM: the thread takes on
+                    self.log(f"kvmdune: queueing host signal {one.signo}: {exc!r}")
 
     def _signal_ready(self, wanted: int) -> bool:
         signals = self.signals
@@ -520,6 +524,9 @@ class Process(Handler):
             return result
         if result is not None:
             cpu.regs.rax = result & 0xFFFF_FFFF_FFFF_FFFF
+        # What the host made pending during the call (a child's SIGCHLD, a signal
+        # the guest just unblocked) is seen before the guest runs on.
+        self.take_host_signals()
         if self.fast is not None:
             self._after_slow_call(spec)
         if self.task.exiting:

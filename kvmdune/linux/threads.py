@@ -189,6 +189,7 @@ class ThreadGroup:
         try:
             if task.exiting:
                 return -Errno.EINTR
+            self.proc.take_host_signals()     # one pending already interrupts the call
             if task.signals.next_deliverable() is not None:
                 self._kick_again(task)
             self.lock.release()

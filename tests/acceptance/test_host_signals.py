@@ -123,3 +123,16 @@ def test_posix_timer_signals(compiled, mode):
     assert native.returncode == 0 and native.stdout and b": 0" not in native.stdout
     dune = run_dune([program, mode], timeout=120)
     assert (dune.stdout, dune.returncode) == (native.stdout, native.returncode), dune.stderr
+
+
+def test_sigchld_is_pending_at_once_and_handled_at_the_unblock(compiled):
+    """A child's SIGCHLD, blocked, that the host raised before the parent's wait saw
+    the child exit: rt_sigpending lists it and the unblock runs the handler, every
+    round (the VMM takes the host's pending signals before each look at the guest's;
+    its signal-taking thread never holds one outside the process's lock)."""
+    program = compiled[("hostsignals", "static")]
+    native = run_native([program, "chld-unblock"])
+    assert native.returncode == 0 and native.stdout == (
+        b"40 rounds: SIGCHLD not listed pending 0, not handled at the unblock 0\n")
+    dune = run_dune([program, "chld-unblock"], timeout=180)
+    assert (dune.stdout, dune.returncode) == (native.stdout, native.returncode), dune.stderr

@@ -3,7 +3,9 @@
  * the sender; left at its default; ignored), and POSIX timers, whose signals the
  * kernel raises: SIGEV_THREAD (glibc's helper thread takes its SIGTIMER),
  * SIGEV_SIGNAL at the process and SIGEV_THREAD_ID at one thread (si_code SI_TIMER,
- * si_timerid, si_value).
+ * si_timerid, si_value). A child's SIGCHLD, blocked, once its parent's wait has
+ * seen it exit: rt_sigpending lists it and unblocking it runs the handler there and
+ * then, each time.
  *
  * Usage: hostsignals MODE. The modes that wait for a signal from outside print
  * "ready" once they can take it. */
@@ -16,6 +18,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -195,6 +198,49 @@ static int timer_thread_id(void)
     return 0;
 }
 
+/* SIGCHLD blocked; a child exits and its parent's waitid(WNOWAIT) sees it (the
+ * kernel raised SIGCHLD before waking the wait): rt_sigpending must list it, and
+ * the unblock must run the handler before sigprocmask returns. Repeated, as the
+ * VMM's threads race to take the host's signal. */
+#define CHLD_ROUNDS 40
+
+static volatile sig_atomic_t chld_handled;
+
+static void on_chld(int signo)
+{
+    (void)signo;
+    chld_handled++;
+}
+
+static int chld_unblock(void)
+{
+    signal(SIGCHLD, on_chld);
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    int unlisted = 0, late = 0;
+    for (int round = 0; round < CHLD_ROUNDS; round++) {
+        sigprocmask(SIG_BLOCK, &chld, NULL);
+        chld_handled = 0;
+        pid_t child = fork();
+        if (child == 0)
+            _exit(0);
+        siginfo_t info;
+        while (waitid(P_PID, child, &info, WEXITED | WNOWAIT) < 0 && errno == EINTR) {
+        }
+        sigset_t pending;
+        sigpending(&pending);
+        unlisted += !sigismember(&pending, SIGCHLD);
+        sigprocmask(SIG_UNBLOCK, &chld, NULL);
+        late += chld_handled != 1;
+        while (waitpid(child, NULL, 0) < 0 && errno == EINTR) {
+        }
+    }
+    printf("%d rounds: SIGCHLD not listed pending %d, not handled at the unblock %d\n",
+           CHLD_ROUNDS, unlisted, late);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *mode = argc > 1 ? argv[1] : "";
@@ -212,6 +258,8 @@ int main(int argc, char **argv)
         return timer_signal();
     if (!strcmp(mode, "timer-thread-id"))
         return timer_thread_id();
+    if (!strcmp(mode, "chld-unblock"))
+        return chld_unblock();
     fprintf(stderr, "usage: hostsignals MODE\n");
     return 2;
 }

@@ -185,20 +185,21 @@ class Process(Handler):
         self.cpu.enter_user(space, entry, sp)
         if self.fast is not None:
             self.fast.address_space_changed(space)
-        self.release_vfork_parent(old)
+        self.release_vfork_parent(old, old_mm)
         with profiling.phase("execve.teardown"):
             if old_mm is not None:
                 old_mm.close()
             if old is not None:
                 old.close()
 
-    def release_vfork_parent(self, space: AddressSpace | None) -> None:
+    def release_vfork_parent(self, space: AddressSpace | None, mm: MemoryMap | None) -> None:
         """A child of vfork is done with its parent's memory (it execs, or ends):
         what it wrote there goes back to the parent, which then resumes (vfork.py)."""
         if self.vfork_done is None:
             return
         if space is not None and not space.closed:
-            vfork_module.send_written_pages(space, self.vfork_done)
+            vfork_module.send_written_pages(space, self.vfork_done,
+                                            lambda vaddr: _program_memory(mm, vaddr))
         os.close(self.vfork_done)
         self.vfork_done = None
 
@@ -260,7 +261,9 @@ class Process(Handler):
             os.close(write_end)
             if not failed:
                 # Only this thread waits (as vfork suspends only the caller).
-                vfork_module.receive_written_pages(read_end, self.space, self.threads.blocking)
+                vfork_module.receive_written_pages(read_end, self.space,
+                                                   lambda vaddr: _program_memory(self.mm, vaddr),
+                                                   self.threads.blocking)
             os.close(read_end)
         return failed or pid
 
@@ -688,3 +691,10 @@ def _stderr_log() -> Callable[[str], None]:
         except (OSError, ValueError):
             pass
     return log
+
+
+def _program_memory(mm: MemoryMap | None, vaddr: int) -> bool:
+    """Whether ``vaddr`` is in the program's own private memory in ``mm``: a mapping
+    of its own, not shared and not the VMM's (the vDSO's data, the call rings)."""
+    vma = mm.find(vaddr) if mm is not None else None
+    return vma is not None and not vma.shared and not vma.vmm_backed

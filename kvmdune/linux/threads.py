@@ -372,7 +372,7 @@ class ThreadGroup:
                         task.done.set()
             if self.exit_status is not None:
                 self._end_all()
-                self.proc.release_vfork_parent(self.proc.space)
+                self.proc.release_vfork_parent(self.proc.space, self.proc.mm)
                 # The vCPUs are about to close: host signals no longer go anywhere.
                 self.proc.sighand.route = None
                 return self.exit_status

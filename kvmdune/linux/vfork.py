@@ -27,6 +27,7 @@ import signal
 import struct
 from typing import Callable
 
+from ..machine import sigmask
 from ..memory import HUGE_PAGE_SIZE, PAGE_SIZE, PTE, USER_SPACE_END, VMM, WRITE, AddressSpace, GuestFault
 from .abi import Errno
 from .host_unsafe import HostBuffer, host_syscall
@@ -46,12 +47,15 @@ def start_in_child(space: AddressSpace) -> None:
     space.page_bits.hand_over(PTE.DIRTY, 0, USER_SPACE_END)
 
 
-def send_written_pages(space: AddressSpace, fd: int) -> None:
+def send_written_pages(space: AddressSpace, fd: int, owned: Callable[[int], bool]) -> None:
     """In the child at its exec (before the old memory goes) or its end: every page
-    it wrote, to the parent waiting on ``fd``. A parent that went away is no error."""
+    it wrote that ``owned`` says is the program's own private memory, to the parent
+    waiting on ``fd``. Never the VMM's pages mapped for the guest (the call rings the
+    stubs write: the parent's own must stay its own). A parent that went away is no
+    error."""
     pages = space.tables.scan_bits(0, USER_SPACE_END, int(PTE.DIRTY)).pages
     try:
-        for vaddr in pages:
+        for vaddr in filter(owned, pages):
             length = HUGE_PAGE_SIZE if _is_huge(space, vaddr) else PAGE_SIZE
             data = space.read(vaddr, length, VMM)
             _write_all(fd, _RECORD.pack(vaddr, length) + data)
@@ -59,12 +63,13 @@ def send_written_pages(space: AddressSpace, fd: int) -> None:
         pass
 
 
-def receive_written_pages(fd: int, space: AddressSpace,
+def receive_written_pages(fd: int, space: AddressSpace, owned: Callable[[int], bool],
                           blocking: Callable[[Callable[[], int]], int]) -> int:
     """In the parent: read the child's pages until it execs or ends (end of file)
-    and write each into ``space``, as the child's writes would have landed. Each
-    read waits through ``blocking`` (without the process's lock); 0, or -errno
-    (-EINTR) when the wait was interrupted."""
+    and write each that ``owned`` says is the program's own private memory into
+    ``space``, as the child's writes would have landed. Each read waits through
+    ``blocking`` (without the process's lock); 0, or -errno (-EINTR) when the wait
+    was interrupted."""
     header = HostBuffer(_RECORD.size)
     while True:
         got = blocking(lambda: _read_exactly(fd, header, _RECORD.size))
@@ -77,7 +82,8 @@ def receive_written_pages(fd: int, space: AddressSpace,
         got = blocking(lambda: _read_exactly(fd, page, length))
         if got <= 0:
             return got
-        _write_page(space, vaddr, page.read(length))
+        if owned(vaddr):
+            _write_page(space, vaddr, page.read(length))
 
 
 def _write_page(space: AddressSpace, vaddr: int, data: bytes) -> None:
@@ -101,7 +107,7 @@ def _write_all(fd: int, data: bytes) -> None:
     """All of ``data`` to the parent's pipe. If the parent stopped listening, the
     SIGPIPE the write raises at this thread is taken here: it is no signal of the
     guest's (the VMM queues the ones its calls for the guest raise)."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPIPE})
+    previous = sigmask.block(sigmask.bit(signal.SIGPIPE))
     try:
         view = memoryview(data)
         while view:
@@ -110,7 +116,7 @@ def _write_all(fd: int, data: bytes) -> None:
         signal.sigtimedwait({signal.SIGPIPE}, 0)
         raise
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        sigmask.set_mask(previous)
 
 
 def _read_exactly(fd: int, buffer: HostBuffer, length: int) -> int:

@@ -144,6 +144,12 @@ class SignalHandlers:
     pending: set[int] = field(default_factory=set)
     #: Who sent each pending signal that says (``queue``), for its siginfo.
     pending_info: dict[int, SenderInfo] = field(default_factory=dict)
+    #: The thread each pending signal was routed to (threads.py's ``route``): as
+    #: Linux wakes one thread for a process's signal and only that one takes it,
+    #: another thread leaves it to that one while it can take it. CPython runs its
+    #: handlers only in the main thread, and learns of a signal promptly only when
+    #: the main thread is the one that took it.
+    routed_to: dict[int, "SignalState"] = field(default_factory=dict)
     #: Called when a host signal for the guest is taken (the fast path then sends
     #: every call to the VMM, which delivers it).
     on_arrival: Callable[[], None] | None = None
@@ -196,6 +202,8 @@ class SignalState:
     #: Who sent each signal pending for this thread alone (tgkill, a fault...): each
     #: thread's own, as Linux keeps a siginfo per pending queue.
     pending_info: dict[int, SenderInfo] = field(default_factory=dict)
+    #: The thread has ended: a process's signal routed to it goes to any other.
+    ended: bool = False
     altstack: tuple[int, int, int] = (0, SigaltstackFlags.SS_DISABLE, 0)  # sp, flags, size
 
     @property
@@ -228,7 +236,7 @@ class SignalState:
         way are dropped, as Linux drops an unblocked ignored signal: it neither
         interrupts a call nor reaches the guest."""
         for signo in sorted(self.all_pending()):
-            if self.blocks(signo):
+            if self.blocks(signo) or self._left_to_another(signo):
                 continue
             if not is_ignored(self, signo):
                 return signo
@@ -254,6 +262,15 @@ class SignalState:
         self.saved_mask = None
         return mask
 
+    def _left_to_another(self, signo: int) -> bool:
+        """A signal pending for the process only (not this thread's own) that was
+        routed to another thread that can still take it."""
+        if signo in self.pending:
+            return False
+        other = self.shared.routed_to.get(signo)
+        return other is not None and other is not self and not other.ended \
+            and not other.blocks(signo)
+
     def queue(self, signo: int, info: SenderInfo | None = None) -> None:
         """``signo`` is pending for this thread alone, sent by ``info``."""
         _queue(self.pending, self.pending_info, signo, info)
@@ -265,6 +282,7 @@ class SignalState:
             self.pending.discard(signo)
             return self.pending_info.pop(signo, None)
         self.shared.pending.discard(signo)
+        self.shared.routed_to.pop(signo, None)
         return self.shared.pending_info.pop(signo, None)
 
     def discard(self, signo: int) -> None:

@@ -231,16 +231,26 @@ class ThreadGroup:
             self._kick_again(task)
 
     def route(self, signo: int) -> None:
-        """A signal became pending for the process: wake a thread that can take it
-        (the main thread's first, as Linux prefers the thread it interrupts)."""
+        """A signal became pending for the process: wake a thread that can take it,
+        which the others then leave it to (the thread group's leader first, as
+        Linux prefers the thread kill(2) named, then the main thread's task)."""
         tasks = list(self.tasks.values())
-        main = self.main_task
-        if main is not None:
-            tasks.sort(key=lambda task: task is not main)
+        first = (self.tasks.get(os.getpid()), self.main_task)
+        tasks.sort(key=lambda task: (task is not first[0], task is not first[1]))
         for task in tasks:
             if task.live and not task.done.is_set() and not task.signals.blocks(signo):
+                task.signals.shared.routed_to[signo] = task.signals
                 self.interrupt(task)
                 return
+
+    def _reroute_from(self, task: Task) -> None:
+        """``task`` ends: the process's signals routed to it go to another thread."""
+        task.signals.ended = True
+        routed = task.signals.shared.routed_to
+        for signo in [s for s, state in routed.items() if state is task.signals]:
+            del routed[signo]
+            if signo in task.signals.shared.pending:
+                self.route(signo)
 
     def send_to_thread(self, tid: int, signo: int, info: sig.SenderInfo) -> bool:
         """tgkill/tkill at one of the process's threads: False if it has none by
@@ -453,6 +463,7 @@ class ThreadGroup:
         last one; otherwise its futexes are released and its thread ends."""
         task = self.current()
         task.dead = True
+        self._reroute_from(task)
         if not any(other.live for other in self.tasks.values()):
             self.proc.release_thread_futexes(task, robust_only=True)
             return Stop(value=ExitStatus(code=code))

@@ -304,3 +304,14 @@ def test_threaded_runtimes(argv):
     assert_same(native, dune)
     if argv[0] == "java":        # java -version speaks on stderr
         assert dune.stderr.endswith(native.stderr), dune.stderr.decode(errors="replace")
+
+
+@pytest.mark.parametrize("link", ["static", "dynamic"])
+def test_a_processs_signal_is_taken_by_the_leader(compiled, link):
+    """Signals from another process while two threads spin and the leader sleeps
+    in poll: the leader takes (nearly) every one, as natively (a spinning thread's vCPU took
+    them, and a Python server's SIGINT was then noticed late or never)."""
+    program = compiled[("signal_target", link)]
+    native = run_native([program])
+    assert native.returncode == 0 and native.stdout == b"signals taken by the leader: most\n"
+    assert_same(native, run_dune([program], timeout=120))

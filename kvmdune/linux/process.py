@@ -11,6 +11,7 @@ handler holds the process's lock (``threads.ThreadGroup``) while it works.
 from __future__ import annotations
 
 import _signal       # signal's functions without converting masks to enums
+import gc
 import os
 import shutil
 import sys
@@ -63,6 +64,7 @@ class Process(Handler):
         #: The dispositions and process-directed pending signals all threads share.
         self.sighand = sig.SignalHandlers()
         self.threads = ThreadGroup(self, machine.cpu, sig.SignalState(shared=self.sighand))
+        machine.memory.stop_guest = self._stop_other_threads
         self.space: AddressSpace | None = None
         self.mm: MemoryMap | None = None
         self.exe = ""
@@ -192,6 +194,12 @@ class Process(Handler):
             os.close(self.vfork_done)
             self.vfork_done = None
 
+    def _stop_other_threads(self) -> None:
+        """Keep guest code off every other vCPU while the caller (holding the
+        process's lock) changes what KVM maps."""
+        if self.threads.threaded:
+            self.threads.park_others()
+
     def fork(self, vfork: bool) -> int:
         """fork(2) of the whole VMM process: the child continues this very system call
         in a new VM over a copy-on-write copy of guest memory and returns 0; the
@@ -205,10 +213,17 @@ class Process(Handler):
         self.threads.park_others()
         handshake = ForkHandshake.open()
         snapshot = self.machine.snapshot_for_fork(self.cpu)
+        # The heap the child inherits is frozen (CPython's pre-fork step): the
+        # child's collections never walk it, so they do not write (copy) every page
+        # holding a tracked object. The parent thaws it at once, its collections
+        # unchanged; the child keeps it frozen (it usually execs soon, and what it
+        # inherited lives at most as long as it).
+        gc.freeze()
         try:
             with profiling.phase("fork.parent.host_fork"):
                 pid = os.fork()
         except OSError as exc:
+            gc.unfreeze()
             handshake.fork_failed()
             for fd in (read_end, write_end):
                 if fd is not None:
@@ -240,6 +255,7 @@ class Process(Handler):
                 self.vfork_done = write_end
             handshake.child_ready()
             return 0
+        gc.unfreeze()
         with profiling.phase("fork.parent.wait_child"):
             failed = handshake.wait_for_child(pid)
         if vfork:

@@ -13,7 +13,7 @@ from typing import Callable
 
 from ..kvm import Cap, DirtyLogProtect, KvmError, MemFlags, Vm
 from . import _atomics
-from .frames import PAGE_SIZE, FrameAllocator
+from .frames import PAGE_SIZE, FrameAllocator, OutOfGuestMemory
 from .host_mapping_unsafe import HostMapping, Reservation
 
 DEFAULT_GUEST_MEMORY = 4 << 30
@@ -24,6 +24,15 @@ MAX_GUEST_MEMORY = ((1 << 31) - 1) * PAGE_SIZE // GUEST_MEMORY_ALIGN * GUEST_MEM
 #: Guest-physical page 0 is never handed out, so that 0 can mean "no frame".
 FIRST_FRAME = PAGE_SIZE
 GUEST_MEMORY_SLOT = 0
+#: The memory slot of the rest of guest memory, [covered, size), registered only
+#: once frames are needed there (shared regions take the low slot numbers; KVM
+#: allows slot numbers below 32764 on x86-64).
+GUEST_MEMORY_TAIL_SLOT = 32000
+#: A VM registers guest memory as far as frames are in use plus this much in slot
+#: 0 (the rest in the tail slot when first needed): KVM allocates its reverse map
+#: for a slot's every page when it is registered, ~1 ms per GiB (PLATFORM.md: 4 GiB
+#: 3 ms), in each forked child's new VM too, which usually needs a few MiB.
+SLOT_HEADROOM = 256 << 20
 
 
 #: Guest memory up to this size may use KVM's dirty log, the cheap write protection of
@@ -134,11 +143,20 @@ class GuestMemory:
         self.words = self.mapping.words    # 64-bit words, bounds-checked
         self.frames = FrameAllocator(FIRST_FRAME, size, self._discard,
                                      carve_huge=self._advise_huge)
+        self.frames.cover = self._cover
+        #: [0, covered) is registered as slot 0; the tail slot, when registered,
+        #: holds the rest (``_cover``).
+        self.covered = size
+        self.tail_registered = False
         #: Waits until no access to guest memory through a translation made before
         #: the call is under way outside a vCPU (the native fast path's serves):
         #: called before freed frames go back to the host (and may be reused) and
         #: after every invalidation, so that restrictions reach those accesses too.
         self.quiesce: Callable[[], None] | None = None
+        #: Takes every other vCPU out of KVM_RUN until the caller's VMM call ends
+        #: (the process's threads park): guest memory is briefly in no slot while
+        #: slot 0 grows to all of it (``_cover_in_slot_zero``).
+        self.stop_guest: Callable[[], None] | None = None
         self.regions: list[SharedRegion] = []
         self.retired: list[RetiredSlot] = []
         self._vm: Vm | None = None
@@ -157,12 +175,46 @@ class GuestMemory:
         for it); logging itself starts with ``start_dirty_log``."""
         self.dirty_log_available = dirty_log and self._enable_dirty_log(vm)
         self.dirty_log = False
-        vm.set_user_memory_region(slot, 0, self.size, self.mapping.address)
+        in_use = -(-self.frames.bump_end // GUEST_MEMORY_ALIGN) * GUEST_MEMORY_ALIGN
+        self.covered = min(self.size, in_use + SLOT_HEADROOM)
+        self.tail_registered = False
+        self.frames.covered_end = self.covered
+        vm.set_user_memory_region(slot, 0, self.covered, self.mapping.address)
         self._drop_retired()        # slots of the VM before (a forked child's parent)
         for region in self.regions:
             vm.set_user_memory_region(region.slot, region.base, region.slot_size,
                                       region.mapping.address, region.flags)
         self._vm = vm
+
+    def _cover(self, end: int) -> None:
+        """Frames up to ``end`` are about to be handed out, past slot 0: register
+        the rest of guest memory as the tail slot (adding a slot drops no
+        translation, unlike resizing slot 0, which KVM can only delete and re-add)."""
+        if self._vm is None or self.tail_registered or end <= self.covered:
+            return
+        try:
+            self._vm.set_user_memory_region(GUEST_MEMORY_TAIL_SLOT, self.covered,
+                                            self.size - self.covered,
+                                            self.mapping.address + self.covered)
+        except KvmError as exc:
+            raise OutOfGuestMemory(f"cannot register guest memory with KVM: {exc}") from exc
+        self.tail_registered = True
+        self.frames.covered_end = self.size
+
+    def _cover_in_slot_zero(self, flags: MemFlags) -> None:
+        """Register all of guest memory as slot 0 with ``flags`` (KVM's dirty log
+        works per slot, and its users know slot 0 only). Deleting the slots drops
+        every translation to guest memory, which only refaults."""
+        vm = self._vm
+        if self.covered < self.size:
+            if self.stop_guest is not None:
+                self.stop_guest()
+            if self.tail_registered:
+                vm.set_user_memory_region(GUEST_MEMORY_TAIL_SLOT, self.covered, 0, 0)
+            vm.set_user_memory_region(GUEST_MEMORY_SLOT, 0, 0, 0)
+            self.covered, self.tail_registered = self.size, False
+            self.frames.covered_end = self.size
+        vm.set_user_memory_region(GUEST_MEMORY_SLOT, 0, self.size, self.mapping.address, flags)
 
     def _drop_retired(self) -> None:
         while self.retired:
@@ -175,8 +227,7 @@ class GuestMemory:
         ``write_protect`` asks; KVM maps the slot in 4 KiB pieces from now on."""
         if self.dirty_log or not self.dirty_log_available or self._vm is None:
             return self.dirty_log
-        self._vm.set_user_memory_region(GUEST_MEMORY_SLOT, 0, self.size, self.mapping.address,
-                                        MemFlags.LOG_DIRTY_PAGES)
+        self._cover_in_slot_zero(MemFlags.LOG_DIRTY_PAGES)
         self.dirty_log = True
         return True
 

@@ -11,7 +11,6 @@ handler holds the process's lock (``threads.ThreadGroup``) while it works.
 from __future__ import annotations
 
 import _signal       # signal's functions without converting masks to enums
-import gc
 import os
 import shutil
 import sys
@@ -213,17 +212,10 @@ class Process(Handler):
         self.threads.park_others()
         handshake = ForkHandshake.open()
         snapshot = self.machine.snapshot_for_fork(self.cpu)
-        # The heap the child inherits is frozen (CPython's pre-fork step): the
-        # child's collections never walk it, so they do not write (copy) every page
-        # holding a tracked object. The parent thaws it at once, its collections
-        # unchanged; the child keeps it frozen (it usually execs soon, and what it
-        # inherited lives at most as long as it).
-        gc.freeze()
         try:
             with profiling.phase("fork.parent.host_fork"):
                 pid = os.fork()
         except OSError as exc:
-            gc.unfreeze()
             handshake.fork_failed()
             for fd in (read_end, write_end):
                 if fd is not None:
@@ -255,7 +247,6 @@ class Process(Handler):
                 self.vfork_done = write_end
             handshake.child_ready()
             return 0
-        gc.unfreeze()
         with profiling.phase("fork.parent.wait_child"):
             failed = handshake.wait_for_child(pid)
         if vfork:

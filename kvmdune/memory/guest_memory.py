@@ -9,6 +9,7 @@ reservation can be large; registering a slot costs more the larger it is
 from __future__ import annotations
 
 import array
+import threading
 from typing import Callable
 
 from ..kvm import Cap, DirtyLogProtect, KvmError, MemFlags, Vm
@@ -158,6 +159,10 @@ class GuestMemory:
         #: slot 0 grows to all of it (``_cover_in_slot_zero``).
         self.stop_guest: Callable[[], None] | None = None
         self.regions: list[SharedRegion] = []
+        #: Regions the VM has no slot for yet (a forked child's, until the guest
+        #: first reaches one: ``map_deferred``).
+        self.deferred: list[SharedRegion] = []
+        self._deferred_lock = threading.Lock()     # vCPU threads reach them unlocked
         self.retired: list[RetiredSlot] = []
         self._vm: Vm | None = None
         #: Whether slot 0 may log dirty pages (register(): KVM can, and it is wanted)
@@ -167,12 +172,17 @@ class GuestMemory:
         # A gap after each backing keeps two backings from ever looking contiguous.
         self._next_base = -(-size // SHARED_REGION_ALIGN) * SHARED_REGION_ALIGN + SHARED_REGION_ALIGN
 
-    def register(self, vm: Vm, slot: int = GUEST_MEMORY_SLOT, dirty_log: bool = True) -> None:
+    def register(self, vm: Vm, slot: int = GUEST_MEMORY_SLOT, dirty_log: bool = True,
+                 defer_regions: bool = False) -> None:
         """Make this memory the VM's guest-physical memory (KVM_SET_USER_MEMORY_REGION),
         shared regions included (a forked child registers them with its new VM).
         With ``dirty_log``, the main slot may log dirty pages where KVM can (for
         ``write_protect``; a machine that invalidates by guest TLB flushes has no use
-        for it); logging itself starts with ``start_dirty_log``."""
+        for it); logging itself starts with ``start_dirty_log``. With
+        ``defer_regions``, the shared regions get their slots only when the guest
+        first reaches them (``map_deferred``): every slot added waits for a KVM
+        synchronisation round (milliseconds under load), and a forked child that
+        execs soon usually reaches none of its parent's."""
         self.dirty_log_available = dirty_log and self._enable_dirty_log(vm)
         self.dirty_log = False
         in_use = -(-self.frames.bump_end // GUEST_MEMORY_ALIGN) * GUEST_MEMORY_ALIGN
@@ -181,10 +191,29 @@ class GuestMemory:
         self.frames.covered_end = self.covered
         vm.set_user_memory_region(slot, 0, self.covered, self.mapping.address)
         self._drop_retired()        # slots of the VM before (a forked child's parent)
+        self.deferred = list(self.regions) if defer_regions else []
         for region in self.regions:
-            vm.set_user_memory_region(region.slot, region.base, region.slot_size,
-                                      region.mapping.address, region.flags)
+            if not defer_regions:
+                self._register_region(vm, region)
         self._vm = vm
+
+    @staticmethod
+    def _register_region(vm: Vm, region: SharedRegion) -> None:
+        vm.set_user_memory_region(region.slot, region.base, region.slot_size,
+                                  region.mapping.address, region.flags)
+
+    def map_deferred(self, paddr: int, length: int) -> bool:
+        """The guest reached guest-physical [paddr, paddr+length) and KVM found no
+        slot (an MMIO exit): if it lies in a region whose slot was deferred, the
+        slot is registered now (True) and the access can complete from the region's
+        memory."""
+        with self._deferred_lock:
+            for region in self.deferred:
+                if region.base <= paddr and paddr + length <= region.base + region.slot_size:
+                    self._register_region(self._vm, region)
+                    self.deferred.remove(region)
+                    return True
+        return False
 
     def _cover(self, end: int) -> None:
         """Frames up to ``end`` are about to be handed out, past slot 0: register
@@ -296,7 +325,9 @@ class GuestMemory:
         if region not in self.regions or region.mapping.borrowed:
             return
         self.regions.remove(region)
-        if self._vm is None or self._vm.closed:
+        if self._vm is None or self._vm.closed or region in self.deferred:
+            if region in self.deferred:
+                self.deferred.remove(region)     # no slot: nothing to retire
             _unmap_region(region)
             return
         if len(self.retired) < MAX_RETIRED_SLOTS:
@@ -309,7 +340,7 @@ class GuestMemory:
     def _reregister(self, region: SharedRegion) -> None:
         """Drop every translation to a region its host pages cannot be reprotected
         for (the kernel's own): deleting its slot makes KVM forget them all."""
-        if self._vm is not None and not self._vm.closed:
+        if self._vm is not None and not self._vm.closed and region not in self.deferred:
             self._vm.set_user_memory_region(region.slot, region.base, 0, 0)
             self._vm.set_user_memory_region(region.slot, region.base, region.slot_size,
                                             region.mapping.address, region.flags)
@@ -322,6 +353,22 @@ class GuestMemory:
             if region.base <= paddr and paddr + length <= region.end:
                 return region.mapping.view, paddr - region.base
         raise ValueError(f"guest-physical range {paddr:#x}+{length:#x} is not memory")
+
+    def map_all_deferred(self) -> bool:
+        """Register every deferred region's slot; whether there was any."""
+        with self._deferred_lock:
+            deferred, self.deferred = self.deferred, []
+            for region in deferred:
+                self._register_region(self._vm, region)
+        return bool(deferred)
+
+    def backs(self, paddr: int, length: int) -> bool:
+        """Whether [paddr, paddr+length) is guest memory or in one shared region."""
+        try:
+            self._backing(paddr, length)
+        except ValueError:
+            return False
+        return True
 
     def slice(self, paddr: int, length: int) -> memoryview:
         """The host memory behind a guest-physical range (within one backing)."""

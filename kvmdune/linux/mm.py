@@ -61,6 +61,10 @@ def page_up(value: int) -> int:
 
 def perm_for(prot: int) -> Perm:
     """The page permission of a PROT_* combination (x86: write and exec imply read)."""
+    return _PERMS[prot & PROT_MASK]
+
+
+def _perm_of(prot: int) -> Perm:
     perm = Perm.USER
     if prot & ProtFlags.PROT_READ:
         perm |= Perm.READ
@@ -69,6 +73,11 @@ def perm_for(prot: int) -> Perm:
     if prot & ProtFlags.PROT_EXEC:
         perm |= Perm.READ | Perm.EXEC
     return perm
+
+
+#: perm_for's answers, made once: flag arithmetic on enums costs microseconds, and
+#: every mapping, mprotect and fault asks.
+_PERMS = {prot: _perm_of(prot) for prot in range(PROT_MASK + 1)}
 
 
 @dataclass(frozen=True)

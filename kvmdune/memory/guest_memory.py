@@ -1,9 +1,11 @@
 """Guest-physical memory: one lazily committed host mapping, its frames, its memory slot.
 
-The whole guest-physical space is a single anonymous private mapping registered as
-KVM memory slot 0. Host memory is committed only for pages actually touched, so the
-reservation can be large; registering a slot costs more the larger it is
-(PLATFORM.md: 4 GiB 3 ms, 64 GiB 308 ms), so it is sized to the need.
+The whole guest-physical space is a single anonymous private mapping, registered as
+KVM memory slot 0 as far as frames are in use (plus headroom) and as a tail slot
+beyond once the allocator first needs it there. Host memory is committed only for
+pages actually touched, so the reservation can be large; registering a slot costs
+more the larger it is (PLATFORM.md: 4 GiB 3 ms, 64 GiB 308 ms), in every forked
+child's new VM too. Shared regions live above it, a slot each.
 """
 
 from __future__ import annotations

@@ -333,7 +333,7 @@ class DuneProcess(Privileged):
         if self._user_code_running(cpu) and self._has_linux_handler(signo):
             # Its handler belongs to the program: it runs when the program next makes
             # a system call of its own (user code's context has no place for it).
-            self.proc.signals.pending.add(signo)
+            self.proc.signals.queue(signo)
             return Action.RESUME
         return None
 

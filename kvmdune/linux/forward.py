@@ -38,6 +38,12 @@ class NotForwardable(Exception):
     """The table cannot describe this call's pointers: it needs a handler."""
 
 
+#: The most any copied-whole output holds on Linux (getgroups' NGROUPS_MAX gids;
+#: xattr values and lists are capped at 64 KiB, paths and CPU masks are smaller):
+#: a larger size the guest gives changes no result, so the VMM's buffer is cut to it.
+WHOLE_OUTPUT_MAX = 65536 * 4
+
+
 @dataclass
 class _CopyOut:
     guest: int
@@ -159,6 +165,14 @@ class Call:
         length = min(length, MAX_RW_COUNT)
         direction = Direction.IN if arg.kind is ArgKind.SOCKADDR else arg.direction
         access = WRITE if direction in (Direction.OUT, Direction.INOUT) else READ
+        if direction is Direction.OUT and arg.copied_whole:
+            # The host builds it in the VMM's buffer; copying it out checks the pages
+            # it lands on (EFAULT), and only those, as the kernel's one copy does.
+            length = min(length, WHOLE_OUTPUT_MAX)
+            self._tell_host_the_length(arg, length)
+            self.host_args[index] = self._buffer(length)
+            self.copy_out.append(_CopyOut(value, self.host_args[index], length, arg))
+            return
         if direction is Direction.OUT and arg.out_size_from_ret:
             length = self._writable_prefix(value, length)
         self._tell_host_the_length(arg, length)

@@ -363,7 +363,7 @@ class MemoryMap:
             return
         for vma in self.vmas:
             if _kernel_pages(vma):
-                self.space.page_bits.hand_over_accessed(vma.start, vma.end - vma.start)
+                self.space.page_bits.hand_over(PTE.ACCESSED, vma.start, vma.end - vma.start)
 
     def missing_kernel_page(self, address: int, error: PFError) -> bool:
         """Whether a fault that demand paging refused hit a page of the kernel's

@@ -26,6 +26,7 @@ from ..machine.kick import SIGKICK
 from ..memory import AddressSpace, OutOfGuestMemory
 from . import aslr, internal_error, procfs, profiling, task_name
 from . import signals as sig
+from . import vfork as vfork_module
 from .abi import Errno, SigactionFlags, SigHandler, Signal, signal_name
 from .dispatch import Dispatcher
 from .exit_status import ExitStatus
@@ -38,8 +39,7 @@ from .gate import Gate
 from .internal_error import InternalError
 from .mm import MemoryMap
 from .privileged import HYPERCALL_BASE, HYPERCALLS, Privileged, PrivilegedFactory
-from .host_unsafe import HostBuffer, host_syscall
-from .syscall_table import BY_NAME, SYSCALLS, Sysno
+from .syscall_table import BY_NAME, SYSCALLS
 from .threads import Task, ThreadGroup
 
 #: System calls Linux restarts after a handler with SA_RESTART (the rest report EINTR).
@@ -87,7 +87,6 @@ class Process(Handler):
         self.scratch_dirs: dict[str, str] = {}
         self.pinned_paths: dict[bytes, bytes] = {}
         #: What the host said of a pending signal (sender, code), by number.
-        self.signal_info: dict[int, sig.SenderInfo] = {}
         self.fast = None          # the native fast path (fastpath.FastPath), once started
         #: System calls the VMM served (every exit for one; --syscall-stats).
         self.vmm_calls = 0
@@ -184,14 +183,22 @@ class Process(Handler):
         self.cpu.enter_user(space, entry, sp)
         if self.fast is not None:
             self.fast.address_space_changed(space)
+        self.release_vfork_parent(old)
         with profiling.phase("execve.teardown"):
             if old_mm is not None:
                 old_mm.close()
             if old is not None:
                 old.close()
-        if self.vfork_done is not None:
-            os.close(self.vfork_done)
-            self.vfork_done = None
+
+    def release_vfork_parent(self, space: AddressSpace | None) -> None:
+        """A child of vfork is done with its parent's memory (it execs, or ends):
+        what it wrote there goes back to the parent, which then resumes (vfork.py)."""
+        if self.vfork_done is None:
+            return
+        if space is not None and not space.closed:
+            vfork_module.send_written_pages(space, self.vfork_done)
+        os.close(self.vfork_done)
+        self.vfork_done = None
 
     def _stop_other_threads(self) -> None:
         """Keep guest code off every other vCPU while the caller (holding the
@@ -245,6 +252,7 @@ class Process(Handler):
             if vfork:
                 os.close(read_end)
                 self.vfork_done = write_end
+                vfork_module.start_in_child(self.space)
             handshake.child_ready()
             return 0
         with profiling.phase("fork.parent.wait_child"):
@@ -253,7 +261,7 @@ class Process(Handler):
             os.close(write_end)
             if not failed:
                 # Only this thread waits (as vfork suspends only the caller).
-                self.threads.blocking(lambda: _wait_for_eof(read_end))
+                vfork_module.receive_written_pages(read_end, self.space, self.threads.blocking)
             os.close(read_end)
         return failed or pid
 
@@ -374,8 +382,7 @@ class Process(Handler):
         if signo in (Signal.SIGKILL, Signal.SIGSTOP):
             os.kill(os.getpid(), signo)
             return 0
-        self.signal_info[signo] = sender or sig.SenderInfo(code, os.getpid(), os.getuid())
-        self.sighand.pending.add(signo)
+        self.sighand.queue(signo, sender or sig.SenderInfo(code, os.getpid(), os.getuid()))
         self.threads.route(signo)
         return 0
 
@@ -386,7 +393,7 @@ class Process(Handler):
         when the thread must end. The host signals waited for are the kick (another
         thread's news for this one: blocked while waiting, so none is lost) and, on
         the main thread, the process's host signals, whose sender and code are kept
-        in ``signal_info`` for rt_sigtimedwait."""
+        with the signal for its siginfo."""
         on_main = threading.current_thread() is threading.main_thread()
         waited = {SIGKICK} | (set(sig.FORWARDED) if on_main else set())
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -405,9 +412,8 @@ class Process(Handler):
                     self.threads.lock.acquire()
                 if info is None or info.si_signo == SIGKICK:
                     continue
-                self.signal_info[info.si_signo] = sig.SenderInfo(
-                    info.si_code, info.si_pid, info.si_uid)
-                self.sighand.pending.add(info.si_signo)
+                self.sighand.queue(info.si_signo, sig.SenderInfo(
+                    info.si_code, info.si_pid, info.si_uid))
                 if task.signals.blocks(info.si_signo) and not wanted & (1 << (info.si_signo - 1)):
                     self.threads.route(info.si_signo)
             return True
@@ -586,8 +592,7 @@ class Process(Handler):
             signo = self.signals.next_deliverable()
             if signo is None:
                 return None
-            self.signals.take(signo)
-            sender = self.signal_info.pop(signo, None)
+            sender = self.signals.take(signo)
             if self.privileged is not None:
                 claimed = self.privileged.on_signal(cpu, signo)
                 if claimed is not None:
@@ -611,14 +616,6 @@ class Process(Handler):
                 return Stop(value=ExitStatus(signal=Signal.SIGSEGV))
             return None
 
-
-def _wait_for_eof(fd: int) -> int:
-    """Read ``fd`` until end of file: 0, or -errno (-EINTR when interrupted)."""
-    buffer = HostBuffer(1)
-    while True:
-        result = host_syscall(Sysno.read, fd, buffer, 1)
-        if result <= 0:
-            return result
 
 
 def crash_report(proc: Process, cpu: Cpu, signo: int, address: int, event) -> str:

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from .signals import SignalState
 
 #: Entries passed through to the host: they mean the same for the guest.
-PASS_THROUGH = {"cwd", "root", "mounts", "mountinfo", "statm", "io",
+PASS_THROUGH = {"cwd", "root", "mounts", "mountinfo", "statm", "io", "oom_score",
                 "oom_score_adj", "cgroup", "loginuid", "sessionid", "timerslack_ns",
                 "net", "ns"}
 GENERATED = {"maps", "cmdline", "environ", "auxv", "status", "comm", "smaps", "stat",

@@ -148,12 +148,19 @@ class SignalHandlers:
 
     actions: Dispositions = field(default_factory=Dispositions)
     pending: set[int] = field(default_factory=set)
+    #: Who sent each pending signal that says (``queue``), for its siginfo.
+    pending_info: dict[int, SenderInfo] = field(default_factory=dict)
     #: Called when a host signal for the guest arrives (the fast path then sends
     #: every call to the VMM, which delivers it).
     on_arrival: Callable[[], None] | None = None
     #: Called with the number of a signal that just became pending for the process:
     #: wakes a thread that can take it (threads.py).
     route: Callable[[int], None] | None = None
+
+    def queue(self, signo: int, info: SenderInfo | None = None) -> None:
+        """``signo`` is pending for the process, sent by ``info``. A signal already
+        pending is not queued twice and keeps its first siginfo, as Linux keeps it."""
+        _queue(self.pending, self.pending_info, signo, info)
 
     def ignore(self, signals: Iterable[int]) -> None:
         """Start ignoring ``signals`` (those a program inherits ignored at execve)."""
@@ -165,6 +172,17 @@ class SignalHandlers:
         """Handled signals back to their default action; ignored ones stay ignored
         (execve, and clone3's CLONE_CLEAR_SIGHAND)."""
         self.actions.reset_handled()
+
+
+def _queue(pending: set[int], infos: dict[int, SenderInfo], signo: int,
+           info: SenderInfo | None) -> None:
+    if signo in pending:
+        return
+    pending.add(signo)
+    if info is not None:
+        infos[signo] = info
+    else:
+        infos.pop(signo, None)
 
 
 @dataclass
@@ -181,6 +199,9 @@ class SignalState:
     #: handler run at that call's end records it in its frame, so sigreturn restores it.
     saved_mask: int | None = None
     pending: set[int] = field(default_factory=set)
+    #: Who sent each signal pending for this thread alone (tgkill, a fault...): each
+    #: thread's own, as Linux keeps a siginfo per pending queue.
+    pending_info: dict[int, SenderInfo] = field(default_factory=dict)
     altstack: tuple[int, int, int] = (0, SigaltstackFlags.SS_DISABLE, 0)  # sp, flags, size
 
     @property
@@ -239,17 +260,32 @@ class SignalState:
         self.saved_mask = None
         return mask
 
-    def take(self, signo: int) -> None:
-        """Remove ``signo`` from what is pending (the thread's own first)."""
+    def queue(self, signo: int, info: SenderInfo | None = None) -> None:
+        """``signo`` is pending for this thread alone, sent by ``info``."""
+        _queue(self.pending, self.pending_info, signo, info)
+
+    def take(self, signo: int) -> SenderInfo | None:
+        """Remove ``signo`` from what is pending (the thread's own first); who sent
+        it, if that is known."""
         if signo in self.pending:
             self.pending.discard(signo)
-        else:
-            self.shared.pending.discard(signo)
+            return self.pending_info.pop(signo, None)
+        self.shared.pending.discard(signo)
+        return self.shared.pending_info.pop(signo, None)
 
     def discard(self, signo: int) -> None:
         """Drop ``signo`` wherever it is pending for this thread (an ignored one)."""
-        self.pending.discard(signo)
-        self.shared.pending.discard(signo)
+        for pending, info in ((self.pending, self.pending_info),
+                              (self.shared.pending, self.shared.pending_info)):
+            pending.discard(signo)
+            info.pop(signo, None)
+
+    def clear_pending(self) -> None:
+        """Nothing pending for this thread or its process (a child of fork)."""
+        for pending, info in ((self.pending, self.pending_info),
+                              (self.shared.pending, self.shared.pending_info)):
+            pending.clear()
+            info.clear()
 
     def for_new_thread(self) -> "SignalState":
         """A thread's state as clone(CLONE_THREAD) makes it: the same mask, nothing
@@ -475,7 +511,7 @@ def install_host_handlers(shared: SignalHandlers) -> None:
     during KVM_RUN interrupts it (EINTR), so the run loop delivers it at once; one
     the main thread's guest thread cannot take is routed to one that can."""
     def handler(signo: int, frame: object) -> None:
-        shared.pending.add(signo)
+        shared.queue(signo)
         if shared.route is not None:
             shared.route(signo)
         if shared.on_arrival is not None:

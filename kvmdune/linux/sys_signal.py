@@ -85,11 +85,10 @@ def sys_rt_sigtimedwait(proc, cpu, set_, info, timeout, sigsetsize, *_):
     if not taken:
         return -Errno.EINTR          # a deliverable signal outside the set came first
     signo = taken[0]
-    host = proc.signal_info.pop(signo, None)
+    host = proc.signals.take(signo)
     if info:
         sender = host or sig.SenderInfo(sig.SigCode.SI_USER, 0, 0)
         write_bytes(proc.space, info, sender.siginfo(signo))
-    proc.signals.take(signo)
     return signo
 
 

@@ -290,6 +290,10 @@ class Arg:
     #: An output the kernel writes only when the call is interrupted (nanosleep's
     #: remaining time), and then as part of a failing call (EINTR).
     written_when_interrupted: bool = False
+    #: An ``out_size_from_ret`` output the kernel builds whole and copies in one
+    #: piece (getxattr, readlink, getcwd): a fault anywhere in what it copies fails
+    #: the call with EFAULT, where read(2) returns the part it could write.
+    copied_whole: bool = False
 
     @property
     def is_pointer(self) -> bool:
@@ -586,6 +590,11 @@ def _out(
     display: Display = Display.DEFAULT,
 ) -> Arg:
     return _buf(ArgKind.OUT_BUF, Direction.OUT, name, struct, size, count, per, size_ptr, from_ret, display)
+
+
+def _whole(arg: Arg) -> Arg:
+    """An output the kernel copies in one piece once the call has built it."""
+    return dataclasses.replace(arg, copied_whole=True)
 
 
 def _REMAINING_TIME(name: str) -> Arg:
@@ -1023,7 +1032,7 @@ _TABLE: Final[tuple[SyscallSpec, ...]] = (
     _s(77, "ftruncate", _F.FILE, (_FD, _long("length"))),
     _s(78, "getdents", _F.FILE, (_FD, _out("dirp", DIRENT, size=2, from_ret=True), _uint("count"))),
     # The VMM's cwd is not the guest's: chdir and friends are emulated, so is getcwd.
-    _s(79, "getcwd", _F.FS, (_out("buf", size=1, from_ret=True, display=Display.CSTRING), _size("size")), sensitive=True),
+    _s(79, "getcwd", _F.FS, (_whole(_out("buf", size=1, from_ret=True, display=Display.CSTRING)), _size("size")), sensitive=True),
     _s(80, "chdir", _F.FS, (_path("path"),), sensitive=True),
     _s(81, "fchdir", _F.FS, (_FD,), sensitive=True),
     _s(82, "rename", _F.FS, (_path("oldpath"), _path("newpath"))),
@@ -1034,7 +1043,7 @@ _TABLE: Final[tuple[SyscallSpec, ...]] = (
     _s(87, "unlink", _F.FS, (_PATHNAME,)),
     # The target is stored, not resolved: a string, printed whole like a path.
     _s(88, "symlink", _F.FS, (_str("target", Display.FULL_STRING), _path("linkpath"))),
-    _s(89, "readlink", _F.FS, (_PATHNAME, _out("buf", size=2, from_ret=True), _size("bufsiz"))),
+    _s(89, "readlink", _F.FS, (_PATHNAME, _whole(_out("buf", size=2, from_ret=True)), _size("bufsiz"))),
     _s(90, "chmod", _F.FS, (_PATHNAME, _mode())),
     _s(91, "fchmod", _F.FILE, (_FD, _mode())),
     _s(92, "chown", _F.FS, (_PATHNAME, _OWNER, _GROUP)),
@@ -1060,7 +1069,7 @@ _TABLE: Final[tuple[SyscallSpec, ...]] = (
     _s(112, "setsid", _F.PROCESS, _EMPTY, R_PID, sensitive=True),
     _s(113, "setreuid", _F.CRED, (_int("ruid"), _int("euid")), sensitive=True),
     _s(114, "setregid", _F.CRED, (_int("rgid"), _int("egid")), sensitive=True),
-    _s(115, "getgroups", _F.CRED, (_int("size"), _out("list", GID_T, count=0, from_ret=True))),
+    _s(115, "getgroups", _F.CRED, (_int("size"), _whole(_out("list", GID_T, count=0, from_ret=True)))),
     _s(116, "setgroups", _F.CRED, (_size("size"), _in("list", GID_T, count=0)), sensitive=True),
     _s(117, "setresuid", _F.CRED, (_int("ruid"), _int("euid"), _int("suid")), sensitive=True),
     _s(118, "getresuid", _F.CRED, (_out("ruid", UID_T), _out("euid", UID_T), _out("suid", UID_T))),
@@ -1147,12 +1156,12 @@ _TABLE: Final[tuple[SyscallSpec, ...]] = (
                                  _flags("flags", abi.XattrFlags))),
     _s(190, "fsetxattr", _F.FILE, (_FD, _XATTR_NAME, _in("value", size=3), _size("size"),
                                    _flags("flags", abi.XattrFlags))),
-    _s(191, "getxattr", _F.FS, (_path("path"), _XATTR_NAME, _out("value", size=3, from_ret=True), _size("size"))),
-    _s(192, "lgetxattr", _F.FS, (_path("path"), _XATTR_NAME, _out("value", size=3, from_ret=True), _size("size"))),
-    _s(193, "fgetxattr", _F.FILE, (_FD, _XATTR_NAME, _out("value", size=3, from_ret=True), _size("size"))),
-    _s(194, "listxattr", _F.FS, (_path("path"), _out("list", size=2, from_ret=True), _size("size"))),
-    _s(195, "llistxattr", _F.FS, (_path("path"), _out("list", size=2, from_ret=True), _size("size"))),
-    _s(196, "flistxattr", _F.FILE, (_FD, _out("list", size=2, from_ret=True), _size("size"))),
+    _s(191, "getxattr", _F.FS, (_path("path"), _XATTR_NAME, _whole(_out("value", size=3, from_ret=True)), _size("size"))),
+    _s(192, "lgetxattr", _F.FS, (_path("path"), _XATTR_NAME, _whole(_out("value", size=3, from_ret=True)), _size("size"))),
+    _s(193, "fgetxattr", _F.FILE, (_FD, _XATTR_NAME, _whole(_out("value", size=3, from_ret=True)), _size("size"))),
+    _s(194, "listxattr", _F.FS, (_path("path"), _whole(_out("list", size=2, from_ret=True)), _size("size"))),
+    _s(195, "llistxattr", _F.FS, (_path("path"), _whole(_out("list", size=2, from_ret=True)), _size("size"))),
+    _s(196, "flistxattr", _F.FILE, (_FD, _whole(_out("list", size=2, from_ret=True)), _size("size"))),
     _s(197, "removexattr", _F.FS, (_path("path"), _XATTR_NAME)),
     _s(198, "lremovexattr", _F.FS, (_path("path"), _XATTR_NAME)),
     _s(199, "fremovexattr", _F.FILE, (_FD, _XATTR_NAME)),
@@ -1162,7 +1171,7 @@ _TABLE: Final[tuple[SyscallSpec, ...]] = (
                               _futex_slot(0, _hex("timeout")), _futex_slot(1, _hex("uaddr2")),
                               _futex_slot(2, _hex("val3", wide=False)))),
     _s(203, "sched_setaffinity", _F.SCHED, (_pid(), _uint("cpusetsize"), _in("mask", CPU_SET, size=1)), sensitive=True),
-    _s(204, "sched_getaffinity", _F.SCHED, (_pid(), _uint("cpusetsize"), _out("mask", CPU_SET, size=1, from_ret=True))),
+    _s(204, "sched_getaffinity", _F.SCHED, (_pid(), _uint("cpusetsize"), _whole(_out("mask", CPU_SET, size=1, from_ret=True)))),
     _s(205, "set_thread_area", _F.PROCESS, (_io("u_info", USER_DESC),), sensitive=True),
     # AIO contexts are rings mapped into the caller and events carry user addresses.
     _s(206, "io_setup", _F.AIO, (_uint("nr_events"), _io("ctx_idp", ULONG)), sensitive=True),
@@ -1173,7 +1182,7 @@ _TABLE: Final[tuple[SyscallSpec, ...]] = (
     _s(209, "io_submit", _F.AIO, (_hex("ctx_id"), _long("nr"), _opaque("iocbpp")), sensitive=True),
     _s(210, "io_cancel", _F.AIO, (_hex("ctx_id"), _opaque("iocb"), _out("result", IO_EVENT)), sensitive=True),
     _s(211, "get_thread_area", _F.PROCESS, (_io("u_info", USER_DESC),), sensitive=True),
-    _s(212, "lookup_dcookie", _F.SYSTEM, (_hex("cookie"), _out("buffer", size=2, from_ret=True), _size("len"))),
+    _s(212, "lookup_dcookie", _F.SYSTEM, (_hex("cookie"), _whole(_out("buffer", size=2, from_ret=True)), _size("len"))),
     _s(213, "epoll_create", _F.POLL, (_int("size"),), R_FD),
     _s(214, "epoll_ctl_old", _F.OBSOLETE),
     _s(215, "epoll_wait_old", _F.OBSOLETE),
@@ -1247,7 +1256,7 @@ _TABLE: Final[tuple[SyscallSpec, ...]] = (
     _s(265, "linkat", _F.FS, (_dirfd("olddirfd"), _path("oldpath"), _dirfd("newdirfd"), _path("newpath"),
                               _AT_FLAGS)),
     _s(266, "symlinkat", _F.FS, (_str("target", Display.FULL_STRING), _dirfd("newdirfd"), _path("linkpath"))),
-    _s(267, "readlinkat", _F.FS, (_dirfd(), _PATHNAME, _out("buf", size=3, from_ret=True), _size("bufsiz"))),
+    _s(267, "readlinkat", _F.FS, (_dirfd(), _PATHNAME, _whole(_out("buf", size=3, from_ret=True)), _size("bufsiz"))),
     _s(268, "fchmodat", _F.FS, (_dirfd(), _PATHNAME, _mode())),
     _s(269, "faccessat", _F.FS, (_dirfd(), _PATHNAME, _flags("mode", abi.AccessMode))),
     _s(270, "pselect6", _F.POLL, (_int("nfds"), _io("readfds", FD_SET, count=0, per=64),

@@ -214,8 +214,10 @@ class ThreadGroup:
         signo = SELF_DIRECTED.get(result)
         if signo is None or threading.current_thread() is threading.main_thread():
             return
-        if _signal.sigtimedwait({signo}, 0) is not None:
-            self.current().signals.pending.add(signo)
+        taken = _signal.sigtimedwait({signo}, 0)
+        if taken is not None:
+            self.current().signals.queue(signo, sig.SenderInfo(
+                taken.si_code, taken.si_pid, taken.si_uid))
 
     # -- interrupting -------------------------------------------------------------------
     def interrupt(self, task: Task) -> None:
@@ -246,8 +248,7 @@ class ThreadGroup:
         if task is None or task.dead:
             return False
         if signo:
-            task.signals.pending.add(signo)
-            self.proc.signal_info[signo] = info
+            task.signals.queue(signo, info)
             self.interrupt(task)
         return True
 
@@ -370,6 +371,7 @@ class ThreadGroup:
                         task.done.set()
             if self.exit_status is not None:
                 self._end_all()
+                self.proc.release_vfork_parent(self.proc.space)
                 # The vCPUs are about to close: host signals no longer go anywhere.
                 self.proc.sighand.route = None
                 return self.exit_status
@@ -546,9 +548,7 @@ class ThreadGroup:
         # A child of fork starts with no pending signals (fork(2)): one the parent had
         # not taken yet (a SIGTSTP at the fork) would stop a vfork child before its
         # exec, and its parent with it.
-        task.signals.pending.clear()
-        task.signals.shared.pending.clear()
-        self.proc.signal_info.clear()
+        task.signals.clear_pending()
         self.main_task = task
         self._rekick = {}
         self._rekicker = None

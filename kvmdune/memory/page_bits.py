@@ -103,17 +103,17 @@ class PageBits:
                                         BitChange(cond1=archive, set1=bit), collect=False)
         return bit
 
-    def hand_over_accessed(self, vaddr: int, size: int) -> None:
-        """Move the hardware A bits of [vaddr, vaddr+size) into every reader's own
-        bit, with no invalidation: only for a VM that has never run (a forked
-        child's, whose new VM holds no translation), as Linux's fork makes the
-        child's entries old. Every reader still sees the accesses; a hardware A bit
-        set again later means the new VM made a translation
-        (``AddressSpace.unmap_unaccessed``)."""
-        readers = self._others(None, PTE.ACCESSED)
-        self.space.tables.scan_bits(vaddr, size, PTE.ACCESSED,
-                                    BitChange(clear=int(PTE.ACCESSED), cond1=int(PTE.ACCESSED),
-                                              set1=readers), collect=False)
+    def hand_over(self, kind: PTE, vaddr: int, size: int) -> None:
+        """Move the hardware bits ``kind`` (A or D) of [vaddr, vaddr+size) into every
+        reader's own bit, with no invalidation: only for a VM that has never run (a
+        forked child's, whose new VM holds no translation). Every reader still sees
+        the accesses; a hardware bit set again later is the new VM's doing: an A bit
+        means it made a translation (``AddressSpace.unmap_unaccessed``; Linux's fork
+        makes the child's entries old), a D bit that it wrote (vfork.py)."""
+        readers = self._others(None, kind)
+        self.space.tables.scan_bits(vaddr, size, kind,
+                                    BitChange(clear=int(kind), cond1=int(kind), set1=readers),
+                                    collect=False)
 
     def _others(self, reader: "BitReader | None", kind: PTE) -> int:
         """The bits of every reader but ``reader`` of ``kind``."""

@@ -291,6 +291,9 @@ class SandboxGate(Gate):
         roots = self.write_roots if access == "write" else self.read_roots
         if target.startswith("/memfd:") or _under(target, roots):
             return None
+        as_self = _as_proc_self(target)      # the process's own /proc/PID, as policies name it
+        if as_self is not None and _under(as_self, roots):
+            return None
         return -Errno.EACCES
 
     def guest_may_write(self, path: str) -> bool:

@@ -72,3 +72,17 @@ def test_a_childs_first_accesses_to_deferred_slots_complete(compiled, link, tmp_
     assert dune.stdout == native.stdout, dune.stderr.decode(errors="replace")[-3000:]
     assert dune.returncode == native.returncode == 0
     assert b"split write 102030405060708, written by the child" in dune.stdout
+
+
+@pytest.mark.parametrize("link", LINKS)
+def test_vfork_children_write_their_parents_memory(compiled, link, tmp_path):
+    """programs/vfork_memory.c: what a vfork child writes before it execs or exits
+    is its parent's, as natively; posix_spawn of a missing program says ENOENT (it
+    used to say it started, the child's errno lost with its copy of memory)."""
+    native, dune = run_in_scratch_dirs(compiled[("vfork_memory", link)], tmp_path)
+    assert dune.stdout == native.stdout, dune.stderr.decode(errors="replace")[-3000:]
+    assert dune.returncode == native.returncode == 0
+    for line in (b"posix_spawn of a missing file: No such file or directory",
+                 b"after _exit: data 42, stack 7, heap child, pages pccp, untouched u",
+                 b"after exec: data 99"):
+        assert line in dune.stdout

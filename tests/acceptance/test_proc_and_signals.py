@@ -61,6 +61,16 @@ def test_proc_self_entries_that_reveal_nothing_open():
         b"opened\nopened\n"
 
 
+def test_proc_self_entries_passed_through_read_as_natively():
+    """Entries that mean the same for the guest as for its VMM (one process to
+    Linux) read as natively: the mount table, the cgroup, the OOM scores."""
+    script = ("cat /proc/self/mounts /proc/self/cgroup; "
+              "cat /proc/self/oom_score_adj; test -n \"$(cat /proc/self/oom_score)\" && echo scored")
+    native = subprocess.run(["busybox", "sh", "-c", script], capture_output=True)
+    assert native.returncode == 0 and native.stdout.endswith(b"scored\n")
+    assert sh(script).stdout == native.stdout
+
+
 def test_pagemap_and_smaps_are_the_guests():
     """pagemap opens and reads (the guest's own page tables: tests/acceptance/
     test_pagemap.py checks its bits); smaps shows the guest's mappings with counters."""

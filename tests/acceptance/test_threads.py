@@ -76,6 +76,16 @@ def test_queued_signals_and_their_siginfo(compiled, link):
     assert_same(native, run_dune([program]))
 
 
+@pytest.mark.parametrize("link", ["static", "dynamic"])
+def test_signals_to_several_threads_keep_their_own_siginfo(compiled, link):
+    """tgkill of one signal to four sleeping threads: each handler sees SI_TKILL
+    from its own process; and glibc's setuid, which depends on that, returns."""
+    program = compiled[("thread_siginfo", link)]
+    native = run_native([program])
+    assert native.returncode == 0 and b"setuid: 0" in native.stdout, native.stdout
+    assert_same(native, run_dune([program], timeout=60))
+
+
 def test_main_thread_exits_first(compiled):
     program = compiled[("leader_exit", "dynamic")]
     native = run_native([program])

@@ -146,8 +146,13 @@ def test_a_processs_own_proc_entries_are_named_and_allowed_as_proc_self(tmp_path
     said = "\n".join(notes(result))
     assert "--allow-read /proc/self/mounts would allow it" in said, said
     audit = tmp_path / "audit.jsonl"
-    sandbox("--allow-read", "/proc/self/mounts", "--audit", str(audit), "--",
-            "busybox", "sh", "-c", script)
+    allowed = sandbox("--allow-read", "/proc/self/mounts", "--audit", str(audit), "--",
+                      "busybox", "sh", "-c", script)
+    # The file opened is checked too, by its real name /proc/PID/mounts (it was
+    # refused there with EACCES): both processes read their mount table.
+    native = subprocess.run(["busybox", "sh", "-c", script], capture_output=True)
+    assert allowed.returncode == 0 and allowed.stdout == native.stdout, allowed.stderr
+    assert native.stdout.count(b" /proc proc ") == 2
     denied = [json.loads(line) for line in audit.read_text().splitlines()]
     assert not [r for r in denied if "mounts" in str(r["args"])], denied
     assert denied, "the audit records denials (busybox's own /etc/busybox.conf)"

@@ -88,6 +88,14 @@ static void edges(const char *path) {
     /* a name that runs into the hole, and a value whose end lies in it */
     memset(two, 'u', page);
     show(path, "getxattr name into a hole", getxattr(path, two + page - 10, big, 64));
+    /* An output the kernel copies whole: EFAULT if what it copies runs into the hole,
+     * the result if it fits before it, however large the size given. */
+    show(path, "getxattr value into a hole", getxattr(path, ATTRIBUTE, two + page - 2, 64));
+    show(path, "getxattr value before a hole", getxattr(path, ATTRIBUTE, two + page - 40, 64));
+    show(path, "listxattr into a hole", listxattr(path, two + page - 2, 64));
+    show(path, "listxattr before a hole", listxattr(path, two + page - 40, 64));
+    show(path, "readlink into a hole", readlink("/proc/self/exe", two + page - 2, 64));
+    show(path, "getcwd into a hole", getcwd(two + page - 2, 64) ? 0 : -1);
     show(path, "listxattr size 0", listxattr(path, NULL, 0));
     show(path, "listxattr too small", listxattr(path, small, sizeof small));
     show(path, "listxattr bad list", listxattr(path, unmapped, 64));

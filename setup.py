@@ -121,6 +121,7 @@ setup(
                      "kvmdune/machine/native/callstub.S"],
             depends=["kvmdune/machine/native/trampoline.h"],
         ),
+        Extension("kvmdune.machine._sigpending", sources=["kvmdune/machine/native/sigpending.c"]),
         Extension("kvmdune.memory._ptescan", sources=["kvmdune/memory/native/ptescan.c"]),
         Extension("kvmdune.memory._atomics", sources=["kvmdune/memory/native/atomics.c"]),
         Extension("kvmdune.dune._mirror", sources=["kvmdune/dune/vmm_native/mirror.c"],

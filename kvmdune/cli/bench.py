@@ -169,6 +169,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     exits.add_argument("--exits", type=positive_int, default=2000,
                        help="timed exits per run (default 2000)")
     exits.set_defaults(handler=run_exits)
+    mmcalls = suites.add_parser(
+        "mmcalls", help="one mmap/munmap/mprotect/brk end to end, beside Linux",
+        description="A C loop of one memory call per case (anonymous mmap+munmap "
+                    "of 64 KiB and 1 MiB, mprotect, brk, and ld.so's MAP_FIXED of a file "
+                    "over a reservation), timed inside the guest, with the VMM handler's "
+                    "own time per call (issue 14: anonymous calls at most 100 µs).")
+    _add_sampling(mmcalls)
+    mmcalls.add_argument("--json", action="store_true", help="print JSON rows")
+    mmcalls.set_defaults(handler=run_mmcalls)
     threads = suites.add_parser(
         "threads", help="issue 10's targets for threads, each marked ok or MISSED",
         description="Thread create+join latency (target at most 20x native) and a "
@@ -389,6 +398,19 @@ def run_exits(args: argparse.Namespace) -> int:
     before = load_average()
     results = run_exits_bench(samples=args.samples, exits=args.exits, progress=_progress)
     print(format_table(results, before, load_average()))
+    return 0
+
+
+def run_mmcalls(args: argparse.Namespace) -> int:
+    from ..bench.exits import load_average
+    from ..bench.mmcalls import format_table, run_mmcalls_bench
+
+    before = load_average()
+    rows = run_mmcalls_bench(samples=args.samples, quick=args.quick, progress=_progress)
+    if args.json:
+        print(json.dumps([row.as_dict() for row in rows], indent=2))
+    else:
+        print(format_table(rows, args.samples, before, load_average()))
     return 0
 
 

@@ -63,6 +63,8 @@ KVM_GET_SREGS = _IOR(KVMIO, 0x83, b.kvm_sregs)
 KVM_SET_SREGS = _IOW(KVMIO, 0x84, b.kvm_sregs)
 KVM_GET_MSRS = _IOWR(KVMIO, 0x88, b.kvm_msrs)
 KVM_SET_MSRS = _IOW(KVMIO, 0x89, b.kvm_msrs)
+#: struct kvm_signal_mask: len (u32), then the sigset; the request encodes the head only.
+KVM_SET_SIGNAL_MASK = _IOC(_IOC_WRITE, KVMIO, 0x8B, ctypes.sizeof(ctypes.c_uint32))
 KVM_SET_CPUID2 = _IOW(KVMIO, 0x90, b.kvm_cpuid2)                   # KVM_CAP_EXT_CPUID
 KVM_GET_VCPU_EVENTS = _IOR(KVMIO, 0x9F, b.kvm_vcpu_events)         # KVM_CAP_VCPU_EVENTS
 KVM_SET_VCPU_EVENTS = _IOW(KVMIO, 0xA0, b.kvm_vcpu_events)         # KVM_CAP_VCPU_EVENTS

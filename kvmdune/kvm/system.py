@@ -16,6 +16,7 @@ import fcntl
 import grp
 import mmap
 import os
+import struct
 import warnings
 from typing import Any, Protocol
 
@@ -310,6 +311,13 @@ class Vcpu(_FdObject):
         xcrs = b.kvm_xcrs()
         self._ioctl(io.KVM_GET_XCRS, xcrs)
         return xcrs
+
+    def set_signal_mask(self, blocked: int) -> None:
+        """KVM_SET_SIGNAL_MASK: the calling thread's signal mask while it is in
+        KVM_RUN (``blocked``: bit n-1 for signal n). A signal it leaves unblocked
+        that is pending, or arrives, ends KVM_RUN with EINTR; the thread's own mask
+        is back before KVM_RUN returns, so a signal blocked there stays pending."""
+        self._ioctl(io.KVM_SET_SIGNAL_MASK, struct.pack("<IQ", 8, blocked))
 
     def set_xcrs(self, xcrs: b.kvm_xcrs) -> None:
         """KVM_SET_XCRS."""

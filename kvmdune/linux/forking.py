@@ -14,7 +14,9 @@ from __future__ import annotations
 import errno
 import os
 import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from ..machine import sigmask
 
 #: What fork(2) can fail with for want of resources; anything else is told as EAGAIN.
 FORK_ERRNOS = (errno.EAGAIN, errno.ENOMEM)
@@ -28,24 +30,26 @@ class ForkHandshake:
 
     read_end: int
     write_end: int
-    previous_mask: set = field(default_factory=set)
+    previous_mask: int = 0
+    #: An unready child's SIGCHLD was taken here (else another thread takes it).
+    sigchld_withheld: bool = False
 
     @classmethod
     def open(cls) -> "ForkHandshake":
         read_end, write_end = os.pipe()
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+        previous = sigmask.block(sigmask.bit(signal.SIGCHLD))
         return cls(read_end, write_end, previous)
 
     def fork_failed(self) -> None:
         """os.fork() itself failed: nothing to wait for."""
         os.close(self.read_end)
         os.close(self.write_end)
-        signal.pthread_sigmask(signal.SIG_SETMASK, self.previous_mask)
+        sigmask.set_mask(self.previous_mask)
 
     # -- in the child ---------------------------------------------------------------
     def in_child(self) -> None:
         os.close(self.read_end)
-        signal.pthread_sigmask(signal.SIG_SETMASK, self.previous_mask)
+        sigmask.set_mask(self.previous_mask)
 
     def child_ready(self) -> None:
         os.write(self.write_end, _READY)
@@ -69,11 +73,11 @@ class ForkHandshake:
             if answer == _READY:
                 return 0
             _reap(pid)
-            _withhold_sigchld()
+            self.sigchld_withheld = _withhold_sigchld()
             return -(answer[0] if answer else errno.EAGAIN)
         finally:
             os.close(self.read_end)
-            signal.pthread_sigmask(signal.SIG_SETMASK, self.previous_mask)
+            sigmask.set_mask(self.previous_mask)
 
 
 def _read_answer(fd: int) -> bytes:
@@ -95,15 +99,22 @@ def _reap(pid: int) -> None:
             return
 
 
-def _withhold_sigchld() -> None:
+def _withhold_sigchld() -> bool:
     """Drop the SIGCHLD the unready child's death raised (blocked until now), unless
-    another child has news too: then the guest must get it."""
+    another child has news too: then the guest must get it. Whether it was here to
+    drop (another thread may have taken it from the host already)."""
     if signal.SIGCHLD not in signal.sigpending():
-        return
+        return False
+    if not other_child_has_news():
+        signal.sigtimedwait({signal.SIGCHLD}, 0)
+    return True
+
+
+def other_child_has_news() -> bool:
+    """Whether a child has exited, stopped or continued unreported (wait would say)."""
     try:
         other = os.waitid(os.P_ALL, 0, os.WEXITED | os.WSTOPPED | os.WCONTINUED
                           | os.WNOHANG | os.WNOWAIT)
     except ChildProcessError:
         other = None
-    if other is None:
-        signal.sigtimedwait({signal.SIGCHLD}, 0)
+    return other is not None

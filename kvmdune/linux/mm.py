@@ -16,7 +16,9 @@ pages it maps itself (``vmm_backed``: never demand-paged).
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass, replace
+import functools
+import operator
+from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from ..memory import HUGE_PAGE_SIZE, PAGE_SIZE, PTE, VMM, AddressSpace, OutOfGuestMemory, Perm
@@ -53,18 +55,26 @@ ReadInto = Callable[[int, int, list], int]
 #: One past the largest address: a range reaching it wraps in Linux's unsigned long.
 ADDRESS_END = 1 << 64
 PROT_MASK = int(ProtFlags.PROT_READ | ProtFlags.PROT_WRITE | ProtFlags.PROT_EXEC)
+# The flags the memory calls test, as plain ints: testing an int against an IntFlag
+# member builds a new member each time (enum's __and__), microseconds per call.
+_PROT_WRITE, _PROT_EXEC = int(ProtFlags.PROT_WRITE), int(ProtFlags.PROT_EXEC)
+_PROT_ACCEPTED = PROT_MASK | int(ProtFlags.PROT_GROWSDOWN | ProtFlags.PROT_GROWSUP
+                                 | ProtFlags.PROT_SEM)
+_MAP_TYPE, _MAP_PRIVATE = int(MAP_TYPE), int(MapType.MAP_PRIVATE)
+_MAP_TYPES = frozenset(int(kind) for kind in (MapType.MAP_SHARED, MapType.MAP_PRIVATE,
+                                              MapType.MAP_SHARED_VALIDATE))
+_MAP_FIXED_ANY = int(MapFlags.MAP_FIXED | MapFlags.MAP_FIXED_NOREPLACE)
+_MAP_FIXED_NOREPLACE = int(MapFlags.MAP_FIXED_NOREPLACE)
+_MAP_POPULATE, _MAP_GROWSDOWN = int(MapFlags.MAP_POPULATE), int(MapFlags.MAP_GROWSDOWN)
 
 
 def page_up(value: int) -> int:
     return (value + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
 
 
+@functools.lru_cache(maxsize=64)
 def perm_for(prot: int) -> Perm:
     """The page permission of a PROT_* combination (x86: write and exec imply read)."""
-    return _PERMS[prot & PROT_MASK]
-
-
-def _perm_of(prot: int) -> Perm:
     perm = Perm.USER
     if prot & ProtFlags.PROT_READ:
         perm |= Perm.READ
@@ -73,11 +83,6 @@ def _perm_of(prot: int) -> Perm:
     if prot & ProtFlags.PROT_EXEC:
         perm |= Perm.READ | Perm.EXEC
     return perm
-
-
-#: perm_for's answers, made once: flag arithmetic on enums costs microseconds, and
-#: every mapping, mprotect and fault asks.
-_PERMS = {prot: _perm_of(prot) for prot in range(PROT_MASK + 1)}
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,17 @@ class Vma:
     max_prot: int = PROT_MASK
     #: madvise(MADV_HUGEPAGE / MADV_NOHUGEPAGE): Linux's VM_HUGEPAGE / VM_NOHUGEPAGE.
     huge_advice: HugeAdvice = HugeAdvice.NONE
+
+    def replaced(self, **changes: object) -> "Vma":
+        """A copy with ``changes`` (dataclasses.replace, which runs the frozen
+        ``__init__`` field by field: several times slower, on every memory call).
+        The copy's fields are set before anyone sees it, so it stays immutable."""
+        unknown = changes.keys() - self.__dict__.keys()
+        if unknown:
+            raise TypeError(f"Vma has no field {', '.join(sorted(unknown))}")
+        copy = object.__new__(Vma)
+        copy.__dict__.update(self.__dict__, **changes)
+        return copy
 
     @property
     def private_anonymous(self) -> bool:
@@ -179,13 +195,23 @@ class MemoryMap:
 
     # -- VMA bookkeeping -----------------------------------------------------------
     def find(self, address: int) -> Vma | None:
-        index = bisect.bisect_right(self.vmas, address, key=lambda v: v.start) - 1
+        index = bisect.bisect_right(self.vmas, address, key=_START) - 1
         if index >= 0 and self.vmas[index].end > address:
             return self.vmas[index]
         return None
 
+    def _span(self, start: int, end: int) -> tuple[int, int]:
+        """The indices [first, last) of the VMAs overlapping [start, end): the list
+        is sorted and its VMAs never overlap, so their ends are sorted too."""
+        vmas = self.vmas
+        first = last = bisect.bisect_right(vmas, start, key=_END)
+        while last < len(vmas) and vmas[last].start < end:
+            last += 1
+        return first, last
+
     def _overlapping(self, start: int, end: int) -> list[Vma]:
-        return [v for v in self.vmas if v.start < end and v.end > start]
+        first, last = self._span(start, end)
+        return self.vmas[first:last]
 
     def covers(self, start: int, end: int) -> bool:
         """Whether every page of [start, end) is mapped."""
@@ -194,25 +220,22 @@ class MemoryMap:
 
     def _cut(self, start: int, end: int) -> list[Vma]:
         """Remove [start, end) from the VMA list (splitting VMAs); return the cut parts."""
+        first, last = self._span(start, end)
         kept, removed = [], []
-        for vma in self.vmas:
-            if vma.end <= start or vma.start >= end:
-                kept.append(vma)
-                continue
+        for vma in self.vmas[first:last]:
             if vma.start < start:
-                kept.append(replace(vma, end=start))
+                kept.append(vma.replaced(end=start))
+            if vma.start >= start and vma.end <= end:
+                removed.append(vma)             # whole: immutable, so no copy
+            else:
+                removed.append(_piece(vma, max(vma.start, start), min(vma.end, end)))
             if vma.end > end:
-                kept.append(replace(vma, start=end, offset=vma.offset + end - vma.start,
-                                    region_offset=vma.region_offset + end - vma.start))
-            cut_start = max(vma.start, start)
-            removed.append(replace(vma, start=cut_start, end=min(vma.end, end),
-                                   offset=vma.offset + cut_start - vma.start,
-                                   region_offset=vma.region_offset + cut_start - vma.start))
-        self.vmas = sorted(kept, key=lambda v: v.start)
+                kept.append(_piece(vma, end, vma.end))
+        self.vmas[first:last] = kept
         return removed
 
     def _insert(self, vma: Vma) -> None:
-        bisect.insort(self.vmas, vma, key=lambda v: v.start)
+        bisect.insort(self.vmas, vma, key=_START)
 
     def adopt(self, vma: Vma) -> None:
         """Record a mapping over free addresses whose pages the caller maps itself."""
@@ -274,7 +297,7 @@ class MemoryMap:
             if data:
                 self._fill(vma.start, data[:length])
         elif data:
-            vma = replace(vma, source=_bytes_source(data, vma.start))
+            vma = vma.replaced(source=_bytes_source(data, vma.start))
         self._insert(vma)
 
     def map_kernel_pages(self, vma: Vma, present: list[int], perm: Perm) -> None:
@@ -291,8 +314,9 @@ class MemoryMap:
     def _may_become_huge(self, vma: Vma) -> bool:
         """Whether a fault in ``vma`` may map a 2 MiB page, now or after a later
         madvise(MADV_HUGEPAGE) (Linux's rules in madvise mode)."""
-        return self.thp_allows(vma) or self.thp_allows(
-            replace(vma, huge_advice=HugeAdvice.HUGEPAGE))
+        return (self.huge_pages and vma.private_anonymous and not vma.vmm_backed
+                and (self.thp.allows(vma.huge_advice, self.thp_disabled)
+                     or self.thp.allows(HugeAdvice.HUGEPAGE, self.thp_disabled)))
 
     def thp_allows(self, vma: Vma) -> bool:
         """Whether a fault in ``vma`` maps a 2 MiB page where one fits (and Linux's
@@ -323,8 +347,8 @@ class MemoryMap:
             offset += size
 
     def unmap(self, start: int, length: int, note_peak: bool = True) -> None:
-        if note_peak and self._overlapping(start, start + length):
-            self.note_rss_peak()        # as Linux updates hiwater_rss before an unmap
+        if note_peak:
+            self._note_rss_peak_before_unmap(start, start + length)
         removed = self._cut(start, start + length)
         if removed:
             with self.space.batch():
@@ -338,12 +362,22 @@ class MemoryMap:
             if not any(vma.region is region for vma in self.vmas):
                 self.space.memory.remove_shared(region)
 
+    def _note_rss_peak_before_unmap(self, start: int, end: int) -> None:
+        """As Linux updates hiwater_rss before an unmap: only if [start, end) holds
+        resident pages, since otherwise the unmap leaves the resident set as it is
+        and the peak is noted by whatever lowers it later (or read as the current
+        set). Counting the whole set walks every file mapping; most unmaps (a
+        buffer never touched, a reservation) drop nothing resident."""
+        overlapping = self._overlapping(start, end)
+        if overlapping and residency.rss(self.space, overlapping, start, end).total:
+            self.note_rss_peak()
+
     def note_rss_peak(self) -> None:
         self.rss_peak_pages = max(self.rss_peak_pages, residency.rss(self.space, self.vmas).total)
 
     def clear_soft_dirty(self) -> None:
         """clear_refs 4: no mapping is new any more (VM_SOFTDIRTY cleared)."""
-        self.vmas = [replace(vma, soft_dirty=False) if vma.soft_dirty else vma
+        self.vmas = [vma.replaced(soft_dirty=False) if vma.soft_dirty else vma
                      for vma in self.vmas]
 
     def close(self) -> None:
@@ -531,7 +565,7 @@ class MemoryMap:
         heap = self.find(self.brk_start) if self.brk_start < old_end else None
         if heap is not None and heap.name == "[heap]":
             self.vmas.remove(heap)
-            self._insert(replace(heap, end=new_end, soft_dirty=True))   # as do_brk_flags
+            self._insert(heap.replaced(end=new_end, soft_dirty=True))   # as do_brk_flags
         else:
             self._insert(Vma(self.brk_start, new_end,
                              int(ProtFlags.PROT_READ | ProtFlags.PROT_WRITE), name="[heap]"))
@@ -556,11 +590,10 @@ class MemoryMap:
         length = page_up(length)
         if length > layout.USER_PROGRAM_END:
             return -Errno.ENOMEM
-        map_type = flags & MAP_TYPE
-        if map_type not in (MapType.MAP_SHARED, MapType.MAP_PRIVATE,
-                            MapType.MAP_SHARED_VALIDATE):
+        map_type = flags & _MAP_TYPE
+        if map_type not in _MAP_TYPES:
             return -Errno.EINVAL
-        fixed = flags & (MapFlags.MAP_FIXED | MapFlags.MAP_FIXED_NOREPLACE)
+        fixed = flags & _MAP_FIXED_ANY
         if fixed:
             if address + length > layout.USER_PROGRAM_END:   # checked in Linux's order
                 return -Errno.ENOMEM
@@ -568,7 +601,7 @@ class MemoryMap:
                 return -Errno.EINVAL
             if address < layout.MMAP_MIN_ADDR:                 # mmap_min_addr
                 return -Errno.EPERM
-            if flags & MapFlags.MAP_FIXED_NOREPLACE and not self.is_free(address, address + length):
+            if flags & _MAP_FIXED_NOREPLACE and not self.is_free(address, address + length):
                 return -Errno.EEXIST
             if self.sealed_in(address, address + length):
                 return -Errno.EPERM
@@ -579,18 +612,24 @@ class MemoryMap:
                 self.find_free(length)
             if start is None:
                 return -Errno.ENOMEM
-        shared = map_type != MapType.MAP_PRIVATE
+        shared = map_type != _MAP_PRIVATE
         region = None
         if shared and share is not None:
             try:
                 region = share(length)
             except OSError as exc:
                 return -(exc.errno or Errno.ENODEV)
-        eager = bool(flags & MapFlags.MAP_POPULATE) or length <= EAGER_MAP_LIMIT
+        # An anonymous PROT_NONE mapping is a reservation (ld.so's before it maps a
+        # library over it, a thread stack's before its usable part is opened): the
+        # guest can touch none of its pages until an mprotect, after which demand
+        # paging backs what it touches (as MAP_POPULATE does nothing there on Linux).
+        reservation = read_file is None and region is None and not prot & PROT_MASK
+        eager = not reservation and (bool(flags & _MAP_POPULATE)
+                                     or length <= EAGER_MAP_LIMIT)
         # Code whose call sites are patched is read, patched, then copied in (and then
         # never matches the file's frames already there).
         patched = (self.patch_sites and read_file is not None and region is None
-                   and prot & ProtFlags.PROT_EXEC and not shared)
+                   and prot & _PROT_EXEC and not shared)
         # A new eager private file mapping has the file read straight into its
         # frames; MAP_FIXED ones first see whether the frames there hold it already.
         direct = (read_into is not None and region is None and eager and not fixed
@@ -601,7 +640,7 @@ class MemoryMap:
             from .sitepatch import patch_mapping
             data = patch_mapping(self, start, offset, data, file_path or name)
         vma = Vma(start, start + length, prot & PROT_MASK, shared=shared, name=name,
-                  offset=offset, grows_down=bool(flags & MapFlags.MAP_GROWSDOWN),
+                  offset=offset, grows_down=bool(flags & _MAP_GROWSDOWN),
                   region=region)
         if fixed and data and self._reuse_untouched_frames(vma, data):
             self._merge_around(start, start + length)
@@ -711,8 +750,7 @@ class MemoryMap:
 
     def sys_mprotect(self, address: int, length: int, prot: int) -> int:
         """Implements mprotect(2)."""
-        if address % PAGE_SIZE or prot & ~(PROT_MASK | ProtFlags.PROT_GROWSDOWN
-                                           | ProtFlags.PROT_GROWSUP | ProtFlags.PROT_SEM):
+        if address % PAGE_SIZE or prot & ~_PROT_ACCEPTED:
             return -Errno.EINVAL
         end = address + page_up(length)
         if end > layout.USER_PROGRAM_END:
@@ -730,12 +768,12 @@ class MemoryMap:
             return -Errno.EINVAL   # as Linux refuses for its [vvar] pages
         before = self._cut(address, end)
         for vma in before:
-            self._insert(replace(vma, prot=prot & PROT_MASK))
+            self._insert(vma.replaced(prot=prot & PROT_MASK))
         self.space.protect(address, end - address, perm_for(prot))
         if self.observer is not None:
             self.observer.protected(address, end)
         self._merge_around(address, end)
-        if self.patch_sites and prot & ProtFlags.PROT_EXEC:
+        if self.patch_sites and prot & _PROT_EXEC:
             self._patch_made_executable(before)
         return 0
 
@@ -800,9 +838,9 @@ class MemoryMap:
             # An anonymous copy's source (a moved block's contents) reads as zero past
             # them: the tail keeps it, so that the two stay one VMA, as on Linux.
             source = vma.source if not vma.name else None
-            self.map_fixed(replace(vma, start=tail, end=old + new_length,
-                                   offset=vma.offset + old_length, source=source,
-                                   soft_dirty=True))
+            self.map_fixed(vma.replaced(start=tail, end=old + new_length,
+                                        offset=vma.offset + old_length, source=source,
+                                        soft_dirty=True))
             self._merge_around(old, old + new_length)
             return old
         if not flags & MremapFlags.MREMAP_MAYMOVE:
@@ -828,8 +866,8 @@ class MemoryMap:
                      target: int) -> int:
         keep = min(old_length, new_length)
         if _kernel_pages(vma):
-            moved = replace(vma, start=target, end=target + keep,
-                            region_offset=vma.region_offset + old - vma.start)
+            moved = vma.replaced(start=target, end=target + keep,
+                                 region_offset=vma.region_offset + old - vma.start)
             present = [offset - moved.region_offset
                        for offset in vma.region.mapping.readable_pages()]
             self.map_kernel_pages(moved, present, perm_for(vma.prot))
@@ -837,8 +875,8 @@ class MemoryMap:
             return target
         data = self.read_mapped(old, keep)
         # Linux moves the entries and marks each soft-dirty; the copy here is new.
-        self.map_fixed(replace(vma, start=target, end=target + new_length, source=None,
-                               soft_dirty=True), data)
+        self.map_fixed(vma.replaced(start=target, end=target + new_length, source=None,
+                                    soft_dirty=True), data)
         self.unmap(old, old_length)
         return target
 
@@ -858,12 +896,12 @@ class MemoryMap:
     def _merge_around(self, start: int, end: int) -> None:
         """Join the VMAs in and beside [start, end) with compatible neighbours, as
         Linux's vma_merge does, so /proc/self/maps shows what Linux shows."""
-        index = max(bisect.bisect_left(self.vmas, start, key=lambda v: v.end) - 1, 0)
+        index = max(bisect.bisect_left(self.vmas, start, key=_END) - 1, 0)
         while index + 1 < len(self.vmas) and self.vmas[index].start <= end:
             before, after = self.vmas[index], self.vmas[index + 1]
             if _mergeable(before, after):
-                self.vmas[index:index + 2] = [replace(
-                    before, end=after.end, soft_dirty=before.soft_dirty or after.soft_dirty)]
+                self.vmas[index:index + 2] = [before.replaced(
+                    end=after.end, soft_dirty=before.soft_dirty or after.soft_dirty)]
             else:
                 index += 1
 
@@ -890,7 +928,7 @@ class MemoryMap:
         (split at the range's ends, as Linux's madvise_update_vma does). Pages mapped
         already stay as they are (Linux's khugepaged may collapse them later)."""
         for vma in self._cut(start, end):
-            self._insert(replace(vma, huge_advice=advice))
+            self._insert(vma.replaced(huge_advice=advice))
         self._merge_around(start, end)
 
     def sys_msync(self, address: int, length: int, flags: int) -> int:
@@ -918,6 +956,16 @@ class MemoryMap:
     def maps_text(self) -> str:
         """/proc/self/maps for the guest."""
         return "".join(vma.format() + "\n" for vma in self.vmas)
+
+
+#: The sort key of ``MemoryMap.vmas``, and the key for searches by end (as sorted).
+_START, _END = operator.attrgetter("start"), operator.attrgetter("end")
+
+
+def _piece(vma: Vma, start: int, end: int) -> Vma:
+    """The part [start, end) of ``vma``, its file and region offsets following."""
+    return vma.replaced(start=start, end=end, offset=vma.offset + start - vma.start,
+                        region_offset=vma.region_offset + start - vma.start)
 
 
 def _kernel_pages(vma: Vma) -> bool:

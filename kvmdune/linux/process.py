@@ -3,7 +3,8 @@ signals and threads, and the event handler that gives it the Linux ABI.
 
 System calls go to the handlers registered in ``dispatch`` (emulated ones and the
 declarative forwarder); faults either page in memory the program owns or become
-signals; host signals meant for the process are delivered at event boundaries.
+signals; host signals meant for the guest (host_signals.py) are taken by the thread
+they interrupt, or by the signal-taking thread, and delivered at event boundaries.
 Every thread's vCPU calls the same handler, each from its own host thread; the
 handler holds the process's lock (``threads.ThreadGroup``) while it works.
 """
@@ -15,16 +16,15 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from typing import Callable
 
 from ..kvm import KvmError
 from ..machine import (Action, Cpu, ExceptionEvent, Handler, Machine, PageFaultEvent,
-                       Stop, StopReason, SyscallEvent)
+                       Stop, StopReason, SyscallEvent, sigmask)
 from ..machine.kick import SIGKICK
 from ..memory import AddressSpace, OutOfGuestMemory
-from . import aslr, internal_error, procfs, profiling, task_name
+from . import aslr, host_signals, internal_error, procfs, profiling, task_name
 from . import signals as sig
 from . import vfork as vfork_module
 from .abi import Errno, SigactionFlags, SigHandler, Signal, signal_name
@@ -33,7 +33,7 @@ from .exit_status import ExitStatus
 from .fastpath import THREAD_STATE_CALLS
 from .sitepatch import in_site_stub
 from .fdtable import VMM_IO, FdTable
-from .forking import ForkHandshake
+from .forking import ForkHandshake, other_child_has_news
 from .forward import forward, host_fd_cloexec
 from .gate import Gate
 from .internal_error import InternalError
@@ -86,7 +86,10 @@ class Process(Handler):
         #: Host directories standing for guest /proc directories: host path -> guest path.
         self.scratch_dirs: dict[str, str] = {}
         self.pinned_paths: dict[bytes, bytes] = {}
-        #: What the host said of a pending signal (sender, code), by number.
+        #: Takes the process's host signals while no vCPU thread can (run_process).
+        self.signal_taker = host_signals.ProcessSignalTaker(self._take_process_signals)
+        #: Children a fork started that could not run: their SIGCHLD is not the guest's.
+        self.unready_children: set[int] = set()
         self.fast = None          # the native fast path (fastpath.FastPath), once started
         #: System calls the VMM served (every exit for one; --syscall-stats).
         self.vmm_calls = 0
@@ -238,6 +241,7 @@ class Process(Handler):
                     if self.mm is not None:
                         self.mm.vm_rebuilt()
                 self.threads.after_fork_in_child()
+                self.signal_taker.restart_in_child()
                 if self.fast is not None:
                     with profiling.phase("fork.child.fast_path"):
                         self.fast.after_fork()
@@ -257,6 +261,8 @@ class Process(Handler):
             return 0
         with profiling.phase("fork.parent.wait_child"):
             failed = handshake.wait_for_child(pid)
+        if failed and not handshake.sigchld_withheld:
+            self.unready_children.add(pid)      # its SIGCHLD is on its way still
         if vfork:
             os.close(write_end)
             if not failed:
@@ -390,35 +396,78 @@ class Process(Handler):
         """Block (without the process's lock) until the calling thread has a signal
         to take: one it can be delivered now, or one in the mask ``wanted``
         (rt_sigtimedwait); False when ``timeout`` seconds passed first; True at once
-        when the thread must end. The host signals waited for are the kick (another
-        thread's news for this one: blocked while waiting, so none is lost) and, on
-        the main thread, the process's host signals, whose sender and code are kept
-        with the signal for its siginfo."""
-        on_main = threading.current_thread() is threading.main_thread()
-        waited = {SIGKICK} | (set(sig.FORWARDED) if on_main else set())
+        when the thread must end. It wakes for the kick (another thread's news for
+        this one: blocked while waiting, so none is lost) and for a host signal for
+        the guest pending for this thread or the process, which it takes."""
         deadline = None if timeout is None else time.monotonic() + timeout
         task = self.task
-        previous = _signal.pthread_sigmask(_signal.SIG_BLOCK, waited)
+        previous = sigmask.block(sigmask.bit(SIGKICK))
         try:
-            while not (task.exiting or self._signal_ready(wanted)):
+            while True:
+                self.take_host_signals()
+                if task.exiting or self._signal_ready(wanted):
+                    return True
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     return False
                 self.threads.lock.release()
                 try:
-                    info = (_signal.sigwaitinfo(waited) if left is None
-                            else _signal.sigtimedwait(waited, left))
+                    host_signals.wait_until_pending(left)
+                    _signal.sigtimedwait({SIGKICK}, 0)    # news, looked at next
                 finally:
                     self.threads.lock.acquire()
-                if info is None or info.si_signo == SIGKICK:
-                    continue
-                self.sighand.queue(info.si_signo, sig.SenderInfo(
-                    info.si_code, info.si_pid, info.si_uid))
-                if task.signals.blocks(info.si_signo) and not wanted & (1 << (info.si_signo - 1)):
-                    self.threads.route(info.si_signo)
-            return True
         finally:
-            _signal.pthread_sigmask(_signal.SIG_SETMASK, previous)
+            sigmask.set_mask(previous)
+
+    # -- host signals for the guest ------------------------------------------------------
+    def take_host_signals(self) -> None:
+        """Take the host signals for the guest pending for the calling thread (lock
+        held): its guest thread's own, and the process's."""
+        for taken in host_signals.take_pending():
+            self.queue_host_signal(taken, self.task)
+
+    def queue_host_signal(self, taken: host_signals.HostSignal, task: Task | None) -> None:
+        """A host signal for the guest (lock held), with the siginfo the guest sees:
+        ``task``'s alone when it was sent to that thread, else the process's (a
+        thread that does not block it is woken to take it)."""
+        signo = taken.signo
+        if signo == Signal.SIGCHLD and self._withheld_sigchld(taken.pid):
+            return
+        receiver = task if taken.thread_directed else (
+            self.threads.main_task or next(iter(self.threads.tasks.values()), None))
+        if receiver is not None and sig.is_ignored(receiver.signals, signo) \
+                and not receiver.signals.blocks(signo):
+            return      # Linux drops it when it is sent: it interrupts nothing
+        info = sig.SenderInfo(taken.code, taken.pid, taken.uid, queued=taken.info)
+        if taken.thread_directed and task is not None:
+            task.signals.queue(signo, info)     # the calling thread's: it is looking
+        else:
+            self.sighand.queue(signo, info)
+            self.threads.route(signo)
+        if self.sighand.on_arrival is not None:
+            self.sighand.on_arrival()
+
+    def _withheld_sigchld(self, pid: int) -> bool:
+        """The SIGCHLD of a child fork reaped unready (forking.py) is not reported,
+        unless another child has news too: then the guest must get one."""
+        if pid not in self.unready_children:
+            return False
+        self.unready_children.discard(pid)
+        return not other_child_has_news()
+
+    def _take_process_signals(self) -> None:
+        """The signal-taking thread saw a process's signal for the guest pending: take
+        it and queue it in one step under the lock (see host_signals.py); once the
+        guest is gone, take it all the same (it must not stay pending)."""
+        with self.threads.lock:
+            taken = host_signals.take_pending()
+            if self.threads.exit_status is not None:
+                return
+            for one in taken:
+                try:
+                    self.queue_host_signal(one, None)
+                except Exception as exc:     # a bug in the VMM: the thread takes on
+                    self.log(f"kvmdune: queueing host signal {one.signo}: {exc!r}")
 
     def _signal_ready(self, wanted: int) -> bool:
         signals = self.signals
@@ -487,6 +536,9 @@ class Process(Handler):
             return result
         if result is not None:
             cpu.regs.rax = result & 0xFFFF_FFFF_FFFF_FFFF
+        # What the host made pending during the call (a child's SIGCHLD, a signal
+        # the guest just unblocked) is seen before the guest runs on.
+        self.take_host_signals()
         if self.fast is not None:
             self._after_slow_call(spec)
         if self.task.exiting:
@@ -560,6 +612,7 @@ class Process(Handler):
         return self.fault(cpu, signo, 0, event)
 
     def _interrupted(self, cpu: Cpu) -> Stop | None:
+        self.take_host_signals()
         if not self.signals.has_pending():
             return None
         if cpu.in_system_call or (self.mm is not None and in_site_stub(self.mm, cpu.regs.rip)):

@@ -5,6 +5,11 @@ forked child) appends one JSON line to FILE when it ends: its pid, whether it is
 forked child, and the seconds and counts of each named phase (``fork.child.vm``,
 ``execve.load``, ``mmap``...). ``kvmdune bench phases FILE`` summarizes them.
 
+``KVMDUNE_PHASE_CLOCK=thread``: the phases in the CPU time of the thread that ran
+them (``time.thread_time``), not wall time: on a loaded machine a phase's wall time
+is mostly the waits for a core, and only its CPU time compares from run to run.
+``process`` is then the main thread's CPU time.
+
 ``KVMDUNE_PROFILE=DIR``: every VMM process runs under cProfile and writes
 ``DIR/PID.prof`` when it ends (a forked child's profile starts at the fork).
 
@@ -21,6 +26,9 @@ from typing import Iterator
 
 PHASE_TIMES_VARIABLE = "KVMDUNE_PHASE_TIMES"
 PROFILE_VARIABLE = "KVMDUNE_PROFILE"
+CLOCK_VARIABLE = "KVMDUNE_PHASE_CLOCK"
+#: The clocks phases may be timed with (CLOCK_VARIABLE's values).
+CLOCKS = {"wall": time.perf_counter, "thread": time.thread_time}
 
 
 class _Recorder:
@@ -29,10 +37,11 @@ class _Recorder:
     def __init__(self) -> None:
         self.times_path = os.environ.get(PHASE_TIMES_VARIABLE) or None
         self.profile_dir = os.environ.get(PROFILE_VARIABLE) or None
+        self.clock = CLOCKS.get(os.environ.get(CLOCK_VARIABLE, ""), time.perf_counter)
         self.totals: dict[str, list[float]] = {}
         self.forked = False
         self.profiler = None
-        self.started = time.perf_counter()
+        self.started = self.clock()
 
     @property
     def timing(self) -> bool:
@@ -56,7 +65,7 @@ class _Recorder:
             self.profiler.disable()
         self.totals = {}
         self.forked = True
-        self.started = time.perf_counter()
+        self.started = self.clock()
         self.start_profiler()
 
     def finish(self) -> None:
@@ -67,7 +76,7 @@ class _Recorder:
             self.profiler = None
         if self.times_path is None:
             return
-        self.add("process", time.perf_counter() - self.started)
+        self.add("process", self.clock() - self.started)
         line = json.dumps({"pid": pid, "forked": self.forked,
                            "phases": {name: {"seconds": seconds, "count": count}
                                       for name, (seconds, count) in self.totals.items()}})
@@ -84,11 +93,12 @@ _recorder = _Recorder()
 
 @contextmanager
 def _timed(name: str) -> Iterator[None]:
-    started = time.perf_counter()
+    clock = _recorder.clock
+    started = clock()
     try:
         yield
     finally:
-        _recorder.add(name, time.perf_counter() - started)
+        _recorder.add(name, clock() - started)
 
 
 class _Untimed:

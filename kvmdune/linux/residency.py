@@ -270,25 +270,20 @@ class Rss:
         return self.anonymous + self.file + self.shmem
 
 
-def rss(space: AddressSpace, vmas: Iterable) -> Rss:
-    """The current resident set. Noted before every unmap (the peak), so it is
-    cheap: one native walk counts every page written since mapped below the
-    program's end (anonymous memory, and the copies of private file pages), and two
-    per file or shared mapping count what those hold."""
+def rss(space: AddressSpace, vmas: Iterable, start: int = 0,
+        end: int = USER_PROGRAM_END) -> Rss:
+    """The resident set (of [start, end) only, if given: ``vmas`` are then those
+    overlapping it). Noted before an unmap that drops resident pages (the peak), so
+    it is cheap: one native walk counts every page written since mapped (anonymous
+    memory, and the copies of private file pages), and two per run of adjacent file
+    or shared mappings of one kind (a library's segments) count what those hold."""
     written = space.page_bits.since_mapping.mask(PTE.DIRTY)
-    tables = space.tables
+    count = space.tables.count_bits
 
-    def count(start: int, size: int, test: int) -> int:
-        return tables.scan_bits(start, size, test, collect=False).hits
-
-    anonymous = count(0, USER_PROGRAM_END, written)
+    anonymous = count(start, end - start, written)
     file = shmem = 0
-    for vma in vmas:
-        kind = backing(vma)
-        if kind is Backing.ANONYMOUS:
-            continue
-        size = vma.end - vma.start
-        mapped, changed = count(vma.start, size, _MAPPED), count(vma.start, size, written)
+    for kind, low, high in _backed_runs(vmas, start, end):
+        mapped, changed = count(low, high - low, _MAPPED), count(low, high - low, written)
         if kind is Backing.FILE_PRIVATE:
             file += mapped - changed          # the written ones are anonymous copies
             continue
@@ -298,6 +293,22 @@ def rss(space: AddressSpace, vmas: Iterable) -> Rss:
         else:
             shmem += mapped
     return Rss(anonymous, file, shmem)
+
+
+def _backed_runs(vmas: Iterable, start: int, end: int) -> list[tuple[Backing, int, int]]:
+    """The parts of [start, end) that file or shared mappings cover, as runs of
+    adjacent mappings of the same kind (kind, start, end), in address order."""
+    runs: list[tuple[Backing, int, int]] = []
+    for vma in vmas:
+        kind = backing(vma)
+        low, high = max(vma.start, start), min(vma.end, end)
+        if kind is Backing.ANONYMOUS or low >= high:
+            continue
+        if runs and runs[-1][0] is kind and runs[-1][2] == low:
+            runs[-1] = (kind, runs[-1][1], high)
+        else:
+            runs.append((kind, low, high))
+    return runs
 
 
 # -- /proc/self/clear_refs ----------------------------------------------------------------

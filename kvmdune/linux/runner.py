@@ -9,9 +9,9 @@ import signal as host_signal
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
-from ..machine import Machine
+from ..machine import Machine, sigmask
 from ..memory.guest_memory import DEFAULT_GUEST_MEMORY
-from . import internal_error, profiling
+from . import host_signals, internal_error, profiling
 from . import signals as sig
 from .abi import PrctlOption
 from .elf import EXIT_VMM_FAILED, ExecFormatError, exit_status_for
@@ -166,6 +166,13 @@ def _run_command(argv: list[str], env: dict[str, str] | None, options: RunOption
                 f"({os.strerror(exc.errno or 0)}): the process limit (RLIMIT_NPROC) is "
                 "reached; raise it (--max-procs) or use --no-fast-syscalls")
             return EXIT_VMM_FAILED
+        try:
+            process.signal_taker.start()
+        except OSError as exc:
+            say(f"kvmdune: {path}: cannot start the thread that takes the guest's signals "
+                f"({os.strerror(exc.errno or 0)}): the process limit (RLIMIT_NPROC) is "
+                "reached; raise it (--max-procs)")
+            return EXIT_VMM_FAILED
         # The child of a fork from a thread other than the main one ends where that
         # thread's loop ends (threads.py), not here: the same cleanup, then its exit.
         process.threads.end_process = lambda status: _end_child_of_thread(process, status)
@@ -288,20 +295,30 @@ def run_process(process: Process, wall_seconds: float | None = None,
     # Not dumpable: other processes of the same user (other guests among them) cannot
     # read this VMM's memory through /proc/<pid>/mem or attach to it.
     host_syscall(Sysno.prctl, PrctlOption.PR_SET_DUMPABLE, 0)
-    sig.install_host_handlers(process.sighand)
-    group = process.threads
-    group.wall_seconds = wall_seconds
-    group.deadline = None if wall_seconds is None else time.monotonic() + wall_seconds
-    ticks = _Ticks(ticker)
-    group.ticks = ticks
-    status = group.run_main()
-    if not group.killed_at_wall_time:
-        ticks.finish(process)
-    return status
+    # The guest's host signals: held by every VMM thread, taken by the vCPU thread
+    # they interrupt or by the signal-taking thread (host_signals.py).
+    previous_mask = host_signals.hold_on_this_thread()
+    process.machine.set_run_signal_mask(host_signals.RUN_SIGNAL_MASK)
+    process.signal_taker.start()          # (started already by ``run``)
+    try:
+        group = process.threads
+        group.wall_seconds = wall_seconds
+        group.deadline = None if wall_seconds is None else time.monotonic() + wall_seconds
+        ticks = _Ticks(ticker)
+        group.ticks = ticks
+        status = group.run_main()
+        if not group.killed_at_wall_time:
+            ticks.finish(process)
+        return status
+    finally:
+        process.signal_taker.stop()
+        host_signals.discard_pending()
+        sigmask.set_mask(previous_mask)
 
 
 def _end_child_of_thread(process: Process, status: ExitStatus) -> None:
     """The end of a forked child whose only thread is not the VMM's first one."""
+    process.signal_taker.stop()
     disarm_interval_timers()
     process.cleanup()
     end_forked_child(status)
@@ -389,7 +406,10 @@ def end_forked_child(status: ExitStatus) -> None:
     signo = status.signal or sig.Signal.SIGKILL
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     if signo not in (sig.Signal.SIGKILL, sig.Signal.SIGSTOP):   # these cannot be caught
-        host_signal.signal(signo, host_signal.SIG_DFL)
-    host_signal.pthread_sigmask(host_signal.SIG_UNBLOCK, {signo})
+        try:
+            host_signal.signal(signo, host_signal.SIG_DFL)
+        except (OSError, ValueError):   # glibc's own (32): never given a handler here
+            pass
+    sigmask.unblock(sigmask.bit(signo))
     os.kill(os.getpid(), signo)
     os._exit(128 + signo)

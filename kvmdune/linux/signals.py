@@ -2,8 +2,8 @@
 stack with a Linux-layout rt_sigframe, rt_sigreturn, and default actions.
 
 Host signals aimed at the guest process (it *is* the VMM process, as far as Linux
-is concerned) are caught by the VMM and queued here; they reach the guest at the
-next event boundary. Synchronous faults become SIGSEGV, SIGILL, SIGFPE, ....
+is concerned) are taken by the VMM (host_signals.py) and queued here; they reach the
+guest at the next event boundary. Synchronous faults become SIGSEGV, SIGILL, SIGFPE, ....
 """
 
 from __future__ import annotations
@@ -51,13 +51,6 @@ KEPT_SA_FLAGS = (SigactionFlags.SA_NOCLDSTOP | SigactionFlags.SA_NOCLDWAIT
                  | SigactionFlags.SA_RESTART | SigactionFlags.SA_NODEFER
                  | SigactionFlags.SA_RESETHAND | SigactionFlags.SA_EXPOSE_TAGBITS
                  | SigactionFlags.SA_RESTORER)
-#: Host signals the VMM catches on the guest's behalf.
-FORWARDED = (Signal.SIGHUP, Signal.SIGINT, Signal.SIGQUIT, Signal.SIGUSR1, Signal.SIGUSR2,
-             Signal.SIGPIPE, Signal.SIGALRM, Signal.SIGTERM, Signal.SIGCHLD, Signal.SIGCONT,
-             Signal.SIGTSTP, Signal.SIGTTIN, Signal.SIGTTOU, Signal.SIGURG,
-             Signal.SIGXCPU, Signal.SIGXFSZ, Signal.SIGVTALRM, Signal.SIGPROF,
-             Signal.SIGWINCH, Signal.SIGIO, Signal.SIGPWR, Signal.SIGABRT)
-
 #: The signal a synchronous exception raises, as Linux's trap handlers choose it.
 EXCEPTION_SIGNALS = {
     Vector.DE: Signal.SIGFPE, Vector.DB: Signal.SIGTRAP, Vector.BP: Signal.SIGTRAP,
@@ -88,8 +81,9 @@ class SenderInfo:
     si_code: int
     si_pid: int
     si_uid: int
-    #: The whole siginfo a process queued itself with rt_(tg)sigqueueinfo, which
-    #: Linux delivers as given (si_value and all), only si_signo set.
+    #: The whole siginfo, delivered as given (si_value and all), only si_signo set:
+    #: what a process queued itself with rt_(tg)sigqueueinfo, or what the host made
+    #: of a signal from outside (a timer's si_timerid, si_overrun, ...).
     queued: bytes = b""
 
     def siginfo(self, signo: int) -> bytes:
@@ -150,7 +144,7 @@ class SignalHandlers:
     pending: set[int] = field(default_factory=set)
     #: Who sent each pending signal that says (``queue``), for its siginfo.
     pending_info: dict[int, SenderInfo] = field(default_factory=dict)
-    #: Called when a host signal for the guest arrives (the fast path then sends
+    #: Called when a host signal for the guest is taken (the fast path then sends
     #: every call to the VMM, which delivers it).
     on_arrival: Callable[[], None] | None = None
     #: Called with the number of a signal that just became pending for the process:
@@ -502,21 +496,3 @@ def inherited_ignored() -> frozenset[int]:
         except ValueError:      # numbers the host does not define
             continue
     return frozenset(ignored)
-
-
-def install_host_handlers(shared: SignalHandlers) -> None:
-    """Catch the host signals meant for the guest and queue them for the process.
-    Python runs these handlers in the VMM's main thread only; the threads that run
-    other vCPUs block these signals, so the host sends them there. A signal arriving
-    during KVM_RUN interrupts it (EINTR), so the run loop delivers it at once; one
-    the main thread's guest thread cannot take is routed to one that can."""
-    def handler(signo: int, frame: object) -> None:
-        shared.queue(signo)
-        if shared.route is not None:
-            shared.route(signo)
-        if shared.on_arrival is not None:
-            shared.on_arrival()
-
-    for signo in FORWARDED:
-        host_signal.signal(signo, handler)
-        host_signal.siginterrupt(signo, True)

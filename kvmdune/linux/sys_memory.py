@@ -13,6 +13,11 @@ from .host_unsafe import HostBuffer, host_syscall
 from .syscall_table import Sysno
 from .uaccess import write_bytes
 
+# As plain ints: testing an int against an IntFlag member builds a new member each time.
+_MAP_TYPE, _MAP_ANONYMOUS = int(MAP_TYPE), int(MapFlags.MAP_ANONYMOUS)
+_MAP_SHARED_TYPES = frozenset((int(MapType.MAP_SHARED), int(MapType.MAP_SHARED_VALIDATE)))
+_PROT_WRITE = int(ProtFlags.PROT_WRITE)
+
 
 def sys_brk(proc, cpu, address, *_):
     """Implements brk(2)."""
@@ -26,10 +31,10 @@ def sys_mmap(proc, cpu, address, length, prot, flags, fd, offset):
     processes (a forked child shares them too, as on Linux)."""
     read_file = share = read_into = None
     name = ""
-    shared = flags & MAP_TYPE in (MapType.MAP_SHARED, MapType.MAP_SHARED_VALIDATE)
-    writable = bool(prot & ProtFlags.PROT_WRITE)
+    shared = flags & _MAP_TYPE in _MAP_SHARED_TYPES
+    writable = bool(prot & _PROT_WRITE)
     memory = proc.space.memory
-    if shared and flags & MapFlags.MAP_ANONYMOUS:
+    if shared and flags & _MAP_ANONYMOUS:
         def share(size: int) -> object:
             shm = os.memfd_create("kvmdune-shared", os.MFD_CLOEXEC)
             try:
@@ -38,7 +43,7 @@ def sys_mmap(proc, cpu, address, length, prot, flags, fd, offset):
             finally:
                 os.close(shm)
         name = "/dev/zero (deleted)"
-    elif not flags & MapFlags.MAP_ANONYMOUS:
+    elif not flags & _MAP_ANONYMOUS:
         host = proc.fds.host(fd)
         if host is None:
             return -Errno.EBADF

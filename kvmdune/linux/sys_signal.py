@@ -35,6 +35,7 @@ def sys_rt_sigprocmask(proc, cpu, how, set_, oldset, sigsetsize, *_):
     process that it now blocks go to a thread that does not, as Linux retargets them."""
     signals = proc.signals
     result = sig.sys_rt_sigprocmask(signals, proc.space, how, set_, oldset, sigsetsize)
+    proc.take_host_signals()       # pending for the process before the change: routed too
     if result == 0 and set_ and proc.threads.threaded:
         for signo in sorted(signals.shared.pending):
             if signals.blocks(signo):
@@ -60,6 +61,7 @@ def sys_rt_sigpending(proc, cpu, set_, sigsetsize, *_):
     ``sigsetsize`` bytes."""
     if sigsetsize > sig.SIGSET_SIZE:
         return -Errno.EINVAL
+    proc.take_host_signals()
     mask = sum(1 << (s - 1) for s in proc.signals.all_pending())
     write_bytes(proc.space, set_, struct.pack("<Q", mask & proc.signals.mask)[:sigsetsize])
     return 0

@@ -23,12 +23,15 @@ KVM_RUN returns at once) and kicks its host thread (a blocking host call returns
 EINTR). A kick that lands just before a blocking call begins would be lost, so a
 thread that is in one is kicked again every KICK_INTERVAL until it has left it.
 
-Host signals. Python runs signal handlers in the main thread only: process-directed
-host signals arrive there (the other threads block them) and are queued for the
-process; ``route`` interrupts one thread that does not block the signal, which takes
-it at its next event boundary, as Linux gives a process's signal to any thread that
-does not block it. Thread-directed host signals a vCPU thread caused itself
-(SIGPIPE, SIGXFSZ) are taken from the host and given to its guest thread.
+Host signals (host_signals.py). Every VMM thread blocks those meant for the guest;
+KVM_RUN unblocks them, so one pending for a vCPU thread interrupts its guest code,
+and the thread takes it: its own guest thread's if it was sent to that thread alone,
+the process's otherwise. ``route`` wakes one thread that does not block a signal
+pending for the process, which takes it at its next event boundary, as Linux gives
+a process's signal to any thread that does not block it; the signal-taking thread
+routes those that arrive while no vCPU thread is in KVM_RUN. Thread-directed host
+signals a vCPU thread caused itself (SIGPIPE, SIGXFSZ) are taken from the host as
+its host call returns and given to its guest thread.
 
 Ends. exit(2) ends one thread: its robust futex list is walked and its CLEARTID
 word cleared and woken (both emulated: no guest address is ever registered with the
@@ -51,7 +54,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from ..kvm import KvmError
-from ..machine import Cpu, MachineError, Stop, StopReason
+from ..machine import Cpu, MachineError, Stop, StopReason, sigmask
 from ..machine.kick import SIGKICK
 from . import signals as sig
 from .abi import Errno, Signal
@@ -66,7 +69,6 @@ except ImportError:      # (not built: a plain lock; nothing native then needs i
 KICK_INTERVAL = 0.002
 #: How long waiting for parked or ending threads sleeps between checks.
 POLL_INTERVAL = 0.0005
-_ALL_SIGNALS = frozenset(_signal.valid_signals())
 #: Signals a vCPU thread's own host calls raise for itself (broken pipe, file too big).
 SELF_DIRECTED = {-Errno.EPIPE: Signal.SIGPIPE, -Errno.EFBIG: Signal.SIGXFSZ}
 
@@ -187,6 +189,7 @@ class ThreadGroup:
         try:
             if task.exiting:
                 return -Errno.EINTR
+            self.proc.take_host_signals()     # one pending already interrupts the call
             if task.signals.next_deliverable() is not None:
                 self._kick_again(task)
             self.lock.release()
@@ -208,11 +211,10 @@ class ThreadGroup:
 
     def take_self_directed(self, result: int) -> None:
         """A host call of this thread failed with EPIPE or EFBIG: the host raised
-        SIGPIPE or SIGXFSZ at this host thread. In a vCPU thread (which blocks it)
-        it is taken from the host and given to the guest thread; the main thread's
-        handler has queued it already."""
+        SIGPIPE or SIGXFSZ at this host thread, which blocks it: it is taken from the
+        host and given to the guest thread."""
         signo = SELF_DIRECTED.get(result)
-        if signo is None or threading.current_thread() is threading.main_thread():
+        if signo is None:
             return
         taken = _signal.sigtimedwait({signo}, 0)
         if taken is not None:
@@ -230,8 +232,7 @@ class ThreadGroup:
 
     def route(self, signo: int) -> None:
         """A signal became pending for the process: wake a thread that can take it
-        (the main thread's first, as Linux prefers the thread it interrupts).
-        Called from the main thread's signal handler: takes no lock."""
+        (the main thread's first, as Linux prefers the thread it interrupts)."""
         tasks = list(self.tasks.values())
         main = self.main_task
         if main is not None:
@@ -574,18 +575,23 @@ def _copy_user_state(parent: Cpu, child: Cpu, space) -> None:
 
 
 def _quiet_thread(target, name: str, *args, keep: tuple[int, ...] = ()) -> threading.Thread:
-    """A daemon host thread that starts with every signal blocked but ``keep``: host
-    signals for the process must reach the main thread, whose Python handlers run."""
-    thread = threading.Thread(target=target, args=args, name=name, daemon=True)
-    blocked = _ALL_SIGNALS - set(keep)
+    """A daemon host thread that starts with every signal blocked but ``keep``: none
+    of the guest's signals takes its default action there (see host_signals.py)."""
+    blocked = sigmask.BLOCKABLE & ~sigmask.mask_of(keep)
+
+    def run(*arguments) -> None:
+        sigmask.set_mask(blocked)        # SIGCANCEL too (see sigmask.py)
+        target(*arguments)
+
+    thread = threading.Thread(target=run, args=args, name=name, daemon=True)
     original_start = thread.start
 
     def start() -> None:
-        previous = _signal.pthread_sigmask(_signal.SIG_SETMASK, blocked)
+        previous = sigmask.set_mask(blocked)
         try:
             original_start()
         finally:
-            _signal.pthread_sigmask(_signal.SIG_SETMASK, previous)
+            sigmask.set_mask(previous)
 
     thread.start = start          # type: ignore[method-assign]
     return thread

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import signal
 import struct
 import threading
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from ..kvm.system import NativeRunner
 from ..kvm import bindings as kb
 from ..memory import READ, AddressSpace, GuestFault, GuestMemory
 from ..memory.pagetable import coalesce
-from . import _trampoline, kick, layout
+from . import _trampoline, kick, layout, sigmask
 from .disasm import disassemble, instruction_length
 from .events import (Action, Event, ExceptionEvent, HaltEvent, Handler, PageFaultEvent,
                      ShutdownEvent, Stop, StopReason, SyscallEvent)
@@ -290,15 +289,12 @@ class Cpu:
         self._thread = threading.get_ident()
         self._stop_reason = None
         if budget is not None:
-            timer = threading.Timer(budget, self.stop, (StopReason.BUDGET,))
+            timer = _QuietTimer(budget, self.stop, (StopReason.BUDGET,))
             timer.daemon = True
             # Signals sent to the process must interrupt KVM_RUN in this thread, so
             # the timer thread starts (and stays) with every signal blocked.
-            previous = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
-            try:
+            with sigmask.blocked_for_new_threads():
                 timer.start()
-            finally:
-                signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         try:
             return self._loop(handler)
         finally:
@@ -613,3 +609,11 @@ def _paddr(space: AddressSpace, vaddr: int) -> int:
     if found is None:
         raise MachineError(f"supervisor address {vaddr:#x} is not mapped")
     return found.paddr
+
+
+class _QuietTimer(threading.Timer):
+    """A timer thread that blocks every signal it can (sigmask.py): SIGCANCEL too."""
+
+    def run(self) -> None:
+        sigmask.block_in_new_thread()
+        super().run()

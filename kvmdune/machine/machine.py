@@ -57,6 +57,8 @@ class Machine:
         #: Every vCPU made (index = KVM vCPU id), in use or pooled.
         self._all_cpus: list[Cpu] = []
         self._pooled: list[Cpu] = []
+        #: The signal mask every vCPU's thread has inside KVM_RUN (None: its own).
+        self._run_signal_mask: int | None = None
         try:
             self._build(memory_size, invalidation)
         except BaseException:
@@ -121,6 +123,7 @@ class Machine:
             raise
         cpu = Cpu(vcpu, self.memory, self.kernel_space, index)
         cpu.set_boot_sregs(sregs)
+        self._apply_run_signal_mask(vcpu)
         self._all_cpus.append(cpu)
         self._point_syscall(cpu)
         return cpu
@@ -135,6 +138,19 @@ class Machine:
             self._point_syscall(cpu)
             return cpu
         return self._new_cpu()
+
+    def set_run_signal_mask(self, blocked: int) -> None:
+        """Run every vCPU, present and to come, with the signal mask ``blocked`` while
+        it is in KVM_RUN (KVM_SET_SIGNAL_MASK): a thread that blocks signals outside
+        KVM_RUN, to take them itself (sigtimedwait), still has KVM_RUN interrupted by
+        them (EINTR), and they stay pending for it."""
+        self._run_signal_mask = blocked
+        for cpu in self._all_cpus:
+            self._apply_run_signal_mask(cpu.vcpu)
+
+    def _apply_run_signal_mask(self, vcpu) -> None:
+        if self._run_signal_mask is not None:
+            vcpu.set_signal_mask(self._run_signal_mask)
 
     def release_cpu(self, cpu: Cpu) -> None:
         """Give back a vCPU (its thread no longer runs it) for a later ``add_cpu``
@@ -206,6 +222,7 @@ class Machine:
             vcpu.close()
             raise
         point_at_area(sregs, layout.cpu_area(0))
+        self._apply_run_signal_mask(vcpu)
         cpu.rebind(vcpu, regs, sregs, index=0)
         cpu.boot_sregs = boot_sregs
         if xsave is not None:

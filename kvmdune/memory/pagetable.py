@@ -18,6 +18,15 @@ new region's pages (tests/acceptance/test_stale_translations.py). Keeping every
 table where it is leaves no such link stale; 2 MiB frames are never reused as 2 MiB
 pages for the same reason (``FrameAllocator``).
 
+Only entries with the accessed bit set are reported as restricted (``_CACHED``): the
+MMU sets A before it caches a translation (Intel SDM vol. 3A, 4.8; Linux's x86
+``pte_needs_flush`` skips the TLB flush of an entry that was not accessed for this
+reason), and KVM's shadow MMU builds, and prefetches, shadow entries only from guest
+entries with A set (``paging_tmpl.h``: ``prefetch_invalid_gpte``), so an entry with A
+clear is cached nowhere. Whoever clears an A bit (``kvmdune.memory.page_bits``) invalidates then. A
+mapping the guest never touched is therefore unmapped or reprotected with no
+invalidation at all (mmap then munmap of an untouched buffer: issue 14).
+
 Bit names follow the Intel SDM, vol. 3A, table 4-19 / 4-20.
 """
 
@@ -97,6 +106,8 @@ _AD_BITS = int(PTE.ACCESSED | PTE.DIRTY)
 _P, _RW, _US = int(PTE.PRESENT), int(PTE.WRITABLE), int(PTE.USER)
 _A, _D, _HUGE, _NX = int(PTE.ACCESSED), int(PTE.DIRTY), int(PTE.HUGE), int(PTE.NX)
 _PROTNONE, _OWNED = int(PTE.PROTNONE), int(PTE.OWNED)
+#: A leaf entry the MMU may have cached a translation through (see the docstring).
+_CACHED = _P | _A
 
 
 @functools.lru_cache(maxsize=64)
@@ -461,6 +472,8 @@ class PageTables:
 
     def is_mapped(self, vaddr: int, size: int) -> bool:
         """True when any page of the range has a leaf entry (present or PROT_NONE)."""
+        if 0 <= vaddr and vaddr + size <= USER_SPACE_END:   # the native walker's half
+            return self.count_bits(vaddr, size, _P | _PROTNONE) > 0
         for chunk in self._chunks(vaddr, vaddr + size, create=False, split_huge=False):
             if chunk.page_size == HUGE_PAGE_SIZE:
                 return True
@@ -470,8 +483,8 @@ class PageTables:
 
     def unmap(self, vaddr: int, size: int) -> list[tuple[int, int]]:
         """Unmap the range and free owned frames (tables stay: see the module's
-        docstring); returns the guest-physical ranges that were reachable before
-        (to invalidate)."""
+        docstring); returns the guest-physical ranges the MMU may have cached
+        translations of (accessed entries: to invalidate)."""
         _check_range(vaddr, size, PAGE_SIZE)
         end = vaddr + size
         if end <= USER_SPACE_END:
@@ -496,7 +509,8 @@ class PageTables:
             view = self.words[self._slice(chunk)]
             old = view.tolist()
             mask = _frame_mask(chunk.page_size)
-            restricted.add([e & mask for e in old if e & _P], chunk.page_size)
+            restricted.add([e & mask for e in old if e & _CACHED == _CACHED],
+                           chunk.page_size)
             owned.add([e & mask for e in old if e & _OWNED], chunk.page_size)
             view[:] = _zeros(chunk.count)
         for frame, length in owned.ranges():   # one madvise per contiguous run
@@ -505,7 +519,8 @@ class PageTables:
 
     def protect(self, vaddr: int, size: int, perm: Perm) -> Restriction:
         """Set ``perm`` on every mapped page of the range (holes are skipped);
-        returns the guest-physical ranges whose access shrank (``Restriction``)."""
+        returns the guest-physical ranges whose access shrank in entries the MMU may
+        have cached (``Restriction``)."""
         _check_range(vaddr, size, PAGE_SIZE)
         new_bits = perm_bits(perm)
         if size == PAGE_SIZE:
@@ -519,7 +534,8 @@ class PageTables:
             view = self.words[self._slice(chunk)]
             old = view.tolist()
             mask = _frame_mask(chunk.page_size)
-            lost = [(e & mask, losses[e & _LOSS_KEY]) for e in old if e & _P]
+            lost = [(e & mask, losses[e & _LOSS_KEY]) for e in old
+                    if e & _CACHED == _CACHED]
             full.add([frame for frame, loss in lost if loss is _Loss.FULL], chunk.page_size)
             write_only.add([frame for frame, loss in lost if loss is _Loss.WRITE],
                            chunk.page_size)
@@ -532,7 +548,8 @@ class PageTables:
         if not old:
             return _NO_RESTRICTION
         self.words[word] = (old & ~_PERM_BITS) | new_bits
-        loss = _losses(new_bits)[old & _LOSS_KEY] if old & _P else _Loss.NONE
+        cached = old & _CACHED == _CACHED
+        loss = _losses(new_bits)[old & _LOSS_KEY] if cached else _Loss.NONE
         if loss is _Loss.NONE:
             return _NO_RESTRICTION
         frame = [(old & ADDRESS_MASK, PAGE_SIZE)]
@@ -555,6 +572,16 @@ class PageTables:
             int(change.cond1), int(change.set1), int(change.cond2), int(change.set2),
             collect)
         return BitScan(hits, pages if pages is not None else [], full, dirty_only)
+
+    def count_bits(self, vaddr: int, size: int, test: int) -> int:
+        """How many 4 KiB pages of the user-half range have a leaf entry (present or
+        PROT_NONE) with any bit of ``test``: ``scan_bits`` that changes and collects
+        nothing, for counters (the resident set) called on hot paths."""
+        end = vaddr + size
+        if not 0 <= vaddr <= end <= USER_SPACE_END:
+            raise PageTableError(f"range {vaddr:#x}+{size:#x} is not in the user half")
+        return _ptescan.walk(self.words, self.root, vaddr, end, int(test), 0, 0, 0, 0, 0,
+                             False)[0]
 
     def set_bits(self, vaddr: int, bits: PTE) -> None:
         """Set bits (A, D) in the leaf entry of ``vaddr``, as the CPU would on access."""

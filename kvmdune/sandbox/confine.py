@@ -152,7 +152,9 @@ VMM_CALLS: dict[str, str] = {
                          "it to the sandbox's processes)",
     # signals: delivered to the guest by the VMM
     "rt_sigaction": "host handlers", "rt_sigprocmask": "masks", "rt_sigreturn": "handlers",
-    "rt_sigtimedwait": "waiting for the guest's signals", "sigaltstack": "Python",
+    "rt_sigtimedwait": "taking the guest's signals from the host",
+    "rt_sigpending": "whether a guest's signal waits", "sigaltstack": "Python",
+    "signalfd4": "waiting for the guest's signals", "poll": "waiting on that signalfd",
     "kill": "limits, the end of forked guests", "tgkill": "thread signals",
     "getpid": "identity", "gettid": "identity", "getppid": "identity",
     "getuid": "identity", "geteuid": "identity", "getgid": "identity",

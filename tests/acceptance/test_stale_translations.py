@@ -7,7 +7,9 @@ reused as another region's table left the old region reaching the new region's
 pages (KVM's shadow of the freed table stayed linked under the old region); a 2 MiB
 frame unmapped and mapped again as a 2 MiB page elsewhere did the same; realloc's
 mremap of a block of 2 MiB pages then wrote a block's last page into its first (the
-chunk header), and a third mremap of the grown block failed with EFAULT."""
+chunk header), and a third mremap of the grown block failed with EFAULT. Two more
+check what kvmdune leaves out: the invalidation of entries the guest never
+touched, and the frames of anonymous PROT_NONE reservations."""
 
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ from .conftest import LINKS, run_dune, vmm_env
 
 pytestmark = pytest.mark.kvm
 DEFAULT_SYSCALL_PATH_ONLY = True
-CASES = ("table_reuse", "huge_reuse", "mremap_huge", "huge_split")
+CASES = ("table_reuse", "huge_reuse", "mremap_huge", "huge_split", "untouched_neighbours",
+         "reservation")
 PAGE_SIZES = {"2M": "1", "4K": "0", "default": None}
 #: Every page-size mode in one link, every link in the default mode: the cases are
 #: about page tables, which the link changes only by the program's own layout.

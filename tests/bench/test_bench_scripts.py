@@ -101,6 +101,20 @@ def test_bench_sthreads_quick_reports_every_row():
                for row in rows)
 
 
+def test_bench_mmcalls_quick_reports_every_case():
+    """Each memory call case runs natively and under kvmdune with no error (the
+    program checks every call's result), and the VMM's CPU times
+    (KVMDUNE_PHASE_CLOCK=thread) come back for every case."""
+    result = subprocess.run([sys.executable, "-m", "kvmdune", "bench", "mmcalls", "--quick",
+                             "--samples", "1", "--json"], capture_output=True, timeout=900)
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    rows = json.loads(result.stdout)
+    assert [row["case"] for row in rows] == ["anon", "anon-big", "mprotect", "brk", "file"]
+    # The CPU figures are differences with a run of none: in a quick run, noise.
+    assert all(row["native_us"] > 0 and row["kvmdune_us"] > 0 and row["vmm_cpu_us"] is not None
+               and row["handler_cpu_us"] is not None for row in rows), rows
+
+
 def test_bench_phases_reports_every_child_and_phase():
     """Every forked VMM process writes its phases (KVMDUNE_PHASE_TIMES): the loop's 3
     children and the $(seq) subshell, each with its fork and exec phases."""

@@ -26,7 +26,7 @@ IOCTLS = ["KVM_GET_API_VERSION", "KVM_CREATE_VM", "KVM_CHECK_EXTENSION",
           "KVM_SET_REGS", "KVM_GET_SREGS", "KVM_SET_SREGS", "KVM_GET_MSRS", "KVM_SET_MSRS",
           "KVM_SET_CPUID2", "KVM_GET_VCPU_EVENTS", "KVM_SET_VCPU_EVENTS", "KVM_GET_XCRS",
           "KVM_SET_XCRS", "KVM_GET_XSAVE", "KVM_SET_XSAVE", "KVM_ENABLE_CAP",
-          "KVM_CLEAR_DIRTY_LOG"]
+          "KVM_CLEAR_DIRTY_LOG", "KVM_SET_SIGNAL_MASK"]
 
 
 @pytest.fixture(scope="module")
@@ -64,3 +64,4 @@ def test_pinned_ioctl_numbers():
     assert io.KVM_CREATE_VM == 0xAE01
     assert io.KVM_SET_SREGS == 0x4138AE84
     assert io.KVM_RUN == 0xAE80
+    assert io.KVM_SET_SIGNAL_MASK == 0x4004AE8B

@@ -15,6 +15,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from kvmdune.linux.abi import Errno, MapFlags, MapType, MremapFlags, ProtFlags
 from kvmdune.linux.mm import PROT_MASK, MemoryMap, Vma, perm_for
 from kvmdune.linux.thp import HugePageChoice, ThpMode, ThpPolicy
+from kvmdune.machine import PFError
 from kvmdune.machine.layout import MMAP_MIN_ADDR as MMAP_MIN
 from kvmdune.machine.layout import USER_PROGRAM_END as TASK_SIZE   # the program's part
 from kvmdune.memory import PAGE_SIZE, VMM, AddressSpace
@@ -85,15 +86,52 @@ def test_mmap_picks_addresses_top_down_below_the_mmap_base(guest):
 
 
 def test_mmap_maps_the_pages_with_the_permissions_asked(guest):
-    for prot in (R, RW, R | X, RW | X, NONE):
+    for prot in (R, RW, R | X, RW | X):
         address = guest.mmap(0, 1, prot)
         found = guest.space.walk(address)
         assert found is not None and found.perm == perm_for(prot), prot
-        assert found.user
+        assert found.user and found.present
         assert found.writable == bool(prot & W)
-        assert found.present == bool(prot)
-        if prot:                       # PROT_NONE: not present, the other bits are moot
-            assert found.nx == (not prot & X)
+        assert found.nx == (not prot & X)
+
+
+def test_an_anonymous_prot_none_mapping_is_a_reservation_backed_on_demand(guest):
+    """Nothing can touch its pages, so none is backed (ld.so reserves a library's
+    span so, and a thread library its stacks); once opened by mprotect, a touch
+    backs its page, and pages the VMM maps (a PROT_NONE file mapping) stay."""
+    address = guest.mmap(0, 4, NONE)
+    assert guest.spans() == [(address, address + 4 * PAGE_SIZE, NONE)]
+    assert not any(guest.mapped(address + n * PAGE_SIZE) for n in range(4))
+    assert not guest.mm.handle_fault(address, PFError.USER)
+    assert guest.mm.sys_mprotect(address, 2 * PAGE_SIZE, RW) == 0
+    assert guest.mm.handle_fault(address + PAGE_SIZE, PFError.WRITE | PFError.USER)
+    found = guest.space.walk(address + PAGE_SIZE)
+    assert found is not None and found.present and found.writable and found.user
+    assert not guest.mm.handle_fault(address + 2 * PAGE_SIZE, PFError.USER)
+    assert not guest.mapped(address + 2 * PAGE_SIZE)
+    data = b"kept"
+    file_backed = guest.mm.sys_mmap(0, PAGE_SIZE, NONE, int(MapType.MAP_PRIVATE),
+                                    lambda offset, length: data, 0, name="/file")
+    assert guest.mm.sys_mprotect(file_backed, PAGE_SIZE, R) == 0
+    assert guest.space.read(file_backed, len(data)) == data
+
+
+def test_the_resident_peak_is_noted_by_an_unmap_that_drops_resident_pages(guest):
+    """Linux's hiwater_rss: an unmap of pages never touched lowers nothing, so the
+    peak need not be counted then (VmHWM reads the larger of it and the current
+    set); one that drops written pages notes the set as it was."""
+    from kvmdune.memory import WRITE
+
+    guest.mmap(page(0), 4, flags=FIXED)
+    for n in range(4):
+        guest.space.write(page(n), b"x", WRITE)          # written, as the CPU marks it
+    guest.mmap(page(8), 4, flags=FIXED)
+    assert guest.mm.sys_munmap(page(8), 4 * PAGE_SIZE) == 0
+    assert guest.mm.rss_peak_pages == 0
+    assert guest.mm.sys_munmap(page(2), 2 * PAGE_SIZE) == 0
+    assert guest.mm.rss_peak_pages == 4
+    assert guest.mm.sys_munmap(page(0), 2 * PAGE_SIZE) == 0
+    assert guest.mm.rss_peak_pages == 4
 
 
 def test_a_hint_that_is_free_is_taken_and_one_that_is_not_is_moved(guest):
@@ -673,17 +711,22 @@ class MemoryMapModel(RuleBasedStateMachine):
 
     @invariant()
     def page_tables_match_the_vmas(self):
+        # Small mappings are backed at once, but for anonymous PROT_NONE ones
+        # (reservations: their pages are backed when touched once opened).
         for address in range(WINDOW, page(PAGES), PAGE_SIZE):
             vma = self.mm.find(address)
             found = self.guest.space.walk(address)
             if vma is None:
                 assert found is None, hex(address)
                 continue
-            assert found is not None, hex(address)          # small mappings: eager
-            assert found.perm == perm_for(vma.prot), hex(address)
+            assert found is not None or not self.model[address][1], hex(address)
+            assert found is None or found.perm == perm_for(vma.prot), hex(address)
         for address, (prot, tag) in self.model.items():
             found = self.guest.space.walk(address)
-            assert found is not None and found.perm == perm_for(prot), hex(address)
+            if found is None:               # never backed: never written either
+                assert not tag, hex(address)
+                continue
+            assert found.perm == perm_for(prot), hex(address)
             if not prot:
                 continue
             contents = self.guest.space.read(address, 8, VMM)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import os
 import threading
 import time
+from dataclasses import dataclass, field
 
 import pytest
 
-from guestcode import TEST_MEMORY, exit_with, run_program
-from kvmdune.machine import Machine, StopReason
+from guestcode import TEST_MEMORY, Recorder, exit_with, run_program
+from kvmdune.linux.host_signals import discard_pending
+from kvmdune.machine import Machine, Stop, StopReason, sigmask
 
 pytestmark = pytest.mark.kvm
 SPIN = "1: jmp 1b\n"
@@ -79,3 +82,56 @@ def test_thousand_machines_leave_no_descriptors_or_memory_behind():
     gc.collect()
     assert _open_fds() == fds
     assert _rss_kib() - rss < 16 * 1024   # KiB: no per-VM growth (16 KiB/VM would be 16 MiB)
+
+
+@dataclass
+class _TakesSignal(Recorder):
+    """Stops the run with the signals pending for this thread that it watches, unless
+    the watchdog stopped it (a kick also interrupts KVM_RUN, the signal still pending)."""
+
+    watchdog: threading.Event = field(default_factory=threading.Event)
+
+    def on_interrupt(self, cpu):
+        pending = sigmask.pending() & WATCHED
+        return Stop(value=pending) if pending and not self.watchdog.is_set() else None
+
+
+#: A real-time signal, and glibc's SIGCANCEL, which only raw calls can block.
+WATCHED = sigmask.bit(35) | sigmask.bit(sigmask.SIGCANCEL)
+_SYS_TGKILL = 234
+
+
+def _tgkill(tid: int, signo: int) -> None:
+    """tgkill at a thread of this process (glibc refuses to send SIGCANCEL)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.syscall(_SYS_TGKILL, os.getpid(), tid, signo) == 0
+
+
+@pytest.mark.parametrize("signo", [35, sigmask.SIGCANCEL])
+def test_a_signal_blocked_outside_kvm_run_interrupts_user_code_and_stays_pending(
+        machine, signo):
+    """With KVM_SET_SIGNAL_MASK leaving it unblocked, a signal the thread blocks
+    ends KVM_RUN in a CPL3 loop that never exits, and stays pending for the thread
+    to take with sigtimedwait: its default action (to end the process) never runs."""
+    machine.set_run_signal_mask(0)
+    previous = sigmask.block(WATCHED)
+    sender = threading.Timer(0.1, _tgkill, (threading.get_native_id(), signo))
+    handler = _TakesSignal()
+
+    def give_up() -> None:
+        handler.watchdog.set()
+        machine.cpu.stop()
+
+    watchdog = threading.Timer(30, give_up)
+    try:
+        sender.start()
+        watchdog.start()
+        stop = run_program(machine, SPIN, handler=handler, budget=None)
+        assert stop.value == sigmask.bit(signo)
+        assert sigmask.pending() & WATCHED == sigmask.bit(signo)
+    finally:
+        for timer in (sender, watchdog):
+            timer.cancel()
+            timer.join()
+        discard_pending()
+        sigmask.set_mask(previous)

@@ -165,6 +165,8 @@ def test_restrictions_are_reported_for_invalidation():
     tables, _ = make_tables()
     rw = Perm.READ | Perm.WRITE | Perm.USER
     tables.map(BASE, 4 * PAGE_SIZE, rw)
+    for page in range(4):                  # used by the MMU: it may cache them
+        tables.set_bits(BASE + page * PAGE_SIZE, PTE.ACCESSED)
     frame = tables.walk(BASE).paddr
     assert tables.protect(BASE, 4 * PAGE_SIZE, rw | Perm.EXEC) == Restriction([], [])
     rx = Perm.READ | Perm.EXEC | Perm.USER
@@ -184,6 +186,30 @@ def test_restrictions_are_reported_for_invalidation():
     found = tables.scan_bits(BASE, 4 * PAGE_SIZE, PTE.DIRTY, BitChange(clear=PTE.DIRTY))
     assert found.pages == [BASE] and found.dirty_only == [(frame, PAGE_SIZE)]
     assert found.full == []
+
+
+def test_entries_never_accessed_need_no_invalidation():
+    """An entry with A clear was never used by the MMU, so nothing caches it: taking
+    access from it, or unmapping it, reports nothing to invalidate; the accessed
+    ones among them still are."""
+    tables, _ = make_tables()
+    rw, read = Perm.READ | Perm.WRITE | Perm.USER, Perm.READ | Perm.USER
+    tables.map(BASE, 4 * PAGE_SIZE, rw)
+    assert tables.protect(BASE, PAGE_SIZE, read) == Restriction([], [])
+    assert tables.protect(BASE, 4 * PAGE_SIZE, Perm.NONE) == Restriction([], [])
+    tables.protect(BASE, 4 * PAGE_SIZE, rw)
+    tables.set_bits(BASE + 2 * PAGE_SIZE, PTE.ACCESSED)
+    third = tables.walk(BASE + 2 * PAGE_SIZE).paddr
+    assert tables.protect(BASE, 4 * PAGE_SIZE, Perm.NONE) == Restriction(
+        [(third, PAGE_SIZE)], [])
+    tables.protect(BASE, 4 * PAGE_SIZE, rw)
+    assert tables.unmap(BASE, 4 * PAGE_SIZE) == [(third, PAGE_SIZE)]
+    tables.map(BASE, 4 * PAGE_SIZE, rw)
+    assert tables.unmap(BASE, 4 * PAGE_SIZE) == []
+    # The same through the Python walk (a 2 MiB page only partly unmapped).
+    huge = BASE + 4 * HUGE_PAGE_SIZE
+    tables.map(huge, HUGE_PAGE_SIZE, rw, huge=True)
+    assert tables.unmap(huge, PAGE_SIZE) == []
 
 
 @pytest.mark.parametrize("vaddr,size", [

@@ -547,6 +547,13 @@ static void forward(int sig, siginfo_t *info, void *context)
     errno = saved;
 }
 
+static void forward_unless_ignored(int sig, const struct sigaction *action)
+{
+    struct sigaction old;
+    if (sigaction(sig, NULL, &old) == 0 && old.sa_handler != SIG_IGN)
+        sigaction(sig, action, NULL);
+}
+
 /* Signals sent to this process go to the worker, except those the caller ignores
  * (the worker ignores them too). This process never stops by itself: it stops when
  * the server says the worker stopped (REPLY_STOPPED), so that the caller (a shell
@@ -561,10 +568,11 @@ static void forward_signals(void)
         int sig = forwarded[i];
         if (in_session && (sig == SIGCONT || sig == SIGWINCH))
             continue;
-        struct sigaction old;
-        if (sigaction(sig, NULL, &old) == 0 && old.sa_handler != SIG_IGN)
-            sigaction(sig, &action, NULL);
+        forward_unless_ignored(sig, &action);
     }
+    /* The real-time signals too: the guest may handle any of them. */
+    for (int sig = SIGRTMIN; sig <= SIGRTMAX; sig++)
+        forward_unless_ignored(sig, &action);
 }
 
 /* End as the worker ended: its exit status, or death by the same signal. */

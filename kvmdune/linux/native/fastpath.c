@@ -1535,8 +1535,17 @@ static int anything_pending(Server *s) {
  * per 100 MB; with the yield 490-980, and a third less CPU). */
 #define SPIN_POLLS_PER_CHECK 64
 
+/* glibc's own signals: SIGCANCEL, which pthread_create unblocks in every new thread
+ * whatever its creator's mask, and SIGSETXID, for setuid() in a threaded process,
+ * which every thread must answer. */
+#define GLIBC_SIGCANCEL 32
+#define GLIBC_SIGSETXID 33
+
 static void *server_main(void *arg) {
     Server *s = arg;
+    /* Signals for the guest never reach this thread (host_signals.py). */
+    uint64_t cancel = UINT64_C(1) << (GLIBC_SIGCANCEL - 1);
+    syscall(SYS_rt_sigprocmask, SIG_BLOCK, &cancel, NULL, sizeof cancel);
     uint64_t idle_since = now_ns();
     unsigned polls = 0;
     while (!__atomic_load_n(&s->stop, __ATOMIC_ACQUIRE)) {
@@ -1634,7 +1643,6 @@ static int thread_worthwhile(void) {
 }
 
 static PyObject *Server_start(Server *s, PyObject *unused) {
-    sigset_t all, previous;
     if (s->running)
         Py_RETURN_NONE;
     s->pid = getpid();
@@ -1647,11 +1655,13 @@ static PyObject *Server_start(Server *s, PyObject *unused) {
     for (int i = 0; i < CALLRING_SLOTS; i++)
         s->rings[i].served_seq = pending_request(&s->rings[i]);
     hint_host_state(s, CALLRING_HOST_AWAKE);
-    /* Signals for the process must go to the vCPU thread (Python handles them). */
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &previous);
+    /* Signals for the guest must never reach the thread (host_signals.py): it
+     * starts with every one blocked (raw: glibc's sigprocmask leaves its own alone)
+     * but SIGSETXID, and blocks SIGCANCEL itself (see server_main). */
+    uint64_t all = ~(UINT64_C(1) << (GLIBC_SIGSETXID - 1)), previous;
+    syscall(SYS_rt_sigprocmask, SIG_SETMASK, &all, &previous, sizeof all);
     int error = pthread_create(&s->thread, NULL, server_main, s);
-    pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    syscall(SYS_rt_sigprocmask, SIG_SETMASK, &previous, NULL, sizeof previous);
     if (error) {
         errno = error;
         return PyErr_SetFromErrno(PyExc_OSError);

@@ -22,6 +22,8 @@
 #define PTE_HUGE 0x80ULL                     /* PS: a leaf above level 1 */
 #define PTE_PROTNONE 0x400ULL                /* software: mapped, no access */
 #define PTE_ADDRESS 0x000FFFFFFFFFF000ULL
+/* What a leaf entry has when the MMU may cache a translation through it. */
+#define CACHED (PTE_PRESENT | PTE_ACCESSED)
 #define ENTRIES_PER_TABLE 512
 #define PAGE_SHIFT 12
 #define LEVEL_BITS 9
@@ -214,7 +216,7 @@ struct clearing {
     uint64_t table_limit;
     uint64_t owned_bit;
     uint64_t start, end;
-    struct ranges present;  /* frames the MMU could reach: need invalidation */
+    struct ranges present;  /* frames the MMU may have cached: need invalidation */
     struct ranges owned;    /* frames the space owned: to free */
     PyObject *partial;      /* 2 MiB pages only partly inside the range: left alone */
 };
@@ -227,7 +229,9 @@ static int clear_leaf(struct clearing *c, uint64_t *slot, uint64_t vaddr, uint64
         return append_long(c->partial, vaddr); /* the caller splits it */
     *slot = 0;
     uint64_t frame = entry & PTE_ADDRESS & ~(size - 1);
-    if ((entry & PTE_PRESENT) && ranges_add(&c->present, frame, size) < 0)
+    /* An entry whose A bit is clear was never used by the MMU, so nothing caches it
+     * (pagetable.py's CACHED rule): its frame needs no invalidation. */
+    if ((entry & CACHED) == CACHED && ranges_add(&c->present, frame, size) < 0)
         return -1;
     if ((entry & c->owned_bit) && ranges_add(&c->owned, frame, size) < 0)
         return -1;
@@ -259,7 +263,8 @@ static int clear_table(struct clearing *c, uint64_t table, int level, uint64_t b
 
 /* clear(words, root, start, end, owned_bit) -> (present, owned, partial)
  * Clears every leaf entry mapping [start, end) of the user half (the tables stay), as
- * PageTables.unmap does: present are the frames of present entries, owned those of
+ * PageTables.unmap does: present are the frames of present, accessed entries (the
+ * ones the MMU may have cached), owned those of
  * entries with owned_bit (sorted, merged (start, length) ranges), partial the bases of
  * 2 MiB pages only partly inside the range, left untouched for the caller to split. */
 static PyObject *clear(PyObject *self, PyObject *args) {

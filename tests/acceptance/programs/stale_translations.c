@@ -142,6 +142,90 @@ static int huge_split(void) {
     return bad | check("huge_split (other)", other, 64 * MIB, 13);
 }
 
+/* Every kind of access taken from pages of one mapping of which some were written,
+ * some only read and some never touched (kvmdune invalidates only the entries the
+ * MMU used: those with the accessed bit), then the frames reused elsewhere. */
+static int untouched_neighbours(void) {
+    size_t pages = 64, length = pages * PAGE;
+    /* One page only read, among pages never touched: its entry alone has A set. */
+    char *lone = map_at(AREA + 20 * HUGE, 16 * PAGE, PROT_READ | PROT_WRITE);
+    (void)*(volatile char *)(lone + 5 * PAGE);
+    mprotect(lone, 16 * PAGE, PROT_NONE);
+    if (!faults(lone + 5 * PAGE, 0)) {
+        printf("untouched_neighbours: a page only read stays readable after PROT_NONE\n");
+        return 1;
+    }
+    munmap(lone, 16 * PAGE);
+    char *area = map_at(AREA + 16 * HUGE, length, PROT_READ | PROT_WRITE);
+    for (size_t page = 0; page < pages; page++)
+        if (page % 3 == 0)
+            area[page * PAGE] = (char)page;                 /* written */
+        else if (page % 3 == 1)
+            (void)*(volatile char *)(area + page * PAGE);   /* read only */
+    mprotect(area, length, PROT_READ);
+    for (size_t page = 0; page < pages; page++)
+        if (!faults(area + page * PAGE, 1) || faults(area + page * PAGE, 0)) {
+            printf("untouched_neighbours: page %zu (kind %zu) writable or unreadable "
+                   "after PROT_READ\n", page, page % 3);
+            return 1;
+        }
+    mprotect(area, length, PROT_NONE);
+    for (size_t page = 0; page < pages; page++)
+        if (!faults(area + page * PAGE, 0)) {
+            printf("untouched_neighbours: page %zu (kind %zu) readable after PROT_NONE\n",
+                   page, page % 3);
+            return 1;
+        }
+    mprotect(area, length, PROT_READ | PROT_WRITE);
+    for (size_t page = 0; page < pages; page++)
+        if (area[page * PAGE] != (page % 3 == 0 ? (char)page : 0)) {
+            printf("untouched_neighbours: page %zu lost its contents\n", page);
+            return 1;
+        }
+    munmap(area, length);
+    char *other = map_at(AREA + 24 * HUGE, length, PROT_READ | PROT_WRITE);
+    touch(other, length, 17);                     /* reuses the freed frames, maybe */
+    for (size_t page = 0; page < pages; page++)
+        if (!faults(area + page * PAGE, 0) || !faults(area + page * PAGE, 1)) {
+            printf("untouched_neighbours: unmapped page %zu still reachable\n", page);
+            return 1;
+        }
+    int bad = check("untouched_neighbours", other, length, 17);
+    munmap(other, length);
+    return bad;
+}
+
+/* An anonymous PROT_NONE reservation (as ld.so and thread stacks make), part of it
+ * opened by mprotect: the opened part reads zero and keeps what is written, the rest
+ * faults, and the frames of an unmapped neighbour never show through. */
+static int reservation(void) {
+    size_t length = 4 * MIB, opened = MIB + 3 * PAGE;
+    char *freed = map_at(AREA + 32 * HUGE, length, PROT_READ | PROT_WRITE);
+    touch(freed, length, 23);
+    munmap(freed, length);
+    char *area = mmap(NULL, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (area == MAP_FAILED) { perror("mmap"); return 1; }
+    for (size_t offset = 0; offset < length; offset += 64 * PAGE)
+        if (!faults(area + offset, 0) || !faults(area + offset, 1)) {
+            printf("reservation: %p reachable before mprotect\n", (void *)(area + offset));
+            return 1;
+        }
+    mprotect(area, opened, PROT_READ | PROT_WRITE);
+    for (size_t offset = 0; offset < opened; offset += PAGE)
+        if (area[offset] != 0 || area[offset + PAGE - 1] != 0) {
+            printf("reservation: page %zu does not read zero\n", offset / PAGE);
+            return 1;
+        }
+    touch(area, opened, 29);
+    if (check("reservation", area, opened, 29))
+        return 1;
+    if (!faults(area + opened, 0) || !faults(area + length - PAGE, 1)) {
+        printf("reservation: the part never opened is reachable\n");
+        return 1;
+    }
+    return munmap(area, length) != 0;
+}
+
 int main(int argc, char **argv) {
     struct sigaction action = {.sa_handler = on_fault, .sa_flags = SA_NODEFER};
     sigaction(SIGSEGV, &action, 0);
@@ -149,6 +233,7 @@ int main(int argc, char **argv) {
     static const struct { const char *name; int (*run)(void); } cases[] = {
         {"table_reuse", table_reuse}, {"huge_reuse", huge_reuse},
         {"mremap_huge", mremap_huge}, {"huge_split", huge_split},
+        {"untouched_neighbours", untouched_neighbours}, {"reservation", reservation},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
         if (argc < 2 || !strcmp(argv[1], cases[i].name)) {

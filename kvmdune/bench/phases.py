@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -71,10 +72,15 @@ def format_summary(rows: list[tuple[str, float, float, int]], children: int) -> 
     return "\n".join(lines)
 
 
-def _wall(argv: list[str], env: dict[str, str] | None = None) -> float:
+def _wall(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
+    """Seconds of wall time and of CPU (user and system, the whole process tree) of
+    one run: CPU time moves less than wall time with the machine's load."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     subprocess.run(argv, stdout=subprocess.DEVNULL, env=env, check=False)
-    return time.perf_counter() - started
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def run_phases(loops: int, samples: int, command: list[str] | None = None) -> str:
@@ -92,10 +98,13 @@ def run_phases(loops: int, samples: int, command: list[str] | None = None) -> st
             dune.append(_wall(DUNE_RUN + argv, env))
         records = read_phase_lines(path)
     children = sum(1 for record in records if record["forked"])
-    per = max(children, 1)
-    header = (f"{' '.join(argv)}: {children} forked children; wall per child, median of "
-              f"{samples}: kvmdune {statistics.median(dune) / per * 1e3:.2f} ms, native "
-              f"{statistics.median(native) / per * 1e3:.2f} ms")
+    per = max(children, 1) / 1e3
+    walls, cpus = [wall / per for wall, _ in dune], [cpu / per for _, cpu in dune]
+    header = (f"{' '.join(argv)}: {children} forked children; per child, over {samples} "
+              f"runs (load {os.getloadavg()[0]:.1f}): kvmdune wall min {min(walls):.2f} ms, "
+              f"median {statistics.median(walls):.2f} ms, CPU median "
+              f"{statistics.median(cpus):.2f} ms; native wall median "
+              f"{statistics.median(wall for wall, _ in native) / per:.2f} ms")
     parents = [f"{'first process, per forked child':40} {'ms':>10} {'count':>10}"]
     parents += [f"{name:40} {ms:10.2f} {count:10}"
                 for name, ms, count in summarize_parents(records, children)[:8]]

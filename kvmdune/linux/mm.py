@@ -689,7 +689,8 @@ class MemoryMap:
             return False      # the Dune API's own tables may write the frames unseen
         length = vma.end - vma.start
         covered = 0
-        for old in self._overlapping(vma.start, vma.end):
+        replaced = self._overlapping(vma.start, vma.end)
+        for old in replaced:
             if (old.shared or old.region is not None or old.source is not None
                     or old.sealed or old.vmm_backed):
                 return False
@@ -704,7 +705,8 @@ class MemoryMap:
             return False                  # a page with no frame (demand paging)
         if not self._holds(runs, data):
             self._overwrite(runs, data)
-        self.note_rss_peak()              # as the unmap it stands for would
+        if _rss_may_drop(replaced, vma):
+            self.note_rss_peak()          # as the unmap it stands for would
         self._cut(vma.start, vma.end)
         self._insert(vma)
         self.space.protect(vma.start, length, perm_for(vma.prot))
@@ -999,6 +1001,16 @@ def _runs_within(runs: list[tuple[int, int]], length: int) -> list[tuple[int, in
         cut.append((paddr, min(size, left)))
         left -= size
     return cut
+
+
+def _rss_may_drop(replaced: list[Vma], vma: Vma) -> bool:
+    """Whether mapping ``vma`` over the untouched, present pages of ``replaced``
+    (_reuse_untouched_frames) lowers the resident set, which counts such pages for
+    a private file mapping and not for an anonymous one (residency.rss): only a
+    file's pages turned anonymous do. Noting the peak walks every table."""
+    if residency.backing(vma) is residency.Backing.FILE_PRIVATE:
+        return False
+    return any(residency.backing(old) is residency.Backing.FILE_PRIVATE for old in replaced)
 
 
 def frame_runs(space: AddressSpace, start: int, length: int) -> list[tuple[int, int]]:

@@ -63,6 +63,7 @@ class Process(Handler):
         #: The dispositions and process-directed pending signals all threads share.
         self.sighand = sig.SignalHandlers()
         self.threads = ThreadGroup(self, machine.cpu, sig.SignalState(shared=self.sighand))
+        machine.memory.stop_guest = self._stop_other_threads
         self.space: AddressSpace | None = None
         self.mm: MemoryMap | None = None
         self.exe = ""
@@ -202,6 +203,12 @@ class Process(Handler):
                                             lambda vaddr: _program_memory(mm, vaddr))
         os.close(self.vfork_done)
         self.vfork_done = None
+
+    def _stop_other_threads(self) -> None:
+        """Keep guest code off every other vCPU while the caller (holding the
+        process's lock) changes what KVM maps."""
+        if self.threads.threaded:
+            self.threads.park_others()
 
     def fork(self, vfork: bool) -> int:
         """fork(2) of the whole VMM process: the child continues this very system call

@@ -13,13 +13,15 @@ exit and takes it back when marked dirty, so no GET/SET_REGS ioctl is paid per e
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import struct
 import threading
 from dataclasses import dataclass
 from typing import Callable
 
-from ..kvm import IoExit, HltExit, KvmInterrupted, ShutdownExit, SyncRegs, Vcpu, VcpuExit
+from ..kvm import (HltExit, InternalErrorExit, IoExit, KvmInterrupted, MmioExit, ShutdownExit,
+                   SyncRegs, Vcpu, VcpuExit)
 from ..kvm.system import NativeRunner
 from ..kvm import bindings as kb
 from ..memory import READ, AddressSpace, GuestFault, GuestMemory
@@ -427,11 +429,50 @@ class Cpu:
             if port == _BAD_ENTRY_PORT:
                 raise MachineError("entry through MSR_CSTAR (32-bit syscall), which has "
                                    "no code segment\n" + self.describe())
+        if type(exit_) is MmioExit and self.memory.map_deferred(exit_.phys_addr, exit_.length):
+            return self._complete_access(exit_)
+        if type(exit_) is InternalErrorExit and self.memory.map_all_deferred():
+            # An instruction KVM cannot emulate (AVX-512, say) reached a deferred
+            # slot's memory: it failed before doing anything and runs again, now
+            # natively, from the same place.
+            return None
         if type(exit_) is HltExit:
             return HaltEvent()
         if type(exit_) is ShutdownExit:
             return ShutdownEvent()
         raise MachineError(f"unexpected exit {exit_}\n" + self.describe())
+
+    def _complete_access(self, exit_: MmioExit) -> None:
+        """Finish an access KVM took for MMIO because its memory's slot was deferred
+        (registered now): the bytes go to or come from the region's memory, and a
+        KVM_RUN that enters no guest (immediate_exit) completes the instruction, so
+        its registers are final before anything (a signal frame) changes them. Told
+        as an interruption: the run loop goes on as after a kick."""
+        mmio = self._run.exit.mmio
+        while True:
+            length = min(exit_.length, len(mmio.data))
+            memory = self.memory.slice(exit_.phys_addr, length)
+            if exit_.is_write and memory.readonly:
+                raise MachineError(f"a write to read-only memory at {exit_.phys_addr:#x}\n"
+                                   + self.describe())
+            if exit_.is_write:
+                memory[:] = bytes(mmio.data)[:length]
+            else:
+                ctypes.memmove(mmio.data, bytes(memory), length)
+            self._run.immediate_exit = 1
+            try:
+                exit_ = self.vcpu.run()
+            except KvmInterrupted:
+                break
+            finally:
+                self._run.immediate_exit = 0
+            # An access split across pages comes back for its next piece.
+            if type(exit_) is not MmioExit or not (
+                    self.memory.map_deferred(exit_.phys_addr, exit_.length)
+                    or self.memory.backs(exit_.phys_addr, exit_.length)):
+                raise MachineError(f"unexpected exit {exit_} completing an access to "
+                                   "a deferred memory slot\n" + self.describe())
+        return None
 
     def _syscall_event(self) -> SyscallEvent:
         regs = self.regs

@@ -159,10 +159,12 @@ class Machine:
             cpu.space = None
             self._pooled.append(cpu)
 
-    def _create_vm(self, kvm: Kvm | None = None, platform: Platform | None = None) -> None:
+    def _create_vm(self, kvm: Kvm | None = None, platform: Platform | None = None,
+                   defer_regions: bool = False) -> None:
         """/dev/kvm (opened, or the one given) and a VM with the guest memory
         registered; its vCPUs are closed with it. ``platform``: the one probed
-        already (a forked child's host is its parent's)."""
+        already (a forked child's host is its parent's); ``defer_regions``: shared
+        regions get their slots at the guest's first access (GuestMemory.register)."""
         self.kvm = kvm if kvm is not None else Kvm()
         self._closers.append(self.kvm.close)
         self.kvm.require_capabilities()
@@ -174,7 +176,8 @@ class Machine:
         # KVM's dirty log re-arms cleared D bits where restrictions need the host's
         # invalidation (software KVM); elsewhere the guest's TLB flush does.
         self.memory.register(
-            self.vm, dirty_log=self.platform.restricting_changes_need_host_invalidation)
+            self.vm, dirty_log=self.platform.restricting_changes_need_host_invalidation,
+            defer_regions=defer_regions)
         self._closers.append(self._close_cpus)
 
     def _close_cpus(self) -> None:
@@ -210,7 +213,7 @@ class Machine:
         self.vm.close()
         # The inherited /dev/kvm descriptor is reused: after a privilege drop the
         # device may no longer be openable, and KVM_CREATE_VM works from any process.
-        self._create_vm(self.kvm, self.platform)
+        self._create_vm(self.kvm, self.platform, defer_regions=True)
         vcpu = self.vm.create_vcpu(0)
         try:
             boot_sregs = configure_vcpu(self.kvm, vcpu, self.kernel_space, 0)

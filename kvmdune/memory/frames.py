@@ -53,6 +53,11 @@ class FrameAllocator:
         #: how many such calls; freeing them waits until the last one is unpinned.
         self._pinned: dict[int, int] = {}
         self._free_when_unpinned: set[int] = set()
+        #: Frames below this may be handed out; ``cover(end)`` is called to raise it
+        #: (to at least ``end``) before the bump pointer passes it (GuestMemory
+        #: registers guest memory with KVM as far as frames are in use).
+        self.covered_end = end
+        self.cover: Callable[[int], None] | None = None
 
     @property
     def free_bytes(self) -> int:
@@ -64,6 +69,7 @@ class FrameAllocator:
         if self._free_small:
             paddr = self._free_small.pop()
         elif self._next + PAGE_SIZE <= self.end:
+            self._cover(self._next + PAGE_SIZE)
             paddr, self._next = self._next, self._next + PAGE_SIZE
         elif self._free_huge:
             huge = self._free_huge.pop()
@@ -82,9 +88,10 @@ class FrameAllocator:
             raise OutOfGuestMemory(f"guest memory exhausted ({self.end - self.start:#x} bytes)")
         small = self._free_small
         reused = min(count, len(small))
+        fresh = min(count - reused, (self.end - self._next) // PAGE_SIZE)
+        self._cover(self._next + fresh * PAGE_SIZE)
         frames = small[len(small) - reused:]
         del small[len(small) - reused:]
-        fresh = min(count - reused, (self.end - self._next) // PAGE_SIZE)
         frames.extend(range(self._next, self._next + fresh * PAGE_SIZE, PAGE_SIZE))
         self._next += fresh * PAGE_SIZE
         self.allocated_bytes += (reused + fresh) * PAGE_SIZE
@@ -100,12 +107,22 @@ class FrameAllocator:
             aligned = -(-self._next // HUGE_PAGE_SIZE) * HUGE_PAGE_SIZE
             if aligned + HUGE_PAGE_SIZE > self.end:
                 raise OutOfGuestMemory("no free 2 MiB frame left in guest memory")
+            self._cover(aligned + HUGE_PAGE_SIZE)
             self._free_small.extend(range(self._next, aligned, PAGE_SIZE))
             paddr, self._next = aligned, aligned + HUGE_PAGE_SIZE
             self._carve_huge(paddr)
         self.allocated_bytes += HUGE_PAGE_SIZE
         self._huge_once.add(paddr)
         return paddr
+
+    @property
+    def bump_end(self) -> int:
+        """The end of the frames handed out so far (every frame ever in use is below)."""
+        return self._next
+
+    def _cover(self, end: int) -> None:
+        if end > self.covered_end and self.cover is not None:
+            self.cover(end)
 
     def pin(self, paddr: int) -> None:
         """Keep the 4 KiB frame at ``paddr`` from being reused until ``unpin``: a host

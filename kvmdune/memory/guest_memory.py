@@ -1,19 +1,22 @@
 """Guest-physical memory: one lazily committed host mapping, its frames, its memory slot.
 
-The whole guest-physical space is a single anonymous private mapping registered as
-KVM memory slot 0. Host memory is committed only for pages actually touched, so the
-reservation can be large; registering a slot costs more the larger it is
-(PLATFORM.md: 4 GiB 3 ms, 64 GiB 308 ms), so it is sized to the need.
+The whole guest-physical space is a single anonymous private mapping, registered as
+KVM memory slot 0 as far as frames are in use (plus headroom) and as a tail slot
+beyond once the allocator first needs it there. Host memory is committed only for
+pages actually touched, so the reservation can be large; registering a slot costs
+more the larger it is (PLATFORM.md: 4 GiB 3 ms, 64 GiB 308 ms), in every forked
+child's new VM too. Shared regions live above it, a slot each.
 """
 
 from __future__ import annotations
 
 import array
+import threading
 from typing import Callable
 
 from ..kvm import Cap, DirtyLogProtect, KvmError, MemFlags, Vm
 from . import _atomics
-from .frames import PAGE_SIZE, FrameAllocator
+from .frames import PAGE_SIZE, FrameAllocator, OutOfGuestMemory
 from .host_mapping_unsafe import HostMapping, Reservation
 
 DEFAULT_GUEST_MEMORY = 4 << 30
@@ -24,6 +27,15 @@ MAX_GUEST_MEMORY = ((1 << 31) - 1) * PAGE_SIZE // GUEST_MEMORY_ALIGN * GUEST_MEM
 #: Guest-physical page 0 is never handed out, so that 0 can mean "no frame".
 FIRST_FRAME = PAGE_SIZE
 GUEST_MEMORY_SLOT = 0
+#: The memory slot of the rest of guest memory, [covered, size), registered only
+#: once frames are needed there (shared regions take the low slot numbers; KVM
+#: allows slot numbers below 32764 on x86-64).
+GUEST_MEMORY_TAIL_SLOT = 32000
+#: A VM registers guest memory as far as frames are in use plus this much in slot
+#: 0 (the rest in the tail slot when first needed): KVM allocates its reverse map
+#: for a slot's every page when it is registered, ~1 ms per GiB (PLATFORM.md: 4 GiB
+#: 3 ms), in each forked child's new VM too, which usually needs a few MiB.
+SLOT_HEADROOM = 256 << 20
 
 
 #: Guest memory up to this size may use KVM's dirty log, the cheap write protection of
@@ -134,12 +146,25 @@ class GuestMemory:
         self.words = self.mapping.words    # 64-bit words, bounds-checked
         self.frames = FrameAllocator(FIRST_FRAME, size, self._discard,
                                      carve_huge=self._advise_huge)
+        self.frames.cover = self._cover
+        #: [0, covered) is registered as slot 0; the tail slot, when registered,
+        #: holds the rest (``_cover``).
+        self.covered = size
+        self.tail_registered = False
         #: Waits until no access to guest memory through a translation made before
         #: the call is under way outside a vCPU (the native fast path's serves):
         #: called before freed frames go back to the host (and may be reused) and
         #: after every invalidation, so that restrictions reach those accesses too.
         self.quiesce: Callable[[], None] | None = None
+        #: Takes every other vCPU out of KVM_RUN until the caller's VMM call ends
+        #: (the process's threads park): guest memory is briefly in no slot while
+        #: slot 0 grows to all of it (``_cover_in_slot_zero``).
+        self.stop_guest: Callable[[], None] | None = None
         self.regions: list[SharedRegion] = []
+        #: Regions the VM has no slot for yet (a forked child's, until the guest
+        #: first reaches one: ``map_deferred``).
+        self.deferred: list[SharedRegion] = []
+        self._deferred_lock = threading.Lock()     # vCPU threads reach them unlocked
         self.retired: list[RetiredSlot] = []
         self._vm: Vm | None = None
         #: Whether slot 0 may log dirty pages (register(): KVM can, and it is wanted)
@@ -149,20 +174,78 @@ class GuestMemory:
         # A gap after each backing keeps two backings from ever looking contiguous.
         self._next_base = -(-size // SHARED_REGION_ALIGN) * SHARED_REGION_ALIGN + SHARED_REGION_ALIGN
 
-    def register(self, vm: Vm, slot: int = GUEST_MEMORY_SLOT, dirty_log: bool = True) -> None:
+    def register(self, vm: Vm, slot: int = GUEST_MEMORY_SLOT, dirty_log: bool = True,
+                 defer_regions: bool = False) -> None:
         """Make this memory the VM's guest-physical memory (KVM_SET_USER_MEMORY_REGION),
         shared regions included (a forked child registers them with its new VM).
         With ``dirty_log``, the main slot may log dirty pages where KVM can (for
         ``write_protect``; a machine that invalidates by guest TLB flushes has no use
-        for it); logging itself starts with ``start_dirty_log``."""
+        for it); logging itself starts with ``start_dirty_log``. With
+        ``defer_regions``, the shared regions get their slots only when the guest
+        first reaches them (``map_deferred``): every slot added waits for a KVM
+        synchronisation round (milliseconds under load), and a forked child that
+        execs soon usually reaches none of its parent's."""
         self.dirty_log_available = dirty_log and self._enable_dirty_log(vm)
         self.dirty_log = False
-        vm.set_user_memory_region(slot, 0, self.size, self.mapping.address)
+        in_use = -(-self.frames.bump_end // GUEST_MEMORY_ALIGN) * GUEST_MEMORY_ALIGN
+        self.covered = min(self.size, in_use + SLOT_HEADROOM)
+        self.tail_registered = False
+        self.frames.covered_end = self.covered
+        vm.set_user_memory_region(slot, 0, self.covered, self.mapping.address)
         self._drop_retired()        # slots of the VM before (a forked child's parent)
+        self.deferred = list(self.regions) if defer_regions else []
         for region in self.regions:
-            vm.set_user_memory_region(region.slot, region.base, region.slot_size,
-                                      region.mapping.address, region.flags)
+            if not defer_regions:
+                self._register_region(vm, region)
         self._vm = vm
+
+    @staticmethod
+    def _register_region(vm: Vm, region: SharedRegion) -> None:
+        vm.set_user_memory_region(region.slot, region.base, region.slot_size,
+                                  region.mapping.address, region.flags)
+
+    def map_deferred(self, paddr: int, length: int) -> bool:
+        """The guest reached guest-physical [paddr, paddr+length) and KVM found no
+        slot (an MMIO exit): if it lies in a region whose slot was deferred, the
+        slot is registered now (True) and the access can complete from the region's
+        memory."""
+        with self._deferred_lock:
+            for region in self.deferred:
+                if region.base <= paddr and paddr + length <= region.base + region.slot_size:
+                    self._register_region(self._vm, region)
+                    self.deferred.remove(region)
+                    return True
+        return False
+
+    def _cover(self, end: int) -> None:
+        """Frames up to ``end`` are about to be handed out, past slot 0: register
+        the rest of guest memory as the tail slot (adding a slot drops no
+        translation, unlike resizing slot 0, which KVM can only delete and re-add)."""
+        if self._vm is None or self.tail_registered or end <= self.covered:
+            return
+        try:
+            self._vm.set_user_memory_region(GUEST_MEMORY_TAIL_SLOT, self.covered,
+                                            self.size - self.covered,
+                                            self.mapping.address + self.covered)
+        except KvmError as exc:
+            raise OutOfGuestMemory(f"cannot register guest memory with KVM: {exc}") from exc
+        self.tail_registered = True
+        self.frames.covered_end = self.size
+
+    def _cover_in_slot_zero(self, flags: MemFlags) -> None:
+        """Register all of guest memory as slot 0 with ``flags`` (KVM's dirty log
+        works per slot, and its users know slot 0 only). Deleting the slots drops
+        every translation to guest memory, which only refaults."""
+        vm = self._vm
+        if self.covered < self.size:
+            if self.stop_guest is not None:
+                self.stop_guest()
+            if self.tail_registered:
+                vm.set_user_memory_region(GUEST_MEMORY_TAIL_SLOT, self.covered, 0, 0)
+            vm.set_user_memory_region(GUEST_MEMORY_SLOT, 0, 0, 0)
+            self.covered, self.tail_registered = self.size, False
+            self.frames.covered_end = self.size
+        vm.set_user_memory_region(GUEST_MEMORY_SLOT, 0, self.size, self.mapping.address, flags)
 
     def _drop_retired(self) -> None:
         while self.retired:
@@ -175,8 +258,7 @@ class GuestMemory:
         ``write_protect`` asks; KVM maps the slot in 4 KiB pieces from now on."""
         if self.dirty_log or not self.dirty_log_available or self._vm is None:
             return self.dirty_log
-        self._vm.set_user_memory_region(GUEST_MEMORY_SLOT, 0, self.size, self.mapping.address,
-                                        MemFlags.LOG_DIRTY_PAGES)
+        self._cover_in_slot_zero(MemFlags.LOG_DIRTY_PAGES)
         self.dirty_log = True
         return True
 
@@ -245,7 +327,9 @@ class GuestMemory:
         if region not in self.regions or region.mapping.borrowed:
             return
         self.regions.remove(region)
-        if self._vm is None or self._vm.closed:
+        if self._vm is None or self._vm.closed or region in self.deferred:
+            if region in self.deferred:
+                self.deferred.remove(region)     # no slot: nothing to retire
             _unmap_region(region)
             return
         if len(self.retired) < MAX_RETIRED_SLOTS:
@@ -258,7 +342,7 @@ class GuestMemory:
     def _reregister(self, region: SharedRegion) -> None:
         """Drop every translation to a region its host pages cannot be reprotected
         for (the kernel's own): deleting its slot makes KVM forget them all."""
-        if self._vm is not None and not self._vm.closed:
+        if self._vm is not None and not self._vm.closed and region not in self.deferred:
             self._vm.set_user_memory_region(region.slot, region.base, 0, 0)
             self._vm.set_user_memory_region(region.slot, region.base, region.slot_size,
                                             region.mapping.address, region.flags)
@@ -271,6 +355,22 @@ class GuestMemory:
             if region.base <= paddr and paddr + length <= region.end:
                 return region.mapping.view, paddr - region.base
         raise ValueError(f"guest-physical range {paddr:#x}+{length:#x} is not memory")
+
+    def map_all_deferred(self) -> bool:
+        """Register every deferred region's slot; whether there was any."""
+        with self._deferred_lock:
+            deferred, self.deferred = self.deferred, []
+            for region in deferred:
+                self._register_region(self._vm, region)
+        return bool(deferred)
+
+    def backs(self, paddr: int, length: int) -> bool:
+        """Whether [paddr, paddr+length) is guest memory or in one shared region."""
+        try:
+            self._backing(paddr, length)
+        except ValueError:
+            return False
+        return True
 
     def slice(self, paddr: int, length: int) -> memoryview:
         """The host memory behind a guest-physical range (within one backing)."""

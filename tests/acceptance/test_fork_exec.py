@@ -49,6 +49,31 @@ def test_fixed_file_mappings_over_a_whole_file_read_their_own_bytes(compiled, li
     assert b"untouched, read-exec: [131 131 0] [132 132 0] [133 0 2048]" in dune.stdout
 
 
+def test_memory_past_the_first_slot_in_a_child_and_after_clear_refs(compiled, tmp_path):
+    """programs/memory_growth.c: a forked child and the first process fill 320 MiB,
+    past what a VM registers with KVM at first (its memory then grows into a second
+    slot); clear_refs 4 with a thread writing meanwhile moves all memory into one
+    slot (KVM's dirty log is per slot); every byte reads back as written."""
+    native, dune = run_in_scratch_dirs(compiled[("memory_growth", "dynamic")], tmp_path)
+    assert dune.stdout == native.stdout, dune.stderr.decode(errors="replace")[-3000:]
+    assert dune.returncode == native.returncode == 0
+    for line in (b"forked child: exited 0", b"first fill: ok", b"second fill: ok",
+                 b"writer thread: went on"):
+        assert line in dune.stdout
+
+
+@pytest.mark.parametrize("link", LINKS)
+def test_a_childs_first_accesses_to_deferred_slots_complete(compiled, link, tmp_path):
+    """programs/deferred_slots.c: a forked child's shared memory and clock data get
+    their memory slots at the child's first access; split reads and writes (which
+    KVM completes as MMIO), vector loads (which it cannot emulate: run again) and
+    the vDSO clock read as natively."""
+    native, dune = run_in_scratch_dirs(compiled[("deferred_slots", link)], tmp_path)
+    assert dune.stdout == native.stdout, dune.stderr.decode(errors="replace")[-3000:]
+    assert dune.returncode == native.returncode == 0
+    assert b"split write 102030405060708, written by the child" in dune.stdout
+
+
 @pytest.mark.parametrize("link", LINKS)
 def test_vfork_children_write_their_parents_memory(compiled, link, tmp_path):
     """programs/vfork_memory.c: what a vfork child writes before it execs or exits

@@ -88,3 +88,36 @@ def test_alloc_many_hands_out_distinct_frames_from_every_source_or_none():
     with pytest.raises(OutOfGuestMemory):
         frames.alloc_many(2)
     assert frames.alloc_many(1) == [everything[0]]
+
+
+def test_cover_is_asked_before_any_frame_past_the_covered_end_is_handed_out():
+    """GuestMemory registers [0, covered_end) with KVM and the rest on demand: every
+    way of taking fresh frames asks first, and a refusal hands out nothing."""
+    frames = FrameAllocator(PAGE_SIZE, 16 << 20)
+    frames.covered_end = 4 * PAGE_SIZE
+    asked = []
+
+    def refuse(end):
+        asked.append(end)
+        raise OutOfGuestMemory("no slot")
+
+    frames.cover = refuse
+    got = [frames.alloc() for _ in range(3)]           # below the covered end: no ask
+    assert asked == [] and max(got) + PAGE_SIZE <= frames.covered_end
+    with pytest.raises(OutOfGuestMemory):
+        frames.alloc_many(2)
+    frames.free(got[0])
+    with pytest.raises(OutOfGuestMemory):
+        frames.alloc_many(2)                            # the freed frame stays free
+    assert frames.alloc() == got[0]
+    with pytest.raises(OutOfGuestMemory):
+        frames.alloc_huge()
+    assert asked == [6 * PAGE_SIZE, 5 * PAGE_SIZE, 2 * HUGE_PAGE_SIZE]
+
+    def grow(end):
+        asked.append(end)
+        frames.covered_end = 16 << 20
+
+    frames.cover = grow
+    assert frames.alloc_huge() == HUGE_PAGE_SIZE and frames.alloc_many(3)
+    assert asked[3:] == [2 * HUGE_PAGE_SIZE]            # once covered, never asked again

@@ -2278,7 +2278,7 @@ static PyObject *Server_set_force_slow(Server *s, PyObject *args) {
 }
 
 static PyObject *Server_stats(Server *s, PyObject *unused) {
-    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsK}", "fast", (unsigned long long)s->served_fast,
+    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsK}", "fast", (unsigned long long)s->served_fast,
                          "fd_table", (unsigned long long)s->served_fd_table,
                          "vmm", (unsigned long long)s->served_vmm,
                          "denied", (unsigned long long)s->served_denied,
@@ -2287,7 +2287,8 @@ static PyObject *Server_stats(Server *s, PyObject *unused) {
                          "waits", (unsigned long long)s->waits,
                          "served_by_vmm_thread", (unsigned long long)s->served_here,
                          "direct_spells", (unsigned long long)s->direct_spells,
-                         "costly_spells", (unsigned long long)s->costly_spells);
+                         "costly_spells", (unsigned long long)s->costly_spells,
+                         "thread_cpu_ns", (unsigned long long)serving_thread_cpu_ns(s));
 }
 
 static void Server_dealloc(Server *s) {

@@ -349,8 +349,7 @@ def describe_call_stats(process: Process) -> str:
             f"{stats['sleeps']} times; the guest exited to wait {stats['waits']} times "
             f"({stats['native_waits']} answered without Python, "
             f"{stats['served_by_vmm_thread']} calls then served by the VMM's thread, "
-            f"{stats['direct_spells']} spells without the thread, {stats['costly_spells']} of them "
-            f"because it cost more CPU than it spared); "
+            f"{stats['direct_spells']} spells without the thread); "
             f"{stats['vmm']} hypercalls served natively"
             + "".join(f", {count} {what}" for what, count in privileged_counts(process).items())
             + _most_frequent_vmm_calls(process))

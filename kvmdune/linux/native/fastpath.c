@@ -42,7 +42,6 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <string.h>
 #include <linux/magic.h>
 #include <sys/epoll.h>
@@ -109,14 +108,11 @@ typedef struct {
     int force_slow;             /* atomic: a signal waits for this ring's thread */
     int active;                 /* atomic: a vCPU uses this slot */
     int vcpu_out;               /* atomic: the VMM serves a call of this vCPU (vcpu_out) */
-    /* The vCPU thread's own (wait_response): exits counted since request
-     * window_start, in the spell generation window_generation, and what the window
-     * began with: the clock, the vCPU thread's wait for a CPU, the serving thread's
-     * CPU time and the calls it had served (see judge_window). */
+    /* The vCPU thread's own (wait_response): exits counted since window_start, in
+     * the spell generation window_generation (see judge_window). */
     uint64_t window_start;
     uint64_t window_exits;
     unsigned window_generation;
-    uint64_t window_start_ns, window_cpu_wait_ns, window_thread_cpu_ns, window_by_thread;
 } Ring;
 
 typedef struct {
@@ -153,9 +149,7 @@ typedef struct {
      * next spell's length; spell_generation counts spells ended. */
     int direct;                 /* atomic */
     uint64_t direct_until, spell_ns, direct_spells;
-    uint64_t costly_spells;     /* of direct_spells: begun because the thread cost more */
     unsigned spell_generation;  /* atomic */
-    pid_t thread_tid;           /* atomic: the serving thread's, for its CPU time */
     /* VMM calls (vmm_calls.h): the handler a layer above installed, if any, the
      * capsule that keeps it alive and the ops the stub asks it for; the lock makes
      * serving one and replacing it exclusive. */
@@ -1559,7 +1553,6 @@ static int every_vcpu_out(Server *s) {
 
 static void *server_main(void *arg) {
     Server *s = arg;
-    __atomic_store_n(&s->thread_tid, gettid(), __ATOMIC_RELEASE);
     uint64_t idle_since = now_ns();
     unsigned polls = 0;
     while (!__atomic_load_n(&s->stop, __ATOMIC_ACQUIRE)) {
@@ -1700,7 +1693,6 @@ static void stop_thread(Server *s) {
     wake_server(s);
     pthread_join(s->thread, NULL);
     s->running = 0;
-    __atomic_store_n(&s->thread_tid, 0, __ATOMIC_RELEASE);
 }
 
 static PyObject *Server_stop(Server *s, PyObject *unused) {
@@ -1715,7 +1707,6 @@ static PyObject *Server_forget_thread(Server *s, PyObject *unused) {
      * slot 0 (the calling vCPU, the child's first) is served, from a fresh start. */
     s->running = 0;
     s->in_flight[0] = s->in_flight[1] = 0;
-    s->thread_tid = 0;
     /* The VMM-call handler belongs to the parent's VM: dropped (the layer above
      * installs the child's); its lock may have been held by a thread now gone. */
     pthread_mutex_init(&s->vmm_lock, NULL);
@@ -1853,96 +1844,24 @@ static void move_server_away(Server *s) {
 }
 
 /* -- adaptive waiting: direct spells --------------------------------------------------
- * The thread pays only while it saves more than it costs. When the guest gets no
- * answer in its spin it exits anyway, at the cost of the slow path's exit; on a
- * machine with more runnable threads than cores (several guests, a CPU hog) the
- * thread and the guest are seldom on a core together, so the guest exits anyway,
- * and the thread's spinning and wake-ups only take CPU from it and everything
- * else. A direct spell then begins: the thread sleeps, the stub exits at once (the
- * SLEEPING hint) and each call is served natively in its vCPU's thread, with no
- * second thread involved. The spell ends after spell_ns, and the thread is tried
- * again; spells that keep following each other grow longer, so that trying costs
- * little beside them, and a window that pays shortens them again.
- *
- * Each window of a ring (at least WINDOW_REQUESTS requests and WINDOW_MIN_NS, so
- * that it spans scheduler slices) is judged at its end, by either of:
- * - nearly every request exited: the thread is not getting to them at all. Only
- *   nearly every: the budget's halving makes a spin that fails cheap, so calls
- *   that exit in bursts cost less with the thread than the same calls in a spell,
- *   where every one exits (measured: spells begun at half a window made a loaded
- *   getppid loop slower);
- * - the CPU is short (the vCPU's thread spent CPU_SHORT_SHARE of the window
- *   runnable but waiting for a CPU, schedstat's run delay) and the thread used more
- *   CPU than the exits it spared would have cost (EXIT_CPU_NS each). CPU it burns
- *   then is CPU the guest, or another one, waits for: with autogroup scheduling the
- *   VMM's threads share one weight, so the spin is taken from the guest's own
- *   share. A program that calls every ~30 us (busybox sha256sum's 4 KiB reads)
- *   keeps the thread spinning through every gap for an answer that exits about
- *   half the time when the machine is loaded, while a getppid loop keeps it busy
- *   serving and stays with it. Measured at load ~8.6 (2 cores): sha256sum of a
- *   file ran 3.05 s without a thread against 3.23 s with it (native 0.76 s); a
- *   getppid loop ran 10x faster with it. On an idle machine the thread gets its
- *   core and the rule never applies. */
+ * The thread pays only while it answers most calls before the guest gives up: an
+ * exit costs as much as the slow path's, and on a machine with more runnable threads
+ * than cores (several guests, a CPU hog) the thread and the guest are seldom on a
+ * core together, so the guest exits anyway and the thread's spinning and wake-ups
+ * only take CPU from it and everything else. Measured per ring: when nearly every
+ * request of a window exited, a direct spell begins: the thread sleeps, the stub
+ * exits at once (the SLEEPING hint) and each call is served natively in its vCPU's
+ * thread, with no second thread involved. The spell ends after spell_ns, and the
+ * thread is tried again; spells that keep following each other grow longer, so that
+ * trying costs little beside them, and a window that pays shortens them again.
+ * Only nearly every request: the budget's halving makes a spin that fails cheap,
+ * so calls that exit in bursts (the thread descheduled for a while) still cost
+ * less with the thread than the same calls in a spell, where every one exits
+ * (measured: spells begun at half a window made a loaded getppid loop slower). */
 #define WINDOW_REQUESTS 256
-#define WINDOW_MIN_NS 10000000ULL       /* 10 ms */
-#define SPELL_EXITS_EIGHTHS 7           /* of a window's requests */
+#define SPELL_EXITS (WINDOW_REQUESTS * 7 / 8)
 #define SPELL_MIN_NS 10000000ULL        /* 10 ms */
 #define SPELL_MAX_NS 320000000ULL
-#define CPU_SHORT_SHARE_PERCENT 25
-/* One exit to the VMM and back from guest CPL3 in CPU time (PLATFORM.md and
- * `kvmdune bench exits`: 27-33 us on this software KVM). */
-#define EXIT_CPU_NS 30000ULL
-
-/* A thread's CPU time and its time runnable but waiting for a CPU, from its
- * schedstat (`path`, under /proc); 0 when unreadable (the rule that needs it does
- * not apply then). */
-struct cpu_times {
-    uint64_t run_ns, wait_ns;
-};
-
-static struct cpu_times read_schedstat(const char *path) {
-    struct cpu_times times = {0, 0};
-    char text[128];
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return times;
-    ssize_t length = read(fd, text, sizeof text - 1);
-    close(fd);
-    if (length <= 0)
-        return times;
-    text[length] = '\0';
-    unsigned long long run, wait;
-    if (sscanf(text, "%llu %llu", &run, &wait) == 2)
-        times = (struct cpu_times){run, wait};
-    return times;
-}
-
-static uint64_t serving_thread_cpu_ns(Server *s) {
-    char path[64];
-    pid_t tid = __atomic_load_n(&s->thread_tid, __ATOMIC_ACQUIRE);
-    if (tid <= 0)
-        return 0;
-    snprintf(path, sizeof path, "/proc/self/task/%d/schedstat", (int)tid);
-    return read_schedstat(path).run_ns;
-}
-
-/* Calls the thread (not a vCPU's thread) has served. */
-static uint64_t served_by_thread(Server *s) {
-    uint64_t all = __atomic_load_n(&s->served_fast, __ATOMIC_RELAXED)
-                 + __atomic_load_n(&s->served_denied, __ATOMIC_RELAXED)
-                 + __atomic_load_n(&s->sent_slow, __ATOMIC_RELAXED);
-    uint64_t here = __atomic_load_n(&s->served_here, __ATOMIC_RELAXED);
-    return all > here ? all - here : 0;
-}
-
-static void start_window(Server *s, Ring *r, uint64_t seq, uint64_t now) {
-    r->window_start = seq;
-    r->window_start_ns = now;
-    r->window_exits = 0;
-    r->window_cpu_wait_ns = read_schedstat("/proc/thread-self/schedstat").wait_ns;
-    r->window_thread_cpu_ns = serving_thread_cpu_ns(s);
-    r->window_by_thread = served_by_thread(s);
-}
 
 static void begin_direct_spell(Server *s, uint64_t now) {
     uint64_t length = s->spell_ns < SPELL_MIN_NS ? SPELL_MIN_NS : s->spell_ns;
@@ -1960,39 +1879,25 @@ static void end_direct_spell(Server *s) {
     __atomic_store_n(&s->direct, 0, __ATOMIC_RELEASE);
 }
 
-/* Whether, in the window of `r` that lasted `elapsed` ns, the CPU was short and
- * the thread cost more of it than it spared (see above). */
-static int thread_costs_more(Server *s, Ring *r, uint64_t elapsed) {
-    uint64_t wait = read_schedstat("/proc/thread-self/schedstat").wait_ns;
-    uint64_t cpu = serving_thread_cpu_ns(s), by_thread = served_by_thread(s);
-    if (wait < r->window_cpu_wait_ns || cpu < r->window_thread_cpu_ns
-        || (wait - r->window_cpu_wait_ns) * 100 < elapsed * CPU_SHORT_SHARE_PERCENT)
-        return 0;
-    uint64_t spared = by_thread > r->window_by_thread ? by_thread - r->window_by_thread : 0;
-    return cpu - r->window_thread_cpu_ns > spared * EXIT_CPU_NS;
-}
-
 /* Count one exit of the guest of `r` for its request `seq`, outside a spell, and
- * judge the window at its end: a spell begins, or the thread paid. */
+ * begin a spell when the window shows the thread not paying. */
 static void judge_window(Server *s, Ring *r, uint64_t seq, uint64_t now) {
     unsigned generation = __atomic_load_n(&s->spell_generation, __ATOMIC_ACQUIRE);
     if (r->window_generation != generation || seq <= r->window_start) {
         r->window_generation = generation;
-        start_window(s, r, seq - 1, now);
+        r->window_start = seq - 1;
+        r->window_exits = 0;
     }
     r->window_exits++;
-    uint64_t requests = seq - r->window_start, elapsed = now - r->window_start_ns;
-    if (requests < WINDOW_REQUESTS || elapsed < WINDOW_MIN_NS)
-        return;
-    if (r->window_exits * 8 >= requests * SPELL_EXITS_EIGHTHS) {
+    if (r->window_exits > SPELL_EXITS) {
         begin_direct_spell(s, now);
-    } else if (thread_costs_more(s, r, elapsed)) {
-        count(&s->costly_spells);
-        begin_direct_spell(s, now);
-    } else {
+    } else if (seq - r->window_start >= WINDOW_REQUESTS) {
         s->spell_ns = SPELL_MIN_NS;             /* the thread paid: try it sooner */
+    } else {
+        return;
     }
-    start_window(s, r, seq, now);
+    r->window_start = seq;
+    r->window_exits = 0;
 }
 
 /* wait_response(slot, timeout), here with the GIL released (also called from a
@@ -2105,8 +2010,9 @@ static PyObject *Server_call_wait_capsule(Server *s, PyObject *args) {
 
 /* vcpu_out(slot): the VMM serves a call of the vCPU of `slot` (its ring asks
  * nothing until wake(slot)); while it serves one of every vCPU, the thread sleeps
- * instead of spinning for calls that cannot come (measured: the spin was ~12% of
- * the CPU of a fork+exec loop, whose calls are mostly the VMM's). */
+ * instead of spinning for calls that cannot come (a perf profile of a fork+exec
+ * loop, whose calls are mostly the VMM's, had the spin at ~12% of the CPU; with
+ * this, the loop's CPU time did not move measurably on a machine at load 10-15). */
 static PyObject *Server_vcpu_out(Server *s, PyObject *arg) {
     Ring *r = ring_of(s, arg);
     if (r == NULL)
@@ -2278,7 +2184,7 @@ static PyObject *Server_set_force_slow(Server *s, PyObject *args) {
 }
 
 static PyObject *Server_stats(Server *s, PyObject *unused) {
-    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsK}", "fast", (unsigned long long)s->served_fast,
+    return Py_BuildValue("{sKsKsKsKsKsKsKsKsK}", "fast", (unsigned long long)s->served_fast,
                          "fd_table", (unsigned long long)s->served_fd_table,
                          "vmm", (unsigned long long)s->served_vmm,
                          "denied", (unsigned long long)s->served_denied,
@@ -2286,9 +2192,7 @@ static PyObject *Server_stats(Server *s, PyObject *unused) {
                          "sleeps", (unsigned long long)s->sleeps,
                          "waits", (unsigned long long)s->waits,
                          "served_by_vmm_thread", (unsigned long long)s->served_here,
-                         "direct_spells", (unsigned long long)s->direct_spells,
-                         "costly_spells", (unsigned long long)s->costly_spells,
-                         "thread_cpu_ns", (unsigned long long)serving_thread_cpu_ns(s));
+                         "direct_spells", (unsigned long long)s->direct_spells);
 }
 
 static void Server_dealloc(Server *s) {

@@ -260,11 +260,17 @@ class FastPath:
     def address_space_changed(self, space) -> None:
         self.server.set_cr3(space.cr3)
 
+    def before_slow_call(self, cpu) -> None:
+        """The VMM is about to serve a call of ``cpu``: the thread need not spin for
+        that vCPU's calls until ``after_slow_call``."""
+        if cpu.index < CALL_SLOTS:
+            self.server.vcpu_out(cpu.index)
+
     def after_slow_call(self, cpu, signal_waiting: bool) -> None:
         """The VMM served a call of ``cpu``: its next ones should find the thread
         spinning, unless a signal waits (then they come to the VMM)."""
         self.signal_waiting(cpu, signal_waiting)
-        self.server.wake()
+        self.server.wake(cpu.index if cpu.index < CALL_SLOTS else -1)
 
     def signal_waiting(self, cpu, waiting: bool) -> None:
         """While a signal waits for the thread on ``cpu``, every call of it goes to

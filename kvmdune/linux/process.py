@@ -516,6 +516,8 @@ class Process(Handler):
         if event.number in HYPERCALLS:
             return self._hypercall(cpu, event)
         self.vmm_calls += 1
+        if self.fast is not None:
+            self.fast.before_slow_call(cpu)
         counts = self.vmm_calls_by_number
         counts[event.number] = counts.get(event.number, 0) + 1
         spec = SYSCALLS.get(event.number)

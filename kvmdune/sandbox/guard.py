@@ -130,6 +130,14 @@ def _under(path: str, roots: tuple[str, ...]) -> str | None:
     return None
 
 
+def _root_of(real: str, roots: tuple[str, ...]) -> str | None:
+    """The root ``real`` lies under, by its own name or, for the process's own
+    /proc/PID, by the /proc/self name a policy gives it; None if none."""
+    root = _under(real, roots)
+    own = _as_proc_self(real) if root is None else None
+    return _under(own, roots) if own is not None else root
+
+
 def _as_proc_self(real: str) -> str | None:
     """``real`` with the process's own /proc/PID spelt /proc/self, as a policy can
     name it (each process of a sandbox has a pid of its own; the VMM's pid is the
@@ -289,10 +297,7 @@ class SandboxGate(Gate):
         if not target.startswith("/"):
             return None      # a pipe, socket or anonymous object: no path to check
         roots = self.write_roots if access == "write" else self.read_roots
-        if target.startswith("/memfd:") or _under(target, roots):
-            return None
-        as_self = _as_proc_self(target)      # the process's own /proc/PID, as policies name it
-        if as_self is not None and _under(as_self, roots):
+        if target.startswith("/memfd:") or _root_of(target, roots):
             return None
         return -Errno.EACCES
 
@@ -590,10 +595,7 @@ class SandboxGate(Gate):
         nothing beneath them, and no call here lists them."""
         roots = {"read": self.read_roots, "write": self.write_roots,
                  "exec": self.exec_roots}[access]
-        root = _under(real, roots)
-        own = _as_proc_self(real)
-        if root is None and own is not None:
-            root = _under(own, roots)
+        root = _root_of(real, roots)
         if root is not None:
             return f"paths.{access} {root}"
         if metadata and access == "read" and real in self._above_read_roots:

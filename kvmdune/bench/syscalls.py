@@ -12,8 +12,9 @@ beside the Linux baseline measured in the same run (median of the samples).
    integer/memory kernel (``native/cpu_kernel.c``); target ≥0.97x native speed;
 3. system-call heavy: busybox ``dd bs=512`` of 100 MB to /dev/null and to a file
    (run ≤2x, sandbox ≤3x), ``find`` over 20,000 files, ``ls -lR`` of
-   /usr/share/doc (≤3x native under both): issue 13's targets, start-up excluded (issue 13: each way's own run of ``true`` in group 4
-   subtracted from its time, native's from native's), both ≤0.2x strace;
+   /usr/share/doc (≤3x native under both): issue 13's targets, start-up excluded
+   (each way's own run of ``true`` in group 4 subtracted from its time, native's
+   from native's), all ≤0.2x strace;
 4. start-up and teardown of ``true``; target ≤50 ms;
 6. 100 MB through a pipe between two guest processes (busybox ``dd bs=64k`` into
    ``dd``), start-up subtracted (the same pipeline moving nothing, timed in the same

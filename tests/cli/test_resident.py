@@ -106,6 +106,31 @@ def test_status_and_output_are_the_in_process_paths(client, socket_dir, script):
     assert IN_PROCESS.sub(b"", resident.stderr) == IN_PROCESS.sub(b"", in_process.stderr).lstrip()
 
 
+def test_what_the_guest_held_is_released_when_the_client_returns(client, socket_dir,
+                                                                 tmp_path):
+    """The worker sends the status before its own teardown, but only after it has
+    closed what the guest held, as Linux's exit does before a wait returns: a lock
+    is free, and a pipe the guest held open is at EOF, when the client exits."""
+    lock = tmp_path / "lock"
+    lock.touch()
+    read_end, write_end = os.pipe()
+    try:
+        result = run(client, socket_dir,
+                     ["/bin/sh", "-c", f"exec 9>{lock}; flock 9; echo held; exit 4"],
+                     pass_fds=(write_end,))
+        os.close(write_end)
+        assert result.returncode == 4, result.stderr
+        assert result.stdout == b"held\n"
+        assert fallback_reason(result) is None, result.stderr
+        os.set_blocking(read_end, False)
+        assert os.read(read_end, 1) == b""          # every writer gone: EOF
+        with open(lock, "w") as held:
+            import fcntl
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)     # would raise if held
+    finally:
+        os.close(read_end)
+
+
 def _only_pipe_on_5(write_end: int) -> None:
     """In the child: 0-2 and the pipe as 5, nothing else."""
     os.dup2(write_end, 5)

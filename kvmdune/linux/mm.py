@@ -664,6 +664,9 @@ class MemoryMap:
         the host's page cache into guest memory (read_file and _fill make two)."""
         memory, views, left = self.space.memory, [], length
         for paddr, size in frame_runs(self.space, start, length):
+            # One trip into the host kernel for the run's pages, not a fault per
+            # page as the read below first writes each (ld.so's libc: ~470 pages).
+            memory.populate(paddr, min(size, left))
             views.append(memory.slice(paddr, min(size, left)))
             left -= size
             if left <= 0:

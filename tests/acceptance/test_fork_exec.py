@@ -49,6 +49,7 @@ def test_fixed_file_mappings_over_a_whole_file_read_their_own_bytes(compiled, li
     assert dune.stdout == native.stdout, dune.stderr.decode(errors="replace")[-3000:]
     assert dune.returncode == native.returncode == 0
     assert b"untouched, read-exec: [131 131 0] [132 132 0] [133 0 2048]" in dune.stdout
+    assert b"rewritten, same offset: [128 128 0] [85 85 0] [130 130 0]" in dune.stdout
 
 
 def test_memory_past_the_first_slot_in_a_child_and_after_clear_refs(compiled, tmp_path):

@@ -310,15 +310,38 @@ def _is_power_of_two(value: int) -> bool:
 # --- Loading --------------------------------------------------------------------
 
 
+#: Executables parsed before, by path and file identity (device, inode, size, times
+#: of change): a program's interpreter (ld.so) is read and parsed once per VMM
+#: lineage, as forked children inherit this, not once per execve.
+_parsed: dict[tuple, ElfImage] = {}
+#: At most this many bytes of files are kept (a file bigger is never kept).
+PARSED_CACHE_BYTES = 16 << 20
+
+
 def load_elf(path: str | os.PathLike[str]) -> ElfImage:
-    """Read and validate the ELF executable at `path` (one open, one read)."""
+    """Read and validate the ELF executable at `path` (one open, one read; none when
+    the same file, unchanged, was loaded before)."""
     name = os.fsdecode(path)
-    data = _read_executable(name)
-    return parse_elf(data, name)
+    identity, data = _read_executable(name)
+    if data is None:
+        return _parsed[identity]
+    image = parse_elf(data, name)
+    _keep_parsed(identity, image)
+    return image
 
 
-def _read_executable(path: str) -> bytes:
-    """The file's bytes, after the permission checks execve(2) makes."""
+def _keep_parsed(identity: tuple, image: ElfImage) -> None:
+    kept = sum(len(one.contents) for one in _parsed.values())
+    if kept + len(image.contents) > PARSED_CACHE_BYTES:
+        _parsed.clear()
+    if len(image.contents) <= PARSED_CACHE_BYTES:
+        _parsed[identity] = image
+
+
+def _read_executable(path: str) -> tuple[tuple, bytes | None]:
+    """The file's identity (path and what stat says changes with its contents) and
+    its bytes (None when that identity was parsed before), after the permission
+    checks execve(2) makes."""
     try:
         # O_NONBLOCK: opening a FIFO must not hang the VMM; it is refused below.
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
@@ -329,17 +352,23 @@ def _read_executable(path: str) -> bytes:
     except OSError as exc:
         raise ExecFormatError(exc.errno or _errno.EACCES, f"cannot open: {exc.strerror}", path) from exc
     try:
-        _check_executable(fd, path)
+        info = _check_executable(fd, path)
     except BaseException:
         os.close(fd)
         raise
+    identity = (path, info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns,
+                info.st_ctime_ns)
+    if identity in _parsed:
+        os.close(fd)
+        return identity, None
     with os.fdopen(fd, "rb") as file:
-        return file.read()
+        return identity, file.read()
 
 
-def _check_executable(fd: int, path: str) -> None:
-    """execve's checks on the opened file: a regular file with an x bit."""
-    mode = os.fstat(fd).st_mode
+def _check_executable(fd: int, path: str) -> os.stat_result:
+    """execve's checks on the opened file: a regular file with an x bit. Its stat."""
+    info = os.fstat(fd)
+    mode = info.st_mode
     if stat.S_ISDIR(mode):
         raise ExecFormatError(_errno.EACCES, "is a directory, not a program", path)
     if not stat.S_ISREG(mode):
@@ -349,6 +378,7 @@ def _check_executable(fd: int, path: str) -> None:
         raise ExecFormatError(
             _errno.EACCES, "permission denied: the file has no execute permission (chmod +x)", path
         )
+    return info
 
 
 def parse_elf(data: bytes, path: str = "") -> ElfImage:

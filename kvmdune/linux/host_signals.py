@@ -43,6 +43,7 @@ import errno
 import select
 import signal
 import struct
+import _thread
 import threading
 from dataclasses import dataclass
 from typing import Callable
@@ -188,50 +189,62 @@ class ProcessSignalTaker:
     def __init__(self, take: Callable[[], None]) -> None:
         self._take = take
         self._stopping = False
-        self._thread: threading.Thread | None = None
+        #: The thread's id while it runs; ``_running`` is held from its start until
+        #: its end (what ``stop`` waits on).
+        self._ident: int | None = None
+        self._running = _thread.allocate_lock()
 
     def start(self) -> None:
         """Start the thread (if it is not running); OSError (EAGAIN) when the host
-        cannot make it (RLIMIT_NPROC counts threads)."""
-        if self._thread is not None and self._thread.is_alive():
+        cannot make it (RLIMIT_NPROC counts threads). It does not wait for the thread
+        to be scheduled, as threading.Thread.start does: a forked child would wait for
+        a core on a busy machine before running its guest. What the thread may miss
+        meanwhile stays pending on the host (every signal it takes is blocked
+        everywhere), and it looks first thing."""
+        if self._running.locked():
             return
         self._stopping = False
-        thread = threading.Thread(target=self._loop, name="kvmdune-signals", daemon=True)
+        self._running.acquire()
         try:
             with sigmask.blocked_for_new_threads():
-                thread.start()
+                self._ident = _thread.start_new_thread(self._loop, ())
         except RuntimeError as exc:        # "can't start new thread"
+            self._running.release()
             raise OSError(errno.EAGAIN, str(exc)) from exc
-        self._thread = thread
 
     def stop(self) -> None:
         """End the thread (it takes nothing more); returns once it has ended."""
-        thread = self._thread
-        if thread is None:
+        if self._ident is None:
             return
         self._stopping = True
-        if thread.is_alive() and thread.ident is not None:
+        if self._running.locked():
             try:
-                signal.pthread_kill(thread.ident, SIGKICK)
+                signal.pthread_kill(self._ident, SIGKICK)
             except (OSError, ProcessLookupError):     # it has just ended
                 pass
-            thread.join()
-        self._thread = None
+            with self._running:         # released as the thread ends
+                pass
+        self._ident = None
 
     def restart_in_child(self) -> None:
         """In the child of a fork, where only the forking thread exists: a new
         taker, if the parent had one (OSError as ``start``)."""
-        if self._thread is not None:
-            self._thread = None
+        if self._ident is not None:
+            self._ident = None
+            # The parent's thread held it; no thread here will release it.
+            self._running = _thread.allocate_lock()
             self.start()
 
     def _loop(self) -> None:
-        sigmask.block_in_new_thread()
-        while not self._stopping:
-            wait_until_pending(None)
-            _take_one(sigmask.bit(SIGKICK), 0)      # a stop request, looked at next
-            if not self._stopping and sigmask.pending() & GUEST_BOUND:
-                self._take()
+        try:
+            sigmask.block_in_new_thread()
+            while not self._stopping:
+                wait_until_pending(None)
+                _take_one(sigmask.bit(SIGKICK), 0)      # a stop request, looked at next
+                if not self._stopping and sigmask.pending() & GUEST_BOUND:
+                    self._take()
+        finally:
+            self._running.release()
 
 
 def discard_pending() -> None:

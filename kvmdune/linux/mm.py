@@ -634,14 +634,19 @@ class MemoryMap:
         # frames; MAP_FIXED ones first see whether the frames there hold it already.
         direct = (read_into is not None and region is None and eager and not fixed
                   and not patched)
+        vma = Vma(start, start + length, prot & PROT_MASK, shared=shared, name=name,
+                  offset=offset, grows_down=bool(flags & _MAP_GROWSDOWN),
+                  region=region)
+        if (fixed and read_into is not None and region is None and eager and not shared
+                and self._map_over_file_in_frames(vma, read_into, patched,
+                                                  file_path or name)):
+            self._merge_around(start, start + length)
+            return start
         data = read_file(offset, length) if read_file is not None and region is None \
             and not direct else b""
         if patched and data:
             from .sitepatch import patch_mapping
             data = patch_mapping(self, start, offset, data, file_path or name)
-        vma = Vma(start, start + length, prot & PROT_MASK, shared=shared, name=name,
-                  offset=offset, grows_down=bool(flags & _MAP_GROWSDOWN),
-                  region=region)
         if fixed and data and self._reuse_untouched_frames(vma, data):
             self._merge_around(start, start + length)
             return start
@@ -664,6 +669,9 @@ class MemoryMap:
         the host's page cache into guest memory (read_file and _fill make two)."""
         memory, views, left = self.space.memory, [], length
         for paddr, size in frame_runs(self.space, start, length):
+            # One trip into the host kernel for the run's pages, not a fault per
+            # page as the read below first writes each (ld.so's libc: ~470 pages).
+            memory.populate(paddr, min(size, left))
             views.append(memory.slice(paddr, min(size, left)))
             left -= size
             if left <= 0:
@@ -675,7 +683,30 @@ class MemoryMap:
                 return                    # the end of the file: the rest stays zero
             offset, length = offset + wanted, length - wanted
 
-    def _reuse_untouched_frames(self, vma: Vma, data: bytes) -> bool:
+    def _map_over_file_in_frames(self, vma: Vma, read_into: ReadInto, patched: bool,
+                                 path: str) -> bool:
+        """ld.so maps each library segment again, with MAP_FIXED, over the whole file
+        it mapped first: the frames there usually hold these very bytes already.
+        When they do (compared with the file a chunk at a time, not read into a
+        buffer of the segment's size: faulted in, copied, freed), map ``vma`` over
+        them as ``_reuse_untouched_frames`` does, the patched code kept for them
+        (``kept_patch``) copied in if its sites are patched. False (nothing
+        changed) when they do not, or no patched code is kept for them."""
+        length = vma.end - vma.start
+        runs = self._untouched_frames(vma.start, length)
+        in_file = None if runs is None else self._file_bytes_in(runs, vma.offset, read_into)
+        if in_file is None:
+            return False
+        code = b""
+        if patched:
+            from .sitepatch import kept_patch
+            code = kept_patch(self, vma.start, vma.offset, in_file, path,
+                              lambda original: self._holds(runs, original))
+            if code is None:
+                return False
+        return self._reuse_untouched_frames(vma, code, in_place=not code)
+
+    def _reuse_untouched_frames(self, vma: Vma, data: bytes, in_place: bool = False) -> bool:
         """Map the private mapping ``vma`` of ``data`` (then zeros) over the frames
         already there, when they are private copies that nothing has touched since
         they were mapped (no accessed or dirty bit): no translation to them exists
@@ -684,32 +715,71 @@ class MemoryMap:
         faulting fresh host pages in. ld.so maps a library whole, then each segment
         again over it with MAP_FIXED: a segment whose bytes are already there is not
         even copied again (its rights change only), and the text, patched, is copied
-        over the unpatched bytes. False (nothing changed) otherwise."""
-        if self.observer is not None:
-            return False      # the Dune API's own tables may write the frames unseen
+        over the unpatched bytes. ``in_place``: the caller found the frames holding
+        the mapping's bytes already (only the rights change). False (nothing
+        changed) otherwise."""
         length = vma.end - vma.start
-        covered = 0
+        runs = self._untouched_frames(vma.start, length)
+        if runs is None:
+            return False
         replaced = self._overlapping(vma.start, vma.end)
-        for old in replaced:
-            if (old.shared or old.region is not None or old.source is not None
-                    or old.sealed or old.vmm_backed):
-                return False
-            covered += min(old.end, vma.end) - max(old.start, vma.start)
-        if covered != length:
-            return False
-        touched = self.space.page_bits.since_mapping.mask(PTE.ACCESSED | PTE.DIRTY)
-        if self.space.tables.scan_bits(vma.start, length, touched, collect=False).hits:
-            return False
-        runs = _runs_within(frame_runs(self.space, vma.start, length), length)
-        if sum(size for _, size in runs) != length:
-            return False                  # a page with no frame (demand paging)
-        if not self._holds(runs, data):
+        if not in_place and not self._holds(runs, data):
             self._overwrite(runs, data)
         if _rss_may_drop(replaced, vma):
             self.note_rss_peak()          # as the unmap it stands for would
         self._cut(vma.start, vma.end)
         self._insert(vma)
         self.space.protect(vma.start, length, perm_for(vma.prot))
+        return True
+
+    def _untouched_frames(self, start: int, length: int) -> list[tuple[int, int]] | None:
+        """The frame runs under [start, start+length) when private copies back all of
+        it that nothing has touched since they were mapped (``_reuse_untouched_frames``
+        says why that matters); None otherwise."""
+        if self.observer is not None:
+            return None       # the Dune API's own tables may write the frames unseen
+        covered = 0
+        for old in self._overlapping(start, start + length):
+            if (old.shared or old.region is not None or old.source is not None
+                    or old.sealed or old.vmm_backed):
+                return None
+            covered += min(old.end, start + length) - max(old.start, start)
+        if covered != length:
+            return None
+        touched = self.space.page_bits.since_mapping.mask(PTE.ACCESSED | PTE.DIRTY)
+        if self.space.tables.scan_bits(start, length, touched, collect=False).hits:
+            return None
+        runs = _runs_within(frame_runs(self.space, start, length), length)
+        if sum(size for _, size in runs) != length:
+            return None                   # a page with no frame (demand paging)
+        return runs
+
+    def _file_bytes_in(self, runs: list[tuple[int, int]], offset: int,
+                       read_into: ReadInto) -> int | None:
+        """How many bytes of the file from ``offset`` the frames ``runs`` hold, when
+        they hold exactly the file's bytes and zeros after its end; None otherwise.
+        Read a chunk at a time through one small buffer."""
+        chunk, memory, done = _compare_buffer(), self.space.memory, 0
+        for paddr, size in runs:
+            frames, at = memory.slice(paddr, size), 0
+            while at < size:
+                wanted = min(len(chunk), size - at)
+                got = read_into(offset + done, wanted, [memoryview(chunk)[:wanted]])
+                if not chunk.startswith(frames[at:at + got]):
+                    return None
+                at, done = at + got, done + got
+                if got < wanted:
+                    return done if self._zeros_after(runs, done) else None
+        return done
+
+    def _zeros_after(self, runs: list[tuple[int, int]], skip: int) -> bool:
+        """Whether the frames ``runs`` hold only zeros after their first ``skip`` bytes."""
+        memory = self.space.memory
+        for paddr, size in runs:
+            inside = min(skip, size)
+            skip -= inside
+            if not bytes(size - inside).startswith(memory.slice(paddr + inside, size - inside)):
+                return False
         return True
 
     def _holds(self, runs: list[tuple[int, int]], data: bytes) -> bool:
@@ -990,6 +1060,20 @@ def _mergeable(before: Vma, after: Vma) -> bool:
 #: The madvise advices that set a mapping's huge-page flag.
 _HUGE_ADVICE = {MadviseAdvice.MADV_HUGEPAGE: HugeAdvice.HUGEPAGE,
                 MadviseAdvice.MADV_NOHUGEPAGE: HugeAdvice.NOHUGEPAGE}
+
+
+#: The buffer ``_file_bytes_in`` reads a file through (one per VMM lineage: a forked
+#: child copies only the pages it writes; memory maps change under the process's
+#: lock, so one caller at a time).
+COMPARE_CHUNK = 64 << 10
+_compare_chunk: bytearray | None = None
+
+
+def _compare_buffer() -> bytearray:
+    global _compare_chunk
+    if _compare_chunk is None:
+        _compare_chunk = bytearray(COMPARE_CHUNK)
+    return _compare_chunk
 
 
 def _runs_within(runs: list[tuple[int, int]], length: int) -> list[tuple[int, int]]:

@@ -8,7 +8,10 @@ forked child, and the seconds and counts of each named phase (``fork.child.vm``,
 ``KVMDUNE_PHASE_CLOCK=thread``: the phases in the CPU time of the thread that ran
 them (``time.thread_time``), not wall time: on a loaded machine a phase's wall time
 is mostly the waits for a core, and only its CPU time compares from run to run.
-``process`` is then the main thread's CPU time.
+``process`` is then the main thread's CPU time. ``KVMDUNE_PHASE_CLOCK=faults``: in
+the host page faults the thread took (thousands of them per "second", so ``bench
+phases`` prints faults where it prints milliseconds): after a fork, most are
+copy-on-write copies of the VMM's own heap.
 
 ``KVMDUNE_PROFILE=DIR``: every VMM process runs under cProfile and writes
 ``DIR/PID.prof`` when it ends (a forked child's profile starts at the fork).
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import time
 from contextlib import contextmanager
 from typing import Iterator
@@ -28,7 +32,8 @@ PHASE_TIMES_VARIABLE = "KVMDUNE_PHASE_TIMES"
 PROFILE_VARIABLE = "KVMDUNE_PROFILE"
 CLOCK_VARIABLE = "KVMDUNE_PHASE_CLOCK"
 #: The clocks phases may be timed with (CLOCK_VARIABLE's values).
-CLOCKS = {"wall": time.perf_counter, "thread": time.thread_time}
+CLOCKS = {"wall": time.perf_counter, "thread": time.thread_time,
+          "faults": lambda: resource.getrusage(resource.RUSAGE_THREAD).ru_minflt / 1e3}
 
 
 class _Recorder:

@@ -56,7 +56,7 @@ import re
 import struct
 from collections import OrderedDict
 from dataclasses import dataclass, replace
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 from ..machine import _trampoline, layout
 from ..memory import PAGE_SIZE
@@ -626,21 +626,35 @@ def _sites_in(analysis: Analysis, data: bytes, file_offset: int) -> list[Site]:
     return found
 
 
+def kept_patch(mm, start: int, file_offset: int, length: int, path: str,
+               is_original: Callable[[bytes], bool]) -> bytes | None:
+    """The patched code kept for ``length`` bytes of the file from ``file_offset``
+    (to be mapped at ``start``), with its stubs mapped, when ``is_original`` says
+    the file's bytes are still those it was made from, the file's analysis is the
+    same and the stubs land at the same distance; None otherwise."""
+    key = (path, file_offset, length)
+    kept = _patched.get(key)
+    if kept is None or kept.analysis is not analyze(path) or not is_original(kept.original):
+        return None
+    stubs_at = mm.find_free(len(kept.stubs), below=start)
+    if stubs_at != start - kept.stubs_below:
+        return None
+    _patched.move_to_end(key)
+    _map_stubs(mm, stubs_at, kept.stubs, start, length)
+    return kept.code
+
+
 def patch_mapping(mm, start: int, file_offset: int, data: bytes,
                   path: str) -> bytes | bytearray:
     """``data`` (the file's bytes from ``file_offset``, to be mapped executable at
     ``start``) with its sites patched, their stubs mapped nearby in one mapping;
     ``data`` as it is when nothing can be patched (no site, no room within reach).
     (A bytearray, not copied again: libc's text is megabytes, patched per exec.)"""
+    kept = kept_patch(mm, start, file_offset, len(data), path,
+                      lambda original: original.startswith(data))
+    if kept is not None:
+        return kept
     analysis = analyze(path)
-    key = (path, file_offset, len(data))
-    kept = _patched.get(key)
-    if kept is not None and kept.analysis is analysis and kept.original.startswith(data):
-        stubs_at = mm.find_free(len(kept.stubs), below=start)
-        if stubs_at == start - kept.stubs_below:
-            _patched.move_to_end(key)
-            _map_stubs(mm, stubs_at, kept.stubs, start, len(data))
-            return kept.code
     sites = _sites_in(analysis, data, file_offset)
     if not sites:
         return data
@@ -666,8 +680,9 @@ def patch_mapping(mm, start: int, file_offset: int, data: bytes,
             jump.pack_into(patched, pad, _JMP_REL32, stub - (start + pad + 5))
     stubs[len(sites) * STUB_SIZE:] = b"\xcc" * (size - len(sites) * STUB_SIZE)
     _map_stubs(mm, stubs_at, bytes(stubs), start, len(data))
-    _keep_patched(key, _PatchedCode(analysis, bytes(data), start - stubs_at,
-                                    bytes(patched), bytes(stubs)))
+    _keep_patched((path, file_offset, len(data)),
+                  _PatchedCode(analysis, bytes(data), start - stubs_at, bytes(patched),
+                               bytes(stubs)))
     return patched
 
 

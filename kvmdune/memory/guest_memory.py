@@ -377,6 +377,13 @@ class GuestMemory:
         view, offset = self._backing(paddr, length)
         return view[offset:offset + length]
 
+    def populate(self, paddr: int, length: int) -> None:
+        """Fault the host pages behind a range of the guest's own memory in at once,
+        before the VMM writes them all (HostMapping.populate); shared regions are
+        left alone."""
+        if 0 <= paddr and paddr + length <= self.size:
+            self.mapping.populate(paddr, length)
+
     def _discard(self, paddr: int, length: int) -> None:
         if self.quiesce is not None:
             self.quiesce()

@@ -38,6 +38,8 @@ MADV_DONTNEED = 4
 MADV_HUGEPAGE = 14      # linux/mman.h: back with transparent huge pages
 HOST_HUGE_PAGE = 2 << 20
 MADV_DONTFORK = 10
+#: Linux 5.14: fault the range in, writable, in one call (EINVAL before).
+MADV_POPULATE_WRITE = 23
 PROT_READ, PROT_WRITE, PROT_EXEC = mmap.PROT_READ, mmap.PROT_WRITE, mmap.PROT_EXEC
 
 
@@ -177,6 +179,12 @@ class HostMapping:
         """Give the pages back to the host (they read as zero afterwards)."""
         _check(_libc.madvise(self._checked_range(offset, length), length, MADV_DONTNEED),
                "madvise(MADV_DONTNEED)")
+
+    def populate(self, offset: int, length: int) -> None:
+        """Fault the pages in, writable, in one call, before the VMM fills them: one
+        trip into the host kernel instead of one page fault per page. Best effort
+        (a host without MADV_POPULATE_WRITE faults them one by one as before)."""
+        _libc.madvise(self._checked_range(offset, length), length, MADV_POPULATE_WRITE)
 
     def reprotect(self, offset: int, length: int) -> None:
         """An mprotect pair over the range that never removes access: execute

@@ -6,6 +6,8 @@ run``: stdout and exit status must match byte for byte."""
 
 from __future__ import annotations
 
+import pathlib
+
 import pytest
 
 from .conftest import LINKS, run_dune, run_in_scratch_dirs
@@ -47,6 +49,7 @@ def test_fixed_file_mappings_over_a_whole_file_read_their_own_bytes(compiled, li
     assert dune.stdout == native.stdout, dune.stderr.decode(errors="replace")[-3000:]
     assert dune.returncode == native.returncode == 0
     assert b"untouched, read-exec: [131 131 0] [132 132 0] [133 0 2048]" in dune.stdout
+    assert b"rewritten, same offset: [128 128 0] [85 85 0] [130 130 0]" in dune.stdout
 
 
 def test_memory_past_the_first_slot_in_a_child_and_after_clear_refs(compiled, tmp_path):
@@ -86,3 +89,16 @@ def test_vfork_children_write_their_parents_memory(compiled, link, tmp_path):
                  b"after _exit: data 42, stack 7, heap child, pages pccp, untouched u",
                  b"after exec: data 99"):
         assert line in dune.stdout
+
+
+def test_a_program_replaced_under_its_name_runs_its_new_bytes(tmp_path):
+    """An executable is parsed once per VMM lineage (elf.py keeps it by path and file
+    identity): the first process runs ./prog (a copy of bash), which replaces ./prog
+    with echo and runs it in a forked child; the child must run echo, not bash again."""
+    prog = tmp_path / "prog"
+    prog.write_bytes(pathlib.Path("/bin/bash").read_bytes())
+    prog.chmod(0o755)
+    dune = run_dune(["./prog", "-c", "rm ./prog; cp /bin/echo ./prog; ./prog changed"],
+                    cwd=tmp_path)
+    assert dune.returncode == 0, dune.stderr.decode(errors="replace")[-3000:]
+    assert dune.stdout == b"changed\n"

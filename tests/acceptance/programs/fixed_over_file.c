@@ -50,6 +50,19 @@ static void case_over(int fd, const char *what, int touch, int prot) {
     munmap(whole, FILE_PAGES * PAGE);
 }
 
+/* The file rewritten between the two mappings of the same pages (ld.so's second
+ * mapping of a segment, at the same offset): the new mapping reads the new bytes. */
+static void case_rewritten(int fd) {
+    unsigned char *whole = mmap(NULL, FILE_PAGES * PAGE, PROT_READ, MAP_PRIVATE, fd, 0);
+    unsigned char page[PAGE];
+    memset(page, 0x55, PAGE);
+    pwrite(fd, page, PAGE, PAGE);
+    unsigned char *over = mmap(whole, 3 * PAGE, PROT_READ | PROT_EXEC, MAP_PRIVATE | MAP_FIXED,
+                               fd, 0);
+    describe("rewritten, same offset", over, 3);
+    munmap(whole, FILE_PAGES * PAGE);
+}
+
 int main(int argc, char **argv) {
     char path[4096];
     snprintf(path, sizeof path, "%s/pattern", argc > 1 ? argv[1] : "/tmp");
@@ -64,6 +77,7 @@ int main(int argc, char **argv) {
     case_over(fd, "untouched, read-exec", 0, PROT_READ | PROT_EXEC);
     case_over(fd, "untouched, read-write", 0, PROT_READ | PROT_WRITE);
     case_over(fd, "touched, read", 1, PROT_READ);
+    case_rewritten(fd);
     close(fd);
     unlink(path);
     return 0;

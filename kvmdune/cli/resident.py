@@ -213,6 +213,11 @@ def serve(directory: str, version: str, ready: int, mode: Mode) -> None:
 _parser = None
 
 
+#: A dynamic program of the system's: its interpreter and libc are every dynamic
+#: program's.
+STANDARD_PROGRAM = "/bin/sh"
+
+
 def preload() -> None:
     """Import what ``run`` and ``sandbox`` import on their way, and build the
     command's parser, so that a worker does neither."""
@@ -224,12 +229,14 @@ def preload() -> None:
         import subprocess  # noqa: F401
 
         from . import main
-        from ..linux import elf, fastpath, runner, trace, vdso  # noqa: F401
+        from ..linux import elf, fastpath, runner, sitepatch, trace, vdso  # noqa: F401
         from ..machine import disasm
         from ..sandbox import guard, policy  # noqa: F401
 
         fastpath.native_module()
         vdso.host_vdso()        # the same in a forked worker: read and checked once
+        # ld.so's and libc's call sites patched once here, not in every run.
+        sitepatch.prewarm(STANDARD_PROGRAM, patch=True)
         disasm._decoder()       # capstone: what a sandbox imports before it drops root
         _parser = main.build_parser()
 

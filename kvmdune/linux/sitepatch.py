@@ -351,17 +351,23 @@ def _identity(info: os.stat_result) -> tuple[int, ...]:
     return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
+def file_identity(path: str) -> tuple[int, ...] | None:
+    """The identity (``_identity``) of the file at ``path`` now; None when it is gone."""
+    try:
+        return _identity(os.stat(path))
+    except OSError:
+        return None
+
+
 def analyze(path: str) -> Analysis:
     """The sites of the file at ``path``: from memory, the on-disk cache, or a fresh
     sweep. The cache is looked up by the file's identity first (no read of the file:
     this runs on every exec and every executable mmap), then by its contents
     (build-id and SHA-256: a copy, or the same file touched), which are what an
     entry is valid for."""
-    try:
-        info = os.stat(path)
-    except OSError:
+    identity = file_identity(path)
+    if identity is None:
         return Analysis((), 0)
-    identity = _identity(info)
     found = _memo.get(identity)
     if found is not None:
         return found
@@ -391,11 +397,12 @@ _PHDR = struct.Struct("<IIQQQQQQ")
 _DYN = struct.Struct("<qQ")
 
 
-def prewarm(path: str) -> None:
+def prewarm(path: str, patch: bool = False) -> None:
     """Analyse ``path``, its interpreter and the libraries it names (found in
     LIBRARY_DIRECTORIES) now, into memory: before the VMM drops privileges and
     confines itself, while the disk cache is still in its reach (a sandbox run as
-    another user, or under Landlock, would otherwise sweep libc again every time)."""
+    another user, or under Landlock, would otherwise sweep libc again every time).
+    With ``patch``, its interpreter and libraries are patched too (``prepatch``)."""
     try:
         with open(path, "rb") as f:
             names = _dependencies(f.fileno())
@@ -403,17 +410,17 @@ def prewarm(path: str) -> None:
         return
     analyze(path)
     for name in names:
-        if name.startswith("/"):
-            analyze(name)
-            continue
-        found = next((os.path.join(d, name) for d in LIBRARY_DIRECTORIES
-                      if os.path.exists(os.path.join(d, name))), None)
+        found = name if name.startswith("/") else next(
+            (os.path.join(d, name) for d in LIBRARY_DIRECTORIES
+             if os.path.exists(os.path.join(d, name))), None)
         if found is not None:
             analyze(found)
+            if patch:
+                prepatch(found)
 
 
-def _dependencies(fd: int) -> list[str]:
-    """The interpreter and DT_NEEDED names of the ELF file open at ``fd`` ([] for
+def _program_headers(fd: int) -> list[tuple]:
+    """The program headers (``_PHDR`` fields) of the ELF file open at ``fd`` ([] for
     anything else); struct.error for a file cut short."""
     header = os.pread(fd, 64, 0)
     if len(header) < 64 or header[:4] != b"\x7fELF":
@@ -423,7 +430,13 @@ def _dependencies(fd: int) -> list[str]:
     if phentsize != _PHDR.size:
         return []
     table = os.pread(fd, phnum * phentsize, phoff)
-    phdrs = [_PHDR.unpack_from(table, i * phentsize) for i in range(phnum)]
+    return [_PHDR.unpack_from(table, i * phentsize) for i in range(phnum)]
+
+
+def _dependencies(fd: int) -> list[str]:
+    """The interpreter and DT_NEEDED names of the ELF file open at ``fd`` ([] for
+    anything else); struct.error for a file cut short."""
+    phdrs = _program_headers(fd)
     names = [os.pread(fd, min(p[5], PAGE_SIZE), p[2]).split(b"\0")[0]
              .decode("utf-8", "replace") for p in phdrs if p[0] == _PT_INTERP]
     dynamic = next((p for p in phdrs if p[0] == _PT_DYNAMIC), None)
@@ -632,7 +645,7 @@ def kept_patch(mm, start: int, file_offset: int, length: int, path: str,
     (to be mapped at ``start``), with its stubs mapped, when ``is_original`` says
     the file's bytes are still those it was made from, the file's analysis is the
     same and the stubs land at the same distance; None otherwise."""
-    key = (path, file_offset, length)
+    key = (file_identity(path), file_offset, length)
     kept = _patched.get(key)
     if kept is None or kept.analysis is not analyze(path) or not is_original(kept.original):
         return None
@@ -658,10 +671,29 @@ def patch_mapping(mm, start: int, file_offset: int, data: bytes,
     sites = _sites_in(analysis, data, file_offset)
     if not sites:
         return data
-    size = -(-len(sites) * STUB_SIZE // PAGE_SIZE) * PAGE_SIZE
+    size = _stubs_size(sites)
     stubs_at = mm.find_free(size, below=start)
     if stubs_at is None or start + len(data) - stubs_at > REL32_REACH:
         return data
+    patched, stubs = _patch(sites, data, file_offset, start, stubs_at, size)
+    _map_stubs(mm, stubs_at, stubs, start, len(data))
+    identity = file_identity(path)
+    if identity is not None:
+        _keep_patched((identity, file_offset, len(data)),
+                      _PatchedCode(analysis, bytes(data), start - stubs_at, bytes(patched),
+                                   stubs))
+    return patched
+
+
+def _stubs_size(sites: list[Site]) -> int:
+    """The pages the stubs of ``sites`` take."""
+    return -(-len(sites) * STUB_SIZE // PAGE_SIZE) * PAGE_SIZE
+
+
+def _patch(sites: list[Site], data: bytes, file_offset: int, start: int, stubs_at: int,
+           size: int) -> tuple[bytearray, bytes]:
+    """``data`` (the file from ``file_offset``, mapped at ``start``) with ``sites``
+    jumping to their stubs at ``stubs_at``, and the ``size`` bytes of those stubs."""
     patched = bytearray(data)
     stubs = bytearray(size)
     jump = struct.Struct("<Bi")
@@ -679,11 +711,59 @@ def patch_mapping(mm, start: int, file_offset: int, data: bytes,
             patched[at:at + 2] = bytes([_JMP_REL8, (pad - (at + 2)) & 0xFF])
             jump.pack_into(patched, pad, _JMP_REL32, stub - (start + pad + 5))
     stubs[len(sites) * STUB_SIZE:] = b"\xcc" * (size - len(sites) * STUB_SIZE)
-    _map_stubs(mm, stubs_at, bytes(stubs), start, len(data))
-    _keep_patched((path, file_offset, len(data)),
-                  _PatchedCode(analysis, bytes(data), start - stubs_at, bytes(patched),
-                               bytes(stubs)))
-    return patched
+    return patched, bytes(stubs)
+
+
+#: Where ``prepatch`` pretends a file's lowest page is mapped: every jump is relative,
+#: so only the distances from it matter.
+_PREPATCH_BASE = 0x7F00_0000_0000
+_PF_X = 1
+
+
+def prepatch(path: str) -> None:
+    """Patch the executable segments of the ELF file at ``path`` now, into the kept
+    code, as they are mapped in a run: by the VMM's loader (an interpreter, or a
+    program, from its segment's first byte in the file to its last) and by ld.so (a
+    library, whole pages), their stubs right below the file's lowest page, where
+    the space is free in a fresh address space. A resident server does this for
+    ld.so and libc before it forks its workers, so that no run patches them again
+    (they inherit the kept code, which a run uses only for the very bytes it maps,
+    under the file's current analysis)."""
+    identity = file_identity(path)
+    analysis = analyze(path)
+    if identity is None or not analysis.patchable:
+        return
+    try:
+        with open(path, "rb") as f:
+            loads = [p for p in _program_headers(f.fileno()) if p[0] == _PT_LOAD]
+            if not loads:
+                return
+            lowest = min(p[3] for p in loads) & ~(PAGE_SIZE - 1)
+            for p in loads:
+                if p[1] & _PF_X:
+                    _prepatch_segment(f.fileno(), identity, analysis, p, lowest)
+    except (OSError, struct.error):
+        return
+
+
+def _prepatch_segment(fd: int, identity: tuple, analysis: Analysis, header: tuple,
+                      lowest: int) -> None:
+    _, _, offset, vaddr, _, filesz, _, _ = header
+    mapped_from = offset & ~(PAGE_SIZE - 1)
+    start = _PREPATCH_BASE + (vaddr & ~(PAGE_SIZE - 1)) - lowest
+    end_in_file = offset + filesz
+    by_loader = end_in_file - mapped_from
+    by_ld_so = -(-end_in_file // PAGE_SIZE) * PAGE_SIZE - mapped_from
+    for length in dict.fromkeys((by_loader, by_ld_so)):
+        data = os.pread(fd, length, mapped_from)
+        sites = _sites_in(analysis, data, mapped_from)
+        if not sites:
+            continue
+        size = _stubs_size(sites)
+        stubs_at = _PREPATCH_BASE - size
+        patched, stubs = _patch(sites, data, mapped_from, start, stubs_at, size)
+        _keep_patched((identity, mapped_from, len(data)),
+                      _PatchedCode(analysis, data, start - stubs_at, bytes(patched), stubs))
 
 
 def _map_stubs(mm, stubs_at: int, stubs: bytes, code_start: int, code_length: int) -> None:
@@ -709,14 +789,14 @@ class _PatchedCode:
         return len(self.original) + len(self.code) + len(self.stubs)
 
 
-#: Patched code kept per (file path, file offset, length), least recently used
+#: Patched code kept per (file identity, file offset, length), least recently used
 #: first, at most ``PATCHED_CACHE_BYTES`` in all (libc's text, original and patched,
 #: is about 3 MiB).
-_patched: "OrderedDict[tuple[str, int, int], _PatchedCode]" = OrderedDict()
+_patched: "OrderedDict[tuple[tuple, int, int], _PatchedCode]" = OrderedDict()
 PATCHED_CACHE_BYTES = 32 << 20
 
 
-def _keep_patched(key: tuple[str, int, int], entry: _PatchedCode) -> None:
+def _keep_patched(key: tuple[tuple, int, int], entry: _PatchedCode) -> None:
     _patched.pop(key, None)
     if entry.size > PATCHED_CACHE_BYTES:
         return
@@ -777,4 +857,4 @@ def in_site_stub(mm, address: int) -> bool:
 
 __all__ = ["Analysis", "ENVIRONMENT_VARIABLE", "Site", "SiteKind", "STUB_PROT",
            "StubMapping", "analyze", "analyze_bytes", "build_stub", "in_site_stub",
-           "patch_in_place", "patch_mapping", "prewarm", "relocatable", "release_stubs", "wanted"]
+           "patch_in_place", "patch_mapping", "prepatch", "prewarm", "relocatable", "release_stubs", "wanted"]

@@ -135,3 +135,46 @@ def test_a_relocatable_instruction_before_syscall_is_a_site(tmp_path: Path,
 ])
 def test_relocatable_instructions(insn, expected):
     assert sitepatch.relocatable(insn) is expected
+
+
+#: A VMM that patches ld.so and libc ahead (as a resident server does before it
+#: forks its workers), then runs a dynamic program, counting the patches it makes.
+_PREPATCHED_VMM = """
+import json, sys
+from kvmdune.linux import sitepatch
+from kvmdune.linux.runner import run_command
+sitepatch.prewarm(sys.argv[2], patch=True)
+ahead = len(sitepatch._patched)
+made = []
+real_patch = sitepatch._patch
+def counted(*args):
+    made.append(args[2])            # the file offset of what was patched in the run
+    return real_patch(*args)
+sitepatch._patch = counted
+status = run_command(sys.argv[2:])
+with open(sys.argv[1], "w") as report:
+    json.dump({"status": status, "ahead": ahead, "made": made}, report)
+"""
+
+
+@pytest.mark.kvm
+def test_code_patched_ahead_is_what_a_run_maps(tmp_path: Path):
+    """ld.so's and libc's code patched before any run (``prewarm(patch=True)``) is
+    the code a run maps: the run patches nothing itself, and the dynamic program,
+    whose every call goes through those stubs, runs as natively."""
+    import json
+    import sys
+
+    shell = "/bin/sh"
+    report = tmp_path / "report.json"
+    script = "echo $((6 * 7)); cat /proc/self/maps | grep -c ' r-xp .*libc'"
+    native = subprocess.run([shell, "-c", script], capture_output=True, timeout=60)
+    result = subprocess.run([sys.executable, "-c", _PREPATCHED_VMM, str(report), shell,
+                             "-c", script], capture_output=True, timeout=120,
+                            env=dict(os.environ, KVMDUNE_PATCH_SITES="1"))
+    assert result.returncode == 0, result.stderr.decode(errors="replace")[-3000:]
+    seen = json.loads(report.read_text())
+    assert seen["status"] == 0
+    assert seen["ahead"] >= 2                 # ld.so's and libc's text, each way mapped
+    assert seen["made"] == [], "the run patched code it had been given ahead"
+    assert result.stdout == native.stdout

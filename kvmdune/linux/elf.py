@@ -353,9 +353,8 @@ def load_elf(path: str | os.PathLike[str]) -> ElfImage:
         try:
             return parse_elf(head, name, file_size=info.st_size, identity=FileIdentity.of(info))
         except _BeyondHead:
-            whole = _read_all(fd)
-            return parse_elf(whole, name, file_size=max(len(whole), info.st_size),
-                             identity=FileIdentity.of(info))
+            # All of it, as read now (a file cut meanwhile is parsed as it is).
+            return parse_elf(_read_all(fd), name)
     finally:
         os.close(fd)
 

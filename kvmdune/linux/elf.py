@@ -9,7 +9,10 @@ fault later: the guest is hostile, and a clear refusal is better than a
 confusing crash inside the VM.
 
 Only the ELF header and program headers are read, as Linux does; section
-headers are never looked at, so stripped or section-less files load.
+headers are never looked at, so stripped or section-less files load. `load_elf`
+reads the head of the file that holds them (and PT_INTERP and the notes), not the
+whole file: the loader reads each segment from the file straight into guest frames
+(a 7 MB executable was read whole into the VMM's heap first, then copied again).
 Both are fixed little-endian layouts read with `struct` after every bound is
 checked (pyelftools would build every structure of the format for each file,
 and importing it costs more than the rest of a short run); pyelftools' name
@@ -27,7 +30,7 @@ import os
 import stat
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import IntEnum, IntFlag
 from typing import Any, Iterator
 
@@ -43,6 +46,7 @@ __all__ = [
     "ElfMachine",
     "ElfType",
     "ExecFormatError",
+    "FileIdentity",
     "MAX_PHDR_TABLE_SIZE",
     "PAGE_SIZE",
     "PATH_MAX",
@@ -207,7 +211,8 @@ def _noexec(path: str, message: str) -> ExecFormatError:
 
 @dataclass(frozen=True)
 class Segment:
-    """One PT_LOAD: map `data` at vaddr (+ load bias), zero-fill up to memsz."""
+    """One PT_LOAD: map the file's bytes [offset, offset+filesz) at vaddr (+ load
+    bias), zero-fill up to memsz."""
 
     vaddr: int
     memsz: int
@@ -215,7 +220,6 @@ class Segment:
     offset: int
     align: int
     flags: SegmentFlags
-    data: bytes | memoryview = field(repr=False)  # exactly filesz bytes of the file
 
     @property
     def end(self) -> int:
@@ -253,9 +257,12 @@ class ElfImage:
     pt_phdr_vaddr: int | None  # PT_PHDR's p_vaddr, when the file has one
     #: (owner, type) of every well-formed note in the PT_NOTE segments.
     notes: frozenset[tuple[bytes, int]] = frozenset()
-    #: The whole file as read (the loader maps from it instead of reading it again;
-    #: the segments' ``data`` are views into it, not copies).
+    #: The whole file, when `parse_elf` was given it (the loader maps from it);
+    #: empty from `load_elf`, whose loader reads the segments from the file.
     contents: bytes = field(default=b"", repr=False, compare=False)
+    #: The file as `load_elf` found it (FileIdentity): the loader maps the
+    #: segments only from the same file, unchanged (None: from ``contents``).
+    identity: "FileIdentity | None" = field(default=None, compare=False)
 
     @property
     def needs_load_bias(self) -> bool:
@@ -310,38 +317,75 @@ def _is_power_of_two(value: int) -> bool:
 # --- Loading --------------------------------------------------------------------
 
 
-#: Executables parsed before, by path and file identity (device, inode, size, times
-#: of change): a program's interpreter (ld.so) is read and parsed once per VMM
-#: lineage, as forked children inherit this, not once per execve.
-_parsed: dict[tuple, ElfImage] = {}
-#: At most this many bytes of files are kept (a file bigger is never kept).
-PARSED_CACHE_BYTES = 16 << 20
+#: What `load_elf` reads first: the ELF header, the program headers, PT_INTERP and
+#: the notes lie in it in every linker's output (all of them is read otherwise).
+HEAD_SIZE = 16 * 1024
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    """Which file, in which state: a file with the same identity later is the
+    same inode with the same size, contents time and change time."""
+
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+
+    @classmethod
+    def of(cls, info: os.stat_result) -> "FileIdentity":
+        return cls(info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
+class _BeyondHead(Exception):
+    """A header `parse_elf` needs lies past the bytes it was given."""
+
+
+#: Executables parsed before from their head, by path and file identity: a
+#: program's interpreter (ld.so) is parsed once per VMM lineage, as forked children
+#: inherit this, not on every execve. (Images holding a whole file are not kept.)
+_parsed: dict[tuple[str, FileIdentity], ElfImage] = {}
+PARSED_CACHE_ENTRIES = 64
 
 
 def load_elf(path: str | os.PathLike[str]) -> ElfImage:
-    """Read and validate the ELF executable at `path` (one open, one read; none when
-    the same file, unchanged, was loaded before)."""
+    """Read and validate the ELF executable at `path` (one open; its head only,
+    unless its headers lie further in; none when the same file, unchanged, was
+    loaded before)."""
     name = os.fsdecode(path)
-    identity, data = _read_executable(name)
-    if data is None:
-        return _parsed[identity]
-    image = parse_elf(data, name)
-    _keep_parsed(identity, image)
-    return image
+    fd = _open_executable(name)
+    try:
+        info = os.fstat(fd)
+        key = (name, FileIdentity.of(info))
+        kept = _parsed.get(key)
+        if kept is not None:
+            return kept
+        head = os.pread(fd, HEAD_SIZE, 0)
+        try:
+            image = parse_elf(head, name, file_size=info.st_size, identity=key[1])
+        except _BeyondHead:
+            # All of it, as read now (a file cut meanwhile is parsed as it is).
+            return parse_elf(_read_all(fd), name)
+        if len(_parsed) >= PARSED_CACHE_ENTRIES:
+            _parsed.clear()
+        _parsed[key] = image
+        return image
+    finally:
+        os.close(fd)
 
 
-def _keep_parsed(identity: tuple, image: ElfImage) -> None:
-    kept = sum(len(one.contents) for one in _parsed.values())
-    if kept + len(image.contents) > PARSED_CACHE_BYTES:
-        _parsed.clear()
-    if len(image.contents) <= PARSED_CACHE_BYTES:
-        _parsed[identity] = image
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    offset = 0
+    while chunk := os.pread(fd, 1 << 20, offset):
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
 
 
-def _read_executable(path: str) -> tuple[tuple, bytes | None]:
-    """The file's identity (path and what stat says changes with its contents) and
-    its bytes (None when that identity was parsed before), after the permission
-    checks execve(2) makes."""
+def _open_executable(path: str) -> int:
+    """The file opened, after the permission checks execve(2) makes."""
     try:
         # O_NONBLOCK: opening a FIFO must not hang the VMM; it is refused below.
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
@@ -352,23 +396,16 @@ def _read_executable(path: str) -> tuple[tuple, bytes | None]:
     except OSError as exc:
         raise ExecFormatError(exc.errno or _errno.EACCES, f"cannot open: {exc.strerror}", path) from exc
     try:
-        info = _check_executable(fd, path)
+        _check_executable(fd, path)
     except BaseException:
         os.close(fd)
         raise
-    identity = (path, info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns,
-                info.st_ctime_ns)
-    if identity in _parsed:
-        os.close(fd)
-        return identity, None
-    with os.fdopen(fd, "rb") as file:
-        return identity, file.read()
+    return fd
 
 
-def _check_executable(fd: int, path: str) -> os.stat_result:
-    """execve's checks on the opened file: a regular file with an x bit. Its stat."""
-    info = os.fstat(fd)
-    mode = info.st_mode
+def _check_executable(fd: int, path: str) -> None:
+    """execve's checks on the opened file: a regular file with an x bit."""
+    mode = os.fstat(fd).st_mode
     if stat.S_ISDIR(mode):
         raise ExecFormatError(_errno.EACCES, "is a directory, not a program", path)
     if not stat.S_ISREG(mode):
@@ -378,19 +415,29 @@ def _check_executable(fd: int, path: str) -> os.stat_result:
         raise ExecFormatError(
             _errno.EACCES, "permission denied: the file has no execute permission (chmod +x)", path
         )
-    return info
 
 
-def parse_elf(data: bytes, path: str = "") -> ElfImage:
-    """Validate `data` as an x86-64 ELF executable; only ExecFormatError escapes."""
+def parse_elf(data: bytes, path: str = "", file_size: int | None = None,
+              identity: FileIdentity | None = None) -> ElfImage:
+    """Validate `data` as an x86-64 ELF executable; only ExecFormatError escapes.
+    `data` is the whole file, or (with `file_size`, the file's) its head: a header
+    needed past it raises _BeyondHead, which `load_elf` answers by reading it all."""
+    whole = file_size is None or file_size <= len(data)
+    size = len(data) if whole else file_size
     _check_ident(data, path)
     try:
         header = dict(zip(_EHDR_FIELDS, _EHDR.unpack_from(data)))
         _check_header(header, path)
-        phdrs = _read_phdrs(data, header, path)
+        phdrs = _read_phdrs(data, size, header, path)
     except struct.error as exc:  # unreachable: every read is bounds-checked first
         raise _noexec(path, f"malformed ELF headers ({exc})") from exc
-    return _build_image(data, path, header, phdrs)
+    image = _build_image(data, size, path, header, phdrs)
+    return replace(image, contents=data if whole else b"", identity=identity)
+
+
+def _within_head(data: bytes, end: int) -> None:
+    if end > len(data):
+        raise _BeyondHead()
 
 
 def _check_ident(data: bytes, path: str) -> None:
@@ -470,15 +517,16 @@ def _raw_enum(value: int | str, enum: type[IntEnum]) -> int:
     return -1
 
 
-def _read_phdrs(data: bytes, header: Mapping[str, Any], path: str) -> list[Mapping[str, Any]]:
+def _read_phdrs(data: bytes, file_size: int, header: Mapping[str, Any],
+                path: str) -> list[Mapping[str, Any]]:
     phoff, phnum = header["e_phoff"], header["e_phnum"]
-    file_size = len(data)
     if phoff + phnum * ELF64_PHDR_SIZE > file_size:
         raise _noexec(
             path,
             f"truncated ELF file: the program headers (offset {phoff:#x}, {phnum} entries) "
             f"run past the end of the {file_size}-byte file",
         )
+    _within_head(data, phoff + phnum * ELF64_PHDR_SIZE)
     return [
         dict(zip(_PHDR_FIELDS, _PHDR.unpack_from(data, phoff + index * ELF64_PHDR_SIZE)))
         for index in range(phnum)
@@ -491,7 +539,8 @@ def _segment_type(p_type: int | str) -> int:
     return int(SegmentType[p_type]) if p_type in SegmentType.__members__ else -1
 
 
-def _build_image(data: bytes, path: str, header: Mapping[str, Any], phdrs: list[Mapping[str, Any]]) -> ElfImage:
+def _build_image(data: bytes, file_size: int, path: str, header: Mapping[str, Any],
+                 phdrs: list[Mapping[str, Any]]) -> ElfImage:
     loads: list[Segment] = []
     interp: str | None = None
     executable_stack = False
@@ -501,10 +550,10 @@ def _build_image(data: bytes, path: str, header: Mapping[str, Any], phdrs: list[
     for index, phdr in enumerate(phdrs):
         kind = _segment_type(phdr["p_type"])
         if kind == SegmentType.PT_LOAD:
-            loads.append(_load_segment(data, path, index, phdr, loads[-1] if loads else None))
+            loads.append(_load_segment(file_size, path, index, phdr, loads[-1] if loads else None))
         elif kind == SegmentType.PT_INTERP and interp is None:
             # Linux uses the first PT_INTERP and ignores any others.
-            interp = _interp_path(data, path, phdr)
+            interp = _interp_path(data, file_size, path, phdr)
         elif kind == SegmentType.PT_GNU_STACK:
             executable_stack = bool(phdr["p_flags"] & SegmentFlags.PF_X)
         elif kind == SegmentType.PT_TLS and tls is None:
@@ -512,7 +561,7 @@ def _build_image(data: bytes, path: str, header: Mapping[str, Any], phdrs: list[
         elif kind == SegmentType.PT_PHDR and pt_phdr is None:
             pt_phdr = phdr["p_vaddr"]
         elif kind == SegmentType.PT_NOTE:
-            notes.update(_read_notes(data, phdr))
+            notes.update(_read_notes(data, file_size, phdr))
     if not loads:
         raise _noexec(path, "no PT_LOAD segment: nothing to map")
     _check_entry(path, header["e_entry"], loads)
@@ -529,7 +578,6 @@ def _build_image(data: bytes, path: str, header: Mapping[str, Any], phdrs: list[
         tls=tls,
         pt_phdr_vaddr=pt_phdr,
         notes=frozenset(notes),
-        contents=data,
     )
 
 
@@ -537,11 +585,13 @@ _NOTE_HEADER = struct.Struct("<III")    # namesz, descsz, type (Elf64_Nhdr)
 _NOTE_ALIGN = 4
 
 
-def _read_notes(data: bytes, phdr: Mapping[str, Any]) -> Iterator[tuple[bytes, int]]:
+def _read_notes(data: bytes, file_size: int,
+                phdr: Mapping[str, Any]) -> Iterator[tuple[bytes, int]]:
     """The (owner, type) of each note in a PT_NOTE segment; a malformed one ends the
     walk (notes are hints here: nothing about loading depends on them)."""
     start, size = phdr["p_offset"], phdr["p_filesz"]
-    end = min(start + size, len(data))
+    end = min(start + size, file_size)
+    _within_head(data, end)
     offset = start
     while offset + _NOTE_HEADER.size <= end:
         namesz, descsz, kind = _NOTE_HEADER.unpack_from(data, offset)
@@ -553,16 +603,17 @@ def _read_notes(data: bytes, phdr: Mapping[str, Any]) -> Iterator[tuple[bytes, i
         yield bytes(data[name_at:name_at + namesz]).rstrip(b"\0"), kind
 
 
-def _load_segment(data: bytes, path: str, index: int, phdr: Mapping[str, Any], previous: Segment | None) -> Segment:
+def _load_segment(file_size: int, path: str, index: int, phdr: Mapping[str, Any],
+                  previous: Segment | None) -> Segment:
     """One PT_LOAD, checked against the file, user space and its predecessor."""
     vaddr, memsz = phdr["p_vaddr"], phdr["p_memsz"]
     offset, filesz = phdr["p_offset"], phdr["p_filesz"]
     where = f"PT_LOAD (program header {index}, vaddr {vaddr:#x})"
     if filesz > memsz:
         raise _noexec(path, f"{where}: p_filesz {filesz:#x} is larger than p_memsz {memsz:#x}")
-    if offset + filesz > len(data):
+    if offset + filesz > file_size:
         raise _noexec(
-            path, f"{where}: file bytes {offset:#x}+{filesz:#x} run past the end of the {len(data)}-byte file"
+            path, f"{where}: file bytes {offset:#x}+{filesz:#x} run past the end of the {file_size}-byte file"
         )
     if page_up(vaddr + memsz) > USER_PROGRAM_END:
         raise _noexec(
@@ -587,17 +638,17 @@ def _load_segment(data: bytes, path: str, index: int, phdr: Mapping[str, Any], p
         offset=offset,
         align=phdr["p_align"],
         flags=SegmentFlags(phdr["p_flags"] & (SegmentFlags.PF_R | SegmentFlags.PF_W | SegmentFlags.PF_X)),
-        data=memoryview(data)[offset : offset + filesz],     # a view: no copy of the file
     )
 
 
-def _interp_path(data: bytes, path: str, phdr: Mapping[str, Any]) -> str:
+def _interp_path(data: bytes, file_size: int, path: str, phdr: Mapping[str, Any]) -> str:
     """PT_INTERP's path, checked as load_elf_binary checks it."""
     offset, size = phdr["p_offset"], phdr["p_filesz"]
     if not MIN_INTERP_SIZE <= size <= PATH_MAX:
         raise _noexec(path, f"PT_INTERP is {size} bytes; it must be {MIN_INTERP_SIZE} to {PATH_MAX} (PATH_MAX)")
-    if offset + size > len(data):
+    if offset + size > file_size:
         raise _noexec(path, "PT_INTERP runs past the end of the file")
+    _within_head(data, offset + size)
     raw = data[offset : offset + size]
     if raw[-1] != 0:
         raise _noexec(path, "PT_INTERP is not NUL-terminated")

@@ -8,11 +8,12 @@ from __future__ import annotations
 import errno
 import os
 from dataclasses import dataclass
+from typing import Protocol
 
 from ..memory import PAGE_SIZE, VMM
 from . import aslr
-from .elf import (ElfImage, ElfType, ExecFormatError, SegmentFlags, load_elf, page_down,
-                  page_up)
+from .elf import (ElfImage, ElfType, ExecFormatError, FileIdentity, SegmentFlags, load_elf,
+                  page_down, page_up)
 from .initial_stack import (AuxType, InitialStack, build_initial_stack, read_host_auxv,
                             standard_auxv)
 from .abi import ProtFlags
@@ -56,21 +57,91 @@ def _prot(flags: int) -> int:
 
 def map_image(mm: MemoryMap, image: ElfImage, bias: int) -> None:
     """Map every PT_LOAD at its address plus ``bias``: the file's bytes from the start
-    of the first page, zeros after p_filesz (the bss), like binfmt_elf."""
-    file_data = image.contents
-    if not file_data:                 # an image not read by load_elf
-        with open(image.path, "rb") as f:
-            file_data = f.read()
-    file_data = memoryview(file_data)   # slices below: views, not copies
+    of the first page, zeros after p_filesz (the bss), like binfmt_elf. Each segment
+    is read from the file straight into its frames (one copy), unless its call sites
+    are patched (read, patched, then copied in)."""
+    if image.contents:
+        _map_segments(mm, image, bias, _ContentsReader(memoryview(image.contents)))
+        return
+    fd = _reopen(image)
+    try:
+        _map_segments(mm, image, bias, _FileReader(fd))
+    finally:
+        os.close(fd)
+
+
+def _map_segments(mm: MemoryMap, image: ElfImage, bias: int, reader: "_SegmentReader") -> None:
     for segment in image.segments:
         start = page_down(segment.vaddr + bias)
         end = page_up(segment.vaddr + bias + segment.memsz)
         lead = (segment.vaddr + bias) - start
-        data = file_data[segment.offset - lead:segment.offset + segment.filesz]
+        file_offset, length = segment.offset - lead, lead + segment.filesz
+        vma = Vma(start, end, _prot(segment.flags), name=image.path, offset=file_offset)
         if mm.patch_sites and segment.flags & SegmentFlags.PF_X:
-            data = patch_mapping(mm, start, segment.offset - lead, data, image.path)
-        mm.map_fixed(Vma(start, end, _prot(segment.flags), name=image.path,
-                         offset=segment.offset - lead), data, eager=True)
+            data = patch_mapping(mm, start, file_offset, reader.read(file_offset, length),
+                                 image.path)
+            mm.map_fixed(vma, data, eager=True)
+        else:
+            mm.map_file(vma, file_offset, length, reader.read_into)
+
+
+def _reopen(image: ElfImage) -> int:
+    """The file ``load_elf`` read ``image`` from, opened again; refused if it is no
+    longer the same file as it was (replaced, or written since)."""
+    try:
+        fd = os.open(image.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as exc:
+        raise ExecFormatError(exc.errno or errno.ENOENT, "cannot open it again to load it",
+                              image.path) from exc
+    if FileIdentity.of(os.fstat(fd)) != image.identity:
+        os.close(fd)
+        raise ExecFormatError(errno.ETXTBSY, "changed while it was being loaded", image.path)
+    return fd
+
+
+class _SegmentReader(Protocol):
+    def read(self, offset: int, length: int) -> bytes | memoryview: ...
+
+    def read_into(self, offset: int, length: int, buffers: list) -> int: ...
+
+
+class _FileReader:
+    """Segments from an open file (a short read leaves zeros: a file cut meanwhile)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def read(self, offset: int, length: int) -> bytes:
+        return os.pread(self.fd, length, offset)
+
+    def read_into(self, offset: int, length: int, buffers: list) -> int:
+        clipped, left = [], length
+        for buffer in buffers:
+            if left <= 0:
+                break
+            clipped.append(buffer[:left])
+            left -= len(clipped[-1])
+        return os.preadv(self.fd, clipped, offset) if clipped else 0
+
+
+class _ContentsReader:
+    """Segments from the file's bytes already read (an image ``parse_elf`` made)."""
+
+    def __init__(self, contents: memoryview) -> None:
+        self.contents = contents
+
+    def read(self, offset: int, length: int) -> memoryview:
+        return self.contents[offset:offset + length]
+
+    def read_into(self, offset: int, length: int, buffers: list) -> int:
+        done = 0
+        for buffer in buffers:
+            chunk = self.contents[offset + done:offset + min(length, done + len(buffer))]
+            buffer[:len(chunk)] = chunk
+            done += len(chunk)
+            if done >= length or len(chunk) < len(buffer):
+                break
+        return done
 
 
 def _bias_in_mmap_area(mm: MemoryMap, image: ElfImage) -> int:

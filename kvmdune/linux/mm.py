@@ -300,6 +300,16 @@ class MemoryMap:
             vma = vma.replaced(source=_bytes_source(data, vma.start))
         self._insert(vma)
 
+    def map_file(self, vma: Vma, file_offset: int, length: int, read_into: ReadInto) -> None:
+        """Map the private file mapping ``vma`` over whatever was there, backed at
+        once: its first ``length`` bytes read from the file at ``file_offset``
+        straight into its frames (one copy), zeros after."""
+        self.unmap(vma.start, vma.end - vma.start)
+        self._back(vma.start, vma.end - vma.start, perm_for(vma.prot))
+        self._insert(vma)
+        self._read_into_frames(vma.start, min(length, vma.end - vma.start), file_offset,
+                               read_into)
+
     def map_kernel_pages(self, vma: Vma, present: list[int], perm: Perm) -> None:
         """Map ``vma``, over a region of the kernel's pages, with only the pages at
         offsets ``present`` backed: the others have nothing behind them (a guest

@@ -16,6 +16,11 @@
 #define ROUNDS 20
 
 static volatile sig_atomic_t taken_by_leader, taken_elsewhere, stop;
+/* Each signal taken is acknowledged before the next is sent: a second SIGUSR1 sent
+ * while the first is still pending would merge with it (a standard signal is
+ * pending once), and the count would never be reached, on a loaded machine even
+ * natively. */
+static int acknowledged[2];
 
 static void on_signal(int signo)
 {
@@ -24,6 +29,8 @@ static void on_signal(int signo)
         taken_by_leader++;
     else
         taken_elsewhere++;
+    char taken = 1;
+    (void)!write(acknowledged[1], &taken, 1);
 }
 
 static void *spinner(void *unused)
@@ -37,6 +44,8 @@ static void *spinner(void *unused)
 int main(void)
 {
     pthread_t workers[WORKERS];
+    if (pipe(acknowledged) != 0)
+        return 1;
     signal(SIGUSR1, on_signal);
     for (int i = 0; i < WORKERS; i++)
         pthread_create(&workers[i], NULL, spinner, NULL);
@@ -44,7 +53,10 @@ int main(void)
     pid_t sender = fork();
     if (sender == 0) {
         for (int round = 0; round < ROUNDS; round++) {
+            char taken;
             kill(leader, SIGUSR1);
+            if (read(acknowledged[0], &taken, 1) != 1)
+                _exit(1);
             usleep(20000);
         }
         _exit(0);

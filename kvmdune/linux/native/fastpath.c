@@ -16,6 +16,9 @@
  * Waiting: the thread spins for `spin_ns` after each call, then sleeps on a futex;
  * a guest that gets no answer within its own spin exits to the VMM, which wakes the
  * thread and waits for the answer (wait_response). Nothing burns a core while idle.
+ * The thread itself never waits for I/O: a read or write on a blocking pipe or
+ * socket that is not ready is handed to the vCPU's own thread (CALLRING_HANDOFF:
+ * the guest exits at once and its thread waits in the kernel, as Linux would).
  * The thread writes guest memory only while answering a request (callring.h).
  *
  * With threads the VMM changes the address space and the descriptor table while

@@ -463,11 +463,12 @@ static void wake_server(Server *s);
  * a quiesce of the VMM (which waits for serves under way) or a kick ends it soon. */
 #define WAIT_HERE_SLICE_NS 1000000ULL
 
-/* The vCPU of `r`, whose call its own thread serves after a handoff, goes back to
- * the guest soon (its descriptor is ready: a copy, then the return): have the
- * serving thread, asleep since the handoff, awake by its next call, so that it does
- * not exit for want of an answer (100 MB through a pipe, 3,200 calls a side:
- * woken only on the return, ~840 calls a side found it asleep; woken here, ~250). */
+/* The vCPU of `r`, whose call its own thread serves (handed over, or taken while
+ * the serving thread slept), goes back to the guest soon (its descriptor is
+ * ready: a copy, then the return): have the serving thread awake by its next
+ * call, so that the guest does not exit for want of an answer (100 MB through a
+ * pipe, 3,200 calls a side: with the thread woken only on the return, ~840 calls
+ * a side found it asleep; woken here, ~250). */
 static void back_soon(Server *s, Ring *r) {
     __atomic_store_n(&r->vcpu_out, 0, __ATOMIC_SEQ_CST);
     if (s->running && !__atomic_load_n(&s->direct, __ATOMIC_ACQUIRE))
@@ -1567,8 +1568,8 @@ static uint32_t answer_call(Server *s, Ring *r, uint64_t nr, const uint64_t *arg
     return outcome == SERVED ? CALLRING_DONE : CALLRING_SLOW;
 }
 
-/* The answer goes to the guest: the ring's result and disposition, then (unless
- * the guest already has this sequence number: a handoff's) the response. */
+/* The answer goes to the guest: the ring's result and disposition, then the
+ * response (a handed-over call's second answer: the number the guest has already). */
 static void publish(Ring *r, uint64_t seq, int64_t result, uint32_t disposition,
                     uint64_t *tally) {
     *RING64(r, CALLRING_RESULT) = (uint64_t)result;
@@ -1621,6 +1622,10 @@ static void serve_here(Server *s, Ring *r, uint64_t seq, double timeout, int han
     waiting_here = &here;
     uint32_t disposition = answer_call(s, r, nr, args, &result, &tally);
     waiting_here = NULL;
+    /* Whatever sends the call to the VMM now (a signal, a descriptor gone), the
+     * part the serving thread wrote stays written: the VMM is told (carried_write). */
+    if (disposition == CALLRING_SLOW && result < (int64_t)here.skip)
+        result = (int64_t)here.skip;
     publish(r, seq, result, disposition, tally);
 }
 

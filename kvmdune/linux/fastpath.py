@@ -25,10 +25,12 @@ A call is fast when
    component, or any other path, goes to the gate.
 Calls a gate denies by number alone are denied natively with the same errno. At
 run time the server still hands back to the VMM anything it cannot serve exactly
-as the VMM would: I/O on a pipe or socket that would wait (it tries without
-waiting; a write that went through in part on a blocking descriptor is finished by
-the VMM: ``continue_write``), any I/O on a terminal or other descriptor that may
-block, a buffer not mapped writable for user code, a path under /proc or /dev (which
+as the VMM would: I/O on a blocking pipe or socket that would wait longer than the
+VMM's wait slice (the server tries without waiting and hands a call that must wait
+to the vCPU's own thread, which waits in the kernel in short slices until a signal
+for the guest, a quiesce or the slice's end; a write that went through in part is
+then finished by the VMM: ``continue_write``), any I/O on a terminal or other
+descriptor that may block, a buffer not mapped writable for user code, a path under /proc or /dev (which
 the VMM rewrites), an open that creates or names anything but a regular file or
 directory, a close of a descriptor a blocked call holds, the process's lock held by
 the VMM, an fcntl command other than F_GETFD/F_SETFD/F_GETFL/F_DUPFD(_CLOEXEC), or

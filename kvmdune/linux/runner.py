@@ -366,6 +366,7 @@ def describe_call_stats(process: Process) -> str:
             f"{stats['sleeps']} times; the guest exited to wait {stats['waits']} times "
             f"({stats['native_waits']} answered without Python, "
             f"{stats['served_by_vmm_thread']} calls then served by the VMM's thread, "
+            f"{stats['handoffs']} handed to it to wait for I/O, "
             f"{stats['direct_spells']} spells without the thread); "
             f"{stats['vmm']} hypercalls served natively"
             + "".join(f", {count} {what}" for what, count in privileged_counts(process).items())

@@ -53,6 +53,10 @@
 
 #define CALLRING_DONE 0
 #define CALLRING_SLOW 1             /* take the exit path: the VMM serves the call */
+/* Exit to wait (the wait target): the host thread handed the call to the vCPU's own
+ * thread, which serves it (it waits for a pipe or socket) and answers in the ring,
+ * the disposition DONE or SLOW then, before the guest resumes the stub. */
+#define CALLRING_HANDOFF 2
 #define CALLRING_HOST_AWAKE 0
 #define CALLRING_HOST_SLEEPING 1
 

@@ -20,7 +20,8 @@
  *   `syscall` had exited to it (RAX, RCX, R11 and the arguments as `syscall` left them);
  * - the wait target: the host thread sleeps (after a while without calls), or no
  *   answer came within CALLRING_GUEST_SPINS: the VMM wakes it, waits for the answer
- *   and resumes at RCX.
+ *   and resumes at RCX; also when the thread hands the call back to be served in
+ *   the vCPU's own thread (CALLRING_HANDOFF: it would wait for a pipe or socket).
  *
  * This code is copied into guest memory as bytes and must be position-independent;
  * each vCPU has its own copy, CALLRING_SLOT_SIZE bytes after the previous one, so it
@@ -87,7 +88,9 @@ kvmdune_callstub_resume:
     movq RING(CALLRING_SAVED_RSP), %rsp
     movq RING(CALLRING_SAVED_R11), %r11
     jmpq *%rcx
-6:  movq RING(CALLRING_NR), %rax                /* the VMM serves this one */
+6:  cmpl $CALLRING_HANDOFF, RING(CALLRING_DISPOSITION)
+    je 4b                                       /* the vCPU's thread serves it: wait */
+    movq RING(CALLRING_NR), %rax                /* the VMM serves this one */
 7:  movq RING(CALLRING_SAVED_RCX), %rcx
     movq RING(CALLRING_SAVED_R11), %r11
     jmpq *kvmdune_callstub_slow_target(%rip)

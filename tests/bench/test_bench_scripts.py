@@ -126,3 +126,19 @@ def test_bench_phases_reports_every_child_and_phase():
     for phase in ("fork.child.vm", "execve.load", "execve.teardown", "call.execve"):
         assert re.search(rf"^{re.escape(phase)} .* 4/4$", text, re.M), (phase, text)
     assert re.search(r"^fork\.parent\.host_fork .* 4$", text, re.M), text
+
+
+def test_a_timed_run_past_its_timeout_is_killed():
+    """time_command notices a run's end through its pidfd (Popen.wait with a timeout
+    polls, seeing an end up to 50 ms late); past the timeout the run is killed."""
+    import subprocess
+    import time
+
+    from kvmdune.bench.run import time_command
+
+    elapsed, status = time_command(["sh", "-c", "exit 3"], timeout=60)
+    assert status == 3
+    started = time.monotonic()
+    with pytest.raises(subprocess.TimeoutExpired):
+        time_command(["sleep", "30"], timeout=0.3)
+    assert time.monotonic() - started < 20           # killed, not waited for

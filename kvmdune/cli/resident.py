@@ -353,10 +353,17 @@ class Server:
     def client_gone(self, worker: Worker) -> None:
         """The run ends with its client (killed, or its caller gone): the worker's
         process group, or in a terminal's session (the group is the caller's job)
-        the worker."""
+        the worker. Not when the worker is ending anyway: a client also goes as soon
+        as the worker has sent it the status, before the worker's teardown is over
+        (send_status_early), and the guest's background processes, in the worker's
+        group, must outlive the run as they would outlive an in-process VMM."""
         self.poller.unregister(worker.connection)
         worker.connection.close()
         worker.connection = None
+        if _ends_within(worker.pidfd, TEARDOWN_GRACE_SECONDS):
+            self.by_pidfd.pop(worker.pidfd, None)
+            self.reap(worker)
+            return
         try:
             if self.mode is Mode.DETACHED:
                 os.killpg(worker.pid, signal.SIGKILL)
@@ -440,6 +447,19 @@ def run_worker(connection: socket.socket, mode: Mode) -> NoReturn:
         finally:
             os._exit(status)
     os._exit(status)
+
+
+#: How long a worker whose client went away may take to end by itself (its
+#: teardown after an early status takes ~2-3 ms) before its group is killed. The
+#: server's loop waits that long only when a client goes away mid-run.
+TEARDOWN_GRACE_SECONDS = 0.25
+
+
+def _ends_within(pidfd: int, seconds: float) -> bool:
+    """Whether the process of ``pidfd`` ends (or has ended) within ``seconds``."""
+    ended = select.poll()
+    ended.register(pidfd, select.POLLIN)
+    return bool(ended.poll(seconds * 1000))
 
 
 def exited_status(code: int) -> int:

@@ -131,6 +131,19 @@ def test_what_the_guest_held_is_released_when_the_client_returns(client, socket_
         os.close(read_end)
 
 
+def test_the_guests_background_processes_outlive_the_run(client, socket_dir, tmp_path):
+    """A guest's background process, in the worker's process group, goes on after
+    the run returns (as after an in-process run): the client leaves as soon as it
+    has the status, before the worker's own teardown is over, and that is not a
+    client gone mid-run, whose worker's group the server kills."""
+    marks = [tmp_path / f"late{i}" for i in range(5)]
+    for mark in marks:
+        result = run(client, socket_dir, ["/bin/sh", "-c", f"(sleep 1; echo late > {mark}) & true"])
+        assert result.returncode == 0, result.stderr
+        assert fallback_reason(result) is None, result.stderr
+    _wait_until(lambda: all(mark.exists() for mark in marks), seconds=30)
+
+
 def _only_pipe_on_5(write_end: int) -> None:
     """In the child: 0-2 and the pipe as 5, nothing else."""
     os.dup2(write_end, 5)

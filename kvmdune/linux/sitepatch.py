@@ -365,12 +365,17 @@ def analyze(path: str) -> Analysis:
     this runs on every exec and every executable mmap), then by its contents
     (build-id and SHA-256: a copy, or the same file touched), which are what an
     entry is valid for."""
+    return _identified(path)[1]
+
+
+def _identified(path: str) -> tuple[tuple[int, ...] | None, Analysis]:
+    """The file's identity now (None when it is gone) and its analysis (one stat)."""
     identity = file_identity(path)
     if identity is None:
-        return Analysis((), 0)
+        return None, Analysis((), 0)
     found = _memo.get(identity)
     if found is not None:
-        return found
+        return identity, found
     directory = cache_directory() if _disk_cache else None
     by_identity = None if directory is None else os.path.join(
         directory, "v{}-id-{}.sites".format(ANALYSIS_VERSION, "-".join(map(str, identity))))
@@ -384,7 +389,7 @@ def analyze(path: str) -> Analysis:
             if by_identity is not None:
                 _store(by_identity, analysis)
     _memo[identity] = analysis
-    return analysis
+    return identity, analysis
 
 
 #: Where prewarm looks for the libraries a program names (the x86-64 Debian and
@@ -645,9 +650,15 @@ def kept_patch(mm, start: int, file_offset: int, length: int, path: str,
     (to be mapped at ``start``), with its stubs mapped, when ``is_original`` says
     the file's bytes are still those it was made from, the file's analysis is the
     same and the stubs land at the same distance; None otherwise."""
-    key = (file_identity(path), file_offset, length)
+    identity, analysis = _identified(path)
+    return _kept(mm, start, file_offset, length, identity, analysis, is_original)
+
+
+def _kept(mm, start: int, file_offset: int, length: int, identity: tuple[int, ...] | None,
+          analysis: Analysis, is_original: Callable[[bytes], bool]) -> bytes | None:
+    key = (identity, file_offset, length)
     kept = _patched.get(key)
-    if kept is None or kept.analysis is not analyze(path) or not is_original(kept.original):
+    if kept is None or kept.analysis is not analysis or not is_original(kept.original):
         return None
     stubs_at = mm.find_free(len(kept.stubs), below=start)
     if stubs_at != start - kept.stubs_below:
@@ -663,11 +674,11 @@ def patch_mapping(mm, start: int, file_offset: int, data: bytes,
     ``start``) with its sites patched, their stubs mapped nearby in one mapping;
     ``data`` as it is when nothing can be patched (no site, no room within reach).
     (A bytearray, not copied again: libc's text is megabytes, patched per exec.)"""
-    kept = kept_patch(mm, start, file_offset, len(data), path,
-                      lambda original: original.startswith(data))
+    identity, analysis = _identified(path)
+    kept = _kept(mm, start, file_offset, len(data), identity, analysis,
+                 lambda original: original.startswith(data))
     if kept is not None:
         return kept
-    analysis = analyze(path)
     sites = _sites_in(analysis, data, file_offset)
     if not sites:
         return data
@@ -677,7 +688,6 @@ def patch_mapping(mm, start: int, file_offset: int, data: bytes,
         return data
     patched, stubs = _patch(sites, data, file_offset, start, stubs_at, size)
     _map_stubs(mm, stubs_at, stubs, start, len(data))
-    identity = file_identity(path)
     if identity is not None:
         _keep_patched((identity, file_offset, len(data)),
                       _PatchedCode(analysis, bytes(data), start - stubs_at, bytes(patched),
@@ -729,8 +739,7 @@ def prepatch(path: str) -> None:
     ld.so and libc before it forks its workers, so that no run patches them again
     (they inherit the kept code, which a run uses only for the very bytes it maps,
     under the file's current analysis)."""
-    identity = file_identity(path)
-    analysis = analyze(path)
+    identity, analysis = _identified(path)
     if identity is None or not analysis.patchable:
         return
     try:

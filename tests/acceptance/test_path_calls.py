@@ -197,3 +197,120 @@ def test_a_read_root_holding_proc_leaves_proc_to_the_vmm(compiled, corpus, sysca
     assert varying.sub(b"", dune.stdout) == varying.sub(b"", gate.stdout), \
         dune.stderr.decode(errors="replace")[-2000:]
     assert b"self/status read: 16\n  Name:.pathcalls.\n" in dune.stdout
+
+
+#: stat and lstat of each path this many times per phase (restat.c).
+RESTAT_ROUNDS = 50
+REMEMBERED_STATS = re.compile(rb"(\d+) stats answered from the sandbox's earlier check by name")
+
+
+def _restat_tree(base: pathlib.Path) -> list[str]:
+    """A single-file read root (``one/file``, one link), a denied file beside it and a
+    symlink to the root from a directory root: the paths the phases stat."""
+    shutil.rmtree(base, ignore_errors=True)
+    for directory in (base, base / "allowed", base / "one"):
+        directory.mkdir(mode=0o755)
+    for name, text in (("one/file", "first\n"), ("one/denied", "denied, and longer\n")):
+        (base / name).write_text(text)
+        (base / name).chmod(0o644)
+    (base / "allowed/link").symlink_to("../one/file")
+    return [str(base / "one/file"), str(base / "allowed/link")]
+
+
+def _relink(link: pathlib.Path, target: str) -> None:
+    link.unlink()
+    link.symlink_to(target)
+
+
+def _replace_root(base: pathlib.Path) -> None:
+    """Another file (inode, size) under the root's name."""
+    (base / "one/new").write_text("second, longer\n")
+    (base / "one/new").chmod(0o644)
+    os.replace(base / "one/new", base / "one/file")
+
+
+def _move_root_out(base: pathlib.Path) -> None:
+    """The root's file renamed to a name outside the roots (same inode, same mount),
+    and the symlink after it."""
+    os.rename(base / "one/file", base / "one/moved")
+    _relink(base / "allowed/link", "../one/moved")
+
+
+#: What changes between the phases, in order.
+RESTAT_CHANGES = (_replace_root, _move_root_out,
+                  lambda base: _relink(base / "allowed/link", "../one/denied"))
+
+
+def _restat_phases(argv: list[str], native_argv: list[str], base: pathlib.Path,
+                   env: dict[str, str]) -> tuple[list[tuple[str, str]], bytes]:
+    """restat's answers in each phase, the tree made afresh and changed between the
+    phases (RESTAT_CHANGES), each beside a native run's answers in the same state; and
+    restat's stderr."""
+    _restat_tree(base)
+    process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, cwd=base / "allowed", env=env)
+    phases = []
+    try:
+        for change in (*RESTAT_CHANGES, None):
+            lines = []
+            while (line := process.stdout.readline().decode()) not in ("--\n", ""):
+                lines.append(line)
+            native = run_native(native_argv, stdin=subprocess.DEVNULL)
+            phases.append(("".join(lines), native.stdout.decode().removesuffix("--\n")))
+            if change is None:
+                break
+            change(base)
+            process.stdin.write(b"\n")
+            process.stdin.flush()
+        process.stdin.close()
+        stderr = process.stderr.read()
+    finally:
+        process.kill()
+        process.wait()
+    return phases, stderr
+
+
+def _decisions(answers: str) -> list[str]:
+    """Each answer's verdict: the errno name, or "ok"."""
+    return [line.split(": ")[1].split()[1] if ": -1 " in line else "ok"
+            for line in answers.splitlines()]
+
+
+def test_stats_remembered_by_name_follow_the_file(compiled):
+    """The sandbox remembers the stat answer of a path it accepted by name (a
+    single-file root, a symlink to it) with the file's identity (namedstat.h): once
+    the root's name holds another file, once the file is renamed out of the roots and
+    the symlink follows it (same inode, same mount: only its change time tells), and
+    once the symlink points to a denied file, the decisions are the gate's, and what
+    is allowed is answered as Linux answers it in the same state, byte for byte."""
+    base = pathlib.Path(tempfile.mkdtemp(prefix="kvmdune-restat-", dir="/tmp"))
+    program = str(base.parent / f"{base.name}-restat")
+    shutil.copy(compiled[("restat", "static")], program)
+    try:
+        paths = [str(base / "one/file"), str(base / "allowed/link")]
+        argv = [program, str(RESTAT_ROUNDS), *paths]
+        options = ["--quiet", "--syscall-stats", "--allow-read", str(base / "allowed"),
+                   "--allow-read", paths[0], "--allow-exec", program]
+        command = [sys.executable, "-m", "kvmdune", "sandbox", *options, "--", *argv]
+        fast, stderr = _restat_phases(command, argv, base,
+                                      {**os.environ, FAST_SYSCALLS: "1", PATCH_SITES: "1"})
+        gate, _ = _restat_phases(command, argv, base,
+                                 {**os.environ, FAST_SYSCALLS: "0", PATCH_SITES: "0"})
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+        os.unlink(program)
+    context = stderr.decode(errors="replace")[-3000:]
+    assert len(fast) == len(RESTAT_CHANGES) + 1, context
+    assert [_decisions(answers) for answers, _ in fast] == \
+        [_decisions(answers) for answers, _ in gate], (fast, gate)
+    for answers, native in fast:
+        for line, native_line in zip(answers.splitlines(), native.splitlines(), strict=True):
+            assert ": -1 " in line or line == native_line, (line, native_line)
+    # Before the file leaves the roots everything is allowed; then the symlink to it
+    # (renamed out of the roots, then another file) is refused.
+    assert _decisions(fast[0][0]) == _decisions(fast[1][0]) == ["ok"] * 4
+    for answers, _ in fast[2:]:
+        assert f"{paths[1]} stat: -1 EACCES\n" in answers
+    assert f"{paths[0]} stat: -1 ENOENT\n" in fast[2][0]
+    remembered = sum(int(found) for found in REMEMBERED_STATS.findall(stderr))
+    assert remembered >= RESTAT_ROUNDS, context

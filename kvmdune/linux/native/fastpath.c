@@ -62,6 +62,7 @@
 #include "../../machine/native/callring.h"
 #include "call_wait.h"
 #include "fdstore.h"
+#include "namedstat.h"
 #include "proclock.h"
 #include "sigstore.h"
 #include "vmm_calls.h"
@@ -156,9 +157,12 @@ typedef struct {
      * "/proc/self/fd" on each call (~1 us of a single-file root's check). */
     int fd_directory;
     pid_t fd_directory_pid;
+    /* The roots' generation for namedstat.h's remembered answers (0: no roots). */
+    unsigned roots_generation;
     uint64_t served_fast, served_denied, sent_slow, sleeps, waits, served_here;
     uint64_t handoffs;          /* waits for I/O handed to the vCPU's thread */
     uint64_t served_fd_table;   /* of served_fast: calls that changed the table */
+    uint64_t served_remembered; /* of served_fast: stats answered by namedstat.h */
     /* Direct spells (judge_window): while `direct`, the thread sleeps and every call
      * exits and is served by its vCPU's thread, until direct_until; spell_ns is the
      * next spell's length; spell_generation counts spells ended. */
@@ -181,6 +185,7 @@ typedef struct {
 #define RING32(r, off) ((volatile uint32_t *)((r)->base + (off)))
 
 static inline int64_t raw(long r) { return r == -1 ? -(int64_t)errno : (int64_t)r; }
+static void count(uint64_t *counter);   /* atomic: statistics */
 
 static uint64_t now_ns(void) {
     struct timespec ts;
@@ -775,7 +780,7 @@ static ssize_t held_name(Server *s, int fd, char *name, size_t size) {
  * of names: what the gate's pin checks last (guard.py _pin), for the roots
  * openat2 cannot take (single files, names that are not canonical). Held O_PATH;
  * -1 when it does not resolve or lies elsewhere: the VMM decides. */
-static int hold_named(Server *s, int dirfd, const char *path, int nofollow) {
+static int hold_named(Server *s, int dirfd, const char *path, int nofollow, int *by_name) {
     static __thread char name[PATH_MAX_BYTES + 1];
     int error = 0;
     if (dirfd != AT_FDCWD_VALUE)
@@ -787,19 +792,23 @@ static int hold_named(Server *s, int dirfd, const char *path, int nofollow) {
     if (length > 0 && (size_t)length < sizeof name - 1) {
         name[length] = '\0';
         for (int i = 0; i < s->nroots; i++)
-            if (under_root(name, s->root_path[i], s->root_length[i]))
+            if (under_root(name, s->root_path[i], s->root_length[i])) {
+                if (by_name != NULL)
+                    *by_name = 1;
                 return fd;
+            }
     }
     close(fd);
     return -1;
 }
 
-static int open_beneath(Server *s, int dirfd, const char *path, int nofollow) {
+/* `*by_name` (unless NULL) is set when the path was accepted by hold_named. */
+static int open_beneath(Server *s, int dirfd, const char *path, int nofollow, int *by_name) {
     if (has_dotdot(path))
         return -1;
     int fd = open_beneath_how(s, dirfd, path, O_PATH | O_CLOEXEC | (nofollow ? O_NOFOLLOW : 0));
     if (fd < 0)
-        return hold_named(s, dirfd, path, nofollow);
+        return hold_named(s, dirfd, path, nofollow, by_name);
     /* A root that holds /proc (the whole tree, say) may lead there from a relative
      * path: the VMM's /proc is not the guest's. */
     struct statfs where;
@@ -914,7 +923,7 @@ static int open_checked(int dirfd, const char *path, int nofollow, int *error) {
  * anywhere outside /proc. -1: the VMM decides; -2: the walk failed, and *result is
  * the call's answer (-errno). */
 static int hold_path(Server *s, long nr, int dirfd, const char *path, int flags,
-                     int64_t *result) {
+                     int64_t *result, int *by_name) {
     int error = 0;
     int nofollow = flags & AT_SYMLINK_NOFOLLOW;
     /* The guest's own descriptor: no path to check (the gate allows an empty path
@@ -922,7 +931,7 @@ static int hold_path(Server *s, long nr, int dirfd, const char *path, int flags,
     if (path[0] == '\0' && flags & AT_EMPTY_PATH && dirfd != AT_FDCWD_VALUE)
         return fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
     if (s->action[nr] == ACTION_BENEATH)
-        return open_beneath(s, dirfd, path, nofollow);
+        return open_beneath(s, dirfd, path, nofollow, by_name);
     int held = open_checked(dirfd, path, nofollow, &error);
     if (held == -2)
         *result = -error;
@@ -947,19 +956,31 @@ static int call_stat_path(Server *s, long nr, const uint64_t *a, int64_t *result
     }
     if (read_path(s, path_arg, path) < 0)
         return -1;
-    int count = translate(s, buf_arg, sizeof st, 1, pieces);
-    if (count < 0)
+    int npieces = translate(s, buf_arg, sizeof st, 1, pieces);
+    if (npieces < 0)
         return -1;
     if (flags & ~(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH | AT_NO_AUTOMOUNT))
         return -1;
-    int held = hold_path(s, nr, dirfd, path, flags, result);
+    /* A path accepted by name before, reaching the same file (namedstat.h). */
+    if (s->action[nr] == ACTION_BENEATH && dirfd == AT_FDCWD_VALUE
+        && namedstat_lookup(s->roots_generation, path, flags, &st)) {
+        count(&s->served_remembered);
+        *result = 0;
+        return finish_out(pieces, npieces, &st, sizeof st, *result);
+    }
+    int by_name = 0;
+    int held = hold_path(s, nr, dirfd, path, flags, result, &by_name);
     if (held == -1)
         return -1;
     if (held >= 0) {
-        *result = raw(syscall(SYS_newfstatat, held, "", &st, AT_EMPTY_PATH));
+        if (by_name && dirfd == AT_FDCWD_VALUE
+            && namedstat_remember(s->roots_generation, path, flags, held, &st))
+            *result = 0;
+        else
+            *result = raw(syscall(SYS_newfstatat, held, "", &st, AT_EMPTY_PATH));
         close(held);
     }
-    return finish_out(pieces, count, &st, sizeof st, *result);
+    return finish_out(pieces, npieces, &st, sizeof st, *result);
 }
 
 static int call_statx(Server *s, long nr, const uint64_t *a, int64_t *result) {
@@ -975,7 +996,7 @@ static int call_statx(Server *s, long nr, const uint64_t *a, int64_t *result) {
         return -1;
     if (flags & ~(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH | AT_NO_AUTOMOUNT | AT_STATX_SYNC_TYPE))
         return -1;
-    int held = hold_path(s, nr, dirfd, path, flags, result);
+    int held = hold_path(s, nr, dirfd, path, flags, result, NULL);
     if (held == -1)
         return -1;
     if (held >= 0) {
@@ -1004,7 +1025,7 @@ static int call_access(Server *s, long nr, const uint64_t *a, int64_t *result) {
         return -1;
     /* The file the walk found is the file asked about (its permission bits, by the
      * real or effective ids as the flags say); the walk's own error answers first. */
-    int held = hold_path(s, nr, dirfd, path, flags, result);
+    int held = hold_path(s, nr, dirfd, path, flags, result, NULL);
     if (held < 0)
         return held == -1 ? -1 : 0;
     *result = raw(syscall(SYS_faccessat2, held, "", mode, (flags & AT_EACCESS) | AT_EMPTY_PATH));
@@ -1035,7 +1056,8 @@ static int call_xattr(Server *s, long nr, const uint64_t *a, int64_t *result) {
         return -1;
     if (size > 0 && (count = translate(s, buffer, size, 1, pieces)) < 0)
         return -1;
-    int held = hold_path(s, nr, AT_FDCWD_VALUE, path, nofollow ? AT_SYMLINK_NOFOLLOW : 0, result);
+    int held = hold_path(s, nr, AT_FDCWD_VALUE, path, nofollow ? AT_SYMLINK_NOFOLLOW : 0, result,
+                         NULL);
     if (held == -1)
         return -1;
     if (held >= 0) {
@@ -1164,8 +1186,6 @@ static int call_futex(Server *s, long nr, const uint64_t *a, int64_t *result) {
 /* -- the descriptor table's calls (close, dup*, fcntl, open*) ------------------------ */
 /* Served on the table the VMM uses (fdstore.h), only while this thread holds the
  * process's lock: held, the VMM is at work on the process and serves the call. */
-
-static void count(uint64_t *counter);
 
 static int lock_table(Server *s) {
     return s->fds != NULL && s->process_lock != NULL && proclock_try(s->process_lock);
@@ -1399,7 +1419,7 @@ static int reopen_held(Server *s, int held, int flags) {
 static int open_plain_file(Server *s, int beneath, int dirfd, const char *path, int flags,
                            int *error) {
     struct stat checked, opened;
-    int held = beneath ? open_beneath(s, dirfd, path, flags & O_NOFOLLOW)
+    int held = beneath ? open_beneath(s, dirfd, path, flags & O_NOFOLLOW, NULL)
                        : open_checked(dirfd, path, flags & O_NOFOLLOW, error);
     if (held < 0)
         return held;
@@ -2255,6 +2275,7 @@ static void forget_roots(Server *s) {
     if (s->fd_directory >= 0 && s->fd_directory_pid == getpid())
         close(s->fd_directory);
     s->fd_directory = -1;
+    s->roots_generation = 0;
 }
 
 /* set_roots([(canonical path, O_PATH descriptor), ...]): where BENEATH calls may go.
@@ -2291,6 +2312,7 @@ static PyObject *Server_set_roots(Server *s, PyObject *arg) {
     if (s->nroots > 0) {
         s->fd_directory = open("/proc/self/fd", O_PATH | O_DIRECTORY | O_CLOEXEC);
         s->fd_directory_pid = getpid();
+        s->roots_generation = namedstat_new_generation();
     }
     Py_RETURN_NONE;
 }
@@ -2375,8 +2397,9 @@ static PyObject *Server_set_force_slow(Server *s, PyObject *args) {
 }
 
 static PyObject *Server_stats(Server *s, PyObject *unused) {
-    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsK}", "fast", (unsigned long long)s->served_fast,
+    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsK}", "fast", (unsigned long long)s->served_fast,
                          "fd_table", (unsigned long long)s->served_fd_table,
+                         "remembered_stats", (unsigned long long)s->served_remembered,
                          "vmm", (unsigned long long)s->served_vmm,
                          "denied", (unsigned long long)s->served_denied,
                          "slow", (unsigned long long)s->sent_slow,

@@ -39,7 +39,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "run", help="whole programs: startup, system-call-heavy and CPU-bound workloads",
         description="Startup of `true`; busybox `dd bs=512` of 100 MB to /dev/null and "
                     "`find` over 20,000 files (system-call heavy); busybox `sha256sum` of "
-                    "200 MB and `bzip2 -9` of 50 MB (CPU bound); process-heavy: a bash loop "
+                    "a 200 MB file and `bzip2 -9` of 50 MB (CPU bound); the same 200 MB "
+                    "through `head -c | sha256sum` (a pipeline of 4 KiB writes); "
+                    "process-heavy: a bash loop "
                     "of 200 fork+exec+wait of /bin/true, `gcc -O2 -c` of a 1,000-line C "
                     "file, `make -j2` of a 10-file project, `python3 -c pass`, each with "
                     "its target; a C int/memory kernel over 128 MB (plain, with its array "

@@ -82,9 +82,11 @@ THREAD_STATE_CALLS = frozenset({
 #: poll and ppoll (what is ready now, over the same table; a wait goes to Python);
 #: rt_sigaction (on the dispositions' native store, under the same lock; an action
 #: that ignores the signal is handed back: the VMM drops what is pending); and ioctl
-#: (only TCGETS/TIOCGWINSZ answered ENOTTY on what is no terminal, the rest handed back).
+#: (only TCGETS/TIOCGWINSZ answered ENOTTY on what is no terminal, the rest handed back);
+#: readlink and readlinkat (links outside /proc; the VMM answers /proc's for the guest).
 NATIVE_EMULATIONS = frozenset({"futex", "epoll_pwait", "close", "dup", "dup2", "dup3",
-                               "fcntl", "rt_sigaction", "ioctl", "poll", "ppoll"})
+                               "fcntl", "rt_sigaction", "ioctl", "poll", "ppoll",
+                               "readlink", "readlinkat"})
 #: Writes the native server may hand over with part of them done (continue_write).
 _CONTINUED_WRITES = frozenset({Sysno.write, Sysno.writev, Sysno.sendto})
 _IOVEC = struct.Struct("<QQ")

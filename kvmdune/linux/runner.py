@@ -361,8 +361,7 @@ def describe_call_stats(process: Process) -> str:
     return (f"kvmdune: {process.exe} (pid {os.getpid()}): system calls: "
             f"{stats['fast']} served natively, {stats['denied']} refused natively, "
             f"{stats['slow']} served by the VMM; {stats['fd_table']} of the native ones "
-            f"changed the descriptor table; {stats['remembered_stats']} stats answered from "
-            f"the sandbox's earlier check by name; {process.vmm_calls} calls reached the VMM in "
+            f"changed the descriptor table; {process.vmm_calls} calls reached the VMM in "
             f"all; the serving thread slept "
             f"{stats['sleeps']} times; the guest exited to wait {stats['waits']} times "
             f"({stats['native_waits']} answered without Python, "
@@ -370,6 +369,8 @@ def describe_call_stats(process: Process) -> str:
             f"{stats['handoffs']} handed to it to wait for I/O, "
             f"{stats['direct_spells']} spells without the thread); "
             f"{stats['vmm']} hypercalls served natively"
+            + (f", {stats['remembered_stats']} stats answered from the sandbox's earlier "
+               "check by name" if stats['remembered_stats'] else "")
             + "".join(f", {count} {what}" for what, count in privileged_counts(process).items())
             + _most_frequent_vmm_calls(process))
 

@@ -31,7 +31,7 @@ ATTRIBUTE = "user.kvmdune"
 ROUNDS = 200
 #: The calls the loops make, which the fast path must serve.
 LOOP_CALLS = ("open", "openat", "stat", "lstat", "newfstatat", "getxattr", "lgetxattr",
-              "listxattr", "llistxattr")
+              "listxattr", "llistxattr", "readlink")
 VMM_SERVED = re.compile(rb"served by the VMM: ([^\n]*)")
 
 
@@ -166,8 +166,11 @@ def test_path_calls_are_served_natively(compiled, corpus, syscall_path, vmm):
     options = sandbox_options(corpus, program) if vmm == "sandbox" else []
     # Beneath the directory root (by a relative path too), the single-file root, and
     # (following only) symlinks from outside into both.
-    loops = ([program, "loop", str(ROUNDS), "file", "sub/inner", f"{corpus}/single/passwd"],
-             [program, "follow", str(ROUNDS), "link_single", f"{corpus}/outside_link"])
+    loops = [[program, "loop", str(ROUNDS), "file", "sub/inner", f"{corpus}/single/passwd"],
+             [program, "follow", str(ROUNDS), "link_single", f"{corpus}/outside_link"]]
+    if vmm == "run":
+        # readlink is the gate's under the sandbox (a metadata call on the link itself).
+        loops.append([program, "links", str(ROUNDS), "link_in", f"{corpus}/outside_link"])
     for argv in loops:
         dune = run_dune(argv, *options, "--syscall-stats", vmm=vmm, cwd=corpus / "allowed")
         assert dune.returncode == 0 and dune.stdout == f"{ROUNDS} rounds\n".encode(), \

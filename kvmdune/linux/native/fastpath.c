@@ -1007,6 +1007,46 @@ static int call_statx(Server *s, long nr, const uint64_t *a, int64_t *result) {
     return finish_out(pieces, count, &stx, sizeof stx, *result);
 }
 
+/* readlink, readlinkat: the link held as lstat holds it (O_NOFOLLOW; never in /proc,
+ * whose links the VMM answers for the guest: procfs.readlink), its target read into
+ * a bounce buffer, then only the bytes returned written to the guest (Linux writes
+ * no more either). A size the kernel refuses (not a positive int) is the VMM's. */
+static int call_readlink(Server *s, long nr, const uint64_t *a, int64_t *result) {
+    char path[PATH_MAX_BYTES];
+    static __thread char target[PATH_MAX_BYTES];
+    struct iovec pieces[MAX_PIECES];
+    int dirfd = AT_FDCWD_VALUE;
+    uint64_t path_arg = a[0], buffer = a[1], size = a[2];
+    if (nr == SYS_readlinkat) {
+        if (dir_fd(s, a[0], &dirfd) < 0)
+            return -1;
+        path_arg = a[1];
+        buffer = a[2];
+        size = a[3];
+    }
+    if (as_int32(size) <= 0 || read_path(s, path_arg, path) < 0)
+        return -1;
+    int held = hold_path(s, nr, dirfd, path, AT_SYMLINK_NOFOLLOW, result, NULL);
+    if (held < 0)
+        return held == -1 ? -1 : 0;
+    ssize_t length = readlinkat(held, "", target, sizeof target);
+    int failed = errno;
+    close(held);
+    if (length < 0) {
+        /* An empty path names the held file itself: ENOENT means it is no link. */
+        *result = failed == ENOENT ? -EINVAL : -failed;
+        return 0;
+    }
+    size_t wanted = (size_t)length < (size_t)as_int32(size) ? (size_t)length
+                                                           : (size_t)as_int32(size);
+    int count = translate(s, buffer, wanted, 1, pieces);
+    if (count < 0)
+        return -1;
+    scatter(pieces, count, target, wanted);
+    *result = (int64_t)wanted;
+    return 0;
+}
+
 /* access, faccessat, faccessat2. */
 static int call_access(Server *s, long nr, const uint64_t *a, int64_t *result) {
     char path[PATH_MAX_BYTES];
@@ -1532,6 +1572,7 @@ static const struct fast_entry FAST_CALLS[] = {
     {SYS_rt_sigaction, call_rt_sigaction}, {SYS_ioctl, call_ioctl},
     {SYS_getxattr, call_xattr}, {SYS_lgetxattr, call_xattr}, {SYS_listxattr, call_xattr},
     {SYS_llistxattr, call_xattr}, {SYS_poll, call_poll}, {SYS_ppoll, call_poll},
+    {SYS_readlink, call_readlink}, {SYS_readlinkat, call_readlink},
 };
 #define N_FAST_CALLS (sizeof FAST_CALLS / sizeof FAST_CALLS[0])
 

@@ -17,7 +17,7 @@
    small, the kernel's cap and above it, names empty and too long, a value buffer,
    a name and a path that are not mapped, a name running into an unmapped page.
    "loop N PATH..." repeats the calls N times on each path, quietly; "follow N
-   PATH..." only those that follow a final symlink. */
+   PATH..." only those that follow a final symlink; "links N LINK..." readlink. */
 
 #define ATTRIBUTE "user.kvmdune"
 
@@ -62,6 +62,7 @@ static void probe(const char *path) {
     show_bytes(path, "lgetxattr", lgetxattr(path, ATTRIBUTE, buffer, sizeof buffer), buffer);
     show_bytes(path, "listxattr", listxattr(path, buffer, sizeof buffer), buffer);
     show_bytes(path, "llistxattr", llistxattr(path, buffer, sizeof buffer), buffer);
+    show_bytes(path, "readlink", readlink(path, buffer, sizeof buffer), buffer);
     fflush(stdout);
 }
 
@@ -95,6 +96,16 @@ static void edges(const char *path) {
     show(path, "listxattr into a hole", listxattr(path, two + page - 2, 64));
     show(path, "listxattr before a hole", listxattr(path, two + page - 40, 64));
     show(path, "readlink into a hole", readlink("/proc/self/exe", two + page - 2, 64));
+    /* readlink writes only what it returns: a target that fits before the hole. */
+    show(path, "readlink of it into a hole", readlink(path, two + page - 2, 64));
+    show(path, "readlink of it before a hole", readlink(path, two + page - 40, 64));
+    show_bytes(path, "readlink too small", readlink(path, small, sizeof small), small);
+    show(path, "readlink size 0", readlink(path, small, 0));
+    show(path, "readlink size -1", readlink(path, small, -1));
+    show(path, "readlink bad buffer", readlink(path, unmapped, 64));
+    show(path, "readlink bad path", readlink(unmapped, big, 64));
+    show(path, "readlink with a slash after", readlink(strcat(strcpy(name, path), "/"), big, 64));
+    show(path, "readlinkat", readlinkat(AT_FDCWD, path, big, 64));
     show(path, "getcwd into a hole", getcwd(two + page - 2, 64) ? 0 : -1);
     show(path, "listxattr size 0", listxattr(path, NULL, 0));
     show(path, "listxattr too small", listxattr(path, small, sizeof small));
@@ -126,11 +137,25 @@ static int loop(long rounds, int follow_only, int count, char **paths) {
     return 0;
 }
 
+static int links(long rounds, int count, char **paths) {
+    char buffer[256];
+    for (long i = 0; i < rounds; i++)
+        for (int p = 0; p < count; p++)
+            if (readlink(paths[p], buffer, sizeof buffer) < 0) {
+                printf("round %ld, %s: %s\n", i, paths[p], strerror(errno));
+                return 1;
+            }
+    printf("%ld rounds\n", rounds);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc >= 3 && strcmp(argv[1], "edges") == 0) {
         edges(argv[2]);
         return 0;
     }
+    if (argc >= 4 && strcmp(argv[1], "links") == 0)
+        return links(atol(argv[2]), argc - 3, argv + 3);
     if (argc >= 4 && (strcmp(argv[1], "loop") == 0 || strcmp(argv[1], "follow") == 0))
         return loop(atol(argv[2]), argv[1][0] == 'f', argc - 3, argv + 3);
     for (int i = 1; i < argc; i++)

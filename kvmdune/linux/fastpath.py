@@ -139,7 +139,8 @@ def plan(native, rules: dict | None) -> dict[int, tuple[int, int]]:
             actions[number] = (native.DENY, rule.errno)
             continue
         if rule is not None and rule.kind is RuleKind.BENEATH:
-            if number in native.BENEATH_CALLS and forwards_only(spec):
+            if number in native.BENEATH_CALLS and (forwards_only(spec)
+                                                   or spec.name in NATIVE_EMULATIONS):
                 actions[number] = (native.BENEATH, 0)
             continue
         allowed = rules is None or (rule is not None and rule.kind is RuleKind.ALLOW)

@@ -64,7 +64,7 @@ STAT_CALLS = {"stat", "lstat", "newfstatat", "statx"}
 METADATA_CALLS = STAT_CALLS | {"access", "faccessat", "faccessat2", "readlink", "readlinkat"}
 #: Calls the fast path may serve beneath the read roots (BENEATH rules).
 BENEATH_CALLS = STAT_CALLS | {"open", "openat", "getxattr", "lgetxattr", "listxattr",
-                              "llistxattr"}
+                              "llistxattr", "readlink", "readlinkat"}
 #: What the host answers for a path that cannot be looked up: its own answer to the
 #: guest, not a decision of the policy.
 LOOKUP_ERRORS = {Errno.ENOENT, Errno.ENOTDIR, Errno.ELOOP, Errno.ENAMETOOLONG}

@@ -1583,7 +1583,8 @@ static fast_call CALL_TABLE[NR_CALLS];
 static int takes_beneath(unsigned nr) {
     return nr == SYS_stat || nr == SYS_lstat || nr == SYS_newfstatat || nr == SYS_statx
         || nr == SYS_open || nr == SYS_openat || nr == SYS_getxattr || nr == SYS_lgetxattr
-        || nr == SYS_listxattr || nr == SYS_llistxattr;
+        || nr == SYS_listxattr || nr == SYS_llistxattr || nr == SYS_readlink
+        || nr == SYS_readlinkat;
 }
 
 /* -- serving ------------------------------------------------------------------------- */

@@ -9,6 +9,8 @@ started and killed here), for each workload:
   show no failed call);
 - busybox ``dd bs=512`` of a file to /dev/null;
 - busybox ``find`` over a generated tree (its output must equal the native run's);
+- busybox ``ls -lR`` of /usr/share/doc (likewise);
+- a pipe between two busybox ``dd``s in the guest, 64 KiB per write;
 
 each on the fast path (call sites patched: the default), the fast path with
 ``--no-patch`` (KVMDUNE_PATCH_SITES=0) and the slow path (KVMDUNE_FAST_SYSCALLS=0).
@@ -72,10 +74,14 @@ class Sizes:
     getppid_calls: int
     dd_bytes: int
     files: int
+    pipe_bytes: int
 
 
-FULL = Sizes(getppid_calls=20_000, dd_bytes=8 * MIB, files=20_000)
-QUICK = Sizes(getppid_calls=5_000, dd_bytes=2 * MIB, files=5_000)
+FULL = Sizes(getppid_calls=20_000, dd_bytes=8 * MIB, files=20_000, pipe_bytes=32 * MIB)
+QUICK = Sizes(getppid_calls=5_000, dd_bytes=2 * MIB, files=5_000, pipe_bytes=4 * MIB)
+#: What ``ls -lR`` lists (issue 13's workload), and the pipe's write size.
+LS_TREE = "/usr/share/doc"
+PIPE_BLOCK = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -206,6 +212,12 @@ def prepare_workloads(directory: Path, sizes: Sizes,
     subprocess.run(["chmod", "-R", "a+rX", str(directory)], check=True)
     find = [busybox, "find", tree, "-name", "f05*"]
     reference = subprocess.run(find, capture_output=True, check=True).stdout
+    listing = [busybox, "ls", "-lR", LS_TREE]
+    listed = subprocess.run(listing, capture_output=True, check=True).stdout
+    blocks = sizes.pipe_bytes // PIPE_BLOCK
+    pipe = [busybox, "sh", "-c",
+            f"{busybox} dd if=/dev/zero bs={PIPE_BLOCK} count={blocks} 2>/dev/null"
+            f" | {busybox} dd of=/dev/null bs={PIPE_BLOCK} 2>/dev/null"]
     return [
         Workload(f"getppid x{sizes.getppid_calls}",
                  [str(costs), "getppid", str(sizes.getppid_calls), "none"], _getppid_checked),
@@ -213,6 +225,9 @@ def prepare_workloads(directory: Path, sizes: Sizes,
                  [busybox, "dd", f"if={source}", "of=/dev/null", "bs=512"],
                  lambda output: None),
         Workload(f"find over {sizes.files} files", find, _same_as(reference)),
+        Workload(f"ls -lR of {LS_TREE}", listing, _same_as(listed)),
+        Workload(f"pipe of {sizes.pipe_bytes // MIB} MB, 64 KiB writes", pipe,
+                 lambda output: None),
     ]
 
 

@@ -764,15 +764,22 @@ static int under_root(const char *path, const char *root, size_t length) {
     return strcmp(path, root) == 0;
 }
 
+/* Where the VMM's own descriptor `fd` shows in /proc/self/fd: the directory to
+ * resolve `link` from (the held /proc/self/fd, or the walk from /). */
+static int held_link(Server *s, int fd, char link[32]) {
+    if (s->fd_directory >= 0 && s->fd_directory_pid == getpid()) {
+        snprintf(link, 32, "%d", fd);
+        return s->fd_directory;
+    }
+    snprintf(link, 32, "/proc/self/fd/%d", fd);
+    return AT_FDCWD_VALUE;
+}
+
 /* The name /proc/self/fd/N shows for the VMM's own descriptor `fd` (readlink). */
 static ssize_t held_name(Server *s, int fd, char *name, size_t size) {
     char link[32];
-    if (s->fd_directory >= 0 && s->fd_directory_pid == getpid()) {
-        snprintf(link, sizeof link, "%d", fd);
-        return readlinkat(s->fd_directory, link, name, size);
-    }
-    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
-    return readlink(link, name, size);
+    int directory = held_link(s, fd, link);
+    return readlinkat(directory, link, name, size);
 }
 
 /* A path the kernel resolves (outside /proc, through no magic link) to a file whose
@@ -1440,13 +1447,7 @@ static int call_ioctl(Server *s, long nr, const uint64_t *a, int64_t *result) {
 /* The file an O_PATH descriptor holds, opened with `flags` through /proc/self/fd. */
 static int reopen_held(Server *s, int held, int flags) {
     char link[32];
-    int directory = AT_FDCWD_VALUE;
-    if (s->fd_directory >= 0 && s->fd_directory_pid == getpid()) {
-        directory = s->fd_directory;
-        snprintf(link, sizeof link, "%d", held);
-    } else {
-        snprintf(link, sizeof link, "/proc/self/fd/%d", held);
-    }
+    int directory = held_link(s, held, link);
     return (int)syscall(SYS_openat, directory, link, flags | O_CLOEXEC | O_NONBLOCK, 0);
 }
 

@@ -640,8 +640,7 @@ class MemoryMap:
         # never matches the file's frames already there). Code with no site to patch
         # (a Python extension module calls through libc) is mapped as data is.
         patched = (self.patch_sites and read_file is not None and region is None
-                   and prot & _PROT_EXEC and not shared
-                   and _has_sites(file_path or name))
+                   and prot & _PROT_EXEC and not shared and _has_sites(file_path or name))
         # A new eager private file mapping has the file read straight into its
         # frames; MAP_FIXED ones first see whether the frames there hold it already.
         direct = (read_into is not None and region is None and eager and not fixed
@@ -1045,10 +1044,8 @@ _START, _END = operator.attrgetter("start"), operator.attrgetter("end")
 
 
 def _has_sites(path: str) -> bool:
-    """Whether the file at ``path`` has call sites to patch (its analysis is kept
-    in memory, or on disk, per file identity)."""
-    from .sitepatch import analyze
-    return bool(analyze(path).patchable)
+    from .sitepatch import has_sites      # (sitepatch is loaded where patching is on)
+    return has_sites(path)
 
 
 def _piece(vma: Vma, start: int, end: int) -> Vma:

@@ -15,6 +15,7 @@ pages it maps itself (``vmm_backed``: never demand-paged).
 
 from __future__ import annotations
 
+import array
 import bisect
 import functools
 import operator
@@ -1124,6 +1125,17 @@ def frame_runs(space: AddressSpace, start: int, length: int) -> list[tuple[int, 
     for base, page_size, entries in space.tables.leaves(start, page_up(start + length) - start):
         if base > cursor:
             break                                    # a hole
+        if page_size == PAGE_SIZE and _consecutive(entries):
+            skip = cursor - base if base < cursor else 0   # a page begun before
+            paddr = (entries[0] & ADDRESS_MASK) + skip
+            size = len(entries) * PAGE_SIZE - skip
+            if runs and runs[-1][0] + runs[-1][1] == paddr:
+                runs[-1] = (runs[-1][0], runs[-1][1] + size)
+            else:
+                runs.append((paddr, size))
+            base += len(entries) * PAGE_SIZE
+            cursor = base
+            continue
         mask = HUGE_ADDRESS_MASK if page_size > PAGE_SIZE else ADDRESS_MASK
         for entry in entries.tolist():
             if not entry:
@@ -1137,6 +1149,18 @@ def frame_runs(space: AddressSpace, start: int, length: int) -> list[tuple[int, 
             base += page_size
             cursor = base
     return runs
+
+
+def _consecutive(entries: memoryview) -> bool:
+    """Whether 4 KiB leaf entries map consecutive frames with the same bits, as a
+    fresh mapping's do (its frames come from one allocation): compared at C speed
+    with the entries such a run would have, where a loop over them in Python takes
+    ~1.5 ms for a 6 MB library, several times per mapping."""
+    first = entries[0]
+    if not first:
+        return False
+    expected = array.array("Q", range(first, first + len(entries) * PAGE_SIZE, PAGE_SIZE))
+    return entries.tobytes() == expected.tobytes()
 
 
 def _bytes_source(data: bytes, base: int) -> Callable[[int, int], bytes]:

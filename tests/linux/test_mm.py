@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from kvmdune.linux.abi import Errno, MapFlags, MapType, MremapFlags, ProtFlags
-from kvmdune.linux.mm import PROT_MASK, MemoryMap, Vma, perm_for
+from kvmdune.linux.mm import PROT_MASK, MemoryMap, Vma, frame_runs, perm_for
 from kvmdune.linux.thp import HugePageChoice, ThpMode, ThpPolicy
 from kvmdune.machine import PFError
 from kvmdune.machine.layout import MMAP_MIN_ADDR as MMAP_MIN
@@ -205,6 +205,44 @@ def test_file_contents_fill_scattered_frames_page_by_page(guest):
     assert sorted(frames) != frames or any(b - a != PAGE_SIZE for a, b in zip(frames, frames[1:]))
     assert guest.space.read(address, len(data), VMM) == data
     assert guest.space.read(address + len(data), PAGE_SIZE - 4, VMM) == bytes(PAGE_SIZE - 4)
+
+
+def _runs_by_walk(space: AddressSpace, start: int, length: int) -> list[tuple[int, int]]:
+    """frame_runs' answer, page by page: a walk of each page, contiguous frames joined,
+    up to the first page with no entry."""
+    runs: list[tuple[int, int]] = []
+    address = start
+    while address < start + length:
+        found = space.walk(address & ~(PAGE_SIZE - 1))
+        if found is None:
+            break
+        inside = address % PAGE_SIZE
+        paddr, size = found.paddr + inside, PAGE_SIZE - inside
+        if runs and sum(runs[-1]) == paddr:
+            runs[-1] = (runs[-1][0], runs[-1][1] + size)
+        else:
+            runs.append((paddr, size))
+        address += size
+    return runs
+
+
+def test_frame_runs_are_the_frames_page_by_page(guest):
+    # Whole tables of consecutive frames are taken at once (a fresh mapping's), the
+    # rest entry by entry: both must give what a walk of every page gives, with
+    # scattered frames, entries of different rights, a length ending mid-page and a
+    # hole.
+    holes = [guest.mmap(page(2 * n), 1) for n in range(8)]
+    for address in holes[::2]:
+        assert guest.mm.sys_munmap(address, PAGE_SIZE) == 0
+    scattered = guest.mmap(page(20), 12)
+    fresh = guest.mmap(0x20_0000_0000 - 4 * PAGE_SIZE, 600)      # across a table's end
+    assert guest.mm.sys_mprotect(fresh + 100 * PAGE_SIZE, 3 * PAGE_SIZE, R) == 0
+    for start, length in [(scattered, 12 * PAGE_SIZE), (scattered, 5000),
+                          (fresh, 600 * PAGE_SIZE), (fresh, 600 * PAGE_SIZE - 5),
+                          (fresh + 90 * PAGE_SIZE, 20 * PAGE_SIZE), (page(0), 9 * PAGE_SIZE),
+                          (fresh + 598 * PAGE_SIZE, 5 * PAGE_SIZE)]:
+        assert frame_runs(guest.space, start, length) == \
+            _runs_by_walk(guest.space, start, length), (hex(start), length)
 
 
 def test_file_contents_fill_a_prot_none_mapping(guest):

@@ -314,6 +314,35 @@ def _is_power_of_two(value: int) -> bool:
     return value > 0 and value & (value - 1) == 0
 
 
+#: The ELF header's fields ``first_load_size`` reads: the identification, then
+#: e_phoff (at 0x20) and e_phentsize, e_phnum (at 0x36).
+_IDENT_64_LE = b"\x7fELF\x02\x01"
+_PHOFF = struct.Struct("<Q")
+_PHENT = struct.Struct("<HH")
+#: p_type, p_flags, p_offset, p_vaddr, p_paddr, p_filesz (of an Elf64_Phdr).
+_PHDR_HEAD = struct.Struct("<IIQQQQ")
+_PHDR_SIZE = 56
+
+
+def first_load_size(head: bytes) -> int | None:
+    """The file size of the first PT_LOAD of the 64-bit little-endian ELF file whose
+    first bytes are ``head``, when it starts the file (offset 0, as ld.so maps a
+    library whole and keeps that part of it); None for anything else, or program
+    headers not wholly in ``head``."""
+    if not head.startswith(_IDENT_64_LE) or len(head) < 0x38 + _PHENT.size:
+        return None
+    phoff, = _PHOFF.unpack_from(head, 0x20)
+    phentsize, phnum = _PHENT.unpack_from(head, 0x36)
+    if phentsize != _PHDR_SIZE or phoff + phnum * phentsize > len(head):
+        return None
+    for index in range(phnum):
+        kind, _flags, offset, _vaddr, _paddr, filesz = _PHDR_HEAD.unpack_from(
+            head, phoff + index * phentsize)
+        if kind == SegmentType.PT_LOAD:
+            return filesz if offset == 0 else None
+    return None
+
+
 # --- Loading --------------------------------------------------------------------
 
 

@@ -17,7 +17,7 @@ from .elf import (ElfImage, ElfType, ExecFormatError, FileIdentity, SegmentFlags
 from .initial_stack import (AuxType, InitialStack, build_initial_stack, read_host_auxv,
                             standard_auxv)
 from .abi import ProtFlags
-from .sitepatch import patch_mapping
+from .sitepatch import has_sites, patch_mapping
 from .mm import STACK_EAGER, STACK_SIZE, MemoryMap, Vma, perm_for
 from .vdso import HostVdso, map_vdso
 
@@ -77,7 +77,7 @@ def _map_segments(mm: MemoryMap, image: ElfImage, bias: int, reader: "_SegmentRe
         lead = (segment.vaddr + bias) - start
         file_offset, length = segment.offset - lead, lead + segment.filesz
         vma = Vma(start, end, _prot(segment.flags), name=image.path, offset=file_offset)
-        if mm.patch_sites and segment.flags & SegmentFlags.PF_X:
+        if mm.patch_sites and segment.flags & SegmentFlags.PF_X and has_sites(image.path):
             data = patch_mapping(mm, start, file_offset, reader.read(file_offset, length),
                                  image.path)
             mm.map_fixed(vma, data, eager=True)

@@ -15,9 +15,11 @@ pages it maps itself (``vmm_backed``: never demand-paged).
 
 from __future__ import annotations
 
+import array
 import bisect
 import functools
 import operator
+import os
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
@@ -26,12 +28,20 @@ from ..memory.guest_memory import SharedRegion
 from ..memory.pagetable import ADDRESS_MASK, HUGE_ADDRESS_MASK
 from ..machine import PFError, layout
 from . import aslr, residency
+from .elf import first_load_size
 from .thp import HUGE_PAGES_VARIABLE, HugeAdvice, HugePageChoice, ThpPolicy
 from .abi import (MAP_TYPE, Errno, MadviseAdvice, MapFlags, MapType, MremapFlags, MsyncFlags,
                   ProtFlags)
 
 #: Mappings up to this size are backed at once; larger ones on first touch.
 EAGER_MAP_LIMIT = 64 << 20
+#: ld.so's mapping of a whole library leaves out what it will map segments over
+#: (``_ld_so_keeps``) when that is at least this much.
+FILE_TAIL_MIN = 64 << 10
+#: Left-out parts (``_FileTail``) alive at once, each holding a descriptor of the
+#: VMM's (from its reserve: fdtable.VMM_FD_RESERVE); past this, libraries are read
+#: whole as other mappings are.
+MAX_FILE_TAILS = 32
 #: A fault in big anonymous memory maps this much around it (4 KiB pages) while the
 #: block still fits under the guest's memory limit (a fault that continues a filling
 #: maps the rest of its 2 MiB region: ``_fault_run_end``). This spares guest #PFs
@@ -66,6 +76,7 @@ _MAP_TYPES = frozenset(int(kind) for kind in (MapType.MAP_SHARED, MapType.MAP_PR
 _MAP_FIXED_ANY = int(MapFlags.MAP_FIXED | MapFlags.MAP_FIXED_NOREPLACE)
 _MAP_FIXED_NOREPLACE = int(MapFlags.MAP_FIXED_NOREPLACE)
 _MAP_POPULATE, _MAP_GROWSDOWN = int(MapFlags.MAP_POPULATE), int(MapFlags.MAP_GROWSDOWN)
+_MAP_DENYWRITE = int(MapFlags.MAP_DENYWRITE)
 
 
 def page_up(value: int) -> int:
@@ -353,6 +364,9 @@ class MemoryMap:
         memory, offset, view = self.space.memory, 0, memoryview(data)
         for paddr, size in frame_runs(self.space, start, len(data)):
             chunk = view[offset:offset + size]
+            # One trip into the host kernel for the run's pages, not a fault per page
+            # as the copy first writes each (libc's patched text: ~340 pages).
+            memory.populate(paddr, len(chunk))
             memory.slice(paddr, len(chunk))[:] = chunk
             offset += size
 
@@ -589,12 +603,14 @@ class MemoryMap:
     def sys_mmap(self, address: int, length: int, prot: int, flags: int,
                  read_file: Callable[[int, int], bytes] | None, offset: int,
                  name: str = "", share: Callable[[int], SharedRegion] | None = None,
-                 file_path: str = "", read_into: ReadInto | None = None) -> int:
+                 file_path: str = "", read_into: ReadInto | None = None,
+                 keep_file: Callable[[], int] | None = None) -> int:
         """Implements mmap(2). ``read_file(offset, length)`` reads the mapped file
         for private mappings (None for anonymous ones), ``read_into`` (if given)
         reads it into buffers; ``share(length)`` makes the host-shared region behind
         a shared mapping; ``file_path`` is where the VMM reads the mapped file itself
-        (``name`` if empty)."""
+        (``name`` if empty); ``keep_file()`` (if given) opens the file again for the
+        VMM to keep (its pages may then be read when first touched)."""
         if length == 0 or offset % PAGE_SIZE:
             return -Errno.EINVAL
         length = page_up(length)
@@ -637,33 +653,45 @@ class MemoryMap:
         eager = not reservation and (bool(flags & _MAP_POPULATE)
                                      or length <= EAGER_MAP_LIMIT)
         # Code whose call sites are patched is read, patched, then copied in (and then
-        # never matches the file's frames already there).
+        # never matches the file's frames already there). Code with no site to patch
+        # (a Python extension module calls through libc) is mapped as data is.
         patched = (self.patch_sites and read_file is not None and region is None
-                   and prot & _PROT_EXEC and not shared)
+                   and prot & _PROT_EXEC and not shared and _has_sites(file_path or name))
         # A new eager private file mapping has the file read straight into its
-        # frames; MAP_FIXED ones first see whether the frames there hold it already.
+        # frames; MAP_FIXED ones first see whether the frames there hold it already,
+        # or are untouched frames to write it over (``_reuse_untouched_frames``).
         direct = (read_into is not None and region is None and eager and not fixed
                   and not patched)
         vma = Vma(start, start + length, prot & PROT_MASK, shared=shared, name=name,
                   offset=offset, grows_down=bool(flags & _MAP_GROWSDOWN),
                   region=region)
-        if (fixed and read_into is not None and region is None and eager and not shared
-                and self._map_over_file_in_frames(vma, read_into, patched,
-                                                  file_path or name)):
-            self._merge_around(start, start + length)
-            return start
+        runs = None
+        if fixed and read_into is not None and region is None and eager and not shared:
+            runs = self._untouched_frames(start, length)
+            if runs is not None and self._map_over_file_in_frames(vma, runs, read_into, patched,
+                                                                  file_path or name):
+                self._merge_around(start, start + length)
+                return start
+            direct = runs is None and not patched
+        kept = length
+        if direct and not fixed and flags & _MAP_DENYWRITE and not offset and keep_file:
+            kept = self._ld_so_keeps(length, read_into)
+        tail = _FileTail.open(keep_file, start, offset) if kept < length else None
         data = read_file(offset, length) if read_file is not None and region is None \
             and not direct else b""
         if patched and data:
             from .sitepatch import patch_mapping
             data = patch_mapping(self, start, offset, data, file_path or name)
-        if fixed and data and self._reuse_untouched_frames(vma, data):
+        if fixed and data and self._reuse_untouched_frames(vma, data, runs=runs):
             self._merge_around(start, start + length)
             return start
         try:
-            self.map_fixed(vma, data, eager=eager)
-            if direct:
-                self._read_into_frames(start, length, offset, read_into)
+            if tail is not None:
+                self._map_with_tail(vma.replaced(source=tail), kept, read_into)
+            else:
+                self.map_fixed(vma, data, eager=eager)
+                if direct:
+                    self._read_into_frames(start, length, offset, read_into)
         except OutOfGuestMemory:
             self.unmap(start, length)
             return -Errno.ENOMEM
@@ -693,18 +721,37 @@ class MemoryMap:
                 return                    # the end of the file: the rest stays zero
             offset, length = offset + wanted, length - wanted
 
-    def _map_over_file_in_frames(self, vma: Vma, read_into: ReadInto, patched: bool,
-                                 path: str) -> bool:
+    def _ld_so_keeps(self, length: int, read_into: ReadInto) -> int:
+        """How much of a new mapping of a whole library (from offset 0, with ld.so's
+        MAP_DENYWRITE) ld.so keeps: its first PT_LOAD's pages. ld.so then maps each
+        later segment over the rest with MAP_FIXED, so reading the rest now (5 MB
+        of libpython's 6) would be done again for each segment. ``length`` when the
+        file is no such ELF file, or what is left over is small."""
+        head = bytearray(PAGE_SIZE)
+        first = first_load_size(bytes(head[:read_into(0, PAGE_SIZE, [memoryview(head)])]))
+        if first is None or length - page_up(first) < FILE_TAIL_MIN:
+            return length
+        return page_up(first)
+
+    def _map_with_tail(self, vma: Vma, kept: int, read_into: ReadInto) -> None:
+        """Map the new private file mapping ``vma`` (over free addresses) with its
+        first ``kept`` bytes read into frames now, and the rest paged in from its
+        ``source`` (a ``_FileTail``) when first touched."""
+        self._back(vma.start, kept, perm_for(vma.prot))
+        self._insert(vma)
+        self._read_into_frames(vma.start, kept, vma.offset, read_into)
+
+    def _map_over_file_in_frames(self, vma: Vma, runs: list[tuple[int, int]],
+                                 read_into: ReadInto, patched: bool, path: str) -> bool:
         """ld.so maps each library segment again, with MAP_FIXED, over the whole file
         it mapped first: the frames there usually hold these very bytes already.
         When they do (compared with the file a chunk at a time, not read into a
         buffer of the segment's size: faulted in, copied, freed), map ``vma`` over
         them as ``_reuse_untouched_frames`` does, the patched code kept for them
         (``kept_patch``) copied in if its sites are patched. False (nothing
-        changed) when they do not, or no patched code is kept for them."""
-        length = vma.end - vma.start
-        runs = self._untouched_frames(vma.start, length)
-        in_file = None if runs is None else self._file_bytes_in(runs, vma.offset, read_into)
+        changed) when they do not, or no patched code is kept for them. ``runs``:
+        the untouched frames there (``_untouched_frames``)."""
+        in_file = self._file_bytes_in(runs, vma.offset, read_into)
         if in_file is None:
             return False
         code = b""
@@ -714,9 +761,10 @@ class MemoryMap:
                               lambda original: self._holds(runs, original))
             if code is None:
                 return False
-        return self._reuse_untouched_frames(vma, code, in_place=not code)
+        return self._reuse_untouched_frames(vma, code, in_place=not code, runs=runs)
 
-    def _reuse_untouched_frames(self, vma: Vma, data: bytes, in_place: bool = False) -> bool:
+    def _reuse_untouched_frames(self, vma: Vma, data: bytes, in_place: bool = False,
+                                runs: list[tuple[int, int]] | None = None) -> bool:
         """Map the private mapping ``vma`` of ``data`` (then zeros) over the frames
         already there, when they are private copies that nothing has touched since
         they were mapped (no accessed or dirty bit): no translation to them exists
@@ -727,9 +775,9 @@ class MemoryMap:
         even copied again (its rights change only), and the text, patched, is copied
         over the unpatched bytes. ``in_place``: the caller found the frames holding
         the mapping's bytes already (only the rights change). False (nothing
-        changed) otherwise."""
+        changed) otherwise. ``runs``: the untouched frames there, if found already."""
         length = vma.end - vma.start
-        runs = self._untouched_frames(vma.start, length)
+        runs = runs if runs is not None else self._untouched_frames(vma.start, length)
         if runs is None:
             return False
         replaced = self._overlapping(vma.start, vma.end)
@@ -1042,6 +1090,11 @@ class MemoryMap:
 _START, _END = operator.attrgetter("start"), operator.attrgetter("end")
 
 
+def _has_sites(path: str) -> bool:
+    from .sitepatch import has_sites      # (sitepatch is loaded where patching is on)
+    return has_sites(path)
+
+
 def _piece(vma: Vma, start: int, end: int) -> Vma:
     """The part [start, end) of ``vma``, its file and region offsets following."""
     return vma.replaced(start=start, end=end, offset=vma.offset + start - vma.start,
@@ -1118,6 +1171,17 @@ def frame_runs(space: AddressSpace, start: int, length: int) -> list[tuple[int, 
     for base, page_size, entries in space.tables.leaves(start, page_up(start + length) - start):
         if base > cursor:
             break                                    # a hole
+        if page_size == PAGE_SIZE and _consecutive(entries):
+            skip = cursor - base if base < cursor else 0   # a page begun before
+            paddr = (entries[0] & ADDRESS_MASK) + skip
+            size = len(entries) * PAGE_SIZE - skip
+            if runs and runs[-1][0] + runs[-1][1] == paddr:
+                runs[-1] = (runs[-1][0], runs[-1][1] + size)
+            else:
+                runs.append((paddr, size))
+            base += len(entries) * PAGE_SIZE
+            cursor = base
+            continue
         mask = HUGE_ADDRESS_MASK if page_size > PAGE_SIZE else ADDRESS_MASK
         for entry in entries.tolist():
             if not entry:
@@ -1131,6 +1195,54 @@ def frame_runs(space: AddressSpace, start: int, length: int) -> list[tuple[int, 
             base += page_size
             cursor = base
     return runs
+
+
+def _consecutive(entries: memoryview) -> bool:
+    """Whether 4 KiB leaf entries map consecutive frames with the same bits, as a
+    fresh mapping's do (its frames come from one allocation): compared at C speed
+    with the entries such a run would have, where a loop over them in Python takes
+    ~1.5 ms for a 6 MB library, several times per mapping."""
+    first = entries[0]
+    if not first:
+        return False
+    expected = array.array("Q", range(first, first + len(entries) * PAGE_SIZE, PAGE_SIZE))
+    return entries.tobytes() == expected.tobytes()
+
+
+class _FileTail:
+    """The pages of a private file mapping left out when it was mapped, read from
+    the file when first touched (a ``Vma.source``), through a descriptor of the
+    VMM's own: the guest may close its own or reuse its number. Closed when the
+    last VMA holding it goes (munmap, a mapping over it, exec)."""
+
+    live = 0
+
+    def __init__(self, fd: int, base: int, offset: int) -> None:
+        self.fd, self.base, self.offset = fd, base, offset
+        _FileTail.live += 1
+
+    @classmethod
+    def open(cls, keep_file: Callable[[], int] | None, base: int,
+             offset: int) -> "_FileTail | None":
+        """A tail for a mapping at ``base`` of the file from ``offset``; None when
+        MAX_FILE_TAILS are alive or the file cannot be opened again."""
+        if keep_file is None or cls.live >= MAX_FILE_TAILS:
+            return None
+        try:
+            return cls(keep_file(), base, offset)
+        except OSError:
+            return None
+
+    def __call__(self, address: int, length: int) -> bytes:
+        try:
+            data = os.pread(self.fd, length, self.offset + address - self.base)
+        except OSError:
+            data = b""        # (Linux raises SIGBUS past the end; the page reads as zero)
+        return data + bytes(length - len(data))
+
+    def __del__(self) -> None:
+        os.close(self.fd)
+        _FileTail.live -= 1
 
 
 def _bytes_source(data: bytes, base: int) -> Callable[[int, int], bytes]:

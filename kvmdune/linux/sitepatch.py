@@ -368,6 +368,13 @@ def analyze(path: str) -> Analysis:
     return _identified(path)[1]
 
 
+def has_sites(path: str) -> bool:
+    """Whether the file at ``path`` has call sites to patch: code without any (a
+    Python extension module, libpython, libm: their calls go through libc) is
+    mapped as data is, not read, "patched" and copied in."""
+    return bool(analyze(path).patchable)
+
+
 def _identified(path: str) -> tuple[tuple[int, ...] | None, Analysis]:
     """The file's identity now (None when it is gone) and its analysis (one stat)."""
     identity = file_identity(path)
@@ -865,5 +872,5 @@ def in_site_stub(mm, address: int) -> bool:
 
 
 __all__ = ["Analysis", "ENVIRONMENT_VARIABLE", "Site", "SiteKind", "STUB_PROT",
-           "StubMapping", "analyze", "analyze_bytes", "build_stub", "in_site_stub",
+           "StubMapping", "analyze", "analyze_bytes", "build_stub", "has_sites", "in_site_stub",
            "patch_in_place", "patch_mapping", "prepatch", "prewarm", "relocatable", "release_stubs", "wanted"]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import struct
 
 from ..machine.layout import TASK_SIZE
 from ..memory import PAGE_SIZE, PTE
+from .fdtable import HOST_FD_FLOOR
 from .abi import (MAP_TYPE, Errno, MapFlags, MapType, MempolicyFlags, MlockallFlags,
                   MlockFlags, ProtFlags)
 from .host_unsafe import HostBuffer, host_syscall
@@ -29,7 +31,7 @@ def sys_mmap(proc, cpu, address, length, prot, flags, fd, offset):
     (file contents copied in); shared mappings are host memory mapped into the guest
     through a memory slot of their own, so writes reach the file and other
     processes (a forked child shares them too, as on Linux)."""
-    read_file = share = read_into = None
+    read_file = share = read_into = keep_file = None
     name = ""
     shared = flags & _MAP_TYPE in _MAP_SHARED_TYPES
     writable = bool(prot & _PROT_WRITE)
@@ -71,11 +73,14 @@ def sys_mmap(proc, cpu, address, length, prot, flags, fd, offset):
                 clipped.append(buffer[:wanted])
                 wanted -= len(clipped[-1])
             return os.preadv(host, clipped, file_offset) if clipped else 0
+
+        def keep_file(host: int = host) -> int:
+            return fcntl.fcntl(host, fcntl.F_DUPFD_CLOEXEC, HOST_FD_FLOOR)
     # Patched call sites are found in the file the descriptor holds (not whatever
     # its path names by now): the VMM's own descriptor, through /proc.
     file_path = "" if read_file is None else f"/proc/self/fd/{host}"
     return proc.mm.sys_mmap(address, length, prot, flags, read_file, offset, name, share,
-                            file_path=file_path, read_into=read_into)
+                            file_path=file_path, read_into=read_into, keep_file=keep_file)
 
 
 def sys_munmap(proc, cpu, address, length, *_):

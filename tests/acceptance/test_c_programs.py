@@ -38,7 +38,8 @@ def test_file_io_in_a_temp_dir(compiled, link, tmp_path):
     assert sorted(os.listdir(tmp_path / "dune")) == sorted(os.listdir(tmp_path / "native"))
 
 
-@pytest.mark.parametrize("program", ["alloc", "tls", "misc", "signals", "masked_waits", "remap_file", "net"])
+@pytest.mark.parametrize("program", ["alloc", "tls", "misc", "signals", "masked_waits", "remap_file",
+                                     "library_whole", "net"])
 @pytest.mark.parametrize("link", LINKS)
 def test_programs_match_native(compiled, program, link):
     argv = [compiled[(program, link)]]

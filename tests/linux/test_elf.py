@@ -614,3 +614,19 @@ def test_fuzz_shebang(data: bytes) -> None:
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_first_load_size_is_the_first_pt_load_when_it_starts_the_file():
+    from kvmdune.linux.elf import first_load_size
+
+    library = Path("/lib/x86_64-linux-gnu/libc.so.6").read_bytes()
+    phoff, = struct.unpack_from("<Q", library, 0x20)
+    phnum, = struct.unpack_from("<H", library, 0x38)
+    loads = [struct.unpack_from("<IIQQQQ", library, phoff + 56 * i) for i in range(phnum)]
+    first = next(p for p in loads if p[0] == 1)
+    assert first[2] == 0 and first_load_size(library[:4096]) == first[5]
+    assert first_load_size(library[:0x40]) is None           # headers cut off
+    assert first_load_size(b"#!/bin/sh\n" + bytes(4096)) is None
+    moved = bytearray(library[:4096])
+    struct.pack_into("<Q", moved, phoff + 56 * loads.index(first) + 8, 4096)
+    assert first_load_size(bytes(moved)) is None             # not from offset 0

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from kvmdune.linux.abi import Errno, MapFlags, MapType, MremapFlags, ProtFlags
-from kvmdune.linux.mm import PROT_MASK, MemoryMap, Vma, perm_for
+from kvmdune.linux import mm as mm_module
+from kvmdune.linux.mm import PROT_MASK, MemoryMap, Vma, frame_runs, perm_for
 from kvmdune.linux.thp import HugePageChoice, ThpMode, ThpPolicy
 from kvmdune.machine import PFError
 from kvmdune.machine.layout import MMAP_MIN_ADDR as MMAP_MIN
@@ -205,6 +206,44 @@ def test_file_contents_fill_scattered_frames_page_by_page(guest):
     assert sorted(frames) != frames or any(b - a != PAGE_SIZE for a, b in zip(frames, frames[1:]))
     assert guest.space.read(address, len(data), VMM) == data
     assert guest.space.read(address + len(data), PAGE_SIZE - 4, VMM) == bytes(PAGE_SIZE - 4)
+
+
+def _runs_by_walk(space: AddressSpace, start: int, length: int) -> list[tuple[int, int]]:
+    """frame_runs' answer, page by page: a walk of each page, contiguous frames joined,
+    up to the first page with no entry."""
+    runs: list[tuple[int, int]] = []
+    address = start
+    while address < start + length:
+        found = space.walk(address & ~(PAGE_SIZE - 1))
+        if found is None:
+            break
+        inside = address % PAGE_SIZE
+        paddr, size = found.paddr + inside, PAGE_SIZE - inside
+        if runs and sum(runs[-1]) == paddr:
+            runs[-1] = (runs[-1][0], runs[-1][1] + size)
+        else:
+            runs.append((paddr, size))
+        address += size
+    return runs
+
+
+def test_frame_runs_are_the_frames_page_by_page(guest):
+    # Whole tables of consecutive frames are taken at once (a fresh mapping's), the
+    # rest entry by entry: both must give what a walk of every page gives, with
+    # scattered frames, entries of different rights, a length ending mid-page and a
+    # hole.
+    holes = [guest.mmap(page(2 * n), 1) for n in range(8)]
+    for address in holes[::2]:
+        assert guest.mm.sys_munmap(address, PAGE_SIZE) == 0
+    scattered = guest.mmap(page(20), 12)
+    fresh = guest.mmap(0x20_0000_0000 - 4 * PAGE_SIZE, 600)      # across a table's end
+    assert guest.mm.sys_mprotect(fresh + 100 * PAGE_SIZE, 3 * PAGE_SIZE, R) == 0
+    for start, length in [(scattered, 12 * PAGE_SIZE), (scattered, 5000),
+                          (fresh, 600 * PAGE_SIZE), (fresh, 600 * PAGE_SIZE - 5),
+                          (fresh + 90 * PAGE_SIZE, 20 * PAGE_SIZE), (page(0), 9 * PAGE_SIZE),
+                          (fresh + 598 * PAGE_SIZE, 5 * PAGE_SIZE)]:
+        assert frame_runs(guest.space, start, length) == \
+            _runs_by_walk(guest.space, start, length), (hex(start), length)
 
 
 def test_file_contents_fill_a_prot_none_mapping(guest):
@@ -743,3 +782,58 @@ def test_vma_format_matches_proc_maps():
                             + "/bin/true")
     assert Vma(0x1000, 0x3000, NONE, shared=True).format() == \
         "00001000-00003000 ---s 00000000 00:00 0"
+
+
+LIBRARY = "/lib/x86_64-linux-gnu/libc.so.6"
+
+
+def _library_mapper(guest: Guest, fd: int):
+    """sys_mmap of the whole library open at ``fd`` as ld.so maps it (MAP_DENYWRITE,
+    from offset 0), with what sys_memory gives a file mapping."""
+    import fcntl
+    import os
+
+    size = os.fstat(fd).st_size
+
+    def read_file(offset: int, length: int) -> bytes:
+        return os.pread(fd, max(0, min(length, size - offset)), offset)
+
+    def read_into(offset: int, length: int, buffers: list) -> int:
+        return os.preadv(fd, [b[:max(0, min(len(b), size - offset))] for b in buffers], offset)
+
+    def keep_file() -> int:
+        return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100)
+
+    flags = int(MapType.MAP_PRIVATE | MapFlags.MAP_DENYWRITE)
+    return size, lambda: guest.mm.sys_mmap(0, size, R, flags, read_file, 0, name=LIBRARY,
+                                           read_into=read_into, keep_file=keep_file)
+
+
+def test_a_library_mapped_whole_reads_its_first_segment_and_pages_in_the_rest(guest):
+    # ld.so's mapping of a whole library: only its first PT_LOAD is read at the mmap
+    # (ld.so maps the other segments over the rest); the rest comes from the file
+    # when first touched, through a descriptor of the VMM's own.
+    import os
+
+    fd = os.open(LIBRARY, os.O_RDONLY)
+    try:
+        size, map_library = _library_mapper(guest, fd)
+        contents = os.pread(fd, size, 0)
+        live = mm_module._FileTail.live
+        libraries = [map_library() for _ in range(mm_module.MAX_FILE_TAILS + 2)]
+    finally:
+        os.close(fd)                       # (as ld.so closes its own at once)
+    # Descriptors held at most MAX_FILE_TAILS at once; past that, read whole.
+    assert mm_module._FileTail.live == max(live, mm_module.MAX_FILE_TAILS)
+    first = libraries[0]
+    assert guest.mapped(first) and not guest.mapped(first + size - 1)
+    assert guest.mapped(libraries[-1] + size - 1)
+    for address in libraries:
+        assert guest.mm.read_mapped(address, size)[:size] == contents
+    # A first touch past the first segment pages the file in.
+    last = (size - 1) // PAGE_SIZE * PAGE_SIZE
+    assert guest.mm.handle_fault(first + last, PFError.USER)
+    assert guest.space.read(first + last, size - last, VMM) == contents[last:]
+    for address in libraries:
+        assert guest.mm.sys_munmap(address, size) == 0
+    assert mm_module._FileTail.live == live

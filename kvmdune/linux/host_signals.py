@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import os
 import select
 import signal
 import struct
@@ -154,10 +155,23 @@ _signalfd: int | None = None
 _signalfd_lock = threading.Lock()
 
 
+def _fresh_lock_in_child() -> None:
+    global _signalfd_lock
+    _signalfd_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_fresh_lock_in_child)
+
+
 def _watch_fd() -> int:
     """A signalfd for the guest's signals and the kick (one for the VMM: what it
     reports is the polling thread's)."""
     global _signalfd
+    # Made once and never changed: read without the lock, which a forked child
+    # inherits held when the parent's signal taker was in here at the fork (its new
+    # taker then waited on it forever, and the child's exit on that taker).
+    if _signalfd is not None:
+        return _signalfd
     with _signalfd_lock:
         if _signalfd is None:
             mask = ctypes.c_uint64(GUEST_BOUND | sigmask.bit(SIGKICK))

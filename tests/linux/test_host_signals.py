@@ -47,3 +47,30 @@ def test_the_taker_takes_only_under_the_lock_and_takes_it_then():
                          cwd=repo, timeout=60)
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout == "True [(10, True, False)] False\n", ran.stderr
+
+
+#: In a child Python of its own: the parent holds the signalfd's lock (as its taker
+#: does for an instant on every wake) while it forks; the child asks for the fd.
+_FORK_SCRIPT = """
+import os, signal
+from kvmdune.linux import host_signals
+
+host_signals._watch_fd()
+with host_signals._signalfd_lock:
+    pid = os.fork()
+    if pid == 0:
+        signal.alarm(5)                      # a hang ends the child with SIGALRM
+        os._exit(0 if host_signals._watch_fd() >= 0 else 1)
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_a_forked_child_gets_the_signalfd_whatever_lock_the_parent_held():
+    """A child forked while the parent's signal taker held the signalfd's lock
+    inherits it held, with no thread to release it. Its own taker must still get the
+    signalfd: it waited forever, and the child's exit waited on the taker (a run that
+    never ended, seen under load in a full test run)."""
+    out = subprocess.run([sys.executable, "-c", _FORK_SCRIPT], capture_output=True,
+                         timeout=60, text=True)
+    assert out.stdout.strip() == "0", out.stderr

@@ -809,7 +809,8 @@ static int hold_named(Server *s, int dirfd, const char *path, int nofollow, int 
     return -1;
 }
 
-/* `*by_name` (unless NULL) is set when the path was accepted by hold_named. */
+/* `*by_name` (unless NULL) is set when the path was accepted by hold_named (which
+ * takes only paths from the current directory, AT_FDCWD). */
 static int open_beneath(Server *s, int dirfd, const char *path, int nofollow, int *by_name) {
     if (has_dotdot(path))
         return -1;
@@ -980,8 +981,7 @@ static int call_stat_path(Server *s, long nr, const uint64_t *a, int64_t *result
     if (held == -1)
         return -1;
     if (held >= 0) {
-        if (by_name && dirfd == AT_FDCWD_VALUE
-            && namedstat_remember(s->roots_generation, path, flags, held, &st))
+        if (by_name && namedstat_remember(s->roots_generation, path, flags, held, &st))
             *result = 0;
         else
             *result = raw(syscall(SYS_newfstatat, held, "", &st, AT_EMPTY_PATH));
@@ -1044,8 +1044,8 @@ static int call_readlink(Server *s, long nr, const uint64_t *a, int64_t *result)
         *result = failed == ENOENT ? -EINVAL : -failed;
         return 0;
     }
-    size_t wanted = (size_t)length < (size_t)as_int32(size) ? (size_t)length
-                                                           : (size_t)as_int32(size);
+    size_t limit = (size_t)as_int32(size);
+    size_t wanted = (size_t)length < limit ? (size_t)length : limit;
     int count = translate(s, buffer, wanted, 1, pieces);
     if (count < 0)
         return -1;

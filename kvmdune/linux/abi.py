@@ -772,6 +772,25 @@ class MsyncFlags:
 
 
 @_int_flag
+class PkeyAccess:
+    """pkey_alloc(2)'s access rights (linux/mman.h)."""
+
+    PKEY_DISABLE_ACCESS = 0x1
+    PKEY_DISABLE_WRITE = 0x2
+
+
+#: pkey_mprotect(2)'s key that asks for none: the call is mprotect(2).
+NO_PKEY = -1
+
+
+def c_int(register: int) -> int:
+    """A system call's C ``int`` argument (a descriptor, a signal number, a key) from
+    its 64-bit register: the low 32 bits, signed, as the kernel reads it."""
+    register &= 0xFFFF_FFFF
+    return register - (1 << 32) if register & 0x8000_0000 else register
+
+
+@_int_flag
 class MlockFlags:
     MLOCK_ONFAULT = 0x01
 

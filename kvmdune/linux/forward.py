@@ -19,7 +19,7 @@ import termios
 from dataclasses import dataclass
 
 from ..memory import PAGE_SIZE, READ, WRITE, FaultKind, GuestFault
-from .abi import AT_FDCWD, MAX_RW_COUNT, Errno, FdFlags
+from .abi import AT_FDCWD, MAX_RW_COUNT, Errno, FdFlags, c_int
 from .host_unsafe import HostBuffer, HostArg, host_syscall
 from .syscall_table import (DEREF_KINDS, Arg, ArgKind, Direction, RetKind, SyscallSpec,
                             arg_extent, filled_extent, resolve_args, resolve_ret)
@@ -62,10 +62,6 @@ class _IovecOut:
     pieces: list[tuple[int, HostBuffer, int]]   # guest address, host buffer, length
 
 
-def _int32(value: int) -> int:
-    value &= 0xFFFF_FFFF
-    return value - (1 << 32) if value >= 1 << 31 else value
-
 
 class Call:
     """One forwarded call's host-side arguments and what to copy back."""
@@ -105,11 +101,11 @@ class Call:
             if kind is ArgKind.FD:
                 self.host_args[index] = self._fd(value)
             elif kind is ArgKind.DIRFD:
-                dirfd = None if _int32(value) == AT_FDCWD else self.proc.fds.host(_int32(value))
+                dirfd = None if c_int(value) == AT_FDCWD else self.proc.fds.host(c_int(value))
                 # A descriptor the guest does not have is the host's -1: the kernel
                 # then says EBADF for a relative path and ignores it for an absolute
                 # one, as it would for the guest's bad number.
-                self.host_args[index] = (value if _int32(value) == AT_FDCWD
+                self.host_args[index] = (value if c_int(value) == AT_FDCWD
                                          else NO_DESCRIPTOR if dirfd is None else dirfd)
                 if dirfd is not None:
                     self.host_fds.append(dirfd)
@@ -133,7 +129,7 @@ class Call:
                     raise NotForwardable(f"{self.spec.name}: argument {arg.name} ({kind.value})")
 
     def _fd(self, value: int) -> int:
-        host = self.proc.fds.host(_int32(value))
+        host = self.proc.fds.host(c_int(value))
         if host is None:
             raise Fault(Errno.EBADF)
         self.host_fds.append(host)

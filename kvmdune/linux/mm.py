@@ -30,8 +30,8 @@ from ..machine import PFError, layout
 from . import aslr, residency
 from .elf import first_load_size
 from .thp import HUGE_PAGES_VARIABLE, HugeAdvice, HugePageChoice, ThpPolicy
-from .abi import (MAP_TYPE, Errno, MadviseAdvice, MapFlags, MapType, MremapFlags, MsyncFlags,
-                  ProtFlags)
+from .abi import (MAP_TYPE, NO_PKEY, Errno, MadviseAdvice, MapFlags, MapType, MremapFlags,
+                  MsyncFlags, ProtFlags)
 
 #: Mappings up to this size are backed at once; larger ones on first touch.
 EAGER_MAP_LIMIT = 64 << 20
@@ -875,6 +875,21 @@ class MemoryMap:
             from .sitepatch import release_stubs
             release_stubs(self)
         return 0
+
+    def sys_pkey_mprotect(self, address: int, length: int, prot: int, pkey: int) -> int:
+        """Implements pkey_mprotect(2) as Linux does on a CPU without protection keys
+        (the guest's: kvmdune never enables CR4.PKE, so no key is ever allocated):
+        key -1 is mprotect(2); any other is refused (EINVAL) once the checks Linux
+        makes before it looks at the key pass."""
+        if pkey == NO_PKEY:
+            return self.sys_mprotect(address, length, prot)
+        if address % PAGE_SIZE:
+            return -Errno.EINVAL
+        if length == 0:
+            return 0
+        if address + page_up(length) >= 1 << 64:
+            return -Errno.ENOMEM          # the range wraps around
+        return -Errno.EINVAL              # bad rights or not: the key was never allocated
 
     def sys_mprotect(self, address: int, length: int, prot: int) -> int:
         """Implements mprotect(2)."""

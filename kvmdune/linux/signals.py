@@ -18,7 +18,8 @@ from ..machine import Cpu, Vector
 from ..machine.layout import USER_CS, USER_DS
 from ..memory import WRITE, GuestFault
 from ._fastpath import SigActions
-from .abi import SIGRTMAX, Errno, SigactionFlags, SigaltstackFlags, SigHandler, Signal
+from .abi import (SIGRTMAX, Errno, SigactionFlags, SigaltstackFlags, SigHandler, Signal,
+                  c_int)
 from ..machine.x86 import USER_RFLAGS, USER_RFLAGS_FIXED, RFLAGS
 
 SIGSET_SIZE = 8
@@ -317,12 +318,6 @@ def _bit(signo: int) -> int:
 _UNBLOCKABLE_BITS = _bit(Signal.SIGKILL) | _bit(Signal.SIGSTOP)
 
 
-def _as_int32(value: int) -> int:
-    """A register's low 32 bits as C's int (rt_sigaction's signal number)."""
-    value &= 0xFFFF_FFFF
-    return value - (1 << 32) if value & 0x8000_0000 else value
-
-
 def valid_signal(signo: int) -> bool:
     return 1 <= signo <= SIGRTMAX
 
@@ -342,7 +337,7 @@ def sys_rt_sigaction(state: SignalState, space, signo: int, act: int, oldact: in
     where it is pending (``discard``; default: for this thread and the process).
     The fast path serves the calls that ignore nothing natively (fastpath.c's
     call_rt_sigaction, sigstore.c) with the same checks, on the same store."""
-    signo = _as_int32(signo)
+    signo = c_int(signo)
     if sigsetsize != SIGSET_SIZE:
         return -Errno.EINVAL
     try:

@@ -8,7 +8,7 @@ import os
 import struct
 
 from . import procfs
-from .abi import CloseRangeFlags, Errno, FcntlCmd, IoctlRequest
+from .abi import CloseRangeFlags, Errno, FcntlCmd, IoctlRequest, c_int
 from .forward import NotForwardable
 from .uaccess import read_path, write_bytes
 
@@ -25,14 +25,9 @@ _QUERY_BUFFER = bytes(64)
 SOCK_CLOEXEC = 0o2000000
 
 
-def _fd(value: int) -> int:
-    value &= 0xFFFF_FFFF
-    return value - (1 << 32) if value >= 1 << 31 else value
-
-
 def sys_close(proc, cpu, fd, *_):
     """Implements close(2) on the guest's table."""
-    return proc.fds.close(_fd(fd))
+    return proc.fds.close(c_int(fd))
 
 
 def sys_close_range(proc, cpu, first, last, flags, *_):
@@ -53,25 +48,25 @@ def sys_close_range(proc, cpu, first, last, flags, *_):
 
 def sys_dup(proc, cpu, fd, *_):
     """Implements dup(2)."""
-    return proc.fds.dup(_fd(fd))
+    return proc.fds.dup(c_int(fd))
 
 
 def sys_dup2(proc, cpu, old, new, *_):
     """Implements dup2(2)."""
-    return proc.fds.dup2(_fd(old), _fd(new))
+    return proc.fds.dup2(c_int(old), c_int(new))
 
 
 def sys_dup3(proc, cpu, old, new, flags, *_):
     """Implements dup3(2)."""
-    if flags & ~O_CLOEXEC or _fd(old) == _fd(new):
+    if flags & ~O_CLOEXEC or c_int(old) == c_int(new):
         return -Errno.EINVAL
-    return proc.fds.dup2(_fd(old), _fd(new), cloexec=bool(flags & O_CLOEXEC))
+    return proc.fds.dup2(c_int(old), c_int(new), cloexec=bool(flags & O_CLOEXEC))
 
 
 def sys_fcntl(proc, cpu, fd, cmd, arg, *_):
     """Implements fcntl(2): descriptor commands on the guest's table, the rest
     (status flags, locks, pipe sizes) forwarded."""
-    fd = _fd(fd)
+    fd = c_int(fd)
     entry = proc.fds.entries.get(fd)
     if entry is None:
         return -Errno.EBADF
@@ -92,7 +87,7 @@ def sys_ioctl(proc, cpu, fd, request, arg, *_):
     """Implements ioctl(2): FIOCLEX/FIONCLEX on the guest's table; the requests the
     table declares (terminal and FIONREAD-style) forwarded; others ENOTTY."""
     request &= 0xFFFF_FFFF
-    entry = proc.fds.entries.get(_fd(fd))
+    entry = proc.fds.entries.get(c_int(fd))
     if entry is None:
         return -Errno.EBADF
     if request in (FIOCLEX, FIONCLEX):
@@ -146,7 +141,7 @@ def sys_pipe2(proc, cpu, fds_ptr, flags, *_):
 
 def sys_socketpair(proc, cpu, family, type_, protocol, fds_ptr, *_):
     """Implements socketpair(2)."""
-    family, type_, protocol = _fd(family), _fd(type_), _fd(protocol)   # C ints
+    family, type_, protocol = c_int(family), c_int(type_), c_int(protocol)   # C ints
     try:
         import socket   # only here: the module costs milliseconds at every start
 

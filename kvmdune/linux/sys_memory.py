@@ -10,7 +10,7 @@ from ..machine.layout import TASK_SIZE
 from ..memory import PAGE_SIZE, PTE
 from .fdtable import HOST_FD_FLOOR
 from .abi import (MAP_TYPE, Errno, MapFlags, MapType, MempolicyFlags, MlockallFlags,
-                  MlockFlags, ProtFlags)
+                  MlockFlags, PkeyAccess, ProtFlags, c_int)
 from .host_unsafe import HostBuffer, host_syscall
 from .syscall_table import Sysno
 from .uaccess import write_bytes
@@ -19,6 +19,7 @@ from .uaccess import write_bytes
 _MAP_TYPE, _MAP_ANONYMOUS = int(MAP_TYPE), int(MapFlags.MAP_ANONYMOUS)
 _MAP_SHARED_TYPES = frozenset((int(MapType.MAP_SHARED), int(MapType.MAP_SHARED_VALIDATE)))
 _PROT_WRITE = int(ProtFlags.PROT_WRITE)
+_PKEY_RIGHTS = int(PkeyAccess.PKEY_DISABLE_ACCESS | PkeyAccess.PKEY_DISABLE_WRITE)
 
 
 def sys_brk(proc, cpu, address, *_):
@@ -91,6 +92,25 @@ def sys_munmap(proc, cpu, address, length, *_):
 def sys_mprotect(proc, cpu, address, length, prot, *_):
     """Implements mprotect(2)."""
     return proc.mm.sys_mprotect(address, length, prot)
+
+
+def sys_pkey_mprotect(proc, cpu, address, length, prot, pkey, *_):
+    """Implements pkey_mprotect(2) (mm.py: the guest's CPU has no protection keys)."""
+    return proc.mm.sys_pkey_mprotect(address, length, prot, c_int(pkey))
+
+
+def sys_pkey_alloc(proc, cpu, flags, access_rights, *_):
+    """Implements pkey_alloc(2) as Linux 6.18 answers on a CPU without protection keys
+    (the guest's; measured natively on such a host): no key is left (ENOSPC) for
+    valid rights; flags, unknown rights, and no rights at all are EINVAL."""
+    if flags or not access_rights or access_rights & ~_PKEY_RIGHTS:
+        return -Errno.EINVAL
+    return -Errno.ENOSPC
+
+
+def sys_pkey_free(proc, cpu, pkey, *_):
+    """Implements pkey_free(2): no key was ever allocated (EINVAL)."""
+    return -Errno.EINVAL
 
 
 def sys_mremap(proc, cpu, old, old_length, new_length, flags, new_address, _):

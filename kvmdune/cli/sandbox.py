@@ -325,6 +325,10 @@ def _notice_writer():
     return write
 
 
+#: What writing into a path takes: a directory's entries, or the file itself.
+_WRITE_ACCESS = {True: os.W_OK | os.X_OK, False: os.W_OK}
+
+
 def _unreadable_after_drop(user: str, program: str, policy, args, by_default: bool) -> str | None:
     """What ``user`` could not read of the program or of the paths the options name
     (the run drops to it before it loads the program), as a message with what to do;
@@ -349,11 +353,16 @@ def _unreadable_after_drop(user: str, program: str, policy, args, by_default: bo
     existing = [(option, os.path.abspath(p)) for option, p in named if os.path.exists(p)]
     with _acting_as(entry):
         program_unreadable = not os.access(path, os.R_OK, effective_ids=True)
-        unreadable = [(option, p) for option, p in existing
+        unreadable = [(option, p, "reach it") for option, p in existing
                       if not os.access(p, os.R_OK, effective_ids=True)]
+        # Allowed to write, but the user cannot: every write there fails with EACCES
+        # from Linux itself, which the policy's notes and audit never see.
+        unreadable += [(option, p, "write there") for option, p in existing
+                       if option == "--allow-write" and (option, p, "reach it") not in unreadable
+                       and not os.access(p, _WRITE_ACCESS[os.path.isdir(p)], effective_ids=True)]
     if not getattr(args, "quiet", False):
-        for option, p in unreadable:
-            print(f"kvmdune sandbox: note: {option} {p}: user {user} cannot reach it "
+        for option, p, what in unreadable:
+            print(f"kvmdune sandbox: note: {option} {p}: user {user} cannot {what} "
                   f"(the sandbox runs as {user} {why}once KVM is open); {advice}",
                   file=sys.stderr)
     if program_unreadable:

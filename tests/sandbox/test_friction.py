@@ -137,6 +137,36 @@ def test_the_drop_to_nobody_says_what_to_do(root_only_program):
     assert "user nobody cannot reach it" in note.stderr.decode()
 
 
+def test_a_write_path_the_dropped_user_cannot_write_is_named():
+    # Allowed to write, but root's 0755 directory refuses nobody: Linux's EACCES,
+    # which no policy note or audit line would explain.
+    if os.geteuid() != 0:
+        pytest.skip("only a root start drops privileges")
+    import pathlib
+    import shutil
+    import tempfile
+
+    directory = pathlib.Path(tempfile.mkdtemp(prefix="kvmdune-root-writes-", dir="/tmp"))
+    try:
+        _check_write_note(directory)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _check_write_note(directory) -> None:
+    directory.chmod(0o755)
+    script = f"echo x > {directory}/new"
+    refused = sandbox("--allow-write", str(directory), "--", "busybox", "sh", "-c", script)
+    said = refused.stderr.decode()
+    assert f"--allow-write {directory}: user nobody cannot write there" in said, said
+    assert "--user" in said and "--keep-root" in said
+    directory.chmod(0o777)      # the positive control: nobody can write now, no note
+    allowed = sandbox("--allow-write", str(directory), "--", "busybox", "sh", "-c", script)
+    assert allowed.returncode == 0, allowed.stderr
+    assert "cannot write there" not in allowed.stderr.decode()
+    assert (directory / "new").read_text() == "x\n"
+
+
 def test_a_processs_own_proc_entries_are_named_and_allowed_as_proc_self(tmp_path):
     # Each process of a sandbox has a pid of its own: the note names /proc/self, and
     # a policy naming /proc/self/X allows X of whichever process asks (the gate's

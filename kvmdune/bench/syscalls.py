@@ -7,7 +7,8 @@ beside the Linux baseline measured in the same run (median of the samples).
    (``KVMDUNE_FAST_SYSCALLS=0``) for comparison, and its floor (``native/ring_floor.c``:
    a request filed in a ring laid out as the guest's to a spinning host thread that
    calls getppid natively); target (issue 13) ≤0.15x strace, ≤3.5x native and
-   ≤1.3x the floor;
+   ≤1.3x the floor; libc's ``clock_gettime``; a 4 KiB ``pread`` of a cached file,
+   its data unused and used (what each read of group 2's ``sha256sum`` costs);
 2. CPU bound: busybox ``sha256sum`` of 200 MB, ``bzip2 -9`` of 50 MB and an
    integer/memory kernel (``native/cpu_kernel.c``); target ≥0.97x native speed;
 3. system-call heavy: busybox ``dd bs=512`` of 100 MB to /dev/null and to a file
@@ -95,6 +96,8 @@ PER_CALL_TARGET = Target(native=3.5, strace=0.15, floor=1.3)
 RING_FLOOR = "ring round trip + getppid (floor)"
 #: libc's clock_gettime through the guest's vDSO: native code reading the host's data.
 CLOCK_TARGET = Target(native=2)
+#: The file the per-call pread rows read 4 KiB at a time (cached after the first pass).
+FILE_READ_SPAN = 16 * MIB
 CPU_TARGET = Target(native=round(1 / 0.97, 3))
 #: find and ls -lR, under run and under the sandbox alike (issue 13).
 HEAVY_TARGET = Target(native=3, strace=0.2, less_startup=True)
@@ -304,7 +307,8 @@ class _Runner:
         ring_floor = rows[-1].value
         for row in rows:
             row.floor = ring_floor
-        return rows + [self._trap_floor(rows[0].value, rows[1].value)] + self.clock(binary, sizes)
+        return (rows + [self._trap_floor(rows[0].value, rows[1].value)]
+                + self.clock(binary, sizes) + self.file_reads(binary, sizes))
 
     def clock(self, binary: Path, sizes: Sizes) -> list[Row]:
         """libc's clock_gettime: through the guest's vDSO (linux/vdso.py: no system
@@ -320,6 +324,28 @@ class _Runner:
             return report["per_call_ns"] / 1e3, None
 
         return self._rows("per-call", "clock_gettime", "us", ways, measure)
+
+    def file_reads(self, binary: Path, sizes: Sizes) -> list[Row]:
+        """A 4 KiB pread of a cached file, the data left alone and then used (a byte
+        of each cache line read): what each of ``sha256sum``'s reads costs (group 2).
+        Served natively, the read itself costs little more than Linux's; the data,
+        copied in by the serving thread on the other core, is then pulled across to
+        the guest's core when the program reads it."""
+        path = write_random_file(str(self.directory / "pages"), FILE_READ_SPAN)
+        ways = [Way("native", []), Way("kvmdune run", DUNE_RUN, FAST)]
+        rows = []
+        for case, benchmark in (("read-file", "pread of 4 KiB, data unused"),
+                                ("read-file-used", "pread of 4 KiB, data used")):
+            def measure(way: Way, case: str = case) -> tuple[float | None, str | None]:
+                report = per_call_report([*way.prefix, str(binary), case,
+                                          str(sizes.calls_fast), "none", path],
+                                         env=_environment(way.env))
+                if report is None or report.get("errors"):
+                    return None, "failed"
+                return report["per_call_ns"] / 1e3, None
+
+            rows += self._rows("per-call", benchmark, "us", ways, measure)
+        return rows
 
     def _trap_floor(self, native: float | None, strace: float | None) -> Row:
         """The ``syscall`` instruction alone, to an MSR_LSTAR stub that returns at once:

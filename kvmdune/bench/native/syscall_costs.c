@@ -3,7 +3,9 @@
  *   syscall_costs exec MODE PROGRAM [ARGS...]    run a program confined by MODE
  * CASE: getppid (no arguments), read-zero (1-byte read of /dev/zero), clock
  * (libc's clock_gettime of CLOCK_MONOTONIC: the vDSO's where there is one), denied
- * (open of PATH, which every confinement refuses). MODE: none | seccomp (a
+ * (open of PATH, which every confinement refuses), read-file (a 4 KiB pread of the
+ * file PATH, a page further each time, the data left alone), read-file-used (the
+ * same, then one byte of each cache line read, as a program using the data would). MODE: none | seccomp (a
  * seccomp-bpf filter: openat gets EACCES, the rest is allowed) | seccomp-allow (a
  * filter that allows everything: its evaluation cost alone) | notify (seccomp user
  * notification: getppid, read and openat go to a supervisor process, which reads the
@@ -141,6 +143,24 @@ static int confine(const char *mode) {
     return 0;
 }
 
+/* read-file's buffer and span: the first pages of PATH, at most FILE_SPAN bytes. */
+#define FILE_PAGE 4096
+#define FILE_SPAN (16L << 20)
+static char file_page[FILE_PAGE] __attribute__((aligned(FILE_PAGE)));
+static volatile unsigned char file_sink;
+
+static long read_file_page(int fd, long i, off_t span, int used) {
+    if (pread(fd, file_page, FILE_PAGE, (i * FILE_PAGE) % span) != FILE_PAGE)
+        return 1;
+    if (used) {
+        unsigned char sum = 0;
+        for (int j = 0; j < FILE_PAGE; j += 64)
+            sum += (unsigned char)file_page[j];
+        file_sink = sum;
+    }
+    return 0;
+}
+
 static double now_ns(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -159,6 +179,11 @@ int main(int argc, char **argv) {
     long iterations = atol(argv[2]);
     if (argc > 4) denied_path = argv[4];
     int zero = open("/dev/zero", O_RDONLY);
+    int reads_file = !strncmp(name, "read-file", 9), used = !strcmp(name, "read-file-used");
+    int file = reads_file && argc > 4 ? open(argv[4], O_RDONLY) : -1;
+    off_t span = file >= 0 ? lseek(file, 0, SEEK_END) / FILE_PAGE * FILE_PAGE : 0;
+    if (span > FILE_SPAN) span = FILE_SPAN;
+    if (reads_file && span <= 0) { fprintf(stderr, "read-file: PATH must be a file of 4 KiB or more\n"); return 2; }
     if (confine(argv[3])) return 1;
     char byte;
     struct timespec clock_value;
@@ -168,6 +193,7 @@ int main(int argc, char **argv) {
         if (!strcmp(name, "getppid")) syscall(SYS_getppid);
         else if (!strcmp(name, "read-zero")) { if (read(zero, &byte, 1) != 1) errors++; }
         else if (!strcmp(name, "clock")) { if (clock_gettime(CLOCK_MONOTONIC, &clock_value)) errors++; }
+        else if (reads_file) errors += read_file_page(file, i, span, used);
         else { int fd = open(denied_path, O_RDONLY); if (fd < 0) errors++; else close(fd); }
     }
     double elapsed = now_ns() - start;

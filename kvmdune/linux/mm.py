@@ -947,8 +947,12 @@ class MemoryMap:
     def sys_mremap(self, old: int, old_length: int, new_length: int, flags: int,
                    new_address: int) -> int:
         """Implements mremap(2): shrink, grow in place, or move (by copying), with
-        Linux's checks in Linux's order (mm/mremap.c). MREMAP_DONTUNMAP is refused
-        (EINVAL): the old range would have to stay mapped with no pages behind it."""
+        Linux's checks in Linux's order (mm/mremap.c, 6.17+). MREMAP_DONTUNMAP is
+        refused (EINVAL): the old range would have to stay mapped with no pages behind
+        it. Only a range that grows or moves must lie within one mapping (EFAULT
+        otherwise); a move to a fixed address at the same size moves every mapping in
+        the range (_mremap_move_all), and shrinking in place or keeping the size
+        acts on the range whatever mappings it spans, as on Linux."""
         maymove, fixed = MremapFlags.MREMAP_MAYMOVE, MremapFlags.MREMAP_FIXED
         if flags & ~int(maymove | fixed) or flags & fixed and not flags & maymove:
             return -Errno.EINVAL
@@ -961,21 +965,26 @@ class MemoryMap:
             refused = self._mremap_target_refused(old, old_length, new_length, new_address)
             if refused:
                 return refused
+            if old_length == new_length:
+                return self._mremap_move_all(old, old_length, new_address)
         vma = self.find(old)
-        if vma is None or vma.end < old + old_length:
+        if vma is None:
             return -Errno.EFAULT
-        if vma.sealed or flags & fixed and self.sealed_in(new_address, new_address + new_length):
+        if vma.sealed:
             return -Errno.EPERM
-        if vma.vmm_backed and not _kernel_pages(vma):
-            return -Errno.EINVAL   # pages only the VMM maps stay put
+        refused = self._mremap_vma_refused(vma)
+        if refused:
+            return refused
+        if not flags & fixed and new_length <= old_length:
+            return self._mremap_shrink(old, old_length, new_length)
+        if vma.end < old + old_length:
+            return -Errno.EFAULT     # a range that grows or moves stays within one mapping
+        if flags & fixed and self.sealed_in(new_address, new_address + new_length):
+            return -Errno.EPERM
         if vma.region is not None and new_length > old_length:
             return -Errno.ENOMEM   # growing a shared mapping would need a new region
         if flags & fixed:
             return self._mremap_move(vma, old, old_length, new_length, new_address)
-        if new_length <= old_length:
-            if new_length < old_length:
-                self.unmap(old + new_length, old_length - new_length)
-            return old
         tail = old + old_length
         if vma.end == tail and self.is_free(tail, old + new_length):
             # An anonymous copy's source (a moved block's contents) reads as zero past
@@ -993,6 +1002,52 @@ class MemoryMap:
             return -Errno.ENOMEM
         return self._mremap_move(vma, old, old_length, new_length, target)
 
+    def _mremap_shrink(self, old: int, old_length: int, new_length: int) -> int:
+        """mremap(2) in place to no more than the old size: the tail is unmapped as
+        munmap would (whatever mappings it spans); the range stays where it is."""
+        if new_length < old_length:
+            tail = old + new_length
+            if self.sealed_in(tail, old + old_length):
+                return -Errno.EPERM
+            self.unmap(tail, old_length - new_length)
+        return old
+
+    def _mremap_move_all(self, old: int, length: int, target: int) -> int:
+        """mremap(2) to a fixed address at the same size (Linux 6.17+'s remap_move):
+        each mapping in [old, old + length) moves, split where the range cuts it, to
+        the same distance from ``target`` as it had from ``old``, so the gaps
+        between them are kept and the target's pages over a gap stay as they were.
+        A range that starts in a gap is EFAULT; a mapping refused after others moved
+        returns its error with those moved, as Linux leaves them."""
+        end = old + length
+        vmas = self._overlapping(old, end)
+        if not vmas or vmas[0].start > old:
+            return -Errno.EFAULT
+        # The VMAs are immutable and the target is apart from [old, end) (checked):
+        # moving one leaves the others in the list as they are.
+        for vma in vmas:
+            start, stop = max(vma.start, old), min(vma.end, end)
+            destination = target + start - old
+            refused = self._mremap_move_refused(vma, destination, stop - start)
+            if refused:
+                return refused
+            self._mremap_move(vma, start, stop - start, stop - start, destination)
+        return target
+
+    def _mremap_move_refused(self, vma: Vma, target: int, length: int) -> int:
+        """Why ``vma`` (or its part) may not move to [target, target + length):
+        -errno, or 0."""
+        if vma.sealed or self.sealed_in(target, target + length):
+            return -Errno.EPERM
+        return self._mremap_vma_refused(vma)
+
+    @staticmethod
+    def _mremap_vma_refused(vma: Vma) -> int:
+        """Why ``vma`` may not move or grow: -errno, or 0."""
+        if vma.vmm_backed and not _kernel_pages(vma):
+            return -Errno.EINVAL   # pages only the VMM maps stay put
+        return 0
+
     @staticmethod
     def _mremap_target_refused(old: int, old_length: int, new_length: int,
                                target: int) -> int:
@@ -1008,9 +1063,9 @@ class MemoryMap:
     def _mremap_move(self, vma: Vma, old: int, old_length: int, new_length: int,
                      target: int) -> int:
         keep = min(old_length, new_length)
+        part = _piece(vma, old, old + keep)     # its file and region offsets follow
         if _kernel_pages(vma):
-            moved = vma.replaced(start=target, end=target + keep,
-                                 region_offset=vma.region_offset + old - vma.start)
+            moved = part.replaced(start=target, end=target + keep)
             present = [offset - moved.region_offset
                        for offset in vma.region.mapping.readable_pages()]
             self.map_kernel_pages(moved, present, perm_for(vma.prot))
@@ -1018,8 +1073,8 @@ class MemoryMap:
             return target
         data = self.read_mapped(old, keep)
         # Linux moves the entries and marks each soft-dirty; the copy here is new.
-        self.map_fixed(vma.replaced(start=target, end=target + new_length, source=None,
-                                    soft_dirty=True), data)
+        self.map_fixed(part.replaced(start=target, end=target + new_length, source=None,
+                                     soft_dirty=True), data)
         self.unmap(old, old_length)
         return target
 

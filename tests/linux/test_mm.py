@@ -399,7 +399,7 @@ def test_mremap_fixed_moves_to_the_address_given(guest):
     (page(0) + 1, PAGE_SIZE, PAGE_SIZE, 0, Errno.EINVAL),
     (page(0), PAGE_SIZE, 0, 0, Errno.EINVAL),
     (page(5), PAGE_SIZE, PAGE_SIZE, MAYMOVE, Errno.EFAULT),            # nothing mapped
-    (page(0), 3 * PAGE_SIZE, PAGE_SIZE, 0, Errno.EFAULT),              # beyond the VMA
+    (page(0), 3 * PAGE_SIZE, 4 * PAGE_SIZE, 0, Errno.EFAULT),          # grows beyond the VMA
     ((1 << 64) - PAGE_SIZE, PAGE_SIZE, PAGE_SIZE, 0, Errno.EFAULT),
     (page(0), PAGE_SIZE, 1 << 62, MAYMOVE, Errno.ENOMEM),              # no room for it
 ])
@@ -449,6 +449,37 @@ def test_mremap_moves_a_prot_none_mapping(guest):
     moved = guest.mm.sys_mremap(page(0), PAGE_SIZE, 2 * PAGE_SIZE, MAYMOVE, 0)
     assert moved > 0 and moved != page(0)
     assert guest.spans() == sorted([(page(1), page(2), RW), (moved, moved + 2 * PAGE_SIZE, NONE)])
+
+
+def test_mremap_shrinking_past_the_vma_unmaps_the_tail_as_linux_does(guest):
+    """Shrinking in place is an munmap of the tail: the old range may run past the
+    VMA (Linux checks the bounds only of a range that grows or moves)."""
+    guest.mmap(page(0), 2, flags=FIXED)
+    assert guest.mm.sys_mremap(page(0), 3 * PAGE_SIZE, PAGE_SIZE, 0, 0) == page(0)
+    assert guest.spans() == [(page(0), page(1), RW)]
+
+
+def test_mremap_fixed_moves_every_mapping_in_the_range_keeping_the_gaps(guest):
+    guest.mmap(page(0), 2, flags=FIXED)
+    guest.mmap(page(3), 1, R, FIXED)
+    guest.mmap(page(12), 1, flags=FIXED)                  # the target's page over the gap
+    guest.space.write(page(0), b"first", VMM)
+    guest.space.write(page(3), b"second", VMM)
+    guest.space.write(page(12), b"kept", VMM)
+    assert guest.mm.sys_mremap(page(0), 4 * PAGE_SIZE, 4 * PAGE_SIZE, MAYMOVE | MREMAP_FIXED,
+                               page(10)) == page(10)
+    assert guest.spans() == [(page(10), page(12), RW), (page(12), page(13), RW),
+                             (page(13), page(14), R)]
+    assert guest.space.read(page(10), 5, VMM) == b"first"
+    assert guest.space.read(page(13), 6, VMM) == b"second"
+    assert guest.space.read(page(12), 4, VMM) == b"kept"
+
+
+def test_mremap_fixed_of_a_range_starting_in_a_gap_is_efault(guest):
+    guest.mmap(page(1), 2, flags=FIXED)
+    assert guest.mm.sys_mremap(page(0), 3 * PAGE_SIZE, 3 * PAGE_SIZE, MAYMOVE | MREMAP_FIXED,
+                               page(10)) == -Errno.EFAULT
+    assert guest.spans() == [(page(1), page(3), RW)]
 
 
 def test_mremap_fixed_needs_maymove(guest):

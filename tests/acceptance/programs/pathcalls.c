@@ -95,6 +95,10 @@ static void edges(const char *path) {
     show(path, "getxattr value before a hole", getxattr(path, ATTRIBUTE, two + page - 40, 64));
     show(path, "listxattr into a hole", listxattr(path, two + page - 2, 64));
     show(path, "listxattr before a hole", listxattr(path, two + page - 40, 64));
+    show(path, "lgetxattr value into a hole", lgetxattr(path, ATTRIBUTE, two + page - 2, 64));
+    show(path, "llistxattr into a hole", llistxattr(path, two + page - 2, 64));
+    show(path, "getxattr above the cap into a hole",
+         getxattr(path, ATTRIBUTE, two + page - 2, 1 << 20));
     show(path, "readlink into a hole", readlink("/proc/self/exe", two + page - 2, 64));
     /* readlink writes only what it returns: a target that fits before the hole. */
     show(path, "readlink of it into a hole", readlink(path, two + page - 2, 64));

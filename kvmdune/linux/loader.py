@@ -78,8 +78,11 @@ def _map_segments(mm: MemoryMap, image: ElfImage, bias: int, reader: "_SegmentRe
         file_offset, length = segment.offset - lead, lead + segment.filesz
         vma = Vma(start, end, _prot(segment.flags), name=image.path, offset=file_offset)
         if mm.patch_sites and segment.flags & SegmentFlags.PF_X and has_sites(image.path):
-            data = patch_mapping(mm, start, file_offset, reader.read(file_offset, length),
-                                 image.path)
+            data = mm.kept_patched_code(start, file_offset, length, reader.read_into,
+                                        image.path)
+            if data is None:
+                data = patch_mapping(mm, start, file_offset, reader.read(file_offset, length),
+                                     image.path)
             mm.map_fixed(vma, data, eager=True)
         else:
             mm.map_file(vma, file_offset, length, reader.read_into)

@@ -677,9 +677,12 @@ class MemoryMap:
         if direct and not fixed and flags & _MAP_DENYWRITE and not offset and keep_file:
             kept = self._ld_so_keeps(length, read_into)
         tail = _FileTail.open(keep_file, start, offset) if kept < length else None
-        data = read_file(offset, length) if read_file is not None and region is None \
+        code = None if not patched or read_into is None else \
+            self.kept_patched_code(start, offset, length, read_into, file_path or name)
+        data = code if code is not None else \
+            read_file(offset, length) if read_file is not None and region is None \
             and not direct else b""
-        if patched and data:
+        if patched and data and code is None:
             from .sitepatch import patch_mapping
             data = patch_mapping(self, start, offset, data, file_path or name)
         if fixed and data and self._reuse_untouched_frames(vma, data, runs=runs):
@@ -700,6 +703,16 @@ class MemoryMap:
             raise
         self._merge_around(start, start + length)
         return start
+
+    def kept_patched_code(self, start: int, offset: int, length: int, read_into: ReadInto,
+                          path: str) -> bytes | None:
+        """The patched code kept for ``length`` bytes of the file at ``path`` from
+        ``offset``, to be mapped at ``start`` (its stubs mapped below it), when the
+        file still holds the bytes it was made from; None otherwise. The file is
+        compared a chunk at a time, never read whole."""
+        from .sitepatch import kept_patch_in_file
+        return kept_patch_in_file(self, start, offset, length, path,
+                                  lambda original: _file_holds(read_into, offset, original))
 
     def _read_into_frames(self, start: int, length: int, offset: int,
                           read_into: ReadInto) -> None:
@@ -1207,6 +1220,19 @@ def _compare_buffer() -> bytearray:
     if _compare_chunk is None:
         _compare_chunk = bytearray(COMPARE_CHUNK)
     return _compare_chunk
+
+
+def _file_holds(read_into: ReadInto, offset: int, data: bytes) -> bool:
+    """Whether the file ``read_into`` reads holds ``data`` from ``offset``: read a
+    chunk at a time through one small buffer."""
+    chunk, done = memoryview(_compare_buffer()), 0
+    while done < len(data):
+        wanted = min(len(chunk), len(data) - done)
+        if read_into(offset + done, wanted, [chunk[:wanted]]) < wanted \
+                or not data.startswith(chunk[:wanted], done):
+            return False
+        done += wanted
+    return True
 
 
 def _runs_within(runs: list[tuple[int, int]], length: int) -> list[tuple[int, int]]:

@@ -97,6 +97,26 @@ def perm_for(prot: int) -> Perm:
 
 
 @dataclass(frozen=True)
+class VmTotals:
+    """A process's mappings counted as Linux's /proc/PID/status counts them (pages)."""
+
+    size: int           # VmSize (total_vm)
+    data: int           # VmData
+    stack: int          # VmStk
+    code: int           # VmExe + VmLib (exec_vm)
+    program_code: int   # VmExe: the program's own code mappings
+
+
+@dataclass(frozen=True)
+class AddressLimits:
+    """The guest process's RLIMIT_AS and RLIMIT_DATA, soft values in bytes (None:
+    unlimited): what Linux's may_expand_vm holds new mappings to."""
+
+    address_space: int | None
+    data: int | None
+
+
+@dataclass(frozen=True)
 class Vma:
     """One mapping of the guest, as /proc/PID/maps shows it."""
 
@@ -183,6 +203,8 @@ class MemoryMap:
         #: The largest resident set seen when memory was unmapped, in pages (Linux's
         #: hiwater_rss: VmHWM is the larger of it and the current RSS).
         self.rss_peak_pages = 0
+        #: VmPeak, noted when /proc/PID/status is read (procfs.py).
+        self.vm_peak_pages = 0
         #: Patch system-call sites in file-backed code mapped executable (sitepatch.py).
         self.patch_sites = False
         #: Their stubs' mappings (sitepatch.StubMapping), unmapped with their code.
@@ -566,12 +588,62 @@ class MemoryMap:
         return True
 
     # -- system calls (each returns the result or -errno) ---------------------------
-    def sys_brk(self, address: int) -> int:
+    def may_expand(self, limits: AddressLimits | None, growth: int, data: bool) -> bool:
+        """Linux's may_expand_vm: whether ``growth`` more bytes of mappings keep the
+        process within RLIMIT_AS, and a data mapping (private, writable, not a stack)
+        within RLIMIT_DATA too, both counted in whole pages."""
+        if limits is None or growth <= 0:
+            return True
+        pages, totals = growth // PAGE_SIZE, self.vm_totals()
+        if (limits.address_space is not None
+                and totals.size + pages > limits.address_space // PAGE_SIZE):
+            return False
+        return not (data and limits.data is not None
+                    and totals.data + pages > limits.data // PAGE_SIZE)
+
+    def _may_turn_into_data(self, limits: AddressLimits | None, overlapping: list[Vma],
+                            start: int, end: int, prot: int) -> bool:
+        """Whether making [start, end) writable keeps RLIMIT_DATA: what becomes a data
+        mapping counts as new data (Linux's mprotect_fixup)."""
+        if limits is None or limits.data is None or not prot & ProtFlags.PROT_WRITE:
+            return True
+        turning = sum(min(vma.end, end) - max(vma.start, start) for vma in overlapping
+                      if not _is_data_mapping(vma.prot, vma.shared, vma.grows_down)
+                      and _is_data_mapping(prot, vma.shared, vma.grows_down))
+        return self.may_expand(AddressLimits(None, limits.data), turning, data=True)
+
+    def vm_totals(self, program: str = "") -> "VmTotals":
+        """Linux's vm_stat_account counters over the mappings, in pages: all of them
+        (total_vm), and each in one class: code (exec_vm: executable, not writable,
+        not a stack; ``program``'s own among it), stack (grows down) or data
+        (private and writable)."""
+        size = data = stack = code = program_code = 0
+        for vma in self.vmas:
+            pages = (vma.end - vma.start) // PAGE_SIZE
+            size += pages
+            if vma.prot & ProtFlags.PROT_EXEC and not vma.prot & ProtFlags.PROT_WRITE \
+                    and not vma.grows_down:
+                code += pages
+                if program and vma.name == program:
+                    program_code += pages
+            elif vma.grows_down:
+                stack += pages
+            elif _is_data_mapping(vma.prot, vma.shared, False):
+                data += pages
+        return VmTotals(size, data, stack, code, program_code)
+
+    def _mapped_bytes_in(self, start: int, end: int) -> int:
+        return sum(min(vma.end, end) - max(vma.start, start)
+                   for vma in self._overlapping(start, end))
+
+    def sys_brk(self, address: int, limits: AddressLimits | None = None) -> int:
         """Implements brk(2)."""
         if address < self.brk_start:
             return self.brk
         new_end, old_end = page_up(address), page_up(self.brk)
         if new_end > old_end:
+            if not self.may_expand(limits, new_end - old_end, data=True):
+                return self.brk
             if not self.is_free(old_end, new_end):
                 return self.brk
             try:
@@ -604,7 +676,8 @@ class MemoryMap:
                  read_file: Callable[[int, int], bytes] | None, offset: int,
                  name: str = "", share: Callable[[int], SharedRegion] | None = None,
                  file_path: str = "", read_into: ReadInto | None = None,
-                 keep_file: Callable[[], int] | None = None) -> int:
+                 keep_file: Callable[[], int] | None = None,
+                 limits: AddressLimits | None = None) -> int:
         """Implements mmap(2). ``read_file(offset, length)`` reads the mapped file
         for private mappings (None for anonymous ones), ``read_into`` (if given)
         reads it into buffers; ``share(length)`` makes the host-shared region behind
@@ -639,6 +712,11 @@ class MemoryMap:
             if start is None:
                 return -Errno.ENOMEM
         shared = map_type != _MAP_PRIVATE
+        # What MAP_FIXED maps over is unmapped first: only the rest adds to the total.
+        growth = length - (self._mapped_bytes_in(start, start + length) if fixed else 0)
+        if not self.may_expand(limits, growth, _is_data_mapping(prot, shared,
+                                                                bool(flags & _MAP_GROWSDOWN))):
+            return -Errno.ENOMEM
         region = None
         if shared and share is not None:
             try:
@@ -889,13 +967,14 @@ class MemoryMap:
             release_stubs(self)
         return 0
 
-    def sys_pkey_mprotect(self, address: int, length: int, prot: int, pkey: int) -> int:
+    def sys_pkey_mprotect(self, address: int, length: int, prot: int, pkey: int,
+                          limits: AddressLimits | None = None) -> int:
         """Implements pkey_mprotect(2) as Linux does on a CPU without protection keys
         (the guest's: kvmdune never enables CR4.PKE, so no key is ever allocated):
         key -1 is mprotect(2); any other is refused (EINVAL) once the checks Linux
         makes before it looks at the key pass."""
         if pkey == NO_PKEY:
-            return self.sys_mprotect(address, length, prot)
+            return self.sys_mprotect(address, length, prot, limits)
         if address % PAGE_SIZE:
             return -Errno.EINVAL
         if length == 0:
@@ -904,7 +983,8 @@ class MemoryMap:
             return -Errno.ENOMEM          # the range wraps around
         return -Errno.EINVAL              # bad rights or not: the key was never allocated
 
-    def sys_mprotect(self, address: int, length: int, prot: int) -> int:
+    def sys_mprotect(self, address: int, length: int, prot: int,
+                     limits: AddressLimits | None = None) -> int:
         """Implements mprotect(2)."""
         if address % PAGE_SIZE or prot & ~_PROT_ACCEPTED:
             return -Errno.EINVAL
@@ -922,6 +1002,8 @@ class MemoryMap:
             return -Errno.EACCES
         if any(_kernel_pages(vma) and prot & PROT_MASK != vma.prot for vma in overlapping):
             return -Errno.EINVAL   # as Linux refuses for its [vvar] pages
+        if not self._may_turn_into_data(limits, overlapping, address, end, prot):
+            return -Errno.ENOMEM
         before = self._cut(address, end)
         for vma in before:
             self._insert(vma.replaced(prot=prot & PROT_MASK))
@@ -958,7 +1040,7 @@ class MemoryMap:
         self.space.memory.slice(found.paddr, len(page))[:] = page
 
     def sys_mremap(self, old: int, old_length: int, new_length: int, flags: int,
-                   new_address: int) -> int:
+                   new_address: int, limits: AddressLimits | None = None) -> int:
         """Implements mremap(2): shrink, grow in place, or move (by copying), with
         Linux's checks in Linux's order (mm/mremap.c, 6.17+). MREMAP_DONTUNMAP is
         refused (EINVAL): the old range would have to stay mapped with no pages behind
@@ -992,6 +1074,9 @@ class MemoryMap:
             return self._mremap_shrink(old, old_length, new_length)
         if vma.end < old + old_length:
             return -Errno.EFAULT     # a range that grows or moves stays within one mapping
+        if not self.may_expand(limits, new_length - old_length,
+                               _is_data_mapping(vma.prot, vma.shared, vma.grows_down)):
+            return -Errno.ENOMEM
         if flags & fixed and self.sealed_in(new_address, new_address + new_length):
             return -Errno.EPERM
         if vma.region is not None and new_length > old_length:
@@ -1182,6 +1267,11 @@ def _piece(vma: Vma, start: int, end: int) -> Vma:
     """The part [start, end) of ``vma``, its file and region offsets following."""
     return vma.replaced(start=start, end=end, offset=vma.offset + start - vma.start,
                         region_offset=vma.region_offset + start - vma.start)
+
+
+def _is_data_mapping(prot: int, shared: bool, stack: bool) -> bool:
+    """Linux's is_data_mapping: private and writable, not a stack (RLIMIT_DATA's)."""
+    return bool(prot & ProtFlags.PROT_WRITE) and not shared and not stack
 
 
 def _kernel_pages(vma: Vma) -> bool:

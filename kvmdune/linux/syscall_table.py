@@ -796,6 +796,8 @@ _IOCTL_ARG: Final = _dep(
     },
     _opaque("arg"),
 )
+#: TIOCGPTPEER opens the terminal's other end: a new descriptor, the guest's.
+_IOCTL_RET: Final = Dep(1, ((_R.TIOCGPTPEER, R_FD),), R_INT)
 
 _FX = abi.FutexOp
 _TIMEOUT = _in("timeout", TIMESPEC)
@@ -950,7 +952,7 @@ _TABLE: Final[tuple[SyscallSpec, ...]] = (
     _s(14, "rt_sigprocmask", _F.SIGNAL, (_enum("how", abi.SigprocmaskHow), _in("set", SIGSET, size=3),
                                          _out("oldset", SIGSET, size=3), _SIGSETSIZE), sensitive=True),
     _s(15, "rt_sigreturn", _F.SIGNAL, _EMPTY, sensitive=True),
-    _s(16, "ioctl", _F.FILE, (_FD, _enum("request", abi.IoctlRequest), _IOCTL_ARG)),
+    _s(16, "ioctl", _F.FILE, (_FD, _enum("request", abi.IoctlRequest), _IOCTL_ARG), _IOCTL_RET),
     _s(17, "pread64", _F.FILE, (_FD, _out("buf", size=2, from_ret=True), _size("count"), _long("offset"))),
     _s(18, "pwrite64", _F.FILE, (_FD, _in("buf", size=2), _size("count"), _long("offset"))),
     _s(19, "readv", _F.FILE, (_FD, _iov("iov", 2, _OUT), _int("iovcnt"))),

@@ -296,7 +296,10 @@ class MemoryMap:
         self.unmap(vma.start, vma.end - vma.start)
         length = vma.end - vma.start
         if vma.region is not None:
-            self._back(vma.start, length, perm_for(vma.prot), paddr=vma.region_paddr(vma.start))
+            within = _within_file(vma)
+            if within:
+                self._back(vma.start, within, perm_for(vma.prot),
+                           paddr=vma.region_paddr(vma.start))
             self._insert(vma)
             return
         if eager is None:
@@ -423,12 +426,40 @@ class MemoryMap:
             if _kernel_pages(vma):
                 self.space.page_bits.hand_over(PTE.ACCESSED, vma.start, vma.end - vma.start)
 
-    def missing_kernel_page(self, address: int, error: PFError) -> bool:
-        """Whether a fault that demand paging refused hit a page of the kernel's
-        data with nothing behind it (Linux raises SIGBUS there, not SIGSEGV)."""
+    def bus_error(self, address: int, error: PFError) -> bool:
+        """Whether a fault that demand paging refused is one Linux answers with
+        SIGBUS (BUS_ADRERR), not SIGSEGV: a page of the kernel's data with nothing
+        behind it, or a file mapping's page past the end of its file."""
         vma = self.find(address)
-        return (vma is not None and _kernel_pages(vma) and vma.allows(error)
-                and not error & PFError.PRESENT)
+        if vma is None or not vma.allows(error) or error & PFError.PRESENT:
+            return False
+        return _kernel_pages(vma) or self._past_file_end(vma, address)
+
+    @staticmethod
+    def _past_file_end(vma: Vma, address: int) -> bool:
+        """Whether the page at ``address`` of ``vma`` lies past the end of its file
+        now (the file may have grown or shrunk since it was mapped)."""
+        page = address & ~(PAGE_SIZE - 1)
+        if vma.region is not None and not vma.vmm_backed:
+            return not vma.region.readable(vma.region_paddr(page) - vma.region.base, PAGE_SIZE)
+        past_end = getattr(vma.source, "past_end", None)
+        return past_end is not None and past_end(page)
+
+    def drop_pages_past_file_ends(self) -> bool:
+        """Unmap the pages of shared file mappings that lie past their files' ends
+        by now (the file was truncated after it was mapped), so that the guest's
+        next touch of one faults here and gets SIGBUS: the host's own pages behind
+        them are gone, and KVM could only fail the run (EFAULT). Whether any was
+        mapped."""
+        dropped = False
+        with self.space.batch():
+            for vma in [vma for vma in self.vmas if vma.region is not None
+                        and vma.region.file_backed and not vma.vmm_backed]:
+                start = vma.start + _within_file(vma)
+                if start < vma.end and self.space.tables.is_mapped(start, vma.end - start):
+                    self._drop(start, vma.end - start)
+                    dropped = True
+        return dropped
 
     def handle_fault(self, address: int, error: PFError) -> bool:
         """Demand paging: back the page if a VMA allows the access (True: retry)."""
@@ -443,6 +474,8 @@ class MemoryMap:
         if vma.region is None and vma.source is None and self._map_fault_block(vma, address,
                                                                                error):
             return True
+        if self._past_file_end(vma, page):
+            return False          # SIGBUS (``bus_error``), or EFAULT for the VMM's access
         try:
             self._back(page, PAGE_SIZE, perm_for(vma.prot),
                        paddr=vma.region_paddr(page) if vma.region is not None else None)
@@ -604,13 +637,15 @@ class MemoryMap:
                  read_file: Callable[[int, int], bytes] | None, offset: int,
                  name: str = "", share: Callable[[int], SharedRegion] | None = None,
                  file_path: str = "", read_into: ReadInto | None = None,
-                 keep_file: Callable[[], int] | None = None) -> int:
+                 keep_file: Callable[[], int] | None = None,
+                 file_size: int | None = None) -> int:
         """Implements mmap(2). ``read_file(offset, length)`` reads the mapped file
         for private mappings (None for anonymous ones), ``read_into`` (if given)
         reads it into buffers; ``share(length)`` makes the host-shared region behind
         a shared mapping; ``file_path`` is where the VMM reads the mapped file itself
         (``name`` if empty); ``keep_file()`` (if given) opens the file again for the
-        VMM to keep (its pages may then be read when first touched)."""
+        VMM to keep (its pages may then be read when first touched); ``file_size``:
+        the mapped file's size now, when known (pages past its end raise SIGBUS)."""
         if length == 0 or offset % PAGE_SIZE:
             return -Errno.EINVAL
         length = page_up(length)
@@ -665,6 +700,9 @@ class MemoryMap:
         vma = Vma(start, start + length, prot & PROT_MASK, shared=shared, name=name,
                   offset=offset, grows_down=bool(flags & _MAP_GROWSDOWN),
                   region=region)
+        in_file = page_up(max(0, file_size - offset)) if file_size is not None else length
+        if read_into is not None and region is None and not patched and in_file < length:
+            return self._map_past_file_end(vma, in_file, file_size, read_into, keep_file)
         runs = None
         if fixed and read_into is not None and region is None and eager and not shared:
             runs = self._untouched_frames(start, length)
@@ -700,6 +738,34 @@ class MemoryMap:
             raise
         self._merge_around(start, start + length)
         return start
+
+    def _map_past_file_end(self, vma: Vma, in_file: int, file_size: int,
+                           read_into: ReadInto, keep_file: Callable[[], int] | None) -> int:
+        """Map the private file mapping ``vma``, which reaches past the end of its
+        file, over whatever was there: its first ``in_file`` bytes (the file's pages)
+        read in now (up to EAGER_MAP_LIMIT), the rest left unmapped. A touch there
+        pages the file in if it has grown by then, and is SIGBUS otherwise, as on
+        Linux (``bus_error``); the VMM's own access for a system call, EFAULT.
+        Returns the mapping's address, or -errno."""
+        tail = _FileTail.open(keep_file, vma.start, vma.offset)
+        source = tail if tail is not None else _FileEnd(vma.start, vma.offset, file_size)
+        eager = in_file if in_file <= EAGER_MAP_LIMIT or tail is None else 0
+        vma = vma.replaced(source=source)
+        length = vma.end - vma.start
+        self.unmap(vma.start, length)
+        try:
+            if eager:
+                self._back(vma.start, eager, perm_for(vma.prot))
+            self._insert(vma)
+            self._read_into_frames(vma.start, eager, vma.offset, read_into)
+        except OutOfGuestMemory:
+            self.unmap(vma.start, length)
+            return -Errno.ENOMEM
+        except OSError:
+            self.unmap(vma.start, length)     # the file could not be read: no mapping
+            raise
+        self._merge_around(vma.start, vma.end)
+        return vma.start
 
     def _read_into_frames(self, start: int, length: int, offset: int,
                           read_into: ReadInto) -> None:
@@ -1071,7 +1137,9 @@ class MemoryMap:
             self.map_kernel_pages(moved, present, perm_for(vma.prot))
             self.unmap(old, old_length)
             return target
-        data = self.read_mapped(old, keep)
+        # A shared mapping's pages stay in its region (the VMM reads none of them:
+        # those past the end of the file would raise SIGBUS here).
+        data = b"" if vma.region is not None else self.read_mapped(old, keep)
         # Linux moves the entries and marks each soft-dirty; the copy here is new.
         self.map_fixed(part.replaced(start=target, end=target + new_length, source=None,
                                      soft_dirty=True), data)
@@ -1169,6 +1237,12 @@ def _piece(vma: Vma, start: int, end: int) -> Vma:
     """The part [start, end) of ``vma``, its file and region offsets following."""
     return vma.replaced(start=start, end=end, offset=vma.offset + start - vma.start,
                         region_offset=vma.region_offset + start - vma.start)
+
+
+def _within_file(vma: Vma) -> int:
+    """How many bytes from the start of the shared mapping ``vma`` lie within its
+    region's file now (whole pages; all of it for memory that is no file's)."""
+    return max(0, min(vma.region.readable_end() - vma.region_offset, vma.end - vma.start))
 
 
 def _kernel_pages(vma: Vma) -> bool:
@@ -1307,12 +1381,36 @@ class _FileTail:
         try:
             data = os.pread(self.fd, length, self.offset + address - self.base)
         except OSError:
-            data = b""        # (Linux raises SIGBUS past the end; the page reads as zero)
+            data = b""        # (an I/O error: Linux raises SIGBUS; the page reads as zero)
         return data + bytes(length - len(data))
+
+    def past_end(self, page: int) -> bool:
+        """Whether the page at ``page`` lies wholly past the end of the file now
+        (Linux's SIGBUS), the file's size read again: it may have grown."""
+        try:
+            size = os.fstat(self.fd).st_size
+        except OSError:
+            return True
+        return self.offset + page - self.base >= page_up(size)
 
     def __del__(self) -> None:
         os.close(self.fd)
         _FileTail.live -= 1
+
+
+class _FileEnd:
+    """The source of a private file mapping's pages past the end of its file when
+    no descriptor can be kept for it (``_FileTail``): they stay past the end (a
+    later growth of the file is not seen), each page zeros."""
+
+    def __init__(self, base: int, offset: int, file_size: int) -> None:
+        self.base, self.offset, self.file_size = base, offset, file_size
+
+    def __call__(self, address: int, length: int) -> bytes:
+        return bytes(length)
+
+    def past_end(self, page: int) -> bool:
+        return self.offset + page - self.base >= page_up(self.file_size)
 
 
 def _bytes_source(data: bytes, base: int) -> Callable[[int, int], bytes]:

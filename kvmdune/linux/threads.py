@@ -47,6 +47,7 @@ parked thread needs the lock to go on), and the child has only the calling threa
 from __future__ import annotations
 
 import _signal       # signal's functions without the conversion of masks to enums
+import errno
 import os
 import threading
 import time
@@ -435,6 +436,8 @@ class ThreadGroup:
                 self.exit_group(ExitStatus(signal=Signal.SIGSEGV))
                 return
             except KvmError as exc:
+                if exc.errno == errno.EFAULT and self._pages_past_file_ends_dropped():
+                    continue
                 # KVM itself refused to go on (e.g. EAGAIN at a process limit it counts).
                 self.proc.log(f"kvmdune: {self.proc.exe}: the virtual CPU cannot run: {exc}")
                 self.exit_group(ExitStatus(signal=Signal.SIGKILL))
@@ -456,6 +459,18 @@ class ThreadGroup:
                 if not (task.exiting or self.exit_status is not None):
                     self.exit_group(ExitStatus(signal=Signal.SIGKILL))
                 return
+
+    def _pages_past_file_ends_dropped(self) -> bool:
+        """KVM_RUN failed with EFAULT: the host memory behind a guest page could not
+        be read, as when a shared file mapping's file was truncated under it. Its
+        pages past the file's end are unmapped (True), so that the guest's access,
+        run again, faults and gets SIGBUS as on Linux; False if there were none
+        (a failure of another kind)."""
+        mm = self.proc.mm
+        if mm is None:
+            return False
+        with self.lock:
+            return mm.drop_pages_past_file_ends()
 
     # -- ends ---------------------------------------------------------------------------
     def exit_thread(self, code: int) -> Stop:

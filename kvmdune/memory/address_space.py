@@ -219,7 +219,7 @@ class AddressSpace:
         pieces: list[tuple[int, int]] = []
         touched: list[Translation] = []
         cursor = vaddr
-        tlb, words = self._tlb, self.memory.words
+        tlb, words, memory_size = self._tlb, self.memory.words, self.memory.size
         while cursor < end:
             page = cursor & ~(PAGE_SIZE - 1)
             found = tlb.get(page)
@@ -243,6 +243,10 @@ class AddressSpace:
             offset = cursor & (found.page_size - 1)
             paddr = (found.paddr & ~(found.page_size - 1)) + offset
             size = min(found.page_size - offset, end - cursor)
+            if paddr >= memory_size and not self.memory.readable(paddr, size):
+                # A shared file's page past its end (truncated since it was mapped):
+                # the guest's own access raises SIGBUS; the VMM's copy must not.
+                raise GuestFault(cursor, FaultKind.NOT_MAPPED, "past the end of its file")
             if pieces and pieces[-1][0] + pieces[-1][1] == paddr:
                 pieces[-1] = (pieces[-1][0], pieces[-1][1] + size)
             else:

@@ -476,16 +476,28 @@ class MemoryMap:
             return True
         if self._past_file_end(vma, page):
             return False          # SIGBUS (``bus_error``), or EFAULT for the VMM's access
+        if vma.region is not None:
+            self._map_shared_around(vma, page)
+            return True
         try:
-            self._back(page, PAGE_SIZE, perm_for(vma.prot),
-                       paddr=vma.region_paddr(page) if vma.region is not None else None)
+            self._back(page, PAGE_SIZE, perm_for(vma.prot))
         except OutOfGuestMemory:
             raise    # the guest's memory limit: the process reports and ends
-        if vma.region is not None:
-            return True
         if vma.source is not None:
             self.space.write(page, vma.source(page, PAGE_SIZE), VMM)
         return True
+
+    def _map_shared_around(self, vma: Vma, page: int) -> None:
+        """Map the page at ``page`` of the shared mapping ``vma`` (within its file),
+        with the FAULT_BLOCK around it when none of that is mapped yet, as far as it
+        lies within the file now: a file grown after it was mapped is usually
+        touched all along, and a guest #PF per page costs tens of microseconds."""
+        block = page & ~(FAULT_BLOCK - 1)
+        start = max(block, vma.start)
+        end = min(block + FAULT_BLOCK, vma.start + _within_file(vma))
+        if end <= page or self.space.tables.is_mapped(start, end - start):
+            start, end = page, page + PAGE_SIZE
+        self._back(start, end - start, perm_for(vma.prot), paddr=vma.region_paddr(start))
 
     def page_in_for_vmm(self, address: int, write: bool) -> bool:
         """The VMM is about to access ``address`` on the guest's behalf (a system

@@ -426,6 +426,10 @@ class ThreadGroup:
 
     def _drive(self, task: Task) -> None:
         """Run ``task``'s vCPU until its thread ends (or the process does)."""
+        # Whether KVM_RUN failed with EFAULT with no page past a file's end left to
+        # unmap: another thread may have unmapped the one this vCPU met (it then
+        # runs on once); a second time in a row, the failure is of another kind.
+        unexplained_fault = False
         while True:
             on_main = threading.current_thread() is threading.main_thread()
             budget = self._main_budget() if on_main else None
@@ -436,8 +440,13 @@ class ThreadGroup:
                 self.exit_group(ExitStatus(signal=Signal.SIGSEGV))
                 return
             except KvmError as exc:
-                if exc.errno == errno.EFAULT and self._pages_past_file_ends_dropped():
-                    continue
+                if exc.errno == errno.EFAULT:
+                    if self._pages_past_file_ends_dropped():
+                        unexplained_fault = False
+                        continue
+                    if not unexplained_fault:
+                        unexplained_fault = True
+                        continue
                 # KVM itself refused to go on (e.g. EAGAIN at a process limit it counts).
                 self.proc.log(f"kvmdune: {self.proc.exe}: the virtual CPU cannot run: {exc}")
                 self.exit_group(ExitStatus(signal=Signal.SIGKILL))
@@ -445,6 +454,7 @@ class ThreadGroup:
             except Exception as exc:      # a bug in the VMM outside a system call
                 self.exit_group(self.proc.internal_error("the run loop", exc).value)
                 return
+            unexplained_fault = False
             value = stop.value
             if isinstance(value, ExitStatus):
                 self.exit_group(value)

@@ -92,7 +92,7 @@ static void past_the_end(int kind, int sink, int source) {
     close(fd);
 }
 
-static void truncated_after_mapping(int kind, int sink) {
+static void truncated_after_mapping(int kind, int sink, int source) {
     int fd = new_file(4 * page);
     base = mmap(NULL, 4 * page, PROT_READ | PROT_WRITE, kind, fd, 0);
     read_at("  page 1 touched", page);
@@ -103,6 +103,8 @@ static void truncated_after_mapping(int kind, int sink) {
     read_at("  page 2 written before", 2 * page + 1);
     read_at("  page 3 untouched", 3 * page + 2);
     syscall_from("  buffer in page 3", sink, 3 * page);
+    syscall_from("  buffer across the new end", sink, page - 8);
+    syscall_into("  read across the new end", source, page - 8);
     ftruncate(fd, 4 * page);
     read_at("  page 2 after growing again", 2 * page + 1);
     munmap(base, 4 * page);
@@ -127,6 +129,6 @@ int main(int argc, char **argv) {
     printf("shared\n");
     past_the_end(MAP_SHARED, sink, source);
     printf("shared, truncated after mapping\n");
-    truncated_after_mapping(MAP_SHARED, sink);
+    truncated_after_mapping(MAP_SHARED, sink, source);
     return 0;
 }

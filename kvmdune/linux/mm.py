@@ -125,6 +125,10 @@ class Vma:
     max_prot: int = PROT_MASK
     #: madvise(MADV_HUGEPAGE / MADV_NOHUGEPAGE): Linux's VM_HUGEPAGE / VM_NOHUGEPAGE.
     huge_advice: HugeAdvice = HugeAdvice.NONE
+    #: A private file mapping reaching past the end of its file: which pages lie
+    #: past it (``past_end(page)``: SIGBUS when touched) and, called as a source,
+    #: the file's pages there once it has grown (``_FileTail`` or ``_FileEnd``).
+    file_end: "Callable[[int, int], bytes] | None" = None
 
     def replaced(self, **changes: object) -> "Vma":
         """A copy with ``changes`` (dataclasses.replace, which runs the frozen
@@ -442,8 +446,8 @@ class MemoryMap:
         page = address & ~(PAGE_SIZE - 1)
         if vma.region is not None and not vma.vmm_backed:
             return not vma.region.readable(vma.region_paddr(page) - vma.region.base, PAGE_SIZE)
-        past_end = getattr(vma.source, "past_end", None)
-        return past_end is not None and past_end(page)
+        return any(source is not None and hasattr(source, "past_end") and source.past_end(page)
+                   for source in (vma.file_end, vma.source))
 
     def drop_pages_past_file_ends(self) -> bool:
         """Unmap the pages of shared file mappings that lie past their files' ends
@@ -471,11 +475,12 @@ class MemoryMap:
         if error & PFError.PRESENT:
             return bool(error & PFError.WRITE) and self._write_to_huge_zero_page(vma, address)
         page = address & ~(PAGE_SIZE - 1)
-        if vma.region is None and vma.source is None and self._map_fault_block(vma, address,
-                                                                               error):
-            return True
         if self._past_file_end(vma, page):
             return False          # SIGBUS (``bus_error``), or EFAULT for the VMM's access
+        source = vma.source or vma.file_end
+        if vma.region is None and source is None and self._map_fault_block(vma, address,
+                                                                            error):
+            return True
         if vma.region is not None:
             self._map_shared_around(vma, page)
             return True
@@ -483,8 +488,8 @@ class MemoryMap:
             self._back(page, PAGE_SIZE, perm_for(vma.prot))
         except OutOfGuestMemory:
             raise    # the guest's memory limit: the process reports and ends
-        if vma.source is not None:
-            self.space.write(page, vma.source(page, PAGE_SIZE), VMM)
+        if source is not None:
+            self.space.write(page, source(page, PAGE_SIZE), VMM)
         return True
 
     def _map_shared_around(self, vma: Vma, page: int) -> None:
@@ -712,11 +717,12 @@ class MemoryMap:
         vma = Vma(start, start + length, prot & PROT_MASK, shared=shared, name=name,
                   offset=offset, grows_down=bool(flags & _MAP_GROWSDOWN),
                   region=region)
+        # Pages wholly past the end of the file: SIGBUS when touched (``bus_error``).
         in_file = page_up(max(0, file_size - offset)) if file_size is not None else length
-        if read_into is not None and region is None and not patched and in_file < length:
-            return self._map_past_file_end(vma, in_file, file_size, read_into, keep_file)
+        past_end = read_into is not None and region is None and not patched and in_file < length
         runs = None
-        if fixed and read_into is not None and region is None and eager and not shared:
+        if fixed and read_into is not None and region is None and eager and not shared \
+                and not past_end:
             runs = self._untouched_frames(start, length)
             if runs is not None and self._map_over_file_in_frames(vma, runs, read_into, patched,
                                                                   file_path or name):
@@ -727,6 +733,13 @@ class MemoryMap:
         if direct and not fixed and flags & _MAP_DENYWRITE and not offset and keep_file:
             kept = self._ld_so_keeps(length, read_into)
         tail = _FileTail.open(keep_file, start, offset) if kept < length else None
+        if past_end and (tail is None or kept > in_file):
+            # A tail (its own descriptor) sees the file grow; ld.so's libraries, which
+            # do not grow, spare the descriptors (their pages past the end are
+            # mapped over at once: the segments, the bss).
+            if tail is None and not flags & _MAP_DENYWRITE:
+                tail = _FileTail.open(keep_file, start, offset)
+            return self._map_past_file_end(vma, in_file, file_size, read_into, tail)
         data = read_file(offset, length) if read_file is not None and region is None \
             and not direct else b""
         if patched and data:
@@ -752,17 +765,16 @@ class MemoryMap:
         return start
 
     def _map_past_file_end(self, vma: Vma, in_file: int, file_size: int,
-                           read_into: ReadInto, keep_file: Callable[[], int] | None) -> int:
+                           read_into: ReadInto, tail: "_FileTail | None") -> int:
         """Map the private file mapping ``vma``, which reaches past the end of its
         file, over whatever was there: its first ``in_file`` bytes (the file's pages)
-        read in now (up to EAGER_MAP_LIMIT), the rest left unmapped. A touch there
-        pages the file in if it has grown by then, and is SIGBUS otherwise, as on
-        Linux (``bus_error``); the VMM's own access for a system call, EFAULT.
-        Returns the mapping's address, or -errno."""
-        tail = _FileTail.open(keep_file, vma.start, vma.offset)
-        source = tail if tail is not None else _FileEnd(vma.start, vma.offset, file_size)
+        read in now (up to EAGER_MAP_LIMIT, or all without a ``tail``), the rest left
+        unmapped. A touch there pages the file in from ``tail`` if it has grown by
+        then, and is SIGBUS otherwise, as on Linux (``bus_error``); the VMM's own
+        access for a system call, EFAULT. Returns the mapping's address, or -errno."""
+        file_end = tail if tail is not None else _FileEnd(vma.start, vma.offset, file_size)
         eager = in_file if in_file <= EAGER_MAP_LIMIT or tail is None else 0
-        vma = vma.replaced(source=source)
+        vma = vma.replaced(file_end=file_end)
         length = vma.end - vma.start
         self.unmap(vma.start, length)
         try:
@@ -1154,7 +1166,7 @@ class MemoryMap:
         data = b"" if vma.region is not None else self.read_mapped(old, keep)
         # Linux moves the entries and marks each soft-dirty; the copy here is new.
         self.map_fixed(part.replaced(start=target, end=target + new_length, source=None,
-                                     soft_dirty=True), data)
+                                     file_end=None, soft_dirty=True), data)
         self.unmap(old, old_length)
         return target
 
@@ -1269,9 +1281,11 @@ def _mergeable(before: Vma, after: Vma) -> bool:
     if before.end != after.start or before.region is not None or after.region is not None:
         return False
     if (before.prot, before.shared, before.name, before.grows_down, before.source,
-            before.sealed, before.vmm_backed, before.max_prot, before.huge_advice) != \
+            before.sealed, before.vmm_backed, before.max_prot, before.huge_advice,
+            before.file_end) != \
             (after.prot, after.shared, after.name, after.grows_down, after.source,
-             after.sealed, after.vmm_backed, after.max_prot, after.huge_advice):
+             after.sealed, after.vmm_backed, after.max_prot, after.huge_advice,
+             after.file_end):
         return False
     return before.source is None or after.offset == before.offset + (before.end - before.start)
 
@@ -1411,9 +1425,9 @@ class _FileTail:
 
 
 class _FileEnd:
-    """The source of a private file mapping's pages past the end of its file when
-    no descriptor can be kept for it (``_FileTail``): they stay past the end (a
-    later growth of the file is not seen), each page zeros."""
+    """Where a private file mapping's file ends (``Vma.file_end``) when no
+    descriptor is kept for it (``_FileTail``): as it ended when mapped (a later
+    growth of the file is not seen; such pages read as zeros)."""
 
     def __init__(self, base: int, offset: int, file_size: int) -> None:
         self.base, self.offset, self.file_size = base, offset, file_size

@@ -2,9 +2,10 @@
  * (BUS_ADRERR, si_addr the address) for the program's own access, EFAULT for a
  * system call's (write(2) from, pread(2) into such a buffer), in private and shared
  * mappings, the file grown after it was mapped; a shared mapping's file truncated
- * after it was mapped (pages touched, written and untouched). A private mapping's
- * file truncated after it was mapped is left out: kvmdune's private pages are
- * copies, which keep their bytes (Linux takes them away, SIGBUS).
+ * after it was mapped (pages touched, written and untouched; then in a forked
+ * child). A private mapping's file truncated after it was mapped is left out:
+ * kvmdune's private pages are copies, which keep their bytes (Linux takes them
+ * away: SIGBUS).
  * With an argument ("shared" or "private"), a read past the end with no handler:
  * death by SIGBUS (status 135). */
 #define _GNU_SOURCE
@@ -16,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static sigjmp_buf back;
@@ -105,6 +107,13 @@ static void truncated_after_mapping(int kind, int sink, int source) {
     syscall_from("  buffer in page 3", sink, 3 * page);
     syscall_from("  buffer across the new end", sink, page - 8);
     syscall_into("  read across the new end", source, page - 8);
+    pid_t child = fork();
+    if (child == 0) {                  /* the shared file's slot reached in a new VM */
+        read_at("  child: page 0", 3);
+        read_at("  child: page 3", 3 * page + 2);
+        _exit(0);
+    }
+    waitpid(child, NULL, 0);
     ftruncate(fd, 4 * page);
     read_at("  page 2 after growing again", 2 * page + 1);
     munmap(base, 4 * page);

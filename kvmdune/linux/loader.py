@@ -61,25 +61,32 @@ def map_image(mm: MemoryMap, image: ElfImage, bias: int) -> None:
     is read from the file straight into its frames (one copy), unless its call sites
     are patched (read, patched, then copied in)."""
     if image.contents:
-        _map_segments(mm, image, bias, _ContentsReader(memoryview(image.contents)))
+        _map_segments(mm, image, bias, _ContentsReader(memoryview(image.contents)),
+                      os.path.realpath(image.path))
         return
     fd = _reopen(image)
     try:
-        _map_segments(mm, image, bias, _FileReader(fd))
+        _map_segments(mm, image, bias, _FileReader(fd), os.readlink(f"/proc/self/fd/{fd}"))
     finally:
         os.close(fd)
 
 
-def _map_segments(mm: MemoryMap, image: ElfImage, bias: int, reader: "_SegmentReader") -> None:
+def _map_segments(mm: MemoryMap, image: ElfImage, bias: int, reader: "_SegmentReader",
+                  name: str) -> None:
+    """Map ``image``'s segments, named ``name`` in /proc/PID/maps: the file's own
+    path, as Linux shows it (/usr/bin/cat for /bin/cat on a merged /usr)."""
     for segment in image.segments:
         start = page_down(segment.vaddr + bias)
         end = page_up(segment.vaddr + bias + segment.memsz)
         lead = (segment.vaddr + bias) - start
         file_offset, length = segment.offset - lead, lead + segment.filesz
-        vma = Vma(start, end, _prot(segment.flags), name=image.path, offset=file_offset)
+        vma = Vma(start, end, _prot(segment.flags), name=name, offset=file_offset)
         if mm.patch_sites and segment.flags & SegmentFlags.PF_X and has_sites(image.path):
-            data = patch_mapping(mm, start, file_offset, reader.read(file_offset, length),
-                                 image.path)
+            data = mm.kept_patched_code(start, file_offset, length, reader.read_into,
+                                        image.path)
+            if data is None:
+                data = patch_mapping(mm, start, file_offset, reader.read(file_offset, length),
+                                     image.path)
             mm.map_fixed(vma, data, eager=True)
         else:
             mm.map_file(vma, file_offset, length, reader.read_into)

@@ -97,6 +97,26 @@ def perm_for(prot: int) -> Perm:
 
 
 @dataclass(frozen=True)
+class VmTotals:
+    """A process's mappings counted as Linux's /proc/PID/status counts them (pages)."""
+
+    size: int           # VmSize (total_vm)
+    data: int           # VmData
+    stack: int          # VmStk
+    code: int           # VmExe + VmLib (exec_vm)
+    program_code: int   # VmExe: the program's own code mappings
+
+
+@dataclass(frozen=True)
+class AddressLimits:
+    """The guest process's RLIMIT_AS and RLIMIT_DATA, soft values in bytes (None:
+    unlimited): what Linux's may_expand_vm holds new mappings to."""
+
+    address_space: int | None
+    data: int | None
+
+
+@dataclass(frozen=True)
 class Vma:
     """One mapping of the guest, as /proc/PID/maps shows it."""
 
@@ -187,6 +207,8 @@ class MemoryMap:
         #: The largest resident set seen when memory was unmapped, in pages (Linux's
         #: hiwater_rss: VmHWM is the larger of it and the current RSS).
         self.rss_peak_pages = 0
+        #: VmPeak, noted when /proc/PID/status is read (procfs.py).
+        self.vm_peak_pages = 0
         #: Patch system-call sites in file-backed code mapped executable (sitepatch.py).
         self.patch_sites = False
         #: Their stubs' mappings (sitepatch.StubMapping), unmapped with their code.
@@ -616,12 +638,62 @@ class MemoryMap:
         return True
 
     # -- system calls (each returns the result or -errno) ---------------------------
-    def sys_brk(self, address: int) -> int:
+    def may_expand(self, limits: AddressLimits | None, growth: int, data: bool) -> bool:
+        """Linux's may_expand_vm: whether ``growth`` more bytes of mappings keep the
+        process within RLIMIT_AS, and a data mapping (private, writable, not a stack)
+        within RLIMIT_DATA too, both counted in whole pages."""
+        if limits is None or growth <= 0:
+            return True
+        pages, totals = growth // PAGE_SIZE, self.vm_totals()
+        if (limits.address_space is not None
+                and totals.size + pages > limits.address_space // PAGE_SIZE):
+            return False
+        return not (data and limits.data is not None
+                    and totals.data + pages > limits.data // PAGE_SIZE)
+
+    def _may_turn_into_data(self, limits: AddressLimits | None, overlapping: list[Vma],
+                            start: int, end: int, prot: int) -> bool:
+        """Whether making [start, end) writable keeps RLIMIT_DATA: what becomes a data
+        mapping counts as new data (Linux's mprotect_fixup)."""
+        if limits is None or limits.data is None or not prot & ProtFlags.PROT_WRITE:
+            return True
+        turning = sum(min(vma.end, end) - max(vma.start, start) for vma in overlapping
+                      if not _is_data_mapping(vma.prot, vma.shared, vma.grows_down)
+                      and _is_data_mapping(prot, vma.shared, vma.grows_down))
+        return self.may_expand(AddressLimits(None, limits.data), turning, data=True)
+
+    def vm_totals(self, program: str = "") -> "VmTotals":
+        """Linux's vm_stat_account counters over the mappings, in pages: all of them
+        (total_vm), and each in one class: code (exec_vm: executable, not writable,
+        not a stack; ``program``'s own among it), stack (grows down) or data
+        (private and writable)."""
+        size = data = stack = code = program_code = 0
+        for vma in self.vmas:
+            pages = (vma.end - vma.start) // PAGE_SIZE
+            size += pages
+            if vma.prot & ProtFlags.PROT_EXEC and not vma.prot & ProtFlags.PROT_WRITE \
+                    and not vma.grows_down:
+                code += pages
+                if program and vma.name == program:
+                    program_code += pages
+            elif vma.grows_down:
+                stack += pages
+            elif _is_data_mapping(vma.prot, vma.shared, False):
+                data += pages
+        return VmTotals(size, data, stack, code, program_code)
+
+    def _mapped_bytes_in(self, start: int, end: int) -> int:
+        return sum(min(vma.end, end) - max(vma.start, start)
+                   for vma in self._overlapping(start, end))
+
+    def sys_brk(self, address: int, limits: AddressLimits | None = None) -> int:
         """Implements brk(2)."""
         if address < self.brk_start:
             return self.brk
         new_end, old_end = page_up(address), page_up(self.brk)
         if new_end > old_end:
+            if not self.may_expand(limits, new_end - old_end, data=True):
+                return self.brk
             if not self.is_free(old_end, new_end):
                 return self.brk
             try:
@@ -655,7 +727,8 @@ class MemoryMap:
                  name: str = "", share: Callable[[int], SharedRegion] | None = None,
                  file_path: str = "", read_into: ReadInto | None = None,
                  keep_file: Callable[[], int] | None = None,
-                 file_size: int | None = None) -> int:
+                 file_size: int | None = None,
+                 limits: AddressLimits | None = None) -> int:
         """Implements mmap(2). ``read_file(offset, length)`` reads the mapped file
         for private mappings (None for anonymous ones), ``read_into`` (if given)
         reads it into buffers; ``share(length)`` makes the host-shared region behind
@@ -691,6 +764,11 @@ class MemoryMap:
             if start is None:
                 return -Errno.ENOMEM
         shared = map_type != _MAP_PRIVATE
+        # What MAP_FIXED maps over is unmapped first: only the rest adds to the total.
+        growth = length - (self._mapped_bytes_in(start, start + length) if fixed else 0)
+        if not self.may_expand(limits, growth, _is_data_mapping(prot, shared,
+                                                                bool(flags & _MAP_GROWSDOWN))):
+            return -Errno.ENOMEM
         region = None
         if shared and share is not None:
             try:
@@ -740,9 +818,12 @@ class MemoryMap:
             if tail is None and not flags & _MAP_DENYWRITE:
                 tail = _FileTail.open(keep_file, start, offset)
             return self._map_past_file_end(vma, in_file, file_size, read_into, tail)
-        data = read_file(offset, length) if read_file is not None and region is None \
+        code = None if not patched or read_into is None else \
+            self.kept_patched_code(start, offset, length, read_into, file_path or name)
+        data = code if code is not None else \
+            read_file(offset, length) if read_file is not None and region is None \
             and not direct else b""
-        if patched and data:
+        if patched and data and code is None:
             from .sitepatch import patch_mapping
             data = patch_mapping(self, start, offset, data, file_path or name)
         if fixed and data and self._reuse_untouched_frames(vma, data, runs=runs):
@@ -790,6 +871,16 @@ class MemoryMap:
             raise
         self._merge_around(vma.start, vma.end)
         return vma.start
+
+    def kept_patched_code(self, start: int, offset: int, length: int, read_into: ReadInto,
+                          path: str) -> bytes | None:
+        """The patched code kept for ``length`` bytes of the file at ``path`` from
+        ``offset``, to be mapped at ``start`` (its stubs mapped below it), when the
+        file still holds the bytes it was made from; None otherwise. The file is
+        compared a chunk at a time, never read whole."""
+        from .sitepatch import kept_patch_in_file
+        return kept_patch_in_file(self, start, offset, length, path,
+                                  lambda original: _file_holds(read_into, offset, original))
 
     def _read_into_frames(self, start: int, length: int, offset: int,
                           read_into: ReadInto) -> None:
@@ -966,13 +1057,14 @@ class MemoryMap:
             release_stubs(self)
         return 0
 
-    def sys_pkey_mprotect(self, address: int, length: int, prot: int, pkey: int) -> int:
+    def sys_pkey_mprotect(self, address: int, length: int, prot: int, pkey: int,
+                          limits: AddressLimits | None = None) -> int:
         """Implements pkey_mprotect(2) as Linux does on a CPU without protection keys
         (the guest's: kvmdune never enables CR4.PKE, so no key is ever allocated):
         key -1 is mprotect(2); any other is refused (EINVAL) once the checks Linux
         makes before it looks at the key pass."""
         if pkey == NO_PKEY:
-            return self.sys_mprotect(address, length, prot)
+            return self.sys_mprotect(address, length, prot, limits)
         if address % PAGE_SIZE:
             return -Errno.EINVAL
         if length == 0:
@@ -981,7 +1073,8 @@ class MemoryMap:
             return -Errno.ENOMEM          # the range wraps around
         return -Errno.EINVAL              # bad rights or not: the key was never allocated
 
-    def sys_mprotect(self, address: int, length: int, prot: int) -> int:
+    def sys_mprotect(self, address: int, length: int, prot: int,
+                     limits: AddressLimits | None = None) -> int:
         """Implements mprotect(2)."""
         if address % PAGE_SIZE or prot & ~_PROT_ACCEPTED:
             return -Errno.EINVAL
@@ -999,6 +1092,8 @@ class MemoryMap:
             return -Errno.EACCES
         if any(_kernel_pages(vma) and prot & PROT_MASK != vma.prot for vma in overlapping):
             return -Errno.EINVAL   # as Linux refuses for its [vvar] pages
+        if not self._may_turn_into_data(limits, overlapping, address, end, prot):
+            return -Errno.ENOMEM
         before = self._cut(address, end)
         for vma in before:
             self._insert(vma.replaced(prot=prot & PROT_MASK))
@@ -1035,7 +1130,7 @@ class MemoryMap:
         self.space.memory.slice(found.paddr, len(page))[:] = page
 
     def sys_mremap(self, old: int, old_length: int, new_length: int, flags: int,
-                   new_address: int) -> int:
+                   new_address: int, limits: AddressLimits | None = None) -> int:
         """Implements mremap(2): shrink, grow in place, or move (by copying), with
         Linux's checks in Linux's order (mm/mremap.c, 6.17+). MREMAP_DONTUNMAP is
         refused (EINVAL): the old range would have to stay mapped with no pages behind
@@ -1069,6 +1164,9 @@ class MemoryMap:
             return self._mremap_shrink(old, old_length, new_length)
         if vma.end < old + old_length:
             return -Errno.EFAULT     # a range that grows or moves stays within one mapping
+        if not self.may_expand(limits, new_length - old_length,
+                               _is_data_mapping(vma.prot, vma.shared, vma.grows_down)):
+            return -Errno.ENOMEM
         if flags & fixed and self.sealed_in(new_address, new_address + new_length):
             return -Errno.EPERM
         if vma.region is not None and new_length > old_length:
@@ -1269,6 +1367,11 @@ def _within_file(vma: Vma) -> int:
     return max(0, min(vma.region.readable_end() - vma.region_offset, vma.end - vma.start))
 
 
+def _is_data_mapping(prot: int, shared: bool, stack: bool) -> bool:
+    """Linux's is_data_mapping: private and writable, not a stack (RLIMIT_DATA's)."""
+    return bool(prot & ProtFlags.PROT_WRITE) and not shared and not stack
+
+
 def _kernel_pages(vma: Vma) -> bool:
     """Whether ``vma`` maps pages of the kernel's own (the vDSO's data)."""
     return vma.vmm_backed and vma.region is not None and vma.region.mapping.borrowed
@@ -1307,6 +1410,19 @@ def _compare_buffer() -> bytearray:
     if _compare_chunk is None:
         _compare_chunk = bytearray(COMPARE_CHUNK)
     return _compare_chunk
+
+
+def _file_holds(read_into: ReadInto, offset: int, data: bytes) -> bool:
+    """Whether the file ``read_into`` reads holds ``data`` from ``offset``: read a
+    chunk at a time through one small buffer."""
+    chunk, done = memoryview(_compare_buffer()), 0
+    while done < len(data):
+        wanted = min(len(chunk), len(data) - done)
+        if read_into(offset + done, wanted, [chunk[:wanted]]) < wanted \
+                or not data.startswith(chunk[:wanted], done):
+            return False
+        done += wanted
+    return True
 
 
 def _runs_within(runs: list[tuple[int, int]], length: int) -> list[tuple[int, int]]:

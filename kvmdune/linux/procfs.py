@@ -464,8 +464,9 @@ def _limits(proc) -> bytes:
 def _status(proc) -> bytes:
     """The host's /proc/self/status with the guest's name, its threads, its signal
     state (the VMM's own handlers and mask are not the program's) and its resident
-    set from its own page tables (VmHWM, VmRSS, RssAnon, RssFile, RssShmem; the
-    other Vm* lines are still the VMM's)."""
+    set from its own page tables (VmHWM, VmRSS, RssAnon, RssFile, RssShmem) and
+    its sizes from its own mappings (VmPeak, VmSize, VmData, VmStk, VmExe, VmLib;
+    VmLck, VmPin, VmPTE and VmSwap are still the VMM's)."""
     try:
         with open("/proc/self/status", "rb") as f:
             lines = f.read().splitlines(keepends=True)
@@ -510,10 +511,18 @@ def _rss_lines(proc) -> dict[bytes, int]:
     # has seen is noted too, so that VmHWM never falls below a VmRSS it read (frames
     # the VMM drops by other ways than an unmap would otherwise lower it).
     proc.mm.rss_peak_pages = max(proc.mm.rss_peak_pages, now.total)
+    totals = proc.mm.vm_totals(program=proc.exe)
+    # VmPeak as VmHWM's: never below a size the program has seen (Linux notes it at
+    # each unmap too; kvmdune only when it is read).
+    proc.mm.vm_peak_pages = max(proc.mm.vm_peak_pages, totals.size)
     page_kb = PAGE_SIZE // 1024
     return {b"VmHWM": proc.mm.rss_peak_pages * page_kb,
             b"VmRSS": now.total * page_kb, b"RssAnon": now.anonymous * page_kb,
-            b"RssFile": now.file * page_kb, b"RssShmem": now.shmem * page_kb}
+            b"RssFile": now.file * page_kb, b"RssShmem": now.shmem * page_kb,
+            b"VmPeak": proc.mm.vm_peak_pages * page_kb, b"VmSize": totals.size * page_kb,
+            b"VmData": totals.data * page_kb, b"VmStk": totals.stack * page_kb,
+            b"VmExe": totals.program_code * page_kb,
+            b"VmLib": (totals.code - totals.program_code) * page_kb}
 
 
 #: smaps' counters after Size (Linux 6.x's order and names); those kvmdune never

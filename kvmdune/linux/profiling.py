@@ -34,6 +34,8 @@ CLOCK_VARIABLE = "KVMDUNE_PHASE_CLOCK"
 #: The clocks phases may be timed with (CLOCK_VARIABLE's values).
 CLOCKS = {"wall": time.perf_counter, "thread": time.thread_time,
           "faults": lambda: resource.getrusage(resource.RUSAGE_THREAD).ru_minflt / 1e3}
+#: The clocks of the calling thread alone, which a forked child starts from zero.
+THREAD_CLOCKS = frozenset({"thread", "faults"})
 
 
 class _Recorder:
@@ -42,7 +44,14 @@ class _Recorder:
     def __init__(self) -> None:
         self.times_path = os.environ.get(PHASE_TIMES_VARIABLE) or None
         self.profile_dir = os.environ.get(PROFILE_VARIABLE) or None
-        self.clock = CLOCKS.get(os.environ.get(CLOCK_VARIABLE, ""), time.perf_counter)
+        clock_name = os.environ.get(CLOCK_VARIABLE, "")
+        self.clock = CLOCKS.get(clock_name, time.perf_counter)
+        #: A thread's CPU time and faults start again from zero in a forked child;
+        #: the wall clock runs on through the fork.
+        self.restarts_at_fork = clock_name in THREAD_CLOCKS
+        #: Forks so far: a phase that spans one (clone, vfork) is timed in the child
+        #: from the fork on, when its clock restarted there.
+        self.forks = 0
         self.totals: dict[str, list[float]] = {}
         self.forked = False
         self.profiler = None
@@ -70,6 +79,7 @@ class _Recorder:
             self.profiler.disable()
         self.totals = {}
         self.forked = True
+        self.forks += 1
         self.started = self.clock()
         self.start_profiler()
 
@@ -98,11 +108,13 @@ _recorder = _Recorder()
 
 @contextmanager
 def _timed(name: str) -> Iterator[None]:
-    clock = _recorder.clock
+    clock, forks = _recorder.clock, _recorder.forks
     started = clock()
     try:
         yield
     finally:
+        if _recorder.forks != forks and _recorder.restarts_at_fork:
+            started = _recorder.started     # this child's clock began at the fork
         _recorder.add(name, clock() - started)
 
 

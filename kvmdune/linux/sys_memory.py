@@ -12,6 +12,7 @@ from .fdtable import HOST_FD_FLOOR
 from .abi import (MAP_TYPE, Errno, MapFlags, MapType, MempolicyFlags, MlockallFlags,
                   MlockFlags, PkeyAccess, ProtFlags, c_int)
 from .host_unsafe import HostBuffer, host_syscall
+from .sys_resource import address_limits
 from .syscall_table import Sysno
 from .uaccess import write_bytes
 
@@ -24,7 +25,7 @@ _PKEY_RIGHTS = int(PkeyAccess.PKEY_DISABLE_ACCESS | PkeyAccess.PKEY_DISABLE_WRIT
 
 def sys_brk(proc, cpu, address, *_):
     """Implements brk(2)."""
-    return proc.mm.sys_brk(address)
+    return proc.mm.sys_brk(address, limits=address_limits(proc))
 
 
 def sys_mmap(proc, cpu, address, length, prot, flags, fd, offset):
@@ -83,7 +84,8 @@ def sys_mmap(proc, cpu, address, length, prot, flags, fd, offset):
     file_path = "" if read_file is None else f"/proc/self/fd/{host}"
     return proc.mm.sys_mmap(address, length, prot, flags, read_file, offset, name, share,
                             file_path=file_path, read_into=read_into, keep_file=keep_file,
-                            file_size=None if read_file is None else size)
+                            file_size=None if read_file is None else size,
+                            limits=address_limits(proc))
 
 
 def sys_munmap(proc, cpu, address, length, *_):
@@ -93,12 +95,13 @@ def sys_munmap(proc, cpu, address, length, *_):
 
 def sys_mprotect(proc, cpu, address, length, prot, *_):
     """Implements mprotect(2)."""
-    return proc.mm.sys_mprotect(address, length, prot)
+    return proc.mm.sys_mprotect(address, length, prot, limits=address_limits(proc))
 
 
 def sys_pkey_mprotect(proc, cpu, address, length, prot, pkey, *_):
     """Implements pkey_mprotect(2) (mm.py: the guest's CPU has no protection keys)."""
-    return proc.mm.sys_pkey_mprotect(address, length, prot, c_int(pkey))
+    return proc.mm.sys_pkey_mprotect(address, length, prot, c_int(pkey),
+                                     limits=address_limits(proc))
 
 
 def sys_pkey_alloc(proc, cpu, flags, access_rights, *_):
@@ -117,7 +120,8 @@ def sys_pkey_free(proc, cpu, pkey, *_):
 
 def sys_mremap(proc, cpu, old, old_length, new_length, flags, new_address, _):
     """Implements mremap(2)."""
-    return proc.mm.sys_mremap(old, old_length, new_length, flags, new_address)
+    return proc.mm.sys_mremap(old, old_length, new_length, flags, new_address,
+                              limits=address_limits(proc))
 
 
 def sys_madvise(proc, cpu, address, length, advice, *_):

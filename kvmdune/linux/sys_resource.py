@@ -7,8 +7,9 @@ import os
 import resource
 import struct
 
-from .abi import Errno
+from .abi import Errno, RlimitResource
 from .fdtable import NR_OPEN, reserve_vmm_fds
+from .mm import AddressLimits
 from .syscall_table import Sysno
 from .uaccess import read_bytes, write_bytes
 
@@ -45,6 +46,18 @@ def limits_of(proc) -> dict[int, tuple[int, int]]:
         proc.rlimits = initial_limits()
         proc.rlimits[RLIMIT_NOFILE] = (proc.fds.max_fds, proc.rlimits.get(RLIMIT_NOFILE, (0, proc.fds.max_fds))[1])
     return proc.rlimits
+
+
+def address_limits(proc) -> AddressLimits | None:
+    """The guest's RLIMIT_AS and RLIMIT_DATA for its memory calls (None: both
+    unlimited, the usual case, which costs the calls nothing more)."""
+    limits = limits_of(proc)
+    address_space = limits.get(RlimitResource.RLIMIT_AS, (RLIM_INFINITY,))[0]
+    data = limits.get(RlimitResource.RLIMIT_DATA, (RLIM_INFINITY,))[0]
+    if address_space == data == RLIM_INFINITY:
+        return None
+    return AddressLimits(None if address_space == RLIM_INFINITY else address_space,
+                         None if data == RLIM_INFINITY else data)
 
 
 def _prlimit(proc, resource_id: int, new: int, old: int) -> int:

@@ -36,6 +36,31 @@ def test_proc_self_maps_shows_the_guest_memory():
     assert "python" not in text and "kvm" not in text
 
 
+def test_maps_names_and_status_sizes_are_the_programs():
+    # /bin/cat on a merged /usr: Linux names the mapping by the file's own path
+    # (/usr/bin/cat), and ld.so's too; status's sizes count the guest's mappings
+    # (they were the VMM's: a VmSize of gigabytes).
+    cat = "/bin/cat"
+    if os.path.realpath(cat) == cat:
+        pytest.skip("/bin is not a link to /usr/bin here")
+    native = run_native([cat, "/proc/self/maps"]).stdout.decode()
+    dune = run_dune([cat, "/proc/self/maps"]).stdout.decode()
+    assert _mapped_files(dune) == _mapped_files(native)
+    status = run_dune([cat, "/proc/self/status"]).stdout.decode()
+    sizes = {line.split(":")[0]: int(line.split()[1]) for line in status.splitlines()
+             if line.startswith("Vm")}
+    mapped_kb = sum((int(end, 16) - int(start, 16)) // 1024 for start, end in
+                    (line.split()[0].split("-") for line in dune.splitlines()))
+    assert sizes["VmSize"] < 64 * 1024 and sizes["VmPeak"] >= sizes["VmSize"]
+    assert abs(sizes["VmSize"] - mapped_kb) < 1024, (sizes, mapped_kb)
+    assert 0 < sizes["VmExe"] < 1024 and sizes["VmLib"] > sizes["VmExe"]
+
+
+def _mapped_files(maps: str) -> set[str]:
+    fields = (line.split() for line in maps.splitlines())
+    return {f[5] for f in fields if len(f) > 5 and f[5].startswith("/")}
+
+
 def test_proc_self_fd_lists_guest_descriptors_only():
     result = run_dune([sys.executable, "-c",
                        "import os; print(sorted(os.listdir('/proc/self/fd'), key=int))"])

@@ -128,6 +128,19 @@ def test_bench_phases_reports_every_child_and_phase():
     assert re.search(r"^fork\.parent\.host_fork .* 4$", text, re.M), text
 
 
+def test_thread_clock_phases_spanning_a_fork_are_timed_from_it():
+    """A thread's CPU clock starts again at zero in a forked child: a clone timed from
+    the parent's start came out negative there. The child times it from the fork."""
+    result = subprocess.run([sys.executable, "-m", "kvmdune", "bench", "phases", "--loops",
+                             "3", "--samples", "1"], capture_output=True, timeout=600,
+                            env={**os.environ, "KVMDUNE_PHASE_CLOCK": "thread"})
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    text = result.stdout.decode()
+    clone = re.search(r"^call\.clone +(\S+) +(\S+) +4/4$", text, re.M)
+    assert clone, text
+    assert float(clone.group(1)) >= 0 and float(clone.group(2)) >= 0, text
+
+
 def test_a_timed_run_past_its_timeout_is_killed():
     """time_command notices a run's end through its pidfd (Popen.wait with a timeout
     polls, seeing an end up to 50 ms late); past the timeout the run is killed."""

@@ -7,6 +7,8 @@ every step the VMAs match the model and a walk of the page tables matches the VM
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from hypothesis import assume, settings
 from hypothesis import strategies as st
@@ -190,6 +192,28 @@ def test_file_contents_fill_a_private_mapping(guest):
     assert guest.space.read(address + len(data), 100, VMM) == bytes(100)
     assert guest.mm.find(address).name == "/some/file"
     assert "/some/file" in guest.mm.maps_text()
+
+
+@pytest.mark.parametrize("change", [None, "first byte", "last chunk", "cut short"])
+def test_file_holds_compares_every_chunk_of_the_file(tmp_path, change):
+    """How a mapping finds its file still holding the bytes kept patched code was
+    made from (libc's text is compared, never read whole): any byte that differs,
+    in any chunk, or a file that ends early, is not a match."""
+    original = bytes(range(251)) * (3 * mm_module.COMPARE_CHUNK // 251 + 7)
+    offset = 3 * PAGE_SIZE
+    content = bytearray(bytes(offset) + original)
+    if change == "first byte":
+        content[offset] ^= 1
+    elif change == "last chunk":
+        content[-2] ^= 0x80
+    elif change == "cut short":
+        del content[-1:]
+    path = tmp_path / "library"
+    path.write_bytes(bytes(content))
+    with open(path, "rb") as file:
+        def read_into(at: int, length: int, buffers: list) -> int:
+            return os.preadv(file.fileno(), [buffer[:length] for buffer in buffers], at)
+        assert mm_module._file_holds(read_into, offset, original) is (change is None)
 
 
 def test_file_contents_fill_scattered_frames_page_by_page(guest):

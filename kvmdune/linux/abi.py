@@ -377,6 +377,15 @@ SIGRTMAX: Final = 64
 NSIG: Final = 65  # _NSIG + 1: signal numbers are 1..64
 
 
+@_int_enum
+class BusCode:
+    """si_code values of SIGBUS (asm-generic/siginfo.h)."""
+
+    BUS_ADRALN = 1      # misaligned address
+    BUS_ADRERR = 2      # no object behind the address (a file mapping past its end)
+    BUS_OBJERR = 3      # a hardware error of the object
+
+
 def signal_name(value: int) -> str | None:
     """Name of a signal number as strace spells it, or None if out of range.
 

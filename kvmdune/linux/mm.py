@@ -145,6 +145,10 @@ class Vma:
     max_prot: int = PROT_MASK
     #: madvise(MADV_HUGEPAGE / MADV_NOHUGEPAGE): Linux's VM_HUGEPAGE / VM_NOHUGEPAGE.
     huge_advice: HugeAdvice = HugeAdvice.NONE
+    #: A private file mapping reaching past the end of its file: which pages lie
+    #: past it (``past_end(page)``: SIGBUS when touched) and, called as a source,
+    #: the file's pages there once it has grown (``_FileTail`` or ``_FileEnd``).
+    file_end: "Callable[[int, int], bytes] | None" = None
 
     def replaced(self, **changes: object) -> "Vma":
         """A copy with ``changes`` (dataclasses.replace, which runs the frozen
@@ -318,7 +322,10 @@ class MemoryMap:
         self.unmap(vma.start, vma.end - vma.start)
         length = vma.end - vma.start
         if vma.region is not None:
-            self._back(vma.start, length, perm_for(vma.prot), paddr=vma.region_paddr(vma.start))
+            within = _within_file(vma)
+            if within:
+                self._back(vma.start, within, perm_for(vma.prot),
+                           paddr=vma.region_paddr(vma.start))
             self._insert(vma)
             return
         if eager is None:
@@ -445,12 +452,40 @@ class MemoryMap:
             if _kernel_pages(vma):
                 self.space.page_bits.hand_over(PTE.ACCESSED, vma.start, vma.end - vma.start)
 
-    def missing_kernel_page(self, address: int, error: PFError) -> bool:
-        """Whether a fault that demand paging refused hit a page of the kernel's
-        data with nothing behind it (Linux raises SIGBUS there, not SIGSEGV)."""
+    def bus_error(self, address: int, error: PFError) -> bool:
+        """Whether a fault that demand paging refused is one Linux answers with
+        SIGBUS (BUS_ADRERR), not SIGSEGV: a page of the kernel's data with nothing
+        behind it, or a file mapping's page past the end of its file."""
         vma = self.find(address)
-        return (vma is not None and _kernel_pages(vma) and vma.allows(error)
-                and not error & PFError.PRESENT)
+        if vma is None or not vma.allows(error) or error & PFError.PRESENT:
+            return False
+        return _kernel_pages(vma) or self._past_file_end(vma, address)
+
+    @staticmethod
+    def _past_file_end(vma: Vma, address: int) -> bool:
+        """Whether the page at ``address`` of ``vma`` lies past the end of its file
+        now (the file may have grown or shrunk since it was mapped)."""
+        page = address & ~(PAGE_SIZE - 1)
+        if vma.region is not None and not vma.vmm_backed:
+            return not vma.region.readable(vma.region_paddr(page) - vma.region.base, PAGE_SIZE)
+        return any(source is not None and hasattr(source, "past_end") and source.past_end(page)
+                   for source in (vma.file_end, vma.source))
+
+    def drop_pages_past_file_ends(self) -> bool:
+        """Unmap the pages of shared file mappings that lie past their files' ends
+        by now (the file was truncated after it was mapped), so that the guest's
+        next touch of one faults here and gets SIGBUS: the host's own pages behind
+        them are gone, and KVM could only fail the run (EFAULT). Whether any was
+        mapped."""
+        dropped = False
+        with self.space.batch():
+            for vma in [vma for vma in self.vmas if vma.region is not None
+                        and vma.region.file_backed and not vma.vmm_backed]:
+                start = vma.start + _within_file(vma)
+                if start < vma.end and self.space.tables.is_mapped(start, vma.end - start):
+                    self._drop(start, vma.end - start)
+                    dropped = True
+        return dropped
 
     def handle_fault(self, address: int, error: PFError) -> bool:
         """Demand paging: back the page if a VMA allows the access (True: retry)."""
@@ -462,19 +497,34 @@ class MemoryMap:
         if error & PFError.PRESENT:
             return bool(error & PFError.WRITE) and self._write_to_huge_zero_page(vma, address)
         page = address & ~(PAGE_SIZE - 1)
-        if vma.region is None and vma.source is None and self._map_fault_block(vma, address,
-                                                                               error):
+        if self._past_file_end(vma, page):
+            return False          # SIGBUS (``bus_error``), or EFAULT for the VMM's access
+        source = vma.source or vma.file_end
+        if vma.region is None and source is None and self._map_fault_block(vma, address,
+                                                                            error):
+            return True
+        if vma.region is not None:
+            self._map_shared_around(vma, page)
             return True
         try:
-            self._back(page, PAGE_SIZE, perm_for(vma.prot),
-                       paddr=vma.region_paddr(page) if vma.region is not None else None)
+            self._back(page, PAGE_SIZE, perm_for(vma.prot))
         except OutOfGuestMemory:
             raise    # the guest's memory limit: the process reports and ends
-        if vma.region is not None:
-            return True
-        if vma.source is not None:
-            self.space.write(page, vma.source(page, PAGE_SIZE), VMM)
+        if source is not None:
+            self.space.write(page, source(page, PAGE_SIZE), VMM)
         return True
+
+    def _map_shared_around(self, vma: Vma, page: int) -> None:
+        """Map the page at ``page`` of the shared mapping ``vma`` (within its file),
+        with the FAULT_BLOCK around it when none of that is mapped yet, as far as it
+        lies within the file now: a file grown after it was mapped is usually
+        touched all along, and a guest #PF per page costs tens of microseconds."""
+        block = page & ~(FAULT_BLOCK - 1)
+        start = max(block, vma.start)
+        end = min(block + FAULT_BLOCK, vma.start + _within_file(vma))
+        if end <= page or self.space.tables.is_mapped(start, end - start):
+            start, end = page, page + PAGE_SIZE
+        self._back(start, end - start, perm_for(vma.prot), paddr=vma.region_paddr(start))
 
     def page_in_for_vmm(self, address: int, write: bool) -> bool:
         """The VMM is about to access ``address`` on the guest's behalf (a system
@@ -677,13 +727,15 @@ class MemoryMap:
                  name: str = "", share: Callable[[int], SharedRegion] | None = None,
                  file_path: str = "", read_into: ReadInto | None = None,
                  keep_file: Callable[[], int] | None = None,
+                 file_size: int | None = None,
                  limits: AddressLimits | None = None) -> int:
         """Implements mmap(2). ``read_file(offset, length)`` reads the mapped file
         for private mappings (None for anonymous ones), ``read_into`` (if given)
         reads it into buffers; ``share(length)`` makes the host-shared region behind
         a shared mapping; ``file_path`` is where the VMM reads the mapped file itself
         (``name`` if empty); ``keep_file()`` (if given) opens the file again for the
-        VMM to keep (its pages may then be read when first touched)."""
+        VMM to keep (its pages may then be read when first touched); ``file_size``:
+        the mapped file's size now, when known (pages past its end raise SIGBUS)."""
         if length == 0 or offset % PAGE_SIZE:
             return -Errno.EINVAL
         length = page_up(length)
@@ -743,8 +795,12 @@ class MemoryMap:
         vma = Vma(start, start + length, prot & PROT_MASK, shared=shared, name=name,
                   offset=offset, grows_down=bool(flags & _MAP_GROWSDOWN),
                   region=region)
+        # Pages wholly past the end of the file: SIGBUS when touched (``bus_error``).
+        in_file = page_up(max(0, file_size - offset)) if file_size is not None else length
+        past_end = read_into is not None and region is None and not patched and in_file < length
         runs = None
-        if fixed and read_into is not None and region is None and eager and not shared:
+        if fixed and read_into is not None and region is None and eager and not shared \
+                and not past_end:
             runs = self._untouched_frames(start, length)
             if runs is not None and self._map_over_file_in_frames(vma, runs, read_into, patched,
                                                                   file_path or name):
@@ -755,6 +811,13 @@ class MemoryMap:
         if direct and not fixed and flags & _MAP_DENYWRITE and not offset and keep_file:
             kept = self._ld_so_keeps(length, read_into)
         tail = _FileTail.open(keep_file, start, offset) if kept < length else None
+        if past_end and (tail is None or kept > in_file):
+            # A tail (its own descriptor) sees the file grow; ld.so's libraries, which
+            # do not grow, spare the descriptors (their pages past the end are
+            # mapped over at once: the segments, the bss).
+            if tail is None and not flags & _MAP_DENYWRITE:
+                tail = _FileTail.open(keep_file, start, offset)
+            return self._map_past_file_end(vma, in_file, file_size, read_into, tail)
         code = None if not patched or read_into is None else \
             self.kept_patched_code(start, offset, length, read_into, file_path or name)
         data = code if code is not None else \
@@ -781,6 +844,33 @@ class MemoryMap:
             raise
         self._merge_around(start, start + length)
         return start
+
+    def _map_past_file_end(self, vma: Vma, in_file: int, file_size: int,
+                           read_into: ReadInto, tail: "_FileTail | None") -> int:
+        """Map the private file mapping ``vma``, which reaches past the end of its
+        file, over whatever was there: its first ``in_file`` bytes (the file's pages)
+        read in now (up to EAGER_MAP_LIMIT, or all without a ``tail``), the rest left
+        unmapped. A touch there pages the file in from ``tail`` if it has grown by
+        then, and is SIGBUS otherwise, as on Linux (``bus_error``); the VMM's own
+        access for a system call, EFAULT. Returns the mapping's address, or -errno."""
+        file_end = tail if tail is not None else _FileEnd(vma.start, vma.offset, file_size)
+        eager = in_file if in_file <= EAGER_MAP_LIMIT or tail is None else 0
+        vma = vma.replaced(file_end=file_end)
+        length = vma.end - vma.start
+        self.unmap(vma.start, length)
+        try:
+            if eager:
+                self._back(vma.start, eager, perm_for(vma.prot))
+            self._insert(vma)
+            self._read_into_frames(vma.start, eager, vma.offset, read_into)
+        except OutOfGuestMemory:
+            self.unmap(vma.start, length)
+            return -Errno.ENOMEM
+        except OSError:
+            self.unmap(vma.start, length)     # the file could not be read: no mapping
+            raise
+        self._merge_around(vma.start, vma.end)
+        return vma.start
 
     def kept_patched_code(self, start: int, offset: int, length: int, read_into: ReadInto,
                           path: str) -> bytes | None:
@@ -1169,10 +1259,12 @@ class MemoryMap:
             self.map_kernel_pages(moved, present, perm_for(vma.prot))
             self.unmap(old, old_length)
             return target
-        data = self.read_mapped(old, keep)
+        # A shared mapping's pages stay in its region (the VMM reads none of them:
+        # those past the end of the file would raise SIGBUS here).
+        data = b"" if vma.region is not None else self.read_mapped(old, keep)
         # Linux moves the entries and marks each soft-dirty; the copy here is new.
         self.map_fixed(part.replaced(start=target, end=target + new_length, source=None,
-                                     soft_dirty=True), data)
+                                     file_end=None, soft_dirty=True), data)
         self.unmap(old, old_length)
         return target
 
@@ -1269,6 +1361,12 @@ def _piece(vma: Vma, start: int, end: int) -> Vma:
                         region_offset=vma.region_offset + start - vma.start)
 
 
+def _within_file(vma: Vma) -> int:
+    """How many bytes from the start of the shared mapping ``vma`` lie within its
+    region's file now (whole pages; all of it for memory that is no file's)."""
+    return max(0, min(vma.region.readable_end() - vma.region_offset, vma.end - vma.start))
+
+
 def _is_data_mapping(prot: int, shared: bool, stack: bool) -> bool:
     """Linux's is_data_mapping: private and writable, not a stack (RLIMIT_DATA's)."""
     return bool(prot & ProtFlags.PROT_WRITE) and not shared and not stack
@@ -1286,9 +1384,11 @@ def _mergeable(before: Vma, after: Vma) -> bool:
     if before.end != after.start or before.region is not None or after.region is not None:
         return False
     if (before.prot, before.shared, before.name, before.grows_down, before.source,
-            before.sealed, before.vmm_backed, before.max_prot, before.huge_advice) != \
+            before.sealed, before.vmm_backed, before.max_prot, before.huge_advice,
+            before.file_end) != \
             (after.prot, after.shared, after.name, after.grows_down, after.source,
-             after.sealed, after.vmm_backed, after.max_prot, after.huge_advice):
+             after.sealed, after.vmm_backed, after.max_prot, after.huge_advice,
+             after.file_end):
         return False
     return before.source is None or after.offset == before.offset + (before.end - before.start)
 
@@ -1423,12 +1523,36 @@ class _FileTail:
         try:
             data = os.pread(self.fd, length, self.offset + address - self.base)
         except OSError:
-            data = b""        # (Linux raises SIGBUS past the end; the page reads as zero)
+            data = b""        # (an I/O error: Linux raises SIGBUS; the page reads as zero)
         return data + bytes(length - len(data))
+
+    def past_end(self, page: int) -> bool:
+        """Whether the page at ``page`` lies wholly past the end of the file now
+        (Linux's SIGBUS), the file's size read again: it may have grown."""
+        try:
+            size = os.fstat(self.fd).st_size
+        except OSError:
+            return True
+        return self.offset + page - self.base >= page_up(size)
 
     def __del__(self) -> None:
         os.close(self.fd)
         _FileTail.live -= 1
+
+
+class _FileEnd:
+    """Where a private file mapping's file ends (``Vma.file_end``) when no
+    descriptor is kept for it (``_FileTail``): as it ended when mapped (a later
+    growth of the file is not seen; such pages read as zeros)."""
+
+    def __init__(self, base: int, offset: int, file_size: int) -> None:
+        self.base, self.offset, self.file_size = base, offset, file_size
+
+    def __call__(self, address: int, length: int) -> bytes:
+        return bytes(length)
+
+    def past_end(self, page: int) -> bool:
+        return self.offset + page - self.base >= page_up(self.file_size)
 
 
 def _bytes_source(data: bytes, base: int) -> Callable[[int, int], bytes]:

@@ -27,7 +27,7 @@ from ..memory import AddressSpace, OutOfGuestMemory
 from . import aslr, host_signals, internal_error, procfs, profiling, task_name
 from . import signals as sig
 from . import vfork as vfork_module
-from .abi import Errno, SigactionFlags, SigHandler, Signal, signal_name
+from .abi import BusCode, Errno, SigactionFlags, SigHandler, Signal, signal_name
 from .dispatch import Dispatcher
 from .exit_status import ExitStatus
 from .fastpath import THREAD_STATE_CALLS
@@ -592,8 +592,9 @@ class Process(Handler):
         paged = self.page_in(event)
         if paged is not None:
             return paged
-        missing = self.mm is not None and self.mm.missing_kernel_page(event.address, event.error)
-        return self.fault(cpu, Signal.SIGBUS if missing else Signal.SIGSEGV, event.address, event)
+        if self.mm is not None and self.mm.bus_error(event.address, event.error):
+            return self.fault(cpu, Signal.SIGBUS, event.address, event, BusCode.BUS_ADRERR)
+        return self.fault(cpu, Signal.SIGSEGV, event.address, event)
 
     def page_in(self, event: PageFaultEvent) -> Action | Stop | None:
         """Demand paging: RETRY when the fault was memory the program owns and is
@@ -635,12 +636,13 @@ class Process(Handler):
         self.fast.after_slow_call(self.cpu, self.signals.next_deliverable() is not None)
 
     # -- signals -------------------------------------------------------------------------
-    def fault(self, cpu: Cpu, signo: int, address: int, event) -> Action | Stop:
-        """A synchronous fault: run the guest's handler, or die with a crash report."""
+    def fault(self, cpu: Cpu, signo: int, address: int, event, code: int = 0) -> Action | Stop:
+        """A synchronous fault: run the guest's handler (``code``: its si_code), or
+        die with a crash report."""
         action = self.signals.action(signo)
         blocked = self.signals.mask & (1 << (signo - 1))
         if action.handler not in (SigHandler.SIG_DFL, SigHandler.SIG_IGN) and not blocked:
-            if sig.deliver(self.signals, cpu, self.space, signo, address):
+            if sig.deliver(self.signals, cpu, self.space, signo, address, code):
                 return Action.RESUME
         self.log(crash_report(self, cpu, signo, address, event))
         return Stop(value=ExitStatus(signal=signo))

@@ -53,7 +53,8 @@ def sys_mmap(proc, cpu, address, length, prot, flags, fd, offset):
             return -Errno.EBADF
         if shared:
             def share(size: int, host: int = host) -> object:
-                return memory.add_shared(size, host, offset, writable=writable)
+                return memory.add_shared(size, host, offset, writable=writable,
+                                         file_backed=True)
         try:
             name = os.readlink(f"/proc/self/fd/{host}")
             size = os.fstat(host).st_size
@@ -83,6 +84,7 @@ def sys_mmap(proc, cpu, address, length, prot, flags, fd, offset):
     file_path = "" if read_file is None else f"/proc/self/fd/{host}"
     return proc.mm.sys_mmap(address, length, prot, flags, read_file, offset, name, share,
                             file_path=file_path, read_into=read_into, keep_file=keep_file,
+                            file_size=None if read_file is None else size,
                             limits=address_limits(proc))
 
 

@@ -47,6 +47,7 @@ parked thread needs the lock to go on), and the child has only the calling threa
 from __future__ import annotations
 
 import _signal       # signal's functions without the conversion of masks to enums
+import errno
 import os
 import threading
 import time
@@ -425,6 +426,10 @@ class ThreadGroup:
 
     def _drive(self, task: Task) -> None:
         """Run ``task``'s vCPU until its thread ends (or the process does)."""
+        # Whether KVM_RUN failed with EFAULT with no page past a file's end left to
+        # unmap: another thread may have unmapped the one this vCPU met (it then
+        # runs on once); a second time in a row, the failure is of another kind.
+        unexplained_fault = False
         while True:
             on_main = threading.current_thread() is threading.main_thread()
             budget = self._main_budget() if on_main else None
@@ -435,6 +440,13 @@ class ThreadGroup:
                 self.exit_group(ExitStatus(signal=Signal.SIGSEGV))
                 return
             except KvmError as exc:
+                if exc.errno == errno.EFAULT:
+                    if self._pages_past_file_ends_dropped():
+                        unexplained_fault = False
+                        continue
+                    if not unexplained_fault:
+                        unexplained_fault = True
+                        continue
                 # KVM itself refused to go on (e.g. EAGAIN at a process limit it counts).
                 self.proc.log(f"kvmdune: {self.proc.exe}: the virtual CPU cannot run: {exc}")
                 self.exit_group(ExitStatus(signal=Signal.SIGKILL))
@@ -442,6 +454,7 @@ class ThreadGroup:
             except Exception as exc:      # a bug in the VMM outside a system call
                 self.exit_group(self.proc.internal_error("the run loop", exc).value)
                 return
+            unexplained_fault = False
             value = stop.value
             if isinstance(value, ExitStatus):
                 self.exit_group(value)
@@ -456,6 +469,18 @@ class ThreadGroup:
                 if not (task.exiting or self.exit_status is not None):
                     self.exit_group(ExitStatus(signal=Signal.SIGKILL))
                 return
+
+    def _pages_past_file_ends_dropped(self) -> bool:
+        """KVM_RUN failed with EFAULT: the host memory behind a guest page could not
+        be read, as when a shared file mapping's file was truncated under it. Its
+        pages past the file's end are unmapped (True), so that the guest's access,
+        run again, faults and gets SIGBUS as on Linux; False if there were none
+        (a failure of another kind)."""
+        mm = self.proc.mm
+        if mm is None:
+            return False
+        with self.lock:
+            return mm.drop_pages_past_file_ends()
 
     # -- ends ---------------------------------------------------------------------------
     def exit_thread(self, code: int) -> Stop:

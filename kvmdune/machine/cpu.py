@@ -455,7 +455,12 @@ class Cpu:
             if exit_.is_write and memory.readonly:
                 raise MachineError(f"a write to read-only memory at {exit_.phys_addr:#x}\n"
                                    + self.describe())
-            if exit_.is_write:
+            if not self.memory.readable(exit_.phys_addr, length):
+                # A shared file's page past its end (truncated after it was mapped):
+                # touching it here would raise SIGBUS in the VMM. The access reads
+                # zeros (a write is dropped); the next touch faults in the slot.
+                ctypes.memset(mmio.data, 0, length)
+            elif exit_.is_write:
                 memory[:] = bytes(mmio.data)[:length]
             else:
                 ctypes.memmove(mmio.data, bytes(memory), length)

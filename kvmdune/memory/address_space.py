@@ -249,6 +249,7 @@ class AddressSpace:
                 pieces.append((paddr, size))
             touched.append(found)
             cursor += size
+        self._check_readable(vaddr, pieces)
         if access.track:
             bits = _AD if access.write else _A
             for found in touched:   # set A (and D) in the leaf entry, as the CPU would
@@ -256,6 +257,24 @@ class AddressSpace:
                 if words[index] & bits != bits:
                     words[index] |= bits
         return pieces
+
+    def _check_readable(self, vaddr: int, pieces: list[tuple[int, int]]) -> None:
+        """Raise ``GuestFault`` at the first page of ``pieces`` (the guest range from
+        ``vaddr``) that the VMM cannot touch without a SIGBUS: a shared file's page
+        past the file's end (truncated since it was mapped), which the guest's own
+        access would find the same way. Only shared regions can hold one: one
+        question to the kernel per piece there, none for the guest's own memory."""
+        memory, cursor = self.memory, vaddr
+        for paddr, size in pieces:
+            end = cursor + size
+            if paddr >= memory.size and not memory.readable(paddr, size):
+                while cursor < end:
+                    step = min(PAGE_SIZE - (cursor & (PAGE_SIZE - 1)), end - cursor)
+                    if not memory.readable(paddr, step):
+                        raise GuestFault(cursor, FaultKind.NOT_MAPPED,
+                                         "past the end of its file")
+                    paddr, cursor = paddr + step, cursor + step
+            cursor = end
 
     def read(self, vaddr: int, length: int, access: Access = READ) -> bytes:
         """Checked read of guest virtual memory."""

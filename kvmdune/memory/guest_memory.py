@@ -93,14 +93,27 @@ class SharedRegion:
     ``slot_size`` bytes (at least ``size``: a retired slot reused)."""
 
     def __init__(self, base: int, slot: int, mapping: HostMapping,
-                 flags: MemFlags = MemFlags(0), slot_size: int | None = None) -> None:
+                 flags: MemFlags = MemFlags(0), slot_size: int | None = None,
+                 file_backed: bool = False) -> None:
         self.base, self.slot, self.mapping, self.flags = base, slot, mapping, flags
         self.size = mapping.size
         self.slot_size = slot_size or mapping.size
+        #: A file the guest can resize (its pages past the file's end raise SIGBUS
+        #: when touched, in the guest and in the VMM alike: ``readable``).
+        self.file_backed = file_backed
 
     @property
     def end(self) -> int:
         return self.base + self.size
+
+    def readable(self, offset: int, length: int) -> bool:
+        """Whether [offset, offset+length) of the region lies within its file now."""
+        return not self.file_backed or self.mapping.readable(offset, length)
+
+    def readable_end(self) -> int:
+        """How many bytes from the region's start lie within its file now (whole
+        pages: the last page of a file reads as zeros past its end)."""
+        return self.mapping.readable_end() if self.file_backed else self.size
 
 
 def _unmap_region(region: SharedRegion) -> None:
@@ -266,16 +279,22 @@ class GuestMemory:
         """A 2 MiB frame is cut for a 2 MiB guest page: one host huge page behind it."""
         self.mapping.advise_huge_pages(paddr, GUEST_MEMORY_ALIGN)
 
-    def add_shared(self, size: int, fd: int, offset: int = 0,
-                   writable: bool = True) -> SharedRegion:
-        """Map ``size`` bytes of ``fd`` (shared) into guest-physical memory."""
+    def add_shared(self, size: int, fd: int, offset: int = 0, writable: bool = True,
+                   file_backed: bool = False) -> SharedRegion:
+        """Map ``size`` bytes of ``fd`` (shared) into guest-physical memory;
+        ``file_backed``: ``fd`` is a file the guest can resize (not memory of the
+        VMM's own)."""
         if self._vm is None:
             raise RuntimeError("shared regions need the memory registered with a VM")
         fitting = [slot for slot in self.retired if slot.size >= size]
         if fitting:
-            return self._reuse(min(fitting, key=lambda slot: slot.size), size, fd, offset,
-                               writable)
-        return self._add_region(HostMapping(size, fd=fd, offset=offset, writable=writable))
+            region = self._reuse(min(fitting, key=lambda slot: slot.size), size, fd, offset,
+                                 writable)
+        else:
+            region = self._add_region(HostMapping(size, fd=fd, offset=offset,
+                                                  writable=writable))
+        region.file_backed = file_backed
+        return region
 
     def add_kernel_pages(self, address: int, size: int) -> SharedRegion:
         """Pages the host kernel mapped into the VMM (the vDSO's data: Linux's own
@@ -371,6 +390,16 @@ class GuestMemory:
         except ValueError:
             return False
         return True
+
+    def readable(self, paddr: int, length: int) -> bool:
+        """Whether the VMM can read [paddr, paddr+length) (within one backing)
+        without a SIGBUS: always, except a shared file's pages past its end."""
+        if 0 <= paddr and paddr + length <= self.size:
+            return True
+        for region in self.regions:
+            if region.base <= paddr and paddr + length <= region.end:
+                return region.readable(paddr - region.base, length)
+        return False
 
     def slice(self, paddr: int, length: int) -> memoryview:
         """The host memory behind a guest-physical range (within one backing)."""

@@ -9,6 +9,7 @@ the same spirit).
 from __future__ import annotations
 
 import ctypes
+import errno
 import mmap
 import os
 
@@ -38,7 +39,9 @@ MADV_DONTNEED = 4
 MADV_HUGEPAGE = 14      # linux/mman.h: back with transparent huge pages
 HOST_HUGE_PAGE = 2 << 20
 MADV_DONTFORK = 10
-#: Linux 5.14: fault the range in, writable, in one call (EINVAL before).
+#: Linux 5.14: fault the range in, readable / writable, in one call (EINVAL before);
+#: EFAULT where an access would raise SIGBUS (a file's pages past its end).
+MADV_POPULATE_READ = 22
 MADV_POPULATE_WRITE = 23
 PROT_READ, PROT_WRITE, PROT_EXEC = mmap.PROT_READ, mmap.PROT_WRITE, mmap.PROT_EXEC
 
@@ -185,6 +188,34 @@ class HostMapping:
         trip into the host kernel instead of one page fault per page. Best effort
         (a host without MADV_POPULATE_WRITE faults them one by one as before)."""
         _libc.madvise(self._checked_range(offset, length), length, MADV_POPULATE_WRITE)
+
+    def readable(self, offset: int, length: int) -> bool:
+        """Whether every page of [offset, offset+length) can be read without a
+        SIGBUS (a shared file mapping's pages past the file's end cannot; the file
+        may have shrunk or grown since it was mapped). Asked of the kernel, which
+        faults the pages in for reading and reports EFAULT where a fault would raise
+        SIGBUS, never a signal. A kernel without MADV_POPULATE_READ (before 5.14)
+        cannot tell: the pages count as readable."""
+        start = self._checked_range(offset, length)
+        if _libc.madvise(start, length, MADV_POPULATE_READ) == 0:
+            return True
+        return ctypes.get_errno() != errno.EFAULT
+
+    def readable_end(self) -> int:
+        """How many bytes from the mapping's start can be read (``readable``): all
+        of it, or up to the page after the file's end. The pages that can be read
+        are a prefix (a file ends once), found by bisection, one page read per step."""
+        pages = self.size // mmap.PAGESIZE
+        if self.readable((pages - 1) * mmap.PAGESIZE, mmap.PAGESIZE):
+            return self.size
+        low, high = 0, pages - 1      # pages [0, low) readable; page ``high`` is not
+        while low < high:
+            middle = (low + high) // 2
+            if self.readable(middle * mmap.PAGESIZE, mmap.PAGESIZE):
+                low = middle + 1
+            else:
+                high = middle
+        return low * mmap.PAGESIZE
 
     def reprotect(self, offset: int, length: int) -> None:
         """An mprotect pair over the range that never removes access: execute

@@ -842,9 +842,9 @@ def test_vma_format_matches_proc_maps():
 LIBRARY = "/lib/x86_64-linux-gnu/libc.so.6"
 
 
-def _library_mapper(guest: Guest, fd: int):
-    """sys_mmap of the whole library open at ``fd`` as ld.so maps it (MAP_DENYWRITE,
-    from offset 0), with what sys_memory gives a file mapping."""
+def _file_readers(fd: int) -> tuple[int, dict]:
+    """The file's size, and what sys_memory gives sys_mmap to read the file open at
+    ``fd`` (as keyword arguments, but the positional read_file)."""
     import fcntl
     import os
 
@@ -859,9 +859,67 @@ def _library_mapper(guest: Guest, fd: int):
     def keep_file() -> int:
         return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100)
 
+    return size, {"read_file": read_file, "read_into": read_into, "keep_file": keep_file}
+
+
+def _library_mapper(guest: Guest, fd: int):
+    """sys_mmap of the whole library open at ``fd`` as ld.so maps it (MAP_DENYWRITE,
+    from offset 0), with what sys_memory gives a file mapping."""
+    size, readers = _file_readers(fd)
+    read_file = readers.pop("read_file")
     flags = int(MapType.MAP_PRIVATE | MapFlags.MAP_DENYWRITE)
     return size, lambda: guest.mm.sys_mmap(0, size, R, flags, read_file, 0, name=LIBRARY,
-                                           read_into=read_into, keep_file=keep_file)
+                                           **readers)
+
+
+def _map_past_the_end(guest: Guest, fd: int, pages: int, flags: int) -> int:
+    """sys_mmap of ``pages`` of the file open at ``fd`` from its start, privately,
+    its size told as sys_memory tells it."""
+    size, readers = _file_readers(fd)
+    read_file = readers.pop("read_file")
+    return guest.mm.sys_mmap(0, pages * PAGE_SIZE, R, flags | int(MapType.MAP_PRIVATE),
+                             read_file, 0, name="/file", file_size=size, **readers)
+
+
+def test_private_pages_past_the_end_of_the_file_are_sigbus_until_it_grows(guest, tmp_path):
+    import os
+
+    fd = os.open(tmp_path / "file", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, b"hello")
+        address = _map_past_the_end(guest, fd, 3, 0)
+        second, third = address + PAGE_SIZE, address + 2 * PAGE_SIZE
+        assert guest.mapped(address) and not guest.mapped(second)
+        assert guest.space.read(address, 8, VMM) == b"hello\0\0\0"   # the last page's tail
+        assert not guest.mm.handle_fault(second, PFError.USER)
+        assert guest.mm.bus_error(second, PFError.USER)
+        assert not guest.mm.bus_error(address + 3 * PAGE_SIZE, PFError.USER)   # no mapping
+        os.ftruncate(fd, 2 * PAGE_SIZE)
+        os.pwrite(fd, b"grown", PAGE_SIZE)
+        assert guest.mm.handle_fault(second, PFError.USER)             # paged in from the file
+        assert guest.space.read(second, 6, VMM) == b"grown\0"
+        assert guest.mm.bus_error(third, PFError.USER) and not guest.mapped(third)
+    finally:
+        os.close(fd)
+
+
+def test_ld_so_mapping_past_the_end_keeps_its_frames_reusable_and_no_descriptor(guest,
+                                                                               tmp_path):
+    # ld.so maps a library whole (MAP_DENYWRITE), most often past the file's end by
+    # a page or two, then its segments over it with MAP_FIXED, reusing the frames
+    # that hold them already: the pages past the end must not stop that.
+    import os
+
+    fd = os.open(tmp_path / "library", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, b"not an ELF file")
+        live = mm_module._FileTail.live
+        address = _map_past_the_end(guest, fd, 3, int(MapFlags.MAP_DENYWRITE))
+    finally:
+        os.close(fd)
+    assert mm_module._FileTail.live == live
+    assert guest.mm._untouched_frames(address, PAGE_SIZE) is not None
+    assert guest.mm.bus_error(address + PAGE_SIZE, PFError.USER)
 
 
 def test_a_library_mapped_whole_reads_its_first_segment_and_pages_in_the_rest(guest):

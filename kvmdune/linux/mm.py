@@ -263,7 +263,10 @@ class MemoryMap:
 
     def sealed_in(self, start: int, end: int) -> bool:
         """Whether a sealed VMA overlaps [start, end)."""
-        return any(vma.sealed for vma in self._overlapping(start, end))
+        for vma in self._overlapping(start, end):
+            if vma.sealed:
+                return True
+        return False
 
     # -- page changes, each told to the observer -----------------------------------
     def _back(self, start: int, length: int, perm: Perm, paddr: int | None = None,

@@ -12,6 +12,7 @@ a bug in the VMM: the guest is ended (fail closed) and the user told in one line
 
 from __future__ import annotations
 
+import operator
 from typing import Callable, Mapping
 
 from ..memory import GuestFault
@@ -20,21 +21,47 @@ from .forward import NotForwardable, forward
 from .internal_error import InternalError
 from . import profiling
 from .routing import ROUTES, Route, Support
-from .syscall_table import INTEGER_KINDS, int_value, resolve_args
+from .syscall_table import Dep, SyscallSpec, register_reader, resolve_args
 from .uaccess import Fault
 
-_U64 = 0xFFFF_FFFF_FFFF_FFFF
 
 
 def decode(route: Route, raw: tuple[int, ...]) -> tuple[int, ...]:
     """The six argument registers as the kernel reads them for this call."""
+    readers = _readers(route)
+    if readers is not None:
+        return tuple(map(operator.call, readers, raw))
     decoded = list(raw)
     for index, arg in enumerate(resolve_args(route.spec, raw)):
-        if arg is None:
-            continue
-        decoded[index] = (int_value(arg, raw[index]) if arg.kind in INTEGER_KINDS
-                          else raw[index] & _U64)
+        if arg is not None:
+            decoded[index] = register_reader(arg)(raw[index])
     return tuple(decoded)
+
+
+def _keep(raw: int) -> int:
+    return raw
+
+
+#: Per call number, its declaration and how ``decode`` reads each register
+#: (``register_reader``; past the call's arguments the register as it is), for
+#: calls whose arguments' declarations depend on no register (no ``Dep``): None
+#: for the others.
+_READERS: dict[int, tuple[SyscallSpec, tuple[Callable[[int], int], ...] | None]] = {}
+_REGISTERS = 6
+
+
+def _readers(route: Route) -> tuple[Callable[[int], int], ...] | None:
+    spec = route.spec
+    known = _READERS.get(spec.number)
+    if known is not None and known[0] is spec:
+        return known[1]
+    readers = None
+    if not any(isinstance(slot, Dep) for slot in spec.args):
+        readers = tuple(register_reader(spec.args[index]) if index < len(spec.args)
+                        and spec.args[index] is not None else _keep
+                        for index in range(_REGISTERS))
+    _READERS[spec.number] = (spec, readers)
+    return readers
 
 
 class Dispatcher:

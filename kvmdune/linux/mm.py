@@ -77,6 +77,8 @@ _MAP_FIXED_ANY = int(MapFlags.MAP_FIXED | MapFlags.MAP_FIXED_NOREPLACE)
 _MAP_FIXED_NOREPLACE = int(MapFlags.MAP_FIXED_NOREPLACE)
 _MAP_POPULATE, _MAP_GROWSDOWN = int(MapFlags.MAP_POPULATE), int(MapFlags.MAP_GROWSDOWN)
 _MAP_DENYWRITE = int(MapFlags.MAP_DENYWRITE)
+#: The heap's rights (brk): Linux's VM_DATA_DEFAULT_FLAGS, readable and writable.
+_HEAP_PROT = int(ProtFlags.PROT_READ | ProtFlags.PROT_WRITE)
 
 
 def page_up(value: int) -> int:
@@ -287,7 +289,10 @@ class MemoryMap:
 
     def sealed_in(self, start: int, end: int) -> bool:
         """Whether a sealed VMA overlaps [start, end)."""
-        return any(vma.sealed for vma in self._overlapping(start, end))
+        for vma in self._overlapping(start, end):
+            if vma.sealed:
+                return True
+        return False
 
     # -- page changes, each told to the observer -----------------------------------
     def _back(self, start: int, length: int, perm: Perm, paddr: int | None = None,
@@ -335,7 +340,8 @@ class MemoryMap:
         elif eager:
             self._back(vma.start, length, perm_for(vma.prot))
             if data:
-                self._fill(vma.start, data[:length])
+                # A view: patched code comes as a bytearray, which a slice copies.
+                self._fill(vma.start, memoryview(data)[:length])
         elif data:
             vma = vma.replaced(source=_bytes_source(data, vma.start))
         self._insert(vma)
@@ -387,7 +393,7 @@ class MemoryMap:
             if end > start:
                 self._back(start, end - start, perm_for(vma.prot))
 
-    def _fill(self, start: int, data: bytes) -> None:
+    def _fill(self, start: int, data: bytes | memoryview) -> None:
         """Write a new mapping's first contents into its frames (whatever its rights:
         a PROT_NONE mapping moved by mremap keeps its pages too)."""
         memory, offset, view = self.space.memory, 0, memoryview(data)
@@ -422,7 +428,7 @@ class MemoryMap:
         set). Counting the whole set walks every file mapping; most unmaps (a
         buffer never touched, a reservation) drop nothing resident."""
         overlapping = self._overlapping(start, end)
-        if overlapping and residency.rss(self.space, overlapping, start, end).total:
+        if overlapping and residency.holds_resident(self.space, overlapping, start, end):
             self.note_rss_peak()
 
     def note_rss_peak(self) -> None:
@@ -707,20 +713,20 @@ class MemoryMap:
         return self.brk
 
     def _grow_heap(self, old_end: int, new_end: int) -> None:
-        self._back(old_end, new_end - old_end, perm_for(PROT_MASK & ~ProtFlags.PROT_EXEC))
-        heap = self.find(self.brk_start) if self.brk_start < old_end else None
-        if heap is not None and heap.name == "[heap]":
-            self.vmas.remove(heap)
-            self._insert(heap.replaced(end=new_end, soft_dirty=True))   # as do_brk_flags
+        self._back(old_end, new_end - old_end, perm_for(_HEAP_PROT))
+        index = bisect.bisect_right(self.vmas, self.brk_start, key=_START) - 1
+        heap = self.vmas[index] if self.brk_start < old_end and index >= 0 else None
+        if heap is not None and heap.end > self.brk_start and heap.name == "[heap]":
+            # Replaced in place: its neighbours stay, and list.remove would compare
+            # each VMA before it field by field.
+            self.vmas[index] = heap.replaced(end=new_end, soft_dirty=True)  # as do_brk_flags
         else:
-            self._insert(Vma(self.brk_start, new_end,
-                             int(ProtFlags.PROT_READ | ProtFlags.PROT_WRITE), name="[heap]"))
+            self._insert(Vma(self.brk_start, new_end, _HEAP_PROT, name="[heap]"))
 
     def _restore_heap_vma(self, new_end: int) -> None:
         heap = self.find(self.brk_start)
         if heap is None and new_end > self.brk_start:
-            self._insert(Vma(self.brk_start, new_end,
-                             int(ProtFlags.PROT_READ | ProtFlags.PROT_WRITE), name="[heap]"))
+            self._insert(Vma(self.brk_start, new_end, _HEAP_PROT, name="[heap]"))
 
     def sys_mmap(self, address: int, length: int, prot: int, flags: int,
                  read_file: Callable[[int, int], bytes] | None, offset: int,

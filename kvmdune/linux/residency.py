@@ -295,6 +295,20 @@ def rss(space: AddressSpace, vmas: Iterable, start: int = 0,
     return Rss(anonymous, file, shmem)
 
 
+def holds_resident(space: AddressSpace, vmas: Iterable, start: int, end: int) -> bool:
+    """Whether ``rss(space, vmas, start, end).total`` is above zero (``vmas``: those
+    overlapping [start, end)), found with one walk where the range has a written
+    page or only anonymous memory (asked before every unmap). ``rss``'s total is
+    the written pages plus, over file and shared mappings, the mapped pages not
+    written; written pages are mapped, so it is zero exactly when nothing in the
+    range is written and nothing of a file or shared mapping is mapped."""
+    count = space.tables.count_bits
+    if count(start, end - start, space.page_bits.since_mapping.mask(PTE.DIRTY)):
+        return True
+    return any(count(low, high - low, _MAPPED)
+               for _kind, low, high in _backed_runs(vmas, start, end))
+
+
 def _backed_runs(vmas: Iterable, start: int, end: int) -> list[tuple[Backing, int, int]]:
     """The parts of [start, end) that file or shared mappings cover, as runs of
     adjacent mappings of the same kind (kind, start, end), in address order."""

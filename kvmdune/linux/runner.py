@@ -306,6 +306,10 @@ def run_process(process: Process, wall_seconds: float | None = None,
         group.deadline = None if wall_seconds is None else time.monotonic() + wall_seconds
         ticks = _Ticks(ticker)
         group.ticks = ticks
+        # A memory slot for the program's first shared file mappings (python3's
+        # gconv cache), registered while it starts instead of when it maps one.
+        with sigmask.blocked_for_new_threads():
+            process.machine.memory.start_spare_slot()
         status = group.run_main()
         if not group.killed_at_wall_time:
             ticks.finish(process)

@@ -42,6 +42,9 @@ _SYNC = int(SyncRegs.REGS | SyncRegs.SREGS)
 _REGS_DIRTY, _SREGS_DIRTY = int(SyncRegs.REGS), int(SyncRegs.SREGS)
 #: RFLAGS at CPL0 in the trampoline: interrupts off, nothing else.
 _SUPERVISOR_RFLAGS = int(RFLAGS.FIXED)
+#: As a plain int: an int OR'd with an IntFlag member builds a new member (enum's
+#: machinery, microseconds), on every exception and system call.
+_RFLAGS_IF = int(RFLAGS.IF)
 _USER_CANONICAL_END = 1 << 47
 _SYSCALL_PORT = _trampoline.SYSCALL_PORT
 _BAD_ENTRY_PORT = _trampoline.BAD_ENTRY_PORT
@@ -507,7 +510,7 @@ class Cpu:
         # User code always runs with IF set (CPL3 cannot clear it); the copy this
         # software KVM pushes sometimes lacks it, which would make crash reports and
         # signal frames differ from run to run.
-        regs.rip, regs.rsp, regs.rflags = rip, rsp, rflags | RFLAGS.IF
+        regs.rip, regs.rsp, regs.rflags = rip, rsp, rflags | _RFLAGS_IF
         self._at_trampoline = True
         if vector == Vector.PF:
             if rip == self.sregs.cr2 and (rip == self._syscall_entry

@@ -190,6 +190,8 @@ class Machine:
         carry into a child; taken *before* ``os.fork()``, since the kvm_run page stays
         shared with the parent, whose vCPU goes on writing it."""
         cpu = cpu or self.cpu
+        # No thread of this VMM is registering a slot as it forks (the child's has none).
+        self.memory.settle_spare()
         try:
             xsave = cpu.vcpu.get_xsave()
         except Exception:    # a KVM without KVM_CAP_XSAVE: the child starts afresh

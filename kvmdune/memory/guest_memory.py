@@ -11,6 +11,7 @@ child's new VM too. Shared regions live above it, a slot each.
 from __future__ import annotations
 
 import array
+import os
 import threading
 from typing import Callable
 
@@ -143,6 +144,34 @@ class RetiredSlot:
 #: Retired slots kept per guest memory; beyond this, a removed region's slot is
 #: deleted (a process that keeps mapping shared files of new sizes).
 MAX_RETIRED_SLOTS = 16
+#: The size of the slot registered in the background for the first shared regions
+#: (``GuestMemory.start_spare_slot``): glibc maps its gconv cache (27 KB) shared in
+#: every python3 start.
+SPARE_SLOT_SIZE = 2 << 20
+
+
+class _SpareSlot:
+    """A retired slot in the making: its KVM_SET_USER_MEMORY_REGION, over an
+    inaccessible reservation, runs on a thread of its own, through a descriptor of
+    its own for the VM (closed when done: the VMM may close its own meanwhile)."""
+
+    def __init__(self, vm: Vm, base: int, slot: int, reservation: Reservation) -> None:
+        self.vm, self.base, self.slot, self.reservation = vm, base, slot, reservation
+        self._vm_fd = os.dup(vm.fd)
+        self.done = threading.Event()
+        self.registered = False
+
+    def register(self) -> None:
+        own = Vm(self.vm.kvm, self._vm_fd)
+        try:
+            own.set_user_memory_region(self.slot, self.base, self.reservation.size,
+                                       self.reservation.address)
+            self.registered = True
+        except KvmError:
+            pass                    # (no slot left, say): the next region adds its own
+        finally:
+            own.close()
+            self.done.set()
 
 
 class GuestMemory:
@@ -179,6 +208,8 @@ class GuestMemory:
         self.deferred: list[SharedRegion] = []
         self._deferred_lock = threading.Lock()     # vCPU threads reach them unlocked
         self.retired: list[RetiredSlot] = []
+        #: A slot being registered in the background (``start_spare_slot``).
+        self._spare: _SpareSlot | None = None
         self._vm: Vm | None = None
         #: Whether slot 0 may log dirty pages (register(): KVM can, and it is wanted)
         #: and whether it does now (``start_dirty_log``).
@@ -279,6 +310,32 @@ class GuestMemory:
         """A 2 MiB frame is cut for a 2 MiB guest page: one host huge page behind it."""
         self.mapping.advise_huge_pages(paddr, GUEST_MEMORY_ALIGN)
 
+    def start_spare_slot(self) -> None:
+        """Register a retired slot of SPARE_SLOT_SIZE bytes on a thread of its own,
+        while the guest runs on: each slot added waits for a KVM synchronisation
+        round (SRCU; milliseconds on a loaded machine), and the first shared file
+        mapping that fits takes this one with no KVM call (``add_shared``). The
+        caller starts it with every signal blocked (the thread inherits its mask)."""
+        if self._vm is None or self._vm.closed or self._spare is not None:
+            return
+        reservation = Reservation.anywhere(SPARE_SLOT_SIZE)
+        spare = _SpareSlot(self._vm, self._next_base, self._free_slot(), reservation)
+        self._next_base += (SPARE_SLOT_SIZE // SHARED_REGION_ALIGN + 1) * SHARED_REGION_ALIGN
+        self._spare = spare
+        threading.Thread(target=spare.register, name="kvmdune-spare-slot", daemon=True).start()
+
+    def settle_spare(self) -> None:
+        """Wait for the slot ``start_spare_slot`` registers, and keep it as a retired
+        slot (before a fork: the child's VMM starts with no such thread)."""
+        spare, self._spare = self._spare, None
+        if spare is None:
+            return
+        spare.done.wait()
+        if spare.registered and spare.vm is self._vm and not spare.vm.closed:
+            self.retired.append(RetiredSlot(spare.base, spare.slot, spare.reservation))
+        else:
+            spare.reservation.close()
+
     def add_shared(self, size: int, fd: int, offset: int = 0, writable: bool = True,
                    file_backed: bool = False) -> SharedRegion:
         """Map ``size`` bytes of ``fd`` (shared) into guest-physical memory;
@@ -286,6 +343,7 @@ class GuestMemory:
         VMM's own)."""
         if self._vm is None:
             raise RuntimeError("shared regions need the memory registered with a VM")
+        self.settle_spare()
         fitting = [slot for slot in self.retired if slot.size >= size]
         if fitting:
             region = self._reuse(min(fitting, key=lambda slot: slot.size), size, fd, offset,
@@ -312,19 +370,24 @@ class GuestMemory:
         if self._vm is None:
             mapping.close()
             raise RuntimeError("shared regions need the memory registered with a VM")
-        used = {region.slot for region in self.regions} | {slot.slot for slot in self.retired}
-        slot = next(n for n in range(GUEST_MEMORY_SLOT + 1, GUEST_MEMORY_SLOT + 1 + len(used) + 1)
-                    if n not in used)
-        region = SharedRegion(self._next_base, slot, mapping, flags)
+        region = SharedRegion(self._next_base, self._free_slot(), mapping, flags)
         try:
-            self._vm.set_user_memory_region(slot, region.base, mapping.size, mapping.address,
-                                            flags)
+            self._vm.set_user_memory_region(region.slot, region.base, mapping.size,
+                                            mapping.address, flags)
         except BaseException:
             mapping.close()
             raise
         self._next_base += (-(-mapping.size // SHARED_REGION_ALIGN) + 1) * SHARED_REGION_ALIGN
         self.regions.append(region)
         return region
+
+    def _free_slot(self) -> int:
+        """The lowest slot number no region, retired slot or spare holds."""
+        used = {region.slot for region in self.regions} | {slot.slot for slot in self.retired}
+        if self._spare is not None:
+            used.add(self._spare.slot)
+        return next(n for n in range(GUEST_MEMORY_SLOT + 1, GUEST_MEMORY_SLOT + 1 + len(used) + 1)
+                    if n not in used)
 
     def _reuse(self, retired: RetiredSlot, size: int, fd: int, offset: int,
                writable: bool) -> SharedRegion:
@@ -512,5 +575,10 @@ class GuestMemory:
         for region in list(self.regions):
             _unmap_region(region)
         self.regions.clear()
+        if self._spare is not None and self._spare.done.is_set():
+            self.settle_spare()
+        # A spare still registering is left to its thread (its reservation too: KVM
+        # may be recording its addresses): the VM goes with the thread's descriptor.
+        self._spare = None
         self._drop_retired()
         self.mapping.close()

@@ -243,6 +243,16 @@ class Reservation:
     def __init__(self, address: int, size: int) -> None:
         self.address, self.size = address, size
 
+    @classmethod
+    def anywhere(cls, size: int) -> "Reservation":
+        """``size`` bytes of new inaccessible addresses, wherever the host puts them."""
+        flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_NORESERVE
+        addr = _libc.mmap(None, size, 0, flags, -1, 0)      # PROT_NONE
+        if addr in (None, MAP_FAILED):
+            err = ctypes.get_errno()
+            raise OSError(err, f"mmap of a reservation: {os.strerror(err)}")
+        return cls(addr, size)
+
     def close(self) -> None:
         if self.address:
             _check(_libc.munmap(self.address, self.size), "munmap")

@@ -141,6 +141,7 @@ class BitReader:
         self._owner = owner
         self.name = name
         self._bits: dict[PTE, int] = {}     # kind -> this reader's software bit
+        self._masks: dict[int, int] = {}    # bits asked -> ``mask(bits)``
         self.closed = False
 
     def _bit(self, kind: PTE) -> int:
@@ -178,8 +179,14 @@ class BitReader:
 
     def mask(self, bits: PTE) -> int:
         """The entry bits that hold this reader's view of ``bits``: an entry with any
-        of them set is a page ``read`` reports (for counting walks of one's own)."""
-        return int(bits) | sum(self._bit(kind) for kind in self._kinds(bits))
+        of them set is a page ``read`` reports (for counting walks of one's own).
+        Kept per ``bits``: a reader's bits, once allocated, stay its own until it
+        closes (the resident set asks before every unmap)."""
+        found = self._masks.get(bits)
+        if found is not None and not self.closed:
+            return found
+        mask = self._masks[bits] = int(bits) | sum(self._bit(kind) for kind in self._kinds(bits))
+        return mask
 
     def close(self) -> None:
         """Give this reader's entry bits back (the since-mapping reader stays)."""

@@ -15,7 +15,8 @@ from kvmdune.linux.dispatch import Dispatcher, decode
 from kvmdune.linux.forward import NotForwardable
 from kvmdune.linux.internal_error import InternalError
 from kvmdune.linux.routing import EMULATED, ROUTES, Route, Support
-from kvmdune.linux.syscall_table import BY_NAME, SYSCALLS, Sysno
+from kvmdune.linux.syscall_table import (BY_NAME, INTEGER_KINDS, SYSCALLS, Sysno, int_value,
+                                         resolve_args)
 from kvmdune.linux.uaccess import Fault
 from kvmdune.memory import FaultKind, GuestFault
 
@@ -59,6 +60,31 @@ def test_arguments_are_decoded_by_kind():
     assert decoded[0] == -1                      # fd
     assert decoded[1] == 0x7000_0000_1000        # a pointer stays 64-bit and unsigned
     assert decoded[2] == 1 << 40                 # size_t is wide
+
+
+#: Register values that tell every reading of a register apart: sign bits of both
+#: widths, garbage above the low half, all ones.
+_PROBE_REGISTERS = (0, 5, 1 << 31, 1 << 63, 0xFFFF_FFFF, 0xFFFF_FFFF_FFFF_FFFF,
+                    0xDEAD_BEEF_8000_0003, 0x7000_0000_1000)
+
+
+def _decoded_by_declaration(spec, raw):
+    """What ``decode`` gives, from each argument's declaration (``int_value``)."""
+    decoded = list(raw)
+    for index, arg in enumerate(resolve_args(spec, raw)):
+        if arg is not None:
+            decoded[index] = (int_value(arg, raw[index]) if arg.kind in INTEGER_KINDS
+                              else raw[index] & 0xFFFF_FFFF_FFFF_FFFF)
+    return tuple(decoded)
+
+
+def test_every_call_is_decoded_as_its_declaration_says():
+    # decode reads a call's registers with readers chosen once per call number.
+    for route in ROUTES.values():
+        for probe in _PROBE_REGISTERS:
+            raw = tuple((probe + shift) & 0xFFFF_FFFF_FFFF_FFFF for shift in range(6))
+            assert decode(route, raw) == _decoded_by_declaration(route.spec, raw), \
+                (route.spec.name, hex(probe))
 
 
 def _dispatcher_with(handler, name="getppid"):

@@ -31,6 +31,7 @@ NONE = int(ProtFlags.PROT_NONE)
 PRIVATE_ANON = int(MapType.MAP_PRIVATE | MapFlags.MAP_ANONYMOUS)
 FIXED = PRIVATE_ANON | int(MapFlags.MAP_FIXED)
 NOREPLACE = PRIVATE_ANON | int(MapFlags.MAP_FIXED_NOREPLACE)
+PRIVATE_FILE_FIXED = int(MapType.MAP_PRIVATE | MapFlags.MAP_FIXED)
 MAYMOVE, MREMAP_FIXED = int(MremapFlags.MREMAP_MAYMOVE), int(MremapFlags.MREMAP_FIXED)
 #: A window of the address space the tests map into with MAP_FIXED (below the mmap base,
 #: far from where mmap picks addresses itself).
@@ -135,6 +136,42 @@ def test_the_resident_peak_is_noted_by_an_unmap_that_drops_resident_pages(guest)
     assert guest.mm.rss_peak_pages == 4
     assert guest.mm.sys_munmap(page(0), 2 * PAGE_SIZE) == 0
     assert guest.mm.rss_peak_pages == 4
+
+
+def test_an_unmap_of_a_file_mapping_never_written_notes_the_peak(guest):
+    """A private file mapping's pages are resident once mapped (they are the
+    file's), written or not: unmapping them lowers the set, so the peak is noted."""
+    data = b"file bytes"
+    start = guest.mm.sys_mmap(page(0), 3 * PAGE_SIZE, R, PRIVATE_FILE_FIXED,
+                              lambda offset, length: data, 0, name="/file")
+    assert start == page(0)
+    guest.mmap(page(4), 2, flags=FIXED)                   # anonymous, never written
+    assert guest.mm.sys_munmap(page(4), 2 * PAGE_SIZE) == 0
+    assert guest.mm.rss_peak_pages == 0
+    assert guest.mm.sys_munmap(page(1), PAGE_SIZE) == 0
+    assert guest.mm.rss_peak_pages == 3
+
+
+def test_whether_a_range_holds_resident_pages_is_what_the_resident_set_says(guest):
+    """``holds_resident``, asked before every unmap, agrees with counting the set."""
+    from kvmdune.linux import residency
+    from kvmdune.memory import WRITE
+
+    data = b"file bytes"
+    guest.mm.sys_mmap(page(0), 4 * PAGE_SIZE, R, PRIVATE_FILE_FIXED,
+                      lambda offset, length: data, 0, name="/file")
+    guest.mmap(page(4), 4, flags=FIXED)
+    guest.mmap(page(9), 4, flags=FIXED)
+    guest.space.write(page(10), b"x", WRITE)
+    guest.mm.sys_mmap(page(14), 2 * PAGE_SIZE, RW, PRIVATE_FILE_FIXED,
+                      lambda offset, length: data, 0, name="/file")
+    guest.space.write(page(15), b"x", WRITE)          # a private copy of a file page
+    for first in range(0, 17):
+        for last in range(first + 1, 17):
+            start, end = page(first), page(last)
+            vmas = guest.mm.overlapping(start, end)
+            assert residency.holds_resident(guest.space, vmas, start, end) == \
+                bool(residency.rss(guest.space, vmas, start, end).total), (first, last)
 
 
 def test_a_hint_that_is_free_is_taken_and_one_that_is_not_is_moved(guest):

@@ -1175,10 +1175,13 @@ class MemoryMap:
             return -Errno.ENOMEM
         if flags & fixed and self.sealed_in(new_address, new_address + new_length):
             return -Errno.EPERM
-        if vma.region is not None and new_length > old_length:
-            return -Errno.ENOMEM   # growing a shared mapping would need a new region
+        if vma.region is not None and new_length > old_length and vma.region.file is None:
+            return -Errno.ENOMEM   # shared memory of the VMM's own: no file to map more of
         if flags & fixed:
             return self._mremap_move(vma, old, old_length, new_length, new_address)
+        if vma.region is not None and new_length > old_length:
+            return self._mremap_grow_shared(vma, old, old_length, new_length,
+                                            bool(flags & MremapFlags.MREMAP_MAYMOVE))
         tail = old + old_length
         if vma.end == tail and self.is_free(tail, old + new_length):
             # An anonymous copy's source (a moved block's contents) reads as zero past
@@ -1254,10 +1257,50 @@ class MemoryMap:
             return -Errno.EINVAL       # the old and new ranges overlap
         return 0
 
+    def _mremap_grow_shared(self, vma: Vma, old: int, old_length: int, new_length: int,
+                            maymove: bool) -> int:
+        """mremap(2) growing a shared file mapping, in place if the addresses after it
+        are free, else (MREMAP_MAYMOVE) elsewhere: a new region maps the file from the
+        same offset at the new size (the pages are the file's: nothing is copied)."""
+        tail = old + old_length
+        if vma.end == tail and self.is_free(tail, old + new_length):
+            target = old
+        elif maymove:
+            target = self.find_free(new_length)
+            if target is None:
+                return -Errno.ENOMEM
+        else:
+            return -Errno.ENOMEM
+        return self._mremap_move(vma, old, old_length, new_length, target)
+
+    def _grown_region(self, part: Vma, new_length: int) -> SharedRegion:
+        """A region of ``new_length`` bytes over the file of ``part``'s region, from
+        ``part``'s place in it."""
+        region = part.region
+        keep = os.dup(region.file)
+        try:
+            return self.space.memory.add_shared(
+                new_length, region.file, region.file_offset + part.region_offset,
+                writable=bool(region.mapping.prot & ProtFlags.PROT_WRITE), file_backed=True,
+                keep=keep)
+        except BaseException:
+            os.close(keep)
+            raise
+
     def _mremap_move(self, vma: Vma, old: int, old_length: int, new_length: int,
                      target: int) -> int:
         keep = min(old_length, new_length)
         part = _piece(vma, old, old + keep)     # its file and region offsets follow
+        if part.region is not None and new_length > old_length:
+            try:
+                part = part.replaced(region=self._grown_region(part, new_length),
+                                     region_offset=0)
+            except OSError as exc:
+                return -(exc.errno or Errno.ENOMEM)
+            self.unmap(old, old_length)
+            self.map_fixed(part.replaced(start=target, end=target + new_length, source=None,
+                                         file_end=None, soft_dirty=True))
+            return target
         if _kernel_pages(vma):
             moved = part.replaced(start=target, end=target + keep)
             present = [offset - moved.region_offset

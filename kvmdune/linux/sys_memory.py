@@ -53,8 +53,15 @@ def sys_mmap(proc, cpu, address, length, prot, flags, fd, offset):
             return -Errno.EBADF
         if shared:
             def share(size: int, host: int = host) -> object:
-                return memory.add_shared(size, host, offset, writable=writable,
-                                         file_backed=True)
+                # The region keeps a descriptor of its own: mremap may grow the
+                # mapping after the guest closed its descriptor.
+                keep = fcntl.fcntl(host, fcntl.F_DUPFD_CLOEXEC, HOST_FD_FLOOR)
+                try:
+                    return memory.add_shared(size, host, offset, writable=writable,
+                                             file_backed=True, keep=keep)
+                except BaseException:
+                    os.close(keep)
+                    raise
         try:
             name = os.readlink(f"/proc/self/fd/{host}")
             size = os.fstat(host).st_size

@@ -102,6 +102,16 @@ class SharedRegion:
         #: A file the guest can resize (its pages past the file's end raise SIGBUS
         #: when touched, in the guest and in the VMM alike: ``readable``).
         self.file_backed = file_backed
+        #: The VMM's own descriptor of that file (``add_shared``'s ``keep``), for a
+        #: region of another size over it (mremap growing the mapping); None if none.
+        self.file: int | None = None
+        self.file_offset = 0        # where the region starts in that file
+
+    def forget_file(self) -> None:
+        """Close the kept descriptor (the region's mapping is going)."""
+        if self.file is not None:
+            os.close(self.file)
+            self.file = None
 
     @property
     def end(self) -> int:
@@ -122,6 +132,7 @@ def _unmap_region(region: SharedRegion) -> None:
     larger retired slot."""
     tail = region.slot_size - region.size
     address = region.mapping.address
+    region.forget_file()
     region.mapping.close()
     if tail > 0:
         Reservation(address + region.size, tail).close()
@@ -337,10 +348,11 @@ class GuestMemory:
             spare.reservation.close()
 
     def add_shared(self, size: int, fd: int, offset: int = 0, writable: bool = True,
-                   file_backed: bool = False) -> SharedRegion:
+                   file_backed: bool = False, keep: int | None = None) -> SharedRegion:
         """Map ``size`` bytes of ``fd`` (shared) into guest-physical memory;
         ``file_backed``: ``fd`` is a file the guest can resize (not memory of the
-        VMM's own)."""
+        VMM's own); ``keep``: a descriptor of it the region then owns (closed with
+        its mapping), kept for regions of other sizes over the same file."""
         if self._vm is None:
             raise RuntimeError("shared regions need the memory registered with a VM")
         self.settle_spare()
@@ -352,6 +364,7 @@ class GuestMemory:
             region = self._add_region(HostMapping(size, fd=fd, offset=offset,
                                                   writable=writable))
         region.file_backed = file_backed
+        region.file, region.file_offset = keep, offset
         return region
 
     def add_kernel_pages(self, address: int, size: int) -> SharedRegion:
@@ -415,6 +428,7 @@ class GuestMemory:
             _unmap_region(region)
             return
         if len(self.retired) < MAX_RETIRED_SLOTS:
+            region.forget_file()
             self.retired.append(RetiredSlot(region.base, region.slot,
                                             region.mapping.retire(region.slot_size)))
             return

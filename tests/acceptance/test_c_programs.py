@@ -40,7 +40,7 @@ def test_file_io_in_a_temp_dir(compiled, link, tmp_path):
 
 @pytest.mark.parametrize("program", ["alloc", "tls", "misc", "signals", "masked_waits", "remap_file",
                                      "mremap_ranges", "library_whole", "net", "pkeys",
-                                     "address_limits"])
+                                     "address_limits", "shared_grow"])
 @pytest.mark.parametrize("link", LINKS)
 def test_programs_match_native(compiled, program, link):
     argv = [compiled[(program, link)]]

@@ -663,7 +663,7 @@ class MemoryMap:
         mapping counts as new data (Linux's mprotect_fixup)."""
         if limits is None or limits.data is None or not prot & ProtFlags.PROT_WRITE:
             return True
-        turning = sum(min(vma.end, end) - max(vma.start, start) for vma in overlapping
+        turning = sum(_overlap(vma, start, end) for vma in overlapping
                       if not _is_data_mapping(vma.prot, vma.shared, vma.grows_down)
                       and _is_data_mapping(prot, vma.shared, vma.grows_down))
         return self.may_expand(AddressLimits(None, limits.data), turning, data=True)
@@ -689,8 +689,7 @@ class MemoryMap:
         return VmTotals(size, data, stack, code, program_code)
 
     def _mapped_bytes_in(self, start: int, end: int) -> int:
-        return sum(min(vma.end, end) - max(vma.start, start)
-                   for vma in self._overlapping(start, end))
+        return sum(_overlap(vma, start, end) for vma in self._overlapping(start, end))
 
     def sys_brk(self, address: int, limits: AddressLimits | None = None) -> int:
         """Implements brk(2)."""
@@ -1179,11 +1178,10 @@ class MemoryMap:
             return -Errno.ENOMEM   # shared memory of the VMM's own: no file to map more of
         if flags & fixed:
             return self._mremap_move(vma, old, old_length, new_length, new_address)
-        if vma.region is not None and new_length > old_length:
-            return self._mremap_grow_shared(vma, old, old_length, new_length,
-                                            bool(flags & MremapFlags.MREMAP_MAYMOVE))
         tail = old + old_length
         if vma.end == tail and self.is_free(tail, old + new_length):
+            if vma.region is not None:     # a region of the new size, in the same place
+                return self._mremap_move(vma, old, old_length, new_length, old)
             # An anonymous copy's source (a moved block's contents) reads as zero past
             # them: the tail keeps it, so that the two stay one VMA, as on Linux.
             source = vma.source if not vma.name else None
@@ -1256,22 +1254,6 @@ class MemoryMap:
         if old + old_length > target and target + new_length > old:
             return -Errno.EINVAL       # the old and new ranges overlap
         return 0
-
-    def _mremap_grow_shared(self, vma: Vma, old: int, old_length: int, new_length: int,
-                            maymove: bool) -> int:
-        """mremap(2) growing a shared file mapping, in place if the addresses after it
-        are free, else (MREMAP_MAYMOVE) elsewhere: a new region maps the file from the
-        same offset at the new size (the pages are the file's: nothing is copied)."""
-        tail = old + old_length
-        if vma.end == tail and self.is_free(tail, old + new_length):
-            target = old
-        elif maymove:
-            target = self.find_free(new_length)
-            if target is None:
-                return -Errno.ENOMEM
-        else:
-            return -Errno.ENOMEM
-        return self._mremap_move(vma, old, old_length, new_length, target)
 
     def _grown_region(self, part: Vma, new_length: int) -> SharedRegion:
         """A region of ``new_length`` bytes over the file of ``part``'s region, from
@@ -1414,6 +1396,11 @@ def _within_file(vma: Vma) -> int:
     """How many bytes from the start of the shared mapping ``vma`` lie within its
     region's file now (whole pages; all of it for memory that is no file's)."""
     return max(0, min(vma.region.readable_end() - vma.region_offset, vma.end - vma.start))
+
+
+def _overlap(vma: Vma, start: int, end: int) -> int:
+    """How many bytes of [start, end) ``vma`` maps."""
+    return min(vma.end, end) - max(vma.start, start)
 
 
 def _is_data_mapping(prot: int, shared: bool, stack: bool) -> bool:

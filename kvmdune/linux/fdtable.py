@@ -93,6 +93,9 @@ class FdTable:
         #: Called after a descriptor leaves the table, before its host number may be
         #: closed and reused: waits until no serve of the fast path still uses it.
         self.quiesce: Callable[[], None] | None = None
+        #: The VMM's own descriptors of files the guest has open, kept open past
+        #: their use (``close_own_copy``), with each file's identity.
+        self.parked: list[tuple[tuple[int, int], int]] = []
 
     @property
     def max_fds(self) -> int:
@@ -167,6 +170,7 @@ class FdTable:
             os.close(host)
         except OSError as exc:
             return -(exc.errno or Errno.EIO)
+        self._close_unneeded_parked()
         return 0
 
     def hold(self, host_fds: Iterable[int]) -> None:
@@ -208,6 +212,38 @@ class FdTable:
             self.close(new)
         self.store.install(new, host, cloexec, io)
         return new
+
+    def close_own_copy(self, host: int) -> None:
+        """Close a descriptor the VMM opened for its own use (a shared mapping's
+        copy of its file), unless the guest has the same file open: Linux drops a
+        process's POSIX record locks on a file at any close of a descriptor of it,
+        and the guest's locks are the VMM process's, so that close would drop
+        locks the guest holds (SQLite's on a database it maps). Such a descriptor
+        is kept until the guest has no descriptor of the file left (by then the
+        guest's own close has dropped its locks, as on Linux)."""
+        identity = _file_identity(host)
+        self._close_unneeded_parked()
+        if identity is not None and identity in self._open_files():
+            self.parked.append((identity, host))
+        else:
+            os.close(host)
+
+    def _open_files(self) -> set[tuple[int, int]]:
+        """The identities of the files the guest's descriptors hold."""
+        return {identity for entry in self.entries.values()
+                if (identity := _file_identity(entry.host)) is not None}
+
+    def _close_unneeded_parked(self) -> None:
+        if not self.parked:
+            return
+        open_files = self._open_files()
+        still = []
+        for identity, host in self.parked:
+            if identity in open_files:
+                still.append((identity, host))
+            else:
+                os.close(host)
+        self.parked = still
 
     def close_on_exec(self) -> None:
         for fd in [fd for fd, entry in self.entries.items() if entry.cloexec]:
@@ -254,7 +290,29 @@ def capture_caller_fds(detach: bool = False) -> CallerFds:
     for fd in STANDARD_STREAMS:
         if fd not in caller.held:
             _plug(fd)
+    occupy_low_numbers()
     return caller
+
+
+def occupy_low_numbers() -> None:
+    """Fill every free host number from 3 up to HOST_FD_FLOOR with /dev/null, so
+    that the descriptors the VMM opens for the guest land at the floor or above at
+    once. Moving a new one up (a duplicate, then a close of the original) would
+    drop the guest's POSIX record locks on that file: Linux releases a process's
+    locks on a file at ANY close of a descriptor of it (fcntl(2)), and the guest's
+    locks are the VMM process's. Left alone where the descriptor limit is too low
+    to spare the numbers."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < HOST_FD_FLOOR + VMM_FD_RESERVE:
+        return
+    placeholder = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    if placeholder >= HOST_FD_FLOOR:
+        os.close(placeholder)         # nothing free below the floor
+        return
+    while (fd := fcntl.fcntl(placeholder, fcntl.F_DUPFD_CLOEXEC, len(STANDARD_STREAMS))) \
+            < HOST_FD_FLOOR:
+        pass
+    os.close(fd)
 
 
 def reserve_vmm_fds(guest_limit: int) -> None:
@@ -293,6 +351,15 @@ def _is_open(fd: int) -> bool:
     except OSError:
         return False
     return True
+
+
+def _file_identity(host: int) -> tuple[int, int] | None:
+    """A host descriptor's file as (device, inode); None if it cannot be asked."""
+    try:
+        status = os.fstat(host)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
 
 
 def _plug(fd: int) -> None:

@@ -1264,9 +1264,9 @@ class MemoryMap:
             return self.space.memory.add_shared(
                 new_length, region.file, region.file_offset + part.region_offset,
                 writable=bool(region.mapping.prot & ProtFlags.PROT_WRITE), file_backed=True,
-                keep=keep)
+                keep=keep, release=region.release_file)
         except BaseException:
-            os.close(keep)
+            region.release_file(keep)
             raise
 
     def _mremap_move(self, vma: Vma, old: int, old_length: int, new_length: int,

@@ -58,9 +58,10 @@ def sys_mmap(proc, cpu, address, length, prot, flags, fd, offset):
                 keep = fcntl.fcntl(host, fcntl.F_DUPFD_CLOEXEC, HOST_FD_FLOOR)
                 try:
                     return memory.add_shared(size, host, offset, writable=writable,
-                                             file_backed=True, keep=keep)
+                                             file_backed=True, keep=keep,
+                                             release=proc.fds.close_own_copy)
                 except BaseException:
-                    os.close(keep)
+                    proc.fds.close_own_copy(keep)
                     raise
         try:
             name = os.readlink(f"/proc/self/fd/{host}")

@@ -106,11 +106,13 @@ class SharedRegion:
         #: region of another size over it (mremap growing the mapping); None if none.
         self.file: int | None = None
         self.file_offset = 0        # where the region starts in that file
+        #: How ``file`` is let go (``add_shared``'s ``release``).
+        self.release_file: Callable[[int], None] = os.close
 
     def forget_file(self) -> None:
-        """Close the kept descriptor (the region's mapping is going)."""
+        """Let the kept descriptor go (the region's mapping is going)."""
         if self.file is not None:
-            os.close(self.file)
+            self.release_file(self.file)
             self.file = None
 
     @property
@@ -348,11 +350,14 @@ class GuestMemory:
             spare.reservation.close()
 
     def add_shared(self, size: int, fd: int, offset: int = 0, writable: bool = True,
-                   file_backed: bool = False, keep: int | None = None) -> SharedRegion:
+                   file_backed: bool = False, keep: int | None = None,
+                   release: Callable[[int], None] = os.close) -> SharedRegion:
         """Map ``size`` bytes of ``fd`` (shared) into guest-physical memory;
         ``file_backed``: ``fd`` is a file the guest can resize (not memory of the
-        VMM's own); ``keep``: a descriptor of it the region then owns (closed with
-        its mapping), kept for regions of other sizes over the same file."""
+        VMM's own); ``keep``: a descriptor of it the region then owns, kept for
+        regions of other sizes over the same file, and given to ``release`` when
+        the mapping goes (the descriptor's owner may not want it closed at once: a
+        close drops the process's POSIX record locks on the file)."""
         if self._vm is None:
             raise RuntimeError("shared regions need the memory registered with a VM")
         self.settle_spare()
@@ -364,7 +369,7 @@ class GuestMemory:
             region = self._add_region(HostMapping(size, fd=fd, offset=offset,
                                                   writable=writable))
         region.file_backed = file_backed
-        region.file, region.file_offset = keep, offset
+        region.file, region.file_offset, region.release_file = keep, offset, release
         return region
 
     def add_kernel_pages(self, address: int, size: int) -> SharedRegion:

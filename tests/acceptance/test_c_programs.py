@@ -48,6 +48,16 @@ def test_programs_match_native(compiled, program, link):
 
 
 @pytest.mark.parametrize("link", LINKS)
+def test_posix_locks_survive_the_vmms_own_descriptors(compiled, link, tmp_path):
+    """The guest's POSIX record locks are the VMM process's: no descriptor the VMM
+    opens and closes for itself (a file opened again, a shared mapping's copy) may
+    drop them, while the guest's own closes do, as on Linux."""
+    native, dune = run_in_scratch_dirs(compiled[("posix_locks", link)], tmp_path)
+    assert_same(native, dune)
+    assert b"opened again: child sees: locked by parent" in dune.stdout
+
+
+@pytest.mark.parametrize("link", LINKS)
 def test_segfault_is_139_with_a_crash_report(compiled, link):
     dune = run_dune([compiled[("crash", link)], "segv"])
     assert dune.returncode == 139

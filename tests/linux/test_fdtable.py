@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from kvmdune.linux.abi import Errno
-from kvmdune.linux.fdtable import FdTable
+from kvmdune.linux.fdtable import HOST_FD_FLOOR, FdTable
 
 LIMIT = 12
 numbers = st.integers(min_value=-1, max_value=LIMIT + 2)
@@ -177,13 +177,15 @@ CAPTURE = textwrap.dedent("""
     caller = capture_caller_fds(detach=True)
     held = {fd: os.readlink(f"/proc/self/fd/{host}") for fd, host in caller.held.items()}
     plugged = os.readlink("/proc/self/fd/1")         # the VMM's own fd 1 now
-    left = [fd for fd in (3, 5) if os.path.exists(f"/proc/self/fd/{fd}")]
+    left = [fd for fd in (3, 5) if os.path.exists(f"/proc/self/fd/{fd}")
+            and os.readlink(f"/proc/self/fd/{fd}") == before[fd]]
+    first_open = os.open(os.devnull, os.O_RDONLY)    # lands at the floor at once
     table = FdTable.from_caller(caller, [0, 3, 4], caller.nofile[0])
     print(json.dumps({"before": before, "held": held, "plugged": plugged,
                       "nofile": list(caller.nofile),
                       "vmm_nofile": list(resource.getrlimit(resource.RLIMIT_NOFILE)),
                       "table": sorted(table.entries), "untaken": sorted(caller.held),
-                      "originals_open": left}))
+                      "originals_open": left, "first_open": first_open}))
 """)
 
 
@@ -210,3 +212,32 @@ def test_capture_keeps_numbers_moves_hosts_and_plugs_closed_stdio(tmp_path) -> N
     assert report["table"] == [0, 3]                               # 4 was never open
     assert report["untaken"] == [2, 5]
     assert report["originals_open"] == []                          # detached
+    # The numbers below the floor are taken (``occupy_low_numbers``): no descriptor
+    # the VMM opens needs moving up, a close that would drop the guest's locks.
+    assert report["first_open"] >= HOST_FD_FLOOR
+
+
+def _names(fd: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
+
+
+def test_own_copy_of_a_file_the_guest_has_open_stays_until_the_guest_closes_it(tmp_path):
+    """A close of any descriptor of a file drops the process's POSIX locks on it, and
+    the guest's locks are the VMM's: the VMM's own copy (a shared mapping's) of a
+    file the guest has open is kept until the guest's last descriptor of it goes."""
+    locked, other = tmp_path / "locked", tmp_path / "other"
+    locked.write_text("l")
+    other.write_text("o")
+    table = FdTable()
+    guest = table.install(os.open(locked, os.O_RDONLY))
+    own, unrelated = os.open(locked, os.O_RDONLY), os.open(other, os.O_RDONLY)
+    table.close_own_copy(own)
+    table.close_own_copy(unrelated)
+    assert _names(own) == str(locked)          # kept
+    assert _names(unrelated) != str(other)     # closed at once: the guest has no copy
+    assert table.close(guest) == 0
+    assert _names(own) != str(locked)          # the guest's close let it go
+    table.close_all()
